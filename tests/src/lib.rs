@@ -1,0 +1,1 @@
+//! Integration tests of rdlock against real redis-server processes.
