@@ -1,1 +1,91 @@
-//! placeholder
+//! # rdlock-core: the sans-IO state machine of rdlock's Redis locks
+//!
+//! This crate decides everything about a lock and does nothing itself: it opens no socket,
+//! reads no clock, sleeps nowhere and spawns nothing. Time comes in as `now` arguments,
+//! Redis commands go out as typed [`Transmit`]s, replies come back as the core's own
+//! [`Reply`] type, and outcomes leave as [`Event`]s. The runtime adapters (`rdlock-tokio`,
+//! `rdlock-async-std`, `rdlock-blocking`) drive it; so can any executor of your own.
+//!
+//! ## The contract
+//!
+//! An [`Engine`] holds all locks of one client. Feed it inputs, then drain its outputs:
+//!
+//! - **inputs** (each takes `now`): caller actions [`Engine::acquire`],
+//!   [`Engine::release`], [`Engine::extend`], [`Engine::abandon`]; and what the world did:
+//!   [`Engine::handle_reply`] (a reply, or the transport failure that left the request
+//!   unanswered), [`Engine::handle_message`] (a pub/sub message),
+//!   [`Engine::handle_subscribed`], [`Engine::handle_subscriptions_lost`] and
+//!   [`Engine::handle_timeout`];
+//! - **outputs**: [`Engine::poll_transmit`] (requests to send, channels to (un)subscribe),
+//!   [`Engine::poll_event`] (outcomes per lock) and [`Engine::poll_timeout`] (when to call
+//!   `handle_timeout` next).
+//!
+//! Caller misuse (a reply to an unknown request, releasing what is not held) is a
+//! [`Misuse`], distinct from lock outcomes; bad input is an [`InvalidInput`], refused before
+//! anything is sent. Nothing here panics on what the network or the server sends.
+//!
+//! ## The run loop
+//!
+//! ```no_run
+//! # use std::time::Instant;
+//! # use rdlock_core::*;
+//! # fn send(_: &Request) -> Result<Vec<Reply>, TransportError> { unimplemented!() }
+//! let mut engine = Engine::new(EngineConfig { seed: 42, ..EngineConfig::default() });
+//! let id = engine.acquire("orders", LockOptions::default(), Acquire::Wait { deadline: None }, Instant::now())?;
+//! loop {
+//!     while let Some(t) = engine.poll_transmit() {
+//!         match t {
+//!             Transmit::Request(req) => {
+//!                 let reply = send(&req); // on req.route's connection
+//!                 engine.handle_reply(req.id, reply, Instant::now())?;
+//!             }
+//!             Transmit::Subscribe(_) | Transmit::Unsubscribe(_) => { /* pub/sub connection */ }
+//!         }
+//!     }
+//!     if let Some((lock, Event::Acquired { fence, .. })) = engine.poll_event() {
+//!         assert_eq!(lock, id);
+//!         println!("holding with fence {fence}");
+//!         break;
+//!     }
+//!     // Sleep until engine.poll_timeout() or until a message arrives, then:
+//!     engine.handle_timeout(Instant::now());
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## The protocol
+//!
+//! The lock key is the user's key verbatim, holding a 128-bit owner token (the layout of
+//! the common single-instance locks of other languages). Its fence counter, wait queue and
+//! hand-off channel carry the key as a hash tag ([`LockKeys`]). Acquisition is one script
+//! call that takes the lock (bumping the fence), confirms an earlier take of ours
+//! (idempotent after an ambiguous timeout), or queues the caller. Release hands the lock to
+//! the first queued waiter inside the same script and announces it on the channel, so the
+//! waiter holds the lock without another round trip and the releaser cannot barge back in.
+//! Waiters also poll (at most every `poll_cap`), so a lost message costs only that.
+//! Optional `WAIT` confirmation rides in the same pipeline as the script.
+//! See `docs/protocol.md` for the scripts and the safety argument.
+
+#![warn(missing_docs)]
+
+mod command;
+mod engine;
+mod error;
+mod event;
+mod keys;
+mod options;
+mod reply;
+mod script;
+mod subscriptions;
+mod token;
+
+pub use command::{Command, Request, RequestId, Route, Transmit};
+pub use engine::{Engine, EngineConfig, FENCE_TTL, LockId, LockInfo};
+pub use error::{InvalidInput, LockError, Misuse};
+pub use event::{Event, LostReason};
+pub use keys::{LockKeys, MAX_KEY_LEN, hash_tag, slot};
+pub use options::{Acquire, Confirm, LockOptions, MAX_TTL, MIN_TTL};
+pub use reply::{Reply, ServerError, TransportError};
+pub use script::Script;
+pub use subscriptions::Subscriptions;
+pub use token::Rng;

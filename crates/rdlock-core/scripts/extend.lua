@@ -1,0 +1,15 @@
+-- rdlock extend: owner-checked renewal of one or many locks in one call.
+-- KEYS[1..n] lock keys; ARGV[1..n] owner tokens; ARGV[n+1..2n] ttls in ms.
+-- Reply: an array of n integers, 1 extended, 0 not held by that token (or not a string key).
+local n = #KEYS
+local out = {}
+for i = 1, n do
+  local cur = redis.pcall('GET', KEYS[i])
+  if cur == ARGV[i] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[n + i])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out

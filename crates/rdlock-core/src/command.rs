@@ -1,0 +1,64 @@
+//! What the core asks its driver to do: typed requests, never raw command strings.
+
+use crate::script::Script;
+
+/// Identifies a request, so that its reply can be handed back with [`crate::Engine::handle_reply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Which connection a request must travel on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// The shared command connection (multiplexed; order of sends is kept).
+    Commands,
+    /// A connection reserved for requests that end in `WAIT`: `WAIT` blocks every later
+    /// command on its connection, and it only counts the writes of its own connection.
+    Confirm,
+}
+
+/// One Redis command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run a script (`EVALSHA`, with `EVAL` when the server does not have it cached).
+    Script {
+        /// Which script.
+        script: Script,
+        /// `KEYS`.
+        keys: Vec<String>,
+        /// `ARGV`.
+        args: Vec<String>,
+    },
+    /// `WAIT replicas timeout_ms`: how many replicas hold this connection's writes.
+    Wait {
+        /// Replicas to wait for.
+        replicas: u32,
+        /// Longest wait, in milliseconds (never 0: that would block for ever).
+        timeout_ms: u64,
+    },
+    /// `ROLE`: used to count the primary's replicas.
+    Role,
+}
+
+/// A pipeline of commands sent together on one connection; the reply holds one
+/// [`crate::Reply`] per command, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The id to hand back with the reply.
+    pub id: RequestId,
+    /// The connection to use.
+    pub route: Route,
+    /// The commands, in order.
+    pub commands: Vec<Command>,
+}
+
+/// Something the driver must do on the core's behalf.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// Send a request and hand its reply (or failure) back.
+    Request(Request),
+    /// Subscribe the shared pub/sub connection to a channel, then call
+    /// [`crate::Engine::handle_subscribed`].
+    Subscribe(String),
+    /// Unsubscribe the shared pub/sub connection from a channel.
+    Unsubscribe(String),
+}

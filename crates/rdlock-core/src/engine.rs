@@ -1,0 +1,940 @@
+//! The engine: every lock of one client, as one state machine each, plus what they share
+//! (request ids, the pub/sub channels, batched renewals, the replica count and the timers).
+//!
+//! A lock's life:
+//!
+//! ```text
+//!            acquire                      hand-off / retry wins
+//!   (new) ──────────► Acquiring ◄───────────────────────────┐
+//!                       │  │  └─ held by another ─► Waiting ─┘── deadline ──► (leave) ──► Done
+//!                       │  └─ too few replicas / no validity ─► Releasing ──► Done
+//!                       ▼
+//!                     Held ◄──► renewing (batched)      ── not owner / validity over ──► Held(lost)
+//!                       │
+//!                       └─ release / drop ─► Releasing ──► Done
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::command::{Command, Request, RequestId, Route, Transmit};
+use crate::error::{InvalidInput, LockError, Misuse};
+use crate::event::{Event, LostReason};
+use crate::keys::{LockKeys, slot};
+use crate::options::{Acquire, Confirm, LockOptions};
+use crate::reply::{Reply, TransportError};
+use crate::script::Script;
+use crate::subscriptions::Subscriptions;
+use crate::token::Rng;
+
+/// How long a fence counter lives after it is seeded. Losing it is harmless: a missing
+/// counter is re-seeded from the server clock, which is ahead of every token issued before.
+pub const FENCE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Release attempts before a release is reported as failed (the TTL then cleans up).
+const RELEASE_ATTEMPTS: u32 = 3;
+
+/// Identifies one lock within an [`Engine`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LockId(pub u64);
+
+/// Settings shared by every lock of an engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Seeds owner tokens and jitter. Drivers draw it from the operating system; tests fix it.
+    pub seed: u64,
+    /// The server is a cluster: batched renewals only group keys of one hash slot.
+    pub cluster: bool,
+    /// How long an idle channel stays subscribed.
+    pub subscription_linger: Duration,
+    /// Most locks renewed by one script call.
+    pub max_renew_batch: usize,
+    /// How long a replica count (for `Confirm::All` and `Confirm::Majority`) is trusted.
+    pub replica_count_max_age: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            cluster: false,
+            subscription_linger: Duration::from_secs(5),
+            max_renew_batch: 512,
+            replica_count_max_age: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A read-only view of a lock, for guards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockInfo {
+    /// The fencing token, once acquired.
+    pub fence: Option<u64>,
+    /// The end of validity, once acquired.
+    pub valid_until: Option<Instant>,
+    /// Set once the lease is lost.
+    pub lost: Option<LostReason>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `try_lock`: do not queue.
+    Try,
+    /// The first attempt of a wait: queue on failure.
+    First,
+    /// A later attempt (or a confirmation): idempotent, queues only if not queued.
+    Retry,
+}
+
+impl Mode {
+    fn arg(self) -> &'static str {
+        match self {
+            Mode::Try => "try",
+            Mode::First => "first",
+            Mode::Retry => "retry",
+        }
+    }
+}
+
+/// What to tell the caller once a release completes.
+#[derive(Debug)]
+enum Then {
+    /// The caller asked to release: report [`Event::Released`].
+    Report,
+    /// Report this instead (an acquisition undone).
+    Emit(Event),
+    /// Nobody is listening (a dropped guard, an abandoned wait).
+    Silent,
+}
+
+#[derive(Debug)]
+struct Held {
+    fence: u64,
+    valid_until: Instant,
+    /// Renewal window: a batch may take the lock from `renew_after`; it is due at `renew_before`.
+    renew_after: Instant,
+    renew_before: Instant,
+    renewing: Option<RequestId>,
+    lost: Option<LostReason>,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for the replica count before the first attempt.
+    Counting,
+    Acquiring {
+        req: RequestId,
+        sent_at: Instant,
+        /// The channel was subscribed when the attempt was sent: no hand-off can be missed.
+        sent_subscribed: bool,
+        wanted: u32,
+    },
+    Waiting {
+        retry_at: Instant,
+    },
+    Held(Held),
+    Releasing {
+        req: RequestId,
+        attempts: u32,
+        /// Validity when the release began: a retried release that finds the key gone
+        /// still released it if the lock was valid when the first one was sent.
+        valid_at_start: bool,
+        then: Then,
+    },
+}
+
+#[derive(Debug)]
+struct Lock {
+    keys: LockKeys,
+    token: String,
+    /// This lock's queue entry, `token:ttl`.
+    entry: String,
+    opts: LockOptions,
+    route: Route,
+    try_only: bool,
+    deadline: Option<Instant>,
+    state: State,
+    /// Holds a reference on its channel.
+    subscribed: bool,
+    /// Send time of the latest attempt that found another holder: a hand-off to us came later.
+    not_held_at: Option<Instant>,
+    /// A hand-off announced while an attempt was in flight, with its fence.
+    granted: Option<u64>,
+    /// The caller gave up while a request was in flight: clean up when it returns.
+    abandoned: bool,
+    timer: Option<Instant>,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Attempt(LockId),
+    Release(LockId),
+    Renew { locks: Vec<LockId>, sent_at: Instant, wanted: u32 },
+    Role,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Lock(LockId),
+    Linger,
+}
+
+/// All locks of one client. See the crate documentation for the run loop.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    rng: Rng,
+    next_lock: u64,
+    next_req: u64,
+    locks: HashMap<LockId, Lock>,
+    by_token: HashMap<String, LockId>,
+    pending: HashMap<RequestId, Pending>,
+    subs: Subscriptions,
+    timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
+    /// Auto-renewing held locks by the start of their renewal window.
+    renewals: BTreeSet<(Instant, LockId)>,
+    replicas: Option<(u32, Instant)>,
+    role_req: Option<RequestId>,
+    role_waiters: Vec<LockId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<(LockId, Event)>,
+}
+
+impl Engine {
+    /// A new engine with no locks.
+    pub fn new(config: EngineConfig) -> Self {
+        Self {
+            rng: Rng::new(config.seed),
+            subs: Subscriptions::new(config.subscription_linger),
+            config,
+            next_lock: 0,
+            next_req: 0,
+            locks: HashMap::new(),
+            by_token: HashMap::new(),
+            pending: HashMap::new(),
+            timers: BinaryHeap::new(),
+            renewals: BTreeSet::new(),
+            replicas: None,
+            role_req: None,
+            role_waiters: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    // ---------------------------------------------------------------- caller actions
+
+    /// Starts acquiring `key`. The outcome arrives as an event for the returned id:
+    /// [`Event::Acquired`], [`Event::Busy`], [`Event::TimedOut`],
+    /// [`Event::ReplicationShortfall`] or [`Event::Failed`].
+    pub fn acquire(
+        &mut self,
+        key: &str,
+        opts: LockOptions,
+        how: Acquire,
+        now: Instant,
+    ) -> Result<LockId, InvalidInput> {
+        opts.validate()?;
+        let keys = LockKeys::new(key)?;
+        let (try_only, deadline) = match how {
+            Acquire::Try => (true, None),
+            Acquire::Wait { deadline } => (false, deadline),
+        };
+        if deadline.is_some_and(|d| d <= now) {
+            return Err(InvalidInput::DeadlinePassed);
+        }
+        let id = LockId(self.next_lock);
+        self.next_lock += 1;
+        let token = self.rng.token();
+        let entry = format!("{token}:{}", opts.ttl_ms());
+        let route = if opts.confirm == Confirm::None { Route::Commands } else { Route::Confirm };
+        self.by_token.insert(token.clone(), id);
+        self.locks.insert(
+            id,
+            Lock {
+                keys,
+                token,
+                entry,
+                opts,
+                route,
+                try_only,
+                deadline,
+                state: State::Counting,
+                subscribed: false,
+                not_held_at: None,
+                granted: None,
+                abandoned: false,
+                timer: None,
+            },
+        );
+        self.send_attempt(id, if try_only { Mode::Try } else { Mode::First }, now);
+        Ok(id)
+    }
+
+    /// Releases a held lock (also one whose lease was lost: the key may still be ours).
+    /// The outcome arrives as [`Event::Released`] or [`Event::Failed`].
+    pub fn release(&mut self, id: LockId, now: Instant) -> Result<(), Misuse> {
+        let lock = self.locks.get(&id).ok_or(Misuse::UnknownLock(id))?;
+        if !matches!(lock.state, State::Held(_)) {
+            return Err(Misuse::NotHeld(id));
+        }
+        self.send_release(id, Then::Report, now);
+        Ok(())
+    }
+
+    /// Renews a held lock now (batched with any other lock whose renewal window is open).
+    /// The outcome arrives as [`Event::Renewed`] or [`Event::Lost`].
+    pub fn extend(&mut self, id: LockId, now: Instant) -> Result<(), Misuse> {
+        let lock = self.locks.get_mut(&id).ok_or(Misuse::UnknownLock(id))?;
+        let State::Held(held) = &mut lock.state else { return Err(Misuse::NotHeld(id)) };
+        if held.lost.is_some() {
+            return Err(Misuse::NotHeld(id));
+        }
+        if held.renewing.is_none() {
+            self.renewals.remove(&(held.renew_after, id));
+            held.renew_after = now;
+            held.renew_before = now;
+            self.renewals.insert((now, id));
+            self.renew_due(now);
+        }
+        Ok(())
+    }
+
+    /// The caller no longer cares about this lock (a dropped guard or a cancelled wait): it is
+    /// released or leaves the queue in the background, and no further event is reported.
+    pub fn abandon(&mut self, id: LockId, now: Instant) {
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        match &mut lock.state {
+            State::Counting => self.finish(id, now),
+            State::Acquiring { .. } => lock.abandoned = true,
+            State::Waiting { .. } | State::Held(_) => self.send_release(id, Then::Silent, now),
+            State::Releasing { then, .. } => *then = Then::Silent,
+        }
+    }
+
+    /// A view of the lock, for guards.
+    pub fn lock_info(&self, id: LockId) -> Option<LockInfo> {
+        let lock = self.locks.get(&id)?;
+        Some(match &lock.state {
+            State::Held(h) => LockInfo { fence: Some(h.fence), valid_until: Some(h.valid_until), lost: h.lost },
+            _ => LockInfo { fence: None, valid_until: None, lost: None },
+        })
+    }
+
+    /// Locks the engine is tracking (held, waiting, or being released).
+    pub fn len(&self) -> usize {
+        self.locks.len()
+    }
+
+    /// Whether the engine tracks no lock.
+    pub fn is_empty(&self) -> bool {
+        self.locks.is_empty()
+    }
+
+    /// Pub/sub channels subscribed or lingering.
+    pub fn channels(&self) -> usize {
+        self.subs.len()
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// A reply to request `id`: one [`Reply`] per command of the request, or the transport
+    /// failure that left it unanswered.
+    pub fn handle_reply(
+        &mut self,
+        id: RequestId,
+        reply: Result<Vec<Reply>, TransportError>,
+        now: Instant,
+    ) -> Result<(), Misuse> {
+        let pending = self.pending.remove(&id).ok_or(Misuse::UnknownRequest(id))?;
+        match pending {
+            Pending::Attempt(lock) => self.on_attempt_reply(lock, id, reply, now),
+            Pending::Release(lock) => self.on_release_reply(lock, id, reply, now),
+            Pending::Renew { locks, sent_at, wanted } => self.on_renew_reply(&locks, id, sent_at, wanted, reply, now),
+            Pending::Role => self.on_role_reply(reply, now),
+        }
+        Ok(())
+    }
+
+    /// A message arrived on a subscribed channel.
+    pub fn handle_message(&mut self, channel: &str, payload: &[u8], now: Instant) {
+        let Some((token, fence)) = std::str::from_utf8(payload).ok().and_then(|p| p.split_once(':')) else { return };
+        let (Some(&id), Ok(fence)) = (self.by_token.get(token), fence.parse::<u64>()) else { return };
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        if lock.keys.channel != channel {
+            return;
+        }
+        match lock.state {
+            State::Acquiring { .. } => lock.granted = Some(fence),
+            State::Waiting { .. } => self.on_handoff(id, fence, now),
+            // Counting: not queued yet. Held: a duplicate. Releasing: the release covers it.
+            _ => {}
+        }
+    }
+
+    /// The server confirmed a subscription. Waiters on the channel check the lock again,
+    /// since a hand-off may have been announced before the subscription took effect.
+    pub fn handle_subscribed(&mut self, channel: &str, now: Instant) {
+        for id in self.subs.confirmed(channel) {
+            if matches!(self.locks.get(&id).map(|l| &l.state), Some(State::Waiting { .. })) {
+                self.send_attempt(id, Mode::Retry, now);
+            }
+        }
+    }
+
+    /// The pub/sub connection was lost (or replaced): every wanted channel is subscribed
+    /// again, and each waiter checks its lock once the subscription is back.
+    pub fn handle_subscriptions_lost(&mut self, _now: Instant) {
+        let mut out = Vec::new();
+        self.subs.reset(&mut out);
+        self.transmits.extend(out);
+    }
+
+    /// Time has reached `now`: fire every timer that is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match key {
+                TimerKey::Linger => {
+                    let mut out = Vec::new();
+                    self.subs.expire(now, &mut out);
+                    self.transmits.extend(out);
+                }
+                TimerKey::Lock(id) => {
+                    let Some(lock) = self.locks.get_mut(&id) else { continue };
+                    if lock.timer != Some(at) {
+                        continue;
+                    }
+                    lock.timer = None;
+                    self.on_lock_timer(id, now);
+                    self.reschedule(id);
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next thing to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next outcome to report.
+    pub fn poll_event(&mut self) -> Option<(LockId, Event)> {
+        self.events.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] must next be called, if ever.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
+            let live = match key {
+                TimerKey::Linger => true,
+                TimerKey::Lock(id) => self.locks.get(&id).is_some_and(|l| l.timer == Some(at)),
+            };
+            if live {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    // ---------------------------------------------------------------- acquiring
+
+    fn send_attempt(&mut self, id: LockId, mode: Mode, now: Instant) {
+        let Some(lock) = self.locks.get(&id) else { return };
+        let confirm = lock.opts.confirm;
+        let fresh = self.replicas.filter(|&(_, at)| now < at + self.config.replica_count_max_age);
+        if confirm.needs_replica_count() && fresh.is_none() {
+            if self.role_req.is_none() {
+                let req = self.request(lock.route, vec![Command::Role], Pending::Role);
+                self.role_req = Some(req);
+            }
+            self.role_waiters.push(id);
+            self.set_state(id, State::Counting);
+            return;
+        }
+        let wanted = confirm.wanted(fresh.map(|(n, _)| n)).unwrap_or(0);
+        let mut commands = vec![Command::Script {
+            script: Script::Acquire,
+            keys: vec![lock.keys.lock.clone(), lock.keys.fence.clone(), lock.keys.queue.clone()],
+            args: vec![
+                lock.token.clone(),
+                lock.opts.ttl_ms().to_string(),
+                mode.arg().to_owned(),
+                queue_ttl(&lock.opts).as_millis().to_string(),
+                FENCE_TTL.as_millis().to_string(),
+            ],
+        }];
+        if let (true, Some(timeout)) = (wanted > 0, confirm.timeout()) {
+            commands.push(Command::Wait { replicas: wanted, timeout_ms: timeout.as_millis().max(1) as u64 });
+        }
+        let sent_subscribed = self.subs.is_active(&lock.keys.channel);
+        let route = lock.route;
+        let req = self.request(route, commands, Pending::Attempt(id));
+        self.set_state(id, State::Acquiring { req, sent_at: now, sent_subscribed, wanted });
+    }
+
+    fn on_attempt_reply(
+        &mut self,
+        id: LockId,
+        req: RequestId,
+        reply: Result<Vec<Reply>, TransportError>,
+        now: Instant,
+    ) {
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        let State::Acquiring { req: expected, sent_at, sent_subscribed, wanted } = lock.state else { return };
+        if expected != req {
+            return;
+        }
+        let outcome = reply.map_err(LockError::from).and_then(|r| parse_attempt(&r, wanted));
+        let (try_only, abandoned, opts) = (lock.try_only, lock.abandoned, lock.opts);
+        match outcome {
+            Err(e) => {
+                let transient = match &e {
+                    LockError::Transport(_) => true,
+                    LockError::Server(s) => s.is_transient(),
+                    _ => false,
+                };
+                if abandoned {
+                    self.send_release(id, Then::Silent, now);
+                } else if transient && !try_only {
+                    let retry_at = now + self.backoff(&opts);
+                    self.set_state(id, State::Waiting { retry_at });
+                } else {
+                    // The attempt may have run: leave nothing behind.
+                    let ran = matches!(e, LockError::Transport(_));
+                    self.events.push_back((id, Event::Failed(e)));
+                    if ran { self.send_release(id, Then::Silent, now) } else { self.finish(id, now) }
+                }
+            }
+            Ok(Attempt::Taken { fence, acked }) => {
+                let valid_until = opts.valid_until(sent_at);
+                if abandoned {
+                    self.send_release(id, Then::Silent, now);
+                } else if acked < wanted {
+                    self.send_release(id, Then::Emit(Event::ReplicationShortfall { acked, wanted }), now);
+                } else if valid_until <= now {
+                    self.send_release(id, Then::Emit(Event::Failed(LockError::NoValidityLeft)), now);
+                } else {
+                    self.become_held(id, fence, sent_at, valid_until, now);
+                }
+            }
+            Ok(Attempt::HeldByOther { holder_ttl }) => {
+                lock.not_held_at = Some(sent_at);
+                if abandoned {
+                    if try_only { self.finish(id, now) } else { self.send_release(id, Then::Silent, now) }
+                } else if try_only {
+                    self.events.push_back((id, Event::Busy { holder_ttl }));
+                    self.finish(id, now);
+                } else if let Some(fence) = lock.granted.take() {
+                    self.set_state(id, State::Waiting { retry_at: now });
+                    self.on_handoff(id, fence, now);
+                } else {
+                    if !lock.subscribed {
+                        lock.subscribed = true;
+                        let mut out = Vec::new();
+                        self.subs.add(&lock.keys.channel, id, &mut out);
+                        self.transmits.extend(out);
+                    }
+                    let channel_live = self.subs.is_active(&lock.keys.channel);
+                    if !sent_subscribed && channel_live {
+                        // Subscribed while the attempt was in flight: a hand-off may have
+                        // slipped between the two, so check once more.
+                        self.send_attempt(id, Mode::Retry, now);
+                    } else {
+                        let jittered =
+                            self.rng.between(opts.poll_cap.as_millis() as u64 / 2, opts.poll_cap.as_millis() as u64);
+                        let wait = match holder_ttl {
+                            Some(t) => (t + Duration::from_millis(1)).min(Duration::from_millis(jittered)),
+                            None => Duration::from_millis(jittered),
+                        };
+                        self.set_state(id, State::Waiting { retry_at: now + wait });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The lock was handed to us while we waited.
+    fn on_handoff(&mut self, id: LockId, fence: u64, now: Instant) {
+        let Some(lock) = self.locks.get(&id) else { return };
+        let Some(from) = lock.not_held_at else { return };
+        let valid_until = lock.opts.valid_until(from);
+        let half = (lock.opts.ttl - lock.opts.drift()) / 2;
+        if lock.opts.confirm != Confirm::None || valid_until <= now + half {
+            // Confirm on replicas, or refresh a lease we cannot vouch for long enough: the
+            // idempotent attempt finds the lock ours and extends it.
+            self.send_attempt(id, Mode::Retry, now);
+        } else {
+            self.become_held(id, fence, from, valid_until, now);
+        }
+    }
+
+    fn become_held(&mut self, id: LockId, fence: u64, from: Instant, valid_until: Instant, now: Instant) {
+        self.drop_subscription(id, now);
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        let (renew_after, renew_before) = renew_window(&lock.opts, from);
+        if lock.opts.auto_renew {
+            self.renewals.insert((renew_after, id));
+        }
+        lock.granted = None;
+        self.set_state(
+            id,
+            State::Held(Held { fence, valid_until, renew_after, renew_before, renewing: None, lost: None }),
+        );
+        self.events.push_back((id, Event::Acquired { fence, valid_until }));
+    }
+
+    fn on_role_reply(&mut self, reply: Result<Vec<Reply>, TransportError>, now: Instant) {
+        self.role_req = None;
+        let waiters = std::mem::take(&mut self.role_waiters);
+        match reply.map_err(LockError::from).and_then(|r| parse_role(&r)) {
+            Ok(n) => {
+                self.replicas = Some((n, now));
+                for id in waiters {
+                    self.send_attempt(id, Mode::Retry, now);
+                }
+            }
+            Err(e) => {
+                for id in waiters {
+                    self.events.push_back((id, Event::Failed(e.clone())));
+                    self.finish(id, now);
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- holding
+
+    fn on_lock_timer(&mut self, id: LockId, now: Instant) {
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        let past_deadline = lock.deadline.is_some_and(|d| now >= d);
+        match &mut lock.state {
+            State::Counting if past_deadline => {
+                self.events.push_back((id, Event::TimedOut));
+                self.role_waiters.retain(|&w| w != id);
+                self.finish(id, now);
+            }
+            State::Acquiring { .. } if past_deadline && !lock.abandoned => {
+                lock.abandoned = true;
+                self.events.push_back((id, Event::TimedOut));
+            }
+            State::Waiting { .. } if past_deadline => {
+                self.events.push_back((id, Event::TimedOut));
+                self.send_release(id, Then::Silent, now);
+            }
+            State::Waiting { retry_at } if now >= *retry_at => self.send_attempt(id, Mode::Retry, now),
+            State::Held(h) if h.lost.is_none() && now >= h.valid_until => {
+                h.lost = Some(LostReason::Expired);
+                self.renewals.remove(&(h.renew_after, id));
+                self.events.push_back((id, Event::Lost { reason: LostReason::Expired }));
+            }
+            State::Held(h) if h.lost.is_none() && h.renewing.is_none() && now >= h.renew_before => self.renew_due(now),
+            _ => {}
+        }
+    }
+
+    /// Renews, in batches, every auto-renewing lock whose renewal window has opened.
+    fn renew_due(&mut self, now: Instant) {
+        let due: Vec<(Instant, LockId)> = self.renewals.range(..=(now, LockId(u64::MAX))).copied().collect();
+        let mut groups: HashMap<(Route, u16, u32), Vec<LockId>> = HashMap::new();
+        for entry in due {
+            self.renewals.remove(&entry);
+            let id = entry.1;
+            let Some(lock) = self.locks.get(&id) else { continue };
+            let State::Held(h) = &lock.state else { continue };
+            if h.lost.is_some() || h.renewing.is_some() {
+                continue;
+            }
+            let slot = if self.config.cluster { slot(&lock.keys.lock) } else { 0 };
+            let wanted = lock.opts.confirm.wanted(self.replicas.map(|(n, _)| n)).unwrap_or(0);
+            groups.entry((lock.route, slot, wanted)).or_default().push(id);
+        }
+        let mut groups: Vec<_> = groups.into_iter().collect();
+        groups.sort_by_key(|(_, ids)| ids[0]);
+        for ((route, _, wanted), ids) in groups {
+            for chunk in ids.chunks(self.config.max_renew_batch.max(1)) {
+                self.send_renewal(route, wanted, chunk, now);
+            }
+        }
+    }
+
+    fn send_renewal(&mut self, route: Route, wanted: u32, ids: &[LockId], now: Instant) {
+        let mut keys = Vec::with_capacity(ids.len());
+        let mut args = Vec::with_capacity(ids.len() * 2);
+        let mut ttls = Vec::with_capacity(ids.len());
+        let mut confirm_timeout = None;
+        for id in ids {
+            let lock = &self.locks[id];
+            keys.push(lock.keys.lock.clone());
+            args.push(lock.token.clone());
+            ttls.push(lock.opts.ttl_ms().to_string());
+            confirm_timeout = confirm_timeout.or(lock.opts.confirm.timeout());
+        }
+        args.extend(ttls);
+        let mut commands = vec![Command::Script { script: Script::Extend, keys, args }];
+        if let (true, Some(timeout)) = (wanted > 0, confirm_timeout) {
+            commands.push(Command::Wait { replicas: wanted, timeout_ms: timeout.as_millis().max(1) as u64 });
+        }
+        let req = self.request(route, commands, Pending::Renew { locks: ids.to_vec(), sent_at: now, wanted });
+        for &id in ids {
+            if let Some(Lock { state: State::Held(h), .. }) = self.locks.get_mut(&id) {
+                h.renewing = Some(req);
+            }
+            self.reschedule(id);
+        }
+    }
+
+    fn on_renew_reply(
+        &mut self,
+        ids: &[LockId],
+        req: RequestId,
+        sent_at: Instant,
+        wanted: u32,
+        reply: Result<Vec<Reply>, TransportError>,
+        now: Instant,
+    ) {
+        let results = reply.ok().and_then(|r| parse_renewal(&r, ids.len(), wanted));
+        for (i, &id) in ids.iter().enumerate() {
+            let Some(lock) = self.locks.get_mut(&id) else { continue };
+            let State::Held(h) = &mut lock.state else { continue };
+            if h.renewing != Some(req) {
+                continue;
+            }
+            h.renewing = None;
+            if h.lost.is_some() {
+                continue;
+            }
+            match results.as_ref().map(|r| r[i]) {
+                Some(true) => {
+                    h.valid_until = h.valid_until.max(lock.opts.valid_until(sent_at));
+                    (h.renew_after, h.renew_before) = renew_window(&lock.opts, sent_at);
+                    if lock.opts.auto_renew {
+                        self.renewals.insert((h.renew_after, id));
+                    }
+                    self.events.push_back((id, Event::Renewed { valid_until: h.valid_until }));
+                }
+                Some(false) => {
+                    h.lost = Some(LostReason::NotOwner);
+                    self.events.push_back((id, Event::Lost { reason: LostReason::NotOwner }));
+                }
+                None => {
+                    // Unknown outcome: try again soon; validity running out ends it.
+                    let cap = (lock.opts.ttl / 10).min(Duration::from_secs(1)).as_millis() as u64;
+                    let retry = now + Duration::from_millis(self.rng.between(cap / 2, cap.max(5)));
+                    (h.renew_after, h.renew_before) = (retry, retry);
+                    self.renewals.insert((retry, id));
+                }
+            }
+            self.reschedule(id);
+        }
+    }
+
+    // ---------------------------------------------------------------- releasing
+
+    fn send_release(&mut self, id: LockId, then: Then, now: Instant) {
+        self.drop_subscription(id, now);
+        let Some(lock) = self.locks.get(&id) else { return };
+        let (attempts, valid_at_start) = match &lock.state {
+            State::Releasing { attempts, valid_at_start, .. } => (*attempts + 1, *valid_at_start),
+            State::Held(h) => {
+                self.renewals.remove(&(h.renew_after, id));
+                (1, h.lost.is_none() && now < h.valid_until)
+            }
+            _ => (1, false),
+        };
+        let commands = vec![Command::Script {
+            script: Script::Release,
+            keys: vec![lock.keys.lock.clone(), lock.keys.fence.clone(), lock.keys.queue.clone()],
+            args: vec![
+                lock.token.clone(),
+                lock.entry.clone(),
+                lock.keys.channel.clone(),
+                FENCE_TTL.as_millis().to_string(),
+            ],
+        }];
+        let route = lock.route;
+        let req = self.request(route, commands, Pending::Release(id));
+        self.set_state(id, State::Releasing { req, attempts, valid_at_start, then });
+    }
+
+    fn on_release_reply(
+        &mut self,
+        id: LockId,
+        req: RequestId,
+        reply: Result<Vec<Reply>, TransportError>,
+        now: Instant,
+    ) {
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        let State::Releasing { req: expected, attempts, valid_at_start, then } = &mut lock.state else { return };
+        if *expected != req {
+            return;
+        }
+        let outcome = reply.map_err(LockError::from).and_then(|r| match r.first() {
+            Some(Reply::Error(e)) => Err(LockError::Server(e.clone())),
+            Some(r) => r.as_int().ok_or_else(|| LockError::UnexpectedReply(format!("release: {r:?}"))),
+            None => Err(LockError::UnexpectedReply("release: empty".into())),
+        });
+        let retryable = match &outcome {
+            Err(LockError::Transport(_)) => true,
+            Err(LockError::Server(s)) => s.is_transient(),
+            _ => false,
+        };
+        if retryable && *attempts < RELEASE_ATTEMPTS {
+            let then = std::mem::replace(then, Then::Silent);
+            self.send_release(id, then, now);
+            return;
+        }
+        let event = match (outcome, std::mem::replace(then, Then::Silent)) {
+            (_, Then::Silent) => None,
+            (_, Then::Emit(e)) => Some(e),
+            // After an ambiguous attempt, "not held" means our earlier attempt released it,
+            // provided the lock was still valid when that attempt was sent.
+            (Ok(v), Then::Report) => Some(Event::Released { held: v > 0 || (*attempts > 1 && *valid_at_start) }),
+            (Err(e), Then::Report) => Some(Event::Failed(e)),
+        };
+        if let Some(e) = event {
+            self.events.push_back((id, e));
+        }
+        self.finish(id, now);
+    }
+
+    // ---------------------------------------------------------------- plumbing
+
+    fn request(&mut self, route: Route, commands: Vec<Command>, pending: Pending) -> RequestId {
+        let id = RequestId(self.next_req);
+        self.next_req += 1;
+        self.pending.insert(id, pending);
+        self.transmits.push_back(Transmit::Request(Request { id, route, commands }));
+        id
+    }
+
+    fn set_state(&mut self, id: LockId, state: State) {
+        if let Some(lock) = self.locks.get_mut(&id) {
+            lock.state = state;
+            self.reschedule(id);
+        }
+    }
+
+    /// Sets the lock's timer to its state's next wake-up.
+    fn reschedule(&mut self, id: LockId) {
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        let deadline = lock.deadline;
+        let wake = match &lock.state {
+            State::Counting => deadline,
+            State::Acquiring { .. } if !lock.abandoned => deadline,
+            State::Acquiring { .. } | State::Releasing { .. } => None,
+            State::Waiting { retry_at } => Some(deadline.map_or(*retry_at, |d| d.min(*retry_at))),
+            State::Held(h) if h.lost.is_some() => None,
+            State::Held(h) if h.renewing.is_none() && self.renewals.contains(&(h.renew_after, id)) => {
+                Some(h.valid_until.min(h.renew_before))
+            }
+            State::Held(h) => Some(h.valid_until),
+        };
+        if wake != lock.timer {
+            lock.timer = wake;
+            if let Some(at) = wake {
+                self.timers.push(Reverse((at, TimerKey::Lock(id))));
+            }
+        }
+    }
+
+    fn drop_subscription(&mut self, id: LockId, now: Instant) {
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        if std::mem::take(&mut lock.subscribed)
+            && let Some(at) = self.subs.remove(&lock.keys.channel, id, now)
+        {
+            self.timers.push(Reverse((at, TimerKey::Linger)));
+        }
+    }
+
+    fn finish(&mut self, id: LockId, now: Instant) {
+        self.drop_subscription(id, now);
+        if let Some(lock) = self.locks.remove(&id) {
+            self.by_token.remove(&lock.token);
+            if let State::Held(h) = &lock.state {
+                self.renewals.remove(&(h.renew_after, id));
+            }
+        }
+    }
+
+    fn backoff(&mut self, opts: &LockOptions) -> Duration {
+        let cap = (opts.poll_cap.as_millis() as u64).clamp(1, 50);
+        Duration::from_millis(self.rng.between(cap / 5, cap))
+    }
+}
+
+/// The renewal window of a lease that started at `from`: about a third of the TTL in.
+fn renew_window(opts: &LockOptions, from: Instant) -> (Instant, Instant) {
+    (from + opts.ttl / 4, from + opts.ttl / 3)
+}
+
+/// How long the wait queue outlives its last push: waiters refresh it on every poll.
+fn queue_ttl(opts: &LockOptions) -> Duration {
+    (opts.poll_cap * 4).max(Duration::from_secs(60))
+}
+
+enum Attempt {
+    Taken { fence: u64, acked: u32 },
+    HeldByOther { holder_ttl: Option<Duration> },
+}
+
+fn parse_attempt(replies: &[Reply], wanted: u32) -> Result<Attempt, LockError> {
+    let bad = |what: &Reply| LockError::UnexpectedReply(format!("acquire: {what:?}"));
+    let first = replies.first().ok_or_else(|| LockError::UnexpectedReply("acquire: empty".into()))?;
+    if let Reply::Error(e) = first {
+        return Err(LockError::Server(e.clone()));
+    }
+    let pair = first.as_array().filter(|a| a.len() == 2).ok_or_else(|| bad(first))?;
+    let (flag, value) = (pair[0].as_int().ok_or_else(|| bad(first))?, pair[1].as_int().ok_or_else(|| bad(first))?);
+    if flag == 1 {
+        let acked = if wanted == 0 {
+            0
+        } else {
+            match replies.get(1) {
+                Some(Reply::Error(e)) => return Err(LockError::Server(e.clone())),
+                Some(r) => r.as_int().ok_or_else(|| bad(r))?.clamp(0, i64::from(u32::MAX)) as u32,
+                None => return Err(LockError::UnexpectedReply("acquire: no WAIT reply".into())),
+            }
+        };
+        let fence = u64::try_from(value).map_err(|_| bad(first))?;
+        return Ok(Attempt::Taken { fence, acked });
+    }
+    let holder_ttl = u64::try_from(value).ok().map(Duration::from_millis);
+    Ok(Attempt::HeldByOther { holder_ttl })
+}
+
+/// Per lock: extended (true) or not ours (false). `None` when the outcome is unknown.
+fn parse_renewal(replies: &[Reply], n: usize, wanted: u32) -> Option<Vec<bool>> {
+    let results: Vec<bool> = replies.first()?.as_array()?.iter().map(|r| r.as_int() == Some(1)).collect();
+    if results.len() != n {
+        return None;
+    }
+    if wanted > 0 && replies.get(1)?.as_int()? < i64::from(wanted) {
+        // The extension is not known to be on enough replicas: treat it as not done.
+        return None;
+    }
+    Some(results)
+}
+
+fn parse_role(replies: &[Reply]) -> Result<u32, LockError> {
+    let first = replies.first().ok_or_else(|| LockError::UnexpectedReply("role: empty".into()))?;
+    if let Reply::Error(e) = first {
+        return Err(LockError::Server(e.clone()));
+    }
+    let role = first.as_array().ok_or_else(|| LockError::UnexpectedReply(format!("role: {first:?}")))?;
+    match role.first() {
+        Some(Reply::Data(d)) if d == b"master" => {
+            Ok(role.get(2).and_then(Reply::as_array).map_or(0, |r| r.len() as u32))
+        }
+        _ => Err(LockError::Server(crate::reply::ServerError::new(
+            "READONLY",
+            "connected to a replica: locks need the primary",
+        ))),
+    }
+}

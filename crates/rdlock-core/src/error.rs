@@ -1,0 +1,88 @@
+//! The three kinds of trouble: bad input, caller misuse, and a lock operation that failed.
+
+use std::time::Duration;
+
+use crate::command::RequestId;
+use crate::engine::LockId;
+use crate::reply::{ServerError, TransportError};
+
+/// A request that cannot be valid, refused before anything is sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidInput {
+    /// The key is empty.
+    #[error("the lock key is empty")]
+    EmptyKey,
+    /// The key is longer than rdlock accepts.
+    #[error("the lock key is {len} bytes; the limit is {max}")]
+    KeyTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The key holds a `}` but no hash tag, so no auxiliary key could share its cluster slot.
+    #[error("the lock key {0:?} has a '}}' but no hash tag; use a key with a tag such as {{name}}")]
+    KeyNotSlotSafe(String),
+    /// The TTL is zero, too short to leave any validity, or absurdly long.
+    #[error("ttl {ttl:?} is outside {min:?}..={max:?}")]
+    TtlOutOfRange {
+        /// The TTL asked for.
+        ttl: Duration,
+        /// The shortest accepted.
+        min: Duration,
+        /// The longest accepted.
+        max: Duration,
+    },
+    /// The poll cap is zero.
+    #[error("the poll cap must be above zero")]
+    PollCapZero,
+    /// Confirmation by zero replicas was asked for.
+    #[error("a replica confirmation needs at least one replica")]
+    ConfirmNoReplicas,
+    /// A `WAIT` timeout of zero would block for ever.
+    #[error("the replica confirmation timeout must be above zero (WAIT 0 blocks for ever)")]
+    ConfirmTimeoutZero,
+    /// A confirmation that may outlast the lease it confirms.
+    #[error("the replica confirmation timeout {timeout:?} must be shorter than the ttl {ttl:?}")]
+    ConfirmTimeoutTooLong {
+        /// The timeout asked for.
+        timeout: Duration,
+        /// The lock's TTL.
+        ttl: Duration,
+    },
+    /// The deadline has already passed.
+    #[error("the deadline has already passed")]
+    DeadlinePassed,
+}
+
+/// The caller broke the engine's contract; the lock's state is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Misuse {
+    /// No such lock (never created, or already finished).
+    #[error("unknown lock {0:?}")]
+    UnknownLock(LockId),
+    /// A reply to a request the engine did not make, or already answered.
+    #[error("unknown request {0:?}")]
+    UnknownRequest(RequestId),
+    /// Release or extend of a lock that is not held.
+    #[error("lock {0:?} is not held")]
+    NotHeld(LockId),
+}
+
+/// A lock operation that could not be carried out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LockError {
+    /// The server refused (for example `WRONGTYPE`: the key holds another type of value;
+    /// `NOPERM`; or scripting is disabled).
+    #[error("the server refused: {0}")]
+    Server(#[from] ServerError),
+    /// The connection failed and retries did not get through in time.
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+    /// A reply of an unexpected shape (a server that is not Redis-compatible?).
+    #[error("unexpected reply: {0}")]
+    UnexpectedReply(String),
+    /// The acquisition took so long that no validity was left; the lock was released.
+    #[error("acquired too late: no validity left (the link is too slow for this ttl)")]
+    NoValidityLeft,
+}

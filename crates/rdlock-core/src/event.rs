@@ -1,0 +1,64 @@
+//! What the engine tells its driver about a lock.
+
+use std::time::{Duration, Instant};
+
+use crate::error::LockError;
+
+/// Why a held lock was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostReason {
+    /// The server says another owner (or nobody) holds the key.
+    NotOwner,
+    /// Validity ran out before a renewal got through.
+    Expired,
+}
+
+/// An outcome for one lock, drained with [`crate::Engine::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The lock is held, with this fencing token, until `valid_until` unless renewed.
+    Acquired {
+        /// Strictly increasing across the lock's holders.
+        fence: u64,
+        /// Nothing may trust the lock past this instant.
+        valid_until: Instant,
+    },
+    /// A single attempt found the lock held by someone else.
+    Busy {
+        /// The holder's remaining lease, when the server reported it.
+        holder_ttl: Option<Duration>,
+    },
+    /// The deadline passed before the lock was acquired (the queue entry is being removed).
+    TimedOut,
+    /// Too few replicas acknowledged the acquisition; the lock was released again.
+    ReplicationShortfall {
+        /// Replicas that acknowledged.
+        acked: u32,
+        /// Replicas wanted.
+        wanted: u32,
+    },
+    /// A renewal succeeded.
+    Renewed {
+        /// The new end of validity.
+        valid_until: Instant,
+    },
+    /// The lease is gone; the holder must stop acting on it.
+    Lost {
+        /// Why.
+        reason: LostReason,
+    },
+    /// A release completed.
+    Released {
+        /// Whether the lock was still ours when released.
+        held: bool,
+    },
+    /// The operation failed.
+    Failed(LockError),
+}
+
+impl Event {
+    /// Whether this ends an acquisition (the caller of `lock`/`try_lock` gets its answer).
+    pub fn ends_acquire(&self) -> bool {
+        !matches!(self, Event::Renewed { .. } | Event::Lost { .. } | Event::Released { .. })
+    }
+}
