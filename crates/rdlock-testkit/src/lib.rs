@@ -1,1 +1,74 @@
-//! placeholder
+//! Real Redis processes for tests: standalone servers, primaries with replicas,
+//! sentinels, and a fault-injecting TCP proxy.
+//!
+//! Every process runs `redis-server` on a free port of 127.0.0.1 picked at run
+//! time, without persistence, in its own temporary directory, and is killed
+//! when its handle is dropped — also when the test panics, in which case the
+//! last lines of its log are printed to stderr.
+//!
+//! The executable is `$RDLOCK_REDIS_SERVER` if set, else `redis-server` on
+//! `PATH` (Debian package `redis-server`). Sentinels use
+//! `$RDLOCK_REDIS_SENTINEL`, else `redis-sentinel` on `PATH`, else
+//! `redis-server --sentinel`.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use rdlock_testkit::{Proxy, RedisServer};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = RedisServer::start()?;
+//! let mut conn = server.connection()?;
+//! redis::cmd("SET").arg("k").arg("v").query::<()>(&mut conn)?;
+//!
+//! // Inject faults: freeze the process, or slow down the network.
+//! server.pause()?;
+//! server.resume()?;
+//! let proxy = Proxy::start(server.addr())?;
+//! proxy.set_delay(Duration::from_millis(50));
+//! let mut slow = redis::Client::open(proxy.url())?.get_connection()?;
+//! let v: String = redis::cmd("GET").arg("k").query(&mut slow)?;
+//! assert_eq!(v, "v");
+//!
+//! // A crash without persistence loses the data.
+//! server.kill()?;
+//! server.restart(false)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Replication and failover:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use rdlock_testkit::{Replicated, Sentinels};
+//!
+//! # fn main() -> Result<(), rdlock_testkit::TestkitError> {
+//! let replicated = Replicated::start(2)?;
+//! let sentinels = Sentinels::start(&replicated, 3)?;
+//! let old = replicated.primary().port();
+//! sentinels.failover()?;
+//! let new_primary = sentinels.wait_for_new_master(old, Duration::from_secs(10))?;
+//! assert_ne!(new_primary.port(), old);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod binary;
+mod error;
+mod ports;
+mod process;
+mod proxy;
+mod replicated;
+mod sentinel;
+mod server;
+
+pub use binary::{SENTINEL_ENV, SERVER_ENV};
+pub use error::{Result, TestkitError};
+pub use ports::free_port;
+pub use proxy::Proxy;
+pub use replicated::Replicated;
+pub use sentinel::{MASTER_NAME, SentinelTarget, Sentinels};
+pub use server::{HOST, RedisServer, ServerBuilder};

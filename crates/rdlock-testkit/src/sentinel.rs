@@ -1,0 +1,267 @@
+//! A group of sentinels watching one primary.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::error::{Result, TestkitError};
+use crate::replicated::Replicated;
+use crate::server::{RedisServer, info_field};
+
+/// Name under which the sentinels monitor the primary.
+pub const MASTER_NAME: &str = "mymaster";
+
+/// How long [`Sentinels::start`] waits for the sentinels to find each other and the replicas.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long [`Sentinels::failover`] retries while no replica is eligible yet.
+const FAILOVER_RETRY: Duration = Duration::from_secs(5);
+/// Read timeout of queries to sentinels, so one paused sentinel is skipped quickly.
+const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What the sentinels monitor: the primary's address and how many replicas
+/// they must have discovered before they count as ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentinelTarget {
+    /// Address of the primary.
+    pub primary: SocketAddr,
+    /// Number of replicas every sentinel must know about before start returns.
+    pub replicas: usize,
+}
+
+impl From<&Replicated> for SentinelTarget {
+    fn from(replicated: &Replicated) -> Self {
+        SentinelTarget { primary: replicated.primary().addr(), replicas: replicated.replicas().len() }
+    }
+}
+
+impl From<&RedisServer> for SentinelTarget {
+    fn from(primary: &RedisServer) -> Self {
+        SentinelTarget { primary: primary.addr(), replicas: 0 }
+    }
+}
+
+impl From<SocketAddr> for SentinelTarget {
+    fn from(primary: SocketAddr) -> Self {
+        SentinelTarget { primary, replicas: 0 }
+    }
+}
+
+/// Sentinel processes monitoring one primary as [`MASTER_NAME`], stopped when dropped.
+///
+/// They run with test timings: quorum 2 (1 for a single sentinel),
+/// `down-after-milliseconds 1000`, `failover-timeout 2000`, and an info and
+/// hello period of 200 ms, so failures are noticed within about a second.
+/// Each sentinel is a [`RedisServer`] in sentinel mode, so it can be paused,
+/// killed or restarted like any server.
+#[derive(Debug)]
+pub struct Sentinels {
+    sentinels: Vec<RedisServer>,
+}
+
+impl Sentinels {
+    /// Starts `count` sentinels monitoring `target` — a [`&Replicated`](Replicated),
+    /// a [`&RedisServer`](RedisServer) or a primary's [`SocketAddr`] — and waits
+    /// until every sentinel knows the primary, its replicas and the other sentinels.
+    pub fn start(target: impl Into<SentinelTarget>, count: usize) -> Result<Sentinels> {
+        let target = target.into();
+        if count == 0 {
+            return Err(TestkitError::InvalidArgument("at least one sentinel is needed".into()));
+        }
+        let quorum = count.min(2);
+        let (ip, port) = (target.primary.ip(), target.primary.port());
+        let config = format!(
+            "sentinel monitor {MASTER_NAME} {ip} {port} {quorum}\n\
+             sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+             sentinel failover-timeout {MASTER_NAME} 2000\n\
+             sentinel parallel-syncs {MASTER_NAME} 1\n"
+        );
+        let sentinels = (0..count)
+            .map(|_| RedisServer::builder().sentinel_config(config.clone()).start())
+            .collect::<Result<Vec<_>>>()?;
+        for sentinel in &sentinels {
+            // Faster INFO polling and hello messages make discovery and
+            // failover quick; the ping period stays at its 1 s default.
+            let mut conn = sentinel.admin_connection()?;
+            redis::cmd("SENTINEL")
+                .arg("DEBUG")
+                .arg("info-period")
+                .arg(200)
+                .arg("publish-period")
+                .arg(200)
+                .query::<()>(&mut conn)?;
+        }
+        let sentinels = Sentinels { sentinels };
+        sentinels.wait_ready(&target, count)?;
+        Ok(sentinels)
+    }
+
+    fn wait_ready(&self, target: &SentinelTarget, count: usize) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let mut lagging = None;
+            for sentinel in &self.sentinels {
+                let state = master_state(sentinel).ok();
+                let field = |name: &str| state.as_ref().and_then(|s| s.get(name)).and_then(|v| v.parse::<usize>().ok());
+                let ready = field("num-slaves").is_some_and(|n| n >= target.replicas)
+                    && field("num-other-sentinels").is_some_and(|n| n + 1 >= count);
+                if !ready {
+                    lagging = Some(sentinel);
+                    break;
+                }
+            }
+            let Some(lagging) = lagging else {
+                return Ok(());
+            };
+            if Instant::now() >= deadline {
+                return Err(TestkitError::StartTimeout {
+                    what: format!(
+                        "{} (to see {} replicas and {} other sentinels)",
+                        lagging.describe(),
+                        target.replicas,
+                        count - 1
+                    ),
+                    timeout: READY_TIMEOUT,
+                    log_tail: lagging.log_tail(30),
+                });
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// The sentinel processes.
+    pub fn sentinels(&self) -> &[RedisServer] {
+        &self.sentinels
+    }
+
+    /// Sentinel `i` (0-based).
+    ///
+    /// # Panics
+    ///
+    /// If `i` is not below the number of sentinels, like slice indexing.
+    pub fn sentinel(&self, i: usize) -> &RedisServer {
+        &self.sentinels[i]
+    }
+
+    /// The sentinels' addresses.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.sentinels.iter().map(RedisServer::addr).collect()
+    }
+
+    /// The sentinels' URLs, `redis://127.0.0.1:PORT/`.
+    pub fn urls(&self) -> Vec<String> {
+        self.sentinels.iter().map(RedisServer::url).collect()
+    }
+
+    /// The primary's address as reported by the first sentinel that answers.
+    pub fn master_addr(&self) -> Result<SocketAddr> {
+        let mut last_err = None;
+        for sentinel in &self.sentinels {
+            match reported_master(sentinel) {
+                Ok(addr) => return Ok(addr),
+                Err(err) => last_err = Some(err),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| TestkitError::NotRunning { what: "any sentinel".into() }))
+    }
+
+    /// Forces a failover (`SENTINEL FAILOVER mymaster`) through the first
+    /// sentinel that answers; returns once it has started, not finished —
+    /// use [`wait_for_new_master`](Self::wait_for_new_master) for that.
+    ///
+    /// While no replica is eligible yet (`NOGOODSLAVE`, e.g. right after a
+    /// replica reconnected) it retries for a few seconds.
+    pub fn failover(&self) -> Result<()> {
+        let deadline = Instant::now() + FAILOVER_RETRY;
+        loop {
+            let mut last_err = None;
+            for sentinel in &self.sentinels {
+                match query_connection(sentinel).and_then(|mut conn| {
+                    redis::cmd("SENTINEL")
+                        .arg("FAILOVER")
+                        .arg(MASTER_NAME)
+                        .query::<()>(&mut conn)
+                        .map_err(TestkitError::from)
+                }) {
+                    Ok(()) => return Ok(()),
+                    Err(err) => last_err = Some(err),
+                }
+            }
+            let retry = matches!(&last_err, Some(TestkitError::Redis(e)) if e.code() == Some("NOGOODSLAVE"));
+            if !retry || Instant::now() >= deadline {
+                return Err(last_err.unwrap_or_else(|| TestkitError::NotRunning { what: "any sentinel".into() }));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until the failover away from the primary on `old_port` is done:
+    /// every sentinel that answers reports the same new primary and that
+    /// server says it is a master. Returns the new primary's address.
+    pub fn wait_for_new_master(&self, old_port: u16, timeout: Duration) -> Result<SocketAddr> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reports: Vec<SocketAddr> = self.sentinels.iter().filter_map(|s| reported_master(s).ok()).collect();
+            if let Some(&first) = reports.first()
+                && first.port() != old_port
+                && reports.iter().all(|&addr| addr == first)
+                && is_master(first)
+            {
+                return Ok(first);
+            }
+            if Instant::now() >= deadline {
+                return Err(TestkitError::Timeout {
+                    what: format!(
+                        "sentinels to agree on a new master replacing port {old_port} \
+                         (they report {reports:?})"
+                    ),
+                    timeout,
+                });
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+/// A connection to `sentinel` whose queries give up quickly.
+fn query_connection(sentinel: &RedisServer) -> Result<redis::Connection> {
+    let conn = sentinel.client().get_connection_with_timeout(QUERY_TIMEOUT)?;
+    conn.set_read_timeout(Some(QUERY_TIMEOUT))?;
+    conn.set_write_timeout(Some(QUERY_TIMEOUT))?;
+    Ok(conn)
+}
+
+/// `SENTINEL MASTER mymaster` as a field → value map.
+fn master_state(sentinel: &RedisServer) -> Result<HashMap<String, String>> {
+    let mut conn = query_connection(sentinel)?;
+    let flat: Vec<String> = redis::cmd("SENTINEL").arg("MASTER").arg(MASTER_NAME).query(&mut conn)?;
+    let mut map = HashMap::new();
+    let mut items = flat.into_iter();
+    while let (Some(key), Some(value)) = (items.next(), items.next()) {
+        map.insert(key, value);
+    }
+    Ok(map)
+}
+
+/// `SENTINEL GET-MASTER-ADDR-BY-NAME mymaster` on one sentinel.
+fn reported_master(sentinel: &RedisServer) -> Result<SocketAddr> {
+    let mut conn = query_connection(sentinel)?;
+    let reply: Option<(String, u16)> =
+        redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(MASTER_NAME).query(&mut conn)?;
+    let unexpected = |detail: String| TestkitError::UnexpectedReply { what: sentinel.describe(), detail };
+    let (host, port) = reply.ok_or_else(|| unexpected(format!("{MASTER_NAME} is unknown")))?;
+    let ip: IpAddr = host.parse().map_err(|_| unexpected(format!("master host {host:?} is not an IP address")))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Whether the server at `addr` reports `role:master`.
+fn is_master(addr: SocketAddr) -> bool {
+    let check = || -> Result<bool> {
+        let client = redis::Client::open(format!("redis://{}:{}/", addr.ip(), addr.port()))?;
+        let mut conn = client.get_connection_with_timeout(QUERY_TIMEOUT)?;
+        conn.set_read_timeout(Some(QUERY_TIMEOUT))?;
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut conn)?;
+        Ok(info_field(&info, "role") == Some("master"))
+    };
+    check().unwrap_or(false)
+}
