@@ -1,1 +1,53 @@
-//! placeholder
+//! # rdlock-tokio: Redis locks for tokio
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rdlock_tokio::Error> {
+//! let client = rdlock_tokio::Client::open("redis://127.0.0.1:6379/").await?;
+//! let guard = client.lock("orders").await?;
+//! // Pass the fencing token to the storage you protect; it can refuse stale holders.
+//! println!("holding orders with fence {}", guard.fence());
+//! tokio::select! {
+//!     reason = guard.lost() => println!("lease lost ({reason:?}): stop"),
+//!     _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+//! }
+//! assert!(guard.release().await?, "the lock was still ours");
+//! # Ok(()) }
+//! ```
+//!
+//! One [`Client`] holds a multiplexed command connection, one pub/sub connection shared by
+//! all of its waits, and a connection for replica confirmations when one is asked for.
+//! Renewals, polls and lost-lease signals run on one background task per client. Dropping a
+//! [`Guard`] releases the lock from that task, never blocking. The lock logic itself lives
+//! in `rdlock-core`; this crate only names the runtime.
+
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::time::Instant;
+
+pub use rdlock_driver::{Acquire, ClientConfig, Confirm, Error, LockOptions, LostReason};
+
+/// The tokio runtime, as the driver sees it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tokio;
+
+#[async_trait::async_trait]
+impl rdlock_driver::Runtime for Tokio {
+    fn spawn<F>(future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        tokio::spawn(future);
+    }
+
+    async fn sleep_until(deadline: Instant) {
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
+/// A lock client on tokio.
+pub type Client = rdlock_driver::Client<Tokio>;
+/// A held lock on tokio.
+pub type Guard = rdlock_driver::Guard<Tokio>;
+/// Options for one acquisition on tokio.
+pub type LockBuilder<'a> = rdlock_driver::LockBuilder<'a, Tokio>;

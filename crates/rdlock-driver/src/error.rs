@@ -1,0 +1,34 @@
+//! The error of the lock API, shared by every adapter.
+
+use rdlock_core::{InvalidInput, LockError};
+
+/// Why a lock operation did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request was invalid (empty key, TTL out of range, ...); nothing was sent.
+    #[error("invalid input: {0}")]
+    InvalidInput(#[from] InvalidInput),
+    /// The deadline passed before the lock was acquired.
+    #[error("timed out waiting for the lock")]
+    TimedOut,
+    /// Too few replicas acknowledged the acquisition; the lock was released again.
+    #[error("only {acked} of {wanted} replicas acknowledged the lock; it was released")]
+    ReplicationShortfall {
+        /// Replicas that acknowledged.
+        acked: u32,
+        /// Replicas wanted.
+        wanted: u32,
+    },
+    /// The lease was lost (another owner holds the key, or validity ran out).
+    #[error("the lock was lost: {0:?}")]
+    Lost(rdlock_core::LostReason),
+    /// The operation failed on the server or on the way to it.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// A connection could not be made.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The client shut down.
+    #[error("the client is closed")]
+    Closed,
+}

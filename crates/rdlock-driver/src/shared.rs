@@ -1,0 +1,294 @@
+//! State shared by a client's handles, guards and background tasks: the engine behind one
+//! mutex (never held across an await), each lock's event slot, and the connections.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use rdlock_core::{
+    Command, Engine, Event, LockId, LostReason, Reply, Request, Route, Script, Transmit, TransportError,
+};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+use tracing::Instrument;
+
+use crate::config::ClientConfig;
+use crate::convert::{self, Eval};
+use crate::runtime::{Runtime, timeout};
+use crate::signal::Signal;
+
+/// Events of one lock, waiting for the handle that awaits them.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    events: VecDeque<Event>,
+    waker: Option<Waker>,
+    pub(crate) lost: Option<LostReason>,
+    lost_wakers: Vec<Waker>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) slots: HashMap<LockId, Slot>,
+    /// When the driver task means to wake next; an earlier timer must wake it sooner.
+    pub(crate) driver_wake: Option<Instant>,
+}
+
+/// One lazily made connection, replaced after a failure.
+#[derive(Default)]
+pub(crate) struct Conn(Mutex<Option<MultiplexedConnection>>);
+
+impl Conn {
+    async fn get(&self, client: &redis::Client, config: &ClientConfig) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(c) = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(c);
+        }
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connection_timeout))
+            .set_response_timeout(None);
+        let c = client.get_multiplexed_async_connection_with_config(&cfg).await?;
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    fn reset(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+pub(crate) struct Inner<R> {
+    pub(crate) redis: redis::Client,
+    pub(crate) config: ClientConfig,
+    state: Mutex<Shared>,
+    commands: Conn,
+    confirm: Conn,
+    pubsub_queue: Mutex<VecDeque<Transmit>>,
+    pub(crate) pubsub_signal: Signal,
+    background: Mutex<Vec<Request>>,
+    pub(crate) driver_signal: Signal,
+    closed: AtomicBool,
+    _runtime: PhantomData<fn() -> R>,
+}
+
+impl<R: Runtime> Inner<R> {
+    pub(crate) fn new(redis: redis::Client, config: ClientConfig) -> Self {
+        Self {
+            redis,
+            state: Mutex::new(Shared {
+                engine: Engine::new(config.engine.clone()),
+                slots: HashMap::new(),
+                driver_wake: None,
+            }),
+            config,
+            commands: Conn::default(),
+            confirm: Conn::default(),
+            pubsub_queue: Mutex::new(VecDeque::new()),
+            pubsub_signal: Signal::default(),
+            background: Mutex::new(Vec::new()),
+            driver_signal: Signal::default(),
+            closed: AtomicBool::new(false),
+            _runtime: PhantomData,
+        }
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, Shared> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes sure the command connection can be made.
+    pub(crate) async fn connect(&self) -> redis::RedisResult<()> {
+        self.commands.get(&self.redis, &self.config).await.map(drop)
+    }
+
+    /// Feeds one input to the engine, then drains its outputs in the same critical section:
+    /// events go to their locks' slots, (un)subscriptions to the pub/sub task, and the
+    /// requests come back to the caller, who sends them.
+    pub(crate) fn with_engine<T>(&self, f: impl FnOnce(&mut Shared, Instant) -> T) -> (T, Vec<Request>) {
+        let now = R::now();
+        let mut wakers = Vec::new();
+        let mut requests = Vec::new();
+        let mut pubsub = Vec::new();
+        let (out, wake_driver) = {
+            let mut st = self.state();
+            let out = f(&mut st, now);
+            while let Some(t) = st.engine.poll_transmit() {
+                match t {
+                    Transmit::Request(r) => requests.push(r),
+                    other => pubsub.push(other),
+                }
+            }
+            while let Some((id, event)) = st.engine.poll_event() {
+                let Some(slot) = st.slots.get_mut(&id) else { continue };
+                if let Event::Lost { reason } = event {
+                    slot.lost = Some(reason);
+                    wakers.append(&mut slot.lost_wakers);
+                }
+                if matches!(event, Event::Renewed { .. }) {
+                    // Only the latest renewal matters to anyone waiting for one.
+                    slot.events.retain(|e| !matches!(e, Event::Renewed { .. }));
+                }
+                slot.events.push_back(event);
+                wakers.extend(slot.waker.take());
+            }
+            let next = st.engine.poll_timeout();
+            (out, next.is_some_and(|n| st.driver_wake.is_none_or(|w| n < w)))
+        };
+        for w in wakers {
+            w.wake();
+        }
+        if !pubsub.is_empty() {
+            self.pubsub_queue.lock().unwrap_or_else(|e| e.into_inner()).extend(pubsub);
+            self.pubsub_signal.notify();
+        }
+        if wake_driver {
+            self.driver_signal.notify();
+        }
+        (out, requests)
+    }
+
+    /// Waits for the next event of `id` that `wanted` accepts, dropping others.
+    pub(crate) async fn next_event(&self, id: LockId, wanted: impl Fn(&Event) -> bool) -> Option<Event> {
+        poll_fn(|cx| {
+            let mut st = self.state();
+            let Some(slot) = st.slots.get_mut(&id) else { return Poll::Ready(None) };
+            while let Some(e) = slot.events.pop_front() {
+                if wanted(&e) {
+                    return Poll::Ready(Some(e));
+                }
+            }
+            slot.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Waits until the lease of `id` is lost.
+    pub(crate) async fn lost(&self, id: LockId) -> LostReason {
+        poll_fn(|cx| {
+            let mut st = self.state();
+            match st.slots.get_mut(&id) {
+                Some(Slot { lost: Some(r), .. }) => Poll::Ready(*r),
+                Some(slot) => {
+                    slot.lost_wakers.push(cx.waker().clone());
+                    Poll::Pending
+                }
+                // Released: nothing left to lose.
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Sends requests one after another, feeding each reply back and sending what follows.
+    pub(crate) async fn run(&self, requests: Vec<Request>) {
+        let mut queue = VecDeque::from(requests);
+        while let Some(req) = queue.pop_front() {
+            queue.extend(self.execute(req).await);
+        }
+    }
+
+    /// Hands requests to the driver task: for callers that cannot await (a guard's drop).
+    pub(crate) fn run_in_background(&self, requests: Vec<Request>) {
+        if !requests.is_empty() {
+            self.background.lock().unwrap_or_else(|e| e.into_inner()).extend(requests);
+            self.driver_signal.notify();
+        }
+    }
+
+    pub(crate) fn take_background(&self) -> Vec<Request> {
+        std::mem::take(&mut *self.background.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn pop_pubsub(&self) -> Option<Transmit> {
+        self.pubsub_queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.driver_signal.notify();
+        self.pubsub_signal.notify();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    async fn execute(&self, req: Request) -> Vec<Request> {
+        let renewals = req.commands.iter().find_map(|c| match c {
+            Command::Script { script: Script::Extend, keys, .. } => Some(keys.len()),
+            _ => None,
+        });
+        let span = match renewals {
+            Some(n) => tracing::debug_span!("rdlock.renew", locks = n),
+            None => tracing::Span::none(),
+        };
+        // If the caller stops awaiting, the engine still learns the request's fate (unknown).
+        let mut in_flight = InFlight { inner: self, id: req.id, done: false };
+        let reply = self.exchange(req.route, &req.commands).instrument(span).await;
+        in_flight.done = true;
+        let (misuse, more) = self.with_engine(|s, now| s.engine.handle_reply(req.id, reply, now));
+        if let Err(e) = misuse {
+            tracing::warn!(error = %e, "reply not accepted by the engine");
+        }
+        more
+    }
+
+    async fn exchange(&self, route: Route, commands: &[Command]) -> Result<Vec<Reply>, TransportError> {
+        let conn = match route {
+            Route::Commands => &self.commands,
+            Route::Confirm => &self.confirm,
+        };
+        let limit = self.config.response_timeout + convert::blocking_time(commands);
+        let mut c = match timeout::<R, _>(self.config.connection_timeout, conn.get(&self.redis, &self.config)).await {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return convert::failure(&e, commands.len()),
+            None => return Err(TransportError::Timeout),
+        };
+        let mut eval = Eval::Sha;
+        loop {
+            let pipe = convert::pipeline(commands, eval);
+            match timeout::<R, _>(limit, pipe.query_async::<Vec<Value>>(&mut c)).await {
+                None => {
+                    // A silent link: do not wait on it again.
+                    conn.reset();
+                    return Err(TransportError::Timeout);
+                }
+                Some(Ok(values)) if eval == Eval::Sha && convert::needs_source(&values) => eval = Eval::Source,
+                Some(Ok(values)) => return Ok(values.into_iter().map(convert::reply).collect()),
+                Some(Err(e)) => {
+                    if convert::is_fatal(&e) {
+                        conn.reset();
+                    }
+                    return convert::failure(&e, commands.len());
+                }
+            }
+        }
+    }
+}
+
+/// Reports a request whose sender stopped awaiting it, so that the engine does not wait for
+/// its reply for ever (it treats the outcome as unknown and recovers).
+struct InFlight<'a, R: Runtime> {
+    inner: &'a Inner<R>,
+    id: rdlock_core::RequestId,
+    done: bool,
+}
+
+impl<R: Runtime> Drop for InFlight<'_, R> {
+    fn drop(&mut self) {
+        if !self.done {
+            let cancelled = Err(TransportError::Disconnected("the caller stopped waiting".into()));
+            let (_, more) = self.inner.with_engine(|s, now| s.engine.handle_reply(self.id, cancelled, now));
+            self.inner.run_in_background(more);
+        }
+    }
+}
+
+/// Backoff between reconnection attempts.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(10u64 << attempt.min(7))
+}
