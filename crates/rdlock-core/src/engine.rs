@@ -51,6 +51,10 @@ pub struct EngineConfig {
     pub max_renew_batch: usize,
     /// How long a replica count (for `Confirm::All` and `Confirm::Majority`) is trusted.
     pub replica_count_max_age: Duration,
+    /// Most polls per second the engine's waiters make together: with many waiters, each
+    /// one's poll interval stretches beyond its poll cap so that waiting stays cheap for the
+    /// server (hand-off messages, not polls, are what wake them).
+    pub polls_per_second: u32,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +65,7 @@ impl Default for EngineConfig {
             subscription_linger: Duration::from_secs(5),
             max_renew_batch: 512,
             replica_count_max_age: Duration::from_secs(1),
+            polls_per_second: 1000,
         }
     }
 }
@@ -547,8 +552,8 @@ impl Engine {
                         // slipped between the two, so check once more.
                         self.send_attempt(id, Mode::Retry, now);
                     } else {
-                        let jittered =
-                            self.rng.between(opts.poll_cap.as_millis() as u64 / 2, opts.poll_cap.as_millis() as u64);
+                        let cap = self.poll_interval(&opts).as_millis() as u64;
+                        let jittered = self.rng.between(cap / 2, cap);
                         let wait = match holder_ttl {
                             Some(t) => (t + Duration::from_millis(1)).min(Duration::from_millis(jittered)),
                             None => Duration::from_millis(jittered),
@@ -861,6 +866,12 @@ impl Engine {
                 self.renewals.remove(&(h.renew_after, id));
             }
         }
+    }
+
+    /// The lock's poll cap, stretched when many locks share the engine's poll budget.
+    fn poll_interval(&self, opts: &LockOptions) -> Duration {
+        let budget = self.config.polls_per_second.max(1);
+        opts.poll_cap.max(Duration::from_secs(1) * self.locks.len() as u32 / budget)
     }
 
     fn backoff(&mut self, opts: &LockOptions) -> Duration {

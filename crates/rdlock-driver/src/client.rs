@@ -96,7 +96,8 @@ impl<R: Runtime> Client<R> {
             });
             let mut waiting = Abandon { inner, id: Some(id?) };
             let id = waiting.id.unwrap_or(LockId(0));
-            inner.run(requests).await;
+            // Boxed: a waiting lock keeps only its small wait future, not the exchange's.
+            Box::pin(inner.run(requests)).await;
             let event = inner.next_event(id, Event::ends_acquire).instrument(tracing::debug_span!("rdlock.wait")).await;
             match event {
                 Some(Event::Acquired { fence, valid_until }) => {
