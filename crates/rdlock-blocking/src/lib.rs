@@ -1,1 +1,38 @@
-//! placeholder
+//! # rdlock-blocking: Redis locks for plain threads
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), rdlock_blocking::Error> {
+//! use std::time::Duration;
+//!
+//! let client = rdlock_blocking::Client::open("redis://127.0.0.1:6379/")?;
+//! let guard = client.lock("orders")?;
+//! // Pass the fencing token to the storage you protect; it can refuse stale holders.
+//! println!("holding orders with fence {}", guard.fence());
+//! for _step in 0..3 {
+//!     // Check the lease between pieces of work (or run `guard.lost()` on a watcher thread).
+//!     if let Some(reason) = guard.wait_lost(Duration::from_millis(10)) {
+//!         println!("lease lost ({reason:?}): stop");
+//!         break;
+//!     }
+//! }
+//! assert!(guard.release()?, "the lock was still ours");
+//!
+//! // Waiting with a limit, and a single attempt:
+//! let guard = client.lock_builder("orders").ttl(Duration::from_secs(5)).timeout(Duration::from_secs(1)).lock()?;
+//! assert!(client.try_lock("orders")?.is_none(), "held by the guard above");
+//! drop(guard); // releases the lock on this thread
+//! # Ok(()) }
+//! ```
+//!
+//! One [`Client`] keeps a small pool of synchronous command connections (threads locking at
+//! once do not queue behind each other), one pub/sub connection shared by all of its waits,
+//! and connections for replica confirmations when one is asked for. Two background threads
+//! per client run renewals, polls and lost-lease signals, and the pub/sub connection; a
+//! caller's own requests run on the caller's thread. Dropping a [`Guard`] releases the lock
+//! on the dropping thread (one round trip). The lock logic itself lives in `rdlock-core`;
+//! this crate needs no async runtime.
+
+#![warn(missing_docs)]
+
+pub use rdlock_driver::blocking::{Client, Guard, LockBuilder};
+pub use rdlock_driver::{Acquire, ClientConfig, Confirm, Error, LockOptions, LostReason};

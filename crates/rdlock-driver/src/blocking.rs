@@ -1,1 +1,314 @@
-//! The blocking driver (to come).
+//! The blocking driver: the lock API on plain threads, over synchronous connections.
+//!
+//! The same engine and the same translation as the async driver, and the same semantics:
+//! a [`Client`] keeps a small pool of command connections (so that threads locking at once
+//! do not queue behind each other), a pool for replica confirmations (`WAIT` blocks its
+//! connection), one pub/sub connection shared by all of its waits, and two background
+//! threads: one for timers (renewals, polls, deadlines, lost leases) and one for the pub/sub
+//! connection. Callers run their own requests on their own thread; dropping a [`Guard`]
+//! releases the lock on the dropping thread.
+
+mod inner;
+mod threads;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdlock_core::{Acquire, Confirm, Event, LockId, LockOptions, LostReason, Misuse};
+
+use crate::config::ClientConfig;
+use crate::error::Error;
+use inner::Inner;
+
+/// Closes the client when the last handle goes (guards keep it alive): the background
+/// threads then end once every lock is settled.
+struct Lifetime(Arc<Inner>);
+
+impl Drop for Lifetime {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A blocking lock client. Cheap to clone; clones share connections, locks and threads.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    _life: Arc<Lifetime>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("server", &self.inner.redis.get_connection_info().addr()).finish()
+    }
+}
+
+impl Client {
+    /// Connects to the server at `url` (`redis://[user:password@]host:port/db`, or
+    /// `rediss://` for TLS when the redis crate's TLS feature is on).
+    pub fn open(url: &str) -> Result<Self, Error> {
+        Self::connect(redis::Client::open(url)?, ClientConfig::default())
+    }
+
+    /// A client over an existing `redis::Client`, with settings. Makes the first command
+    /// connection before returning, so that a wrong address fails here.
+    pub fn connect(redis: redis::Client, config: ClientConfig) -> Result<Self, Error> {
+        let inner = Arc::new(Inner::new(redis, config));
+        inner.connect()?;
+        threads::start(&inner)?;
+        Ok(Self { _life: Arc::new(Lifetime(inner.clone())), inner })
+    }
+
+    /// Options for one lock, starting from the client's defaults.
+    pub fn lock_builder(&self, key: &str) -> LockBuilder<'_> {
+        LockBuilder {
+            client: self,
+            key: key.to_owned(),
+            options: self.inner.config.defaults,
+            deadline: None,
+            timeout: None,
+        }
+    }
+
+    /// Blocks until the lock is acquired.
+    pub fn lock(&self, key: &str) -> Result<Guard, Error> {
+        self.lock_builder(key).lock()
+    }
+
+    /// Blocks until the lock is acquired, or `timeout` passes ([`Error::TimedOut`]).
+    pub fn lock_timeout(&self, key: &str, timeout: Duration) -> Result<Guard, Error> {
+        self.lock_builder(key).timeout(timeout).lock()
+    }
+
+    /// One attempt: `None` when someone else holds the lock.
+    pub fn try_lock(&self, key: &str) -> Result<Option<Guard>, Error> {
+        self.lock_builder(key).try_lock()
+    }
+
+    /// Acquires `key` with explicit options: the general form of the methods above.
+    pub fn acquire(&self, key: &str, options: LockOptions, how: Acquire) -> Result<Option<Guard>, Error> {
+        let _span = tracing::debug_span!("rdlock.acquire", key).entered();
+        let inner = &self.inner;
+        let (id, requests) = inner.with_engine(|s, now| {
+            let id = s.engine.acquire(key, options, how, now)?;
+            s.slots.insert(id, inner::Slot::default());
+            Ok::<_, Error>(id)
+        });
+        let id = id?;
+        // Gives the lock up unless a guard takes it over.
+        let mut waiting = Abandon { inner, id: Some(id) };
+        inner.run(requests);
+        let event = {
+            let _wait = tracing::debug_span!("rdlock.wait").entered();
+            inner.next_event(id, Event::ends_acquire)
+        };
+        match event {
+            Some(Event::Acquired { fence, valid_until }) => {
+                waiting.id = None;
+                tracing::debug!(fence, "acquired");
+                Ok(Some(Guard { client: self.clone(), id, key: key.to_owned(), fence, valid_until, done: false }))
+            }
+            Some(Event::Busy { .. }) => Ok(None),
+            Some(Event::TimedOut) => Err(Error::TimedOut),
+            Some(Event::ReplicationShortfall { acked, wanted }) => Err(Error::ReplicationShortfall { acked, wanted }),
+            Some(Event::Failed(e)) => Err(Error::Lock(e)),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    /// The underlying `redis::Client`.
+    pub fn redis(&self) -> &redis::Client {
+        &self.inner.redis
+    }
+
+    /// Locks this client is tracking (held, waiting, or being released).
+    pub fn tracked_locks(&self) -> usize {
+        self.inner.state().engine.len()
+    }
+}
+
+/// Gives up a lock whose handle went away (a failed acquisition), on this thread.
+struct Abandon<'a> {
+    inner: &'a Arc<Inner>,
+    id: Option<LockId>,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            abandon(self.inner, id);
+        }
+    }
+}
+
+fn abandon(inner: &Arc<Inner>, id: LockId) {
+    let (_, requests) = inner.with_engine(|s, now| {
+        s.slots.remove(&id);
+        s.engine.abandon(id, now);
+    });
+    inner.run(requests);
+}
+
+/// Options for one acquisition.
+#[derive(Debug)]
+pub struct LockBuilder<'a> {
+    client: &'a Client,
+    key: String,
+    options: LockOptions,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+}
+
+impl LockBuilder<'_> {
+    /// Lease length (the key's expiry).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.options.ttl = ttl;
+        self
+    }
+
+    /// Renew the lease at about a third of the TTL while held (on by default).
+    pub fn auto_renew(mut self, on: bool) -> Self {
+        self.options.auto_renew = on;
+        self
+    }
+
+    /// Wait for replicas to hold the lock before reporting it acquired.
+    pub fn confirm(mut self, confirm: Confirm) -> Self {
+        self.options.confirm = confirm;
+        self
+    }
+
+    /// Longest sleep between polls while waiting.
+    pub fn poll_cap(mut self, cap: Duration) -> Self {
+        self.options.poll_cap = cap;
+        self
+    }
+
+    /// Give up at this instant.
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Give up after this long.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Blocks until acquired (or the deadline).
+    pub fn lock(self) -> Result<Guard, Error> {
+        let deadline = self.deadline.or_else(|| self.timeout.map(|t| Instant::now() + t));
+        self.client.acquire(&self.key, self.options, Acquire::Wait { deadline })?.ok_or(Error::Closed)
+    }
+
+    /// One attempt.
+    pub fn try_lock(self) -> Result<Option<Guard>, Error> {
+        self.client.acquire(&self.key, self.options, Acquire::Try)
+    }
+}
+
+/// A held lock. Dropping it releases the lock on the dropping thread (one round trip, more
+/// only while retrying a failed release; it never panics); [`Guard::release`] does the same
+/// and reports whether the lock was still ours.
+pub struct Guard {
+    client: Client,
+    id: LockId,
+    key: String,
+    fence: u64,
+    valid_until: Instant,
+    done: bool,
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard").field("key", &self.key).field("fence", &self.fence).finish()
+    }
+}
+
+impl Guard {
+    /// The lock's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The fencing token: strictly increasing across the lock's holders. Pass it to the
+    /// storage you protect, so that it can refuse a stale holder.
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// Nothing may trust the lock past this instant (later after each renewal).
+    pub fn valid_until(&self) -> Instant {
+        self.client.inner.state().engine.lock_info(self.id).and_then(|i| i.valid_until).unwrap_or(self.valid_until)
+    }
+
+    /// Whether the lease is still valid now: cheap, no round trip.
+    pub fn is_valid(&self) -> bool {
+        let st = self.client.inner.state();
+        match st.engine.lock_info(self.id) {
+            Some(info) => info.lost.is_none() && info.valid_until.is_some_and(|v| Instant::now() < v),
+            None => false,
+        }
+    }
+
+    /// Blocks until the lease is lost (renewal refused, or validity ran out). Run it on a
+    /// watcher thread, or poll with [`Guard::wait_lost`] between pieces of work.
+    pub fn lost(&self) -> LostReason {
+        // Without a limit, the wait ends only with a reason: the guard keeps its slot.
+        self.client.inner.wait_lost(self.id, None).unwrap_or(LostReason::Expired)
+    }
+
+    /// Waits up to `timeout` for the lease to be lost: `None` if it is still held then.
+    pub fn wait_lost(&self, timeout: Duration) -> Option<LostReason> {
+        self.client.inner.wait_lost(self.id, Some(Instant::now() + timeout))
+    }
+
+    /// Renews the lease now; returns the new end of validity.
+    pub fn extend(&self) -> Result<Instant, Error> {
+        let inner = &self.client.inner;
+        let (res, requests) = inner.with_engine(|s, now| {
+            if let Some(slot) = s.slots.get_mut(&self.id) {
+                slot.lost.map_or(Ok(()), |r| Err(Error::Lost(r)))?;
+                // An earlier renewal's news is not this extension's answer.
+                slot.events.retain(|e| !matches!(e, Event::Renewed { .. }));
+            }
+            s.engine.extend(self.id, now).map_err(|_: Misuse| Error::Lost(LostReason::Expired))
+        });
+        res?;
+        inner.run(requests);
+        match inner.next_event(self.id, |e| matches!(e, Event::Renewed { .. } | Event::Lost { .. })) {
+            Some(Event::Renewed { valid_until }) => Ok(valid_until),
+            Some(Event::Lost { reason }) => Err(Error::Lost(reason)),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    /// Releases the lock: `Ok(true)` if it was still ours, `Ok(false)` if the lease had been
+    /// lost to expiry or to another owner.
+    pub fn release(mut self) -> Result<bool, Error> {
+        let _span = tracing::debug_span!("rdlock.release", key = %self.key, fence = self.fence).entered();
+        let inner = self.client.inner.clone();
+        let (res, requests) = inner.with_engine(|s, now| s.engine.release(self.id, now));
+        res.map_err(|_| Error::Closed)?;
+        inner.run(requests);
+        let event = inner.next_event(self.id, |e| matches!(e, Event::Released { .. } | Event::Failed(_)));
+        self.done = true;
+        inner.state().slots.remove(&self.id);
+        match event {
+            Some(Event::Released { held }) => Ok(held),
+            Some(Event::Failed(e)) => Err(Error::Lock(e)),
+            _ => Err(Error::Closed),
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.done {
+            let _span = tracing::debug_span!("rdlock.release", key = %self.key, fence = self.fence).entered();
+            abandon(&self.client.inner, self.id);
+        }
+    }
+}

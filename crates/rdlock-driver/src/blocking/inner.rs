@@ -1,0 +1,331 @@
+//! State shared by a blocking client's handles, guards and threads: the engine behind one
+//! mutex, each lock's event slot (with a condition variable its waiter sleeps on), and the
+//! connection pools.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdlock_core::{
+    Command, Engine, Event, LockId, LostReason, Reply, Request, Route, Script, Transmit, TransportError,
+};
+use redis::{Connection, Value};
+
+use crate::config::ClientConfig;
+use crate::convert::{self, Eval};
+use crate::error::Error;
+
+/// Idle connections kept per pool; more are closed when returned.
+const MAX_IDLE: usize = 8;
+
+/// Events of one lock, waiting for the thread that waits for them.
+#[derive(Debug, Default)]
+pub(super) struct Slot {
+    pub(super) events: VecDeque<Event>,
+    pub(super) lost: Option<LostReason>,
+    /// Woken on every event of this lock (paired with the state mutex).
+    cond: Arc<Condvar>,
+}
+
+pub(super) struct Shared {
+    pub(super) engine: Engine,
+    pub(super) slots: HashMap<LockId, Slot>,
+    /// When the timer thread means to wake (`None`: no timer); an earlier timer wakes it.
+    pub(super) timer_wake: Option<Instant>,
+}
+
+/// A synchronous connection and the read timeout it is set to.
+struct Pooled {
+    conn: Connection,
+    read_timeout: Duration,
+}
+
+/// Idle connections of one route. A thread takes one for a request and puts it back after,
+/// so that threads locking at once do not queue behind each other.
+#[derive(Default)]
+struct Pool(Mutex<Vec<Pooled>>);
+
+impl Pool {
+    fn take(&self) -> Option<Pooled> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    fn put(&self, conn: Pooled) {
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+}
+
+pub(super) struct Inner {
+    pub(super) redis: redis::Client,
+    pub(super) config: ClientConfig,
+    state: Mutex<Shared>,
+    /// Wakes the timer thread (paired with `state`).
+    timer_cond: Condvar,
+    commands: Pool,
+    confirm: Pool,
+    /// (Un)subscriptions for the pub/sub thread.
+    pubsub: Mutex<VecDeque<Transmit>>,
+    pubsub_cond: Condvar,
+    closed: AtomicBool,
+}
+
+impl Inner {
+    pub(super) fn new(redis: redis::Client, config: ClientConfig) -> Self {
+        Self {
+            redis,
+            state: Mutex::new(Shared {
+                engine: Engine::new(config.engine.clone()),
+                slots: HashMap::new(),
+                timer_wake: None,
+            }),
+            config,
+            timer_cond: Condvar::new(),
+            commands: Pool::default(),
+            confirm: Pool::default(),
+            pubsub: Mutex::new(VecDeque::new()),
+            pubsub_cond: Condvar::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn state(&self) -> MutexGuard<'_, Shared> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the first command connection, so that a wrong address fails early.
+    pub(super) fn connect(&self) -> Result<(), Error> {
+        let conn = self.open()?;
+        self.commands.put(conn);
+        Ok(())
+    }
+
+    fn open(&self) -> redis::RedisResult<Pooled> {
+        let conn = self.redis.get_connection_with_timeout(self.config.connection_timeout)?;
+        conn.set_write_timeout(Some(self.config.response_timeout))?;
+        conn.set_read_timeout(Some(self.config.response_timeout))?;
+        Ok(Pooled { conn, read_timeout: self.config.response_timeout })
+    }
+
+    /// Feeds one input to the engine, then drains its outputs in the same critical section:
+    /// events go to their locks' slots (waking their waiters), (un)subscriptions to the
+    /// pub/sub thread, and the requests come back to the caller, who sends them.
+    pub(super) fn with_engine<T>(&self, f: impl FnOnce(&mut Shared, Instant) -> T) -> (T, Vec<Request>) {
+        let now = Instant::now();
+        let mut requests = Vec::new();
+        let mut pubsub = Vec::new();
+        let out = {
+            let mut st = self.state();
+            let out = f(&mut st, now);
+            while let Some(t) = st.engine.poll_transmit() {
+                match t {
+                    Transmit::Request(r) => requests.push(r),
+                    other => pubsub.push(other),
+                }
+            }
+            while let Some((id, event)) = st.engine.poll_event() {
+                let Some(slot) = st.slots.get_mut(&id) else { continue };
+                if let Event::Lost { reason } = event {
+                    slot.lost = Some(reason);
+                }
+                if matches!(event, Event::Renewed { .. }) {
+                    // Only the latest renewal matters to anyone waiting for one.
+                    slot.events.retain(|e| !matches!(e, Event::Renewed { .. }));
+                }
+                slot.events.push_back(event);
+                slot.cond.notify_all();
+            }
+            let next = st.engine.poll_timeout();
+            let settled = self.is_closed() && st.engine.is_empty();
+            if settled || next.is_some_and(|n| st.timer_wake.is_none_or(|w| n < w)) {
+                self.timer_cond.notify_one();
+            }
+            out
+        };
+        if !pubsub.is_empty() {
+            self.pubsub.lock().unwrap_or_else(|e| e.into_inner()).extend(pubsub);
+            self.pubsub_cond.notify_one();
+        }
+        (out, requests)
+    }
+
+    /// Blocks until the next event of `id` that `wanted` accepts, dropping others.
+    pub(super) fn next_event(&self, id: LockId, wanted: impl Fn(&Event) -> bool) -> Option<Event> {
+        let mut st = self.state();
+        loop {
+            let slot = st.slots.get_mut(&id)?;
+            while let Some(e) = slot.events.pop_front() {
+                if wanted(&e) {
+                    return Some(e);
+                }
+            }
+            let cond = slot.cond.clone();
+            st = cond.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Blocks until the lease of `id` is lost, or `until` passes (`None`).
+    pub(super) fn wait_lost(&self, id: LockId, until: Option<Instant>) -> Option<LostReason> {
+        let mut st = self.state();
+        loop {
+            let slot = st.slots.get(&id)?;
+            if slot.lost.is_some() {
+                return slot.lost;
+            }
+            let cond = slot.cond.clone();
+            st = match until.map(|u| u.saturating_duration_since(Instant::now())) {
+                Some(left) if left.is_zero() => return None,
+                Some(left) => cond.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0,
+                None => cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+
+    /// Sends requests one after another on this thread, feeding each reply back and sending
+    /// what follows.
+    pub(super) fn run(&self, requests: Vec<Request>) {
+        let mut queue = VecDeque::from(requests);
+        while let Some(req) = queue.pop_front() {
+            queue.extend(self.execute(req));
+        }
+    }
+
+    /// [`Inner::run`] for the background threads: a request ending in `WAIT` may block for its
+    /// whole confirmation timeout, so it runs on a thread of its own instead of holding up
+    /// the timers (or the pub/sub connection) of every other lock.
+    pub(super) fn run_background(self: &Arc<Self>, requests: Vec<Request>) {
+        let mut queue = VecDeque::from(requests);
+        while let Some(req) = queue.pop_front() {
+            if req.route == Route::Confirm {
+                let (inner, id) = (self.clone(), req.id);
+                let spawned =
+                    std::thread::Builder::new().name("rdlock-confirm".into()).spawn(move || inner.run(vec![req]));
+                if spawned.is_err() {
+                    // Unsent: the engine treats it as unanswered and recovers.
+                    let failed = Err(TransportError::Disconnected("no thread for the request".into()));
+                    queue.extend(self.with_engine(|s, now| s.engine.handle_reply(id, failed, now)).1);
+                }
+                continue;
+            }
+            queue.extend(self.execute(req));
+        }
+    }
+
+    fn execute(&self, req: Request) -> Vec<Request> {
+        let renewals = req.commands.iter().find_map(|c| match c {
+            Command::Script { script: Script::Extend, keys, .. } => Some(keys.len()),
+            _ => None,
+        });
+        let span = match renewals {
+            Some(n) => tracing::debug_span!("rdlock.renew", locks = n),
+            None => tracing::Span::none(),
+        };
+        let reply = span.in_scope(|| self.exchange(req.route, &req.commands));
+        let (misuse, more) = self.with_engine(|s, now| s.engine.handle_reply(req.id, reply, now));
+        if let Err(e) = misuse {
+            tracing::warn!(error = %e, "reply not accepted by the engine");
+        }
+        more
+    }
+
+    /// One request on a pooled connection of its route. A connection that timed out or
+    /// failed is closed rather than returned: a late reply must never answer the next request.
+    fn exchange(&self, route: Route, commands: &[Command]) -> Result<Vec<Reply>, TransportError> {
+        let pool = match route {
+            Route::Commands => &self.commands,
+            Route::Confirm => &self.confirm,
+        };
+        let mut conn = match pool.take().map_or_else(|| self.open(), Ok) {
+            Ok(c) => c,
+            Err(e) => return convert::failure(&e, commands.len()),
+        };
+        // WAIT blocks on purpose: allow for it on top of the response timeout.
+        let limit = self.config.response_timeout + convert::blocking_time(commands);
+        if conn.read_timeout != limit {
+            if let Err(e) = conn.conn.set_read_timeout(Some(limit)) {
+                return convert::failure(&e, commands.len());
+            }
+            conn.read_timeout = limit;
+        }
+        let mut eval = Eval::Sha;
+        loop {
+            match convert::pipeline(commands, eval).query::<Vec<Value>>(&mut conn.conn) {
+                Ok(values) if eval == Eval::Sha && convert::needs_source(&values) => eval = Eval::Source,
+                Ok(values) => {
+                    pool.put(conn);
+                    return Ok(values.into_iter().map(convert::reply).collect());
+                }
+                Err(e) => {
+                    if !convert::is_fatal(&e) {
+                        pool.put(conn);
+                    }
+                    return convert::failure(&e, commands.len());
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ for the threads
+
+    /// Runs due timers; returns the requests they produced.
+    pub(super) fn fire_timers(&self) -> Vec<Request> {
+        self.with_engine(|s, now| s.engine.handle_timeout(now)).1
+    }
+
+    /// Blocks until a timer is due (`true`), or the client is closed and every lock settled.
+    pub(super) fn wait_for_timer(&self) -> bool {
+        let mut st = self.state();
+        loop {
+            if self.is_closed() && st.engine.is_empty() {
+                return false;
+            }
+            let next = st.engine.poll_timeout();
+            st.timer_wake = next;
+            let now = Instant::now();
+            st = match next {
+                Some(at) if at <= now => return true,
+                Some(at) => self.timer_cond.wait_timeout(st, at - now).unwrap_or_else(|e| e.into_inner()).0,
+                None => self.timer_cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+
+    /// Takes every queued (un)subscription.
+    pub(super) fn take_pubsub(&self) -> Vec<Transmit> {
+        self.pubsub.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect()
+    }
+
+    /// Blocks until an (un)subscription is queued (`true`) or the client closes (`false`).
+    pub(super) fn wait_pubsub(&self) -> bool {
+        let queue = self.pubsub.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = self.pubsub_cond.wait_while(queue, |q| q.is_empty() && !self.is_closed());
+        drop(queue);
+        !self.is_closed()
+    }
+
+    /// Sleeps for `pause`, unless the client closes meanwhile.
+    pub(super) fn pause(&self, pause: Duration) {
+        let queue = self.pubsub.lock().unwrap_or_else(|e| e.into_inner());
+        let waited = self.pubsub_cond.wait_timeout_while(queue, pause, |_| !self.is_closed());
+        drop(waited);
+    }
+
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        // Notify under each mutex, so that a thread between its check and its wait still
+        // sees the flag.
+        let st = self.state();
+        self.timer_cond.notify_all();
+        drop(st);
+        let queue = self.pubsub.lock().unwrap_or_else(|e| e.into_inner());
+        self.pubsub_cond.notify_all();
+        drop(queue);
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
