@@ -1,1 +1,70 @@
-//! Integration tests of rdlock against real redis-server processes.
+//! Integration tests of rdlock against real `redis-server` processes: one set of cases,
+//! written once, run for every runtime adapter enabled by a feature of this package.
+//!
+//! - [`harness::Harness`] is what a case needs from an adapter and its runtime: connect, the
+//!   lock calls, the guard's accessors, a bounded wait for the lost signal, concurrent work
+//!   and sleeping. Its methods are `async` for every adapter; the blocking adapter makes its
+//!   synchronous calls inside them and gets concurrency from threads.
+//! - [`runtimes`] implements it: once for every async adapter, generically over the driver's
+//!   runtime ([`runtimes::Async`], with a `block_on` per runtime), and once for the blocking one.
+//! - [`cases`] holds the cases, generic over the harness; [`support`] the server-side checks.
+//! - [`cases!`] stamps out one `#[test]` per case for a harness; `tests/integration.rs` invokes
+//!   it once per enabled runtime, in a module named after it (`tokio::mutual_exclusion`, ...).
+//!
+//! Run with `cargo test -p rdlock-tests --features tokio`.
+
+pub mod cases;
+pub mod harness;
+pub mod runtimes;
+pub mod support;
+
+use std::future::Future;
+use std::time::Duration;
+
+use harness::Harness;
+
+/// The longest any case may run before it fails.
+pub const CASE_BUDGET: Duration = Duration::from_secs(45);
+
+/// Runs one case on harness `H`, unless `H` says it cannot apply.
+pub fn run_case<H, F, Fut>(name: &'static str, case: F)
+where
+    H: Harness,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    if let Some(why) = H::skip(name) {
+        println!("[{}] {name} does not apply: {why}", H::NAME);
+        return;
+    }
+    H::run(case, CASE_BUDGET);
+}
+
+/// One `#[test]` per case, for the harness given: `rdlock_tests::cases!(Harness);`.
+#[macro_export]
+macro_rules! cases {
+    ($harness:ty) => {
+        $crate::cases!(@each $harness;
+            mutual_exclusion,
+            fencing_across_restart,
+            handoff_latency,
+            waiter_survives_pubsub_kill,
+            waiter_outlives_vanished_holder,
+            auto_renew_keeps_the_lock,
+            lost_when_key_deleted,
+            lost_before_anyone_else_acquires,
+            replicate_confirm,
+            thousand_waiters_one_pubsub_connection,
+            bad_input,
+            release_semantics,
+        );
+    };
+    (@each $harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::cases::$case::<$harness>);
+            }
+        )*
+    };
+}

@@ -1,0 +1,541 @@
+//! The integration cases, written once against [`Harness`] and stamped out for every enabled
+//! runtime by [`crate::cases!`]. Each starts its own servers, is bounded in time, and ends by
+//! checking what the library left in Redis.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdlock_core::{Confirm, InvalidInput, LockError, LockOptions, LostReason};
+use rdlock_driver::Error;
+use rdlock_testkit::{Proxy, RedisServer, Replicated};
+
+use crate::harness::{Harness, Task, join_all, lock_with, try_with};
+use crate::support::{
+    admin, assert_clean, del, exists, get, keys, llen, ms, numsub, options, pubsub_connections, server, wait_until,
+};
+
+const KEY: &str = "rdlock-test:lock";
+/// Long enough that no case here outlives it unless something is wrong.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Waits until `queued` waiters are in `key`'s queue and its channel has `subscribers`
+/// subscribed connections (a client's channel lingers a while after its last waiter).
+fn wait_for_waiters(server: &RedisServer, key: &str, queued: usize, subscribers: u64) {
+    let mut conn = admin(server);
+    let names = keys(key);
+    wait_until(&format!("{queued} waiter(s) queued on {key}, {subscribers} subscriber(s)"), PATIENCE, || {
+        llen(&mut conn, &names.queue) == queued && numsub(&mut conn, &names.channel) == subscribers
+    });
+}
+
+// ------------------------------------------------------------------------------ 1
+
+/// Twelve tasks on three clients each increment a counter five times with a read, a pause
+/// and a write, under the lock: no increment may be lost, at most one task may be inside at
+/// once, and the fencing tokens, logged by each holder, must rise in hold order.
+pub async fn mutual_exclusion<H: Harness>() {
+    const CLIENTS: usize = 3;
+    const TASKS_PER_CLIENT: usize = 4;
+    const ROUNDS: usize = 5;
+    const COUNTER: &str = "rdlock-test:counter";
+    let server = server();
+    let inside = Arc::new(AtomicUsize::new(0));
+    let fences = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks: Vec<Task<()>> = Vec::new();
+    for _ in 0..CLIENTS {
+        let client = H::connect(&server.url()).await.expect("connect");
+        for _ in 0..TASKS_PER_CLIENT {
+            let (client, inside, fences) = (client.clone(), inside.clone(), fences.clone());
+            let mut conn = admin(&server);
+            tasks.push(H::spawn(async move {
+                for _ in 0..ROUNDS {
+                    let guard = H::lock_timeout(&client, KEY, PATIENCE).await.expect("lock");
+                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+                    fences.lock().expect("fence log").push(H::fence(&guard));
+                    let seen: i64 = get(&mut conn, COUNTER).map_or(0, |v| v.parse().expect("a number"));
+                    H::sleep(Duration::from_millis(2)).await;
+                    redis::cmd("SET").arg(COUNTER).arg(seen + 1).query::<()>(&mut conn).expect("SET");
+                    assert!(H::is_valid(&guard), "the lease ran out while the counter was written");
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    assert!(H::release(guard).await.expect("release"), "the lock was not ours at release");
+                }
+            }));
+        }
+    }
+    join_all(tasks).await;
+    let total = CLIENTS * TASKS_PER_CLIENT * ROUNDS;
+    assert_eq!(get(&mut admin(&server), COUNTER), Some(total.to_string()), "lost increments");
+    let fences = fences.lock().expect("fence log").clone();
+    assert_eq!(fences.len(), total);
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "fencing tokens out of hold order: {fences:?}");
+    assert_clean(&server, &[COUNTER]);
+}
+
+// ------------------------------------------------------------------------------ 2
+
+/// Fencing tokens rise across holders on two clients, and still rise after the server
+/// restarts empty (the counter is gone; it must be seeded above every token issued before).
+pub async fn fencing_across_restart<H: Harness>() {
+    let server = server();
+    let clients =
+        [H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect")];
+    let mut last = 0;
+    for i in 0..6 {
+        let guard = H::lock_timeout(&clients[i % 2], KEY, PATIENCE).await.expect("lock");
+        assert!(H::fence(&guard) > last, "fence {} after {last}", H::fence(&guard));
+        last = H::fence(&guard);
+        assert!(H::release(guard).await.expect("release"));
+    }
+    server.restart(false).expect("restart without data");
+    let mut conn = admin(&server);
+    assert!(!exists(&mut conn, &keys(KEY).fence), "the restart kept the fence counter: the case proves nothing");
+    // The old clients' connections died with the server: they reconnect.
+    for client in &clients {
+        let guard = H::lock_timeout(client, KEY, PATIENCE).await.expect("lock after the restart");
+        assert!(H::fence(&guard) > last, "fence went backwards across a restart: {} after {last}", H::fence(&guard));
+        last = H::fence(&guard);
+        assert!(H::release(guard).await.expect("release"));
+    }
+    let fresh = H::connect(&server.url()).await.expect("connect");
+    let guard = H::lock_timeout(&fresh, KEY, PATIENCE).await.expect("lock");
+    assert!(H::fence(&guard) > last);
+    assert!(H::release(guard).await.expect("release"));
+    assert_clean(&server, &[]);
+}
+
+// ------------------------------------------------------------------------------ 3
+
+/// A queued waiter gets the lock within a few milliseconds of the release: by hand-off, not by
+/// polling (its poll cap is 2 s, so a missed hand-off would cost a second or more).
+pub async fn handoff_latency<H: Harness>() {
+    const ROUNDS: usize = 7;
+    let server = server();
+    let clients =
+        [H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect")];
+    let waiting = LockOptions { poll_cap: Duration::from_secs(2), ..LockOptions::default() };
+    let mut holder = H::lock_timeout(&clients[0], KEY, PATIENCE).await.expect("lock");
+    let (mut from_call, mut from_reply) = (Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let client = clients[round % 2].clone();
+        let waiter = H::spawn(async move {
+            let guard = lock_with::<H>(&client, KEY, waiting, PATIENCE).await.expect("lock");
+            (Instant::now(), guard)
+        });
+        wait_for_waiters(&server, KEY, 1, round.min(2) as u64);
+        let fence = H::fence(&holder);
+        let called = Instant::now();
+        assert!(H::release(holder).await.expect("release"));
+        let replied = Instant::now();
+        let (acquired, guard) = waiter.await;
+        assert!(H::fence(&guard) > fence);
+        from_call.push(acquired.saturating_duration_since(called));
+        from_reply.push(acquired.saturating_duration_since(replied));
+        holder = guard;
+    }
+    assert!(H::release(holder).await.expect("release"));
+    let mut sorted = from_call.clone();
+    sorted.sort();
+    let (median, max) = (sorted[ROUNDS / 2], sorted[ROUNDS - 1]);
+    println!(
+        "[{}] hand-off latency, release called -> waiter holds: median {:.2} ms, max {:.2} ms; \
+         release returned -> waiter holds: {:?} ms",
+        H::NAME,
+        ms(median),
+        ms(max),
+        from_reply.iter().map(|d| (ms(*d) * 100.0).round() / 100.0).collect::<Vec<_>>(),
+    );
+    assert!(median < Duration::from_millis(50), "median hand-off {median:?}");
+    assert!(max < Duration::from_millis(500), "a hand-off took {max:?}: the waiter polled instead");
+    assert_clean(&server, &[]);
+}
+
+// ------------------------------------------------------------------------------ 4
+
+/// A waiter whose pub/sub connection is killed during the wait subscribes again; and when the
+/// hand-off is announced while its pub/sub connection is down (killed, and new connections
+/// refused), it still gets the lock by polling, within its poll cap.
+pub async fn waiter_survives_pubsub_kill<H: Harness>() {
+    let server = server();
+    // The waiter's client goes through a proxy, to keep its pub/sub connection from coming back.
+    let proxy = Proxy::start(server.addr()).expect("start a proxy");
+    let (a, b) = (H::connect(&server.url()).await.expect("connect"), H::connect(&proxy.url()).await.expect("connect"));
+    let poll_cap = Duration::from_millis(300);
+    let waiting = LockOptions { poll_cap, ..LockOptions::default() };
+    let holder = H::lock_timeout(&a, KEY, PATIENCE).await.expect("lock");
+    let waiter = H::spawn(async move {
+        let guard = lock_with::<H>(&b, KEY, waiting, PATIENCE).await.expect("lock");
+        (Instant::now(), guard)
+    });
+    wait_for_waiters(&server, KEY, 1, 1);
+    // Kill it while the wait goes on: it must come back, subscribed to the channel again.
+    assert_eq!(server.client_kill_type("pubsub").expect("CLIENT KILL"), 1);
+    let back = wait_until("the waiter's pub/sub connection is back", Duration::from_secs(3), || {
+        pubsub_connections(&server) == [1]
+    });
+    println!("[{}] pub/sub connection re-subscribed {:.1} ms after the kill", H::NAME, ms(back));
+    // Kill it again, keep it down, and release: the hand-off message reaches nobody.
+    proxy.refuse(true);
+    assert_eq!(server.client_kill_type("pubsub").expect("CLIENT KILL"), 1);
+    let fence = H::fence(&holder);
+    let released = Instant::now();
+    assert!(H::release(holder).await.expect("release"));
+    assert_eq!(numsub(&mut admin(&server), &keys(KEY).channel), 0, "the waiter could still hear the hand-off");
+    let (acquired, guard) = waiter.await;
+    let took = acquired.saturating_duration_since(released);
+    println!(
+        "[{}] waiter acquired {:.1} ms after a release it could not hear (poll cap {poll_cap:?})",
+        H::NAME,
+        ms(took)
+    );
+    assert!(took < poll_cap + Duration::from_millis(300), "took {took:?}");
+    assert!(H::fence(&guard) > fence);
+    proxy.refuse(false);
+    assert!(H::release(guard).await.expect("release"));
+    assert_clean(&server, &[]);
+}
+
+/// A holder that vanishes blocks its lock only until its key expires: a waiter gets it within
+/// TTL + poll cap + slack, and not before the TTL. Two ways to vanish: a leaked guard that
+/// does not renew, and a renewing holder cut off from the server, whose lost signal must also
+/// fire before the waiter acquires.
+pub async fn waiter_outlives_vanished_holder<H: Harness>() {
+    let server = server();
+    let proxy = Proxy::start(server.addr()).expect("start a proxy");
+    let a = H::connect(&server.url()).await.expect("connect");
+    let b = H::connect(&server.url()).await.expect("connect");
+    let ttl = Duration::from_millis(500);
+    let poll_cap = Duration::from_millis(200);
+    let waiting = LockOptions { poll_cap, ..LockOptions::default() };
+
+    let start = Instant::now();
+    let holder = lock_with::<H>(&a, KEY, options(ttl, false), PATIENCE).await.expect("lock");
+    let fence = H::fence(&holder);
+    // The holder "crashes": its guard is never released or dropped.
+    std::mem::forget(holder);
+    let guard = lock_with::<H>(&b, KEY, waiting, PATIENCE).await.expect("lock");
+    let took = start.elapsed();
+    println!("[{}] leaked holder (ttl {ttl:?}): waiter acquired after {:.1} ms", H::NAME, ms(took));
+    assert!(took + Duration::from_millis(20) >= ttl, "acquired after {took:?}, before the holder's key expired");
+    assert!(took < ttl + poll_cap + Duration::from_millis(400), "took {took:?}");
+    assert!(H::fence(&guard) > fence);
+    assert!(H::release(guard).await.expect("release"));
+
+    let cut_off = H::connect(&proxy.url()).await.expect("connect");
+    let holder = lock_with::<H>(&cut_off, KEY, options(ttl, true), PATIENCE).await.expect("lock");
+    let fence = H::fence(&holder);
+    let waiter = {
+        let b = b.clone();
+        H::spawn(async move {
+            let guard = lock_with::<H>(&b, KEY, waiting, PATIENCE).await.expect("lock");
+            (Instant::now(), guard)
+        })
+    };
+    proxy.refuse(true);
+    proxy.cut();
+    let cut = Instant::now();
+    assert_eq!(H::lost_within(&holder, 2 * ttl).await, Some(LostReason::Expired), "no lost signal");
+    let lost = Instant::now();
+    let (acquired, guard) = waiter.await;
+    println!(
+        "[{}] cut-off holder (ttl {ttl:?}): lost {:.1} ms after the cut, waiter acquired {:.1} ms after the cut",
+        H::NAME,
+        ms(lost - cut),
+        ms(acquired.saturating_duration_since(cut)),
+    );
+    assert!(lost < acquired, "the cut-off holder learned of its loss after the waiter acquired");
+    assert!(acquired - cut < ttl + poll_cap + Duration::from_millis(400), "took {:?}", acquired - cut);
+    assert!(H::fence(&guard) > fence);
+    assert!(!matches!(H::release(holder).await, Ok(true)), "a cut-off holder released a lock it had lost");
+    assert!(H::release(guard).await.expect("release"));
+    assert_clean(&server, &[]);
+}
+
+// ------------------------------------------------------------------------------ 5
+
+/// Auto-renewal keeps a 300 ms lease for 1.2 s: another client's attempts fail throughout and
+/// the guard stays valid.
+pub async fn auto_renew_keeps_the_lock<H: Harness>() {
+    let server = server();
+    let (a, b) = (H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect"));
+    let ttl = Duration::from_millis(300);
+    let guard = lock_with::<H>(&a, KEY, options(ttl, true), PATIENCE).await.expect("lock");
+    let first = H::valid_until(&guard);
+    let until = Instant::now() + Duration::from_millis(1200);
+    let mut attempts = 0;
+    while Instant::now() < until {
+        assert!(H::is_valid(&guard), "the lease lapsed after {attempts} attempts");
+        assert!(H::try_lock(&b, KEY).await.expect("try_lock").is_none(), "another client got a renewed lock");
+        attempts += 1;
+        H::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(H::is_valid(&guard));
+    let last = H::valid_until(&guard);
+    assert!(last > first + Duration::from_millis(900), "validity moved only {:?}", last - first);
+    let mut conn = admin(&server);
+    let pttl: i64 = redis::cmd("PTTL").arg(KEY).query(&mut conn).expect("PTTL");
+    assert!(pttl > 0 && pttl <= 300, "the key's expiry is {pttl} ms");
+    assert!(H::release(guard).await.expect("release"));
+    assert_clean(&server, &[]);
+}
+
+// ------------------------------------------------------------------------------ 6
+
+/// The key deleted behind the holder's back: the next renewal, within about ttl/3, finds it
+/// gone and fires the lost signal (not owner); release then reports the lock was not ours.
+pub async fn lost_when_key_deleted<H: Harness>() {
+    let server = server();
+    let a = H::connect(&server.url()).await.expect("connect");
+    let ttl = Duration::from_millis(600);
+    let guard = lock_with::<H>(&a, KEY, options(ttl, true), PATIENCE).await.expect("lock");
+    del(&mut admin(&server), KEY);
+    let deleted = Instant::now();
+    let reason = H::lost_within(&guard, ttl).await;
+    let took = deleted.elapsed();
+    println!("[{}] key deleted: lost signal after {:.1} ms", H::NAME, ms(took));
+    assert_eq!(reason, Some(LostReason::NotOwner));
+    assert!(took < ttl / 3 + Duration::from_millis(150), "took {took:?}");
+    assert!(!H::is_valid(&guard));
+    assert!(matches!(H::extend(&guard).await, Err(Error::Lost(_))));
+    assert!(!H::release(guard).await.expect("release"));
+    assert_clean(&server, &[]);
+}
+
+/// The server frozen past the TTL: renewals cannot get through, so the lost signal fires
+/// (expired) at `valid_until`, while the server is still frozen, and so before a second
+/// client, queued all along, can acquire once it thaws.
+pub async fn lost_before_anyone_else_acquires<H: Harness>() {
+    let server = server();
+    let (a, b) = (H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect"));
+    let ttl = Duration::from_millis(600);
+    let holder = lock_with::<H>(&a, KEY, options(ttl, true), PATIENCE).await.expect("lock");
+    let fence = H::fence(&holder);
+    let waiting = LockOptions { poll_cap: Duration::from_millis(100), ..LockOptions::default() };
+    let waiter = H::spawn(async move {
+        let guard = lock_with::<H>(&b, KEY, waiting, PATIENCE).await.expect("lock");
+        (Instant::now(), guard)
+    });
+    wait_for_waiters(&server, KEY, 1, 1);
+    let paused = Instant::now();
+    server.pause().expect("SIGSTOP");
+    let reason = H::lost_within(&holder, 2 * ttl).await;
+    let lost = Instant::now();
+    let valid_until = H::valid_until(&holder);
+    // Well past the TTL on the server's clock, then thaw.
+    H::sleep((paused + ttl + Duration::from_millis(300)).saturating_duration_since(Instant::now())).await;
+    let resumed = Instant::now();
+    server.resume().expect("SIGCONT");
+    let (acquired, guard) = waiter.await;
+    println!(
+        "[{}] paused server: lost {:.1} ms after valid_until, {:.1} ms before the resume; \
+         the other client acquired {:.1} ms after the resume",
+        H::NAME,
+        ms(lost.saturating_duration_since(valid_until)),
+        ms(resumed.saturating_duration_since(lost)),
+        ms(acquired.saturating_duration_since(resumed)),
+    );
+    assert_eq!(reason, Some(LostReason::Expired));
+    assert!(lost >= valid_until, "lost fired {:?} before valid_until", valid_until - lost);
+    assert!(lost < valid_until + Duration::from_millis(100), "lost fired {:?} late", lost - valid_until);
+    assert!(lost < resumed && lost < acquired, "the lost signal came after another client could acquire");
+    assert!(!H::is_valid(&holder));
+    assert!(H::fence(&guard) > fence);
+    // The old holder's release must not touch the new holder's lock.
+    assert!(!H::release(holder).await.expect("release"));
+    assert!(H::is_valid(&guard));
+    assert!(H::release(guard).await.expect("release"));
+    assert_clean(&server, &[]);
+}
+
+// ------------------------------------------------------------------------------ 7
+
+/// Replica confirmation: with both replicas up, `All` and `AtLeast 2` succeed and the key is
+/// on both replicas; with one replica frozen and the replication links cut, `AtLeast 2` fails
+/// with a shortfall and leaves no lock key.
+pub async fn replicate_confirm<H: Harness>() {
+    let set = Replicated::start(2).expect("start a primary with 2 replicas");
+    let client = H::connect(&set.primary().url()).await.expect("connect");
+    let confirmed = |confirm| LockOptions { ttl: Duration::from_secs(5), confirm, ..LockOptions::default() };
+    let timeout = Duration::from_millis(500);
+    for confirm in [Confirm::All { timeout }, Confirm::AtLeast { replicas: 2, timeout }] {
+        let guard = lock_with::<H>(&client, KEY, confirmed(confirm), PATIENCE).await.expect("confirmed lock");
+        for replica in set.replicas() {
+            assert!(get(&mut admin(replica), KEY).is_some(), "{confirm:?}: acquired before a replica had the key");
+        }
+        assert!(H::release(guard).await.expect("release"));
+    }
+    set.replica(1).pause().expect("SIGSTOP the replica");
+    set.primary().client_kill_type("replica").expect("CLIENT KILL TYPE replica");
+    let short = Confirm::AtLeast { replicas: 2, timeout: Duration::from_millis(300) };
+    match lock_with::<H>(&client, KEY, confirmed(short), PATIENCE).await {
+        Err(Error::ReplicationShortfall { acked, wanted: 2 }) => assert!(acked < 2, "acked {acked}"),
+        other => panic!("expected a replication shortfall, got {other:?}"),
+    }
+    // Reported only once released: nothing may be left, without waiting.
+    assert!(!exists(&mut admin(set.primary()), KEY), "the shortfall left the lock key behind");
+    let unconfirmed = H::lock_timeout(&client, KEY, PATIENCE).await.expect("plain lock");
+    assert!(H::release(unconfirmed).await.expect("release"));
+    set.replica(1).resume().expect("SIGCONT the replica");
+    assert_clean(set.primary(), &[]);
+}
+
+// ------------------------------------------------------------------------------ 8
+
+/// A thousand waiters on a thousand keys share one pub/sub connection, and all acquire when
+/// the holders release.
+pub async fn thousand_waiters_one_pubsub_connection<H: Harness>() {
+    const N: usize = 1000;
+    let server = server();
+    let holders = H::connect(&server.url()).await.expect("connect");
+    let waiters = H::connect(&server.url()).await.expect("connect");
+    let key = |i: usize| format!("rdlock-test:many:{i}");
+    let mut held = Vec::with_capacity(N);
+    for i in 0..N {
+        held.push(H::try_lock(&holders, &key(i)).await.expect("try_lock").expect("a free key"));
+    }
+    assert!(pubsub_connections(&server).is_empty(), "holding needs no pub/sub connection");
+    let tasks: Vec<Task<H::Guard>> = (0..N)
+        .map(|i| {
+            let (client, key) = (waiters.clone(), key(i));
+            H::spawn(async move { H::lock_timeout(&client, &key, Duration::from_secs(30)).await.expect("lock") })
+        })
+        .collect();
+    let took = wait_until("every waiter subscribed", Duration::from_secs(20), || {
+        pubsub_connections(&server).iter().sum::<u64>() >= N as u64
+    });
+    let connections = pubsub_connections(&server);
+    println!("[{}] {N} waiters subscribed in {:.0} ms over {connections:?}", H::NAME, ms(took));
+    assert_eq!(connections, [N as u64], "one pub/sub connection for every waiter of a client");
+    let fences: Vec<u64> = held.iter().map(H::fence).collect();
+    let releasing = Instant::now();
+    for guard in held {
+        assert!(H::release(guard).await.expect("release"));
+    }
+    let guards = join_all(tasks).await;
+    println!("[{}] {N} hand-offs done {:.0} ms after the first release", H::NAME, ms(releasing.elapsed()));
+    for (i, guard) in guards.iter().enumerate() {
+        assert!(H::fence(guard) > fences[i], "key {i}: fence did not rise");
+    }
+    for guard in guards {
+        assert!(H::release(guard).await.expect("release"));
+    }
+    assert_clean(&server, &[]);
+}
+
+// ------------------------------------------------------------------------------ 9
+
+fn assert_invalid(
+    what: &str,
+    result: Result<Option<impl std::fmt::Debug>, Error>,
+    check: impl Fn(&InvalidInput) -> bool,
+) {
+    match result {
+        Err(Error::InvalidInput(e)) if check(&e) => {}
+        other => panic!("{what}: expected invalid input, got {other:?}"),
+    }
+}
+
+fn server_error(result: Result<Option<impl std::fmt::Debug>, Error>) -> rdlock_core::ServerError {
+    match result {
+        Err(Error::Lock(LockError::Server(e))) => e,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+/// Bad input and hostile servers give typed errors, never a panic, and leave nothing behind.
+pub async fn bad_input<H: Harness>() {
+    let server = server();
+    let client = H::connect(&server.url()).await.expect("connect");
+    let huge = Duration::from_secs(24 * 3600 + 1);
+    assert_invalid("empty key", H::try_lock(&client, "").await, |e| *e == InvalidInput::EmptyKey);
+    let lock = H::lock_timeout(&client, "", Duration::from_secs(1)).await.map(Some);
+    assert_invalid("empty key (lock)", lock, |e| *e == InvalidInput::EmptyKey);
+    assert_invalid("unsafe key", H::try_lock(&client, "a}b").await, |e| matches!(e, InvalidInput::KeyNotSlotSafe(_)));
+    for ttl in [Duration::ZERO, huge] {
+        let result = try_with::<H>(&client, KEY, options(ttl, true)).await;
+        assert_invalid("ttl", result, |e| matches!(e, InvalidInput::TtlOutOfRange { .. }));
+    }
+    // A key that holds a list.
+    let list = "rdlock-test:list";
+    let mut conn = admin(&server);
+    redis::cmd("RPUSH").arg(list).arg("a").arg("b").query::<i64>(&mut conn).expect("RPUSH");
+    assert_eq!(server_error(H::try_lock(&client, list).await).code, "WRONGTYPE");
+    let waited = H::lock_timeout(&client, list, Duration::from_secs(2)).await.map(Some);
+    assert_eq!(server_error(waited).code, "WRONGTYPE");
+    let items: Vec<String> = redis::cmd("LRANGE").arg(list).arg(0).arg(-1).query(&mut conn).expect("LRANGE");
+    assert_eq!(items, ["a", "b"], "the list was touched");
+    assert_clean(&server, &[list]);
+
+    // A server that refuses scripts.
+    let scriptless = rdlock_testkit::RedisServer::builder()
+        .args(["--rename-command", "EVAL", "", "--rename-command", "EVALSHA", ""])
+        .start()
+        .expect("start a server without EVAL");
+    let refused = H::connect(&scriptless.url()).await.expect("connect");
+    let e = server_error(H::try_lock(&refused, KEY).await);
+    println!("[{}] scripts disabled: {e}", H::NAME);
+    let e = server_error(H::lock_timeout(&refused, KEY, Duration::from_secs(2)).await.map(Some));
+    assert_eq!(e.code, "ERR", "{e}");
+    assert_clean(&scriptless, &[]);
+
+    // A server that dies: with a lock held, then for new attempts.
+    let short = options(Duration::from_millis(500), true);
+    let guard = lock_with::<H>(&client, KEY, short, PATIENCE).await.expect("lock");
+    server.kill().expect("kill the server");
+    let failed = H::try_lock(&client, "rdlock-test:other").await;
+    assert!(matches!(failed, Err(Error::Lock(LockError::Transport(_)))), "try_lock on a dead server: {failed:?}");
+    let timed_out = H::lock_timeout(&client, "rdlock-test:other", Duration::from_millis(300)).await;
+    assert!(matches!(timed_out, Err(Error::TimedOut)), "lock_timeout on a dead server: {:?}", timed_out.map(|_| ()));
+    assert_eq!(H::lost_within(&guard, Duration::from_secs(2)).await, Some(LostReason::Expired));
+    let released = H::release(guard).await;
+    assert!(matches!(released, Err(Error::Lock(LockError::Transport(_)))), "release on a dead server: {released:?}");
+    let opened = H::connect(&server.url()).await;
+    assert!(matches!(opened, Err(Error::Redis(_))), "connect to a dead server: {:?}", opened.map(|_| ()));
+}
+
+// ------------------------------------------------------------------------------ 10
+
+/// `release` says whether the lock was still ours; dropping a guard releases it; `try_lock`
+/// does not take a held lock.
+pub async fn release_semantics<H: Harness>() {
+    let server = server();
+    let (a, b) = (H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect"));
+    let mut conn = admin(&server);
+
+    let guard = H::lock(&a, KEY).await.expect("lock");
+    assert!(H::try_lock(&b, KEY).await.expect("try_lock").is_none(), "try_lock took a held lock");
+    assert!(H::release(guard).await.expect("release"), "a plain release");
+    assert!(!exists(&mut conn, KEY));
+
+    // Deleted behind the holder's back.
+    let guard = H::lock(&a, KEY).await.expect("lock");
+    del(&mut conn, KEY);
+    assert!(!H::release(guard).await.expect("release"), "released a deleted lock");
+
+    // Expired and taken by another client: the old release must leave the new holder alone.
+    let guard = lock_with::<H>(&a, KEY, options(Duration::from_millis(200), false), PATIENCE).await.expect("lock");
+    H::sleep(Duration::from_millis(300)).await;
+    let other = H::try_lock(&b, KEY).await.expect("try_lock").expect("the expired lock is free");
+    assert!(!H::release(guard).await.expect("release"), "released another client's lock");
+    assert!(H::try_lock(&a, KEY).await.expect("try_lock").is_none(), "the old holder's release freed the lock");
+    assert!(H::release(other).await.expect("release"));
+
+    // Dropping a guard releases it: a queued waiter gets it promptly, then the key goes.
+    let guard = H::lock(&a, KEY).await.expect("lock");
+    let fence = H::fence(&guard);
+    let waiter = {
+        let b = b.clone();
+        H::spawn(async move { H::lock_timeout(&b, KEY, PATIENCE).await.expect("lock") })
+    };
+    wait_for_waiters(&server, KEY, 1, 1);
+    let dropped = Instant::now();
+    drop(guard);
+    let next = waiter.await;
+    let took = dropped.elapsed();
+    println!("[{}] dropped guard: the waiter held the lock {:.1} ms later", H::NAME, ms(took));
+    assert!(took < Duration::from_millis(300), "took {took:?}");
+    assert!(H::fence(&next) > fence);
+    drop(next);
+    wait_until("a dropped guard's key is deleted", Duration::from_secs(2), || !exists(&mut conn, KEY));
+    assert_clean(&server, &[]);
+}

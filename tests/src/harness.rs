@@ -1,0 +1,108 @@
+//! The one interface the cases are written against: what a test needs from an rdlock
+//! adapter and from the runtime it runs on.
+//!
+//! Methods are `async` for every runtime. The async adapters implement them by awaiting
+//! the adapter's own futures ([`crate::runtimes::Async`]); the blocking adapter makes its
+//! synchronous calls inside them and gets concurrency from threads, so on it every future
+//! below is ready when first polled.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use rdlock_core::{Acquire, LockOptions, LostReason};
+use rdlock_driver::{ClientConfig, Error};
+
+/// Work started with [`Harness::spawn`]; awaiting it yields the work's result and
+/// re-raises its panic, if it panicked.
+pub type Task<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// An rdlock adapter on its runtime, as the cases see it.
+#[async_trait::async_trait]
+pub trait Harness: Sized + Send + Sync + 'static {
+    /// The runtime's name, for messages.
+    const NAME: &'static str;
+    /// The adapter's client.
+    type Client: Clone + std::fmt::Debug + Send + Sync + 'static;
+    /// The adapter's guard of a held lock.
+    type Guard: std::fmt::Debug + Send + Sync + 'static;
+
+    /// Runs the future a case builds to completion on this runtime (building it there), and
+    /// fails the test if it takes longer than `budget`.
+    fn run<F, Fut>(case: F, budget: Duration)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static;
+
+    /// Why `case` cannot apply to this runtime, if it cannot.
+    fn skip(case: &str) -> Option<&'static str> {
+        let _ = case;
+        None
+    }
+
+    /// A client with the default settings (`Client::open`).
+    async fn connect(url: &str) -> Result<Self::Client, Error>;
+    /// A client with explicit settings (`Client::connect`).
+    async fn connect_with(url: &str, config: ClientConfig) -> Result<Self::Client, Error>;
+
+    /// Waits until the lock is acquired (`Client::lock`).
+    async fn lock(client: &Self::Client, key: &str) -> Result<Self::Guard, Error>;
+    /// Waits until acquired or `timeout` passes (`Client::lock_timeout`).
+    async fn lock_timeout(client: &Self::Client, key: &str, timeout: Duration) -> Result<Self::Guard, Error>;
+    /// One attempt (`Client::try_lock`).
+    async fn try_lock(client: &Self::Client, key: &str) -> Result<Option<Self::Guard>, Error>;
+    /// The general form, with explicit options (`Client::acquire`).
+    async fn acquire(
+        client: &Self::Client,
+        key: &str,
+        options: LockOptions,
+        how: Acquire,
+    ) -> Result<Option<Self::Guard>, Error>;
+
+    /// The guard's fencing token.
+    fn fence(guard: &Self::Guard) -> u64;
+    /// The guard's end of validity.
+    fn valid_until(guard: &Self::Guard) -> Instant;
+    /// Whether the lease is valid now.
+    fn is_valid(guard: &Self::Guard) -> bool;
+    /// Renews the lease now.
+    async fn extend(guard: &Self::Guard) -> Result<Instant, Error>;
+    /// Releases the lock; `true` if it was still ours.
+    async fn release(guard: Self::Guard) -> Result<bool, Error>;
+    /// The lost-lease signal, waited for at most `limit`; `None` if it did not fire.
+    async fn lost_within(guard: &Self::Guard, limit: Duration) -> Option<LostReason>;
+
+    /// Runs `work` concurrently with the caller (a task, or a thread).
+    fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T>;
+    /// Sleeps without holding up the adapter's background work.
+    async fn sleep(duration: Duration);
+}
+
+/// Waits until the lock is acquired with these options, or `timeout` passes.
+pub async fn lock_with<H: Harness>(
+    client: &H::Client,
+    key: &str,
+    options: LockOptions,
+    timeout: Duration,
+) -> Result<H::Guard, Error> {
+    let how = Acquire::Wait { deadline: Some(Instant::now() + timeout) };
+    H::acquire(client, key, options, how).await?.ok_or(Error::Closed)
+}
+
+/// One attempt with these options.
+pub async fn try_with<H: Harness>(
+    client: &H::Client,
+    key: &str,
+    options: LockOptions,
+) -> Result<Option<H::Guard>, Error> {
+    H::acquire(client, key, options, Acquire::Try).await
+}
+
+/// Awaits every task, in order.
+pub async fn join_all<T>(tasks: Vec<Task<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await);
+    }
+    out
+}

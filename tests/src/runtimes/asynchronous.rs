@@ -1,0 +1,189 @@
+//! The harness for every async adapter, once: generic over the driver's runtime, plus a way
+//! to run a future to completion on it.
+
+use std::future::{Future, poll_fn};
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt;
+use rdlock_core::{Acquire, LockOptions, LostReason};
+use rdlock_driver::{Client, ClientConfig, Error, Guard, Runtime};
+
+use crate::harness::{Harness, Task};
+
+/// A driver runtime the tests can enter: the adapter's [`Runtime`] and a `block_on`.
+pub trait Executor: Runtime {
+    /// The runtime's name, for messages.
+    const NAME: &'static str;
+    /// Runs `future` to completion on this runtime, from a thread outside it.
+    fn block_on<F: Future>(future: F) -> F::Output;
+}
+
+/// The harness of the async adapter on executor `E`.
+#[derive(Debug)]
+pub struct Async<E>(PhantomData<fn() -> E>);
+
+#[async_trait::async_trait]
+impl<E: Executor> Harness for Async<E> {
+    const NAME: &'static str = E::NAME;
+    type Client = Client<E>;
+    type Guard = Guard<E>;
+
+    fn run<F, Fut>(case: F, budget: Duration)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        E::block_on(async move {
+            let deadline = Instant::now() + budget;
+            let finished = async {
+                case().await;
+                true
+            }
+            .or(async {
+                E::sleep_until(deadline).await;
+                false
+            })
+            .await;
+            // Dropping the unfinished case stops its servers.
+            assert!(finished, "[{}] the case did not finish within {budget:?}", E::NAME);
+        });
+    }
+
+    async fn connect(url: &str) -> Result<Self::Client, Error> {
+        Client::open(url).await
+    }
+
+    async fn connect_with(url: &str, config: ClientConfig) -> Result<Self::Client, Error> {
+        Client::connect(redis::Client::open(url)?, config).await
+    }
+
+    async fn lock(client: &Self::Client, key: &str) -> Result<Self::Guard, Error> {
+        client.lock(key).await
+    }
+
+    async fn lock_timeout(client: &Self::Client, key: &str, timeout: Duration) -> Result<Self::Guard, Error> {
+        client.lock_timeout(key, timeout).await
+    }
+
+    async fn try_lock(client: &Self::Client, key: &str) -> Result<Option<Self::Guard>, Error> {
+        client.try_lock(key).await
+    }
+
+    async fn acquire(
+        client: &Self::Client,
+        key: &str,
+        options: LockOptions,
+        how: Acquire,
+    ) -> Result<Option<Self::Guard>, Error> {
+        client.acquire(key, options, how).await
+    }
+
+    fn fence(guard: &Self::Guard) -> u64 {
+        guard.fence()
+    }
+
+    fn valid_until(guard: &Self::Guard) -> Instant {
+        guard.valid_until()
+    }
+
+    fn is_valid(guard: &Self::Guard) -> bool {
+        guard.is_valid()
+    }
+
+    async fn extend(guard: &Self::Guard) -> Result<Instant, Error> {
+        guard.extend().await
+    }
+
+    async fn release(guard: Self::Guard) -> Result<bool, Error> {
+        guard.release().await
+    }
+
+    async fn lost_within(guard: &Self::Guard, limit: Duration) -> Option<LostReason> {
+        let deadline = Instant::now() + limit;
+        async { Some(guard.lost().await) }
+            .or(async {
+                E::sleep_until(deadline).await;
+                None
+            })
+            .await
+    }
+
+    fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T> {
+        let slot = Arc::new(Mutex::new(Outcome::<T> { value: None, gone: false, waker: None }));
+        let sender = Sender(slot.clone());
+        E::spawn(async move {
+            let result = AssertUnwindSafe(work).catch_unwind().await;
+            sender.send(result);
+        });
+        Box::pin(async move {
+            let result = poll_fn(|cx| {
+                let mut o = slot.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(v) = o.value.take() {
+                    return Poll::Ready(v);
+                }
+                assert!(!o.gone, "[{}] a spawned task was dropped before it finished", E::NAME);
+                o.waker = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    async fn sleep(duration: Duration) {
+        E::sleep_until(Instant::now() + duration).await;
+    }
+}
+
+/// What a spawned task left for the one awaiting it.
+struct Outcome<T> {
+    value: Option<std::thread::Result<T>>,
+    /// The task was dropped (its runtime shut down) without a result.
+    gone: bool,
+    waker: Option<Waker>,
+}
+
+/// The task's end of the hand-over: sends the result, or on drop reports that none will come.
+struct Sender<T>(Arc<Mutex<Outcome<T>>>);
+
+impl<T> Sender<T> {
+    fn send(self, value: std::thread::Result<T>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).value = Some(value);
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let waker = {
+            let mut o = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            o.gone = true;
+            o.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Executor for rdlock_tokio::Tokio {
+    const NAME: &'static str = "tokio";
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        // Each case gets its own runtime, so its background tasks end with it.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("build a tokio runtime");
+        runtime.block_on(future)
+    }
+}
+
+/// The tokio adapter.
+#[cfg(feature = "tokio")]
+pub type OnTokio = Async<rdlock_tokio::Tokio>;

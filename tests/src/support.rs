@@ -1,0 +1,128 @@
+//! Server-side helpers shared by the cases: servers, admin connections, and the checks that
+//! look at what the library left in Redis. All synchronous: they run on the thread that drives
+//! the case, never inside the adapter's runtime workers.
+
+use std::time::{Duration, Instant};
+
+use rdlock_core::LockKeys;
+use rdlock_testkit::RedisServer;
+
+/// Starts a standalone server for one case.
+pub fn server() -> RedisServer {
+    RedisServer::start().expect("start redis-server")
+}
+
+/// An admin connection to `server`.
+pub fn admin(server: &RedisServer) -> redis::Connection {
+    let conn = server.connection().expect("connect to redis-server");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).expect("set a read timeout");
+    conn
+}
+
+/// The names of `key`'s auxiliary keys and channel.
+pub fn keys(key: &str) -> LockKeys {
+    LockKeys::new(key).expect("a valid key")
+}
+
+/// `GET key`.
+pub fn get(conn: &mut redis::Connection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(conn).expect("GET")
+}
+
+/// `EXISTS key`.
+pub fn exists(conn: &mut redis::Connection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query::<i64>(conn).expect("EXISTS") == 1
+}
+
+/// `LLEN key`.
+pub fn llen(conn: &mut redis::Connection, key: &str) -> usize {
+    redis::cmd("LLEN").arg(key).query(conn).expect("LLEN")
+}
+
+/// `PUBSUB NUMSUB channel`: how many connections are subscribed to it.
+pub fn numsub(conn: &mut redis::Connection, channel: &str) -> u64 {
+    let (_, n): (String, u64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query(conn).expect("PUBSUB NUMSUB");
+    n
+}
+
+/// `DEL key`.
+pub fn del(conn: &mut redis::Connection, key: &str) {
+    redis::cmd("DEL").arg(key).query::<i64>(conn).expect("DEL");
+}
+
+/// The `sub=` (subscribed channels) field of every pub/sub connection, one per connection.
+pub fn pubsub_connections(server: &RedisServer) -> Vec<u64> {
+    let mut conn = admin(server);
+    let list: String =
+        redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query(&mut conn).expect("CLIENT LIST");
+    list.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split(' ').find_map(|f| f.strip_prefix("sub=")).and_then(|n| n.parse().ok()).expect("a sub= field"))
+        .collect()
+}
+
+/// Polls `check` every 10 ms until it holds; panics after `limit`. Returns the time it took.
+pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What [`assert_clean`] found wrong with one key.
+fn offence(conn: &mut redis::Connection, key: &str, allowed: &[&str]) -> Option<String> {
+    if allowed.contains(&key) {
+        return None;
+    }
+    if !key.contains(":rdlock:") {
+        return Some(format!("{key:?} (a lock key, or a key nobody expected)"));
+    }
+    let pttl: i64 = redis::cmd("PTTL").arg(key).query(conn).expect("PTTL");
+    match pttl {
+        // Expired or deleted since the scan.
+        -2 => None,
+        -1 => Some(format!("{key:?} has no TTL")),
+        // The fence counter lives a day; nothing of rdlock's may outlive that.
+        ms if ms > 24 * 3600 * 1000 => Some(format!("{key:?} lives {ms} ms")),
+        _ => None,
+    }
+}
+
+/// Every key on `server` that should not be there: any key other than `allowed` that is not
+/// one of rdlock's auxiliary keys (so every lock key: all locks must have been released),
+/// and any auxiliary key without a TTL.
+pub fn leftovers(server: &RedisServer, allowed: &[&str]) -> Vec<String> {
+    let mut conn = admin(server);
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("KEYS");
+    let mut bad: Vec<String> = keys.iter().filter_map(|k| offence(&mut conn, k, allowed)).collect();
+    bad.sort();
+    bad
+}
+
+/// Asserts that nothing is left behind (see [`leftovers`]), giving background releases (of
+/// dropped guards) up to 3 s to land.
+pub fn assert_clean(server: &RedisServer, allowed: &[&str]) {
+    let start = Instant::now();
+    loop {
+        let bad = leftovers(server, allowed);
+        if bad.is_empty() {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "left behind on {}: {bad:?}", server.url());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lock options: `ttl`, auto-renewal on or off, the default poll cap.
+pub fn options(ttl: Duration, auto_renew: bool) -> rdlock_core::LockOptions {
+    rdlock_core::LockOptions { ttl, auto_renew, ..rdlock_core::LockOptions::default() }
+}
+
+/// Milliseconds, for messages.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
