@@ -1,1 +1,72 @@
-//! placeholder
+//! # rdlock-async-std: Redis locks for async-std and smol
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rdlock_async_std::Error> {
+//! use futures_lite::FutureExt;
+//!
+//! let client = rdlock_async_std::Client::open("redis://127.0.0.1:6379/").await?;
+//! let guard = client.lock("orders").await?;
+//! // Pass the fencing token to the storage you protect; it can refuse stale holders.
+//! println!("holding orders with fence {}", guard.fence());
+//! let work = async {
+//!     async_io::Timer::after(std::time::Duration::from_millis(10)).await;
+//!     None
+//! };
+//! if let Some(reason) = async { Some(guard.lost().await) }.or(work).await {
+//!     println!("lease lost ({reason:?}): stop");
+//! }
+//! assert!(guard.release().await?, "the lock was still ours");
+//! # Ok(()) }
+//! ```
+//!
+//! The same API and behaviour as `rdlock-tokio`, on the `async-io` reactor and timers. That
+//! reactor is the one async-std runs on, and smol's, so this crate works under either
+//! executor (and any other that can wait on futures): it needs no async-std itself.
+//! async-std is discontinued upstream (RUSTSEC-2025-0052); new code can use smol with this
+//! crate unchanged.
+//!
+//! One [`Client`] holds a multiplexed command connection, one pub/sub connection shared by
+//! all of its waits, and a connection for replica confirmations when one is asked for.
+//! Renewals, polls and lost-lease signals run on one background task per client. Dropping a
+//! [`Guard`] releases the lock from that task, never blocking. The lock logic itself lives
+//! in `rdlock-core`; this crate only names the runtime.
+//!
+//! If one program also enables the redis crate's tokio support, the redis crate uses tokio
+//! for connections made inside a tokio runtime and async-io elsewhere: create these clients
+//! outside any tokio runtime.
+
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::time::Instant;
+
+pub use rdlock_driver::{Acquire, ClientConfig, Confirm, Error, LockOptions, LostReason};
+
+/// The async-io runtime (async-std, smol), as the driver sees it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AsyncStd;
+
+#[async_trait::async_trait]
+impl rdlock_driver::Runtime for AsyncStd {
+    /// Background tasks go to smol's global executor: the redis crate already runs its
+    /// connection tasks there, it starts its own thread on first use, and so it works the same
+    /// whether the caller sits in `async_std::task::block_on`, `smol::block_on`, or on no
+    /// executor at all. Nothing here depends on (discontinued) async-std.
+    fn spawn<F>(future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        smol::spawn(future).detach();
+    }
+
+    async fn sleep_until(deadline: Instant) {
+        async_io::Timer::at(deadline).await;
+    }
+}
+
+/// A lock client on async-io (async-std, smol).
+pub type Client = rdlock_driver::Client<AsyncStd>;
+/// A held lock on async-io (async-std, smol).
+pub type Guard = rdlock_driver::Guard<AsyncStd>;
+/// Options for one acquisition on async-io (async-std, smol).
+pub type LockBuilder<'a> = rdlock_driver::LockBuilder<'a, AsyncStd>;
