@@ -536,9 +536,12 @@ impl Engine {
                 } else if try_only {
                     self.events.push_back((id, Event::Busy { holder_ttl }));
                     self.finish(id, now);
-                } else if let Some(fence) = lock.granted.take() {
-                    self.set_state(id, State::Waiting { retry_at: now });
-                    self.on_handoff(id, fence, now);
+                } else if lock.granted.take().is_some() {
+                    // A hand-off was announced while this attempt was in flight, yet the
+                    // attempt found another holder: the hand-off may predate the attempt (its
+                    // lease expired unseen and someone else took the key). Only the server can
+                    // tell: ask again; a fresh hand-off is then confirmed as ours.
+                    self.send_attempt(id, Mode::Retry, now);
                 } else {
                     if !lock.subscribed {
                         lock.subscribed = true;
