@@ -605,7 +605,9 @@ impl Engine {
             Ok(n) => {
                 self.replicas = Some((n, now));
                 for id in waiters {
-                    self.send_attempt(id, Mode::Retry, now);
+                    // A try-lock must not queue: only waits use the idempotent queuing mode.
+                    let try_only = self.locks.get(&id).is_some_and(|l| l.try_only);
+                    self.send_attempt(id, if try_only { Mode::Try } else { Mode::Retry }, now);
                 }
             }
             Err(e) => {
