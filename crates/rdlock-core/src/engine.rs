@@ -310,7 +310,11 @@ impl Engine {
     pub fn abandon(&mut self, id: LockId, now: Instant) {
         let Some(lock) = self.locks.get_mut(&id) else { return };
         match &mut lock.state {
-            State::Counting => self.finish(id, now),
+            State::Counting => {
+                // Forget it as a ROLE waiter too, or the ROLE reply reports on it.
+                self.role_waiters.retain(|&w| w != id);
+                self.finish(id, now);
+            }
             State::Acquiring { .. } => lock.abandoned = true,
             State::Waiting { .. } | State::Held(_) => self.send_release(id, Then::Silent, now),
             State::Releasing { then, .. } => *then = Then::Silent,
