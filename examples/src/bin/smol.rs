@@ -1,0 +1,37 @@
+//! rdlock on smol (with the `rdlock-async-std` adapter, which needs only async-io): a few
+//! workers contend for one lock on a throwaway Redis server.
+//!
+//! `cargo run -p rdlock-examples --bin smol`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdlock_async_std::Client;
+use rdlock_examples::Board;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let server = rdlock_testkit::RedisServer::start()?;
+    println!("4 workers, 3 rounds each, one lock, on a throwaway server at {}", server.url());
+    smol::block_on(async {
+        let board = Arc::new(Board::default());
+        let mut workers = Vec::new();
+        for worker in 0..4 {
+            let client = Client::open(&server.url()).await?;
+            let board = board.clone();
+            workers.push(smol::spawn(async move {
+                for _ in 0..3 {
+                    let guard = client.lock("example").await?;
+                    board.acquired(worker, guard.fence());
+                    smol::Timer::after(Duration::from_millis(10)).await; // the protected work
+                    board.releasing(worker);
+                    guard.release().await?;
+                }
+                Ok::<_, rdlock_async_std::Error>(())
+            }));
+        }
+        for w in workers {
+            w.await?;
+        }
+        Ok(())
+    })
+}
