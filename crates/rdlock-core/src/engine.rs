@@ -167,6 +167,8 @@ struct Lock {
     granted: Option<u64>,
     /// The caller gave up while a request was in flight: clean up when it returns.
     abandoned: bool,
+    /// An attempt was sent: the server may have queued the lock, or handed it the key.
+    attempted: bool,
     timer: Option<Instant>,
 }
 
@@ -269,6 +271,7 @@ impl Engine {
                 not_held_at: None,
                 granted: None,
                 abandoned: false,
+                attempted: false,
                 timer: None,
             },
         );
@@ -310,11 +313,7 @@ impl Engine {
     pub fn abandon(&mut self, id: LockId, now: Instant) {
         let Some(lock) = self.locks.get_mut(&id) else { return };
         match &mut lock.state {
-            State::Counting => {
-                // Forget it as a ROLE waiter too, or the ROLE reply reports on it.
-                self.role_waiters.retain(|&w| w != id);
-                self.finish(id, now);
-            }
+            State::Counting => self.leave_counting(id, now),
             State::Acquiring { .. } => lock.abandoned = true,
             State::Waiting { .. } | State::Held(_) => self.send_release(id, Then::Silent, now),
             State::Releasing { then, .. } => *then = Then::Silent,
@@ -484,6 +483,9 @@ impl Engine {
         }
         let sent_subscribed = self.subs.is_active(&lock.keys.channel);
         let route = lock.route;
+        if let Some(lock) = self.locks.get_mut(&id) {
+            lock.attempted = true;
+        }
         let req = self.request(route, commands, Pending::Attempt(id));
         self.set_state(id, State::Acquiring { req, sent_at: now, sent_subscribed, wanted });
     }
@@ -617,7 +619,7 @@ impl Engine {
             Err(e) => {
                 for id in waiters {
                     self.events.push_back((id, Event::Failed(e.clone())));
-                    self.finish(id, now);
+                    self.leave_counting(id, now);
                 }
             }
         }
@@ -631,8 +633,7 @@ impl Engine {
         match &mut lock.state {
             State::Counting if past_deadline => {
                 self.events.push_back((id, Event::TimedOut));
-                self.role_waiters.retain(|&w| w != id);
-                self.finish(id, now);
+                self.leave_counting(id, now);
             }
             State::Acquiring { .. } if past_deadline && !lock.abandoned => {
                 lock.abandoned = true;
@@ -864,6 +865,18 @@ impl Engine {
             && let Some(at) = self.subs.remove(&lock.keys.channel, id, now)
         {
             self.timers.push(Reverse((at, TimerKey::Linger)));
+        }
+    }
+
+    /// Ends a lock that is counting replicas. A wait counts again when its count grows
+    /// stale, after attempts that may have queued it or even been handed the key: such a
+    /// lock leaves through the release script, or its queue entry (or key) is left behind.
+    fn leave_counting(&mut self, id: LockId, now: Instant) {
+        self.role_waiters.retain(|&w| w != id);
+        if self.locks.get(&id).is_some_and(|l| l.attempted) {
+            self.send_release(id, Then::Silent, now);
+        } else {
+            self.finish(id, now);
         }
     }
 
