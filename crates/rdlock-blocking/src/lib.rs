@@ -27,8 +27,9 @@
 //! One [`Client`] keeps a small pool of synchronous command connections (threads locking at
 //! once do not queue behind each other), one pub/sub connection shared by all of its waits,
 //! and connections for replica confirmations when one is asked for. Two background threads
-//! per client run renewals, polls and lost-lease signals, and the pub/sub connection; a
-//! caller's own requests run on the caller's thread. Dropping a [`Guard`] releases the lock
+//! per client run the timers (renewals, polls, deadlines, lost-lease signals) and the pub/sub
+//! connection, with up to four worker threads, started when needed, for the requests they
+//! make; a caller's own requests run on the caller's thread. Dropping a [`Guard`] releases the lock
 //! on the dropping thread (one round trip). The lock logic itself lives in `rdlock-core`;
 //! this crate needs no async runtime.
 

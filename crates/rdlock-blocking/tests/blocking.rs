@@ -155,3 +155,73 @@ fn threads_end_with_the_last_handle() -> Result {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn waiter_survives_a_killed_pubsub_connection() -> Result {
+    let server = RedisServer::start()?;
+    let holder = Client::open(&server.url())?;
+    let waiter = Client::open(&server.url())?;
+    let g = holder.lock("p")?;
+    // A long poll cap: only the hand-off (or the re-check after re-subscribing) can wake it.
+    let t = std::thread::spawn(move || {
+        waiter
+            .lock_builder("p")
+            .poll_cap(Duration::from_secs(30))
+            .timeout(Duration::from_secs(5))
+            .lock()
+            .map(|g| g.fence())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.client_kill_type("pubsub")?, 1);
+    let fence = g.fence();
+    assert!(g.release()?); // the hand-off message is lost with the connection
+    let started = Instant::now();
+    let next = t.join().map_err(|_| "waiter panicked")??;
+    assert!(next > fence);
+    assert!(started.elapsed() < Duration::from_secs(1), "waited {:?}", started.elapsed());
+    Ok(())
+}
+
+#[test]
+fn a_stalled_link_times_out_and_recovers() -> Result {
+    let server = RedisServer::start()?;
+    let proxy = rdlock_testkit::Proxy::start(server.addr())?;
+    let config = ClientConfig { response_timeout: Duration::from_millis(200), ..ClientConfig::default() };
+    let client = Client::connect(redis::Client::open(proxy.url())?, config)?;
+    drop(client.lock("s")?);
+    proxy.pause();
+    let started = Instant::now();
+    assert!(client.lock_timeout("s", Duration::from_millis(500)).is_err());
+    assert!(started.elapsed() < Duration::from_secs(2), "gave up after {:?}", started.elapsed());
+    proxy.resume();
+    // Late replies of the stalled connections must not answer the new requests.
+    let g = client.lock_timeout("s", Duration::from_secs(2))?;
+    assert!(g.release()?);
+    Ok(())
+}
+
+#[test]
+fn many_threads_share_one_client() -> Result {
+    let server = RedisServer::start()?;
+    let client = Client::open(&server.url())?;
+    let counter = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let (client, counter) = (client.clone(), counter.clone());
+            std::thread::spawn(move || -> std::result::Result<(), String> {
+                for _ in 0..10 {
+                    let g = client.lock(&format!("m{}", i % 4)).map_err(|e| e.to_string())?;
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    drop(g);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| "panicked")??;
+    }
+    assert_eq!(counter.load(Ordering::Relaxed), 160);
+    assert_eq!(client.tracked_locks(), 0);
+    Ok(())
+}

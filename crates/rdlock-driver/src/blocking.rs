@@ -5,8 +5,10 @@
 //! do not queue behind each other), a pool for replica confirmations (`WAIT` blocks its
 //! connection), one pub/sub connection shared by all of its waits, and two background
 //! threads: one for timers (renewals, polls, deadlines, lost leases) and one for the pub/sub
-//! connection. Callers run their own requests on their own thread; dropping a [`Guard`]
-//! releases the lock on the dropping thread.
+//! connection. Callers run their own requests on their own thread; what the background
+//! threads decide to send goes to a few worker threads (started when needed, ended when
+//! idle), so that a slow exchange never delays a timer. Dropping a [`Guard`] releases the
+//! lock on the dropping thread.
 
 mod inner;
 mod threads;

@@ -18,6 +18,10 @@ use crate::error::Error;
 
 /// Idle connections kept per pool; more are closed when returned.
 const MAX_IDLE: usize = 8;
+/// Most worker threads sending background requests at once.
+const MAX_WORKERS: usize = 4;
+/// A worker idle this long ends.
+const WORKER_IDLE: Duration = Duration::from_secs(10);
 
 /// Events of one lock, waiting for the thread that waits for them.
 #[derive(Debug, Default)]
@@ -59,6 +63,14 @@ impl Pool {
     }
 }
 
+/// Requests from the background threads, and the workers sending them.
+#[derive(Default)]
+struct Work {
+    queue: VecDeque<Request>,
+    workers: usize,
+    idle: usize,
+}
+
 pub(super) struct Inner {
     pub(super) redis: redis::Client,
     pub(super) config: ClientConfig,
@@ -67,6 +79,8 @@ pub(super) struct Inner {
     timer_cond: Condvar,
     commands: Pool,
     confirm: Pool,
+    work: Mutex<Work>,
+    work_cond: Condvar,
     /// (Un)subscriptions for the pub/sub thread.
     pubsub: Mutex<VecDeque<Transmit>>,
     pubsub_cond: Condvar,
@@ -86,6 +100,8 @@ impl Inner {
             timer_cond: Condvar::new(),
             commands: Pool::default(),
             confirm: Pool::default(),
+            work: Mutex::new(Work::default()),
+            work_cond: Condvar::new(),
             pubsub: Mutex::new(VecDeque::new()),
             pubsub_cond: Condvar::new(),
             closed: AtomicBool::new(false),
@@ -193,25 +209,62 @@ impl Inner {
         }
     }
 
-    /// [`Inner::run`] for the background threads: a request ending in `WAIT` may block for its
-    /// whole confirmation timeout, so it runs on a thread of its own instead of holding up
-    /// the timers (or the pub/sub connection) of every other lock.
+    /// Hands requests made on a background thread (timers, pub/sub) to the workers, so that
+    /// a slow exchange (a stalled link, a `WAIT`) never holds up timers or messages.
     pub(super) fn run_background(self: &Arc<Self>, requests: Vec<Request>) {
-        let mut queue = VecDeque::from(requests);
-        while let Some(req) = queue.pop_front() {
-            if req.route == Route::Confirm {
-                let (inner, id) = (self.clone(), req.id);
-                let spawned =
-                    std::thread::Builder::new().name("rdlock-confirm".into()).spawn(move || inner.run(vec![req]));
-                if spawned.is_err() {
-                    // Unsent: the engine treats it as unanswered and recovers.
-                    let failed = Err(TransportError::Disconnected("no thread for the request".into()));
-                    queue.extend(self.with_engine(|s, now| s.engine.handle_reply(id, failed, now)).1);
-                }
+        if requests.is_empty() {
+            return;
+        }
+        let mut work = self.work();
+        work.queue.extend(requests);
+        if work.idle > 0 {
+            self.work_cond.notify_all();
+        }
+        if work.queue.len() <= work.idle || work.workers >= MAX_WORKERS {
+            return;
+        }
+        work.workers += 1;
+        drop(work);
+        let inner = self.clone();
+        if std::thread::Builder::new().name("rdlock-worker".into()).spawn(move || inner.work_loop()).is_err() {
+            let mut work = self.work();
+            work.workers -= 1;
+            if work.workers == 0 {
+                // No worker at all: send them from here rather than never.
+                let queued: Vec<Request> = work.queue.drain(..).collect();
+                drop(work);
+                self.run(queued);
+            }
+        }
+    }
+
+    /// A worker: sends queued requests (and what follows each) until it has been idle for a
+    /// while, or the client is closed and nothing is left.
+    fn work_loop(&self) {
+        let mut work = self.work();
+        loop {
+            if let Some(req) = work.queue.pop_front() {
+                drop(work);
+                self.run(vec![req]);
+                work = self.work();
                 continue;
             }
-            queue.extend(self.execute(req));
+            if self.is_closed() {
+                break;
+            }
+            work.idle += 1;
+            let (next, waited) = self.work_cond.wait_timeout(work, WORKER_IDLE).unwrap_or_else(|e| e.into_inner());
+            work = next;
+            work.idle -= 1;
+            if waited.timed_out() && work.queue.is_empty() {
+                break;
+            }
         }
+        work.workers -= 1;
+    }
+
+    fn work(&self) -> MutexGuard<'_, Work> {
+        self.work.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn execute(&self, req: Request) -> Vec<Request> {
@@ -323,6 +376,9 @@ impl Inner {
         let queue = self.pubsub.lock().unwrap_or_else(|e| e.into_inner());
         self.pubsub_cond.notify_all();
         drop(queue);
+        let work = self.work();
+        self.work_cond.notify_all();
+        drop(work);
     }
 
     pub(super) fn is_closed(&self) -> bool {
