@@ -90,7 +90,8 @@ fn session(inner: &Arc<Inner>, conn: &mut Connection) -> RedisResult<()> {
         }
         if !subscribe.is_empty() {
             // Redis runs one SUBSCRIBE for all its channels at once: the first confirmation
-            // means every channel of the batch is live.
+            // means every channel of the batch is live. The other confirmations follow it
+            // back to back, and the next read (`get_message` below) skips them.
             ps.subscribe(&subscribe)?;
             let (_, requests) = inner.with_engine(|s, now| {
                 for ch in &subscribe {
