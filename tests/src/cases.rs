@@ -18,6 +18,8 @@ use crate::support::{
 const KEY: &str = "rdlock-test:lock";
 /// Long enough that no case here outlives it unless something is wrong.
 const PATIENCE: Duration = Duration::from_secs(10);
+/// Scheduling slack on a loaded 2-core machine, for bounds that are timers, not round trips.
+const SLACK: Duration = Duration::from_millis(400);
 
 /// Waits until `queued` waiters are in `key`'s queue and its channel has `subscribers`
 /// subscribed connections (a client's channel lingers a while after its last waiter).
@@ -146,7 +148,7 @@ pub async fn handoff_latency<H: Harness>() {
         from_reply.iter().map(|d| (ms(*d) * 100.0).round() / 100.0).collect::<Vec<_>>(),
     );
     assert!(median < Duration::from_millis(50), "median hand-off {median:?}");
-    assert!(max < Duration::from_millis(500), "a hand-off took {max:?}: the waiter polled instead");
+    assert!(max < Duration::from_millis(900), "a hand-off took {max:?}: the waiter polled instead");
     assert_clean(&server, &[]);
 }
 
@@ -188,7 +190,7 @@ pub async fn waiter_survives_pubsub_kill<H: Harness>() {
         H::NAME,
         ms(took)
     );
-    assert!(took < poll_cap + Duration::from_millis(300), "took {took:?}");
+    assert!(took < poll_cap + SLACK, "took {took:?}");
     assert!(H::fence(&guard) > fence);
     proxy.refuse(false);
     assert!(H::release(guard).await.expect("release"));
@@ -217,7 +219,7 @@ pub async fn waiter_outlives_vanished_holder<H: Harness>() {
     let took = start.elapsed();
     println!("[{}] leaked holder (ttl {ttl:?}): waiter acquired after {:.1} ms", H::NAME, ms(took));
     assert!(took + Duration::from_millis(20) >= ttl, "acquired after {took:?}, before the holder's key expired");
-    assert!(took < ttl + poll_cap + Duration::from_millis(400), "took {took:?}");
+    assert!(took < ttl + poll_cap + SLACK, "took {took:?}");
     assert!(H::fence(&guard) > fence);
     assert!(H::release(guard).await.expect("release"));
 
@@ -243,8 +245,16 @@ pub async fn waiter_outlives_vanished_holder<H: Harness>() {
         ms(lost - cut),
         ms(acquired.saturating_duration_since(cut)),
     );
-    assert!(lost < acquired, "the cut-off holder learned of its loss after the waiter acquired");
-    assert!(acquired - cut < ttl + poll_cap + Duration::from_millis(400), "took {:?}", acquired - cut);
+    // The safety property: the holder's validity was over before anyone else held the lock.
+    let valid_until = H::valid_until(&holder);
+    assert!(
+        valid_until <= acquired,
+        "the waiter acquired {:?} before the holder's validity ended",
+        valid_until - acquired
+    );
+    assert!(lost >= valid_until, "lost fired {:?} before valid_until", valid_until - lost);
+    assert!(lost < valid_until + SLACK, "lost fired {:?} after valid_until", lost - valid_until);
+    assert!(acquired - cut < ttl + poll_cap + SLACK, "took {:?}", acquired - cut);
     assert!(H::fence(&guard) > fence);
     assert!(!matches!(H::release(holder).await, Ok(true)), "a cut-off holder released a lock it had lost");
     assert!(H::release(guard).await.expect("release"));
@@ -286,7 +296,7 @@ pub async fn auto_renew_keeps_the_lock<H: Harness>() {
 pub async fn lost_when_key_deleted<H: Harness>() {
     let server = server();
     let a = H::connect(&server.url()).await.expect("connect");
-    let ttl = Duration::from_millis(600);
+    let ttl = Duration::from_millis(900);
     let guard = lock_with::<H>(&a, KEY, options(ttl, true), PATIENCE).await.expect("lock");
     del(&mut admin(&server), KEY);
     let deleted = Instant::now();
@@ -294,7 +304,7 @@ pub async fn lost_when_key_deleted<H: Harness>() {
     let took = deleted.elapsed();
     println!("[{}] key deleted: lost signal after {:.1} ms", H::NAME, ms(took));
     assert_eq!(reason, Some(LostReason::NotOwner));
-    assert!(took < ttl / 3 + Duration::from_millis(150), "took {took:?}");
+    assert!(took < ttl / 3 + SLACK, "took {took:?}");
     assert!(!H::is_valid(&guard));
     assert!(matches!(H::extend(&guard).await, Err(Error::Lost(_))));
     assert!(!H::release(guard).await.expect("release"));
@@ -322,7 +332,7 @@ pub async fn lost_before_anyone_else_acquires<H: Harness>() {
     let lost = Instant::now();
     let valid_until = H::valid_until(&holder);
     // Well past the TTL on the server's clock, then thaw.
-    H::sleep((paused + ttl + Duration::from_millis(300)).saturating_duration_since(Instant::now())).await;
+    H::sleep((paused + ttl + 2 * SLACK).saturating_duration_since(Instant::now())).await;
     let resumed = Instant::now();
     server.resume().expect("SIGCONT");
     let (acquired, guard) = waiter.await;
@@ -334,9 +344,9 @@ pub async fn lost_before_anyone_else_acquires<H: Harness>() {
         ms(resumed.saturating_duration_since(lost)),
         ms(acquired.saturating_duration_since(resumed)),
     );
-    assert_eq!(reason, Some(LostReason::Expired));
+    assert_eq!(reason, Some(LostReason::Expired), "no lost signal within {:?} of freezing the server", 2 * ttl);
     assert!(lost >= valid_until, "lost fired {:?} before valid_until", valid_until - lost);
-    assert!(lost < valid_until + Duration::from_millis(100), "lost fired {:?} late", lost - valid_until);
+    assert!(lost < valid_until + SLACK, "lost fired {:?} late", lost - valid_until);
     assert!(lost < resumed && lost < acquired, "the lost signal came after another client could acquire");
     assert!(!H::is_valid(&holder));
     assert!(H::fence(&guard) > fence);
@@ -356,7 +366,8 @@ pub async fn replicate_confirm<H: Harness>() {
     let set = Replicated::start(2).expect("start a primary with 2 replicas");
     let client = H::connect(&set.primary().url()).await.expect("connect");
     let confirmed = |confirm| LockOptions { ttl: Duration::from_secs(5), confirm, ..LockOptions::default() };
-    let timeout = Duration::from_millis(500);
+    // Generous: WAIT returns as soon as both replicas acknowledge.
+    let timeout = Duration::from_secs(2);
     for confirm in [Confirm::All { timeout }, Confirm::AtLeast { replicas: 2, timeout }] {
         let guard = lock_with::<H>(&client, KEY, confirmed(confirm), PATIENCE).await.expect("confirmed lock");
         for replica in set.replicas() {
@@ -533,7 +544,7 @@ pub async fn release_semantics<H: Harness>() {
     let next = waiter.await;
     let took = dropped.elapsed();
     println!("[{}] dropped guard: the waiter held the lock {:.1} ms later", H::NAME, ms(took));
-    assert!(took < Duration::from_millis(300), "took {took:?}");
+    assert!(took < SLACK, "took {took:?}");
     assert!(H::fence(&next) > fence);
     drop(next);
     wait_until("a dropped guard's key is deleted", Duration::from_secs(2), || !exists(&mut conn, KEY));

@@ -14,23 +14,25 @@ use rdlock_driver::{Client, ClientConfig, Error, Guard, Runtime};
 
 use crate::harness::{Harness, Task};
 
-/// A driver runtime the tests can enter: the adapter's [`Runtime`] and a `block_on`.
-pub trait Executor: Runtime {
+/// An executor the tests can enter, and the driver runtime whose clients run on it.
+pub trait Executor: Send + Sync + 'static {
     /// The runtime's name, for messages.
     const NAME: &'static str;
-    /// Runs `future` to completion on this runtime, from a thread outside it.
+    /// The adapter's runtime.
+    type Runtime: Runtime;
+    /// Runs `future` to completion on this executor, from a thread outside it.
     fn block_on<F: Future>(future: F) -> F::Output;
 }
 
-/// The harness of the async adapter on executor `E`.
+/// The harness of the async adapter whose runtime `E` names, on executor `E`.
 #[derive(Debug)]
 pub struct Async<E>(PhantomData<fn() -> E>);
 
 #[async_trait::async_trait]
 impl<E: Executor> Harness for Async<E> {
     const NAME: &'static str = E::NAME;
-    type Client = Client<E>;
-    type Guard = Guard<E>;
+    type Client = Client<E::Runtime>;
+    type Guard = Guard<E::Runtime>;
 
     fn run<F, Fut>(case: F, budget: Duration)
     where
@@ -44,7 +46,7 @@ impl<E: Executor> Harness for Async<E> {
                 true
             }
             .or(async {
-                E::sleep_until(deadline).await;
+                E::Runtime::sleep_until(deadline).await;
                 false
             })
             .await;
@@ -106,7 +108,7 @@ impl<E: Executor> Harness for Async<E> {
         let deadline = Instant::now() + limit;
         async { Some(guard.lost().await) }
             .or(async {
-                E::sleep_until(deadline).await;
+                E::Runtime::sleep_until(deadline).await;
                 None
             })
             .await
@@ -115,7 +117,7 @@ impl<E: Executor> Harness for Async<E> {
     fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T> {
         let slot = Arc::new(Mutex::new(Outcome::<T> { value: None, gone: false, waker: None }));
         let sender = Sender(slot.clone());
-        E::spawn(async move {
+        E::Runtime::spawn(async move {
             let result = AssertUnwindSafe(work).catch_unwind().await;
             sender.send(result);
         });
@@ -135,7 +137,7 @@ impl<E: Executor> Harness for Async<E> {
     }
 
     async fn sleep(duration: Duration) {
-        E::sleep_until(Instant::now() + duration).await;
+        E::Runtime::sleep_until(Instant::now() + duration).await;
     }
 }
 
@@ -169,9 +171,15 @@ impl<T> Drop for Sender<T> {
     }
 }
 
+/// Tokio, multi-threaded: the runtime most applications run.
 #[cfg(feature = "tokio")]
-impl Executor for rdlock_tokio::Tokio {
+#[derive(Debug)]
+pub struct Tokio;
+
+#[cfg(feature = "tokio")]
+impl Executor for Tokio {
     const NAME: &'static str = "tokio";
+    type Runtime = rdlock_tokio::Tokio;
 
     fn block_on<F: Future>(future: F) -> F::Output {
         // Each case gets its own runtime, so its background tasks end with it.
@@ -186,4 +194,42 @@ impl Executor for rdlock_tokio::Tokio {
 
 /// The tokio adapter.
 #[cfg(feature = "tokio")]
-pub type OnTokio = Async<rdlock_tokio::Tokio>;
+pub type OnTokio = Async<Tokio>;
+
+/// async-std's executor, driving the async-io adapter.
+#[cfg(feature = "async-std")]
+#[derive(Debug)]
+pub struct AsyncStd;
+
+#[cfg(feature = "async-std")]
+impl Executor for AsyncStd {
+    const NAME: &'static str = "async-std";
+    type Runtime = rdlock_async_std::AsyncStd;
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        async_std::task::block_on(future)
+    }
+}
+
+/// The async-io adapter under async-std.
+#[cfg(feature = "async-std")]
+pub type OnAsyncStd = Async<AsyncStd>;
+
+/// smol's executor, driving the same async-io adapter.
+#[cfg(feature = "smol")]
+#[derive(Debug)]
+pub struct Smol;
+
+#[cfg(feature = "smol")]
+impl Executor for Smol {
+    const NAME: &'static str = "smol";
+    type Runtime = rdlock_async_std::AsyncStd;
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        smol::block_on(future)
+    }
+}
+
+/// The async-io adapter under smol.
+#[cfg(feature = "smol")]
+pub type OnSmol = Async<Smol>;

@@ -1,0 +1,115 @@
+//! The harness of the blocking adapter: each method makes the adapter's synchronous call (so
+//! every future here is ready when first polled), and concurrency comes from threads.
+
+use std::future::Future;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::block_on;
+use rdlock_blocking::{Client, Guard};
+use rdlock_core::{Acquire, LockOptions, LostReason};
+use rdlock_driver::{ClientConfig, Error};
+
+use crate::harness::{Harness, Task};
+
+/// The blocking adapter, on plain threads.
+#[derive(Debug)]
+pub struct Blocking;
+
+#[async_trait::async_trait]
+impl Harness for Blocking {
+    const NAME: &'static str = "blocking";
+    type Client = Client;
+    type Guard = Guard;
+
+    fn run<F, Fut>(case: F, budget: Duration)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        // A blocked call cannot be interrupted: the case runs on a thread of its own, watched
+        // from here. One that overruns is left behind (with its servers) and the test fails.
+        let (done, finished) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("blocking-case".into())
+            .spawn(move || {
+                block_on(case());
+                let _ = done.send(());
+            })
+            .expect("start the case's thread");
+        match finished.recv_timeout(budget) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if let Err(panic) = thread.join() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("[blocking] the case did not finish within {budget:?}"),
+        }
+    }
+
+    async fn connect(url: &str) -> Result<Self::Client, Error> {
+        Client::open(url)
+    }
+
+    async fn connect_with(url: &str, config: ClientConfig) -> Result<Self::Client, Error> {
+        Client::connect(redis::Client::open(url)?, config)
+    }
+
+    async fn lock(client: &Self::Client, key: &str) -> Result<Self::Guard, Error> {
+        client.lock(key)
+    }
+
+    async fn lock_timeout(client: &Self::Client, key: &str, timeout: Duration) -> Result<Self::Guard, Error> {
+        client.lock_timeout(key, timeout)
+    }
+
+    async fn try_lock(client: &Self::Client, key: &str) -> Result<Option<Self::Guard>, Error> {
+        client.try_lock(key)
+    }
+
+    async fn acquire(
+        client: &Self::Client,
+        key: &str,
+        options: LockOptions,
+        how: Acquire,
+    ) -> Result<Option<Self::Guard>, Error> {
+        client.acquire(key, options, how)
+    }
+
+    fn fence(guard: &Self::Guard) -> u64 {
+        guard.fence()
+    }
+
+    fn valid_until(guard: &Self::Guard) -> Instant {
+        guard.valid_until()
+    }
+
+    fn is_valid(guard: &Self::Guard) -> bool {
+        guard.is_valid()
+    }
+
+    async fn extend(guard: &Self::Guard) -> Result<Instant, Error> {
+        guard.extend()
+    }
+
+    async fn release(guard: Self::Guard) -> Result<bool, Error> {
+        guard.release()
+    }
+
+    async fn lost_within(guard: &Self::Guard, limit: Duration) -> Option<LostReason> {
+        guard.wait_lost(limit)
+    }
+
+    fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T> {
+        let thread = std::thread::Builder::new()
+            .name("blocking-work".into())
+            .stack_size(512 * 1024)
+            .spawn(move || block_on(work))
+            .expect("start a thread");
+        Box::pin(async move { thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)) })
+    }
+
+    async fn sleep(duration: Duration) {
+        std::thread::sleep(duration);
+    }
+}
