@@ -507,7 +507,7 @@ pub async fn bad_input<H: Harness>() {
 // ------------------------------------------------------------------------------ 10
 
 /// `release` says whether the lock was still ours; dropping a guard releases it; `try_lock`
-/// does not take a held lock.
+/// does not take a held lock; `extend` moves the validity on.
 pub async fn release_semantics<H: Harness>() {
     let server = server();
     let (a, b) = (H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect"));
@@ -515,6 +515,10 @@ pub async fn release_semantics<H: Harness>() {
 
     let guard = H::lock(&a, KEY).await.expect("lock");
     assert!(H::try_lock(&b, KEY).await.expect("try_lock").is_none(), "try_lock took a held lock");
+    let before = H::valid_until(&guard);
+    H::sleep(Duration::from_millis(20)).await;
+    let extended = H::extend(&guard).await.expect("extend");
+    assert!(extended > before && H::valid_until(&guard) == extended, "extend did not move validity");
     assert!(H::release(guard).await.expect("release"), "a plain release");
     assert!(!exists(&mut conn, KEY));
 

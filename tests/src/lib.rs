@@ -11,7 +11,10 @@
 //! - [`cases!`] stamps out one `#[test]` per case for a harness; `tests/integration.rs` invokes
 //!   it once per enabled runtime, in a module named after it (`tokio::mutual_exclusion`, ...).
 //!
-//! Run with `cargo test -p rdlock-tests --features tokio`.
+//! Run with `cargo test -p rdlock-tests --features tokio` (or any of `tokio`, `async-std`,
+//! `smol`, `blocking`, together or alone). Each case starts its own servers on free ports,
+//! so the cases run in parallel; `redis-server` must be on `PATH` (or named by
+//! `$RDLOCK_REDIS_SERVER`).
 
 pub mod cases;
 pub mod harness;
