@@ -8,28 +8,16 @@
 local token, ttl, mode = ARGV[1], ARGV[2], ARGV[3]
 local entry = token .. ':' .. ttl
 
--- The counter only moves forward; a missing one (new lock, or a server restarted without
--- persistence) is seeded from the server clock in microseconds, so it never goes backwards.
-local function bump()
-  local f = redis.call('INCR', KEYS[2])
-  if f == 1 then
-    local t = redis.call('TIME')
-    f = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    redis.call('SET', KEYS[2], string.format('%d', f), 'PX', ARGV[5])
-  end
-  return f
-end
-
 local old = redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl, 'GET')
 if not old then
-  local fence = bump()
+  local fence = bump(KEYS[2], ARGV[5])
   if mode == 'retry' then redis.call('LREM', KEYS[3], 1, entry) end
   return {1, fence}
 end
 if old == token then
   -- Ours already: an earlier attempt whose reply was lost, or a hand-off whose message was.
   redis.call('PEXPIRE', KEYS[1], ttl)
-  local fence = tonumber(redis.call('GET', KEYS[2]) or bump())
+  local fence = tonumber(redis.call('GET', KEYS[2]) or bump(KEYS[2], ARGV[5]))
   return {1, fence}
 end
 if mode == 'try' then

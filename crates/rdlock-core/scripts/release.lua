@@ -4,16 +4,6 @@
 -- ARGV[4] fence counter ttl ms
 -- Reply: 0 not held by the caller (its queue entry, if any, is removed); 1 released, nobody
 -- waiting; 2 handed to the next waiter, announced on the channel as "token:fence".
-local function bump()
-  local f = redis.call('INCR', KEYS[2])
-  if f == 1 then
-    local t = redis.call('TIME')
-    f = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    redis.call('SET', KEYS[2], string.format('%d', f), 'PX', ARGV[4])
-  end
-  return f
-end
-
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   redis.call('LREM', KEYS[3], 0, ARGV[2])
   return 0
@@ -30,7 +20,7 @@ while true do
     if tok ~= ARGV[1] then
       -- The hand-off: the waiter owns the lock before anyone else can try for it.
       redis.call('SET', KEYS[1], tok, 'PX', ttl)
-      redis.call('PUBLISH', ARGV[3], tok .. ':' .. string.format('%d', bump()))
+      redis.call('PUBLISH', ARGV[3], tok .. ':' .. string.format('%d', bump(KEYS[2], ARGV[4])))
       return 2
     end
   end

@@ -16,11 +16,12 @@ impl Script {
     /// Every script, for drivers that load them up front.
     pub const ALL: [Script; 3] = [Script::Acquire, Script::Release, Script::Extend];
 
-    /// The Lua source.
+    /// The Lua source (the fence prelude, `fence.lua`, is prepended to the scripts that grant
+    /// a lock).
     pub fn source(self) -> &'static str {
         match self {
-            Script::Acquire => include_str!("../scripts/acquire.lua"),
-            Script::Release => include_str!("../scripts/release.lua"),
+            Script::Acquire => concat!(include_str!("../scripts/fence.lua"), include_str!("../scripts/acquire.lua")),
+            Script::Release => concat!(include_str!("../scripts/fence.lua"), include_str!("../scripts/release.lua")),
             Script::Extend => include_str!("../scripts/extend.lua"),
         }
     }
