@@ -76,11 +76,13 @@ fn hand_off_between_threads_with_increasing_fences() -> Result {
     for w in workers {
         w.join().map_err(|_| "worker panicked")??;
     }
-    // A waiter blocked behind a holder gets the lock handed over promptly on release.
+    // A waiter blocked behind a holder gets the lock handed over on release, not by polling
+    // (its poll cap is far longer than the bound below).
     let g = holder.lock("shared")?;
     let waiter = {
         let client = Client::open(&server.url())?;
-        std::thread::spawn(move || client.lock("shared").map(|g| (Instant::now(), g.fence())))
+        let builder = move || client.lock_builder("shared").poll_cap(Duration::from_secs(30)).lock();
+        std::thread::spawn(move || builder().map(|g| (Instant::now(), g.fence())))
     };
     std::thread::sleep(Duration::from_millis(100));
     let released = Instant::now();
@@ -88,7 +90,7 @@ fn hand_off_between_threads_with_increasing_fences() -> Result {
     assert!(g.release()?);
     let (acquired, next) = waiter.join().map_err(|_| "waiter panicked")??;
     assert!(next > fence);
-    assert!(acquired - released < Duration::from_millis(150), "hand-off took {:?}", acquired - released);
+    assert!(acquired - released < Duration::from_secs(1), "hand-off took {:?}", acquired - released);
     Ok(())
 }
 
@@ -191,7 +193,10 @@ fn a_stalled_link_times_out_and_recovers() -> Result {
     drop(client.lock("s")?);
     proxy.pause();
     let started = Instant::now();
-    assert!(client.lock_timeout("s", Duration::from_millis(500)).is_err());
+    // Short-lived: the stalled attempt may still reach the server when the link resumes (its
+    // outcome is unknown), and then only its TTL frees the lock.
+    let stalled = client.lock_builder("s").ttl(Duration::from_millis(300)).timeout(Duration::from_millis(500)).lock();
+    assert!(stalled.is_err());
     assert!(started.elapsed() < Duration::from_secs(2), "gave up after {:?}", started.elapsed());
     proxy.resume();
     // Late replies of the stalled connections must not answer the new requests.
