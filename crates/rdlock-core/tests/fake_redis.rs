@@ -1,0 +1,146 @@
+//! The fake server follows the scripts: these pin its behaviour on the cases the
+//! simulation relies on, so that a mistake in the fake does not pass for one in the engine.
+
+mod sim;
+
+use rdlock_core::{Reply, Script};
+use sim::MS;
+use sim::dice::Dice;
+use sim::fake::{Bug, Fake};
+
+const EPOCH_US: u64 = 1_700_000_000_000_000;
+const KEYS: [&str; 3] = ["k", "{k}:rdlock:fence", "{k}:rdlock:queue"];
+
+fn keys() -> Vec<String> {
+    KEYS.iter().map(|k| k.to_string()).collect()
+}
+
+fn acquire(f: &mut Fake, token: &str, ttl: u64, mode: &str, now: u64) -> Reply {
+    let args = [token, &ttl.to_string(), mode, "60000", "86400000"].map(String::from).to_vec();
+    f.run_script(Script::Acquire, &keys(), &args, now, &mut Dice::new(0)).0
+}
+
+fn release(f: &mut Fake, token: &str, ttl: u64, now: u64) -> (Reply, Vec<(String, String)>) {
+    let args = [token, &format!("{token}:{ttl}"), "{k}:rdlock:handoff", "86400000"].map(String::from).to_vec();
+    let (r, fx) = f.run_script(Script::Release, &keys(), &args, now, &mut Dice::new(0));
+    (r, fx.publishes)
+}
+
+fn extend(f: &mut Fake, token: &str, ttl: u64, now: u64) -> Reply {
+    let args = vec![token.to_owned(), ttl.to_string()];
+    f.run_script(Script::Extend, &["k".to_owned()], &args, now, &mut Dice::new(0)).0
+}
+
+fn pair(a: i64, b: i64) -> Reply {
+    Reply::Array(vec![Reply::Int(a), Reply::Int(b)])
+}
+
+#[test]
+fn acquire_takes_confirms_queues_and_expires() {
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    let seeded = (EPOCH_US + 1000) as i64; // TIME at 1 ms
+    assert_eq!(acquire(&mut f, "a", 100, "first", MS), pair(1, seeded));
+    assert_eq!(f.string("k", MS), Some("a"));
+    assert_eq!(f.expiry("k", MS), Some(101 * MS));
+    // Idempotent: the same token confirms and refreshes.
+    assert_eq!(acquire(&mut f, "a", 100, "retry", 50 * MS), pair(1, seeded));
+    assert_eq!(f.expiry("k", 50 * MS), Some(150 * MS));
+    // Others: try reports the PTTL, first queues (position 1 gets the PTTL, later ones -3).
+    assert_eq!(acquire(&mut f, "b", 100, "try", 60 * MS), pair(0, 90));
+    assert_eq!(acquire(&mut f, "b", 100, "first", 60 * MS), pair(0, 90));
+    assert_eq!(acquire(&mut f, "c", 100, "first", 60 * MS), pair(0, -3));
+    assert_eq!(acquire(&mut f, "c", 100, "retry", 60 * MS), pair(0, 90));
+    assert_eq!(f.list_entries(60 * MS).len(), 2, "retry does not queue twice");
+    // Expired: the next taker bumps the counter.
+    assert_eq!(acquire(&mut f, "c", 100, "retry", 150 * MS), pair(1, seeded + 1));
+    assert_eq!(f.list_entries(150 * MS), vec![(KEYS[2].to_owned(), "b:100".to_owned())]);
+}
+
+#[test]
+fn release_hands_off_in_order_and_checks_the_owner() {
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    acquire(&mut f, "a", 100, "first", 0);
+    acquire(&mut f, "b", 80, "first", 0);
+    acquire(&mut f, "c", 90, "first", 0);
+    assert_eq!(release(&mut f, "b", 80, MS), (Reply::Int(0), vec![]), "not the owner: leaves the queue");
+    let (r, published) = release(&mut f, "a", 100, 2 * MS);
+    assert_eq!(r, Reply::Int(2));
+    let fence = EPOCH_US as i64 + 1;
+    assert_eq!(published, vec![("{k}:rdlock:handoff".to_owned(), format!("c:{fence}"))]);
+    assert_eq!(f.string("k", 2 * MS), Some("c"));
+    assert_eq!(f.expiry("k", 2 * MS), Some(92 * MS), "the waiter's own ttl");
+    assert_eq!(release(&mut f, "c", 90, 3 * MS), (Reply::Int(1), vec![]));
+    assert_eq!(f.string("k", 3 * MS), None);
+    assert!(f.list_entries(3 * MS).is_empty());
+}
+
+#[test]
+fn release_skips_the_callers_own_stale_entry() {
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    acquire(&mut f, "b", 50, "first", 0);
+    acquire(&mut f, "a", 50, "first", 0); // queued
+    acquire(&mut f, "a", 50, "retry", 60 * MS); // b expired: a takes it, its entry is removed
+    assert!(f.list_entries(60 * MS).is_empty());
+    assert_eq!(release(&mut f, "a", 50, 61 * MS).0, Reply::Int(1));
+}
+
+#[test]
+fn extend_checks_the_owner() {
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    acquire(&mut f, "a", 100, "first", 0);
+    assert_eq!(extend(&mut f, "a", 300, 10 * MS), Reply::Array(vec![Reply::Int(1)]));
+    assert_eq!(f.expiry("k", 10 * MS), Some(310 * MS));
+    assert_eq!(extend(&mut f, "b", 300, 10 * MS), Reply::Array(vec![Reply::Int(0)]));
+    assert_eq!(extend(&mut f, "a", 300, 400 * MS), Reply::Array(vec![Reply::Int(0)]), "expired");
+}
+
+#[test]
+fn broken_fakes_skip_the_owner_checks() {
+    let mut f = Fake::new(Bug::ExtendWithoutOwnerCheck, EPOCH_US);
+    acquire(&mut f, "a", 100, "first", 0);
+    assert_eq!(extend(&mut f, "b", 300, 10 * MS), Reply::Array(vec![Reply::Int(1)]));
+    let mut f = Fake::new(Bug::ReleaseWithoutOwnerCheck, EPOCH_US);
+    acquire(&mut f, "a", 100, "first", 0);
+    assert_eq!(release(&mut f, "b", 100, MS).0, Reply::Int(1));
+    assert_eq!(f.string("k", MS), None);
+}
+
+#[test]
+fn fences_keep_increasing_across_a_restart() {
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    let first = acquire(&mut f, "a", 100, "first", 0);
+    f.restart(5 * MS, 2 * MS);
+    let loading = acquire(&mut f, "b", 100, "first", 6 * MS);
+    assert!(matches!(loading, Reply::Error(e) if e.code == "LOADING"));
+    let second = acquire(&mut f, "b", 100, "first", 7 * MS);
+    let fence = |r: &Reply| r.as_array().and_then(|a| a[1].as_int()).expect("a fence");
+    assert!(fence(&second) > fence(&first));
+    assert_eq!(f.grant_epoch("a"), Some(0));
+    assert_eq!(f.grant_epoch("b"), Some(1));
+}
+
+#[test]
+fn a_key_of_the_wrong_type_is_an_error() {
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    f.put_list("k");
+    for r in [acquire(&mut f, "a", 100, "try", 0), release(&mut f, "a", 100, 0).0] {
+        assert!(matches!(&r, Reply::Error(e) if e.code == "WRONGTYPE"), "{r:?}");
+    }
+    assert_eq!(extend(&mut f, "a", 100, 0), Reply::Array(vec![Reply::Int(0)]), "pcall: not ours");
+}
+
+#[test]
+fn wait_counts_replicas_that_caught_up() {
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    f.add_replica((2 * MS, 2 * MS), vec![]);
+    f.add_replica((5 * MS, 5 * MS), vec![(0, 100 * MS)]); // stalled until 100 ms
+    assert_eq!(f.wait_done(0, 2, 0, 10), Some(0), "no writes yet: every replica has them");
+    acquire(&mut f, "a", 100, "first", 10 * MS);
+    let off = f.offset();
+    assert_eq!(f.acked(off, 10 * MS), 0);
+    assert_eq!(f.wait_done(off, 1, 10 * MS, 50), Some(12 * MS));
+    assert_eq!(f.wait_done(off, 2, 10 * MS, 50), Some(60 * MS), "times out");
+    assert_eq!(f.acked(off, 60 * MS), 1);
+    assert_eq!(f.wait_done(off, 2, 10 * MS, 0), Some(100 * MS), "WAIT with no timeout blocks until done");
+    assert_eq!(f.wait_done(off, 3, 10 * MS, 0), None, "or for ever");
+}

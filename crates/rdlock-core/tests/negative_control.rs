@@ -1,0 +1,38 @@
+//! The checker can see violations: the same simulation against deliberately broken scripts
+//! must report one within a bounded number of scenarios.
+
+mod sim;
+
+use sim::Bug;
+
+/// Scenarios tried before declaring the checker blind.
+const BUDGET: u64 = 2_000;
+
+/// The first seed whose scenario the checker rejects, with its report.
+fn first_violation(bug: Bug) -> Option<(u64, String)> {
+    (0..BUDGET).find_map(|seed| sim::run(seed, bug, false).err().map(|v| (seed, v.message)))
+}
+
+#[test]
+fn release_without_owner_check_is_caught() {
+    let (seed, message) =
+        first_violation(Bug::ReleaseWithoutOwnerCheck).expect("no violation found: the checker is blind");
+    println!("seed {seed}: {message}");
+}
+
+#[test]
+fn extend_without_owner_check_is_caught() {
+    let (seed, message) =
+        first_violation(Bug::ExtendWithoutOwnerCheck).expect("no violation found: the checker is blind");
+    println!("seed {seed}: {message}");
+}
+
+#[test]
+fn the_faithful_scripts_pass_the_same_seeds() {
+    // The broken runs fail because of the bug, not because of the scenarios.
+    for seed in 0..50 {
+        if let Err(v) = sim::run(seed, Bug::None, false) {
+            panic!("{v}");
+        }
+    }
+}

@@ -1,0 +1,617 @@
+//! The invariants, checked against what the clients were told and against the fake's
+//! ground truth. The world reports every input it feeds and every output it drains; the
+//! checker records the first violation.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rdlock_core::{Command, Confirm, Event, LockError, LockId, LockOptions, Reply, Request, Script};
+
+use super::fake::{Fake, Grant};
+use super::scenario::WRONGTYPE_KEY;
+
+#[derive(Clone, Copy, Debug)]
+pub struct HeldView {
+    pub fence: u64,
+    pub valid_until: u64,
+    pub lost: bool,
+}
+
+/// What the checker knows about one lock of one client.
+#[derive(Debug)]
+pub struct Rec {
+    pub key: String,
+    pub opts: LockOptions,
+    pub try_only: bool,
+    pub deadline: Option<u64>,
+    pub started: u64,
+    pub token: Option<String>,
+    /// The acquisition has its outcome.
+    pub ended: bool,
+    pub held: Option<HeldView>,
+    /// The caller called `release` or `abandon`: it no longer acts on the lock.
+    pub released: bool,
+    pub abandoned: bool,
+    /// A release script naming this lock has been sent.
+    pub release_sent: bool,
+    /// Fences this lock was offered: `[1, fence]` acquire replies and hand-off messages.
+    pub evidence: Vec<u64>,
+    /// Fences offered only by hand-off messages.
+    pub handed: Vec<u64>,
+    /// A lost request or reply delays this lock's next attempt until then (the response
+    /// timeout, then the retry backoff).
+    pub delayed_until: u64,
+    /// The latest release attempt got no answer (the key may stay until its TTL).
+    pub release_failed: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ClientView {
+    pub alive: bool,
+    pub paused: bool,
+    /// `(start, end)` of finished pauses.
+    pub pauses: Vec<(u64, u64)>,
+    pub paused_since: u64,
+}
+
+impl ClientView {
+    /// Whether the client was paused at any time in `[from, to]`.
+    fn paused_within(&self, from: u64, to: u64) -> bool {
+        (self.paused && self.paused_since <= to) || self.pauses.iter().any(|&(s, e)| s <= to && e >= from)
+    }
+
+    /// When a deadline at `d` could first fire: the end of a pause that covered it.
+    fn fires_at(&self, d: u64) -> u64 {
+        self.pauses.iter().filter(|&&(s, e)| s <= d && e > d).map(|&(_, e)| e).max().unwrap_or(d)
+    }
+}
+
+/// A crashed holder's key: someone must get it soon after it expires.
+#[derive(Debug)]
+struct Obligation {
+    key: String,
+    crashed_at: u64,
+    expires: u64,
+    restarts: u32,
+    done: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub steps: u64,
+    pub acquired: u64,
+    pub handed_off: u64,
+    pub renewed: u64,
+    pub lost: u64,
+    pub busy: u64,
+    pub timed_out: u64,
+    pub shortfalls: u64,
+    pub failed: u64,
+    pub crash_checks: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.steps += o.steps;
+        self.acquired += o.acquired;
+        self.handed_off += o.handed_off;
+        self.renewed += o.renewed;
+        self.lost += o.lost;
+        self.busy += o.busy;
+        self.timed_out += o.timed_out;
+        self.shortfalls += o.shortfalls;
+        self.failed += o.failed;
+        self.crash_checks += o.crash_checks;
+    }
+}
+
+#[derive(Debug)]
+pub struct Checker {
+    recs: BTreeMap<(usize, LockId), Rec>,
+    by_token: BTreeMap<String, (usize, LockId)>,
+    held: BTreeSet<(usize, LockId)>,
+    deadlines: BTreeSet<(usize, LockId)>,
+    /// Per key, the fence of the latest holder not invalidated by a restart.
+    last_fence: BTreeMap<String, u64>,
+    /// Per key, the latest fence the server issued.
+    issued: BTreeMap<String, i64>,
+    obligations: Vec<Obligation>,
+    pub clients: Vec<ClientView>,
+    /// Allowed lateness of a wait's outcome past its deadline.
+    deadline_slack: u64,
+    /// Allowed lateness of a waiter taking a crashed holder's lock, past TTL + poll cap.
+    liveness_slack: u64,
+    response_timeout: u64,
+    pub violation: Option<String>,
+    pub stats: Stats,
+}
+
+/// The engine's longest backoff after a failed attempt.
+const RETRY_BACKOFF: u64 = 50 * super::MS;
+
+fn fmt_ms(t: u64) -> String {
+    format!("{:.3}ms", t as f64 / 1e6)
+}
+
+impl Checker {
+    pub fn new(clients: usize, deadline_slack: u64, liveness_slack: u64, response_timeout: u64) -> Self {
+        Self {
+            recs: BTreeMap::new(),
+            by_token: BTreeMap::new(),
+            held: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
+            last_fence: BTreeMap::new(),
+            issued: BTreeMap::new(),
+            obligations: Vec::new(),
+            clients: vec![ClientView { alive: true, ..ClientView::default() }; clients],
+            deadline_slack,
+            liveness_slack,
+            response_timeout,
+            violation: None,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn fail(&mut self, now: u64, msg: impl Into<String>) {
+        if self.violation.is_none() {
+            self.violation = Some(format!("at {}: {}", fmt_ms(now), msg.into()));
+        }
+    }
+
+    pub fn rec(&self, c: usize, id: LockId) -> Option<&Rec> {
+        self.recs.get(&(c, id))
+    }
+
+    /// The record of a token's lock, if its client is alive.
+    fn live_token(&self, token: &str) -> Option<&Rec> {
+        let &(c, id) = self.by_token.get(token)?;
+        self.clients[c].alive.then(|| &self.recs[&(c, id)])
+    }
+
+    fn tainted(rec: &Rec, fake: &Fake) -> bool {
+        rec.token.as_deref().and_then(|t| fake.grant_epoch(t)).is_none_or(|e| e < fake.restarts)
+    }
+
+    // ------------------------------------------------------------ caller actions
+
+    pub fn on_acquire(
+        &mut self,
+        c: usize,
+        id: LockId,
+        key: &str,
+        opts: LockOptions,
+        deadline: Option<Option<u64>>,
+        now: u64,
+    ) {
+        let rec = Rec {
+            key: key.to_owned(),
+            opts,
+            try_only: deadline.is_none(),
+            deadline: deadline.flatten(),
+            started: now,
+            token: None,
+            ended: false,
+            held: None,
+            released: false,
+            abandoned: false,
+            release_sent: false,
+            evidence: Vec::new(),
+            handed: Vec::new(),
+            delayed_until: 0,
+            release_failed: false,
+        };
+        if rec.deadline.is_some() {
+            self.deadlines.insert((c, id));
+        }
+        if self.recs.insert((c, id), rec).is_some() {
+            self.fail(now, format!("client {c}: lock id {id:?} reused"));
+        }
+    }
+
+    pub fn on_release_called(&mut self, c: usize, id: LockId, abandon: bool) {
+        if let Some(r) = self.recs.get_mut(&(c, id)) {
+            r.released = true;
+            r.abandoned |= abandon;
+        }
+        self.held.remove(&(c, id));
+        if abandon {
+            self.deadlines.remove(&(c, id));
+        }
+    }
+
+    /// `extend` may refuse only a lock whose lease is lost.
+    pub fn on_extend(&mut self, c: usize, id: LockId, ok: bool, now: u64) {
+        let lost = self.recs.get(&(c, id)).and_then(|r| r.held).is_none_or(|h| h.lost);
+        if ok == lost {
+            self.fail(now, format!("client {c}: extend of {id:?} returned ok={ok} for a lock with lost={lost}"));
+        }
+    }
+
+    // ------------------------------------------------------------ traffic
+
+    /// A request left client `c`; `live` finds the client's live lock on a key.
+    pub fn on_transmit(&mut self, c: usize, req: &Request, live: impl Fn(&str) -> Option<LockId>, now: u64) {
+        for cmd in &req.commands {
+            let Command::Script { script, keys, args } = cmd else { continue };
+            match script {
+                Script::Acquire | Script::Release => {
+                    let (Some(key), Some(token)) = (keys.first(), args.first()) else {
+                        self.fail(now, format!("client {c}: malformed {script:?} script: {keys:?} {args:?}"));
+                        continue;
+                    };
+                    let Some(id) = live(key) else {
+                        self.fail(now, format!("client {c}: {script:?} for {key} without a live lock"));
+                        continue;
+                    };
+                    let Some(rec) = self.recs.get_mut(&(c, id)) else { continue };
+                    match &rec.token {
+                        None => {
+                            rec.token = Some(token.clone());
+                            self.by_token.insert(token.clone(), (c, id));
+                        }
+                        Some(t) if t != token => {
+                            let msg = format!("client {c}: {id:?} sent token {token} after {t}");
+                            self.fail(now, msg);
+                        }
+                        Some(_) => {}
+                    }
+                    if *script == Script::Release {
+                        self.recs.entry((c, id)).and_modify(|r| r.release_sent = true);
+                    }
+                }
+                Script::Extend => {
+                    for (i, key) in keys.iter().enumerate() {
+                        let Some(&(owner, id)) = args.get(i).and_then(|t| self.by_token.get(t)) else {
+                            self.fail(now, format!("client {c}: renewal of {key} with an unknown token"));
+                            continue;
+                        };
+                        let rec = &self.recs[&(owner, id)];
+                        let problem = if owner != c || rec.key != *key {
+                            Some("names another lock's token")
+                        } else if rec.release_sent {
+                            Some("was sent after the lock's release")
+                        } else if rec.held.is_none() {
+                            Some("is for a lock never acquired")
+                        } else {
+                            None
+                        };
+                        if let Some(p) = problem {
+                            self.fail(now, format!("client {c}: renewal of {key} ({id:?}) {p}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A reply (or `Err` for a transport failure) is about to be fed to client `c`.
+    pub fn on_reply(&mut self, c: usize, req: &Request, reply: Result<&[Reply], ()>, now: u64) {
+        for (i, cmd) in req.commands.iter().enumerate() {
+            let Command::Script { script, args, .. } = cmd else { continue };
+            let Some(&(owner, id)) = args.first().and_then(|t| self.by_token.get(t)) else { continue };
+            if owner != c {
+                continue;
+            }
+            let Some(rec) = self.recs.get_mut(&(c, id)) else { continue };
+            match (script, reply) {
+                (_, Err(())) => rec.delayed_until = rec.delayed_until.max(now + RETRY_BACKOFF),
+                (Script::Acquire, Ok(replies)) => {
+                    let pair = replies.get(i).and_then(Reply::as_array);
+                    if let Some([flag, fence]) = pair
+                        && flag.as_int() == Some(1)
+                        && let Some(f) = fence.as_int().and_then(|f| u64::try_from(f).ok())
+                    {
+                        rec.evidence.push(f);
+                    }
+                }
+                _ => {}
+            }
+            if *script == Script::Release {
+                rec.release_failed = !matches!(reply, Ok(r) if matches!(r.get(i), Some(Reply::Int(_))));
+            }
+        }
+    }
+
+    /// The network dropped a request of client `c` or its reply: a transport failure will be
+    /// reported, but the delay starts now.
+    pub fn on_loss(&mut self, c: usize, req: &Request, now: u64) {
+        for cmd in &req.commands {
+            let Command::Script { args, .. } = cmd else { continue };
+            if let Some(&(owner, id)) = args.first().and_then(|t| self.by_token.get(t))
+                && owner == c
+                && let Some(rec) = self.recs.get_mut(&(c, id))
+            {
+                rec.delayed_until = rec.delayed_until.max(now + self.response_timeout + RETRY_BACKOFF);
+            }
+        }
+    }
+
+    /// A pub/sub message is about to be fed to client `c`.
+    pub fn on_message(&mut self, c: usize, payload: &str) {
+        let Some((token, fence)) = payload.split_once(':') else { return };
+        let (Some(&(owner, id)), Ok(fence)) = (self.by_token.get(token), fence.parse::<u64>()) else { return };
+        if owner == c
+            && let Some(rec) = self.recs.get_mut(&(c, id))
+        {
+            rec.evidence.push(fence);
+            rec.handed.push(fence);
+        }
+    }
+
+    // ------------------------------------------------------------ outcomes
+
+    pub fn on_event(&mut self, c: usize, id: LockId, ev: &Event, now: u64, fake: &Fake) {
+        let Some(rec) = self.recs.get_mut(&(c, id)) else {
+            self.fail(now, format!("client {c}: event {ev:?} for unknown lock {id:?}"));
+            return;
+        };
+        let who = format!("client {c} {id:?} on {}", rec.key);
+        if rec.abandoned {
+            return self.fail(now, format!("{who}: {ev:?} after abandon"));
+        }
+        let ending = matches!(
+            ev,
+            Event::Acquired { .. } | Event::Busy { .. } | Event::TimedOut | Event::ReplicationShortfall { .. }
+        ) || (matches!(ev, Event::Failed(_)) && !rec.released);
+        if ending && rec.ended {
+            return self.fail(now, format!("{who}: a second outcome {ev:?}"));
+        }
+        let wrongtype = rec.key == WRONGTYPE_KEY;
+        let mut problem: Option<String> = None;
+        match ev {
+            Event::Acquired { fence, valid_until } => {
+                self.stats.acquired += 1;
+                let valid_until = super::ns(*valid_until);
+                if wrongtype {
+                    problem = Some("acquired a key of the wrong type".into());
+                } else if !rec.evidence.contains(fence) {
+                    problem = Some(format!("acquired with fence {fence} but was offered only {:?}", rec.evidence));
+                } else if valid_until <= now {
+                    problem = Some(format!("acquired with validity already over ({})", fmt_ms(valid_until)));
+                }
+                if rec.handed.contains(fence) {
+                    self.stats.handed_off += 1;
+                }
+                rec.held = Some(HeldView { fence: *fence, valid_until, lost: false });
+                self.held.insert((c, id));
+                if !Self::tainted(rec, fake) {
+                    let last = self.last_fence.insert(rec.key.clone(), *fence);
+                    if last.is_some_and(|l| l >= *fence) {
+                        problem = Some(format!("fence {fence} does not exceed the previous holder's {last:?}"));
+                    }
+                }
+            }
+            Event::Busy { .. } => {
+                self.stats.busy += 1;
+                if !rec.try_only || wrongtype {
+                    problem = Some("Busy for a wait or a wrong-type key".into());
+                }
+            }
+            Event::TimedOut => {
+                self.stats.timed_out += 1;
+                if rec.deadline.is_none_or(|d| now < d) {
+                    problem = Some(format!("timed out before its deadline {:?}", rec.deadline.map(fmt_ms)));
+                }
+            }
+            Event::ReplicationShortfall { acked, wanted } => {
+                self.stats.shortfalls += 1;
+                if rec.opts.confirm == Confirm::None || acked >= wanted {
+                    problem = Some("a shortfall without confirmation asked or with enough acks".into());
+                }
+            }
+            Event::Failed(e) => {
+                self.stats.failed += 1;
+                if let LockError::Server(s) = e
+                    && !matches!(s.code.as_str(), "WRONGTYPE" | "LOADING")
+                {
+                    problem = Some(format!("failed with an unexpected server error {s}"));
+                } else if matches!(e, LockError::UnexpectedReply(_)) {
+                    problem = Some(format!("failed on a reply the fake never gives: {e}"));
+                }
+            }
+            Event::Renewed { valid_until } => {
+                self.stats.renewed += 1;
+                let valid_until = super::ns(*valid_until);
+                match &mut rec.held {
+                    Some(h) if !h.lost && !rec.released && valid_until >= h.valid_until => h.valid_until = valid_until,
+                    h => {
+                        problem =
+                            Some(format!("renewed to {} while {h:?}, released={}", fmt_ms(valid_until), rec.released))
+                    }
+                }
+            }
+            Event::Lost { .. } => {
+                self.stats.lost += 1;
+                match &mut rec.held {
+                    Some(h) if !h.lost && !rec.released => h.lost = true,
+                    h => problem = Some(format!("lost while {h:?}, released={}", rec.released)),
+                }
+            }
+            Event::Released { .. } => {
+                if !rec.released || rec.held.is_none() {
+                    problem = Some("released without a release call on a held lock".into());
+                }
+            }
+        }
+        if ending {
+            rec.ended = true;
+            self.deadlines.remove(&(c, id));
+        }
+        if let Some(p) = problem {
+            self.fail(now, format!("{who}: {p}"));
+        }
+    }
+
+    /// The server gave a key to a new owner.
+    pub fn on_grant(&mut self, g: &Grant, now: u64) {
+        if let Some(&last) = self.issued.get(&g.key)
+            && last >= g.fence
+        {
+            self.fail(now, format!("server issued fence {} for {} after {last}", g.fence, g.key));
+        }
+        self.issued.insert(g.key.clone(), g.fence);
+        if self.live_token(&g.token).is_some() {
+            for ob in self.obligations.iter_mut().filter(|o| o.key == g.key) {
+                ob.done = true;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ faults
+
+    pub fn on_crash(&mut self, c: usize, now: u64, fake: &Fake) {
+        self.clients[c].alive = false;
+        self.held.retain(|&(h, _)| h != c);
+        self.deadlines.retain(|&(h, _)| h != c);
+        let keys: Vec<String> = self
+            .recs
+            .range((c, LockId(0))..=(c, LockId(u64::MAX)))
+            .filter(|(_, r)| r.token.is_some() && fake.string(&r.key, now) == r.token.as_deref())
+            .map(|(_, r)| r.key.clone())
+            .collect();
+        for key in keys {
+            let expires = fake.expiry(&key, now).unwrap_or(now);
+            self.stats.crash_checks += 1;
+            self.obligations.push(Obligation { key, crashed_at: now, expires, restarts: fake.restarts, done: false });
+        }
+    }
+
+    pub fn on_pause(&mut self, c: usize, now: u64) {
+        self.clients[c].paused = true;
+        self.clients[c].paused_since = now;
+    }
+
+    pub fn on_resume(&mut self, c: usize, now: u64) {
+        let v = &mut self.clients[c];
+        v.paused = false;
+        v.pauses.push((v.paused_since, now));
+    }
+
+    // ------------------------------------------------------------ invariants
+
+    pub fn check_step(&mut self, now: u64, fake: &Fake) {
+        self.stats.steps += 1;
+        self.mutual_exclusion(now, fake);
+        if let Some(k) = fake.keys_without_ttl(now).find(|k| *k != WRONGTYPE_KEY) {
+            let k = k.to_owned();
+            self.fail(now, format!("key {k} has no TTL"));
+        }
+        self.deadlines_kept(now);
+        self.crashed_holders_replaced(now, fake);
+    }
+
+    /// At most one holder by its own validity, and the server agrees it is the owner.
+    fn mutual_exclusion(&mut self, now: u64, fake: &Fake) {
+        let mut holders: BTreeMap<&str, Vec<(usize, &Rec)>> = BTreeMap::new();
+        for &(c, id) in &self.held {
+            let r = &self.recs[&(c, id)];
+            let Some(h) = r.held else { continue };
+            if !h.lost && !r.released && h.valid_until > now && !Self::tainted(r, fake) {
+                holders.entry(r.key.as_str()).or_default().push((c, r));
+            }
+        }
+        let mut problem = None;
+        for (key, hs) in &holders {
+            if hs.len() > 1 {
+                let who: Vec<String> = hs
+                    .iter()
+                    .map(|(c, r)| format!("client {c} (fence {:?}, token {:?})", r.held.map(|h| h.fence), r.token))
+                    .collect();
+                problem = Some(format!("two holders of {key}: {}", who.join(" and ")));
+            } else if let [(c, r)] = hs.as_slice()
+                && fake.string(key, now) != r.token.as_deref()
+            {
+                problem = Some(format!(
+                    "client {c} holds {key} until {} but the server has {:?}, not {:?}",
+                    fmt_ms(r.held.map_or(0, |h| h.valid_until)),
+                    fake.string(key, now),
+                    r.token
+                ));
+            }
+        }
+        if let Some(p) = problem {
+            self.fail(now, p);
+        }
+    }
+
+    /// Every wait with a deadline has its outcome by then (plus slack).
+    fn deadlines_kept(&mut self, now: u64) {
+        let mut late = None;
+        for &(c, id) in &self.deadlines {
+            let v = &self.clients[c];
+            let Some(d) = self.recs[&(c, id)].deadline else { continue };
+            if v.alive && !v.paused && now > v.fires_at(d) + self.deadline_slack {
+                late = Some(format!("client {c} {id:?}: no outcome by deadline {} (+slack)", fmt_ms(d)));
+            }
+        }
+        if let Some(p) = late {
+            self.fail(now, p);
+        }
+    }
+
+    /// A crashed holder's key goes to someone within TTL + poll cap (+ network slack), as
+    /// long as a waiter that nothing else delayed is there to take it.
+    fn crashed_holders_replaced(&mut self, now: u64, fake: &Fake) {
+        let mut problem = None;
+        for ob in self.obligations.iter_mut().filter(|o| !o.done) {
+            if fake.restarts != ob.restarts {
+                ob.done = true;
+                continue;
+            }
+            // Requests the dead client sent before crashing still run (a renewal, or an
+            // acquisition granting it the key again): the wait starts when its lease ends.
+            let dead = |t: &str| self.by_token.get(t).is_some_and(|&(c, _)| !self.clients[c].alive);
+            if fake.string(&ob.key, now).is_some_and(dead) {
+                ob.expires = fake.expiry(&ob.key, now).unwrap_or(now);
+            }
+            for (&(c, id), r) in &self.recs {
+                let v = &self.clients[c];
+                let limit = ob.expires.max(r.delayed_until) + r.opts.poll_cap.as_nanos() as u64 + self.liveness_slack;
+                let qualifies = r.key == ob.key
+                    && v.alive
+                    && !r.try_only
+                    && !r.ended
+                    && !r.released
+                    && r.started <= ob.expires
+                    && r.opts.confirm == Confirm::None
+                    && r.deadline.is_none_or(|d| d > limit)
+                    && !v.paused_within(ob.crashed_at, now);
+                if qualifies && now > limit {
+                    problem = Some(format!(
+                        "{} of a crashed holder expired at {}; waiter client {c} {id:?} still waits",
+                        ob.key,
+                        fmt_ms(ob.expires)
+                    ));
+                    ob.done = true;
+                }
+            }
+        }
+        if let Some(p) = problem {
+            self.fail(now, p);
+        }
+    }
+
+    /// After quiescing: no queue entry and no lock key of a finished lock of a live client.
+    pub fn check_quiesced(&mut self, now: u64, fake: &Fake) {
+        let mut problems = Vec::new();
+        for (queue, entry) in fake.list_entries(now) {
+            let token = entry.split(':').next().unwrap_or_default();
+            if self.live_token(token).is_some_and(|r| !r.release_failed) {
+                problems.push(format!("queue {queue} still holds {entry}"));
+            }
+        }
+        for (key, value) in fake.strings(now) {
+            if self.live_token(&value).is_some_and(|r| !r.release_failed) {
+                problems.push(format!("{key} still holds the token of a finished lock"));
+            }
+        }
+        for (&(c, id), r) in &self.recs {
+            if self.clients[c].alive && !r.ended && !r.abandoned {
+                problems.push(format!("client {c} {id:?} on {} never got an outcome", r.key));
+            }
+        }
+        if let Some(p) = problems.first() {
+            let p = format!("after quiescing: {p}");
+            self.fail(now, p);
+        }
+    }
+}

@@ -1,0 +1,547 @@
+//! The fake server: a keyspace with `PX` expiry on virtual time, the three scripts
+//! interpreted line by line (the Lua source is quoted above each step), replication
+//! offsets for `WAIT`, `ROLE` and `TIME`.
+//!
+//! Time is in nanoseconds of virtual time; the server's own clock (`TIME`) is the virtual
+//! clock plus a fixed epoch, so it never goes backwards, not even across a restart.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rdlock_core::{Reply, ServerError};
+
+use super::MS;
+use super::dice::Dice;
+
+/// A deliberate protocol fault, to prove that the checker sees violations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// The faithful scripts.
+    None,
+    /// Release hands the lock on (or deletes it) without checking the owner token.
+    ReleaseWithoutOwnerCheck,
+    /// Extend renews whatever the key holds and reports success.
+    ExtendWithoutOwnerCheck,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Str(String),
+    List(VecDeque<String>),
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    value: Value,
+    expires: Option<u64>,
+}
+
+/// A key given to a new owner (with a freshly issued fence), as the checker sees it.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    pub key: String,
+    pub token: String,
+    pub fence: i64,
+}
+
+/// What a script did besides its reply.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// `(channel, payload)` pairs, in order.
+    pub publishes: Vec<(String, String)>,
+    pub grants: Vec<Grant>,
+}
+
+/// A replica, reduced to when it applies each write of the primary.
+#[derive(Debug)]
+struct Replica {
+    lag: (u64, u64),
+    /// Windows in which the replica applies nothing (a stalled or cut-off replica).
+    stalls: Vec<(u64, u64)>,
+    /// `applied_at[i]`: when write `i + 1` reached this replica.
+    applied_at: Vec<u64>,
+}
+
+type R<T> = Result<T, ServerError>;
+
+fn wrongtype() -> ServerError {
+    ServerError::new("WRONGTYPE", "Operation against a key holding the wrong kind of value")
+}
+
+fn not_int() -> ServerError {
+    ServerError::new("ERR", "value is not an integer or out of range")
+}
+
+fn int(i: i64) -> Reply {
+    Reply::Int(i)
+}
+
+fn pair(a: i64, b: i64) -> Reply {
+    Reply::Array(vec![int(a), int(b)])
+}
+
+/// `KEYS[i]` / `ARGV[i]` (0-based here); a missing one is an error, as passing nil to
+/// `redis.call` is.
+fn nth(list: &[String], i: usize) -> R<&str> {
+    list.get(i)
+        .map(String::as_str)
+        .ok_or_else(|| ServerError::new("ERR", "Lua redis lib command arguments must be strings or integers"))
+}
+
+fn parse_ms(s: &str) -> R<i64> {
+    s.parse::<i64>().map_err(|_| not_int())
+}
+
+#[derive(Debug)]
+pub struct Fake {
+    keys: BTreeMap<String, Entry>,
+    now: u64,
+    pub bug: Bug,
+    /// `TIME` at virtual 0, in microseconds.
+    epoch_us: u64,
+    /// Restarts so far (each wipes the keyspace).
+    pub restarts: u32,
+    loading_until: u64,
+    /// Writes so far (the replication offset).
+    offset: u64,
+    dirty: u64,
+    replicas: Vec<Replica>,
+    /// The restart count at each token's latest grant.
+    grant_epoch: BTreeMap<String, u32>,
+}
+
+impl Fake {
+    pub fn new(bug: Bug, epoch_us: u64) -> Self {
+        Self {
+            keys: BTreeMap::new(),
+            now: 0,
+            bug,
+            epoch_us,
+            restarts: 0,
+            loading_until: 0,
+            offset: 0,
+            dirty: 0,
+            replicas: Vec::new(),
+            grant_epoch: BTreeMap::new(),
+        }
+    }
+
+    pub fn add_replica(&mut self, lag: (u64, u64), stalls: Vec<(u64, u64)>) {
+        self.replicas.push(Replica { lag, stalls, applied_at: Vec::new() });
+    }
+
+    // ------------------------------------------------------------ keyspace primitives
+
+    fn entry(&mut self, key: &str) -> Option<&mut Entry> {
+        if self.keys.get(key).is_some_and(|e| e.expires.is_some_and(|x| x <= self.now)) {
+            self.keys.remove(key);
+        }
+        self.keys.get_mut(key)
+    }
+
+    fn put(&mut self, key: &str, value: Value, expires: Option<u64>) {
+        self.dirty += 1;
+        self.keys.insert(key.to_owned(), Entry { value, expires });
+    }
+
+    fn get(&mut self, key: &str) -> R<Option<String>> {
+        match self.entry(key) {
+            None => Ok(None),
+            Some(Entry { value: Value::Str(s), .. }) => Ok(Some(s.clone())),
+            Some(_) => Err(wrongtype()),
+        }
+    }
+
+    /// `SET key value PX ttl`.
+    fn set_px(&mut self, key: &str, value: &str, ttl: &str) -> R<()> {
+        let ms = parse_ms(ttl)?;
+        if ms <= 0 {
+            return Err(ServerError::new("ERR", "invalid expire time in 'set' command"));
+        }
+        let at = self.now + ms as u64 * MS;
+        self.put(key, Value::Str(value.to_owned()), Some(at));
+        Ok(())
+    }
+
+    /// `SET key value NX PX ttl GET`: the old value, or nil after setting.
+    fn set_nx_px_get(&mut self, key: &str, value: &str, ttl: &str) -> R<Option<String>> {
+        let ms = parse_ms(ttl)?;
+        if ms <= 0 {
+            return Err(ServerError::new("ERR", "invalid expire time in 'set' command"));
+        }
+        if let Some(old) = self.get(key)? {
+            return Ok(Some(old));
+        }
+        self.set_px(key, value, ttl)?;
+        Ok(None)
+    }
+
+    fn pexpire(&mut self, key: &str, ttl: &str) -> R<i64> {
+        let ms = parse_ms(ttl)?;
+        let now = self.now;
+        let Some(e) = self.entry(key) else { return Ok(0) };
+        if ms <= 0 {
+            self.keys.remove(key);
+        } else {
+            e.expires = Some(now + ms as u64 * MS);
+        }
+        self.dirty += 1;
+        Ok(1)
+    }
+
+    fn pttl(&mut self, key: &str) -> i64 {
+        let now = self.now;
+        match self.entry(key) {
+            None => -2,
+            Some(Entry { expires: None, .. }) => -1,
+            Some(Entry { expires: Some(at), .. }) => ((*at - now) / MS) as i64,
+        }
+    }
+
+    fn incr(&mut self, key: &str) -> R<i64> {
+        let (n, expires) = match self.entry(key) {
+            None => (1, None),
+            Some(Entry { value: Value::Str(s), expires }) => (s.parse::<i64>().map_err(|_| not_int())? + 1, *expires),
+            Some(_) => return Err(wrongtype()),
+        };
+        self.put(key, Value::Str(n.to_string()), expires);
+        Ok(n)
+    }
+
+    fn del(&mut self, key: &str) {
+        if self.entry(key).is_some() {
+            self.keys.remove(key);
+            self.dirty += 1;
+        }
+    }
+
+    fn list(&mut self, key: &str) -> R<Option<&mut VecDeque<String>>> {
+        match self.entry(key) {
+            None => Ok(None),
+            Some(Entry { value: Value::List(l), .. }) => Ok(Some(l)),
+            Some(_) => Err(wrongtype()),
+        }
+    }
+
+    fn rpush(&mut self, key: &str, v: &str) -> R<i64> {
+        self.dirty += 1;
+        if let Some(l) = self.list(key)? {
+            l.push_back(v.to_owned());
+            return Ok(l.len() as i64);
+        }
+        self.put(key, Value::List(VecDeque::from([v.to_owned()])), None);
+        Ok(1)
+    }
+
+    fn lpos(&mut self, key: &str, v: &str) -> R<Option<i64>> {
+        Ok(self.list(key)?.and_then(|l| l.iter().position(|x| x == v)).map(|i| i as i64))
+    }
+
+    /// `LREM key count v` for `count >= 0` (0: every occurrence, else the first `count`).
+    fn lrem(&mut self, key: &str, count: usize, v: &str) -> R<i64> {
+        let Some(l) = self.list(key)? else { return Ok(0) };
+        let mut removed = 0;
+        l.retain(|x| {
+            let drop = x == v && (count == 0 || removed < count);
+            removed += usize::from(drop);
+            !drop
+        });
+        let empty = l.is_empty();
+        if empty {
+            self.keys.remove(key);
+        }
+        self.dirty += removed as u64;
+        Ok(removed as i64)
+    }
+
+    fn lpop(&mut self, key: &str) -> R<Option<String>> {
+        let Some(l) = self.list(key)? else { return Ok(None) };
+        let v = l.pop_front();
+        if l.is_empty() {
+            self.keys.remove(key);
+        }
+        self.dirty += 1;
+        Ok(v)
+    }
+
+    /// `TIME`: seconds and microseconds.
+    fn time(&self) -> (u64, u64) {
+        let us = self.epoch_us + self.now / 1000;
+        (us / 1_000_000, us % 1_000_000)
+    }
+
+    // ------------------------------------------------------------ scripts
+
+    /// Runs a script at `now`; the reply (an error reply when the script fails) and what it
+    /// published and granted. Writes are counted for replication.
+    pub fn run_script(
+        &mut self,
+        script: rdlock_core::Script,
+        keys: &[String],
+        args: &[String],
+        now: u64,
+        dice: &mut Dice,
+    ) -> (Reply, Effects) {
+        self.now = now;
+        let mut fx = Effects::default();
+        if now < self.loading_until {
+            return (Reply::Error(ServerError::new("LOADING", "Redis is loading the dataset in memory")), fx);
+        }
+        let before = self.dirty;
+        let reply = match script {
+            rdlock_core::Script::Acquire => self.acquire(keys, args, &mut fx),
+            rdlock_core::Script::Release => self.release(keys, args, &mut fx),
+            rdlock_core::Script::Extend => self.extend(keys, args),
+        };
+        if self.dirty != before {
+            self.replicate(now, dice);
+        }
+        for g in &fx.grants {
+            self.grant_epoch.insert(g.token.clone(), self.restarts);
+        }
+        (reply.unwrap_or_else(Reply::Error), fx)
+    }
+
+    /// `bump()` of acquire.lua and release.lua.
+    fn bump(&mut self, fence_key: &str, fence_ttl: &str) -> R<i64> {
+        // local f = redis.call('INCR', KEYS[2])
+        let f = self.incr(fence_key)?;
+        // if f == 1 then f = TIME in microseconds; SET KEYS[2] f PX ARGV[fence ttl]
+        if f == 1 {
+            let (s, us) = self.time();
+            let f = (s * 1_000_000 + us) as i64;
+            self.set_px(fence_key, &f.to_string(), fence_ttl)?;
+            return Ok(f);
+        }
+        Ok(f)
+    }
+
+    fn acquire(&mut self, keys: &[String], args: &[String], fx: &mut Effects) -> R<Reply> {
+        let (key, fence_key, queue) = (nth(keys, 0)?, nth(keys, 1)?, nth(keys, 2)?);
+        // local token, ttl, mode = ARGV[1], ARGV[2], ARGV[3]; local entry = token .. ':' .. ttl
+        let (token, ttl, mode) = (nth(args, 0)?, nth(args, 1)?, nth(args, 2)?);
+        let entry = format!("{token}:{ttl}");
+        // local old = redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl, 'GET')
+        match self.set_nx_px_get(key, token, ttl)? {
+            None => {
+                // local fence = bump(); if mode == 'retry' then LREM KEYS[3] 1 entry end
+                let fence = self.bump(fence_key, nth(args, 4)?)?;
+                fx.grants.push(Grant { key: key.to_owned(), token: token.to_owned(), fence });
+                if mode == "retry" {
+                    self.lrem(queue, 1, &entry)?;
+                }
+                Ok(pair(1, fence))
+            }
+            Some(old) if old == token => {
+                // PEXPIRE KEYS[1] ttl; fence = tonumber(GET KEYS[2] or bump())
+                self.pexpire(key, ttl)?;
+                let fence = match self.get(fence_key)? {
+                    Some(f) => f.parse::<i64>().ok(),
+                    None => Some(self.bump(fence_key, nth(args, 4)?)?),
+                };
+                // A nil in a Lua table ends the array: {1, nil} replies [1].
+                Ok(match fence {
+                    Some(f) => pair(1, f),
+                    None => Reply::Array(vec![int(1)]),
+                })
+            }
+            Some(_) if mode == "try" => Ok(pair(0, self.pttl(key))),
+            Some(_) => {
+                let qttl = nth(args, 3)?;
+                let n = if mode == "first" {
+                    // n = RPUSH KEYS[3] entry; if n == 1 then PEXPIRE KEYS[3] ARGV[4] end
+                    let n = self.rpush(queue, &entry)?;
+                    if n == 1 {
+                        self.pexpire(queue, qttl)?;
+                    }
+                    n
+                } else {
+                    // n = LPOS KEYS[3] entry; n = n + 1 or RPUSH; PEXPIRE KEYS[3] ARGV[4]
+                    let n = match self.lpos(queue, &entry)? {
+                        Some(i) => i + 1,
+                        None => self.rpush(queue, &entry)?,
+                    };
+                    self.pexpire(queue, qttl)?;
+                    n
+                };
+                // if n == 1 or mode == 'retry' then return {0, PTTL} end; return {0, -3}
+                if n == 1 || mode == "retry" { Ok(pair(0, self.pttl(key))) } else { Ok(pair(0, -3)) }
+            }
+        }
+    }
+
+    fn release(&mut self, keys: &[String], args: &[String], fx: &mut Effects) -> R<Reply> {
+        let (key, fence_key, queue) = (nth(keys, 0)?, nth(keys, 1)?, nth(keys, 2)?);
+        let token = nth(args, 0)?;
+        // if GET KEYS[1] ~= ARGV[1] then LREM KEYS[3] 0 ARGV[2]; return 0 end
+        let owner = self.get(key)?;
+        if owner.as_deref() != Some(token) && self.bug != Bug::ReleaseWithoutOwnerCheck {
+            self.lrem(queue, 0, nth(args, 1)?)?;
+            return Ok(int(0));
+        }
+        loop {
+            // local nxt = LPOP KEYS[3]; if not nxt then DEL KEYS[1]; return 1 end
+            let Some(nxt) = self.lpop(queue)? else {
+                self.del(key);
+                return Ok(int(1));
+            };
+            // split at the first ':'; a waiter other than us gets the lock and the message
+            if let Some((tok, ttl)) = nxt.split_once(':')
+                && tok != token
+            {
+                self.set_px(key, tok, ttl)?;
+                let fence = self.bump(fence_key, nth(args, 3)?)?;
+                fx.grants.push(Grant { key: key.to_owned(), token: tok.to_owned(), fence });
+                fx.publishes.push((nth(args, 2)?.to_owned(), format!("{tok}:{fence}")));
+                return Ok(int(2));
+            }
+        }
+    }
+
+    fn extend(&mut self, keys: &[String], args: &[String]) -> R<Reply> {
+        let n = keys.len();
+        let mut out = Vec::with_capacity(n);
+        for (i, key) in keys.iter().enumerate() {
+            // local cur = redis.pcall('GET', KEYS[i]); if cur == ARGV[i] then PEXPIRE ... end
+            let cur = self.get(key);
+            let ours = matches!(&cur, Ok(Some(c)) if Some(c.as_str()) == args.get(i).map(String::as_str));
+            if ours || self.bug == Bug::ExtendWithoutOwnerCheck {
+                self.pexpire(key, nth(args, n + i)?)?;
+                out.push(int(1));
+            } else {
+                out.push(int(0));
+            }
+        }
+        Ok(Reply::Array(out))
+    }
+
+    // ------------------------------------------------------------ replication, ROLE, restart
+
+    fn replicate(&mut self, now: u64, dice: &mut Dice) {
+        self.offset += 1;
+        for r in &mut self.replicas {
+            let prev = r.applied_at.last().copied().unwrap_or(0);
+            let mut at = (now + dice.range(r.lag.0, r.lag.1)).max(prev);
+            for &(from, until) in &r.stalls {
+                if (from..until).contains(&at) {
+                    at = until;
+                }
+            }
+            r.applied_at.push(at);
+        }
+    }
+
+    /// The replication offset after the latest write.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Replicas holding every write up to `offset` at `at`.
+    pub fn acked(&self, offset: u64, at: u64) -> u32 {
+        if offset == 0 {
+            return self.replicas.len() as u32;
+        }
+        self.replicas.iter().filter(|r| r.applied_at.get(offset as usize - 1).is_some_and(|&t| t <= at)).count() as u32
+    }
+
+    /// When `WAIT n timeout` issued at `now` for writes up to `offset` returns: once `n`
+    /// replicas hold them, or at the timeout. `None`: never (a zero timeout blocks for ever).
+    pub fn wait_done(&self, offset: u64, n: u32, now: u64, timeout_ms: u64) -> Option<u64> {
+        if self.acked(offset, now) >= n {
+            return Some(now);
+        }
+        let mut times: Vec<u64> = self
+            .replicas
+            .iter()
+            .filter_map(|r| if offset == 0 { Some(now) } else { r.applied_at.get(offset as usize - 1).copied() })
+            .collect();
+        times.sort_unstable();
+        let reached = (n as usize).checked_sub(1).and_then(|i| times.get(i)).map(|&t| t.max(now));
+        if timeout_ms == 0 {
+            return reached;
+        }
+        let limit = now + timeout_ms * MS;
+        Some(reached.map_or(limit, |t| t.min(limit)))
+    }
+
+    pub fn role(&self) -> Reply {
+        let replicas = (0..self.replicas.len())
+            .map(|i| {
+                Reply::Array(vec![
+                    Reply::Data(b"127.0.0.1".to_vec()),
+                    Reply::Data(format!("{}", 7000 + i).into_bytes()),
+                    Reply::Data(self.offset.to_string().into_bytes()),
+                ])
+            })
+            .collect();
+        Reply::Array(vec![Reply::Data(b"master".to_vec()), int(self.offset as i64), Reply::Array(replicas)])
+    }
+
+    /// A restart without persistence: the keyspace is gone, and scripts get `LOADING` for a
+    /// while.
+    pub fn restart(&mut self, now: u64, loading: u64) {
+        self.keys.clear();
+        self.restarts += 1;
+        self.loading_until = now + loading;
+    }
+
+    /// A key of the wrong type for a lock (a list), without expiry.
+    pub fn put_list(&mut self, key: &str) {
+        self.keys.insert(key.to_owned(), Entry { value: Value::List(VecDeque::from(["x".to_owned()])), expires: None });
+    }
+
+    // ------------------------------------------------------------ views for the checker
+
+    fn live(&self, key: &str, now: u64) -> Option<&Entry> {
+        self.keys.get(key).filter(|e| e.expires.is_none_or(|x| x > now))
+    }
+
+    /// The string a key holds at `now`.
+    pub fn string(&self, key: &str, now: u64) -> Option<&str> {
+        match self.live(key, now) {
+            Some(Entry { value: Value::Str(s), .. }) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// When a key expires.
+    pub fn expiry(&self, key: &str, now: u64) -> Option<u64> {
+        self.live(key, now).and_then(|e| e.expires)
+    }
+
+    /// Live keys without an expiry.
+    pub fn keys_without_ttl(&self, now: u64) -> impl Iterator<Item = &str> {
+        self.keys
+            .iter()
+            .filter(move |(_, e)| e.expires.is_none())
+            .map(|(k, _)| k.as_str())
+            .filter(move |k| self.live(k, now).is_some())
+    }
+
+    /// Every live `(key, element)` of every list.
+    pub fn list_entries(&self, now: u64) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (k, e) in &self.keys {
+            if let (Value::List(l), true) = (&e.value, e.expires.is_none_or(|x| x > now)) {
+                out.extend(l.iter().map(|v| (k.clone(), v.clone())));
+            }
+        }
+        out
+    }
+
+    /// Every live string key and its value.
+    pub fn strings(&self, now: u64) -> Vec<(String, String)> {
+        self.keys
+            .iter()
+            .filter(|(_, e)| e.expires.is_none_or(|x| x > now))
+            .filter_map(|(k, e)| match &e.value {
+                Value::Str(s) => Some((k.clone(), s.clone())),
+                Value::List(_) => None,
+            })
+            .collect()
+    }
+
+    /// The restart count when `token` was last granted a key.
+    pub fn grant_epoch(&self, token: &str) -> Option<u32> {
+        self.grant_epoch.get(token).copied()
+    }
+}

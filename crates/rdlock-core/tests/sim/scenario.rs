@@ -1,0 +1,138 @@
+//! One scenario, drawn from a seed: the cast (clients, keys, replicas), the network's
+//! manners and the faults, each switched on or off by the seed so that clean and hostile
+//! runs both occur.
+
+use super::MS;
+use super::dice::Dice;
+use super::fake::Bug;
+
+/// Something that goes wrong at a scripted instant.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// The client stops processing (no input reaches its engine) for this long.
+    Pause { client: usize, ns: u64 },
+    /// The client vanishes for good; its keys expire.
+    Crash { client: usize },
+    /// The client's pub/sub connection drops (and reconnects at once).
+    DropPubSub { client: usize },
+    /// The server restarts without persistence, answering `LOADING` for this long.
+    Restart { loading: u64 },
+}
+
+/// Lock names of different shapes: plain, with a hash tag, with an unmatched brace.
+const KEY_POOL: [&str; 5] = ["orders", "{user:42}:lock", "a{b", "job:7", "{tag}"];
+/// A key that holds a list, so that locking it must fail with `WRONGTYPE`.
+pub const WRONGTYPE_KEY: &str = "not-a-lock";
+
+/// A replica's lag range and the windows in which it applies nothing.
+#[derive(Clone, Debug)]
+pub struct ReplicaSpec {
+    pub lag: (u64, u64),
+    pub stalls: Vec<(u64, u64)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub seed: u64,
+    pub bug: Bug,
+    pub clients: usize,
+    pub workers: usize,
+    pub keys: Vec<String>,
+    pub wrongtype: bool,
+    pub replicas: Vec<ReplicaSpec>,
+    /// One-way network delay range, and the chance and size of a spike.
+    pub delay: (u64, u64),
+    pub spike: (f64, u64),
+    pub req_loss: f64,
+    pub reply_loss: f64,
+    pub msg_loss: f64,
+    /// The driver reports `Timeout` this long after sending when no reply came.
+    pub response_timeout: u64,
+    /// Clients start new work until then; afterwards faults stop and the world quiesces.
+    pub active: u64,
+    pub faults: Vec<(u64, Fault)>,
+    /// `TIME` at virtual 0, in microseconds.
+    pub epoch_us: u64,
+    /// Lock TTLs are drawn from this range (ms).
+    pub ttl_ms: (u64, u64),
+}
+
+impl Scenario {
+    pub fn new(seed: u64, bug: Bug) -> Self {
+        let mut d = Dice::new(seed ^ 0x5ce7_a410);
+        let clients = d.range(2, 4) as usize;
+        let nkeys = d.range(1, 3) as usize;
+        let first = d.below(KEY_POOL.len());
+        let keys = (0..nkeys).map(|i| KEY_POOL[(first + i) % KEY_POOL.len()].to_owned()).collect();
+        let active = d.range(300, 900) * MS;
+        let replicas = (0..d.range(0, 2) * u64::from(d.chance(0.6)))
+            .map(|_| {
+                let lo = d.range(0, 3) * MS / 2;
+                let lag = (lo, lo + d.range(0, 15) * MS);
+                let stalls = if d.chance(0.3) {
+                    let from = d.range(0, active / MS) * MS;
+                    vec![(from, from + d.range(20, 300) * MS)]
+                } else {
+                    Vec::new()
+                };
+                ReplicaSpec { lag, stalls }
+            })
+            .collect();
+        let lo = d.range(100, 2000) * 1000;
+        let delay = (lo, lo + d.range(0, 4000) * 1000);
+        let spike = if d.chance(0.3) { (0.02, d.range(5, 40) * MS) } else { (0.0, 0) };
+        let lossy = d.chance(0.4);
+        let loss = |d: &mut Dice| if lossy && d.chance(0.7) { d.range(5, 60) as f64 / 1000.0 } else { 0.0 };
+        let (req_loss, reply_loss) = (loss(&mut d), loss(&mut d));
+        let msg_loss = if d.chance(0.3) { d.range(50, 500) as f64 / 1000.0 } else { 0.0 };
+        let ttl_ms = if d.chance(0.5) { (50, 200) } else { (50, 500) };
+        let mut faults = Vec::new();
+        let at = |d: &mut Dice| d.range(10, active / MS) * MS;
+        if d.chance(0.3) {
+            for _ in 0..d.range(1, 2) {
+                let f = Fault::Pause { client: d.below(clients), ns: d.range(10, 700) * MS };
+                faults.push((at(&mut d), f));
+            }
+        }
+        if d.chance(0.2) {
+            faults.push((at(&mut d), Fault::Crash { client: d.below(clients) }));
+        }
+        if d.chance(0.25) {
+            for _ in 0..d.range(1, 3) {
+                faults.push((at(&mut d), Fault::DropPubSub { client: d.below(clients) }));
+            }
+        }
+        if d.chance(0.1) {
+            faults.push((at(&mut d), Fault::Restart { loading: d.range(0, 30) * MS }));
+        }
+        faults.sort_by_key(|f| f.0);
+        Self {
+            seed,
+            bug,
+            clients,
+            workers: d.range(1, 2) as usize,
+            keys,
+            wrongtype: d.chance(0.1),
+            replicas,
+            delay,
+            spike,
+            req_loss,
+            reply_loss,
+            msg_loss,
+            response_timeout: d.range(60, 150) * MS,
+            active,
+            faults,
+            epoch_us: 1_700_000_000_000_000 + d.range(0, 1 << 40),
+            ttl_ms,
+        }
+    }
+
+    /// The longest one-way trip a message can take.
+    pub fn max_delay(&self) -> u64 {
+        self.delay.1.max(self.spike.1)
+    }
+
+    pub fn lossy(&self) -> bool {
+        self.req_loss > 0.0 || self.reply_loss > 0.0
+    }
+}

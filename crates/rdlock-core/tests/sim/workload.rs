@@ -1,0 +1,183 @@
+//! What the clients do: each worker loops lock → hold → release over the shared keys, with
+//! try-locks and waits (with and without deadline), auto-renew on and off, manual extends,
+//! cancelled waits, dropped guards and replica confirmation.
+
+use std::time::Duration;
+
+use rdlock_core::{Acquire, Confirm, Event, LockId, LockOptions};
+
+use super::scenario::WRONGTYPE_KEY;
+use super::world::World;
+use super::{MS, at};
+
+#[derive(Clone, Copy, Debug, Default)]
+enum State {
+    #[default]
+    Idle,
+    Acquiring {
+        lock: LockId,
+        ttl_ms: u64,
+        auto_renew: bool,
+    },
+    Holding {
+        lock: LockId,
+        extend_at: Option<u64>,
+        release_at: u64,
+    },
+}
+
+/// One sequential user of locks inside a client.
+#[derive(Debug, Default)]
+pub struct Worker {
+    state: State,
+    /// Invalidates planned steps of an earlier state.
+    nonce: u64,
+}
+
+impl Worker {
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle)
+    }
+
+    pub(super) fn bump(&mut self) -> u64 {
+        self.nonce += 1;
+        self.nonce
+    }
+
+    fn lock(&self) -> Option<LockId> {
+        match self.state {
+            State::Idle => None,
+            State::Acquiring { lock, .. } | State::Holding { lock, .. } => Some(lock),
+        }
+    }
+}
+
+impl World {
+    /// A planned step of worker `w` of client `c` is due.
+    pub(super) fn act(&mut self, c: usize, w: usize, nonce: u64) {
+        let worker = &self.clients[c].workers[w];
+        if worker.nonce != nonce {
+            return;
+        }
+        let t = at(self.now);
+        match worker.state {
+            State::Idle if self.now < self.sc.active => self.start(c, w),
+            State::Idle => {}
+            State::Acquiring { lock, .. } => {
+                self.log(|| format!("c{c} cancels {lock:?}"));
+                self.clients[c].engine.abandon(lock, t);
+                self.checker.on_release_called(c, lock, true);
+                self.idle(c, w);
+            }
+            State::Holding { lock, extend_at: Some(x), release_at } if x <= self.now => {
+                let ok = self.clients[c].engine.extend(lock, t).is_ok();
+                self.log(|| format!("c{c} extends {lock:?}: {ok}"));
+                self.checker.on_extend(c, lock, ok, self.now);
+                self.clients[c].workers[w].state = State::Holding { lock, extend_at: None, release_at };
+                self.plan(c, w, release_at.saturating_sub(self.now));
+            }
+            State::Holding { lock, .. } => {
+                if self.dice.chance(0.85) {
+                    self.release(c, lock);
+                } else {
+                    self.log(|| format!("c{c} drops {lock:?}"));
+                    self.clients[c].engine.abandon(lock, t);
+                    self.checker.on_release_called(c, lock, true);
+                }
+                self.idle(c, w);
+            }
+        }
+    }
+
+    fn release(&mut self, c: usize, lock: LockId) {
+        self.log(|| format!("c{c} releases {lock:?}"));
+        if let Err(e) = self.clients[c].engine.release(lock, at(self.now)) {
+            self.checker.fail(self.now, format!("client {c}: release of held {lock:?} refused: {e}"));
+        }
+        self.checker.on_release_called(c, lock, false);
+    }
+
+    fn idle(&mut self, c: usize, w: usize) {
+        self.clients[c].workers[w].state = State::Idle;
+        let think = self.dice.range(1, 60) * MS;
+        self.plan(c, w, think);
+    }
+
+    fn start(&mut self, c: usize, w: usize) {
+        let d = &mut self.dice;
+        let mut keys: Vec<&str> = self.sc.keys.iter().map(String::as_str).collect();
+        if self.sc.wrongtype && d.chance(0.15) {
+            keys.push(WRONGTYPE_KEY);
+        }
+        keys.retain(|k| !self.clients[c].live.contains_key(*k));
+        if keys.is_empty() {
+            let later = d.range(5, 30) * MS;
+            return self.plan(c, w, later);
+        }
+        let key = keys[d.below(keys.len())].to_owned();
+        let ttl_ms = d.range(self.sc.ttl_ms.0, self.sc.ttl_ms.1);
+        let replicas = self.sc.replicas.len() as u64;
+        let confirm = if d.chance(if replicas > 0 { 0.3 } else { 0.05 }) {
+            let timeout = Duration::from_millis(d.range(2, 40.min(ttl_ms - 1)));
+            match d.below(3) {
+                0 => Confirm::AtLeast { replicas: d.range(1, replicas + 1) as u32, timeout },
+                1 => Confirm::All { timeout },
+                _ => Confirm::Majority { timeout },
+            }
+        } else {
+            Confirm::None
+        };
+        let opts = LockOptions {
+            ttl: Duration::from_millis(ttl_ms),
+            auto_renew: d.chance(0.6),
+            confirm,
+            poll_cap: Duration::from_millis(d.range(10, 200)),
+        };
+        let deadline = match d.below(10) {
+            0..=2 => None,
+            3..=7 => Some(Some(self.now + d.range(10, 800) * MS)),
+            _ => Some(None),
+        };
+        let cancel = deadline.is_some() && d.chance(0.1);
+        let cancel_after = d.range(1, 300) * MS;
+        let how = match deadline {
+            None => Acquire::Try,
+            Some(dl) => Acquire::Wait { deadline: dl.map(at) },
+        };
+        match self.clients[c].engine.acquire(&key, opts, how, at(self.now)) {
+            Ok(lock) => {
+                self.log(|| format!("c{c} acquires {lock:?} on {key} {how:?} {opts:?}"));
+                self.clients[c].live.insert(key.clone(), lock);
+                self.checker.on_acquire(c, lock, &key, opts, deadline, self.now);
+                let worker = &mut self.clients[c].workers[w];
+                worker.state = State::Acquiring { lock, ttl_ms, auto_renew: opts.auto_renew };
+                worker.bump();
+                if cancel {
+                    self.plan(c, w, cancel_after);
+                }
+            }
+            Err(e) => self.checker.fail(self.now, format!("client {c}: valid acquire of {key} refused: {e}")),
+        }
+    }
+
+    /// An event for one of client `c`'s locks moves the worker that owns it along.
+    pub(super) fn on_lock_event(&mut self, c: usize, lock: LockId, ev: Event) {
+        let Some(w) = self.clients[c].workers.iter().position(|wk| wk.lock() == Some(lock)) else { return };
+        match (self.clients[c].workers[w].state, ev) {
+            (State::Acquiring { ttl_ms, auto_renew, .. }, Event::Acquired { .. }) => {
+                let hold = self.dice.range(1, ttl_ms * 3 / 2) * MS;
+                let release_at = self.now + hold;
+                let extend_at = (!auto_renew && self.dice.chance(0.4)).then(|| self.now + self.dice.range(0, hold));
+                self.clients[c].workers[w].state = State::Holding { lock, extend_at, release_at };
+                let next = extend_at.unwrap_or(release_at);
+                self.plan(c, w, next - self.now);
+            }
+            (State::Acquiring { .. }, _) => self.idle(c, w),
+            (State::Holding { .. }, Event::Lost { .. }) => {
+                self.release(c, lock);
+                self.idle(c, w);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! One test per transition of the engine, driven by hand: what it sends, what it reports,
+//! and when it wants to be woken.
+
+use std::time::{Duration, Instant};
+
+use rdlock_core::{
+    Acquire, Command, Confirm, Engine, EngineConfig, Event, InvalidInput, LockError, LockId, LockOptions, LostReason,
+    MAX_TTL, MIN_TTL, Misuse, Reply, Request, RequestId, Route, Script, Transmit, TransportError,
+};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn opts(ttl_ms: u64) -> LockOptions {
+    LockOptions { ttl: ms(ttl_ms), auto_renew: false, confirm: Confirm::None, poll_cap: ms(100) }
+}
+
+fn pair(a: i64, b: i64) -> Vec<Reply> {
+    vec![Reply::Array(vec![Reply::Int(a), Reply::Int(b)])]
+}
+
+/// An engine, a hand-moved clock, and helpers to drain and answer it.
+struct H {
+    e: Engine,
+    t0: Instant,
+    now: Instant,
+    subs: Vec<Transmit>,
+}
+
+impl H {
+    fn new() -> Self {
+        Self::with(EngineConfig { seed: 7, ..EngineConfig::default() })
+    }
+
+    fn with(config: EngineConfig) -> Self {
+        #[allow(clippy::disallowed_methods)] // the test's one clock reading; time then moves by hand
+        let t0 = Instant::now();
+        Self { e: Engine::new(config), t0, now: t0, subs: Vec::new() }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+    }
+
+    /// Requests sent since the last call; (un)subscriptions are kept in `subs`.
+    fn sent(&mut self) -> Vec<Request> {
+        let mut out = Vec::new();
+        while let Some(t) = self.e.poll_transmit() {
+            match t {
+                Transmit::Request(r) => out.push(r),
+                other => self.subs.push(other),
+            }
+        }
+        out
+    }
+
+    /// Exactly one request was sent; returns it.
+    fn one(&mut self) -> Request {
+        let mut sent = self.sent();
+        assert_eq!(sent.len(), 1, "expected one request, got {sent:?}");
+        sent.remove(0)
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.e.poll_event()).map(|(_, e)| e).collect()
+    }
+
+    fn reply(&mut self, req: &Request, replies: Vec<Reply>) {
+        self.e.handle_reply(req.id, Ok(replies), self.now).expect("a pending request");
+    }
+
+    fn fail(&mut self, req: &Request) {
+        self.e.handle_reply(req.id, Err(TransportError::Timeout), self.now).expect("a pending request");
+    }
+
+    fn acquire(&mut self, key: &str, o: LockOptions, how: Acquire) -> LockId {
+        self.e.acquire(key, o, how, self.now).expect("valid input")
+    }
+
+    /// Moves to the engine's next timer and fires it.
+    fn fire(&mut self) {
+        let at = self.e.poll_timeout().expect("a timer");
+        assert!(at >= self.now, "timer in the past");
+        self.now = at;
+        self.e.handle_timeout(self.now);
+    }
+
+    /// A held lock on `key`, acquired now.
+    fn held(&mut self, key: &str, o: LockOptions) -> (LockId, Request) {
+        let id = self.acquire(key, o, Acquire::Wait { deadline: None });
+        let req = self.one();
+        self.reply(&req, pair(1, 10));
+        assert!(matches!(self.events()[..], [Event::Acquired { fence: 10, .. }]));
+        (id, req)
+    }
+
+    /// A wait queued behind another holder, its subscription confirmed and re-checked.
+    fn queued(&mut self, key: &str, o: LockOptions, deadline: Option<Instant>) -> (LockId, String) {
+        let id = self.acquire(key, o, Acquire::Wait { deadline });
+        let first = self.one();
+        assert_eq!(args(&first)[2], "first");
+        self.reply(&first, pair(0, -3));
+        let channel = format!("{{{key}}}:rdlock:handoff");
+        assert!(self.sent().is_empty(), "waits for the subscription");
+        assert_eq!(self.subs, vec![Transmit::Subscribe(channel.clone())]);
+        self.e.handle_subscribed(&channel, self.now);
+        let recheck = self.one();
+        assert_eq!(args(&recheck)[2], "retry");
+        self.reply(&recheck, pair(0, 500));
+        assert!(self.events().is_empty());
+        (id, token(&first))
+    }
+}
+
+fn script(req: &Request) -> (Script, &[String], &[String]) {
+    match &req.commands[0] {
+        Command::Script { script, keys, args } => (*script, keys, args),
+        other => panic!("not a script: {other:?}"),
+    }
+}
+
+fn args(req: &Request) -> &[String] {
+    script(req).2
+}
+
+fn token(req: &Request) -> String {
+    args(req)[0].clone()
+}
+
+// ---------------------------------------------------------------- acquiring
+
+#[test]
+fn acquire_sends_one_script_and_reports_acquired() {
+    let mut h = H::new();
+    let o = opts(1000);
+    h.acquire("orders", o, Acquire::Wait { deadline: None });
+    let req = h.one();
+    assert_eq!(req.route, Route::Commands);
+    let (s, keys, args) = script(&req);
+    assert_eq!(s, Script::Acquire);
+    assert_eq!(keys, ["orders", "{orders}:rdlock:fence", "{orders}:rdlock:queue"]);
+    assert_eq!(args[1..3], ["1000".to_owned(), "first".to_owned()]);
+    let sent_at = h.now;
+    h.advance(ms(5));
+    h.reply(&req, pair(1, 42));
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 42, valid_until: o.valid_until(sent_at) }]);
+    assert!(h.subs.is_empty(), "no subscription when the lock was free");
+}
+
+#[test]
+fn try_lock_reports_busy_without_queuing() {
+    let mut h = H::new();
+    let id = h.acquire("orders", opts(1000), Acquire::Try);
+    let req = h.one();
+    assert_eq!(args(&req)[2], "try");
+    h.reply(&req, pair(0, 1500));
+    assert_eq!(h.events(), vec![Event::Busy { holder_ttl: Some(ms(1500)) }]);
+    assert_eq!(h.e.lock_info(id), None, "finished");
+    assert!(h.sent().is_empty() && h.subs.is_empty());
+}
+
+#[test]
+fn hand_off_message_acquires_without_a_round_trip() {
+    let mut h = H::new();
+    let o = opts(1000);
+    let (_, tok) = h.queued("orders", o, None);
+    let recheck_sent_at = h.now;
+    h.advance(ms(30));
+    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:77").as_bytes(), h.now);
+    assert!(h.sent().is_empty(), "no extra round trip");
+    // Valid from the last attempt that saw another holder: the hand-off came after it.
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: o.valid_until(recheck_sent_at) }]);
+}
+
+#[test]
+fn messages_for_others_or_garbage_are_ignored() {
+    let mut h = H::new();
+    let (_, tok) = h.queued("orders", opts(1000), None);
+    for (channel, payload) in [
+        ("{orders}:rdlock:handoff", "someone-else:5".to_owned()),
+        ("{orders}:rdlock:handoff", format!("{tok}:not-a-number")),
+        ("{jobs}:rdlock:handoff", format!("{tok}:5")),
+        ("{orders}:rdlock:handoff", "no separator".to_owned()),
+    ] {
+        h.e.handle_message(channel, payload.as_bytes(), h.now);
+        h.e.handle_message(channel, &[0xff, 0xfe], h.now);
+    }
+    assert!(h.events().is_empty() && h.sent().is_empty());
+}
+
+#[test]
+fn hand_off_during_an_attempt_is_confirmed_by_the_reply() {
+    let mut h = H::new();
+    let (_, tok) = h.queued("orders", opts(1000), None);
+    h.fire(); // the poll
+    let attempt = h.one();
+    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:77").as_bytes(), h.now);
+    assert!(h.events().is_empty(), "waits for the attempt in flight");
+    h.reply(&attempt, pair(1, 77));
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
+}
+
+#[test]
+fn hand_off_during_an_attempt_that_saw_another_holder_is_checked_again() {
+    // The hand-off may predate the attempt (a lost request, then the handed lease expired
+    // and someone else took the key): only the server can say which.
+    let mut h = H::new();
+    let (_, tok) = h.queued("orders", opts(1000), None);
+    h.fire();
+    let attempt = h.one();
+    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:77").as_bytes(), h.now);
+    h.reply(&attempt, pair(0, 400));
+    assert!(h.events().is_empty(), "a stale hand-off is not trusted");
+    let check = h.one();
+    assert_eq!(args(&check)[2], "retry");
+    h.reply(&check, pair(0, 390));
+    assert!(h.events().is_empty(), "it was stale: keep waiting");
+    assert!(h.e.poll_timeout().is_some());
+}
+
+#[test]
+fn waiters_poll_at_most_every_poll_cap() {
+    let mut h = H::new();
+    let o = LockOptions { poll_cap: ms(40), ..opts(1000) };
+    let (_, _) = h.queued("orders", o, None);
+    let polled_at = h.now;
+    let next = h.e.poll_timeout().expect("a poll timer");
+    assert!(next >= polled_at + ms(20) && next <= polled_at + ms(40), "{:?}", next - polled_at);
+    h.fire();
+    assert_eq!(args(&h.one())[2], "retry");
+}
+
+#[test]
+fn waiters_poll_when_the_holders_lease_ends() {
+    let mut h = H::new();
+    h.acquire("orders", opts(1000), Acquire::Wait { deadline: None });
+    let first = h.one();
+    h.reply(&first, pair(0, 5)); // position 1: the holder has 5 ms left
+    assert_eq!(h.e.poll_timeout(), Some(h.now + ms(6)));
+}
+
+#[test]
+fn subscription_confirmed_after_the_attempt_triggers_a_recheck() {
+    let mut h = H::new();
+    h.acquire("orders", opts(1000), Acquire::Wait { deadline: None });
+    let first = h.one();
+    h.reply(&first, pair(0, -3));
+    assert!(h.sent().is_empty());
+    h.e.handle_subscribed("{orders}:rdlock:handoff", h.now);
+    assert_eq!(args(&h.one())[2], "retry", "a hand-off may have come before the subscription");
+}
+
+#[test]
+fn lost_pubsub_connection_resubscribes_and_rechecks() {
+    let mut h = H::new();
+    h.queued("orders", opts(1000), None);
+    h.subs.clear();
+    h.e.handle_subscriptions_lost(h.now);
+    assert!(h.sent().is_empty());
+    assert_eq!(h.subs, vec![Transmit::Subscribe("{orders}:rdlock:handoff".into())]);
+    h.e.handle_subscribed("{orders}:rdlock:handoff", h.now);
+    assert_eq!(args(&h.one())[2], "retry");
+}
+
+#[test]
+fn deadline_times_out_and_leaves_the_queue() {
+    let mut h = H::new();
+    let deadline = h.now + ms(150);
+    let (id, tok) = h.queued("orders", LockOptions { poll_cap: ms(1000), ..opts(1000) }, Some(deadline));
+    h.fire();
+    assert_eq!(h.now, deadline);
+    assert_eq!(h.events(), vec![Event::TimedOut]);
+    let leave = h.one();
+    let (s, _, a) = script(&leave);
+    assert_eq!((s, a[0].as_str(), a[1].as_str()), (Script::Release, tok.as_str(), format!("{tok}:1000").as_str()));
+    h.reply(&leave, vec![Reply::Int(0)]);
+    assert!(h.events().is_empty());
+    assert_eq!(h.e.lock_info(id), None);
+}
+
+#[test]
+fn deadline_during_an_attempt_times_out_at_once() {
+    let mut h = H::new();
+    let deadline = h.now + ms(50);
+    h.acquire("orders", opts(1000), Acquire::Wait { deadline: Some(deadline) });
+    let attempt = h.one();
+    h.fire();
+    assert_eq!((h.now, h.events()), (deadline, vec![Event::TimedOut]));
+    h.reply(&attempt, pair(1, 3)); // it won after all: give it back, silently
+    assert_eq!(script(&h.one()).0, Script::Release);
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn abandon_during_an_attempt_releases_silently() {
+    let mut h = H::new();
+    let id = h.acquire("orders", opts(1000), Acquire::Wait { deadline: None });
+    let attempt = h.one();
+    h.e.abandon(id, h.now);
+    assert!(h.sent().is_empty(), "waits for the attempt in flight");
+    h.reply(&attempt, pair(1, 5));
+    let release = h.one();
+    assert_eq!(script(&release).0, Script::Release);
+    h.reply(&release, vec![Reply::Int(1)]);
+    assert!(h.events().is_empty());
+    assert_eq!(h.e.lock_info(id), None);
+    assert_eq!(h.e.release(id, h.now), Err(Misuse::UnknownLock(id)));
+}
+
+// ---------------------------------------------------------------- replica confirmation
+
+#[test]
+fn confirm_shortfall_releases_then_reports() {
+    let mut h = H::new();
+    let o = LockOptions { confirm: Confirm::AtLeast { replicas: 2, timeout: ms(10) }, ..opts(1000) };
+    h.acquire("orders", o, Acquire::Wait { deadline: None });
+    let req = h.one();
+    assert_eq!(req.route, Route::Confirm);
+    assert_eq!(req.commands[1], Command::Wait { replicas: 2, timeout_ms: 10 });
+    h.reply(&req, vec![pair(1, 9).remove(0), Reply::Int(1)]);
+    let release = h.one();
+    assert_eq!((script(&release).0, release.route), (Script::Release, Route::Confirm));
+    assert!(h.events().is_empty(), "reported once the lock is given back");
+    h.reply(&release, vec![Reply::Int(1)]);
+    assert_eq!(h.events(), vec![Event::ReplicationShortfall { acked: 1, wanted: 2 }]);
+}
+
+#[test]
+fn confirm_all_counts_replicas_first() {
+    let mut h = H::new();
+    let o = LockOptions { confirm: Confirm::All { timeout: ms(10) }, ..opts(1000) };
+    h.acquire("orders", o, Acquire::Wait { deadline: None });
+    let role = h.one();
+    assert_eq!(role.commands, vec![Command::Role]);
+    let replica = Reply::Array(vec![Reply::Data(b"127.0.0.1".to_vec()), Reply::Data(b"7001".to_vec())]);
+    h.reply(
+        &role,
+        vec![Reply::Array(vec![Reply::Data(b"master".to_vec()), Reply::Int(0), Reply::Array(vec![replica; 3])])],
+    );
+    let attempt = h.one();
+    assert_eq!(attempt.commands[1], Command::Wait { replicas: 3, timeout_ms: 10 });
+    h.reply(&attempt, vec![pair(1, 4).remove(0), Reply::Int(3)]);
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 4, .. }]));
+}
+
+fn master_with(n: usize) -> Vec<Reply> {
+    let replica = Reply::Array(vec![Reply::Data(b"127.0.0.1".to_vec()), Reply::Data(b"7001".to_vec())]);
+    vec![Reply::Array(vec![Reply::Data(b"master".to_vec()), Reply::Int(0), Reply::Array(vec![replica; n])])]
+}
+
+#[test]
+fn try_lock_that_counts_replicas_does_not_queue() {
+    let mut h = H::new();
+    let o = LockOptions { confirm: Confirm::Majority { timeout: ms(10) }, ..opts(1000) };
+    h.acquire("orders", o, Acquire::Try);
+    let role = h.one();
+    h.reply(&role, master_with(2));
+    assert_eq!(args(&h.one())[2], "try");
+}
+
+#[test]
+fn abandon_while_counting_replicas_reports_nothing() {
+    let mut h = H::new();
+    let o = LockOptions { confirm: Confirm::All { timeout: ms(10) }, ..opts(1000) };
+    let id = h.acquire("orders", o, Acquire::Wait { deadline: None });
+    let role = h.one();
+    h.e.abandon(id, h.now);
+    h.fail(&role);
+    assert!(h.events().is_empty());
+    assert!(h.sent().is_empty(), "never reached the server: nothing to clean up");
+}
+
+#[test]
+fn a_queued_wait_that_fails_while_recounting_leaves_the_queue() {
+    let config = EngineConfig { seed: 7, replica_count_max_age: ms(10), ..EngineConfig::default() };
+    let mut h = H::with(config);
+    let o = LockOptions { confirm: Confirm::All { timeout: ms(5) }, poll_cap: ms(50), ..opts(1000) };
+    h.acquire("orders", o, Acquire::Wait { deadline: None });
+    let role = h.one();
+    h.reply(&role, master_with(1));
+    let first = h.one();
+    h.reply(&first, vec![pair(0, -3).remove(0), Reply::Int(1)]);
+    h.sent();
+    h.fire(); // the poll: the replica count is stale by now
+    let recount = h.one();
+    assert_eq!(recount.commands, vec![Command::Role]);
+    h.fail(&recount);
+    assert!(matches!(h.events()[..], [Event::Failed(LockError::Transport(_))]));
+    assert_eq!(script(&h.one()).0, Script::Release, "the queue entry is removed");
+}
+
+// ---------------------------------------------------------------- holding
+
+#[test]
+fn renewals_are_batched_into_one_script() {
+    let mut h = H::new();
+    let o = LockOptions { auto_renew: true, ..opts(300) };
+    let keys = ["a", "b", "c"];
+    let tokens: Vec<String> = keys.iter().map(|k| token(&h.held(k, o).1)).collect();
+    h.fire();
+    assert_eq!(h.now, h.t0 + ms(100), "renewal is due at a third of the ttl");
+    let renew = h.one();
+    let (s, k, a) = script(&renew);
+    assert_eq!((s, k), (Script::Extend, &keys.map(String::from)[..]));
+    assert_eq!(a[..3], tokens[..]);
+    assert_eq!(a[3..], ["300", "300", "300"].map(String::from));
+    let sent_at = h.now;
+    h.reply(&renew, vec![Reply::Array(vec![Reply::Int(1); 3])]);
+    assert_eq!(h.events(), vec![Event::Renewed { valid_until: o.valid_until(sent_at) }; 3]);
+}
+
+#[test]
+fn renewal_batches_are_capped() {
+    let mut h = H::with(EngineConfig { seed: 7, max_renew_batch: 2, ..EngineConfig::default() });
+    let o = LockOptions { auto_renew: true, ..opts(300) };
+    for k in ["a", "b", "c"] {
+        h.held(k, o);
+    }
+    h.fire();
+    let sizes: Vec<usize> = h.sent().iter().map(|r| script(r).1.len()).collect();
+    assert_eq!(sizes, vec![2, 1]);
+}
+
+#[test]
+fn renewal_not_owner_is_lost() {
+    let mut h = H::new();
+    let (id, _) = h.held("orders", LockOptions { auto_renew: true, ..opts(300) });
+    h.fire();
+    let renew = h.one();
+    h.reply(&renew, vec![Reply::Array(vec![Reply::Int(0)])]);
+    assert_eq!(h.events(), vec![Event::Lost { reason: LostReason::NotOwner }]);
+    assert_eq!(h.e.lock_info(id).and_then(|i| i.lost), Some(LostReason::NotOwner));
+    assert_eq!(h.e.poll_timeout(), None, "no more renewals");
+    assert_eq!(h.e.extend(id, h.now), Err(Misuse::NotHeld(id)));
+    h.e.release(id, h.now).expect("a lost lock can still be released");
+}
+
+#[test]
+fn renewal_failures_until_validity_ends_are_lost_expired() {
+    let mut h = H::new();
+    let o = LockOptions { auto_renew: true, ..opts(300) };
+    let (_, _) = h.held("orders", o);
+    let valid_until = o.valid_until(h.t0);
+    let mut tries = 0;
+    loop {
+        h.fire();
+        let events = h.events();
+        if !events.is_empty() {
+            assert_eq!(events, vec![Event::Lost { reason: LostReason::Expired }]);
+            assert_eq!(h.now, valid_until);
+            break;
+        }
+        for req in h.sent() {
+            assert!(h.now < valid_until, "no renewal once validity is over");
+            h.fail(&req);
+            tries += 1;
+        }
+    }
+    assert!(tries > 1, "failed renewals are retried");
+}
+
+#[test]
+fn manual_extend_renews_a_lock_without_auto_renew() {
+    let mut h = H::new();
+    let o = opts(300);
+    let (id, _) = h.held("orders", o);
+    assert_eq!(h.e.poll_timeout(), Some(o.valid_until(h.t0)), "only the validity timer");
+    h.advance(ms(50));
+    h.e.extend(id, h.now).expect("held");
+    let renew = h.one();
+    h.reply(&renew, vec![Reply::Array(vec![Reply::Int(1)])]);
+    assert_eq!(h.events(), vec![Event::Renewed { valid_until: o.valid_until(h.now) }]);
+}
+
+#[test]
+fn no_renewal_after_release() {
+    let mut h = H::new();
+    let (id, _) = h.held("orders", LockOptions { auto_renew: true, ..opts(300) });
+    h.fire();
+    let renew = h.one();
+    h.e.release(id, h.now).expect("held");
+    let release = h.one();
+    h.reply(&renew, vec![Reply::Array(vec![Reply::Int(1)])]);
+    assert!(h.events().is_empty(), "a renewal that returns after the release is ignored");
+    h.reply(&release, vec![Reply::Int(1)]);
+    assert_eq!(h.events(), vec![Event::Released { held: true }]);
+    assert!(h.e.is_empty());
+}
+
+// ---------------------------------------------------------------- releasing
+
+#[test]
+fn release_reports_whether_it_was_held() {
+    let mut h = H::new();
+    let (id, _) = h.held("orders", opts(300));
+    h.e.release(id, h.now).expect("held");
+    let release = h.one();
+    h.reply(&release, vec![Reply::Int(0)]);
+    assert_eq!(h.events(), vec![Event::Released { held: false }]);
+}
+
+#[test]
+fn release_ambiguity_resolves_to_held() {
+    let mut h = H::new();
+    let (id, _) = h.held("orders", opts(300));
+    h.e.release(id, h.now).expect("held");
+    let first = h.one();
+    h.fail(&first); // did it run?
+    let retry = h.one();
+    assert_eq!(script(&retry).0, Script::Release);
+    h.reply(&retry, vec![Reply::Int(0)]); // "not ours": the first attempt released it
+    assert_eq!(h.events(), vec![Event::Released { held: true }]);
+}
+
+#[test]
+fn release_gives_up_after_repeated_failures() {
+    let mut h = H::new();
+    let (id, _) = h.held("orders", opts(300));
+    h.e.release(id, h.now).expect("held");
+    for _ in 0..3 {
+        let req = h.one();
+        h.fail(&req);
+    }
+    assert!(matches!(h.events()[..], [Event::Failed(LockError::Transport(_))]));
+    assert_eq!(h.e.lock_info(id), None);
+}
+
+// ---------------------------------------------------------------- bad input and misuse
+
+#[test]
+fn invalid_input_is_refused_before_sending() {
+    let mut h = H::new();
+    let now = h.now;
+    let wait = Acquire::Wait { deadline: None };
+    let cases = [
+        ("", opts(100), wait, InvalidInput::EmptyKey),
+        ("k", opts(0), wait, InvalidInput::TtlOutOfRange { ttl: ms(0), min: MIN_TTL, max: MAX_TTL }),
+        (
+            "k",
+            LockOptions { ttl: MAX_TTL + ms(1), ..opts(100) },
+            wait,
+            InvalidInput::TtlOutOfRange { ttl: MAX_TTL + ms(1), min: MIN_TTL, max: MAX_TTL },
+        ),
+        ("k", opts(100), Acquire::Wait { deadline: Some(now) }, InvalidInput::DeadlinePassed),
+        ("k", LockOptions { poll_cap: ms(0), ..opts(100) }, wait, InvalidInput::PollCapZero),
+        (
+            "k",
+            LockOptions { confirm: Confirm::All { timeout: ms(0) }, ..opts(100) },
+            wait,
+            InvalidInput::ConfirmTimeoutZero,
+        ),
+        (
+            "k",
+            LockOptions { confirm: Confirm::AtLeast { replicas: 0, timeout: ms(5) }, ..opts(100) },
+            wait,
+            InvalidInput::ConfirmNoReplicas,
+        ),
+        (
+            "k",
+            LockOptions { confirm: Confirm::Majority { timeout: ms(100) }, ..opts(100) },
+            wait,
+            InvalidInput::ConfirmTimeoutTooLong { timeout: ms(100), ttl: ms(100) },
+        ),
+    ];
+    for (key, o, how, want) in cases {
+        assert_eq!(h.e.acquire(key, o, how, now), Err(want));
+    }
+    assert!(matches!(h.e.acquire("a}b", opts(100), wait, now), Err(InvalidInput::KeyNotSlotSafe(_))));
+    assert!(h.sent().is_empty() && h.subs.is_empty() && h.e.is_empty());
+}
+
+#[test]
+fn misuse_is_an_error_and_changes_nothing() {
+    let mut h = H::new();
+    let ghost = LockId(99);
+    assert_eq!(h.e.release(ghost, h.now), Err(Misuse::UnknownLock(ghost)));
+    assert_eq!(h.e.extend(ghost, h.now), Err(Misuse::UnknownLock(ghost)));
+    h.e.abandon(ghost, h.now);
+    let id = h.acquire("orders", opts(1000), Acquire::Wait { deadline: None });
+    assert_eq!(h.e.release(id, h.now), Err(Misuse::NotHeld(id)));
+    assert_eq!(h.e.extend(id, h.now), Err(Misuse::NotHeld(id)));
+    let req = h.one();
+    let unknown = RequestId(req.id.0 + 100);
+    assert_eq!(h.e.handle_reply(unknown, Ok(vec![]), h.now), Err(Misuse::UnknownRequest(unknown)));
+    h.reply(&req, pair(1, 1));
+    assert_eq!(h.e.handle_reply(req.id, Ok(pair(1, 1)), h.now), Err(Misuse::UnknownRequest(req.id)));
+    assert!(matches!(h.events()[..], [Event::Acquired { .. }]));
+}
+
+#[test]
+fn odd_replies_fail_the_lock_without_panicking() {
+    for bad in [
+        vec![],
+        vec![Reply::Nil],
+        pair(1, -5),
+        vec![Reply::Array(vec![Reply::Int(1)])],
+        vec![Reply::Data(b"x".to_vec())],
+    ] {
+        let mut h = H::new();
+        h.acquire("orders", opts(1000), Acquire::Try);
+        let req = h.one();
+        h.reply(&req, bad.clone());
+        assert!(matches!(h.events()[..], [Event::Failed(LockError::UnexpectedReply(_))]), "{bad:?}");
+    }
+    let mut h = H::new();
+    h.acquire("orders", opts(1000), Acquire::Wait { deadline: None });
+    let req = h.one();
+    let wrongtype =
+        rdlock_core::ServerError::new("WRONGTYPE", "Operation against a key holding the wrong kind of value");
+    h.reply(&req, vec![Reply::Error(wrongtype.clone())]);
+    assert_eq!(h.events(), vec![Event::Failed(LockError::Server(wrongtype))]);
+}
