@@ -1,0 +1,379 @@
+//! A fault-suite worker: contends for one rdlock lock and, while holding it, writes to the
+//! ledger (a fenced increment, then an unfenced `GET`/`SET` increment). Reads commands on
+//! stdin, logs JSON-line records on stdout; see `rdlock_faults::harness` for the commands.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdlock_faults::clock::{mono_of, mono_us, wall_of};
+use rdlock_faults::ledger;
+use rdlock_faults::record::{Event, FailKind, Record};
+use rdlock_faults::seed::Rng;
+use rdlock_tokio::{Client, ClientConfig, Confirm, Error, Guard, LockOptions};
+use redis::aio::MultiplexedConnection;
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Debug)]
+struct Opts {
+    name: String,
+    lock_url: String,
+    ledger_url: String,
+    key: String,
+    ttl: Duration,
+    poll_cap: Duration,
+    auto_renew: bool,
+    confirm: Confirm,
+    timeout: Option<Duration>,
+    gap: Duration,
+}
+
+fn parse_confirm(s: &str) -> Result<Confirm, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let ms = |p: &str| p.parse::<u64>().map(Duration::from_millis).map_err(|e| format!("--confirm {s}: {e}"));
+    match parts.as_slice() {
+        ["none"] => Ok(Confirm::None),
+        ["all", t] => Ok(Confirm::All { timeout: ms(t)? }),
+        ["majority", t] => Ok(Confirm::Majority { timeout: ms(t)? }),
+        ["atleast", n, t] => {
+            Ok(Confirm::AtLeast { replicas: n.parse().map_err(|e| format!("--confirm {s}: {e}"))?, timeout: ms(t)? })
+        }
+        _ => Err(format!("--confirm {s}: expected none, all:MS, majority:MS or atleast:N:MS")),
+    }
+}
+
+fn parse_args() -> Result<Opts, String> {
+    let mut o = Opts {
+        name: String::new(),
+        lock_url: String::new(),
+        ledger_url: String::new(),
+        key: "fault:lock".into(),
+        ttl: Duration::from_secs(1),
+        poll_cap: Duration::from_millis(200),
+        auto_renew: true,
+        confirm: Confirm::None,
+        timeout: None,
+        gap: Duration::from_millis(3),
+    };
+    for arg in std::env::args().skip(1) {
+        let (k, v) = arg.split_once('=').ok_or_else(|| format!("expected --name=value, got {arg}"))?;
+        let ms = || v.parse::<u64>().map(Duration::from_millis).map_err(|e| format!("{k}: {e}"));
+        match k {
+            "--name" => o.name = v.to_owned(),
+            "--lock-url" => o.lock_url = v.to_owned(),
+            "--ledger-url" => o.ledger_url = v.to_owned(),
+            "--key" => o.key = v.to_owned(),
+            "--ttl-ms" => o.ttl = ms()?,
+            "--poll-cap-ms" => o.poll_cap = ms()?,
+            "--auto-renew" => o.auto_renew = v.parse().map_err(|e| format!("{k}: {e}"))?,
+            "--confirm" => o.confirm = parse_confirm(v)?,
+            "--timeout-ms" => o.timeout = Some(ms()?),
+            "--gap-ms" => o.gap = ms()?,
+            _ => return Err(format!("unknown option {k}")),
+        }
+    }
+    if o.name.is_empty() || o.lock_url.is_empty() || o.ledger_url.is_empty() {
+        return Err("--name, --lock-url and --ledger-url are required".into());
+    }
+    Ok(o)
+}
+
+/// Writes records to stdout, one line each, flushed at once.
+#[derive(Debug)]
+struct Log {
+    name: String,
+    out: Mutex<std::io::Stdout>,
+}
+
+impl Log {
+    fn emit(&self, event: Event) {
+        let line = Record::now(&self.name, event).to_line();
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        // A closed stdout means the harness is gone; nothing to report to.
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+struct Held {
+    guard: Arc<Guard>,
+    fence: u64,
+    watcher: tokio::task::JoinHandle<()>,
+    lost_logged: Arc<AtomicBool>,
+    /// The ledger refused a write under this fence: a newer holder exists.
+    stale: bool,
+}
+
+struct Worker {
+    opts: Opts,
+    log: Arc<Log>,
+    client: Client,
+    ledger: MultiplexedConnection,
+    script: redis::Script,
+    held: Option<Held>,
+    rng: Rng,
+}
+
+fn fail_kind(e: &Error) -> FailKind {
+    match e {
+        Error::TimedOut => FailKind::TimedOut,
+        Error::ReplicationShortfall { .. } => FailKind::ReplicationShortfall,
+        Error::Lock(rdlock_core::LockError::NoValidityLeft) => FailKind::NoValidityLeft,
+        _ => FailKind::Other,
+    }
+}
+
+/// Logs renewals (by watching `valid_until`) and the lost signal of one hold.
+async fn watch(guard: Arc<Guard>, fence: u64, log: Arc<Log>, lost_logged: Arc<AtomicBool>) {
+    let mut last = guard.valid_until();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            biased;
+            reason = guard.lost() => {
+                log.emit(Event::Lost { fence, reason: format!("{reason:?}") });
+                lost_logged.store(true, Ordering::SeqCst);
+                return;
+            }
+            _ = tick.tick() => {
+                let v = guard.valid_until();
+                if v != last {
+                    last = v;
+                    log.emit(Event::Renewed { fence, valid_until: mono_of(v) });
+                }
+            }
+        }
+    }
+}
+
+impl Worker {
+    async fn acquire(&mut self, deadline: Option<Instant>) -> bool {
+        if self.held.is_some() {
+            self.log.emit(Event::Error { what: "acquire while holding".into() });
+            return false;
+        }
+        let start = mono_us();
+        self.log.emit(Event::Attempt);
+        let mut b = self
+            .client
+            .lock_builder(&self.opts.key)
+            .ttl(self.opts.ttl)
+            .poll_cap(self.opts.poll_cap)
+            .auto_renew(self.opts.auto_renew)
+            .confirm(self.opts.confirm);
+        let deadline = match (deadline, self.opts.timeout) {
+            (Some(d), Some(t)) => Some(d.min(Instant::now() + t)),
+            (d, t) => d.or_else(|| t.map(|t| Instant::now() + t)),
+        };
+        if let Some(d) = deadline {
+            b = b.deadline(d);
+        }
+        match b.lock().await {
+            Ok(guard) => {
+                let fence = guard.fence();
+                let v = guard.valid_until();
+                self.log.emit(Event::Acquired { fence, start, valid_until: mono_of(v), valid_until_wall: wall_of(v) });
+                let guard = Arc::new(guard);
+                let lost_logged = Arc::new(AtomicBool::new(false));
+                let watcher = tokio::spawn(watch(guard.clone(), fence, self.log.clone(), lost_logged.clone()));
+                self.held = Some(Held { guard, fence, watcher, lost_logged, stale: false });
+                true
+            }
+            Err(e) => {
+                self.log.emit(Event::AcquireFailed { kind: fail_kind(&e), error: e.to_string() });
+                false
+            }
+        }
+    }
+
+    /// One fenced write and, if accepted, one unfenced increment. False once writing should stop.
+    async fn write(&mut self, check: bool) -> bool {
+        let Some(h) = &mut self.held else {
+            self.log.emit(Event::WriteSkipped { fence: 0, why: "not holding".into() });
+            return false;
+        };
+        let fence = h.fence;
+        if h.stale {
+            self.log.emit(Event::WriteSkipped { fence, why: "a newer holder wrote".into() });
+            return false;
+        }
+        if check && !h.guard.is_valid() {
+            self.log.emit(Event::WriteSkipped { fence, why: "lease not valid".into() });
+            return false;
+        }
+        let mut inv = self.script.prepare_invoke();
+        for k in ledger::FENCED_KEYS {
+            inv.key(k);
+        }
+        inv.arg(fence).arg(&self.opts.name);
+        match inv.invoke_async::<u64>(&mut self.ledger).await {
+            Ok(0) => {
+                self.log.emit(Event::Write { fence, accepted: false });
+                h.stale = true;
+                return false;
+            }
+            Ok(_) => self.log.emit(Event::Write { fence, accepted: true }),
+            Err(e) => {
+                self.log.emit(Event::Error { what: format!("ledger: {e}") });
+                return false;
+            }
+        }
+        let read: redis::RedisResult<Option<u64>> =
+            redis::cmd("GET").arg(ledger::UNSAFE).query_async(&mut self.ledger).await;
+        let read = match read {
+            Ok(v) => v.unwrap_or(0),
+            Err(e) => {
+                self.log.emit(Event::Error { what: format!("ledger: {e}") });
+                return false;
+            }
+        };
+        tokio::time::sleep(self.opts.gap).await;
+        if !h.guard.is_valid() {
+            self.log.emit(Event::UnsafeAborted { fence });
+            return false;
+        }
+        let set: redis::RedisResult<()> =
+            redis::cmd("SET").arg(ledger::UNSAFE).arg(read + 1).query_async(&mut self.ledger).await;
+        match set {
+            Ok(()) => {
+                self.log.emit(Event::Unsafe { fence, read });
+                true
+            }
+            Err(e) => {
+                self.log.emit(Event::Error { what: format!("ledger: {e}") });
+                false
+            }
+        }
+    }
+
+    async fn release(&mut self) {
+        let Some(Held { guard, fence, watcher, lost_logged, .. }) = self.held.take() else {
+            self.log.emit(Event::Error { what: "release while not holding".into() });
+            return;
+        };
+        watcher.abort();
+        let _ = watcher.await;
+        let guard = match Arc::try_unwrap(guard) {
+            Ok(g) => g,
+            Err(_) => {
+                self.log.emit(Event::Error { what: "guard still shared".into() });
+                return;
+            }
+        };
+        if !lost_logged.load(Ordering::SeqCst)
+            && let Ok(reason) = tokio::time::timeout(Duration::ZERO, guard.lost()).await
+        {
+            self.log.emit(Event::Lost { fence, reason: format!("{reason:?}") });
+        }
+        self.log.emit(Event::Releasing { fence });
+        match guard.release().await {
+            Ok(held) => self.log.emit(Event::Released { fence, held }),
+            Err(e) => self.log.emit(Event::ReleaseFailed { fence, error: e.to_string() }),
+        }
+    }
+
+    async fn stall(&mut self, pause: Duration, check_again: bool) {
+        let Some(h) = &self.held else {
+            self.log.emit(Event::WriteSkipped { fence: 0, why: "not holding".into() });
+            return;
+        };
+        if !h.guard.is_valid() {
+            self.log.emit(Event::WriteSkipped { fence: h.fence, why: "lease not valid".into() });
+            return;
+        }
+        self.log.emit(Event::PausePoint { fence: h.fence });
+        tokio::time::sleep(pause).await;
+        self.write(check_again).await;
+    }
+
+    async fn run_loop(&mut self, total: Duration, hold: Duration, writes: u32) {
+        let end = Instant::now() + total;
+        while Instant::now() < end {
+            if self.acquire(Some(end)).await {
+                let each = hold / writes.max(1);
+                for _ in 0..writes {
+                    if !self.write(true).await {
+                        break;
+                    }
+                    tokio::time::sleep(each).await;
+                }
+                self.release().await;
+            }
+            tokio::time::sleep(Duration::from_millis(self.rng.between(0, 3))).await;
+        }
+    }
+
+    /// Runs one command line; false on `quit`.
+    async fn run(&mut self, line: &str) -> bool {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok());
+        match (words.first().copied(), num(1), num(2), num(3)) {
+            (Some("quit"), ..) => return false,
+            (Some("acquire"), ..) => {
+                self.acquire(None).await;
+            }
+            (Some("write"), n, ..) => {
+                for _ in 0..n.unwrap_or(1) {
+                    if !self.write(true).await {
+                        break;
+                    }
+                }
+            }
+            (Some("hold"), Some(ms), ..) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            (Some("stall"), Some(ms), ..) => self.stall(Duration::from_millis(ms), false).await,
+            (Some("stall_checked"), Some(ms), ..) => self.stall(Duration::from_millis(ms), true).await,
+            (Some("release"), ..) => self.release().await,
+            (Some("loop"), Some(total), Some(hold), Some(writes)) => {
+                let writes = u32::try_from(writes).unwrap_or(1);
+                self.run_loop(Duration::from_millis(total), Duration::from_millis(hold), writes).await;
+            }
+            _ => self.log.emit(Event::Error { what: format!("unknown command: {line}") }),
+        }
+        self.log.emit(Event::Done { cmd: line.to_owned() });
+        true
+    }
+}
+
+async fn start(opts: Opts, log: Arc<Log>) -> Result<Worker, String> {
+    let defaults =
+        LockOptions { ttl: opts.ttl, auto_renew: opts.auto_renew, confirm: opts.confirm, poll_cap: opts.poll_cap };
+    let config = ClientConfig { defaults, ..ClientConfig::default() };
+    let redis_client = redis::Client::open(opts.lock_url.as_str()).map_err(|e| e.to_string())?;
+    let client = Client::connect(redis_client, config).await.map_err(|e| format!("lock server: {e}"))?;
+    let ledger = redis::Client::open(opts.ledger_url.as_str())
+        .map_err(|e| e.to_string())?
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| format!("ledger: {e}"))?;
+    let rng = Rng::new(u64::from(std::process::id()) ^ mono_us().unsigned_abs());
+    Ok(Worker { opts, log, client, ledger, script: ledger::script(), held: None, rng })
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("fault-worker: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let log = Arc::new(Log { name: opts.name.clone(), out: Mutex::new(std::io::stdout()) });
+    let mut worker = match start(opts, log.clone()).await {
+        Ok(w) => w,
+        Err(e) => {
+            log.emit(Event::Error { what: e });
+            return std::process::ExitCode::from(1);
+        }
+    };
+    log.emit(Event::Ready { pid: std::process::id() });
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if !worker.run(line.trim()).await {
+            break;
+        }
+    }
+    // Do not wait for the blocking stdin reader on the way out.
+    std::process::exit(0)
+}

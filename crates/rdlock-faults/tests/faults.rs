@@ -1,0 +1,783 @@
+//! The fault suite: one test per fault, each seeded (the seed is printed; `RDLOCK_FAULT_SEED`
+//! replays it) and bounded in time. Worker processes contend for a lock on a "lock" Redis
+//! and write to a separate "ledger" Redis; the checker judges the merged history.
+//!
+//! The tests take turns (one lock), so that fault timings do not suffer from the other tests
+//! on a small machine. `RDLOCK_FAULT_SOAK=seconds` also runs a long soak mixing faults.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdlock_faults::checker::{self, Bounds, FreeCause, Property, Report};
+use rdlock_faults::clock::{micros, mono_us, ms, sleep_until_mono};
+use rdlock_faults::harness::{Harness, WorkerSpec};
+use rdlock_faults::ledger::LedgerState;
+use rdlock_faults::record::{Event, FailKind, Record};
+use rdlock_faults::seed::Rng;
+use rdlock_testkit::{Proxy, RedisServer, Replicated};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_fault-worker");
+const KEY: &str = "fault:lock";
+const FENCE_KEY: &str = "{fault:lock}:rdlock:fence";
+const CHANNEL: &str = "{fault:lock}:rdlock:handoff";
+/// Longest wait for an ordinary step (a command, an acquisition that should be quick).
+const STEP: Duration = Duration::from_secs(10);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Tests take turns: fault timings need the machine's attention.
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One test's ledger, workers, seed and clock.
+struct Suite {
+    name: &'static str,
+    rng: Rng,
+    ledger: RedisServer,
+    h: Harness,
+    started: Instant,
+}
+
+impl Suite {
+    fn new(name: &'static str) -> Result<Self, Box<dyn std::error::Error>> {
+        let (_, rng) = Rng::for_test(name);
+        Ok(Self { name, rng, ledger: RedisServer::start()?, h: Harness::new(WORKER), started: Instant::now() })
+    }
+
+    fn spec(&self, name: &str, lock_url: &str, ttl: Duration, poll_cap: Duration) -> WorkerSpec {
+        let mut s = WorkerSpec::new(name, lock_url, &self.ledger.url(), KEY);
+        s.ttl = ttl;
+        s.poll_cap = poll_cap;
+        s
+    }
+
+    /// Stops the workers, checks the history and the ledger (and, given the lock server, P4).
+    fn finish(&mut self, bounds: &Bounds, lock: Option<&RedisServer>) -> Result<Report, Box<dyn std::error::Error>> {
+        self.h.quit_all(Duration::from_secs(5));
+        let ledger = LedgerState::read(&mut self.ledger.connection()?)?;
+        let records = self.h.records();
+        if let Ok(dir) = std::env::var("RDLOCK_FAULT_HISTORY_DIR") {
+            let file = format!("{dir}/{}.jsonl", self.name.split_whitespace().next().unwrap_or("history"));
+            let lines: Vec<String> = records.iter().map(Record::to_line).collect();
+            std::fs::write(&file, lines.join("\n") + "\n")?;
+            println!("[{}] history written to {file}", self.name);
+        }
+        let mut report = checker::check(&records, &ledger, bounds);
+        if let Some(lock) = lock {
+            report.extend(checker::scan_leaks(&mut lock.connection()?, &[KEY])?);
+        }
+        println!("[{}] {report}[{}] took {:.1} s", self.name, self.name, self.started.elapsed().as_secs_f64());
+        Ok(report)
+    }
+}
+
+fn acquired(e: &Event) -> bool {
+    matches!(e, Event::Acquired { .. })
+}
+
+fn fence(r: &Record) -> u64 {
+    match r.event {
+        Event::Acquired { fence, .. } => fence,
+        _ => 0,
+    }
+}
+
+fn get(server: &RedisServer, key: &str) -> redis::RedisResult<Option<String>> {
+    redis::cmd("GET").arg(key).query(&mut server.connection().map_err(to_redis)?)
+}
+
+fn to_redis(e: rdlock_testkit::TestkitError) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::other(e.to_string()))
+}
+
+/// How many times the server ran `EVALSHA` so far.
+fn evalsha_calls(server: &RedisServer) -> Result<u64, Box<dyn std::error::Error>> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut server.connection()?)?;
+    let calls = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok());
+    Ok(calls.unwrap_or(0))
+}
+
+fn assert_clean(report: &Report) {
+    assert!(report.is_clean(), "violations:\n{report}");
+}
+
+/// Fault 1: The holder is frozen (SIGSTOP) past its TTL between checking its lease and writing; a
+/// waiter takes over and writes; on resume the frozen holder's write is refused by the fence
+/// (or, when it checks again, it sees its lease gone), and its lost() fires at once.
+#[test]
+fn f01_holder_frozen_past_its_ttl_is_fenced_out() -> TestResult {
+    let _turn = serial();
+    let mut s = Suite::new("f01 sigstop holder")?;
+    let lock = RedisServer::start()?;
+    let (ttl, cap) = (s.rng.millis(600, 1000), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    let check_again = s.rng.chance(0.5);
+    println!("ttl {ttl:?}, the holder checks its lease again after the pause: {check_again}");
+    s.h.spawn(&s.spec("a", &lock.url(), ttl, cap))?;
+    s.h.spawn(&s.spec("b", &lock.url(), ttl, cap))?;
+    s.h.command("a", "acquire", STEP)?;
+    let mark = s.h.mark();
+    s.h.send("b", "acquire")?;
+    s.h.wait_record(mark, "b", STEP, |e| matches!(e, Event::Attempt))?;
+
+    let stall = if check_again { "stall_checked 300" } else { "stall 300" };
+    let mark = s.h.mark();
+    s.h.send("a", stall)?;
+    s.h.wait_record(mark, "a", STEP, |e| matches!(e, Event::PausePoint { .. }))?;
+    let paused = s.h.pause("a")?;
+    let b_acq = s.h.wait_record(mark, "b", ttl + cap + STEP, acquired)?;
+    s.h.command("b", "write 2", STEP)?;
+    let resumed = s.h.resume("a")?;
+    s.h.wait_record(mark, "a", STEP, |e| matches!(e, Event::Done { cmd } if cmd == stall))?;
+    let lost = s.h.wait_record(mark, "a", STEP, |e| matches!(e, Event::Lost { .. }))?;
+    let after: Vec<Record> = s.h.records().into_iter().skip(mark).filter(|r| r.worker == "a").collect();
+    let rejected = after.iter().any(|r| matches!(r.event, Event::Write { accepted: false, .. }));
+    let skipped = after.iter().any(|r| matches!(r.event, Event::WriteSkipped { .. }));
+    let accepted = after.iter().any(|r| matches!(r.event, Event::Write { accepted: true, .. }));
+    assert!(!accepted, "the frozen holder's stale write was accepted");
+    if check_again {
+        assert!(skipped || rejected, "after the pause the holder neither skipped nor was refused");
+    } else {
+        assert!(rejected, "the ledger did not refuse the frozen holder's stale write");
+    }
+    assert!(after.iter().all(|r| !matches!(r.event, Event::Write { .. }) || r.mono >= resumed.mono));
+    println!(
+        "take-over {} after the freeze; lost() fired {} after resume; stale write {}",
+        ms(b_acq.mono - paused.mono),
+        ms(lost.mono - resumed.mono),
+        if rejected { "refused by the fence" } else { "skipped (lease seen lost)" }
+    );
+    assert!(matches!(&lost.event, Event::Lost { reason, .. } if reason == "Expired"));
+    assert!(lost.mono - resumed.mono <= micros(bounds.slack), "lost() fired late after resume");
+    let mark = s.h.mark();
+    s.h.command("a", "release", STEP)?;
+    s.h.wait_record(mark, "a", STEP, |e| matches!(e, Event::Released { held: false, .. }))?;
+    s.h.command("b", "release", STEP)?;
+    let report = s.finish(&bounds, Some(&lock))?;
+    assert_clean(&report);
+    assert_eq!(report.stats.writes_rejected, u64::from(rejected));
+    Ok(())
+}
+
+/// Fault 2: The holder is killed (SIGKILL): a waiter takes over within TTL + poll cap; the
+/// survivors then contend.
+#[test]
+fn f02_killed_holder_is_taken_over_within_ttl_and_poll_cap() -> TestResult {
+    let _turn = serial();
+    let mut s = Suite::new("f02 kill -9 holder")?;
+    let lock = RedisServer::start()?;
+    let (ttl, cap) = (s.rng.millis(500, 1000), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    for w in ["a", "b", "c"] {
+        s.h.spawn(&s.spec(w, &lock.url(), ttl, cap))?;
+    }
+    s.h.command("a", "acquire", STEP)?;
+    s.h.command("a", "write 2", STEP)?;
+    let mark = s.h.mark();
+    for w in ["b", "c"] {
+        s.h.send(w, "acquire")?;
+        s.h.wait_record(mark, w, STEP, |e| matches!(e, Event::Attempt))?;
+    }
+    let wait = s.rng.millis(0, ttl.as_millis() as u64 / 2);
+    println!("ttl {ttl:?}, kill {wait:?} after the waiters queued");
+    std::thread::sleep(wait);
+    let killed = s.h.kill("a")?;
+    let first = s.h.wait_until("a take-over", ttl + cap + STEP, |recs| {
+        recs.iter().skip(mark).find(|r| r.worker != "a" && acquired(&r.event)).cloned()
+    })?;
+    let takeover = first.mono - killed.mono;
+    println!("take-over by {} {} after the kill (bound: ttl + poll cap = {:?})", first.worker, ms(takeover), ttl + cap);
+    assert!(takeover <= micros(ttl + cap + bounds.slack));
+    let (winner, other) = if first.worker == "b" { ("b", "c") } else { ("c", "b") };
+    s.h.command(winner, "write 3", STEP)?;
+    s.h.command(winner, "release", STEP)?;
+    s.h.wait_record(mark, other, STEP, acquired)?;
+    s.h.command(other, "write 3", STEP)?;
+    s.h.command(other, "release", STEP)?;
+    // Contention among the survivors.
+    let mark = s.h.mark();
+    for w in ["b", "c"] {
+        s.h.send(w, "loop 1500 20 2")?;
+    }
+    for w in ["b", "c"] {
+        s.h.wait_record(mark, w, STEP, |e| matches!(e, Event::Done { cmd } if cmd.starts_with("loop")))?;
+    }
+    let report = s.finish(&bounds, Some(&lock))?;
+    assert_clean(&report);
+    assert!(report.stats.max_takeover(FreeCause::HolderGone).is_some());
+    Ok(())
+}
+
+/// Fault 3: The proxy pauses, then cuts, the holder's link during acquire, renew and release: the
+/// retried scripts are idempotent (one fence per hold, the renewal lands, the release is
+/// reported and hands off once), and nobody is granted the lock twice.
+#[test]
+fn f03_link_paused_and_cut_during_acquire_renew_and_release() -> TestResult {
+    let _turn = serial();
+    let mut s = Suite::new("f03 proxy pause/cut")?;
+    let lock = RedisServer::start()?;
+    let proxy = Proxy::start(lock.addr())?;
+    let (ttl, cap) = (Duration::from_millis(1500), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    s.h.spawn(&s.spec("a", &proxy.url(), ttl, cap))?;
+    s.h.spawn(&s.spec("b", &lock.url(), ttl, cap))?;
+    // Warm the server's script cache, so that the first attempt below runs its script
+    // instead of answering NOSCRIPT.
+    s.h.command("b", "acquire", STEP)?;
+    s.h.command("b", "release", STEP)?;
+
+    // Acquire: the script runs, its reply is lost in the cut; the retry confirms it.
+    let d = s.rng.millis(200, 300);
+    proxy.set_delay(d);
+    s.h.note(format!("link of a delayed {d:?}, cut after 1.5x"));
+    let calls = evalsha_calls(&lock)?;
+    let mark = s.h.mark();
+    let t0 = mono_us();
+    s.h.send("a", "acquire")?;
+    sleep_until_mono(t0 + micros(d) * 3 / 2);
+    proxy.cut();
+    proxy.set_delay(Duration::ZERO);
+    s.h.note("link of a cut");
+    let a_acq = s.h.wait_record(mark, "a", STEP, acquired)?;
+    let counter: Option<u64> = get(&lock, FENCE_KEY)?.and_then(|v| v.parse().ok());
+    let runs = evalsha_calls(&lock)? - calls;
+    println!(
+        "acquire across the cut: {runs} script runs, fence {} (counter {counter:?}), took {}",
+        fence(&a_acq),
+        ms(a_acq.mono - t0)
+    );
+    assert_eq!(runs, 2, "the first attempt should run and its reply be lost, then the retry run");
+    assert_eq!(counter, Some(fence(&a_acq)), "the retried acquisition bumped the fence again");
+
+    // Renew: the link stalls over the renewal, then is cut; the renewal is retried in time.
+    let mark = s.h.mark();
+    s.h.send("b", "acquire")?;
+    s.h.wait_record(mark, "b", STEP, |e| matches!(e, Event::Attempt))?;
+    sleep_until_mono(a_acq.mono + micros(ttl) / 5);
+    proxy.pause();
+    s.h.note("link of a paused");
+    sleep_until_mono(a_acq.mono + micros(ttl) / 5 + 400_000);
+    proxy.cut();
+    proxy.resume();
+    s.h.note("link of a cut and resumed");
+    let renewed = s.h.wait_record(mark, "a", STEP, |e| matches!(e, Event::Renewed { .. }))?;
+    println!("renewal across the pause and cut landed {} after the acquisition", ms(renewed.mono - a_acq.mono));
+    s.h.command("a", "write 2", STEP)?;
+
+    // Release: the script runs (handing the lock to b), its reply is lost; the retry must
+    // neither fail nor release b's lock.
+    let d = s.rng.millis(200, 300);
+    proxy.set_delay(d);
+    let mark = s.h.mark();
+    let t0 = mono_us();
+    s.h.send("a", "release")?;
+    sleep_until_mono(t0 + micros(d) * 3 / 2);
+    proxy.cut();
+    proxy.set_delay(Duration::ZERO);
+    let cut_at = mono_us();
+    s.h.note("link of a cut during release");
+    let released =
+        s.h.wait_record(mark, "a", STEP, |e| matches!(e, Event::Released { .. } | Event::ReleaseFailed { .. }))?;
+    assert!(matches!(released.event, Event::Released { held: true, .. }), "{released:?}");
+    let b_acq = s.h.wait_record(mark, "b", STEP, acquired)?;
+    println!(
+        "release across the cut: b held the lock {} after the release started ({} before the cut), a's retry reported {:?}",
+        ms(b_acq.mono - t0),
+        ms(cut_at - b_acq.mono),
+        released.event
+    );
+    assert!(b_acq.mono < cut_at, "the first release attempt did not run before the cut");
+    s.h.command("b", "write 2", STEP)?;
+    let counter: Option<u64> = get(&lock, FENCE_KEY)?.and_then(|v| v.parse().ok());
+    assert_eq!(counter, Some(fence(&b_acq)), "one hand-off, one fence");
+    assert_eq!(fence(&b_acq), fence(&a_acq) + 1);
+    let mark = s.h.mark();
+    s.h.command("b", "release", STEP)?;
+    s.h.wait_record(mark, "b", STEP, |e| matches!(e, Event::Released { held: true, .. }))?;
+    let report = s.finish(&bounds, Some(&lock))?;
+    assert_clean(&report);
+    assert!(!s.h.records().iter().any(|r| matches!(r.event, Event::Lost { .. })), "a lease was lost");
+    Ok(())
+}
+
+/// Fault 4: A slow link: validity counts from when the request was sent, so the holder learns of
+/// its lock with the round trip already spent; a round trip longer than the TTL is refused.
+#[test]
+fn f04_slow_link_shrinks_validity_and_refuses_a_useless_grant() -> TestResult {
+    let _turn = serial();
+    let mut s = Suite::new("f04 slow link")?;
+    let lock = RedisServer::start()?;
+    let proxy = Proxy::start(lock.addr())?;
+    let (ttl, cap) = (Duration::from_millis(1000), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    let drift = bounds.drift();
+    s.h.spawn(&s.spec("a", &proxy.url(), ttl, cap))?;
+    let d = s.rng.millis(40, 120);
+    proxy.set_delay(d);
+    s.h.note(format!("link delayed {d:?} each way"));
+    let mark = s.h.mark();
+    s.h.command("a", "acquire", STEP)?;
+    let r = s.h.wait_record(mark, "a", STEP, acquired)?;
+    let Event::Acquired { start, valid_until, .. } = r.event else { unreachable!() };
+    let (from_start, left) = (valid_until - start, valid_until - r.mono);
+    println!(
+        "delay {d:?}: valid_until - start {} (ttl - drift {}), validity left on arrival {} (<= ttl - drift - 2 x delay = {})",
+        ms(from_start),
+        ms(micros(ttl - drift)),
+        ms(left),
+        ms(micros(ttl - drift) - 2 * micros(d))
+    );
+    assert!(from_start <= micros(ttl - drift) + 5_000);
+    assert!(left > 0 && left <= micros(ttl - drift) - 2 * micros(d) + 5_000);
+    s.h.command("a", "release", STEP)?;
+    proxy.set_delay(Duration::ZERO);
+
+    // A round trip longer than the TTL: never a grant reported valid.
+    let short = Duration::from_millis(300);
+    let mut spec = s.spec("b", &proxy.url(), short, cap);
+    spec.timeout = Some(Duration::from_secs(5));
+    s.h.spawn(&spec)?;
+    let d = s.rng.millis(300, 400);
+    proxy.set_delay(d);
+    s.h.note(format!("link delayed {d:?} each way; ttl {short:?}"));
+    let mark = s.h.mark();
+    s.h.command("b", "acquire", STEP)?;
+    let r = s.h.wait_record(mark, "b", STEP, |e| acquired(e) || matches!(e, Event::AcquireFailed { .. }))?;
+    println!("ttl {short:?} over a {d:?} link: {:?}", r.event);
+    assert!(
+        matches!(r.event, Event::AcquireFailed { kind: FailKind::NoValidityLeft | FailKind::TimedOut, .. }),
+        "{r:?}"
+    );
+    proxy.set_delay(Duration::ZERO);
+    assert_eq!(get(&lock, KEY)?, None, "the refused acquisition left its key");
+    let report = s.finish(&bounds, Some(&lock))?;
+    assert_clean(&report);
+    Ok(())
+}
+
+/// Fault 5: The waiter's pub/sub connection is killed right before the release, so the hand-off
+/// message may be lost: first with reconnection possible (the waiter re-subscribes and checks
+/// again), then with its link refusing new connections (only its poll can find the lock).
+/// Both times the waiter holds the lock within the poll cap.
+#[test]
+fn f05_pubsub_killed_at_release_costs_at_most_the_poll_cap() -> TestResult {
+    let _turn = serial();
+    let mut s = Suite::new("f05 pubsub killed")?;
+    let lock = RedisServer::start()?;
+    let proxy = Proxy::start(lock.addr())?;
+    let (ttl, cap) = (Duration::from_secs(5), s.rng.millis(300, 600));
+    let bounds = Bounds::new(ttl, cap);
+    s.h.spawn(&s.spec("a", &lock.url(), ttl, cap))?;
+    s.h.spawn(&s.spec("b", &proxy.url(), ttl, cap))?;
+    let mut gaps = Vec::new();
+    let (holder, waiter) = ("a", "b");
+    for refuse in [false, true] {
+        s.h.command(holder, "acquire", STEP)?;
+        let mark = s.h.mark();
+        s.h.send(waiter, "acquire")?;
+        s.h.wait_record(mark, waiter, STEP, |e| matches!(e, Event::Attempt))?;
+        // Let the attempt come back "held" and the waiter subscribe.
+        std::thread::sleep(Duration::from_millis(30));
+        let mut conn = lock.connection()?;
+        let deadline = Instant::now() + STEP;
+        loop {
+            let subs: (String, u64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(CHANNEL).query(&mut conn)?;
+            if subs.1 >= 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the waiter never subscribed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        proxy.refuse(refuse);
+        let killed = lock.client_kill_type("pubsub")?;
+        let pause = s.rng.millis(0, 5);
+        s.h.note(format!("killed {killed} pub/sub connection(s); b's link refuses new ones: {refuse}"));
+        assert!(killed >= 1);
+        std::thread::sleep(pause);
+        let mark = s.h.mark();
+        s.h.send(holder, "release")?;
+        let releasing = s.h.wait_record(mark, holder, STEP, |e| matches!(e, Event::Releasing { .. }))?;
+        let acq = s.h.wait_record(mark, waiter, cap + STEP, acquired)?;
+        proxy.refuse(false);
+        let gap = acq.mono - releasing.mono;
+        println!(
+            "poll cap {cap:?}, reconnection {}: {waiter} held the lock {} after the release started",
+            if refuse { "refused" } else { "allowed" },
+            ms(gap)
+        );
+        gaps.push(gap);
+        assert!(gap <= micros(bounds.wake_bound()));
+        s.h.command(waiter, "write 2", STEP)?;
+        s.h.command(waiter, "release", STEP)?;
+    }
+    let report = s.finish(&bounds, Some(&lock))?;
+    assert_clean(&report);
+    Ok(())
+}
+
+/// Fault 6: Active expiry is off (`DEBUG SET-ACTIVE-EXPIRE 0`) and the holder crashed: no release,
+/// no message, no expiry event; the waiter's own poll takes the lock within TTL + poll cap.
+#[test]
+fn f06_expiry_without_notification_is_found_by_polling() -> TestResult {
+    let _turn = serial();
+    let mut s = Suite::new("f06 no active expire")?;
+    let lock = RedisServer::builder().enable_debug(true).start()?;
+    redis::cmd("DEBUG").arg("SET-ACTIVE-EXPIRE").arg(0).query::<()>(&mut lock.connection()?)?;
+    let (ttl, cap) = (s.rng.millis(500, 1000), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    s.h.spawn(&s.spec("a", &lock.url(), ttl, cap))?;
+    s.h.spawn(&s.spec("b", &lock.url(), ttl, cap))?;
+    s.h.command("a", "acquire", STEP)?;
+    let mark = s.h.mark();
+    s.h.send("b", "acquire")?;
+    s.h.wait_record(mark, "b", STEP, |e| matches!(e, Event::Attempt))?;
+    std::thread::sleep(s.rng.millis(0, ttl.as_millis() as u64 / 2));
+    let killed = s.h.kill("a")?;
+    let b_acq = s.h.wait_record(mark, "b", ttl + cap + STEP, acquired)?;
+    let takeover = b_acq.mono - killed.mono;
+    println!("ttl {ttl:?}, active expiry off: take-over {} after the crash", ms(takeover));
+    assert!(takeover <= micros(ttl + cap + bounds.slack));
+    s.h.command("b", "write 2", STEP)?;
+    s.h.command("b", "release", STEP)?;
+    let report = s.finish(&bounds, Some(&lock))?;
+    assert_clean(&report);
+    Ok(())
+}
+
+/// Fault 7: A replica is frozen and the primary drops its replica links: an acquisition that asks
+/// for both replicas' confirmation fails (ReplicationShortfall) and leaves no key.
+#[test]
+fn f07_replica_stopped_under_confirmation_fails_and_cleans_up() -> TestResult {
+    let _turn = serial();
+    let mut s = Suite::new("f07 replica stopped")?;
+    let rep = Replicated::start(2)?;
+    let primary = rep.primary();
+    let (ttl, cap) = (Duration::from_secs(2), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    let wait_ms = s.rng.between(100, 400);
+    let mut spec = s.spec("a", &primary.url(), ttl, cap);
+    spec.confirm = format!("atleast:2:{wait_ms}");
+    spec.timeout = Some(Duration::from_secs(5));
+    s.h.spawn(&spec)?;
+    let mut all = spec.renamed("all", &primary.url());
+    all.confirm = format!("all:{wait_ms}");
+    s.h.spawn(&all)?;
+    let frozen = s.rng.index(2);
+    rep.replica(frozen).pause()?;
+    let dropped = primary.client_kill_type("replica")?;
+    s.h.note(format!("replica {frozen} frozen; {dropped} replica link(s) dropped; WAIT timeout {wait_ms} ms"));
+
+    let mark = s.h.mark();
+    s.h.command("a", "acquire", STEP)?;
+    let r = s.h.wait_record(mark, "a", STEP, |e| acquired(e) || matches!(e, Event::AcquireFailed { .. }))?;
+    println!("confirm by 2 replicas with one frozen: {:?}", r.event);
+    assert!(matches!(r.event, Event::AcquireFailed { kind: FailKind::ReplicationShortfall, .. }), "{r:?}");
+    assert_eq!(get(primary, KEY)?, None, "the unconfirmed lock was not deleted");
+
+    // Confirm::All counts the replicas the primary has now (ROLE): a frozen replica whose link
+    // was dropped is not among them, so "all" asks less than it says. Recorded, not asserted.
+    let connected = connected_replicas(primary)?;
+    let mark = s.h.mark();
+    s.h.command("all", "acquire", STEP)?;
+    let r = s.h.wait_record(mark, "all", STEP, |e| acquired(e) || matches!(e, Event::AcquireFailed { .. }))?;
+    println!(
+        "confirm by ALL replicas, one frozen with its link dropped ({connected} of 2 connected): {}",
+        if acquired(&r.event) { "GRANTED without the frozen replica".to_owned() } else { format!("{:?}", r.event) }
+    );
+    if acquired(&r.event) {
+        assert_eq!(get(rep.replica(frozen), KEY).ok().flatten(), None);
+        s.h.command("all", "release", STEP)?;
+    } else {
+        assert_eq!(get(primary, KEY)?, None, "the unconfirmed lock was not deleted");
+    }
+    rep.replica(frozen).resume()?;
+    let report = s.finish(&bounds, Some(primary))?;
+    assert_clean(&report);
+    Ok(())
+}
+
+/// Replicas connected to `primary`, as `ROLE` reports them.
+fn connected_replicas(primary: &RedisServer) -> Result<usize, Box<dyn std::error::Error>> {
+    let role: redis::Value = redis::cmd("ROLE").query(&mut primary.connection()?)?;
+    Ok(match role {
+        redis::Value::Array(items) => match items.get(2) {
+            Some(redis::Value::Array(replicas)) => replicas.len(),
+            _ => 0,
+        },
+        _ => 0,
+    })
+}
+
+/// Freezes every replica and drops their links, so that the primary's next writes reach none.
+fn isolate_primary(rep: &Replicated) -> Result<u64, rdlock_testkit::TestkitError> {
+    for r in rep.replicas() {
+        r.pause()?;
+    }
+    rep.primary().client_kill_type("replica")
+}
+
+/// Fault 8: Negative control: a failover WITHOUT confirmation loses the lock (the promoted replica
+/// never saw it), a second worker acquires while the first still holds: the checker must
+/// report the violation.
+#[test]
+fn f08_failover_without_confirmation_is_caught_by_the_checker() -> TestResult {
+    let _turn = serial();
+    let mut s = Suite::new("f08 failover, no confirmation (negative control)")?;
+    let rep = Replicated::start(2)?;
+    let (ttl, cap) = (Duration::from_secs(3), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    let warm = s.rng.chance(0.5);
+    s.h.spawn(&s.spec("a", &rep.primary().url(), ttl, cap))?;
+    if warm {
+        // A first hold that reaches the replicas: the promoted one then continues the same
+        // fence counter, and will hand out the fence the lost lock carried.
+        s.h.command("a", "acquire", STEP)?;
+        s.h.command("a", "release", STEP)?;
+        rep.wait_for_replicas(2, STEP)?;
+    }
+    let dropped = isolate_primary(&rep)?;
+    s.h.note(format!("replicas frozen, {dropped} link(s) dropped"));
+    let mark = s.h.mark();
+    s.h.command("a", "acquire", STEP)?;
+    let a_acq = s.h.wait_record(mark, "a", STEP, acquired)?;
+    s.h.command("a", "write 1", STEP)?;
+    rep.primary().kill()?;
+    let promoted = s.rng.index(2);
+    rep.replica(promoted).resume()?;
+    rep.promote(promoted)?;
+    s.h.note(format!("primary killed; replica {promoted} promoted"));
+    s.h.spawn(&s.spec("b", &rep.replica(promoted).url(), ttl, cap))?;
+    s.h.command("b", "acquire", STEP)?;
+    let b_acq = s.h.wait_record(mark, "b", STEP, acquired)?;
+    println!(
+        "warm fence counter: {warm}; a holds fence {} and b got fence {} {} later on the promoted replica",
+        fence(&a_acq),
+        fence(&b_acq),
+        ms(b_acq.mono - a_acq.mono)
+    );
+    let mark = s.h.mark();
+    s.h.send("a", "write 3")?;
+    s.h.send("b", "write 3")?;
+    for w in ["a", "b"] {
+        s.h.wait_record(mark, w, STEP, |e| matches!(e, Event::Done { .. }))?;
+    }
+    s.h.command("b", "release", STEP)?;
+    let report = s.finish(&bounds, Some(rep.replica(promoted)))?;
+    assert!(!report.is_clean(), "the checker missed a double grant:\n{report}");
+    assert!(report.has(Property::LostSignal), "{report}");
+    if warm {
+        assert!(report.has(Property::FenceOrder), "{report}");
+    }
+    Ok(())
+}
+
+/// Fault 9: The same failover WITH confirmation on all replicas: the promoted replica has the lock
+/// (same owner token), the next worker waits for the lease to end, fences go on increasing.
+#[test]
+fn f09_failover_with_confirmation_keeps_the_lock() -> TestResult {
+    let _turn = serial();
+    let mut s = Suite::new("f09 failover, confirmed")?;
+    let rep = Replicated::start(2)?;
+    let (ttl, cap) = (Duration::from_secs(2), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    let mut spec = s.spec("a", &rep.primary().url(), ttl, cap);
+    spec.confirm = "all:500".into();
+    s.h.spawn(&spec)?;
+    let mark = s.h.mark();
+    s.h.command("a", "acquire", STEP)?;
+    let a_acq = s.h.wait_record(mark, "a", STEP, acquired)?;
+    let token = get(rep.primary(), KEY)?;
+    assert!(token.is_some());
+    s.h.command("a", "write 2", STEP)?;
+    // Freeze the replicas' links now: the failover loses nothing that was confirmed.
+    let dropped = isolate_primary(&rep)?;
+    rep.primary().kill()?;
+    let killed_at = mono_us();
+    let promoted = s.rng.index(2);
+    for r in rep.replicas() {
+        r.resume()?;
+    }
+    rep.promote(promoted)?;
+    let other = rep.replica(1 - promoted);
+    redis::cmd("REPLICAOF").arg("127.0.0.1").arg(rep.replica(promoted).port()).query::<()>(&mut other.connection()?)?;
+    s.h.note(format!("{dropped} replica link(s) dropped, primary killed; replica {promoted} promoted"));
+    let new_primary = rep.replica(promoted);
+    assert_eq!(get(new_primary, KEY)?, token, "the promoted replica lacks the confirmed lock");
+    let pttl: i64 = redis::cmd("PTTL").arg(KEY).query(&mut new_primary.connection()?)?;
+    assert!(pttl > 0, "pttl {pttl}");
+    let mut spec_b = spec.renamed("b", &new_primary.url());
+    spec_b.timeout = Some(ttl + STEP);
+    s.h.spawn(&spec_b)?;
+    s.h.command("b", "acquire", ttl + STEP)?;
+    let b_acq = s.h.wait_record(mark, "b", STEP, acquired)?;
+    println!(
+        "the promoted replica had the lock (pttl {pttl} ms); b took over {} after the primary died, fence {} -> {}",
+        ms(b_acq.mono - killed_at),
+        fence(&a_acq),
+        fence(&b_acq)
+    );
+    assert!(fence(&b_acq) > fence(&a_acq));
+    s.h.wait_record(mark, "a", STEP, |e| matches!(e, Event::Lost { .. }))?;
+    s.h.command("b", "write 2", STEP)?;
+    s.h.command("b", "release", STEP)?;
+    let report = s.finish(&bounds, Some(new_primary))?;
+    assert_clean(&report);
+    Ok(())
+}
+
+/// Fault 10: The lock server restarts without persistence: the holder's renewal reports the lock
+/// lost, and fences keep increasing (the missing counter is seeded from the server clock).
+#[test]
+fn f10_restart_without_persistence_reports_lost_and_fences_go_on() -> TestResult {
+    let _turn = serial();
+    let mut s = Suite::new("f10 restart")?;
+    let lock = RedisServer::start()?;
+    let (ttl, cap) = (s.rng.millis(900, 1500), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    s.h.spawn(&s.spec("a", &lock.url(), ttl, cap))?;
+    s.h.spawn(&s.spec("b", &lock.url(), ttl, cap))?;
+    let mark = s.h.mark();
+    s.h.command("a", "acquire", STEP)?;
+    let f1 = fence(&s.h.wait_record(mark, "a", STEP, acquired)?);
+    s.h.command("a", "write 1", STEP)?;
+    std::thread::sleep(s.rng.millis(0, ttl.as_millis() as u64 / 4));
+    s.h.log(Event::DataLost);
+    lock.restart(false)?;
+    let restarted = mono_us();
+    let lost = s.h.wait_record(mark, "a", ttl + STEP, |e| matches!(e, Event::Lost { .. }))?;
+    println!("ttl {ttl:?}: lost() fired {} after the restart: {:?}", ms(lost.mono - restarted), lost.event);
+    assert!(matches!(&lost.event, Event::Lost { reason, .. } if reason == "NotOwner"), "{lost:?}");
+    let mark = s.h.mark();
+    s.h.command("a", "release", STEP)?;
+    s.h.wait_record(mark, "a", STEP, |e| matches!(e, Event::Released { held: false, .. }))?;
+    s.h.command("b", "acquire", STEP)?;
+    let f2 = fence(&s.h.wait_record(mark, "b", STEP, acquired)?);
+    s.h.command("b", "write 1", STEP)?;
+    s.h.send("a", "acquire")?;
+    s.h.wait_record(mark, "a", STEP, |e| matches!(e, Event::Attempt))?;
+    s.h.command("b", "release", STEP)?;
+    let f3 = fence(&s.h.wait_record(mark, "a", STEP, acquired)?);
+    s.h.command("a", "write 1", STEP)?;
+    s.h.command("a", "release", STEP)?;
+    println!("fences across the restart: {f1} -> {f2} -> {f3}");
+    assert!(f1 < f2 && f2 < f3);
+    let report = s.finish(&bounds, Some(&lock))?;
+    assert_clean(&report);
+    Ok(())
+}
+
+/// A longer seeded soak mixing faults, run only with `RDLOCK_FAULT_SOAK=seconds`.
+#[test]
+fn soak_mixed_faults() -> TestResult {
+    let Some(secs) = std::env::var("RDLOCK_FAULT_SOAK").ok().and_then(|v| v.trim().parse::<u64>().ok()) else {
+        println!("soak skipped: set RDLOCK_FAULT_SOAK=seconds to run it");
+        return Ok(());
+    };
+    let _turn = serial();
+    let mut s = Suite::new("soak")?;
+    let lock = RedisServer::builder().enable_debug(true).start()?;
+    let (ttl, cap) = (Duration::from_millis(800), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    let total = Duration::from_secs(secs);
+    let end = Instant::now() + total;
+    let mut proxies = Vec::new();
+    let mut alive: Vec<(String, usize)> = Vec::new();
+    for i in 0..4 {
+        let proxy = Proxy::start(lock.addr())?;
+        let name = format!("w{i}");
+        s.h.spawn(&s.spec(&name, &proxy.url(), ttl, cap))?;
+        s.h.send(&name, &format!("loop {} 30 2", total.as_millis()))?;
+        alive.push((name, i));
+        proxies.push(proxy);
+    }
+    let mut spawned = alive.len();
+    let mut active_expire = true;
+    let mut faults = std::collections::BTreeMap::<&str, u32>::new();
+    while Instant::now() + Duration::from_secs(2) < end {
+        std::thread::sleep(s.rng.millis(200, 1200));
+        let pick = s.rng.index(alive.len());
+        let (name, link) = alive[pick].clone();
+        let proxy = &proxies[link];
+        let fault = match s.rng.index(8) {
+            0 => {
+                let d = s.rng.millis(50, 2000);
+                s.h.pause(&name)?;
+                std::thread::sleep(d);
+                s.h.resume(&name)?;
+                "freeze"
+            }
+            1 => {
+                s.h.kill(&name)?;
+                let fresh = format!("w{spawned}");
+                spawned += 1;
+                s.h.spawn(&s.spec(&fresh, &proxy.url(), ttl, cap))?;
+                let left = end.saturating_duration_since(Instant::now());
+                s.h.send(&fresh, &format!("loop {} 30 2", left.as_millis()))?;
+                alive[pick] = (fresh, link);
+                "kill"
+            }
+            2 => {
+                let d = s.rng.millis(5, 80);
+                proxy.set_delay(d);
+                s.h.note(format!("link of {name} delayed {d:?}"));
+                std::thread::sleep(s.rng.millis(300, 1500));
+                proxy.set_delay(Duration::ZERO);
+                "delay"
+            }
+            3 => {
+                // A stalled link is, for the lock, a frozen worker.
+                proxy.pause();
+                s.h.log(Event::Paused { target: name.clone() });
+                std::thread::sleep(s.rng.millis(50, 600));
+                s.h.log(Event::Resumed { target: name.clone() });
+                proxy.resume();
+                "stall link"
+            }
+            4 => {
+                proxy.cut();
+                s.h.note(format!("link of {name} cut"));
+                "cut link"
+            }
+            5 => {
+                lock.client_kill_type("pubsub")?;
+                s.h.note("pub/sub connections killed");
+                "kill pubsub"
+            }
+            6 => {
+                lock.client_kill_type("normal")?;
+                s.h.note("command connections killed");
+                "kill connections"
+            }
+            _ => {
+                active_expire = !active_expire;
+                redis::cmd("DEBUG")
+                    .arg("SET-ACTIVE-EXPIRE")
+                    .arg(i32::from(active_expire))
+                    .query::<()>(&mut lock.connection()?)?;
+                s.h.note(format!("active expiry {active_expire}"));
+                "toggle active expiry"
+            }
+        };
+        *faults.entry(fault).or_default() += 1;
+    }
+    let wait = end.saturating_duration_since(Instant::now()) + STEP;
+    for (name, _) in &alive {
+        let name = name.clone();
+        s.h.wait_until(&format!("{name} to finish its loop"), wait, |recs| {
+            recs.iter()
+                .find(|r| r.worker == name && matches!(&r.event, Event::Done { cmd } if cmd.starts_with("loop")))
+                .map(|_| ())
+        })?;
+    }
+    println!("faults injected: {faults:?}");
+    let report = s.finish(&bounds, Some(&lock))?;
+    assert_clean(&report);
+    Ok(())
+}
