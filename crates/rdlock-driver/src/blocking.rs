@@ -17,8 +17,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Acquire, Confirm, Event, LockId, LockOptions, LostReason, Misuse};
+use rdlock_core::{Acquire, Event, LockId, LockOptions, LostReason};
 
+use crate::common::{self, LockRequest, builder_setters};
 use crate::config::ClientConfig;
 use crate::error::Error;
 use inner::Inner;
@@ -64,13 +65,7 @@ impl Client {
 
     /// Options for one lock, starting from the client's defaults.
     pub fn lock_builder(&self, key: &str) -> LockBuilder<'_> {
-        LockBuilder {
-            client: self,
-            key: key.to_owned(),
-            options: self.inner.config.defaults,
-            deadline: None,
-            timeout: None,
-        }
+        LockBuilder { client: self, key: key.to_owned(), request: LockRequest::new(self.inner.config.defaults) }
     }
 
     /// Blocks until the lock is acquired.
@@ -105,18 +100,9 @@ impl Client {
             let _wait = tracing::debug_span!("rdlock.wait").entered();
             inner.next_event(id, Event::ends_acquire)
         };
-        match event {
-            Some(Event::Acquired { fence, valid_until }) => {
-                waiting.id = None;
-                tracing::debug!(fence, "acquired");
-                Ok(Some(Guard { client: self.clone(), id, key: key.to_owned(), fence, valid_until, done: false }))
-            }
-            Some(Event::Busy { .. }) => Ok(None),
-            Some(Event::TimedOut) => Err(Error::TimedOut),
-            Some(Event::ReplicationShortfall { acked, wanted }) => Err(Error::ReplicationShortfall { acked, wanted }),
-            Some(Event::Failed(e)) => Err(Error::Lock(e)),
-            _ => Err(Error::Closed),
-        }
+        let Some((fence, valid_until)) = common::acquired(event)? else { return Ok(None) };
+        waiting.id = None;
+        Ok(Some(Guard { client: self.clone(), id, key: key.to_owned(), fence, valid_until, done: false }))
     }
 
     /// The underlying `redis::Client`.
@@ -157,57 +143,21 @@ fn abandon(inner: &Arc<Inner>, id: LockId) {
 pub struct LockBuilder<'a> {
     client: &'a Client,
     key: String,
-    options: LockOptions,
-    deadline: Option<Instant>,
-    timeout: Option<Duration>,
+    request: LockRequest,
 }
 
 impl LockBuilder<'_> {
-    /// Lease length (the key's expiry).
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.options.ttl = ttl;
-        self
-    }
-
-    /// Renew the lease at about a third of the TTL while held (on by default).
-    pub fn auto_renew(mut self, on: bool) -> Self {
-        self.options.auto_renew = on;
-        self
-    }
-
-    /// Wait for replicas to hold the lock before reporting it acquired.
-    pub fn confirm(mut self, confirm: Confirm) -> Self {
-        self.options.confirm = confirm;
-        self
-    }
-
-    /// Longest sleep between polls while waiting.
-    pub fn poll_cap(mut self, cap: Duration) -> Self {
-        self.options.poll_cap = cap;
-        self
-    }
-
-    /// Give up at this instant.
-    pub fn deadline(mut self, deadline: Instant) -> Self {
-        self.deadline = Some(deadline);
-        self
-    }
-
-    /// Give up after this long.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
+    builder_setters!();
 
     /// Blocks until acquired (or the deadline).
     pub fn lock(self) -> Result<Guard, Error> {
-        let deadline = self.deadline.or_else(|| self.timeout.map(|t| Instant::now() + t));
-        self.client.acquire(&self.key, self.options, Acquire::Wait { deadline })?.ok_or(Error::Closed)
+        let deadline = self.request.deadline(Instant::now());
+        self.client.acquire(&self.key, self.request.options, Acquire::Wait { deadline })?.ok_or(Error::Closed)
     }
 
     /// One attempt.
     pub fn try_lock(self) -> Result<Option<Guard>, Error> {
-        self.client.acquire(&self.key, self.options, Acquire::Try)
+        self.client.acquire(&self.key, self.request.options, Acquire::Try)
     }
 }
 
@@ -243,16 +193,12 @@ impl Guard {
 
     /// Nothing may trust the lock past this instant (later after each renewal).
     pub fn valid_until(&self) -> Instant {
-        self.client.inner.state().engine.lock_info(self.id).and_then(|i| i.valid_until).unwrap_or(self.valid_until)
+        common::lease(&self.client.inner.state().engine, self.id, self.valid_until, Instant::now()).0
     }
 
     /// Whether the lease is still valid now: cheap, no round trip.
     pub fn is_valid(&self) -> bool {
-        let st = self.client.inner.state();
-        match st.engine.lock_info(self.id) {
-            Some(info) => info.lost.is_none() && info.valid_until.is_some_and(|v| Instant::now() < v),
-            None => false,
-        }
+        common::lease(&self.client.inner.state().engine, self.id, self.valid_until, Instant::now()).1
     }
 
     /// Blocks until the lease is lost (renewal refused, or validity ran out). Run it on a
@@ -270,21 +216,11 @@ impl Guard {
     /// Renews the lease now; returns the new end of validity.
     pub fn extend(&self) -> Result<Instant, Error> {
         let inner = &self.client.inner;
-        let (res, requests) = inner.with_engine(|s, now| {
-            if let Some(slot) = s.slots.get_mut(&self.id) {
-                slot.lost.map_or(Ok(()), |r| Err(Error::Lost(r)))?;
-                // An earlier renewal's news is not this extension's answer.
-                slot.events.retain(|e| !matches!(e, Event::Renewed { .. }));
-            }
-            s.engine.extend(self.id, now).map_err(|_: Misuse| Error::Lost(LostReason::Expired))
-        });
+        let (res, requests) =
+            inner.with_engine(|s, now| common::start_extend(&mut s.engine, &mut s.slots, self.id, now));
         res?;
         inner.run(requests);
-        match inner.next_event(self.id, |e| matches!(e, Event::Renewed { .. } | Event::Lost { .. })) {
-            Some(Event::Renewed { valid_until }) => Ok(valid_until),
-            Some(Event::Lost { reason }) => Err(Error::Lost(reason)),
-            _ => Err(Error::Closed),
-        }
+        common::extended(inner.next_event(self.id, common::ends_extend))
     }
 
     /// Releases the lock: `Ok(true)` if it was still ours, `Ok(false)` if the lease had been
@@ -295,14 +231,10 @@ impl Guard {
         let (res, requests) = inner.with_engine(|s, now| s.engine.release(self.id, now));
         res.map_err(|_| Error::Closed)?;
         inner.run(requests);
-        let event = inner.next_event(self.id, |e| matches!(e, Event::Released { .. } | Event::Failed(_)));
+        let event = inner.next_event(self.id, common::ends_release);
         self.done = true;
         inner.state().slots.remove(&self.id);
-        match event {
-            Some(Event::Released { held }) => Ok(held),
-            Some(Event::Failed(e)) => Err(Error::Lock(e)),
-            _ => Err(Error::Closed),
-        }
+        common::released(event)
     }
 }
 

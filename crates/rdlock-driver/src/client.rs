@@ -4,9 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Acquire, Confirm, Event, LockId, LockOptions, LostReason, Misuse};
+use rdlock_core::{Acquire, Event, LockId, LockOptions, LostReason};
 use tracing::Instrument;
 
+use crate::common::{self, LockRequest, builder_setters};
 use crate::config::ClientConfig;
 use crate::error::Error;
 use crate::runtime::Runtime;
@@ -60,13 +61,7 @@ impl<R: Runtime> Client<R> {
 
     /// Options for one lock, starting from the client's defaults.
     pub fn lock_builder(&self, key: &str) -> LockBuilder<'_, R> {
-        LockBuilder {
-            client: self,
-            key: key.to_owned(),
-            options: self.inner.config.defaults,
-            deadline: None,
-            timeout: None,
-        }
+        LockBuilder { client: self, key: key.to_owned(), request: LockRequest::new(self.inner.config.defaults) }
     }
 
     /// Waits until the lock is acquired.
@@ -99,20 +94,9 @@ impl<R: Runtime> Client<R> {
             // Boxed: a waiting lock keeps only its small wait future, not the exchange's.
             Box::pin(inner.run(requests)).await;
             let event = inner.next_event(id, Event::ends_acquire).instrument(tracing::debug_span!("rdlock.wait")).await;
-            match event {
-                Some(Event::Acquired { fence, valid_until }) => {
-                    waiting.id = None;
-                    tracing::debug!(fence, "acquired");
-                    Ok(Some(Guard { client: self.clone(), id, key: key.to_owned(), fence, valid_until, done: false }))
-                }
-                Some(Event::Busy { .. }) => Ok(None),
-                Some(Event::TimedOut) => Err(Error::TimedOut),
-                Some(Event::ReplicationShortfall { acked, wanted }) => {
-                    Err(Error::ReplicationShortfall { acked, wanted })
-                }
-                Some(Event::Failed(e)) => Err(Error::Lock(e)),
-                _ => Err(Error::Closed),
-            }
+            let Some((fence, valid_until)) = common::acquired(event)? else { return Ok(None) };
+            waiting.id = None;
+            Ok(Some(Guard { client: self.clone(), id, key: key.to_owned(), fence, valid_until, done: false }))
         }
         .instrument(span)
         .await
@@ -156,57 +140,21 @@ fn abandon<R: Runtime>(inner: &Inner<R>, id: LockId) {
 pub struct LockBuilder<'a, R: Runtime> {
     client: &'a Client<R>,
     key: String,
-    options: LockOptions,
-    deadline: Option<Instant>,
-    timeout: Option<Duration>,
+    request: LockRequest,
 }
 
 impl<R: Runtime> LockBuilder<'_, R> {
-    /// Lease length (the key's expiry).
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.options.ttl = ttl;
-        self
-    }
-
-    /// Renew the lease at about a third of the TTL while held (on by default).
-    pub fn auto_renew(mut self, on: bool) -> Self {
-        self.options.auto_renew = on;
-        self
-    }
-
-    /// Wait for replicas to hold the lock before reporting it acquired.
-    pub fn confirm(mut self, confirm: Confirm) -> Self {
-        self.options.confirm = confirm;
-        self
-    }
-
-    /// Longest sleep between polls while waiting.
-    pub fn poll_cap(mut self, cap: Duration) -> Self {
-        self.options.poll_cap = cap;
-        self
-    }
-
-    /// Give up at this instant.
-    pub fn deadline(mut self, deadline: Instant) -> Self {
-        self.deadline = Some(deadline);
-        self
-    }
-
-    /// Give up after this long.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
+    builder_setters!();
 
     /// Waits until acquired (or the deadline).
     pub async fn lock(self) -> Result<Guard<R>, Error> {
-        let deadline = self.deadline.or_else(|| self.timeout.map(|t| R::now() + t));
-        self.client.acquire(&self.key, self.options, Acquire::Wait { deadline }).await?.ok_or(Error::Closed)
+        let deadline = self.request.deadline(R::now());
+        self.client.acquire(&self.key, self.request.options, Acquire::Wait { deadline }).await?.ok_or(Error::Closed)
     }
 
     /// One attempt.
     pub async fn try_lock(self) -> Result<Option<Guard<R>>, Error> {
-        self.client.acquire(&self.key, self.options, Acquire::Try).await
+        self.client.acquire(&self.key, self.request.options, Acquire::Try).await
     }
 }
 
@@ -241,16 +189,12 @@ impl<R: Runtime> Guard<R> {
 
     /// Nothing may trust the lock past this instant (later after each renewal).
     pub fn valid_until(&self) -> Instant {
-        self.client.inner.state().engine.lock_info(self.id).and_then(|i| i.valid_until).unwrap_or(self.valid_until)
+        common::lease(&self.client.inner.state().engine, self.id, self.valid_until, R::now()).0
     }
 
     /// Whether the lease is still valid now: cheap, no round trip.
     pub fn is_valid(&self) -> bool {
-        let st = self.client.inner.state();
-        match st.engine.lock_info(self.id) {
-            Some(info) => info.lost.is_none() && info.valid_until.is_some_and(|v| R::now() < v),
-            None => false,
-        }
+        common::lease(&self.client.inner.state().engine, self.id, self.valid_until, R::now()).1
     }
 
     /// Completes when the lease is lost (renewal refused, or validity ran out): select on it
@@ -262,19 +206,11 @@ impl<R: Runtime> Guard<R> {
     /// Renews the lease now; returns the new end of validity.
     pub async fn extend(&self) -> Result<Instant, Error> {
         let inner = &self.client.inner;
-        let (res, requests) = inner.with_engine(|s, now| {
-            if let Some(slot) = s.slots.get_mut(&self.id) {
-                slot.lost.map_or(Ok(()), |r| Err(Error::Lost(r)))?;
-            }
-            s.engine.extend(self.id, now).map_err(|_: Misuse| Error::Lost(LostReason::Expired))
-        });
+        let (res, requests) =
+            inner.with_engine(|s, now| common::start_extend(&mut s.engine, &mut s.slots, self.id, now));
         res?;
         inner.run(requests).await;
-        match inner.next_event(self.id, |e| matches!(e, Event::Renewed { .. } | Event::Lost { .. })).await {
-            Some(Event::Renewed { valid_until }) => Ok(valid_until),
-            Some(Event::Lost { reason }) => Err(Error::Lost(reason)),
-            _ => Err(Error::Closed),
-        }
+        common::extended(inner.next_event(self.id, common::ends_extend).await)
     }
 
     /// Releases the lock: `Ok(true)` if it was still ours, `Ok(false)` if the lease had been
@@ -286,14 +222,10 @@ impl<R: Runtime> Guard<R> {
             let (res, requests) = inner.with_engine(|s, now| s.engine.release(self.id, now));
             res.map_err(|_| Error::Closed)?;
             inner.run(requests).await;
-            let event = inner.next_event(self.id, |e| matches!(e, Event::Released { .. } | Event::Failed(_))).await;
+            let event = inner.next_event(self.id, common::ends_release).await;
             self.done = true;
             inner.state().slots.remove(&self.id);
-            match event {
-                Some(Event::Released { held }) => Ok(held),
-                Some(Event::Failed(e)) => Err(Error::Lock(e)),
-                _ => Err(Error::Closed),
-            }
+            common::released(event)
         }
         .instrument(span)
         .await

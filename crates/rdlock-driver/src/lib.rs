@@ -17,6 +17,7 @@
 pub mod blocking;
 #[cfg(feature = "async")]
 mod client;
+mod common;
 mod config;
 pub mod convert;
 mod error;

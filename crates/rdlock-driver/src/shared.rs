@@ -1,7 +1,7 @@
 //! State shared by a client's handles, guards and background tasks: the engine behind one
 //! mutex (never held across an await), each lock's event slot, and the connections.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,34 +9,41 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{
-    Command, Engine, Event, LockId, LostReason, Reply, Request, Route, Script, Transmit, TransportError,
-};
+use rdlock_core::{Command, Event, LockId, LostReason, Reply, Request, Route, Script, Transmit, TransportError};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
 
+use crate::common::{self, Events};
 use crate::config::ClientConfig;
 use crate::convert::{self, Eval};
 use crate::runtime::{Runtime, timeout};
 use crate::signal::Signal;
 
-/// Events of one lock, waiting for the handle that awaits them.
+/// A lock's events and the tasks waiting for them.
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
-    events: VecDeque<Event>,
+    pub(crate) events: Events,
     waker: Option<Waker>,
-    pub(crate) lost: Option<LostReason>,
     lost_wakers: Vec<Waker>,
 }
 
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) engine: Engine,
-    pub(crate) slots: HashMap<LockId, Slot>,
-    /// When the driver task means to wake next; an earlier timer must wake it sooner.
-    pub(crate) driver_wake: Option<Instant>,
+impl common::Slot for Slot {
+    fn events(&mut self) -> &mut Events {
+        &mut self.events
+    }
+
+    fn wake(&mut self, lost: bool) {
+        if lost {
+            self.lost_wakers.drain(..).for_each(Waker::wake);
+        }
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
 }
+
+pub(crate) type Shared = common::Shared<Slot>;
 
 /// One lazily made connection, replaced after a failure.
 #[derive(Default)]
@@ -78,11 +85,7 @@ impl<R: Runtime> Inner<R> {
     pub(crate) fn new(redis: redis::Client, config: ClientConfig) -> Self {
         Self {
             redis,
-            state: Mutex::new(Shared {
-                engine: Engine::new(config.engine.clone()),
-                slots: HashMap::new(),
-                driver_wake: None,
-            }),
+            state: Mutex::new(Shared::new(&config)),
             config,
             commands: Conn::default(),
             confirm: Conn::default(),
@@ -109,37 +112,12 @@ impl<R: Runtime> Inner<R> {
     /// requests come back to the caller, who sends them.
     pub(crate) fn with_engine<T>(&self, f: impl FnOnce(&mut Shared, Instant) -> T) -> (T, Vec<Request>) {
         let now = R::now();
-        let mut wakers = Vec::new();
-        let mut requests = Vec::new();
-        let mut pubsub = Vec::new();
-        let (out, wake_driver) = {
+        let (out, requests, pubsub, wake_driver) = {
             let mut st = self.state();
             let out = f(&mut st, now);
-            while let Some(t) = st.engine.poll_transmit() {
-                match t {
-                    Transmit::Request(r) => requests.push(r),
-                    other => pubsub.push(other),
-                }
-            }
-            while let Some((id, event)) = st.engine.poll_event() {
-                let Some(slot) = st.slots.get_mut(&id) else { continue };
-                if let Event::Lost { reason } = event {
-                    slot.lost = Some(reason);
-                    wakers.append(&mut slot.lost_wakers);
-                }
-                if matches!(event, Event::Renewed { .. }) {
-                    // Only the latest renewal matters to anyone waiting for one.
-                    slot.events.retain(|e| !matches!(e, Event::Renewed { .. }));
-                }
-                slot.events.push_back(event);
-                wakers.extend(slot.waker.take());
-            }
-            let next = st.engine.poll_timeout();
-            (out, next.is_some_and(|n| st.driver_wake.is_none_or(|w| n < w)))
+            let (requests, pubsub, sooner) = st.drain();
+            (out, requests, pubsub, sooner)
         };
-        for w in wakers {
-            w.wake();
-        }
         if !pubsub.is_empty() {
             self.pubsub_queue.lock().unwrap_or_else(|e| e.into_inner()).extend(pubsub);
             self.pubsub_signal.notify();
@@ -155,10 +133,8 @@ impl<R: Runtime> Inner<R> {
         poll_fn(|cx| {
             let mut st = self.state();
             let Some(slot) = st.slots.get_mut(&id) else { return Poll::Ready(None) };
-            while let Some(e) = slot.events.pop_front() {
-                if wanted(&e) {
-                    return Poll::Ready(Some(e));
-                }
+            if let Some(e) = slot.events.take(&wanted) {
+                return Poll::Ready(Some(e));
             }
             slot.waker = Some(cx.waker().clone());
             Poll::Pending
@@ -171,7 +147,7 @@ impl<R: Runtime> Inner<R> {
         poll_fn(|cx| {
             let mut st = self.state();
             match st.slots.get_mut(&id) {
-                Some(Slot { lost: Some(r), .. }) => Poll::Ready(*r),
+                Some(Slot { events: Events { lost: Some(r), .. }, .. }) => Poll::Ready(*r),
                 Some(slot) => {
                     slot.lost_wakers.push(cx.waker().clone());
                     Poll::Pending

@@ -25,7 +25,7 @@ pub(crate) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
                 return;
             }
             let wake = st.engine.poll_timeout();
-            st.driver_wake = wake;
+            st.timer_wake = wake;
             wake
         };
         match wake {

@@ -2,16 +2,15 @@
 //! mutex, each lock's event slot (with a condition variable its waiter sleeps on), and the
 //! connection pools.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{
-    Command, Engine, Event, LockId, LostReason, Reply, Request, Route, Script, Transmit, TransportError,
-};
+use rdlock_core::{Command, Event, LockId, LostReason, Reply, Request, Route, Script, Transmit, TransportError};
 use redis::{Connection, Value};
 
+use crate::common::{self, Events};
 use crate::config::ClientConfig;
 use crate::convert::{self, Eval};
 use crate::error::Error;
@@ -23,21 +22,25 @@ const MAX_WORKERS: usize = 4;
 /// A worker idle this long ends.
 const WORKER_IDLE: Duration = Duration::from_secs(10);
 
-/// Events of one lock, waiting for the thread that waits for them.
+/// A lock's events and the condition variable its waiter sleeps on.
 #[derive(Debug, Default)]
 pub(super) struct Slot {
-    pub(super) events: VecDeque<Event>,
-    pub(super) lost: Option<LostReason>,
+    pub(super) events: Events,
     /// Woken on every event of this lock (paired with the state mutex).
     cond: Arc<Condvar>,
 }
 
-pub(super) struct Shared {
-    pub(super) engine: Engine,
-    pub(super) slots: HashMap<LockId, Slot>,
-    /// When the timer thread means to wake (`None`: no timer); an earlier timer wakes it.
-    pub(super) timer_wake: Option<Instant>,
+impl common::Slot for Slot {
+    fn events(&mut self) -> &mut Events {
+        &mut self.events
+    }
+
+    fn wake(&mut self, _lost: bool) {
+        self.cond.notify_all();
+    }
 }
+
+pub(super) type Shared = common::Shared<Slot>;
 
 /// A synchronous connection and the read timeout it is set to.
 struct Pooled {
@@ -91,11 +94,7 @@ impl Inner {
     pub(super) fn new(redis: redis::Client, config: ClientConfig) -> Self {
         Self {
             redis,
-            state: Mutex::new(Shared {
-                engine: Engine::new(config.engine.clone()),
-                slots: HashMap::new(),
-                timer_wake: None,
-            }),
+            state: Mutex::new(Shared::new(&config)),
             config,
             timer_cond: Condvar::new(),
             commands: Pool::default(),
@@ -131,35 +130,14 @@ impl Inner {
     /// pub/sub thread, and the requests come back to the caller, who sends them.
     pub(super) fn with_engine<T>(&self, f: impl FnOnce(&mut Shared, Instant) -> T) -> (T, Vec<Request>) {
         let now = Instant::now();
-        let mut requests = Vec::new();
-        let mut pubsub = Vec::new();
-        let out = {
+        let (out, pubsub, requests) = {
             let mut st = self.state();
             let out = f(&mut st, now);
-            while let Some(t) = st.engine.poll_transmit() {
-                match t {
-                    Transmit::Request(r) => requests.push(r),
-                    other => pubsub.push(other),
-                }
-            }
-            while let Some((id, event)) = st.engine.poll_event() {
-                let Some(slot) = st.slots.get_mut(&id) else { continue };
-                if let Event::Lost { reason } = event {
-                    slot.lost = Some(reason);
-                }
-                if matches!(event, Event::Renewed { .. }) {
-                    // Only the latest renewal matters to anyone waiting for one.
-                    slot.events.retain(|e| !matches!(e, Event::Renewed { .. }));
-                }
-                slot.events.push_back(event);
-                slot.cond.notify_all();
-            }
-            let next = st.engine.poll_timeout();
-            let settled = self.is_closed() && st.engine.is_empty();
-            if settled || next.is_some_and(|n| st.timer_wake.is_none_or(|w| n < w)) {
+            let (requests, pubsub, sooner) = st.drain();
+            if sooner || (self.is_closed() && st.engine.is_empty()) {
                 self.timer_cond.notify_one();
             }
-            out
+            (out, pubsub, requests)
         };
         if !pubsub.is_empty() {
             self.pubsub.lock().unwrap_or_else(|e| e.into_inner()).extend(pubsub);
@@ -173,10 +151,8 @@ impl Inner {
         let mut st = self.state();
         loop {
             let slot = st.slots.get_mut(&id)?;
-            while let Some(e) = slot.events.pop_front() {
-                if wanted(&e) {
-                    return Some(e);
-                }
+            if let Some(e) = slot.events.take(&wanted) {
+                return Some(e);
             }
             let cond = slot.cond.clone();
             st = cond.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -188,8 +164,8 @@ impl Inner {
         let mut st = self.state();
         loop {
             let slot = st.slots.get(&id)?;
-            if slot.lost.is_some() {
-                return slot.lost;
+            if slot.events.lost.is_some() {
+                return slot.events.lost;
             }
             let cond = slot.cond.clone();
             st = match until.map(|u| u.saturating_duration_since(Instant::now())) {

@@ -1,0 +1,231 @@
+//! What the async and the blocking driver share beyond the translation: each lock's event
+//! queue, how the engine's outputs are drained after an input, what events mean to the
+//! caller, and the lock builder's options.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rdlock_core::{Engine, Event, LockId, LockOptions, LostReason, Request, Transmit};
+
+use crate::error::Error;
+
+/// The events of one lock, waiting for the handle that awaits them.
+#[derive(Debug, Default)]
+pub(crate) struct Events {
+    queue: VecDeque<Event>,
+    /// Set once the lease is lost.
+    pub(crate) lost: Option<LostReason>,
+}
+
+impl Events {
+    /// Records an event; true when it reports the lease lost.
+    fn push(&mut self, event: Event) -> bool {
+        let lost = if let Event::Lost { reason } = event {
+            self.lost = Some(reason);
+            true
+        } else {
+            false
+        };
+        if matches!(event, Event::Renewed { .. }) {
+            // Only the latest renewal matters to anyone waiting for one.
+            self.forget_renewals();
+        }
+        self.queue.push_back(event);
+        lost
+    }
+
+    /// The next event `wanted` accepts, dropping the others before it.
+    pub(crate) fn take(&mut self, wanted: impl Fn(&Event) -> bool) -> Option<Event> {
+        while let Some(e) = self.queue.pop_front() {
+            if wanted(&e) {
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// Drops past renewals: an earlier renewal's news is not a new extension's answer.
+    pub(crate) fn forget_renewals(&mut self) {
+        self.queue.retain(|e| !matches!(e, Event::Renewed { .. }));
+    }
+}
+
+/// What a driver keeps behind its one mutex: the engine and each lock's slot.
+#[derive(Debug)]
+pub(crate) struct Shared<S> {
+    pub(crate) engine: Engine,
+    pub(crate) slots: HashMap<LockId, S>,
+    /// When the timer task or thread means to wake next; an earlier timer must wake it.
+    pub(crate) timer_wake: Option<Instant>,
+}
+
+impl<S: Slot> Shared<S> {
+    pub(crate) fn new(config: &crate::ClientConfig) -> Self {
+        Self { engine: Engine::new(config.engine.clone()), slots: HashMap::new(), timer_wake: None }
+    }
+
+    /// Drains the engine after an input: events go to their locks' slots (waking their
+    /// waiters); requests and (un)subscriptions are returned for the caller to send. Also
+    /// says whether the timer must wake sooner than it planned.
+    pub(crate) fn drain(&mut self) -> (Vec<Request>, Vec<Transmit>, bool) {
+        let (requests, pubsub) = drain(&mut self.engine, &mut self.slots);
+        let sooner = self.engine.poll_timeout().is_some_and(|n| self.timer_wake.is_none_or(|w| n < w));
+        (requests, pubsub, sooner)
+    }
+}
+
+/// A lock's slot in a driver: its events, plus however its waiter is woken.
+pub(crate) trait Slot {
+    /// The slot's events.
+    fn events(&mut self) -> &mut Events;
+    /// An event arrived (`lost`: it reported the lease lost): wake whoever waits.
+    fn wake(&mut self, lost: bool);
+}
+
+fn drain<S: Slot>(engine: &mut Engine, slots: &mut HashMap<LockId, S>) -> (Vec<Request>, Vec<Transmit>) {
+    let mut requests = Vec::new();
+    let mut pubsub = Vec::new();
+    while let Some(t) = engine.poll_transmit() {
+        match t {
+            Transmit::Request(r) => requests.push(r),
+            other => pubsub.push(other),
+        }
+    }
+    while let Some((id, event)) = engine.poll_event() {
+        if let Some(slot) = slots.get_mut(&id) {
+            let lost = slot.events().push(event);
+            slot.wake(lost);
+        }
+    }
+    (requests, pubsub)
+}
+
+/// The answer to an acquisition: the fence and validity, `None` for a busy try, or why not.
+pub(crate) fn acquired(event: Option<Event>) -> Result<Option<(u64, Instant)>, Error> {
+    match event {
+        Some(Event::Acquired { fence, valid_until }) => {
+            tracing::debug!(fence, "acquired");
+            Ok(Some((fence, valid_until)))
+        }
+        Some(Event::Busy { .. }) => Ok(None),
+        Some(Event::TimedOut) => Err(Error::TimedOut),
+        Some(Event::ReplicationShortfall { acked, wanted }) => Err(Error::ReplicationShortfall { acked, wanted }),
+        Some(Event::Failed(e)) => Err(Error::Lock(e)),
+        _ => Err(Error::Closed),
+    }
+}
+
+/// Events that answer a release.
+pub(crate) fn ends_release(e: &Event) -> bool {
+    matches!(e, Event::Released { .. } | Event::Failed(_))
+}
+
+/// The answer to a release: whether the lock was still ours.
+pub(crate) fn released(event: Option<Event>) -> Result<bool, Error> {
+    match event {
+        Some(Event::Released { held }) => Ok(held),
+        Some(Event::Failed(e)) => Err(Error::Lock(e)),
+        _ => Err(Error::Closed),
+    }
+}
+
+/// Events that answer an extension.
+pub(crate) fn ends_extend(e: &Event) -> bool {
+    matches!(e, Event::Renewed { .. } | Event::Lost { .. })
+}
+
+/// The answer to an extension: the new end of validity.
+pub(crate) fn extended(event: Option<Event>) -> Result<Instant, Error> {
+    match event {
+        Some(Event::Renewed { valid_until }) => Ok(valid_until),
+        Some(Event::Lost { reason }) => Err(Error::Lost(reason)),
+        _ => Err(Error::Closed),
+    }
+}
+
+/// Starts an extension: refused when the lease is already lost.
+pub(crate) fn start_extend<S: Slot>(
+    engine: &mut Engine,
+    slots: &mut HashMap<LockId, S>,
+    id: LockId,
+    now: Instant,
+) -> Result<(), Error> {
+    if let Some(slot) = slots.get_mut(&id) {
+        let events = slot.events();
+        events.lost.map_or(Ok(()), |r| Err(Error::Lost(r)))?;
+        events.forget_renewals();
+    }
+    engine.extend(id, now).map_err(|_| Error::Lost(LostReason::Expired))
+}
+
+/// A guard's view of its lease: the end of validity, and whether it holds at `now`.
+pub(crate) fn lease(engine: &Engine, id: LockId, fallback: Instant, now: Instant) -> (Instant, bool) {
+    match engine.lock_info(id) {
+        Some(info) => {
+            let until = info.valid_until.unwrap_or(fallback);
+            (until, info.lost.is_none() && info.valid_until.is_some_and(|v| now < v))
+        }
+        None => (fallback, false),
+    }
+}
+
+/// One acquisition's options, before the builder is told to lock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LockRequest {
+    pub(crate) options: LockOptions,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl LockRequest {
+    pub(crate) fn new(options: LockOptions) -> Self {
+        Self { options, deadline: None, timeout: None }
+    }
+
+    /// The deadline, from an explicit one or a timeout counted from `now`.
+    pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
+        self.deadline.or_else(|| self.timeout.map(|t| now + t))
+    }
+}
+
+/// The option setters of both drivers' lock builders.
+macro_rules! builder_setters {
+    () => {
+        /// Lease length (the key's expiry).
+        pub fn ttl(mut self, ttl: std::time::Duration) -> Self {
+            self.request.options.ttl = ttl;
+            self
+        }
+
+        /// Renew the lease at about a third of the TTL while held (on by default).
+        pub fn auto_renew(mut self, on: bool) -> Self {
+            self.request.options.auto_renew = on;
+            self
+        }
+
+        /// Wait for replicas to hold the lock before reporting it acquired.
+        pub fn confirm(mut self, confirm: rdlock_core::Confirm) -> Self {
+            self.request.options.confirm = confirm;
+            self
+        }
+
+        /// Longest sleep between polls while waiting.
+        pub fn poll_cap(mut self, cap: std::time::Duration) -> Self {
+            self.request.options.poll_cap = cap;
+            self
+        }
+
+        /// Give up at this instant.
+        pub fn deadline(mut self, deadline: std::time::Instant) -> Self {
+            self.request.deadline = Some(deadline);
+            self
+        }
+
+        /// Give up after this long.
+        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.request.timeout = Some(timeout);
+            self
+        }
+    };
+}
+pub(crate) use builder_setters;
