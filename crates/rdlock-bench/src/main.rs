@@ -1,1 +1,239 @@
-fn main() {}
+//! # rdlock-bench
+//!
+//! Measures rdlock's adapters against a raw `SET NX PX` + compare-and-delete spin lock, each
+//! scenario run on a fresh `redis-server --save '' --appendonly no`, and prints Markdown
+//! tables with ratios to the raw baseline of the same run, then the targets met or missed.
+//!
+//! ```text
+//! cargo run --release -p rdlock-bench -- [--quick] [--scenario S1,S2,...] [--adapters raw,tokio,...]
+//!                                        [--runs N] [--json FILE]
+//! ```
+//!
+//! Scenarios: see `shared/peers.md` (S1-S3) and `docs/performance.md` (all, with the method).
+
+mod adapters;
+mod alloc;
+mod report;
+mod scenario;
+mod server;
+
+use std::time::Instant;
+
+use adapters::{ADAPTERS, Adapter};
+use scenario::{Scenario, Settings};
+use server::Server;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
+
+/// Errors of the benchmark itself.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const USAGE: &str = "\
+usage: rdlock-bench [--quick] [--scenario S1,S2,S3,S4,S5] [--adapters raw,tokio] [--runs N] [--json FILE]
+
+  --quick       about a second per scenario, one run (a smoke test); default: the durations of
+                shared/peers.md, median of 3 runs
+  --scenario    scenarios to run (default: all)
+  --adapters    adapters to run (default: all); raw, the baseline, is needed for the ratios
+  --runs N      runs per scenario and adapter; figures are medians over runs
+  --slices N    S1-S3 run in N slices per adapter, the adapters taking turns (default 10,
+                quick 2), so that all of them see the same background load
+  --tokio-workers N
+                worker threads of the tokio runtimes (0: a current-thread runtime; default:
+                one per core)
+  --json FILE   also write every run's figures, medians and ratios as JSON";
+
+#[derive(Debug)]
+struct Args {
+    quick: bool,
+    scenarios: Vec<Scenario>,
+    adapters: Vec<Adapter>,
+    runs: Option<usize>,
+    slices: Option<u32>,
+    json: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        quick: false,
+        scenarios: Scenario::ALL.to_vec(),
+        adapters: ADAPTERS.to_vec(),
+        runs: None,
+        slices: None,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
+            None => (arg.clone(), None),
+        };
+        let mut value = || inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--quick" => args.quick = true,
+            "--scenario" | "--scenarios" => {
+                args.scenarios = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            }
+            "--adapters" | "--adapter" => {
+                args.adapters = value()?
+                    .split(',')
+                    .map(|name| {
+                        ADAPTERS.iter().find(|a| a.name.eq_ignore_ascii_case(name.trim())).copied().ok_or_else(|| {
+                            let known: Vec<&str> = ADAPTERS.iter().map(|a| a.name).collect();
+                            format!("unknown adapter {name:?} (known: {})", known.join(", "))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--runs" => args.runs = Some(value()?.parse().map_err(|e| format!("--runs: {e}"))?),
+            "--slices" => args.slices = Some(value()?.parse().map_err(|e| format!("--slices: {e}"))?),
+            "--tokio-workers" => {
+                let n: usize = value()?.parse().map_err(|e| format!("--tokio-workers: {e}"))?;
+                adapters::TOKIO_WORKERS.store(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            "--json" => args.json = Some(value()?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    args.scenarios.sort();
+    args.scenarios.dedup();
+    Ok(args)
+}
+
+fn machine(redis_version: &str) -> Vec<(&'static str, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_owned()))
+        .unwrap_or_else(|| "?".into());
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    vec![
+        ("nproc", nproc.to_string()),
+        ("cpu", model),
+        ("redis_server", redis_version.to_owned()),
+        ("kernel", std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned()),
+        ("loadavg_at_start", loadavg()),
+    ]
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(args) {
+        eprintln!("rdlock-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), BoxError> {
+    let mut settings = if args.quick { Settings::quick() } else { Settings::full() };
+    if let Some(n) = args.slices {
+        settings.slices = n.max(1);
+    }
+    let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
+    let version = Server::start()?.version()?;
+    let mut machine = machine(&version);
+    let began = Instant::now();
+
+    let mut results = report::Results::new();
+    for &s in &args.scenarios {
+        results.insert(s, args.adapters.iter().map(|a| (a.name, Vec::new())).collect());
+    }
+    for run in 0..runs {
+        for &s in &args.scenarios {
+            // Alternate the adapters' order between runs (and slices), so that a drift of the
+            // machine's load does not always favour the same one.
+            let mut order: Vec<usize> = (0..args.adapters.len()).collect();
+            if run % 2 == 1 {
+                order.reverse();
+            }
+            let names: Vec<&str> = order.iter().map(|&i| args.adapters[i].name).collect();
+            eprintln!("run {}/{runs}: {s} [{}]", run + 1, names.join(", "));
+            let mut figures = vec![None; args.adapters.len()];
+            match s.duration(&settings) {
+                Some(total) => {
+                    let mut rigs = Vec::new();
+                    for &i in &order {
+                        let adapter = args.adapters[i];
+                        rigs.push((
+                            i,
+                            (adapter.rig)(s, &settings).map_err(|e| format!("{s} on {}: {e}", adapter.name))?,
+                        ));
+                    }
+                    let slice = total / settings.slices.max(1);
+                    for k in 0..settings.slices.max(1) {
+                        let mut turn: Vec<usize> = (0..rigs.len()).collect();
+                        if k % 2 == 1 {
+                            turn.reverse();
+                        }
+                        for j in turn {
+                            let (i, rig) = &mut rigs[j];
+                            rig.slice(slice).map_err(|e| format!("{s} on {}: {e}", args.adapters[*i].name))?;
+                        }
+                    }
+                    for (i, rig) in rigs {
+                        figures[i] = Some(rig.finish().map_err(|e| format!("{s} on {}: {e}", args.adapters[i].name))?);
+                    }
+                }
+                None => {
+                    for &i in &order {
+                        let adapter = args.adapters[i];
+                        let what = |e: BoxError| format!("{s} on {}: {e}", adapter.name);
+                        figures[i] = Some((adapter.rig)(s, &settings).and_then(|r| r.finish()).map_err(what)?);
+                    }
+                }
+            }
+            if let Some(rows) = results.get_mut(&s) {
+                for (row, m) in rows.iter_mut().zip(figures) {
+                    row.1.extend(m);
+                }
+            }
+        }
+    }
+    machine.push(("loadavg_at_end", loadavg()));
+    machine.push(("runs", runs.to_string()));
+    machine.push(("slices", settings.slices.to_string()));
+    let workers = adapters::TOKIO_WORKERS.load(std::sync::atomic::Ordering::Relaxed);
+    machine.push(("tokio_workers", if workers == usize::MAX { "one per core".into() } else { workers.to_string() }));
+    machine.push(("mode", if args.quick { "quick" } else { "full" }.into()));
+    machine.push(("wall_s", format!("{:.0}", began.elapsed().as_secs_f64())));
+
+    println!(
+        "## rdlock-bench ({} mode, median of {runs} run{})\n",
+        if args.quick { "quick" } else { "full" },
+        if runs == 1 { "" } else { "s" }
+    );
+    for (k, v) in &machine {
+        println!("- {k}: {v}");
+    }
+    println!(
+        "\nRatios (×) are to `raw` measured in the same run on the same kind of fresh server, then the median over runs."
+    );
+    print!("{}", report::tables(&results));
+    let targets = report::targets(&results);
+    print!("{}", report::targets_table(&targets));
+    if let Some(path) = &args.json {
+        std::fs::write(path, report::json(&machine, &results, &targets))?;
+        eprintln!("wrote {path}");
+    }
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! rdlock's async adapters: every one of them is `rdlock_driver::Client<R>` for its runtime
+//! `R`, so one wrapper serves them all.
+
+use rdlock_driver::{Client, Guard, Runtime};
+
+use super::{Locker, Spec};
+use crate::BoxError;
+
+/// One rdlock client (its own command and pub/sub connections) on runtime `R`.
+#[derive(Debug)]
+pub struct Rd<R: Runtime>(Client<R>);
+
+impl<R: Runtime> Locker for Rd<R> {
+    type Guard = Guard<R>;
+    /// Scripts by hash (by source after `NOSCRIPT`), replica confirmation, pub/sub.
+    const REQUESTS: &'static [&'static str] = &["evalsha", "eval", "wait", "role", "subscribe", "unsubscribe"];
+    const RENEWS: bool = true;
+
+    async fn connect(url: &str) -> Result<Self, BoxError> {
+        Ok(Self(Client::<R>::open(url).await?))
+    }
+
+    async fn lock(&self, key: &str, spec: Spec) -> Result<Guard<R>, BoxError> {
+        Ok(self.0.lock_builder(key).ttl(spec.ttl).auto_renew(spec.auto_renew).lock().await?)
+    }
+
+    async fn release(&self, guard: Guard<R>) -> Result<bool, BoxError> {
+        Ok(guard.release().await?)
+    }
+
+    fn is_valid(&self, guard: &Guard<R>) -> bool {
+        guard.is_valid()
+    }
+}

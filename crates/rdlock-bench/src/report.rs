@@ -1,0 +1,360 @@
+//! Medians over runs, ratios to the raw baseline of the same run, the Markdown tables, the
+//! targets, and the JSON file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::scenario::{Metrics, Scenario, percentile};
+
+/// The baseline adapter's name.
+pub const RAW: &str = "raw";
+/// S2 throughput of raw and of rslock 0.10 in `shared/peers.md`: the bar for our ratio.
+pub const PEERS_S2_RAW: f64 = 420.0;
+pub const PEERS_S2_RSLOCK: f64 = 762.0;
+
+/// Every run of one adapter in one scenario, with the matching raw runs.
+#[derive(Debug)]
+pub struct Cell<'a> {
+    pub runs: &'a [Metrics],
+    pub raw: Option<&'a [Metrics]>,
+}
+
+impl Cell<'_> {
+    /// Median over runs (NaN when never measured).
+    pub fn get(&self, key: &str) -> f64 {
+        let mut v: Vec<f64> = self.runs.iter().filter_map(|m| m.get(key).copied()).filter(|x| !x.is_nan()).collect();
+        percentile(&mut v, 0.5)
+    }
+
+    /// Median over runs of (this run's value / raw's value in the same run).
+    pub fn ratio(&self, key: &str) -> f64 {
+        let Some(raw) = self.raw else { return f64::NAN };
+        let mut v: Vec<f64> = self
+            .runs
+            .iter()
+            .zip(raw)
+            .filter_map(|(m, r)| Some(m.get(key)? / r.get(key)?))
+            .filter(|x| x.is_finite())
+            .collect();
+        percentile(&mut v, 0.5)
+    }
+}
+
+/// The results of a whole invocation: per scenario, per adapter (in run order), per run.
+pub type Results = BTreeMap<Scenario, Vec<(&'static str, Vec<Metrics>)>>;
+
+pub fn cell<'a>(results: &'a Results, scenario: Scenario, adapter: &str) -> Option<Cell<'a>> {
+    let rows = results.get(&scenario)?;
+    let runs = rows.iter().find(|(a, _)| *a == adapter).map(|(_, r)| r.as_slice())?;
+    let raw = rows.iter().find(|(a, _)| *a == RAW).map(|(_, r)| r.as_slice());
+    Some(Cell { runs, raw })
+}
+
+// ------------------------------------------------------------------------- formatting
+
+fn num(x: f64) -> String {
+    if x.is_nan() {
+        return "–".into();
+    }
+    let r = x.round() as i64;
+    let s = r.abs().to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if r < 0 { format!("-{out}") } else { out }
+}
+
+fn dec(x: f64, places: usize) -> String {
+    if x.is_nan() { "–".into() } else { format!("{x:.places$}") }
+}
+
+fn micros(x: f64) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else if x >= 1000.0 {
+        format!("{:.2} ms", x / 1000.0)
+    } else {
+        format!("{x:.0} µs")
+    }
+}
+
+fn millis(x: f64) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else if x >= 100.0 {
+        format!("{x:.0} ms")
+    } else {
+        format!("{x:.1} ms")
+    }
+}
+
+fn pct(x: f64) -> String {
+    if x.is_nan() { "–".into() } else { format!("{:.0} %", x * 100.0) }
+}
+
+fn bytes(x: f64) -> String {
+    if x.is_nan() { "–".into() } else { format!("{} B", num(x)) }
+}
+
+fn us2(x: f64) -> String {
+    if x.is_nan() { "–".into() } else { format!("{x:.2} µs") }
+}
+
+/// `a (b)`, or `–` when `a` was not measured.
+fn pair(a: String, b: String) -> String {
+    if a == "–" { a } else { format!("{a} ({b})") }
+}
+
+/// `value (ratio×)` for non-baseline rows.
+fn with_ratio(c: &Cell, adapter: &str, key: &str, f: fn(f64) -> String) -> String {
+    let v = f(c.get(key));
+    let r = c.ratio(key);
+    if adapter == RAW || r.is_nan() { v } else { format!("{v} ({r:.2}×)") }
+}
+
+type Column = (&'static str, fn(&Cell, &str) -> String);
+
+fn columns(s: Scenario) -> Vec<Column> {
+    let acq: Column = ("acq/s (×raw)", |c, a| with_ratio(c, a, "acq_per_s", num));
+    let p50: Column = ("cycle p50", |c, a| with_ratio(c, a, "cycle_p50_us", micros));
+    let p99: Column = ("cycle p99", |c, _| micros(c.get("cycle_p99_us")));
+    let req: Column = ("requests/acq", |c, _| dec(c.get("requests_per_acq"), 2));
+    let cmds: Column = ("server cmds/acq", |c, _| dec(c.get("cmds_per_acq"), 2));
+    let cpu: Column = ("redis CPU ms/1k acq", |c, a| with_ratio(c, a, "cpu_ms_per_1k", |x| dec(x, 0)));
+    let minmax: Column =
+        ("per-client min-max", |c, _| format!("{}-{}", num(c.get("client_min")), num(c.get("client_max"))));
+    let overlaps: Column = ("overlaps", |c, _| num(c.get("overlaps")));
+    let srv: Column = ("command time µs/acq", |c, a| with_ratio(c, a, "server_cmd_us_per_acq", |x| dec(x, 1)));
+    let client: Column = ("client CPU µs/acq", |c, a| with_ratio(c, a, "client_cpu_us_per_acq", |x| dec(x, 1)));
+    let errors: Column = ("errors", |c, _| num(c.get("errors")));
+    match s {
+        Scenario::S1 => vec![acq, p50, p99, req, cmds, srv, cpu, client, overlaps, errors],
+        Scenario::S2 => vec![
+            acq,
+            p50,
+            minmax,
+            ("gap p50 / p99", |c, _| format!("{} / {}", micros(c.get("gap_p50_us")), micros(c.get("gap_p99_us")))),
+            ("self", |c, _| pct(c.get("self_share"))),
+            ("longest wait", |c, _| millis(c.get("longest_wait_ms"))),
+            ("hold p50", |c, _| micros(c.get("hold_p50_us"))),
+            req,
+            cmds,
+            cpu,
+            client,
+            overlaps,
+            errors,
+        ],
+        Scenario::S3 => vec![acq, p50, p99, minmax, req, cmds, srv, cpu, client, overlaps, errors],
+        Scenario::S4 => vec![
+            ("locks (lost)", |c, _| pair(num(c.get("locks")), num(c.get("lost")))),
+            ("renew requests", |c, _| num(c.get("renew_requests"))),
+            ("renewals (per lock)", |c, _| pair(num(c.get("renewals")), dec(c.get("renewals_per_lock"), 1))),
+            ("locks/request", |c, _| dec(c.get("keys_per_request"), 0)),
+            ("server cmds/renewal", |c, _| dec(c.get("cmds_per_renewal"), 2)),
+            ("redis CPU/renewal (net of idle)", |c, _| {
+                pair(us2(c.get("renew_cpu_us")), us2(c.get("renew_cpu_net_us")))
+            }),
+            ("redis CPU/plain SET", |c, _| us2(c.get("set_cpu_us"))),
+            ("renewal / SET", |c, _| dec(c.get("renew_vs_set"), 3)),
+        ],
+        Scenario::S5 => vec![
+            ("waiters", |c, _| num(c.get("waiters"))),
+            ("pub/sub conns (channels)", |c, _| {
+                format!("{} ({})", num(c.get("pubsub_conns")), num(c.get("subscriptions")))
+            }),
+            ("client heap/waiter", |c, a| with_ratio(c, a, "bytes_per_waiter", bytes)),
+            ("of which caller's task / lock state", |c, _| {
+                format!("{} / {}", bytes(c.get("task_bytes_per_waiter")), bytes(c.get("state_bytes_per_waiter")))
+            }),
+            ("lock future", |c, _| bytes(c.get("lock_future_bytes"))),
+            ("all acquired after release", |c, a| with_ratio(c, a, "all_acquired_ms", millis)),
+            ("p50 acquired", |c, _| millis(c.get("acquired_p50_ms"))),
+            ("while waiting: requests/s (server cmds/s)", |c, _| {
+                format!("{} ({})", num(c.get("wait_requests_per_s")), num(c.get("wait_cmds_per_s")))
+            }),
+            ("redis CPU while waiting", |c, _| format!("{} %", dec(c.get("wait_cpu_pct"), 0))),
+            ("errors", |c, _| num(c.get("errors"))),
+        ],
+    }
+}
+
+/// One Markdown table per scenario.
+pub fn tables(results: &Results) -> String {
+    let mut out = String::new();
+    for (&s, rows) in results {
+        let cols = columns(s);
+        let _ = writeln!(out, "\n### {}\n", s.title());
+        let _ = writeln!(out, "| adapter | {} |", cols.iter().map(|c| c.0).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(out, "|---|{}", "--:|".repeat(cols.len()));
+        for (adapter, _) in rows {
+            let Some(c) = cell(results, s, adapter) else { continue };
+            let label = if *adapter == RAW && s == Scenario::S4 { "raw (plain SET loop)" } else { adapter };
+            let vals: Vec<String> = cols.iter().map(|(_, f)| f(&c, adapter)).collect();
+            let _ = writeln!(out, "| {label} | {} |", vals.join(" | "));
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------------- targets
+
+/// One target, checked on one adapter.
+#[derive(Debug)]
+pub struct Target {
+    pub adapter: &'static str,
+    pub what: String,
+    pub measured: String,
+    pub met: Option<bool>,
+}
+
+pub fn targets(results: &Results) -> Vec<Target> {
+    let mut out = Vec::new();
+    let adapters: Vec<&'static str> = results
+        .values()
+        .flat_map(|rows| rows.iter().map(|(a, _)| *a))
+        .filter(|a| *a != RAW)
+        .fold(Vec::new(), |mut v, a| {
+            if !v.contains(&a) {
+                v.push(a);
+            }
+            v
+        });
+    let check = |v: f64, ok: bool| if v.is_nan() { None } else { Some(ok) };
+    for a in adapters {
+        let mut t = |what: String, measured: String, met: Option<bool>| {
+            out.push(Target { adapter: a, what, measured, met });
+        };
+        for s in [Scenario::S1, Scenario::S3] {
+            if let Some(c) = cell(results, s, a) {
+                let r = c.ratio("acq_per_s");
+                t(format!("{s} acq/s ≥ 0.95× raw"), format!("{r:.3}×"), check(r, r >= 0.95));
+            }
+        }
+        if let Some(c) = cell(results, Scenario::S1, a) {
+            let r = c.get("requests_per_acq");
+            t("S1 exactly 2 requests (round trips) per cycle".into(), dec(r, 3), check(r, (r - 2.0).abs() < 0.01));
+        }
+        if let Some(c) = cell(results, Scenario::S2, a) {
+            let g = c.get("gap_p50_us");
+            t("S2 hand-off gap p50 ≤ 250 µs".into(), micros(g), check(g, g <= 250.0));
+            let w = c.get("longest_wait_ms");
+            t("S2 longest wait ≤ 100 ms".into(), millis(w), check(w, w <= 100.0));
+            let (min, mean) = (c.get("client_min"), c.get("client_mean"));
+            let f = min / mean;
+            t(
+                "S2 per-client min ≥ 0.5× mean".into(),
+                format!("{} / {} = {f:.2}", num(min), num(mean)),
+                check(f, f >= 0.5),
+            );
+            let k = c.get("cmds_per_acq");
+            t("S2 ≤ 8 server commands per acquisition".into(), dec(k, 2), check(k, k <= 8.0));
+            let r = c.ratio("acq_per_s");
+            let bar = PEERS_S2_RSLOCK / PEERS_S2_RAW;
+            t(format!("S2 acq/s ≥ {bar:.2}× raw (rslock's ratio in peers.md)"), format!("{r:.2}×"), check(r, r >= bar));
+        }
+        for s in [Scenario::S1, Scenario::S2, Scenario::S3] {
+            if let Some(c) = cell(results, s, a) {
+                let worst = c.runs.iter().filter_map(|m| m.get("overlaps")).fold(0.0, |x: f64, y| x.max(*y));
+                t(format!("{s} no overlapping holds (every run)"), num(worst), Some(worst == 0.0));
+            }
+        }
+        if let Some(c) = cell(results, Scenario::S4, a) {
+            let r = c.get("renew_vs_set");
+            t("S4 redis CPU per renewal ≤ per plain SET".into(), format!("{r:.3}×"), check(r, r <= 1.0));
+            let lost = c.get("lost");
+            t("S4 no lease lost".into(), num(lost), check(lost, lost == 0.0));
+        }
+        if let Some(c) = cell(results, Scenario::S5, a) {
+            let p = c.get("pubsub_conns");
+            t("S5 one pub/sub connection".into(), num(p), check(p, p == 1.0));
+            let b = c.get("bytes_per_waiter");
+            t("S5 ≤ 2 KiB client memory per waiter".into(), bytes(b), check(b, b <= 2048.0));
+        }
+    }
+    out
+}
+
+pub fn targets_table(targets: &[Target]) -> String {
+    let mut out = String::from("\n### Targets\n\n| adapter | target | measured (median) | met |\n|---|---|--:|:-:|\n");
+    for t in targets {
+        let met = match t.met {
+            Some(true) => "yes",
+            Some(false) => "**NO**",
+            None => "n/a",
+        };
+        let _ = writeln!(out, "| {} | {} | {} | {met} |", t.adapter, t.what, t.measured);
+    }
+    out
+}
+
+// ------------------------------------------------------------------------- JSON
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_num(x: f64) -> String {
+    if x.is_finite() { format!("{x}") } else { "null".into() }
+}
+
+fn json_metrics(m: &Metrics) -> String {
+    let body: Vec<String> = m.iter().map(|(k, v)| format!("{}: {}", json_str(k), json_num(*v))).collect();
+    format!("{{{}}}", body.join(", "))
+}
+
+pub fn json(machine: &[(&str, String)], results: &Results, targets: &[Target]) -> String {
+    let mut out = String::from("{\n  \"machine\": {");
+    let fields: Vec<String> = machine.iter().map(|(k, v)| format!("{}: {}", json_str(k), json_str(v))).collect();
+    out.push_str(&fields.join(", "));
+    out.push_str("},\n  \"results\": [\n");
+    let mut entries = Vec::new();
+    for (&s, rows) in results {
+        for (adapter, runs) in rows {
+            let Some(c) = cell(results, s, adapter) else { continue };
+            let keys: Vec<&'static str> = runs.iter().flat_map(|m| m.keys().copied()).collect();
+            let median: Metrics = keys.iter().map(|k| (*k, c.get(k))).collect();
+            let ratio: Metrics = keys.iter().map(|k| (*k, c.ratio(k))).collect();
+            let runs: Vec<String> = runs.iter().map(json_metrics).collect();
+            entries.push(format!(
+                "    {{\"scenario\": \"{s}\", \"adapter\": {}, \"median\": {}, \"ratio_to_raw\": {}, \"runs\": [{}]}}",
+                json_str(adapter),
+                json_metrics(&median),
+                json_metrics(&ratio),
+                runs.join(", ")
+            ));
+        }
+    }
+    out.push_str(&entries.join(",\n"));
+    out.push_str("\n  ],\n  \"targets\": [\n");
+    let t: Vec<String> = targets
+        .iter()
+        .map(|t| {
+            let met = t.met.map_or("null".to_owned(), |b| b.to_string());
+            format!(
+                "    {{\"adapter\": {}, \"target\": {}, \"measured\": {}, \"met\": {met}}}",
+                json_str(t.adapter),
+                json_str(&t.what),
+                json_str(&t.measured)
+            )
+        })
+        .collect();
+    out.push_str(&t.join(",\n"));
+    out.push_str("\n  ]\n}\n");
+    out
+}

@@ -1,0 +1,674 @@
+//! The scenarios of `shared/peers.md` (S1-S3) and of the benchmark brief (S4, S5), generic over
+//! the adapter and its executor. Each run gets a fresh server and returns named figures.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::BoxError;
+use crate::adapters::{Exec, Locker, Spec};
+use crate::alloc;
+use crate::server::{Delta, Server, Snapshot};
+
+/// Figures of one scenario run, by name (see `report.rs` for the units).
+pub type Metrics = BTreeMap<&'static str, f64>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scenario {
+    /// Uncontended: 1 client, 1 key, acquire -> release.
+    S1,
+    /// Contended hand-off: 8 clients, 1 key, acquire -> hold 1 ms -> release.
+    S2,
+    /// Many locks: 8 clients, a key each, acquire -> release.
+    S3,
+    /// 10,000 locks held with auto-renew by one client.
+    S4,
+    /// 10,000 waiters on 10,000 keys in one client.
+    S5,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 5] = [Scenario::S1, Scenario::S2, Scenario::S3, Scenario::S4, Scenario::S5];
+
+    /// Duration of the loop of S1-S3 (None for S4 and S5, which run whole).
+    pub fn duration(self, set: &Settings) -> Option<Duration> {
+        match self {
+            Scenario::S1 => Some(set.s1),
+            Scenario::S2 => Some(set.s2),
+            Scenario::S3 => Some(set.s3),
+            Scenario::S4 | Scenario::S5 => None,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Scenario::S1 => "S1 uncontended (1 client, 1 key)",
+            Scenario::S2 => "S2 contended hand-off (8 clients, 1 key, hold 1 ms)",
+            Scenario::S3 => "S3 many locks (8 clients, a key each)",
+            Scenario::S4 => "S4 locks held with auto-renew (one client)",
+            Scenario::S5 => "S5 waiters on distinct keys (one client)",
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Scenario::ALL
+            .into_iter()
+            .find(|c| c.to_string().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown scenario {s:?} (S1..S5)"))
+    }
+}
+
+/// Durations and sizes.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub s1: Duration,
+    pub s2: Duration,
+    pub s3: Duration,
+    pub clients: usize,
+    pub hold: Duration,
+    pub s4_locks: usize,
+    pub s4_ttl: Duration,
+    pub s4_hold: Duration,
+    /// Length of the plain `SET` loop that S4's renewal cost is compared with.
+    pub set_loop: Duration,
+    /// Idle time measured before S4, to see the server's own background CPU.
+    pub idle: Duration,
+    pub s5_waiters: usize,
+    /// Time left to the waiters to settle (subscribe, re-check).
+    pub s5_settle: Duration,
+    /// The window over which waiting's cost to the server is measured: longer than a
+    /// waiter's poll interval, so that polls show.
+    pub s5_wait: Duration,
+    /// S1-S3 run in this many slices per adapter, the adapters taking turns.
+    pub slices: u32,
+}
+
+impl Settings {
+    /// The durations of peers.md and the brief.
+    pub fn full() -> Self {
+        Self {
+            s1: Duration::from_secs(3),
+            s2: Duration::from_secs(5),
+            s3: Duration::from_secs(3),
+            clients: 8,
+            hold: Duration::from_millis(1),
+            s4_locks: 10_000,
+            s4_ttl: Duration::from_secs(3),
+            s4_hold: Duration::from_secs(10),
+            set_loop: Duration::from_secs(2),
+            idle: Duration::from_secs(1),
+            s5_waiters: 10_000,
+            s5_settle: Duration::from_millis(500),
+            s5_wait: Duration::from_secs(10),
+            slices: 10,
+        }
+    }
+
+    /// A smoke test: about a second per scenario.
+    pub fn quick() -> Self {
+        Self {
+            s1: Duration::from_millis(400),
+            s2: Duration::from_millis(500),
+            s3: Duration::from_millis(400),
+            clients: 8,
+            hold: Duration::from_millis(1),
+            s4_locks: 1_000,
+            s4_ttl: Duration::from_millis(200),
+            s4_hold: Duration::from_millis(300),
+            set_loop: Duration::from_millis(150),
+            idle: Duration::from_millis(100),
+            s5_waiters: 1_000,
+            s5_settle: Duration::from_millis(100),
+            s5_wait: Duration::from_millis(300),
+            slices: 2,
+        }
+    }
+}
+
+/// One adapter's part of a scenario run: its own fresh server and connected clients.
+/// S1-S3 run in slices, interleaved with the other adapters' rigs, so that every adapter sees
+/// the same load from the rest of the machine; S4 and S5 run whole in [`Rig::finish`].
+pub trait Rig {
+    /// Runs the scenario's loop for `duration` (S1-S3; nothing for S4 and S5).
+    fn slice(&mut self, duration: Duration) -> Result<(), BoxError>;
+    /// The figures (running S4 and S5 here).
+    fn finish(self: Box<Self>) -> Result<Metrics, BoxError>;
+}
+
+/// Starts a fresh server for one scenario run of adapter `L` on executor `E`.
+pub fn rig<L: Locker, E: Exec>(exec: E, scenario: Scenario, set: &Settings) -> Result<Box<dyn Rig>, BoxError> {
+    let server = Server::start()?;
+    Ok(match scenario {
+        Scenario::S1 => Box::new(CycleRig::<L, E>::new(exec, server, 1, true, None)?),
+        Scenario::S2 => Box::new(CycleRig::<L, E>::new(exec, server, set.clients, true, Some(set.hold))?),
+        Scenario::S3 => Box::new(CycleRig::<L, E>::new(exec, server, set.clients, false, None)?),
+        Scenario::S4 | Scenario::S5 => {
+            Box::new(WholeRig::<L, E> { exec, server, scenario, set: set.clone(), _locker: PhantomData })
+        }
+    })
+}
+
+struct WholeRig<L, E> {
+    exec: E,
+    server: Server,
+    scenario: Scenario,
+    set: Settings,
+    _locker: PhantomData<fn() -> L>,
+}
+
+impl<L: Locker, E: Exec> Rig for WholeRig<L, E> {
+    fn slice(&mut self, _: Duration) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Metrics, BoxError> {
+        let (exec, server, set) = (&self.exec, &self.server, &self.set);
+        match self.scenario {
+            Scenario::S5 => exec.block_on(waiters::<L, E>(exec, server, set)),
+            _ => renewals::<L, E>(exec, server, set),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------- S1-S3: cycles
+
+/// One acquire -> (hold) -> release, as the client saw it.
+#[derive(Clone, Copy, Debug)]
+struct Cycle {
+    client: usize,
+    key: usize,
+    /// `lock()` called.
+    wait_start: Instant,
+    /// `lock()` returned: the holder runs.
+    acquired: Instant,
+    /// `release()` called.
+    release_called: Instant,
+    /// `release()` returned.
+    released: Instant,
+}
+
+#[derive(Debug, Default)]
+struct ClientLog {
+    cycles: Vec<Cycle>,
+    errors: u64,
+    first_error: Option<String>,
+    /// Releases that found the lock no longer ours.
+    not_held: u64,
+}
+
+struct CycleRig<L: Locker, E: Exec> {
+    exec: E,
+    server: Server,
+    lockers: Vec<Arc<L>>,
+    shared_key: bool,
+    hold: Option<Duration>,
+    logs: Vec<ClientLog>,
+    /// Time inside slices, from each slice's start to its last release.
+    busy: Duration,
+    /// CPU time of this process inside slices: the client side of the adapter.
+    client_cpu: Duration,
+    first: Option<Snapshot>,
+}
+
+impl<L: Locker, E: Exec> CycleRig<L, E> {
+    fn new(
+        exec: E,
+        server: Server,
+        clients: usize,
+        shared_key: bool,
+        hold: Option<Duration>,
+    ) -> Result<Self, BoxError> {
+        let url = server.url();
+        let lockers = exec.block_on(async {
+            let mut lockers = Vec::with_capacity(clients);
+            for i in 0..clients {
+                let locker = Arc::new(L::connect(&url).await?);
+                // Warm up: connection, script cache, fence counter, on a key of its own.
+                let g = locker.lock(&format!("bench:warmup:{i}"), Spec::default()).await?;
+                locker.release(g).await?;
+                lockers.push(locker);
+            }
+            Ok::<_, BoxError>(lockers)
+        })?;
+        let logs = (0..clients).map(|_| ClientLog::default()).collect();
+        Ok(Self {
+            exec,
+            server,
+            lockers,
+            shared_key,
+            hold,
+            logs,
+            busy: Duration::ZERO,
+            client_cpu: Duration::ZERO,
+            first: None,
+        })
+    }
+}
+
+impl<L: Locker, E: Exec> Rig for CycleRig<L, E> {
+    fn slice(&mut self, duration: Duration) -> Result<(), BoxError> {
+        if self.first.is_none() {
+            self.first = Some(self.server.snapshot()?);
+        }
+        let exec = &self.exec;
+        let cpu0 = alloc::process_cpu();
+        let start = Instant::now() + Duration::from_millis(10);
+        let deadline = start + duration;
+        let tasks: Vec<_> = self
+            .lockers
+            .iter()
+            .enumerate()
+            .map(|(i, locker)| {
+                let key = if self.shared_key { 0 } else { i };
+                exec.spawn(client_loop(locker.clone(), exec.clone(), i, key, self.hold, start, deadline))
+            })
+            .collect();
+        let logs = exec.block_on(async {
+            let mut logs = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                logs.push(t.await);
+            }
+            logs
+        });
+        let end = logs.iter().filter_map(|l| l.cycles.last()).map(|c| c.released).max().unwrap_or(deadline);
+        self.busy += end.saturating_duration_since(start);
+        self.client_cpu += alloc::process_cpu().saturating_sub(cpu0);
+        for (acc, log) in self.logs.iter_mut().zip(logs) {
+            acc.cycles.extend(log.cycles);
+            acc.errors += log.errors;
+            acc.not_held += log.not_held;
+            if acc.first_error.is_none() {
+                acc.first_error = log.first_error;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Metrics, BoxError> {
+        let first = match self.first {
+            Some(s) => s,
+            None => return Err("no slice ran".into()),
+        };
+        let delta = first.until(&self.server.snapshot()?);
+        let mut m = analyze_cycles::<L>(&self.logs, self.busy, &delta);
+        let n = m["acquisitions"];
+        m.insert("client_cpu_us_per_acq", self.client_cpu.as_secs_f64() * 1e6 / n);
+        Ok(m)
+    }
+}
+
+async fn client_loop<L: Locker, E: Exec>(
+    locker: Arc<L>,
+    exec: E,
+    client: usize,
+    key: usize,
+    hold: Option<Duration>,
+    start: Instant,
+    deadline: Instant,
+) -> ClientLog {
+    let name = format!("bench:lock:{key}");
+    let spec = Spec::default();
+    let mut log = ClientLog { cycles: Vec::with_capacity(4 * 1024), ..ClientLog::default() };
+    exec.sleep(start.saturating_duration_since(Instant::now())).await;
+    while Instant::now() < deadline {
+        let wait_start = Instant::now();
+        let guard = match locker.lock(&name, spec).await {
+            Ok(g) => g,
+            Err(e) => {
+                log.errors += 1;
+                log.first_error.get_or_insert_with(|| e.to_string());
+                if log.errors > 100 {
+                    break;
+                }
+                continue;
+            }
+        };
+        let acquired = Instant::now();
+        if let Some(h) = hold {
+            exec.sleep(h).await;
+        }
+        let release_called = Instant::now();
+        match locker.release(guard).await {
+            Ok(true) => {}
+            Ok(false) => log.not_held += 1,
+            Err(e) => {
+                log.errors += 1;
+                log.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+        let released = Instant::now();
+        log.cycles.push(Cycle { client, key, wait_start, acquired, release_called, released });
+    }
+    log
+}
+
+fn analyze_cycles<L: Locker>(logs: &[ClientLog], busy: Duration, delta: &Delta) -> Metrics {
+    let mut m = Metrics::new();
+    let all: Vec<Cycle> = logs.iter().flat_map(|l| l.cycles.iter().copied()).collect();
+    let n = all.len() as f64;
+    m.insert("acquisitions", n);
+    m.insert("acq_per_s", n / busy.as_secs_f64().max(1e-9));
+
+    let mut cycle_us: Vec<f64> = all.iter().map(|c| us(c.released - c.wait_start)).collect();
+    m.insert("cycle_p50_us", percentile(&mut cycle_us, 0.50));
+    m.insert("cycle_p99_us", percentile(&mut cycle_us, 0.99));
+    let per_client: Vec<f64> = logs.iter().map(|l| l.cycles.len() as f64).collect();
+    m.insert("client_min", per_client.iter().copied().fold(f64::INFINITY, f64::min));
+    m.insert("client_max", per_client.iter().copied().fold(0.0, f64::max));
+    m.insert("client_mean", n / per_client.len().max(1) as f64);
+    let mut hold_us: Vec<f64> = all.iter().map(|c| us(c.release_called - c.acquired)).collect();
+    m.insert("hold_p50_us", percentile(&mut hold_us, 0.50));
+    m.insert("longest_wait_ms", all.iter().map(|c| ms(c.acquired - c.wait_start)).fold(0.0, f64::max));
+
+    // Merge every client's holds of each key in the order they began: the hand-offs, the
+    // releaser taking the lock straight back, and overlapping holds.
+    let mut by_key: BTreeMap<usize, Vec<Cycle>> = BTreeMap::new();
+    for c in &all {
+        by_key.entry(c.key).or_default().push(*c);
+    }
+    let (mut gaps, mut same, mut pairs, mut overlaps) = (Vec::new(), 0u64, 0u64, 0u64);
+    for holds in by_key.values_mut() {
+        holds.sort_by_key(|c| c.acquired);
+        let mut busy_until: Option<Instant> = None;
+        for w in holds.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            pairs += 1;
+            if b.client == a.client {
+                same += 1;
+            } else {
+                gaps.push(us(b.acquired.saturating_duration_since(a.release_called)));
+            }
+        }
+        for c in holds.iter() {
+            if busy_until.is_some_and(|t| c.acquired < t) {
+                overlaps += 1;
+            }
+            busy_until = Some(busy_until.map_or(c.release_called, |t| t.max(c.release_called)));
+        }
+    }
+    m.insert("gap_p50_us", percentile(&mut gaps, 0.50));
+    m.insert("gap_p99_us", percentile(&mut gaps, 0.99));
+    m.insert("self_share", if pairs == 0 { 0.0 } else { same as f64 / pairs as f64 });
+    m.insert("overlaps", overlaps as f64);
+
+    let per = |x: f64| if n > 0.0 { x / n } else { f64::NAN };
+    m.insert("cmds_per_acq", per(delta.total() as f64));
+    m.insert("requests_per_acq", per(delta.requests(L::REQUESTS) as f64));
+    m.insert("server_cmd_us_per_acq", per(delta.request_usec(L::REQUESTS) as f64));
+    m.insert("cpu_ms_per_1k", per(delta.proc_cpu.as_secs_f64() * 1e6));
+    m.insert("cpu_ms_per_1k_rusage", per(delta.rusage.as_secs_f64() * 1e6));
+    m.insert("errors", logs.iter().map(|l| l.errors).sum::<u64>() as f64);
+    m.insert("not_held", logs.iter().map(|l| l.not_held).sum::<u64>() as f64);
+    if let Some(e) = logs.iter().find_map(|l| l.first_error.as_deref()) {
+        eprintln!("    first error: {e}");
+    }
+    m
+}
+
+// ------------------------------------------------------------------------- S4: renewals
+
+fn renewals<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) -> Result<Metrics, BoxError> {
+    let mut m = Metrics::new();
+    // What the server burns idle, then what one plain SET costs it (8 clients in a loop).
+    let idle = server.snapshot()?;
+    std::thread::sleep(set.idle);
+    let idle = idle.until(&server.snapshot()?);
+    let idle_rate = idle.rusage.as_secs_f64() / idle.elapsed.as_secs_f64();
+    m.insert("idle_cpu_pct", idle_rate * 100.0);
+    let (sets, set_delta) = set_loop(server, set.clients, set.set_loop)?;
+    m.insert("set_ops", sets as f64);
+    m.insert("set_cpu_us", set_delta.rusage.as_secs_f64() * 1e6 / sets.max(1) as f64);
+    if !L::RENEWS {
+        return Ok(m);
+    }
+    exec.block_on(async {
+        let locker = Arc::new(L::connect(&server.url()).await?);
+        let spec = Spec { ttl: set.s4_ttl, auto_renew: true };
+        let keys: Vec<String> = (0..set.s4_locks).map(|i| format!("bench:held:{i}")).collect();
+        let t0 = Instant::now();
+        let guards = acquire_all(exec, &locker, &keys, spec).await?;
+        m.insert("locks", guards.len() as f64);
+        m.insert("acquire_all_ms", ms(t0.elapsed()));
+        let before = server.snapshot()?;
+        exec.sleep(set.s4_hold).await;
+        let d = before.until(&server.snapshot()?);
+        let lost = guards.iter().filter(|g| !locker.is_valid(g)).count();
+        // No acquisition happens in the window: every request in it is a renewal.
+        let requests = d.requests(L::REQUESTS) as f64;
+        let renewals = d.calls("pexpire") as f64;
+        let cpu = d.rusage.as_secs_f64();
+        let net = (cpu - idle_rate * d.elapsed.as_secs_f64()).max(0.0);
+        m.insert("held_s", d.elapsed.as_secs_f64());
+        m.insert("renew_requests", requests);
+        m.insert("renewals", renewals);
+        m.insert("renewals_per_lock", renewals / set.s4_locks as f64);
+        m.insert("keys_per_request", if requests > 0.0 { renewals / requests } else { f64::NAN });
+        m.insert("cmds_per_renewal", d.total() as f64 / renewals);
+        m.insert("renew_cpu_us", cpu * 1e6 / renewals);
+        m.insert("renew_cpu_net_us", net * 1e6 / renewals);
+        m.insert("renew_cpu_ms_proc", d.proc_cpu.as_secs_f64() * 1e3);
+        m.insert("lost", lost as f64);
+        let not_held = release_all(exec, &locker, guards).await?;
+        m.insert("not_held", not_held as f64);
+        Ok::<_, BoxError>(())
+    })?;
+    let ratio = m["renew_cpu_us"] / m["set_cpu_us"];
+    m.insert("renew_vs_set", ratio);
+    Ok(m)
+}
+
+/// `clients` threads, each with its own connection, `SET key value PX 3000` in a loop for
+/// `duration`: the server's cost of one plain request. Returns the count and the delta.
+fn set_loop(server: &Server, clients: usize, duration: Duration) -> Result<(u64, Delta), BoxError> {
+    let conns = (0..clients).map(|_| server.connection()).collect::<Result<Vec<_>, _>>()?;
+    let before = server.snapshot()?;
+    let deadline = Instant::now() + duration;
+    let threads: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(t, mut conn)| {
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let key = format!("bench:set:{t}:{}", n % 1024);
+                    if redis::cmd("SET").arg(key).arg("0123456789abcdef").arg("PX").arg(3000).exec(&mut conn).is_err() {
+                        break;
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let sets = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    let delta = before.until(&server.snapshot()?);
+    Ok((sets, delta))
+}
+
+async fn acquire_all<L: Locker, E: Exec>(
+    exec: &E,
+    locker: &Arc<L>,
+    keys: &[String],
+    spec: Spec,
+) -> Result<Vec<L::Guard>, BoxError> {
+    let tasks: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let (locker, k) = (locker.clone(), k.clone());
+            exec.spawn(async move { locker.lock(&k, spec).await })
+        })
+        .collect();
+    let mut guards = Vec::with_capacity(keys.len());
+    for t in tasks {
+        guards.push(t.await?);
+    }
+    Ok(guards)
+}
+
+/// Releases every guard; returns how many were no longer held.
+async fn release_all<L: Locker, E: Exec>(exec: &E, locker: &Arc<L>, guards: Vec<L::Guard>) -> Result<u64, BoxError> {
+    let tasks: Vec<_> = guards
+        .into_iter()
+        .map(|g| {
+            let locker = locker.clone();
+            exec.spawn(async move { locker.release(g).await })
+        })
+        .collect();
+    let mut not_held = 0;
+    for t in tasks {
+        not_held += u64::from(!t.await?);
+    }
+    Ok(not_held)
+}
+
+// ------------------------------------------------------------------------- S5: waiters
+
+async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) -> Result<Metrics, BoxError> {
+    let mut m = Metrics::new();
+    let n = set.s5_waiters;
+    let url = server.url();
+    let keys: Vec<String> = (0..n).map(|i| format!("bench:wait:{i}")).collect();
+    // The holders: another client, holding every key for longer than the scenario.
+    let holder = Arc::new(L::connect(&url).await?);
+    let held = acquire_all(exec, &holder, &keys, Spec { ttl: Duration::from_secs(120), auto_renew: false }).await?;
+    let waiter = Arc::new(L::connect(&url).await?);
+    let spec = Spec::default();
+    m.insert("lock_future_bytes", std::mem::size_of_val(&waiter.lock("bench:probe", spec)) as f64);
+
+    // The waiting tasks are spawned behind a gate first: what the caller's side costs (the
+    // task and the future it awaits); then they call `lock()`.
+    let gate = Arc::new(Gate::default());
+    let mem0 = alloc::live_bytes();
+    let tasks: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let (w, k, gate) = (waiter.clone(), k.clone(), gate.clone());
+            exec.spawn(async move {
+                gate.wait().await;
+                let g = w.lock(&k, spec).await;
+                (Instant::now(), g)
+            })
+        })
+        .collect();
+    exec.sleep(Duration::from_millis(50)).await;
+    let mem_tasks = alloc::live_bytes();
+    let before = server.snapshot()?;
+    gate.open();
+    // Every waiter has asked once...
+    let t0 = Instant::now();
+    loop {
+        let d = before.until(&server.snapshot()?);
+        if d.requests(L::REQUESTS) >= n as u64 {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            return Err(format!("only {} of {n} waiters asked within 60 s", d.requests(L::REQUESTS)).into());
+        }
+        exec.sleep(Duration::from_millis(5)).await;
+    }
+    m.insert("queue_all_ms", ms(t0.elapsed()));
+    // ...then settles (subscriptions, re-checks); then what waiting costs, over a window.
+    exec.sleep(set.s5_settle).await;
+    let mid = server.snapshot()?;
+    exec.sleep(set.s5_wait).await;
+    let wait = mid.until(&server.snapshot()?);
+    let mem1 = alloc::live_bytes();
+    let (conns, subs) = server.pubsub()?;
+    m.insert("waiters", n as f64);
+    m.insert("bytes_per_waiter", (mem1 - mem0) as f64 / n as f64);
+    m.insert("task_bytes_per_waiter", (mem_tasks - mem0) as f64 / n as f64);
+    m.insert("state_bytes_per_waiter", (mem1 - mem_tasks) as f64 / n as f64);
+    m.insert("pubsub_conns", conns as f64);
+    m.insert("subscriptions", subs as f64);
+    let secs = wait.elapsed.as_secs_f64();
+    m.insert("wait_window_s", secs);
+    m.insert("wait_cmds_per_s", wait.total() as f64 / secs);
+    m.insert("wait_requests_per_s", wait.requests(L::REQUESTS) as f64 / secs);
+    m.insert("wait_cpu_pct", wait.rusage.as_secs_f64() / secs * 100.0);
+
+    // The holders let go, all at once; every waiter must get its key.
+    let released = Instant::now();
+    let not_held = release_all(exec, &holder, held).await?;
+    let mut after_ms = Vec::with_capacity(n);
+    let mut guards = Vec::with_capacity(n);
+    let mut errors = 0;
+    for t in tasks {
+        match t.await {
+            (at, Ok(g)) => {
+                after_ms.push(ms(at.saturating_duration_since(released)));
+                guards.push(g);
+            }
+            (_, Err(_)) => errors += 1,
+        }
+    }
+    m.insert("all_acquired_ms", after_ms.iter().copied().fold(0.0, f64::max));
+    m.insert("acquired_p50_ms", percentile(&mut after_ms, 0.5));
+    m.insert("errors", errors as f64);
+    m.insert("not_held", (not_held + release_all(exec, &waiter, guards).await?) as f64);
+    Ok(m)
+}
+
+/// Holds tasks back until opened; runtime-independent.
+#[derive(Debug, Default)]
+struct Gate {
+    open: AtomicBool,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Gate {
+    fn open(&self) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        self.open.store(true, Ordering::SeqCst);
+        // Drained, not dropped: the vector's memory stays counted with the tasks.
+        for w in wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            if self.open.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            wakers.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+// ------------------------------------------------------------------------- helpers
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Nearest-rank percentile; NaN for no data.
+pub fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}

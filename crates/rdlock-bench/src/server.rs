@@ -1,0 +1,178 @@
+//! The redis-server of one scenario run, and what the benchmark reads from it: command counts
+//! (`INFO commandstats`, which in Redis 7 also counts the commands run inside scripts), its
+//! CPU time, and its pub/sub clients.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdlock_testkit::RedisServer;
+
+use crate::BoxError;
+
+/// Commands the benchmark itself sends (or that connection set-up sends): never counted.
+fn is_admin(name: &str) -> bool {
+    name == "info"
+        || name == "hello"
+        || name == "select"
+        || name.starts_with("client")
+        || name.starts_with("config")
+        || name.starts_with("command")
+}
+
+/// A fresh `redis-server --save '' --appendonly no` on a free loopback port, killed on drop.
+pub struct Server {
+    process: RedisServer,
+    admin: Mutex<redis::Connection>,
+}
+
+impl Server {
+    /// Starts a server and opens the benchmark's own (admin) connection to it.
+    pub fn start() -> Result<Self, BoxError> {
+        let process = RedisServer::start()?;
+        let admin = Mutex::new(process.connection()?);
+        Ok(Self { process, admin })
+    }
+
+    /// `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        self.process.url()
+    }
+
+    /// A synchronous connection (for the plain `SET` loop).
+    pub fn connection(&self) -> Result<redis::Connection, BoxError> {
+        Ok(self.process.connection()?)
+    }
+
+    fn query(&self, cmd: &redis::Cmd) -> Result<String, BoxError> {
+        let mut conn = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(cmd.query::<String>(&mut *conn)?)
+    }
+
+    /// The server's version, from `INFO server`.
+    pub fn version(&self) -> Result<String, BoxError> {
+        let info = self.query(redis::cmd("INFO").arg("server"))?;
+        Ok(field(&info, "redis_version").unwrap_or("?").to_owned())
+    }
+
+    /// Command counts and CPU time now.
+    pub fn snapshot(&self) -> Result<Snapshot, BoxError> {
+        let info = self.query(redis::cmd("INFO").arg("commandstats").arg("cpu"))?;
+        let mut calls = BTreeMap::new();
+        for line in info.lines() {
+            let Some(rest) = line.strip_prefix("cmdstat_") else { continue };
+            let Some((name, stats)) = rest.split_once(':') else { continue };
+            let stat = |key: &str| {
+                stats.split(',').find_map(|kv| kv.strip_prefix(key)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            };
+            calls.insert(name.to_owned(), (stat("calls="), stat("usec=")));
+        }
+        let secs = |k: &str| field(&info, k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let rusage = Duration::from_secs_f64(secs("used_cpu_sys") + secs("used_cpu_user"));
+        Ok(Snapshot { at: Instant::now(), calls, proc_cpu: proc_cpu(self.process.pid()), rusage })
+    }
+
+    /// Pub/sub connections (`CLIENT LIST TYPE pubsub`) and their channel subscriptions.
+    pub fn pubsub(&self) -> Result<(u64, u64), BoxError> {
+        let list = self.query(redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub"))?;
+        let mut conns = 0;
+        let mut subs = 0;
+        for line in list.lines().filter(|l| !l.trim().is_empty()) {
+            conns += 1;
+            subs +=
+                line.split(' ').find_map(|kv| kv.strip_prefix("sub=")).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+        Ok((conns, subs))
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("url", &self.url()).finish()
+    }
+}
+
+fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':'))).map(str::trim)
+}
+
+/// utime + stime of the whole server process, from `/proc/PID/stat` (clock ticks of 10 ms).
+fn proc_cpu(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
+    // The command name (field 2) may contain spaces: count fields after its closing paren.
+    let Some((_, rest)) = stat.rsplit_once(')') else { return Duration::ZERO };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime field 15.
+    let tick = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((tick(14) + tick(15)) * 1000 / CLOCK_TICKS_PER_SEC)
+}
+
+/// `getconf CLK_TCK` on Linux: 100 on every architecture the benchmark runs on.
+const CLOCK_TICKS_PER_SEC: u64 = 100;
+
+/// Counters at one instant.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    at: Instant,
+    /// Calls and microseconds spent, per command.
+    calls: BTreeMap<String, (u64, u64)>,
+    /// From `/proc/PID/stat`: 10 ms resolution.
+    proc_cpu: Duration,
+    /// From `INFO cpu` (the server's getrusage): microsecond resolution.
+    rusage: Duration,
+}
+
+impl Snapshot {
+    /// What happened between `self` and a later snapshot.
+    pub fn until(&self, later: &Snapshot) -> Delta {
+        let calls = later
+            .calls
+            .iter()
+            .map(|(k, &(n, us))| {
+                let (n0, us0) = self.calls.get(k).copied().unwrap_or((0, 0));
+                (k.clone(), (n.saturating_sub(n0), us.saturating_sub(us0)))
+            })
+            .filter(|(k, (n, _))| *n > 0 && !is_admin(k))
+            .collect();
+        Delta {
+            elapsed: later.at.duration_since(self.at),
+            calls,
+            proc_cpu: later.proc_cpu.saturating_sub(self.proc_cpu),
+            rusage: later.rusage.saturating_sub(self.rusage),
+        }
+    }
+}
+
+/// Commands and CPU between two snapshots.
+#[derive(Clone, Debug)]
+pub struct Delta {
+    pub elapsed: Duration,
+    /// Calls and microseconds per command (lower-case name; subcommands as `name|sub`),
+    /// admin ones left out.
+    pub calls: BTreeMap<String, (u64, u64)>,
+    pub proc_cpu: Duration,
+    pub rusage: Duration,
+}
+
+impl Delta {
+    /// Calls of one command.
+    pub fn calls(&self, name: &str) -> u64 {
+        self.calls.get(name).map_or(0, |c| c.0)
+    }
+
+    /// All counted commands, including those run inside scripts.
+    pub fn total(&self) -> u64 {
+        self.calls.values().map(|c| c.0).sum()
+    }
+
+    /// Server time in the commands a client sent itself, by the server's own clock
+    /// (a script's time includes the commands it ran).
+    pub fn request_usec(&self, top_level: &[&str]) -> u64 {
+        top_level.iter().map(|c| self.calls.get(*c).map_or(0, |c| c.1)).sum()
+    }
+
+    /// Calls of the commands a client sends itself (the rest ran inside its scripts).
+    pub fn requests(&self, top_level: &[&str]) -> u64 {
+        top_level.iter().map(|c| self.calls(c)).sum()
+    }
+}
