@@ -6,14 +6,14 @@ use std::time::Duration;
 /// Environment variable that fixes the seed of every test.
 pub const SEED_ENV: &str = "RDLOCK_FAULT_SEED";
 
-/// A small seeded generator (splitmix64): enough to pick timings, and reproducible.
+/// Fault timings drawn from the core's seeded generator, with a few helpers for tests.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(rdlock_core::Rng);
 
 impl Rng {
     /// A generator from `seed`.
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(rdlock_core::Rng::new(seed))
     }
 
     /// The seed of test `name`: `$RDLOCK_FAULT_SEED` if set, else drawn from the clock.
@@ -25,21 +25,17 @@ impl Rng {
         // Mix in the test's name, so tests sharing a seed still differ.
         let mixed =
             name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        (seed, Self(mixed))
+        (seed, Self::new(mixed))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `lo..=hi` (`lo` when `hi < lo`).
     pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo { lo } else { lo + self.next_u64() % (hi - lo + 1) }
+        self.0.between(lo, hi)
     }
 
     /// Uniform in `lo_ms..=hi_ms` milliseconds.
