@@ -609,6 +609,10 @@ impl Engine {
         let waiters = std::mem::take(&mut self.role_waiters);
         match reply.map_err(LockError::from).and_then(|r| parse_role(&r)) {
             Ok(n) => {
+                // `ROLE` lists only connected replicas. A replica whose link is down can still
+                // be promoted, so "all" means every replica this engine has seen: the count
+                // never drops, and a lock cannot be confirmed while a known replica is away.
+                let n = n.max(self.replicas.map_or(0, |(m, _)| m));
                 self.replicas = Some((n, now));
                 for id in waiters {
                     // A try-lock must not queue: only waits use the idempotent queuing mode.

@@ -15,12 +15,14 @@ pub enum Confirm {
     /// Do not wait for replicas.
     #[default]
     None,
-    /// Every replica the primary has.
+    /// Every replica the primary has: the most replicas the client has seen connected (a
+    /// replica whose link is down still counts; the count never drops). State the
+    /// deployment's size with [`Confirm::AtLeast`] to hold from the first lock on.
     All {
         /// Longest wait for the acknowledgements.
         timeout: Duration,
     },
-    /// More than half of the primary's replicas.
+    /// More than half of the primary's replicas (counted as for [`Confirm::All`]).
     Majority {
         /// Longest wait for the acknowledgements.
         timeout: Duration,

@@ -48,6 +48,18 @@ pub fn pipeline(commands: &[Command], eval: Eval) -> redis::Pipeline {
     pipe
 }
 
+/// `SCRIPT LOAD` of every script, sent on each new connection so that the first lock on a
+/// fresh server needs no `NOSCRIPT` round trip. Its failure is harmless: `EVAL` is the
+/// fallback.
+pub fn load_scripts() -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for script in Script::ALL {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(script.source()).ignore();
+    }
+    pipe
+}
+
 /// Longest a request may take beyond the response timeout: its `WAIT`s block on purpose.
 pub fn blocking_time(commands: &[Command]) -> Duration {
     commands

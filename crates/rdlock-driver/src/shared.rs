@@ -57,7 +57,8 @@ impl Conn {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connection_timeout))
             .set_response_timeout(None);
-        let c = client.get_multiplexed_async_connection_with_config(&cfg).await?;
+        let mut c = client.get_multiplexed_async_connection_with_config(&cfg).await?;
+        let _ = convert::load_scripts().query_async::<()>(&mut c).await;
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
         Ok(c)
     }

@@ -119,9 +119,10 @@ impl Inner {
     }
 
     fn open(&self) -> redis::RedisResult<Pooled> {
-        let conn = self.redis.get_connection_with_timeout(self.config.connection_timeout)?;
+        let mut conn = self.redis.get_connection_with_timeout(self.config.connection_timeout)?;
         conn.set_write_timeout(Some(self.config.response_timeout))?;
         conn.set_read_timeout(Some(self.config.response_timeout))?;
+        let _ = convert::load_scripts().query::<()>(&mut conn);
         Ok(Pooled { conn, read_timeout: self.config.response_timeout })
     }
 
