@@ -4,6 +4,42 @@
 mod sim;
 
 use rdlock_core::{Reply, Script};
+
+/// Fingerprints of the scripts' code (comments and blank lines ignored) that the fake
+/// follows. When a script changes, update `sim/fake.rs` to match it, then these.
+const FOLLOWED: [(Script, u64); 3] = [
+    (Script::Acquire, 11_628_684_207_529_036_020),
+    (Script::Release, 164_976_119_682_404_240),
+    (Script::Extend, 17_117_553_011_905_431_131),
+];
+
+/// The script's code without comments and blank lines, with whitespace collapsed.
+fn code(script: Script) -> String {
+    let lines = script.source().lines().map(|l| l.split("--").next().unwrap_or_default());
+    lines
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// FNV-1a, 64 bits.
+fn fingerprint(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[test]
+fn the_fake_follows_the_current_scripts() {
+    for (script, want) in FOLLOWED {
+        let code = code(script);
+        assert_eq!(
+            fingerprint(&code),
+            want,
+            "{} changed: make tests/sim/fake.rs follow it, then update FOLLOWED. Its code now:\n{code}",
+            script.name()
+        );
+    }
+}
 use sim::MS;
 use sim::dice::Dice;
 use sim::fake::{Bug, Fake};

@@ -2,6 +2,7 @@
 //! checked after every step.
 //!
 //! - `RDLOCK_SIM_SCENARIOS=N` runs N scenarios (default 10,000) — a soak when large;
+//! - `RDLOCK_SIM_FIRST=F` starts at seed F instead of 0, for soaks over fresh seeds;
 //! - `RDLOCK_SIM_SEED=S` replays scenario S alone, printing its trace.
 
 mod sim;
@@ -19,10 +20,11 @@ fn shard(index: u64) {
         return;
     }
     let n = sim::env_u64("RDLOCK_SIM_SCENARIOS").unwrap_or(DEFAULT_SCENARIOS);
+    let first = sim::env_u64("RDLOCK_SIM_FIRST").unwrap_or(0);
     #[allow(clippy::disallowed_methods)] // wall time of the run, for the report only
     let started = Instant::now();
     let mut total = Stats::default();
-    for seed in (index..n).step_by(SHARDS as usize) {
+    for seed in (first + index..first + n).step_by(SHARDS as usize) {
         match sim::run(seed, Bug::None, false) {
             Ok(stats) => total.add(&stats),
             Err(_) => {

@@ -59,9 +59,10 @@ impl ClientView {
         (self.paused && self.paused_since <= to) || self.pauses.iter().any(|&(s, e)| s <= to && e >= from)
     }
 
-    /// When a deadline at `d` could first fire: the end of a pause that covered it.
+    /// From when an outcome due at `d` may take its slack: the end of the latest pause that
+    /// ended after `d` (a pause stops the timers, and the retries that follow them).
     fn fires_at(&self, d: u64) -> u64 {
-        self.pauses.iter().filter(|&&(s, e)| s <= d && e > d).map(|&(_, e)| e).max().unwrap_or(d)
+        self.pauses.iter().filter(|&&(_, e)| e > d).map(|&(_, e)| e).max().unwrap_or(d)
     }
 }
 

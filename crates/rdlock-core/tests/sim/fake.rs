@@ -301,7 +301,7 @@ impl Fake {
         (reply.unwrap_or_else(Reply::Error), fx)
     }
 
-    /// `bump()` of acquire.lua and release.lua.
+    /// `bump(key, ttl)` of fence.lua, the prelude of acquire.lua and release.lua.
     fn bump(&mut self, fence_key: &str, fence_ttl: &str) -> R<i64> {
         // local f = redis.call('INCR', KEYS[2])
         let f = self.incr(fence_key)?;
