@@ -65,3 +65,16 @@ pub fn process_cpu() -> std::time::Duration {
     }
     std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
+
+/// Resident set size of this process (`/proc/self/statm`): counts what the allocator does
+/// not see, such as the stacks of threads.
+pub fn rss_bytes() -> i64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<i64>().ok()))
+        .unwrap_or(0);
+    // SAFETY: sysconf only reads a configuration value.
+    #[allow(unsafe_code)]
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * page as i64
+}

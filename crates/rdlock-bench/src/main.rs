@@ -30,7 +30,8 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "\
-usage: rdlock-bench [--quick] [--scenario S1,S2,S3,S4,S5] [--adapters raw,tokio] [--runs N] [--json FILE]
+usage: rdlock-bench [--quick] [--scenario S1,S2,S3,S4,S5] [--adapters raw,tokio,async-std,blocking]
+                    [--runs N] [--slices N] [--tokio-workers N] [--json FILE]
 
   --quick       about a second per scenario, one run (a smoke test); default: the durations of
                 shared/peers.md, median of 3 runs
@@ -155,6 +156,7 @@ fn run(args: Args) -> Result<(), BoxError> {
     let began = Instant::now();
 
     let mut results = report::Results::new();
+    let mut failures: Vec<String> = Vec::new();
     for &s in &args.scenarios {
         results.insert(s, args.adapters.iter().map(|a| (a.name, Vec::new())).collect());
     }
@@ -168,16 +170,21 @@ fn run(args: Args) -> Result<(), BoxError> {
             }
             let names: Vec<&str> = order.iter().map(|&i| args.adapters[i].name).collect();
             eprintln!("run {}/{runs}: {s} [{}]", run + 1, names.join(", "));
-            let mut figures = vec![None; args.adapters.len()];
+            let mut figures: Vec<Option<scenario::Metrics>> = vec![None; args.adapters.len()];
+            // A failing adapter is reported and left out of this run; the others go on.
+            let mut fail = |i: usize, e: BoxError| {
+                let msg = format!("run {}: {s} on {}: {e}", run + 1, args.adapters[i].name);
+                eprintln!("  FAILED {msg}");
+                failures.push(msg);
+            };
             match s.duration(&settings) {
                 Some(total) => {
                     let mut rigs = Vec::new();
                     for &i in &order {
-                        let adapter = args.adapters[i];
-                        rigs.push((
-                            i,
-                            (adapter.rig)(s, &settings).map_err(|e| format!("{s} on {}: {e}", adapter.name))?,
-                        ));
+                        match (args.adapters[i].rig)(s, &settings) {
+                            Ok(rig) => rigs.push((i, Some(rig))),
+                            Err(e) => fail(i, e),
+                        }
                     }
                     let slice = total / settings.slices.max(1);
                     for k in 0..settings.slices.max(1) {
@@ -186,19 +193,27 @@ fn run(args: Args) -> Result<(), BoxError> {
                             turn.reverse();
                         }
                         for j in turn {
-                            let (i, rig) = &mut rigs[j];
-                            rig.slice(slice).map_err(|e| format!("{s} on {}: {e}", args.adapters[*i].name))?;
+                            let (i, slot) = &mut rigs[j];
+                            if let Some(Err(e)) = slot.as_mut().map(|rig| rig.slice(slice)) {
+                                *slot = None;
+                                fail(*i, e);
+                            }
                         }
                     }
                     for (i, rig) in rigs {
-                        figures[i] = Some(rig.finish().map_err(|e| format!("{s} on {}: {e}", args.adapters[i].name))?);
+                        match rig.map(|r| r.finish()) {
+                            Some(Ok(m)) => figures[i] = Some(m),
+                            Some(Err(e)) => fail(i, e),
+                            None => {}
+                        }
                     }
                 }
                 None => {
                     for &i in &order {
-                        let adapter = args.adapters[i];
-                        let what = |e: BoxError| format!("{s} on {}: {e}", adapter.name);
-                        figures[i] = Some((adapter.rig)(s, &settings).and_then(|r| r.finish()).map_err(what)?);
+                        match (args.adapters[i].rig)(s, &settings).and_then(|r| r.finish()) {
+                            Ok(m) => figures[i] = Some(m),
+                            Err(e) => fail(i, e),
+                        }
                     }
                 }
             }
@@ -231,6 +246,12 @@ fn run(args: Args) -> Result<(), BoxError> {
     print!("{}", report::tables(&results));
     let targets = report::targets(&results);
     print!("{}", report::targets_table(&targets));
+    if !failures.is_empty() {
+        println!("\n### Failed runs (left out of the figures)\n");
+        for f in &failures {
+            println!("- {f}");
+        }
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, report::json(&machine, &results, &targets))?;
         eprintln!("wrote {path}");

@@ -141,6 +141,7 @@ fn columns(s: Scenario) -> Vec<Column> {
             ("self", |c, _| pct(c.get("self_share"))),
             ("longest wait", |c, _| millis(c.get("longest_wait_ms"))),
             ("hold p50", |c, _| micros(c.get("hold_p50_us"))),
+            ("time/acq beyond hold", |c, a| with_ratio(c, a, "beyond_hold_us", micros)),
             req,
             cmds,
             cpu,
@@ -171,8 +172,10 @@ fn columns(s: Scenario) -> Vec<Column> {
                 format!("{} / {}", bytes(c.get("task_bytes_per_waiter")), bytes(c.get("state_bytes_per_waiter")))
             }),
             ("lock future", |c, _| bytes(c.get("lock_future_bytes"))),
+            ("RSS/waiter", |c, _| bytes(c.get("rss_per_waiter"))),
             ("all acquired after release", |c, a| with_ratio(c, a, "all_acquired_ms", millis)),
             ("p50 acquired", |c, _| millis(c.get("acquired_p50_ms"))),
+            ("holders' releases done", |c, _| millis(c.get("holders_released_ms"))),
             ("while waiting: requests/s (server cmds/s)", |c, _| {
                 format!("{} ({})", num(c.get("wait_requests_per_s")), num(c.get("wait_cmds_per_s")))
             }),

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -128,8 +129,8 @@ impl Settings {
             clients: 8,
             hold: Duration::from_millis(1),
             s4_locks: 1_000,
-            s4_ttl: Duration::from_millis(200),
-            s4_hold: Duration::from_millis(300),
+            s4_ttl: Duration::from_secs(1),
+            s4_hold: Duration::from_millis(600),
             set_loop: Duration::from_millis(150),
             idle: Duration::from_millis(100),
             s5_waiters: 1_000,
@@ -340,7 +341,7 @@ async fn client_loop<L: Locker, E: Exec>(
         };
         let acquired = Instant::now();
         if let Some(h) = hold {
-            exec.sleep(h).await;
+            hold_until(acquired + h).await;
         }
         let release_called = Instant::now();
         match locker.release(guard).await {
@@ -372,7 +373,11 @@ fn analyze_cycles<L: Locker>(logs: &[ClientLog], busy: Duration, delta: &Delta) 
     m.insert("client_max", per_client.iter().copied().fold(0.0, f64::max));
     m.insert("client_mean", n / per_client.len().max(1) as f64);
     let mut hold_us: Vec<f64> = all.iter().map(|c| us(c.release_called - c.acquired)).collect();
+    let hold_mean = hold_us.iter().sum::<f64>() / n.max(1.0);
     m.insert("hold_p50_us", percentile(&mut hold_us, 0.50));
+    // One key shared (S2): acquisitions are serial, so the time per acquisition beyond the
+    // hold is what the lock costs, whatever the executor's timer makes of the 1 ms hold.
+    m.insert("beyond_hold_us", busy.as_secs_f64() * 1e6 / n.max(1.0) - hold_mean);
     m.insert("longest_wait_ms", all.iter().map(|c| ms(c.acquired - c.wait_start)).fold(0.0, f64::max));
 
     // Merge every client's holds of each key in the order they began: the hand-offs, the
@@ -553,6 +558,7 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
     // The waiting tasks are spawned behind a gate first: what the caller's side costs (the
     // task and the future it awaits); then they call `lock()`.
     let gate = Arc::new(Gate::default());
+    let rss0 = alloc::rss_bytes();
     let mem0 = alloc::live_bytes();
     let tasks: Vec<_> = keys
         .iter()
@@ -588,11 +594,13 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
     exec.sleep(set.s5_wait).await;
     let wait = mid.until(&server.snapshot()?);
     let mem1 = alloc::live_bytes();
+    let rss1 = alloc::rss_bytes();
     let (conns, subs) = server.pubsub()?;
     m.insert("waiters", n as f64);
     m.insert("bytes_per_waiter", (mem1 - mem0) as f64 / n as f64);
     m.insert("task_bytes_per_waiter", (mem_tasks - mem0) as f64 / n as f64);
     m.insert("state_bytes_per_waiter", (mem1 - mem_tasks) as f64 / n as f64);
+    m.insert("rss_per_waiter", (rss1 - rss0) as f64 / n as f64);
     m.insert("pubsub_conns", conns as f64);
     m.insert("subscriptions", subs as f64);
     let secs = wait.elapsed.as_secs_f64();
@@ -604,6 +612,7 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
     // The holders let go, all at once; every waiter must get its key.
     let released = Instant::now();
     let not_held = release_all(exec, &holder, held).await?;
+    m.insert("holders_released_ms", ms(released.elapsed()));
     let mut after_ms = Vec::with_capacity(n);
     let mut guards = Vec::with_capacity(n);
     let mut errors = 0;
@@ -621,6 +630,57 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
     m.insert("errors", errors as f64);
     m.insert("not_held", (not_held + release_all(exec, &waiter, guards).await?) as f64);
     Ok(m)
+}
+
+/// Completes at `deadline`, woken by one timer thread shared by every executor: the hold of
+/// S2 lasts the same for all adapters (executors' own timers differ: tokio's rounds a 1 ms
+/// sleep up to about 2 ms, async-io's and a thread's sleep about 1.05 ms).
+fn hold_until(deadline: Instant) -> impl Future<Output = ()> + Send {
+    static TIMER: OnceLock<Mutex<mpsc::Sender<(Instant, Waker)>>> = OnceLock::new();
+    let mut registered = false;
+    std::future::poll_fn(move |cx| {
+        if Instant::now() >= deadline {
+            return Poll::Ready(());
+        }
+        if !registered {
+            registered = true;
+            let timer = TIMER.get_or_init(|| {
+                let (tx, rx) = mpsc::channel::<(Instant, Waker)>();
+                std::thread::spawn(move || timer_thread(&rx));
+                Mutex::new(tx)
+            });
+            let sent = timer.lock().unwrap_or_else(|e| e.into_inner()).send((deadline, cx.waker().clone()));
+            if sent.is_err() {
+                // No timer thread: poll again at once (spins, but ends).
+                cx.waker().wake_by_ref();
+            }
+        }
+        Poll::Pending
+    })
+}
+
+fn timer_thread(rx: &mpsc::Receiver<(Instant, Waker)>) {
+    let mut due: Vec<(Instant, Waker)> = Vec::new();
+    loop {
+        let next = due.iter().map(|(at, _)| *at).min();
+        let got = match next {
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        match got {
+            Ok(entry) => due.push(entry),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        due.retain(|(at, w)| {
+            let fire = *at <= now;
+            if fire {
+                w.wake_by_ref();
+            }
+            !fire
+        });
+    }
 }
 
 /// Holds tasks back until opened; runtime-independent.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::BoxError;
 use crate::scenario::{self, Rig, Scenario, Settings};
 
+pub mod blocking;
 pub mod raw;
 pub mod rdlock;
 
@@ -78,21 +79,16 @@ pub const ADAPTERS: &[Adapter] = &[
         name: "tokio",
         rig: |s, set| scenario::rig::<rdlock::Rd<rdlock_tokio::Tokio>, _>(TokioExec::new()?, s, set),
     },
-    // ── TO ADD: rdlock-async-std and rdlock-blocking ─────────────────────────────────────
-    // Their crates were stubs when this benchmark was written. Once they exist:
-    //
-    // async-std (under smol): in Cargo.toml add `rdlock-async-std.workspace = true` and
-    // `smol.workspace = true`, write `SmolExec` below (block_on = `smol::block_on`, spawn =
-    // `Box::pin(smol::spawn(f))`, sleep = `smol::Timer::after(d)`), and add
-    //     Adapter { name: "async-std", rig: |s, set|
-    //         scenario::rig::<rdlock::Rd<rdlock_async_std::AsyncStd>, _>(SmolExec, s, set) },
-    // (`rdlock::Rd<R>` works for any `rdlock_driver::Runtime`.)
-    //
-    // blocking (threads): add `rdlock-blocking.workspace = true`, implement `Locker` for a
-    // wrapper of its client whose async methods call the blocking ones (each client runs on
-    // its own thread, so blocking there is fine), and run it on `ThreadExec` below:
-    //     Adapter { name: "blocking", rig: |s, set|
-    //         scenario::rig::<blocking::Blocking, _>(ThreadExec, s, set) },
+    // Under smol's executor (async-std's reactor is the same async-io); clients are made
+    // outside any tokio runtime, so the redis crate uses async-io for them.
+    Adapter {
+        name: "async-std",
+        rig: |s, set| scenario::rig::<rdlock::Rd<rdlock_async_std::AsyncStd>, _>(SmolExec, s, set),
+    },
+    // Plain threads: one per client (and per waiter in S5).
+    Adapter { name: "blocking", rig: |s, set| scenario::rig::<blocking::Blocking, _>(ThreadExec, s, set) },
+    // A new adapter: implement `Locker` (see `rdlock.rs`, `blocking.rs`), add an `Exec` if it
+    // brings an executor of its own, and add a line here.
 ];
 
 /// Worker threads of the tokio runtimes: 0 for a current-thread runtime; by default
@@ -134,9 +130,27 @@ impl Exec for TokioExec {
     }
 }
 
+/// smol's global executor (the one the redis crate's smol support and rdlock-async-std spawn
+/// their tasks on; `SMOL_THREADS` threads, 1 by default), timers of async-io.
+#[derive(Clone, Copy, Debug)]
+pub struct SmolExec;
+
+impl Exec for SmolExec {
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        smol::block_on(future)
+    }
+
+    fn spawn<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> Join<T> {
+        Box::pin(smol::spawn(future))
+    }
+
+    async fn sleep(&self, d: Duration) {
+        smol::Timer::after(d).await;
+    }
+}
+
 /// One thread per task, for blocking adapters: `sleep` blocks the calling thread, which is
-/// that task's own. Used by the blocking adapter once it exists (see [`ADAPTERS`]).
-#[allow(dead_code)]
+/// that task's own.
 #[derive(Clone, Copy, Debug)]
 pub struct ThreadExec;
 

@@ -6,14 +6,17 @@ use rdlock_driver::{Client, Guard, Runtime};
 use super::{Locker, Spec};
 use crate::BoxError;
 
+/// What rdlock's clients send themselves: scripts by hash (by source after `NOSCRIPT`),
+/// replica confirmation, pub/sub.
+pub const REQUESTS: &[&str] = &["evalsha", "eval", "wait", "role", "subscribe", "unsubscribe"];
+
 /// One rdlock client (its own command and pub/sub connections) on runtime `R`.
 #[derive(Debug)]
 pub struct Rd<R: Runtime>(Client<R>);
 
 impl<R: Runtime> Locker for Rd<R> {
     type Guard = Guard<R>;
-    /// Scripts by hash (by source after `NOSCRIPT`), replica confirmation, pub/sub.
-    const REQUESTS: &'static [&'static str] = &["evalsha", "eval", "wait", "role", "subscribe", "unsubscribe"];
+    const REQUESTS: &'static [&'static str] = REQUESTS;
     const RENEWS: bool = true;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {

@@ -1,0 +1,31 @@
+//! rdlock-blocking: the synchronous client. Every task of the scenarios runs on a thread of
+//! its own ([`super::ThreadExec`]), so the "async" methods here simply block.
+
+use super::{Locker, Spec};
+use crate::BoxError;
+
+/// One blocking rdlock client.
+#[derive(Debug)]
+pub struct Blocking(rdlock_blocking::Client);
+
+impl Locker for Blocking {
+    type Guard = rdlock_blocking::Guard;
+    const REQUESTS: &'static [&'static str] = super::rdlock::REQUESTS;
+    const RENEWS: bool = true;
+
+    async fn connect(url: &str) -> Result<Self, BoxError> {
+        Ok(Self(rdlock_blocking::Client::open(url)?))
+    }
+
+    async fn lock(&self, key: &str, spec: Spec) -> Result<rdlock_blocking::Guard, BoxError> {
+        Ok(self.0.lock_builder(key).ttl(spec.ttl).auto_renew(spec.auto_renew).lock()?)
+    }
+
+    async fn release(&self, guard: rdlock_blocking::Guard) -> Result<bool, BoxError> {
+        Ok(guard.release()?)
+    }
+
+    fn is_valid(&self, guard: &rdlock_blocking::Guard) -> bool {
+        guard.is_valid()
+    }
+}
