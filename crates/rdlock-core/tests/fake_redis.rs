@@ -179,4 +179,7 @@ fn wait_counts_replicas_that_caught_up() {
     assert_eq!(f.acked(off, 60 * MS), 1);
     assert_eq!(f.wait_done(off, 2, 10 * MS, 0), Some(100 * MS), "WAIT with no timeout blocks until done");
     assert_eq!(f.wait_done(off, 3, 10 * MS, 0), None, "or for ever");
+    let listed = |r: Reply| r.as_array().and_then(|a| a[2].as_array().map(<[Reply]>::len));
+    assert_eq!(listed(f.role(50 * MS)), Some(1), "ROLE lists connected replicas only");
+    assert_eq!(listed(f.role(100 * MS)), Some(2));
 }

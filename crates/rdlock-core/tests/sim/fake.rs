@@ -463,9 +463,12 @@ impl Fake {
         Some(reached.map_or(limit, |t| t.min(limit)))
     }
 
-    pub fn role(&self) -> Reply {
-        let replicas = (0..self.replicas.len())
-            .map(|i| {
+    /// `ROLE` at `now`: it lists only connected replicas (a stalled one counts as cut off).
+    pub fn role(&self, now: u64) -> Reply {
+        let connected =
+            self.replicas.iter().enumerate().filter(|(_, r)| !r.stalls.iter().any(|&(a, b)| (a..b).contains(&now)));
+        let replicas = connected
+            .map(|(i, _)| {
                 Reply::Array(vec![
                     Reply::Data(b"127.0.0.1".to_vec()),
                     Reply::Data(format!("{}", 7000 + i).into_bytes()),

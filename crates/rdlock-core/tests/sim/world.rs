@@ -354,7 +354,7 @@ impl World {
                     conn.done.push(reply);
                     self.effects(fx);
                 }
-                Command::Role => conn.done.push(self.fake.role()),
+                Command::Role => conn.done.push(self.fake.role(self.now)),
                 Command::Wait { replicas, timeout_ms } => {
                     match self.fake.wait_done(conn.woff, replicas, self.now, timeout_ms) {
                         Some(t) if t <= self.now => {
