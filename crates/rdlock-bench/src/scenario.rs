@@ -505,38 +505,46 @@ fn set_loop(server: &Server, clients: usize, duration: Duration) -> Result<(u64,
     Ok((sets, delta))
 }
 
+/// Acquires every key, at most `E::MAX_TASKS` at a time.
 async fn acquire_all<L: Locker, E: Exec>(
     exec: &E,
     locker: &Arc<L>,
     keys: &[String],
     spec: Spec,
 ) -> Result<Vec<L::Guard>, BoxError> {
-    let tasks: Vec<_> = keys
-        .iter()
-        .map(|k| {
-            let (locker, k) = (locker.clone(), k.clone());
-            exec.spawn(async move { locker.lock(&k, spec).await })
-        })
-        .collect();
     let mut guards = Vec::with_capacity(keys.len());
-    for t in tasks {
-        guards.push(t.await?);
+    for chunk in keys.chunks(E::MAX_TASKS.max(1)) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .map(|k| {
+                let (locker, k) = (locker.clone(), k.clone());
+                exec.spawn(async move { locker.lock(&k, spec).await })
+            })
+            .collect();
+        for t in tasks {
+            guards.push(t.await?);
+        }
     }
     Ok(guards)
 }
 
-/// Releases every guard; returns how many were no longer held.
+/// Releases every guard, at most `E::MAX_TASKS` at a time; returns how many were no longer
+/// held.
 async fn release_all<L: Locker, E: Exec>(exec: &E, locker: &Arc<L>, guards: Vec<L::Guard>) -> Result<u64, BoxError> {
-    let tasks: Vec<_> = guards
-        .into_iter()
-        .map(|g| {
-            let locker = locker.clone();
-            exec.spawn(async move { locker.release(g).await })
-        })
-        .collect();
     let mut not_held = 0;
-    for t in tasks {
-        not_held += u64::from(!t.await?);
+    let mut guards = guards.into_iter().peekable();
+    while guards.peek().is_some() {
+        let tasks: Vec<_> = guards
+            .by_ref()
+            .take(E::MAX_TASKS.max(1))
+            .map(|g| {
+                let locker = locker.clone();
+                exec.spawn(async move { locker.release(g).await })
+            })
+            .collect();
+        for t in tasks {
+            not_held += u64::from(!t.await?);
+        }
     }
     Ok(not_held)
 }
@@ -545,7 +553,8 @@ async fn release_all<L: Locker, E: Exec>(exec: &E, locker: &Arc<L>, guards: Vec<
 
 async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) -> Result<Metrics, BoxError> {
     let mut m = Metrics::new();
-    let n = set.s5_waiters;
+    // Every waiter is a task alive at once: as many as the executor can have.
+    let n = set.s5_waiters.min(E::MAX_TASKS);
     let url = server.url();
     let keys: Vec<String> = (0..n).map(|i| format!("bench:wait:{i}")).collect();
     // The holders: another client, holding every key for longer than the scenario.

@@ -20,6 +20,10 @@ pub type Join<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The executor a scenario runs on.
 pub trait Exec: Clone + Send + Sync + 'static {
+    /// Most tasks alive at once (threads are costly: each maps a stack and a signal stack, and
+    /// 10,000 of them exhaust the kernel's map count here).
+    const MAX_TASKS: usize = usize::MAX;
+
     /// Runs a future to completion on the calling thread.
     fn block_on<F: Future>(&self, future: F) -> F::Output;
     /// Runs a future in the background (a task, or a thread for blocking adapters).
@@ -155,6 +159,8 @@ impl Exec for SmolExec {
 pub struct ThreadExec;
 
 impl Exec for ThreadExec {
+    const MAX_TASKS: usize = 2_000;
+
     fn block_on<F: Future>(&self, future: F) -> F::Output {
         futures_lite::future::block_on(future)
     }
