@@ -26,7 +26,7 @@ use crate::options::{Acquire, Confirm, LockOptions};
 use crate::reply::{Reply, TransportError};
 use crate::script::Script;
 use crate::subscriptions::Subscriptions;
-use crate::token::Rng;
+use crate::token::{Rng, hex, parse_hex};
 
 /// How long a fence counter lives after it is seeded. Losing it is harmless: a missing
 /// counter is re-seeded from the server clock, which is ahead of every token issued before.
@@ -150,10 +150,9 @@ enum State {
 
 #[derive(Debug)]
 struct Lock {
-    keys: LockKeys,
-    token: String,
-    /// This lock's queue entry, `token:ttl`.
-    entry: String,
+    /// The user's key; the other names are derived when needed (a waiting lock stays small).
+    key: String,
+    token: u128,
     opts: LockOptions,
     route: Route,
     try_only: bool,
@@ -194,7 +193,7 @@ pub struct Engine {
     next_lock: u64,
     next_req: u64,
     locks: HashMap<LockId, Lock>,
-    by_token: HashMap<String, LockId>,
+    by_token: HashMap<u128, LockId>,
     pending: HashMap<RequestId, Pending>,
     subs: Subscriptions,
     timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
@@ -252,16 +251,14 @@ impl Engine {
         }
         let id = LockId(self.next_lock);
         self.next_lock += 1;
-        let token = self.rng.token();
-        let entry = format!("{token}:{}", opts.ttl_ms());
+        let token = self.rng.token_bits();
         let route = if opts.confirm == Confirm::None { Route::Commands } else { Route::Confirm };
-        self.by_token.insert(token.clone(), id);
+        self.by_token.insert(token, id);
         self.locks.insert(
             id,
             Lock {
-                keys,
+                key: keys.lock,
                 token,
-                entry,
                 opts,
                 route,
                 try_only,
@@ -367,9 +364,10 @@ impl Engine {
     /// A message arrived on a subscribed channel.
     pub fn handle_message(&mut self, channel: &str, payload: &[u8], now: Instant) {
         let Some((token, fence)) = std::str::from_utf8(payload).ok().and_then(|p| p.split_once(':')) else { return };
-        let (Some(&id), Ok(fence)) = (self.by_token.get(token), fence.parse::<u64>()) else { return };
+        let Some(token) = parse_hex(token) else { return };
+        let (Some(&id), Ok(fence)) = (self.by_token.get(&token), fence.parse::<u64>()) else { return };
         let Some(lock) = self.locks.get_mut(&id) else { return };
-        if lock.keys.channel != channel {
+        if LockKeys::channel_of(&lock.key) != channel {
             return;
         }
         match lock.state {
@@ -467,11 +465,12 @@ impl Engine {
             return;
         }
         let wanted = confirm.wanted(fresh.map(|(n, _)| n)).unwrap_or(0);
+        let keys = LockKeys::derive(&lock.key);
         let mut commands = vec![Command::Script {
             script: Script::Acquire,
-            keys: vec![lock.keys.lock.clone(), lock.keys.fence.clone(), lock.keys.queue.clone()],
+            keys: vec![keys.lock, keys.fence, keys.queue],
             args: vec![
-                lock.token.clone(),
+                hex(lock.token),
                 lock.opts.ttl_ms().to_string(),
                 mode.arg().to_owned(),
                 queue_ttl(&lock.opts).as_millis().to_string(),
@@ -481,7 +480,7 @@ impl Engine {
         if let (true, Some(timeout)) = (wanted > 0, confirm.timeout()) {
             commands.push(Command::Wait { replicas: wanted, timeout_ms: timeout.as_millis().max(1) as u64 });
         }
-        let sent_subscribed = self.subs.is_active(&lock.keys.channel);
+        let sent_subscribed = self.subs.is_active(&keys.channel);
         let route = lock.route;
         if let Some(lock) = self.locks.get_mut(&id) {
             lock.attempted = true;
@@ -552,10 +551,10 @@ impl Engine {
                     if !lock.subscribed {
                         lock.subscribed = true;
                         let mut out = Vec::new();
-                        self.subs.add(&lock.keys.channel, id, &mut out);
+                        self.subs.add(&LockKeys::channel_of(&lock.key), id, &mut out);
                         self.transmits.extend(out);
                     }
-                    let channel_live = self.subs.is_active(&lock.keys.channel);
+                    let channel_live = self.subs.is_active(&LockKeys::channel_of(&lock.key));
                     if !sent_subscribed && channel_live {
                         // Subscribed while the attempt was in flight: a hand-off may have
                         // slipped between the two, so check once more.
@@ -670,7 +669,7 @@ impl Engine {
             if h.lost.is_some() || h.renewing.is_some() {
                 continue;
             }
-            let slot = if self.config.cluster { slot(&lock.keys.lock) } else { 0 };
+            let slot = if self.config.cluster { slot(&lock.key) } else { 0 };
             let wanted = lock.opts.confirm.wanted(self.replicas.map(|(n, _)| n)).unwrap_or(0);
             groups.entry((lock.route, slot, wanted)).or_default().push(id);
         }
@@ -690,8 +689,8 @@ impl Engine {
         let mut confirm_timeout = None;
         for id in ids {
             let lock = &self.locks[id];
-            keys.push(lock.keys.lock.clone());
-            args.push(lock.token.clone());
+            keys.push(lock.key.clone());
+            args.push(hex(lock.token));
             ttls.push(lock.opts.ttl_ms().to_string());
             confirm_timeout = confirm_timeout.or(lock.opts.confirm.timeout());
         }
@@ -767,15 +766,12 @@ impl Engine {
             }
             _ => (1, false),
         };
+        let keys = LockKeys::derive(&lock.key);
+        let entry = format!("{}:{}", hex(lock.token), lock.opts.ttl_ms());
         let commands = vec![Command::Script {
             script: Script::Release,
-            keys: vec![lock.keys.lock.clone(), lock.keys.fence.clone(), lock.keys.queue.clone()],
-            args: vec![
-                lock.token.clone(),
-                lock.entry.clone(),
-                lock.keys.channel.clone(),
-                FENCE_TTL.as_millis().to_string(),
-            ],
+            keys: vec![keys.lock, keys.fence, keys.queue],
+            args: vec![hex(lock.token), entry, keys.channel, FENCE_TTL.as_millis().to_string()],
         }];
         let route = lock.route;
         let req = self.request(route, commands, Pending::Release(id));
@@ -866,7 +862,7 @@ impl Engine {
     fn drop_subscription(&mut self, id: LockId, now: Instant) {
         let Some(lock) = self.locks.get_mut(&id) else { return };
         if std::mem::take(&mut lock.subscribed)
-            && let Some(at) = self.subs.remove(&lock.keys.channel, id, now)
+            && let Some(at) = self.subs.remove(&LockKeys::channel_of(&lock.key), id, now)
         {
             self.timers.push(Reverse((at, TimerKey::Linger)));
         }

@@ -29,21 +29,33 @@ impl LockKeys {
         if key.len() > MAX_KEY_LEN {
             return Err(InvalidInput::KeyTooLong { len: key.len(), max: MAX_KEY_LEN });
         }
-        let base = if hash_tag(key).is_some() {
-            key.to_owned()
-        } else if !key.contains('}') {
-            format!("{{{key}}}")
-        } else {
+        if hash_tag(key).is_none() && key.contains('}') {
             // `a}b` has no tag and cannot be wrapped in one: no name could share its slot.
             return Err(InvalidInput::KeyNotSlotSafe(key.to_owned()));
-        };
-        Ok(Self {
+        }
+        Ok(Self::derive(key))
+    }
+
+    /// The names of a key already checked by [`LockKeys::new`].
+    pub(crate) fn derive(key: &str) -> Self {
+        let base = tagged(key);
+        Self {
             lock: key.to_owned(),
             fence: format!("{base}:rdlock:fence"),
             queue: format!("{base}:rdlock:queue"),
             channel: format!("{base}:rdlock:handoff"),
-        })
+        }
     }
+
+    /// The hand-off channel of a key already checked by [`LockKeys::new`].
+    pub(crate) fn channel_of(key: &str) -> String {
+        format!("{}:rdlock:handoff", tagged(key))
+    }
+}
+
+/// The key itself when it has a hash tag, else the key wrapped in one.
+fn tagged(key: &str) -> std::borrow::Cow<'_, str> {
+    if hash_tag(key).is_some() { key.into() } else { format!("{{{key}}}").into() }
 }
 
 /// The hash tag of a key, by the Redis Cluster rule: the text between the first `{` and the

@@ -3,7 +3,7 @@
 //! A channel stays subscribed for a while after its last waiter leaves, so that a busy lock
 //! does not pay a subscribe (and the re-check that must follow it) on every wait.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::command::Transmit;
@@ -11,8 +11,8 @@ use crate::engine::LockId;
 
 #[derive(Debug)]
 struct Channel {
-    /// Waits that need the channel.
-    waiters: HashSet<LockId>,
+    /// Waits that need the channel (usually one or a few: a plain list is smallest).
+    waiters: Vec<LockId>,
     /// The server confirmed the subscription (and no reset happened since).
     active: bool,
     /// When the last waiter left; the channel is dropped after the linger time.
@@ -36,9 +36,11 @@ impl Subscriptions {
     pub fn add(&mut self, channel: &str, waiter: LockId, out: &mut Vec<Transmit>) {
         let ch = self.channels.entry(channel.to_owned()).or_insert_with(|| {
             out.push(Transmit::Subscribe(channel.to_owned()));
-            Channel { waiters: HashSet::new(), active: false, idle_since: None }
+            Channel { waiters: Vec::new(), active: false, idle_since: None }
         });
-        ch.waiters.insert(waiter);
+        if !ch.waiters.contains(&waiter) {
+            ch.waiters.push(waiter);
+        }
         ch.idle_since = None;
     }
 
@@ -46,7 +48,7 @@ impl Subscriptions {
     /// linger ends, to schedule.
     pub fn remove(&mut self, channel: &str, waiter: LockId, now: Instant) -> Option<Instant> {
         let ch = self.channels.get_mut(channel)?;
-        ch.waiters.remove(&waiter);
+        ch.waiters.retain(|&w| w != waiter);
         if ch.waiters.is_empty() {
             ch.idle_since = Some(now);
             return Some(now + self.linger);
@@ -64,9 +66,7 @@ impl Subscriptions {
         match self.channels.get_mut(channel) {
             Some(ch) => {
                 ch.active = true;
-                let mut waiters: Vec<LockId> = ch.waiters.iter().copied().collect();
-                waiters.sort();
-                waiters
+                ch.waiters.clone()
             }
             None => Vec::new(),
         }

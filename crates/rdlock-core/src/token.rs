@@ -40,8 +40,23 @@ impl Rng {
 
     /// A fresh owner token: 128 random bits as 32 lowercase hex digits.
     pub fn token(&mut self) -> String {
-        format!("{:016x}{:016x}", self.next_u64(), self.next_u64())
+        hex(self.token_bits())
     }
+
+    /// A fresh owner token's 128 random bits.
+    pub fn token_bits(&mut self) -> u128 {
+        (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64())
+    }
+}
+
+/// An owner token as it is stored: 32 lowercase hex digits.
+pub fn hex(token: u128) -> String {
+    format!("{token:032x}")
+}
+
+/// An owner token read back from its hex form.
+pub fn parse_hex(token: &str) -> Option<u128> {
+    if token.len() == 32 { u128::from_str_radix(token, 16).ok() } else { None }
 }
 
 #[cfg(test)]
