@@ -5,6 +5,8 @@
 -- ARGV[5] fence counter ttl ms (set when the counter is seeded)
 -- Reply: {1, fence} when the caller holds the lock; {0, pttl} otherwise, where pttl is the
 -- holder's remaining time in ms, or -3 when the caller waits behind other queued waiters.
+-- A retry also reports the current fence, {0, pttl, fence}: a hand-off to the caller with a
+-- fence not above it happened before this retry and has been lost since.
 local token, ttl, mode = ARGV[1], ARGV[2], ARGV[3]
 local entry = token .. ':' .. ttl
 
@@ -32,7 +34,10 @@ else
   if n then n = n + 1 else n = redis.call('RPUSH', KEYS[3], entry) end
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
 end
-if n == 1 or mode == 'retry' then
+if mode == 'retry' then
+  return {0, redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}
+end
+if n == 1 then
   return {0, redis.call('PTTL', KEYS[1])}
 end
 return {0, -3}

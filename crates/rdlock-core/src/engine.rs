@@ -164,6 +164,8 @@ struct Lock {
     not_held_at: Option<Instant>,
     /// A hand-off announced while an attempt was in flight, with its fence.
     granted: Option<u64>,
+    /// The highest fence a retry saw held by someone else: a hand-off at or below it is stale.
+    seen_fence: u64,
     /// The caller gave up while a request was in flight: clean up when it returns.
     abandoned: bool,
     /// An attempt was sent: the server may have queued the lock, or handed it the key.
@@ -267,6 +269,7 @@ impl Engine {
                 subscribed: false,
                 not_held_at: None,
                 granted: None,
+                seen_fence: 0,
                 abandoned: false,
                 attempted: false,
                 timer: None,
@@ -372,7 +375,8 @@ impl Engine {
         }
         match lock.state {
             State::Acquiring { .. } => lock.granted = Some(fence),
-            State::Waiting { .. } => self.on_handoff(id, fence, now),
+            // A fence at or below one a retry saw held by someone else: an old, lost hand-off.
+            State::Waiting { .. } if fence > lock.seen_fence => self.on_handoff(id, fence, now),
             // Counting: not queued yet. Held: a duplicate. Releasing: the release covers it.
             _ => {}
         }
@@ -534,19 +538,26 @@ impl Engine {
                     self.become_held(id, fence, sent_at, valid_until, now);
                 }
             }
-            Ok(Attempt::HeldByOther { holder_ttl }) => {
+            Ok(Attempt::HeldByOther { holder_ttl, fence }) => {
                 lock.not_held_at = Some(sent_at);
+                lock.seen_fence = lock.seen_fence.max(fence.unwrap_or(0));
+                let granted = lock.granted.take().filter(|&g| g > lock.seen_fence);
                 if abandoned {
                     if try_only { self.finish(id, now) } else { self.send_release(id, Then::Silent, now) }
                 } else if try_only {
                     self.events.push_back((id, Event::Busy { holder_ttl }));
                     self.finish(id, now);
-                } else if lock.granted.take().is_some() {
+                } else if let Some(granted) = granted {
                     // A hand-off was announced while this attempt was in flight, yet the
-                    // attempt found another holder: the hand-off may predate the attempt (its
-                    // lease expired unseen and someone else took the key). Only the server can
-                    // tell: ask again; a fresh hand-off is then confirmed as ours.
-                    self.send_attempt(id, Mode::Retry, now);
+                    // attempt found another holder. With the holder's fence in the reply, a
+                    // hand-off above it came after the attempt ran; without one (a first
+                    // attempt), only the server can tell whether it predates it: ask again.
+                    if fence.is_some() {
+                        self.set_state(id, State::Waiting { retry_at: now });
+                        self.on_handoff(id, granted, now);
+                    } else {
+                        self.send_attempt(id, Mode::Retry, now);
+                    }
                 } else {
                     if !lock.subscribed {
                         lock.subscribed = true;
@@ -914,7 +925,7 @@ fn queue_ttl(opts: &LockOptions) -> Duration {
 
 enum Attempt {
     Taken { fence: u64, acked: u32 },
-    HeldByOther { holder_ttl: Option<Duration> },
+    HeldByOther { holder_ttl: Option<Duration>, fence: Option<u64> },
 }
 
 fn parse_attempt(replies: &[Reply], wanted: u32) -> Result<Attempt, LockError> {
@@ -923,7 +934,7 @@ fn parse_attempt(replies: &[Reply], wanted: u32) -> Result<Attempt, LockError> {
     if let Reply::Error(e) = first {
         return Err(LockError::Server(e.clone()));
     }
-    let pair = first.as_array().filter(|a| a.len() == 2).ok_or_else(|| bad(first))?;
+    let pair = first.as_array().filter(|a| a.len() == 2 || a.len() == 3).ok_or_else(|| bad(first))?;
     let (flag, value) = (pair[0].as_int().ok_or_else(|| bad(first))?, pair[1].as_int().ok_or_else(|| bad(first))?);
     if flag == 1 {
         let acked = if wanted == 0 {
@@ -939,7 +950,8 @@ fn parse_attempt(replies: &[Reply], wanted: u32) -> Result<Attempt, LockError> {
         return Ok(Attempt::Taken { fence, acked });
     }
     let holder_ttl = u64::try_from(value).ok().map(Duration::from_millis);
-    Ok(Attempt::HeldByOther { holder_ttl })
+    let fence = pair.get(2).and_then(Reply::as_int).and_then(|f| u64::try_from(f).ok());
+    Ok(Attempt::HeldByOther { holder_ttl, fence })
 }
 
 /// Per lock: extended (true) or not ours (false). `None` when the outcome is unknown.

@@ -219,6 +219,39 @@ fn hand_off_during_an_attempt_that_saw_another_holder_is_checked_again() {
     assert!(h.e.poll_timeout().is_some());
 }
 
+fn triple(a: i64, b: i64, c: i64) -> Vec<Reply> {
+    vec![Reply::Array(vec![Reply::Int(a), Reply::Int(b), Reply::Int(c)])]
+}
+
+#[test]
+fn a_hand_off_at_or_below_a_fence_a_retry_saw_is_stale() {
+    // A retry saw another holder with fence 40: a hand-off to us with fence 40 or less
+    // happened before that retry and its lease is gone; one above 40 came after it.
+    let mut h = H::new();
+    let (_, tok) = h.queued("orders", opts(1000), None);
+    h.fire();
+    let poll = h.one();
+    h.reply(&poll, triple(0, 400, 40));
+    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:39").as_bytes(), h.now);
+    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:40").as_bytes(), h.now);
+    assert!(h.events().is_empty() && h.sent().is_empty(), "stale hand-offs are ignored");
+    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:41").as_bytes(), h.now);
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 41, .. }]));
+}
+
+#[test]
+fn hand_off_during_a_retry_that_saw_an_older_fence_is_trusted() {
+    // The retry's reply names the holder's fence: a hand-off above it came after the retry ran.
+    let mut h = H::new();
+    let (_, tok) = h.queued("orders", opts(1000), None);
+    h.fire();
+    let attempt = h.one();
+    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:77").as_bytes(), h.now);
+    h.reply(&attempt, triple(0, 400, 76));
+    assert!(h.sent().is_empty(), "no extra round trip");
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
+}
+
 #[test]
 fn waiters_poll_at_most_every_poll_cap() {
     let mut h = H::new();

@@ -363,8 +363,17 @@ impl Fake {
                     self.pexpire(queue, qttl)?;
                     n
                 };
-                // if n == 1 or mode == 'retry' then return {0, PTTL} end; return {0, -3}
-                if n == 1 || mode == "retry" { Ok(pair(0, self.pttl(key))) } else { Ok(pair(0, -3)) }
+                // if mode == 'retry' then return {0, PTTL, GET fence or 0} end
+                // if n == 1 then return {0, PTTL} end; return {0, -3}
+                if mode == "retry" {
+                    let pttl = self.pttl(key);
+                    let fence = self.get(fence_key)?.and_then(|f| f.parse::<i64>().ok()).unwrap_or(0);
+                    Ok(Reply::Array(vec![int(0), int(pttl), int(fence)]))
+                } else if n == 1 {
+                    Ok(pair(0, self.pttl(key)))
+                } else {
+                    Ok(pair(0, -3))
+                }
             }
         }
     }
