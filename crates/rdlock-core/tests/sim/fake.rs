@@ -367,8 +367,9 @@ impl Fake {
                 // if n == 1 then return {0, PTTL} end; return {0, -3}
                 if mode == "retry" {
                     let pttl = self.pttl(key);
-                    let fence = self.get(fence_key)?.and_then(|f| f.parse::<i64>().ok()).unwrap_or(0);
-                    Ok(Reply::Array(vec![int(0), int(pttl), int(fence)]))
+                    // tonumber(GET or '0') is nil for a counter that is no number: {0, pttl}
+                    let fence = self.get(fence_key)?.map_or(Some(0), |f| f.parse::<i64>().ok());
+                    Ok(Reply::Array([int(0), int(pttl)].into_iter().chain(fence.map(int)).collect()))
                 } else if n == 1 {
                     Ok(pair(0, self.pttl(key)))
                 } else {
@@ -499,6 +500,15 @@ impl Fake {
     /// A key of the wrong type for a lock (a list), without expiry.
     pub fn put_list(&mut self, key: &str) {
         self.keys.insert(key.to_owned(), Entry { value: Value::List(VecDeque::from(["x".to_owned()])), expires: None });
+    }
+
+    /// `DEL key` and `SET key value` (expiring at `expires`), from outside the scripts.
+    pub fn del_key(&mut self, key: &str) {
+        self.keys.remove(key);
+    }
+
+    pub fn put_string(&mut self, key: &str, value: &str, expires: Option<u64>) {
+        self.keys.insert(key.to_owned(), Entry { value: Value::Str(value.to_owned()), expires });
     }
 
     // ------------------------------------------------------------ views for the checker

@@ -1,0 +1,656 @@
+//! The fake server of the simulation against a real `redis-server`: seeded random sequences
+//! of script calls (acquire in every mode, release, single and batched extend) and of direct
+//! tampering (`DEL`, a list where a string belongs, a string where a list or a number
+//! belongs) run on both, and after every step the replies, the hand-off messages and the
+//! whole keyspace (values, lists, which keys expire and when) must agree.
+//!
+//! What cannot be equal is normalised: fences are seeded from each server's own clock, so
+//! they compare relative to their counter's seed (and every seed is checked against the clock
+//! that made it, and against the counter's earlier values); remaining times compare within
+//! `TOLERANCE_MS`, the fake's clock following the real one. Sequences use long TTLs so that
+//! nothing expires mid-sequence; `expiry_agrees` covers expiry on purpose, sleeping past it
+//! on the real server while the fake's clock moves by the same amount.
+//!
+//! Replay one sequence: `RDLOCK_DIFF_SEED=17 cargo test -p rdlock-core --test differential`.
+
+mod sim;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdlock_core::{FENCE_TTL, LockKeys, Reply, Script, ServerError};
+use rdlock_testkit::RedisServer;
+use redis::{Connection, ErrorKind, PubSub, Value};
+use sim::MS;
+use sim::dice::Dice;
+use sim::fake::{Bug, Fake};
+
+/// `TIME` of the fake at its virtual 0, in microseconds.
+const EPOCH_US: u64 = 1_700_000_000_000_000;
+const SEQUENCES: u64 = 400;
+const STEPS: usize = 40;
+/// How far remaining times may differ: real time passes between the two readings.
+const TOLERANCE_MS: i64 = 50;
+/// The channel of the markers that delimit one step's hand-off messages.
+const MARKER: &str = "rdlock-differential:marker";
+/// Lock and queue TTLs of the random sequences: nothing expires within one.
+const TTLS: [&str; 2] = ["60000", "90000"];
+const GARBAGE: &str = "garbage";
+
+// ---------------------------------------------------------------- steps
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// A script call; for acquire and release `keys[1]` is the lock's fence counter.
+    Run { script: Script, keys: Vec<String>, args: Vec<String> },
+    /// `DEL key`.
+    Del(String),
+    /// `DEL key` then `RPUSH key x`: a list without expiry where a lock's string belongs.
+    List(String),
+    /// `SET key garbage PX 60000`: a counter that is no number, a queue that is no list.
+    Garbage(String),
+    /// Real time passes (and the fake's clock with it).
+    Sleep(u64),
+}
+
+fn acquire(lock: &LockKeys, token: &str, ttl: &str, mode: &str, queue_ttl: &str, fence_ttl: &str) -> Step {
+    Step::Run {
+        script: Script::Acquire,
+        keys: vec![lock.lock.clone(), lock.fence.clone(), lock.queue.clone()],
+        args: [token, ttl, mode, queue_ttl, fence_ttl].map(String::from).to_vec(),
+    }
+}
+
+fn release(lock: &LockKeys, token: &str, ttl: &str, fence_ttl: &str) -> Step {
+    Step::Run {
+        script: Script::Release,
+        keys: vec![lock.lock.clone(), lock.fence.clone(), lock.queue.clone()],
+        args: vec![token.to_owned(), format!("{token}:{ttl}"), lock.channel.clone(), fence_ttl.to_owned()],
+    }
+}
+
+fn extend(items: &[(&LockKeys, &str, &str)]) -> Step {
+    let keys = items.iter().map(|(l, _, _)| l.lock.clone()).collect();
+    let tokens = items.iter().map(|(_, t, _)| t.to_string());
+    let ttls = items.iter().map(|(_, _, ttl)| ttl.to_string());
+    Step::Run { script: Script::Extend, keys, args: tokens.chain(ttls).collect() }
+}
+
+fn pick<'a>(d: &mut Dice, from: &[&'a str]) -> &'a str {
+    from[d.below(from.len())]
+}
+
+/// A lock or extension TTL: long, rarely the invalid 0 (which `SET` refuses and `PEXPIRE`
+/// takes as "delete").
+fn ttl(d: &mut Dice) -> &'static str {
+    if d.chance(0.03) { "0" } else { pick(d, &TTLS) }
+}
+
+/// One random step of a sequence over `locks` and `tokens`.
+fn random_step(d: &mut Dice, locks: &[LockKeys], tokens: &[String]) -> Step {
+    let fence_ttl = FENCE_TTL.as_millis().to_string();
+    let lock = &locks[d.below(locks.len())];
+    let token = tokens[d.below(tokens.len())].as_str();
+    match d.below(100) {
+        0..45 => {
+            let (ttl, mode, queue_ttl) = (ttl(d), pick(d, &["try", "first", "retry"]), pick(d, &TTLS));
+            acquire(lock, token, ttl, mode, queue_ttl, &fence_ttl)
+        }
+        45..70 => release(lock, token, pick(d, &TTLS), &fence_ttl),
+        70..85 => {
+            let items: Vec<_> = (0..1 + d.below(3))
+                .map(|_| (&locks[d.below(locks.len())], tokens[d.below(tokens.len())].as_str(), ttl(d)))
+                .collect();
+            extend(&items)
+        }
+        85..92 => Step::Del(lock.lock.clone()),
+        92..93 => Step::List(lock.lock.clone()),
+        93..95 => Step::Del(lock.fence.clone()),
+        95..97 => Step::Del(lock.queue.clone()),
+        97..99 => Step::Garbage(lock.fence.clone()),
+        _ => Step::Garbage(lock.queue.clone()),
+    }
+}
+
+// ---------------------------------------------------------------- replies, normalised
+
+/// A reply or a stored value in a form both servers must agree on.
+#[derive(Clone, Debug, PartialEq)]
+enum N {
+    Nil,
+    Int(i64),
+    Data(String),
+    Array(Vec<N>),
+    /// A remaining time in ms: equal within the tolerance.
+    Pttl(i64),
+    /// A fence relative to its counter's seed, or as is when the counter holds none.
+    Fence {
+        seeded: bool,
+        v: i64,
+    },
+    /// An error: the real message goes on with where in the script it happened.
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+fn agree(fake: &N, real: &N) -> bool {
+    match (fake, real) {
+        (N::Pttl(a), N::Pttl(b)) => (a - b).abs() <= TOLERANCE_MS,
+        (N::Array(a), N::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(a, b)| agree(a, b)),
+        (N::Error { code: c1, message: m1 }, N::Error { code: c2, message: m2 }) => c1 == c2 && m2.starts_with(m1),
+        _ => fake == real,
+    }
+}
+
+fn norm(r: &Reply) -> N {
+    match r {
+        Reply::Nil => N::Nil,
+        Reply::Int(i) => N::Int(*i),
+        Reply::Data(d) => N::Data(String::from_utf8_lossy(d).into_owned()),
+        Reply::Array(a) => N::Array(a.iter().map(norm).collect()),
+        Reply::Error(e) => N::Error { code: e.code.clone(), message: e.message.clone() },
+    }
+}
+
+fn fence(v: i64, seed: Option<i64>) -> N {
+    match seed {
+        Some(s) => N::Fence { seeded: true, v: v - s },
+        None => N::Fence { seeded: false, v },
+    }
+}
+
+/// A script's reply, its fences taken relative to `seed` (that of the lock's counter).
+fn norm_reply(script: Script, r: &Reply, seed: Option<i64>) -> N {
+    let ints: Option<Vec<i64>> = r.as_array().and_then(|a| a.iter().map(|x| x.as_int()).collect());
+    match (script, ints.as_deref()) {
+        // {1, fence} / {1}: held; {0, pttl} / {0, -3}; a retry's {0, pttl, fence}.
+        (Script::Acquire, Some([flag, rest @ ..])) => {
+            let mut out = vec![N::Int(*flag)];
+            for (i, &v) in rest.iter().enumerate() {
+                out.push(match (flag, i) {
+                    (0, 0) if v >= 0 => N::Pttl(v),
+                    (0, 0) => N::Int(v),
+                    _ => fence(v, seed),
+                });
+            }
+            N::Array(out)
+        }
+        _ => norm(r),
+    }
+}
+
+/// A hand-off message, `token:fence`, its fence relative to `seed`.
+fn norm_message(channel: &str, payload: &str, seed: Option<i64>) -> (String, N) {
+    let n = match payload.rsplit_once(':').map(|(t, f)| (t, f.parse::<i64>())) {
+        Some((token, Ok(f))) => N::Array(vec![N::Data(token.to_owned()), fence(f, seed)]),
+        _ => N::Data(payload.to_owned()),
+    };
+    (channel.to_owned(), n)
+}
+
+// ---------------------------------------------------------------- keyspaces
+
+#[derive(Clone, Debug, PartialEq)]
+enum Val {
+    Str(String),
+    List(Vec<String>),
+}
+
+/// Every live key: its value and remaining time in ms (`None`: no expiry).
+type Snap = BTreeMap<String, (Val, Option<i64>)>;
+
+fn int_at(snap: &Snap, key: &str) -> Option<i64> {
+    match snap.get(key) {
+        Some((Val::Str(s), _)) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn fake_snapshot(f: &Fake, now: u64) -> Snap {
+    let ttl = |k: &str| f.expiry(k, now).map(|at| ((at - now) / MS) as i64);
+    let mut snap: Snap = f.strings(now).into_iter().map(|(k, v)| (k.clone(), (Val::Str(v), ttl(&k)))).collect();
+    for (k, v) in f.list_entries(now) {
+        let t = ttl(&k);
+        match snap.entry(k).or_insert_with(|| (Val::List(Vec::new()), t)) {
+            (Val::List(l), _) => l.push(v),
+            (Val::Str(_), _) => unreachable!("a key is a string or a list"),
+        }
+    }
+    snap
+}
+
+/// The keyspace normalised for comparison: counters' values relative to their seeds.
+fn norm_snapshot(snap: &Snap, seeds: &BTreeMap<String, i64>) -> BTreeMap<String, (N, Option<N>)> {
+    snap.iter()
+        .map(|(k, (v, ttl))| {
+            let v = match v {
+                Val::Str(s) => match (seeds.get(k), s.parse::<i64>()) {
+                    (Some(&seed), Ok(i)) => fence(i, Some(seed)),
+                    _ => N::Data(s.clone()),
+                },
+                Val::List(l) => N::Array(l.iter().map(|e| N::Data(e.clone())).collect()),
+            };
+            (k.clone(), (v, ttl.map(N::Pttl)))
+        })
+        .collect()
+}
+
+fn snapshots_agree(fake: &BTreeMap<String, (N, Option<N>)>, real: &BTreeMap<String, (N, Option<N>)>) -> bool {
+    fake.len() == real.len()
+        && fake.iter().zip(real).all(|((k1, (v1, t1)), (k2, (v2, t2)))| {
+            k1 == k2
+                && agree(v1, v2)
+                && match (t1, t2) {
+                    (Some(a), Some(b)) => agree(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        })
+}
+
+// ---------------------------------------------------------------- the real server
+
+/// A Redis value as the core's reply (what the drivers do).
+fn reply(value: Value) -> Reply {
+    match value {
+        Value::Nil => Reply::Nil,
+        Value::Int(i) => Reply::Int(i),
+        Value::BulkString(b) => Reply::Data(b),
+        Value::SimpleString(s) => Reply::Data(s.into_bytes()),
+        Value::Okay => Reply::Data(b"OK".to_vec()),
+        Value::Array(items) => Reply::Array(items.into_iter().map(reply).collect()),
+        Value::ServerError(e) => Reply::Error(ServerError::new(e.code(), e.details().unwrap_or_default())),
+        other => panic!("unexpected RESP2 value {other:?}"),
+    }
+}
+
+struct Real<'a> {
+    conn: Connection,
+    /// Subscribed to every channel.
+    sub: PubSub<'a>,
+    markers: u64,
+}
+
+impl Real<'_> {
+    fn call(&mut self, cmd: &redis::Cmd) -> Reply {
+        match cmd.query::<Value>(&mut self.conn) {
+            Ok(v) => reply(v),
+            Err(e) => match e.code() {
+                Some(code) if e.kind() != ErrorKind::Io => {
+                    Reply::Error(ServerError::new(code, e.detail().unwrap_or_default()))
+                }
+                _ => panic!("the real server failed: {e}"),
+            },
+        }
+    }
+
+    fn run(&mut self, script: Script, keys: &[String], args: &[String]) -> Reply {
+        self.call(redis::cmd("EVAL").arg(script.source()).arg(keys.len()).arg(keys).arg(args))
+    }
+
+    /// `TIME` in microseconds.
+    fn time_us(&mut self) -> i64 {
+        let t = self.call(&redis::cmd("TIME"));
+        let parts: Vec<i64> = t.as_array().and_then(|a| a.iter().map(Reply::as_int).collect()).expect("TIME");
+        parts[0] * 1_000_000 + parts[1]
+    }
+
+    /// The messages published since the previous call: everything before a fresh marker.
+    fn published(&mut self) -> Vec<(String, String)> {
+        self.markers += 1;
+        let marker = self.markers.to_string();
+        self.call(redis::cmd("PUBLISH").arg(MARKER).arg(&marker));
+        let mut out = Vec::new();
+        loop {
+            let msg = self.sub.get_message().expect("the marker arrives");
+            let payload: String = msg.get_payload().expect("a text payload");
+            match msg.get_channel_name() {
+                MARKER if payload == marker => return out,
+                MARKER => {}
+                channel => out.push((channel.to_owned(), payload)),
+            }
+        }
+    }
+
+    /// The keyspace, given every key that may exist; the database must hold no other.
+    fn snapshot(&mut self, keys: &[String]) -> Snap {
+        let mut p = redis::pipe();
+        for k in keys {
+            p.cmd("TYPE").arg(k).cmd("PTTL").arg(k);
+        }
+        p.cmd("DBSIZE");
+        let meta: Vec<Reply> =
+            p.query::<Vec<Value>>(&mut self.conn).expect("TYPE/PTTL").into_iter().map(reply).collect();
+        let mut found = Vec::new();
+        let mut p = redis::pipe();
+        for (k, tp) in keys.iter().zip(meta.chunks(2)) {
+            let ttl = tp[1].as_int().expect("PTTL");
+            match &tp[0] {
+                Reply::Data(t) if t == b"string" => p.cmd("GET").arg(k),
+                Reply::Data(t) if t == b"list" => p.cmd("LRANGE").arg(k).arg(0).arg(-1),
+                Reply::Data(t) if t == b"none" => continue,
+                other => panic!("{k} has type {other:?}"),
+            };
+            found.push((k.clone(), (ttl >= 0).then_some(ttl)));
+        }
+        assert_eq!(meta.last().and_then(Reply::as_int), Some(found.len() as i64), "keys besides {keys:?}");
+        let values: Vec<Value> = if found.is_empty() { vec![] } else { p.query(&mut self.conn).expect("GET/LRANGE") };
+        found
+            .into_iter()
+            .zip(values)
+            .map(|((k, ttl), v)| {
+                let v = match reply(v) {
+                    Reply::Data(d) => Val::Str(String::from_utf8_lossy(&d).into_owned()),
+                    Reply::Array(a) => Val::List(a.iter().map(|e| format!("{}", Text(e))).collect()),
+                    other => panic!("{k} holds {other:?}"),
+                };
+                (k, (v, ttl))
+            })
+            .collect()
+    }
+}
+
+struct Text<'a>(&'a Reply);
+
+impl std::fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Reply::Data(d) => f.write_str(&String::from_utf8_lossy(d)),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- both, step by step
+
+/// The test's clock: the fake's virtual time is the real time since the test began, so
+/// remaining times and expiry line up on both servers.
+struct Clock(Instant);
+
+impl Clock {
+    fn new() -> Self {
+        #[allow(clippy::disallowed_methods)] // the test's one clock reading
+        Self(Instant::now())
+    }
+
+    fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+/// What one server has shown of its fence counters.
+#[derive(Debug, Default)]
+struct Fences {
+    /// Each counter's current seed (when it holds a number).
+    seeds: BTreeMap<String, i64>,
+    /// The highest value each counter has held.
+    high: BTreeMap<String, i64>,
+}
+
+impl Fences {
+    /// Takes note of the counters after a step; a counter that now holds a number but did
+    /// not before was seeded in the step, from a clock reading within `clock` (µs).
+    fn update(&mut self, counters: &[String], before: &Snap, after: &Snap, clock: (i64, i64)) -> Result<(), String> {
+        for c in counters {
+            let Some(v) = int_at(after, c) else {
+                self.seeds.remove(c);
+                continue;
+            };
+            if int_at(before, c).is_none() {
+                if !(clock.0..=clock.1).contains(&v) {
+                    return Err(format!("{c} seeded with {v}, not the server's clock {clock:?}"));
+                }
+                if let Some(&high) = self.high.get(c).filter(|&&h| v <= h) {
+                    return Err(format!("{c} seeded with {v}, not above its earlier {high}"));
+                }
+                self.seeds.insert(c.clone(), v);
+            }
+            let high = self.high.entry(c.clone()).or_insert(v);
+            *high = (*high).max(v);
+        }
+        Ok(())
+    }
+}
+
+/// The fake and the real server, fed the same steps.
+struct Pair<'r, 'a> {
+    fake: Fake,
+    real: &'r mut Real<'a>,
+    clock: &'r Clock,
+    /// Every key the locks may use, and their fence counters.
+    keys: Vec<String>,
+    counters: Vec<String>,
+    fences: [Fences; 2],
+    before: [Snap; 2],
+    /// Outcomes seen, for the report.
+    seen: &'r mut BTreeMap<String, usize>,
+}
+
+impl<'r, 'a> Pair<'r, 'a> {
+    fn new(
+        real: &'r mut Real<'a>,
+        clock: &'r Clock,
+        locks: &[LockKeys],
+        seen: &'r mut BTreeMap<String, usize>,
+    ) -> Self {
+        real.call(&redis::cmd("FLUSHALL"));
+        real.published();
+        let keys = locks.iter().flat_map(|l| [l.lock.clone(), l.fence.clone(), l.queue.clone()]).collect();
+        Self {
+            fake: Fake::new(Bug::None, EPOCH_US),
+            real,
+            clock,
+            keys,
+            counters: locks.iter().map(|l| l.fence.clone()).collect(),
+            fences: Default::default(),
+            before: Default::default(),
+            seen,
+        }
+    }
+
+    /// Runs `step` on both servers; the fake's normalised reply when both agree on it, on
+    /// the messages it published and on the keyspace it left.
+    fn step(&mut self, step: &Step) -> Result<N, String> {
+        let unseeded = self.counters.iter().any(|c| int_at(&self.before[1], c).is_none());
+        let t0 = if unseeded { self.real.time_us() } else { 0 };
+        let now = self.clock.now();
+        let fake_time = (EPOCH_US + now / 1000) as i64;
+        let (fake, real, fake_msgs) = match step {
+            Step::Run { script, keys, args } => {
+                let (r, fx) = self.fake.run_script(*script, keys, args, now, &mut Dice::new(0));
+                (Some(r), Some(self.real.run(*script, keys, args)), fx.publishes)
+            }
+            Step::Del(k) => {
+                self.fake.del_key(k);
+                self.real.call(redis::cmd("DEL").arg(k));
+                (None, None, vec![])
+            }
+            Step::List(k) => {
+                self.fake.put_list(k);
+                self.real.call(redis::cmd("DEL").arg(k));
+                self.real.call(redis::cmd("RPUSH").arg(k).arg("x"));
+                (None, None, vec![])
+            }
+            Step::Garbage(k) => {
+                self.fake.put_string(k, GARBAGE, Some(now + 60_000 * MS));
+                self.real.call(redis::cmd("SET").arg(k).arg(GARBAGE).arg("PX").arg(60_000));
+                (None, None, vec![])
+            }
+            Step::Sleep(ms) => {
+                #[allow(clippy::disallowed_methods)] // real time has to pass on the real server
+                std::thread::sleep(Duration::from_millis(*ms));
+                (None, None, vec![])
+            }
+        };
+        let real_msgs = self.real.published();
+        let t1 = if unseeded { self.real.time_us() } else { 0 };
+        let after = [fake_snapshot(&self.fake, self.clock.now()), self.real.snapshot(&self.keys)];
+        self.fences[0].update(&self.counters, &self.before[0], &after[0], (fake_time, fake_time))?;
+        self.fences[1].update(&self.counters, &self.before[1], &after[1], (t0, t1))?;
+        for (k, (v, ttl)) in &after[1] {
+            if ttl.is_none() && (*v != Val::List(vec!["x".into()]) || self.counters.contains(k)) {
+                return Err(format!("{k} = {v:?} never expires"));
+            }
+        }
+
+        let mut out = N::Nil;
+        if let (Step::Run { script, keys, .. }, Some(fake), Some(real)) = (step, &fake, &real) {
+            let counter = keys.get(1).filter(|_| *script != Script::Extend);
+            let seed = |side: usize| counter.and_then(|c| self.fences[side].seeds.get(c).copied());
+            let (f, r) = (norm_reply(*script, fake, seed(0)), norm_reply(*script, real, seed(1)));
+            if !agree(&f, &r) {
+                return Err(format!("replies differ\n  fake {fake:?}\n  real {real:?}\n  fake {f:?}\n  real {r:?}"));
+            }
+            let msgs = |side: usize, m: &[(String, String)]| -> Vec<(String, N)> {
+                m.iter().map(|(c, p)| norm_message(c, p, seed(side))).collect()
+            };
+            let (fm, rm) = (msgs(0, &fake_msgs), msgs(1, &real_msgs));
+            if fm.len() != rm.len() || fm.iter().zip(&rm).any(|(a, b)| a.0 != b.0 || !agree(&a.1, &b.1)) {
+                return Err(format!("messages differ\n  fake {fake_msgs:?}\n  real {real_msgs:?}"));
+            }
+            *self.seen.entry(label(*script, &f)).or_default() += 1;
+            out = f;
+        } else if !real_msgs.is_empty() {
+            return Err(format!("messages without a script: {real_msgs:?}"));
+        }
+        let (f, r) = (norm_snapshot(&after[0], &self.fences[0].seeds), norm_snapshot(&after[1], &self.fences[1].seeds));
+        if !snapshots_agree(&f, &r) {
+            return Err(format!("keyspaces differ\n  fake {f:?}\n  real {r:?}"));
+        }
+        self.before = after;
+        Ok(out)
+    }
+}
+
+/// The shape of an outcome, for the report: what the sequences covered.
+fn label(script: Script, n: &N) -> String {
+    let shape = match n {
+        N::Array(a) => {
+            let items: Vec<String> = a
+                .iter()
+                .map(|x| match x {
+                    N::Int(i) => i.to_string(),
+                    N::Pttl(_) => "pttl".into(),
+                    N::Fence { seeded: true, .. } => "fence".into(),
+                    N::Fence { seeded: false, v } => v.to_string(),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            format!("[{}]", items.join(","))
+        }
+        N::Error { code, .. } => format!("error {code}"),
+        N::Int(i) => i.to_string(),
+        other => format!("{other:?}"),
+    };
+    format!("{} {shape}", script.name())
+}
+
+fn start() -> (RedisServer, Connection, Connection) {
+    let server = RedisServer::start().expect("redis-server starts");
+    let conn = server.connection().expect("a connection");
+    let sub = server.connection().expect("a connection");
+    (server, conn, sub)
+}
+
+fn subscribe(sub: &mut Connection) -> PubSub<'_> {
+    let mut sub = sub.as_pubsub();
+    sub.psubscribe("*").expect("PSUBSCRIBE");
+    sub.set_read_timeout(Some(Duration::from_secs(5))).expect("a read timeout");
+    sub
+}
+
+fn token(d: &mut Dice) -> String {
+    format!("{:016x}{:016x}", d.next_u64(), d.next_u64())
+}
+
+/// One random sequence; the error names the step and lists the steps before it.
+fn sequence(seed: u64, real: &mut Real<'_>, clock: &Clock, seen: &mut BTreeMap<String, usize>) -> Result<(), String> {
+    let mut d = Dice::new(seed);
+    let names = ["orders", "{user:7}:cart"];
+    let locks: Vec<LockKeys> = names[..1 + d.below(2)].iter().map(|n| LockKeys::new(n).expect("a valid key")).collect();
+    let tokens: Vec<String> = (0..3).map(|_| token(&mut d)).collect();
+    let mut pair = Pair::new(real, clock, &locks, seen);
+    let mut trace = Vec::new();
+    for i in 0..STEPS {
+        let step = random_step(&mut d, &locks, &tokens);
+        trace.push(format!("{i:>3}: {step:?}"));
+        if let Err(e) = pair.step(&step) {
+            return Err(format!("step {i}: {e}\nsteps:\n{}", trace.join("\n")));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_fake_agrees_with_a_real_server() {
+    let (_server, conn, mut sub) = start();
+    let mut real = Real { conn, sub: subscribe(&mut sub), markers: 0 };
+    let clock = Clock::new();
+    let seeds: Vec<u64> = match sim::env_u64("RDLOCK_DIFF_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..SEQUENCES).collect(),
+    };
+    let mut seen = BTreeMap::new();
+    for &seed in &seeds {
+        if let Err(e) = sequence(seed, &mut real, &clock, &mut seen) {
+            panic!(
+                "seed {seed}: {e}\nreplay: RDLOCK_DIFF_SEED={seed} cargo test -p rdlock-core --test differential -- --nocapture"
+            );
+        }
+    }
+    eprintln!("{} sequences of {STEPS} steps agree; outcomes:", seeds.len());
+    for (outcome, n) in &seen {
+        eprintln!("  {n:>5}  {outcome}");
+    }
+    for must in ["acquire [1,fence]", "acquire [0,pttl]", "acquire [0,-3]", "acquire [0,pttl,fence]", "release 2"] {
+        assert!(seen.contains_key(must), "no {must:?} among {seen:?}");
+    }
+}
+
+/// Expiry on real time: short TTLs, then sleeps past them on the real server while the
+/// fake's clock moves by the same amount; the next calls must agree (and do what expiry
+/// means).
+#[test]
+fn expiry_agrees() {
+    let (_server, conn, mut sub) = start();
+    let mut real = Real { conn, sub: subscribe(&mut sub), markers: 0 };
+    let clock = Clock::new();
+    let mut seen = BTreeMap::new();
+    let lock = LockKeys::new("expiring").expect("a valid key");
+    let mut pair = Pair::new(&mut real, &clock, std::slice::from_ref(&lock), &mut seen);
+    let [a, b, c] = ["a", "b", "c"].map(|t| t.repeat(32));
+    // Locks for 50 ms, queues for 400 ms, the fence counter for 1 s.
+    let (short, long, queue, counter) = ("50", "60000", "400", "1000");
+    let fence = |v| N::Fence { seeded: true, v };
+    let held = |v| N::Array(vec![N::Int(1), fence(v)]);
+    let steps: Vec<(Step, Option<N>)> = vec![
+        (acquire(&lock, &a, short, "first", queue, counter), Some(held(0))),
+        (acquire(&lock, &b, long, "first", queue, counter), Some(N::Array(vec![N::Int(0), N::Pttl(50)]))),
+        (Step::Sleep(100), None),
+        // a's lock expired; b's queue entry did not: a retry takes the lock and leaves the queue.
+        (acquire(&lock, &b, long, "retry", queue, counter), Some(held(1))),
+        (release(&lock, &a, short, counter), Some(N::Int(0))),
+        (extend(&[(&lock, &a, long)]), Some(N::Array(vec![N::Int(0)]))),
+        (release(&lock, &b, long, counter), Some(N::Int(1))),
+        (acquire(&lock, &c, short, "first", queue, counter), Some(held(2))),
+        (acquire(&lock, &a, long, "first", queue, counter), Some(N::Array(vec![N::Int(0), N::Pttl(50)]))),
+        (Step::Sleep(100), None),
+        // c's lock expired: c's release finds nothing, a takes the lock with its entry still queued.
+        (release(&lock, &c, short, counter), Some(N::Int(0))),
+        (extend(&[(&lock, &c, long)]), Some(N::Array(vec![N::Int(0)]))),
+        (acquire(&lock, &a, long, "first", queue, counter), Some(held(3))),
+        (release(&lock, &a, long, counter), Some(N::Int(1))),
+        // The counter expires too: the next grant seeds it again, from a later clock.
+        (Step::Sleep(1100), None),
+        (acquire(&lock, &b, short, "try", queue, counter), Some(held(0))),
+    ];
+    for (i, (step, want)) in steps.iter().enumerate() {
+        let got = pair.step(step).unwrap_or_else(|e| panic!("step {i} {step:?}: {e}"));
+        if let Some(want) = want {
+            assert!(agree(want, &got), "step {i} {step:?}: {got:?}, expected {want:?}");
+        }
+    }
+    assert!(pair.fake.keys_without_ttl(clock.now()).next().is_none());
+}
