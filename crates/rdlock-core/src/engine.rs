@@ -520,10 +520,11 @@ impl Engine {
                     let retry_at = now + self.backoff(&opts);
                     self.set_state(id, State::Waiting { retry_at });
                 } else {
-                    // The attempt may have run: leave nothing behind.
-                    let ran = matches!(e, LockError::Transport(_));
+                    // The attempt may have run, or failed half-way (a script error does not undo
+                    // the writes before it): leave nothing behind. The release is owner-checked.
+                    let sent = matches!(e, LockError::Transport(_) | LockError::Server(_));
                     self.events.push_back((id, Event::Failed(e)));
-                    if ran { self.send_release(id, Then::Silent, now) } else { self.finish(id, now) }
+                    if sent { self.send_release(id, Then::Silent, now) } else { self.finish(id, now) }
                 }
             }
             Ok(Attempt::Taken { fence, acked }) => {
