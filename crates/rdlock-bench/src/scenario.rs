@@ -415,6 +415,10 @@ fn analyze_cycles<L: Locker>(logs: &[ClientLog], busy: Duration, delta: &Delta) 
     m.insert("cmds_per_acq", per(delta.total() as f64));
     m.insert("requests_per_acq", per(delta.requests(L::REQUESTS) as f64));
     m.insert("server_cmd_us_per_acq", per(delta.request_usec(L::REQUESTS) as f64));
+    // Per command, for the JSON file: which commands make up `cmds_per_acq`.
+    for (name, &(calls, _)) in &delta.calls {
+        m.insert(command_key(name), per(calls as f64));
+    }
     m.insert("cpu_ms_per_1k", per(delta.proc_cpu.as_secs_f64() * 1e6));
     m.insert("cpu_ms_per_1k_rusage", per(delta.rusage.as_secs_f64() * 1e6));
     m.insert("errors", logs.iter().map(|l| l.errors).sum::<u64>() as f64);
@@ -723,6 +727,13 @@ impl Gate {
 }
 
 // ------------------------------------------------------------------------- helpers
+
+/// `cmd:NAME` as a metric name; each distinct name is leaked once (a few dozen at most).
+fn command_key(name: &str) -> &'static str {
+    static KEYS: Mutex<BTreeMap<String, &'static str>> = Mutex::new(BTreeMap::new());
+    let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+    keys.entry(name.to_owned()).or_insert_with(|| Box::leak(format!("cmd:{name}").into_boxed_str()))
+}
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
