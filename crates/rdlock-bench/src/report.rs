@@ -176,6 +176,9 @@ fn columns(s: Scenario) -> Vec<Column> {
             ("all acquired after release", |c, a| with_ratio(c, a, "all_acquired_ms", millis)),
             ("p50 acquired", |c, _| millis(c.get("acquired_p50_ms"))),
             ("holders' releases done", |c, _| millis(c.get("holders_released_ms"))),
+            ("CPU per hand-off: clients / redis", |c, _| {
+                format!("{} / {} µs", dec(c.get("handoff_client_cpu_us"), 1), dec(c.get("handoff_redis_cpu_us"), 1))
+            }),
             ("while waiting: requests/s (server cmds/s)", |c, _| {
                 format!("{} ({})", num(c.get("wait_requests_per_s")), num(c.get("wait_cmds_per_s")))
             }),

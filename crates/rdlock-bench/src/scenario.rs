@@ -623,6 +623,7 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
     m.insert("wait_cpu_pct", wait.rusage.as_secs_f64() / secs * 100.0);
 
     // The holders let go, all at once; every waiter must get its key.
+    let (cpu0, srv0) = (alloc::process_cpu(), server.snapshot()?);
     let released = Instant::now();
     let not_held = release_all(exec, &holder, held).await?;
     m.insert("holders_released_ms", ms(released.elapsed()));
@@ -638,6 +639,12 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
             (_, Err(_)) => errors += 1,
         }
     }
+    // CPU of the hand-off storm, per hand-off: this process (holder and waiter clients) and
+    // the server (up to the last waiter's acquisition, plus a few ms of waking the tasks).
+    let (cpu1, srv1) = (alloc::process_cpu(), server.snapshot()?);
+    let storm = srv0.until(&srv1);
+    m.insert("handoff_client_cpu_us", (cpu1 - cpu0).as_secs_f64() * 1e6 / n as f64);
+    m.insert("handoff_redis_cpu_us", storm.rusage.as_secs_f64() * 1e6 / n as f64);
     m.insert("all_acquired_ms", after_ms.iter().copied().fold(0.0, f64::max));
     m.insert("acquired_p50_ms", percentile(&mut after_ms, 0.5));
     m.insert("errors", errors as f64);
