@@ -120,22 +120,22 @@ impl Settings {
         }
     }
 
-    /// A smoke test: about a second per scenario.
+    /// A smoke test: about a second per scenario (all adapters together).
     pub fn quick() -> Self {
         Self {
-            s1: Duration::from_millis(400),
-            s2: Duration::from_millis(500),
-            s3: Duration::from_millis(400),
+            s1: Duration::from_millis(250),
+            s2: Duration::from_millis(250),
+            s3: Duration::from_millis(250),
             clients: 8,
             hold: Duration::from_millis(1),
             s4_locks: 1_000,
             s4_ttl: Duration::from_secs(1),
-            s4_hold: Duration::from_millis(600),
-            set_loop: Duration::from_millis(150),
-            idle: Duration::from_millis(100),
+            s4_hold: Duration::from_millis(400),
+            set_loop: Duration::from_millis(100),
+            idle: Duration::from_millis(50),
             s5_waiters: 1_000,
             s5_settle: Duration::from_millis(100),
-            s5_wait: Duration::from_millis(300),
+            s5_wait: Duration::from_millis(200),
             slices: 2,
         }
     }
@@ -758,4 +758,61 @@ pub fn percentile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
     v[rank - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_is_nearest_rank() {
+        let mut v = vec![5.0, 1.0, 4.0, 2.0, 3.0];
+        assert_eq!(percentile(&mut v, 0.5), 3.0);
+        assert_eq!(percentile(&mut v, 0.99), 5.0);
+        assert_eq!(percentile(&mut v, 0.0), 1.0);
+        assert!(percentile(&mut [], 0.5).is_nan());
+    }
+
+    #[test]
+    fn scenarios_parse() {
+        assert_eq!("s2".parse::<Scenario>(), Ok(Scenario::S2));
+        assert!("S9".parse::<Scenario>().is_err());
+    }
+
+    fn cycle(client: usize, at_us: u64, hold_us: u64, base: Instant) -> Cycle {
+        let t = |us| base + Duration::from_micros(us);
+        Cycle {
+            client,
+            key: 0,
+            wait_start: t(at_us),
+            acquired: t(at_us),
+            release_called: t(at_us + hold_us),
+            released: t(at_us + hold_us + 10),
+        }
+    }
+
+    #[test]
+    fn holds_are_merged_into_hand_offs_and_overlaps() {
+        let base = Instant::now();
+        let log = |cycles| ClientLog { cycles, ..ClientLog::default() };
+        // Client 0 holds 0-100 µs and 300-400 µs, client 1 holds 150-250 µs and 380-450 µs
+        // (overlapping client 0's second hold).
+        let logs = vec![
+            log(vec![cycle(0, 0, 100, base), cycle(0, 300, 100, base)]),
+            log(vec![cycle(1, 150, 100, base), cycle(1, 380, 70, base)]),
+        ];
+        let delta = Delta {
+            elapsed: Duration::from_secs(1),
+            calls: BTreeMap::new(),
+            proc_cpu: Duration::ZERO,
+            rusage: Duration::ZERO,
+        };
+        let m = analyze_cycles::<crate::adapters::raw::Raw>(&logs, Duration::from_millis(1), &delta);
+        assert_eq!(m["acquisitions"], 4.0);
+        assert_eq!(m["overlaps"], 1.0);
+        assert_eq!(m["self_share"], 0.0);
+        // Gaps: 100 -> 150, 250 -> 300, 400 -> 380 (overlap, clamped to 0).
+        assert_eq!(m["gap_p50_us"].round(), 50.0);
+        assert_eq!(m["client_min"], 2.0);
+    }
 }
