@@ -194,7 +194,8 @@ pub struct Engine {
     rng: Rng,
     next_lock: u64,
     next_req: u64,
-    locks: HashMap<LockId, Lock>,
+    /// Boxed: a map slot then costs a pointer, not a whole lock, for every spare bucket.
+    locks: HashMap<LockId, Box<Lock>>,
     by_token: HashMap<u128, LockId>,
     pending: HashMap<RequestId, Pending>,
     subs: Subscriptions,
@@ -258,7 +259,7 @@ impl Engine {
         self.by_token.insert(token, id);
         self.locks.insert(
             id,
-            Lock {
+            Box::new(Lock {
                 key: keys.lock,
                 token,
                 opts,
@@ -273,7 +274,7 @@ impl Engine {
                 abandoned: false,
                 attempted: false,
                 timer: None,
-            },
+            }),
         );
         self.send_attempt(id, if try_only { Mode::Try } else { Mode::First }, now);
         Ok(id)
@@ -713,7 +714,7 @@ impl Engine {
         }
         let req = self.request(route, commands, Pending::Renew { locks: ids.to_vec(), sent_at: now, wanted });
         for &id in ids {
-            if let Some(Lock { state: State::Held(h), .. }) = self.locks.get_mut(&id) {
+            if let Some(State::Held(h)) = self.locks.get_mut(&id).map(|l| &mut l.state) {
                 h.renewing = Some(req);
             }
             self.reschedule(id);

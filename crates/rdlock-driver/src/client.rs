@@ -66,7 +66,9 @@ impl<R: Runtime> Client<R> {
 
     /// Waits until the lock is acquired.
     pub async fn lock(&self, key: &str) -> Result<Guard<R>, Error> {
-        self.lock_builder(key).lock().await
+        // Straight to `acquire`: every layer of futures adds to what each waiter keeps.
+        let how = Acquire::Wait { deadline: None };
+        self.acquire(key, self.inner.config.defaults, how).await?.ok_or(Error::Closed)
     }
 
     /// Waits until the lock is acquired, or `timeout` passes ([`Error::TimedOut`]).
@@ -76,7 +78,7 @@ impl<R: Runtime> Client<R> {
 
     /// One attempt: `None` when someone else holds the lock.
     pub async fn try_lock(&self, key: &str) -> Result<Option<Guard<R>>, Error> {
-        self.lock_builder(key).try_lock().await
+        self.acquire(key, self.inner.config.defaults, Acquire::Try).await
     }
 
     /// Acquires `key` with explicit options: the general form of the methods above.

@@ -24,14 +24,13 @@ pub(crate) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
             if inner.is_closed() && st.engine.is_empty() {
                 return;
             }
-            let wake = st.engine.poll_timeout();
-            st.timer_wake = wake;
+            // Idle, still plan a wake-up: a lock taken meanwhile whose first timer is later
+            // needs no notification (else every acquisition would wake this task).
+            let wake = st.engine.poll_timeout().unwrap_or_else(|| R::now() + std::time::Duration::from_secs(1));
+            st.timer_wake = Some(wake);
             wake
         };
-        match wake {
-            Some(at) => futures_lite::future::or(inner.driver_signal.wait(), R::sleep_until(at)).await,
-            None => inner.driver_signal.wait().await,
-        }
+        futures_lite::future::or(inner.driver_signal.wait(), R::sleep_until(wake)).await;
     }
 }
 

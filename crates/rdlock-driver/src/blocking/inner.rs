@@ -312,14 +312,14 @@ impl Inner {
             if self.is_closed() && st.engine.is_empty() {
                 return false;
             }
-            let next = st.engine.poll_timeout();
-            st.timer_wake = next;
             let now = Instant::now();
-            st = match next {
-                Some(at) if at <= now => return true,
-                Some(at) => self.timer_cond.wait_timeout(st, at - now).unwrap_or_else(|e| e.into_inner()).0,
-                None => self.timer_cond.wait(st).unwrap_or_else(|e| e.into_inner()),
-            };
+            // Idle, still plan a wake-up (see the async driver).
+            let next = st.engine.poll_timeout().unwrap_or(now + std::time::Duration::from_secs(1));
+            st.timer_wake = Some(next);
+            if next <= now {
+                return true;
+            }
+            st = self.timer_cond.wait_timeout(st, next - now).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 
