@@ -510,11 +510,7 @@ impl Engine {
         let (try_only, abandoned, opts) = (lock.try_only, lock.abandoned, lock.opts);
         match outcome {
             Err(e) => {
-                let transient = match &e {
-                    LockError::Transport(_) => true,
-                    LockError::Server(s) => s.is_transient(),
-                    _ => false,
-                };
+                let transient = e.is_retryable();
                 if abandoned {
                     self.send_release(id, Then::Silent, now);
                 } else if transient && !try_only {
@@ -808,11 +804,7 @@ impl Engine {
             Some(r) => r.as_int().ok_or_else(|| LockError::UnexpectedReply(format!("release: {r:?}"))),
             None => Err(LockError::UnexpectedReply("release: empty".into())),
         });
-        let retryable = match &outcome {
-            Err(LockError::Transport(_)) => true,
-            Err(LockError::Server(s)) => s.is_transient(),
-            _ => false,
-        };
+        let retryable = outcome.as_ref().is_err_and(LockError::is_retryable);
         if retryable && *attempts < RELEASE_ATTEMPTS {
             let then = std::mem::replace(then, Then::Silent);
             self.send_release(id, then, now);

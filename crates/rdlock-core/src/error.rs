@@ -86,3 +86,15 @@ pub enum LockError {
     #[error("acquired too late: no validity left (the link is too slow for this ttl)")]
     NoValidityLeft,
 }
+
+impl LockError {
+    /// Whether trying again may succeed: the outcome is unknown (transport), or the server is
+    /// in a passing state (loading, failing over).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LockError::Transport(_) => true,
+            LockError::Server(s) => s.is_transient(),
+            _ => false,
+        }
+    }
+}
