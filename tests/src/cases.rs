@@ -554,3 +554,26 @@ pub async fn release_semantics<H: Harness>() {
     wait_until("a dropped guard's key is deleted", Duration::from_secs(2), || !exists(&mut conn, KEY));
     assert_clean(&server, &[]);
 }
+
+/// Passwords and ACL users come through the redis crate's URL forms; a wrong one is a typed
+/// error at connect time, not a panic or a hang.
+pub async fn authenticated<H: Harness>() {
+    let server = server();
+    let port = server.port();
+    let mut admin = admin(&server);
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "locker", "on", ">pw", "~*", "&*", "+@all"])
+        .query::<()>(&mut admin)
+        .expect("ACL SETUSER");
+    // From now on nobody gets in without a password (the admin connection stays logged in).
+    redis::cmd("CONFIG").arg(&["SET", "requirepass", "s3cret"]).query::<()>(&mut admin).expect("CONFIG SET");
+    for url in [format!("redis://:s3cret@127.0.0.1:{port}/"), format!("redis://locker:pw@127.0.0.1:{port}/")] {
+        let client = H::connect(&url).await.expect("connect with credentials");
+        let guard = H::lock(&client, KEY).await.expect("lock");
+        assert!(H::release(guard).await.expect("release"), "it was ours");
+    }
+    let wrong = H::connect(&format!("redis://locker:nope@127.0.0.1:{port}/")).await;
+    assert!(matches!(wrong, Err(Error::Redis(_))), "a wrong password is refused at connect: {wrong:?}");
+    let anonymous = H::connect(&server.url()).await;
+    assert!(anonymous.is_err(), "no credentials, no client");
+}

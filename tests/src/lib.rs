@@ -59,6 +59,7 @@ macro_rules! cases {
             replicate_confirm,
             thousand_waiters_one_pubsub_connection,
             bad_input,
+            authenticated,
             release_semantics,
         );
     };

@@ -105,7 +105,9 @@ impl<R: Runtime> Inner<R> {
 
     /// Makes sure the command connection can be made.
     pub(crate) async fn connect(&self) -> redis::RedisResult<()> {
-        self.commands.get(&self.redis, &self.config).await.map(drop)
+        let mut c = self.commands.get(&self.redis, &self.config).await?;
+        // A server that wants credentials accepts the connection but no command: ask once.
+        redis::cmd("PING").query_async::<()>(&mut c).await
     }
 
     /// Feeds one input to the engine, then drains its outputs in the same critical section:

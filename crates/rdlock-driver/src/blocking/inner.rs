@@ -113,7 +113,9 @@ impl Inner {
 
     /// Makes the first command connection, so that a wrong address fails early.
     pub(super) fn connect(&self) -> Result<(), Error> {
-        let conn = self.open()?;
+        let mut conn = self.open()?;
+        // A server that wants credentials accepts the connection but no command: ask once.
+        redis::cmd("PING").query::<()>(&mut conn.conn)?;
         self.commands.put(conn);
         Ok(())
     }
