@@ -29,7 +29,7 @@
 //! ```no_run
 //! # use std::time::Instant;
 //! # use rdlock_core::*;
-//! # fn send(_: &Request) -> Result<Vec<Reply>, TransportError> { unimplemented!() }
+//! # fn send(_: &Request) -> Result<Vec<Reply>, TransportError> { Err(TransportError::Timeout) }
 //! let mut engine = Engine::new(EngineConfig { seed: 42, ..EngineConfig::default() });
 //! let id = engine.acquire("orders", LockOptions::default(), Acquire::Wait { deadline: None }, Instant::now())?;
 //! loop {
