@@ -24,7 +24,7 @@ use crate::event::{Event, LostReason};
 use crate::keys::{LockKeys, slot};
 use crate::options::{Acquire, Confirm, LockOptions};
 use crate::reply::{Reply, TransportError};
-use crate::script::Script;
+use crate::script::{AcquireReply, Script};
 use crate::subscriptions::Subscriptions;
 use crate::token::{Rng, hex, parse_hex};
 
@@ -506,7 +506,7 @@ impl Engine {
         if expected != req {
             return;
         }
-        let outcome = reply.map_err(LockError::from).and_then(|r| parse_attempt(&r, wanted));
+        let outcome = reply.map_err(LockError::from).and_then(|r| parse_attempt(&r, wanted, lock.seen_fence));
         let (try_only, abandoned, opts) = (lock.try_only, lock.abandoned, lock.opts);
         match outcome {
             Err(e) => {
@@ -517,11 +517,11 @@ impl Engine {
                     let retry_at = now + self.backoff(&opts);
                     self.set_state(id, State::Waiting { retry_at });
                 } else {
-                    // The attempt may have run, or failed half-way (a script error does not undo
-                    // the writes before it): leave nothing behind. The release is owner-checked.
-                    let sent = matches!(e, LockError::Transport(_) | LockError::Server(_));
+                    // The attempt may have run, failed half-way (a script error does not undo
+                    // the writes before it), or been answered by a server we cannot read: its
+                    // outcome is unknown, so leave nothing behind. The release is owner-checked.
                     self.events.push_back((id, Event::Failed(e)));
-                    if sent { self.send_release(id, Then::Silent, now) } else { self.finish(id, now) }
+                    self.send_release(id, Then::Silent, now);
                 }
             }
             Ok(Attempt::Taken { fence, acked }) => {
@@ -922,30 +922,34 @@ enum Attempt {
     HeldByOther { holder_ttl: Option<Duration>, fence: Option<u64> },
 }
 
-fn parse_attempt(replies: &[Reply], wanted: u32) -> Result<Attempt, LockError> {
+/// Reads an attempt's replies strictly ([`AcquireReply::parse`]); a grant must also carry a
+/// fence above every fence this lock has seen (`floor`): a fence that goes backwards is a
+/// server the protocol cannot trust, never a grant.
+fn parse_attempt(replies: &[Reply], wanted: u32, floor: u64) -> Result<Attempt, LockError> {
     let bad = |what: &Reply| LockError::UnexpectedReply(format!("acquire: {what:?}"));
     let first = replies.first().ok_or_else(|| LockError::UnexpectedReply("acquire: empty".into()))?;
     if let Reply::Error(e) = first {
         return Err(LockError::Server(e.clone()));
     }
-    let pair = first.as_array().filter(|a| a.len() == 2 || a.len() == 3).ok_or_else(|| bad(first))?;
-    let (flag, value) = (pair[0].as_int().ok_or_else(|| bad(first))?, pair[1].as_int().ok_or_else(|| bad(first))?);
-    if flag == 1 {
-        let acked = if wanted == 0 {
-            0
-        } else {
-            match replies.get(1) {
-                Some(Reply::Error(e)) => return Err(LockError::Server(e.clone())),
-                Some(r) => r.as_int().ok_or_else(|| bad(r))?.clamp(0, i64::from(u32::MAX)) as u32,
-                None => return Err(LockError::UnexpectedReply("acquire: no WAIT reply".into())),
-            }
-        };
-        let fence = u64::try_from(value).map_err(|_| bad(first))?;
-        return Ok(Attempt::Taken { fence, acked });
+    match AcquireReply::parse(first).ok_or_else(|| bad(first))? {
+        AcquireReply::Granted { fence } if fence <= floor => {
+            Err(LockError::UnexpectedReply(format!("acquire: fence {fence} is not above {floor}, one already seen")))
+        }
+        AcquireReply::Granted { fence } => {
+            let acked = if wanted == 0 {
+                0
+            } else {
+                match replies.get(1) {
+                    Some(Reply::Error(e)) => return Err(LockError::Server(e.clone())),
+                    Some(Reply::Int(n)) => (*n).clamp(0, i64::from(u32::MAX)) as u32,
+                    Some(r) => return Err(bad(r)),
+                    None => return Err(LockError::UnexpectedReply("acquire: no WAIT reply".into())),
+                }
+            };
+            Ok(Attempt::Taken { fence, acked })
+        }
+        AcquireReply::Held { holder_ttl, fence } => Ok(Attempt::HeldByOther { holder_ttl, fence }),
     }
-    let holder_ttl = u64::try_from(value).ok().map(Duration::from_millis);
-    let fence = pair.get(2).and_then(Reply::as_int).and_then(|f| u64::try_from(f).ok());
-    Ok(Attempt::HeldByOther { holder_ttl, fence })
 }
 
 /// Per lock: extended (true) or not ours (false). `None` when the outcome is unknown.

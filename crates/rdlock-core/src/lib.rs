@@ -86,6 +86,6 @@ pub use event::{Event, LostReason};
 pub use keys::{LockKeys, MAX_KEY_LEN, hash_tag, slot};
 pub use options::{Acquire, Confirm, LockOptions, MAX_TTL, MIN_TTL};
 pub use reply::{Reply, ServerError, TransportError};
-pub use script::Script;
+pub use script::{AcquireReply, Script};
 pub use subscriptions::Subscriptions;
 pub use token::Rng;

@@ -644,3 +644,41 @@ fn odd_replies_fail_the_lock_without_panicking() {
     h.reply(&req, vec![Reply::Error(wrongtype.clone())]);
     assert_eq!(h.events(), vec![Event::Failed(LockError::Server(wrongtype))]);
 }
+
+// ---------------------------------------------------------------- replies the engine must not trust
+
+/// Regression (the property test's shrunk case): `[1, 0, nil]` was read as a grant with fence 0.
+#[test]
+fn a_misshapen_grant_is_no_grant_and_the_attempt_is_cleaned_up() {
+    for bad in [
+        vec![Reply::Array(vec![Reply::Int(1), Reply::Int(0), Reply::Nil])],
+        pair(1, 0),
+        vec![Reply::Array(vec![Reply::Int(1), Reply::Int(5), Reply::Int(5)])],
+        vec![Reply::Array(vec![Reply::Int(1), Reply::Data(b"5".to_vec())])],
+    ] {
+        let mut h = H::new();
+        h.acquire("orders", opts(1000), Acquire::Wait { deadline: None });
+        let req = h.one();
+        h.reply(&req, bad.clone());
+        let events = h.events();
+        assert!(matches!(events[..], [Event::Failed(LockError::UnexpectedReply(_))]), "{bad:?}: {events:?}");
+        // The outcome is unknown: an owner-checked release cleans up whatever it did.
+        assert_eq!(script(&h.one()).0, Script::Release, "{bad:?}");
+    }
+}
+
+/// A grant whose fence is not above one this lock saw held by another holder.
+#[test]
+fn a_fence_that_goes_backwards_is_no_grant() {
+    let mut h = H::new();
+    h.queued("orders", opts(1000), None);
+    h.fire(); // the poll
+    let retry = h.one();
+    h.reply(&retry, vec![Reply::Array(vec![Reply::Int(0), Reply::Int(300), Reply::Int(50)])]);
+    assert!(h.events().is_empty());
+    h.fire();
+    let retry = h.one();
+    h.reply(&retry, pair(1, 50));
+    assert!(matches!(h.events()[..], [Event::Failed(LockError::UnexpectedReply(_))]));
+    assert_eq!(script(&h.one()).0, Script::Release);
+}
