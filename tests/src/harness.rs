@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Acquire, LockOptions, LostReason};
+use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome};
 use rdlock_driver::{ClientConfig, Error};
 
 /// Work started with [`Harness::spawn`]; awaiting it yields the work's result and
@@ -67,8 +67,8 @@ pub trait Harness: Sized + Send + Sync + 'static {
     fn is_valid(guard: &Self::Guard) -> bool;
     /// Renews the lease now.
     async fn extend(guard: &Self::Guard) -> Result<Instant, Error>;
-    /// Releases the lock; `true` if it was still ours.
-    async fn release(guard: Self::Guard) -> Result<bool, Error>;
+    /// Releases the lock; what is known of it.
+    async fn release(guard: Self::Guard) -> Result<ReleaseOutcome, Error>;
     /// The lost-lease signal, waited for at most `limit`; `None` if it did not fire.
     async fn lost_within(guard: &Self::Guard, limit: Duration) -> Option<LostReason>;
 

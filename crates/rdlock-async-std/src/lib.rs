@@ -15,7 +15,7 @@
 //! if let Some(reason) = async { Some(guard.lost().await) }.or(work).await {
 //!     println!("lease lost ({reason:?}): stop");
 //! }
-//! assert!(guard.release().await?, "the lock was still ours");
+//! assert!(guard.release().await?.was_held(), "the lock was ours to the end");
 //! # Ok(()) }
 //! ```
 //!
@@ -40,7 +40,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-pub use rdlock_driver::{Acquire, ClientConfig, Confirm, Error, LockOptions, LostReason};
+pub use rdlock_driver::{Acquire, ClientConfig, Confirm, Error, LockOptions, LostReason, ReleaseOutcome};
 
 /// The async-io runtime (async-std, smol), as the driver sees it.
 #[derive(Clone, Copy, Debug, Default)]

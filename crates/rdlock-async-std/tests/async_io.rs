@@ -31,7 +31,7 @@ async fn basics(url: String, spawn: fn(spawned::Boxed) -> spawned::Handle) -> Re
     }));
     sleep(Duration::from_millis(50)).await;
     let released = Instant::now();
-    assert!(g.release().await?);
+    assert!(g.release().await?.was_held());
     let (acquired, next) = waiter.await?;
     assert!(next > fence, "fences go up");
     assert!(acquired - released < Duration::from_secs(1), "hand-off took {:?}", acquired - released);
@@ -53,7 +53,7 @@ async fn basics(url: String, spawn: fn(spawned::Boxed) -> spawned::Handle) -> Re
         None
     });
     assert_eq!(lost.await, Some(LostReason::NotOwner));
-    assert!(!g.release().await?, "no longer ours");
+    assert!(!g.release().await?.was_held(), "no longer ours");
     Ok(())
 }
 

@@ -15,7 +15,7 @@
 //!         break;
 //!     }
 //! }
-//! assert!(guard.release()?, "the lock was still ours");
+//! assert!(guard.release()?.was_held(), "the lock was ours to the end");
 //!
 //! // Waiting with a limit, and a single attempt:
 //! let guard = client.lock_builder("orders").ttl(Duration::from_secs(5)).timeout(Duration::from_secs(1)).lock()?;
@@ -36,4 +36,4 @@
 #![warn(missing_docs)]
 
 pub use rdlock_driver::blocking::{Client, Guard, LockBuilder};
-pub use rdlock_driver::{Acquire, ClientConfig, Confirm, Error, LockOptions, LostReason};
+pub use rdlock_driver::{Acquire, ClientConfig, Confirm, Error, LockOptions, LostReason, ReleaseOutcome};

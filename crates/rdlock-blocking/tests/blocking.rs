@@ -35,7 +35,7 @@ fn lock_busy_release_and_drop() -> Result {
     assert!(g.is_valid() && g.valid_until() > Instant::now());
     assert!(b.try_lock("k")?.is_none(), "busy while held");
     assert!(matches!(b.lock_timeout("k", Duration::from_millis(150)), Err(Error::TimedOut)));
-    assert!(g.release()?, "still ours");
+    assert!(g.release()?.was_held(), "still ours");
 
     let g2 = b.try_lock("k")?.ok_or("free after release")?;
     assert!(g2.fence() > 0);
@@ -67,7 +67,7 @@ fn hand_off_between_threads_with_increasing_fences() -> Result {
                     assert!(g.fence() > last_fence.swap(g.fence(), Ordering::SeqCst), "fences go up");
                     std::thread::sleep(Duration::from_millis(2));
                     inside.store(false, Ordering::SeqCst);
-                    assert!(g.release().map_err(|e| e.to_string())?);
+                    assert!(g.release().map_err(|e| e.to_string())?.was_held());
                 }
                 Ok(())
             })
@@ -87,7 +87,7 @@ fn hand_off_between_threads_with_increasing_fences() -> Result {
     std::thread::sleep(Duration::from_millis(100));
     let released = Instant::now();
     let fence = g.fence();
-    assert!(g.release()?);
+    assert!(g.release()?.was_held());
     let (acquired, next) = waiter.join().map_err(|_| "waiter panicked")??;
     assert!(next > fence);
     assert!(acquired - released < Duration::from_secs(1), "hand-off took {:?}", acquired - released);
@@ -111,7 +111,7 @@ fn renewal_extend_and_lost_lease() -> Result {
     assert_eq!(g.lost(), LostReason::NotOwner);
     assert!(!g.is_valid());
     assert!(matches!(g.extend(), Err(Error::Lost(LostReason::NotOwner))));
-    assert!(!g.release()?, "no longer ours");
+    assert!(!g.release()?.was_held(), "no longer ours");
 
     let g = client.lock_builder("short").ttl(Duration::from_millis(100)).auto_renew(false).lock()?;
     assert_eq!(g.wait_lost(Duration::from_secs(1)), Some(LostReason::Expired));
@@ -176,7 +176,7 @@ fn waiter_survives_a_killed_pubsub_connection() -> Result {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(server.client_kill_type("pubsub")?, 1);
     let fence = g.fence();
-    assert!(g.release()?); // the hand-off message is lost with the connection
+    assert!(g.release()?.was_held()); // the hand-off message is lost with the connection
     let started = Instant::now();
     let next = t.join().map_err(|_| "waiter panicked")??;
     assert!(next > fence);
@@ -201,7 +201,7 @@ fn a_stalled_link_times_out_and_recovers() -> Result {
     proxy.resume();
     // Late replies of the stalled connections must not answer the new requests.
     let g = client.lock_timeout("s", Duration::from_secs(2))?;
-    assert!(g.release()?);
+    assert!(g.release()?.was_held());
     Ok(())
 }
 

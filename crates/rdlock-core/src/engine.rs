@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::command::{Command, Request, RequestId, Route, Transmit};
 use crate::error::{InvalidInput, LockError, Misuse};
-use crate::event::{Event, LostReason};
+use crate::event::{Event, LostReason, ReleaseOutcome};
 use crate::keys::{LockKeys, slot};
 use crate::options::{Acquire, Confirm, LockOptions};
 use crate::reply::{Reply, TransportError};
@@ -31,8 +31,11 @@ use crate::token::{Rng, hex, parse_hex};
 /// How long a fence counter lives after it is seeded. Losing it is harmless: a missing
 /// counter is re-seeded from the server clock, which is ahead of every token issued before.
 pub const FENCE_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Release attempts before a release is reported as failed (the TTL then cleans up).
-const RELEASE_ATTEMPTS: u32 = 3;
+/// Longest pause between the retries of a release that got no answer.
+const RELEASE_BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// After a release is answered, when an attempt of unknown outcome may still run on the
+/// server (it was sent on a link that stalled), the release is repeated this long after it.
+const RECHECKS: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(2)];
 
 /// Identifies one lock within an [`Engine`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -138,14 +141,25 @@ enum State {
         retry_at: Instant,
     },
     Held(Held),
-    Releasing {
-        req: RequestId,
-        attempts: u32,
-        /// Validity when the release began: a retried release that finds the key gone
-        /// still released it if the lock was valid when the first one was sent.
-        valid_at_start: bool,
-        then: Then,
-    },
+    Releasing(Release),
+}
+
+/// An owner-checked release (also the clean-up of an abandoned or failed acquisition) until
+/// the server has answered it, and after that while an attempt of unknown outcome may still
+/// take the key.
+#[derive(Debug)]
+struct Release {
+    /// The request in flight; `None` while waiting for `retry_at`.
+    req: Option<RequestId>,
+    retry_at: Option<Instant>,
+    attempts: u32,
+    /// The lease was valid when the release began: only then can it report `Released`.
+    valid_at_start: bool,
+    then: Then,
+    /// Retries stop here: by then every key our requests could have set has expired.
+    give_up: Instant,
+    /// Repeats still due after an answer (see [`RECHECKS`]).
+    rechecks_left: usize,
 }
 
 #[derive(Debug)]
@@ -170,6 +184,8 @@ struct Lock {
     abandoned: bool,
     /// An attempt was sent: the server may have queued the lock, or handed it the key.
     attempted: bool,
+    /// An attempt got no answer: it may still run on the server, even after a release.
+    unsure: bool,
     timer: Option<Instant>,
 }
 
@@ -202,6 +218,8 @@ pub struct Engine {
     timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
     /// Auto-renewing held locks by the start of their renewal window.
     renewals: BTreeSet<(Instant, LockId)>,
+    /// Locks that wait (subscribed to their channel): they share the poll budget.
+    waiting: usize,
     replicas: Option<(u32, Instant)>,
     role_req: Option<RequestId>,
     role_waiters: Vec<LockId>,
@@ -223,6 +241,7 @@ impl Engine {
             pending: HashMap::new(),
             timers: BinaryHeap::new(),
             renewals: BTreeSet::new(),
+            waiting: 0,
             replicas: None,
             role_req: None,
             role_waiters: Vec::new(),
@@ -273,6 +292,7 @@ impl Engine {
                 seen_fence: 0,
                 abandoned: false,
                 attempted: false,
+                unsure: false,
                 timer: None,
             }),
         );
@@ -317,7 +337,7 @@ impl Engine {
             State::Counting => self.leave_counting(id, now),
             State::Acquiring { .. } => lock.abandoned = true,
             State::Waiting { .. } | State::Held(_) => self.send_release(id, Then::Silent, now),
-            State::Releasing { then, .. } => *then = Then::Silent,
+            State::Releasing(r) => r.then = Then::Silent,
         }
     }
 
@@ -478,7 +498,7 @@ impl Engine {
                 hex(lock.token),
                 lock.opts.ttl_ms().to_string(),
                 mode.arg().to_owned(),
-                queue_ttl(&lock.opts).as_millis().to_string(),
+                queue_ttl(self.poll_interval(&lock.opts)).as_millis().to_string(),
                 FENCE_TTL.as_millis().to_string(),
             ],
         }];
@@ -506,6 +526,7 @@ impl Engine {
         if expected != req {
             return;
         }
+        lock.unsure |= reply.is_err();
         let outcome = reply.map_err(LockError::from).and_then(|r| parse_attempt(&r, wanted, lock.seen_fence));
         let (try_only, abandoned, opts) = (lock.try_only, lock.abandoned, lock.opts);
         match outcome {
@@ -559,6 +580,7 @@ impl Engine {
                 } else {
                     if !lock.subscribed {
                         lock.subscribed = true;
+                        self.waiting += 1;
                         let mut out = Vec::new();
                         self.subs.add(&LockKeys::channel_of(&lock.key), id, &mut out);
                         self.transmits.extend(out);
@@ -662,6 +684,7 @@ impl Engine {
                 self.events.push_back((id, Event::Lost { reason: LostReason::Expired }));
             }
             State::Held(h) if h.lost.is_none() && h.renewing.is_none() && now >= h.renew_before => self.renew_due(now),
+            State::Releasing(r) if r.retry_at.is_some_and(|at| now >= at) => self.resend_release(id, now),
             _ => {}
         }
     }
@@ -764,17 +787,27 @@ impl Engine {
 
     // ---------------------------------------------------------------- releasing
 
+    /// Starts releasing (or cleaning up) a lock; `then` says what to tell the caller.
     fn send_release(&mut self, id: LockId, then: Then, now: Instant) {
         self.drop_subscription(id, now);
         let Some(lock) = self.locks.get(&id) else { return };
-        let (attempts, valid_at_start) = match &lock.state {
-            State::Releasing { attempts, valid_at_start, .. } => (*attempts + 1, *valid_at_start),
+        let valid_at_start = match &lock.state {
             State::Held(h) => {
                 self.renewals.remove(&(h.renew_after, id));
-                (1, h.lost.is_none() && now < h.valid_until)
+                h.lost.is_none() && now < h.valid_until
             }
-            _ => (1, false),
+            _ => false,
         };
+        let give_up = now.checked_add(lock.opts.ttl).unwrap_or(now);
+        let rechecks_left = if lock.unsure { RECHECKS.len() } else { 0 };
+        let release = Release { req: None, retry_at: None, attempts: 0, valid_at_start, then, give_up, rechecks_left };
+        self.set_state(id, State::Releasing(release));
+        self.resend_release(id, now);
+    }
+
+    /// Sends the release script (again).
+    fn resend_release(&mut self, id: LockId, now: Instant) {
+        let Some(lock) = self.locks.get(&id) else { return };
         let keys = LockKeys::derive(&lock.key);
         let entry = format!("{}:{}", hex(lock.token), lock.opts.ttl_ms());
         let commands = vec![Command::Script {
@@ -784,7 +817,14 @@ impl Engine {
         }];
         let route = lock.route;
         let req = self.request(route, commands, Pending::Release(id));
-        self.set_state(id, State::Releasing { req, attempts, valid_at_start, then });
+        if let Some(State::Releasing(r)) = self.locks.get_mut(&id).map(|l| &mut l.state) {
+            r.req = Some(req);
+            r.retry_at = None;
+            r.attempts += 1;
+            // A later answer proves nothing about a lease that was given up at `now`.
+            r.give_up = r.give_up.max(now);
+        }
+        self.reschedule(id);
     }
 
     fn on_release_reply(
@@ -795,33 +835,51 @@ impl Engine {
         now: Instant,
     ) {
         let Some(lock) = self.locks.get_mut(&id) else { return };
-        let State::Releasing { req: expected, attempts, valid_at_start, then } = &mut lock.state else { return };
-        if *expected != req {
+        let State::Releasing(r) = &mut lock.state else { return };
+        if r.req != Some(req) {
             return;
         }
+        r.req = None;
         let outcome = reply.map_err(LockError::from).and_then(|r| match r.first() {
             Some(Reply::Error(e)) => Err(LockError::Server(e.clone())),
-            Some(r) => r.as_int().ok_or_else(|| LockError::UnexpectedReply(format!("release: {r:?}"))),
+            Some(Reply::Int(v @ 0..=2)) => Ok(*v),
+            Some(r) => Err(LockError::UnexpectedReply(format!("release: {r:?}"))),
             None => Err(LockError::UnexpectedReply("release: empty".into())),
         });
-        let retryable = outcome.as_ref().is_err_and(LockError::is_retryable);
-        if retryable && *attempts < RELEASE_ATTEMPTS {
-            let then = std::mem::replace(then, Then::Silent);
-            self.send_release(id, then, now);
-            return;
-        }
-        let event = match (outcome, std::mem::replace(then, Then::Silent)) {
+        // The caller hears at the first answer or the first failure; the rest is silent.
+        let known = |held: bool| if held { ReleaseOutcome::Released } else { ReleaseOutcome::NotHeld };
+        let event = match (&outcome, std::mem::replace(&mut r.then, Then::Silent)) {
             (_, Then::Silent) => None,
             (_, Then::Emit(e)) => Some(e),
-            // After an ambiguous attempt, "not held" means our earlier attempt released it,
-            // provided the lock was still valid when that attempt was sent.
-            (Ok(v), Then::Report) => Some(Event::Released { held: v > 0 || (*attempts > 1 && *valid_at_start) }),
-            (Err(e), Then::Report) => Some(Event::Failed(e)),
+            // Only the first attempt's answer tells: after a lost one, "not ours" may be our
+            // own earlier delete, or an expiry, or a restart.
+            (Ok(v), Then::Report) if r.attempts == 1 => {
+                Some(Event::Released { outcome: known(r.valid_at_start && *v > 0) })
+            }
+            (Ok(_), Then::Report) => Some(Event::Released { outcome: ReleaseOutcome::Unknown }),
+            (Err(e), Then::Report) if e.is_retryable() => Some(Event::Released {
+                outcome: if r.valid_at_start { ReleaseOutcome::Unknown } else { ReleaseOutcome::NotHeld },
+            }),
+            (Err(e), Then::Report) => Some(Event::Failed(e.clone())),
         };
         if let Some(e) = event {
             self.events.push_back((id, e));
         }
-        self.finish(id, now);
+        match outcome {
+            Err(e) if e.is_retryable() && now < r.give_up => {
+                let pause = RELEASE_BACKOFF_CAP.min(Duration::from_millis(50) * 2u32.pow(r.attempts.min(10)));
+                r.retry_at = Some(now + pause);
+                self.reschedule(id);
+            }
+            // Answered: repeat it while an attempt of ours may still take the key.
+            Ok(_) if r.rechecks_left > 0 => {
+                let delay = RECHECKS[RECHECKS.len() - r.rechecks_left];
+                r.rechecks_left -= 1;
+                r.retry_at = Some(now + delay);
+                self.reschedule(id);
+            }
+            _ => self.finish(id, now),
+        }
     }
 
     // ---------------------------------------------------------------- plumbing
@@ -848,7 +906,8 @@ impl Engine {
         let wake = match &lock.state {
             State::Counting => deadline,
             State::Acquiring { .. } if !lock.abandoned => deadline,
-            State::Acquiring { .. } | State::Releasing { .. } => None,
+            State::Acquiring { .. } => None,
+            State::Releasing(r) => r.retry_at,
             State::Waiting { retry_at } => Some(deadline.map_or(*retry_at, |d| d.min(*retry_at))),
             State::Held(h) if h.lost.is_some() => None,
             State::Held(h) if h.renewing.is_none() && self.renewals.contains(&(h.renew_after, id)) => {
@@ -866,9 +925,9 @@ impl Engine {
 
     fn drop_subscription(&mut self, id: LockId, now: Instant) {
         let Some(lock) = self.locks.get_mut(&id) else { return };
-        if std::mem::take(&mut lock.subscribed)
-            && let Some(at) = self.subs.remove(&LockKeys::channel_of(&lock.key), id, now)
-        {
+        let was_waiting = std::mem::take(&mut lock.subscribed);
+        self.waiting -= usize::from(was_waiting);
+        if was_waiting && let Some(at) = self.subs.remove(&LockKeys::channel_of(&lock.key), id, now) {
             self.timers.push(Reverse((at, TimerKey::Linger)));
         }
     }
@@ -896,9 +955,11 @@ impl Engine {
     }
 
     /// The lock's poll cap, stretched when many locks share the engine's poll budget.
+    /// Only waiting locks share the budget: held ones do not poll.
     fn poll_interval(&self, opts: &LockOptions) -> Duration {
-        let budget = self.config.polls_per_second.max(1);
-        opts.poll_cap.max(Duration::from_secs(1) * self.locks.len() as u32 / budget)
+        let budget = u64::from(self.config.polls_per_second.max(1));
+        let share = Duration::from_micros((self.waiting as u64).saturating_mul(1_000_000) / budget);
+        opts.poll_cap.max(share)
     }
 
     fn backoff(&mut self, opts: &LockOptions) -> Duration {
@@ -913,8 +974,10 @@ fn renew_window(opts: &LockOptions, from: Instant) -> (Instant, Instant) {
 }
 
 /// How long the wait queue outlives its last push: waiters refresh it on every poll.
-fn queue_ttl(opts: &LockOptions) -> Duration {
-    (opts.poll_cap * 4).max(Duration::from_secs(60))
+/// Tied to the poll interval actually used (stretched or not), so the queue cannot expire
+/// between a waiter's polls.
+fn queue_ttl(poll_interval: Duration) -> Duration {
+    poll_interval.saturating_mul(4).max(Duration::from_secs(60))
 }
 
 enum Attempt {

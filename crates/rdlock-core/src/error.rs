@@ -36,6 +36,14 @@ pub enum InvalidInput {
     /// The poll cap is zero.
     #[error("the poll cap must be above zero")]
     PollCapZero,
+    /// The poll cap is longer than rdlock accepts.
+    #[error("the poll cap {poll_cap:?} is over the limit {max:?}")]
+    PollCapTooLong {
+        /// The poll cap asked for.
+        poll_cap: Duration,
+        /// The limit.
+        max: Duration,
+    },
     /// Confirmation by zero replicas was asked for.
     #[error("a replica confirmation needs at least one replica")]
     ConfirmNoReplicas,

@@ -13,6 +13,28 @@ pub enum LostReason {
     Expired,
 }
 
+/// What a release could establish about the lease it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// The lease was valid when the release was sent and the owner-checked delete ran: the
+    /// lock was ours to the end.
+    Released,
+    /// The lease had been lost before the release (validity ran out, or another owner or
+    /// nobody held the key when the owner-checked delete ran).
+    NotHeld,
+    /// The server did not answer in time, or a retry after a lost answer found the key gone
+    /// (our first release, or an expiry or a restart, may have removed it): whether the lock
+    /// was ours to the end cannot be known. The clean-up goes on in the background.
+    Unknown,
+}
+
+impl ReleaseOutcome {
+    /// Whether the lock is known to have been ours until the release.
+    pub fn was_held(self) -> bool {
+        self == ReleaseOutcome::Released
+    }
+}
+
 /// An outcome for one lock, drained with [`crate::Engine::poll_event`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -47,10 +69,10 @@ pub enum Event {
         /// Why.
         reason: LostReason,
     },
-    /// A release completed.
+    /// A release completed, or got as far as the caller can be told.
     Released {
-        /// Whether the lock was still ours when released.
-        held: bool,
+        /// What is known of it.
+        outcome: ReleaseOutcome,
     },
     /// The operation failed.
     Failed(LockError),

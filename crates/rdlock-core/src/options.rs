@@ -8,6 +8,8 @@ use crate::error::InvalidInput;
 pub const MIN_TTL: Duration = Duration::from_millis(10);
 /// Longest lease accepted: a crashed holder blocks its lock for up to this long.
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest poll cap accepted (a lost hand-off message costs a waiter up to the poll cap).
+pub const MAX_POLL_CAP: Duration = Duration::from_secs(600);
 
 /// How many replicas must hold the lock before the caller is told it has it (`WAIT`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -106,6 +108,9 @@ impl LockOptions {
         }
         if self.poll_cap.is_zero() {
             return Err(InvalidInput::PollCapZero);
+        }
+        if self.poll_cap > MAX_POLL_CAP {
+            return Err(InvalidInput::PollCapTooLong { poll_cap: self.poll_cap, max: MAX_POLL_CAP });
         }
         match self.confirm {
             Confirm::AtLeast { replicas: 0, .. } => return Err(InvalidInput::ConfirmNoReplicas),

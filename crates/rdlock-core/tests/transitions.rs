@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rdlock_core::{
     Acquire, Command, Confirm, Engine, EngineConfig, Event, InvalidInput, LockError, LockId, LockOptions, LostReason,
-    MAX_TTL, MIN_TTL, Misuse, Reply, Request, RequestId, Route, Script, Transmit, TransportError,
+    MAX_TTL, MIN_TTL, Misuse, ReleaseOutcome, Reply, Request, RequestId, Route, Script, Transmit, TransportError,
 };
 
 fn ms(n: u64) -> Duration {
@@ -517,7 +517,7 @@ fn no_renewal_after_release() {
     h.reply(&renew, vec![Reply::Array(vec![Reply::Int(1)])]);
     assert!(h.events().is_empty(), "a renewal that returns after the release is ignored");
     h.reply(&release, vec![Reply::Int(1)]);
-    assert_eq!(h.events(), vec![Event::Released { held: true }]);
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
     assert!(h.e.is_empty());
 }
 
@@ -530,33 +530,89 @@ fn release_reports_whether_it_was_held() {
     h.e.release(id, h.now).expect("held");
     let release = h.one();
     h.reply(&release, vec![Reply::Int(0)]);
-    assert_eq!(h.events(), vec![Event::Released { held: false }]);
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::NotHeld }]);
 }
 
+/// Regression (#9.6): after a lost answer, a retry that finds the key gone may mean our own
+/// delete, an expiry or a restart (another client may hold it now): never `Released`.
 #[test]
-fn release_ambiguity_resolves_to_held() {
+fn release_ambiguity_is_unknown_and_the_retry_goes_on_in_the_background() {
     let mut h = H::new();
     let (id, _) = h.held("orders", opts(300));
     h.e.release(id, h.now).expect("held");
     let first = h.one();
     h.fail(&first); // did it run?
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Unknown }], "told at once");
+    assert!(h.sent().is_empty(), "the retry waits a moment");
+    h.fire();
     let retry = h.one();
     assert_eq!(script(&retry).0, Script::Release);
-    h.reply(&retry, vec![Reply::Int(0)]); // "not ours": the first attempt released it
-    assert_eq!(h.events(), vec![Event::Released { held: true }]);
+    h.reply(&retry, vec![Reply::Int(0)]);
+    assert!(h.events().is_empty(), "the caller has had its answer");
+    assert_eq!(h.e.lock_info(id), None);
 }
 
+/// Regression (#9.6): a release after the lease was lost to expiry is not `Released`, even
+/// when the key was still ours on the server.
 #[test]
-fn release_gives_up_after_repeated_failures() {
+fn release_after_expiry_is_not_held() {
+    let mut h = H::new();
+    let o = opts(300);
+    let (id, _) = h.held("orders", o);
+    h.fire(); // validity ends
+    assert_eq!(h.events(), vec![Event::Lost { reason: LostReason::Expired }]);
+    h.e.release(id, h.now).expect("still tracked");
+    let release = h.one();
+    h.reply(&release, vec![Reply::Int(1)]);
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::NotHeld }]);
+}
+
+/// A release that gets no answer is retried, backing off, until the lease's TTL has passed
+/// (by then every key our requests could have set has expired).
+#[test]
+fn release_retries_until_the_ttl_has_passed() {
     let mut h = H::new();
     let (id, _) = h.held("orders", opts(300));
     h.e.release(id, h.now).expect("held");
-    for _ in 0..3 {
+    let start = h.now;
+    let mut sent = 0;
+    while h.e.lock_info(id).is_some() {
         let req = h.one();
         h.fail(&req);
+        sent += 1;
+        if h.e.lock_info(id).is_some() {
+            h.fire();
+        }
+        assert!(sent < 50, "gives up");
     }
+    assert!(h.now >= start + ms(300) && h.now < start + ms(300) + ms(5000), "{:?}", h.now - start);
+    assert!(sent >= 3, "{sent} attempts");
+    assert!(matches!(h.events()[..], [Event::Released { outcome: ReleaseOutcome::Unknown }]));
+}
+
+/// Regression (#9.4): an attempt whose answer was lost may still run on the server after the
+/// clean-up release; the release is repeated later so that such a key does not stay held.
+#[test]
+fn a_lost_attempt_is_rechecked_after_its_clean_up() {
+    let mut h = H::new();
+    let id = h.acquire("orders", opts(1000), Acquire::Try);
+    let attempt = h.one();
+    h.fail(&attempt);
     assert!(matches!(h.events()[..], [Event::Failed(LockError::Transport(_))]));
-    assert_eq!(h.e.lock_info(id), None);
+    let clean_up = h.one();
+    assert_eq!(script(&clean_up).0, Script::Release);
+    h.reply(&clean_up, vec![Reply::Int(0)]);
+    let mut rechecks = Vec::new();
+    while h.e.lock_info(id).is_some() {
+        let before = h.now;
+        h.fire();
+        let again = h.one();
+        assert_eq!(script(&again).0, Script::Release);
+        rechecks.push(h.now - before);
+        h.reply(&again, vec![Reply::Int(0)]);
+    }
+    assert_eq!(rechecks, vec![ms(250), ms(2000)]);
+    assert!(h.events().is_empty());
 }
 
 // ---------------------------------------------------------------- bad input and misuse

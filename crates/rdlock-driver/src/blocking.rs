@@ -17,7 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Acquire, Event, LockId, LockOptions, LostReason};
+use rdlock_core::{Acquire, Event, LockId, LockOptions, LostReason, ReleaseOutcome};
 
 use crate::common::{self, LockRequest, builder_setters};
 use crate::config::ClientConfig;
@@ -95,10 +95,13 @@ impl Client {
         let id = id?;
         // Gives the lock up unless a guard takes it over.
         let mut waiting = Abandon { inner, id: Some(id) };
-        inner.run(requests);
+        let deadline = match how {
+            Acquire::Wait { deadline } => deadline,
+            Acquire::Try => None,
+        };
         let event = {
             let _wait = tracing::debug_span!("rdlock.wait").entered();
-            inner.next_event(id, Event::ends_acquire)
+            inner.run_until(requests, Some(id), Event::ends_acquire, deadline)
         };
         let Some((fence, valid_until)) = common::acquired(event)? else { return Ok(None) };
         waiting.id = None;
@@ -135,7 +138,8 @@ fn abandon(inner: &Arc<Inner>, id: LockId) {
         s.slots.remove(&id);
         s.engine.abandon(id, now);
     });
-    inner.run(requests);
+    // The first request here, bounded by the response timeout; any retry in the background.
+    inner.run_until(requests, None, common::ends_release, None);
 }
 
 /// Options for one acquisition.
@@ -219,19 +223,20 @@ impl Guard {
         let (res, requests) =
             inner.with_engine(|s, now| common::start_extend(&mut s.engine, &mut s.slots, self.id, now));
         res?;
-        inner.run(requests);
-        common::extended(inner.next_event(self.id, common::ends_extend))
+        common::extended(inner.run_until(requests, Some(self.id), common::ends_extend, None))
     }
 
-    /// Releases the lock: `Ok(true)` if it was still ours, `Ok(false)` if the lease had been
-    /// lost to expiry or to another owner.
-    pub fn release(mut self) -> Result<bool, Error> {
+    /// Releases the lock and says what is known of it: [`ReleaseOutcome::Released`] when the
+    /// lease was valid to the end and the owner-checked delete ran, `NotHeld` when the lease
+    /// had been lost (expired, or the key was not ours), `Unknown` when the server did not
+    /// answer in time (the release goes on in the background). Returns within the client's
+    /// response timeout.
+    pub fn release(mut self) -> Result<ReleaseOutcome, Error> {
         let _span = tracing::debug_span!("rdlock.release", key = %self.key, fence = self.fence).entered();
         let inner = self.client.inner.clone();
         let (res, requests) = inner.with_engine(|s, now| s.engine.release(self.id, now));
         res.map_err(|_| Error::Closed)?;
-        inner.run(requests);
-        let event = inner.next_event(self.id, common::ends_release);
+        let event = inner.run_until(requests, Some(self.id), common::ends_release, None);
         self.done = true;
         inner.state().slots.remove(&self.id);
         common::released(event)

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Acquire, Event, LockId, LockOptions, LostReason};
+use rdlock_core::{Acquire, Event, LockId, LockOptions, LostReason, ReleaseOutcome};
 use tracing::Instrument;
 
 use crate::common::{self, LockRequest, builder_setters};
@@ -93,9 +93,10 @@ impl<R: Runtime> Client<R> {
             });
             let mut waiting = Abandon { inner, id: Some(id?) };
             let id = waiting.id.unwrap_or(LockId(0));
-            // Boxed: a waiting lock keeps only its small wait future, not the exchange's.
-            Box::pin(inner.run(requests)).await;
-            let event = inner.next_event(id, Event::ends_acquire).instrument(tracing::debug_span!("rdlock.wait")).await;
+            let event = inner
+                .run_until(requests, id, Event::ends_acquire)
+                .instrument(tracing::debug_span!("rdlock.wait"))
+                .await;
             let Some((fence, valid_until)) = common::acquired(event)? else { return Ok(None) };
             waiting.id = None;
             Ok(Some(Guard { client: self.clone(), id, key: key.to_owned(), fence, valid_until, done: false }))
@@ -211,20 +212,21 @@ impl<R: Runtime> Guard<R> {
         let (res, requests) =
             inner.with_engine(|s, now| common::start_extend(&mut s.engine, &mut s.slots, self.id, now));
         res?;
-        inner.run(requests).await;
-        common::extended(inner.next_event(self.id, common::ends_extend).await)
+        common::extended(inner.run_until(requests, self.id, common::ends_extend).await)
     }
 
-    /// Releases the lock: `Ok(true)` if it was still ours, `Ok(false)` if the lease had been
-    /// lost to expiry or to another owner.
-    pub async fn release(mut self) -> Result<bool, Error> {
+    /// Releases the lock and says what is known of it: [`ReleaseOutcome::Released`] when the
+    /// lease was valid to the end and the owner-checked delete ran, `NotHeld` when the lease
+    /// had been lost (expired, or the key was not ours), `Unknown` when the server did not
+    /// answer in time (the release goes on in the background). Returns within the client's
+    /// response timeout.
+    pub async fn release(mut self) -> Result<ReleaseOutcome, Error> {
         let span = tracing::debug_span!("rdlock.release", key = %self.key, fence = self.fence);
         async {
             let inner = self.client.inner.clone();
             let (res, requests) = inner.with_engine(|s, now| s.engine.release(self.id, now));
             res.map_err(|_| Error::Closed)?;
-            inner.run(requests).await;
-            let event = inner.next_event(self.id, common::ends_release).await;
+            let event = inner.run_until(requests, self.id, common::ends_release).await;
             self.done = true;
             inner.state().slots.remove(&self.id);
             common::released(event)

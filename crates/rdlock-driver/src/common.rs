@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Engine, Event, LockId, LockOptions, LostReason, Request, Transmit};
+use rdlock_core::{Engine, Event, LockId, LockOptions, LostReason, ReleaseOutcome, Request, Transmit};
 
 use crate::error::Error;
 
@@ -42,6 +42,11 @@ impl Events {
             }
         }
         None
+    }
+
+    /// Whether an event `wanted` accepts is queued.
+    pub(crate) fn has(&self, wanted: impl Fn(&Event) -> bool) -> bool {
+        self.queue.iter().any(wanted)
     }
 
     /// Drops past renewals: an earlier renewal's news is not a new extension's answer.
@@ -120,10 +125,10 @@ pub(crate) fn ends_release(e: &Event) -> bool {
     matches!(e, Event::Released { .. } | Event::Failed(_))
 }
 
-/// The answer to a release: whether the lock was still ours.
-pub(crate) fn released(event: Option<Event>) -> Result<bool, Error> {
+/// The answer to a release: what is known of it.
+pub(crate) fn released(event: Option<Event>) -> Result<ReleaseOutcome, Error> {
     match event {
-        Some(Event::Released { held }) => Ok(held),
+        Some(Event::Released { outcome }) => Ok(outcome),
         Some(Event::Failed(e)) => Err(Error::Lock(e)),
         _ => Err(Error::Closed),
     }
@@ -184,7 +189,8 @@ impl LockRequest {
 
     /// The deadline, from an explicit one or a timeout counted from `now`.
     pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
-        self.deadline.or_else(|| self.timeout.map(|t| now + t))
+        // A timeout too long to count is no deadline.
+        self.deadline.or_else(|| self.timeout.and_then(|t| now.checked_add(t)))
     }
 }
 

@@ -34,6 +34,6 @@ mod tasks;
 pub use client::{Client, Guard, LockBuilder};
 pub use config::{ClientConfig, random_seed};
 pub use error::Error;
-pub use rdlock_core::{Acquire, Confirm, LockOptions, LostReason};
+pub use rdlock_core::{Acquire, Confirm, LockOptions, LostReason, ReleaseOutcome};
 #[cfg(feature = "async")]
 pub use runtime::Runtime;

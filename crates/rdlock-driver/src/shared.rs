@@ -2,10 +2,10 @@
 //! mutex (never held across an await), each lock's event slot, and the connections.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -131,20 +131,6 @@ impl<R: Runtime> Inner<R> {
         (out, requests)
     }
 
-    /// Waits for the next event of `id` that `wanted` accepts, dropping others.
-    pub(crate) async fn next_event(&self, id: LockId, wanted: impl Fn(&Event) -> bool) -> Option<Event> {
-        poll_fn(|cx| {
-            let mut st = self.state();
-            let Some(slot) = st.slots.get_mut(&id) else { return Poll::Ready(None) };
-            if let Some(e) = slot.events.take(&wanted) {
-                return Poll::Ready(Some(e));
-            }
-            slot.waker = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
-    }
-
     /// Waits until the lease of `id` is lost.
     pub(crate) async fn lost(&self, id: LockId) -> LostReason {
         poll_fn(|cx| {
@@ -163,11 +149,49 @@ impl<R: Runtime> Inner<R> {
     }
 
     /// Sends requests one after another, feeding each reply back and sending what follows.
+    /// Requests not yet sent when the future is dropped go to the background: a request made
+    /// for one lock (say a wait started by another caller's `ROLE` reply) is never lost
+    /// because this caller was cancelled.
     pub(crate) async fn run(&self, requests: Vec<Request>) {
-        let mut queue = VecDeque::from(requests);
-        while let Some(req) = queue.pop_front() {
-            queue.extend(self.execute(req).await);
+        let mut queue = Leftovers { inner: self, queue: VecDeque::from(requests) };
+        while let Some(req) = queue.queue.pop_front() {
+            let more = self.execute(req).await;
+            queue.queue.extend(more);
         }
+    }
+
+    /// Sends `requests` on the caller's task until the caller's answer (the next event of
+    /// `id` that `wanted` accepts) is in, and returns it: at the deadline, or as soon as the
+    /// engine answers, even while an exchange is still in flight. What is left of the
+    /// exchange then goes on in the background, so that the caller never waits on a stalled
+    /// server past its deadline, nor on clean-ups and other locks' requests.
+    pub(crate) async fn run_until(
+        self: &Arc<Self>,
+        requests: Vec<Request>,
+        id: LockId,
+        wanted: fn(&Event) -> bool,
+    ) -> Option<Event> {
+        let mut running = (!requests.is_empty()).then(|| {
+            let inner = self.clone();
+            Box::pin(async move { inner.run(requests).await })
+        });
+        let event = poll_fn(|cx| {
+            if running.as_mut().is_some_and(|r| r.as_mut().poll(cx).is_ready()) {
+                running = None;
+            }
+            let mut st = self.state();
+            let Some(slot) = st.slots.get_mut(&id) else { return Poll::Ready(None) };
+            if let Some(e) = slot.events.take(wanted) {
+                return Poll::Ready(Some(e));
+            }
+            slot.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if let Some(rest) = running {
+            R::spawn(rest);
+        }
+        event
     }
 
     /// Hands requests to the driver task: for callers that cannot await (a guard's drop).
@@ -221,8 +245,11 @@ impl<R: Runtime> Inner<R> {
             Route::Commands => &self.commands,
             Route::Confirm => &self.confirm,
         };
-        let limit = self.config.response_timeout + convert::blocking_time(commands);
-        let mut c = match timeout::<R, _>(self.config.connection_timeout, conn.get(&self.redis, &self.config)).await {
+        // One bound for the whole exchange, a new connection included.
+        let deadline = R::now() + self.config.response_timeout + convert::blocking_time(commands);
+        let left = || deadline.saturating_duration_since(R::now());
+        let connecting = self.config.connection_timeout.min(left());
+        let mut c = match timeout::<R, _>(connecting, conn.get(&self.redis, &self.config)).await {
             Some(Ok(c)) => c,
             Some(Err(e)) => return convert::failure(&e, commands.len()),
             None => return Err(TransportError::Timeout),
@@ -230,7 +257,7 @@ impl<R: Runtime> Inner<R> {
         let mut eval = Eval::Sha;
         loop {
             let pipe = convert::pipeline(commands, eval);
-            match timeout::<R, _>(limit, pipe.query_async::<Vec<Value>>(&mut c)).await {
+            match timeout::<R, _>(left(), pipe.query_async::<Vec<Value>>(&mut c)).await {
                 None => {
                     // A silent link: do not wait on it again.
                     conn.reset();
@@ -245,6 +272,20 @@ impl<R: Runtime> Inner<R> {
                     return convert::failure(&e, commands.len());
                 }
             }
+        }
+    }
+}
+
+/// Requests a dropped [`Inner::run`] did not send: they go to the background.
+struct Leftovers<'a, R: Runtime> {
+    inner: &'a Inner<R>,
+    queue: VecDeque<Request>,
+}
+
+impl<R: Runtime> Drop for Leftovers<'_, R> {
+    fn drop(&mut self) {
+        if !self.queue.is_empty() {
+            self.inner.run_in_background(self.queue.drain(..).collect());
         }
     }
 }

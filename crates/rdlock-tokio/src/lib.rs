@@ -10,7 +10,7 @@
 //!     reason = guard.lost() => println!("lease lost ({reason:?}): stop"),
 //!     _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
 //! }
-//! assert!(guard.release().await?, "the lock was still ours");
+//! assert!(guard.release().await?.was_held(), "the lock was ours to the end");
 //! # Ok(()) }
 //! ```
 //!
@@ -25,7 +25,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-pub use rdlock_driver::{Acquire, ClientConfig, Confirm, Error, LockOptions, LostReason};
+pub use rdlock_driver::{Acquire, ClientConfig, Confirm, Error, LockOptions, LostReason, ReleaseOutcome};
 
 /// The tokio runtime, as the driver sees it.
 #[derive(Clone, Copy, Debug, Default)]

@@ -83,8 +83,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         acted = true;
                     }
                 }
-                Event::Released { held } => {
-                    println!("{:>7.1} ms  {} released (was still ours: {held})", ms(start), name(id));
+                Event::Released { outcome } => {
+                    println!("{:>7.1} ms  {} released ({outcome:?})", ms(start), name(id));
                     if id == second {
                         return Ok(());
                     }

@@ -9,7 +9,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
-use rdlock_core::{Acquire, LockOptions, LostReason};
+use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome};
 use rdlock_driver::{Client, ClientConfig, Error, Guard, Runtime};
 
 use crate::harness::{Harness, Task};
@@ -100,7 +100,7 @@ impl<E: Executor> Harness for Async<E> {
         guard.extend().await
     }
 
-    async fn release(guard: Self::Guard) -> Result<bool, Error> {
+    async fn release(guard: Self::Guard) -> Result<ReleaseOutcome, Error> {
         guard.release().await
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 use rdlock_blocking::{Client, Guard};
-use rdlock_core::{Acquire, LockOptions, LostReason};
+use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome};
 use rdlock_driver::{ClientConfig, Error};
 
 use crate::harness::{Harness, Task};
@@ -92,7 +92,7 @@ impl Harness for Blocking {
         guard.extend()
     }
 
-    async fn release(guard: Self::Guard) -> Result<bool, Error> {
+    async fn release(guard: Self::Guard) -> Result<ReleaseOutcome, Error> {
         guard.release()
     }
 

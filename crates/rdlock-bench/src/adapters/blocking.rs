@@ -22,7 +22,7 @@ impl Locker for Blocking {
     }
 
     async fn release(&self, guard: rdlock_blocking::Guard) -> Result<bool, BoxError> {
-        Ok(guard.release()?)
+        Ok(guard.release()?.was_held())
     }
 
     fn is_valid(&self, guard: &rdlock_blocking::Guard) -> bool {

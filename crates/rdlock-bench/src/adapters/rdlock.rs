@@ -28,7 +28,7 @@ impl<R: Runtime> Locker for Rd<R> {
     }
 
     async fn release(&self, guard: Guard<R>) -> Result<bool, BoxError> {
-        Ok(guard.release().await?)
+        Ok(guard.release().await?.was_held())
     }
 
     fn is_valid(&self, guard: &Guard<R>) -> bool {

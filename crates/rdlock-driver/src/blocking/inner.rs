@@ -21,6 +21,8 @@ const MAX_IDLE: usize = 8;
 const MAX_WORKERS: usize = 4;
 /// A worker idle this long ends.
 const WORKER_IDLE: Duration = Duration::from_secs(10);
+/// Shortest read timeout set on a connection (a zero timeout would mean none).
+const MIN_WAIT: Duration = Duration::from_millis(10);
 
 /// A lock's events and the condition variable its waiter sleeps on.
 #[derive(Debug, Default)]
@@ -121,11 +123,22 @@ impl Inner {
     }
 
     fn open(&self) -> redis::RedisResult<Pooled> {
-        let mut conn = self.redis.get_connection_with_timeout(self.config.connection_timeout)?;
-        conn.set_write_timeout(Some(self.config.response_timeout))?;
-        conn.set_read_timeout(Some(self.config.response_timeout))?;
-        let _ = convert::load_scripts().query::<()>(&mut conn);
-        Ok(Pooled { conn, read_timeout: self.config.response_timeout })
+        self.open_within(self.config.response_timeout)
+    }
+
+    /// A new connection whose set-up (scripts loaded) takes at most about `limit`.
+    fn open_within(&self, limit: Duration) -> redis::RedisResult<Pooled> {
+        let limit = limit.max(MIN_WAIT);
+        let mut conn = self.redis.get_connection_with_timeout(self.config.connection_timeout.min(limit))?;
+        conn.set_write_timeout(Some(limit))?;
+        conn.set_read_timeout(Some(limit))?;
+        if let Err(e) = convert::load_scripts().query::<()>(&mut conn)
+            && convert::is_fatal(&e)
+        {
+            // A late reply would answer the next request: never reuse this connection.
+            return Err(e);
+        }
+        Ok(Pooled { conn, read_timeout: limit })
     }
 
     /// Feeds one input to the engine, then drains its outputs in the same critical section:
@@ -184,8 +197,38 @@ impl Inner {
     pub(super) fn run(&self, requests: Vec<Request>) {
         let mut queue = VecDeque::from(requests);
         while let Some(req) = queue.pop_front() {
-            queue.extend(self.execute(req));
+            queue.extend(self.execute(req, None));
         }
+    }
+
+    /// Sends `requests` on this thread until the caller's answer (an event of `id` that
+    /// `wanted` accepts) is in, each exchange cut short at `deadline`; then hands what is
+    /// left (clean-ups, retries, other locks' requests) to the workers and returns the
+    /// answer. Without an `id` (a dropped guard) only the first request runs here. So a
+    /// caller waits at most until its deadline, or one response timeout without one.
+    pub(super) fn run_until(
+        self: &Arc<Self>,
+        requests: Vec<Request>,
+        id: Option<LockId>,
+        wanted: fn(&Event) -> bool,
+        deadline: Option<Instant>,
+    ) -> Option<Event> {
+        let mut queue = VecDeque::from(requests);
+        let mut sent = 0;
+        while let Some(req) = queue.pop_front() {
+            let answered = match id {
+                Some(id) => self.state().slots.get(&id).is_none_or(|s| s.events.has(wanted)),
+                None => sent > 0,
+            };
+            if answered {
+                queue.push_front(req);
+                break;
+            }
+            queue.extend(self.execute(req, deadline));
+            sent += 1;
+        }
+        self.run_background(queue.into());
+        self.next_event(id?, wanted)
     }
 
     /// Hands requests made on a background thread (timers, pub/sub) to the workers, so that
@@ -246,7 +289,7 @@ impl Inner {
         self.work.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn execute(&self, req: Request) -> Vec<Request> {
+    fn execute(&self, req: Request, deadline: Option<Instant>) -> Vec<Request> {
         let renewals = req.commands.iter().find_map(|c| match c {
             Command::Script { script: Script::Extend, keys, .. } => Some(keys.len()),
             _ => None,
@@ -255,7 +298,7 @@ impl Inner {
             Some(n) => tracing::debug_span!("rdlock.renew", locks = n),
             None => tracing::Span::none(),
         };
-        let reply = span.in_scope(|| self.exchange(req.route, &req.commands));
+        let reply = span.in_scope(|| self.exchange(req.route, &req.commands, deadline));
         let (misuse, more) = self.with_engine(|s, now| s.engine.handle_reply(req.id, reply, now));
         if let Err(e) = misuse {
             tracing::warn!(error = %e, "reply not accepted by the engine");
@@ -265,17 +308,28 @@ impl Inner {
 
     /// One request on a pooled connection of its route. A connection that timed out or
     /// failed is closed rather than returned: a late reply must never answer the next request.
-    fn exchange(&self, route: Route, commands: &[Command]) -> Result<Vec<Reply>, TransportError> {
+    fn exchange(
+        &self,
+        route: Route,
+        commands: &[Command],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Reply>, TransportError> {
         let pool = match route {
             Route::Commands => &self.commands,
             Route::Confirm => &self.confirm,
         };
-        let mut conn = match pool.take().map_or_else(|| self.open(), Ok) {
+        // WAIT blocks on purpose: allow for it on top of the response timeout. A caller's
+        // deadline cuts the exchange short (its outcome is then unknown to the engine).
+        let started = Instant::now();
+        let mut limit = self.config.response_timeout + convert::blocking_time(commands);
+        if let Some(d) = deadline {
+            limit = limit.min(d.saturating_duration_since(started).max(MIN_WAIT));
+        }
+        let mut conn = match pool.take().map_or_else(|| self.open_within(limit), Ok) {
             Ok(c) => c,
             Err(e) => return convert::failure(&e, commands.len()),
         };
-        // WAIT blocks on purpose: allow for it on top of the response timeout.
-        let limit = self.config.response_timeout + convert::blocking_time(commands);
+        let limit = limit.saturating_sub(started.elapsed()).max(MIN_WAIT);
         if conn.read_timeout != limit {
             if let Err(e) = conn.conn.set_read_timeout(Some(limit)) {
                 return convert::failure(&e, commands.len());

@@ -268,7 +268,7 @@ impl Worker {
         }
         self.log.emit(Event::Releasing { fence });
         match guard.release().await {
-            Ok(held) => self.log.emit(Event::Released { fence, held }),
+            Ok(outcome) => self.log.emit(Event::Released { fence, held: outcome.was_held() }),
             Err(e) => self.log.emit(Event::ReleaseFailed { fence, error: e.to_string() }),
         }
     }
