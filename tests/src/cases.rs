@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdlock_core::{Confirm, InvalidInput, LockError, LockOptions, LostReason, ReleaseOutcome};
-use rdlock_driver::Error;
+use rdlock_driver::{ClientConfig, Error};
 use rdlock_testkit::{Proxy, RedisServer, Replicated};
 
 use crate::harness::{Harness, Task, join_all, lock_with, try_with};
@@ -580,4 +580,71 @@ pub async fn authenticated<H: Harness>() {
     assert!(matches!(wrong, Err(Error::Redis(_))), "a wrong password is refused at connect: {wrong:?}");
     let anonymous = H::connect(&server.url()).await;
     assert!(anonymous.is_err(), "no credentials, no client");
+}
+
+// ------------------------------------------------------------------------------ stalls
+
+/// The response timeout of the stall cases' clients: the bound of a call without a deadline.
+const RESPONSE: Duration = Duration::from_millis(1000);
+
+/// Regression (#9.3, #9.4): with the server frozen, every call returns by its deadline (or,
+/// without one, by the response timeout) plus scheduling slack, on every runtime; dropping a
+/// guard never blocks for longer than the response timeout; and once the server resumes, no
+/// key that an abandoned attempt may have taken stays held beyond the clean-up's re-check.
+pub async fn calls_return_by_their_deadline_while_the_server_stalls<H: Harness>() {
+    let server = server();
+    let config = ClientConfig { response_timeout: RESPONSE, connection_timeout: RESPONSE, ..ClientConfig::default() };
+    let client = H::connect_with(&server.url(), config).await.expect("connect");
+    let held = H::lock(&client, "rdlock-test:held").await.expect("lock");
+    let dropped = H::lock(&client, "rdlock-test:dropped").await.expect("lock");
+    server.pause().expect("SIGSTOP the server");
+
+    let t = Instant::now();
+    let r = H::lock_timeout(&client, "rdlock-test:fresh", Duration::from_millis(500)).await;
+    assert!(matches!(r, Err(Error::TimedOut)), "lock_timeout: {:?}", r.map(|_| ()));
+    assert!(t.elapsed() < Duration::from_millis(500) + SLACK, "lock_timeout took {:?}", t.elapsed());
+
+    let t = Instant::now();
+    let r = H::try_lock(&client, "rdlock-test:tried").await;
+    assert!(matches!(r, Err(Error::Lock(LockError::Transport(_)))), "try_lock: {:?}", r.map(|_| ()));
+    assert!(t.elapsed() < RESPONSE + SLACK, "try_lock took {:?}", t.elapsed());
+
+    let t = Instant::now();
+    let r = H::release(held).await;
+    assert_eq!(r.expect("release"), ReleaseOutcome::Unknown, "nobody can know yet");
+    assert!(t.elapsed() < RESPONSE + SLACK, "release took {:?}", t.elapsed());
+
+    let t = Instant::now();
+    drop(dropped);
+    assert!(t.elapsed() < RESPONSE + SLACK, "drop took {:?}", t.elapsed());
+
+    H::sleep(Duration::from_millis(300)).await;
+    server.resume().expect("SIGCONT the server");
+    let resumed = Instant::now();
+    // The attempts queued on the stalled link run now; the clean-ups (and their re-check
+    // 250 ms after the first answer) remove whatever they took. The background release of a
+    // held lock backs off up to 5 s between tries.
+    let mut conn = admin(&server);
+    for key in ["rdlock-test:fresh", "rdlock-test:tried", "rdlock-test:held", "rdlock-test:dropped"] {
+        wait_until(&format!("{key} freed after the stall"), Duration::from_secs(8), || !exists(&mut conn, key));
+    }
+    println!("[{}] every key free {:?} after the server resumed", H::NAME, resumed.elapsed());
+    wait_until("the client tracks no lock", PATIENCE, || H::tracked(&client) == 0);
+    assert_clean(&server, &[]);
+}
+
+/// Regression (#9.6): after a restart without persistence another client holds the key; the
+/// first holder's release must not claim the lock was its own to the end.
+pub async fn release_after_a_restart_is_not_claimed<H: Harness>() {
+    let server = server();
+    let a = H::connect(&server.url()).await.expect("connect");
+    let guard = lock_with::<H>(&a, KEY, options(Duration::from_secs(10), false), PATIENCE).await.expect("lock");
+    server.kill().expect("kill -9");
+    server.restart(false).expect("restart without data");
+    let b = H::connect(&server.url()).await.expect("connect");
+    let other = H::lock_timeout(&b, KEY, PATIENCE).await.expect("the key is free after the restart");
+    let released = H::release(guard).await.expect("release");
+    assert_ne!(released, ReleaseOutcome::Released, "claimed a lock another client holds");
+    assert!(H::is_valid(&other), "the other holder keeps its lock");
+    assert_eq!(H::release(other).await.expect("release"), ReleaseOutcome::Released);
 }

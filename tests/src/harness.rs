@@ -59,6 +59,8 @@ pub trait Harness: Sized + Send + Sync + 'static {
         how: Acquire,
     ) -> Result<Option<Self::Guard>, Error>;
 
+    /// Locks the client tracks (`Client::tracked_locks`).
+    fn tracked(client: &Self::Client) -> usize;
     /// The guard's fencing token.
     fn fence(guard: &Self::Guard) -> u64;
     /// The guard's end of validity.

@@ -61,6 +61,8 @@ macro_rules! cases {
             bad_input,
             authenticated,
             release_semantics,
+            calls_return_by_their_deadline_while_the_server_stalls,
+            release_after_a_restart_is_not_claimed,
         );
     };
     (@each $harness:ty; $($case:ident),* $(,)?) => {

@@ -84,6 +84,10 @@ impl<E: Executor> Harness for Async<E> {
         client.acquire(key, options, how).await
     }
 
+    fn tracked(client: &Self::Client) -> usize {
+        client.tracked_locks()
+    }
+
     fn fence(guard: &Self::Guard) -> u64 {
         guard.fence()
     }

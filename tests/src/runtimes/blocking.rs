@@ -76,6 +76,10 @@ impl Harness for Blocking {
         client.acquire(key, options, how)
     }
 
+    fn tracked(client: &Self::Client) -> usize {
+        client.tracked_locks()
+    }
+
     fn fence(guard: &Self::Guard) -> u64 {
         guard.fence()
     }

@@ -128,17 +128,28 @@ impl Inner {
 
     /// A new connection whose set-up (scripts loaded) takes at most about `limit`.
     fn open_within(&self, limit: Duration) -> redis::RedisResult<Pooled> {
+        let started = Instant::now();
         let limit = limit.max(MIN_WAIT);
-        let mut conn = self.redis.get_connection_with_timeout(self.config.connection_timeout.min(limit))?;
-        conn.set_write_timeout(Some(limit))?;
-        conn.set_read_timeout(Some(limit))?;
+        // Measured: against a frozen server the redis crate's set-up waits its timeout once
+        // per set-up reply (twice), so it gets half of what is allowed.
+        let connect = self.config.connection_timeout.min(limit) / 2;
+        let mut conn = self.redis.get_connection_with_timeout(connect)?;
+        // The hand-shake may have used most of the time: the scripts get what is left.
+        let left = limit.saturating_sub(started.elapsed());
+        if left < MIN_WAIT {
+            return Err(
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connection set-up took the whole limit").into()
+            );
+        }
+        conn.set_write_timeout(Some(left))?;
+        conn.set_read_timeout(Some(left))?;
         if let Err(e) = convert::load_scripts().query::<()>(&mut conn)
             && convert::is_fatal(&e)
         {
             // A late reply would answer the next request: never reuse this connection.
             return Err(e);
         }
-        Ok(Pooled { conn, read_timeout: limit })
+        Ok(Pooled { conn, read_timeout: left })
     }
 
     /// Feeds one input to the engine, then drains its outputs in the same critical section:
