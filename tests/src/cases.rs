@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Confirm, InvalidInput, LockError, LockOptions, LostReason, ReleaseOutcome};
+use rdlock_core::{Acquire, Confirm, InvalidInput, LockError, LockOptions, LostReason, ReleaseOutcome};
 use rdlock_driver::{ClientConfig, Error};
 use rdlock_testkit::{Proxy, RedisServer, Replicated};
 
@@ -647,4 +647,28 @@ pub async fn release_after_a_restart_is_not_claimed<H: Harness>() {
     assert_ne!(released, ReleaseOutcome::Released, "claimed a lock another client holds");
     assert!(H::is_valid(&other), "the other holder keeps its lock");
     assert_eq!(H::release(other).await.expect("release"), ReleaseOutcome::Released);
+}
+
+/// Regression (#20.2): two waits that need the replica count share one `ROLE` request; the
+/// caller that sent it is cancelled; the other wait must still be answered (the exchange
+/// finishes in the background and its follow-ups are sent).
+pub async fn a_cancelled_caller_strands_no_other_wait<H: Harness>() {
+    let set = Replicated::start(1).expect("start a primary with a replica");
+    let client = H::connect(&set.primary().url()).await.expect("connect");
+    let opts = LockOptions {
+        confirm: Confirm::All { timeout: Duration::from_millis(500) },
+        ..options(Duration::from_secs(10), false)
+    };
+    let wait = Acquire::Wait { deadline: Some(Instant::now() + PATIENCE) };
+    let mut first = H::acquire(&client, "rdlock-test:first", opts, wait);
+    let mut second = H::acquire(&client, "rdlock-test:second", opts, wait);
+    assert!(futures_lite::future::poll_once(&mut first).await.is_none(), "first: sends ROLE");
+    assert!(futures_lite::future::poll_once(&mut second).await.is_none(), "second: waits for the count");
+    drop(first);
+    let t = Instant::now();
+    let guard = second.await.expect("the second wait is answered").expect("acquired");
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert_eq!(H::release(guard).await.expect("release"), ReleaseOutcome::Released);
+    let mut conn = admin(set.primary());
+    wait_until("the cancelled wait leaves nothing", PATIENCE, || !exists(&mut conn, "rdlock-test:first"));
 }

@@ -63,6 +63,7 @@ macro_rules! cases {
             release_semantics,
             calls_return_by_their_deadline_while_the_server_stalls,
             release_after_a_restart_is_not_claimed,
+            a_cancelled_caller_strands_no_other_wait,
         );
     };
     (@each $harness:ty; $($case:ident),* $(,)?) => {

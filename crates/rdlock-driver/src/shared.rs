@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
@@ -77,6 +78,7 @@ pub(crate) struct Inner<R> {
     pubsub_queue: Mutex<VecDeque<Transmit>>,
     pub(crate) pubsub_signal: Signal,
     background: Mutex<Vec<Request>>,
+    detached: Mutex<Vec<Detached>>,
     pub(crate) driver_signal: Signal,
     closed: AtomicBool,
     _runtime: PhantomData<fn() -> R>,
@@ -93,6 +95,7 @@ impl<R: Runtime> Inner<R> {
             pubsub_queue: Mutex::new(VecDeque::new()),
             pubsub_signal: Signal::default(),
             background: Mutex::new(Vec::new()),
+            detached: Mutex::new(Vec::new()),
             driver_signal: Signal::default(),
             closed: AtomicBool::new(false),
             _runtime: PhantomData,
@@ -171,13 +174,16 @@ impl<R: Runtime> Inner<R> {
         id: LockId,
         wanted: fn(&Event) -> bool,
     ) -> Option<Event> {
-        let mut running = (!requests.is_empty()).then(|| {
-            let inner = self.clone();
-            Box::pin(async move { inner.run(requests).await })
-        });
+        let mut running = Running {
+            inner: self,
+            future: (!requests.is_empty()).then(|| {
+                let inner = self.clone();
+                Box::pin(async move { inner.run(requests).await }) as Detached
+            }),
+        };
         let event = poll_fn(|cx| {
-            if running.as_mut().is_some_and(|r| r.as_mut().poll(cx).is_ready()) {
-                running = None;
+            if running.future.as_mut().is_some_and(|r| r.as_mut().poll(cx).is_ready()) {
+                running.future = None;
             }
             let mut st = self.state();
             let Some(slot) = st.slots.get_mut(&id) else { return Poll::Ready(None) };
@@ -188,10 +194,21 @@ impl<R: Runtime> Inner<R> {
             Poll::Pending
         })
         .await;
-        if let Some(rest) = running {
+        if let Some(rest) = running.future.take() {
             R::spawn(rest);
         }
         event
+    }
+
+    /// Hands a started exchange to the driver task, which finishes it (from inside the
+    /// runtime, whatever thread dropped its caller).
+    fn detach(&self, future: Detached) {
+        self.detached.lock().unwrap_or_else(|e| e.into_inner()).push(future);
+        self.driver_signal.notify();
+    }
+
+    pub(crate) fn take_detached(&self) -> Vec<Detached> {
+        std::mem::take(&mut *self.detached.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Hands requests to the driver task: for callers that cannot await (a guard's drop).
@@ -272,6 +289,25 @@ impl<R: Runtime> Inner<R> {
                     return convert::failure(&e, commands.len());
                 }
             }
+        }
+    }
+}
+
+/// An exchange started on a caller's task.
+pub(crate) type Detached = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The exchange a caller of [`Inner::run_until`] started: if the caller is cancelled (a
+/// timeout, a `select!`), the exchange is not cut off but finished in the background, so
+/// the engine learns its real outcome and what it produced for other locks is sent.
+struct Running<'a, R: Runtime> {
+    inner: &'a Inner<R>,
+    future: Option<Detached>,
+}
+
+impl<R: Runtime> Drop for Running<'_, R> {
+    fn drop(&mut self) {
+        if let Some(f) = self.future.take() {
+            self.inner.detach(f);
         }
     }
 }

@@ -19,6 +19,7 @@ pub(crate) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
             let inner = inner.clone();
             R::spawn(async move { inner.run(vec![req]).await });
         }
+        inner.take_detached().into_iter().for_each(R::spawn);
         let wake = {
             let mut st = inner.state();
             if inner.is_closed() && st.engine.is_empty() {
