@@ -61,6 +61,11 @@ macro_rules! cases {
             bad_input,
             authenticated,
             release_semantics,
+            cloned_config_clients_exclude,
+            lost_keeps_one_waker_per_future,
+            zero_timeout_is_one_attempt,
+            try_lock_reports_holder_ttl,
+            loss_signal_moves_to_another_task,
         );
     };
     (@each $harness:ty; $($case:ident),* $(,)?) => {
