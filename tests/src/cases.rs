@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdlock_core::{Acquire, Confirm, InvalidInput, LockError, LockOptions, LostReason, ReleaseOutcome};
-use rdlock_driver::{ClientConfig, Error};
+use rdlock_driver::{ClientConfig, Error, TryLock};
 use rdlock_testkit::{Proxy, RedisServer, Replicated};
 
 use crate::harness::{Harness, Task, join_all, lock_with, try_with};
@@ -671,4 +671,131 @@ pub async fn a_cancelled_caller_strands_no_other_wait<H: Harness>() {
     assert_eq!(H::release(guard).await.expect("release"), ReleaseOutcome::Released);
     let mut conn = admin(set.primary());
     wait_until("the cancelled wait leaves nothing", PATIENCE, || !exists(&mut conn, "rdlock-test:first"));
+}
+
+// ------------------------------------------------------------------------------ 11
+
+/// Two clients built from copies of one `ClientConfig` draw their own owner tokens: the
+/// second cannot take (or "confirm") the first one's lock, and contending tasks on both stay
+/// mutually exclusive.
+pub async fn cloned_config_clients_exclude<H: Harness>() {
+    const TASKS_PER_CLIENT: usize = 2;
+    const ROUNDS: usize = 4;
+    let server = server();
+    let config = ClientConfig::default();
+    let a = H::connect_with(&server.url(), config.clone()).await.expect("connect");
+    let b = H::connect_with(&server.url(), config.clone()).await.expect("connect");
+    let guard = H::lock_timeout(&a, KEY, PATIENCE).await.expect("lock");
+    let second = H::try_lock(&b, KEY).await.expect("try_lock");
+    assert!(second.is_none(), "a client with a copy of the config took a held lock: two holders");
+    assert!(H::release(guard).await.expect("release").was_held());
+
+    let inside = Arc::new(AtomicUsize::new(0));
+    let mut tasks: Vec<Task<()>> = Vec::new();
+    for client in [a, b] {
+        for _ in 0..TASKS_PER_CLIENT {
+            let (client, inside) = (client.clone(), inside.clone());
+            tasks.push(H::spawn(async move {
+                for _ in 0..ROUNDS {
+                    let guard = H::lock_timeout(&client, KEY, PATIENCE).await.expect("lock");
+                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+                    H::sleep(Duration::from_millis(2)).await;
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    assert!(H::release(guard).await.expect("release").was_held(), "the lock was not ours at release");
+                }
+            }));
+        }
+    }
+    join_all(tasks).await;
+    assert_clean(&server, &[]);
+}
+
+/// Polling fresh `lost()` futures, or one future with ever new wakers, keeps at most one
+/// waker per live future (a select loop beside the work must not grow without bound).
+pub async fn lost_keeps_one_waker_per_future<H: Harness>() {
+    const POLLS: usize = 100_000;
+    let server = server();
+    let client = H::connect(&server.url()).await.expect("connect");
+    let guard = H::lock_timeout(&client, KEY, PATIENCE).await.expect("lock");
+    let Some((fresh, repolled)) = H::churn_lost(&guard, POLLS).await else { return };
+    assert_eq!(fresh, 0, "{POLLS} dropped lost() futures left wakers behind");
+    assert!(repolled <= 1, "one lost() future polled {POLLS} times kept {repolled} wakers");
+    assert!(H::release(guard).await.expect("release").was_held());
+    assert_clean(&server, &[]);
+}
+
+// ------------------------------------------------------------------------------ 12
+
+/// A zero timeout (or a deadline already passed) is one attempt, like `try_lock`: it takes a
+/// free lock, answers `TimedOut` at once when the lock is busy, and queues nothing.
+pub async fn zero_timeout_is_one_attempt<H: Harness>() {
+    let server = server();
+    let (a, b) = (H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect"));
+    let guard = H::lock_timeout(&a, KEY, Duration::ZERO).await.expect("a free lock with a zero timeout");
+    let started = Instant::now();
+    let busy = H::lock_timeout(&b, KEY, Duration::ZERO).await;
+    assert!(matches!(busy, Err(Error::TimedOut)), "a busy lock with a zero timeout: {:?}", busy.map(|_| ()));
+    let passed = Acquire::Wait { deadline: Some(Instant::now()) };
+    let busy = H::acquire(&b, KEY, LockOptions::default(), passed).await;
+    assert!(matches!(busy, Err(Error::TimedOut)), "a busy lock past its deadline: {:?}", busy.map(|_| ()));
+    assert!(started.elapsed() < SLACK, "one attempt took {:?}", started.elapsed());
+    assert_eq!(llen(&mut admin(&server), &keys(KEY).queue), 0, "a single attempt queued");
+    assert!(H::release(guard).await.expect("release").was_held());
+    assert_clean(&server, &[]);
+}
+
+/// `try_lock_report` tells how long the holder's lease has left when the lock is busy, and
+/// hands over the guard when it is free.
+pub async fn try_lock_reports_holder_ttl<H: Harness>() {
+    let server = server();
+    let (a, b) = (H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect"));
+    let ttl = Duration::from_secs(5);
+    let guard = lock_with::<H>(&a, KEY, options(ttl, false), PATIENCE).await.expect("lock");
+    match H::try_lock_report(&b, KEY).await.expect("try_lock_report") {
+        TryLock::Busy { holder_ttl: Some(left) } => {
+            assert!(left <= ttl && left + SLACK > ttl, "the holder's lease has {left:?} of {ttl:?} left")
+        }
+        other => panic!("expected busy with the holder's ttl, got {other:?}"),
+    }
+    assert!(H::release(guard).await.expect("release").was_held());
+    let free = H::try_lock_report(&b, KEY).await.expect("try_lock_report");
+    let TryLock::Acquired(guard) = free else { panic!("a free lock was reported busy: {free:?}") };
+    assert!(H::release(guard).await.expect("release").was_held());
+    assert_clean(&server, &[]);
+}
+
+/// The guard's owner token is the value stored in the key; its loss signal, moved into
+/// another task, fires when the key is deleted behind the holder's back (not owner) and when
+/// the lease expires without renewal; once the lock is released it ends without a reason.
+pub async fn loss_signal_moves_to_another_task<H: Harness>() {
+    let server = server();
+    let client = H::connect(&server.url()).await.expect("connect");
+    let mut conn = admin(&server);
+
+    let ttl = Duration::from_millis(900);
+    let guard = lock_with::<H>(&client, KEY, options(ttl, true), PATIENCE).await.expect("lock");
+    let token = H::token(&guard);
+    assert_eq!(token.len(), 32, "{token:?}");
+    assert_eq!(get(&mut conn, KEY).as_deref(), Some(token.as_str()), "the token is not the key's value");
+    let watcher = H::watch_loss(&guard, 2 * ttl);
+    del(&mut conn, KEY);
+    assert_eq!(watcher.await, Some(LostReason::NotOwner), "the moved signal did not fire on deletion");
+    assert!(!H::release(guard).await.expect("release").was_held());
+
+    let ttl = Duration::from_millis(300);
+    let guard = lock_with::<H>(&client, KEY, options(ttl, false), PATIENCE).await.expect("lock");
+    let watcher = H::watch_loss(&guard, 2 * ttl + SLACK);
+    assert_eq!(watcher.await, Some(LostReason::Expired), "the moved signal did not fire on expiry");
+    assert!(!H::is_valid(&guard));
+    // Validity ends a little before the key does (drift allowance): wait for the server.
+    wait_until("the unrenewed key expires", PATIENCE, || !exists(&mut conn, KEY));
+    assert!(!H::release(guard).await.expect("release").was_held());
+
+    let guard = H::lock_timeout(&client, KEY, PATIENCE).await.expect("lock");
+    let watcher = H::watch_loss(&guard, PATIENCE);
+    let released = Instant::now();
+    assert!(H::release(guard).await.expect("release").was_held());
+    assert_eq!(watcher.await, None, "a released lock's signal fired");
+    assert!(released.elapsed() < SLACK, "the signal outlived its released lock by {:?}", released.elapsed());
+    assert_clean(&server, &[]);
 }

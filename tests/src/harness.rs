@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome};
-use rdlock_driver::{ClientConfig, Error};
+use rdlock_driver::{ClientConfig, Error, TryLock};
 
 /// Work started with [`Harness::spawn`]; awaiting it yields the work's result and
 /// re-raises its panic, if it panicked.
@@ -51,6 +51,9 @@ pub trait Harness: Sized + Send + Sync + 'static {
     async fn lock_timeout(client: &Self::Client, key: &str, timeout: Duration) -> Result<Self::Guard, Error>;
     /// One attempt (`Client::try_lock`).
     async fn try_lock(client: &Self::Client, key: &str) -> Result<Option<Self::Guard>, Error>;
+    /// One attempt that reports the holder's remaining lease when busy
+    /// (`Client::try_lock_report`).
+    async fn try_lock_report(client: &Self::Client, key: &str) -> Result<TryLock<Self::Guard>, Error>;
     /// The general form, with explicit options (`Client::acquire`).
     async fn acquire(
         client: &Self::Client,
@@ -61,6 +64,8 @@ pub trait Harness: Sized + Send + Sync + 'static {
 
     /// Locks the client tracks (`Client::tracked_locks`).
     fn tracked(client: &Self::Client) -> usize;
+    /// The guard's owner token, as stored in the lock key.
+    fn token(guard: &Self::Guard) -> String;
     /// The guard's fencing token.
     fn fence(guard: &Self::Guard) -> u64;
     /// The guard's end of validity.
@@ -73,6 +78,14 @@ pub trait Harness: Sized + Send + Sync + 'static {
     async fn release(guard: Self::Guard) -> Result<ReleaseOutcome, Error>;
     /// The lost-lease signal, waited for at most `limit`; `None` if it did not fire.
     async fn lost_within(guard: &Self::Guard, limit: Duration) -> Option<LostReason>;
+    /// Moves the guard's loss signal into concurrent work (a task, or a thread) that waits
+    /// on it for at most `limit`: the reason, or `None` if it did not fire (or the lock was
+    /// released first).
+    fn watch_loss(guard: &Self::Guard, limit: Duration) -> Task<Option<LostReason>>;
+    /// Polls `n` fresh lost futures once each (dropping each), then one future `n` times with
+    /// a new waker each time; returns the wakers the guard's slot keeps after each run.
+    /// `None` where the adapter has no lost future.
+    async fn churn_lost(guard: &Self::Guard, n: usize) -> Option<(usize, usize)>;
 
     /// Runs `work` concurrently with the caller (a task, or a thread).
     fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T>;

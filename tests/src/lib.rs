@@ -64,6 +64,11 @@ macro_rules! cases {
             calls_return_by_their_deadline_while_the_server_stalls,
             release_after_a_restart_is_not_claimed,
             a_cancelled_caller_strands_no_other_wait,
+            cloned_config_clients_exclude,
+            lost_keeps_one_waker_per_future,
+            zero_timeout_is_one_attempt,
+            try_lock_reports_holder_ttl,
+            loss_signal_moves_to_another_task,
         );
     };
     (@each $harness:ty; $($case:ident),* $(,)?) => {

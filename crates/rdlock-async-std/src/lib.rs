@@ -40,7 +40,12 @@
 use std::future::Future;
 use std::time::Instant;
 
-pub use rdlock_driver::{Acquire, ClientConfig, Confirm, Error, LockOptions, LostReason, ReleaseOutcome};
+// Everything a caller names: options, errors (to match them without depending on the
+// core), the loss signal, and the `redis` crate that `Client::redis` and `Client::connect` use.
+pub use rdlock_driver::{
+    Acquire, ClientConfig, Confirm, EntropyUnavailable, Error, InvalidInput, LockError, LockOptions, LossSignal,
+    LostReason, MAX_TTL, MIN_TTL, ReleaseOutcome, ServerError, TransportError, redis,
+};
 
 /// The async-io runtime (async-std, smol), as the driver sees it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -70,3 +75,5 @@ pub type Client = rdlock_driver::Client<AsyncStd>;
 pub type Guard = rdlock_driver::Guard<AsyncStd>;
 /// Options for one acquisition on async-io (async-std, smol).
 pub type LockBuilder<'a> = rdlock_driver::LockBuilder<'a, AsyncStd>;
+/// The answer to a single attempt on async-io (async-std, smol) ([`Client::try_lock_report`]).
+pub type TryLock = rdlock_driver::TryLock<Guard>;

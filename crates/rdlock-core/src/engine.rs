@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::command::{Command, Request, RequestId, Route, Transmit};
-use crate::error::{InvalidInput, LockError, Misuse};
+use crate::error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
 use crate::event::{Event, LostReason, ReleaseOutcome};
 use crate::keys::{LockKeys, slot};
 use crate::options::{Acquire, Confirm, LockOptions};
@@ -44,8 +44,6 @@ pub struct LockId(pub u64);
 /// Settings shared by every lock of an engine.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Seeds owner tokens and jitter. Drivers draw it from the operating system; tests fix it.
-    pub seed: u64,
     /// The server is a cluster: batched renewals only group keys of one hash slot.
     pub cluster: bool,
     /// How long an idle channel stays subscribed.
@@ -63,7 +61,6 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            seed: 0,
             cluster: false,
             subscription_linger: Duration::from_secs(5),
             max_renew_batch: 512,
@@ -228,10 +225,27 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A new engine with no locks.
-    pub fn new(config: EngineConfig) -> Self {
+    /// A new engine with no locks, its owner tokens drawn from a generator seeded with 256
+    /// bits from the operating system now: every engine has its own token sequence, whatever
+    /// configuration it was made from.
+    ///
+    /// # Errors
+    ///
+    /// [`EntropyUnavailable`] when the operating system cannot supply random bytes.
+    pub fn new(config: EngineConfig) -> Result<Self, EntropyUnavailable> {
+        Ok(Self::with_rng(config, Rng::from_os()?))
+    }
+
+    /// FOR TESTS ONLY: an engine whose owner tokens and jitter come from `seed`, so that a
+    /// test or simulation replays exactly. Engines with the same seed draw the same tokens
+    /// and would confirm each other's locks: never use it against a shared server.
+    pub fn with_test_seed(config: EngineConfig, seed: u64) -> Self {
+        Self::with_rng(config, Rng::from_test_seed(seed))
+    }
+
+    fn with_rng(config: EngineConfig, rng: Rng) -> Self {
         Self {
-            rng: Rng::new(config.seed),
+            rng,
             subs: Subscriptions::new(config.subscription_linger),
             config,
             next_lock: 0,
@@ -348,6 +362,12 @@ impl Engine {
             State::Held(h) => LockInfo { fence: Some(h.fence), valid_until: Some(h.valid_until), lost: h.lost },
             _ => LockInfo { fence: None, valid_until: None, lost: None },
         })
+    }
+
+    /// The lock's owner token as stored in its key (32 lowercase hex digits), so that an
+    /// operator can map a key's value to its holder.
+    pub fn owner_token(&self, id: LockId) -> Option<String> {
+        self.locks.get(&id).map(|l| hex(l.token))
     }
 
     /// Locks the engine is tracking (held, waiting, or being released).

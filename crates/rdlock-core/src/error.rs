@@ -106,3 +106,9 @@ impl LockError {
         }
     }
 }
+
+/// The operating system could not supply the random bits an engine seeds its owner tokens
+/// with; no engine is made without them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the operating system's random source failed: {0}")]
+pub struct EntropyUnavailable(pub String);

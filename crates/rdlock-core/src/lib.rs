@@ -1,9 +1,11 @@
 //! # rdlock-core: the sans-IO state machine of rdlock's Redis locks
 //!
 //! This crate decides everything about a lock and does nothing itself: it opens no socket,
-//! reads no clock, sleeps nowhere and spawns nothing. Time comes in as `now` arguments,
-//! Redis commands go out as typed [`Transmit`]s, replies come back as the core's own
-//! [`Reply`] type, and outcomes leave as [`Event`]s. The runtime adapters (`rdlock-tokio`,
+//! reads no clock, sleeps nowhere and spawns nothing (its one contact with the system: an
+//! [`Engine`] seeds its owner tokens from the operating system's random source when it is
+//! created). Time comes in as `now` arguments, Redis commands go out as typed
+//! [`Transmit`]s, replies come back as the core's own [`Reply`] type, and outcomes leave as
+//! [`Event`]s. The runtime adapters (`rdlock-tokio`,
 //! `rdlock-async-std`, `rdlock-blocking`) drive it; so can any executor of your own.
 //!
 //! ## The contract
@@ -30,7 +32,7 @@
 //! # use std::time::Instant;
 //! # use rdlock_core::*;
 //! # fn send(_: &Request) -> Result<Vec<Reply>, TransportError> { Err(TransportError::Timeout) }
-//! let mut engine = Engine::new(EngineConfig { seed: 42, ..EngineConfig::default() });
+//! let mut engine = Engine::new(EngineConfig::default())?; // seeded from the OS
 //! let id = engine.acquire("orders", LockOptions::default(), Acquire::Wait { deadline: None }, Instant::now())?;
 //! loop {
 //!     while let Some(t) = engine.poll_transmit() {
@@ -55,7 +57,8 @@
 //!
 //! ## The protocol
 //!
-//! The lock key is the user's key verbatim, holding a 128-bit owner token (the layout of
+//! The lock key is the user's key verbatim, holding a 128-bit owner token (drawn from a
+//! generator each engine seeds with 256 bits from the operating system when it is created) (the layout of
 //! the common single-instance locks of other languages). Its fence counter, wait queue and
 //! hand-off channel carry the key as a hash tag ([`LockKeys`]). Acquisition is one script
 //! call that takes the lock (bumping the fence), confirms an earlier take of ours
@@ -81,7 +84,7 @@ mod token;
 
 pub use command::{Command, Request, RequestId, Route, Transmit};
 pub use engine::{Engine, EngineConfig, FENCE_TTL, LockId, LockInfo};
-pub use error::{InvalidInput, LockError, Misuse};
+pub use error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
 pub use event::{Event, LostReason, ReleaseOutcome};
 pub use keys::{LockKeys, MAX_KEY_LEN, hash_tag, slot};
 pub use options::{Acquire, Confirm, LockOptions, MAX_POLL_CAP, MAX_TTL, MIN_TTL};

@@ -1,13 +1,42 @@
-//! Owner tokens and the core's seeded randomness.
+//! Owner tokens and the core's randomness.
 
-/// A seeded generator (xoshiro256**): the core never draws entropy itself, so a run is
-/// reproducible from its seed. Drivers seed it from the operating system.
+use crate::error::EntropyUnavailable;
+
+/// The generator of owner tokens and jitter (xoshiro256**, 256 bits of state).
+///
+/// An engine seeds its own from the operating system when it is created
+/// ([`Rng::from_os`]), so that no two engines (two clients, two processes, two copies of one
+/// configuration) share a token sequence. [`Rng::from_test_seed`] exists for reproducible
+/// tests and simulations only: tokens drawn from it are predictable.
 #[derive(Clone, Debug)]
 pub struct Rng([u64; 4]);
 
 impl Rng {
-    /// A generator from a 64-bit seed (expanded with splitmix64).
-    pub fn new(seed: u64) -> Self {
+    /// A generator whose 256 bits of state come from the operating system's random source.
+    ///
+    /// # Errors
+    ///
+    /// [`EntropyUnavailable`] when the operating system cannot supply random bytes.
+    pub fn from_os() -> Result<Self, EntropyUnavailable> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| EntropyUnavailable(e.to_string()))?;
+        let mut state = [0u64; 4];
+        for (word, chunk) in state.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            *word = u64::from_le_bytes(b);
+        }
+        if state == [0; 4] {
+            // The one state xoshiro cannot leave; 2^-256 likely, but never worth a stuck generator.
+            state[0] = 1;
+        }
+        Ok(Self(state))
+    }
+
+    /// FOR TESTS ONLY: a generator from a 64-bit seed (expanded with splitmix64), so that a
+    /// test or simulation replays exactly. Its tokens are predictable and shared by every
+    /// generator with the same seed: never use it for locks other processes contend for.
+    pub fn from_test_seed(seed: u64) -> Self {
         let mut x = seed;
         let mut next = || {
             x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -64,12 +93,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_are_128_bit_hex_and_reproducible() {
-        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+    fn test_seeded_tokens_are_128_bit_hex_and_reproducible() {
+        let (mut a, mut b) = (Rng::from_test_seed(7), Rng::from_test_seed(7));
         let t = a.token();
         assert_eq!(t.len(), 32);
         assert!(t.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(t, b.token());
         assert_ne!(a.token(), t);
+    }
+
+    #[test]
+    fn os_seeded_generators_differ() {
+        let (Ok(mut a), Ok(mut b)) = (Rng::from_os(), Rng::from_os()) else { return };
+        assert_ne!(a.token(), b.token(), "two generators seeded from the OS drew the same token");
     }
 }

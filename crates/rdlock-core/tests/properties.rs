@@ -389,7 +389,6 @@ proptest! {
         ops in prop::collection::vec(op(), 1..80),
     ) {
         let config = EngineConfig {
-            seed,
             cluster,
             max_renew_batch: batch,
             replica_count_max_age: Duration::from_millis(50),
@@ -398,7 +397,7 @@ proptest! {
         };
         #[allow(clippy::disallowed_methods)] // the test's one clock reading; time then moves by hand
         let now = Instant::now();
-        let mut h = Harness { e: Engine::new(config), now, locks: BTreeMap::new(), by_key: BTreeMap::new(), pending: Vec::new(), next_key: 0 };
+        let mut h = Harness { e: Engine::with_test_seed(config, seed), now, locks: BTreeMap::new(), by_key: BTreeMap::new(), pending: Vec::new(), next_key: 0 };
         for op in ops {
             h.step(op)?;
         }

@@ -30,13 +30,13 @@ struct H {
 
 impl H {
     fn new() -> Self {
-        Self::with(EngineConfig { seed: 7, ..EngineConfig::default() })
+        Self::with(EngineConfig::default())
     }
 
     fn with(config: EngineConfig) -> Self {
         #[allow(clippy::disallowed_methods)] // the test's one clock reading; time then moves by hand
         let t0 = Instant::now();
-        Self { e: Engine::new(config), t0, now: t0, subs: Vec::new() }
+        Self { e: Engine::with_test_seed(config, 7), t0, now: t0, subs: Vec::new() }
     }
 
     fn advance(&mut self, d: Duration) {
@@ -406,7 +406,7 @@ fn abandon_while_counting_replicas_reports_nothing() {
 
 #[test]
 fn a_queued_wait_that_fails_while_recounting_leaves_the_queue() {
-    let config = EngineConfig { seed: 7, replica_count_max_age: ms(10), ..EngineConfig::default() };
+    let config = EngineConfig { replica_count_max_age: ms(10), ..EngineConfig::default() };
     let mut h = H::with(config);
     let o = LockOptions { confirm: Confirm::All { timeout: ms(5) }, poll_cap: ms(50), ..opts(1000) };
     h.acquire("orders", o, Acquire::Wait { deadline: None });
@@ -445,7 +445,7 @@ fn renewals_are_batched_into_one_script() {
 
 #[test]
 fn renewal_batches_are_capped() {
-    let mut h = H::with(EngineConfig { seed: 7, max_renew_batch: 2, ..EngineConfig::default() });
+    let mut h = H::with(EngineConfig { max_renew_batch: 2, ..EngineConfig::default() });
     let o = LockOptions { auto_renew: true, ..opts(300) };
     for k in ["a", "b", "c"] {
         h.held(k, o);

@@ -3,11 +3,13 @@
 //! caller, and the lock builder's options.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Engine, Event, LockId, LockOptions, LostReason, ReleaseOutcome, Request, Transmit};
+use rdlock_core::{Acquire, Engine, Event, LockId, LockOptions, LostReason, ReleaseOutcome, Request, Transmit};
 
 use crate::error::Error;
+use crate::loss::LossCell;
 
 /// The events of one lock, waiting for the handle that awaits them.
 #[derive(Debug, Default)]
@@ -15,23 +17,29 @@ pub(crate) struct Events {
     queue: VecDeque<Event>,
     /// Set once the lease is lost.
     pub(crate) lost: Option<LostReason>,
+    /// The lock's loss signal, shared with its guard and the guard's `LossSignal`s; it
+    /// ends when this slot goes (the lock released or its guard dropped).
+    pub(crate) loss: Arc<LossCell>,
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.loss.end();
+    }
 }
 
 impl Events {
-    /// Records an event; true when it reports the lease lost.
-    fn push(&mut self, event: Event) -> bool {
-        let lost = if let Event::Lost { reason } = event {
+    /// Records an event (a lost lease also fires the loss signal).
+    fn push(&mut self, event: Event) {
+        if let Event::Lost { reason } = event {
             self.lost = Some(reason);
-            true
-        } else {
-            false
-        };
+            self.loss.set_lost(reason);
+        }
         if matches!(event, Event::Renewed { .. }) {
             // Only the latest renewal matters to anyone waiting for one.
             self.forget_renewals();
         }
         self.queue.push_back(event);
-        lost
     }
 
     /// The next event `wanted` accepts, dropping the others before it.
@@ -65,8 +73,28 @@ pub(crate) struct Shared<S> {
 }
 
 impl<S: Slot> Shared<S> {
-    pub(crate) fn new(config: &crate::ClientConfig) -> Self {
-        Self { engine: Engine::new(config.engine.clone()), slots: HashMap::new(), timer_wake: None }
+    /// A fresh engine, seeded from the operating system (never from the configuration).
+    pub(crate) fn new(config: &crate::ClientConfig) -> Result<Self, Error> {
+        Ok(Self { engine: Engine::new(config.engine.clone())?, slots: HashMap::new(), timer_wake: None })
+    }
+
+    /// Starts acquiring `key` and gives the lock a slot for its events.
+    pub(crate) fn start_acquire(
+        &mut self,
+        key: &str,
+        options: LockOptions,
+        how: Acquire,
+        now: Instant,
+    ) -> Result<Started, Error>
+    where
+        S: Default,
+    {
+        let id = self.engine.acquire(key, options, how, now)?;
+        let mut slot = S::default();
+        let loss = slot.events().loss.clone();
+        self.slots.insert(id, slot);
+        let token = self.engine.owner_token(id).unwrap_or_default();
+        Ok(Started { id, token, loss })
     }
 
     /// Drains the engine after an input: events go to their locks' slots (waking their
@@ -79,12 +107,20 @@ impl<S: Slot> Shared<S> {
     }
 }
 
+/// A lock whose acquisition has started: what its guard will need.
+pub(crate) struct Started {
+    pub(crate) id: LockId,
+    /// The owner token, as stored in the lock key.
+    pub(crate) token: String,
+    pub(crate) loss: Arc<LossCell>,
+}
+
 /// A lock's slot in a driver: its events, plus however its waiter is woken.
 pub(crate) trait Slot {
     /// The slot's events.
     fn events(&mut self) -> &mut Events;
-    /// An event arrived (`lost`: it reported the lease lost): wake whoever waits.
-    fn wake(&mut self, lost: bool);
+    /// An event arrived: wake whoever waits for the next one.
+    fn wake(&mut self);
 }
 
 fn drain<S: Slot>(engine: &mut Engine, slots: &mut HashMap<LockId, S>) -> (Vec<Request>, Vec<Transmit>) {
@@ -98,21 +134,38 @@ fn drain<S: Slot>(engine: &mut Engine, slots: &mut HashMap<LockId, S>) -> (Vec<R
     }
     while let Some((id, event)) = engine.poll_event() {
         if let Some(slot) = slots.get_mut(&id) {
-            let lost = slot.events().push(event);
-            slot.wake(lost);
+            slot.events().push(event);
+            slot.wake();
         }
     }
     (requests, pubsub)
 }
 
-/// The answer to an acquisition: the fence and validity, `None` for a busy try, or why not.
-pub(crate) fn acquired(event: Option<Event>) -> Result<Option<(u64, Instant)>, Error> {
+/// How to make an acquisition: a wait whose deadline has already come is one attempt
+/// (`true`: a busy lock then answers [`Error::TimedOut`]), like `try_lock`.
+pub(crate) fn attempt(how: Acquire, now: Instant) -> (Acquire, bool) {
+    match how {
+        Acquire::Wait { deadline: Some(d) } if d <= now => (Acquire::Try, true),
+        how => (how, false),
+    }
+}
+
+/// A successful acquisition's answer: held with this fence and validity, or busy.
+pub(crate) enum Answer {
+    Acquired { fence: u64, valid_until: Instant },
+    Busy { holder_ttl: Option<Duration> },
+}
+
+/// The answer to an acquisition, or why it failed; `timed` (a wait out of time, made as one
+/// attempt) turns busy into [`Error::TimedOut`].
+pub(crate) fn acquired(event: Option<Event>, timed: bool) -> Result<Answer, Error> {
     match event {
         Some(Event::Acquired { fence, valid_until }) => {
             tracing::debug!(fence, "acquired");
-            Ok(Some((fence, valid_until)))
+            Ok(Answer::Acquired { fence, valid_until })
         }
-        Some(Event::Busy { .. }) => Ok(None),
+        Some(Event::Busy { .. }) if timed => Err(Error::TimedOut),
+        Some(Event::Busy { holder_ttl }) => Ok(Answer::Busy { holder_ttl }),
         Some(Event::TimedOut) => Err(Error::TimedOut),
         Some(Event::ReplicationShortfall { acked, wanted }) => Err(Error::ReplicationShortfall { acked, wanted }),
         Some(Event::Failed(e)) => Err(Error::Lock(e)),

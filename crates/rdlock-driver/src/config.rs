@@ -1,11 +1,25 @@
 //! Client settings, shared by the async and the blocking driver.
 
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use rdlock_core::{EngineConfig, LockOptions};
 
-/// Settings of a client.
+/// Settings of a client. It holds no randomness, so one configuration (or copies of it) can
+/// build any number of clients; each draws its own owner tokens.
+///
+/// ```
+/// use std::time::Duration;
+/// use rdlock_driver::{ClientConfig, LockOptions};
+///
+/// let config = ClientConfig {
+///     // Locks taken without explicit options: a 10 s lease, renewed while held.
+///     defaults: LockOptions { ttl: Duration::from_secs(10), ..LockOptions::default() },
+///     response_timeout: Duration::from_secs(1),
+///     ..ClientConfig::default()
+/// };
+/// // With an adapter: `rdlock_tokio::Client::connect(redis::Client::open(url)?, config.clone())`.
+/// assert_eq!(config.defaults.ttl, Duration::from_secs(10));
+/// ```
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Options of locks taken without explicit ones.
@@ -14,7 +28,9 @@ pub struct ClientConfig {
     pub response_timeout: Duration,
     /// Longest wait for a connection.
     pub connection_timeout: Duration,
-    /// Engine settings; the seed is drawn afresh for each client.
+    /// Engine settings. They hold no randomness: each client's engine seeds its owner
+    /// tokens from the operating system when the client is made, so clients built from
+    /// copies of one configuration never share tokens.
     pub engine: EngineConfig,
 }
 
@@ -24,15 +40,7 @@ impl Default for ClientConfig {
             defaults: LockOptions::default(),
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(2),
-            engine: EngineConfig { seed: random_seed(), ..EngineConfig::default() },
+            engine: EngineConfig::default(),
         }
     }
-}
-
-/// A seed for owner tokens, different in every process and every call.
-pub fn random_seed() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
-    h.finish()
 }

@@ -1,8 +1,24 @@
 //! The error of the lock API, shared by every adapter.
 
-use rdlock_core::{InvalidInput, LockError};
+use rdlock_core::{EntropyUnavailable, InvalidInput, LockError};
 
-/// Why a lock operation did not succeed.
+/// Why a lock operation did not succeed. The inner types ([`InvalidInput`], [`LockError`],
+/// and through it `ServerError` and `TransportError`) are re-exported by every adapter.
+///
+/// ```
+/// use rdlock_driver::{Error, InvalidInput, LockError};
+///
+/// fn advice(e: &Error) -> &'static str {
+///     match e {
+///         Error::TimedOut => "busy: try later",
+///         Error::InvalidInput(InvalidInput::TtlOutOfRange { .. }) => "pick a ttl from 10 ms to 24 h",
+///         Error::Lock(LockError::Server(s)) if s.code == "WRONGTYPE" => "the key holds another type",
+///         Error::Lock(e) if e.is_retryable() => "try again",
+///         _ => "give up",
+///     }
+/// }
+/// assert_eq!(advice(&Error::TimedOut), "busy: try later");
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request was invalid (empty key, TTL out of range, ...); nothing was sent.
@@ -28,6 +44,10 @@ pub enum Error {
     /// A connection could not be made.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The operating system could not supply the random bits a client's owner tokens are
+    /// drawn from; no client was made.
+    #[error(transparent)]
+    Entropy(#[from] EntropyUnavailable),
     /// The client shut down.
     #[error("the client is closed")]
     Closed,

@@ -7,13 +7,15 @@
 //! - [`Client`] and [`Guard`]: the async lock API, generic over the runtime, with one
 //!   background task per client for timers (renewals, polls, lost signals) and one for the
 //!   shared pub/sub connection;
-//! - [`blocking`]: the same API on plain threads.
+//! - [`blocking`]: the same API on plain threads;
+//! - [`LossSignal`], [`TryLock`]: an owned lost-lease signal, and a single attempt's answer.
 //!
 //! Users pick an adapter crate (`rdlock-tokio`, `rdlock-async-std`, `rdlock-blocking`),
 //! which names the runtime and re-exports these types.
 
 #![warn(missing_docs)]
 
+mod attempt;
 pub mod blocking;
 #[cfg(feature = "async")]
 mod client;
@@ -21,6 +23,7 @@ mod common;
 mod config;
 pub mod convert;
 mod error;
+mod loss;
 #[cfg(feature = "async")]
 mod runtime;
 #[cfg(feature = "async")]
@@ -30,10 +33,20 @@ mod signal;
 #[cfg(feature = "async")]
 mod tasks;
 
+pub use attempt::TryLock;
 #[cfg(feature = "async")]
 pub use client::{Client, Guard, LockBuilder};
-pub use config::{ClientConfig, random_seed};
+pub use config::ClientConfig;
 pub use error::Error;
-pub use rdlock_core::{Acquire, Confirm, LockOptions, LostReason, ReleaseOutcome};
+pub use loss::LossSignal;
+// The core's types a caller meets: options, and the errors inside `Error`, so that callers
+// can match them without depending on `rdlock-core`.
+pub use rdlock_core::{
+    Acquire, Confirm, EntropyUnavailable, InvalidInput, LockError, LockOptions, LostReason, MAX_TTL, MIN_TTL,
+    ReleaseOutcome, ServerError, TransportError,
+};
+/// The `redis` crate this driver is built on: [`Client::redis`] returns its client, and
+/// [`Client::connect`] takes one.
+pub use redis;
 #[cfg(feature = "async")]
 pub use runtime::Runtime;

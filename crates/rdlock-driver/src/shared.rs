@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Command, Event, LockId, LostReason, Reply, Request, Route, Script, Transmit, TransportError};
+use rdlock_core::{Command, Event, LockId, Reply, Request, Route, Script, Transmit, TransportError};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
@@ -21,12 +21,12 @@ use crate::convert::{self, Eval};
 use crate::runtime::{Runtime, timeout};
 use crate::signal::Signal;
 
-/// A lock's events and the tasks waiting for them.
+/// A lock's events and the task waiting for them (lost-lease waiters wait on the events'
+/// loss signal).
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
     pub(crate) events: Events,
     waker: Option<Waker>,
-    lost_wakers: Vec<Waker>,
 }
 
 impl common::Slot for Slot {
@@ -34,10 +34,7 @@ impl common::Slot for Slot {
         &mut self.events
     }
 
-    fn wake(&mut self, lost: bool) {
-        if lost {
-            self.lost_wakers.drain(..).for_each(Waker::wake);
-        }
+    fn wake(&mut self) {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
@@ -85,10 +82,10 @@ pub(crate) struct Inner<R> {
 }
 
 impl<R: Runtime> Inner<R> {
-    pub(crate) fn new(redis: redis::Client, config: ClientConfig) -> Self {
-        Self {
+    pub(crate) fn new(redis: redis::Client, config: ClientConfig) -> Result<Self, crate::Error> {
+        Ok(Self {
             redis,
-            state: Mutex::new(Shared::new(&config)),
+            state: Mutex::new(Shared::new(&config)?),
             config,
             commands: Conn::default(),
             confirm: Conn::default(),
@@ -99,7 +96,7 @@ impl<R: Runtime> Inner<R> {
             driver_signal: Signal::default(),
             closed: AtomicBool::new(false),
             _runtime: PhantomData,
-        }
+        })
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, Shared> {
@@ -132,23 +129,6 @@ impl<R: Runtime> Inner<R> {
             self.driver_signal.notify();
         }
         (out, requests)
-    }
-
-    /// Waits until the lease of `id` is lost.
-    pub(crate) async fn lost(&self, id: LockId) -> LostReason {
-        poll_fn(|cx| {
-            let mut st = self.state();
-            match st.slots.get_mut(&id) {
-                Some(Slot { events: Events { lost: Some(r), .. }, .. }) => Poll::Ready(*r),
-                Some(slot) => {
-                    slot.lost_wakers.push(cx.waker().clone());
-                    Poll::Pending
-                }
-                // Released: nothing left to lose.
-                None => Poll::Pending,
-            }
-        })
-        .await
     }
 
     /// Sends requests one after another, feeding each reply back and sending what follows.

@@ -13,7 +13,7 @@ pub struct Rng(rdlock_core::Rng);
 impl Rng {
     /// A generator from `seed`.
     pub fn new(seed: u64) -> Self {
-        Self(rdlock_core::Rng::new(seed))
+        Self(rdlock_core::Rng::from_test_seed(seed))
     }
 
     /// The seed of test `name`: `$RDLOCK_FAULT_SEED` if set, else drawn from the clock.

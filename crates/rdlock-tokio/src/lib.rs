@@ -25,7 +25,12 @@
 use std::future::Future;
 use std::time::Instant;
 
-pub use rdlock_driver::{Acquire, ClientConfig, Confirm, Error, LockOptions, LostReason, ReleaseOutcome};
+// Everything a caller names: options, errors (to match them without depending on the
+// core), the loss signal, and the `redis` crate that `Client::redis` and `Client::connect` use.
+pub use rdlock_driver::{
+    Acquire, ClientConfig, Confirm, EntropyUnavailable, Error, InvalidInput, LockError, LockOptions, LossSignal,
+    LostReason, MAX_TTL, MIN_TTL, ReleaseOutcome, ServerError, TransportError, redis,
+};
 
 /// The tokio runtime, as the driver sees it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -51,3 +56,10 @@ pub type Client = rdlock_driver::Client<Tokio>;
 pub type Guard = rdlock_driver::Guard<Tokio>;
 /// Options for one acquisition on tokio.
 pub type LockBuilder<'a> = rdlock_driver::LockBuilder<'a, Tokio>;
+/// The answer to a single attempt on tokio ([`Client::try_lock_report`]).
+pub type TryLock = rdlock_driver::TryLock<Guard>;
+
+/// The workspace README's tour, compiled with the doctests so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeTour;

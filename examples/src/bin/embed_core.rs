@@ -30,7 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut pubsub = pubsub_conn.as_pubsub();
 
     let start = Instant::now();
-    let mut engine = Engine::new(EngineConfig { seed: rdlock_driver::random_seed(), ..EngineConfig::default() });
+    // Seeds its owner tokens from the operating system.
+    let mut engine = Engine::new(EngineConfig::default())?;
     let options = LockOptions { ttl: Duration::from_secs(5), ..LockOptions::default() };
     let first = engine.acquire("embedded", options, Acquire::Wait { deadline: None }, start)?;
     let second =

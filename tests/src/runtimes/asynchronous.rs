@@ -5,12 +5,12 @@ use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
 use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome};
-use rdlock_driver::{Client, ClientConfig, Error, Guard, Runtime};
+use rdlock_driver::{Client, ClientConfig, Error, Guard, Runtime, TryLock};
 
 use crate::harness::{Harness, Task};
 
@@ -75,6 +75,10 @@ impl<E: Executor> Harness for Async<E> {
         client.try_lock(key).await
     }
 
+    async fn try_lock_report(client: &Self::Client, key: &str) -> Result<TryLock<Self::Guard>, Error> {
+        client.try_lock_report(key).await
+    }
+
     async fn acquire(
         client: &Self::Client,
         key: &str,
@@ -86,6 +90,10 @@ impl<E: Executor> Harness for Async<E> {
 
     fn tracked(client: &Self::Client) -> usize {
         client.tracked_locks()
+    }
+
+    fn token(guard: &Self::Guard) -> String {
+        guard.token().to_owned()
     }
 
     fn fence(guard: &Self::Guard) -> u64 {
@@ -118,6 +126,36 @@ impl<E: Executor> Harness for Async<E> {
             .await
     }
 
+    fn watch_loss(guard: &Self::Guard, limit: Duration) -> Task<Option<LostReason>> {
+        let signal = guard.loss_signal();
+        let deadline = Instant::now() + limit;
+        Self::spawn(async move {
+            signal
+                .lost()
+                .or(async {
+                    E::Runtime::sleep_until(deadline).await;
+                    None
+                })
+                .await
+        })
+    }
+
+    async fn churn_lost(guard: &Self::Guard, n: usize) -> Option<(usize, usize)> {
+        let waker = || Waker::from(Arc::new(Noop));
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..n {
+            let mut lost = std::pin::pin!(guard.lost());
+            let _ = lost.as_mut().poll(&mut Context::from_waker(&waker()));
+        }
+        let fresh = guard.lost_waker_count();
+        let mut lost = std::pin::pin!(guard.lost());
+        for _ in 0..n {
+            let _ = lost.as_mut().poll(&mut Context::from_waker(&waker()));
+        }
+        let _ = lost.as_mut().poll(&mut cx);
+        Some((fresh, guard.lost_waker_count()))
+    }
+
     fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T> {
         let slot = Arc::new(Mutex::new(Outcome::<T> { value: None, gone: false, waker: None }));
         let sender = Sender(slot.clone());
@@ -143,6 +181,13 @@ impl<E: Executor> Harness for Async<E> {
     async fn sleep(duration: Duration) {
         E::Runtime::sleep_until(Instant::now() + duration).await;
     }
+}
+
+/// A waker that does nothing; each is a distinct allocation, as a real task's may be.
+struct Noop;
+
+impl Wake for Noop {
+    fn wake(self: Arc<Self>) {}
 }
 
 /// What a spawned task left for the one awaiting it.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future::block_on;
 use rdlock_blocking::{Client, Guard};
 use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome};
-use rdlock_driver::{ClientConfig, Error};
+use rdlock_driver::{ClientConfig, Error, TryLock};
 
 use crate::harness::{Harness, Task};
 
@@ -71,6 +71,10 @@ impl Harness for Blocking {
         client.try_lock(key)
     }
 
+    async fn try_lock_report(client: &Self::Client, key: &str) -> Result<TryLock<Self::Guard>, Error> {
+        client.try_lock_report(key)
+    }
+
     async fn acquire(
         client: &Self::Client,
         key: &str,
@@ -82,6 +86,10 @@ impl Harness for Blocking {
 
     fn tracked(client: &Self::Client) -> usize {
         client.tracked_locks()
+    }
+
+    fn token(guard: &Self::Guard) -> String {
+        guard.token().to_owned()
     }
 
     fn fence(guard: &Self::Guard) -> u64 {
@@ -106,6 +114,16 @@ impl Harness for Blocking {
 
     async fn lost_within(guard: &Self::Guard, limit: Duration) -> Option<LostReason> {
         guard.wait_lost(limit)
+    }
+
+    fn watch_loss(guard: &Self::Guard, limit: Duration) -> Task<Option<LostReason>> {
+        let signal = guard.loss_signal();
+        Self::spawn(async move { signal.wait(limit) })
+    }
+
+    async fn churn_lost(_guard: &Self::Guard, _n: usize) -> Option<(usize, usize)> {
+        // A blocking wait registers no waker.
+        None
     }
 
     fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T> {

@@ -34,7 +34,8 @@ impl Locker for Raw {
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
         let conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
-        Ok(Self { conn, seed: rdlock_driver::random_seed(), next: AtomicU64::new(0) })
+        // A per-client prefix from the OS, so that two clients never share a token.
+        Ok(Self { conn, seed: getrandom::u64()?, next: AtomicU64::new(0) })
     }
 
     async fn lock(&self, key: &str, spec: Spec) -> Result<RawGuard, BoxError> {

@@ -8,7 +8,7 @@ pub struct Dice(Rng);
 
 impl Dice {
     pub fn new(seed: u64) -> Self {
-        Self(Rng::new(seed))
+        Self(Rng::from_test_seed(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {

@@ -169,8 +169,8 @@ impl World {
         }
         let clients = (0..sc.clients)
             .map(|i| {
+                let seed = sc.seed.wrapping_mul(31).wrapping_add(i as u64);
                 let config = EngineConfig {
-                    seed: sc.seed.wrapping_mul(31).wrapping_add(i as u64),
                     cluster: dice.chance(0.3),
                     subscription_linger: Duration::from_millis(dice.range(10, 500)),
                     max_renew_batch: dice.range(1, 4) as usize,
@@ -178,7 +178,7 @@ impl World {
                     ..EngineConfig::default()
                 };
                 Client {
-                    engine: Engine::new(config),
+                    engine: Engine::with_test_seed(config, seed),
                     alive: true,
                     paused: false,
                     inbox: VecDeque::new(),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Command, Event, LockId, LostReason, Reply, Request, Route, Script, Transmit, TransportError};
+use rdlock_core::{Command, Event, LockId, Reply, Request, Route, Script, Transmit, TransportError};
 use redis::{Connection, Value};
 
 use crate::common::{self, Events};
@@ -37,7 +37,7 @@ impl common::Slot for Slot {
         &mut self.events
     }
 
-    fn wake(&mut self, _lost: bool) {
+    fn wake(&mut self) {
         self.cond.notify_all();
     }
 }
@@ -93,10 +93,10 @@ pub(super) struct Inner {
 }
 
 impl Inner {
-    pub(super) fn new(redis: redis::Client, config: ClientConfig) -> Self {
-        Self {
+    pub(super) fn new(redis: redis::Client, config: ClientConfig) -> Result<Self, Error> {
+        Ok(Self {
             redis,
-            state: Mutex::new(Shared::new(&config)),
+            state: Mutex::new(Shared::new(&config)?),
             config,
             timer_cond: Condvar::new(),
             commands: Pool::default(),
@@ -106,7 +106,7 @@ impl Inner {
             pubsub: Mutex::new(VecDeque::new()),
             pubsub_cond: Condvar::new(),
             closed: AtomicBool::new(false),
-        }
+        })
     }
 
     pub(super) fn state(&self) -> MutexGuard<'_, Shared> {
@@ -183,23 +183,6 @@ impl Inner {
             }
             let cond = slot.cond.clone();
             st = cond.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    /// Blocks until the lease of `id` is lost, or `until` passes (`None`).
-    pub(super) fn wait_lost(&self, id: LockId, until: Option<Instant>) -> Option<LostReason> {
-        let mut st = self.state();
-        loop {
-            let slot = st.slots.get(&id)?;
-            if slot.events.lost.is_some() {
-                return slot.events.lost;
-            }
-            let cond = slot.cond.clone();
-            st = match until.map(|u| u.saturating_duration_since(Instant::now())) {
-                Some(left) if left.is_zero() => return None,
-                Some(left) => cond.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0,
-                None => cond.wait(st).unwrap_or_else(|e| e.into_inner()),
-            };
         }
     }
 
