@@ -61,6 +61,7 @@ macro_rules! cases {
             bad_input,
             authenticated,
             release_semantics,
+            lookalike_keys_are_distinct_locks,
         );
     };
     (@each $harness:ty; $($case:ident),* $(,)?) => {
