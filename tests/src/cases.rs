@@ -464,7 +464,11 @@ pub async fn bad_input<H: Harness>() {
     assert_invalid("empty key", H::try_lock(&client, "").await, |e| *e == InvalidInput::EmptyKey);
     let lock = H::lock_timeout(&client, "", Duration::from_secs(1)).await.map(Some);
     assert_invalid("empty key (lock)", lock, |e| *e == InvalidInput::EmptyKey);
-    assert_invalid("unsafe key", H::try_lock(&client, "a}b").await, |e| matches!(e, InvalidInput::KeyNotSlotSafe(_)));
+    let reserved = keys(KEY).queue;
+    let refused = H::try_lock(&client, &reserved).await;
+    assert_invalid("a key holding the marker of auxiliary names", refused, |e| {
+        *e == InvalidInput::KeyReserved(reserved.clone())
+    });
     for ttl in [Duration::ZERO, huge] {
         let result = try_with::<H>(&client, KEY, options(ttl, true)).await;
         assert_invalid("ttl", result, |e| matches!(e, InvalidInput::TtlOutOfRange { .. }));
@@ -797,5 +801,60 @@ pub async fn loss_signal_moves_to_another_task<H: Harness>() {
     assert!(H::release(guard).await.expect("release").was_held());
     assert_eq!(watcher.await, None, "a released lock's signal fired");
     assert!(released.elapsed() < SLACK, "the signal outlived its released lock by {:?}", released.elapsed());
+}
+
+// ------------------------------------------------------------------------------ 11
+
+/// Keys that differ only by a hash tag are different locks: nothing one does moves the other.
+/// A holds `coll`, B holds `{coll}`, C waits for `{coll}`; A's release must not hand `coll`
+/// (nor `{coll}`) to C while B holds `{coll}`. C gets `{coll}` from B's release. The same for
+/// `a{b` (no tag) and `{a{b}` (tag `a{b`).
+pub async fn lookalike_keys_are_distinct_locks<H: Harness>() {
+    let server = server();
+    let mut conn = admin(&server);
+    let (a, b, c) = (
+        H::connect(&server.url()).await.expect("connect"),
+        H::connect(&server.url()).await.expect("connect"),
+        H::connect(&server.url()).await.expect("connect"),
+    );
+    for (plain, tagged) in [("coll", "{coll}"), ("a{b", "{a{b}")] {
+        let ga = H::lock_timeout(&a, plain, PATIENCE).await.expect("lock the plain key");
+        let gb = H::lock_timeout(&b, tagged, PATIENCE).await.expect("lock the tagged key");
+        let (held_plain, held_tagged) = (get(&mut conn, plain), get(&mut conn, tagged));
+        assert!(held_plain.is_some() && held_tagged.is_some(), "{plain} and {tagged} are not both held");
+        assert_ne!(held_plain, held_tagged, "{plain} and {tagged} are held by one token");
+        let acquired: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let waiter = {
+            let (c, acquired) = (c.clone(), acquired.clone());
+            H::spawn(async move {
+                let guard = H::lock_timeout(&c, tagged, PATIENCE).await.expect("lock the tagged key");
+                *acquired.lock().expect("acquired") = Some(Instant::now());
+                guard
+            })
+        };
+        wait_for_waiters(&server, tagged, 1, 1);
+        assert!(H::release(ga).await.expect("release").was_held(), "{plain} was A's");
+        // A hand-off takes milliseconds: give a wrong one ample time to show.
+        H::sleep(Duration::from_millis(300)).await;
+        let early = *acquired.lock().expect("acquired");
+        assert!(
+            early.is_none() || !H::is_valid(&gb),
+            "two valid guards on {tagged}: C acquired it by {plain}'s release while B held it"
+        );
+        assert!(early.is_none(), "C acquired {tagged} while B held it");
+        assert!(!exists(&mut conn, plain), "{plain}'s release handed {plain} to {tagged}'s waiter");
+        assert_eq!(get(&mut conn, tagged), held_tagged, "{tagged} changed hands behind B's back");
+        assert!(H::is_valid(&gb));
+        let fence = H::fence(&gb);
+        let released = Instant::now();
+        assert!(H::release(gb).await.expect("release").was_held(), "{tagged} was B's");
+        let gc = waiter.await;
+        let got = acquired.lock().expect("acquired").expect("C acquired");
+        assert!(got >= released, "C acquired {tagged} before B released it");
+        assert!(H::fence(&gc) > fence, "fence of {tagged} did not rise");
+        assert!(H::is_valid(&gc));
+        assert!(!exists(&mut conn, plain));
+        assert!(H::release(gc).await.expect("release").was_held(), "{tagged} was C's");
+    }
     assert_clean(&server, &[]);
 }

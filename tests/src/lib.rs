@@ -69,6 +69,7 @@ macro_rules! cases {
             zero_timeout_is_one_attempt,
             try_lock_reports_holder_ttl,
             loss_signal_moves_to_another_task,
+            lookalike_keys_are_distinct_locks,
         );
     };
     (@each $harness:ty; $($case:ident),* $(,)?) => {

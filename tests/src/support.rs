@@ -78,7 +78,7 @@ fn offence(conn: &mut redis::Connection, key: &str, allowed: &[&str]) -> Option<
     if allowed.contains(&key) {
         return None;
     }
-    if !key.contains(":rdlock:") {
+    if !LockKeys::is_auxiliary(key) {
         return Some(format!("{key:?} (a lock key, or a key nobody expected)"));
     }
     let pttl: i64 = redis::cmd("PTTL").arg(key).query(conn).expect("PTTL");

@@ -411,7 +411,7 @@ impl Engine {
         let Some(token) = parse_hex(token) else { return };
         let (Some(&id), Ok(fence)) = (self.by_token.get(&token), fence.parse::<u64>()) else { return };
         let Some(lock) = self.locks.get_mut(&id) else { return };
-        if LockKeys::channel_of(&lock.key) != channel {
+        if !LockKeys::is_channel_of(&lock.key, channel) {
             return;
         }
         match lock.state {

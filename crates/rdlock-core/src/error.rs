@@ -20,9 +20,10 @@ pub enum InvalidInput {
         /// The limit.
         max: usize,
     },
-    /// The key holds a `}` but no hash tag, so no auxiliary key could share its cluster slot.
-    #[error("the lock key {0:?} has a '}}' but no hash tag; use a key with a tag such as {{name}}")]
-    KeyNotSlotSafe(String),
+    /// The key contains `#rdl`, which marks the names rdlock derives from lock keys: such a
+    /// key could be, or be mistaken for, another lock's fence counter, queue or channel.
+    #[error("the lock key {0:?} contains \"#rdl\", which is reserved for rdlock's auxiliary key and channel names")]
+    KeyReserved(String),
     /// The TTL is zero, too short to leave any validity, or absurdly long.
     #[error("ttl {ttl:?} is outside {min:?}..={max:?}")]
     TtlOutOfRange {

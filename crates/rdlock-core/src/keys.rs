@@ -1,10 +1,52 @@
-//! Where a lock lives: the user's key verbatim, plus auxiliary keys and a channel that share
-//! its cluster hash slot.
+//! Where a lock lives: the user's key verbatim, plus auxiliary keys and a channel whose names
+//! start with the key and share its cluster hash slot (naming layout 2).
+//!
+//! The auxiliary name of role `r` for key `K` is `K ∥ "#rdl:" ∥ r`, followed, when `K` has no
+//! hash tag, by `"#" ∥ F` where `F` is three characters of `[0-9A-Za-z]` chosen so that the
+//! whole name hashes to `K`'s slot. Keys containing `#rdl` are refused, so the first `#rdl`
+//! of a name ends its key: distinct (key, role) pairs never share a name, and no name is a
+//! key. `docs/protocol.md` has the full argument.
+
+use std::sync::OnceLock;
 
 use crate::error::InvalidInput;
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 16 * 1024;
+
+/// The version of the naming layout. Clients of different layouts do not see each other's
+/// locks as the same lock: upgrade all clients of a key together.
+pub const LAYOUT: u32 = 2;
+
+/// The marker that ends the user's key in every auxiliary name; keys containing it are refused.
+pub const MARKER: &str = "#rdl";
+
+/// What an auxiliary name is for. Role names are distinct, non-empty and `[a-z]` only, so no
+/// role can add a hash tag or a second marker to a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Role {
+    /// The fencing-token counter.
+    Fence,
+    /// The FIFO queue of waiters.
+    Queue,
+    /// The pub/sub channel hand-offs are announced on.
+    Channel,
+}
+
+impl Role {
+    /// Every role, in a fixed order.
+    pub const ALL: [Role; 3] = [Role::Fence, Role::Queue, Role::Channel];
+
+    /// The role's name, as it appears at the end of the key's name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Fence => "fence",
+            Role::Queue => "q",
+            Role::Channel => "ch",
+        }
+    }
+}
 
 /// The names of one lock's key, fence counter, wait queue and hand-off channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,42 +62,124 @@ pub struct LockKeys {
 }
 
 impl LockKeys {
-    /// Derives the names for `key`. Auxiliary names carry `{key}` as a hash tag (or the key's
-    /// own tag) so that everything of one lock lives in one cluster slot.
+    /// Derives the names for `key`, or refuses a key that is empty, too long, or contains
+    /// [`MARKER`] (it could equal, or be confused with, another lock's auxiliary name).
     pub fn new(key: &str) -> Result<Self, InvalidInput> {
-        if key.is_empty() {
-            return Err(InvalidInput::EmptyKey);
-        }
-        if key.len() > MAX_KEY_LEN {
-            return Err(InvalidInput::KeyTooLong { len: key.len(), max: MAX_KEY_LEN });
-        }
-        if hash_tag(key).is_none() && key.contains('}') {
-            // `a}b` has no tag and cannot be wrapped in one: no name could share its slot.
-            return Err(InvalidInput::KeyNotSlotSafe(key.to_owned()));
-        }
+        check(key)?;
         Ok(Self::derive(key))
+    }
+
+    /// The name of `role` for `key` (also for roles this struct has no field for).
+    pub fn name(key: &str, role: Role) -> Result<String, InvalidInput> {
+        check(key)?;
+        Ok(name(key, role))
+    }
+
+    /// Whether `name` is an auxiliary name of some lock (it contains [`MARKER`]): no lock key is.
+    pub fn is_auxiliary(name: &str) -> bool {
+        name.contains(MARKER)
     }
 
     /// The names of a key already checked by [`LockKeys::new`].
     pub(crate) fn derive(key: &str) -> Self {
-        let base = tagged(key);
         Self {
             lock: key.to_owned(),
-            fence: format!("{base}:rdlock:fence"),
-            queue: format!("{base}:rdlock:queue"),
-            channel: format!("{base}:rdlock:handoff"),
+            fence: name(key, Role::Fence),
+            queue: name(key, Role::Queue),
+            channel: name(key, Role::Channel),
         }
     }
 
     /// The hand-off channel of a key already checked by [`LockKeys::new`].
     pub(crate) fn channel_of(key: &str) -> String {
-        format!("{}:rdlock:handoff", tagged(key))
+        name(key, Role::Channel)
+    }
+
+    /// Whether `channel` is the hand-off channel of `key` (checked by [`LockKeys::new`]),
+    /// without building the name: one pass over the key, no allocation (run per message).
+    pub(crate) fn is_channel_of(key: &str, channel: &str) -> bool {
+        let rest = channel
+            .strip_prefix(key)
+            .and_then(|r| r.strip_prefix(MARKER))
+            .and_then(|r| r.strip_prefix(':'))
+            .and_then(|r| r.strip_prefix(Role::Channel.as_str()));
+        match (rest, glue(key, Role::Channel)) {
+            (Some(rest), None) => rest.is_empty(),
+            (Some(rest), Some(g)) => rest.as_bytes() == g,
+            (None, _) => false,
+        }
     }
 }
 
-/// The key itself when it has a hash tag, else the key wrapped in one.
-fn tagged(key: &str) -> std::borrow::Cow<'_, str> {
-    if hash_tag(key).is_some() { key.into() } else { format!("{{{key}}}").into() }
+fn check(key: &str) -> Result<(), InvalidInput> {
+    if key.is_empty() {
+        return Err(InvalidInput::EmptyKey);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(InvalidInput::KeyTooLong { len: key.len(), max: MAX_KEY_LEN });
+    }
+    if key.contains(MARKER) {
+        return Err(InvalidInput::KeyReserved(key.to_owned()));
+    }
+    Ok(())
+}
+
+/// `K ∥ "#rdl:" ∥ r`, then the glue when `K` has no hash tag.
+fn name(key: &str, role: Role) -> String {
+    let glue = glue(key, role);
+    let mut name = String::with_capacity(key.len() + MARKER.len() + 1 + role.as_str().len() + 4);
+    name.push_str(key);
+    name.push_str(MARKER);
+    name.push(':');
+    name.push_str(role.as_str());
+    if let Some(g) = glue {
+        // ASCII by construction.
+        name.extend(g.iter().map(|&b| char::from(b)));
+    }
+    name
+}
+
+/// For a key without a hash tag, `"#" ∥ F`: the name then has no tag either (nothing after
+/// the key holds a `{` or `}`), so Redis hashes it whole, and `F` makes that hash equal the
+/// key's. A key with a tag needs none: the name keeps the tag, which sits inside the key.
+fn glue(key: &str, role: Role) -> Option<[u8; 4]> {
+    if hash_tag(key).is_some() {
+        return None;
+    }
+    let want = crc16(0, key.as_bytes());
+    let before =
+        [MARKER.as_bytes(), b":", role.as_str().as_bytes(), b"#"].iter().fold(want, |crc, part| crc16(crc, part));
+    // CRC16 is linear: crc(before, F) = crc(before, 000) ^ crc(0, F), so the residue that F
+    // itself must hash to is known up front and a table finds the first such F.
+    let need = (want ^ crc16(before, &[0, 0, 0])) % SLOTS;
+    let [a, b, c] = glue_table()[usize::from(need)];
+    Some([b'#', a, b, c])
+}
+
+const SLOTS: u16 = 16384;
+const GLUE_ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// For each residue `v` mod 16384, the first three-character string over [`GLUE_ALPHABET`]
+/// (in byte order) whose CRC16 is `v` mod 16384. Every residue has one (a unit test checks);
+/// built once, on first use, from the 238,328 candidates.
+fn glue_table() -> &'static [[u8; 3]; SLOTS as usize] {
+    static TABLE: OnceLock<Box<[[u8; 3]; SLOTS as usize]>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = Box::new([[0u8; 3]; SLOTS as usize]);
+        for &a in GLUE_ALPHABET {
+            let ca = crc16(0, &[a]);
+            for &b in GLUE_ALPHABET {
+                let cb = crc16(ca, &[b]);
+                for &c in GLUE_ALPHABET {
+                    let slot = &mut table[usize::from(crc16(cb, &[c]) % SLOTS)];
+                    if slot[0] == 0 {
+                        *slot = [a, b, c];
+                    }
+                }
+            }
+        }
+        table
+    })
 }
 
 /// The hash tag of a key, by the Redis Cluster rule: the text between the first `{` and the
@@ -68,35 +192,132 @@ pub fn hash_tag(key: &str) -> Option<&str> {
 
 /// The cluster hash slot of a key (CRC16/XMODEM of its tag or of the whole key, mod 16384).
 pub fn slot(key: &str) -> u16 {
-    let bytes = hash_tag(key).unwrap_or(key).as_bytes();
-    let mut crc: u16 = 0;
-    for &b in bytes {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
-        }
-    }
-    crc % 16384
+    crc16(0, hash_tag(key).unwrap_or(key).as_bytes()) % SLOTS
 }
+
+/// CRC16/XMODEM (polynomial 0x1021, no reflection, no final xor), continued from `crc`.
+fn crc16(crc: u16, bytes: &[u8]) -> u16 {
+    bytes.iter().fold(crc, |crc, &b| (crc << 8) ^ CRC_TABLE[usize::from((crc >> 8) as u8 ^ b)])
+}
+
+const CRC_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn names(key: &str) -> Vec<String> {
+        Role::ALL.iter().map(|&r| LockKeys::name(key, r).expect("valid key")).collect()
+    }
+
     #[test]
-    fn auxiliary_names_share_the_slot() {
-        for key in ["orders", "a{b", "user:{42}:lock", "x{y}z", "ü-ñ"] {
+    fn auxiliary_names_share_the_slot_and_start_with_the_key() {
+        for key in ["orders", "a{b", "user:{42}:lock", "x{y}z", "ü-ñ", "a}b", "a{}b", "{}", "#", "k#rd", "}{"] {
             let k = LockKeys::new(key).expect("valid key");
             assert_eq!(k.lock, key);
             for aux in [&k.fence, &k.queue, &k.channel] {
                 assert_eq!(slot(aux), slot(key), "{aux} vs {key}");
+                assert!(aux.starts_with(key), "{aux} vs {key}");
+                assert!(LockKeys::is_auxiliary(aux));
             }
+            assert_eq!(k.channel, LockKeys::channel_of(key));
+            assert!(LockKeys::is_channel_of(key, &k.channel));
+            assert!(!LockKeys::is_channel_of(key, &k.queue));
+            assert!(!LockKeys::is_channel_of(key, &format!("{}x", k.channel)));
+        }
+    }
+
+    #[test]
+    fn examples_of_layout_2() {
+        assert_eq!(names("{coll}"), ["{coll}#rdl:fence", "{coll}#rdl:q", "{coll}#rdl:ch"]);
+        // Values from an independent brute-force search over whole names.
+        assert_eq!(names("coll"), ["coll#rdl:fence#6WM", "coll#rdl:q#4C2", "coll#rdl:ch#2jX"]);
+        assert_eq!(names("a}b"), ["a}b#rdl:fence#43N", "a}b#rdl:q#4L2", "a}b#rdl:ch#4t4"]);
+        assert_eq!(names("a{b"), ["a{b#rdl:fence#6Zc", "a{b#rdl:q#2YK", "a{b#rdl:ch#0KT"]);
+        assert_eq!(names("a{}b"), ["a{}b#rdl:fence#428", "a{}b#rdl:q#14j", "a{}b#rdl:ch#2KC"]);
+    }
+
+    /// The collision of layout 1: `coll` and `{coll}` shared every auxiliary name.
+    #[test]
+    fn a_key_and_its_tagged_twin_share_nothing() {
+        let (a, b) = (names("coll"), names("{coll}"));
+        assert!(a.iter().all(|n| !b.contains(n)), "{a:?} vs {b:?}");
+        let (c, d) = (names("a{b"), names("{a{b}"));
+        assert!(c.iter().all(|n| !d.contains(n)), "{c:?} vs {d:?}");
+    }
+
+    #[test]
+    fn braces_anywhere_are_accepted() {
+        for key in ["a}b", "a{b", "a{}b", "}", "{", "{}", "}{", "a{}b}"] {
+            assert!(hash_tag(key).is_none(), "{key}");
+            assert!(LockKeys::new(key).is_ok(), "{key}");
+        }
+    }
+
+    #[test]
+    fn keys_with_the_marker_are_refused() {
+        for key in ["#rdl", "coll#rdl:q", "{coll}#rdl:ch", "x#rdly", "#rdl{t}"] {
+            let e = LockKeys::new(key).expect_err("a reserved key");
+            assert_eq!(e, InvalidInput::KeyReserved(key.to_owned()));
+            assert!(e.to_string().contains("#rdl"), "{e}");
+            assert!(LockKeys::name(key, Role::Queue).is_err());
+        }
+        // Every auxiliary name is refused as a key.
+        for n in names("coll").iter().chain(&names("{coll}")) {
+            assert!(matches!(LockKeys::new(n), Err(InvalidInput::KeyReserved(_))), "{n}");
+        }
+        // Near misses are keys like any other.
+        for key in ["#rd", "#RDL", "rdl", "# rdl", "k#r"] {
+            assert!(LockKeys::new(key).is_ok(), "{key}");
+        }
+    }
+
+    #[test]
+    fn every_residue_has_a_glue() {
+        let table = glue_table();
+        for (v, g) in table.iter().enumerate() {
+            assert!(g.iter().all(|b| GLUE_ALPHABET.contains(b)), "residue {v} has no glue");
+            assert_eq!(usize::from(crc16(0, g) % SLOTS), v);
+        }
+        // The first in byte order: nothing before it hits the same residue.
+        let first = table[0];
+        for &a in GLUE_ALPHABET.iter().filter(|&&a| a <= first[0]) {
+            for &b in GLUE_ALPHABET {
+                for &c in GLUE_ALPHABET {
+                    if [a, b, c] < first {
+                        assert_ne!(crc16(0, &[a, b, c]) % SLOTS, 0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn roles_are_distinct_lowercase_words() {
+        for (i, a) in Role::ALL.iter().enumerate() {
+            assert!(!a.as_str().is_empty() && a.as_str().bytes().all(|b| b.is_ascii_lowercase()));
+            assert!(Role::ALL[i + 1..].iter().all(|b| b.as_str() != a.as_str()));
         }
     }
 
     #[test]
     fn slot_matches_the_cluster_specification() {
         // Reference values from the cluster specification's CRC16 example and known slots.
+        assert_eq!(crc16(0, b"123456789"), 0x31C3);
         assert_eq!(slot("123456789"), 0x31C3);
         assert_eq!(slot("foo"), 12182);
         assert_eq!(slot("{foo}bar"), 12182);
@@ -105,7 +326,7 @@ mod tests {
     #[test]
     fn bad_keys_are_typed_errors() {
         assert_eq!(LockKeys::new(""), Err(InvalidInput::EmptyKey));
-        assert!(matches!(LockKeys::new("a}b"), Err(InvalidInput::KeyNotSlotSafe(_))));
         assert!(matches!(LockKeys::new(&"k".repeat(MAX_KEY_LEN + 1)), Err(InvalidInput::KeyTooLong { .. })));
+        assert!(LockKeys::new(&"}".repeat(MAX_KEY_LEN)).is_ok());
     }
 }

@@ -60,11 +60,12 @@
 //! The lock key is the user's key verbatim, holding a 128-bit owner token (drawn from a
 //! generator each engine seeds with 256 bits from the operating system when it is created) (the layout of
 //! the common single-instance locks of other languages). Its fence counter, wait queue and
-//! hand-off channel carry the key as a hash tag ([`LockKeys`]). Acquisition is one script
-//! call that takes the lock (bumping the fence), confirms an earlier take of ours
-//! (idempotent after an ambiguous timeout), or queues the caller. Release hands the lock to
-//! the first queued waiter inside the same script and announces it on the channel, so the
-//! waiter holds the lock without another round trip and the releaser cannot barge back in.
+//! hand-off channel have names that start with the key and share its cluster slot
+//! ([`LockKeys`]). Acquisition is one script call that takes the lock (bumping the fence),
+//! confirms an earlier take of ours (idempotent after an ambiguous timeout), or queues the
+//! caller. Release hands the lock to the first queued waiter inside the same script and
+//! announces it on the channel, so the waiter holds the lock without another round trip and
+//! the releaser cannot barge back in.
 //! Waiters also poll (at most every `poll_cap`), so a lost message costs only that.
 //! Optional `WAIT` confirmation rides in the same pipeline as the script.
 //! See `docs/protocol.md` for the scripts and the safety argument.
@@ -86,7 +87,7 @@ pub use command::{Command, Request, RequestId, Route, Transmit};
 pub use engine::{Engine, EngineConfig, FENCE_TTL, LockId, LockInfo};
 pub use error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
 pub use event::{Event, LostReason, ReleaseOutcome};
-pub use keys::{LockKeys, MAX_KEY_LEN, hash_tag, slot};
+pub use keys::{LAYOUT, LockKeys, MARKER, MAX_KEY_LEN, Role, hash_tag, slot};
 pub use options::{Acquire, Confirm, LockOptions, MAX_POLL_CAP, MAX_TTL, MIN_TTL};
 pub use reply::{Reply, ServerError, TransportError};
 pub use script::{AcquireReply, Script};

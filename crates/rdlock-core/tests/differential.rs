@@ -568,7 +568,9 @@ fn token(d: &mut Dice) -> String {
 /// One random sequence; the error names the step and lists the steps before it.
 fn sequence(seed: u64, real: &mut Real<'_>, clock: &Clock, seen: &mut BTreeMap<String, usize>) -> Result<(), String> {
     let mut d = Dice::new(seed);
-    let names = ["orders", "{user:7}:cart"];
+    // Plain and tagged keys, and look-alike pairs whose names layout 1 shared.
+    let pools = [["orders", "{user:7}:cart"], ["k", "{k}"], ["a{b", "{a{b}"], ["a}b", "a{}b"]];
+    let names = pools[(seed % pools.len() as u64) as usize];
     let locks: Vec<LockKeys> = names[..1 + d.below(2)].iter().map(|n| LockKeys::new(n).expect("a valid key")).collect();
     let tokens: Vec<String> = (0..3).map(|_| token(&mut d)).collect();
     let mut pair = Pair::new(real, clock, &locks, seen);

@@ -3,7 +3,7 @@
 
 mod sim;
 
-use rdlock_core::{Reply, Script};
+use rdlock_core::{LockKeys, Reply, Script};
 
 /// Fingerprints of the scripts' code (comments and blank lines ignored) that the fake
 /// follows. When a script changes, update `sim/fake.rs` to match it, then these.
@@ -45,10 +45,13 @@ use sim::dice::Dice;
 use sim::fake::{Bug, Fake};
 
 const EPOCH_US: u64 = 1_700_000_000_000_000;
-const KEYS: [&str; 3] = ["k", "{k}:rdlock:fence", "{k}:rdlock:queue"];
+fn names() -> LockKeys {
+    LockKeys::new("k").expect("a valid key")
+}
 
 fn keys() -> Vec<String> {
-    KEYS.iter().map(|k| k.to_string()).collect()
+    let n = names();
+    vec![n.lock, n.fence, n.queue]
 }
 
 fn acquire(f: &mut Fake, token: &str, ttl: u64, mode: &str, now: u64) -> Reply {
@@ -57,7 +60,7 @@ fn acquire(f: &mut Fake, token: &str, ttl: u64, mode: &str, now: u64) -> Reply {
 }
 
 fn release(f: &mut Fake, token: &str, ttl: u64, now: u64) -> (Reply, Vec<(String, String)>) {
-    let args = [token, &format!("{token}:{ttl}"), "{k}:rdlock:handoff", "86400000"].map(String::from).to_vec();
+    let args = [token, &format!("{token}:{ttl}"), &names().channel, "86400000"].map(String::from).to_vec();
     let (r, fx) = f.run_script(Script::Release, &keys(), &args, now, &mut Dice::new(0));
     (r, fx.publishes)
 }
@@ -91,7 +94,7 @@ fn acquire_takes_confirms_queues_and_expires() {
     assert_eq!(f.list_entries(60 * MS).len(), 2, "retry does not queue twice");
     // Expired: the next taker bumps the counter.
     assert_eq!(acquire(&mut f, "c", 100, "retry", 150 * MS), pair(1, seeded + 1));
-    assert_eq!(f.list_entries(150 * MS), vec![(KEYS[2].to_owned(), "b:100".to_owned())]);
+    assert_eq!(f.list_entries(150 * MS), vec![(names().queue, "b:100".to_owned())]);
 }
 
 #[test]
@@ -104,7 +107,7 @@ fn release_hands_off_in_order_and_checks_the_owner() {
     let (r, published) = release(&mut f, "a", 100, 2 * MS);
     assert_eq!(r, Reply::Int(2));
     let fence = EPOCH_US as i64 + 1;
-    assert_eq!(published, vec![("{k}:rdlock:handoff".to_owned(), format!("c:{fence}"))]);
+    assert_eq!(published, vec![(names().channel, format!("c:{fence}"))]);
     assert_eq!(f.string("k", 2 * MS), Some("c"));
     assert_eq!(f.expiry("k", 2 * MS), Some(92 * MS), "the waiter's own ttl");
     assert_eq!(release(&mut f, "c", 90, 3 * MS), (Reply::Int(1), vec![]));

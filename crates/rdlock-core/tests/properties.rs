@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use rdlock_core::{
-    Acquire, AcquireReply, Command, Confirm, Engine, EngineConfig, Event, LockId, LockOptions, Misuse, Reply, Request,
-    Script, ServerError, Transmit, TransportError,
+    Acquire, AcquireReply, Command, Confirm, Engine, EngineConfig, Event, LockId, LockKeys, LockOptions, Misuse, Reply,
+    Request, Script, ServerError, Transmit, TransportError,
 };
 
 #[derive(Clone, Debug)]
@@ -110,6 +110,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Extend),
         1 => any::<usize>().prop_map(Op::Abandon),
     ]
+}
+
+/// The hand-off channel of `key`.
+fn channel(key: &str) -> String {
+    LockKeys::new(key).expect("a valid key").channel
 }
 
 /// What the test knows of one lock (each acquisition uses a key of its own).
@@ -258,8 +263,7 @@ impl Harness {
             Op::Message { pick, own_channel, payload } => {
                 let id = self.lock(pick);
                 let Some(m) = self.locks.get_mut(&id) else { return Ok(()) };
-                let channel =
-                    if own_channel { format!("{{{}}}:rdlock:handoff", m.key) } else { "{other}:rdlock:handoff".into() };
+                let channel = channel(if own_channel { &m.key } else { "other" });
                 let bytes = match (payload, &m.token) {
                     (Payload::Token { fence }, Some(t)) => format!("{t}:{fence}").into_bytes(),
                     (Payload::Token { fence }, None) => format!("nobody:{fence}").into_bytes(),
@@ -277,10 +281,7 @@ impl Harness {
             }
             Op::Subscribed { pick } => {
                 let id = self.lock(pick);
-                let channel = self
-                    .locks
-                    .get(&id)
-                    .map_or("{nothing}:rdlock:handoff".into(), |m| format!("{{{}}}:rdlock:handoff", m.key));
+                let channel = self.locks.get(&id).map_or_else(|| channel("nothing"), |m| channel(&m.key));
                 self.e.handle_subscribed(&channel, self.now);
             }
             Op::SubscriptionsLost => self.e.handle_subscriptions_lost(self.now),

@@ -4,12 +4,18 @@
 use std::time::{Duration, Instant};
 
 use rdlock_core::{
-    Acquire, Command, Confirm, Engine, EngineConfig, Event, InvalidInput, LockError, LockId, LockOptions, LostReason,
-    MAX_TTL, MIN_TTL, Misuse, ReleaseOutcome, Reply, Request, RequestId, Route, Script, Transmit, TransportError,
+    Acquire, Command, Confirm, Engine, EngineConfig, Event, InvalidInput, LockError, LockId, LockKeys, LockOptions,
+    LostReason, MAX_TTL, MIN_TTL, Misuse, ReleaseOutcome, Reply, Request, RequestId, Route, Script, Transmit,
+    TransportError,
 };
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// The hand-off channel of `key`.
+fn channel(key: &str) -> String {
+    LockKeys::new(key).expect("a valid key").channel
 }
 
 fn opts(ttl_ms: u64) -> LockOptions {
@@ -101,7 +107,7 @@ impl H {
         let first = self.one();
         assert_eq!(args(&first)[2], "first");
         self.reply(&first, pair(0, -3));
-        let channel = format!("{{{key}}}:rdlock:handoff");
+        let channel = channel(key);
         assert!(self.sent().is_empty(), "waits for the subscription");
         assert_eq!(self.subs, vec![Transmit::Subscribe(channel.clone())]);
         self.e.handle_subscribed(&channel, self.now);
@@ -139,7 +145,8 @@ fn acquire_sends_one_script_and_reports_acquired() {
     assert_eq!(req.route, Route::Commands);
     let (s, keys, args) = script(&req);
     assert_eq!(s, Script::Acquire);
-    assert_eq!(keys, ["orders", "{orders}:rdlock:fence", "{orders}:rdlock:queue"]);
+    let names = LockKeys::new("orders").expect("a valid key");
+    assert_eq!(keys, [names.lock, names.fence, names.queue]);
     assert_eq!(args[1..3], ["1000".to_owned(), "first".to_owned()]);
     let sent_at = h.now;
     h.advance(ms(5));
@@ -167,7 +174,7 @@ fn hand_off_message_acquires_without_a_round_trip() {
     let (_, tok) = h.queued("orders", o, None);
     let recheck_sent_at = h.now;
     h.advance(ms(30));
-    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:77").as_bytes(), h.now);
+    h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
     assert!(h.sent().is_empty(), "no extra round trip");
     // Valid from the last attempt that saw another holder: the hand-off came after it.
     assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: o.valid_until(recheck_sent_at) }]);
@@ -178,13 +185,18 @@ fn messages_for_others_or_garbage_are_ignored() {
     let mut h = H::new();
     let (_, tok) = h.queued("orders", opts(1000), None);
     for (channel, payload) in [
-        ("{orders}:rdlock:handoff", "someone-else:5".to_owned()),
-        ("{orders}:rdlock:handoff", format!("{tok}:not-a-number")),
-        ("{jobs}:rdlock:handoff", format!("{tok}:5")),
-        ("{orders}:rdlock:handoff", "no separator".to_owned()),
+        (channel("orders"), "someone-else:5".to_owned()),
+        (channel("orders"), format!("{tok}:not-a-number")),
+        (channel("jobs"), format!("{tok}:5")),
+        // Look-alike keys and names: each has a channel of its own.
+        (channel("{orders}"), format!("{tok}:5")),
+        (channel("orders:ch"), format!("{tok}:5")),
+        (LockKeys::new("orders").expect("a valid key").queue, format!("{tok}:5")),
+        (format!("{}x", channel("orders")), format!("{tok}:5")),
+        (channel("orders"), "no separator".to_owned()),
     ] {
-        h.e.handle_message(channel, payload.as_bytes(), h.now);
-        h.e.handle_message(channel, &[0xff, 0xfe], h.now);
+        h.e.handle_message(&channel, payload.as_bytes(), h.now);
+        h.e.handle_message(&channel, &[0xff, 0xfe], h.now);
     }
     assert!(h.events().is_empty() && h.sent().is_empty());
 }
@@ -195,7 +207,7 @@ fn hand_off_during_an_attempt_is_confirmed_by_the_reply() {
     let (_, tok) = h.queued("orders", opts(1000), None);
     h.fire(); // the poll
     let attempt = h.one();
-    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:77").as_bytes(), h.now);
+    h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
     assert!(h.events().is_empty(), "waits for the attempt in flight");
     h.reply(&attempt, pair(1, 77));
     assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
@@ -209,7 +221,7 @@ fn hand_off_during_an_attempt_that_saw_another_holder_is_checked_again() {
     let (_, tok) = h.queued("orders", opts(1000), None);
     h.fire();
     let attempt = h.one();
-    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:77").as_bytes(), h.now);
+    h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
     h.reply(&attempt, pair(0, 400));
     assert!(h.events().is_empty(), "a stale hand-off is not trusted");
     let check = h.one();
@@ -232,10 +244,10 @@ fn a_hand_off_at_or_below_a_fence_a_retry_saw_is_stale() {
     h.fire();
     let poll = h.one();
     h.reply(&poll, triple(0, 400, 40));
-    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:39").as_bytes(), h.now);
-    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:40").as_bytes(), h.now);
+    h.e.handle_message(&channel("orders"), format!("{tok}:39").as_bytes(), h.now);
+    h.e.handle_message(&channel("orders"), format!("{tok}:40").as_bytes(), h.now);
     assert!(h.events().is_empty() && h.sent().is_empty(), "stale hand-offs are ignored");
-    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:41").as_bytes(), h.now);
+    h.e.handle_message(&channel("orders"), format!("{tok}:41").as_bytes(), h.now);
     assert!(matches!(h.events()[..], [Event::Acquired { fence: 41, .. }]));
 }
 
@@ -246,7 +258,7 @@ fn hand_off_during_a_retry_that_saw_an_older_fence_is_trusted() {
     let (_, tok) = h.queued("orders", opts(1000), None);
     h.fire();
     let attempt = h.one();
-    h.e.handle_message("{orders}:rdlock:handoff", format!("{tok}:77").as_bytes(), h.now);
+    h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
     h.reply(&attempt, triple(0, 400, 76));
     assert!(h.sent().is_empty(), "no extra round trip");
     assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
@@ -280,7 +292,7 @@ fn subscription_confirmed_after_the_attempt_triggers_a_recheck() {
     let first = h.one();
     h.reply(&first, pair(0, -3));
     assert!(h.sent().is_empty());
-    h.e.handle_subscribed("{orders}:rdlock:handoff", h.now);
+    h.e.handle_subscribed(&channel("orders"), h.now);
     assert_eq!(args(&h.one())[2], "retry", "a hand-off may have come before the subscription");
 }
 
@@ -291,8 +303,8 @@ fn lost_pubsub_connection_resubscribes_and_rechecks() {
     h.subs.clear();
     h.e.handle_subscriptions_lost(h.now);
     assert!(h.sent().is_empty());
-    assert_eq!(h.subs, vec![Transmit::Subscribe("{orders}:rdlock:handoff".into())]);
-    h.e.handle_subscribed("{orders}:rdlock:handoff", h.now);
+    assert_eq!(h.subs, vec![Transmit::Subscribe(channel("orders"))]);
+    h.e.handle_subscribed(&channel("orders"), h.now);
     assert_eq!(args(&h.one())[2], "retry");
 }
 
@@ -655,7 +667,8 @@ fn invalid_input_is_refused_before_sending() {
     for (key, o, how, want) in cases {
         assert_eq!(h.e.acquire(key, o, how, now), Err(want));
     }
-    assert!(matches!(h.e.acquire("a}b", opts(100), wait, now), Err(InvalidInput::KeyNotSlotSafe(_))));
+    let reserved = "orders#rdl:q";
+    assert_eq!(h.e.acquire(reserved, opts(100), wait, now), Err(InvalidInput::KeyReserved(reserved.into())));
     assert!(h.sent().is_empty() && h.subs.is_empty() && h.e.is_empty());
 }
 

@@ -8,6 +8,7 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use rdlock_core::LockKeys;
 use rdlock_faults::checker::{self, Bounds, FreeCause, Property, Report};
 use rdlock_faults::clock::{micros, mono_us, ms, sleep_until_mono};
 use rdlock_faults::harness::{Harness, WorkerSpec};
@@ -20,10 +21,13 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_fault-worker");
 const KEY: &str = "fault:lock";
-const FENCE_KEY: &str = "{fault:lock}:rdlock:fence";
-const CHANNEL: &str = "{fault:lock}:rdlock:handoff";
 /// Longest wait for an ordinary step (a command, an acquisition that should be quick).
 const STEP: Duration = Duration::from_secs(10);
+
+/// The lock's auxiliary names (its fence counter, its hand-off channel).
+fn names() -> LockKeys {
+    LockKeys::new(KEY).expect("a valid key")
+}
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -246,7 +250,7 @@ fn f03_link_paused_and_cut_during_acquire_renew_and_release() -> TestResult {
     proxy.set_delay(Duration::ZERO);
     s.h.note("link of a cut");
     let a_acq = s.h.wait_record(mark, "a", STEP, acquired)?;
-    let counter: Option<u64> = get(&lock, FENCE_KEY)?.and_then(|v| v.parse().ok());
+    let counter: Option<u64> = get(&lock, &names().fence)?.and_then(|v| v.parse().ok());
     let runs = evalsha_calls(&lock)? - calls;
     println!(
         "acquire across the cut: {runs} script runs, fence {} (counter {counter:?}), took {}",
@@ -296,7 +300,7 @@ fn f03_link_paused_and_cut_during_acquire_renew_and_release() -> TestResult {
     );
     assert!(b_acq.mono < cut_at, "the first release attempt did not run before the cut");
     s.h.command("b", "write 2", STEP)?;
-    let counter: Option<u64> = get(&lock, FENCE_KEY)?.and_then(|v| v.parse().ok());
+    let counter: Option<u64> = get(&lock, &names().fence)?.and_then(|v| v.parse().ok());
     assert_eq!(counter, Some(fence(&b_acq)), "one hand-off, one fence");
     assert_eq!(fence(&b_acq), fence(&a_acq) + 1);
     let mark = s.h.mark();
@@ -389,7 +393,7 @@ fn f05_pubsub_killed_at_release_costs_at_most_the_poll_cap() -> TestResult {
         let mut conn = lock.connection()?;
         let deadline = Instant::now() + STEP;
         loop {
-            let subs: (String, u64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(CHANNEL).query(&mut conn)?;
+            let subs: (String, u64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(names().channel).query(&mut conn)?;
             if subs.1 >= 1 {
                 break;
             }

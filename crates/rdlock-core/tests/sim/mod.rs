@@ -68,7 +68,13 @@ impl fmt::Display for Violation {
 
 /// Runs the scenario of `seed`; `trace` keeps a log of every step for the report.
 pub fn run(seed: u64, bug: Bug, trace: bool) -> Result<Stats, Violation> {
-    let mut world = World::new(Scenario::new(seed, bug), trace);
+    run_scenario(Scenario::new(seed, bug), trace)
+}
+
+/// Runs one scenario; `trace` keeps a log of every step for the report.
+pub fn run_scenario(sc: Scenario, trace: bool) -> Result<Stats, Violation> {
+    let (seed, bug) = (sc.seed, sc.bug);
+    let mut world = World::new(sc, trace);
     let stats = world.run();
     match world.checker.violation.take() {
         None => Ok(stats),

@@ -21,6 +21,13 @@ pub enum Fault {
 
 /// Lock names of different shapes: plain, with a hash tag, with an unmatched brace.
 const KEY_POOL: [&str; 5] = ["orders", "{user:42}:lock", "a{b", "job:7", "{tag}"];
+/// Keys that look alike, adjacent so that a window of them holds pairs: under layout 1, `k` and
+/// `{k}` (and `a{b` and `{a{b}`) shared their queue, fence counter and channel.
+const LOOKALIKE_POOL: [&str; 9] = ["k", "{k}", "{k}x", "k}", "a{b", "{a{b}", "a}b", "a{}b", "x{k}"];
+/// Share of scenarios that use look-alike keys (drawn from dice of their own, so the other
+/// scenarios stay as they were).
+const LOOKALIKE_SHARE: f64 = 0.3;
+
 /// A key that holds a list, so that locking it must fail with `WRONGTYPE`.
 pub const WRONGTYPE_KEY: &str = "not-a-lock";
 
@@ -106,7 +113,7 @@ impl Scenario {
             faults.push((at(&mut d), Fault::Restart { loading: d.range(0, 30) * MS }));
         }
         faults.sort_by_key(|f| f.0);
-        Self {
+        let sc = Self {
             seed,
             bug,
             clients,
@@ -124,7 +131,17 @@ impl Scenario {
             faults,
             epoch_us: 1_700_000_000_000_000 + d.range(0, 1 << 40),
             ttl_ms,
-        }
+        };
+        if Dice::new(seed ^ 0x100c_a11e).chance(LOOKALIKE_SHARE) { sc.with_lookalike_keys() } else { sc }
+    }
+
+    /// The same scenario on 2 to 4 adjacent keys of [`LOOKALIKE_POOL`], used concurrently.
+    pub fn with_lookalike_keys(mut self) -> Self {
+        let mut d = Dice::new(self.seed ^ 0x100c_a11f);
+        let first = d.below(LOOKALIKE_POOL.len());
+        let n = d.range(2, 4) as usize;
+        self.keys = (0..n).map(|i| LOOKALIKE_POOL[(first + i) % LOOKALIKE_POOL.len()].to_owned()).collect();
+        self
     }
 
     /// The longest one-way trip a message can take.
