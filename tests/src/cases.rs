@@ -858,3 +858,46 @@ pub async fn lookalike_keys_are_distinct_locks<H: Harness>() {
     }
     assert_clean(&server, &[]);
 }
+
+/// `total_connections_received` from `INFO stats`.
+fn connections_received(conn: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(conn).expect("INFO stats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("total_connections_received")
+}
+
+/// Regression (#20.4): an ACL user without the rights to the lock's channel. The refused
+/// `SUBSCRIBE` must not make the pub/sub connection reconnect in a tight loop (thousands of
+/// connections a second before the fix); after a bounded number of tries the wait fails with
+/// the server's typed refusal, and leaves nothing behind.
+pub async fn a_refused_subscription_backs_off_and_fails_the_wait<H: Harness>() {
+    let server = server();
+    let port = server.port();
+    let mut admin = admin(&server);
+    // Keys and commands, but no channel (`resetchannels` is the default for a new user).
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "nochannels", "on", ">pw", "~*", "resetchannels", "+@all"])
+        .query::<()>(&mut admin)
+        .expect("ACL SETUSER");
+    let holder = H::connect(&server.url()).await.expect("connect");
+    let held = H::lock(&holder, KEY).await.expect("lock");
+    let before = connections_received(&mut admin);
+    let client = H::connect(&format!("redis://nochannels:pw@127.0.0.1:{port}/")).await.expect("connect");
+    let t = Instant::now();
+    let r = H::lock_timeout(&client, KEY, PATIENCE).await;
+    let took = t.elapsed();
+    let opened = connections_received(&mut admin) - before;
+    println!("[{}] refused subscription: {:?} after {took:?}, {opened} connections", H::NAME, r.as_ref().map(|_| ()));
+    match r {
+        Err(Error::Lock(LockError::Server(e))) => assert_eq!(e.code, "NOPERM", "{e}"),
+        other => panic!("expected the server's refusal, got {:?}", other.map(|_| ())),
+    }
+    assert!(took < Duration::from_secs(3), "the refusal took {took:?} to surface");
+    assert!(opened < 20, "{opened} connections opened while the subscription was refused");
+    assert!(H::release(held).await.expect("release").was_held());
+    let mut conn = admin;
+    wait_until("the refused waiter left the queue", PATIENCE, || llen(&mut conn, &keys(KEY).queue) == 0);
+    assert_clean(&server, &[]);
+}

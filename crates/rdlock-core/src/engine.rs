@@ -23,7 +23,7 @@ use crate::error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
 use crate::event::{Event, LostReason, ReleaseOutcome};
 use crate::keys::{LockKeys, slot};
 use crate::options::{Acquire, Confirm, LockOptions};
-use crate::reply::{Reply, TransportError};
+use crate::reply::{Reply, ServerError, TransportError};
 use crate::script::{AcquireReply, Script};
 use crate::subscriptions::Subscriptions;
 use crate::token::{Rng, hex, parse_hex};
@@ -439,6 +439,30 @@ impl Engine {
         let mut out = Vec::new();
         self.subs.reset(&mut out);
         self.transmits.extend(out);
+    }
+
+    /// The server refuses to subscribe to `channel` (an ACL without the channel's rights:
+    /// `NOPERM`), and the driver has stopped retrying: every wait on it fails with the
+    /// server's error and leaves the queue. A wait cannot be trusted to poll forever in its
+    /// place: a lost message would then cost a poll every time, unnoticed.
+    pub fn handle_subscription_refused(&mut self, channel: &str, error: ServerError, now: Instant) {
+        for id in self.subs.waiters(channel) {
+            let Some(lock) = self.locks.get_mut(&id) else { continue };
+            let failed = Event::Failed(LockError::Server(error.clone()));
+            match lock.state {
+                State::Waiting { .. } => {
+                    self.events.push_back((id, failed));
+                    self.send_release(id, Then::Silent, now);
+                }
+                State::Acquiring { .. } if !lock.abandoned => {
+                    lock.abandoned = true;
+                    self.events.push_back((id, failed));
+                    self.drop_subscription(id, now);
+                    self.reschedule(id);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Time has reached `now`: fire every timer that is due.

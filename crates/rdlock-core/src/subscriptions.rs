@@ -61,6 +61,11 @@ impl Subscriptions {
         self.channels.get(channel).is_some_and(|c| c.active)
     }
 
+    /// The waits that need `channel`.
+    pub fn waiters(&self, channel: &str) -> Vec<LockId> {
+        self.channels.get(channel).map_or_else(Vec::new, |c| c.waiters.clone())
+    }
+
     /// Marks a subscription confirmed; returns the channel's waiters.
     pub fn confirmed(&mut self, channel: &str) -> Vec<LockId> {
         match self.channels.get_mut(channel) {

@@ -40,6 +40,10 @@ enum Op {
         pick: usize,
     },
     SubscriptionsLost,
+    /// The server refuses the `pick`-th lock's channel.
+    SubscriptionRefused {
+        pick: usize,
+    },
     /// Time passes (then the timers fire); `back` feeds a timeout from before now.
     Advance {
         ms: u64,
@@ -105,6 +109,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), any::<bool>(), payload).prop_map(|(pick, own_channel, payload)| Op::Message { pick, own_channel, payload }),
         1 => any::<usize>().prop_map(|pick| Op::Subscribed { pick }),
         1 => Just(Op::SubscriptionsLost),
+        1 => any::<usize>().prop_map(|pick| Op::SubscriptionRefused { pick }),
         3 => (0u64..300, prop::bool::weighted(0.1)).prop_map(|(ms, back)| Op::Advance { ms, back }),
         1 => any::<usize>().prop_map(Op::Release),
         1 => any::<usize>().prop_map(Op::Extend),
@@ -285,6 +290,11 @@ impl Harness {
                 self.e.handle_subscribed(&channel, self.now);
             }
             Op::SubscriptionsLost => self.e.handle_subscriptions_lost(self.now),
+            Op::SubscriptionRefused { pick } => {
+                let id = self.lock(pick);
+                let channel = self.locks.get(&id).map_or_else(|| channel("nothing"), |m| channel(&m.key));
+                self.e.handle_subscription_refused(&channel, ServerError::new("NOPERM", "from the test"), self.now);
+            }
             Op::Advance { ms, back } => {
                 if back {
                     self.e.handle_timeout(self.now - Duration::from_millis(ms));

@@ -115,6 +115,32 @@ pub(crate) struct Started {
     pub(crate) loss: Arc<LossCell>,
 }
 
+/// Refusals of a channel's subscription in a row before its waits are failed.
+const SUBSCRIBE_REFUSALS: u32 = 3;
+
+/// Counts, per channel, the pub/sub sessions in a row whose `SUBSCRIBE` the server refused.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals(HashMap<String, u32>);
+
+impl Refusals {
+    /// Counts a refusal of `channel`; `true` when its waits must now be failed (a refusal
+    /// that does not pass is retried, backing off, by reconnecting).
+    pub(crate) fn refused(&mut self, channel: &str) -> bool {
+        let n = self.0.entry(channel.to_owned()).or_default();
+        *n += 1;
+        let give_up = *n >= SUBSCRIBE_REFUSALS;
+        if give_up {
+            self.0.remove(channel);
+        }
+        give_up
+    }
+
+    /// The server accepted `channel`.
+    pub(crate) fn accepted(&mut self, channel: &str) {
+        self.0.remove(channel);
+    }
+}
+
 /// A lock's slot in a driver: its events, plus however its waiter is woken.
 pub(crate) trait Slot {
     /// The slot's events.

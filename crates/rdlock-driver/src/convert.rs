@@ -109,6 +109,12 @@ pub fn failure(err: &RedisError, commands: usize) -> Result<Vec<Reply>, Transpor
     Err(TransportError::Disconnected(err.to_string()))
 }
 
+/// The server's refusal in `err` (an error reply, such as `NOPERM`), if that is what it is.
+pub fn refusal(err: &RedisError) -> Option<ServerError> {
+    let code = err.code().filter(|_| err.kind() != ErrorKind::Io && !err.is_connection_dropped())?;
+    Some(ServerError::new(code, err.detail().unwrap_or_default()))
+}
+
 /// Whether the connection that produced `err` must be replaced.
 pub fn is_fatal(err: &RedisError) -> bool {
     err.is_connection_dropped() || err.is_unrecoverable_error() || err.kind() == ErrorKind::Io || err.is_timeout()

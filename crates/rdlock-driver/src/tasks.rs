@@ -5,6 +5,8 @@ use std::sync::Arc;
 use futures_lite::StreamExt;
 use rdlock_core::Transmit;
 
+use crate::common::Refusals;
+use crate::convert;
 use crate::runtime::{Runtime, timeout};
 use crate::shared::{Inner, backoff};
 
@@ -36,21 +38,25 @@ pub(crate) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
 }
 
 /// Owns the client's one pub/sub connection: made when the first wait needs it, made again
-/// (with every wanted channel) when it drops.
+/// (with every wanted channel) when it drops. Every failed session — a refused connection,
+/// a refused `SUBSCRIBE`, a dropped link — backs off before the next one; a channel the server
+/// refuses several sessions in a row fails its waits with the server's error.
 pub(crate) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
     inner.pubsub_signal.wait().await;
-    let mut attempt = 0;
+    let mut failures = 0;
+    let mut refusals = Refusals::default();
     loop {
         if inner.is_closed() {
             return;
         }
+        if failures > 0 {
+            R::sleep_until(R::now() + backoff(failures)).await;
+        }
         let conn = timeout::<R, _>(inner.config.connection_timeout, inner.redis.get_async_pubsub()).await;
         let Some(Ok(conn)) = conn else {
-            attempt += 1;
-            R::sleep_until(R::now() + backoff(attempt)).await;
+            failures += 1;
             continue;
         };
-        attempt = 0;
         let (mut sink, mut stream) = conn.split();
         'connected: loop {
             // Subscribe in batches: one round trip for every channel queued meanwhile.
@@ -61,6 +67,7 @@ pub(crate) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
                     Transmit::Unsubscribe(ch) => {
                         subscribe.retain(|c| *c != ch);
                         if sink.unsubscribe(&ch).await.is_err() {
+                            failures += 1;
                             break 'connected;
                         }
                     }
@@ -68,15 +75,41 @@ pub(crate) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
                 }
             }
             if !subscribe.is_empty() {
-                if sink.subscribe(&subscribe).await.is_err() {
-                    break 'connected;
-                }
-                let (_, requests) = inner.with_engine(|s, now| {
-                    for ch in &subscribe {
-                        s.engine.handle_subscribed(ch, now);
+                let accepted = match sink.subscribe(&subscribe).await {
+                    Ok(()) => subscribe,
+                    Err(e) if convert::refusal(&e).is_some() => {
+                        // One channel refused fails the whole batch: learn which, one by one.
+                        let mut accepted = Vec::new();
+                        let mut retry = false;
+                        for ch in subscribe {
+                            match sink.subscribe(&ch).await {
+                                Ok(()) => accepted.push(ch),
+                                Err(e) => match convert::refusal(&e) {
+                                    Some(refusal) if refusals.refused(&ch) => {
+                                        let (_, requests) = inner.with_engine(|s, now| {
+                                            s.engine.handle_subscription_refused(&ch, refusal, now)
+                                        });
+                                        spawn_run(&inner, requests);
+                                    }
+                                    _ => retry = true,
+                                },
+                            }
+                        }
+                        if retry {
+                            failures += 1;
+                            break 'connected;
+                        }
+                        accepted
                     }
-                });
-                spawn_run(&inner, requests);
+                    Err(_) => {
+                        failures += 1;
+                        break 'connected;
+                    }
+                };
+                if !accepted.is_empty() {
+                    failures = 0;
+                    confirm(&inner, &accepted, &mut refusals);
+                }
             }
             if inner.is_closed() {
                 return;
@@ -93,15 +126,32 @@ pub(crate) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
                     });
                     spawn_run(&inner, requests);
                 }
-                Some(None) => break 'connected,
+                Some(None) => {
+                    failures += 1;
+                    break 'connected;
+                }
                 None => {}
             }
         }
         // Lost: every wanted channel is queued again; waiters re-check once it is back.
-        tracing::debug!("pub/sub connection lost; reconnecting");
+        tracing::debug!("pub/sub session ended; reconnecting");
         let (_, requests) = inner.with_engine(|s, now| s.engine.handle_subscriptions_lost(now));
         spawn_run(&inner, requests);
     }
+}
+
+/// Tells the engine that `channels` are subscribed (each waiter then re-checks its lock).
+fn confirm<R: Runtime>(inner: &Arc<Inner<R>>, channels: &[String], refusals: &mut Refusals) {
+    if channels.is_empty() {
+        return;
+    }
+    let (_, requests) = inner.with_engine(|s, now| {
+        for ch in channels {
+            refusals.accepted(ch);
+            s.engine.handle_subscribed(ch, now);
+        }
+    });
+    spawn_run(inner, requests);
 }
 
 fn spawn_run<R: Runtime>(inner: &Arc<Inner<R>>, requests: Vec<rdlock_core::Request>) {

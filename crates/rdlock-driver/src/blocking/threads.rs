@@ -1,13 +1,15 @@
 //! A blocking client's two background threads: timers, and the shared pub/sub connection.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdlock_core::Transmit;
-use redis::{Connection, RedisResult};
+use rdlock_core::{Reply, ServerError, Transmit};
+use redis::{Connection, Msg, RedisResult};
 
 use super::inner::Inner;
+use crate::common::Refusals;
+use crate::convert;
 use crate::error::Error;
 
 /// How long the pub/sub thread blocks on its socket before it looks for queued
@@ -37,20 +39,28 @@ fn timers(inner: Arc<Inner>) {
 }
 
 /// Owns the client's one pub/sub connection: made when the first wait needs it, made again
-/// (with every wanted channel) when it drops.
+/// (with every wanted channel) when it drops. Every failed session — a refused connection,
+/// a refused `SUBSCRIBE`, a dropped link — backs off before the next one; a channel the server
+/// refuses several sessions in a row fails its waits with the server's error.
 fn pubsub(inner: Arc<Inner>) {
-    let mut attempt = 0;
+    let mut failures = 0;
+    let mut refusals = Refusals::default();
     while inner.wait_pubsub() {
+        if failures > 0 {
+            // Sleeps, unless the client closes meanwhile.
+            inner.pause(backoff(failures));
+        }
         let conn = inner.redis.get_connection_with_timeout(inner.config.connection_timeout);
         let Ok(mut conn) = conn else {
-            attempt += 1;
-            // Sleeps, unless the client closes meanwhile.
-            inner.pause(backoff(attempt));
+            failures += 1;
             continue;
         };
-        attempt = 0;
-        if let Err(e) = session(&inner, &mut conn) {
-            tracing::debug!(error = %e, "pub/sub connection lost; reconnecting");
+        match session(&inner, &mut conn, &mut refusals, &mut failures) {
+            Ok(()) => {}
+            Err(e) => {
+                failures += 1;
+                tracing::debug!(error = %e, "pub/sub session ended; reconnecting");
+            }
         }
         if inner.is_closed() {
             return;
@@ -62,11 +72,14 @@ fn pubsub(inner: Arc<Inner>) {
 }
 
 /// Serves one pub/sub connection until it fails (`Err`) or the client closes (`Ok`).
-fn session(inner: &Arc<Inner>, conn: &mut Connection) -> RedisResult<()> {
+/// `failures` is reset once the server accepts a subscription. The connection is driven
+/// directly (send, then read replies), so that a refused `SUBSCRIBE` is seen as such.
+fn session(inner: &Arc<Inner>, conn: &mut Connection, refusals: &mut Refusals, failures: &mut u32) -> RedisResult<()> {
     let response_timeout = inner.config.response_timeout;
     conn.set_write_timeout(Some(response_timeout))?;
-    let mut ps = conn.as_pubsub();
     let mut subscribed = HashSet::new();
+    // Messages read while waiting for a confirmation.
+    let mut early = VecDeque::new();
     loop {
         // The last word on each channel wins; a batch subscribes every channel queued
         // meanwhile in one round trip.
@@ -86,24 +99,47 @@ fn session(inner: &Arc<Inner>, conn: &mut Connection) -> RedisResult<()> {
             }
         }
         if !subscribe.is_empty() || !unsubscribe.is_empty() {
-            ps.set_read_timeout(Some(response_timeout))?;
+            conn.set_read_timeout(Some(response_timeout))?;
         }
         if !subscribe.is_empty() {
-            // Redis runs one SUBSCRIBE for all its channels at once: the first confirmation
-            // means every channel of the batch is live. The other confirmations follow it
-            // back to back, and the next read (`get_message` below) skips them.
-            ps.subscribe(&subscribe)?;
-            let (_, requests) = inner.with_engine(|s, now| {
-                for ch in &subscribe {
-                    s.engine.handle_subscribed(ch, now);
+            let accepted = match command(conn, "SUBSCRIBE", &subscribe, &mut early)? {
+                Ok(()) => subscribe,
+                Err(_) => {
+                    // One channel refused fails the whole batch: learn which, one by one.
+                    let mut accepted = Vec::new();
+                    let mut retry = false;
+                    for ch in subscribe {
+                        match command(conn, "SUBSCRIBE", std::slice::from_ref(&ch), &mut early)? {
+                            Ok(()) => accepted.push(ch),
+                            Err(refusal) if refusals.refused(&ch) => {
+                                let (_, requests) =
+                                    inner.with_engine(|s, now| s.engine.handle_subscription_refused(&ch, refusal, now));
+                                inner.run_background(requests);
+                            }
+                            Err(_) => retry = true,
+                        }
+                    }
+                    if retry {
+                        return Err(std::io::Error::other("a subscription was refused; retrying").into());
+                    }
+                    accepted
                 }
-            });
-            subscribed.extend(subscribe);
-            inner.run_background(requests);
+            };
+            if !accepted.is_empty() {
+                *failures = 0;
+                let (_, requests) = inner.with_engine(|s, now| {
+                    for ch in &accepted {
+                        refusals.accepted(ch);
+                        s.engine.handle_subscribed(ch, now);
+                    }
+                });
+                subscribed.extend(accepted);
+                inner.run_background(requests);
+            }
         }
         for ch in unsubscribe {
             // One channel per command: each reply is then read as its own confirmation.
-            ps.unsubscribe(&ch)?;
+            let _ = command(conn, "UNSUBSCRIBE", std::slice::from_ref(&ch), &mut early)?;
             subscribed.remove(&ch);
         }
         if subscribed.is_empty() {
@@ -116,17 +152,50 @@ fn session(inner: &Arc<Inner>, conn: &mut Connection) -> RedisResult<()> {
         if inner.is_closed() {
             return Ok(());
         }
-        ps.set_read_timeout(Some(PUBSUB_POLL))?;
-        match ps.get_message() {
-            Ok(msg) => {
-                let (_, requests) = inner.with_engine(|s, now| {
-                    s.engine.handle_message(msg.get_channel_name(), msg.get_payload_bytes(), now)
-                });
-                inner.run_background(requests);
+        let msg = match early.pop_front() {
+            Some(msg) => Some(msg),
+            None => {
+                conn.set_read_timeout(Some(PUBSUB_POLL))?;
+                match conn.recv_response() {
+                    // Not a message: the other confirmations of a batch, skipped.
+                    Ok(v) => Msg::from_owned_value(v),
+                    Err(e) if e.is_timeout() => None,
+                    Err(e) => return Err(e),
+                }
             }
-            Err(e) if e.is_timeout() => {}
-            Err(e) => return Err(e),
+        };
+        if let Some(msg) = msg {
+            let (_, requests) = inner
+                .with_engine(|s, now| s.engine.handle_message(msg.get_channel_name(), msg.get_payload_bytes(), now));
+            inner.run_background(requests);
         }
+    }
+}
+
+/// Sends `SUBSCRIBE` or `UNSUBSCRIBE` for `channels` and reads up to its first confirmation
+/// (the server confirms a batch with one reply per channel, back to back; the others are
+/// skipped later, being no messages), or its refusal (`Ok(Err(..))`). Messages that arrive
+/// first are kept in `early`.
+fn command(
+    conn: &mut Connection,
+    name: &str,
+    channels: &[String],
+    early: &mut VecDeque<Msg>,
+) -> RedisResult<Result<(), ServerError>> {
+    conn.send_packed_command(&redis::cmd(name).arg(channels).get_packed_command())?;
+    loop {
+        let value = match conn.recv_response() {
+            Ok(v) => v,
+            Err(e) => return convert::refusal(&e).map(Err).ok_or(e),
+        };
+        if let Some(msg) = Msg::from_value(&value) {
+            early.push_back(msg);
+            continue;
+        }
+        return Ok(match convert::reply(value) {
+            Reply::Error(refusal) => Err(refusal),
+            _ => Ok(()),
+        });
     }
 }
 
