@@ -426,3 +426,70 @@ proptest! {
         }
     }
 }
+
+fn extreme_duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        Just(Duration::ZERO),
+        Just(Duration::from_nanos(1)),
+        Just(Duration::MAX),
+        Just(Duration::from_secs(u64::MAX / 2)),
+        (0u64..=u64::MAX).prop_map(Duration::from_millis),
+        (0u64..100_000).prop_map(Duration::from_millis),
+        (0u32..1_000_000_000).prop_map(|n| Duration::new(u64::MAX, n)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Regression (#20.5): options at any extreme are accepted or refused with a typed error;
+    /// nothing the engine computes from accepted ones overflows (an acquisition, its wait,
+    /// its queue expiry, its renewal and release run to the end without a panic).
+    #[test]
+    fn extreme_options_never_panic(
+        ttl in extreme_duration(),
+        poll_cap in extreme_duration(),
+        confirm_timeout in extreme_duration(),
+        deadline in extreme_duration(),
+        replicas in any::<u32>(),
+        kind in 0u8..4,
+    ) {
+        let confirm = match kind {
+            0 => Confirm::None,
+            1 => Confirm::All { timeout: confirm_timeout },
+            2 => Confirm::Majority { timeout: confirm_timeout },
+            _ => Confirm::AtLeast { replicas, timeout: confirm_timeout },
+        };
+        let o = LockOptions { ttl, auto_renew: true, confirm, poll_cap };
+        #[allow(clippy::disallowed_methods)] // the test's one clock reading
+        let now = Instant::now();
+        let mut e = Engine::with_test_seed(EngineConfig::default(), 1);
+        let how = Acquire::Wait { deadline: now.checked_add(deadline) };
+        let Ok(id) = e.acquire("k", o, how, now) else { return Ok(()) };
+        // Drive it: someone else holds the lock (with the largest PTTL), then a grant.
+        let mut t = now;
+        for round in 0..6 {
+            while let Some(tx) = e.poll_transmit() {
+                let Transmit::Request(req) = tx else { continue };
+                let replies: Vec<Reply> = req.commands.iter().map(|c| match c {
+                    Command::Script { script: Script::Acquire, .. } if round < 3 => {
+                        Reply::Array(vec![Reply::Int(0), Reply::Int(i64::MAX), Reply::Int(5)])
+                    }
+                    Command::Script { script: Script::Acquire, .. } => Reply::Array(vec![Reply::Int(1), Reply::Int(9)]),
+                    Command::Script { script: Script::Extend, keys, .. } => Reply::Array(keys.iter().map(|_| Reply::Int(1)).collect()),
+                    Command::Script { .. } => Reply::Int(1),
+                    Command::Wait { replicas, .. } => Reply::Int(i64::from(*replicas)),
+                    Command::Role => Reply::Array(vec![Reply::Data(b"master".to_vec()), Reply::Int(0), Reply::Array(vec![])]),
+                }).collect();
+                e.handle_reply(req.id, Ok(replies), t).map_err(|m| TestCaseError::fail(m.to_string()))?;
+            }
+            while e.poll_event().is_some() {}
+            match e.poll_timeout() {
+                Some(at) => { t = t.max(at); e.handle_timeout(t); }
+                None => break,
+            }
+        }
+        let _ = e.release(id, t);
+        e.abandon(id, t);
+    }
+}

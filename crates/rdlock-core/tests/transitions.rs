@@ -751,3 +751,17 @@ fn a_fence_that_goes_backwards_is_no_grant() {
     assert!(matches!(h.events()[..], [Event::Failed(LockError::UnexpectedReply(_))]));
     assert_eq!(script(&h.one()).0, Script::Release);
 }
+
+/// Regression (#20.3): held locks do not poll, so however many a client holds, a waiter still
+/// polls within its poll cap (before, 4,000 held locks stretched it to 4 s).
+#[test]
+fn held_locks_do_not_stretch_a_waiters_polls() {
+    let mut h = H::new();
+    for i in 0..4000 {
+        h.held(&format!("held-{i}"), opts(60_000));
+    }
+    let o = opts(1000);
+    h.queued("wanted", o, None);
+    let next = h.e.poll_timeout().expect("the waiter's poll");
+    assert!(next <= h.now + o.poll_cap, "polls {:?} from now, cap {:?}", next - h.now, o.poll_cap);
+}
