@@ -901,3 +901,24 @@ pub async fn a_refused_subscription_backs_off_and_fails_the_wait<H: Harness>() {
     wait_until("the refused waiter left the queue", PATIENCE, || llen(&mut conn, &keys(KEY).queue) == 0);
     assert_clean(&server, &[]);
 }
+
+/// #20.5: a server whose `maxmemory-policy` may evict keys is accepted with a warning by
+/// default, and refused at connect when the client asks for that.
+pub async fn an_evicting_server_is_detected_at_connect<H: Harness>() {
+    let server = server();
+    let mut admin = admin(&server);
+    let strict = ClientConfig { refuse_evicting_server: true, ..ClientConfig::default() };
+    assert!(H::connect_with(&server.url(), strict.clone()).await.is_ok(), "noeviction is safe");
+    for policy in ["allkeys-lru", "volatile-ttl"] {
+        redis::cmd("CONFIG").arg(&["SET", "maxmemory-policy", policy]).query::<()>(&mut admin).expect("CONFIG SET");
+        let refused = H::connect_with(&server.url(), strict.clone()).await;
+        assert!(
+            matches!(&refused, Err(Error::EvictingServer { policy: p }) if p == policy),
+            "{policy}: {:?}",
+            refused.map(|_| ())
+        );
+        let lenient = H::connect(&server.url()).await.expect("accepted with a warning");
+        let guard = H::lock(&lenient, KEY).await.expect("lock");
+        assert!(H::release(guard).await.expect("release").was_held());
+    }
+}

@@ -65,6 +65,7 @@ macro_rules! cases {
             release_after_a_restart_is_not_claimed,
             a_cancelled_caller_strands_no_other_wait,
             a_refused_subscription_backs_off_and_fails_the_wait,
+            an_evicting_server_is_detected_at_connect,
             cloned_config_clients_exclude,
             lost_keeps_one_waker_per_future,
             zero_timeout_is_one_attempt,

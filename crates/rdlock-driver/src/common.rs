@@ -115,6 +115,23 @@ pub(crate) struct Started {
     pub(crate) loss: Arc<LossCell>,
 }
 
+/// Checks the server's eviction policy from its `INFO memory` text: every policy but
+/// `noeviction` may evict a lock key (TTL'd keys first under `volatile-*`) or a queue, which
+/// breaks exclusion or drops hand-offs like a restart does. Warns, or refuses when asked.
+pub(crate) fn check_eviction(info: &str, config: &crate::ClientConfig) -> Result<(), Error> {
+    let Some(policy) = info.lines().find_map(|l| l.strip_prefix("maxmemory_policy:")).map(str::trim) else {
+        return Ok(());
+    };
+    if policy == "noeviction" {
+        return Ok(());
+    }
+    if config.refuse_evicting_server {
+        return Err(Error::EvictingServer { policy: policy.to_owned() });
+    }
+    tracing::warn!(policy, "the server may evict keys: a held lock or a wait queue can vanish under memory pressure");
+    Ok(())
+}
+
 /// Refusals of a channel's subscription in a row before its waits are failed.
 const SUBSCRIBE_REFUSALS: u32 = 3;
 

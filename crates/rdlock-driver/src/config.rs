@@ -28,6 +28,10 @@ pub struct ClientConfig {
     pub response_timeout: Duration,
     /// Longest wait for a connection.
     pub connection_timeout: Duration,
+    /// Refuse (at connect, [`Error::EvictingServer`](crate::Error::EvictingServer)) a
+    /// server whose `maxmemory-policy` may evict keys: it can drop a held lock (two holders)
+    /// or a wait queue. Off by default: such a server is accepted with a warning in the log.
+    pub refuse_evicting_server: bool,
     /// Engine settings. They hold no randomness: each client's engine seeds its owner
     /// tokens from the operating system when the client is made, so clients built from
     /// copies of one configuration never share tokens.
@@ -40,6 +44,7 @@ impl Default for ClientConfig {
             defaults: LockOptions::default(),
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(2),
+            refuse_evicting_server: false,
             engine: EngineConfig::default(),
         }
     }

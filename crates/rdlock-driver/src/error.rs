@@ -48,6 +48,13 @@ pub enum Error {
     /// drawn from; no client was made.
     #[error(transparent)]
     Entropy(#[from] EntropyUnavailable),
+    /// The server may evict keys (its `maxmemory-policy`), and the client was told to refuse
+    /// such a server ([`ClientConfig::refuse_evicting_server`](crate::ClientConfig)).
+    #[error("the server's maxmemory-policy {policy} may evict a held lock; only noeviction is safe")]
+    EvictingServer {
+        /// The server's policy.
+        policy: String,
+    },
     /// The client shut down.
     #[error("the client is closed")]
     Closed,

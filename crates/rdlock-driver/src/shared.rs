@@ -104,10 +104,15 @@ impl<R: Runtime> Inner<R> {
     }
 
     /// Makes sure the command connection can be made.
-    pub(crate) async fn connect(&self) -> redis::RedisResult<()> {
+    pub(crate) async fn connect(&self) -> Result<(), crate::Error> {
         let mut c = self.commands.get(&self.redis, &self.config).await?;
         // A server that wants credentials accepts the connection but no command: ask once.
-        redis::cmd("PING").query_async::<()>(&mut c).await
+        redis::cmd("PING").query_async::<()>(&mut c).await?;
+        // A user without the right to INFO cannot be checked; that is no reason to refuse.
+        if let Ok(info) = redis::cmd("INFO").arg("memory").query_async::<String>(&mut c).await {
+            common::check_eviction(&info, &self.config)?;
+        }
+        Ok(())
     }
 
     /// Feeds one input to the engine, then drains its outputs in the same critical section:

@@ -118,6 +118,10 @@ impl Inner {
         let mut conn = self.open()?;
         // A server that wants credentials accepts the connection but no command: ask once.
         redis::cmd("PING").query::<()>(&mut conn.conn)?;
+        // A user without the right to INFO cannot be checked; that is no reason to refuse.
+        if let Ok(info) = redis::cmd("INFO").arg("memory").query::<String>(&mut conn.conn) {
+            common::check_eviction(&info, &self.config)?;
+        }
         self.commands.put(conn);
         Ok(())
     }
