@@ -295,7 +295,7 @@ impl LockBuilder<'_> {
 
 /// A held lock. Dropping it releases the lock on the dropping thread (one round trip, more
 /// only while retrying a failed release; it never panics); [`Guard::release`] does the same
-/// and reports whether the lock was still ours.
+/// and reports what is known of it ([`ReleaseOutcome`]).
 ///
 /// ```no_run
 /// # fn demo(client: rdlock_driver::blocking::Client) -> Result<(), rdlock_driver::Error> {
@@ -308,7 +308,7 @@ impl LockBuilder<'_> {
 ///         eprintln!("lease lost ({reason:?}): stop writing with fence {fence}");
 ///     }
 /// });
-/// assert!(guard.release()?, "the lock was still ours");
+/// assert!(guard.release()?.was_held(), "the lock was ours to the end");
 /// # Ok(()) }
 /// ```
 pub struct Guard {

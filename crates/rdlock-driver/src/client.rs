@@ -301,7 +301,7 @@ impl<R: Runtime> LockBuilder<'_, R> {
 }
 
 /// A held lock. Dropping it releases the lock in the background (never blocking);
-/// [`Guard::release`] releases it and reports whether it was still ours.
+/// [`Guard::release`] releases it and reports what is known of it ([`ReleaseOutcome`]).
 ///
 /// ```no_run
 /// # async fn demo<R: rdlock_driver::Runtime>(client: rdlock_driver::Client<R>) -> Result<(), rdlock_driver::Error> {
@@ -314,7 +314,7 @@ impl<R: Runtime> LockBuilder<'_, R> {
 ///         eprintln!("lease lost ({reason:?}): stop writing with fence {fence}");
 ///     }
 /// });
-/// assert!(guard.release().await?, "the lock was still ours");
+/// assert!(guard.release().await?.was_held(), "the lock was ours to the end");
 /// # Ok(()) }
 /// ```
 pub struct Guard<R: Runtime> {

@@ -69,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         detected.elapsed().as_secs_f64() * 1e3,
         guard.is_valid()
     );
-    println!("  release() reports whether it was still ours: {:?}", guard.release().await?);
+    println!("  release() reports what is known of it: {:?}", guard.release().await?);
 
     let left: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut admin)?;
     println!("\nkeys left: {left:?} (only the fence counter, which carries a TTL)");
