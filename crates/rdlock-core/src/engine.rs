@@ -728,7 +728,7 @@ impl Engine {
                 self.events.push_back((id, Event::Lost { reason: LostReason::Expired }));
             }
             State::Held(h) if h.lost.is_none() && h.renewing.is_none() && now >= h.renew_before => self.renew_due(now),
-            State::Releasing(r) if r.retry_at.is_some_and(|at| now >= at) => self.resend_release(id, now),
+            State::Releasing(r) if r.retry_at.is_some_and(|at| now >= at) => self.resend_release(id),
             _ => {}
         }
     }
@@ -846,11 +846,11 @@ impl Engine {
         let rechecks_left = if lock.unsure { RECHECKS.len() } else { 0 };
         let release = Release { req: None, retry_at: None, attempts: 0, valid_at_start, then, give_up, rechecks_left };
         self.set_state(id, State::Releasing(release));
-        self.resend_release(id, now);
+        self.resend_release(id);
     }
 
     /// Sends the release script (again).
-    fn resend_release(&mut self, id: LockId, now: Instant) {
+    fn resend_release(&mut self, id: LockId) {
         let Some(lock) = self.locks.get(&id) else { return };
         let keys = LockKeys::derive(&lock.key);
         let entry = format!("{}:{}", hex(lock.token), lock.opts.ttl_ms());
@@ -865,8 +865,6 @@ impl Engine {
             r.req = Some(req);
             r.retry_at = None;
             r.attempts += 1;
-            // A later answer proves nothing about a lease that was given up at `now`.
-            r.give_up = r.give_up.max(now);
         }
         self.reschedule(id);
     }
