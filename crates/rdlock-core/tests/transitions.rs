@@ -765,3 +765,19 @@ fn held_locks_do_not_stretch_a_waiters_polls() {
     let next = h.e.poll_timeout().expect("the waiter's poll");
     assert!(next <= h.now + o.poll_cap, "polls {:?} from now, cap {:?}", next - h.now, o.poll_cap);
 }
+
+/// Regression (#20.5): the wait queue's expiry follows the poll interval actually used, so
+/// a stretched interval (many waits sharing the poll budget) cannot outlast the queue.
+#[test]
+fn the_queue_outlives_a_stretched_poll_interval() {
+    let mut h = H::with(EngineConfig { polls_per_second: 1, ..EngineConfig::default() });
+    for i in 0..100 {
+        h.acquire(&format!("wait-{i}"), opts(1000), Acquire::Wait { deadline: None });
+        let first = h.one();
+        h.reply(&first, pair(0, -3));
+    }
+    // 100 waits at 1 poll a second: each polls every 100 s.
+    h.acquire("one-more", opts(1000), Acquire::Wait { deadline: None });
+    let queue_ttl: u64 = args(&h.one())[3].parse().expect("a number");
+    assert!(queue_ttl >= 4 * 100_000, "queue ttl {queue_ttl} ms");
+}
