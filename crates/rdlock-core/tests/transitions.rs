@@ -19,7 +19,13 @@ fn channel(key: &str) -> String {
 }
 
 fn opts(ttl_ms: u64) -> LockOptions {
-    LockOptions { ttl: ms(ttl_ms), auto_renew: false, confirm: Confirm::None, poll_cap: ms(100) }
+    LockOptions {
+        ttl: ms(ttl_ms),
+        auto_renew: false,
+        confirm: Confirm::None,
+        poll_cap: ms(100),
+        ..LockOptions::default()
+    }
 }
 
 fn pair(a: i64, b: i64) -> Vec<Reply> {
