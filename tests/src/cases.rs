@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Acquire, Confirm, InvalidInput, LockError, LockOptions, LostReason, ReleaseOutcome};
+use rdlock_core::{Acquire, Confirm, InvalidInput, LockError, LockOptions, LostReason, ReleaseOutcome, Sharing};
 use rdlock_driver::{ClientConfig, Error, TryLock};
 use rdlock_testkit::{Proxy, RedisServer, Replicated};
 
@@ -920,5 +920,141 @@ pub async fn an_evicting_server_is_detected_at_connect<H: Harness>() {
         let lenient = H::connect(&server.url()).await.expect("accepted with a warning");
         let guard = H::lock(&lenient, KEY).await.expect("lock");
         assert!(H::release(guard).await.expect("release").was_held());
+    }
+}
+
+// ------------------------------------------------------------------------------ #10.2
+
+/// The redis-py worker the shared-key case runs (`scripts/dev test` points `RDLOCK_PYTHON` at
+/// a virtual environment's python with the pinned redis-py).
+const REDIS_PY_WORKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/foreign/redis_py_worker.py");
+/// The longest wait either side may see with 4 redis-py and 4 rdlock workers on one key
+/// (measured: at most 1.52 s on a loaded 2-core machine, beside the rest of the suite;
+/// docs/safety.md).
+const SHARED_WAIT_BOUND: Duration = Duration::from_secs(4);
+
+/// What one side's workers report.
+#[derive(Debug, Default)]
+struct SideReport {
+    holds: u64,
+    longest: Duration,
+    overlaps: u64,
+    min_holds: u64,
+}
+
+/// #10.2: 4 redis-py `Lock` workers (Python processes, polling every 100 ms) and 4 rdlock
+/// workers in shared mode take turns on one key for a few seconds, with keyspace
+/// notifications on and then off: nobody is ever inside with another (a counter incremented
+/// non-atomically by both sides loses nothing; an `INCR` on entry always answers 1), both
+/// sides keep getting the lock, and the longest wait of each side stays within
+/// [`SHARED_WAIT_BOUND`].
+pub async fn shares_a_key_with_redis_py<H: Harness>() {
+    const WORKERS: usize = 4;
+    const RUN: Duration = Duration::from_secs(4);
+    const COUNTER: &str = "rdlock-test:shared-counter";
+    const INSIDE: &str = "rdlock-test:inside";
+    let Some(python) = std::env::var_os("RDLOCK_PYTHON") else {
+        println!(
+            "[{}] shares_a_key_with_redis_py skipped: RDLOCK_PYTHON (a python with redis-py) is not set; `scripts/dev test` sets it",
+            H::NAME
+        );
+        return;
+    };
+    for notifications in [true, false] {
+        let server = server();
+        let mut conn = admin(&server);
+        if notifications {
+            redis::cmd("CONFIG")
+                .arg(&["SET", "notify-keyspace-events", "Kgx"])
+                .query::<()>(&mut conn)
+                .expect("CONFIG SET");
+        }
+        let children: Vec<std::process::Child> = (0..WORKERS)
+            .map(|i| {
+                std::process::Command::new(&python)
+                    .arg(REDIS_PY_WORKER)
+                    .args([server.port().to_string(), KEY.into(), COUNTER.into(), INSIDE.into()])
+                    .args([RUN.as_secs_f64().to_string(), i.to_string()])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("start a redis-py worker")
+            })
+            .collect();
+        let opts = LockOptions { sharing: Sharing::FOREIGN, ..options(Duration::from_secs(5), true) };
+        let mut tasks: Vec<Task<(u64, Duration, u64)>> = Vec::new();
+        for i in 0..WORKERS {
+            let client = H::connect(&server.url()).await.expect("connect");
+            let mut conn = admin(&server);
+            tasks.push(H::spawn(async move {
+                let (mut holds, mut longest, mut overlaps) = (0, Duration::ZERO, 0);
+                let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ i as u64;
+                let mut uniform = |lo: u64, hi: u64| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    Duration::from_millis(lo + (seed >> 33) % (hi - lo + 1))
+                };
+                let stop = Instant::now() + RUN;
+                while Instant::now() < stop {
+                    let asked = Instant::now();
+                    let guard = lock_with::<H>(&client, KEY, opts, Duration::from_secs(10)).await.expect("lock");
+                    longest = longest.max(asked.elapsed());
+                    if redis::cmd("INCR").arg(INSIDE).query::<i64>(&mut conn).expect("INCR") != 1 {
+                        overlaps += 1;
+                    }
+                    let seen: i64 = get(&mut conn, COUNTER).map_or(0, |v| v.parse().expect("a number"));
+                    H::sleep(uniform(2, 8)).await;
+                    redis::cmd("SET").arg(COUNTER).arg(seen + 1).query::<()>(&mut conn).expect("SET");
+                    redis::cmd("DECR").arg(INSIDE).query::<i64>(&mut conn).expect("DECR");
+                    assert!(H::release(guard).await.expect("release").was_held(), "the lock was not ours at release");
+                    holds += 1;
+                    H::sleep(uniform(10, 100)).await;
+                }
+                (holds, longest, overlaps)
+            }));
+        }
+        let mut ours = SideReport { min_holds: u64::MAX, ..SideReport::default() };
+        for (holds, longest, overlaps) in join_all(tasks).await {
+            ours.holds += holds;
+            ours.min_holds = ours.min_holds.min(holds);
+            ours.longest = ours.longest.max(longest);
+            ours.overlaps += overlaps;
+        }
+        let mut theirs = SideReport { min_holds: u64::MAX, ..SideReport::default() };
+        for mut child in children {
+            let started = Instant::now();
+            while child.try_wait().expect("a redis-py worker").is_none() {
+                assert!(started.elapsed() < PATIENCE, "a redis-py worker did not finish");
+                H::sleep(Duration::from_millis(20)).await;
+            }
+            let out = child.wait_with_output().expect("a redis-py worker's output");
+            assert!(out.status.success(), "a redis-py worker failed: {:?}", out.status);
+            let line = String::from_utf8_lossy(&out.stdout).into_owned();
+            let field = |name: &str| -> f64 {
+                let at = line.find(&format!("\"{name}\": ")).unwrap_or_else(|| panic!("{name} in {line}"));
+                let rest = &line[at + name.len() + 4..];
+                rest[..rest.find([',', '}']).unwrap_or(rest.len())].trim().parse().expect("a number")
+            };
+            assert_eq!(field("timeouts"), 0.0, "a redis-py worker gave up waiting: {line}");
+            let holds = field("holds") as u64;
+            theirs.holds += holds;
+            theirs.min_holds = theirs.min_holds.min(holds);
+            theirs.longest = theirs.longest.max(Duration::from_secs_f64(field("longest_ms") / 1000.0));
+            theirs.overlaps += field("overlaps") as u64;
+        }
+        let mode = if notifications { "keyspace notifications on" } else { "keyspace notifications off" };
+        println!(
+            "[{}] shared key, {mode}: rdlock {} holds, longest wait {:.0} ms; redis-py {} holds, longest wait {:.0} ms",
+            H::NAME,
+            ours.holds,
+            ms(ours.longest),
+            theirs.holds,
+            ms(theirs.longest)
+        );
+        assert_eq!((ours.overlaps, theirs.overlaps), (0, 0), "two holders at once");
+        let counted: u64 = get(&mut conn, COUNTER).map_or(0, |v| v.parse().expect("a number"));
+        assert_eq!(counted, ours.holds + theirs.holds, "lost increments: two holders at once");
+        assert!(ours.min_holds > 0 && theirs.min_holds > 0, "a worker never got the lock: {ours:?} {theirs:?}");
+        assert!(ours.longest <= SHARED_WAIT_BOUND, "an rdlock worker waited {:?}", ours.longest);
+        assert!(theirs.longest <= SHARED_WAIT_BOUND, "a redis-py worker waited {:?}", theirs.longest);
+        assert_clean(&server, &[COUNTER, INSIDE]);
     }
 }

@@ -72,6 +72,7 @@ macro_rules! cases {
             try_lock_reports_holder_ttl,
             loss_signal_moves_to_another_task,
             lookalike_keys_are_distinct_locks,
+            shares_a_key_with_redis_py,
         );
     };
     (@each $harness:ty; $($case:ident),* $(,)?) => {

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use crate::command::{Command, Request, RequestId, Route, Transmit};
 use crate::error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
-use crate::event::{Event, LostReason, ReleaseOutcome};
+use crate::event::{Event, LostReason, ReleaseOutcome, Warning};
 use crate::keys::{LockKeys, slot};
-use crate::options::{Acquire, Confirm, LockOptions};
+use crate::options::{Acquire, Confirm, LockOptions, Sharing};
 use crate::reply::{Reply, ServerError, TransportError};
 use crate::script::{AcquireReply, Script};
 use crate::subscriptions::Subscriptions;
@@ -56,6 +56,12 @@ pub struct EngineConfig {
     /// one's poll interval stretches beyond its poll cap so that waiting stays cheap for the
     /// server (hand-off messages, not polls, are what wake them).
     pub polls_per_second: u32,
+    /// The database whose keyspace notifications for deletions and expiries the server
+    /// publishes (`notify-keyspace-events` with `K`, `g` and `x`), if it does: waiters on
+    /// keys shared with foreign clients then wake when a foreign holder's key goes, instead
+    /// of at their next poll. Drivers detect it at connect ([`Engine::set_keyspace_db`]).
+    /// Not used in a cluster, where notifications stay on the key's node.
+    pub keyspace_db: Option<u32>,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +72,7 @@ impl Default for EngineConfig {
             max_renew_batch: 512,
             replica_count_max_age: Duration::from_secs(1),
             polls_per_second: 1000,
+            keyspace_db: None,
         }
     }
 }
@@ -183,6 +190,8 @@ struct Lock {
     attempted: bool,
     /// An attempt got no answer: it may still run on the server, even after a release.
     unsure: bool,
+    /// Shared mode: the key was announced free while an attempt was in flight.
+    freed: bool,
     timer: Option<Instant>,
 }
 
@@ -222,6 +231,7 @@ pub struct Engine {
     role_waiters: Vec<LockId>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<(LockId, Event)>,
+    warnings: VecDeque<Warning>,
 }
 
 impl Engine {
@@ -261,6 +271,7 @@ impl Engine {
             role_waiters: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            warnings: VecDeque::new(),
         }
     }
 
@@ -307,6 +318,7 @@ impl Engine {
                 abandoned: false,
                 attempted: false,
                 unsure: false,
+                freed: false,
                 timer: None,
             }),
         );
@@ -407,6 +419,9 @@ impl Engine {
 
     /// A message arrived on a subscribed channel.
     pub fn handle_message(&mut self, channel: &str, payload: &[u8], now: Instant) {
+        if self.on_free_notice(channel, payload, now) {
+            return;
+        }
         let Some((token, fence)) = std::str::from_utf8(payload).ok().and_then(|p| p.split_once(':')) else { return };
         let Some(token) = parse_hex(token) else { return };
         let (Some(&id), Ok(fence)) = (self.by_token.get(&token), fence.parse::<u64>()) else { return };
@@ -446,6 +461,10 @@ impl Engine {
     /// server's error and leaves the queue. A wait cannot be trusted to poll forever in its
     /// place: a lost message would then cost a poll every time, unnoticed.
     pub fn handle_subscription_refused(&mut self, channel: &str, error: ServerError, now: Instant) {
+        if LockKeys::is_keyspace_channel(channel) {
+            self.keyspace_refused(channel, now);
+            return;
+        }
         for id in self.subs.waiters(channel) {
             let Some(lock) = self.locks.get_mut(&id) else { continue };
             let failed = Event::Failed(LockError::Server(error.clone()));
@@ -503,6 +522,11 @@ impl Engine {
         self.events.pop_front()
     }
 
+    /// The next thing to log about how keys are used.
+    pub fn poll_warning(&mut self) -> Option<Warning> {
+        self.warnings.pop_front()
+    }
+
     /// When [`Engine::handle_timeout`] must next be called, if ever.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         while let Some(Reverse((at, key))) = self.timers.peek().copied() {
@@ -534,6 +558,8 @@ impl Engine {
             return;
         }
         let wanted = confirm.wanted(fresh.map(|(n, _)| n)).unwrap_or(0);
+        // A shared key has no queue: every attempt is a plain `SET NX` (the `try` mode).
+        let mode = if lock.opts.sharing == Sharing::Queue { mode } else { Mode::Try };
         let keys = LockKeys::derive(&lock.key);
         let mut commands = vec![Command::Script {
             script: Script::Acquire,
@@ -610,6 +636,8 @@ impl Engine {
                 } else if try_only {
                     self.events.push_back((id, Event::Busy { holder_ttl }));
                     self.finish(id, now);
+                } else if opts.sharing != Sharing::Queue {
+                    self.wait_shared(id, holder_ttl, sent_subscribed, now);
                 } else if let Some(granted) = granted {
                     // A hand-off was announced while this attempt was in flight, yet the
                     // attempt found another holder. With the holder's fence in the reply, a
@@ -854,10 +882,17 @@ impl Engine {
         let Some(lock) = self.locks.get(&id) else { return };
         let keys = LockKeys::derive(&lock.key);
         let entry = format!("{}:{}", hex(lock.token), lock.opts.ttl_ms());
-        let commands = vec![Command::Script {
-            script: Script::Release,
-            keys: vec![keys.lock, keys.fence, keys.queue],
-            args: vec![hex(lock.token), entry, keys.channel, FENCE_TTL.as_millis().to_string()],
+        let commands = vec![match lock.opts.sharing {
+            Sharing::Queue => Command::Script {
+                script: Script::Release,
+                keys: vec![keys.lock, keys.fence, keys.queue],
+                args: vec![hex(lock.token), entry, keys.channel, FENCE_TTL.as_millis().to_string()],
+            },
+            Sharing::Foreign { .. } => Command::Script {
+                script: Script::ReleaseShared,
+                keys: vec![keys.lock, keys.queue],
+                args: vec![hex(lock.token), keys.channel],
+            },
         }];
         let route = lock.route;
         let req = self.request(route, commands, Pending::Release(id));
@@ -888,6 +923,9 @@ impl Engine {
             Some(r) => Err(LockError::UnexpectedReply(format!("release: {r:?}"))),
             None => Err(LockError::UnexpectedReply("release: empty".into())),
         });
+        if outcome == Ok(2) && lock.opts.sharing != Sharing::Queue {
+            self.warnings.push_back(Warning::MixedSharing { key: lock.key.clone() });
+        }
         // The caller hears at the first answer or the first failure; the rest is silent.
         let known = |held: bool| if held { ReleaseOutcome::Released } else { ReleaseOutcome::NotHeld };
         let event = match (&outcome, std::mem::replace(&mut r.then, Then::Silent)) {
@@ -972,6 +1010,12 @@ impl Engine {
         if was_waiting && let Some(at) = self.subs.remove(&LockKeys::channel_of(&lock.key), id, now) {
             self.timers.push(Reverse((at, TimerKey::Linger)));
         }
+        if was_waiting
+            && let Some(channel) = self.keyspace_channel(id)
+            && let Some(at) = self.subs.remove(&channel, id, now)
+        {
+            self.timers.push(Reverse((at, TimerKey::Linger)));
+        }
     }
 
     /// Ends a lock that is counting replicas. A wait counts again when its count grows
@@ -1007,6 +1051,104 @@ impl Engine {
     fn backoff(&mut self, opts: &LockOptions) -> Duration {
         let cap = (opts.poll_cap.as_millis() as u64).clamp(1, 50);
         Duration::from_millis(self.rng.between(cap / 5, cap))
+    }
+}
+
+// ---------------------------------------------------------------- shared mode
+
+/// The payload a shared-mode release publishes on the lock's channel.
+const FREE: &[u8] = b"free";
+
+impl Engine {
+    /// Sets [`EngineConfig::keyspace_db`]: drivers call it once they know whether the server
+    /// publishes keyspace notifications, before the first lock.
+    pub fn set_keyspace_db(&mut self, db: Option<u32>) {
+        self.config.keyspace_db = db;
+    }
+
+    /// The keyspace notification channel a waiter on this shared key listens to, if any.
+    fn keyspace_channel(&self, id: LockId) -> Option<String> {
+        let lock = self.locks.get(&id)?;
+        let db = self.config.keyspace_db.filter(|_| !self.config.cluster)?;
+        (lock.opts.sharing != Sharing::Queue).then(|| LockKeys::keyspace_channel_of(&lock.key, db))
+    }
+
+    /// A shared-mode attempt found the key held: wait, listening for the key to be freed.
+    fn wait_shared(&mut self, id: LockId, holder_ttl: Option<Duration>, sent_subscribed: bool, now: Instant) {
+        let keyspace = self.keyspace_channel(id);
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        let Some(courtesy) = lock.opts.sharing.courtesy() else { return };
+        let channel = LockKeys::channel_of(&lock.key);
+        let freed = std::mem::take(&mut lock.freed);
+        let mut opts = lock.opts;
+        if !lock.subscribed {
+            lock.subscribed = true;
+            self.waiting += 1;
+            let mut out = Vec::new();
+            self.subs.add(&channel, id, &mut out);
+            if let Some(ks) = &keyspace {
+                self.subs.add(ks, id, &mut out);
+            }
+            self.transmits.extend(out);
+        }
+        let live = self.subs.is_active(&channel) && keyspace.as_ref().is_none_or(|k| self.subs.is_active(k));
+        let wait = if freed || (!sent_subscribed && live) {
+            // Freed while the attempt was in flight, or subscribed meanwhile (a notice may
+            // have slipped between the two): try again, after the courtesy delay.
+            self.courtesy_delay(courtesy)
+        } else {
+            // Without keyspace notifications a foreign release is seen only by polling: poll
+            // as often as a foreign client does.
+            if keyspace.is_none() {
+                opts.poll_cap = opts.poll_cap.min(courtesy);
+            }
+            let cap = self.poll_interval(&opts).as_millis() as u64;
+            let jittered = Duration::from_millis(self.rng.between(cap / 2, cap));
+            holder_ttl.map_or(jittered, |t| (t + Duration::from_millis(1)).min(jittered))
+        };
+        self.set_state(id, State::Waiting { retry_at: now + wait });
+    }
+
+    /// A shared key was announced free by a shared-mode release, or deleted or expired (a
+    /// keyspace notification): its waiters try again after a courtesy delay each, so that a
+    /// foreign client polling every `courtesy` has about the same chance at the key as each
+    /// of them. Returns whether the message was such a notice (or another keyspace event).
+    fn on_free_notice(&mut self, channel: &str, payload: &[u8], now: Instant) -> bool {
+        let keyspace = LockKeys::is_keyspace_channel(channel);
+        let freed = if keyspace { matches!(payload, b"del" | b"expired" | b"evicted") } else { payload == FREE };
+        if !freed {
+            return keyspace;
+        }
+        for id in self.subs.waiters(channel) {
+            let Some(lock) = self.locks.get_mut(&id) else { continue };
+            let Some(courtesy) = lock.opts.sharing.courtesy() else { continue };
+            match lock.state {
+                State::Acquiring { .. } => lock.freed = true,
+                // A wait already due within a courtesy delay is kept: a second notice of the
+                // same release (channel and keyspace) must not draw a second, earlier delay.
+                State::Waiting { retry_at } if retry_at > now + courtesy => {
+                    let at = now + self.courtesy_delay(courtesy);
+                    self.set_state(id, State::Waiting { retry_at: at });
+                }
+                _ => {}
+            }
+        }
+        true
+    }
+
+    /// The server refuses the keyspace channel (an ACL without it): stop using keyspace
+    /// notifications; shared waits poll instead.
+    fn keyspace_refused(&mut self, channel: &str, now: Instant) {
+        for id in self.subs.waiters(channel) {
+            if let Some(at) = self.subs.remove(channel, id, now) {
+                self.timers.push(Reverse((at, TimerKey::Linger)));
+            }
+        }
+        self.config.keyspace_db = None;
+    }
+
+    fn courtesy_delay(&mut self, courtesy: Duration) -> Duration {
+        Duration::from_micros(self.rng.between(0, courtesy.as_micros().min(u128::from(u64::MAX)) as u64))
     }
 }
 

@@ -45,6 +45,15 @@ pub enum InvalidInput {
         /// The limit.
         max: Duration,
     },
+    /// The courtesy delay of a key shared with foreign clients is zero (it would give them
+    /// no chance at a free key) or longer than the longest poll cap.
+    #[error("the courtesy delay {courtesy:?} must be above zero and at most {max:?}")]
+    CourtesyOutOfRange {
+        /// The courtesy delay asked for.
+        courtesy: Duration,
+        /// The limit.
+        max: Duration,
+    },
     /// Confirmation by zero replicas was asked for.
     #[error("a replica confirmation needs at least one replica")]
     ConfirmNoReplicas,

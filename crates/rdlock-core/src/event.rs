@@ -35,6 +35,20 @@ impl ReleaseOutcome {
     }
 }
 
+/// Something a driver should log: it concerns how a key is used, not one lock's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Warning {
+    /// A release in shared mode ([`crate::Sharing::Foreign`]) found queue-mode waiters
+    /// queued on the key: some rdlock client of the key does not use shared mode. Exclusion
+    /// holds, but those waiters get the key only by their polls, and their hand-offs keep
+    /// foreign clients out.
+    MixedSharing {
+        /// The lock key.
+        key: String,
+    },
+}
+
 /// An outcome for one lock, drained with [`crate::Engine::poll_event`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {

@@ -21,6 +21,9 @@ pub const LAYOUT: u32 = 2;
 /// The marker that ends the user's key in every auxiliary name; keys containing it are refused.
 pub const MARKER: &str = "#rdl";
 
+/// How the server names its keyspace notification channels: `__keyspace@<db>__:<key>`.
+const KEYSPACE_PREFIX: &str = "__keyspace@";
+
 /// What an auxiliary name is for. Role names are distinct, non-empty and `[a-z]` only, so no
 /// role can add a hash tag or a second marker to a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,6 +96,17 @@ impl LockKeys {
     /// The hand-off channel of a key already checked by [`LockKeys::new`].
     pub(crate) fn channel_of(key: &str) -> String {
         name(key, Role::Channel)
+    }
+
+    /// The channel the server publishes `key`'s keyspace notifications on, in database `db`.
+    pub(crate) fn keyspace_channel_of(key: &str, db: u32) -> String {
+        format!("{KEYSPACE_PREFIX}{db}__:{key}")
+    }
+
+    /// Whether `channel` is a keyspace notification channel (of a lock key: an auxiliary name
+    /// that happens to start like one is not).
+    pub(crate) fn is_keyspace_channel(channel: &str) -> bool {
+        channel.starts_with(KEYSPACE_PREFIX) && !Self::is_auxiliary(channel)
     }
 
     /// Whether `channel` is the hand-off channel of `key` (checked by [`LockKeys::new`]),

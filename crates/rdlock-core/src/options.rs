@@ -65,6 +65,43 @@ impl Confirm {
     }
 }
 
+/// Who else takes the lock key, which decides how waiters wait for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sharing {
+    /// Only rdlock clients in queue mode take the key: waiters queue on the server and a
+    /// release hands the key straight to the first of them (first come, first served). A
+    /// client that polls with `SET NX` instead (a lock of another library) is never handed
+    /// the key while rdlock waiters are queued.
+    #[default]
+    Queue,
+    /// Clients of other libraries (redis-py's `Lock`, redsync, node-redlock: `SET K token NX
+    /// PX ttl` and a compare-and-delete) take the key too. Nobody queues: a waiter retries
+    /// `SET NX`; a release frees the key and announces it; waiters also wake on the key's
+    /// keyspace notifications (deleted, expired) where the server sends them, and otherwise
+    /// poll at most every `courtesy`. After each wake-up a waiter first sleeps a random time
+    /// in `[0, courtesy]`, so that a foreign client polling every `courtesy` has a fair chance
+    /// at the free key. Set `courtesy` to the foreign clients' poll period (redis-py's `sleep`,
+    /// 100 ms by default). Every client of a key must use this mode: see `docs/protocol.md`.
+    Foreign {
+        /// The longest courtesy delay after a wake-up, and the longest poll without
+        /// keyspace notifications.
+        courtesy: Duration,
+    },
+}
+
+impl Sharing {
+    /// Shared with foreign clients that poll every 100 ms (redis-py's `Lock` default).
+    pub const FOREIGN: Sharing = Sharing::Foreign { courtesy: Duration::from_millis(100) };
+
+    /// The courtesy delay bound, for a key shared with foreign clients.
+    pub fn courtesy(self) -> Option<Duration> {
+        match self {
+            Sharing::Queue => None,
+            Sharing::Foreign { courtesy } => Some(courtesy),
+        }
+    }
+}
+
 /// Options of one lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockOptions {
@@ -77,6 +114,8 @@ pub struct LockOptions {
     /// Longest sleep of a waiter between polls, so that a lost hand-off message costs at
     /// most this long.
     pub poll_cap: Duration,
+    /// Whether clients of other libraries take the key too ([`Sharing::Foreign`]).
+    pub sharing: Sharing,
 }
 
 impl Default for LockOptions {
@@ -86,6 +125,7 @@ impl Default for LockOptions {
             auto_renew: true,
             confirm: Confirm::None,
             poll_cap: Duration::from_millis(200),
+            sharing: Sharing::Queue,
         }
     }
 }
@@ -111,6 +151,11 @@ impl LockOptions {
         }
         if self.poll_cap > MAX_POLL_CAP {
             return Err(InvalidInput::PollCapTooLong { poll_cap: self.poll_cap, max: MAX_POLL_CAP });
+        }
+        if let Some(courtesy) = self.sharing.courtesy()
+            && (courtesy.is_zero() || courtesy > MAX_POLL_CAP)
+        {
+            return Err(InvalidInput::CourtesyOutOfRange { courtesy, max: MAX_POLL_CAP });
         }
         match self.confirm {
             Confirm::AtLeast { replicas: 0, .. } => return Err(InvalidInput::ConfirmNoReplicas),

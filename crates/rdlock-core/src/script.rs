@@ -10,11 +10,14 @@ pub enum Script {
     Release,
     /// Owner-checked renewal of one or many locks.
     Extend,
+    /// Owner-checked delete of a key shared with foreign clients, announced on the lock's
+    /// channel (no hand-off: nobody queues).
+    ReleaseShared,
 }
 
 impl Script {
     /// Every script, for drivers that load them up front.
-    pub const ALL: [Script; 3] = [Script::Acquire, Script::Release, Script::Extend];
+    pub const ALL: [Script; 4] = [Script::Acquire, Script::Release, Script::Extend, Script::ReleaseShared];
 
     /// The Lua source (the fence prelude, `fence.lua`, is prepended to the scripts that grant
     /// a lock).
@@ -23,6 +26,7 @@ impl Script {
             Script::Acquire => concat!(include_str!("../scripts/fence.lua"), include_str!("../scripts/acquire.lua")),
             Script::Release => concat!(include_str!("../scripts/fence.lua"), include_str!("../scripts/release.lua")),
             Script::Extend => include_str!("../scripts/extend.lua"),
+            Script::ReleaseShared => include_str!("../scripts/release_shared.lua"),
         }
     }
 
@@ -32,6 +36,7 @@ impl Script {
             Script::Acquire => "acquire",
             Script::Release => "release",
             Script::Extend => "extend",
+            Script::ReleaseShared => "release-shared",
         }
     }
 }

@@ -72,6 +72,14 @@ fn release(lock: &LockKeys, token: &str, ttl: &str, fence_ttl: &str) -> Step {
     }
 }
 
+fn release_shared(lock: &LockKeys, token: &str) -> Step {
+    Step::Run {
+        script: Script::ReleaseShared,
+        keys: vec![lock.lock.clone(), lock.queue.clone()],
+        args: vec![token.to_owned(), lock.channel.clone()],
+    }
+}
+
 fn extend(items: &[(&LockKeys, &str, &str)]) -> Step {
     let keys = items.iter().map(|(l, _, _)| l.lock.clone()).collect();
     let tokens = items.iter().map(|(_, t, _)| t.to_string());
@@ -99,7 +107,8 @@ fn random_step(d: &mut Dice, locks: &[LockKeys], tokens: &[String]) -> Step {
             let (ttl, mode, queue_ttl) = (ttl(d), pick(d, &["try", "first", "retry"]), pick(d, &TTLS));
             acquire(lock, token, ttl, mode, queue_ttl, &fence_ttl)
         }
-        45..70 => release(lock, token, pick(d, &TTLS), &fence_ttl),
+        45..62 => release(lock, token, pick(d, &TTLS), &fence_ttl),
+        62..70 => release_shared(lock, token),
         70..85 => {
             let items: Vec<_> = (0..1 + d.below(3))
                 .map(|_| (&locks[d.below(locks.len())], tokens[d.below(tokens.len())].as_str(), ttl(d)))
@@ -500,7 +509,7 @@ impl<'r, 'a> Pair<'r, 'a> {
 
         let mut out = N::Nil;
         if let (Step::Run { script, keys, .. }, Some(fake), Some(real)) = (step, &fake, &real) {
-            let counter = keys.get(1).filter(|_| *script != Script::Extend);
+            let counter = keys.get(1).filter(|_| matches!(script, Script::Acquire | Script::Release));
             let seed = |side: usize| counter.and_then(|c| self.fences[side].seeds.get(c).copied());
             let (f, r) = (norm_reply(*script, fake, seed(0)), norm_reply(*script, real, seed(1)));
             if !agree(&f, &r) {
@@ -609,7 +618,8 @@ fn the_fake_agrees_with_a_real_server() {
     for (outcome, n) in &seen {
         eprintln!("  {n:>5}  {outcome}");
     }
-    for must in ["acquire [1,fence]", "acquire [0,pttl]", "acquire [0,-3]", "acquire [0,pttl,fence]", "release 2"] {
+    let musts = ["acquire [1,fence]", "acquire [0,pttl]", "acquire [0,-3]", "acquire [0,pttl,fence]", "release 2"];
+    for must in musts.into_iter().chain(["release-shared 0", "release-shared 1", "release-shared 2"]) {
         assert!(seen.contains_key(must), "no {must:?} among {seen:?}");
     }
 }

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use rdlock_core::{
     Acquire, AcquireReply, Command, Confirm, Engine, EngineConfig, Event, LockId, LockKeys, LockOptions, Misuse, Reply,
-    Request, Script, ServerError, Transmit, TransportError,
+    Request, Script, ServerError, Sharing, Transmit, TransportError,
 };
 
 #[derive(Clone, Debug)]
@@ -152,11 +152,11 @@ impl Harness {
             for cmd in &req.commands {
                 let Command::Script { script, keys, args } = cmd else { continue };
                 match script {
-                    Script::Acquire | Script::Release => {
+                    Script::Acquire | Script::Release | Script::ReleaseShared => {
                         let id = self.by_key[&keys[0]];
                         let m = self.locks.get_mut(&id).expect("modelled");
                         prop_assert!(m.token.get_or_insert_with(|| args[0].clone()) == &args[0], "token changed");
-                        m.release_sent |= *script == Script::Release;
+                        m.release_sent |= matches!(script, Script::Release | Script::ReleaseShared);
                     }
                     Script::Extend => {
                         for (i, key) in keys.iter().enumerate() {
@@ -222,6 +222,13 @@ impl Harness {
                     auto_renew,
                     confirm,
                     poll_cap: Duration::from_millis(poll_ms),
+                    // Every third lock shares its key (drawn from the poll cap, so that the
+                    // strategy and its stored regressions stay as they were).
+                    sharing: if poll_ms % 3 == 0 {
+                        Sharing::Foreign { courtesy: Duration::from_millis(poll_ms % 150 + 1) }
+                    } else {
+                        Sharing::Queue
+                    },
                 };
                 let offset = Duration::from_millis(deadline_ms.unsigned_abs());
                 let deadline = if deadline_ms < 0 { self.now.checked_sub(offset) } else { Some(self.now + offset) };
@@ -349,7 +356,7 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
                 let flag = next().clamp(0, 1);
                 Reply::Array(vec![Reply::Int(flag), Reply::Int(if flag == 1 { next().abs() } else { next() * 100 })])
             }
-            Command::Script { script: Script::Release, .. } => Reply::Int(next().clamp(0, 2)),
+            Command::Script { script: Script::Release | Script::ReleaseShared, .. } => Reply::Int(next().clamp(0, 2)),
             Command::Script { script: Script::Extend, keys, .. } => {
                 Reply::Array(keys.iter().map(|_| Reply::Int(next().clamp(0, 1))).collect())
             }
@@ -460,7 +467,7 @@ proptest! {
             2 => Confirm::Majority { timeout: confirm_timeout },
             _ => Confirm::AtLeast { replicas, timeout: confirm_timeout },
         };
-        let o = LockOptions { ttl, auto_renew: true, confirm, poll_cap };
+        let o = LockOptions { ttl, auto_renew: true, confirm, poll_cap, ..LockOptions::default() };
         #[allow(clippy::disallowed_methods)] // the test's one clock reading
         let now = Instant::now();
         let mut e = Engine::with_test_seed(EngineConfig::default(), 1);

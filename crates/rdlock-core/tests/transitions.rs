@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use rdlock_core::{
     Acquire, Command, Confirm, Engine, EngineConfig, Event, InvalidInput, LockError, LockId, LockKeys, LockOptions,
-    LostReason, MAX_TTL, MIN_TTL, Misuse, ReleaseOutcome, Reply, Request, RequestId, Route, Script, Transmit,
-    TransportError,
+    LostReason, MAX_TTL, MIN_TTL, Misuse, ReleaseOutcome, Reply, Request, RequestId, Route, Script, Sharing, Transmit,
+    TransportError, Warning,
 };
 
 fn ms(n: u64) -> Duration {
@@ -19,7 +19,13 @@ fn channel(key: &str) -> String {
 }
 
 fn opts(ttl_ms: u64) -> LockOptions {
-    LockOptions { ttl: ms(ttl_ms), auto_renew: false, confirm: Confirm::None, poll_cap: ms(100) }
+    LockOptions {
+        ttl: ms(ttl_ms),
+        auto_renew: false,
+        confirm: Confirm::None,
+        poll_cap: ms(100),
+        ..LockOptions::default()
+    }
 }
 
 fn pair(a: i64, b: i64) -> Vec<Reply> {
@@ -780,4 +786,147 @@ fn the_queue_outlives_a_stretched_poll_interval() {
     h.acquire("one-more", opts(1000), Acquire::Wait { deadline: None });
     let queue_ttl: u64 = args(&h.one())[3].parse().expect("a number");
     assert!(queue_ttl >= 4 * 100_000, "queue ttl {queue_ttl} ms");
+}
+
+// ---------------------------------------------------------------- shared mode (#10.2)
+
+fn shared(courtesy_ms: u64) -> LockOptions {
+    LockOptions { sharing: Sharing::Foreign { courtesy: ms(courtesy_ms) }, ..opts(1000) }
+}
+
+const KEYSPACE: &str = "__keyspace@0__:orders";
+
+/// A shared-mode wait on `orders`, held by someone else, its subscriptions confirmed and
+/// re-checked: every attempt is a `try` (nothing queues).
+fn shared_waiting(h: &mut H, o: LockOptions) -> (LockId, String) {
+    let id = h.acquire("orders", o, Acquire::Wait { deadline: None });
+    let first = h.one();
+    assert_eq!(args(&first)[2], "try", "a shared key is never queued on");
+    h.reply(&first, pair(0, 5000));
+    assert!(h.events().is_empty(), "a wait is not busy");
+    assert!(h.sent().is_empty());
+    for sub in std::mem::take(&mut h.subs) {
+        let Transmit::Subscribe(ch) = sub else { panic!("{sub:?}") };
+        h.e.handle_subscribed(&ch, h.now);
+        for recheck in h.sent() {
+            assert_eq!(args(&recheck)[2], "try");
+            h.reply(&recheck, pair(0, 5000));
+        }
+    }
+    (id, token(&first))
+}
+
+#[test]
+fn shared_wait_wakes_on_a_keyspace_deletion_after_a_courtesy_delay() {
+    let mut h = H::with(EngineConfig { keyspace_db: Some(0), ..EngineConfig::default() });
+    let id = h.acquire("orders", shared(50), Acquire::Wait { deadline: None });
+    let first = h.one();
+    assert_eq!(args(&first)[2], "try");
+    h.reply(&first, pair(0, 5000));
+    assert!(h.sent().is_empty(), "waits for the subscriptions");
+    assert_eq!(h.subs, vec![Transmit::Subscribe(channel("orders")), Transmit::Subscribe(KEYSPACE.into())]);
+    h.subs.clear();
+    // Subscribed: the poll follows the poll cap (notifications do the waking).
+    let poll = h.e.poll_timeout().expect("a poll");
+    assert!(poll > h.now + ms(40) && poll <= h.now + ms(100), "{:?}", poll - h.now);
+    // Other events of the key wake nobody; a deletion wakes the waiter within the courtesy.
+    h.e.handle_message(KEYSPACE, b"set", h.now);
+    assert_eq!(h.e.poll_timeout(), Some(poll));
+    h.advance(ms(10));
+    h.e.handle_message(KEYSPACE, b"del", h.now);
+    let woken = h.e.poll_timeout().expect("a retry");
+    assert!(woken <= h.now + ms(50), "courtesy delay {:?}", woken - h.now);
+    // The same release's notice on the lock's channel draws no second delay.
+    h.e.handle_message(&channel("orders"), b"free", h.now);
+    assert_eq!(h.e.poll_timeout(), Some(woken));
+    h.fire();
+    let retry = h.one();
+    assert_eq!(args(&retry)[2], "try");
+    h.reply(&retry, pair(1, 77));
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
+    // The shared release: owner-checked delete, announced on the channel; no queue, no fence.
+    h.e.release(id, h.now).expect("held");
+    let release = h.one();
+    let (s, keys, a) = script(&release);
+    let names = LockKeys::new("orders").expect("a valid key");
+    assert_eq!(s, Script::ReleaseShared);
+    assert_eq!(keys, [names.lock, names.queue]);
+    assert_eq!(a, [token(&first), names.channel]);
+    h.reply(&release, vec![Reply::Int(1)]);
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
+    assert_eq!(h.e.poll_warning(), None);
+}
+
+#[test]
+fn shared_wait_without_notifications_polls_within_the_courtesy() {
+    let mut h = H::new();
+    let (_, _) = shared_waiting(&mut h, shared(30));
+    let poll = h.e.poll_timeout().expect("a poll");
+    assert!(poll <= h.now + ms(30), "polls at most every courtesy: {:?}", poll - h.now);
+    // No keyspace channel without notifications.
+    h.fire();
+    let retry = h.one();
+    assert_eq!(args(&retry)[2], "try");
+    // A holder with less left than the courtesy is polled at its expiry.
+    h.reply(&retry, pair(0, 4));
+    let poll = h.e.poll_timeout().expect("a poll");
+    assert!(poll <= h.now + ms(5), "{:?}", poll - h.now);
+}
+
+#[test]
+fn shared_notice_during_an_attempt_retries_after_the_courtesy() {
+    let mut h = H::new();
+    shared_waiting(&mut h, shared(40));
+    h.fire();
+    let attempt = h.one();
+    // The holder releases while the attempt is in flight (it found the key still held).
+    h.e.handle_message(&channel("orders"), b"free", h.now);
+    h.reply(&attempt, pair(0, 5000));
+    let retry = h.e.poll_timeout().expect("a retry");
+    assert!(retry <= h.now + ms(40), "{:?}", retry - h.now);
+}
+
+#[test]
+fn shared_release_that_finds_a_queue_warns() {
+    let mut h = H::new();
+    let (id, _) = h.held("orders", shared(100));
+    h.e.release(id, h.now).expect("held");
+    let release = h.one();
+    assert_eq!(script(&release).0, Script::ReleaseShared);
+    h.reply(&release, vec![Reply::Int(2)]);
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
+    assert_eq!(h.e.poll_warning(), Some(Warning::MixedSharing { key: "orders".into() }));
+}
+
+#[test]
+fn shared_refused_keyspace_channel_falls_back_to_polling() {
+    let mut h = H::with(EngineConfig { keyspace_db: Some(3), ..EngineConfig::default() });
+    h.acquire("orders", shared(20), Acquire::Wait { deadline: None });
+    let first = h.one();
+    h.reply(&first, pair(0, 5000));
+    let keyspace = "__keyspace@3__:orders";
+    assert!(h.sent().is_empty());
+    assert!(h.subs.contains(&Transmit::Subscribe(keyspace.into())));
+    h.e.handle_subscription_refused(keyspace, rdlock_core::ServerError::new("NOPERM", "no"), h.now);
+    assert!(h.events().is_empty(), "the wait goes on");
+    h.fire();
+    let retry = h.one();
+    h.reply(&retry, pair(0, 5000));
+    let poll = h.e.poll_timeout().expect("a poll");
+    assert!(poll <= h.now + ms(20), "polls within the courtesy: {:?}", poll - h.now);
+}
+
+#[test]
+fn shared_courtesy_must_be_positive_and_bounded() {
+    let mut h = H::new();
+    for bad in [Duration::ZERO, rdlock_core::MAX_POLL_CAP + ms(1)] {
+        let o = LockOptions { sharing: Sharing::Foreign { courtesy: bad }, ..opts(1000) };
+        assert!(matches!(h.e.acquire("orders", o, Acquire::Try, h.now), Err(InvalidInput::CourtesyOutOfRange { .. })));
+    }
+    // A try in shared mode is one `try` attempt, busy when held.
+    h.acquire("orders", shared(10), Acquire::Try);
+    let attempt = h.one();
+    assert_eq!(args(&attempt)[2], "try");
+    h.reply(&attempt, pair(0, 300));
+    assert_eq!(h.events(), vec![Event::Busy { holder_ttl: Some(ms(300)) }]);
 }

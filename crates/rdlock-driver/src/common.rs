@@ -132,6 +132,28 @@ pub(crate) fn check_eviction(info: &str, config: &crate::ClientConfig) -> Result
     Ok(())
 }
 
+/// The database whose keyspace notifications waiters on shared keys may rely on, from the
+/// setting and, when it says to detect, the server's `notify-keyspace-events` flags
+/// (`None`: not readable).
+pub(crate) fn keyspace_db(
+    redis: &redis::Client,
+    setting: crate::KeyspaceNotifications,
+    flags: Option<&str>,
+) -> Option<u32> {
+    let on = match setting {
+        crate::KeyspaceNotifications::On => true,
+        crate::KeyspaceNotifications::Off => false,
+        crate::KeyspaceNotifications::Detect => flags.is_some_and(crate::KeyspaceNotifications::covered_by),
+    };
+    let db = u32::try_from(redis.get_connection_info().redis_settings().db()).ok();
+    db.filter(|_| on)
+}
+
+/// `CONFIG GET notify-keyspace-events` as a pair, read as its flags.
+pub(crate) fn keyspace_flags(reply: redis::RedisResult<Vec<String>>) -> Option<String> {
+    reply.ok().and_then(|v| v.into_iter().nth(1))
+}
+
 /// Refusals of a channel's subscription in a row before its waits are failed.
 const SUBSCRIBE_REFUSALS: u32 = 3;
 
@@ -173,6 +195,16 @@ fn drain<S: Slot>(engine: &mut Engine, slots: &mut HashMap<LockId, S>) -> (Vec<R
         match t {
             Transmit::Request(r) => requests.push(r),
             other => pubsub.push(other),
+        }
+    }
+    while let Some(warning) = engine.poll_warning() {
+        match warning {
+            rdlock_core::Warning::MixedSharing { key } => tracing::warn!(
+                key,
+                "a shared-mode release found queue-mode waiters on its key: every rdlock client of a key shared \
+                 with foreign clients must use Sharing::Foreign"
+            ),
+            other => tracing::warn!(?other, "rdlock"),
         }
     }
     while let Some((id, event)) = engine.poll_event() {
@@ -314,6 +346,13 @@ macro_rules! builder_setters {
         /// Longest sleep between polls while waiting.
         pub fn poll_cap(mut self, cap: std::time::Duration) -> Self {
             self.request.options.poll_cap = cap;
+            self
+        }
+
+        /// Share the key with clients of other libraries ([`rdlock_core::Sharing::Foreign`]),
+        /// or not ([`rdlock_core::Sharing::Queue`], the default).
+        pub fn sharing(mut self, sharing: rdlock_core::Sharing) -> Self {
+            self.request.options.sharing = sharing;
             self
         }
 

@@ -4,6 +4,29 @@ use std::time::Duration;
 
 use rdlock_core::{EngineConfig, LockOptions};
 
+/// Whether waiters on keys shared with foreign clients can rely on the server's keyspace
+/// notifications (`__keyspace@<db>__:<key>`, events `del` and `expired`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyspaceNotifications {
+    /// Ask the server at connect (`CONFIG GET notify-keyspace-events`: the flags must include
+    /// `K`, and `g` and `x` or `A`); a user without the right to ask gets [`Off`](Self::Off).
+    #[default]
+    Detect,
+    /// The server publishes them (configured by its operator, who did not grant `CONFIG`).
+    On,
+    /// Do not use them: waiters on shared keys poll at most every courtesy delay.
+    Off,
+}
+
+impl KeyspaceNotifications {
+    /// Whether the `notify-keyspace-events` flags publish deletions and expiries on the
+    /// keyspace channels.
+    pub fn covered_by(flags: &str) -> bool {
+        let has = |c: char| flags.contains(c);
+        has('K') && (has('A') || (has('g') && has('x')))
+    }
+}
+
 /// Settings of a client. It holds no randomness, so one configuration (or copies of it) can
 /// build any number of clients; each draws its own owner tokens.
 ///
@@ -32,6 +55,11 @@ pub struct ClientConfig {
     /// server whose `maxmemory-policy` may evict keys: it can drop a held lock (two holders)
     /// or a wait queue. Off by default: such a server is accepted with a warning in the log.
     pub refuse_evicting_server: bool,
+    /// Whether the server publishes keyspace notifications of deletions and expiries, which
+    /// wake waiters on keys shared with foreign clients
+    /// ([`Sharing::Foreign`](crate::Sharing::Foreign)) as soon as a foreign holder's key
+    /// goes. Detected at connect by default.
+    pub keyspace_notifications: KeyspaceNotifications,
     /// Engine settings. They hold no randomness: each client's engine seeds its owner
     /// tokens from the operating system when the client is made, so clients built from
     /// copies of one configuration never share tokens.
@@ -45,6 +73,7 @@ impl Default for ClientConfig {
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(2),
             refuse_evicting_server: false,
+            keyspace_notifications: KeyspaceNotifications::Detect,
             engine: EngineConfig::default(),
         }
     }

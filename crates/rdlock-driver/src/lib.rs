@@ -36,14 +36,14 @@ mod tasks;
 pub use attempt::TryLock;
 #[cfg(feature = "async")]
 pub use client::{Client, Guard, LockBuilder};
-pub use config::ClientConfig;
+pub use config::{ClientConfig, KeyspaceNotifications};
 pub use error::Error;
 pub use loss::LossSignal;
 // The core's types a caller meets: options, and the errors inside `Error`, so that callers
 // can match them without depending on `rdlock-core`.
 pub use rdlock_core::{
     Acquire, Confirm, EntropyUnavailable, InvalidInput, LockError, LockOptions, LostReason, MAX_TTL, MIN_TTL,
-    ReleaseOutcome, ServerError, TransportError,
+    ReleaseOutcome, ServerError, Sharing, TransportError,
 };
 /// The `redis` crate this driver is built on: [`Client::redis`] returns its client, and
 /// [`Client::connect`] takes one.

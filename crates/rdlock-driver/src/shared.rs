@@ -112,6 +112,15 @@ impl<R: Runtime> Inner<R> {
         if let Ok(info) = redis::cmd("INFO").arg("memory").query_async::<String>(&mut c).await {
             common::check_eviction(&info, &self.config)?;
         }
+        let setting = self.config.keyspace_notifications;
+        let flags = match setting {
+            crate::KeyspaceNotifications::Detect => common::keyspace_flags(
+                redis::cmd("CONFIG").arg("GET").arg("notify-keyspace-events").query_async(&mut c).await,
+            ),
+            _ => None,
+        };
+        let db = common::keyspace_db(&self.redis, setting, flags.as_deref());
+        self.state().engine.set_keyspace_db(db);
         Ok(())
     }
 

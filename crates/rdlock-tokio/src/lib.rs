@@ -28,8 +28,8 @@ use std::time::Instant;
 // Everything a caller names: options, errors (to match them without depending on the
 // core), the loss signal, and the `redis` crate that `Client::redis` and `Client::connect` use.
 pub use rdlock_driver::{
-    Acquire, ClientConfig, Confirm, EntropyUnavailable, Error, InvalidInput, LockError, LockOptions, LossSignal,
-    LostReason, MAX_TTL, MIN_TTL, ReleaseOutcome, ServerError, TransportError, redis,
+    Acquire, ClientConfig, Confirm, EntropyUnavailable, Error, InvalidInput, KeyspaceNotifications, LockError,
+    LockOptions, LossSignal, LostReason, MAX_TTL, MIN_TTL, ReleaseOutcome, ServerError, Sharing, TransportError, redis,
 };
 
 /// The tokio runtime, as the driver sees it.

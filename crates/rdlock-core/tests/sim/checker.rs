@@ -234,7 +234,7 @@ impl Checker {
         for cmd in &req.commands {
             let Command::Script { script, keys, args } = cmd else { continue };
             match script {
-                Script::Acquire | Script::Release => {
+                Script::Acquire | Script::Release | Script::ReleaseShared => {
                     let (Some(key), Some(token)) = (keys.first(), args.first()) else {
                         self.fail(now, format!("client {c}: malformed {script:?} script: {keys:?} {args:?}"));
                         continue;
@@ -255,7 +255,7 @@ impl Checker {
                         }
                         Some(_) => {}
                     }
-                    if *script == Script::Release {
+                    if matches!(script, Script::Release | Script::ReleaseShared) {
                         self.recs.entry((c, id)).and_modify(|r| r.release_sent = true);
                     }
                 }
@@ -306,7 +306,7 @@ impl Checker {
                 }
                 _ => {}
             }
-            if *script == Script::Release {
+            if matches!(script, Script::Release | Script::ReleaseShared) {
                 rec.release_failed = !matches!(reply, Ok(r) if matches!(r.get(i), Some(Reply::Int(_))));
             }
         }

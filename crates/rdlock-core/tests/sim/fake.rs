@@ -1,4 +1,4 @@
-//! The fake server: a keyspace with `PX` expiry on virtual time, the three scripts
+//! The fake server: a keyspace with `PX` expiry on virtual time, the four scripts
 //! interpreted line by line (the Lua source is quoted above each step), replication
 //! offsets for `WAIT`, `ROLE` and `TIME`.
 //!
@@ -291,6 +291,7 @@ impl Fake {
             rdlock_core::Script::Acquire => self.acquire(keys, args, &mut fx),
             rdlock_core::Script::Release => self.release(keys, args, &mut fx),
             rdlock_core::Script::Extend => self.extend(keys, args),
+            rdlock_core::Script::ReleaseShared => self.release_shared(keys, args, &mut fx),
         };
         if self.dirty != before {
             self.replicate(now, dice);
@@ -405,6 +406,18 @@ impl Fake {
                 return Ok(int(2));
             }
         }
+    }
+
+    fn release_shared(&mut self, keys: &[String], args: &[String], fx: &mut Effects) -> R<Reply> {
+        let (key, queue) = (nth(keys, 0)?, nth(keys, 1)?);
+        // if GET KEYS[1] ~= ARGV[1] then return 0 end
+        if self.get(key)?.as_deref() != Some(nth(args, 0)?) && self.bug != Bug::ReleaseWithoutOwnerCheck {
+            return Ok(int(0));
+        }
+        // DEL KEYS[1]; PUBLISH ARGV[2] 'free'; if EXISTS KEYS[2] == 1 then return 2 end; return 1
+        self.del(key);
+        fx.publishes.push((nth(args, 1)?.to_owned(), "free".to_owned()));
+        Ok(int(if self.entry(queue).is_some() { 2 } else { 1 }))
     }
 
     fn extend(&mut self, keys: &[String], args: &[String]) -> R<Reply> {

@@ -28,6 +28,10 @@ const LOOKALIKE_POOL: [&str; 9] = ["k", "{k}", "{k}x", "k}", "a{b", "{a{b}", "a}
 /// scenarios stay as they were).
 const LOOKALIKE_SHARE: f64 = 0.3;
 
+/// Share of scenarios whose locks all share their keys with foreign clients (no queue; drawn
+/// from dice of their own, so the other scenarios stay as they were).
+const SHARED_SHARE: f64 = 0.25;
+
 /// A key that holds a list, so that locking it must fail with `WRONGTYPE`.
 pub const WRONGTYPE_KEY: &str = "not-a-lock";
 
@@ -62,6 +66,9 @@ pub struct Scenario {
     pub epoch_us: u64,
     /// Lock TTLs are drawn from this range (ms).
     pub ttl_ms: (u64, u64),
+    /// Every lock shares its key with foreign clients (`Sharing::Foreign`), with a courtesy
+    /// delay drawn from this range (ms); `None`: every lock queues.
+    pub shared: Option<(u64, u64)>,
 }
 
 impl Scenario {
@@ -131,7 +138,10 @@ impl Scenario {
             faults,
             epoch_us: 1_700_000_000_000_000 + d.range(0, 1 << 40),
             ttl_ms,
+            shared: None,
         };
+        let mut sd = Dice::new(seed ^ 0x5ba2_ed00);
+        let sc = if sd.chance(SHARED_SHARE) { Self { shared: Some((1, sd.range(5, 150))), ..sc } } else { sc };
         if Dice::new(seed ^ 0x100c_a11e).chance(LOOKALIKE_SHARE) { sc.with_lookalike_keys() } else { sc }
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rdlock_core::{Acquire, Confirm, Event, LockId, LockOptions};
+use rdlock_core::{Acquire, Confirm, Event, LockId, LockOptions, Sharing};
 
 use super::scenario::WRONGTYPE_KEY;
 use super::world::World;
@@ -132,6 +132,10 @@ impl World {
             auto_renew: d.chance(0.6),
             confirm,
             poll_cap: Duration::from_millis(d.range(10, 200)),
+            sharing: match self.sc.shared {
+                Some((lo, hi)) => Sharing::Foreign { courtesy: Duration::from_millis(d.range(lo, hi)) },
+                None => Sharing::Queue,
+            },
         };
         let deadline = match d.below(10) {
             0..=2 => None,

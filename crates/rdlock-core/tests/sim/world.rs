@@ -501,6 +501,10 @@ impl World {
                 let conn_epoch = self.clients[c].conn_epoch;
                 self.schedule(at, Ev::PubSub { client: c, conn_epoch, channel, subscribe });
             }
+            // A scenario's locks all share their keys or none does: no shared key has a queue.
+            if let Some(w) = self.clients[c].engine.poll_warning() {
+                self.checker.fail(self.now, format!("client {c}: {w:?}"));
+            }
             let mut events = Vec::new();
             while let Some(e) = self.clients[c].engine.poll_event() {
                 events.push(e);

@@ -122,6 +122,15 @@ impl Inner {
         if let Ok(info) = redis::cmd("INFO").arg("memory").query::<String>(&mut conn.conn) {
             common::check_eviction(&info, &self.config)?;
         }
+        let setting = self.config.keyspace_notifications;
+        let flags = match setting {
+            crate::KeyspaceNotifications::Detect => common::keyspace_flags(
+                redis::cmd("CONFIG").arg("GET").arg("notify-keyspace-events").query(&mut conn.conn),
+            ),
+            _ => None,
+        };
+        let db = common::keyspace_db(&self.redis, setting, flags.as_deref());
+        self.state().engine.set_keyspace_db(db);
         self.commands.put(conn);
         Ok(())
     }

@@ -336,8 +336,13 @@ impl Worker {
 }
 
 async fn start(opts: Opts, log: Arc<Log>) -> Result<Worker, String> {
-    let defaults =
-        LockOptions { ttl: opts.ttl, auto_renew: opts.auto_renew, confirm: opts.confirm, poll_cap: opts.poll_cap };
+    let defaults = LockOptions {
+        ttl: opts.ttl,
+        auto_renew: opts.auto_renew,
+        confirm: opts.confirm,
+        poll_cap: opts.poll_cap,
+        ..LockOptions::default()
+    };
     let config = ClientConfig { defaults, ..ClientConfig::default() };
     let redis_client = redis::Client::open(opts.lock_url.as_str()).map_err(|e| e.to_string())?;
     let client = Client::connect(redis_client, config).await.map_err(|e| format!("lock server: {e}"))?;
