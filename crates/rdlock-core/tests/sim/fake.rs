@@ -21,6 +21,9 @@ pub enum Bug {
     ReleaseWithoutOwnerCheck,
     /// Extend renews whatever the key holds and reports success.
     ExtendWithoutOwnerCheck,
+    /// The protocol before claims: a release hands the next waiter its whole TTL, so a waiter
+    /// that vanished while queued holds the lock for a lease.
+    FullLeaseHandoff,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +44,11 @@ pub struct Grant {
     pub key: String,
     pub token: String,
     pub fence: i64,
+    /// Handed to a queued waiter as a claim (it owns the lock once it confirms), rather than
+    /// taken by the token's own attempt.
+    pub handoff: bool,
+    /// When the key expires unless confirmed or renewed (virtual ns).
+    pub until: u64,
 }
 
 /// What a script did besides its reply.
@@ -89,6 +97,32 @@ fn nth(list: &[String], i: usize) -> R<&str> {
 
 fn parse_ms(s: &str) -> R<i64> {
     s.parse::<i64>().map_err(|_| not_int())
+}
+
+/// `fail(what)` of the prelude: `RDLOCK what`.
+fn fail(what: &str) -> ServerError {
+    ServerError::new("RDLOCK", what)
+}
+
+fn lock_key_type() -> ServerError {
+    ServerError::new("WRONGTYPE", "RDLOCK lock key holds another type of value")
+}
+
+const QUEUE_TYPE: &str = "wait queue holds another type of value";
+
+/// `ms_arg` of the prelude: 1 to 15 digits, no sign, no leading 0.
+fn ms_arg(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 15 && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `owner(entry)` of the prelude: the token before the first `:` (none when empty or
+/// missing), and the ttl after it when that is a valid number of ms.
+fn owner(entry: Option<&str>) -> Option<(String, Option<String>)> {
+    let (tok, ttl) = entry?.split_once(':')?;
+    if tok.is_empty() {
+        return None;
+    }
+    Some((tok.to_owned(), ms_arg(ttl).then(|| ttl.to_owned())))
 }
 
 #[derive(Debug)]
@@ -223,13 +257,18 @@ impl Fake {
     }
 
     fn rpush(&mut self, key: &str, v: &str) -> R<i64> {
-        self.dirty += 1;
         if let Some(l) = self.list(key)? {
             l.push_back(v.to_owned());
-            return Ok(l.len() as i64);
+            let n = l.len() as i64;
+            self.dirty += 1;
+            return Ok(n);
         }
         self.put(key, Value::List(VecDeque::from([v.to_owned()])), None);
         Ok(1)
+    }
+
+    fn lindex0(&mut self, key: &str) -> R<Option<String>> {
+        Ok(self.list(key)?.and_then(|l| l.front().cloned()))
     }
 
     fn lpos(&mut self, key: &str, v: &str) -> R<Option<i64>> {
@@ -301,114 +340,201 @@ impl Fake {
         (reply.unwrap_or_else(Reply::Error), fx)
     }
 
-    /// `bump(key, ttl)` of fence.lua, the prelude of acquire.lua and release.lua.
-    fn bump(&mut self, fence_key: &str, fence_ttl: &str) -> R<i64> {
-        // local f = redis.call('INCR', KEYS[2])
-        let f = self.incr(fence_key)?;
-        // if f == 1 then f = TIME in microseconds; SET KEYS[2] f PX ARGV[fence ttl]
-        if f == 1 {
-            let (s, us) = self.time();
-            let f = (s * 1_000_000 + us) as i64;
-            self.set_px(fence_key, &f.to_string(), fence_ttl)?;
-            return Ok(f);
+    /// `counter(key)` of fence.lua: `Ok(None)` when absent (Lua's false), the value when it
+    /// is an integer INCR accepts and Lua holds exactly, else the reason.
+    fn counter(&mut self, key: &str) -> Result<Option<i64>, ServerError> {
+        // local v = redis.pcall('GET', key)
+        let v = self.get(key).map_err(|_| fail("fence counter holds another type of value"))?;
+        let Some(v) = v else { return Ok(None) };
+        // (v == '0' or v matches '^[1-9]%d*$') and #v <= 16 and tonumber(v) <= 2^53 - 2
+        let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && (v == "0" || !v.starts_with('0'));
+        match v.parse::<i64>() {
+            Ok(n) if digits && v.len() <= 16 && n <= 9_007_199_254_740_990 => Ok(Some(n)),
+            _ => Err(fail("fence counter holds no integer")),
         }
+    }
+
+    /// `bump(key, cur, ttl)` of fence.lua.
+    fn bump(&mut self, fence_key: &str, cur: Option<i64>, fence_ttl: &str) -> R<i64> {
+        // if cur and cur > 0 then return INCR key end
+        if cur.is_some_and(|c| c > 0) {
+            return self.incr(fence_key);
+        }
+        // f = TIME in microseconds; SET key f PX ttl
+        let (s, us) = self.time();
+        let f = (s * 1_000_000 + us) as i64;
+        self.set_px(fence_key, &f.to_string(), fence_ttl)?;
         Ok(f)
+    }
+
+    /// `hand_off(tok, ttl, claim, cur, fence_ttl, channel)` of fence.lua.
+    #[allow(clippy::too_many_arguments)]
+    fn hand_off(
+        &mut self,
+        keys: (&str, &str),
+        (tok, ttl): (&str, Option<&str>),
+        claim: &str,
+        cur: Option<i64>,
+        fence_ttl: &str,
+        channel: &str,
+        fx: &mut Effects,
+    ) -> R<i64> {
+        // local px = claim; if ttl and tonumber(ttl) < tonumber(claim) then px = ttl end
+        let px = match ttl {
+            Some(t) if parse_ms(t)? < parse_ms(claim)? => t,
+            _ => claim,
+        };
+        // SET KEYS[1] tok PX px; f = bump(); PUBLISH channel tok:f
+        self.set_px(keys.0, tok, px)?;
+        let fence = self.bump(keys.1, cur, fence_ttl)?;
+        let until = self.now + parse_ms(px)? as u64 * MS;
+        fx.grants.push(Grant { key: keys.0.to_owned(), token: tok.to_owned(), fence, handoff: true, until });
+        fx.publishes.push((channel.to_owned(), format!("{tok}:{fence}")));
+        Ok(fence)
     }
 
     fn acquire(&mut self, keys: &[String], args: &[String], fx: &mut Effects) -> R<Reply> {
         let (key, fence_key, queue) = (nth(keys, 0)?, nth(keys, 1)?, nth(keys, 2)?);
-        // local token, ttl, mode = ARGV[1], ARGV[2], ARGV[3]; local entry = token .. ':' .. ttl
-        let (token, ttl, mode) = (nth(args, 0)?, nth(args, 1)?, nth(args, 2)?);
+        // if #ARGV ~= 7 then fail; token '^[^:]+$'; mode; ms_arg(2, 4, 5, 6)
+        if args.len() != 7 {
+            return Err(fail("acquire takes 7 arguments"));
+        }
+        let (token, ttl, mode, channel) = (&args[0], &args[1], args[2].as_str(), &args[6]);
+        if token.is_empty() || token.contains(':') {
+            return Err(fail("invalid token"));
+        }
+        if !matches!(mode, "try" | "first" | "retry") {
+            return Err(fail("invalid mode"));
+        }
+        if ![1, 3, 4, 5].iter().all(|&i| ms_arg(&args[i])) {
+            return Err(fail("invalid ttl"));
+        }
+        let (qttl, fence_ttl, claim) = (&args[3], &args[4], &args[5]);
         let entry = format!("{token}:{ttl}");
-        // local old = redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl, 'GET')
-        match self.set_nx_px_get(key, token, ttl)? {
-            None => {
-                // local fence = bump(); if mode == 'retry' then LREM KEYS[3] 1 entry end
-                let fence = self.bump(fence_key, nth(args, 4)?)?;
-                fx.grants.push(Grant { key: key.to_owned(), token: token.to_owned(), fence });
-                if mode == "retry" {
-                    self.lrem(queue, 1, &entry)?;
+        // local old = redis.pcall('GET', KEYS[1]); a table: WRONGTYPE RDLOCK ...
+        let old = self.get(key).map_err(|_| lock_key_type())?;
+        let mut f: Option<Option<i64>> = None;
+        let mut old = old;
+        if old.as_deref() == Some(token) {
+            // f = counter(); PEXPIRE KEYS[1] ttl; if not f or f == 0 then f = bump() end
+            let cur = self.counter(fence_key)?;
+            self.pexpire(key, ttl)?;
+            let fence = match cur {
+                Some(c) if c != 0 => c,
+                _ => self.bump(fence_key, cur, fence_ttl)?,
+            };
+            return Ok(pair(1, fence));
+        }
+        if old.is_none() {
+            // head = pcall LINDEX KEYS[3] 0; f = counter()
+            let mut head = self.lindex0(queue).map_err(|_| fail(QUEUE_TYPE))?;
+            let cur = self.counter(fence_key)?;
+            let mut who = owner(head.as_deref());
+            // while head and not who: LPOP; head = LINDEX 0
+            while head.is_some() && who.is_none() {
+                self.lpop(queue)?;
+                head = self.lindex0(queue)?;
+                who = owner(head.as_deref());
+            }
+            match who {
+                Some((tok, wttl)) if tok != *token => {
+                    // LPOP; f = hand_off(who, wttl, ARGV[6], f, ARGV[5], channel)
+                    self.lpop(queue)?;
+                    let fence =
+                        self.hand_off((key, fence_key), (&tok, wttl.as_deref()), claim, cur, fence_ttl, channel, fx)?;
+                    f = Some(Some(fence));
+                    old = Some(tok);
                 }
-                Ok(pair(1, fence))
-            }
-            Some(old) if old == token => {
-                // PEXPIRE KEYS[1] ttl; fence = tonumber(GET KEYS[2] or bump())
-                self.pexpire(key, ttl)?;
-                let fence = match self.get(fence_key)? {
-                    Some(f) => f.parse::<i64>().ok(),
-                    None => Some(self.bump(fence_key, nth(args, 4)?)?),
-                };
-                // A nil in a Lua table ends the array: {1, nil} replies [1].
-                Ok(match fence {
-                    Some(f) => pair(1, f),
-                    None => Reply::Array(vec![int(1)]),
-                })
-            }
-            Some(_) if mode == "try" => Ok(pair(0, self.pttl(key))),
-            Some(_) => {
-                let qttl = nth(args, 3)?;
-                let n = if mode == "first" {
-                    // n = RPUSH KEYS[3] entry; if n == 1 then PEXPIRE KEYS[3] ARGV[4] end
-                    let n = self.rpush(queue, &entry)?;
-                    if n == 1 {
-                        self.pexpire(queue, qttl)?;
+                who => {
+                    // SET KEYS[1] token PX ttl; if who then LPOP end; return {1, bump()}
+                    self.set_px(key, token, ttl)?;
+                    if who.is_some() {
+                        self.lpop(queue)?;
                     }
-                    n
-                } else {
-                    // n = LPOS KEYS[3] entry; n = n + 1 or RPUSH; PEXPIRE KEYS[3] ARGV[4]
-                    let n = match self.lpos(queue, &entry)? {
-                        Some(i) => i + 1,
-                        None => self.rpush(queue, &entry)?,
-                    };
-                    self.pexpire(queue, qttl)?;
-                    n
-                };
-                // if mode == 'retry' then return {0, PTTL, GET fence or 0} end
-                // if n == 1 then return {0, PTTL} end; return {0, -3}
-                if mode == "retry" {
-                    let pttl = self.pttl(key);
-                    // tonumber(GET or '0') is nil for a counter that is no number: {0, pttl}
-                    let fence = self.get(fence_key)?.map_or(Some(0), |f| f.parse::<i64>().ok());
-                    Ok(Reply::Array([int(0), int(pttl)].into_iter().chain(fence.map(int)).collect()))
-                } else if n == 1 {
-                    Ok(pair(0, self.pttl(key)))
-                } else {
-                    Ok(pair(0, -3))
+                    let fence = self.bump(fence_key, cur, fence_ttl)?;
+                    let until = self.now + parse_ms(ttl)? as u64 * MS;
+                    fx.grants.push(Grant { key: key.to_owned(), token: token.clone(), fence, handoff: false, until });
+                    return Ok(pair(1, fence));
                 }
             }
         }
+        debug_assert!(old.is_some());
+        if mode == "try" {
+            return Ok(pair(0, self.pttl(key)));
+        }
+        if mode == "first" {
+            // n = pcall RPUSH; if n == 1 then PEXPIRE KEYS[3] ARGV[4]; return {0, PTTL} end; {0, -3}
+            let n = self.rpush(queue, &entry).map_err(|_| fail(QUEUE_TYPE))?;
+            if n == 1 {
+                self.pexpire(queue, qttl)?;
+                return Ok(pair(0, self.pttl(key)));
+            }
+            return Ok(pair(0, -3));
+        }
+        // if f == nil then f = counter() end
+        let f = match f {
+            Some(f) => f,
+            None => self.counter(fence_key)?,
+        };
+        // at = pcall LPOS; if not at then RPUSH end; PEXPIRE KEYS[3]; {0, PTTL, f or 0}
+        let at = self.lpos(queue, &entry).map_err(|_| fail(QUEUE_TYPE))?;
+        if at.is_none() {
+            self.rpush(queue, &entry)?;
+        }
+        self.pexpire(queue, qttl)?;
+        let pttl = self.pttl(key);
+        Ok(Reply::Array(vec![int(0), int(pttl), int(f.unwrap_or(0))]))
     }
 
     fn release(&mut self, keys: &[String], args: &[String], fx: &mut Effects) -> R<Reply> {
         let (key, fence_key, queue) = (nth(keys, 0)?, nth(keys, 1)?, nth(keys, 2)?);
-        let token = nth(args, 0)?;
-        // if GET KEYS[1] ~= ARGV[1] then LREM KEYS[3] 0 ARGV[2]; return 0 end
-        let owner = self.get(key)?;
-        if owner.as_deref() != Some(token) && self.bug != Bug::ReleaseWithoutOwnerCheck {
-            self.lrem(queue, 0, nth(args, 1)?)?;
+        // if #ARGV ~= 5 then fail; ms_arg(4, 5)
+        if args.len() != 5 {
+            return Err(fail("release takes 5 arguments"));
+        }
+        if !ms_arg(&args[3]) || !ms_arg(&args[4]) {
+            return Err(fail("invalid ttl"));
+        }
+        let (token, entry, channel, fence_ttl, claim) = (&args[0], &args[1], &args[2], &args[3], &args[4]);
+        // cur = pcall GET KEYS[1]; if cur ~= token then pcall LREM KEYS[3] 0 ARGV[2]; return 0 end
+        let owner_now = self.get(key).map_err(|_| lock_key_type())?;
+        if owner_now.as_deref() != Some(token) && self.bug != Bug::ReleaseWithoutOwnerCheck {
+            self.lrem(queue, 0, entry).map_err(|_| fail(QUEUE_TYPE))?;
             return Ok(int(0));
         }
-        loop {
-            // local nxt = LPOP KEYS[3]; if not nxt then DEL KEYS[1]; return 1 end
-            let Some(nxt) = self.lpop(queue)? else {
-                self.del(key);
-                return Ok(int(1));
-            };
-            // split at the first ':'; a waiter other than us gets the lock and the message
-            if let Some((tok, ttl)) = nxt.split_once(':')
-                && tok != token
+        // f = counter(); nxt = pcall LPOP KEYS[3]
+        let cur = self.counter(fence_key)?;
+        let mut nxt = self.lpop(queue).map_err(|_| fail(QUEUE_TYPE))?;
+        while let Some(entry) = nxt {
+            // tok, ttl = owner(nxt); a waiter other than us gets a claim and the message
+            if let Some((tok, ttl)) = owner(Some(&entry))
+                && tok != *token
             {
-                self.set_px(key, tok, ttl)?;
-                let fence = self.bump(fence_key, nth(args, 3)?)?;
-                fx.grants.push(Grant { key: key.to_owned(), token: tok.to_owned(), fence });
-                fx.publishes.push((nth(args, 2)?.to_owned(), format!("{tok}:{fence}")));
+                if self.bug == Bug::FullLeaseHandoff {
+                    // The old protocol: the waiter gets its whole TTL, confirmed or not.
+                    let ttl = entry.split_once(':').map_or("1", |(_, t)| t).to_owned();
+                    self.hand_off((key, fence_key), (&tok, None), &ttl, cur, fence_ttl, channel, fx)?;
+                    return Ok(int(2));
+                }
+                self.hand_off((key, fence_key), (&tok, ttl.as_deref()), claim, cur, fence_ttl, channel, fx)?;
                 return Ok(int(2));
             }
+            nxt = self.lpop(queue)?;
         }
+        // DEL KEYS[1]; return 1
+        self.del(key);
+        Ok(int(1))
     }
 
     fn extend(&mut self, keys: &[String], args: &[String]) -> R<Reply> {
         let n = keys.len();
+        // if #ARGV ~= 2n then fail; every ttl ms_arg, before any write
+        if args.len() != 2 * n {
+            return Err(fail("extend takes a token and a ttl per key"));
+        }
+        if !args[n..].iter().all(|t| ms_arg(t)) {
+            return Err(fail("invalid ttl"));
+        }
         let mut out = Vec::with_capacity(n);
         for (i, key) in keys.iter().enumerate() {
             // local cur = redis.pcall('GET', KEYS[i]); if cur == ARGV[i] then PEXPIRE ... end
@@ -500,6 +626,13 @@ impl Fake {
     /// A key of the wrong type for a lock (a list), without expiry.
     pub fn put_list(&mut self, key: &str) {
         self.keys.insert(key.to_owned(), Entry { value: Value::List(VecDeque::from(["x".to_owned()])), expires: None });
+    }
+
+    /// `PEXPIRE` from outside the scripts: the key expires at `at`.
+    pub fn set_expiry(&mut self, key: &str, at: u64) {
+        if let Some(e) = self.keys.get_mut(key) {
+            e.expires = Some(at);
+        }
     }
 
     /// `DEL key` and `SET key value` (expiring at `expires`), from outside the scripts.
