@@ -70,6 +70,7 @@ macro_rules! cases {
             try_lock_reports_holder_ttl,
             loss_signal_moves_to_another_task,
             lookalike_keys_are_distinct_locks,
+            vanished_waiters_cost_a_claim_each,
         );
     };
     (@each $harness:ty; $($case:ident),* $(,)?) => {
