@@ -24,29 +24,29 @@ if old == token then
   -- Ours already: a hand-off's claim to confirm, or an attempt whose reply was lost.
   f, err = counter(KEYS[2])
   if f == nil then return fail(err) end
+  if not f or f == 0 then
+    f, err = bump(KEYS[2], ARGV[5])
+    if not f then return fail(err) end
+  end
   redis.call('PEXPIRE', KEYS[1], ttl)
-  if not f or f == 0 then f = bump(KEYS[2], f, ARGV[5]) end
   return {1, f}
 end
 if not old then
   local head = redis.pcall('LINDEX', KEYS[3], 0)
   if type(head) == 'table' then return fail(QUEUE_TYPE) end
-  f, err = counter(KEYS[2])
-  if f == nil then return fail(err) end
-  local who, wttl = owner(head)
-  while head and not who do
-    redis.call('LPOP', KEYS[3])
-    head = redis.call('LINDEX', KEYS[3], 0)
-    who, wttl = owner(head)
-  end
+  local who, wttl
+  who, wttl, err = next_waiter(head, nil)
+  if err then return fail(err) end
   if not who or who == token then
+    f, err = bump(KEYS[2], ARGV[5])
+    if not f then return fail(err) end
     redis.call('SET', KEYS[1], token, 'PX', ttl)
     if who then redis.call('LPOP', KEYS[3]) end
-    return {1, bump(KEYS[2], f, ARGV[5])}
+    return {1, f}
   end
   -- Free, but someone queued first: its claim, never a barge (a lapsed claim passes on here).
-  redis.call('LPOP', KEYS[3])
-  f = hand_off(who, wttl, ARGV[6], f, ARGV[5], channel)
+  f, err = hand_off(who, wttl, ARGV[6], ARGV[5], channel)
+  if not f then return fail(err) end
 end
 if mode == 'try' then
   return {0, redis.call('PTTL', KEYS[1])}

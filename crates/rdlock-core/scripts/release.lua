@@ -15,20 +15,16 @@ if cur ~= token then
   if type(r) == 'table' then return fail(QUEUE_TYPE) end
   return 0
 end
-local f, err = counter(KEYS[2])
-if f == nil then return fail(err) end
--- The first write: on a queue of another type it fails without writing.
-local nxt = redis.pcall('LPOP', KEYS[3])
-if type(nxt) == 'table' then return fail(QUEUE_TYPE) end
-while nxt do
-  local tok, ttl = owner(nxt)
-  -- Skips malformed entries and the caller's own stale one.
-  if tok and tok ~= token then
-    -- The lock never becomes free while someone waits: the releaser cannot barge back in.
-    hand_off(tok, ttl, ARGV[5], f, ARGV[4], ARGV[3])
-    return 2
-  end
-  nxt = redis.call('LPOP', KEYS[3])
+local head = redis.pcall('LINDEX', KEYS[3], 0)
+if type(head) == 'table' then return fail(QUEUE_TYPE) end
+local tok, ttl, err = next_waiter(head, token)
+if err then return fail(err) end
+if tok then
+  -- The lock never becomes free while someone waits: the releaser cannot barge back in.
+  local f
+  f, err = hand_off(tok, ttl, ARGV[5], ARGV[4], ARGV[3])
+  if not f then return fail(err) end
+  return 2
 end
 redis.call('DEL', KEYS[1])
 return 1

@@ -99,6 +99,20 @@ fn parse_ms(s: &str) -> R<i64> {
     s.parse::<i64>().map_err(|_| not_int())
 }
 
+/// A string as Redis reads an integer: `0`, or an optional `-` and digits without a leading 0,
+/// within 64 bits.
+fn redis_int(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let canonical =
+        s == "0" || (!digits.is_empty() && !digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit()));
+    canonical.then(|| s.parse().ok()).flatten()
+}
+
+const FENCE_TYPE: &str = "fence counter holds another type of value";
+const FENCE_VALUE: &str = "fence counter holds no valid fence (an integer from 0 to 2^53 - 2)";
+/// The largest fence Lua holds exactly, less one (so that the next one is exact too).
+const FENCE_MAX: i64 = 9_007_199_254_740_990;
+
 /// `fail(what)` of the prelude: `RDLOCK what`.
 fn fail(what: &str) -> ServerError {
     ServerError::new("RDLOCK", what)
@@ -231,10 +245,17 @@ impl Fake {
         }
     }
 
-    fn incr(&mut self, key: &str) -> R<i64> {
+    /// `INCRBY key by` (`INCR`: 1, `DECR`: -1).
+    fn incr_by(&mut self, key: &str, by: i64) -> R<i64> {
         let (n, expires) = match self.entry(key) {
-            None => (1, None),
-            Some(Entry { value: Value::Str(s), expires }) => (s.parse::<i64>().map_err(|_| not_int())? + 1, *expires),
+            None => (by, None),
+            Some(Entry { value: Value::Str(s), expires }) => {
+                let v = redis_int(s).ok_or_else(not_int)?;
+                let n = v
+                    .checked_add(by)
+                    .ok_or_else(|| ServerError::new("ERR", "increment or decrement would overflow"))?;
+                (n, *expires)
+            }
             Some(_) => return Err(wrongtype()),
         };
         self.put(key, Value::Str(n.to_string()), expires);
@@ -344,53 +365,83 @@ impl Fake {
     /// is an integer INCR accepts and Lua holds exactly, else the reason.
     fn counter(&mut self, key: &str) -> Result<Option<i64>, ServerError> {
         // local v = redis.pcall('GET', key)
-        let v = self.get(key).map_err(|_| fail("fence counter holds another type of value"))?;
+        let v = self.get(key).map_err(|_| fail(FENCE_TYPE))?;
         let Some(v) = v else { return Ok(None) };
         // (v == '0' or v matches '^[1-9]%d*$') and #v <= 16 and tonumber(v) <= 2^53 - 2
-        let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && (v == "0" || !v.starts_with('0'));
-        match v.parse::<i64>() {
-            Ok(n) if digits && v.len() <= 16 && n <= 9_007_199_254_740_990 => Ok(Some(n)),
-            _ => Err(fail("fence counter holds no integer")),
+        match redis_int(&v) {
+            Some(n) if (0..=FENCE_MAX).contains(&n) && v.len() <= 16 => Ok(Some(n)),
+            _ => Err(fail(FENCE_VALUE)),
         }
     }
 
-    /// `bump(key, cur, ttl)` of fence.lua.
-    fn bump(&mut self, fence_key: &str, cur: Option<i64>, fence_ttl: &str) -> R<i64> {
-        // if cur and cur > 0 then return INCR key end
-        if cur.is_some_and(|c| c > 0) {
-            return self.incr(fence_key);
+    /// `bump(key, ttl)` of fence.lua.
+    fn bump(&mut self, fence_key: &str, fence_ttl: &str) -> R<i64> {
+        // local f = redis.pcall('INCR', key); an error: FENCE_TYPE (WRONGTYPE) or FENCE_VALUE
+        let f = match self.incr_by(fence_key, 1) {
+            Ok(f) => f,
+            Err(e) if e.code == "WRONGTYPE" => return Err(fail(FENCE_TYPE)),
+            Err(_) => return Err(fail(FENCE_VALUE)),
+        };
+        // if f < 1 or f > 2^53 - 2 then DECR key; fail end
+        if !(1..=FENCE_MAX).contains(&f) {
+            self.incr_by(fence_key, -1)?;
+            return Err(fail(FENCE_VALUE));
         }
-        // f = TIME in microseconds; SET key f PX ttl
-        let (s, us) = self.time();
-        let f = (s * 1_000_000 + us) as i64;
-        self.set_px(fence_key, &f.to_string(), fence_ttl)?;
+        // if f == 1 then f = TIME in microseconds; SET key f PX ttl end
+        if f == 1 {
+            let (s, us) = self.time();
+            let f = (s * 1_000_000 + us) as i64;
+            self.set_px(fence_key, &f.to_string(), fence_ttl)?;
+            return Ok(f);
+        }
         Ok(f)
     }
 
-    /// `hand_off(tok, ttl, claim, cur, fence_ttl, channel)` of fence.lua.
-    #[allow(clippy::too_many_arguments)]
+    /// `hand_off(tok, ttl, claim, fence_ttl, channel)` of fence.lua.
     fn hand_off(
         &mut self,
-        keys: (&str, &str),
+        keys: (&str, &str, &str),
         (tok, ttl): (&str, Option<&str>),
         claim: &str,
-        cur: Option<i64>,
         fence_ttl: &str,
         channel: &str,
         fx: &mut Effects,
     ) -> R<i64> {
-        // local px = claim; if ttl and tonumber(ttl) < tonumber(claim) then px = ttl end
+        let (key, fence_key, queue) = keys;
+        // local f = bump(); px = min(claim, ttl); SET KEYS[1] tok PX px; LPOP KEYS[3]; PUBLISH
+        let fence = self.bump(fence_key, fence_ttl)?;
         let px = match ttl {
             Some(t) if parse_ms(t)? < parse_ms(claim)? => t,
             _ => claim,
         };
-        // SET KEYS[1] tok PX px; f = bump(); PUBLISH channel tok:f
-        self.set_px(keys.0, tok, px)?;
-        let fence = self.bump(keys.1, cur, fence_ttl)?;
+        self.set_px(key, tok, px)?;
+        self.lpop(queue)?;
         let until = self.now + parse_ms(px)? as u64 * MS;
-        fx.grants.push(Grant { key: keys.0.to_owned(), token: tok.to_owned(), fence, handoff: true, until });
+        fx.grants.push(Grant { key: key.to_owned(), token: tok.to_owned(), fence, handoff: true, until });
         fx.publishes.push((channel.to_owned(), format!("{tok}:{fence}")));
         Ok(fence)
+    }
+
+    /// `next_waiter(head, mine)` of fence.lua: the first well-formed entry that is not `mine`,
+    /// after dropping the others from the queue's head (checking the counter first).
+    fn next_waiter(
+        &mut self,
+        fence_key: &str,
+        queue: &str,
+        mut head: Option<String>,
+        mine: Option<&str>,
+    ) -> R<Option<(String, Option<String>)>> {
+        let skip = |w: &Option<(String, Option<String>)>| w.as_ref().is_none_or(|(t, _)| Some(t.as_str()) == mine);
+        let mut who = owner(head.as_deref());
+        if head.is_some() && skip(&who) {
+            self.counter(fence_key)?;
+        }
+        while head.is_some() && skip(&who) {
+            self.lpop(queue)?;
+            head = self.lindex0(queue)?;
+            who = owner(head.as_deref());
+        }
+        Ok(who)
     }
 
     fn acquire(&mut self, keys: &[String], args: &[String], fx: &mut Effects) -> R<Reply> {
@@ -414,51 +465,38 @@ impl Fake {
         // local old = redis.pcall('GET', KEYS[1]); a table: WRONGTYPE RDLOCK ...
         let old = self.get(key).map_err(|_| lock_key_type())?;
         let mut f: Option<Option<i64>> = None;
-        let mut old = old;
         if old.as_deref() == Some(token) {
-            // f = counter(); PEXPIRE KEYS[1] ttl; if not f or f == 0 then f = bump() end
-            let cur = self.counter(fence_key)?;
-            self.pexpire(key, ttl)?;
-            let fence = match cur {
+            // f = counter(); if not f or f == 0 then f = bump() end; PEXPIRE KEYS[1] ttl
+            let fence = match self.counter(fence_key)? {
                 Some(c) if c != 0 => c,
-                _ => self.bump(fence_key, cur, fence_ttl)?,
+                _ => self.bump(fence_key, fence_ttl)?,
             };
+            self.pexpire(key, ttl)?;
             return Ok(pair(1, fence));
         }
         if old.is_none() {
-            // head = pcall LINDEX KEYS[3] 0; f = counter()
-            let mut head = self.lindex0(queue).map_err(|_| fail(QUEUE_TYPE))?;
-            let cur = self.counter(fence_key)?;
-            let mut who = owner(head.as_deref());
-            // while head and not who: LPOP; head = LINDEX 0
-            while head.is_some() && who.is_none() {
-                self.lpop(queue)?;
-                head = self.lindex0(queue)?;
-                who = owner(head.as_deref());
-            }
-            match who {
-                Some((tok, wttl)) if tok != *token => {
-                    // LPOP; f = hand_off(who, wttl, ARGV[6], f, ARGV[5], channel)
-                    self.lpop(queue)?;
+            // head = pcall LINDEX KEYS[3] 0; who, wttl = next_waiter(head, nil)
+            let head = self.lindex0(queue).map_err(|_| fail(QUEUE_TYPE))?;
+            match self.next_waiter(fence_key, queue, head, None)? {
+                Some((who, wttl)) if who != *token => {
+                    // f = hand_off(who, wttl, ARGV[6], ARGV[5], channel)
                     let fence =
-                        self.hand_off((key, fence_key), (&tok, wttl.as_deref()), claim, cur, fence_ttl, channel, fx)?;
+                        self.hand_off((key, fence_key, queue), (&who, wttl.as_deref()), claim, fence_ttl, channel, fx)?;
                     f = Some(Some(fence));
-                    old = Some(tok);
                 }
                 who => {
-                    // SET KEYS[1] token PX ttl; if who then LPOP end; return {1, bump()}
+                    // f = bump(); SET KEYS[1] token PX ttl; if who then LPOP end; return {1, f}
+                    let fence = self.bump(fence_key, fence_ttl)?;
                     self.set_px(key, token, ttl)?;
                     if who.is_some() {
                         self.lpop(queue)?;
                     }
-                    let fence = self.bump(fence_key, cur, fence_ttl)?;
                     let until = self.now + parse_ms(ttl)? as u64 * MS;
                     fx.grants.push(Grant { key: key.to_owned(), token: token.clone(), fence, handoff: false, until });
                     return Ok(pair(1, fence));
                 }
             }
         }
-        debug_assert!(old.is_some());
         if mode == "try" {
             return Ok(pair(0, self.pttl(key)));
         }
@@ -502,24 +540,19 @@ impl Fake {
             self.lrem(queue, 0, entry).map_err(|_| fail(QUEUE_TYPE))?;
             return Ok(int(0));
         }
-        // f = counter(); nxt = pcall LPOP KEYS[3]
-        let cur = self.counter(fence_key)?;
-        let mut nxt = self.lpop(queue).map_err(|_| fail(QUEUE_TYPE))?;
-        while let Some(entry) = nxt {
-            // tok, ttl = owner(nxt); a waiter other than us gets a claim and the message
-            if let Some((tok, ttl)) = owner(Some(&entry))
-                && tok != *token
-            {
-                if self.bug == Bug::FullLeaseHandoff {
-                    // The old protocol: the waiter gets its whole TTL, confirmed or not.
-                    let ttl = entry.split_once(':').map_or("1", |(_, t)| t).to_owned();
-                    self.hand_off((key, fence_key), (&tok, None), &ttl, cur, fence_ttl, channel, fx)?;
-                    return Ok(int(2));
-                }
-                self.hand_off((key, fence_key), (&tok, ttl.as_deref()), claim, cur, fence_ttl, channel, fx)?;
-                return Ok(int(2));
-            }
-            nxt = self.lpop(queue)?;
+        // head = pcall LINDEX KEYS[3] 0; tok, ttl = next_waiter(head, token)
+        let head = self.lindex0(queue).map_err(|_| fail(QUEUE_TYPE))?;
+        if let Some((tok, ttl)) = self.next_waiter(fence_key, queue, head, Some(token))? {
+            // hand_off(tok, ttl, ARGV[5], ARGV[4], ARGV[3]); return 2
+            let claim = if self.bug == Bug::FullLeaseHandoff {
+                // The protocol before claims: the waiter gets its whole TTL, confirmed or not.
+                ttl.clone().unwrap_or_else(|| claim.clone())
+            } else {
+                claim.clone()
+            };
+            let ttl = if self.bug == Bug::FullLeaseHandoff { None } else { ttl };
+            self.hand_off((key, fence_key, queue), (&tok, ttl.as_deref()), &claim, fence_ttl, channel, fx)?;
+            return Ok(int(2));
         }
         // DEL KEYS[1]; return 1
         self.del(key);
