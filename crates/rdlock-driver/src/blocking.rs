@@ -308,7 +308,7 @@ impl LockBuilder<'_> {
 ///         eprintln!("lease lost ({reason:?}): stop writing with fence {fence}");
 ///     }
 /// });
-/// assert!(guard.release()?, "the lock was still ours");
+/// assert!(guard.release()?.was_held(), "the lock was still ours");
 /// # Ok(()) }
 /// ```
 pub struct Guard {

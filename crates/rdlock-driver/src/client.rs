@@ -314,7 +314,7 @@ impl<R: Runtime> LockBuilder<'_, R> {
 ///         eprintln!("lease lost ({reason:?}): stop writing with fence {fence}");
 ///     }
 /// });
-/// assert!(guard.release().await?, "the lock was still ours");
+/// assert!(guard.release().await?.was_held(), "the lock was still ours");
 /// # Ok(()) }
 /// ```
 pub struct Guard<R: Runtime> {
