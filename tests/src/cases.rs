@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Acquire, Confirm, InvalidInput, LockError, LockOptions, LostReason, ReleaseOutcome, Sharing};
+use rdlock_core::{
+    Acquire, Confirm, HANDOFF_CLAIM, InvalidInput, LockError, LockOptions, LostReason, ReleaseOutcome, Sharing,
+};
 use rdlock_driver::{ClientConfig, Error, TryLock};
 use rdlock_testkit::{Proxy, RedisServer, Replicated};
 
@@ -1057,4 +1059,64 @@ pub async fn shares_a_key_with_redis_py<H: Harness>() {
         assert!(theirs.longest <= SHARED_WAIT_BOUND, "a redis-py worker waited {:?}", theirs.longest);
         assert_clean(&server, &[COUNTER, INSIDE]);
     }
+}
+
+// ------------------------------------------------------------------------------ 23
+
+/// Five queued waiters vanish (their connections cut and refused, their clients never clean
+/// up: as after a kill -9) behind a holder with a 30 s TTL. Once the holder releases, a live
+/// waiter queued behind them holds the lock within the bound of `docs/safety.md`: each
+/// vanished waiter at the head costs one claim (`HANDOFF_CLAIM`) and 1 ms plus a round trip,
+/// plus one poll interval at the start — not 30 s each. The ghosts' entries are gone after.
+pub async fn vanished_waiters_cost_a_claim_each<H: Harness>() {
+    const GHOSTS: usize = 5;
+    let server = server();
+    let proxy = Proxy::start(server.addr()).expect("start a proxy");
+    let ttl = Duration::from_secs(30);
+    let first = H::connect(&server.url()).await.expect("connect");
+    let holder = lock_with::<H>(&first, KEY, options(ttl, true), PATIENCE).await.expect("lock");
+    let mut ghosts = Vec::new();
+    for i in 1..=GHOSTS {
+        let client = H::connect(&proxy.url()).await.expect("connect through the proxy");
+        ghosts.push(H::spawn(async move {
+            lock_with::<H>(&client, KEY, options(ttl, true), Duration::from_secs(6)).await.is_ok()
+        }));
+        // One at a time, so that the queue's order is known.
+        wait_for_waiters(&server, KEY, i, i as u64);
+    }
+    proxy.refuse(true);
+    proxy.cut();
+    let live = H::connect(&server.url()).await.expect("connect");
+    let waiting = options(ttl, true);
+    let waiter = H::spawn(async move {
+        let guard = lock_with::<H>(&live, KEY, waiting, PATIENCE).await.expect("lock");
+        (Instant::now(), guard)
+    });
+    wait_for_waiters(&server, KEY, GHOSTS + 1, 1);
+    let fence = H::fence(&holder);
+    let released = Instant::now();
+    assert!(H::release(holder).await.expect("release").was_held());
+    let (acquired, guard) = waiter.await;
+    let took = acquired.saturating_duration_since(released);
+    let per_ghost = HANDOFF_CLAIM + Duration::from_millis(1);
+    let bound = per_ghost * GHOSTS as u32 + waiting.poll_cap + SLACK;
+    println!(
+        "[{}] {GHOSTS} vanished waiters, ttl {ttl:?}: the live waiter held the lock {:.1} ms after the release \
+         (bound {:.1} ms)",
+        H::NAME,
+        ms(took),
+        ms(bound)
+    );
+    assert!(took < bound, "took {took:?}, bound {bound:?}");
+    // Each ghost was handed its claim in turn (the set-up queued them ahead of the waiter).
+    assert!(took + Duration::from_millis(20) >= HANDOFF_CLAIM * GHOSTS as u32, "took only {took:?}");
+    assert!(H::fence(&guard) > fence);
+    assert!(H::valid_until(&guard) > acquired + ttl / 2, "the confirmed lease is the waiter's own TTL");
+    let mut conn = admin(&server);
+    assert_eq!(llen(&mut conn, &keys(KEY).queue), 0, "the vanished waiters' entries are gone");
+    assert!(H::release(guard).await.expect("release").was_held());
+    for ghost in join_all(ghosts).await {
+        assert!(!ghost, "a client cut off from the server acquired");
+    }
+    assert_clean(&server, &[]);
 }

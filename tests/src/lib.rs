@@ -73,6 +73,7 @@ macro_rules! cases {
             loss_signal_moves_to_another_task,
             lookalike_keys_are_distinct_locks,
             shares_a_key_with_redis_py,
+            vanished_waiters_cost_a_claim_each,
         );
     };
     (@each $harness:ty; $($case:ident),* $(,)?) => {

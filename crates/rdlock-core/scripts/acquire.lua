@@ -1,43 +1,72 @@
--- rdlock acquire: take the lock, confirm that we already hold it, or join the wait queue.
+-- rdlock acquire: take the lock, confirm that we hold it (a hand-off's claim, or an earlier
+-- attempt whose reply was lost), or join the wait queue. Never ahead of a queued waiter:
+-- finding the key free with others queued first, it hands the lock to the queue's head.
 -- KEYS[1] lock key (the user's key; value = owner token)
 -- KEYS[2] fence counter, KEYS[3] wait queue (list of "token:ttl" entries)
--- ARGV[1] owner token, ARGV[2] ttl ms, ARGV[3] mode: "try" | "first" | "retry", ARGV[4] queue ttl ms
--- ARGV[5] fence counter ttl ms (set when the counter is seeded)
+-- ARGV[1] owner token (no ':'), ARGV[2] ttl ms, ARGV[3] mode: "try" | "first" | "retry",
+-- ARGV[4] queue ttl ms, ARGV[5] fence counter ttl ms (set when the counter is seeded),
+-- ARGV[6] claim ms (how long a hand-off waits for its waiter), ARGV[7] hand-off channel
 -- Reply: {1, fence} when the caller holds the lock; {0, pttl} otherwise, where pttl is the
 -- holder's remaining time in ms, or -3 when the caller waits behind other queued waiters.
 -- A retry also reports the current fence, {0, pttl, fence}: a hand-off to the caller with a
 -- fence not above it happened before this retry and has been lost since.
-local token, ttl, mode = ARGV[1], ARGV[2], ARGV[3]
+local token, ttl, mode, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[7]
+if #ARGV ~= 7 then return fail('acquire takes 7 arguments') end
+if not string.match(token, '^[^:]+$') then return fail('invalid token') end
+if mode ~= 'try' and mode ~= 'first' and mode ~= 'retry' then return fail('invalid mode') end
+if not (ms_arg(2) and ms_arg(4) and ms_arg(5) and ms_arg(6)) then return fail('invalid ttl') end
 local entry = token .. ':' .. ttl
 
-local old = redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl, 'GET')
-if not old then
-  local fence = bump(KEYS[2], ARGV[5])
-  if mode == 'retry' then redis.call('LREM', KEYS[3], 1, entry) end
-  return {1, fence}
-end
+local old = redis.pcall('GET', KEYS[1])
+if type(old) == 'table' then return redis.error_reply('WRONGTYPE RDLOCK lock key holds another type of value') end
+local f, err
 if old == token then
-  -- Ours already: an earlier attempt whose reply was lost, or a hand-off whose message was.
+  -- Ours already: a hand-off's claim to confirm, or an attempt whose reply was lost.
+  f, err = counter(KEYS[2])
+  if f == nil then return fail(err) end
+  if not f or f == 0 then
+    f, err = bump(KEYS[2], ARGV[5])
+    if not f then return fail(err) end
+  end
   redis.call('PEXPIRE', KEYS[1], ttl)
-  local fence = tonumber(redis.call('GET', KEYS[2]) or bump(KEYS[2], ARGV[5]))
-  return {1, fence}
+  return {1, f}
+end
+if not old then
+  local head = redis.pcall('LINDEX', KEYS[3], 0)
+  if type(head) == 'table' then return fail(QUEUE_TYPE) end
+  local who, wttl
+  who, wttl, err = next_waiter(head, nil)
+  if err then return fail(err) end
+  if not who or who == token then
+    f, err = bump(KEYS[2], ARGV[5])
+    if not f then return fail(err) end
+    redis.call('SET', KEYS[1], token, 'PX', ttl)
+    if who then redis.call('LPOP', KEYS[3]) end
+    return {1, f}
+  end
+  -- Free, but someone queued first: its claim, never a barge (a lapsed claim passes on here).
+  f, err = hand_off(who, wttl, ARGV[6], ARGV[5], channel)
+  if not f then return fail(err) end
 end
 if mode == 'try' then
   return {0, redis.call('PTTL', KEYS[1])}
 end
-local n
 if mode == 'first' then
-  n = redis.call('RPUSH', KEYS[3], entry)
-  if n == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
-else
-  n = redis.call('LPOS', KEYS[3], entry)
-  if n then n = n + 1 else n = redis.call('RPUSH', KEYS[3], entry) end
-  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  local n = redis.pcall('RPUSH', KEYS[3], entry)
+  if type(n) == 'table' then return fail(QUEUE_TYPE) end
+  if n == 1 then
+    redis.call('PEXPIRE', KEYS[3], ARGV[4])
+    return {0, redis.call('PTTL', KEYS[1])}
+  end
+  return {0, -3}
 end
-if mode == 'retry' then
-  return {0, redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}
+if f == nil then
+  f, err = counter(KEYS[2])
+  if f == nil then return fail(err) end
 end
-if n == 1 then
-  return {0, redis.call('PTTL', KEYS[1])}
-end
-return {0, -3}
+-- A retry keeps its place while its entry lives; an entry handed a claim that lapsed is gone.
+local at = redis.pcall('LPOS', KEYS[3], entry)
+if type(at) == 'table' then return fail(QUEUE_TYPE) end
+if not at then redis.call('RPUSH', KEYS[3], entry) end
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return {0, redis.call('PTTL', KEYS[1]), f or 0}

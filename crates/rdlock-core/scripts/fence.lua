@@ -1,8 +1,60 @@
--- rdlock fence prelude, prepended to the scripts that grant a lock.
--- The counter only moves forward; a missing one (new lock, or a server restarted without
--- persistence) is seeded from the server clock in microseconds, so it never goes backwards.
+-- rdlock prelude, prepended to the scripts that grant a lock (acquire.lua, release.lua).
+-- A script that fails must write nothing (Redis keeps the writes made before an error), so
+-- every key and argument a script uses is checked before its first write, and the writes
+-- that follow cannot fail. Errors start with RDLOCK (WRONGTYPE for the lock key itself).
+
+local function fail(what)
+  return redis.error_reply('RDLOCK ' .. what)
+end
+
+local QUEUE_TYPE = 'wait queue holds another type of value'
+local FENCE_TYPE = 'fence counter holds another type of value'
+local FENCE_VALUE = 'fence counter holds no valid fence (an integer from 0 to 2^53 - 2)'
+
+-- ARGV[i] as a number of ms every command accepts (1 to 15 digits, no sign, no leading 0);
+-- nil when it is not one.
+local function ms_arg(i)
+  local s = ARGV[i]
+  if type(s) == 'string' and string.match(s, '^[1-9]%d*$') and #s <= 15 then
+    return s
+  end
+  return nil
+end
+
+-- The fence counter: false when absent, else its value, which must be an integer that INCR
+-- accepts and Lua holds exactly (0 to 2^53 - 2); nil and the reason for anything else.
+local function counter(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' then
+    return nil, FENCE_TYPE
+  end
+  if not v then
+    return false
+  end
+  if (v == '0' or string.match(v, '^[1-9]%d*$')) and #v <= 16 and tonumber(v) <= 9007199254740990 then
+    return tonumber(v)
+  end
+  return nil, FENCE_VALUE
+end
+
+-- Issues the next fence; nil and the reason when the counter cannot be raised. The counter
+-- only moves forward; a missing one (new lock, or a server restarted without persistence) is
+-- seeded from the server clock in microseconds, so it never goes backwards. Made as its
+-- script's first write, it is also the counter's check: INCR refuses anything but an integer
+-- without writing, and a result out of range (negative, or past what Lua holds exactly) is
+-- taken back at once.
 local function bump(key, ttl)
-  local f = redis.call('INCR', key)
+  local f = redis.pcall('INCR', key)
+  if type(f) == 'table' then
+    if string.find(f.err, 'WRONGTYPE', 1, true) then
+      return nil, FENCE_TYPE
+    end
+    return nil, FENCE_VALUE
+  end
+  if f < 1 or f > 9007199254740990 then
+    redis.call('DECR', key)
+    return nil, FENCE_VALUE
+  end
   if f == 1 then
     local t = redis.call('TIME')
     f = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -11,3 +63,54 @@ local function bump(key, ttl)
   return f
 end
 
+-- A queue entry "token:ttl": its token, and its ttl when that is a valid number of ms;
+-- nil for an entry that is not one (it is dropped).
+local function owner(entry)
+  if not entry then
+    return nil
+  end
+  local tok, ttl = string.match(entry, '^([^:]+):(.*)$')
+  if ttl and not (string.match(ttl, '^[1-9]%d*$') and #ttl <= 15) then
+    ttl = nil
+  end
+  return tok, ttl
+end
+
+-- Hands the lock to the queued waiter `tok` (the queue's head, popped here) as a claim: the
+-- key holds its token for `claim` ms (its own ttl when shorter), and `tok:fence` is published.
+-- The waiter owns the lock only once it confirms (acquire finds its token and extends the key
+-- to its ttl), so a waiter that has gone away holds the lock for one claim, not for a lease.
+-- The fence goes first: it is the only step that can fail, and then nothing is written.
+local function hand_off(tok, ttl, claim, fence_ttl, channel)
+  local f, err = bump(KEYS[2], fence_ttl)
+  if not f then
+    return nil, err
+  end
+  local px = claim
+  if ttl and tonumber(ttl) < tonumber(claim) then
+    px = ttl
+  end
+  redis.call('SET', KEYS[1], tok, 'PX', px)
+  redis.call('LPOP', KEYS[3])
+  redis.call('PUBLISH', channel, tok .. ':' .. string.format('%d', f))
+  return f
+end
+
+-- Drops malformed entries and (when `mine` is given) the caller's own stale one from the
+-- queue's head; returns the head's token and ttl, or nil when the queue is empty. Popping
+-- is a write, so the counter is checked first when there is anything to drop.
+local function next_waiter(head, mine)
+  local tok, ttl = owner(head)
+  if head and (not tok or tok == mine) then
+    local _, err = counter(KEYS[2])
+    if err then
+      return nil, nil, err
+    end
+  end
+  while head and (not tok or tok == mine) do
+    redis.call('LPOP', KEYS[3])
+    head = redis.call('LINDEX', KEYS[3], 0)
+    tok, ttl = owner(head)
+  end
+  return tok, ttl
+end

@@ -1,27 +1,30 @@
 -- rdlock release: owner-checked release that hands the lock to the next queued waiter.
 -- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] wait queue
 -- ARGV[1] owner token, ARGV[2] the caller's own queue entry ("token:ttl"), ARGV[3] channel,
--- ARGV[4] fence counter ttl ms
+-- ARGV[4] fence counter ttl ms, ARGV[5] claim ms
 -- Reply: 0 not held by the caller (its queue entry, if any, is removed); 1 released, nobody
--- waiting; 2 handed to the next waiter, announced on the channel as "token:fence".
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  redis.call('LREM', KEYS[3], 0, ARGV[2])
+-- waiting; 2 handed to the next waiter as a claim, announced on the channel as "token:fence".
+local token = ARGV[1]
+if #ARGV ~= 5 then return fail('release takes 5 arguments') end
+if not (ms_arg(4) and ms_arg(5)) then return fail('invalid ttl') end
+
+local cur = redis.pcall('GET', KEYS[1])
+if type(cur) == 'table' then return redis.error_reply('WRONGTYPE RDLOCK lock key holds another type of value') end
+if cur ~= token then
+  local r = redis.pcall('LREM', KEYS[3], 0, ARGV[2])
+  if type(r) == 'table' then return fail(QUEUE_TYPE) end
   return 0
 end
-while true do
-  local nxt = redis.call('LPOP', KEYS[3])
-  if not nxt then
-    redis.call('DEL', KEYS[1])
-    return 1
-  end
-  local sep = string.find(nxt, ':', 1, true)
-  if sep then
-    local tok, ttl = string.sub(nxt, 1, sep - 1), string.sub(nxt, sep + 1)
-    if tok ~= ARGV[1] then
-      -- The hand-off: the waiter owns the lock before anyone else can try for it.
-      redis.call('SET', KEYS[1], tok, 'PX', ttl)
-      redis.call('PUBLISH', ARGV[3], tok .. ':' .. string.format('%d', bump(KEYS[2], ARGV[4])))
-      return 2
-    end
-  end
+local head = redis.pcall('LINDEX', KEYS[3], 0)
+if type(head) == 'table' then return fail(QUEUE_TYPE) end
+local tok, ttl, err = next_waiter(head, token)
+if err then return fail(err) end
+if tok then
+  -- The lock never becomes free while someone waits: the releaser cannot barge back in.
+  local f
+  f, err = hand_off(tok, ttl, ARGV[5], ARGV[4], ARGV[3])
+  if not f then return fail(err) end
+  return 2
 end
+redis.call('DEL', KEYS[1])
+return 1

@@ -4,7 +4,7 @@
 //! A lock's life:
 //!
 //! ```text
-//!            acquire                      hand-off / retry wins
+//!            acquire               hand-off message (confirm the claim) / poll
 //!   (new) ──────────► Acquiring ◄───────────────────────────┐
 //!                       │  │  └─ held by another ─► Waiting ─┘── deadline ──► (leave) ──► Done
 //!                       │  └─ too few replicas / no validity ─► Releasing ──► Done
@@ -36,6 +36,13 @@ const RELEASE_BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// After a release is answered, when an attempt of unknown outcome may still run on the
 /// server (it was sent on a link that stalled), the release is repeated this long after it.
 const RECHECKS: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(2)];
+/// How long a hand-off waits for its waiter: the release (or an attempt that finds the lock
+/// free behind a queue) sets the key to the queue head's token for this long (or the head's
+/// TTL, when shorter), and the waiter owns the lock only once it confirms. A waiter that has
+/// died or gone away so holds up the others for one claim, not for its TTL. Far above a
+/// round trip, and above the default poll cap, so that a waiter whose message was lost still
+/// confirms at its next poll.
+pub const HANDOFF_CLAIM: Duration = Duration::from_millis(250);
 
 /// Identifies one lock within an [`Engine`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -178,8 +185,6 @@ struct Lock {
     state: State,
     /// Holds a reference on its channel.
     subscribed: bool,
-    /// Send time of the latest attempt that found another holder: a hand-off to us came later.
-    not_held_at: Option<Instant>,
     /// A hand-off announced while an attempt was in flight, with its fence.
     granted: Option<u64>,
     /// The highest fence a retry saw held by someone else: a hand-off at or below it is stale.
@@ -312,7 +317,6 @@ impl Engine {
                 deadline,
                 state: State::Counting,
                 subscribed: false,
-                not_held_at: None,
                 granted: None,
                 seen_fence: 0,
                 abandoned: false,
@@ -432,7 +436,7 @@ impl Engine {
         match lock.state {
             State::Acquiring { .. } => lock.granted = Some(fence),
             // A fence at or below one a retry saw held by someone else: an old, lost hand-off.
-            State::Waiting { .. } if fence > lock.seen_fence => self.on_handoff(id, fence, now),
+            State::Waiting { .. } if fence > lock.seen_fence => self.on_handoff(id, now),
             // Counting: not queued yet. Held: a duplicate. Releasing: the release covers it.
             _ => {}
         }
@@ -570,6 +574,8 @@ impl Engine {
                 mode.arg().to_owned(),
                 queue_ttl(self.poll_interval(&lock.opts)).as_millis().to_string(),
                 FENCE_TTL.as_millis().to_string(),
+                HANDOFF_CLAIM.as_millis().to_string(),
+                keys.channel.clone(),
             ],
         }];
         if let (true, Some(timeout)) = (wanted > 0, confirm.timeout()) {
@@ -628,7 +634,6 @@ impl Engine {
                 }
             }
             Ok(Attempt::HeldByOther { holder_ttl, fence }) => {
-                lock.not_held_at = Some(sent_at);
                 lock.seen_fence = lock.seen_fence.max(fence.unwrap_or(0));
                 let granted = lock.granted.take().filter(|&g| g > lock.seen_fence);
                 if abandoned {
@@ -638,17 +643,11 @@ impl Engine {
                     self.finish(id, now);
                 } else if opts.sharing != Sharing::Queue {
                     self.wait_shared(id, holder_ttl, sent_subscribed, now);
-                } else if let Some(granted) = granted {
+                } else if granted.is_some() {
                     // A hand-off was announced while this attempt was in flight, yet the
-                    // attempt found another holder. With the holder's fence in the reply, a
-                    // hand-off above it came after the attempt ran; without one (a first
-                    // attempt), only the server can tell whether it predates it: ask again.
-                    if fence.is_some() {
-                        self.set_state(id, State::Waiting { retry_at: now });
-                        self.on_handoff(id, granted, now);
-                    } else {
-                        self.send_attempt(id, Mode::Retry, now);
-                    }
+                    // attempt found another holder: the hand-off came after the attempt ran,
+                    // or predates it and has lapsed. Confirming it tells which.
+                    self.on_handoff(id, now);
                 } else {
                     if !lock.subscribed {
                         lock.subscribed = true;
@@ -676,19 +675,12 @@ impl Engine {
         }
     }
 
-    /// The lock was handed to us while we waited.
-    fn on_handoff(&mut self, id: LockId, fence: u64, now: Instant) {
-        let Some(lock) = self.locks.get(&id) else { return };
-        let Some(from) = lock.not_held_at else { return };
-        let valid_until = lock.opts.valid_until(from);
-        let half = (lock.opts.ttl - lock.opts.drift()) / 2;
-        if lock.opts.confirm != Confirm::None || valid_until <= now + half {
-            // Confirm on replicas, or refresh a lease we cannot vouch for long enough: the
-            // idempotent attempt finds the lock ours and extends it.
-            self.send_attempt(id, Mode::Retry, now);
-        } else {
-            self.become_held(id, fence, from, valid_until, now);
-        }
+    /// The lock was handed to us while we waited: the key holds our token for a short claim
+    /// only, so confirm it (the idempotent attempt finds the key ours and extends it to our
+    /// TTL). Validity counts from the confirmation's send time, which also carries the `WAIT`
+    /// of a confirm policy.
+    fn on_handoff(&mut self, id: LockId, now: Instant) {
+        self.send_attempt(id, Mode::Retry, now);
     }
 
     fn become_held(&mut self, id: LockId, fence: u64, from: Instant, valid_until: Instant, now: Instant) {
@@ -886,7 +878,13 @@ impl Engine {
             Sharing::Queue => Command::Script {
                 script: Script::Release,
                 keys: vec![keys.lock, keys.fence, keys.queue],
-                args: vec![hex(lock.token), entry, keys.channel, FENCE_TTL.as_millis().to_string()],
+                args: vec![
+                    hex(lock.token),
+                    entry,
+                    keys.channel,
+                    FENCE_TTL.as_millis().to_string(),
+                    HANDOFF_CLAIM.as_millis().to_string(),
+                ],
             },
             Sharing::Foreign { .. } => Command::Script {
                 script: Script::ReleaseShared,

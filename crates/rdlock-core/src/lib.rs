@@ -62,10 +62,12 @@
 //! the common single-instance locks of other languages). Its fence counter, wait queue and
 //! hand-off channel have names that start with the key and share its cluster slot
 //! ([`LockKeys`]). Acquisition is one script call that takes the lock (bumping the fence),
-//! confirms an earlier take of ours (idempotent after an ambiguous timeout), or queues the
-//! caller. Release hands the lock to the first queued waiter inside the same script and
-//! announces it on the channel, so the waiter holds the lock without another round trip and
-//! the releaser cannot barge back in.
+//! confirms an earlier take or a hand-off of ours (idempotent after an ambiguous timeout), or
+//! queues the caller; it never takes a free lock ahead of a queued waiter. Release hands the
+//! lock to the first queued waiter inside the same script as a short *claim*
+//! ([`HANDOFF_CLAIM`]) and announces it on the channel; the waiter owns the lock once it
+//! confirms the claim (one round trip), so a waiter that died while queued holds the others
+//! up for one claim, not a lease, and the releaser cannot barge back in.
 //! Waiters also poll (at most every `poll_cap`), so a lost message costs only that.
 //! Optional `WAIT` confirmation rides in the same pipeline as the script.
 //! See `docs/protocol.md` for the scripts and the safety argument.
@@ -84,7 +86,7 @@ mod subscriptions;
 mod token;
 
 pub use command::{Command, Request, RequestId, Route, Transmit};
-pub use engine::{Engine, EngineConfig, FENCE_TTL, LockId, LockInfo};
+pub use engine::{Engine, EngineConfig, FENCE_TTL, HANDOFF_CLAIM, LockId, LockInfo};
 pub use error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
 pub use event::{Event, LostReason, ReleaseOutcome, Warning};
 pub use keys::{LAYOUT, LockKeys, MARKER, MAX_KEY_LEN, Role, hash_tag, slot};

@@ -39,6 +39,14 @@ const MARKER: &str = "rdlock-differential:marker";
 /// Lock and queue TTLs of the random sequences: nothing expires within one.
 const TTLS: [&str; 2] = ["60000", "90000"];
 const GARBAGE: &str = "garbage";
+/// Counter values an outside writer may leave that the scripts must refuse before writing:
+/// no number, a fraction, a sign, a leading zero, more than Lua holds exactly, an overflow.
+const BAD_COUNTERS: [&str; 6] = [GARBAGE, "1.5", "-3", "007", "9007199254740991", "99999999999999999999"];
+/// Claims of the random sequences: nothing lapses within one (`expiry_agrees` covers lapses);
+/// the shorter one is below the lock TTLs, the longer above one of them (the claim is the
+/// waiter's TTL when that is shorter).
+const CLAIMS: [&str; 2] = ["50000", "70000"];
+const CLAIM_MS: &str = "70000";
 
 // ---------------------------------------------------------------- steps
 
@@ -50,26 +58,53 @@ enum Step {
     Del(String),
     /// `DEL key` then `RPUSH key x`: a list without expiry where a lock's string belongs.
     List(String),
-    /// `SET key garbage PX 60000`: a counter that is no number, a queue that is no list.
-    Garbage(String),
+    /// `DEL key`, `RPUSH key x`, `PEXPIRE key 60000`: a list where a counter belongs.
+    ExpiringList(String),
+    /// `SET key value PX 60000`: a counter that is no number INCR can raise exactly, a
+    /// queue that is no list.
+    Garbage(String, String),
     /// Real time passes (and the fake's clock with it).
     Sleep(u64),
 }
 
-fn acquire(lock: &LockKeys, token: &str, ttl: &str, mode: &str, queue_ttl: &str, fence_ttl: &str) -> Step {
+#[allow(clippy::too_many_arguments)]
+fn acquire_with(
+    lock: &LockKeys,
+    token: &str,
+    ttl: &str,
+    mode: &str,
+    queue_ttl: &str,
+    fence_ttl: &str,
+    claim: &str,
+) -> Step {
     Step::Run {
         script: Script::Acquire,
         keys: vec![lock.lock.clone(), lock.fence.clone(), lock.queue.clone()],
-        args: [token, ttl, mode, queue_ttl, fence_ttl].map(String::from).to_vec(),
+        args: [token, ttl, mode, queue_ttl, fence_ttl, claim, &lock.channel].map(String::from).to_vec(),
+    }
+}
+
+/// An acquire whose hand-offs claim the lock for `CLAIM_MS`.
+fn acquire(lock: &LockKeys, token: &str, ttl: &str, mode: &str, queue_ttl: &str, fence_ttl: &str) -> Step {
+    acquire_with(lock, token, ttl, mode, queue_ttl, fence_ttl, CLAIM_MS)
+}
+
+fn release_with(lock: &LockKeys, token: &str, ttl: &str, fence_ttl: &str, claim: &str) -> Step {
+    Step::Run {
+        script: Script::Release,
+        keys: vec![lock.lock.clone(), lock.fence.clone(), lock.queue.clone()],
+        args: vec![
+            token.to_owned(),
+            format!("{token}:{ttl}"),
+            lock.channel.clone(),
+            fence_ttl.to_owned(),
+            claim.to_owned(),
+        ],
     }
 }
 
 fn release(lock: &LockKeys, token: &str, ttl: &str, fence_ttl: &str) -> Step {
-    Step::Run {
-        script: Script::Release,
-        keys: vec![lock.lock.clone(), lock.fence.clone(), lock.queue.clone()],
-        args: vec![token.to_owned(), format!("{token}:{ttl}"), lock.channel.clone(), fence_ttl.to_owned()],
-    }
+    release_with(lock, token, ttl, fence_ttl, CLAIM_MS)
 }
 
 fn release_shared(lock: &LockKeys, token: &str) -> Step {
@@ -105,9 +140,9 @@ fn random_step(d: &mut Dice, locks: &[LockKeys], tokens: &[String]) -> Step {
     match d.below(100) {
         0..45 => {
             let (ttl, mode, queue_ttl) = (ttl(d), pick(d, &["try", "first", "retry"]), pick(d, &TTLS));
-            acquire(lock, token, ttl, mode, queue_ttl, &fence_ttl)
+            acquire_with(lock, token, ttl, mode, queue_ttl, &fence_ttl, pick(d, &CLAIMS))
         }
-        45..62 => release(lock, token, pick(d, &TTLS), &fence_ttl),
+        45..62 => release_with(lock, token, pick(d, &TTLS), &fence_ttl, pick(d, &CLAIMS)),
         62..70 => release_shared(lock, token),
         70..85 => {
             let items: Vec<_> = (0..1 + d.below(3))
@@ -119,8 +154,9 @@ fn random_step(d: &mut Dice, locks: &[LockKeys], tokens: &[String]) -> Step {
         92..93 => Step::List(lock.lock.clone()),
         93..95 => Step::Del(lock.fence.clone()),
         95..97 => Step::Del(lock.queue.clone()),
-        97..99 => Step::Garbage(lock.fence.clone()),
-        _ => Step::Garbage(lock.queue.clone()),
+        97..99 => Step::Garbage(lock.fence.clone(), pick(d, &BAD_COUNTERS).to_owned()),
+        99 if d.chance(0.5) => Step::ExpiringList(lock.fence.clone()),
+        _ => Step::Garbage(lock.queue.clone(), GARBAGE.to_owned()),
     }
 }
 
@@ -403,9 +439,18 @@ struct Fences {
 
 impl Fences {
     /// Takes note of the counters after a step; a counter that now holds a number but did
-    /// not before was seeded in the step, from a clock reading within `clock` (µs).
+    /// not before was seeded in the step, from a clock reading within `clock` (µs). An empty
+    /// `clock` range: the step was an outside write, which forgets what it changed.
     fn update(&mut self, counters: &[String], before: &Snap, after: &Snap, clock: (i64, i64)) -> Result<(), String> {
         for c in counters {
+            if clock.0 > clock.1 {
+                // An outside write: whatever the counter holds now is no seed of a script's.
+                if before.get(c).map(|e| &e.0) != after.get(c).map(|e| &e.0) {
+                    self.seeds.remove(c);
+                    self.high.remove(c);
+                }
+                continue;
+            }
             let Some(v) = int_at(after, c) else {
                 self.seeds.remove(c);
                 continue;
@@ -485,9 +530,17 @@ impl<'r, 'a> Pair<'r, 'a> {
                 self.real.call(redis::cmd("RPUSH").arg(k).arg("x"));
                 (None, None, vec![])
             }
-            Step::Garbage(k) => {
-                self.fake.put_string(k, GARBAGE, Some(now + 60_000 * MS));
-                self.real.call(redis::cmd("SET").arg(k).arg(GARBAGE).arg("PX").arg(60_000));
+            Step::ExpiringList(k) => {
+                self.fake.put_list(k);
+                self.fake.set_expiry(k, now + 60_000 * MS);
+                self.real.call(redis::cmd("DEL").arg(k));
+                self.real.call(redis::cmd("RPUSH").arg(k).arg("x"));
+                self.real.call(redis::cmd("PEXPIRE").arg(k).arg(60_000));
+                (None, None, vec![])
+            }
+            Step::Garbage(k, v) => {
+                self.fake.put_string(k, v, Some(now + 60_000 * MS));
+                self.real.call(redis::cmd("SET").arg(k).arg(v).arg("PX").arg(60_000));
                 (None, None, vec![])
             }
             Step::Sleep(ms) => {
@@ -499,8 +552,13 @@ impl<'r, 'a> Pair<'r, 'a> {
         let real_msgs = self.real.published();
         let t1 = if unseeded { self.real.time_us() } else { 0 };
         let after = [fake_snapshot(&self.fake, self.clock.now()), self.real.snapshot(&self.keys)];
-        self.fences[0].update(&self.counters, &self.before[0], &after[0], (fake_time, fake_time))?;
-        self.fences[1].update(&self.counters, &self.before[1], &after[1], (t0, t1))?;
+        // An empty clock range marks a step that is no script (the counters are tampered with).
+        let (fake_clock, real_clock) = match step {
+            Step::Run { .. } | Step::Sleep(_) => ((fake_time, fake_time), (t0, t1)),
+            _ => ((1, 0), (1, 0)),
+        };
+        self.fences[0].update(&self.counters, &self.before[0], &after[0], fake_clock)?;
+        self.fences[1].update(&self.counters, &self.before[1], &after[1], real_clock)?;
         for (k, (v, ttl)) in &after[1] {
             if ttl.is_none() && (*v != Val::List(vec!["x".into()]) || self.counters.contains(k)) {
                 return Err(format!("{k} = {v:?} never expires"));
@@ -523,6 +581,21 @@ impl<'r, 'a> Pair<'r, 'a> {
                 return Err(format!("messages differ\n  fake {fake_msgs:?}\n  real {real_msgs:?}"));
             }
             *self.seen.entry(label(*script, &f)).or_default() += 1;
+            if *script == Script::Acquire && !fake_msgs.is_empty() {
+                *self.seen.entry("acquire hands off".into()).or_default() += 1;
+            }
+            // A script that fails writes nothing: the real keyspace is as before, exactly.
+            if let Reply::Error(e) = real {
+                let (b, a) = (&self.before[1], &after[1]);
+                let same = b.len() == a.len()
+                    && b.iter()
+                        .zip(a)
+                        .all(|((k1, (v1, t1)), (k2, (v2, t2)))| k1 == k2 && v1 == v2 && t1.is_some() == t2.is_some());
+                if !same || !real_msgs.is_empty() {
+                    return Err(format!("{e} after writing\n  before {b:?}\n  after  {a:?}\n  messages {real_msgs:?}"));
+                }
+                *self.seen.entry(format!("{} failed, wrote nothing", script.name())).or_default() += 1;
+            }
             out = f;
         } else if !real_msgs.is_empty() {
             return Err(format!("messages without a script: {real_msgs:?}"));
@@ -618,8 +691,22 @@ fn the_fake_agrees_with_a_real_server() {
     for (outcome, n) in &seen {
         eprintln!("  {n:>5}  {outcome}");
     }
-    let musts = ["acquire [1,fence]", "acquire [0,pttl]", "acquire [0,-3]", "acquire [0,pttl,fence]", "release 2"];
-    for must in musts.into_iter().chain(["release-shared 0", "release-shared 1", "release-shared 2"]) {
+    for must in [
+        "acquire [1,fence]",
+        "acquire [0,pttl]",
+        "acquire [0,-3]",
+        "acquire [0,pttl,fence]",
+        "acquire hands off",
+        "release 2",
+        "acquire error RDLOCK",
+        "release error RDLOCK",
+        "extend error RDLOCK",
+        "acquire failed, wrote nothing",
+        "release failed, wrote nothing",
+        "release-shared 0",
+        "release-shared 1",
+        "release-shared 2",
+    ] {
         assert!(seen.contains_key(must), "no {must:?} among {seen:?}");
     }
 }
@@ -668,4 +755,46 @@ fn expiry_agrees() {
         }
     }
     assert!(pair.fake.keys_without_ttl(clock.now()).next().is_none());
+}
+
+/// Claims lapse on real time: a holder releases to two waiters that never confirm; the live
+/// waiter's polls pass the lock on to the next one when a claim lapses, then take it; a ghost
+/// that comes back re-queues at the tail.
+#[test]
+fn lapsed_claims_agree() {
+    let (_server, conn, mut sub) = start();
+    let mut real = Real { conn, sub: subscribe(&mut sub), markers: 0 };
+    let clock = Clock::new();
+    let mut seen = BTreeMap::new();
+    let lock = LockKeys::new("claimed").expect("a valid key");
+    let mut pair = Pair::new(&mut real, &clock, std::slice::from_ref(&lock), &mut seen);
+    let [h, g1, g2, w] = ["h", "1", "2", "w"].map(|t| t.repeat(32));
+    let (ttl, queue, counter, claim) = ("60000", "60000", "600000", "100");
+    let get = |lock: &LockKeys, t: &str, mode: &str| acquire_with(lock, t, ttl, mode, queue, counter, claim);
+    let fence = |v| N::Fence { seeded: true, v };
+    let polled = |pttl, v| N::Array(vec![N::Int(0), N::Pttl(pttl), fence(v)]);
+    let steps: Vec<(Step, Option<N>)> = vec![
+        (get(&lock, &h, "first"), Some(N::Array(vec![N::Int(1), fence(0)]))),
+        (get(&lock, &g1, "first"), None),
+        (get(&lock, &g2, "first"), None),
+        (get(&lock, &w, "first"), Some(N::Array(vec![N::Int(0), N::Int(-3)]))),
+        (release_with(&lock, &h, ttl, counter, claim), Some(N::Int(2))),
+        (get(&lock, &w, "retry"), Some(polled(100, 1))),
+        (Step::Sleep(150), None),
+        // g1's claim lapsed: w's poll hands g2 the next one rather than taking the lock.
+        (get(&lock, &w, "retry"), Some(polled(100, 2))),
+        (Step::Sleep(150), None),
+        (get(&lock, &w, "retry"), Some(N::Array(vec![N::Int(1), fence(3)]))),
+        (get(&lock, &g1, "retry"), Some(polled(60_000, 3))),
+        (release_with(&lock, &w, ttl, counter, claim), Some(N::Int(2))),
+        // g1 confirms in time: its lease starts over.
+        (get(&lock, &g1, "retry"), Some(N::Array(vec![N::Int(1), fence(4)]))),
+        (release_with(&lock, &g1, ttl, counter, claim), Some(N::Int(1))),
+    ];
+    for (i, (step, want)) in steps.iter().enumerate() {
+        let got = pair.step(step).unwrap_or_else(|e| panic!("step {i} {step:?}: {e}"));
+        if let Some(want) = want {
+            assert!(agree(want, &got), "step {i} {step:?}: {got:?}, expected {want:?}");
+        }
+    }
 }

@@ -8,9 +8,9 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// Fingerprints of the scripts' code (comments and blank lines ignored) that the fake
 /// follows. When a script changes, update `sim/fake.rs` to match it, then these.
 const FOLLOWED: [(Script, u64); 3] = [
-    (Script::Acquire, 13_307_653_352_127_961_717),
-    (Script::Release, 164_976_119_682_404_240),
-    (Script::Extend, 17_117_553_011_905_431_131),
+    (Script::Acquire, 1_241_140_025_570_195_187),
+    (Script::Release, 13_981_480_088_994_154_692),
+    (Script::Extend, 14_220_457_821_182_822_727),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.
@@ -55,12 +55,13 @@ fn keys() -> Vec<String> {
 }
 
 fn acquire(f: &mut Fake, token: &str, ttl: u64, mode: &str, now: u64) -> Reply {
-    let args = [token, &ttl.to_string(), mode, "60000", "86400000"].map(String::from).to_vec();
+    let channel = names().channel;
+    let args = [token, &ttl.to_string(), mode, "60000", "86400000", "250", &channel].map(String::from).to_vec();
     f.run_script(Script::Acquire, &keys(), &args, now, &mut Dice::new(0)).0
 }
 
 fn release(f: &mut Fake, token: &str, ttl: u64, now: u64) -> (Reply, Vec<(String, String)>) {
-    let args = [token, &format!("{token}:{ttl}"), &names().channel, "86400000"].map(String::from).to_vec();
+    let args = [token, &format!("{token}:{ttl}"), &names().channel, "86400000", "250"].map(String::from).to_vec();
     let (r, fx) = f.run_script(Script::Release, &keys(), &args, now, &mut Dice::new(0));
     (r, fx.publishes)
 }
@@ -92,9 +93,12 @@ fn acquire_takes_confirms_queues_and_expires() {
     let retried = Reply::Array(vec![Reply::Int(0), Reply::Int(90), Reply::Int(seeded)]);
     assert_eq!(acquire(&mut f, "c", 100, "retry", 60 * MS), retried);
     assert_eq!(f.list_entries(60 * MS).len(), 2, "retry does not queue twice");
-    // Expired: the next taker bumps the counter.
-    assert_eq!(acquire(&mut f, "c", 100, "retry", 150 * MS), pair(1, seeded + 1));
-    assert_eq!(f.list_entries(150 * MS), vec![(names().queue, "b:100".to_owned())]);
+    // Expired: c's retry finds the key free but b queued first, so it hands b a claim (and
+    // bumps the counter) instead of taking the lock; b confirms it.
+    let claimed = Reply::Array(vec![Reply::Int(0), Reply::Int(100), Reply::Int(seeded + 1)]);
+    assert_eq!(acquire(&mut f, "c", 100, "retry", 150 * MS), claimed);
+    assert_eq!(f.list_entries(150 * MS), vec![(names().queue, "c:100".to_owned())]);
+    assert_eq!(acquire(&mut f, "b", 100, "retry", 151 * MS), pair(1, seeded + 1));
 }
 
 #[test]
@@ -109,10 +113,76 @@ fn release_hands_off_in_order_and_checks_the_owner() {
     let fence = EPOCH_US as i64 + 1;
     assert_eq!(published, vec![(names().channel, format!("c:{fence}"))]);
     assert_eq!(f.string("k", 2 * MS), Some("c"));
-    assert_eq!(f.expiry("k", 2 * MS), Some(92 * MS), "the waiter's own ttl");
+    assert_eq!(f.expiry("k", 2 * MS), Some(92 * MS), "a claim of the waiter's ttl, shorter than 250 ms");
+    // The waiter confirms: its token is there, so its ttl starts over and it gets the fence.
+    assert_eq!(acquire(&mut f, "c", 90, "retry", 3 * MS), pair(1, fence));
+    assert_eq!(f.expiry("k", 3 * MS), Some(93 * MS));
     assert_eq!(release(&mut f, "c", 90, 3 * MS), (Reply::Int(1), vec![]));
     assert_eq!(f.string("k", 3 * MS), None);
     assert!(f.list_entries(3 * MS).is_empty());
+}
+
+#[test]
+fn a_claim_lasts_250_ms_and_a_lapsed_one_passes_to_the_next_waiter() {
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    acquire(&mut f, "a", 30_000, "first", 0);
+    for w in ["g1", "g2", "w"] {
+        acquire(&mut f, w, 30_000, "first", 0);
+    }
+    let (r, published) = release(&mut f, "a", 30_000, MS);
+    assert_eq!(r, Reply::Int(2));
+    let seeded = EPOCH_US as i64;
+    assert_eq!(published, vec![(names().channel, format!("g1:{}", seeded + 1))]);
+    assert_eq!(f.expiry("k", MS), Some(251 * MS), "a claim, not the waiter's 30 s");
+    // g1 never confirms. w's poll during the claim sees it, and queues no second time.
+    let polled = Reply::Array(vec![Reply::Int(0), Reply::Int(150), Reply::Int(seeded + 1)]);
+    assert_eq!(acquire(&mut f, "w", 30_000, "retry", 101 * MS), polled);
+    // After it, w's poll finds the key free but g2 first: g2 gets the next claim, not w.
+    let polled = Reply::Array(vec![Reply::Int(0), Reply::Int(250), Reply::Int(seeded + 2)]);
+    assert_eq!(acquire(&mut f, "w", 30_000, "retry", 252 * MS), polled);
+    assert_eq!(f.string("k", 252 * MS), Some("g2"));
+    // A newcomer does not barge either; it queues behind w.
+    assert_eq!(acquire(&mut f, "n", 30_000, "try", 260 * MS), pair(0, 242));
+    assert_eq!(acquire(&mut f, "n", 30_000, "first", 260 * MS), pair(0, -3));
+    // g2's claim lapses too; w is at the head and takes the lock itself, with its ttl.
+    assert_eq!(acquire(&mut f, "w", 30_000, "retry", 503 * MS), pair(1, seeded + 3));
+    assert_eq!(f.expiry("k", 503 * MS), Some(30_503 * MS));
+    assert_eq!(f.list_entries(503 * MS), vec![(names().queue, "n:30000".to_owned())]);
+    // g1 comes back after its claim lapsed: it re-queues at the tail.
+    let polled = Reply::Array(vec![Reply::Int(0), Reply::Int(30_000), Reply::Int(seeded + 3)]);
+    assert_eq!(acquire(&mut f, "g1", 30_000, "retry", 503 * MS), polled);
+    let q: Vec<String> = f.list_entries(503 * MS).into_iter().map(|(_, e)| e).collect();
+    assert_eq!(q, ["n:30000", "g1:30000"]);
+}
+
+#[test]
+fn scripts_that_fail_write_nothing() {
+    // A counter that is no integer, a queue that is no list, a bad ttl: an RDLOCK error before
+    // any write (the old release set the key, then failed on the counter).
+    for (what, garbage_fence, list_fence) in [("no integer", true, false), ("another type", false, true)] {
+        let mut f = Fake::new(Bug::None, EPOCH_US);
+        acquire(&mut f, "a", 100, "first", 0);
+        acquire(&mut f, "b", 100, "first", 0);
+        let n = names();
+        if garbage_fence {
+            f.put_string(&n.fence, "1.5", None);
+        }
+        if list_fence {
+            f.put_list(&n.fence);
+        }
+        let before = (f.strings(MS), f.list_entries(MS));
+        let (r, published) = release(&mut f, "a", 100, MS);
+        assert!(matches!(&r, Reply::Error(e) if e.code == "RDLOCK"), "{what}: {r:?}");
+        assert!(published.is_empty());
+        assert_eq!((f.strings(MS), f.list_entries(MS)), before, "{what}: the release wrote");
+    }
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    f.put_string(&names().queue, "x", None);
+    let r = acquire(&mut f, "a", 100, "first", 0);
+    assert!(matches!(&r, Reply::Error(e) if e.code == "RDLOCK" && e.message.contains("queue")), "{r:?}");
+    assert_eq!(f.string("k", 0), None);
+    let r = acquire(&mut f, "a", 0, "try", 0);
+    assert!(matches!(&r, Reply::Error(e) if e.code == "RDLOCK"), "{r:?}");
 }
 
 #[test]
@@ -165,7 +235,7 @@ fn a_key_of_the_wrong_type_is_an_error() {
     let mut f = Fake::new(Bug::None, EPOCH_US);
     f.put_list("k");
     for r in [acquire(&mut f, "a", 100, "try", 0), release(&mut f, "a", 100, 0).0] {
-        assert!(matches!(&r, Reply::Error(e) if e.code == "WRONGTYPE"), "{r:?}");
+        assert!(matches!(&r, Reply::Error(e) if e.code == "WRONGTYPE" && e.message.starts_with("RDLOCK")), "{r:?}");
     }
     assert_eq!(extend(&mut f, "a", 100, 0), Reply::Array(vec![Reply::Int(0)]), "pcall: not ours");
 }

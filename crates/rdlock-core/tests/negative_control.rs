@@ -28,6 +28,19 @@ fn extend_without_owner_check_is_caught() {
 }
 
 #[test]
+fn a_full_lease_hand_off_to_a_vanished_waiter_is_caught() {
+    // The protocol before claims: each vanished waiter holds the lock for its whole TTL.
+    let (seed, message) = (0..BUDGET)
+        .find_map(|seed| {
+            let sc = sim::Scenario::new(seed, Bug::FullLeaseHandoff).with_vanishing_waiters();
+            sim::run_scenario(sc, false).err().map(|v| (seed, v.message))
+        })
+        .expect("no violation found: the checker is blind to ghost waiters");
+    assert!(message.contains("vanished waiter"), "seed {seed}: {message}");
+    println!("seed {seed}: {message}");
+}
+
+#[test]
 fn the_faithful_scripts_pass_the_same_seeds() {
     // The broken runs fail because of the bug, not because of the scenarios.
     for seed in 0..50 {

@@ -4,7 +4,8 @@
 //! - `RDLOCK_SIM_SCENARIOS=N` runs N scenarios (default 10,000) — a soak when large;
 //! - `RDLOCK_SIM_FIRST=F` starts at seed F instead of 0, for soaks over fresh seeds;
 //! - `RDLOCK_SIM_SEED=S` replays scenario S alone, printing its trace;
-//! - `RDLOCK_SIM_LOOKALIKE=N` runs N scenarios (default 400) on look-alike keys only.
+//! - `RDLOCK_SIM_LOOKALIKE=N` runs N scenarios (default 400) on look-alike keys only;
+//! - `RDLOCK_SIM_VANISH=N` runs N scenarios (default 400) in which waiters vanish while queued.
 
 mod sim;
 
@@ -87,6 +88,29 @@ fn lookalike_keys() {
         }
     }
     println!("{n} look-alike scenarios: {total:?}");
+}
+
+/// Waiters vanish while queued (killed, or dropped without clean-up), on long leases: once
+/// the holder releases, the lock must reach a live waiter within one claim plus a poll per
+/// vanished waiter ahead of it, never a lease. (Also mixed into the shards above.)
+#[test]
+fn vanishing_waiters() {
+    if sim::env_u64("RDLOCK_SIM_SEED").is_some() {
+        return;
+    }
+    let n = sim::env_u64("RDLOCK_SIM_VANISH").unwrap_or(400);
+    let mut total = Stats::default();
+    for seed in 0..n {
+        let sc = || sim::Scenario::new(seed, Bug::None).with_vanishing_waiters();
+        match sim::run_scenario(sc(), false) {
+            Ok(stats) => total.add(&stats),
+            Err(_) => {
+                panic!("vanishing waiters: {}", sim::run_scenario(sc(), true).expect_err("a failing seed fails again"))
+            }
+        }
+    }
+    println!("{n} scenarios with vanishing waiters: {total:?}");
+    assert!(total.ghost_checks > n / 2, "too few hand-offs to vanished waiters were checked: {total:?}");
 }
 
 #[test]

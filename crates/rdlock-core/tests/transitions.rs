@@ -174,16 +174,41 @@ fn try_lock_reports_busy_without_queuing() {
 }
 
 #[test]
-fn hand_off_message_acquires_without_a_round_trip() {
+fn hand_off_message_is_confirmed_before_the_lock_is_held() {
+    // The release gave us a short claim only: the lock is ours once the confirmation (the
+    // idempotent attempt, which extends the key to our TTL) comes back, valid from its send.
     let mut h = H::new();
     let o = opts(1000);
     let (_, tok) = h.queued("orders", o, None);
-    let recheck_sent_at = h.now;
     h.advance(ms(30));
     h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
-    assert!(h.sent().is_empty(), "no extra round trip");
-    // Valid from the last attempt that saw another holder: the hand-off came after it.
-    assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: o.valid_until(recheck_sent_at) }]);
+    assert!(h.events().is_empty(), "a claim is not a lease");
+    let confirm = h.one();
+    let (script, keys, a) = script(&confirm);
+    assert_eq!((script, a[2].as_str()), (Script::Acquire, "retry"));
+    assert_eq!(keys[0], "orders");
+    assert_eq!(a[5], rdlock_core::HANDOFF_CLAIM.as_millis().to_string(), "hand-offs it makes claim too");
+    let sent_at = h.now;
+    h.advance(ms(2));
+    h.reply(&confirm, pair(1, 77));
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: o.valid_until(sent_at) }]);
+}
+
+#[test]
+fn a_claim_that_lapsed_before_the_confirmation_keeps_the_waiter_waiting() {
+    // Paused past its claim: the confirmation finds another holder (the claim went on to the
+    // next waiter) and the waiter, re-queued by it, keeps waiting: liveness only.
+    let mut h = H::new();
+    let (_, tok) = h.queued("orders", opts(1000), None);
+    h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
+    let confirm = h.one();
+    h.advance(ms(300));
+    h.reply(&confirm, triple(0, 250, 78));
+    assert!(h.events().is_empty());
+    assert!(h.e.poll_timeout().is_some_and(|t| t <= h.now + ms(251)), "polls again when that claim ends");
+    // Its own old message again (a duplicate) is stale now.
+    h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
+    assert!(h.sent().is_empty());
 }
 
 #[test]
@@ -244,7 +269,7 @@ fn triple(a: i64, b: i64, c: i64) -> Vec<Reply> {
 #[test]
 fn a_hand_off_at_or_below_a_fence_a_retry_saw_is_stale() {
     // A retry saw another holder with fence 40: a hand-off to us with fence 40 or less
-    // happened before that retry and its lease is gone; one above 40 came after it.
+    // happened before that retry and its claim is gone; one above 40 came after it.
     let mut h = H::new();
     let (_, tok) = h.queued("orders", opts(1000), None);
     h.fire();
@@ -254,19 +279,25 @@ fn a_hand_off_at_or_below_a_fence_a_retry_saw_is_stale() {
     h.e.handle_message(&channel("orders"), format!("{tok}:40").as_bytes(), h.now);
     assert!(h.events().is_empty() && h.sent().is_empty(), "stale hand-offs are ignored");
     h.e.handle_message(&channel("orders"), format!("{tok}:41").as_bytes(), h.now);
+    let confirm = h.one();
+    h.reply(&confirm, pair(1, 41));
     assert!(matches!(h.events()[..], [Event::Acquired { fence: 41, .. }]));
 }
 
 #[test]
-fn hand_off_during_a_retry_that_saw_an_older_fence_is_trusted() {
-    // The retry's reply names the holder's fence: a hand-off above it came after the retry ran.
+fn hand_off_during_a_retry_that_saw_an_older_fence_is_confirmed() {
+    // The retry's reply names the holder's fence: a hand-off above it came after the retry
+    // ran, and is confirmed at once.
     let mut h = H::new();
     let (_, tok) = h.queued("orders", opts(1000), None);
     h.fire();
     let attempt = h.one();
     h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
     h.reply(&attempt, triple(0, 400, 76));
-    assert!(h.sent().is_empty(), "no extra round trip");
+    assert!(h.events().is_empty());
+    let confirm = h.one();
+    assert_eq!(args(&confirm)[2], "retry");
+    h.reply(&confirm, pair(1, 77));
     assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
 }
 

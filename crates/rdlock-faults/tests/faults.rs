@@ -696,6 +696,68 @@ fn f10_restart_without_persistence_reports_lost_and_fences_go_on() -> TestResult
     Ok(())
 }
 
+/// Fault 11: Five workers queued for the lock are killed (SIGKILL) while they wait, behind a
+/// holder with a 30 s TTL; a live worker queued behind them. Once the holder releases, the live
+/// worker holds the lock within one claim (+ 1 ms and a round trip) per dead waiter plus its
+/// poll cap (`docs/safety.md`), not 30 s per dead waiter; their queue entries are gone after.
+#[test]
+fn f11_killed_queued_waiters_cost_a_claim_each() -> TestResult {
+    const GHOSTS: usize = 5;
+    let _turn = serial();
+    let mut s = Suite::new("f11 kill -9 queued waiters")?;
+    let lock = RedisServer::start()?;
+    let (ttl, cap) = (Duration::from_secs(30), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    let ghosts: Vec<String> = (1..=GHOSTS).map(|i| format!("g{i}")).collect();
+    for w in ["h", "w"].into_iter().chain(ghosts.iter().map(String::as_str)) {
+        s.h.spawn(&s.spec(w, &lock.url(), ttl, cap))?;
+    }
+    s.h.command("h", "acquire", STEP)?;
+    s.h.command("h", "write 1", STEP)?;
+    let mut conn = lock.connection()?;
+    let queued = |conn: &mut redis::Connection, n: usize| -> TestResult {
+        let deadline = Instant::now() + STEP;
+        while redis::cmd("LLEN").arg(names().queue).query::<usize>(conn)? != n {
+            assert!(Instant::now() < deadline, "{n} waiters never queued");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    };
+    // One at a time, so that the dead ones are ahead of the live one.
+    for (i, g) in ghosts.iter().enumerate() {
+        s.h.send(g, "acquire")?;
+        queued(&mut conn, i + 1)?;
+    }
+    s.h.send("w", "acquire")?;
+    queued(&mut conn, GHOSTS + 1)?;
+    for g in &ghosts {
+        s.h.kill(g)?;
+    }
+    let wait = s.rng.millis(0, 300);
+    std::thread::sleep(wait);
+    let mark = s.h.mark();
+    s.h.send("h", "release")?;
+    let releasing = s.h.wait_record(mark, "h", STEP, |e| matches!(e, Event::Releasing { .. }))?;
+    let bound = bounds.stalled_waiter_cost() * GHOSTS as u32 + bounds.wake_bound();
+    let got = s.h.wait_record(mark, "w", bound + STEP, acquired)?;
+    let gap = got.mono - releasing.mono;
+    println!(
+        "ttl {ttl:?}, {GHOSTS} waiters killed {wait:?} before the release: w held the lock {} after it (bound {})",
+        ms(gap),
+        ms(micros(bound))
+    );
+    assert!(gap <= micros(bound), "took {}", ms(gap));
+    assert!(gap >= micros(rdlock_core::HANDOFF_CLAIM * GHOSTS as u32) - 20_000, "each dead waiter had a claim");
+    let left: usize = redis::cmd("LLEN").arg(names().queue).query(&mut conn)?;
+    assert_eq!(left, 0, "the dead waiters' entries are gone");
+    s.h.command("w", "write 2", STEP)?;
+    s.h.command("w", "release", STEP)?;
+    let report = s.finish(&bounds, Some(&lock))?;
+    assert_clean(&report);
+    assert!(report.stats.max_takeover(FreeCause::ReleasedToStalledWaiter).is_some());
+    Ok(())
+}
+
 /// A longer seeded soak mixing faults, run only with `RDLOCK_FAULT_SOAK=seconds`.
 #[test]
 fn soak_mixed_faults() -> TestResult {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rdlock_core::{Command, Confirm, Event, LockError, LockId, LockOptions, Reply, Request, Script};
+use rdlock_core::{Command, Confirm, Event, HANDOFF_CLAIM, LockError, LockId, LockOptions, Reply, Request, Script};
 
 use super::fake::{Fake, Grant};
 use super::scenario::WRONGTYPE_KEY;
@@ -66,7 +66,8 @@ impl ClientView {
     }
 }
 
-/// A crashed holder's key: someone must get it soon after it expires.
+/// A crashed holder's key, or a claim handed to a waiter that vanished while queued:
+/// someone must get it soon after it expires.
 #[derive(Debug)]
 struct Obligation {
     key: String,
@@ -74,6 +75,8 @@ struct Obligation {
     expires: u64,
     restarts: u32,
     done: bool,
+    /// A claim of a vanished waiter (else a crashed holder's lease).
+    ghost: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -88,6 +91,8 @@ pub struct Stats {
     pub shortfalls: u64,
     pub failed: u64,
     pub crash_checks: u64,
+    /// Hand-offs to waiters that had vanished, each checked to reach a live waiter in time.
+    pub ghost_checks: u64,
 }
 
 impl Stats {
@@ -102,6 +107,7 @@ impl Stats {
         self.shortfalls += o.shortfalls;
         self.failed += o.failed;
         self.crash_checks += o.crash_checks;
+        self.ghost_checks += o.ghost_checks;
     }
 }
 
@@ -443,7 +449,7 @@ impl Checker {
     }
 
     /// The server gave a key to a new owner.
-    pub fn on_grant(&mut self, g: &Grant, now: u64) {
+    pub fn on_grant(&mut self, g: &Grant, now: u64, restarts: u32) {
         if let Some(&last) = self.issued.get(&g.key)
             && last >= g.fence
         {
@@ -454,6 +460,25 @@ impl Checker {
             for ob in self.obligations.iter_mut().filter(|o| o.key == g.key) {
                 ob.done = true;
             }
+        } else if let Some(&(c, id)) = self.by_token.get(&g.token)
+            && g.handoff
+        {
+            // Handed to a waiter that vanished while queued: the lock has moved on (earlier
+            // obligations are met), and it must reach a live waiter within one claim (the
+            // waiter's TTL when shorter) plus a poll, not a lease.
+            for ob in self.obligations.iter_mut().filter(|o| o.key == g.key) {
+                ob.done = true;
+            }
+            let claim = HANDOFF_CLAIM.min(self.recs[&(c, id)].opts.ttl).as_nanos() as u64;
+            self.stats.ghost_checks += 1;
+            self.obligations.push(Obligation {
+                key: g.key.clone(),
+                crashed_at: now,
+                expires: now + claim,
+                restarts,
+                done: false,
+                ghost: true,
+            });
         }
     }
 
@@ -472,7 +497,22 @@ impl Checker {
         for key in keys {
             let expires = fake.expiry(&key, now).unwrap_or(now);
             self.stats.crash_checks += 1;
-            self.obligations.push(Obligation { key, crashed_at: now, expires, restarts: fake.restarts, done: false });
+            self.obligations.push(Obligation {
+                key,
+                crashed_at: now,
+                expires,
+                restarts: fake.restarts,
+                done: false,
+                ghost: false,
+            });
+        }
+    }
+
+    /// A request client `c` sent before it vanished runs on the server now: it may confirm a
+    /// claim on `key`, which then counts as a crashed holder's lease.
+    pub fn on_dead_request(&mut self, key: &str) {
+        for ob in self.obligations.iter_mut().filter(|o| o.key == key && !o.done) {
+            ob.ghost = false;
         }
     }
 
@@ -560,8 +600,9 @@ impl Checker {
             }
             // Requests the dead client sent before crashing still run (a renewal, or an
             // acquisition granting it the key again): the wait starts when its lease ends.
+            // A vanished waiter's claim is extended only by such a request (its confirmation).
             let dead = |t: &str| self.by_token.get(t).is_some_and(|&(c, _)| !self.clients[c].alive);
-            if fake.string(&ob.key, now).is_some_and(dead) {
+            if !ob.ghost && fake.string(&ob.key, now).is_some_and(dead) {
                 ob.expires = fake.expiry(&ob.key, now).unwrap_or(now);
             }
             for (&(c, id), r) in &self.recs {
@@ -577,8 +618,9 @@ impl Checker {
                     && r.deadline.is_none_or(|d| d > limit)
                     && !v.paused_within(ob.crashed_at, now);
                 if qualifies && now > limit {
+                    let whose = if ob.ghost { "a vanished waiter's claim" } else { "a crashed holder's lease" };
                     problem = Some(format!(
-                        "{} of a crashed holder expired at {}; waiter client {c} {id:?} still waits",
+                        "{} held by {whose} until {}; waiter client {c} {id:?} still waits",
                         ob.key,
                         fmt_ms(ob.expires)
                     ));

@@ -21,6 +21,9 @@ pub enum Bug {
     ReleaseWithoutOwnerCheck,
     /// Extend renews whatever the key holds and reports success.
     ExtendWithoutOwnerCheck,
+    /// The protocol before claims: a release hands the next waiter its whole TTL, so a waiter
+    /// that vanished while queued holds the lock for a lease.
+    FullLeaseHandoff,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +44,11 @@ pub struct Grant {
     pub key: String,
     pub token: String,
     pub fence: i64,
+    /// Handed to a queued waiter as a claim (it owns the lock once it confirms), rather than
+    /// taken by the token's own attempt.
+    pub handoff: bool,
+    /// When the key expires unless confirmed or renewed (virtual ns).
+    pub until: u64,
 }
 
 /// What a script did besides its reply.
@@ -89,6 +97,46 @@ fn nth(list: &[String], i: usize) -> R<&str> {
 
 fn parse_ms(s: &str) -> R<i64> {
     s.parse::<i64>().map_err(|_| not_int())
+}
+
+/// A string as Redis reads an integer: `0`, or an optional `-` and digits without a leading 0,
+/// within 64 bits.
+fn redis_int(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let canonical =
+        s == "0" || (!digits.is_empty() && !digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit()));
+    canonical.then(|| s.parse().ok()).flatten()
+}
+
+const FENCE_TYPE: &str = "fence counter holds another type of value";
+const FENCE_VALUE: &str = "fence counter holds no valid fence (an integer from 0 to 2^53 - 2)";
+/// The largest fence Lua holds exactly, less one (so that the next one is exact too).
+const FENCE_MAX: i64 = 9_007_199_254_740_990;
+
+/// `fail(what)` of the prelude: `RDLOCK what`.
+fn fail(what: &str) -> ServerError {
+    ServerError::new("RDLOCK", what)
+}
+
+fn lock_key_type() -> ServerError {
+    ServerError::new("WRONGTYPE", "RDLOCK lock key holds another type of value")
+}
+
+const QUEUE_TYPE: &str = "wait queue holds another type of value";
+
+/// `ms_arg` of the prelude: 1 to 15 digits, no sign, no leading 0.
+fn ms_arg(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 15 && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `owner(entry)` of the prelude: the token before the first `:` (none when empty or
+/// missing), and the ttl after it when that is a valid number of ms.
+fn owner(entry: Option<&str>) -> Option<(String, Option<String>)> {
+    let (tok, ttl) = entry?.split_once(':')?;
+    if tok.is_empty() {
+        return None;
+    }
+    Some((tok.to_owned(), ms_arg(ttl).then(|| ttl.to_owned())))
 }
 
 #[derive(Debug)]
@@ -197,10 +245,17 @@ impl Fake {
         }
     }
 
-    fn incr(&mut self, key: &str) -> R<i64> {
+    /// `INCRBY key by` (`INCR`: 1, `DECR`: -1).
+    fn incr_by(&mut self, key: &str, by: i64) -> R<i64> {
         let (n, expires) = match self.entry(key) {
-            None => (1, None),
-            Some(Entry { value: Value::Str(s), expires }) => (s.parse::<i64>().map_err(|_| not_int())? + 1, *expires),
+            None => (by, None),
+            Some(Entry { value: Value::Str(s), expires }) => {
+                let v = redis_int(s).ok_or_else(not_int)?;
+                let n = v
+                    .checked_add(by)
+                    .ok_or_else(|| ServerError::new("ERR", "increment or decrement would overflow"))?;
+                (n, *expires)
+            }
             Some(_) => return Err(wrongtype()),
         };
         self.put(key, Value::Str(n.to_string()), expires);
@@ -223,13 +278,18 @@ impl Fake {
     }
 
     fn rpush(&mut self, key: &str, v: &str) -> R<i64> {
-        self.dirty += 1;
         if let Some(l) = self.list(key)? {
             l.push_back(v.to_owned());
-            return Ok(l.len() as i64);
+            let n = l.len() as i64;
+            self.dirty += 1;
+            return Ok(n);
         }
         self.put(key, Value::List(VecDeque::from([v.to_owned()])), None);
         Ok(1)
+    }
+
+    fn lindex0(&mut self, key: &str) -> R<Option<String>> {
+        Ok(self.list(key)?.and_then(|l| l.front().cloned()))
     }
 
     fn lpos(&mut self, key: &str, v: &str) -> R<Option<i64>> {
@@ -302,11 +362,33 @@ impl Fake {
         (reply.unwrap_or_else(Reply::Error), fx)
     }
 
-    /// `bump(key, ttl)` of fence.lua, the prelude of acquire.lua and release.lua.
+    /// `counter(key)` of fence.lua: `Ok(None)` when absent (Lua's false), the value when it
+    /// is an integer INCR accepts and Lua holds exactly, else the reason.
+    fn counter(&mut self, key: &str) -> Result<Option<i64>, ServerError> {
+        // local v = redis.pcall('GET', key)
+        let v = self.get(key).map_err(|_| fail(FENCE_TYPE))?;
+        let Some(v) = v else { return Ok(None) };
+        // (v == '0' or v matches '^[1-9]%d*$') and #v <= 16 and tonumber(v) <= 2^53 - 2
+        match redis_int(&v) {
+            Some(n) if (0..=FENCE_MAX).contains(&n) && v.len() <= 16 => Ok(Some(n)),
+            _ => Err(fail(FENCE_VALUE)),
+        }
+    }
+
+    /// `bump(key, ttl)` of fence.lua.
     fn bump(&mut self, fence_key: &str, fence_ttl: &str) -> R<i64> {
-        // local f = redis.call('INCR', KEYS[2])
-        let f = self.incr(fence_key)?;
-        // if f == 1 then f = TIME in microseconds; SET KEYS[2] f PX ARGV[fence ttl]
+        // local f = redis.pcall('INCR', key); an error: FENCE_TYPE (WRONGTYPE) or FENCE_VALUE
+        let f = match self.incr_by(fence_key, 1) {
+            Ok(f) => f,
+            Err(e) if e.code == "WRONGTYPE" => return Err(fail(FENCE_TYPE)),
+            Err(_) => return Err(fail(FENCE_VALUE)),
+        };
+        // if f < 1 or f > 2^53 - 2 then DECR key; fail end
+        if !(1..=FENCE_MAX).contains(&f) {
+            self.incr_by(fence_key, -1)?;
+            return Err(fail(FENCE_VALUE));
+        }
+        // if f == 1 then f = TIME in microseconds; SET key f PX ttl end
         if f == 1 {
             let (s, us) = self.time();
             let f = (s * 1_000_000 + us) as i64;
@@ -316,96 +398,166 @@ impl Fake {
         Ok(f)
     }
 
+    /// `hand_off(tok, ttl, claim, fence_ttl, channel)` of fence.lua.
+    fn hand_off(
+        &mut self,
+        keys: (&str, &str, &str),
+        (tok, ttl): (&str, Option<&str>),
+        claim: &str,
+        fence_ttl: &str,
+        channel: &str,
+        fx: &mut Effects,
+    ) -> R<i64> {
+        let (key, fence_key, queue) = keys;
+        // local f = bump(); px = min(claim, ttl); SET KEYS[1] tok PX px; LPOP KEYS[3]; PUBLISH
+        let fence = self.bump(fence_key, fence_ttl)?;
+        let px = match ttl {
+            Some(t) if parse_ms(t)? < parse_ms(claim)? => t,
+            _ => claim,
+        };
+        self.set_px(key, tok, px)?;
+        self.lpop(queue)?;
+        let until = self.now + parse_ms(px)? as u64 * MS;
+        fx.grants.push(Grant { key: key.to_owned(), token: tok.to_owned(), fence, handoff: true, until });
+        fx.publishes.push((channel.to_owned(), format!("{tok}:{fence}")));
+        Ok(fence)
+    }
+
+    /// `next_waiter(head, mine)` of fence.lua: the first well-formed entry that is not `mine`,
+    /// after dropping the others from the queue's head (checking the counter first).
+    fn next_waiter(
+        &mut self,
+        fence_key: &str,
+        queue: &str,
+        mut head: Option<String>,
+        mine: Option<&str>,
+    ) -> R<Option<(String, Option<String>)>> {
+        let skip = |w: &Option<(String, Option<String>)>| w.as_ref().is_none_or(|(t, _)| Some(t.as_str()) == mine);
+        let mut who = owner(head.as_deref());
+        if head.is_some() && skip(&who) {
+            self.counter(fence_key)?;
+        }
+        while head.is_some() && skip(&who) {
+            self.lpop(queue)?;
+            head = self.lindex0(queue)?;
+            who = owner(head.as_deref());
+        }
+        Ok(who)
+    }
+
     fn acquire(&mut self, keys: &[String], args: &[String], fx: &mut Effects) -> R<Reply> {
         let (key, fence_key, queue) = (nth(keys, 0)?, nth(keys, 1)?, nth(keys, 2)?);
-        // local token, ttl, mode = ARGV[1], ARGV[2], ARGV[3]; local entry = token .. ':' .. ttl
-        let (token, ttl, mode) = (nth(args, 0)?, nth(args, 1)?, nth(args, 2)?);
+        // if #ARGV ~= 7 then fail; token '^[^:]+$'; mode; ms_arg(2, 4, 5, 6)
+        if args.len() != 7 {
+            return Err(fail("acquire takes 7 arguments"));
+        }
+        let (token, ttl, mode, channel) = (&args[0], &args[1], args[2].as_str(), &args[6]);
+        if token.is_empty() || token.contains(':') {
+            return Err(fail("invalid token"));
+        }
+        if !matches!(mode, "try" | "first" | "retry") {
+            return Err(fail("invalid mode"));
+        }
+        if ![1, 3, 4, 5].iter().all(|&i| ms_arg(&args[i])) {
+            return Err(fail("invalid ttl"));
+        }
+        let (qttl, fence_ttl, claim) = (&args[3], &args[4], &args[5]);
         let entry = format!("{token}:{ttl}");
-        // local old = redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl, 'GET')
-        match self.set_nx_px_get(key, token, ttl)? {
-            None => {
-                // local fence = bump(); if mode == 'retry' then LREM KEYS[3] 1 entry end
-                let fence = self.bump(fence_key, nth(args, 4)?)?;
-                fx.grants.push(Grant { key: key.to_owned(), token: token.to_owned(), fence });
-                if mode == "retry" {
-                    self.lrem(queue, 1, &entry)?;
+        // local old = redis.pcall('GET', KEYS[1]); a table: WRONGTYPE RDLOCK ...
+        let old = self.get(key).map_err(|_| lock_key_type())?;
+        let mut f: Option<Option<i64>> = None;
+        if old.as_deref() == Some(token) {
+            // f = counter(); if not f or f == 0 then f = bump() end; PEXPIRE KEYS[1] ttl
+            let fence = match self.counter(fence_key)? {
+                Some(c) if c != 0 => c,
+                _ => self.bump(fence_key, fence_ttl)?,
+            };
+            self.pexpire(key, ttl)?;
+            return Ok(pair(1, fence));
+        }
+        if old.is_none() {
+            // head = pcall LINDEX KEYS[3] 0; who, wttl = next_waiter(head, nil)
+            let head = self.lindex0(queue).map_err(|_| fail(QUEUE_TYPE))?;
+            match self.next_waiter(fence_key, queue, head, None)? {
+                Some((who, wttl)) if who != *token => {
+                    // f = hand_off(who, wttl, ARGV[6], ARGV[5], channel)
+                    let fence =
+                        self.hand_off((key, fence_key, queue), (&who, wttl.as_deref()), claim, fence_ttl, channel, fx)?;
+                    f = Some(Some(fence));
                 }
-                Ok(pair(1, fence))
-            }
-            Some(old) if old == token => {
-                // PEXPIRE KEYS[1] ttl; fence = tonumber(GET KEYS[2] or bump())
-                self.pexpire(key, ttl)?;
-                let fence = match self.get(fence_key)? {
-                    Some(f) => f.parse::<i64>().ok(),
-                    None => Some(self.bump(fence_key, nth(args, 4)?)?),
-                };
-                // A nil in a Lua table ends the array: {1, nil} replies [1].
-                Ok(match fence {
-                    Some(f) => pair(1, f),
-                    None => Reply::Array(vec![int(1)]),
-                })
-            }
-            Some(_) if mode == "try" => Ok(pair(0, self.pttl(key))),
-            Some(_) => {
-                let qttl = nth(args, 3)?;
-                let n = if mode == "first" {
-                    // n = RPUSH KEYS[3] entry; if n == 1 then PEXPIRE KEYS[3] ARGV[4] end
-                    let n = self.rpush(queue, &entry)?;
-                    if n == 1 {
-                        self.pexpire(queue, qttl)?;
+                who => {
+                    // f = bump(); SET KEYS[1] token PX ttl; if who then LPOP end; return {1, f}
+                    let fence = self.bump(fence_key, fence_ttl)?;
+                    self.set_px(key, token, ttl)?;
+                    if who.is_some() {
+                        self.lpop(queue)?;
                     }
-                    n
-                } else {
-                    // n = LPOS KEYS[3] entry; n = n + 1 or RPUSH; PEXPIRE KEYS[3] ARGV[4]
-                    let n = match self.lpos(queue, &entry)? {
-                        Some(i) => i + 1,
-                        None => self.rpush(queue, &entry)?,
-                    };
-                    self.pexpire(queue, qttl)?;
-                    n
-                };
-                // if mode == 'retry' then return {0, PTTL, GET fence or 0} end
-                // if n == 1 then return {0, PTTL} end; return {0, -3}
-                if mode == "retry" {
-                    let pttl = self.pttl(key);
-                    // tonumber(GET or '0') is nil for a counter that is no number: {0, pttl}
-                    let fence = self.get(fence_key)?.map_or(Some(0), |f| f.parse::<i64>().ok());
-                    Ok(Reply::Array([int(0), int(pttl)].into_iter().chain(fence.map(int)).collect()))
-                } else if n == 1 {
-                    Ok(pair(0, self.pttl(key)))
-                } else {
-                    Ok(pair(0, -3))
+                    let until = self.now + parse_ms(ttl)? as u64 * MS;
+                    fx.grants.push(Grant { key: key.to_owned(), token: token.clone(), fence, handoff: false, until });
+                    return Ok(pair(1, fence));
                 }
             }
         }
+        if mode == "try" {
+            return Ok(pair(0, self.pttl(key)));
+        }
+        if mode == "first" {
+            // n = pcall RPUSH; if n == 1 then PEXPIRE KEYS[3] ARGV[4]; return {0, PTTL} end; {0, -3}
+            let n = self.rpush(queue, &entry).map_err(|_| fail(QUEUE_TYPE))?;
+            if n == 1 {
+                self.pexpire(queue, qttl)?;
+                return Ok(pair(0, self.pttl(key)));
+            }
+            return Ok(pair(0, -3));
+        }
+        // if f == nil then f = counter() end
+        let f = match f {
+            Some(f) => f,
+            None => self.counter(fence_key)?,
+        };
+        // at = pcall LPOS; if not at then RPUSH end; PEXPIRE KEYS[3]; {0, PTTL, f or 0}
+        let at = self.lpos(queue, &entry).map_err(|_| fail(QUEUE_TYPE))?;
+        if at.is_none() {
+            self.rpush(queue, &entry)?;
+        }
+        self.pexpire(queue, qttl)?;
+        let pttl = self.pttl(key);
+        Ok(Reply::Array(vec![int(0), int(pttl), int(f.unwrap_or(0))]))
     }
 
     fn release(&mut self, keys: &[String], args: &[String], fx: &mut Effects) -> R<Reply> {
         let (key, fence_key, queue) = (nth(keys, 0)?, nth(keys, 1)?, nth(keys, 2)?);
-        let token = nth(args, 0)?;
-        // if GET KEYS[1] ~= ARGV[1] then LREM KEYS[3] 0 ARGV[2]; return 0 end
-        let owner = self.get(key)?;
-        if owner.as_deref() != Some(token) && self.bug != Bug::ReleaseWithoutOwnerCheck {
-            self.lrem(queue, 0, nth(args, 1)?)?;
+        // if #ARGV ~= 5 then fail; ms_arg(4, 5)
+        if args.len() != 5 {
+            return Err(fail("release takes 5 arguments"));
+        }
+        if !ms_arg(&args[3]) || !ms_arg(&args[4]) {
+            return Err(fail("invalid ttl"));
+        }
+        let (token, entry, channel, fence_ttl, claim) = (&args[0], &args[1], &args[2], &args[3], &args[4]);
+        // cur = pcall GET KEYS[1]; if cur ~= token then pcall LREM KEYS[3] 0 ARGV[2]; return 0 end
+        let owner_now = self.get(key).map_err(|_| lock_key_type())?;
+        if owner_now.as_deref() != Some(token) && self.bug != Bug::ReleaseWithoutOwnerCheck {
+            self.lrem(queue, 0, entry).map_err(|_| fail(QUEUE_TYPE))?;
             return Ok(int(0));
         }
-        loop {
-            // local nxt = LPOP KEYS[3]; if not nxt then DEL KEYS[1]; return 1 end
-            let Some(nxt) = self.lpop(queue)? else {
-                self.del(key);
-                return Ok(int(1));
+        // head = pcall LINDEX KEYS[3] 0; tok, ttl = next_waiter(head, token)
+        let head = self.lindex0(queue).map_err(|_| fail(QUEUE_TYPE))?;
+        if let Some((tok, ttl)) = self.next_waiter(fence_key, queue, head, Some(token))? {
+            // hand_off(tok, ttl, ARGV[5], ARGV[4], ARGV[3]); return 2
+            let claim = if self.bug == Bug::FullLeaseHandoff {
+                // The protocol before claims: the waiter gets its whole TTL, confirmed or not.
+                ttl.clone().unwrap_or_else(|| claim.clone())
+            } else {
+                claim.clone()
             };
-            // split at the first ':'; a waiter other than us gets the lock and the message
-            if let Some((tok, ttl)) = nxt.split_once(':')
-                && tok != token
-            {
-                self.set_px(key, tok, ttl)?;
-                let fence = self.bump(fence_key, nth(args, 3)?)?;
-                fx.grants.push(Grant { key: key.to_owned(), token: tok.to_owned(), fence });
-                fx.publishes.push((nth(args, 2)?.to_owned(), format!("{tok}:{fence}")));
-                return Ok(int(2));
-            }
+            let ttl = if self.bug == Bug::FullLeaseHandoff { None } else { ttl };
+            self.hand_off((key, fence_key, queue), (&tok, ttl.as_deref()), &claim, fence_ttl, channel, fx)?;
+            return Ok(int(2));
         }
+        // DEL KEYS[1]; return 1
+        self.del(key);
+        Ok(int(1))
     }
 
     fn release_shared(&mut self, keys: &[String], args: &[String], fx: &mut Effects) -> R<Reply> {
@@ -422,6 +574,13 @@ impl Fake {
 
     fn extend(&mut self, keys: &[String], args: &[String]) -> R<Reply> {
         let n = keys.len();
+        // if #ARGV ~= 2n then fail; every ttl ms_arg, before any write
+        if args.len() != 2 * n {
+            return Err(fail("extend takes a token and a ttl per key"));
+        }
+        if !args[n..].iter().all(|t| ms_arg(t)) {
+            return Err(fail("invalid ttl"));
+        }
         let mut out = Vec::with_capacity(n);
         for (i, key) in keys.iter().enumerate() {
             // local cur = redis.pcall('GET', KEYS[i]); if cur == ARGV[i] then PEXPIRE ... end
@@ -513,6 +672,13 @@ impl Fake {
     /// A key of the wrong type for a lock (a list), without expiry.
     pub fn put_list(&mut self, key: &str) {
         self.keys.insert(key.to_owned(), Entry { value: Value::List(VecDeque::from(["x".to_owned()])), expires: None });
+    }
+
+    /// `PEXPIRE` from outside the scripts: the key expires at `at`.
+    pub fn set_expiry(&mut self, key: &str, at: u64) {
+        if let Some(e) = self.keys.get_mut(key) {
+            e.expires = Some(at);
+        }
     }
 
     /// `DEL key` and `SET key value` (expiring at `expires`), from outside the scripts.

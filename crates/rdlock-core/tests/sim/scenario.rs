@@ -17,6 +17,10 @@ pub enum Fault {
     DropPubSub { client: usize },
     /// The server restarts without persistence, answering `LOADING` for this long.
     Restart { loading: u64 },
+    /// Up to `count` clients that are waiting for a lock at this instant vanish for good
+    /// (killed, or dropped without clean-up: their connections are cut), leaving their queue
+    /// entries behind. With none waiting, it tries again a little later.
+    VanishWaiters { count: usize },
 }
 
 /// Lock names of different shapes: plain, with a hash tag, with an unmatched brace.
@@ -27,6 +31,8 @@ const LOOKALIKE_POOL: [&str; 9] = ["k", "{k}", "{k}x", "k}", "a{b", "{a{b}", "a}
 /// Share of scenarios that use look-alike keys (drawn from dice of their own, so the other
 /// scenarios stay as they were).
 const LOOKALIKE_SHARE: f64 = 0.3;
+/// Share of scenarios in which waiters vanish while queued (dice of their own too).
+const VANISH_SHARE: f64 = 0.2;
 
 /// Share of scenarios whose locks all share their keys with foreign clients (no queue; drawn
 /// from dice of their own, so the other scenarios stay as they were).
@@ -69,6 +75,8 @@ pub struct Scenario {
     /// Every lock shares its key with foreign clients (`Sharing::Foreign`), with a courtesy
     /// delay drawn from this range (ms); `None`: every lock queues.
     pub shared: Option<(u64, u64)>,
+    /// Waits with a deadline give up after a time drawn from this range (ms).
+    pub patience_ms: (u64, u64),
 }
 
 impl Scenario {
@@ -139,10 +147,39 @@ impl Scenario {
             epoch_us: 1_700_000_000_000_000 + d.range(0, 1 << 40),
             ttl_ms,
             shared: None,
+            patience_ms: (10, 800),
         };
         let mut sd = Dice::new(seed ^ 0x5ba2_ed00);
         let sc = if sd.chance(SHARED_SHARE) { Self { shared: Some((1, sd.range(5, 150))), ..sc } } else { sc };
-        if Dice::new(seed ^ 0x100c_a11e).chance(LOOKALIKE_SHARE) { sc.with_lookalike_keys() } else { sc }
+        let sc = if Dice::new(seed ^ 0x100c_a11e).chance(LOOKALIKE_SHARE) { sc.with_lookalike_keys() } else { sc };
+        let mut d = Dice::new(seed ^ 0x6405_7a17);
+        if d.chance(VANISH_SHARE) {
+            let mut sc = sc;
+            let at = d.range(10, sc.active / MS) * MS;
+            sc.faults.push((at, Fault::VanishWaiters { count: d.range(1, 2) as usize }));
+            sc.faults.sort_by_key(|f| f.0);
+            sc
+        } else {
+            sc
+        }
+    }
+
+    /// The same scenario recast for ghost waiters: 5 to 7 clients of one worker each on one
+    /// key, long leases (1-3 s, far above a hand-off's claim) and patient waits, and 2 to 4
+    /// waiters that vanish while queued, once or twice.
+    pub fn with_vanishing_waiters(mut self) -> Self {
+        let mut d = Dice::new(self.seed ^ 0x6405_7a18);
+        self.clients = d.range(5, 7) as usize;
+        self.workers = 1;
+        self.keys.truncate(1);
+        self.ttl_ms = (1000, 3000);
+        self.patience_ms = (3000, 10_000);
+        for _ in 0..d.range(1, 2) {
+            let at = d.range(50, self.active / MS) * MS;
+            self.faults.push((at, Fault::VanishWaiters { count: d.range(2, 4) as usize }));
+        }
+        self.faults.sort_by_key(|f| f.0);
+        self
     }
 
     /// The same scenario on 2 to 4 adjacent keys of [`LOOKALIKE_POOL`], used concurrently.

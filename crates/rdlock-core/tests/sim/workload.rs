@@ -44,6 +44,14 @@ impl Worker {
         self.nonce
     }
 
+    /// The lock this worker waits for, if it is acquiring one.
+    pub fn acquiring(&self) -> Option<LockId> {
+        match self.state {
+            State::Acquiring { lock, .. } => Some(lock),
+            _ => None,
+        }
+    }
+
     fn lock(&self) -> Option<LockId> {
         match self.state {
             State::Idle => None,
@@ -139,7 +147,7 @@ impl World {
         };
         let deadline = match d.below(10) {
             0..=2 => None,
-            3..=7 => Some(Some(self.now + d.range(10, 800) * MS)),
+            3..=7 => Some(Some(self.now + d.range(self.sc.patience_ms.0, self.sc.patience_ms.1) * MS)),
             _ => Some(None),
         };
         let cancel = deadline.is_some() && d.chance(0.1);

@@ -226,6 +226,10 @@ impl World {
         let limit = self.sc.active + 30_000 * MS;
         loop {
             let Some(Reverse(q)) = self.queue.pop() else {
+                if self.clients.iter().all(|c| !c.alive) {
+                    // Every client vanished (waiters, then the last one crashed).
+                    break;
+                }
                 self.checker.fail(self.now, "nothing left to happen, yet the world is not quiet");
                 break;
             };
@@ -344,6 +348,11 @@ impl World {
             };
             match cmd {
                 Command::Script { script, keys, args } => {
+                    if !self.clients[key.0].alive
+                        && let Some(k) = keys.first().filter(|_| script == rdlock_core::Script::Acquire)
+                    {
+                        self.checker.on_dead_request(k);
+                    }
                     let before = self.fake.offset();
                     let (reply, fx) = self.fake.run_script(script, &keys, &args, self.now, &mut self.dice);
                     let after = self.fake.offset();
@@ -390,7 +399,7 @@ impl World {
 
     fn effects(&mut self, fx: Effects) {
         for g in &fx.grants {
-            self.checker.on_grant(g, self.now);
+            self.checker.on_grant(g, self.now, self.fake.restarts);
         }
         for (channel, payload) in fx.publishes {
             for c in 0..self.clients.len() {
@@ -561,15 +570,30 @@ impl World {
                     self.schedule(self.now + ns, Ev::Unpause { client });
                 }
             }
-            Fault::Crash { client } => {
-                let cl = &mut self.clients[client];
-                if cl.alive {
-                    cl.alive = false;
-                    cl.conn_epoch += 1;
-                    cl.channels.clear();
-                    cl.outstanding.clear();
-                    cl.inbox.clear();
-                    self.checker.on_crash(client, self.now, &self.fake);
+            Fault::Crash { client } => self.crash(client),
+            Fault::VanishWaiters { count } => {
+                let waiting: Vec<usize> = (0..self.clients.len())
+                    .filter(|&c| {
+                        let cl = &self.clients[c];
+                        cl.alive
+                            && cl
+                                .workers
+                                .iter()
+                                .filter_map(Worker::acquiring)
+                                .any(|id| self.checker.rec(c, id).is_some_and(|r| !r.try_only && r.token.is_some()))
+                    })
+                    .collect();
+                if waiting.is_empty() {
+                    if self.now < self.sc.active {
+                        self.schedule(self.now + 20 * MS, Ev::Fault(Fault::VanishWaiters { count }));
+                    }
+                    return;
+                }
+                // Someone stays alive, to be owed the lock.
+                let alive = self.clients.iter().filter(|c| c.alive).count();
+                for c in waiting.into_iter().take(count.min(alive - 1)) {
+                    self.log(|| format!("c{c} vanishes while waiting"));
+                    self.crash(c);
                 }
             }
             Fault::DropPubSub { client } => self.drop_pubsub(client),
@@ -583,6 +607,20 @@ impl World {
                     self.drop_pubsub(c);
                 }
             }
+        }
+    }
+
+    /// The client stops for good: nothing reaches it and it sends nothing more (its requests
+    /// already on the way still run on the server).
+    fn crash(&mut self, client: usize) {
+        let cl = &mut self.clients[client];
+        if cl.alive {
+            cl.alive = false;
+            cl.conn_epoch += 1;
+            cl.channels.clear();
+            cl.outstanding.clear();
+            cl.inbox.clear();
+            self.checker.on_crash(client, self.now, &self.fake);
         }
     }
 
