@@ -156,9 +156,8 @@ fn session(inner: &Arc<Inner>, conn: &mut Connection, refusals: &mut Refusals, f
             Some(msg) => Some(msg),
             None => {
                 conn.set_read_timeout(Some(PUBSUB_POLL))?;
-                match conn.recv_response() {
-                    // Not a message: the other confirmations of a batch, skipped.
-                    Ok(v) => Msg::from_owned_value(v),
+                match next_message(conn) {
+                    Ok(msg) => Some(msg),
                     Err(e) if e.is_timeout() => None,
                     Err(e) => return Err(e),
                 }
@@ -170,6 +169,19 @@ fn session(inner: &Arc<Inner>, conn: &mut Connection, refusals: &mut Refusals, f
             inner.run_background(requests);
         }
     }
+}
+
+/// The next message (other replies, such as a batch's further confirmations, are skipped).
+/// Read through the crate's pub/sub view: a timed-out *response* read makes the connection
+/// skip the next reply, which here would be a message (measured: most hand-off messages were
+/// lost, and waiters fell back to polling). The view is forgotten rather than dropped, since
+/// dropping it unsubscribes every channel; it holds nothing then (its message cache is empty:
+/// this driver never asks it to cache).
+fn next_message(conn: &mut Connection) -> RedisResult<Msg> {
+    let mut view = conn.as_pubsub();
+    let msg = view.get_message();
+    std::mem::forget(view);
+    msg
 }
 
 /// Sends `SUBSCRIBE` or `UNSUBSCRIBE` for `channels` and reads up to its first confirmation
