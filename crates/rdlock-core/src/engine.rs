@@ -290,6 +290,11 @@ impl Engine {
     /// Starts acquiring `key`. The outcome arrives as an event for the returned id:
     /// [`Event::Acquired`], [`Event::Busy`], [`Event::TimedOut`],
     /// [`Event::ReplicationShortfall`] or [`Event::Failed`].
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`] for a key or options that cannot be valid (empty, reserved or too
+    /// long key; TTL, poll cap or confirmation out of range); nothing is sent.
     pub fn acquire(
         &mut self,
         key: &str,
@@ -338,6 +343,11 @@ impl Engine {
 
     /// Releases a held lock (also one whose lease was lost: the key may still be ours).
     /// The outcome arrives as [`Event::Released`] or [`Event::Failed`].
+    ///
+    /// # Errors
+    ///
+    /// [`Misuse`] when the lock is unknown or not held (still acquiring, or already
+    /// releasing); nothing changes.
     pub fn release(&mut self, id: LockId, now: Instant) -> Result<(), Misuse> {
         let lock = self.locks.get(&id).ok_or(Misuse::UnknownLock(id))?;
         if !matches!(lock.state, State::Held(_)) {
@@ -349,6 +359,10 @@ impl Engine {
 
     /// Renews a held lock now (batched with any other lock whose renewal window is open).
     /// The outcome arrives as [`Event::Renewed`] or [`Event::Lost`].
+    ///
+    /// # Errors
+    ///
+    /// [`Misuse`] when the lock is unknown, not held, or its lease is already lost.
     pub fn extend(&mut self, id: LockId, now: Instant) -> Result<(), Misuse> {
         let lock = self.locks.get_mut(&id).ok_or(Misuse::UnknownLock(id))?;
         let State::Held(held) = &mut lock.state else { return Err(Misuse::NotHeld(id)) };
@@ -411,6 +425,11 @@ impl Engine {
 
     /// A reply to request `id`: one [`Reply`] per command of the request, or the transport
     /// failure that left it unanswered.
+    ///
+    /// # Errors
+    ///
+    /// [`Misuse::UnknownRequest`] for a request the engine did not make or has already had
+    /// answered; nothing changes.
     pub fn handle_reply(
         &mut self,
         id: RequestId,
