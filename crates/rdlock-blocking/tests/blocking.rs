@@ -230,3 +230,42 @@ fn many_threads_share_one_client() -> Result {
     assert_eq!(client.tracked_locks(), 0);
     Ok(())
 }
+
+/// Regression: the pub/sub thread read messages as responses, and after each idle read
+/// timeout the connection skipped the next reply — a hand-off message. Waiters then fell back
+/// to polling (S2 at 0.1× raw). Here polls are 30 s apart and the locks live 30 s: 40
+/// contended hand-offs between waiters that sat idle first can only be quick if no message is
+/// lost.
+#[test]
+fn hand_off_messages_are_not_lost_after_idle_reads() -> Result {
+    let server = RedisServer::start()?;
+    let clients: Vec<Client> = (0..4).map(|_| Client::open(&server.url())).collect::<std::result::Result<_, _>>()?;
+    let t = Instant::now();
+    let workers: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            std::thread::spawn(move || -> std::result::Result<(), String> {
+                // Let the pub/sub threads sit through many idle reads first.
+                std::thread::sleep(Duration::from_millis(200));
+                for _ in 0..10 {
+                    let g = client
+                        .lock_builder("contended")
+                        .ttl(Duration::from_secs(30))
+                        .poll_cap(Duration::from_secs(30))
+                        .timeout(Duration::from_secs(20))
+                        .lock()
+                        .map_err(|e| e.to_string())?;
+                    std::thread::sleep(Duration::from_millis(2));
+                    g.release().map_err(|e| e.to_string())?;
+                    std::thread::sleep(Duration::from_millis(60));
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().map_err(|_| "worker panicked")??;
+    }
+    assert!(t.elapsed() < Duration::from_secs(8), "40 hand-offs took {:?}", t.elapsed());
+    Ok(())
+}
