@@ -8,9 +8,8 @@
 -- ARGV[6] claim ms (how long a hand-off waits for its waiter), ARGV[7] hand-off channel
 -- Reply: {1, fence} when the caller holds the lock; {0, pttl} otherwise, where pttl is the
 -- holder's remaining time in ms, or -3 when the caller waits behind other queued waiters.
--- A waiting attempt (first or retry) also reports the current fence, {0, pttl, fence}: a
--- hand-off to the caller with a fence not above it happened before this attempt and has
--- lapsed since; one above it was set after this attempt ran.
+-- A retry also reports the current fence, {0, pttl, fence}: a hand-off to the caller with a
+-- fence not above it happened before this retry and has been lost since.
 local token, ttl, mode, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[7]
 if #ARGV ~= 7 then return fail('acquire takes 7 arguments') end
 if not string.match(token, '^[^:]+$') then return fail('invalid token') end
@@ -52,20 +51,18 @@ end
 if mode == 'try' then
   return {0, redis.call('PTTL', KEYS[1])}
 end
--- Both waiting modes report the current fence: a hand-off to the caller with a higher one
--- was set after this attempt ran, so the caller knows its claim's earliest start.
-if f == nil then
-  f, err = counter(KEYS[2])
-  if f == nil then return fail(err) end
-end
 if mode == 'first' then
   local n = redis.pcall('RPUSH', KEYS[3], entry)
   if type(n) == 'table' then return fail(QUEUE_TYPE) end
   if n == 1 then
     redis.call('PEXPIRE', KEYS[3], ARGV[4])
-    return {0, redis.call('PTTL', KEYS[1]), f or 0}
+    return {0, redis.call('PTTL', KEYS[1])}
   end
-  return {0, -3, f or 0}
+  return {0, -3}
+end
+if f == nil then
+  f, err = counter(KEYS[2])
+  if f == nil then return fail(err) end
 end
 -- A retry keeps its place while its entry lives; an entry handed a claim that lapsed is gone.
 local at = redis.pcall('LPOS', KEYS[3], entry)

@@ -43,8 +43,6 @@ const RECHECKS: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs
 /// round trip, and above the default poll cap, so that a waiter whose message was lost still
 /// confirms at its next poll.
 pub const HANDOFF_CLAIM: Duration = Duration::from_millis(250);
-/// Least validity a claim must have left to be held before its confirmation is answered.
-const MIN_CLAIM_LEFT: Duration = Duration::from_millis(20);
 
 /// Identifies one lock within an [`Engine`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -191,9 +189,6 @@ struct Lock {
     granted: Option<u64>,
     /// The highest fence a retry saw held by someone else: a hand-off at or below it is stale.
     seen_fence: u64,
-    /// When the attempt that reported `seen_fence` was sent: a hand-off with a higher fence
-    /// set its claim after that, so the claim lasts at least until then + the claim.
-    seen_at: Option<Instant>,
     /// The caller gave up while a request was in flight: clean up when it returns.
     abandoned: bool,
     /// An attempt was sent: the server may have queued the lock, or handed it the key.
@@ -329,7 +324,6 @@ impl Engine {
                 subscribed: false,
                 granted: None,
                 seen_fence: 0,
-                seen_at: None,
                 abandoned: false,
                 attempted: false,
                 unsure: false,
@@ -461,7 +455,7 @@ impl Engine {
         match lock.state {
             State::Acquiring { .. } => lock.granted = Some(fence),
             // A fence at or below one a retry saw held by someone else: an old, lost hand-off.
-            State::Waiting { .. } if fence > lock.seen_fence => self.on_handoff(id, Some(fence), now),
+            State::Waiting { .. } if fence > lock.seen_fence => self.on_handoff(id, now),
             // Counting: not queued yet. Held: a duplicate. Releasing: the release covers it.
             _ => {}
         }
@@ -659,9 +653,7 @@ impl Engine {
                 }
             }
             Ok(Attempt::HeldByOther { holder_ttl, fence }) => {
-                if let Some(f) = fence.filter(|&f| f >= lock.seen_fence) {
-                    (lock.seen_fence, lock.seen_at) = (f, Some(sent_at));
-                }
+                lock.seen_fence = lock.seen_fence.max(fence.unwrap_or(0));
                 let granted = lock.granted.take().filter(|&g| g > lock.seen_fence);
                 if abandoned {
                     if try_only { self.finish(id, now) } else { self.send_release(id, Then::Silent, now) }
@@ -670,13 +662,11 @@ impl Engine {
                     self.finish(id, now);
                 } else if opts.sharing != Sharing::Queue {
                     self.wait_shared(id, holder_ttl, sent_subscribed, now);
-                } else if let Some(granted) = granted {
+                } else if granted.is_some() {
                     // A hand-off was announced while this attempt was in flight, yet the
-                    // attempt found another holder: with a fence above the one the attempt
-                    // reported, the hand-off came after it ran; without one, it may predate
-                    // the attempt and have lapsed. Confirming it tells which.
-                    let after = fence.is_some();
-                    self.on_handoff(id, after.then_some(granted), now);
+                    // attempt found another holder: the hand-off came after the attempt ran,
+                    // or predates it and has lapsed. Confirming it tells which.
+                    self.on_handoff(id, now);
                 } else {
                     if !lock.subscribed {
                         lock.subscribed = true;
@@ -708,46 +698,8 @@ impl Engine {
     /// only, so confirm it (the idempotent attempt finds the key ours and extends it to our
     /// TTL). Validity counts from the confirmation's send time, which also carries the `WAIT`
     /// of a confirm policy.
-    fn on_handoff(&mut self, id: LockId, fence: Option<u64>, now: Instant) {
-        if let Some(fence) = fence
-            && self.hold_claim(id, fence, now)
-        {
-            return;
-        }
+    fn on_handoff(&mut self, id: LockId, now: Instant) {
         self.send_attempt(id, Mode::Retry, now);
-    }
-
-    /// The fast way to take a hand-off: the claim's fence is above the one a retry of ours
-    /// reported (`seen_fence`), so the release (or attempt) that set the claim ran after that
-    /// retry was sent, and the claim lasts at least until `seen_at + claim` on the server.
-    /// Hold the lock at once on that short lease (minus the drift allowance) and confirm it
-    /// as a renewal sent right away (an owner-checked `PEXPIRE` to the full TTL): the next
-    /// holder runs without waiting for a round trip, and a waiter that died still costs no
-    /// more than the claim. Not taken under a confirm policy (the confirmation must carry a
-    /// `WAIT` before the caller hears), or when too little of the claim is left.
-    fn hold_claim(&mut self, id: LockId, fence: u64, now: Instant) -> bool {
-        let Some(lock) = self.locks.get(&id) else { return false };
-        let Some(from) = lock.seen_at else { return false };
-        if lock.opts.confirm != Confirm::None || fence <= lock.seen_fence {
-            return false;
-        }
-        let claim = LockOptions { ttl: HANDOFF_CLAIM.min(lock.opts.ttl), ..lock.opts };
-        let valid_until = claim.valid_until(from);
-        if valid_until <= now + MIN_CLAIM_LEFT {
-            return false;
-        }
-        self.become_held(id, fence, from, valid_until, now);
-        // The confirmation is the first renewal, due now (its timer fires at once, after the
-        // caller has heard), whether or not the lock renews itself later.
-        if let Some(lock) = self.locks.get_mut(&id)
-            && let State::Held(h) = &mut lock.state
-        {
-            self.renewals.remove(&(h.renew_after, id));
-            (h.renew_after, h.renew_before) = (now, now);
-            self.renewals.insert((now, id));
-        }
-        self.reschedule(id);
-        true
     }
 
     fn become_held(&mut self, id: LockId, fence: u64, from: Instant, valid_until: Instant, now: Instant) {

@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use rdlock_core::{
-    Acquire, Command, Confirm, Engine, EngineConfig, Event, HANDOFF_CLAIM, InvalidInput, LockError, LockId, LockKeys,
-    LockOptions, LostReason, MAX_TTL, MIN_TTL, Misuse, ReleaseOutcome, Reply, Request, RequestId, Route, Script,
-    Sharing, Transmit, TransportError, Warning,
+    Acquire, Command, Confirm, Engine, EngineConfig, Event, InvalidInput, LockError, LockId, LockKeys, LockOptions,
+    LostReason, MAX_TTL, MIN_TTL, Misuse, ReleaseOutcome, Reply, Request, RequestId, Route, Script, Sharing, Transmit,
+    TransportError, Warning,
 };
 
 fn ms(n: u64) -> Duration {
@@ -279,7 +279,8 @@ fn a_hand_off_at_or_below_a_fence_a_retry_saw_is_stale() {
     h.e.handle_message(&channel("orders"), format!("{tok}:40").as_bytes(), h.now);
     assert!(h.events().is_empty() && h.sent().is_empty(), "stale hand-offs are ignored");
     h.e.handle_message(&channel("orders"), format!("{tok}:41").as_bytes(), h.now);
-    // Above 40: set after the retry was sent, so held at once on the claim's lease.
+    let confirm = h.one();
+    h.reply(&confirm, pair(1, 41));
     assert!(matches!(h.events()[..], [Event::Acquired { fence: 41, .. }]));
 }
 
@@ -293,51 +294,11 @@ fn hand_off_during_a_retry_that_saw_an_older_fence_is_confirmed() {
     let attempt = h.one();
     h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
     h.reply(&attempt, triple(0, 400, 76));
-    assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]), "held on the claim");
-}
-
-/// #10: a hand-off whose fence is above the one our last retry reported was set after that
-/// retry was sent: the waiter holds it at once, valid for the claim counted from that send
-/// time (less the drift allowance), and confirms it as a renewal sent right away; the
-/// renewal's answer extends the lease to the full TTL.
-#[test]
-fn a_claim_is_held_at_once_and_confirmed_by_a_renewal() {
-    let mut h = H::new();
-    let o = opts(1000);
-    let (_, tok) = h.queued("orders", o, None);
-    h.fire();
-    let poll = h.one();
-    let polled_at = h.now;
-    h.reply(&poll, triple(0, 400, 40));
-    h.advance(ms(30));
-    h.e.handle_message(&channel("orders"), format!("{tok}:41").as_bytes(), h.now);
-    let claim = LockOptions { ttl: HANDOFF_CLAIM, ..o };
-    assert_eq!(h.events(), vec![Event::Acquired { fence: 41, valid_until: claim.valid_until(polled_at) }]);
-    assert!(h.sent().is_empty(), "the caller hears first");
-    assert_eq!(h.e.poll_timeout(), Some(h.now), "the confirmation is due now");
-    h.fire();
-    let confirm = h.one();
-    assert_eq!(script(&confirm).0, Script::Extend);
-    h.reply(&confirm, vec![Reply::Array(vec![Reply::Int(1)])]);
-    assert_eq!(h.events(), vec![Event::Renewed { valid_until: o.valid_until(h.now) }]);
-}
-
-/// The fast way is not taken when little of the claim is left (the retry was sent long ago):
-/// the claim is confirmed first, with the idempotent attempt.
-#[test]
-fn an_old_claim_is_confirmed_before_it_is_held() {
-    let mut h = H::new();
-    let (_, tok) = h.queued("orders", opts(1000), None);
-    h.fire();
-    let poll = h.one();
-    h.reply(&poll, triple(0, 400, 40));
-    h.advance(HANDOFF_CLAIM);
-    h.e.handle_message(&channel("orders"), format!("{tok}:41").as_bytes(), h.now);
     assert!(h.events().is_empty());
     let confirm = h.one();
     assert_eq!(args(&confirm)[2], "retry");
-    h.reply(&confirm, pair(1, 41));
-    assert!(matches!(h.events()[..], [Event::Acquired { fence: 41, .. }]));
+    h.reply(&confirm, pair(1, 77));
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
 }
 
 #[test]

@@ -501,20 +501,20 @@ impl Fake {
         if mode == "try" {
             return Ok(pair(0, self.pttl(key)));
         }
-        // if f == nil then f = counter() end (before the first mode's write)
+        if mode == "first" {
+            // n = pcall RPUSH; if n == 1 then PEXPIRE KEYS[3] ARGV[4]; return {0, PTTL} end; {0, -3}
+            let n = self.rpush(queue, &entry).map_err(|_| fail(QUEUE_TYPE))?;
+            if n == 1 {
+                self.pexpire(queue, qttl)?;
+                return Ok(pair(0, self.pttl(key)));
+            }
+            return Ok(pair(0, -3));
+        }
+        // if f == nil then f = counter() end
         let f = match f {
             Some(f) => f,
             None => self.counter(fence_key)?,
         };
-        if mode == "first" {
-            // n = pcall RPUSH; if n == 1 then PEXPIRE KEYS[3] ARGV[4]; {0, PTTL, f or 0} end; {0, -3, f or 0}
-            let n = self.rpush(queue, &entry).map_err(|_| fail(QUEUE_TYPE))?;
-            if n == 1 {
-                self.pexpire(queue, qttl)?;
-                return Ok(Reply::Array(vec![int(0), int(self.pttl(key)), int(f.unwrap_or(0))]));
-            }
-            return Ok(Reply::Array(vec![int(0), int(-3), int(f.unwrap_or(0))]));
-        }
         // at = pcall LPOS; if not at then RPUSH end; PEXPIRE KEYS[3]; {0, PTTL, f or 0}
         let at = self.lpos(queue, &entry).map_err(|_| fail(QUEUE_TYPE))?;
         if at.is_none() {
