@@ -14,7 +14,8 @@ use rdlock_testkit::{Proxy, RedisServer, Replicated};
 
 use crate::harness::{Harness, Task, join_all, lock_with, try_with};
 use crate::support::{
-    admin, assert_clean, del, exists, get, keys, llen, ms, numsub, options, pubsub_connections, server, wait_until,
+    admin, assert_clean, del, exists, get, inbox_subscribers, keys, llen, ms, options, pubsub_connections,
+    script_calls, server, wait_until,
 };
 
 const KEY: &str = "rdlock-test:lock";
@@ -23,13 +24,13 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// Scheduling slack on a loaded 2-core machine, for bounds that are timers, not round trips.
 const SLACK: Duration = Duration::from_millis(400);
 
-/// Waits until `queued` waiters are in `key`'s queue and its channel has `subscribers`
-/// subscribed connections (a client's channel lingers a while after its last waiter).
+/// Waits until `queued` waiters are in `key`'s queue and its waiters' inboxes have
+/// `subscribers` subscribed connections (an inbox lingers a while after its last waiter).
 fn wait_for_waiters(server: &RedisServer, key: &str, queued: usize, subscribers: u64) {
     let mut conn = admin(server);
     let names = keys(key);
     wait_until(&format!("{queued} waiter(s) queued on {key}, {subscribers} subscriber(s)"), PATIENCE, || {
-        llen(&mut conn, &names.queue) == queued && numsub(&mut conn, &names.channel) == subscribers
+        llen(&mut conn, &names.queue) == queued && inbox_subscribers(&mut conn, key) == subscribers
     });
 }
 
@@ -111,13 +112,16 @@ pub async fn fencing_across_restart<H: Harness>() {
 // ------------------------------------------------------------------------------ 3
 
 /// A queued waiter gets the lock within a few milliseconds of the release: by hand-off, not by
-/// polling (its poll cap is 2 s, so a missed hand-off would cost a second or more).
+/// polling (its poll cap is 10 s, so a missed hand-off would cost seconds). It hears the
+/// hand-off on its inbox and holds the lock with no round trip of its own: the server runs
+/// one script call per hand-off, the release (before, the waiter confirmed with a second).
 pub async fn handoff_latency<H: Harness>() {
     const ROUNDS: usize = 7;
     let server = server();
     let clients =
         [H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect")];
-    let waiting = LockOptions { poll_cap: Duration::from_secs(2), ..LockOptions::default() };
+    let waiting = LockOptions { poll_cap: Duration::from_secs(10), ..LockOptions::default() };
+    let mut stats = admin(&server);
     let mut holder = H::lock_timeout(&clients[0], KEY, PATIENCE).await.expect("lock");
     let (mut from_call, mut from_reply) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
@@ -128,11 +132,13 @@ pub async fn handoff_latency<H: Harness>() {
         });
         wait_for_waiters(&server, KEY, 1, round.min(2) as u64);
         let fence = H::fence(&holder);
+        let scripts = script_calls(&mut stats);
         let called = Instant::now();
         assert!(H::release(holder).await.expect("release").was_held());
         let replied = Instant::now();
         let (acquired, guard) = waiter.await;
         assert!(H::fence(&guard) > fence);
+        assert_eq!(script_calls(&mut stats) - scripts, 1, "round {round}: the waiter confirmed the hand-off");
         from_call.push(acquired.saturating_duration_since(called));
         from_reply.push(acquired.saturating_duration_since(replied));
         holder = guard;
@@ -184,7 +190,7 @@ pub async fn waiter_survives_pubsub_kill<H: Harness>() {
     let fence = H::fence(&holder);
     let released = Instant::now();
     assert!(H::release(holder).await.expect("release").was_held());
-    assert_eq!(numsub(&mut admin(&server), &keys(KEY).channel), 0, "the waiter could still hear the hand-off");
+    assert_eq!(inbox_subscribers(&mut admin(&server), KEY), 0, "the waiter could still hear the hand-off");
     let (acquired, guard) = waiter.await;
     let took = acquired.saturating_duration_since(released);
     println!(

@@ -45,6 +45,35 @@ pub fn numsub(conn: &mut redis::Connection, channel: &str) -> u64 {
     n
 }
 
+/// How many connections listen for hand-offs on `key`: subscribers of every waiter's inbox
+/// (`PUBSUB CHANNELS`, then `NUMSUB` of each).
+pub fn inbox_subscribers(conn: &mut redis::Connection, key: &str) -> u64 {
+    let pattern = format!("{}#rdl:i*", glob_escape(key));
+    let channels: Vec<String> =
+        redis::cmd("PUBSUB").arg("CHANNELS").arg(&pattern).query(conn).expect("PUBSUB CHANNELS");
+    channels.iter().map(|c| numsub(conn, c)).sum()
+}
+
+/// `s` as a glob pattern that matches only itself.
+fn glob_escape(s: &str) -> String {
+    s.chars().fold(String::new(), |mut out, c| {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+        out
+    })
+}
+
+/// Script calls the server has run (`EVALSHA` and `EVAL`), from `INFO commandstats`.
+pub fn script_calls(conn: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).expect("INFO commandstats");
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// `DEL key`.
 pub fn del(conn: &mut redis::Connection, key: &str) {
     redis::cmd("DEL").arg(key).query::<i64>(conn).expect("DEL");

@@ -35,6 +35,13 @@ fn lock_busy_release_and_drop() -> Result {
     assert!(g.is_valid() && g.valid_until() > Instant::now());
     assert!(b.try_lock("k")?.is_none(), "busy while held");
     assert!(matches!(b.lock_timeout("k", Duration::from_millis(150)), Err(Error::TimedOut)));
+    // The timed-out wait leaves the queue in the background; a release before that would
+    // hand the lock to it (and its clean-up would free it again a round trip later).
+    let gone = Instant::now() + Duration::from_secs(5);
+    while keys(&server)?.iter().any(|k| k.contains("#rdl:q")) {
+        assert!(Instant::now() < gone, "the timed-out wait never left the queue");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     assert!(g.release()?.was_held(), "still ours");
 
     let g2 = b.try_lock("k")?.ok_or("free after release")?;

@@ -2,20 +2,22 @@
 -- attempt whose reply was lost), or join the wait queue. Never ahead of a queued waiter:
 -- finding the key free with others queued first, it hands the lock to the queue's head.
 -- KEYS[1] lock key (the user's key; value = owner token)
--- KEYS[2] fence counter, KEYS[3] wait queue (list of "token:ttl" entries)
+-- KEYS[2] fence counter, KEYS[3] wait queue (list of "token:ttl:inbox" entries)
 -- ARGV[1] owner token (no ':'), ARGV[2] ttl ms, ARGV[3] mode: "try" | "first" | "retry",
 -- ARGV[4] queue ttl ms, ARGV[5] fence counter ttl ms (set when the counter is seeded),
--- ARGV[6] claim ms (how long a hand-off waits for its waiter), ARGV[7] hand-off channel
+-- ARGV[6] claim ms (how long a hand-off waits for a waiter that did not hear it),
+-- ARGV[7] the caller's inbox (see `inbox_arg`)
 -- Reply: {1, fence} when the caller holds the lock; {0, pttl} otherwise, where pttl is the
 -- holder's remaining time in ms, or -3 when the caller waits behind other queued waiters.
 -- A retry also reports the current fence, {0, pttl, fence}: a hand-off to the caller with a
 -- fence not above it happened before this retry and has been lost since.
-local token, ttl, mode, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[7]
+local token, ttl, mode = ARGV[1], ARGV[2], ARGV[3]
 if #ARGV ~= 7 then return fail('acquire takes 7 arguments') end
 if not string.match(token, '^[^:]+$') then return fail('invalid token') end
 if mode ~= 'try' and mode ~= 'first' and mode ~= 'retry' then return fail('invalid mode') end
 if not (ms_arg(2) and ms_arg(4) and ms_arg(5) and ms_arg(6)) then return fail('invalid ttl') end
-local entry = token .. ':' .. ttl
+if not inbox_arg(ARGV[7]) then return fail('invalid inbox') end
+local entry = token .. ':' .. ttl .. ':' .. ARGV[7]
 
 local old = redis.pcall('GET', KEYS[1])
 if type(old) == 'table' then return redis.error_reply('WRONGTYPE RDLOCK lock key holds another type of value') end
@@ -34,8 +36,8 @@ end
 if not old then
   local head = redis.pcall('LINDEX', KEYS[3], 0)
   if type(head) == 'table' then return fail(QUEUE_TYPE) end
-  local who, wttl
-  who, wttl, err = next_waiter(head, nil)
+  local who, wttl, winbox
+  who, wttl, winbox, err = next_waiter(head, nil)
   if err then return fail(err) end
   if not who or who == token then
     f, err = bump(KEYS[2], ARGV[5])
@@ -44,8 +46,8 @@ if not old then
     if who then redis.call('LPOP', KEYS[3]) end
     return {1, f}
   end
-  -- Free, but someone queued first: its claim, never a barge (a lapsed claim passes on here).
-  f, err = hand_off(who, wttl, ARGV[6], ARGV[5], channel)
+  -- Free, but someone queued first: handed to it, never a barge (a lapsed claim passes on here).
+  f, err = hand_off(who, wttl, winbox, ARGV[6], ARGV[5])
   if not f then return fail(err) end
 end
 if mode == 'try' then

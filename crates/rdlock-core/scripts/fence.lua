@@ -63,54 +63,74 @@ local function bump(key, ttl)
   return f
 end
 
--- A queue entry "token:ttl": its token, and its ttl when that is a valid number of ms;
--- nil for an entry that is not one (it is dropped).
+-- A waiter's inbox, as queue entries and acquire's ARGV carry it: the role `i` and the
+-- client's id in 16 hex digits, then the glue `#` and three characters when the key has no
+-- hash tag. The channel is KEYS[1] .. '#rdl:' .. inbox: it starts with the lock key and
+-- shares its slot. Nil when `s` is not one.
+local INBOX = '^i' .. string.rep('%x', 16)
+local function inbox_arg(s)
+  if type(s) == 'string' and (string.match(s, INBOX .. '$') or string.match(s, INBOX .. '#%w%w%w$')) then
+    return s
+  end
+  return nil
+end
+
+-- A queue entry "token:ttl:inbox": its token, its ttl when that is a valid number of ms, and
+-- its inbox when valid; nil for an entry that is not one (it is dropped).
 local function owner(entry)
   if not entry then
     return nil
   end
-  local tok, ttl = string.match(entry, '^([^:]+):(.*)$')
+  local tok, ttl, inbox = string.match(entry, '^([^:]+):([^:]*):(.*)$')
   if ttl and not (string.match(ttl, '^[1-9]%d*$') and #ttl <= 15) then
     ttl = nil
   end
-  return tok, ttl
+  return tok, ttl, inbox_arg(inbox)
 end
 
--- Hands the lock to the queued waiter `tok` (the queue's head, popped here) as a claim: the
--- key holds its token for `claim` ms (its own ttl when shorter), and `tok:fence` is published.
--- The waiter owns the lock only once it confirms (acquire finds its token and extends the key
--- to its ttl), so a waiter that has gone away holds the lock for one claim, not for a lease.
--- The fence goes first: it is the only step that can fail, and then nothing is written.
-local function hand_off(tok, ttl, claim, fence_ttl, channel)
+-- Hands the lock to the queued waiter `tok` (the queue's head, popped here) and publishes
+-- `tok:fence` on its inbox. PUBLISH answers how many connections received the message: one
+-- or more means the waiter's client is connected and subscribed, and will hold the lock as
+-- soon as the message arrives, so the key holds its token for its whole ttl. None means the
+-- waiter's client is gone (crashed, killed, dropped, its connection closed) or not yet
+-- subscribed: the key then holds its token for a claim of `claim` ms only (its ttl when
+-- shorter), which the waiter, if it lives, confirms at its next attempt (acquire finds its
+-- token and extends the key to its ttl); a dead waiter so holds up the others for one claim,
+-- not for a lease. The fence goes first: it is the only step that can fail, and then nothing
+-- is written.
+local function hand_off(tok, ttl, inbox, claim, fence_ttl)
   local f, err = bump(KEYS[2], fence_ttl)
   if not f then
     return nil, err
   end
+  local heard = 0
+  if inbox then
+    heard = redis.call('PUBLISH', KEYS[1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
+  end
   local px = claim
-  if ttl and tonumber(ttl) < tonumber(claim) then
+  if ttl and (heard > 0 or tonumber(ttl) < tonumber(claim)) then
     px = ttl
   end
   redis.call('SET', KEYS[1], tok, 'PX', px)
   redis.call('LPOP', KEYS[3])
-  redis.call('PUBLISH', channel, tok .. ':' .. string.format('%d', f))
   return f
 end
 
 -- Drops malformed entries and (when `mine` is given) the caller's own stale one from the
--- queue's head; returns the head's token and ttl, or nil when the queue is empty. Popping
+-- queue's head; returns the head's token, ttl and inbox, or nil when the queue is empty. Popping
 -- is a write, so the counter is checked first when there is anything to drop.
 local function next_waiter(head, mine)
-  local tok, ttl = owner(head)
+  local tok, ttl, inbox = owner(head)
   if head and (not tok or tok == mine) then
     local _, err = counter(KEYS[2])
     if err then
-      return nil, nil, err
+      return nil, nil, nil, err
     end
   end
   while head and (not tok or tok == mine) do
     redis.call('LPOP', KEYS[3])
     head = redis.call('LINDEX', KEYS[3], 0)
-    tok, ttl = owner(head)
+    tok, ttl, inbox = owner(head)
   end
-  return tok, ttl
+  return tok, ttl, inbox
 end

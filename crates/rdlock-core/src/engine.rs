@@ -36,12 +36,14 @@ const RELEASE_BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// After a release is answered, when an attempt of unknown outcome may still run on the
 /// server (it was sent on a link that stalled), the release is repeated this long after it.
 const RECHECKS: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(2)];
-/// How long a hand-off waits for its waiter: the release (or an attempt that finds the lock
-/// free behind a queue) sets the key to the queue head's token for this long (or the head's
-/// TTL, when shorter), and the waiter owns the lock only once it confirms. A waiter that has
-/// died or gone away so holds up the others for one claim, not for its TTL. Far above a
-/// round trip, and above the default poll cap, so that a waiter whose message was lost still
-/// confirms at its next poll.
+/// How long a hand-off that nobody heard waits for its waiter. The release (or an attempt that
+/// finds the lock free behind a queue) publishes the hand-off on the queue head's inbox; when
+/// no connection receives it (the waiter's client crashed, was dropped, or is not subscribed
+/// yet), the key holds the head's token for this long only (or the head's TTL, when
+/// shorter), and the waiter owns the lock only once it confirms. A waiter that has died or
+/// gone away so holds up the others for one claim, not for its TTL. Far above a round trip,
+/// and above the default poll cap, so that a live waiter that was not subscribed still
+/// confirms at its next attempt.
 pub const HANDOFF_CLAIM: Duration = Duration::from_millis(250);
 
 /// Identifies one lock within an [`Engine`].
@@ -187,6 +189,9 @@ struct Lock {
     subscribed: bool,
     /// A hand-off announced while an attempt was in flight, with its fence.
     granted: Option<u64>,
+    /// When the latest attempt that found the lock held by another was sent: a hand-off
+    /// announced after it set the key after that instant, so the lease counts from it.
+    anchor: Option<Instant>,
     /// The highest fence a retry saw held by someone else: a hand-off at or below it is stale.
     seen_fence: u64,
     /// The caller gave up while a request was in flight: clean up when it returns.
@@ -219,6 +224,8 @@ enum TimerKey {
 pub struct Engine {
     config: EngineConfig,
     rng: Rng,
+    /// This client's id in its waiters' inboxes: hand-offs reach it alone.
+    client: u64,
     next_lock: u64,
     next_req: u64,
     /// Boxed: a map slot then costs a pointer, not a whole lock, for every spare bucket.
@@ -258,8 +265,9 @@ impl Engine {
         Self::with_rng(config, Rng::from_test_seed(seed))
     }
 
-    fn with_rng(config: EngineConfig, rng: Rng) -> Self {
+    fn with_rng(config: EngineConfig, mut rng: Rng) -> Self {
         Self {
+            client: rng.token_bits() as u64,
             rng,
             subs: Subscriptions::new(config.subscription_linger),
             config,
@@ -323,6 +331,7 @@ impl Engine {
                 state: State::Counting,
                 subscribed: false,
                 granted: None,
+                anchor: None,
                 seen_fence: 0,
                 abandoned: false,
                 attempted: false,
@@ -448,14 +457,17 @@ impl Engine {
         let Some((token, fence)) = std::str::from_utf8(payload).ok().and_then(|p| p.split_once(':')) else { return };
         let Some(token) = parse_hex(token) else { return };
         let (Some(&id), Ok(fence)) = (self.by_token.get(&token), fence.parse::<u64>()) else { return };
+        let client = self.client;
         let Some(lock) = self.locks.get_mut(&id) else { return };
-        if !LockKeys::is_channel_of(&lock.key, channel) {
+        if lock.opts.sharing != Sharing::Queue
+            || !LockKeys::is_inbox_of(&lock.key, &LockKeys::inbox_suffix(&lock.key, client), channel)
+        {
             return;
         }
         match lock.state {
             State::Acquiring { .. } => lock.granted = Some(fence),
             // A fence at or below one a retry saw held by someone else: an old, lost hand-off.
-            State::Waiting { .. } if fence > lock.seen_fence => self.on_handoff(id, now),
+            State::Waiting { .. } if fence > lock.seen_fence => self.on_handoff(id, fence, now),
             // Counting: not queued yet. Held: a duplicate. Releasing: the release covers it.
             _ => {}
         }
@@ -594,13 +606,13 @@ impl Engine {
                 queue_ttl(self.poll_interval(&lock.opts)).as_millis().to_string(),
                 FENCE_TTL.as_millis().to_string(),
                 HANDOFF_CLAIM.as_millis().to_string(),
-                keys.channel.clone(),
+                LockKeys::inbox_suffix(&lock.key, self.client),
             ],
         }];
         if let (true, Some(timeout)) = (wanted > 0, confirm.timeout()) {
             commands.push(Command::Wait { replicas: wanted, timeout_ms: timeout.as_millis().max(1) as u64 });
         }
-        let sent_subscribed = self.subs.is_active(&keys.channel);
+        let sent_subscribed = self.subs.is_active(&Self::wait_channel(self.client, &lock.key, lock.opts.sharing));
         let route = lock.route;
         if let Some(lock) = self.locks.get_mut(&id) {
             lock.attempted = true;
@@ -654,6 +666,14 @@ impl Engine {
             }
             Ok(Attempt::HeldByOther { holder_ttl, fence }) => {
                 lock.seen_fence = lock.seen_fence.max(fence.unwrap_or(0));
+                // The lease of a hand-off we hear counts from here: every hand-off to this
+                // lock pops an entry that one of its attempts pushed, so it comes after the
+                // first attempt (when no earlier one may have run unanswered), and after a
+                // retry whose reported fence is below the hand-off's (a message at or below
+                // `seen_fence` is ignored). A retry that saw no counter tells nothing.
+                if fence.is_some() || (lock.anchor.is_none() && !lock.unsure) {
+                    lock.anchor = Some(sent_at);
+                }
                 let granted = lock.granted.take().filter(|&g| g > lock.seen_fence);
                 if abandoned {
                     if try_only { self.finish(id, now) } else { self.send_release(id, Then::Silent, now) }
@@ -662,20 +682,20 @@ impl Engine {
                     self.finish(id, now);
                 } else if opts.sharing != Sharing::Queue {
                     self.wait_shared(id, holder_ttl, sent_subscribed, now);
-                } else if granted.is_some() {
-                    // A hand-off was announced while this attempt was in flight, yet the
-                    // attempt found another holder: the hand-off came after the attempt ran,
-                    // or predates it and has lapsed. Confirming it tells which.
-                    self.on_handoff(id, now);
+                } else if let Some(fence) = granted {
+                    // A hand-off was announced while this attempt was in flight, with a fence
+                    // above the one this attempt saw: it came after the attempt ran.
+                    self.on_handoff(id, fence, now);
                 } else {
+                    let inbox = Self::wait_channel(self.client, &lock.key, Sharing::Queue);
                     if !lock.subscribed {
                         lock.subscribed = true;
                         self.waiting += 1;
                         let mut out = Vec::new();
-                        self.subs.add(&LockKeys::channel_of(&lock.key), id, &mut out);
+                        self.subs.add(&inbox, id, &mut out);
                         self.transmits.extend(out);
                     }
-                    let channel_live = self.subs.is_active(&LockKeys::channel_of(&lock.key));
+                    let channel_live = self.subs.is_active(&inbox);
                     if !sent_subscribed && channel_live {
                         // Subscribed while the attempt was in flight: a hand-off may have
                         // slipped between the two, so check once more.
@@ -694,11 +714,24 @@ impl Engine {
         }
     }
 
-    /// The lock was handed to us while we waited: the key holds our token for a short claim
-    /// only, so confirm it (the idempotent attempt finds the key ours and extends it to our
-    /// TTL). Validity counts from the confirmation's send time, which also carries the `WAIT`
-    /// of a confirm policy.
-    fn on_handoff(&mut self, id: LockId, now: Instant) {
+    /// The lock was handed to us while we waited, and we heard it: the release found our
+    /// inbox subscribed and set the key to our token for our whole TTL, after our latest
+    /// attempt that saw another holder was sent (the anchor). So we hold it at once, valid
+    /// from the anchor, with no round trip. A confirmation (the idempotent attempt, which
+    /// finds the key ours and extends it) is sent instead when a confirm policy needs its
+    /// `WAIT` behind a write of ours, or when less than half the TTL would be left (a wait
+    /// with no fresh anchor): its validity counts from its own send time.
+    fn on_handoff(&mut self, id: LockId, fence: u64, now: Instant) {
+        if let Some(lock) = self.locks.get(&id)
+            && lock.opts.confirm == Confirm::None
+            && let Some(anchor) = lock.anchor
+        {
+            let valid_until = lock.opts.valid_until(anchor);
+            if valid_until > now + lock.opts.ttl / 2 {
+                self.become_held(id, fence, anchor, valid_until, now);
+                return;
+            }
+        }
         self.send_attempt(id, Mode::Retry, now);
     }
 
@@ -892,7 +925,8 @@ impl Engine {
     fn resend_release(&mut self, id: LockId) {
         let Some(lock) = self.locks.get(&id) else { return };
         let keys = LockKeys::derive(&lock.key);
-        let entry = format!("{}:{}", hex(lock.token), lock.opts.ttl_ms());
+        let entry =
+            format!("{}:{}:{}", hex(lock.token), lock.opts.ttl_ms(), LockKeys::inbox_suffix(&lock.key, self.client));
         let commands = vec![match lock.opts.sharing {
             Sharing::Queue => Command::Script {
                 script: Script::Release,
@@ -900,7 +934,6 @@ impl Engine {
                 args: vec![
                     hex(lock.token),
                     entry,
-                    keys.channel,
                     FENCE_TTL.as_millis().to_string(),
                     HANDOFF_CLAIM.as_millis().to_string(),
                 ],
@@ -1021,10 +1054,12 @@ impl Engine {
     }
 
     fn drop_subscription(&mut self, id: LockId, now: Instant) {
+        let client = self.client;
         let Some(lock) = self.locks.get_mut(&id) else { return };
         let was_waiting = std::mem::take(&mut lock.subscribed);
         self.waiting -= usize::from(was_waiting);
-        if was_waiting && let Some(at) = self.subs.remove(&LockKeys::channel_of(&lock.key), id, now) {
+        let channel = Self::wait_channel(client, &lock.key, lock.opts.sharing);
+        if was_waiting && let Some(at) = self.subs.remove(&channel, id, now) {
             self.timers.push(Reverse((at, TimerKey::Linger)));
         }
         if was_waiting
@@ -1055,6 +1090,22 @@ impl Engine {
                 self.renewals.remove(&(h.renew_after, id));
             }
         }
+    }
+
+    /// The channel a wait on `key` listens to: in queue mode this client's inbox for the key
+    /// (hand-offs), for a shared key the key's channel (its free notices).
+    fn wait_channel(client: u64, key: &str, sharing: Sharing) -> String {
+        match sharing {
+            Sharing::Queue => LockKeys::inbox_of(key, &LockKeys::inbox_suffix(key, client)),
+            Sharing::Foreign { .. } => LockKeys::channel_of(key),
+        }
+    }
+
+    /// The channel hand-offs to this client's waiters on `key` are published on (tests and
+    /// tools that watch hand-offs subscribe to it).
+    pub fn inbox_of(&self, key: &str) -> Result<String, InvalidInput> {
+        let keys = LockKeys::new(key)?;
+        Ok(Self::wait_channel(self.client, &keys.lock, Sharing::Queue))
     }
 
     /// The lock's poll cap, stretched when many locks share the engine's poll budget.

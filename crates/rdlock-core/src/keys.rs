@@ -33,7 +33,7 @@ pub enum Role {
     Fence,
     /// The FIFO queue of waiters.
     Queue,
-    /// The pub/sub channel hand-offs are announced on.
+    /// The pub/sub channel shared-mode releases announce a free key on.
     Channel,
 }
 
@@ -98,6 +98,36 @@ impl LockKeys {
         name(key, Role::Channel)
     }
 
+    /// The part of a waiter's inbox name after `K ∥ "#rdl:"`: the role `i` followed by the
+    /// client's id in 16 hex digits, then the glue. Queue entries carry it, so the scripts
+    /// build the inbox as `KEYS[1] .. "#rdl:" .. suffix` (which starts with the key and
+    /// shares its slot) and publish a hand-off to that one client only.
+    /// For a key accepted by [`LockKeys::new`].
+    pub fn inbox_suffix(key: &str, client: u64) -> String {
+        let role = format!("i{client:016x}");
+        let mut suffix = String::with_capacity(role.len() + 4);
+        suffix.push_str(&role);
+        if let Some(g) = glue(key, &role) {
+            suffix.extend(g.iter().map(|&b| char::from(b)));
+        }
+        suffix
+    }
+
+    /// The inbox of a key accepted by [`LockKeys::new`], from its suffix.
+    pub fn inbox_of(key: &str, suffix: &str) -> String {
+        let mut name = String::with_capacity(key.len() + MARKER.len() + 1 + suffix.len());
+        name.push_str(key);
+        name.push_str(MARKER);
+        name.push(':');
+        name.push_str(suffix);
+        name
+    }
+
+    /// Whether `channel` is the inbox of `key` with this suffix, without building it.
+    pub(crate) fn is_inbox_of(key: &str, suffix: &str, channel: &str) -> bool {
+        channel.strip_prefix(key).and_then(|r| r.strip_prefix(MARKER)).and_then(|r| r.strip_prefix(':')) == Some(suffix)
+    }
+
     /// The channel the server publishes `key`'s keyspace notifications on, in database `db`.
     pub(crate) fn keyspace_channel_of(key: &str, db: u32) -> String {
         format!("{KEYSPACE_PREFIX}{db}__:{key}")
@@ -107,21 +137,6 @@ impl LockKeys {
     /// that happens to start like one is not).
     pub(crate) fn is_keyspace_channel(channel: &str) -> bool {
         channel.starts_with(KEYSPACE_PREFIX) && !Self::is_auxiliary(channel)
-    }
-
-    /// Whether `channel` is the hand-off channel of `key` (checked by [`LockKeys::new`]),
-    /// without building the name: one pass over the key, no allocation (run per message).
-    pub(crate) fn is_channel_of(key: &str, channel: &str) -> bool {
-        let rest = channel
-            .strip_prefix(key)
-            .and_then(|r| r.strip_prefix(MARKER))
-            .and_then(|r| r.strip_prefix(':'))
-            .and_then(|r| r.strip_prefix(Role::Channel.as_str()));
-        match (rest, glue(key, Role::Channel)) {
-            (Some(rest), None) => rest.is_empty(),
-            (Some(rest), Some(g)) => rest.as_bytes() == g,
-            (None, _) => false,
-        }
     }
 }
 
@@ -140,7 +155,7 @@ fn check(key: &str) -> Result<(), InvalidInput> {
 
 /// `K ∥ "#rdl:" ∥ r`, then the glue when `K` has no hash tag.
 fn name(key: &str, role: Role) -> String {
-    let glue = glue(key, role);
+    let glue = glue(key, role.as_str());
     let mut name = String::with_capacity(key.len() + MARKER.len() + 1 + role.as_str().len() + 4);
     name.push_str(key);
     name.push_str(MARKER);
@@ -156,13 +171,12 @@ fn name(key: &str, role: Role) -> String {
 /// For a key without a hash tag, `"#" ∥ F`: the name then has no tag either (nothing after
 /// the key holds a `{` or `}`), so Redis hashes it whole, and `F` makes that hash equal the
 /// key's. A key with a tag needs none: the name keeps the tag, which sits inside the key.
-fn glue(key: &str, role: Role) -> Option<[u8; 4]> {
+fn glue(key: &str, role: &str) -> Option<[u8; 4]> {
     if hash_tag(key).is_some() {
         return None;
     }
     let want = crc16(0, key.as_bytes());
-    let before =
-        [MARKER.as_bytes(), b":", role.as_str().as_bytes(), b"#"].iter().fold(want, |crc, part| crc16(crc, part));
+    let before = [MARKER.as_bytes(), b":", role.as_bytes(), b"#"].iter().fold(want, |crc, part| crc16(crc, part));
     // CRC16 is linear: crc(before, F) = crc(before, 000) ^ crc(0, F), so the residue that F
     // itself must hash to is known up front and a table finds the first such F.
     let need = (want ^ crc16(before, &[0, 0, 0])) % SLOTS;
@@ -249,10 +263,26 @@ mod tests {
                 assert!(LockKeys::is_auxiliary(aux));
             }
             assert_eq!(k.channel, LockKeys::channel_of(key));
-            assert!(LockKeys::is_channel_of(key, &k.channel));
-            assert!(!LockKeys::is_channel_of(key, &k.queue));
-            assert!(!LockKeys::is_channel_of(key, &format!("{}x", k.channel)));
         }
+    }
+
+    #[test]
+    fn inboxes_start_with_the_key_share_its_slot_and_differ_per_client() {
+        for key in ["orders", "a{b", "user:{42}:lock", "a}b", "a{}b", "{}"] {
+            let a = LockKeys::inbox_of(key, &LockKeys::inbox_suffix(key, 1));
+            let b = LockKeys::inbox_of(key, &LockKeys::inbox_suffix(key, u64::MAX));
+            assert_ne!(a, b);
+            for inbox in [&a, &b] {
+                assert_eq!(slot(inbox), slot(key), "{inbox} vs {key}");
+                assert!(inbox.starts_with(key) && LockKeys::is_auxiliary(inbox), "{inbox}");
+                assert!(!names(key).contains(inbox), "{inbox}");
+            }
+            assert!(LockKeys::is_inbox_of(key, &LockKeys::inbox_suffix(key, 1), &a));
+            assert!(!LockKeys::is_inbox_of(key, &LockKeys::inbox_suffix(key, 1), &b));
+            assert!(!LockKeys::is_inbox_of(key, &LockKeys::inbox_suffix(key, 1), &LockKeys::channel_of(key)));
+            assert!(!LockKeys::is_inbox_of(key, &LockKeys::inbox_suffix(key, 1), &format!("{a}x")));
+        }
+        assert_eq!(LockKeys::inbox_suffix("{coll}", 0xab), "i00000000000000ab");
     }
 
     #[test]

@@ -36,6 +36,12 @@ const STEPS: usize = 40;
 const TOLERANCE_MS: i64 = 500;
 /// The channel of the markers that delimit one step's hand-off messages.
 const MARKER: &str = "rdlock-differential:marker";
+/// The client id of waiters whose inbox has a listener (the test's pattern subscription);
+/// the others' hand-offs reach nobody, and are claims.
+const HEARD: u64 = 0x1111_1111_1111_1111;
+const UNHEARD: u64 = 0x2222_2222_2222_2222;
+/// What the test listens to: the markers, shared-mode notices, and the heard inboxes.
+const PATTERNS: [&str; 3] = [MARKER, "*#rdl:ch*", "*#rdl:i1111111111111111*"];
 /// Lock and queue TTLs of the random sequences: nothing expires within one.
 const TTLS: [&str; 2] = ["60000", "90000"];
 const GARBAGE: &str = "garbage";
@@ -68,6 +74,18 @@ enum Step {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// The inbox of the client `token` waits from: tokens starting with `0`-`7` wait from a
+/// client whose inbox has a listener.
+fn inbox(lock: &LockKeys, token: &str) -> String {
+    let heard = token.starts_with(|c: char| ('0'..='7').contains(&c));
+    LockKeys::inbox_suffix(&lock.lock, if heard { HEARD } else { UNHEARD })
+}
+
+/// What `PUBLISH` answers on either server: the test's own pattern subscription.
+fn listeners(channel: &str) -> usize {
+    usize::from(channel.contains("#rdl:ch") || channel.contains("#rdl:i1111111111111111"))
+}
+
 fn acquire_with(
     lock: &LockKeys,
     token: &str,
@@ -80,7 +98,7 @@ fn acquire_with(
     Step::Run {
         script: Script::Acquire,
         keys: vec![lock.lock.clone(), lock.fence.clone(), lock.queue.clone()],
-        args: [token, ttl, mode, queue_ttl, fence_ttl, claim, &lock.channel].map(String::from).to_vec(),
+        args: [token, ttl, mode, queue_ttl, fence_ttl, claim, &inbox(lock, token)].map(String::from).to_vec(),
     }
 }
 
@@ -95,8 +113,7 @@ fn release_with(lock: &LockKeys, token: &str, ttl: &str, fence_ttl: &str, claim:
         keys: vec![lock.lock.clone(), lock.fence.clone(), lock.queue.clone()],
         args: vec![
             token.to_owned(),
-            format!("{token}:{ttl}"),
-            lock.channel.clone(),
+            format!("{token}:{ttl}:{}", inbox(lock, token)),
             fence_ttl.to_owned(),
             claim.to_owned(),
         ],
@@ -516,8 +533,18 @@ impl<'r, 'a> Pair<'r, 'a> {
         let fake_time = (EPOCH_US + now / 1000) as i64;
         let (fake, real, fake_msgs) = match step {
             Step::Run { script, keys, args } => {
-                let (r, fx) = self.fake.run_script(*script, keys, args, now, &mut Dice::new(0));
-                (Some(r), Some(self.real.run(*script, keys, args)), fx.publishes)
+                let (r, fx) = self.fake.run_script(*script, keys, args, now, &mut Dice::new(0), &listeners);
+                // The real server's messages are those somebody listened to.
+                let mut heard = fx.publishes;
+                let unheard = heard.len();
+                heard.retain(|(c, _)| listeners(c) > 0);
+                if heard.len() < unheard {
+                    *self.seen.entry("hand-off unheard (a claim)".into()).or_default() += 1;
+                }
+                if heard.iter().any(|(c, _)| c.contains("#rdl:i")) {
+                    *self.seen.entry("hand-off heard (the whole ttl)".into()).or_default() += 1;
+                }
+                (Some(r), Some(self.real.run(*script, keys, args)), heard)
             }
             Step::Del(k) => {
                 self.fake.del_key(k);
@@ -641,7 +668,7 @@ fn start() -> (RedisServer, Connection, Connection) {
 
 fn subscribe(sub: &mut Connection) -> PubSub<'_> {
     let mut sub = sub.as_pubsub();
-    sub.psubscribe("*").expect("PSUBSCRIBE");
+    sub.psubscribe(&PATTERNS[..]).expect("PSUBSCRIBE");
     sub.set_read_timeout(Some(Duration::from_secs(5))).expect("a read timeout");
     sub
 }
@@ -706,6 +733,8 @@ fn the_fake_agrees_with_a_real_server() {
         "release-shared 0",
         "release-shared 1",
         "release-shared 2",
+        "hand-off unheard (a claim)",
+        "hand-off heard (the whole ttl)",
     ] {
         assert!(seen.contains_key(must), "no {must:?} among {seen:?}");
     }
@@ -768,7 +797,8 @@ fn lapsed_claims_agree() {
     let mut seen = BTreeMap::new();
     let lock = LockKeys::new("claimed").expect("a valid key");
     let mut pair = Pair::new(&mut real, &clock, std::slice::from_ref(&lock), &mut seen);
-    let [h, g1, g2, w] = ["h", "1", "2", "w"].map(|t| t.repeat(32));
+    // Tokens from `8` on wait from a client nobody listens for: every hand-off is a claim.
+    let [h, g1, g2, w] = ["h", "8", "9", "w"].map(|t| t.repeat(32));
     let (ttl, queue, counter, claim) = ("60000", "60000", "600000", "100");
     let get = |lock: &LockKeys, t: &str, mode: &str| acquire_with(lock, t, ttl, mode, queue, counter, claim);
     let fence = |v| N::Fence { seeded: true, v };
@@ -790,6 +820,45 @@ fn lapsed_claims_agree() {
         // g1 confirms in time: its lease starts over.
         (get(&lock, &g1, "retry"), Some(N::Array(vec![N::Int(1), fence(4)]))),
         (release_with(&lock, &g1, ttl, counter, claim), Some(N::Int(1))),
+    ];
+    for (i, (step, want)) in steps.iter().enumerate() {
+        let got = pair.step(step).unwrap_or_else(|e| panic!("step {i} {step:?}: {e}"));
+        if let Some(want) = want {
+            assert!(agree(want, &got), "step {i} {step:?}: {got:?}, expected {want:?}");
+        }
+    }
+}
+
+/// A hand-off whose waiter's inbox has a listener sets the key for the waiter's whole TTL on
+/// both servers; one nobody hears is a claim.
+#[test]
+fn heard_hand_offs_agree() {
+    let (_server, conn, mut sub) = start();
+    let mut real = Real { conn, sub: subscribe(&mut sub), markers: 0 };
+    let clock = Clock::new();
+    let mut seen = BTreeMap::new();
+    let lock = LockKeys::new("heard").expect("a valid key");
+    let mut pair = Pair::new(&mut real, &clock, std::slice::from_ref(&lock), &mut seen);
+    // w waits from a client whose inbox has a listener, u from one nobody listens for.
+    let [h, w, u] = ["h", "0", "9"].map(|t| t.repeat(32));
+    let (ttl, queue, counter, claim) = ("60000", "60000", "600000", "100");
+    let get = |t: &str, mode: &str| acquire_with(&lock, t, ttl, mode, queue, counter, claim);
+    let fence = |v| N::Fence { seeded: true, v };
+    let held = |v| N::Array(vec![N::Int(1), fence(v)]);
+    let polled = |pttl, v| N::Array(vec![N::Int(0), N::Pttl(pttl), fence(v)]);
+    let steps: Vec<(Step, Option<N>)> = vec![
+        (get(&h, "first"), Some(held(0))),
+        (get(&w, "first"), Some(N::Array(vec![N::Int(0), N::Pttl(60_000)]))),
+        (get(&u, "first"), Some(N::Array(vec![N::Int(0), N::Int(-3)]))),
+        (release_with(&lock, &h, ttl, counter, claim), Some(N::Int(2))),
+        // Heard: w holds the key for its 60 s, not for the 100 ms claim.
+        (get(&u, "retry"), Some(polled(60_000, 1))),
+        (get(&w, "retry"), Some(held(1))),
+        (release_with(&lock, &w, ttl, counter, claim), Some(N::Int(2))),
+        // Unheard: u has a claim, and confirms it.
+        (get(&h, "try"), Some(N::Array(vec![N::Int(0), N::Pttl(100)]))),
+        (get(&u, "retry"), Some(held(2))),
+        (release_with(&lock, &u, ttl, counter, claim), Some(N::Int(1))),
     ];
     for (i, (step, want)) in steps.iter().enumerate() {
         let got = pair.step(step).unwrap_or_else(|e| panic!("step {i} {step:?}: {e}"));

@@ -8,8 +8,8 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// Fingerprints of the scripts' code (comments and blank lines ignored) that the fake
 /// follows. When a script changes, update `sim/fake.rs` to match it, then these.
 const FOLLOWED: [(Script, u64); 3] = [
-    (Script::Acquire, 1_241_140_025_570_195_187),
-    (Script::Release, 13_981_480_088_994_154_692),
+    (Script::Acquire, 8_028_045_197_224_550_320),
+    (Script::Release, 15_484_372_357_627_820_068),
     (Script::Extend, 14_220_457_821_182_822_727),
 ];
 
@@ -54,21 +54,50 @@ fn keys() -> Vec<String> {
     vec![n.lock, n.fence, n.queue]
 }
 
-fn acquire(f: &mut Fake, token: &str, ttl: u64, mode: &str, now: u64) -> Reply {
-    let channel = names().channel;
-    let args = [token, &ttl.to_string(), mode, "60000", "86400000", "250", &channel].map(String::from).to_vec();
-    f.run_script(Script::Acquire, &keys(), &args, now, &mut Dice::new(0)).0
+/// Each token waits from a client of its own, with this inbox.
+fn inbox(token: &str) -> String {
+    LockKeys::inbox_suffix("k", fingerprint(token))
 }
 
-fn release(f: &mut Fake, token: &str, ttl: u64, now: u64) -> (Reply, Vec<(String, String)>) {
-    let args = [token, &format!("{token}:{ttl}"), &names().channel, "86400000", "250"].map(String::from).to_vec();
-    let (r, fx) = f.run_script(Script::Release, &keys(), &args, now, &mut Dice::new(0));
+/// The channel `token`'s hand-offs are published on.
+fn inbox_channel(token: &str) -> String {
+    LockKeys::inbox_of("k", &inbox(token))
+}
+
+/// `token`'s queue entry.
+fn entry(token: &str, ttl: u64) -> String {
+    format!("{token}:{ttl}:{}", inbox(token))
+}
+
+/// Runs a script; the inboxes of `heard` have a subscriber.
+fn run(f: &mut Fake, script: Script, args: &[String], now: u64, heard: &[&str]) -> (Reply, Vec<(String, String)>) {
+    let listening: Vec<String> = heard.iter().map(|t| inbox_channel(t)).collect();
+    let listeners = |channel: &str| listening.iter().filter(|c| *c == channel).count();
+    let keys = if script == Script::Extend { vec!["k".to_owned()] } else { keys() };
+    let (r, fx) = f.run_script(script, &keys, args, now, &mut Dice::new(0), &listeners);
     (r, fx.publishes)
 }
 
+fn acquire_heard(f: &mut Fake, token: &str, ttl: u64, mode: &str, now: u64, heard: &[&str]) -> Reply {
+    let args = [token, &ttl.to_string(), mode, "60000", "86400000", "250", &inbox(token)].map(String::from).to_vec();
+    run(f, Script::Acquire, &args, now, heard).0
+}
+
+fn acquire(f: &mut Fake, token: &str, ttl: u64, mode: &str, now: u64) -> Reply {
+    acquire_heard(f, token, ttl, mode, now, &[])
+}
+
+fn release_heard(f: &mut Fake, token: &str, ttl: u64, now: u64, heard: &[&str]) -> (Reply, Vec<(String, String)>) {
+    let args = [token, &entry(token, ttl), "86400000", "250"].map(String::from).to_vec();
+    run(f, Script::Release, &args, now, heard)
+}
+
+fn release(f: &mut Fake, token: &str, ttl: u64, now: u64) -> (Reply, Vec<(String, String)>) {
+    release_heard(f, token, ttl, now, &[])
+}
+
 fn extend(f: &mut Fake, token: &str, ttl: u64, now: u64) -> Reply {
-    let args = vec![token.to_owned(), ttl.to_string()];
-    f.run_script(Script::Extend, &["k".to_owned()], &args, now, &mut Dice::new(0)).0
+    run(f, Script::Extend, &[token.to_owned(), ttl.to_string()], now, &[]).0
 }
 
 fn pair(a: i64, b: i64) -> Reply {
@@ -97,7 +126,7 @@ fn acquire_takes_confirms_queues_and_expires() {
     // bumps the counter) instead of taking the lock; b confirms it.
     let claimed = Reply::Array(vec![Reply::Int(0), Reply::Int(100), Reply::Int(seeded + 1)]);
     assert_eq!(acquire(&mut f, "c", 100, "retry", 150 * MS), claimed);
-    assert_eq!(f.list_entries(150 * MS), vec![(names().queue, "c:100".to_owned())]);
+    assert_eq!(f.list_entries(150 * MS), vec![(names().queue, entry("c", 100))]);
     assert_eq!(acquire(&mut f, "b", 100, "retry", 151 * MS), pair(1, seeded + 1));
 }
 
@@ -111,9 +140,9 @@ fn release_hands_off_in_order_and_checks_the_owner() {
     let (r, published) = release(&mut f, "a", 100, 2 * MS);
     assert_eq!(r, Reply::Int(2));
     let fence = EPOCH_US as i64 + 1;
-    assert_eq!(published, vec![(names().channel, format!("c:{fence}"))]);
+    assert_eq!(published, vec![(inbox_channel("c"), format!("c:{fence}"))]);
     assert_eq!(f.string("k", 2 * MS), Some("c"));
-    assert_eq!(f.expiry("k", 2 * MS), Some(92 * MS), "a claim of the waiter's ttl, shorter than 250 ms");
+    assert_eq!(f.expiry("k", 2 * MS), Some(92 * MS), "unheard: a claim of the waiter's ttl, shorter than 250 ms");
     // The waiter confirms: its token is there, so its ttl starts over and it gets the fence.
     assert_eq!(acquire(&mut f, "c", 90, "retry", 3 * MS), pair(1, fence));
     assert_eq!(f.expiry("k", 3 * MS), Some(93 * MS));
@@ -132,7 +161,7 @@ fn a_claim_lasts_250_ms_and_a_lapsed_one_passes_to_the_next_waiter() {
     let (r, published) = release(&mut f, "a", 30_000, MS);
     assert_eq!(r, Reply::Int(2));
     let seeded = EPOCH_US as i64;
-    assert_eq!(published, vec![(names().channel, format!("g1:{}", seeded + 1))]);
+    assert_eq!(published, vec![(inbox_channel("g1"), format!("g1:{}", seeded + 1))]);
     assert_eq!(f.expiry("k", MS), Some(251 * MS), "a claim, not the waiter's 30 s");
     // g1 never confirms. w's poll during the claim sees it, and queues no second time.
     let polled = Reply::Array(vec![Reply::Int(0), Reply::Int(150), Reply::Int(seeded + 1)]);
@@ -147,12 +176,43 @@ fn a_claim_lasts_250_ms_and_a_lapsed_one_passes_to_the_next_waiter() {
     // g2's claim lapses too; w is at the head and takes the lock itself, with its ttl.
     assert_eq!(acquire(&mut f, "w", 30_000, "retry", 503 * MS), pair(1, seeded + 3));
     assert_eq!(f.expiry("k", 503 * MS), Some(30_503 * MS));
-    assert_eq!(f.list_entries(503 * MS), vec![(names().queue, "n:30000".to_owned())]);
+    assert_eq!(f.list_entries(503 * MS), vec![(names().queue, entry("n", 30_000))]);
     // g1 comes back after its claim lapsed: it re-queues at the tail.
     let polled = Reply::Array(vec![Reply::Int(0), Reply::Int(30_000), Reply::Int(seeded + 3)]);
     assert_eq!(acquire(&mut f, "g1", 30_000, "retry", 503 * MS), polled);
     let q: Vec<String> = f.list_entries(503 * MS).into_iter().map(|(_, e)| e).collect();
-    assert_eq!(q, ["n:30000", "g1:30000"]);
+    assert_eq!(q, [entry("n", 30_000), entry("g1", 30_000)]);
+}
+
+#[test]
+fn a_hand_off_its_waiter_hears_is_its_whole_ttl() {
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    acquire(&mut f, "a", 30_000, "first", 0);
+    acquire(&mut f, "w", 20_000, "first", 0);
+    acquire(&mut f, "x", 20_000, "first", 0);
+    // x's inbox has a listener, w's has not: w gets a claim, x nothing yet.
+    let (r, published) = release_heard(&mut f, "a", 30_000, MS, &["x"]);
+    assert_eq!(r, Reply::Int(2));
+    assert_eq!(published.len(), 1);
+    assert_eq!(f.expiry("k", MS), Some(251 * MS), "unheard: a claim");
+    // w confirms; its release reaches x, who hears it: x holds the key for its 20 s.
+    assert_eq!(acquire(&mut f, "w", 20_000, "retry", 2 * MS).as_array().map(|a| a[0].clone()), Some(Reply::Int(1)));
+    let (r, published) = release_heard(&mut f, "w", 20_000, 3 * MS, &["x"]);
+    assert_eq!(r, Reply::Int(2));
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].0, inbox_channel("x"));
+    assert_eq!(f.string("k", 3 * MS), Some("x"));
+    assert_eq!(f.expiry("k", 3 * MS), Some(20_003 * MS), "heard: the waiter's whole ttl");
+}
+
+#[test]
+fn a_waiter_without_a_valid_inbox_is_refused_or_gets_a_claim() {
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    for bad in ["", "i123", "x0000000000000000", "i000000000000000g", "i0000000000000000#ab", "i0000000000000000:1"] {
+        let args = ["a", "100", "first", "60000", "86400000", "250", bad].map(String::from).to_vec();
+        let r = run(&mut f, Script::Acquire, &args, 0, &[]).0;
+        assert!(matches!(&r, Reply::Error(e) if e.message.contains("inbox")), "{bad:?}: {r:?}");
+    }
 }
 
 #[test]

@@ -117,9 +117,18 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The hand-off channel of `key`.
-fn channel(key: &str) -> String {
-    LockKeys::new(key).expect("a valid key").channel
+/// The channels a wait on `key` may listen to: the engine's inbox (hand-offs) and, for a
+/// shared key, the key's channel (free notices).
+fn channel(e: &Engine, key: &str, inbox: bool) -> String {
+    if inbox { e.inbox_of(key).expect("a valid key") } else { LockKeys::new(key).expect("a valid key").channel }
+}
+
+/// Hand-off messages go to the inbox; most other payloads too, some to the key's channel.
+fn fence_bit(p: &Payload) -> bool {
+    match p {
+        Payload::Token { .. } => true,
+        Payload::Bytes(b) => b.len() % 4 != 0,
+    }
 }
 
 /// What the test knows of one lock (each acquisition uses a key of its own).
@@ -275,7 +284,7 @@ impl Harness {
             Op::Message { pick, own_channel, payload } => {
                 let id = self.lock(pick);
                 let Some(m) = self.locks.get_mut(&id) else { return Ok(()) };
-                let channel = channel(if own_channel { &m.key } else { "other" });
+                let channel = channel(&self.e, if own_channel { &m.key } else { "other" }, fence_bit(&payload));
                 let bytes = match (payload, &m.token) {
                     (Payload::Token { fence }, Some(t)) => format!("{t}:{fence}").into_bytes(),
                     (Payload::Token { fence }, None) => format!("nobody:{fence}").into_bytes(),
@@ -293,13 +302,15 @@ impl Harness {
             }
             Op::Subscribed { pick } => {
                 let id = self.lock(pick);
-                let channel = self.locks.get(&id).map_or_else(|| channel("nothing"), |m| channel(&m.key));
+                let key = self.locks.get(&id).map_or("nothing", |m| m.key.as_str());
+                let channel = channel(&self.e, key, pick % 2 == 0);
                 self.e.handle_subscribed(&channel, self.now);
             }
             Op::SubscriptionsLost => self.e.handle_subscriptions_lost(self.now),
             Op::SubscriptionRefused { pick } => {
                 let id = self.lock(pick);
-                let channel = self.locks.get(&id).map_or_else(|| channel("nothing"), |m| channel(&m.key));
+                let key = self.locks.get(&id).map_or("nothing", |m| m.key.as_str());
+                let channel = channel(&self.e, key, pick % 2 == 0);
                 self.e.handle_subscription_refused(&channel, ServerError::new("NOPERM", "from the test"), self.now);
             }
             Op::Advance { ms, back } => {

@@ -13,9 +13,14 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// The hand-off channel of `key`.
+/// The channel of `key` that shared-mode releases announce a free key on.
 fn channel(key: &str) -> String {
     LockKeys::new(key).expect("a valid key").channel
+}
+
+/// The inbox hand-offs on `key` reach the test's engine at (its client id comes from its seed).
+fn inbox(key: &str) -> String {
+    Engine::with_test_seed(EngineConfig::default(), 7).inbox_of(key).expect("a valid key")
 }
 
 fn opts(ttl_ms: u64) -> LockOptions {
@@ -113,7 +118,7 @@ impl H {
         let first = self.one();
         assert_eq!(args(&first)[2], "first");
         self.reply(&first, pair(0, -3));
-        let channel = channel(key);
+        let channel = inbox(key);
         assert!(self.sent().is_empty(), "waits for the subscription");
         assert_eq!(self.subs, vec![Transmit::Subscribe(channel.clone())]);
         self.e.handle_subscribed(&channel, self.now);
@@ -174,15 +179,31 @@ fn try_lock_reports_busy_without_queuing() {
 }
 
 #[test]
-fn hand_off_message_is_confirmed_before_the_lock_is_held() {
-    // The release gave us a short claim only: the lock is ours once the confirmation (the
-    // idempotent attempt, which extends the key to our TTL) comes back, valid from its send.
+fn a_heard_hand_off_is_held_at_once_from_the_last_attempt_that_saw_another_holder() {
+    // Heard on our inbox, the release set the key to our token for our whole TTL, after the
+    // re-check (the latest attempt that found another holder) was sent: we hold it with no
+    // round trip, valid from that re-check. (Before, every hand-off waited for a confirmation.)
     let mut h = H::new();
     let o = opts(1000);
     let (_, tok) = h.queued("orders", o, None);
+    let rechecked_at = h.now;
     h.advance(ms(30));
-    h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
-    assert!(h.events().is_empty(), "a claim is not a lease");
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: o.valid_until(rechecked_at) }]);
+    assert!(h.sent().is_empty(), "no confirmation round trip");
+}
+
+#[test]
+fn a_hand_off_heard_with_less_than_half_its_ttl_left_is_confirmed_first() {
+    // No attempt for 600 ms of a 1 s TTL (a stretched poll): the lease would start half
+    // spent, so the waiter confirms (the idempotent attempt extends the key to its TTL) and
+    // holds the lock from the confirmation's send time.
+    let mut h = H::new();
+    let o = opts(1000);
+    let (_, tok) = h.queued("orders", o, None);
+    h.advance(ms(600));
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
+    assert!(h.events().is_empty(), "not held yet");
     let confirm = h.one();
     let (script, keys, a) = script(&confirm);
     assert_eq!((script, a[2].as_str()), (Script::Acquire, "retry"));
@@ -200,14 +221,15 @@ fn a_claim_that_lapsed_before_the_confirmation_keeps_the_waiter_waiting() {
     // next waiter) and the waiter, re-queued by it, keeps waiting: liveness only.
     let mut h = H::new();
     let (_, tok) = h.queued("orders", opts(1000), None);
-    h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
+    h.advance(ms(600)); // no fresh attempt: the hand-off is confirmed first
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
     let confirm = h.one();
     h.advance(ms(300));
     h.reply(&confirm, triple(0, 250, 78));
     assert!(h.events().is_empty());
     assert!(h.e.poll_timeout().is_some_and(|t| t <= h.now + ms(251)), "polls again when that claim ends");
     // Its own old message again (a duplicate) is stale now.
-    h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
     assert!(h.sent().is_empty());
 }
 
@@ -216,15 +238,16 @@ fn messages_for_others_or_garbage_are_ignored() {
     let mut h = H::new();
     let (_, tok) = h.queued("orders", opts(1000), None);
     for (channel, payload) in [
-        (channel("orders"), "someone-else:5".to_owned()),
-        (channel("orders"), format!("{tok}:not-a-number")),
-        (channel("jobs"), format!("{tok}:5")),
+        (inbox("orders"), "someone-else:5".to_owned()),
+        (channel("orders"), format!("{tok}:5")),
+        (inbox("orders"), format!("{tok}:not-a-number")),
+        (inbox("jobs"), format!("{tok}:5")),
         // Look-alike keys and names: each has a channel of its own.
-        (channel("{orders}"), format!("{tok}:5")),
-        (channel("orders:ch"), format!("{tok}:5")),
+        (inbox("{orders}"), format!("{tok}:5")),
+        (inbox("orders:ch"), format!("{tok}:5")),
         (LockKeys::new("orders").expect("a valid key").queue, format!("{tok}:5")),
-        (format!("{}x", channel("orders")), format!("{tok}:5")),
-        (channel("orders"), "no separator".to_owned()),
+        (format!("{}x", inbox("orders")), format!("{tok}:5")),
+        (inbox("orders"), "no separator".to_owned()),
     ] {
         h.e.handle_message(&channel, payload.as_bytes(), h.now);
         h.e.handle_message(&channel, &[0xff, 0xfe], h.now);
@@ -238,28 +261,27 @@ fn hand_off_during_an_attempt_is_confirmed_by_the_reply() {
     let (_, tok) = h.queued("orders", opts(1000), None);
     h.fire(); // the poll
     let attempt = h.one();
-    h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
     assert!(h.events().is_empty(), "waits for the attempt in flight");
     h.reply(&attempt, pair(1, 77));
     assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
 }
 
 #[test]
-fn hand_off_during_an_attempt_that_saw_another_holder_is_checked_again() {
-    // The hand-off may predate the attempt (a lost request, then the handed lease expired
-    // and someone else took the key): only the server can say which.
+fn hand_off_during_an_attempt_that_reported_no_fence_counts_from_the_attempt_before() {
+    // The attempt in flight saw another holder but no counter: it tells nothing of when the
+    // hand-off happened, so the lease counts from the re-check before it, which did precede
+    // the hand-off (every hand-off to us pops an entry that attempt left queued).
     let mut h = H::new();
-    let (_, tok) = h.queued("orders", opts(1000), None);
+    let o = opts(1000);
+    let (_, tok) = h.queued("orders", o, None);
+    let rechecked_at = h.now;
     h.fire();
     let attempt = h.one();
-    h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
     h.reply(&attempt, pair(0, 400));
-    assert!(h.events().is_empty(), "a stale hand-off is not trusted");
-    let check = h.one();
-    assert_eq!(args(&check)[2], "retry");
-    h.reply(&check, pair(0, 390));
-    assert!(h.events().is_empty(), "it was stale: keep waiting");
-    assert!(h.e.poll_timeout().is_some());
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: o.valid_until(rechecked_at) }]);
+    assert!(h.sent().is_empty());
 }
 
 fn triple(a: i64, b: i64, c: i64) -> Vec<Reply> {
@@ -275,30 +297,43 @@ fn a_hand_off_at_or_below_a_fence_a_retry_saw_is_stale() {
     h.fire();
     let poll = h.one();
     h.reply(&poll, triple(0, 400, 40));
-    h.e.handle_message(&channel("orders"), format!("{tok}:39").as_bytes(), h.now);
-    h.e.handle_message(&channel("orders"), format!("{tok}:40").as_bytes(), h.now);
+    h.e.handle_message(&inbox("orders"), format!("{tok}:39").as_bytes(), h.now);
+    h.e.handle_message(&inbox("orders"), format!("{tok}:40").as_bytes(), h.now);
     assert!(h.events().is_empty() && h.sent().is_empty(), "stale hand-offs are ignored");
-    h.e.handle_message(&channel("orders"), format!("{tok}:41").as_bytes(), h.now);
-    let confirm = h.one();
-    h.reply(&confirm, pair(1, 41));
+    h.e.handle_message(&inbox("orders"), format!("{tok}:41").as_bytes(), h.now);
     assert!(matches!(h.events()[..], [Event::Acquired { fence: 41, .. }]));
+    assert!(h.sent().is_empty());
 }
 
 #[test]
-fn hand_off_during_a_retry_that_saw_an_older_fence_is_confirmed() {
+fn hand_off_during_a_retry_that_saw_an_older_fence_counts_from_that_retry() {
     // The retry's reply names the holder's fence: a hand-off above it came after the retry
-    // ran, and is confirmed at once.
+    // ran, so the lease counts from the retry's send time.
     let mut h = H::new();
-    let (_, tok) = h.queued("orders", opts(1000), None);
+    let o = opts(1000);
+    let (_, tok) = h.queued("orders", o, None);
     h.fire();
+    let polled_at = h.now;
     let attempt = h.one();
-    h.e.handle_message(&channel("orders"), format!("{tok}:77").as_bytes(), h.now);
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
+    h.advance(ms(3));
     h.reply(&attempt, triple(0, 400, 76));
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: o.valid_until(polled_at) }]);
+    assert!(h.sent().is_empty());
+}
+
+#[test]
+fn a_hand_off_under_a_confirm_policy_is_confirmed_with_its_wait() {
+    // Replicas must have the hand-off before it counts: the confirmation writes (an
+    // owner-checked PEXPIRE) and WAIT rides behind it.
+    let mut h = H::new();
+    let o = LockOptions { confirm: Confirm::AtLeast { replicas: 1, timeout: ms(100) }, ..opts(1000) };
+    let (_, tok) = h.queued("orders", o, None);
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
     assert!(h.events().is_empty());
     let confirm = h.one();
     assert_eq!(args(&confirm)[2], "retry");
-    h.reply(&confirm, pair(1, 77));
-    assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
+    assert!(matches!(confirm.commands[1], Command::Wait { replicas: 1, .. }), "{confirm:?}");
 }
 
 #[test]
@@ -329,7 +364,7 @@ fn subscription_confirmed_after_the_attempt_triggers_a_recheck() {
     let first = h.one();
     h.reply(&first, pair(0, -3));
     assert!(h.sent().is_empty());
-    h.e.handle_subscribed(&channel("orders"), h.now);
+    h.e.handle_subscribed(&inbox("orders"), h.now);
     assert_eq!(args(&h.one())[2], "retry", "a hand-off may have come before the subscription");
 }
 
@@ -340,8 +375,8 @@ fn lost_pubsub_connection_resubscribes_and_rechecks() {
     h.subs.clear();
     h.e.handle_subscriptions_lost(h.now);
     assert!(h.sent().is_empty());
-    assert_eq!(h.subs, vec![Transmit::Subscribe(channel("orders"))]);
-    h.e.handle_subscribed(&channel("orders"), h.now);
+    assert_eq!(h.subs, vec![Transmit::Subscribe(inbox("orders"))]);
+    h.e.handle_subscribed(&inbox("orders"), h.now);
     assert_eq!(args(&h.one())[2], "retry");
 }
 
@@ -355,7 +390,11 @@ fn deadline_times_out_and_leaves_the_queue() {
     assert_eq!(h.events(), vec![Event::TimedOut]);
     let leave = h.one();
     let (s, _, a) = script(&leave);
-    assert_eq!((s, a[0].as_str(), a[1].as_str()), (Script::Release, tok.as_str(), format!("{tok}:1000").as_str()));
+    let suffix = inbox("orders").replace("orders#rdl:", "");
+    assert_eq!(
+        (s, a[0].as_str(), a[1].as_str()),
+        (Script::Release, tok.as_str(), format!("{tok}:1000:{suffix}").as_str())
+    );
     h.reply(&leave, vec![Reply::Int(0)]);
     assert!(h.events().is_empty());
     assert_eq!(h.e.lock_info(id), None);

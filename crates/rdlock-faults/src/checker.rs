@@ -513,20 +513,30 @@ fn free_at(h: &Hold, bounds: &Bounds) -> Option<(i64, FreeCause, i64)> {
 const QUEUE_LINGER_US: i64 = 60_000_000;
 
 /// Workers that were queued when they were killed (recently) or frozen (around `free`): a
-/// release may hand the lock to one of them, and the others then wait out its claim.
-fn stalled_waiters(lives: &HashMap<String, WorkerLife>, free: i64, until: i64) -> usize {
+/// release may hand the lock to one of them, and the others then wait out its claim. Also
+/// when the last of the frozen ones resumes: its connection stayed open, so it may have heard
+/// the hand-off and hold the lock for its TTL, acting once it resumes (a frozen holder).
+fn stalled_waiters(lives: &HashMap<String, WorkerLife>, free: i64, until: i64) -> (usize, Option<i64>) {
     let waiting_at = |life: &WorkerLife, t: i64| {
         life.waits.iter().any(|&(start, outcome)| start <= t && outcome.is_none_or(|(o, _)| o > t))
     };
-    lives
-        .values()
-        .filter(|life| {
-            let killed = life.killed.is_some_and(|k| k > free - QUEUE_LINGER_US && k <= until && waiting_at(life, k));
-            let frozen =
-                life.pauses.iter().any(|&(p, r)| p <= until && r.is_none_or(|r| r >= free) && waiting_at(life, p));
-            killed || frozen
-        })
-        .count()
+    let (mut count, mut resumed) = (0, None::<i64>);
+    for life in lives.values() {
+        let killed = life.killed.is_some_and(|k| k > free - QUEUE_LINGER_US && k <= until && waiting_at(life, k));
+        let frozen: Vec<i64> = life
+            .pauses
+            .iter()
+            .filter(|&&(p, r)| p <= until && r.is_none_or(|r| r >= free) && waiting_at(life, p))
+            .map(|&(_, r)| r.unwrap_or(i64::MAX))
+            .collect();
+        if killed || !frozen.is_empty() {
+            count += 1;
+        }
+        if let Some(&r) = frozen.iter().max() {
+            resumed = Some(resumed.map_or(r, |m| m.max(r)));
+        }
+    }
+    (count, resumed)
 }
 
 fn wakeups(holds: &[Hold], lives: &HashMap<String, WorkerLife>, bounds: &Bounds, end: i64, report: &mut Report) {
@@ -534,10 +544,15 @@ fn wakeups(holds: &[Hold], lives: &HashMap<String, WorkerLife>, bounds: &Bounds,
     for h in holds {
         let Some((free, mut cause, origin)) = free_at(h, bounds) else { continue };
         let mut deadline = free + bound;
-        let stalled = stalled_waiters(lives, free, deadline) as i64;
+        let (stalled, resumed) = stalled_waiters(lives, free, deadline);
         if stalled > 0 && cause == FreeCause::Released {
-            // Each stalled waiter ahead in the queue may be handed a claim it never confirms.
-            deadline += stalled * micros(bounds.stalled_waiter_cost());
+            // Each stalled waiter ahead in the queue may be handed a claim it never confirms;
+            // a frozen one may have heard its hand-off and hold the lock until it resumes (at
+            // most its TTL), then act as any holder.
+            deadline += stalled as i64 * micros(bounds.stalled_waiter_cost());
+            if let Some(r) = resumed {
+                deadline = deadline.max(r.min(free + micros(bounds.ttl)) + bound);
+            }
             cause = FreeCause::ReleasedToStalledWaiter;
         }
         let next = holds.iter().filter(|o| o.at > h.at).min_by_key(|o| o.at);

@@ -393,8 +393,10 @@ fn f05_pubsub_killed_at_release_costs_at_most_the_poll_cap() -> TestResult {
         let mut conn = lock.connection()?;
         let deadline = Instant::now() + STEP;
         loop {
-            let subs: (String, u64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(names().channel).query(&mut conn)?;
-            if subs.1 >= 1 {
+            // The waiter's inbox on the lock: `<key>#rdl:i<client>[#glue]`.
+            let inbox = format!("{}#rdl:i*", names().lock);
+            let subs: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").arg(inbox).query(&mut conn)?;
+            if !subs.is_empty() {
                 break;
             }
             assert!(Instant::now() < deadline, "the waiter never subscribed");

@@ -21,8 +21,9 @@ pub enum Bug {
     ReleaseWithoutOwnerCheck,
     /// Extend renews whatever the key holds and reports success.
     ExtendWithoutOwnerCheck,
-    /// The protocol before claims: a release hands the next waiter its whole TTL, so a waiter
-    /// that vanished while queued holds the lock for a lease.
+    /// The protocol before claims: a release hands the next waiter its whole TTL whether or
+    /// not anyone heard the hand-off, so a waiter that vanished while queued holds the lock
+    /// for a lease.
     FullLeaseHandoff,
 }
 
@@ -44,19 +45,41 @@ pub struct Grant {
     pub key: String,
     pub token: String,
     pub fence: i64,
-    /// Handed to a queued waiter as a claim (it owns the lock once it confirms), rather than
-    /// taken by the token's own attempt.
+    /// Handed to a queued waiter (on its whole TTL when its inbox heard it, else as a claim
+    /// it owns once it confirms), rather than taken by the token's own attempt.
     pub handoff: bool,
     /// When the key expires unless confirmed or renewed (virtual ns).
     pub until: u64,
 }
 
 /// What a script did besides its reply.
-#[derive(Debug, Default)]
-pub struct Effects {
+#[derive(Default)]
+pub struct Effects<'a> {
     /// `(channel, payload)` pairs, in order.
     pub publishes: Vec<(String, String)>,
     pub grants: Vec<Grant>,
+    /// What `PUBLISH` answers.
+    listeners: Option<&'a dyn Fn(&str) -> usize>,
+}
+
+impl Effects<'_> {
+    /// The effects alone, without the listener view they were made with.
+    pub fn detach(self) -> Effects<'static> {
+        Effects { publishes: self.publishes, grants: self.grants, listeners: None }
+    }
+
+    /// `PUBLISH channel payload`: how many connections received it.
+    fn publish(&mut self, channel: String, payload: String) -> usize {
+        let n = self.listeners.map_or(0, |l| l(&channel));
+        self.publishes.push((channel, payload));
+        n
+    }
+}
+
+impl std::fmt::Debug for Effects<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Effects").field("publishes", &self.publishes).field("grants", &self.grants).finish()
+    }
 }
 
 /// A replica, reduced to when it applies each write of the primary.
@@ -129,14 +152,26 @@ fn ms_arg(s: &str) -> bool {
     !s.is_empty() && s.len() <= 15 && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// `owner(entry)` of the prelude: the token before the first `:` (none when empty or
-/// missing), and the ttl after it when that is a valid number of ms.
-fn owner(entry: Option<&str>) -> Option<(String, Option<String>)> {
-    let (tok, ttl) = entry?.split_once(':')?;
-    if tok.is_empty() {
+/// `inbox_arg(s)` of the prelude: `i`, 16 hex digits, then optionally `#` and three
+/// alphanumerics.
+fn inbox_arg(s: &str) -> bool {
+    let b = s.as_bytes();
+    let hex = b.len() >= 17 && b[0] == b'i' && b[1..17].iter().all(u8::is_ascii_hexdigit);
+    hex && (b.len() == 17 || (b.len() == 21 && b[17] == b'#' && b[18..].iter().all(u8::is_ascii_alphanumeric)))
+}
+
+/// A queue entry as `owner(entry)` of the prelude reads it: token, ttl, inbox.
+type Waiter = (String, Option<String>, Option<String>);
+
+/// `owner(entry)` of the prelude: `^([^:]+):([^:]*):(.*)$`, the ttl when a valid number of
+/// ms, the inbox when valid; none when the entry does not match.
+fn owner(entry: Option<&str>) -> Option<Waiter> {
+    let (tok, rest) = entry?.split_once(':')?;
+    let (ttl, inbox) = rest.split_once(':')?;
+    if tok.is_empty() || ttl.contains(':') {
         return None;
     }
-    Some((tok.to_owned(), ms_arg(ttl).then(|| ttl.to_owned())))
+    Some((tok.to_owned(), ms_arg(ttl).then(|| ttl.to_owned()), inbox_arg(inbox).then(|| inbox.to_owned())))
 }
 
 #[derive(Debug)]
@@ -332,17 +367,19 @@ impl Fake {
     // ------------------------------------------------------------ scripts
 
     /// Runs a script at `now`; the reply (an error reply when the script fails) and what it
-    /// published and granted. Writes are counted for replication.
-    pub fn run_script(
+    /// published and granted. Writes are counted for replication. `listeners` is what
+    /// `PUBLISH` answers: how many connections are subscribed to a channel.
+    pub fn run_script<'l>(
         &mut self,
         script: rdlock_core::Script,
         keys: &[String],
         args: &[String],
         now: u64,
         dice: &mut Dice,
-    ) -> (Reply, Effects) {
+        listeners: &'l dyn Fn(&str) -> usize,
+    ) -> (Reply, Effects<'l>) {
         self.now = now;
-        let mut fx = Effects::default();
+        let mut fx = Effects { listeners: Some(listeners), ..Effects::default() };
         if now < self.loading_until {
             return (Reply::Error(ServerError::new("LOADING", "Redis is loading the dataset in memory")), fx);
         }
@@ -398,28 +435,34 @@ impl Fake {
         Ok(f)
     }
 
-    /// `hand_off(tok, ttl, claim, fence_ttl, channel)` of fence.lua.
+    /// `hand_off(tok, ttl, inbox, claim, fence_ttl)` of fence.lua.
     fn hand_off(
         &mut self,
         keys: (&str, &str, &str),
-        (tok, ttl): (&str, Option<&str>),
+        (tok, ttl, inbox): &Waiter,
         claim: &str,
         fence_ttl: &str,
-        channel: &str,
-        fx: &mut Effects,
+        fx: &mut Effects<'_>,
     ) -> R<i64> {
         let (key, fence_key, queue) = keys;
-        // local f = bump(); px = min(claim, ttl); SET KEYS[1] tok PX px; LPOP KEYS[3]; PUBLISH
+        // local f = bump(); heard = inbox and PUBLISH(KEYS[1] .. '#rdl:' .. inbox, tok:f) or 0
         let fence = self.bump(fence_key, fence_ttl)?;
+        let heard = match inbox {
+            Some(inbox) => fx.publish(format!("{key}#rdl:{inbox}"), format!("{tok}:{fence}")),
+            None => 0,
+        };
+        // px = claim; if ttl and (heard > 0 or ttl < claim) then px = ttl end
         let px = match ttl {
-            Some(t) if parse_ms(t)? < parse_ms(claim)? => t,
+            Some(t) if heard > 0 || parse_ms(t)? < parse_ms(claim)? => t.as_str(),
+            // The protocol before claims: the whole TTL, heard or not.
+            Some(t) if self.bug == Bug::FullLeaseHandoff => t.as_str(),
             _ => claim,
         };
+        // SET KEYS[1] tok PX px; LPOP KEYS[3]
         self.set_px(key, tok, px)?;
         self.lpop(queue)?;
         let until = self.now + parse_ms(px)? as u64 * MS;
         fx.grants.push(Grant { key: key.to_owned(), token: tok.to_owned(), fence, handoff: true, until });
-        fx.publishes.push((channel.to_owned(), format!("{tok}:{fence}")));
         Ok(fence)
     }
 
@@ -431,8 +474,8 @@ impl Fake {
         queue: &str,
         mut head: Option<String>,
         mine: Option<&str>,
-    ) -> R<Option<(String, Option<String>)>> {
-        let skip = |w: &Option<(String, Option<String>)>| w.as_ref().is_none_or(|(t, _)| Some(t.as_str()) == mine);
+    ) -> R<Option<Waiter>> {
+        let skip = |w: &Option<Waiter>| w.as_ref().is_none_or(|(t, _, _)| Some(t.as_str()) == mine);
         let mut who = owner(head.as_deref());
         if head.is_some() && skip(&who) {
             self.counter(fence_key)?;
@@ -445,13 +488,13 @@ impl Fake {
         Ok(who)
     }
 
-    fn acquire(&mut self, keys: &[String], args: &[String], fx: &mut Effects) -> R<Reply> {
+    fn acquire(&mut self, keys: &[String], args: &[String], fx: &mut Effects<'_>) -> R<Reply> {
         let (key, fence_key, queue) = (nth(keys, 0)?, nth(keys, 1)?, nth(keys, 2)?);
         // if #ARGV ~= 7 then fail; token '^[^:]+$'; mode; ms_arg(2, 4, 5, 6)
         if args.len() != 7 {
             return Err(fail("acquire takes 7 arguments"));
         }
-        let (token, ttl, mode, channel) = (&args[0], &args[1], args[2].as_str(), &args[6]);
+        let (token, ttl, mode, inbox) = (&args[0], &args[1], args[2].as_str(), &args[6]);
         if token.is_empty() || token.contains(':') {
             return Err(fail("invalid token"));
         }
@@ -461,8 +504,12 @@ impl Fake {
         if ![1, 3, 4, 5].iter().all(|&i| ms_arg(&args[i])) {
             return Err(fail("invalid ttl"));
         }
+        // if not inbox_arg(ARGV[7]) then fail
+        if !inbox_arg(inbox) {
+            return Err(fail("invalid inbox"));
+        }
         let (qttl, fence_ttl, claim) = (&args[3], &args[4], &args[5]);
-        let entry = format!("{token}:{ttl}");
+        let entry = format!("{token}:{ttl}:{inbox}");
         // local old = redis.pcall('GET', KEYS[1]); a table: WRONGTYPE RDLOCK ...
         let old = self.get(key).map_err(|_| lock_key_type())?;
         let mut f: Option<Option<i64>> = None;
@@ -476,13 +523,12 @@ impl Fake {
             return Ok(pair(1, fence));
         }
         if old.is_none() {
-            // head = pcall LINDEX KEYS[3] 0; who, wttl = next_waiter(head, nil)
+            // head = pcall LINDEX KEYS[3] 0; who, wttl, winbox = next_waiter(head, nil)
             let head = self.lindex0(queue).map_err(|_| fail(QUEUE_TYPE))?;
             match self.next_waiter(fence_key, queue, head, None)? {
-                Some((who, wttl)) if who != *token => {
-                    // f = hand_off(who, wttl, ARGV[6], ARGV[5], channel)
-                    let fence =
-                        self.hand_off((key, fence_key, queue), (&who, wttl.as_deref()), claim, fence_ttl, channel, fx)?;
+                Some(who) if who.0 != *token => {
+                    // f = hand_off(who, wttl, winbox, ARGV[6], ARGV[5])
+                    let fence = self.hand_off((key, fence_key, queue), &who, claim, fence_ttl, fx)?;
                     f = Some(Some(fence));
                 }
                 who => {
@@ -525,34 +571,27 @@ impl Fake {
         Ok(Reply::Array(vec![int(0), int(pttl), int(f.unwrap_or(0))]))
     }
 
-    fn release(&mut self, keys: &[String], args: &[String], fx: &mut Effects) -> R<Reply> {
+    fn release(&mut self, keys: &[String], args: &[String], fx: &mut Effects<'_>) -> R<Reply> {
         let (key, fence_key, queue) = (nth(keys, 0)?, nth(keys, 1)?, nth(keys, 2)?);
-        // if #ARGV ~= 5 then fail; ms_arg(4, 5)
-        if args.len() != 5 {
-            return Err(fail("release takes 5 arguments"));
+        // if #ARGV ~= 4 then fail; ms_arg(3, 4)
+        if args.len() != 4 {
+            return Err(fail("release takes 4 arguments"));
         }
-        if !ms_arg(&args[3]) || !ms_arg(&args[4]) {
+        if !ms_arg(&args[2]) || !ms_arg(&args[3]) {
             return Err(fail("invalid ttl"));
         }
-        let (token, entry, channel, fence_ttl, claim) = (&args[0], &args[1], &args[2], &args[3], &args[4]);
+        let (token, entry, fence_ttl, claim) = (&args[0], &args[1], &args[2], &args[3]);
         // cur = pcall GET KEYS[1]; if cur ~= token then pcall LREM KEYS[3] 0 ARGV[2]; return 0 end
         let owner_now = self.get(key).map_err(|_| lock_key_type())?;
         if owner_now.as_deref() != Some(token) && self.bug != Bug::ReleaseWithoutOwnerCheck {
             self.lrem(queue, 0, entry).map_err(|_| fail(QUEUE_TYPE))?;
             return Ok(int(0));
         }
-        // head = pcall LINDEX KEYS[3] 0; tok, ttl = next_waiter(head, token)
+        // head = pcall LINDEX KEYS[3] 0; tok, ttl, inbox = next_waiter(head, token)
         let head = self.lindex0(queue).map_err(|_| fail(QUEUE_TYPE))?;
-        if let Some((tok, ttl)) = self.next_waiter(fence_key, queue, head, Some(token))? {
-            // hand_off(tok, ttl, ARGV[5], ARGV[4], ARGV[3]); return 2
-            let claim = if self.bug == Bug::FullLeaseHandoff {
-                // The protocol before claims: the waiter gets its whole TTL, confirmed or not.
-                ttl.clone().unwrap_or_else(|| claim.clone())
-            } else {
-                claim.clone()
-            };
-            let ttl = if self.bug == Bug::FullLeaseHandoff { None } else { ttl };
-            self.hand_off((key, fence_key, queue), (&tok, ttl.as_deref()), &claim, fence_ttl, channel, fx)?;
+        if let Some(who) = self.next_waiter(fence_key, queue, head, Some(token))? {
+            // hand_off(tok, ttl, inbox, ARGV[4], ARGV[3]); return 2
+            self.hand_off((key, fence_key, queue), &who, claim, fence_ttl, fx)?;
             return Ok(int(2));
         }
         // DEL KEYS[1]; return 1
@@ -560,7 +599,7 @@ impl Fake {
         Ok(int(1))
     }
 
-    fn release_shared(&mut self, keys: &[String], args: &[String], fx: &mut Effects) -> R<Reply> {
+    fn release_shared(&mut self, keys: &[String], args: &[String], fx: &mut Effects<'_>) -> R<Reply> {
         let (key, queue) = (nth(keys, 0)?, nth(keys, 1)?);
         // if GET KEYS[1] ~= ARGV[1] then return 0 end
         if self.get(key)?.as_deref() != Some(nth(args, 0)?) && self.bug != Bug::ReleaseWithoutOwnerCheck {
@@ -568,7 +607,7 @@ impl Fake {
         }
         // DEL KEYS[1]; PUBLISH ARGV[2] 'free'; if EXISTS KEYS[2] == 1 then return 2 end; return 1
         self.del(key);
-        fx.publishes.push((nth(args, 1)?.to_owned(), "free".to_owned()));
+        fx.publish(nth(args, 1)?.to_owned(), "free".to_owned());
         Ok(int(if self.entry(queue).is_some() { 2 } else { 1 }))
     }
 

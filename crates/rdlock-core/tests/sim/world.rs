@@ -354,7 +354,13 @@ impl World {
                         self.checker.on_dead_request(k);
                     }
                     let before = self.fake.offset();
-                    let (reply, fx) = self.fake.run_script(script, &keys, &args, self.now, &mut self.dice);
+                    // The server's view: a crashed client's connections are closed, a paused
+                    // one's are still open.
+                    let clients = &self.clients;
+                    let listeners =
+                        |channel: &str| clients.iter().filter(|c| c.alive && c.channels.contains(channel)).count();
+                    let (reply, fx) = self.fake.run_script(script, &keys, &args, self.now, &mut self.dice, &listeners);
+                    let fx = fx.detach();
                     let after = self.fake.offset();
                     let conn = self.conns.get_mut(&key).expect("connection");
                     if after != before {
