@@ -79,6 +79,7 @@ mod engine;
 mod error;
 mod event;
 mod keys;
+mod machine;
 mod options;
 mod reply;
 mod script;
@@ -92,6 +93,8 @@ pub use event::{Event, LostReason, ReleaseOutcome, Warning};
 pub use keys::{LAYOUT, LockKeys, MARKER, MAX_KEY_LEN, Role, hash_tag, slot};
 pub use options::{Acquire, Confirm, LockOptions, MAX_POLL_CAP, MAX_TTL, MIN_TTL, Sharing};
 pub use reply::{Reply, ServerError, TransportError};
-pub use script::{AcquireReply, Script};
+pub use script::{
+    AcquireArgs, AcquireReply, ExtendArgs, ExtendReply, Mode, ReleaseArgs, ReleaseReply, Script, SharedReleaseArgs,
+};
 pub use subscriptions::Subscriptions;
 pub use token::Rng;

@@ -113,6 +113,15 @@ fn vanishing_waiters() {
     assert!(total.ghost_checks > n / 2, "too few hand-offs to vanished waiters were checked: {total:?}");
 }
 
+/// The hash of seeds 0..500's traces (`RDLOCK_SIM_GOLDEN=N` for 0..N). A change that must
+/// not change behaviour (a restructuring) keeps it: run this before and after, and compare.
+#[test]
+#[ignore = "a tool for refactorings: prints the hash to compare"]
+fn golden_trace() {
+    let n = sim::env_u64("RDLOCK_SIM_GOLDEN").unwrap_or(500);
+    println!("golden trace of seeds 0..{n}: {:016x}", sim::golden(0..n));
+}
+
 #[test]
 fn scenarios_are_reproducible() {
     for seed in [3, 17, 99] {

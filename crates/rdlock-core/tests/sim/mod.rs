@@ -41,6 +41,52 @@ pub fn ns(i: Instant) -> u64 {
     i.saturating_duration_since(base()).as_nanos() as u64
 }
 
+/// `text` with every `Instant { tv_sec: s, tv_nsec: n }` (how an instant prints) replaced by
+/// its virtual time, `@<ns>`: a trace then reads the same in every run.
+pub fn virtualize(text: &str) -> String {
+    const OPEN: &str = "Instant { tv_sec: ";
+    fn abs(t: &str) -> Option<(u128, &str)> {
+        let (sec, rest) = t.split_once(", tv_nsec: ")?;
+        let (nsec, rest) = rest.split_once(" }")?;
+        Some((sec.parse::<u128>().ok()? * 1_000_000_000 + nsec.parse::<u128>().ok()?, rest))
+    }
+    let base_abs = abs(format!("{:?}", base()).strip_prefix(OPEN).unwrap_or_default()).map_or(0, |(v, _)| v);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(OPEN) {
+        out.push_str(&rest[..i]);
+        match abs(&rest[i + OPEN.len()..]) {
+            Some((v, tail)) => {
+                out.push_str(&format!("@{}", v.wrapping_sub(base_abs) as i128));
+                rest = tail;
+            }
+            None => {
+                out.push_str(OPEN);
+                rest = &rest[i + OPEN.len()..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A hash of the traces of `seeds`, Instants as virtual time: a refactoring that keeps the
+/// engine's behaviour keeps it (`simulation.rs`, `golden_trace`).
+pub fn golden(seeds: std::ops::Range<u64>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for seed in seeds {
+        let sc = Scenario::new(seed, Bug::None);
+        let mut world = World::new(sc, true);
+        world.run();
+        for line in world.trace().unwrap_or_default() {
+            for b in line.bytes().chain([b'\n']) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    h
+}
+
 /// A broken invariant, with what it takes to replay it.
 #[derive(Debug)]
 pub struct Violation {

@@ -257,7 +257,7 @@ impl World {
 
     pub(super) fn log(&mut self, line: impl FnOnce() -> String) {
         if let Some(t) = &mut self.trace {
-            t.push(format!("{:>10.3}ms {}", self.now as f64 / 1e6, line()));
+            t.push(format!("{:>10.3}ms {}", self.now as f64 / 1e6, super::virtualize(&line())));
         }
     }
 

@@ -1,42 +1,68 @@
-//! The Lua scripts the lock runs on the server, and the names the core knows them by.
+//! `acquire.lua`: take the lock, confirm a hand-off, or join the wait queue.
 
-/// One of rdlock's server-side scripts. The core builds their arguments and reads their
-/// replies; a driver only has to run them (`EVALSHA`, falling back to `EVAL` on `NOSCRIPT`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Script {
-    /// Take the lock, confirm an earlier take, or join the wait queue.
-    Acquire,
-    /// Owner-checked release that hands the lock to the next waiter.
-    Release,
-    /// Owner-checked renewal of one or many locks.
-    Extend,
-    /// Owner-checked delete of a key shared with foreign clients, announced on the lock's
-    /// channel (no hand-off: nobody queues).
-    ReleaseShared,
+use std::time::Duration;
+
+use crate::Reply;
+use crate::command::Command;
+use crate::keys::LockKeys;
+
+use super::Script;
+
+/// How an attempt treats the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `try_lock`: do not queue.
+    Try,
+    /// The first attempt of a wait: queue on failure.
+    First,
+    /// A later attempt (or a confirmation): idempotent, queues only if not queued.
+    Retry,
 }
 
-impl Script {
-    /// Every script, for drivers that load them up front.
-    pub const ALL: [Script; 4] = [Script::Acquire, Script::Release, Script::Extend, Script::ReleaseShared];
-
-    /// The Lua source (the fence prelude, `fence.lua`, is prepended to the scripts that grant
-    /// a lock).
-    pub fn source(self) -> &'static str {
+impl Mode {
+    fn arg(self) -> &'static str {
         match self {
-            Script::Acquire => concat!(include_str!("../scripts/fence.lua"), include_str!("../scripts/acquire.lua")),
-            Script::Release => concat!(include_str!("../scripts/fence.lua"), include_str!("../scripts/release.lua")),
-            Script::Extend => include_str!("../scripts/extend.lua"),
-            Script::ReleaseShared => include_str!("../scripts/release_shared.lua"),
+            Mode::Try => "try",
+            Mode::First => "first",
+            Mode::Retry => "retry",
         }
     }
+}
 
-    /// A short name for logs and traces.
-    pub fn name(self) -> &'static str {
-        match self {
-            Script::Acquire => "acquire",
-            Script::Release => "release",
-            Script::Extend => "extend",
-            Script::ReleaseShared => "release-shared",
+/// The arguments of one call (`ARGV` in the script's header).
+#[derive(Clone, Debug)]
+pub struct AcquireArgs<'a> {
+    /// The owner token, as stored in the key.
+    pub token: &'a str,
+    /// The lease, in ms.
+    pub ttl_ms: u64,
+    /// What to do when the lock is held.
+    pub mode: Mode,
+    /// How long the queue outlives its last push.
+    pub queue_ttl: Duration,
+    /// How long a freshly seeded fence counter lives.
+    pub fence_ttl: Duration,
+    /// How long a hand-off nobody heard waits for its waiter.
+    pub claim: Duration,
+    /// The caller's inbox, as it follows `K#rdl:` ([`LockKeys::inbox_suffix`]).
+    pub inbox: &'a str,
+}
+
+impl AcquireArgs<'_> {
+    /// The script call for the lock named by `keys`.
+    pub fn command(&self, keys: &LockKeys) -> Command {
+        Command::Script {
+            script: Script::Acquire,
+            keys: vec![keys.lock.clone(), keys.fence.clone(), keys.queue.clone()],
+            args: vec![
+                self.token.to_owned(),
+                self.ttl_ms.to_string(),
+                self.mode.arg().to_owned(),
+                self.queue_ttl.as_millis().to_string(),
+                self.fence_ttl.as_millis().to_string(),
+                self.claim.as_millis().to_string(),
+                self.inbox.to_owned(),
+            ],
         }
     }
 }
@@ -56,7 +82,7 @@ pub enum AcquireReply {
     Held {
         /// The holder's remaining lease; `None` when the caller queues behind other waiters
         /// (`-3`) or the key has no expiry (`-1`, a foreign writer).
-        holder_ttl: Option<std::time::Duration>,
+        holder_ttl: Option<Duration>,
         /// The lock's current fence, when a retry reported a live counter.
         fence: Option<u64>,
     },
@@ -64,10 +90,10 @@ pub enum AcquireReply {
 
 impl AcquireReply {
     /// Reads the script's reply; `None` for any shape the script does not send.
-    pub fn parse(reply: &crate::Reply) -> Option<Self> {
+    pub fn parse(reply: &Reply) -> Option<Self> {
         let items = reply.as_array()?;
         let int = |i: usize| match items.get(i) {
-            Some(crate::Reply::Int(v)) => Some(*v),
+            Some(Reply::Int(v)) => Some(*v),
             _ => None,
         };
         match (int(0)?, items.len()) {
@@ -77,7 +103,7 @@ impl AcquireReply {
             }
             (0, 2 | 3) => {
                 let pttl = int(1).filter(|&t| t >= -3)?;
-                let holder_ttl = u64::try_from(pttl).ok().map(std::time::Duration::from_millis);
+                let holder_ttl = u64::try_from(pttl).ok().map(Duration::from_millis);
                 let fence = match items.len() {
                     3 => Some(u64::try_from(int(2)?).ok()?).filter(|&f| f > 0),
                     _ => None,

@@ -1,0 +1,115 @@
+//! Holding: batched renewals, and what their answers do to each lease.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::lock::Phase;
+use super::{Engine, LockId, Pending};
+use crate::command::{Command, RequestId, Route};
+use crate::event::{Event, LostReason};
+use crate::keys::slot;
+use crate::reply::{Reply, TransportError};
+use crate::script::{ExtendArgs, ExtendReply};
+use crate::token::hex;
+
+impl Engine {
+    /// Renews, in batches, every auto-renewing lock whose renewal window has opened.
+    pub(super) fn renew_due(&mut self, now: Instant) {
+        let due: Vec<(Instant, LockId)> = self.renewals.range(..=(now, LockId(u64::MAX))).copied().collect();
+        let mut groups: HashMap<(Route, u16, u32), Vec<LockId>> = HashMap::new();
+        for entry in due {
+            self.renewals.remove(&entry);
+            let id = entry.1;
+            let Some(lock) = self.locks.get(&id) else { continue };
+            let Phase::Held(l) = &lock.phase else { continue };
+            if l.lost.is_some() || l.renewing.is_some() {
+                continue;
+            }
+            let slot = if self.config.cluster { slot(&lock.key) } else { 0 };
+            let wanted = lock.opts.confirm.wanted(self.replicas.map(|(n, _)| n)).unwrap_or(0);
+            groups.entry((lock.route, slot, wanted)).or_default().push(id);
+        }
+        let mut groups: Vec<_> = groups.into_iter().collect();
+        groups.sort_by_key(|(_, ids)| ids[0]);
+        for ((route, _, wanted), ids) in groups {
+            for chunk in ids.chunks(self.config.max_renew_batch.max(1)) {
+                self.send_renewal(route, wanted, chunk, now);
+            }
+        }
+    }
+
+    fn send_renewal(&mut self, route: Route, wanted: u32, ids: &[LockId], now: Instant) {
+        let mut batch = ExtendArgs::with_capacity(ids.len());
+        let mut confirm_timeout = None;
+        for id in ids {
+            let lock = &self.locks[id];
+            batch.push(&lock.key, hex(lock.token), lock.opts.ttl_ms());
+            confirm_timeout = confirm_timeout.or(lock.opts.confirm.timeout());
+        }
+        let mut commands = vec![batch.command()];
+        if let (true, Some(timeout)) = (wanted > 0, confirm_timeout) {
+            commands.push(Command::Wait { replicas: wanted, timeout_ms: timeout.as_millis().max(1) as u64 });
+        }
+        let req = self.request(route, commands, Pending::Renew { locks: ids.to_vec(), sent_at: now, wanted });
+        for &id in ids {
+            if let Some(l) = self.locks.get_mut(&id).and_then(|l| l.lease()) {
+                l.renewing = Some(req);
+            }
+            self.reschedule(id);
+        }
+    }
+
+    pub(super) fn on_renew_reply(
+        &mut self,
+        ids: &[LockId],
+        req: RequestId,
+        sent_at: Instant,
+        wanted: u32,
+        reply: Result<Vec<Reply>, TransportError>,
+        now: Instant,
+    ) {
+        let results = reply.ok().and_then(|r| parse_renewal(&r, ids.len(), wanted));
+        for (i, &id) in ids.iter().enumerate() {
+            let Some(lock) = self.locks.get_mut(&id) else { continue };
+            let opts = lock.opts;
+            let Some(l) = lock.lease() else { continue };
+            if l.renewing != Some(req) {
+                continue;
+            }
+            l.renewing = None;
+            if l.lost.is_some() {
+                continue;
+            }
+            match results.as_ref().map(|r| r[i]) {
+                Some(true) => {
+                    l.renewed(&opts, sent_at);
+                    if opts.auto_renew {
+                        self.renewals.insert((l.renew_after, id));
+                    }
+                    self.events.push_back((id, Event::Renewed { valid_until: l.valid_until }));
+                }
+                Some(false) => {
+                    l.lost = Some(LostReason::NotOwner);
+                    self.events.push_back((id, Event::Lost { reason: LostReason::NotOwner }));
+                }
+                None => {
+                    // Unknown outcome: try again soon; validity running out ends it.
+                    let rng = &mut self.rng;
+                    let at = l.retry_renewal(&opts, now, |lo, hi| rng.between(lo, hi));
+                    self.renewals.insert((at, id));
+                }
+            }
+            self.reschedule(id);
+        }
+    }
+}
+
+/// Per lock: extended (true) or not ours (false). `None` when the outcome is unknown.
+fn parse_renewal(replies: &[Reply], n: usize, wanted: u32) -> Option<Vec<bool>> {
+    let results = ExtendReply::parse(replies.first(), n)?;
+    if wanted > 0 && replies.get(1)?.as_int()? < i64::from(wanted) {
+        // The extension is not known to be on enough replicas: treat it as not done.
+        return None;
+    }
+    Some(results)
+}

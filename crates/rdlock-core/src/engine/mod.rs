@@ -1,0 +1,603 @@
+//! The engine: a dispatcher over every lock of one client. It owns what the locks share —
+//! request ids and what each request is for, the outbox, the timer heap, the pub/sub
+//! channels, the batched renewals and the replica count — and moves each lock through its
+//! phases, built from the sub-machines in [`crate::machine`].
+//!
+//! A lock's life:
+//!
+//! ```text
+//!            acquire           poll / confirm a claim or, under Confirm, a hand-off
+//!   (new) ──────────► Acquiring ◄──────────────────────────────────┐
+//!                       │  │  └─ held by another ─► waiting ───────┘── deadline ──► (leave) ──► Done
+//!                       │  └─ too few replicas / no validity ─► Releasing ──► Done
+//!                       ▼
+//!   hand-off heard ──► Held ◄──► renewing (batched)      ── not owner / validity over ──► Held(lost)
+//!                       │
+//!                       └─ release / drop ─► Releasing ──► Done
+//! ```
+//!
+//! The transitions live by phase: `acquiring.rs` (attempts, waits, hand-offs), `holding.rs`
+//! (renewals), `releasing.rs`, and `shared.rs` (keys shared with foreign clients).
+
+mod acquiring;
+mod holding;
+mod lock;
+mod releasing;
+mod shared;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::command::{Command, Request, RequestId, Route, Transmit};
+use crate::error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
+use crate::event::{Event, LostReason, Warning};
+use crate::keys::LockKeys;
+use crate::machine::{Then, Waiter};
+use crate::options::{Acquire, Confirm, LockOptions, Sharing};
+use crate::reply::{Reply, ServerError, TransportError};
+use crate::script::Mode;
+use crate::subscriptions::Subscriptions;
+use crate::token::{Rng, hex, parse_hex};
+
+use lock::{Acquisition, Lock, Phase, Step};
+
+/// How long a fence counter lives after it is seeded. Losing it is harmless: a missing
+/// counter is re-seeded from the server clock, which is ahead of every token issued before.
+pub const FENCE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a hand-off that nobody heard waits for its waiter. The release (or an attempt that
+/// finds the lock free behind a queue) publishes the hand-off on the queue head's inbox; when
+/// no connection receives it (the waiter's client crashed, was dropped, or is not subscribed
+/// yet), the key holds the head's token for this long only (or the head's TTL, when
+/// shorter), and the waiter owns the lock only once it confirms. A waiter that has died or
+/// gone away so holds up the others for one claim, not for its TTL. Far above a round trip,
+/// and above the default poll cap, so that a live waiter that was not subscribed still
+/// confirms at its next attempt.
+pub const HANDOFF_CLAIM: Duration = Duration::from_millis(250);
+
+/// Identifies one lock within an [`Engine`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LockId(pub u64);
+
+/// Settings shared by every lock of an engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The server is a cluster: batched renewals only group keys of one hash slot.
+    pub cluster: bool,
+    /// How long an idle channel stays subscribed.
+    pub subscription_linger: Duration,
+    /// Most locks renewed by one script call.
+    pub max_renew_batch: usize,
+    /// How long a replica count (for `Confirm::All` and `Confirm::Majority`) is trusted.
+    pub replica_count_max_age: Duration,
+    /// Most polls per second the engine's waiters make together: with many waiters, each
+    /// one's poll interval stretches beyond its poll cap so that waiting stays cheap for the
+    /// server (hand-off messages, not polls, are what wake them).
+    pub polls_per_second: u32,
+    /// The database whose keyspace notifications for deletions and expiries the server
+    /// publishes (`notify-keyspace-events` with `K`, `g` and `x`), if it does: waiters on
+    /// keys shared with foreign clients then wake when a foreign holder's key goes, instead
+    /// of at their next poll. Drivers detect it at connect ([`Engine::set_keyspace_db`]).
+    /// Not used in a cluster, where notifications stay on the key's node.
+    pub keyspace_db: Option<u32>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            cluster: false,
+            subscription_linger: Duration::from_secs(5),
+            max_renew_batch: 512,
+            replica_count_max_age: Duration::from_secs(1),
+            polls_per_second: 1000,
+            keyspace_db: None,
+        }
+    }
+}
+
+/// A read-only view of a lock, for guards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockInfo {
+    /// The fencing token, once acquired.
+    pub fence: Option<u64>,
+    /// The end of validity, once acquired.
+    pub valid_until: Option<Instant>,
+    /// Set once the lease is lost.
+    pub lost: Option<LostReason>,
+}
+
+/// What a request in flight is for.
+#[derive(Debug)]
+enum Pending {
+    Attempt(LockId),
+    Release(LockId),
+    Renew { locks: Vec<LockId>, sent_at: Instant, wanted: u32 },
+    Role,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Lock(LockId),
+    Linger,
+}
+
+/// All locks of one client. See the crate documentation for the run loop.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    rng: Rng,
+    /// This client's id in its waiters' inboxes: hand-offs reach it alone.
+    client: u64,
+    next_lock: u64,
+    next_req: u64,
+    /// Boxed: a map slot then costs a pointer, not a whole lock, for every spare bucket.
+    locks: HashMap<LockId, Box<Lock>>,
+    by_token: HashMap<u128, LockId>,
+    pending: HashMap<RequestId, Pending>,
+    subs: Subscriptions,
+    timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
+    /// Auto-renewing held locks by the start of their renewal window.
+    renewals: BTreeSet<(Instant, LockId)>,
+    /// Locks that wait (subscribed to their channel): they share the poll budget.
+    waiting: usize,
+    replicas: Option<(u32, Instant)>,
+    role_req: Option<RequestId>,
+    role_waiters: Vec<LockId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<(LockId, Event)>,
+    warnings: VecDeque<Warning>,
+}
+
+impl Engine {
+    /// A new engine with no locks, its owner tokens drawn from a generator seeded with 256
+    /// bits from the operating system now: every engine has its own token sequence, whatever
+    /// configuration it was made from.
+    ///
+    /// # Errors
+    ///
+    /// [`EntropyUnavailable`] when the operating system cannot supply random bytes.
+    pub fn new(config: EngineConfig) -> Result<Self, EntropyUnavailable> {
+        Ok(Self::with_rng(config, Rng::from_os()?))
+    }
+
+    /// FOR TESTS ONLY: an engine whose owner tokens and jitter come from `seed`, so that a
+    /// test or simulation replays exactly. Engines with the same seed draw the same tokens
+    /// and would confirm each other's locks: never use it against a shared server.
+    pub fn with_test_seed(config: EngineConfig, seed: u64) -> Self {
+        Self::with_rng(config, Rng::from_test_seed(seed))
+    }
+
+    fn with_rng(config: EngineConfig, mut rng: Rng) -> Self {
+        Self {
+            client: rng.token_bits() as u64,
+            rng,
+            subs: Subscriptions::new(config.subscription_linger),
+            config,
+            next_lock: 0,
+            next_req: 0,
+            locks: HashMap::new(),
+            by_token: HashMap::new(),
+            pending: HashMap::new(),
+            timers: BinaryHeap::new(),
+            renewals: BTreeSet::new(),
+            waiting: 0,
+            replicas: None,
+            role_req: None,
+            role_waiters: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            warnings: VecDeque::new(),
+        }
+    }
+
+    // ---------------------------------------------------------------- caller actions
+
+    /// Starts acquiring `key`. The outcome arrives as an event for the returned id:
+    /// [`Event::Acquired`], [`Event::Busy`], [`Event::TimedOut`],
+    /// [`Event::ReplicationShortfall`] or [`Event::Failed`].
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`] for a key or options that cannot be valid (empty, reserved or too
+    /// long key; TTL, poll cap or confirmation out of range); nothing is sent.
+    pub fn acquire(
+        &mut self,
+        key: &str,
+        opts: LockOptions,
+        how: Acquire,
+        now: Instant,
+    ) -> Result<LockId, InvalidInput> {
+        opts.validate()?;
+        let keys = LockKeys::new(key)?;
+        let (try_only, deadline) = match how {
+            Acquire::Try => (true, None),
+            Acquire::Wait { deadline } => (false, deadline),
+        };
+        if deadline.is_some_and(|d| d <= now) {
+            return Err(InvalidInput::DeadlinePassed);
+        }
+        let id = LockId(self.next_lock);
+        self.next_lock += 1;
+        let token = self.rng.token_bits();
+        let route = if opts.confirm == Confirm::None { Route::Commands } else { Route::Confirm };
+        self.by_token.insert(token, id);
+        let acquisition =
+            Acquisition { try_only, deadline, step: Step::Counting, waiter: Waiter::default(), abandoned: false };
+        self.locks.insert(
+            id,
+            Box::new(Lock {
+                key: keys.lock,
+                token,
+                opts,
+                route,
+                phase: Phase::Acquiring(acquisition),
+                attempted: false,
+                unsure: false,
+                timer: None,
+            }),
+        );
+        self.send_attempt(id, if try_only { Mode::Try } else { Mode::First }, now);
+        Ok(id)
+    }
+
+    /// Releases a held lock (also one whose lease was lost: the key may still be ours).
+    /// The outcome arrives as [`Event::Released`] or [`Event::Failed`].
+    ///
+    /// # Errors
+    ///
+    /// [`Misuse`] when the lock is unknown or not held (still acquiring, or already
+    /// releasing); nothing changes.
+    pub fn release(&mut self, id: LockId, now: Instant) -> Result<(), Misuse> {
+        let lock = self.locks.get(&id).ok_or(Misuse::UnknownLock(id))?;
+        if !matches!(lock.phase, Phase::Held(_)) {
+            return Err(Misuse::NotHeld(id));
+        }
+        self.send_release(id, Then::Report, now);
+        Ok(())
+    }
+
+    /// Renews a held lock now (batched with any other lock whose renewal window is open).
+    /// The outcome arrives as [`Event::Renewed`] or [`Event::Lost`].
+    ///
+    /// # Errors
+    ///
+    /// [`Misuse`] when the lock is unknown, not held, or its lease is already lost.
+    pub fn extend(&mut self, id: LockId, now: Instant) -> Result<(), Misuse> {
+        let lock = self.locks.get_mut(&id).ok_or(Misuse::UnknownLock(id))?;
+        let Some(lease) = lock.lease() else { return Err(Misuse::NotHeld(id)) };
+        if lease.lost.is_some() {
+            return Err(Misuse::NotHeld(id));
+        }
+        if lease.renewing.is_none() {
+            self.renewals.remove(&(lease.renew_after, id));
+            lease.renew_after = now;
+            lease.renew_before = now;
+            self.renewals.insert((now, id));
+            self.renew_due(now);
+        }
+        Ok(())
+    }
+
+    /// The caller no longer cares about this lock (a dropped guard or a cancelled wait): it is
+    /// released or leaves the queue in the background, and no further event is reported.
+    pub fn abandon(&mut self, id: LockId, now: Instant) {
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        match &mut lock.phase {
+            Phase::Acquiring(a) => match a.step {
+                Step::Counting => self.leave_counting(id, now),
+                Step::InFlight(_) => a.abandoned = true,
+                Step::Idle { .. } => self.send_release(id, Then::Silent, now),
+            },
+            Phase::Held(_) => self.send_release(id, Then::Silent, now),
+            Phase::Releasing(r) => r.then = Then::Silent,
+        }
+    }
+
+    /// A view of the lock, for guards.
+    pub fn lock_info(&self, id: LockId) -> Option<LockInfo> {
+        let lock = self.locks.get(&id)?;
+        Some(match &lock.phase {
+            Phase::Held(l) => LockInfo { fence: Some(l.fence), valid_until: Some(l.valid_until), lost: l.lost },
+            _ => LockInfo { fence: None, valid_until: None, lost: None },
+        })
+    }
+
+    /// The lock's owner token as stored in its key (32 lowercase hex digits), so that an
+    /// operator can map a key's value to its holder.
+    pub fn owner_token(&self, id: LockId) -> Option<String> {
+        self.locks.get(&id).map(|l| hex(l.token))
+    }
+
+    /// Locks the engine is tracking (held, waiting, or being released).
+    pub fn len(&self) -> usize {
+        self.locks.len()
+    }
+
+    /// Whether the engine tracks no lock.
+    pub fn is_empty(&self) -> bool {
+        self.locks.is_empty()
+    }
+
+    /// Pub/sub channels subscribed or lingering.
+    pub fn channels(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// The channel hand-offs to this client's waiters on `key` are published on (tests and
+    /// tools that watch hand-offs subscribe to it).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`] for a key that cannot name a lock.
+    pub fn inbox_of(&self, key: &str) -> Result<String, InvalidInput> {
+        let keys = LockKeys::new(key)?;
+        Ok(Self::wait_channel(self.client, &keys.lock, Sharing::Queue))
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// A reply to request `id`: one [`Reply`] per command of the request, or the transport
+    /// failure that left it unanswered.
+    ///
+    /// # Errors
+    ///
+    /// [`Misuse::UnknownRequest`] for a request the engine did not make or has already had
+    /// answered; nothing changes.
+    pub fn handle_reply(
+        &mut self,
+        id: RequestId,
+        reply: Result<Vec<Reply>, TransportError>,
+        now: Instant,
+    ) -> Result<(), Misuse> {
+        let pending = self.pending.remove(&id).ok_or(Misuse::UnknownRequest(id))?;
+        match pending {
+            Pending::Attempt(lock) => self.on_attempt_reply(lock, id, reply, now),
+            Pending::Release(lock) => self.on_release_reply(lock, id, reply, now),
+            Pending::Renew { locks, sent_at, wanted } => self.on_renew_reply(&locks, id, sent_at, wanted, reply, now),
+            Pending::Role => self.on_role_reply(reply, now),
+        }
+        Ok(())
+    }
+
+    /// A message arrived on a subscribed channel.
+    pub fn handle_message(&mut self, channel: &str, payload: &[u8], now: Instant) {
+        if self.on_free_notice(channel, payload, now) {
+            return;
+        }
+        let Some((token, fence)) = std::str::from_utf8(payload).ok().and_then(|p| p.split_once(':')) else { return };
+        let Some(token) = parse_hex(token) else { return };
+        let (Some(&id), Ok(fence)) = (self.by_token.get(&token), fence.parse::<u64>()) else { return };
+        let client = self.client;
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        if lock.opts.sharing != Sharing::Queue
+            || !LockKeys::is_inbox_of(&lock.key, &LockKeys::inbox_suffix(&lock.key, client), channel)
+        {
+            return;
+        }
+        // Counting: not queued yet. Held: a duplicate. Releasing: the release covers it.
+        let Some(a) = lock.acquisition() else { return };
+        match a.step {
+            Step::InFlight(_) => a.waiter.granted = Some(fence),
+            // A fence at or below one a retry saw held by someone else: an old, lost hand-off.
+            Step::Idle { .. } if a.waiter.is_fresh(fence) => self.on_handoff(id, fence, now),
+            _ => {}
+        }
+    }
+
+    /// The server confirmed a subscription. Waiters on the channel check the lock again,
+    /// since a hand-off may have been announced before the subscription took effect.
+    pub fn handle_subscribed(&mut self, channel: &str, now: Instant) {
+        for id in self.subs.confirmed(channel) {
+            if self
+                .locks
+                .get_mut(&id)
+                .and_then(|l| l.acquisition())
+                .is_some_and(|a| matches!(a.step, Step::Idle { .. }))
+            {
+                self.send_attempt(id, Mode::Retry, now);
+            }
+        }
+    }
+
+    /// The pub/sub connection was lost (or replaced): every wanted channel is subscribed
+    /// again, and each waiter checks its lock once the subscription is back.
+    pub fn handle_subscriptions_lost(&mut self, _now: Instant) {
+        let mut out = Vec::new();
+        self.subs.reset(&mut out);
+        self.transmits.extend(out);
+    }
+
+    /// The server refuses to subscribe to `channel` (an ACL without the channel's rights:
+    /// `NOPERM`), and the driver has stopped retrying: every wait on it fails with the
+    /// server's error and leaves the queue. A wait cannot be trusted to poll forever in its
+    /// place: a lost message would then cost a poll every time, unnoticed.
+    pub fn handle_subscription_refused(&mut self, channel: &str, error: ServerError, now: Instant) {
+        if LockKeys::is_keyspace_channel(channel) {
+            self.keyspace_refused(channel, now);
+            return;
+        }
+        for id in self.subs.waiters(channel) {
+            let Some(a) = self.locks.get_mut(&id).and_then(|l| l.acquisition()) else { continue };
+            let failed = Event::Failed(LockError::Server(error.clone()));
+            match a.step {
+                Step::Idle { .. } => {
+                    self.events.push_back((id, failed));
+                    self.send_release(id, Then::Silent, now);
+                }
+                Step::InFlight(_) if !a.abandoned => {
+                    a.abandoned = true;
+                    self.events.push_back((id, failed));
+                    self.drop_subscription(id, now);
+                    self.reschedule(id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Time has reached `now`: fire every timer that is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match key {
+                TimerKey::Linger => {
+                    let mut out = Vec::new();
+                    self.subs.expire(now, &mut out);
+                    self.transmits.extend(out);
+                }
+                TimerKey::Lock(id) => {
+                    let Some(lock) = self.locks.get_mut(&id) else { continue };
+                    if lock.timer != Some(at) {
+                        continue;
+                    }
+                    lock.timer = None;
+                    self.on_lock_timer(id, now);
+                    self.reschedule(id);
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next thing to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next outcome to report.
+    pub fn poll_event(&mut self) -> Option<(LockId, Event)> {
+        self.events.pop_front()
+    }
+
+    /// The next thing to log about how keys are used.
+    pub fn poll_warning(&mut self) -> Option<Warning> {
+        self.warnings.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] must next be called, if ever.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
+            let live = match key {
+                TimerKey::Linger => true,
+                TimerKey::Lock(id) => self.locks.get(&id).is_some_and(|l| l.timer == Some(at)),
+            };
+            if live {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    fn on_lock_timer(&mut self, id: LockId, now: Instant) {
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        match &mut lock.phase {
+            Phase::Acquiring(a) => {
+                let past_deadline = a.deadline.is_some_and(|d| now >= d);
+                match a.step {
+                    Step::Counting if past_deadline => {
+                        self.events.push_back((id, Event::TimedOut));
+                        self.leave_counting(id, now);
+                    }
+                    Step::InFlight(_) if past_deadline && !a.abandoned => {
+                        a.abandoned = true;
+                        self.events.push_back((id, Event::TimedOut));
+                    }
+                    Step::Idle { .. } if past_deadline => {
+                        self.events.push_back((id, Event::TimedOut));
+                        self.send_release(id, Then::Silent, now);
+                    }
+                    Step::Idle { retry_at } if now >= retry_at => self.send_attempt(id, Mode::Retry, now),
+                    _ => {}
+                }
+            }
+            Phase::Held(l) if l.lost.is_none() && now >= l.valid_until => {
+                l.lost = Some(LostReason::Expired);
+                self.renewals.remove(&(l.renew_after, id));
+                self.events.push_back((id, Event::Lost { reason: LostReason::Expired }));
+            }
+            Phase::Held(l) if l.lost.is_none() && l.renewing.is_none() && now >= l.renew_before => self.renew_due(now),
+            Phase::Releasing(r) if r.retry_at.is_some_and(|at| now >= at) => self.resend_release(id),
+            _ => {}
+        }
+    }
+
+    /// Sets the lock's timer to its phase's next wake-up.
+    fn reschedule(&mut self, id: LockId) {
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        let scheduled = match &lock.phase {
+            Phase::Held(l) => self.renewals.contains(&(l.renew_after, id)),
+            _ => false,
+        };
+        let wake = lock.wake_at(scheduled);
+        if wake != lock.timer {
+            lock.timer = wake;
+            if let Some(at) = wake {
+                self.timers.push(Reverse((at, TimerKey::Lock(id))));
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- plumbing
+
+    fn request(&mut self, route: Route, commands: Vec<Command>, pending: Pending) -> RequestId {
+        let id = RequestId(self.next_req);
+        self.next_req += 1;
+        self.pending.insert(id, pending);
+        self.transmits.push_back(Transmit::Request(Request { id, route, commands }));
+        id
+    }
+
+    fn set_phase(&mut self, id: LockId, phase: Phase) {
+        if let Some(lock) = self.locks.get_mut(&id) {
+            lock.phase = phase;
+            self.reschedule(id);
+        }
+    }
+
+    /// The channel a wait on `key` listens to: in queue mode this client's inbox for the key
+    /// (hand-offs), for a shared key the key's channel (its free notices).
+    fn wait_channel(client: u64, key: &str, sharing: Sharing) -> String {
+        match sharing {
+            Sharing::Queue => LockKeys::inbox_of(key, &LockKeys::inbox_suffix(key, client)),
+            Sharing::Foreign { .. } => LockKeys::channel_of(key),
+        }
+    }
+
+    /// Drops the lock's hold on its channels, if it has one (a wait that ends).
+    fn drop_subscription(&mut self, id: LockId, now: Instant) {
+        let client = self.client;
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        let sharing = lock.opts.sharing;
+        let Some(a) = lock.acquisition() else { return };
+        if !std::mem::take(&mut a.waiter.subscribed) {
+            return;
+        }
+        self.waiting -= 1;
+        let channel = Self::wait_channel(client, &lock.key, sharing);
+        if let Some(at) = self.subs.remove(&channel, id, now) {
+            self.timers.push(Reverse((at, TimerKey::Linger)));
+        }
+        if let Some(channel) = self.keyspace_channel(id)
+            && let Some(at) = self.subs.remove(&channel, id, now)
+        {
+            self.timers.push(Reverse((at, TimerKey::Linger)));
+        }
+    }
+
+    fn finish(&mut self, id: LockId, now: Instant) {
+        self.drop_subscription(id, now);
+        if let Some(lock) = self.locks.remove(&id) {
+            self.by_token.remove(&lock.token);
+            if let Phase::Held(l) = &lock.phase {
+                self.renewals.remove(&(l.renew_after, id));
+            }
+        }
+    }
+}

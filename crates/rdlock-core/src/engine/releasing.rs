@@ -1,0 +1,81 @@
+//! Releasing: the owner-checked release (or clean-up), its retries and repeats.
+
+use std::time::Instant;
+
+use super::lock::Phase;
+use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending};
+use crate::command::RequestId;
+use crate::event::Warning;
+use crate::keys::LockKeys;
+use crate::machine::{Release, Then};
+use crate::options::Sharing;
+use crate::reply::{Reply, TransportError};
+use crate::script::{ReleaseArgs, ReleaseReply, Script, SharedReleaseArgs};
+use crate::token::hex;
+
+impl Engine {
+    /// Starts releasing (or cleaning up) a lock; `then` says what to tell the caller.
+    pub(super) fn send_release(&mut self, id: LockId, then: Then, now: Instant) {
+        self.drop_subscription(id, now);
+        let Some(lock) = self.locks.get(&id) else { return };
+        let valid_at_start = match &lock.phase {
+            Phase::Held(l) => {
+                self.renewals.remove(&(l.renew_after, id));
+                l.is_valid(now)
+            }
+            _ => false,
+        };
+        let give_up = now.checked_add(lock.opts.ttl).unwrap_or(now);
+        let release = Release::new(valid_at_start, then, give_up, lock.unsure);
+        self.set_phase(id, Phase::Releasing(release));
+        self.resend_release(id);
+    }
+
+    /// Sends the release script (again).
+    pub(super) fn resend_release(&mut self, id: LockId) {
+        let Some(lock) = self.locks.get(&id) else { return };
+        let keys = LockKeys::derive(&lock.key);
+        let token = hex(lock.token);
+        let command = match lock.opts.sharing {
+            Sharing::Queue => {
+                let inbox = LockKeys::inbox_suffix(&lock.key, self.client);
+                let entry = format!("{token}:{}:{inbox}", lock.opts.ttl_ms());
+                ReleaseArgs { token: &token, entry: &entry, fence_ttl: FENCE_TTL, claim: HANDOFF_CLAIM }.command(&keys)
+            }
+            Sharing::Foreign { .. } => SharedReleaseArgs { token: &token }.command(&keys),
+        };
+        let route = lock.route;
+        let req = self.request(route, vec![command], Pending::Release(id));
+        if let Some(Phase::Releasing(r)) = self.locks.get_mut(&id).map(|l| &mut l.phase) {
+            r.sent(req);
+        }
+        self.reschedule(id);
+    }
+
+    pub(super) fn on_release_reply(
+        &mut self,
+        id: LockId,
+        req: RequestId,
+        reply: Result<Vec<Reply>, TransportError>,
+        now: Instant,
+    ) {
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        let Phase::Releasing(r) = &mut lock.phase else { return };
+        if r.req != Some(req) {
+            return;
+        }
+        let script = if lock.opts.sharing == Sharing::Queue { Script::Release } else { Script::ReleaseShared };
+        let outcome = reply.map_err(Into::into).and_then(|r| ReleaseReply::parse(script, r.first()));
+        if outcome == Ok(ReleaseReply::ReleasedBesideQueue) {
+            self.warnings.push_back(Warning::MixedSharing { key: lock.key.clone() });
+        }
+        let (event, again) = r.answered(&outcome, now);
+        if let Some(e) = event {
+            self.events.push_back((id, e));
+        }
+        match again {
+            Some(_) => self.reschedule(id),
+            None => self.finish(id, now),
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! A held lease: its fence, how long it is valid, when it is renewed, and whether it was lost.
+
+use std::time::{Duration, Instant};
+
+use crate::command::RequestId;
+use crate::event::LostReason;
+use crate::options::LockOptions;
+
+/// A lease from the moment it is granted until it is released or lost.
+#[derive(Debug)]
+pub struct Lease {
+    /// The fencing token of this grant.
+    pub fence: u64,
+    /// The end of validity: `t_sent + ttl − drift` of the request that set the expiry.
+    pub valid_until: Instant,
+    /// Renewal window: a batch may take the lease from `renew_after`; it is due at `renew_before`.
+    pub renew_after: Instant,
+    /// See `renew_after`.
+    pub renew_before: Instant,
+    /// The renewal in flight.
+    pub renewing: Option<RequestId>,
+    /// Set once the lease is lost; it never comes back.
+    pub lost: Option<LostReason>,
+}
+
+impl Lease {
+    /// A lease granted by a request sent at `from` (the start of its renewal window).
+    pub fn new(opts: &LockOptions, fence: u64, from: Instant, valid_until: Instant) -> Self {
+        let (renew_after, renew_before) = renew_window(opts, from);
+        Self { fence, valid_until, renew_after, renew_before, renewing: None, lost: None }
+    }
+
+    /// Whether the holder may still trust the lock at `now`.
+    pub fn is_valid(&self, now: Instant) -> bool {
+        self.lost.is_none() && now < self.valid_until
+    }
+
+    /// A renewal sent at `sent_at` was confirmed: validity grows (never shrinks), and the next
+    /// window counts from the renewal.
+    pub fn renewed(&mut self, opts: &LockOptions, sent_at: Instant) {
+        self.valid_until = self.valid_until.max(opts.valid_until(sent_at));
+        (self.renew_after, self.renew_before) = renew_window(opts, sent_at);
+    }
+
+    /// A renewal of unknown outcome is tried again soon: jittered, at most a tenth of the TTL
+    /// (and a second) later, at least 5 ms; `draw(lo, hi)` is the engine's jitter. Returns when.
+    pub fn retry_renewal(&mut self, opts: &LockOptions, now: Instant, draw: impl FnOnce(u64, u64) -> u64) -> Instant {
+        let cap = (opts.ttl / 10).min(Duration::from_secs(1)).as_millis() as u64;
+        let at = now + Duration::from_millis(draw(cap / 2, cap.max(5)));
+        (self.renew_after, self.renew_before) = (at, at);
+        at
+    }
+
+    /// When the lease needs the engine next: the end of validity, or the renewal due first
+    /// when one is `scheduled`; never once lost.
+    pub fn wake_at(&self, scheduled: bool) -> Option<Instant> {
+        match (self.lost, self.renewing, scheduled) {
+            (Some(_), _, _) => None,
+            (None, None, true) => Some(self.valid_until.min(self.renew_before)),
+            (None, _, _) => Some(self.valid_until),
+        }
+    }
+}
+
+/// The renewal window of a lease that started at `from`: about a third of the TTL in.
+fn renew_window(opts: &LockOptions, from: Instant) -> (Instant, Instant) {
+    (from + opts.ttl / 4, from + opts.ttl / 3)
+}

@@ -1,0 +1,53 @@
+//! The Lua scripts the lock runs on the server: per script its source (`*.lua`, beside this
+//! file), the typed arguments that build its call, and the reader of its reply (`*.rs`).
+//! Each script's contract (KEYS, ARGV, reply) is stated once, in its `.lua` header; the
+//! builders and readers here follow it, and `docs/protocol.md` explains it.
+
+mod acquire;
+mod extend;
+mod release;
+
+pub use acquire::{AcquireArgs, AcquireReply, Mode};
+pub use extend::{ExtendArgs, ExtendReply};
+pub use release::{ReleaseArgs, ReleaseReply, SharedReleaseArgs};
+
+/// One of rdlock's server-side scripts. The core builds their arguments and reads their
+/// replies; a driver only has to run them (`EVALSHA`, falling back to `EVAL` on `NOSCRIPT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Script {
+    /// Take the lock, confirm an earlier take, or join the wait queue.
+    Acquire,
+    /// Owner-checked release that hands the lock to the next waiter.
+    Release,
+    /// Owner-checked renewal of one or many locks.
+    Extend,
+    /// Owner-checked delete of a key shared with foreign clients, announced on the lock's
+    /// channel (no hand-off: nobody queues).
+    ReleaseShared,
+}
+
+impl Script {
+    /// Every script, for drivers that load them up front.
+    pub const ALL: [Script; 4] = [Script::Acquire, Script::Release, Script::Extend, Script::ReleaseShared];
+
+    /// The Lua source (the fence prelude, `fence.lua`, is prepended to the scripts that grant
+    /// a lock).
+    pub fn source(self) -> &'static str {
+        match self {
+            Script::Acquire => concat!(include_str!("fence.lua"), include_str!("acquire.lua")),
+            Script::Release => concat!(include_str!("fence.lua"), include_str!("release.lua")),
+            Script::Extend => include_str!("extend.lua"),
+            Script::ReleaseShared => include_str!("release_shared.lua"),
+        }
+    }
+
+    /// A short name for logs and traces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Script::Acquire => "acquire",
+            Script::Release => "release",
+            Script::Extend => "extend",
+            Script::ReleaseShared => "release-shared",
+        }
+    }
+}

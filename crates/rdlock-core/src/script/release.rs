@@ -1,0 +1,93 @@
+//! `release.lua` (queue mode) and `release_shared.lua` (keys shared with foreign clients):
+//! owner-checked releases.
+
+use std::time::Duration;
+
+use crate::Reply;
+use crate::command::Command;
+use crate::error::LockError;
+use crate::keys::LockKeys;
+
+use super::Script;
+
+/// The arguments of a queue-mode release (`ARGV` in `release.lua`).
+#[derive(Clone, Debug)]
+pub struct ReleaseArgs<'a> {
+    /// The owner token.
+    pub token: &'a str,
+    /// The caller's own queue entry (`token:ttl:inbox`), removed when the key is not its.
+    pub entry: &'a str,
+    /// How long a freshly seeded fence counter lives.
+    pub fence_ttl: Duration,
+    /// How long a hand-off nobody heard waits for its waiter.
+    pub claim: Duration,
+}
+
+impl ReleaseArgs<'_> {
+    /// The script call for the lock named by `keys`.
+    pub fn command(&self, keys: &LockKeys) -> Command {
+        Command::Script {
+            script: Script::Release,
+            keys: vec![keys.lock.clone(), keys.fence.clone(), keys.queue.clone()],
+            args: vec![
+                self.token.to_owned(),
+                self.entry.to_owned(),
+                self.fence_ttl.as_millis().to_string(),
+                self.claim.as_millis().to_string(),
+            ],
+        }
+    }
+}
+
+/// The arguments of a shared-mode release (`ARGV` in `release_shared.lua`).
+#[derive(Clone, Debug)]
+pub struct SharedReleaseArgs<'a> {
+    /// The owner token.
+    pub token: &'a str,
+}
+
+impl SharedReleaseArgs<'_> {
+    /// The script call for the lock named by `keys`: the free notice goes on its channel.
+    pub fn command(&self, keys: &LockKeys) -> Command {
+        Command::Script {
+            script: Script::ReleaseShared,
+            keys: vec![keys.lock.clone(), keys.queue.clone()],
+            args: vec![self.token.to_owned(), keys.channel.clone()],
+        }
+    }
+}
+
+/// What a release script answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseReply {
+    /// `0`: the key was not the caller's (its queue entry, if any, was removed).
+    NotHeld,
+    /// `1`: the caller's key was deleted; nobody waited.
+    Released,
+    /// `2` from `release.lua`: handed to the next waiter.
+    HandedOff,
+    /// `2` from `release_shared.lua`: deleted, but queue-mode waiters are queued on the key
+    /// (some client of it does not use shared mode).
+    ReleasedBesideQueue,
+}
+
+impl ReleaseReply {
+    /// Reads the answer of `script` (a release script); a server error is the server's, any
+    /// other shape an unexpected reply.
+    pub fn parse(script: Script, reply: Option<&Reply>) -> Result<Self, LockError> {
+        match (reply, script) {
+            (Some(Reply::Error(e)), _) => Err(LockError::Server(e.clone())),
+            (Some(Reply::Int(0)), _) => Ok(ReleaseReply::NotHeld),
+            (Some(Reply::Int(1)), _) => Ok(ReleaseReply::Released),
+            (Some(Reply::Int(2)), Script::ReleaseShared) => Ok(ReleaseReply::ReleasedBesideQueue),
+            (Some(Reply::Int(2)), _) => Ok(ReleaseReply::HandedOff),
+            (Some(r), _) => Err(LockError::UnexpectedReply(format!("release: {r:?}"))),
+            (None, _) => Err(LockError::UnexpectedReply("release: empty".into())),
+        }
+    }
+
+    /// Whether the caller's key was freed (deleted or handed on) by this call.
+    pub fn was_held(self) -> bool {
+        self != ReleaseReply::NotHeld
+    }
+}
