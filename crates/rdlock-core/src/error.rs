@@ -71,6 +71,18 @@ pub enum InvalidInput {
     /// The deadline has already passed.
     #[error("the deadline has already passed")]
     DeadlinePassed,
+    /// A semaphore's capacity is zero or above the limit.
+    #[error("the capacity {capacity} is outside 1..={max}")]
+    CapacityOutOfRange {
+        /// The capacity asked for.
+        capacity: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// Shared mode (keys that foreign clients take too) is for plain locks: a semaphore or a
+    /// read-write lock has no layout other libraries share.
+    #[error("shared mode is for locks; a semaphore or read-write lock always queues")]
+    SharedModeIsForLocks,
 }
 
 /// The caller broke the engine's contract; the lock's state is unchanged.

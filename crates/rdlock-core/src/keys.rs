@@ -35,11 +35,15 @@ pub enum Role {
     Queue,
     /// The pub/sub channel shared-mode releases announce a free key on.
     Channel,
+    /// Counted resources (Semaphore, RwLock): the table of holders' weights and fences.
+    Shares,
+    /// Counted resources: the capacity, stored while the resource is in use.
+    Capacity,
 }
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 3] = [Role::Fence, Role::Queue, Role::Channel];
+    pub const ALL: [Role; 5] = [Role::Fence, Role::Queue, Role::Channel, Role::Shares, Role::Capacity];
 
     /// The role's name, as it appears at the end of the key's name.
     pub const fn as_str(self) -> &'static str {
@@ -47,6 +51,8 @@ impl Role {
             Role::Fence => "fence",
             Role::Queue => "q",
             Role::Channel => "ch",
+            Role::Shares => "w",
+            Role::Capacity => "cap",
         }
     }
 }
@@ -287,12 +293,19 @@ mod tests {
 
     #[test]
     fn examples_of_layout_2() {
-        assert_eq!(names("{coll}"), ["{coll}#rdl:fence", "{coll}#rdl:q", "{coll}#rdl:ch"]);
+        let first3 = |key| names(key)[..3].to_vec();
+        assert_eq!(first3("{coll}"), ["{coll}#rdl:fence", "{coll}#rdl:q", "{coll}#rdl:ch"]);
         // Values from an independent brute-force search over whole names.
-        assert_eq!(names("coll"), ["coll#rdl:fence#6WM", "coll#rdl:q#4C2", "coll#rdl:ch#2jX"]);
-        assert_eq!(names("a}b"), ["a}b#rdl:fence#43N", "a}b#rdl:q#4L2", "a}b#rdl:ch#4t4"]);
-        assert_eq!(names("a{b"), ["a{b#rdl:fence#6Zc", "a{b#rdl:q#2YK", "a{b#rdl:ch#0KT"]);
-        assert_eq!(names("a{}b"), ["a{}b#rdl:fence#428", "a{}b#rdl:q#14j", "a{}b#rdl:ch#2KC"]);
+        assert_eq!(first3("coll"), ["coll#rdl:fence#6WM", "coll#rdl:q#4C2", "coll#rdl:ch#2jX"]);
+        assert_eq!(first3("a}b"), ["a}b#rdl:fence#43N", "a}b#rdl:q#4L2", "a}b#rdl:ch#4t4"]);
+        assert_eq!(first3("a{b"), ["a{b#rdl:fence#6Zc", "a{b#rdl:q#2YK", "a{b#rdl:ch#0KT"]);
+        assert_eq!(first3("a{}b"), ["a{}b#rdl:fence#428", "a{}b#rdl:q#14j", "a{}b#rdl:ch#2KC"]);
+        // Every role's name shares the key's slot and starts with it.
+        for key in ["coll", "{coll}", "a}b", "a{b", "a{}b"] {
+            for n in names(key) {
+                assert!(n.starts_with(key) && slot(&n) == slot(key), "{n}");
+            }
+        }
     }
 
     /// The collision of layout 1: `coll` and `{coll}` shared every auxiliary name.

@@ -189,3 +189,49 @@ pub enum Acquire {
         deadline: Option<Instant>,
     },
 }
+
+/// What an acquisition takes: a lock, or a share of a counted resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Resource {
+    /// An exclusive lock: the key holds the owner's token (the layout other libraries share).
+    Lock,
+    /// One permit of a semaphore with `capacity` permits: at most `capacity` holders at once,
+    /// served in arrival order.
+    Permit {
+        /// How many permits the semaphore has (1 to [`crate::MAX_CAPACITY`]).
+        capacity: u32,
+    },
+    /// A read share of a read-write lock: readers hold together, a writer alone; a queued
+    /// writer makes later readers queue behind it (task-fair).
+    Read,
+    /// The write share of a read-write lock.
+    Write,
+}
+
+impl Resource {
+    /// For a counted resource, its capacity and this share's weight: a permit weighs 1 of
+    /// its semaphore's capacity; a reader 1 and a writer all of [`crate::MAX_CAPACITY`].
+    pub fn share(self) -> Option<(u32, u32)> {
+        let max = crate::script::MAX_CAPACITY;
+        match self {
+            Resource::Lock => None,
+            Resource::Permit { capacity } => Some((capacity, 1)),
+            Resource::Read => Some((max, 1)),
+            Resource::Write => Some((max, max)),
+        }
+    }
+
+    /// Checks what the resource can be used with.
+    pub(crate) fn validate(self, opts: &LockOptions) -> Result<(), InvalidInput> {
+        let max = crate::script::MAX_CAPACITY;
+        if let Resource::Permit { capacity } = self
+            && !(1..=max).contains(&capacity)
+        {
+            return Err(InvalidInput::CapacityOutOfRange { capacity, max });
+        }
+        if self != Resource::Lock && opts.sharing != Sharing::Queue {
+            return Err(InvalidInput::SharedModeIsForLocks);
+        }
+        Ok(())
+    }
+}

@@ -18,7 +18,9 @@ mod sim;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdlock_core::{FENCE_TTL, LockKeys, Reply, Script, ServerError};
+use rdlock_core::{
+    FENCE_TTL, LockKeys, Mode, PermitArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs, Reply, Script, ServerError,
+};
 use rdlock_testkit::RedisServer;
 use redis::{Connection, ErrorKind, PubSub, Value};
 use sim::MS;
@@ -139,6 +141,51 @@ fn extend(items: &[(&LockKeys, &str, &str)]) -> Step {
     Step::Run { script: Script::Extend, keys, args: tokens.chain(ttls).collect() }
 }
 
+/// A permit attempt: a share of `weight` of a resource with `capacity`.
+#[allow(clippy::too_many_arguments)]
+fn permit(lock: &LockKeys, token: &str, ttl: &str, mode: &str, claim: &str, capacity: u32, weight: u32) -> Step {
+    let mode = match mode {
+        "try" => Mode::Try,
+        "first" => Mode::First,
+        _ => Mode::Retry,
+    };
+    let ms = |s: &str| Duration::from_millis(s.parse().unwrap_or(0));
+    let args = PermitArgs {
+        token,
+        ttl_ms: ttl.parse().unwrap_or(0),
+        mode,
+        queue_ttl: ms("60000"),
+        fence_ttl: FENCE_TTL,
+        claim: ms(claim),
+        inbox: &inbox(lock, token),
+        capacity,
+        weight,
+    };
+    let rdlock_core::Command::Script { script, keys, args } = args.command(&PermitKeys::derive(&lock.lock)) else {
+        unreachable!("a script")
+    };
+    Step::Run { script, keys, args }
+}
+
+fn permit_release(lock: &LockKeys, token: &str, ttl: &str, claim: &str, capacity: u32, weight: u32) -> Step {
+    let entry = PermitArgs::entry(token, ttl.parse().unwrap_or(0), &inbox(lock, token), weight);
+    let claim = Duration::from_millis(claim.parse().unwrap_or(0));
+    let args = PermitReleaseArgs { token, entry: &entry, fence_ttl: FENCE_TTL, claim, capacity };
+    let rdlock_core::Command::Script { script, keys, args } = args.command(&PermitKeys::derive(&lock.lock)) else {
+        unreachable!("a script")
+    };
+    Step::Run { script, keys, args }
+}
+
+fn permit_extend(items: &[(&LockKeys, &str, &str)]) -> Step {
+    let mut batch = PermitExtendArgs::with_capacity(items.len());
+    for (lock, token, ttl) in items {
+        batch.push(&lock.lock, token.to_string(), ttl.parse().unwrap_or(0));
+    }
+    let rdlock_core::Command::Script { script, keys, args } = batch.command() else { unreachable!("a script") };
+    Step::Run { script, keys, args }
+}
+
 fn pick<'a>(d: &mut Dice, from: &[&'a str]) -> &'a str {
     from[d.below(from.len())]
 }
@@ -231,7 +278,7 @@ fn norm_reply(script: Script, r: &Reply, seed: Option<i64>) -> N {
     let ints: Option<Vec<i64>> = r.as_array().and_then(|a| a.iter().map(|x| x.as_int()).collect());
     match (script, ints.as_deref()) {
         // {1, fence} / {1}: held; {0, pttl} / {0, -3}; a retry's {0, pttl, fence}.
-        (Script::Acquire, Some([flag, rest @ ..])) => {
+        (Script::Acquire | Script::PermitAcquire, Some([flag, rest @ ..])) => {
             let mut out = vec![N::Int(*flag)];
             for (i, &v) in rest.iter().enumerate() {
                 out.push(match (flag, i) {
@@ -261,6 +308,10 @@ fn norm_message(channel: &str, payload: &str, seed: Option<i64>) -> (String, N) 
 enum Val {
     Str(String),
     List(Vec<String>),
+    /// A sorted set: members with their scores as ms from the server's now (the permit
+    /// scripts' deadlines).
+    Zset(Vec<(String, i64)>),
+    Hash(Vec<(String, String)>),
 }
 
 /// Every live key: its value and remaining time in ms (`None`: no expiry).
@@ -276,18 +327,32 @@ fn int_at(snap: &Snap, key: &str) -> Option<i64> {
 fn fake_snapshot(f: &Fake, now: u64) -> Snap {
     let ttl = |k: &str| f.expiry(k, now).map(|at| ((at - now) / MS) as i64);
     let mut snap: Snap = f.strings(now).into_iter().map(|(k, v)| (k.clone(), (Val::Str(v), ttl(&k)))).collect();
+    let now_ms = ((EPOCH_US + now / 1000) / 1000) as i64;
+    for (k, m, score) in f.zset_entries(now) {
+        let t = ttl(&k);
+        if let (Val::Zset(z), _) = snap.entry(k).or_insert_with(|| (Val::Zset(Vec::new()), t)) {
+            z.push((m, score - now_ms));
+        }
+    }
+    for (k, field, v) in f.hash_entries(now) {
+        let t = ttl(&k);
+        if let (Val::Hash(h), _) = snap.entry(k).or_insert_with(|| (Val::Hash(Vec::new()), t)) {
+            h.push((field, v));
+        }
+    }
     for (k, v) in f.list_entries(now) {
         let t = ttl(&k);
         match snap.entry(k).or_insert_with(|| (Val::List(Vec::new()), t)) {
             (Val::List(l), _) => l.push(v),
-            (Val::Str(_), _) => unreachable!("a key is a string or a list"),
+            _ => unreachable!("a key has one type"),
         }
     }
     snap
 }
 
 /// The keyspace normalised for comparison: counters' values relative to their seeds.
-fn norm_snapshot(snap: &Snap, seeds: &BTreeMap<String, i64>) -> BTreeMap<String, (N, Option<N>)> {
+fn norm_snapshot(snap: &Snap, fences: &Fences) -> BTreeMap<String, (N, Option<N>)> {
+    let seeds = &fences.seeds;
     snap.iter()
         .map(|(k, (v, ttl))| {
             let v = match v {
@@ -296,6 +361,29 @@ fn norm_snapshot(snap: &Snap, seeds: &BTreeMap<String, i64>) -> BTreeMap<String,
                     _ => N::Data(s.clone()),
                 },
                 Val::List(l) => N::Array(l.iter().map(|e| N::Data(e.clone())).collect()),
+                Val::Zset(z) => {
+                    let mut z = z.clone();
+                    z.sort();
+                    N::Array(z.iter().map(|(m, at)| N::Array(vec![N::Data(m.clone()), N::Pttl(*at)])).collect())
+                }
+                // A share is "weight:fence": the fence relative to its counter's seed.
+                Val::Hash(h) => {
+                    let seed = k
+                        .split_once("#rdl")
+                        .and_then(|(key, _)| LockKeys::new(key).ok())
+                        .and_then(|l| fences.last_seed.get(&l.fence).copied());
+                    N::Array(
+                        h.iter()
+                            .map(|(f, v)| {
+                                let v = match v.split_once(':').map(|(w, fe)| (w.parse::<i64>(), fe.parse::<i64>())) {
+                                    Some((Ok(w), Ok(fe))) => N::Array(vec![N::Int(w), fence(fe, seed)]),
+                                    _ => N::Data(v.clone()),
+                                };
+                                N::Array(vec![N::Data(f.clone()), v])
+                            })
+                            .collect(),
+                    )
+                }
             };
             (k.clone(), (v, ttl.map(N::Pttl)))
         })
@@ -395,21 +483,39 @@ impl Real<'_> {
             match &tp[0] {
                 Reply::Data(t) if t == b"string" => p.cmd("GET").arg(k),
                 Reply::Data(t) if t == b"list" => p.cmd("LRANGE").arg(k).arg(0).arg(-1),
+                Reply::Data(t) if t == b"zset" => p.cmd("ZRANGE").arg(k).arg(0).arg(-1).arg("WITHSCORES"),
+                Reply::Data(t) if t == b"hash" => p.cmd("HGETALL").arg(k),
                 Reply::Data(t) if t == b"none" => continue,
                 other => panic!("{k} has type {other:?}"),
             };
             found.push((k.clone(), (ttl >= 0).then_some(ttl)));
         }
         assert_eq!(meta.last().and_then(Reply::as_int), Some(found.len() as i64), "keys besides {keys:?}");
+        let types: Vec<Reply> = meta.chunks(2).map(|c| c[0].clone()).collect();
+        let kinds: BTreeMap<&String, &Reply> = keys.iter().zip(&types).collect();
         let values: Vec<Value> = if found.is_empty() { vec![] } else { p.query(&mut self.conn).expect("GET/LRANGE") };
+        let now_ms = self.time_us() / 1000;
         found
             .into_iter()
             .zip(values)
             .map(|((k, ttl), v)| {
-                let v = match reply(v) {
-                    Reply::Data(d) => Val::Str(String::from_utf8_lossy(&d).into_owned()),
-                    Reply::Array(a) => Val::List(a.iter().map(|e| format!("{}", Text(e))).collect()),
-                    other => panic!("{k} holds {other:?}"),
+                let texts = |a: &[Reply]| a.iter().map(|e| format!("{}", Text(e))).collect::<Vec<_>>();
+                let v = match (reply(v), kinds[&k]) {
+                    (Reply::Data(d), _) => Val::Str(String::from_utf8_lossy(&d).into_owned()),
+                    (Reply::Array(a), Reply::Data(t)) if t == b"zset" => Val::Zset(
+                        texts(&a)
+                            .chunks(2)
+                            .map(|c| (c[0].clone(), c[1].parse::<i64>().unwrap_or(0) - now_ms))
+                            .collect(),
+                    ),
+                    (Reply::Array(a), Reply::Data(t)) if t == b"hash" => {
+                        let mut h: Vec<(String, String)> =
+                            texts(&a).chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect();
+                        h.sort();
+                        Val::Hash(h)
+                    }
+                    (Reply::Array(a), _) => Val::List(texts(&a)),
+                    (other, _) => panic!("{k} holds {other:?}"),
                 };
                 (k, (v, ttl))
             })
@@ -452,6 +558,9 @@ struct Fences {
     seeds: BTreeMap<String, i64>,
     /// The highest value each counter has held.
     high: BTreeMap<String, i64>,
+    /// Each counter's latest seed, kept when the counter is overwritten: fences issued under
+    /// it may still sit in a share table.
+    last_seed: BTreeMap<String, i64>,
 }
 
 impl Fences {
@@ -480,6 +589,7 @@ impl Fences {
                     return Err(format!("{c} seeded with {v}, not above its earlier {high}"));
                 }
                 self.seeds.insert(c.clone(), v);
+                self.last_seed.insert(c.clone(), v);
             }
             let high = self.high.entry(c.clone()).or_insert(v);
             *high = (*high).max(v);
@@ -511,7 +621,13 @@ impl<'r, 'a> Pair<'r, 'a> {
     ) -> Self {
         real.call(&redis::cmd("FLUSHALL"));
         real.published();
-        let keys = locks.iter().flat_map(|l| [l.lock.clone(), l.fence.clone(), l.queue.clone()]).collect();
+        let keys = locks
+            .iter()
+            .flat_map(|l| {
+                let p = PermitKeys::derive(&l.lock);
+                [l.lock.clone(), l.fence.clone(), l.queue.clone(), p.shares, p.capacity]
+            })
+            .collect();
         Self {
             fake: Fake::new(Bug::None, EPOCH_US),
             real,
@@ -594,7 +710,9 @@ impl<'r, 'a> Pair<'r, 'a> {
 
         let mut out = N::Nil;
         if let (Step::Run { script, keys, .. }, Some(fake), Some(real)) = (step, &fake, &real) {
-            let counter = keys.get(1).filter(|_| matches!(script, Script::Acquire | Script::Release));
+            let counter = keys.get(1).filter(|_| {
+                matches!(script, Script::Acquire | Script::Release | Script::PermitAcquire | Script::PermitRelease)
+            });
             let seed = |side: usize| counter.and_then(|c| self.fences[side].seeds.get(c).copied());
             let (f, r) = (norm_reply(*script, fake, seed(0)), norm_reply(*script, real, seed(1)));
             if !agree(&f, &r) {
@@ -614,10 +732,18 @@ impl<'r, 'a> Pair<'r, 'a> {
             // A script that fails writes nothing: the real keyspace is as before, exactly.
             if let Reply::Error(e) = real {
                 let (b, a) = (&self.before[1], &after[1]);
+                // Scores are read relative to each reading's now: equal within the tolerance.
+                let same_value = |v1: &Val, v2: &Val| match (v1, v2) {
+                    (Val::Zset(x), Val::Zset(y)) => {
+                        x.len() == y.len()
+                            && x.iter().zip(y).all(|(p, q)| p.0 == q.0 && (p.1 - q.1).abs() <= TOLERANCE_MS)
+                    }
+                    _ => v1 == v2,
+                };
                 let same = b.len() == a.len()
-                    && b.iter()
-                        .zip(a)
-                        .all(|((k1, (v1, t1)), (k2, (v2, t2)))| k1 == k2 && v1 == v2 && t1.is_some() == t2.is_some());
+                    && b.iter().zip(a).all(|((k1, (v1, t1)), (k2, (v2, t2)))| {
+                        k1 == k2 && same_value(v1, v2) && t1.is_some() == t2.is_some()
+                    });
                 if !same || !real_msgs.is_empty() {
                     return Err(format!("{e} after writing\n  before {b:?}\n  after  {a:?}\n  messages {real_msgs:?}"));
                 }
@@ -627,7 +753,7 @@ impl<'r, 'a> Pair<'r, 'a> {
         } else if !real_msgs.is_empty() {
             return Err(format!("messages without a script: {real_msgs:?}"));
         }
-        let (f, r) = (norm_snapshot(&after[0], &self.fences[0].seeds), norm_snapshot(&after[1], &self.fences[1].seeds));
+        let (f, r) = (norm_snapshot(&after[0], &self.fences[0]), norm_snapshot(&after[1], &self.fences[1]));
         if !snapshots_agree(&f, &r) {
             return Err(format!("keyspaces differ\n  fake {f:?}\n  real {r:?}"));
         }
@@ -866,4 +992,110 @@ fn heard_hand_offs_agree() {
             assert!(agree(want, &got), "step {i} {step:?}: {got:?}, expected {want:?}");
         }
     }
+}
+
+/// One random step over a counted resource: permits of a semaphore of `capacity` (weight 1),
+/// or an RwLock's shares (capacity `MAX_CAPACITY`, a reader 1, a writer all of it); sometimes
+/// with another capacity, on the wrong key type, or with garbage in the auxiliary keys.
+fn random_permit_step(d: &mut Dice, lock: &LockKeys, tokens: &[String], capacity: u32) -> Step {
+    let token = tokens[d.below(tokens.len())].as_str();
+    let max = rdlock_core::MAX_CAPACITY;
+    let rw = capacity == max;
+    let weight = if rw && d.chance(0.3) { max } else { 1 };
+    let cap = if d.chance(0.03) { capacity % 5 + 1 } else { capacity };
+    let p = PermitKeys::derive(&lock.lock);
+    match d.below(100) {
+        0..50 => permit(lock, token, ttl(d), pick(d, &["try", "first", "retry"]), pick(d, &CLAIMS), cap, weight),
+        50..75 => permit_release(lock, token, pick(d, &TTLS), pick(d, &CLAIMS), cap, weight),
+        75..88 => {
+            let items: Vec<_> =
+                (0..1 + d.below(3)).map(|_| (lock, tokens[d.below(tokens.len())].as_str(), ttl(d))).collect();
+            permit_extend(&items)
+        }
+        88..91 => Step::List(lock.lock.clone()),
+        91..93 => Step::Garbage(p.shares, GARBAGE.to_owned()),
+        93..95 => Step::Garbage(p.capacity, GARBAGE.to_owned()),
+        95..97 => Step::Garbage(lock.fence.clone(), pick(d, &BAD_COUNTERS).to_owned()),
+        _ => Step::Del(lock.lock.clone()),
+    }
+}
+
+/// The permit scripts agree with a real server on random sequences: semaphores of capacity
+/// 1 to 3 and RwLocks, waiters heard and unheard, capacity mismatches, bad keys.
+#[test]
+fn permits_agree_with_a_real_server() {
+    let (_server, conn, mut sub) = start();
+    let mut real = Real { conn, sub: subscribe(&mut sub), markers: 0 };
+    let clock = Clock::new();
+    let mut seen = BTreeMap::new();
+    for seed in 0..SEQUENCES / 2 {
+        let mut d = Dice::new(seed ^ 0x5eed);
+        let lock = LockKeys::new(["sem", "{rw}:k", "a{b"][(seed % 3) as usize]).expect("a valid key");
+        let capacity = [1, 2, 3, rdlock_core::MAX_CAPACITY][d.below(4)];
+        let tokens: Vec<String> = (0..4).map(|_| token(&mut d)).collect();
+        let mut pair = Pair::new(&mut real, &clock, std::slice::from_ref(&lock), &mut seen);
+        let mut trace = Vec::new();
+        for i in 0..STEPS {
+            let step = random_permit_step(&mut d, &lock, &tokens, capacity);
+            trace.push(format!("{i:>3}: {step:?}"));
+            if let Err(e) = pair.step(&step) {
+                panic!("seed {seed} step {i}: {e}\nsteps:\n{}", trace.join("\n"));
+            }
+        }
+    }
+    eprintln!("permit sequences agree; outcomes:");
+    for (outcome, n) in &seen {
+        eprintln!("  {n:>5}  {outcome}");
+    }
+    for must in [
+        "permit-acquire [1,fence]",
+        "permit-acquire [0,pttl]",
+        "permit-acquire [0,-3]",
+        "permit-acquire [0,pttl,fence]",
+        "permit-release 0",
+        "permit-release 1",
+        "permit-release 2",
+        "permit-extend [1]",
+        "permit-acquire error RDLOCK",
+        "permit-acquire error WRONGTYPE",
+        "permit-acquire failed, wrote nothing",
+        "permit-release failed, wrote nothing",
+        "hand-off heard (the whole ttl)",
+        "hand-off unheard (a claim)",
+    ] {
+        assert!(seen.contains_key(must), "no {must:?} among {seen:?}");
+    }
+}
+
+/// Permits expire on real time: a holder that does not renew is pruned, and its room goes to
+/// the queue's head at the next call; the capacity is kept while anyone holds or waits.
+#[test]
+fn permit_expiry_agrees() {
+    let (_server, conn, mut sub) = start();
+    let mut real = Real { conn, sub: subscribe(&mut sub), markers: 0 };
+    let clock = Clock::new();
+    let mut seen = BTreeMap::new();
+    let lock = LockKeys::new("expiring-sem").expect("a valid key");
+    let mut pair = Pair::new(&mut real, &clock, std::slice::from_ref(&lock), &mut seen);
+    let [a, b, c] = ["8", "9", "a"].map(|t| t.repeat(32));
+    let fence = |v| N::Fence { seeded: true, v };
+    let held = |v| N::Array(vec![N::Int(1), fence(v)]);
+    let steps: Vec<(Step, Option<N>)> = vec![
+        (permit(&lock, &a, "50", "first", "100", 1, 1), Some(held(0))),
+        (permit(&lock, &b, "60000", "first", "100", 1, 1), Some(N::Array(vec![N::Int(0), N::Pttl(50)]))),
+        (permit(&lock, &c, "60000", "first", "100", 2, 1), None),
+        (Step::Sleep(100), None),
+        // a's permit expired: b, at the head, takes it on its retry.
+        (permit(&lock, &b, "60000", "retry", "100", 1, 1), Some(held(1))),
+        (permit_extend(&[(&lock, &a, "60000"), (&lock, &b, "60000")]), Some(N::Array(vec![N::Int(0), N::Int(1)]))),
+        (permit_release(&lock, &a, "50", "100", 1, 1), Some(N::Int(0))),
+        (permit_release(&lock, &b, "60000", "100", 1, 1), Some(N::Int(1))),
+    ];
+    for (i, (step, want)) in steps.iter().enumerate() {
+        let got = pair.step(step).unwrap_or_else(|e| panic!("step {i} {step:?}: {e}"));
+        if let Some(want) = want {
+            assert!(agree(want, &got), "step {i} {step:?}: {got:?}, expected {want:?}");
+        }
+    }
+    assert!(pair.fake.keys_without_ttl(clock.now()).next().is_none());
 }

@@ -161,14 +161,21 @@ impl Harness {
             for cmd in &req.commands {
                 let Command::Script { script, keys, args } = cmd else { continue };
                 match script {
-                    Script::Acquire | Script::Release | Script::ReleaseShared => {
+                    Script::Acquire
+                    | Script::Release
+                    | Script::ReleaseShared
+                    | Script::PermitAcquire
+                    | Script::PermitRelease => {
                         let id = self.by_key[&keys[0]];
                         let m = self.locks.get_mut(&id).expect("modelled");
                         prop_assert!(m.token.get_or_insert_with(|| args[0].clone()) == &args[0], "token changed");
-                        m.release_sent |= matches!(script, Script::Release | Script::ReleaseShared);
+                        m.release_sent |=
+                            matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease);
                     }
-                    Script::Extend => {
-                        for (i, key) in keys.iter().enumerate() {
+                    Script::Extend | Script::PermitExtend => {
+                        // A share renews with three keys: its holder set (the user's key) first.
+                        let per = if *script == Script::Extend { 1 } else { 3 };
+                        for (i, key) in keys.iter().step_by(per).enumerate() {
                             let m = &self.locks[&self.by_key[key]];
                             prop_assert_eq!(m.token.as_ref(), Some(&args[i]));
                             prop_assert!(!m.release_sent, "renewal of {} after its release was sent", key);
@@ -363,13 +370,18 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
         .commands
         .iter()
         .map(|c| match c {
-            Command::Script { script: Script::Acquire, .. } => {
+            Command::Script { script: Script::Acquire | Script::PermitAcquire, .. } => {
                 let flag = next().clamp(0, 1);
                 Reply::Array(vec![Reply::Int(flag), Reply::Int(if flag == 1 { next().abs() } else { next() * 100 })])
             }
-            Command::Script { script: Script::Release | Script::ReleaseShared, .. } => Reply::Int(next().clamp(0, 2)),
+            Command::Script { script: Script::Release | Script::ReleaseShared | Script::PermitRelease, .. } => {
+                Reply::Int(next().clamp(0, 2))
+            }
             Command::Script { script: Script::Extend, keys, .. } => {
                 Reply::Array(keys.iter().map(|_| Reply::Int(next().clamp(0, 1))).collect())
+            }
+            Command::Script { script: Script::PermitExtend, keys, .. } => {
+                Reply::Array(keys.chunks(3).map(|_| Reply::Int(next().clamp(0, 1))).collect())
             }
             Command::Wait { .. } => Reply::Int(next().abs()),
             Command::Role => {

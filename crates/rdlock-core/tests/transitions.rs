@@ -1000,3 +1000,54 @@ fn shared_courtesy_must_be_positive_and_bounded() {
     h.reply(&attempt, pair(0, 300));
     assert_eq!(h.events(), vec![Event::Busy { holder_ttl: Some(ms(300)) }]);
 }
+
+#[test]
+fn a_permit_runs_the_permit_scripts_and_renews_apart_from_locks() {
+    use rdlock_core::{MAX_CAPACITY, Resource};
+    let mut h = H::new();
+    let o = LockOptions { auto_renew: true, ..opts(1000) };
+    let sem =
+        h.e.acquire_resource("jobs", Resource::Permit { capacity: 3 }, o, Acquire::Wait { deadline: None }, h.now);
+    let sem = sem.expect("valid input");
+    let attempt = h.one();
+    let (s, keys, a) = script(&attempt);
+    assert_eq!(s, Script::PermitAcquire);
+    assert_eq!(keys.len(), 5);
+    assert_eq!(keys[0], "jobs", "the holder set is the user's key");
+    assert_eq!((a[7].as_str(), a[8].as_str()), ("3", "1"), "capacity and weight");
+    h.reply(&attempt, pair(1, 40));
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 40, .. }]));
+    // A writer weighs the whole capacity; a reader 1.
+    for (resource, weight) in [(Resource::Write, MAX_CAPACITY), (Resource::Read, 1)] {
+        h.e.acquire_resource("doc", resource, o, Acquire::Try, h.now).expect("valid input");
+        let attempt = h.one();
+        assert_eq!(script(&attempt).2[8], weight.to_string());
+        h.reply(&attempt, pair(0, 5));
+        assert!(matches!(h.events()[..], [Event::Busy { .. }]));
+    }
+    let (_lock, _) = h.held("orders", o);
+    // Both renew at the same time, in two batches: one script each.
+    h.fire();
+    let renewals = h.sent();
+    let scripts: Vec<Script> = renewals.iter().map(|r| script(r).0).collect();
+    assert!(scripts.contains(&Script::PermitExtend) && scripts.contains(&Script::Extend), "{scripts:?}");
+    let permit_batch = renewals.iter().find(|r| script(r).0 == Script::PermitExtend).expect("a permit renewal");
+    assert_eq!(script(permit_batch).1.len(), 3, "three keys per share");
+    h.e.release(sem, h.now).expect("held");
+    let release = h.sent().into_iter().find(|r| script(r).0 == Script::PermitRelease).expect("a permit release");
+    assert!(script(&release).2[1].ends_with(":1"), "the entry carries the weight");
+}
+
+#[test]
+fn counted_resources_refuse_bad_capacities_and_shared_mode() {
+    use rdlock_core::{MAX_CAPACITY, Resource};
+    let mut h = H::new();
+    let w = Acquire::Wait { deadline: None };
+    for capacity in [0, MAX_CAPACITY + 1] {
+        let e = h.e.acquire_resource("s", Resource::Permit { capacity }, opts(1000), w, h.now);
+        assert_eq!(e, Err(InvalidInput::CapacityOutOfRange { capacity, max: MAX_CAPACITY }));
+    }
+    let shared = LockOptions { sharing: Sharing::Foreign { courtesy: ms(50) }, ..opts(1000) };
+    assert_eq!(h.e.acquire_resource("s", Resource::Read, shared, w, h.now), Err(InvalidInput::SharedModeIsForLocks));
+    assert!(h.sent().is_empty());
+}

@@ -11,7 +11,7 @@ use crate::keys::LockKeys;
 use crate::machine::{Lease, Then};
 use crate::options::{Confirm, LockOptions, Sharing};
 use crate::reply::{Reply, ServerError, TransportError};
-use crate::script::{AcquireArgs, AcquireReply, Mode};
+use crate::script::{AcquireArgs, AcquireReply, Mode, PermitArgs, PermitKeys};
 use crate::token::hex;
 
 impl Engine {
@@ -31,17 +31,33 @@ impl Engine {
         let wanted = confirm.wanted(fresh.map(|(n, _)| n)).unwrap_or(0);
         // A shared key has no queue: every attempt is a plain `SET NX` (the `try` mode).
         let mode = if lock.opts.sharing == Sharing::Queue { mode } else { Mode::Try };
-        let keys = LockKeys::derive(&lock.key);
-        let args = AcquireArgs {
-            token: &hex(lock.token),
-            ttl_ms: lock.opts.ttl_ms(),
-            mode,
-            queue_ttl: queue_ttl(self.poll_interval(&lock.opts)),
-            fence_ttl: FENCE_TTL,
-            claim: HANDOFF_CLAIM,
-            inbox: &LockKeys::inbox_suffix(&lock.key, self.client),
+        let (token, inbox) = (hex(lock.token), LockKeys::inbox_suffix(&lock.key, self.client));
+        let queue_ttl = queue_ttl(self.poll_interval(&lock.opts));
+        let attempt = match lock.resource.share() {
+            None => AcquireArgs {
+                token: &token,
+                ttl_ms: lock.opts.ttl_ms(),
+                mode,
+                queue_ttl,
+                fence_ttl: FENCE_TTL,
+                claim: HANDOFF_CLAIM,
+                inbox: &inbox,
+            }
+            .command(&LockKeys::derive(&lock.key)),
+            Some((capacity, weight)) => PermitArgs {
+                token: &token,
+                ttl_ms: lock.opts.ttl_ms(),
+                mode,
+                queue_ttl,
+                fence_ttl: FENCE_TTL,
+                claim: HANDOFF_CLAIM,
+                inbox: &inbox,
+                capacity,
+                weight,
+            }
+            .command(&PermitKeys::derive(&lock.key)),
         };
-        let mut commands = vec![args.command(&keys)];
+        let mut commands = vec![attempt];
         if let (true, Some(timeout)) = (wanted > 0, confirm.timeout()) {
             commands.push(Command::Wait { replicas: wanted, timeout_ms: timeout.as_millis().max(1) as u64 });
         }

@@ -9,14 +9,15 @@ use crate::command::{Command, RequestId, Route};
 use crate::event::{Event, LostReason};
 use crate::keys::slot;
 use crate::reply::{Reply, TransportError};
-use crate::script::{ExtendArgs, ExtendReply};
+use crate::script::{ExtendArgs, ExtendReply, PermitExtendArgs};
 use crate::token::hex;
 
 impl Engine {
     /// Renews, in batches, every auto-renewing lock whose renewal window has opened.
     pub(super) fn renew_due(&mut self, now: Instant) {
         let due: Vec<(Instant, LockId)> = self.renewals.range(..=(now, LockId(u64::MAX))).copied().collect();
-        let mut groups: HashMap<(Route, u16, u32), Vec<LockId>> = HashMap::new();
+        // Locks and shares renew with different scripts: batched apart.
+        let mut groups: HashMap<(Route, u16, u32, bool), Vec<LockId>> = HashMap::new();
         for entry in due {
             self.renewals.remove(&entry);
             let id = entry.1;
@@ -27,26 +28,30 @@ impl Engine {
             }
             let slot = if self.config.cluster { slot(&lock.key) } else { 0 };
             let wanted = lock.opts.confirm.wanted(self.replicas.map(|(n, _)| n)).unwrap_or(0);
-            groups.entry((lock.route, slot, wanted)).or_default().push(id);
+            groups.entry((lock.route, slot, wanted, lock.resource.share().is_some())).or_default().push(id);
         }
         let mut groups: Vec<_> = groups.into_iter().collect();
         groups.sort_by_key(|(_, ids)| ids[0]);
-        for ((route, _, wanted), ids) in groups {
+        for ((route, _, wanted, shares), ids) in groups {
             for chunk in ids.chunks(self.config.max_renew_batch.max(1)) {
-                self.send_renewal(route, wanted, chunk, now);
+                self.send_renewal(route, wanted, shares, chunk, now);
             }
         }
     }
 
-    fn send_renewal(&mut self, route: Route, wanted: u32, ids: &[LockId], now: Instant) {
-        let mut batch = ExtendArgs::with_capacity(ids.len());
+    fn send_renewal(&mut self, route: Route, wanted: u32, shares: bool, ids: &[LockId], now: Instant) {
+        let (mut locks, mut permits) =
+            (ExtendArgs::with_capacity(ids.len()), PermitExtendArgs::with_capacity(ids.len()));
         let mut confirm_timeout = None;
         for id in ids {
             let lock = &self.locks[id];
-            batch.push(&lock.key, hex(lock.token), lock.opts.ttl_ms());
+            match shares {
+                false => locks.push(&lock.key, hex(lock.token), lock.opts.ttl_ms()),
+                true => permits.push(&lock.key, hex(lock.token), lock.opts.ttl_ms()),
+            }
             confirm_timeout = confirm_timeout.or(lock.opts.confirm.timeout());
         }
-        let mut commands = vec![batch.command()];
+        let mut commands = vec![if shares { permits.command() } else { locks.command() }];
         if let (true, Some(timeout)) = (wanted > 0, confirm_timeout) {
             commands.push(Command::Wait { replicas: wanted, timeout_ms: timeout.as_millis().max(1) as u64 });
         }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::command::{RequestId, Route};
 use crate::machine::{Lease, Release, Waiter};
-use crate::options::LockOptions;
+use crate::options::{LockOptions, Resource};
 
 /// A lock, from `acquire` until the engine forgets it.
 #[derive(Debug)]
@@ -14,6 +14,8 @@ pub(crate) struct Lock {
     pub key: String,
     pub token: u128,
     pub opts: LockOptions,
+    /// A lock, or a share of a counted resource: which scripts serve it.
+    pub resource: Resource,
     pub route: Route,
     pub phase: Phase,
     /// An attempt was sent: the server may have queued the lock, or handed it the key.

@@ -34,7 +34,7 @@ use crate::error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
 use crate::event::{Event, LostReason, Warning};
 use crate::keys::LockKeys;
 use crate::machine::{Then, Waiter};
-use crate::options::{Acquire, Confirm, LockOptions, Sharing};
+use crate::options::{Acquire, Confirm, LockOptions, Resource, Sharing};
 use crate::reply::{Reply, ServerError, TransportError};
 use crate::script::Mode;
 use crate::subscriptions::Subscriptions;
@@ -207,7 +207,28 @@ impl Engine {
         how: Acquire,
         now: Instant,
     ) -> Result<LockId, InvalidInput> {
+        self.acquire_resource(key, Resource::Lock, opts, how, now)
+    }
+
+    /// Starts acquiring a share of the counted resource at `key` (a semaphore's permit, a
+    /// read-write lock's read or write share), or the lock at `key` ([`Resource::Lock`], as
+    /// [`Engine::acquire`]). Everything else — events, release, renewal, abandon, validity —
+    /// is the same as for a lock: a share is a lease.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`] as for [`Engine::acquire`], and for a capacity out of range or shared
+    /// mode with a counted resource; nothing is sent.
+    pub fn acquire_resource(
+        &mut self,
+        key: &str,
+        resource: Resource,
+        opts: LockOptions,
+        how: Acquire,
+        now: Instant,
+    ) -> Result<LockId, InvalidInput> {
         opts.validate()?;
+        resource.validate(&opts)?;
         let keys = LockKeys::new(key)?;
         let (try_only, deadline) = match how {
             Acquire::Try => (true, None),
@@ -229,6 +250,7 @@ impl Engine {
                 key: keys.lock,
                 token,
                 opts,
+                resource,
                 route,
                 phase: Phase::Acquiring(acquisition),
                 attempted: false,

@@ -10,7 +10,7 @@ use crate::keys::LockKeys;
 use crate::machine::{Release, Then};
 use crate::options::Sharing;
 use crate::reply::{Reply, TransportError};
-use crate::script::{ReleaseArgs, ReleaseReply, Script, SharedReleaseArgs};
+use crate::script::{PermitArgs, PermitKeys, PermitReleaseArgs, ReleaseArgs, ReleaseReply, Script, SharedReleaseArgs};
 use crate::token::hex;
 
 impl Engine {
@@ -36,13 +36,19 @@ impl Engine {
         let Some(lock) = self.locks.get(&id) else { return };
         let keys = LockKeys::derive(&lock.key);
         let token = hex(lock.token);
-        let command = match lock.opts.sharing {
-            Sharing::Queue => {
-                let inbox = LockKeys::inbox_suffix(&lock.key, self.client);
-                let entry = format!("{token}:{}:{inbox}", lock.opts.ttl_ms());
-                ReleaseArgs { token: &token, entry: &entry, fence_ttl: FENCE_TTL, claim: HANDOFF_CLAIM }.command(&keys)
+        let inbox = LockKeys::inbox_suffix(&lock.key, self.client);
+        let (fence_ttl, claim) = (FENCE_TTL, HANDOFF_CLAIM);
+        let command = match (lock.resource.share(), lock.opts.sharing) {
+            (Some((capacity, weight)), _) => {
+                let entry = PermitArgs::entry(&token, lock.opts.ttl_ms(), &inbox, weight);
+                PermitReleaseArgs { token: &token, entry: &entry, fence_ttl, claim, capacity }
+                    .command(&PermitKeys::derive(&lock.key))
             }
-            Sharing::Foreign { .. } => SharedReleaseArgs { token: &token }.command(&keys),
+            (None, Sharing::Queue) => {
+                let entry = format!("{token}:{}:{inbox}", lock.opts.ttl_ms());
+                ReleaseArgs { token: &token, entry: &entry, fence_ttl, claim }.command(&keys)
+            }
+            (None, Sharing::Foreign { .. }) => SharedReleaseArgs { token: &token }.command(&keys),
         };
         let route = lock.route;
         let req = self.request(route, vec![command], Pending::Release(id));
@@ -64,7 +70,11 @@ impl Engine {
         if r.req != Some(req) {
             return;
         }
-        let script = if lock.opts.sharing == Sharing::Queue { Script::Release } else { Script::ReleaseShared };
+        let script = match (lock.resource.share(), lock.opts.sharing) {
+            (Some(_), _) => Script::PermitRelease,
+            (None, Sharing::Queue) => Script::Release,
+            (None, Sharing::Foreign { .. }) => Script::ReleaseShared,
+        };
         let outcome = reply.map_err(Into::into).and_then(|r| ReleaseReply::parse(script, r.first()));
         if outcome == Ok(ReleaseReply::ReleasedBesideQueue) {
             self.warnings.push_back(Warning::MixedSharing { key: lock.key.clone() });

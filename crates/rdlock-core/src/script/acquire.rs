@@ -20,7 +20,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn arg(self) -> &'static str {
+    pub(super) fn arg(self) -> &'static str {
         match self {
             Mode::Try => "try",
             Mode::First => "first",

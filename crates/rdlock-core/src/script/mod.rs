@@ -5,10 +5,12 @@
 
 mod acquire;
 mod extend;
+mod permit;
 mod release;
 
 pub use acquire::{AcquireArgs, AcquireReply, Mode};
 pub use extend::{ExtendArgs, ExtendReply};
+pub use permit::{MAX_CAPACITY, PermitArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs};
 pub use release::{ReleaseArgs, ReleaseReply, SharedReleaseArgs};
 
 /// One of rdlock's server-side scripts. The core builds their arguments and reads their
@@ -24,11 +26,25 @@ pub enum Script {
     /// Owner-checked delete of a key shared with foreign clients, announced on the lock's
     /// channel (no hand-off: nobody queues).
     ReleaseShared,
+    /// Take a share of a counted resource (a permit), confirm one, or join its queue.
+    PermitAcquire,
+    /// Owner-checked release of a share, handing the room to the queue's head.
+    PermitRelease,
+    /// Owner-checked renewal of many shares.
+    PermitExtend,
 }
 
 impl Script {
     /// Every script, for drivers that load them up front.
-    pub const ALL: [Script; 4] = [Script::Acquire, Script::Release, Script::Extend, Script::ReleaseShared];
+    pub const ALL: [Script; 7] = [
+        Script::Acquire,
+        Script::Release,
+        Script::Extend,
+        Script::ReleaseShared,
+        Script::PermitAcquire,
+        Script::PermitRelease,
+        Script::PermitExtend,
+    ];
 
     /// The Lua source (the fence prelude, `fence.lua`, is prepended to the scripts that grant
     /// a lock).
@@ -38,6 +54,13 @@ impl Script {
             Script::Release => concat!(include_str!("fence.lua"), include_str!("release.lua")),
             Script::Extend => include_str!("extend.lua"),
             Script::ReleaseShared => include_str!("release_shared.lua"),
+            Script::PermitAcquire => {
+                concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("permit_acquire.lua"))
+            }
+            Script::PermitRelease => {
+                concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("permit_release.lua"))
+            }
+            Script::PermitExtend => include_str!("permit_extend.lua"),
         }
     }
 
@@ -48,6 +71,9 @@ impl Script {
             Script::Release => "release",
             Script::Extend => "extend",
             Script::ReleaseShared => "release-shared",
+            Script::PermitAcquire => "permit-acquire",
+            Script::PermitRelease => "permit-release",
+            Script::PermitExtend => "permit-extend",
         }
     }
 }

@@ -240,7 +240,11 @@ impl Checker {
         for cmd in &req.commands {
             let Command::Script { script, keys, args } = cmd else { continue };
             match script {
-                Script::Acquire | Script::Release | Script::ReleaseShared => {
+                Script::Acquire
+                | Script::Release
+                | Script::ReleaseShared
+                | Script::PermitAcquire
+                | Script::PermitRelease => {
                     let (Some(key), Some(token)) = (keys.first(), args.first()) else {
                         self.fail(now, format!("client {c}: malformed {script:?} script: {keys:?} {args:?}"));
                         continue;
@@ -261,12 +265,14 @@ impl Checker {
                         }
                         Some(_) => {}
                     }
-                    if matches!(script, Script::Release | Script::ReleaseShared) {
+                    if matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease) {
                         self.recs.entry((c, id)).and_modify(|r| r.release_sent = true);
                     }
                 }
-                Script::Extend => {
-                    for (i, key) in keys.iter().enumerate() {
+                Script::Extend | Script::PermitExtend => {
+                    // A share renews with three keys: its holder set (the user's key) first.
+                    let per = if *script == Script::Extend { 1 } else { 3 };
+                    for (i, key) in keys.iter().step_by(per).enumerate() {
                         let Some(&(owner, id)) = args.get(i).and_then(|t| self.by_token.get(t)) else {
                             self.fail(now, format!("client {c}: renewal of {key} with an unknown token"));
                             continue;

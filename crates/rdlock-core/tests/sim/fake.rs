@@ -31,7 +31,13 @@ pub enum Bug {
 pub enum Value {
     Str(String),
     List(VecDeque<String>),
+    /// A sorted set: member -> score (the permit scripts' scores are whole ms).
+    Zset(BTreeMap<String, i64>),
+    Hash(BTreeMap<String, String>),
 }
+
+#[path = "fake_permits.rs"]
+mod permits;
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -389,6 +395,9 @@ impl Fake {
             rdlock_core::Script::Release => self.release(keys, args, &mut fx),
             rdlock_core::Script::Extend => self.extend(keys, args),
             rdlock_core::Script::ReleaseShared => self.release_shared(keys, args, &mut fx),
+            rdlock_core::Script::PermitAcquire => self.permit_acquire(keys, args, &mut fx),
+            rdlock_core::Script::PermitRelease => self.permit_release(keys, args, &mut fx),
+            rdlock_core::Script::PermitExtend => self.permit_extend(keys, args),
         };
         if self.dirty != before {
             self.replicate(now, dice);
@@ -768,6 +777,28 @@ impl Fake {
         out
     }
 
+    /// Every live sorted set's `(key, member, score)`.
+    pub fn zset_entries(&self, now: u64) -> Vec<(String, String, i64)> {
+        let mut out = Vec::new();
+        for (k, e) in &self.keys {
+            if let (Value::Zset(z), true) = (&e.value, e.expires.is_none_or(|x| x > now)) {
+                out.extend(z.iter().map(|(m, s)| (k.clone(), m.clone(), *s)));
+            }
+        }
+        out
+    }
+
+    /// Every live hash's `(key, field, value)`.
+    pub fn hash_entries(&self, now: u64) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for (k, e) in &self.keys {
+            if let (Value::Hash(h), true) = (&e.value, e.expires.is_none_or(|x| x > now)) {
+                out.extend(h.iter().map(|(f, v)| (k.clone(), f.clone(), v.clone())));
+            }
+        }
+        out
+    }
+
     /// Every live string key and its value.
     pub fn strings(&self, now: u64) -> Vec<(String, String)> {
         self.keys
@@ -775,7 +806,7 @@ impl Fake {
             .filter(|(_, e)| e.expires.is_none_or(|x| x > now))
             .filter_map(|(k, e)| match &e.value {
                 Value::Str(s) => Some((k.clone(), s.clone())),
-                Value::List(_) => None,
+                _ => None,
             })
             .collect()
     }

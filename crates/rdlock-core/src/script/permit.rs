@@ -1,0 +1,158 @@
+//! The permit scripts (`permit.lua` and its callers): counted leases, for Semaphore permits
+//! and RwLock shares (a reader weighs 1, a writer the whole capacity).
+
+use std::time::Duration;
+
+use crate::command::Command;
+use crate::keys::{LockKeys, Role};
+
+use super::{Mode, Script};
+
+/// Largest capacity and weight (`MAX_CAP` in `permit.lua`).
+pub const MAX_CAPACITY: u32 = i32::MAX as u32;
+
+/// The names of one counted resource: the holder set is the user's key itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PermitKeys {
+    /// The holder set (a sorted set: token → deadline), under the user's key.
+    pub holders: String,
+    /// The fencing-token counter.
+    pub fence: String,
+    /// The FIFO queue of waiters.
+    pub queue: String,
+    /// The table of holders' weights and fences.
+    pub shares: String,
+    /// The capacity.
+    pub capacity: String,
+}
+
+impl PermitKeys {
+    /// The names for a key accepted by [`LockKeys::new`].
+    pub fn derive(key: &str) -> Self {
+        let keys = LockKeys::derive(key);
+        let name = |role| LockKeys::name(key, role).unwrap_or_default();
+        Self {
+            holders: keys.lock,
+            fence: keys.fence,
+            queue: keys.queue,
+            shares: name(Role::Shares),
+            capacity: name(Role::Capacity),
+        }
+    }
+
+    fn all(&self) -> Vec<String> {
+        vec![self.holders.clone(), self.fence.clone(), self.queue.clone(), self.shares.clone(), self.capacity.clone()]
+    }
+}
+
+/// The arguments of `permit_acquire.lua`.
+#[derive(Clone, Debug)]
+pub struct PermitArgs<'a> {
+    /// The owner token.
+    pub token: &'a str,
+    /// The lease, in ms.
+    pub ttl_ms: u64,
+    /// What to do when no share fits.
+    pub mode: Mode,
+    /// How long the queue outlives its last push.
+    pub queue_ttl: Duration,
+    /// How long a freshly seeded fence counter lives.
+    pub fence_ttl: Duration,
+    /// How long a hand-off nobody heard waits for its waiter.
+    pub claim: Duration,
+    /// The caller's inbox suffix.
+    pub inbox: &'a str,
+    /// The resource's capacity.
+    pub capacity: u32,
+    /// The share's weight (1 to the capacity).
+    pub weight: u32,
+}
+
+impl PermitArgs<'_> {
+    /// The script call.
+    pub fn command(&self, keys: &PermitKeys) -> Command {
+        Command::Script {
+            script: Script::PermitAcquire,
+            keys: keys.all(),
+            args: vec![
+                self.token.to_owned(),
+                self.ttl_ms.to_string(),
+                self.mode.arg().to_owned(),
+                self.queue_ttl.as_millis().to_string(),
+                self.fence_ttl.as_millis().to_string(),
+                self.claim.as_millis().to_string(),
+                self.inbox.to_owned(),
+                self.capacity.to_string(),
+                self.weight.to_string(),
+            ],
+        }
+    }
+
+    /// The caller's queue entry, as the scripts store it.
+    pub fn entry(token: &str, ttl_ms: u64, inbox: &str, weight: u32) -> String {
+        format!("{token}:{ttl_ms}:{inbox}:{weight}")
+    }
+}
+
+/// The arguments of `permit_release.lua`.
+#[derive(Clone, Debug)]
+pub struct PermitReleaseArgs<'a> {
+    /// The owner token.
+    pub token: &'a str,
+    /// The caller's own queue entry ([`PermitArgs::entry`]).
+    pub entry: &'a str,
+    /// How long a freshly seeded fence counter lives.
+    pub fence_ttl: Duration,
+    /// How long a hand-off nobody heard waits for its waiter.
+    pub claim: Duration,
+    /// The capacity, used when none is stored.
+    pub capacity: u32,
+}
+
+impl PermitReleaseArgs<'_> {
+    /// The script call.
+    pub fn command(&self, keys: &PermitKeys) -> Command {
+        Command::Script {
+            script: Script::PermitRelease,
+            keys: keys.all(),
+            args: vec![
+                self.token.to_owned(),
+                self.entry.to_owned(),
+                self.fence_ttl.as_millis().to_string(),
+                self.claim.as_millis().to_string(),
+                self.capacity.to_string(),
+            ],
+        }
+    }
+}
+
+/// A batch of share renewals for `permit_extend.lua`; its reply reads as
+/// [`super::ExtendReply`].
+#[derive(Clone, Debug, Default)]
+pub struct PermitExtendArgs {
+    keys: Vec<String>,
+    tokens: Vec<String>,
+    ttls: Vec<String>,
+}
+
+impl PermitExtendArgs {
+    /// An empty batch with room for `n` shares.
+    pub fn with_capacity(n: usize) -> Self {
+        Self { keys: Vec::with_capacity(3 * n), tokens: Vec::with_capacity(n), ttls: Vec::with_capacity(n) }
+    }
+
+    /// Adds a share to the batch.
+    pub fn push(&mut self, key: &str, token: String, ttl_ms: u64) {
+        let keys = PermitKeys::derive(key);
+        self.keys.extend([keys.holders, keys.shares, keys.capacity]);
+        self.tokens.push(token);
+        self.ttls.push(ttl_ms.to_string());
+    }
+
+    /// The script call.
+    pub fn command(self) -> Command {
+        let mut args = self.tokens;
+        args.extend(self.ttls);
+        Command::Script { script: Script::PermitExtend, keys: self.keys, args }
+    }
+}
