@@ -40,6 +40,31 @@ fn a_full_lease_hand_off_to_a_vanished_waiter_is_caught() {
     println!("seed {seed}: {message}");
 }
 
+/// The first seed of a scenario with semaphores and read-write locks whose run the checker
+/// rejects.
+fn first_counted_violation(bug: Bug) -> Option<(u64, String)> {
+    (0..BUDGET).find_map(|seed| {
+        let sc = sim::Scenario::new(seed, bug);
+        let sc = sc.with_counted_resources(&mut sim::dice::Dice::new(seed));
+        sim::run_scenario(sc, false).err().map(|v| (seed, v.message))
+    })
+}
+
+#[test]
+fn shares_over_capacity_are_caught() {
+    let (seed, message) =
+        first_counted_violation(Bug::ShareOverCapacity).expect("no violation found: the checker is blind to capacity");
+    assert!(message.contains("capacity") || message.contains("writer beside"), "seed {seed}: {message}");
+    println!("seed {seed}: {message}");
+}
+
+#[test]
+fn a_share_release_without_owner_check_is_caught() {
+    let (seed, message) = first_counted_violation(Bug::ShareReleaseWithoutOwnerCheck)
+        .expect("no violation found: the checker is blind to share releases");
+    println!("seed {seed}: {message}");
+}
+
 #[test]
 fn the_faithful_scripts_pass_the_same_seeds() {
     // The broken runs fail because of the bug, not because of the scenarios.

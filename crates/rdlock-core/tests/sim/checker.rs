@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rdlock_core::{Command, Confirm, Event, HANDOFF_CLAIM, LockError, LockId, LockOptions, Reply, Request, Script};
+use rdlock_core::{
+    Command, Confirm, Event, HANDOFF_CLAIM, LockError, LockId, LockOptions, Reply, Request, Resource, Script,
+};
 
 use super::fake::{Fake, Grant};
 use super::scenario::WRONGTYPE_KEY;
@@ -20,6 +22,8 @@ pub struct HeldView {
 #[derive(Debug)]
 pub struct Rec {
     pub key: String,
+    /// A lock, or a share of a counted resource.
+    pub resource: Resource,
     pub opts: LockOptions,
     pub try_only: bool,
     pub deadline: Option<u64>,
@@ -83,6 +87,8 @@ struct Obligation {
 pub struct Stats {
     pub steps: u64,
     pub acquired: u64,
+    /// Acquisitions of semaphore permits and read-write lock shares (among `acquired`).
+    pub shares: u64,
     pub handed_off: u64,
     pub renewed: u64,
     pub lost: u64,
@@ -99,6 +105,7 @@ impl Stats {
     pub fn add(&mut self, o: &Stats) {
         self.steps += o.steps;
         self.acquired += o.acquired;
+        self.shares += o.shares;
         self.handed_off += o.handed_off;
         self.renewed += o.renewed;
         self.lost += o.lost;
@@ -180,17 +187,20 @@ impl Checker {
 
     // ------------------------------------------------------------ caller actions
 
+    #[allow(clippy::too_many_arguments)]
     pub fn on_acquire(
         &mut self,
         c: usize,
         id: LockId,
         key: &str,
+        resource: Resource,
         opts: LockOptions,
         deadline: Option<Option<u64>>,
         now: u64,
     ) {
         let rec = Rec {
             key: key.to_owned(),
+            resource,
             opts,
             try_only: deadline.is_none(),
             deadline: deadline.flatten(),
@@ -307,7 +317,7 @@ impl Checker {
             let Some(rec) = self.recs.get_mut(&(c, id)) else { continue };
             match (script, reply) {
                 (_, Err(())) => rec.delayed_until = rec.delayed_until.max(now + RETRY_BACKOFF),
-                (Script::Acquire, Ok(replies)) => {
+                (Script::Acquire | Script::PermitAcquire, Ok(replies)) => {
                     let pair = replies.get(i).and_then(Reply::as_array);
                     if let Some([flag, fence]) = pair
                         && flag.as_int() == Some(1)
@@ -318,7 +328,7 @@ impl Checker {
                 }
                 _ => {}
             }
-            if matches!(script, Script::Release | Script::ReleaseShared) {
+            if matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease) {
                 rec.release_failed = !matches!(reply, Ok(r) if matches!(r.get(i), Some(Reply::Int(_))));
             }
         }
@@ -373,6 +383,7 @@ impl Checker {
         match ev {
             Event::Acquired { fence, valid_until } => {
                 self.stats.acquired += 1;
+                self.stats.shares += u64::from(rec.resource != Resource::Lock);
                 let valid_until = super::ns(*valid_until);
                 if wrongtype {
                     problem = Some("acquired a key of the wrong type".into());
@@ -386,7 +397,10 @@ impl Checker {
                 }
                 rec.held = Some(HeldView { fence: *fence, valid_until, lost: false });
                 self.held.insert((c, id));
-                if !Self::tainted(rec, fake) {
+                // Exclusive holders (locks, writers) hold in fence order; shares of a counted
+                // resource overlap, so only the server's issue order (`on_grant`) binds them.
+                let exclusive = matches!(rec.resource, Resource::Lock | Resource::Write);
+                if exclusive && !Self::tainted(rec, fake) {
                     let last = self.last_fence.insert(rec.key.clone(), *fence);
                     if last.is_some_and(|l| l >= *fence) {
                         problem = Some(format!("fence {fence} does not exceed the previous holder's {last:?}"));
@@ -468,6 +482,8 @@ impl Checker {
             }
         } else if let Some(&(c, id)) = self.by_token.get(&g.token)
             && g.handoff
+            // A share's waiters may also wait for other live holders: the bound is the lock's.
+            && self.recs[&(c, id)].resource == Resource::Lock
         {
             // Handed to a waiter that vanished while queued: the lock has moved on (earlier
             // obligations are met), and it must reach a live waiter within one claim (the
@@ -546,7 +562,9 @@ impl Checker {
         self.crashed_holders_replaced(now, fake);
     }
 
-    /// At most one holder by its own validity, and the server agrees it is the owner.
+    /// Per key, by each holder's own validity: a lock has at most one holder; a semaphore at
+    /// most its capacity; a read-write lock at most one writer, never beside a reader. And
+    /// the server agrees each holder holds: the key is its token, or its share is live.
     fn mutual_exclusion(&mut self, now: u64, fake: &Fake) {
         let mut holders: BTreeMap<&str, Vec<(usize, &Rec)>> = BTreeMap::new();
         for &(c, id) in &self.held {
@@ -558,21 +576,50 @@ impl Checker {
         }
         let mut problem = None;
         for (key, hs) in &holders {
-            if hs.len() > 1 {
+            let who = || {
                 let who: Vec<String> = hs
                     .iter()
-                    .map(|(c, r)| format!("client {c} (fence {:?}, token {:?})", r.held.map(|h| h.fence), r.token))
+                    .map(|(c, r)| {
+                        format!(
+                            "client {c} {:?} (fence {:?}, token {:?})",
+                            r.resource,
+                            r.held.map(|h| h.fence),
+                            r.token
+                        )
+                    })
                     .collect();
-                problem = Some(format!("two holders of {key}: {}", who.join(" and ")));
-            } else if let [(c, r)] = hs.as_slice()
-                && fake.string(key, now) != r.token.as_deref()
-            {
-                problem = Some(format!(
-                    "client {c} holds {key} until {} but the server has {:?}, not {:?}",
-                    fmt_ms(r.held.map_or(0, |h| h.valid_until)),
-                    fake.string(key, now),
-                    r.token
-                ));
+                who.join(" and ")
+            };
+            let count = |f: fn(Resource) -> bool| hs.iter().filter(|(_, r)| f(r.resource)).count();
+            let locks = count(|r| r == Resource::Lock);
+            let writers = count(|r| r == Resource::Write);
+            let readers = count(|r| r == Resource::Read);
+            let permits = hs.iter().filter_map(|(_, r)| match r.resource {
+                Resource::Permit { capacity } => Some(capacity),
+                _ => None,
+            });
+            let capacity = permits.clone().min();
+            if locks > 1 || (locks == 1 && hs.len() > 1) {
+                problem = Some(format!("two holders of {key}: {}", who()));
+            } else if writers > 1 || (writers == 1 && readers > 0) {
+                problem = Some(format!("a writer beside another holder of {key}: {}", who()));
+            } else if capacity.is_some_and(|cap| permits.count() > cap as usize) {
+                problem = Some(format!("more permits of {key} than its capacity {capacity:?}: {}", who()));
+            }
+            for (c, r) in hs {
+                let known = match r.resource {
+                    Resource::Lock => fake.string(key, now) == r.token.as_deref(),
+                    _ => r.token.as_deref().is_some_and(|t| fake.share_live(key, t, now)),
+                };
+                if !known {
+                    problem = Some(format!(
+                        "client {c} holds {key} ({:?}) until {} but the server does not know it: {:?}, token {:?}",
+                        r.resource,
+                        fmt_ms(r.held.map_or(0, |h| h.valid_until)),
+                        fake.string(key, now),
+                        r.token
+                    ));
+                }
             }
         }
         if let Some(p) = problem {
@@ -651,6 +698,11 @@ impl Checker {
         for (key, value) in fake.strings(now) {
             if self.live_token(&value).is_some_and(|r| !r.release_failed) {
                 problems.push(format!("{key} still holds the token of a finished lock"));
+            }
+        }
+        for (key, member, _) in fake.zset_entries(now) {
+            if self.live_token(&member).is_some_and(|r| !r.release_failed) && fake.share_live(&key, &member, now) {
+                problems.push(format!("{key} still holds a share of a finished lock"));
             }
         }
         for (&(c, id), r) in &self.recs {

@@ -25,6 +25,12 @@ pub enum Bug {
     /// not anyone heard the hand-off, so a waiter that vanished while queued holds the lock
     /// for a lease.
     FullLeaseHandoff,
+    /// The permit scripts admit a share whether or not it fits: more permits than the
+    /// capacity, a writer beside readers.
+    ShareOverCapacity,
+    /// The permit release frees the room of a share the caller does not hold (its token is
+    /// removed if present, and the queue is served as if room were freed).
+    ShareReleaseWithoutOwnerCheck,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -775,6 +781,15 @@ impl Fake {
             }
         }
         out
+    }
+
+    /// Whether `token` holds a live share of `key` (a member whose deadline has not passed).
+    pub fn share_live(&self, key: &str, token: &str, now: u64) -> bool {
+        let now_ms = ((self.epoch_us + now / 1000) / 1000) as i64;
+        match self.live(key, now) {
+            Some(Entry { value: Value::Zset(z), .. }) => z.get(token).is_some_and(|&s| s > now_ms),
+            _ => false,
+        }
     }
 
     /// Every live sorted set's `(key, member, score)`.

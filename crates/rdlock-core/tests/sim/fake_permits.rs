@@ -220,7 +220,7 @@ impl Fake {
             if Some(e.tok.as_str()) == mine {
                 return Ok((used, true, served));
             }
-            if used + w > cap {
+            if used + w > cap && self.bug != super::Bug::ShareOverCapacity {
                 return Ok((used, false, served));
             }
             served += 1;
@@ -309,7 +309,8 @@ impl Fake {
             return Ok(Reply::Array(vec![int(1), int(f)]));
         }
         let (used, at_head, _) = self.serve(keys, used, cap, Some(token), claim, now, fence_ttl, fx)?;
-        if (at_head || self.llen(&keys[2])? == 0) && used + weight <= cap {
+        let fits = used + weight <= cap || self.bug == super::Bug::ShareOverCapacity;
+        if (at_head || self.llen(&keys[2])? == 0) && fits {
             // admit(token, ttl, weight, now, fence_ttl)
             let f = self.bump(&keys[1], fence_ttl)?;
             self.zadd(&keys[0], now + ttl_ms, token);
@@ -362,14 +363,18 @@ impl Fake {
         let (token, entry, fence_ttl, claim) = (&args[0], &args[1], &args[2], parse_ms(&args[3])?);
         let now = self.now_ms();
         self.prune(keys, now);
-        let holds = self.zscore(&keys[0], token).is_some() && self.bug != super::Bug::ReleaseWithoutOwnerCheck;
-        if !holds && self.bug != super::Bug::ReleaseWithoutOwnerCheck {
+        let unchecked = self.bug == super::Bug::ShareReleaseWithoutOwnerCheck;
+        if self.zscore(&keys[0], token).is_none() && !unchecked {
             self.lrem(&keys[2], 0, entry)?;
             self.settle(keys, now, cap);
             return Ok(int(0));
         }
         self.drop_holder(keys, token);
-        let used = self.hget(&keys[3], USED).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut used = self.hget(&keys[3], USED).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if unchecked {
+            // As if the caller's share (of the weight in its entry) had been freed.
+            used -= entry.rsplit(':').next().and_then(|w| w.parse::<i64>().ok()).unwrap_or(1);
+        }
         let (_, _, served) = self.serve(keys, used, cap, None, claim, now, fence_ttl, fx)?;
         self.settle(keys, now, cap);
         Ok(int(if served > 0 { 2 } else { 1 }))

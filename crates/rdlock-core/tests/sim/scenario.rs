@@ -48,6 +48,20 @@ pub struct ReplicaSpec {
     pub stalls: Vec<(u64, u64)>,
 }
 
+/// What a key of a scenario is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Lock,
+    /// A semaphore with this many permits.
+    Semaphore(u32),
+    /// A read-write lock: each acquisition reads or writes.
+    RwLock,
+}
+
+/// Share of scenarios whose keys are semaphores and read-write locks as well as locks
+/// (drawn from dice of their own, so the lock-only scenarios stay as they were).
+const COUNTED_SHARE: f64 = 0.35;
+
 #[derive(Clone, Debug)]
 pub struct Scenario {
     pub seed: u64,
@@ -77,6 +91,8 @@ pub struct Scenario {
     pub shared: Option<(u64, u64)>,
     /// Waits with a deadline give up after a time drawn from this range (ms).
     pub patience_ms: (u64, u64),
+    /// What each key is; a key not listed is a lock.
+    pub kinds: std::collections::BTreeMap<String, Kind>,
 }
 
 impl Scenario {
@@ -148,10 +164,13 @@ impl Scenario {
             ttl_ms,
             shared: None,
             patience_ms: (10, 800),
+            kinds: Default::default(),
         };
         let mut sd = Dice::new(seed ^ 0x5ba2_ed00);
         let sc = if sd.chance(SHARED_SHARE) { Self { shared: Some((1, sd.range(5, 150))), ..sc } } else { sc };
         let sc = if Dice::new(seed ^ 0x100c_a11e).chance(LOOKALIKE_SHARE) { sc.with_lookalike_keys() } else { sc };
+        let mut kd = Dice::new(seed ^ 0xc0_a7ed);
+        let sc = if sc.shared.is_none() && kd.chance(COUNTED_SHARE) { sc.with_counted_resources(&mut kd) } else { sc };
         let mut d = Dice::new(seed ^ 0x6405_7a17);
         if d.chance(VANISH_SHARE) {
             let mut sc = sc;
@@ -162,6 +181,26 @@ impl Scenario {
         } else {
             sc
         }
+    }
+
+    /// The same scenario with each key a lock, a semaphore (1 to 3 permits) or a read-write
+    /// lock, and more workers to contend for them.
+    pub fn with_counted_resources(mut self, d: &mut Dice) -> Self {
+        self.workers = d.range(1, 3) as usize;
+        for key in &self.keys {
+            let kind = match d.below(10) {
+                0..=2 => Kind::Lock,
+                3..=6 => Kind::Semaphore(d.range(1, 3) as u32),
+                _ => Kind::RwLock,
+            };
+            self.kinds.insert(key.clone(), kind);
+        }
+        self
+    }
+
+    /// What `key` is.
+    pub fn kind(&self, key: &str) -> Kind {
+        self.kinds.get(key).copied().unwrap_or(Kind::Lock)
     }
 
     /// The same scenario recast for ghost waiters: 5 to 7 clients of one worker each on one

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use rdlock_core::{Acquire, Confirm, Event, LockId, LockOptions, Sharing};
+use rdlock_core::{Acquire, Confirm, Event, LockId, LockOptions, Resource, Sharing};
 
-use super::scenario::WRONGTYPE_KEY;
+use super::scenario::{Kind, WRONGTYPE_KEY};
 use super::world::World;
 use super::{MS, at};
 
@@ -156,11 +156,17 @@ impl World {
             None => Acquire::Try,
             Some(dl) => Acquire::Wait { deadline: dl.map(at) },
         };
-        match self.clients[c].engine.acquire(&key, opts, how, at(self.now)) {
+        let resource = match self.sc.kind(&key) {
+            Kind::Lock => Resource::Lock,
+            Kind::Semaphore(capacity) => Resource::Permit { capacity },
+            Kind::RwLock if self.dice.chance(0.3) => Resource::Write,
+            Kind::RwLock => Resource::Read,
+        };
+        match self.clients[c].engine.acquire_resource(&key, resource, opts, how, at(self.now)) {
             Ok(lock) => {
-                self.log(|| format!("c{c} acquires {lock:?} on {key} {how:?} {opts:?}"));
+                self.log(|| format!("c{c} acquires {lock:?} on {key} {resource:?} {how:?} {opts:?}"));
                 self.clients[c].live.insert(key.clone(), lock);
-                self.checker.on_acquire(c, lock, &key, opts, deadline, self.now);
+                self.checker.on_acquire(c, lock, &key, resource, opts, deadline, self.now);
                 let worker = &mut self.clients[c].workers[w];
                 worker.state = State::Acquiring { lock, ttl_ms, auto_renew: opts.auto_renew };
                 worker.bump();
