@@ -66,6 +66,14 @@ fn a_share_release_without_owner_check_is_caught() {
 }
 
 #[test]
+fn a_reader_admitted_past_a_queued_writer_is_caught() {
+    let (seed, message) =
+        first_counted_violation(Bug::ShareBarging).expect("no violation found: the checker is blind to barging");
+    assert!(message.contains("past"), "seed {seed}: {message}");
+    println!("seed {seed}: {message}");
+}
+
+#[test]
 fn the_faithful_scripts_pass_the_same_seeds() {
     // The broken runs fail because of the bug, not because of the scenarios.
     for seed in 0..50 {

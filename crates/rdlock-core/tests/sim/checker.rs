@@ -470,6 +470,9 @@ impl Checker {
 
     /// The server gave a key to a new owner.
     pub fn on_grant(&mut self, g: &Grant, now: u64, restarts: u32) {
+        if g.ahead > 0 {
+            self.fail(now, format!("{} granted to {} past {} queued waiter(s)", g.key, g.token, g.ahead));
+        }
         if let Some(&last) = self.issued.get(&g.key)
             && last >= g.fence
         {

@@ -31,6 +31,9 @@ pub enum Bug {
     /// The permit release frees the room of a share the caller does not hold (its token is
     /// removed if present, and the queue is served as if room were freed).
     ShareReleaseWithoutOwnerCheck,
+    /// The permit acquire admits a caller that fits even when others are queued: a reader
+    /// past a queued writer.
+    ShareBarging,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +65,8 @@ pub struct Grant {
     pub handoff: bool,
     /// When the key expires unless confirmed or renewed (virtual ns).
     pub until: u64,
+    /// Waiters queued ahead of the grantee when it was granted (FIFO: always 0).
+    pub ahead: usize,
 }
 
 /// What a script did besides its reply.
@@ -343,6 +348,14 @@ impl Fake {
         Ok(self.list(key)?.and_then(|l| l.iter().position(|x| x == v)).map(|i| i as i64))
     }
 
+    /// Entries of other waiters ahead of `token`'s in the queue (all of them when it has
+    /// none): for the checker, not a command.
+    fn ahead_of(&mut self, queue: &str, token: &str) -> usize {
+        let Ok(Some(l)) = self.list(queue) else { return 0 };
+        let own = l.iter().position(|e| e.split(':').next() == Some(token));
+        own.unwrap_or(l.len())
+    }
+
     /// `LREM key count v` for `count >= 0` (0: every occurrence, else the first `count`).
     fn lrem(&mut self, key: &str, count: usize, v: &str) -> R<i64> {
         let Some(l) = self.list(key)? else { return Ok(0) };
@@ -475,9 +488,10 @@ impl Fake {
         };
         // SET KEYS[1] tok PX px; LPOP KEYS[3]
         self.set_px(key, tok, px)?;
+        let ahead = self.ahead_of(queue, tok);
         self.lpop(queue)?;
         let until = self.now + parse_ms(px)? as u64 * MS;
-        fx.grants.push(Grant { key: key.to_owned(), token: tok.to_owned(), fence, handoff: true, until });
+        fx.grants.push(Grant { key: key.to_owned(), token: tok.to_owned(), fence, handoff: true, until, ahead });
         Ok(fence)
     }
 
@@ -550,11 +564,14 @@ impl Fake {
                     // f = bump(); SET KEYS[1] token PX ttl; if who then LPOP end; return {1, f}
                     let fence = self.bump(fence_key, fence_ttl)?;
                     self.set_px(key, token, ttl)?;
+                    let ahead = self.ahead_of(queue, token);
                     if who.is_some() {
                         self.lpop(queue)?;
                     }
                     let until = self.now + parse_ms(ttl)? as u64 * MS;
-                    fx.grants.push(Grant { key: key.to_owned(), token: token.clone(), fence, handoff: false, until });
+                    let grant =
+                        Grant { key: key.to_owned(), token: token.clone(), fence, handoff: false, until, ahead };
+                    fx.grants.push(grant);
                     return Ok(pair(1, fence));
                 }
             }

@@ -191,9 +191,11 @@ impl Fake {
     }
 
     /// Records a grant for the checker and the replication epoch.
+    /// Call before the grantee's entry leaves the queue.
     fn note_grant(&mut self, keys: &[String], tok: &str, fence: i64, px: i64, handoff: bool, fx: &mut Effects<'_>) {
         let until = self.now + px as u64 * MS;
-        fx.grants.push(Grant { key: keys[0].clone(), token: tok.to_owned(), fence, handoff, until });
+        let ahead = self.ahead_of(&keys[2], tok);
+        fx.grants.push(Grant { key: keys[0].clone(), token: tok.to_owned(), fence, handoff, until, ahead });
     }
 
     /// `serve(used, cap, mine, claim, now, fence_ttl)`: (used, at_head, served).
@@ -236,8 +238,8 @@ impl Fake {
             self.zadd(&keys[0], now + px, &e.tok);
             self.hset(&keys[3], &e.tok, format!("{w}:{f}"));
             self.hincrby(&keys[3], USED, w);
-            self.lpop(&keys[2])?;
             self.note_grant(keys, &e.tok, f, px, true, fx);
+            self.lpop(&keys[2])?;
             used += w;
         }
     }
@@ -310,16 +312,17 @@ impl Fake {
         }
         let (used, at_head, _) = self.serve(keys, used, cap, Some(token), claim, now, fence_ttl, fx)?;
         let fits = used + weight <= cap || self.bug == super::Bug::ShareOverCapacity;
-        if (at_head || self.llen(&keys[2])? == 0) && fits {
+        let first = at_head || self.llen(&keys[2])? == 0 || self.bug == super::Bug::ShareBarging;
+        if first && fits {
             // admit(token, ttl, weight, now, fence_ttl)
             let f = self.bump(&keys[1], fence_ttl)?;
             self.zadd(&keys[0], now + ttl_ms, token);
             self.hset(&keys[3], token, format!("{weight}:{f}"));
             self.hincrby(&keys[3], USED, weight);
+            self.note_grant(keys, token, f, ttl_ms, false, fx);
             if at_head {
                 self.lpop(&keys[2])?;
             }
-            self.note_grant(keys, token, f, ttl_ms, false, fx);
             self.settle(keys, now, cap);
             return Ok(Reply::Array(vec![int(1), int(f)]));
         }
