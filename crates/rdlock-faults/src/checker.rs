@@ -881,6 +881,41 @@ mod tests {
     }
 
     #[test]
+    fn a_frozen_waiter_that_heard_its_hand_off_may_hold_until_it_resumes() {
+        // C queued, then was frozen with its connection open: A's release is heard, so C holds
+        // the lock, and acts only when it resumes (at 800); B gets it from C after that. Not
+        // a lost wake-up: C was a frozen holder. A wait that outlasts C's resumption is one.
+        let history = |b_at: i64| {
+            vec![
+                acquired("a", 0, 10, 988),
+                rec("c", 5, Event::Attempt),
+                rec("b", 6, Event::Attempt),
+                rec(HARNESS, 10, Event::Paused { target: "c".into() }),
+                rec("a", 30, Event::Releasing { fence: 10 }),
+                rec("a", 31, Event::Released { fence: 10, held: true }),
+                rec(HARNESS, 800, Event::Resumed { target: "c".into() }),
+                acquired("c", 801, 11, 1790),
+                rec("c", 805, Event::Releasing { fence: 11 }),
+                rec("c", 806, Event::Released { fence: 11, held: true }),
+                acquired("b", b_at, 12, b_at + 990),
+            ]
+        };
+        let report = check(&history(810), &LedgerState::default(), &bounds());
+        assert!(report.is_clean(), "{report}");
+        let never = vec![
+            acquired("a", 0, 10, 988),
+            rec("c", 5, Event::Attempt),
+            rec("b", 6, Event::Attempt),
+            rec(HARNESS, 10, Event::Paused { target: "c".into() }),
+            rec("a", 30, Event::Releasing { fence: 10 }),
+            rec("a", 31, Event::Released { fence: 10, held: true }),
+            rec(HARNESS, 800, Event::Resumed { target: "c".into() }),
+            acquired("b", 2500, 12, 3490),
+        ];
+        assert!(check(&never, &LedgerState::default(), &bounds()).has(Property::NoLostWakeup));
+    }
+
+    #[test]
     fn a_killed_holder_is_taken_over_within_ttl_and_poll_cap() {
         let mut h = vec![
             acquired("a", 0, 10, 988),
