@@ -322,51 +322,7 @@ impl LockRequest {
     }
 }
 
-/// The option setters of both drivers' lock builders.
-macro_rules! builder_setters {
-    () => {
-        /// Lease length (the key's expiry).
-        pub fn ttl(mut self, ttl: std::time::Duration) -> Self {
-            self.request.options.ttl = ttl;
-            self
-        }
-
-        /// Renew the lease at about a third of the TTL while held (on by default).
-        pub fn auto_renew(mut self, on: bool) -> Self {
-            self.request.options.auto_renew = on;
-            self
-        }
-
-        /// Wait for replicas to hold the lock before reporting it acquired.
-        pub fn confirm(mut self, confirm: rdlock_core::Confirm) -> Self {
-            self.request.options.confirm = confirm;
-            self
-        }
-
-        /// Longest sleep between polls while waiting.
-        pub fn poll_cap(mut self, cap: std::time::Duration) -> Self {
-            self.request.options.poll_cap = cap;
-            self
-        }
-
-        /// Share the key with clients of other libraries ([`rdlock_core::Sharing::Foreign`]),
-        /// or not ([`rdlock_core::Sharing::Queue`], the default).
-        pub fn sharing(mut self, sharing: rdlock_core::Sharing) -> Self {
-            self.request.options.sharing = sharing;
-            self
-        }
-
-        /// Give up at this instant.
-        pub fn deadline(mut self, deadline: std::time::Instant) -> Self {
-            self.request.deadline = Some(deadline);
-            self
-        }
-
-        /// Give up after this long.
-        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.request.timeout = Some(timeout);
-            self
-        }
-    };
+/// Backoff between reconnection attempts.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(10u64 << attempt.min(7))
 }
-pub(crate) use builder_setters;

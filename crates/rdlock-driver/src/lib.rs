@@ -15,14 +15,17 @@
 
 #![warn(missing_docs)]
 
+mod api;
 mod attempt;
 pub mod blocking;
+mod cell;
 #[cfg(feature = "async")]
 mod client;
 mod common;
 mod config;
 pub mod convert;
 mod error;
+mod exchange;
 mod loss;
 #[cfg(feature = "async")]
 mod runtime;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use futures_lite::StreamExt;
 use rdlock_core::Transmit;
 
-use crate::common::Refusals;
+use crate::common::{Refusals, backoff};
 use crate::convert;
 use crate::runtime::{Runtime, timeout};
-use crate::shared::{Inner, backoff};
+use crate::shared::Inner;
 
 /// Fires the engine's timers (renewals, polls, deadlines, lost leases) and sends what they
 /// produce, plus requests handed over by dropped guards. Ends once the client is closed and
@@ -33,7 +33,7 @@ pub(crate) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
             st.timer_wake = Some(wake);
             wake
         };
-        futures_lite::future::or(inner.driver_signal.wait(), R::sleep_until(wake)).await;
+        futures_lite::future::or(inner.side.driver_signal.wait(), R::sleep_until(wake)).await;
     }
 }
 
@@ -42,7 +42,7 @@ pub(crate) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
 /// a refused `SUBSCRIBE`, a dropped link — backs off before the next one; a channel the server
 /// refuses several sessions in a row fails its waits with the server's error.
 pub(crate) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
-    inner.pubsub_signal.wait().await;
+    inner.side.pubsub_signal.wait().await;
     let mut failures = 0;
     let mut refusals = Refusals::default();
     loop {
@@ -115,7 +115,7 @@ pub(crate) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
                 return;
             }
             let next = futures_lite::future::or(async { Some(stream.next().await) }, async {
-                inner.pubsub_signal.wait().await;
+                inner.side.pubsub_signal.wait().await;
                 None
             })
             .await;

@@ -8,7 +8,7 @@ use rdlock_core::{Reply, ServerError, Transmit};
 use redis::{Connection, Msg, RedisResult};
 
 use super::inner::Inner;
-use crate::common::Refusals;
+use crate::common::{Refusals, backoff};
 use crate::convert;
 use crate::error::Error;
 
@@ -209,9 +209,4 @@ fn command(
             _ => Ok(()),
         });
     }
-}
-
-/// Backoff between reconnection attempts.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(10u64 << attempt.min(7))
 }
