@@ -10,17 +10,19 @@ use std::time::Instant;
 
 use rdlock_core::{Command, Reply, Request, RequestId, Script, Transmit, TransportError};
 
-use crate::common::{Shared, Slot};
-use crate::config::ClientConfig;
+use crate::common::{self, Shared, Waiter};
+use crate::config::{ClientConfig, KeyspaceNotifications};
 use crate::error::Error;
 
-/// A driver's way of waiting: its lock slots, its clock, and how it wakes its workers.
+/// A driver's way of waiting: how a lock's waiter and the workers are woken, and its clock.
 pub(crate) trait Side: Sized {
-    /// A lock's events, plus however its waiter is woken.
-    type Slot: Slot + Default;
+    /// How a lock's waiter is woken.
+    type Waiter: Waiter;
 
     /// The current time.
-    fn now() -> Instant;
+    fn now() -> Instant {
+        Instant::now()
+    }
 
     /// The engine's next timer may be sooner than the timer worker planned, or nothing is
     /// left for it to time on a closed client: wake it.
@@ -37,7 +39,7 @@ pub(crate) trait Side: Sized {
 pub(crate) struct Cell<D: Side> {
     pub(crate) redis: redis::Client,
     pub(crate) config: ClientConfig,
-    state: Mutex<Shared<D::Slot>>,
+    state: Mutex<Shared<D::Waiter>>,
     pubsub: Mutex<VecDeque<Transmit>>,
     closed: AtomicBool,
     /// What the side keeps to send and wait with.
@@ -57,7 +59,7 @@ impl<D: Side> Cell<D> {
         })
     }
 
-    pub(crate) fn state(&self) -> MutexGuard<'_, Shared<D::Slot>> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, Shared<D::Waiter>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -69,7 +71,7 @@ impl<D: Side> Cell<D> {
     /// Feeds one input to the engine, then drains its outputs in the same critical section:
     /// events go to their locks' slots (waking their waiters), (un)subscriptions to the
     /// pub/sub worker, and the requests come back to the caller, who sends them.
-    pub(crate) fn with_engine<T>(&self, f: impl FnOnce(&mut Shared<D::Slot>, Instant) -> T) -> (T, Vec<Request>) {
+    pub(crate) fn with_engine<T>(&self, f: impl FnOnce(&mut Shared<D::Waiter>, Instant) -> T) -> (T, Vec<Request>) {
         let now = D::now();
         let (out, requests, pubsub, wake_timers) = {
             let mut st = self.state();
@@ -88,6 +90,22 @@ impl<D: Side> Cell<D> {
             D::wake_pubsub(self);
         }
         (out, requests)
+    }
+
+    /// `CONFIG GET notify-keyspace-events`, to send at connect when the client is to detect
+    /// whether the server publishes keyspace notifications.
+    pub(crate) fn keyspace_query(&self) -> Option<redis::Cmd> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("notify-keyspace-events");
+        (self.config.keyspace_notifications == KeyspaceNotifications::Detect).then_some(cmd)
+    }
+
+    /// Sets the database whose keyspace notifications waiters on shared keys may rely on, from
+    /// the setting and the reply to [`Cell::keyspace_query`] (`None`: not asked).
+    pub(crate) fn set_keyspace(&self, reply: Option<redis::RedisResult<Vec<String>>>) {
+        let flags = reply.and_then(common::keyspace_flags);
+        let db = common::keyspace_db(&self.redis, self.config.keyspace_notifications, flags.as_deref());
+        self.state().engine.set_keyspace_db(db);
     }
 
     /// Feeds an exchange's outcome back; returns the requests that follow.

@@ -27,6 +27,7 @@ pub mod convert;
 mod error;
 mod exchange;
 mod loss;
+mod pubsub;
 #[cfg(feature = "async")]
 mod runtime;
 #[cfg(feature = "async")]

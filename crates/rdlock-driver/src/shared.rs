@@ -16,28 +16,18 @@ use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
 
 use crate::cell::{self, Cell, Side};
-use crate::common::{self, Events};
+use crate::common;
 use crate::config::ClientConfig;
 use crate::convert;
 use crate::exchange::Exchange;
 use crate::runtime::{Runtime, timeout};
 use crate::signal::Signal;
 
-/// A lock's events and the task waiting for them (lost-lease waiters wait on the events'
-/// loss signal).
-#[derive(Debug, Default)]
-pub(crate) struct Slot {
-    pub(crate) events: Events,
-    waker: Option<Waker>,
-}
-
-impl common::Slot for Slot {
-    fn events(&mut self) -> &mut Events {
-        &mut self.events
-    }
-
+/// A lock's waiter is the task awaiting its next event (lost-lease waiters wait on the
+/// events' loss signal).
+impl common::Waiter for Option<Waker> {
     fn wake(&mut self) {
-        if let Some(w) = self.waker.take() {
+        if let Some(w) = self.take() {
             w.wake();
         }
     }
@@ -79,7 +69,7 @@ pub(crate) struct Tasks<R> {
 }
 
 impl<R: Runtime> Side for Tasks<R> {
-    type Slot = Slot;
+    type Waiter = Option<Waker>;
 
     fn now() -> Instant {
         R::now()
@@ -125,15 +115,11 @@ impl<R: Runtime> Cell<Tasks<R>> {
         if let Ok(info) = redis::cmd("INFO").arg("memory").query_async::<String>(&mut c).await {
             common::check_eviction(&info, &self.config)?;
         }
-        let setting = self.config.keyspace_notifications;
-        let flags = match setting {
-            crate::KeyspaceNotifications::Detect => common::keyspace_flags(
-                redis::cmd("CONFIG").arg("GET").arg("notify-keyspace-events").query_async(&mut c).await,
-            ),
-            _ => None,
+        let flags = match self.keyspace_query() {
+            Some(cmd) => Some(cmd.query_async(&mut c).await),
+            None => None,
         };
-        let db = common::keyspace_db(&self.redis, setting, flags.as_deref());
-        self.state().engine.set_keyspace_db(db);
+        self.set_keyspace(flags);
         Ok(())
     }
 
@@ -178,7 +164,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
             if let Some(e) = slot.events.take(wanted) {
                 return Poll::Ready(Some(e));
             }
-            slot.waker = Some(cx.waker().clone());
+            slot.waiter = Some(cx.waker().clone());
             Poll::Pending
         })
         .await;

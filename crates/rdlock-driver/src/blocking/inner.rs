@@ -10,7 +10,7 @@ use rdlock_core::{Command, Event, LockId, Reply, Request, Route, Transmit, Trans
 use redis::{Connection, Value};
 
 use crate::cell::{self, Cell, Side};
-use crate::common::{self, Events};
+use crate::common;
 use crate::config::ClientConfig;
 use crate::convert;
 use crate::error::Error;
@@ -25,21 +25,11 @@ const WORKER_IDLE: Duration = Duration::from_secs(10);
 /// Shortest read timeout set on a connection (a zero timeout would mean none).
 const MIN_WAIT: Duration = Duration::from_millis(10);
 
-/// A lock's events and the condition variable its waiter sleeps on.
-#[derive(Debug, Default)]
-pub(super) struct Slot {
-    pub(super) events: Events,
-    /// Woken on every event of this lock (paired with the state mutex).
-    cond: Arc<Condvar>,
-}
-
-impl common::Slot for Slot {
-    fn events(&mut self) -> &mut Events {
-        &mut self.events
-    }
-
+/// A lock's waiter is a thread sleeping on the lock's condition variable (paired with the
+/// state mutex), woken on every event of this lock.
+impl common::Waiter for Arc<Condvar> {
     fn wake(&mut self) {
-        self.cond.notify_all();
+        self.notify_all();
     }
 }
 
@@ -89,11 +79,7 @@ pub(super) struct Threads {
 }
 
 impl Side for Threads {
-    type Slot = Slot;
-
-    fn now() -> Instant {
-        Instant::now()
-    }
+    type Waiter = Arc<Condvar>;
 
     fn wake_timers(cell: &Cell<Self>) {
         cell.side.timer_cond.notify_one();
@@ -143,15 +129,8 @@ impl Cell<Threads> {
         if let Ok(info) = redis::cmd("INFO").arg("memory").query::<String>(&mut conn.conn) {
             common::check_eviction(&info, &self.config)?;
         }
-        let setting = self.config.keyspace_notifications;
-        let flags = match setting {
-            crate::KeyspaceNotifications::Detect => common::keyspace_flags(
-                redis::cmd("CONFIG").arg("GET").arg("notify-keyspace-events").query(&mut conn.conn),
-            ),
-            _ => None,
-        };
-        let db = common::keyspace_db(&self.redis, setting, flags.as_deref());
-        self.state().engine.set_keyspace_db(db);
+        let flags = self.keyspace_query().map(|cmd| cmd.query(&mut conn.conn));
+        self.set_keyspace(flags);
         self.side.commands.put(conn);
         Ok(())
     }
@@ -194,7 +173,7 @@ impl Cell<Threads> {
             if let Some(e) = slot.events.take(&wanted) {
                 return Some(e);
             }
-            let cond = slot.cond.clone();
+            let cond = slot.waiter.clone();
             st = cond.wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
