@@ -15,13 +15,13 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
 
+use super::signal::Signal;
 use crate::cell::{self, Cell, Side};
 use crate::common;
 use crate::config::ClientConfig;
 use crate::convert;
 use crate::exchange::Exchange;
 use crate::runtime::{Runtime, timeout};
-use crate::signal::Signal;
 
 /// A lock's waiter is the task awaiting its next event (lost-lease waiters wait on the
 /// events' loss signal).
@@ -35,7 +35,7 @@ impl common::Waiter for Option<Waker> {
 
 /// One lazily made connection, replaced after a failure.
 #[derive(Default)]
-pub(crate) struct Conn(Mutex<Option<MultiplexedConnection>>);
+pub(super) struct Conn(Mutex<Option<MultiplexedConnection>>);
 
 impl Conn {
     async fn get(&self, client: &redis::Client, config: &ClientConfig) -> redis::RedisResult<MultiplexedConnection> {
@@ -58,13 +58,13 @@ impl Conn {
 
 /// The async side: its connections, the driver task's hand-overs, and the signals that wake
 /// its two tasks.
-pub(crate) struct Tasks<R> {
+pub(super) struct Tasks<R> {
     commands: Conn,
     confirm: Conn,
-    pub(crate) pubsub_signal: Signal,
+    pub(super) pubsub_signal: Signal,
     background: Mutex<Vec<Request>>,
     detached: Mutex<Vec<Detached>>,
-    pub(crate) driver_signal: Signal,
+    pub(super) driver_signal: Signal,
     _runtime: PhantomData<fn() -> R>,
 }
 
@@ -89,11 +89,11 @@ impl<R: Runtime> Side for Tasks<R> {
     }
 }
 
-pub(crate) type Inner<R> = Cell<Tasks<R>>;
+pub(super) type Inner<R> = Cell<Tasks<R>>;
 
 impl<R: Runtime> Cell<Tasks<R>> {
     /// A client's state, before it connects.
-    pub(crate) fn with_tasks(redis: redis::Client, config: ClientConfig) -> Result<Self, crate::Error> {
+    pub(super) fn with_tasks(redis: redis::Client, config: ClientConfig) -> Result<Self, crate::Error> {
         let tasks = Tasks {
             commands: Conn::default(),
             confirm: Conn::default(),
@@ -107,7 +107,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
     }
 
     /// Makes sure the command connection can be made.
-    pub(crate) async fn connect(&self) -> Result<(), crate::Error> {
+    pub(super) async fn connect(&self) -> Result<(), crate::Error> {
         let mut c = self.side.commands.get(&self.redis, &self.config).await?;
         // A server that wants credentials accepts the connection but no command: ask once.
         redis::cmd("PING").query_async::<()>(&mut c).await?;
@@ -127,7 +127,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
     /// Requests not yet sent when the future is dropped go to the background: a request made
     /// for one lock (say a wait started by another caller's `ROLE` reply) is never lost
     /// because this caller was cancelled.
-    pub(crate) async fn run(&self, requests: Vec<Request>) {
+    pub(super) async fn run(&self, requests: Vec<Request>) {
         let mut queue = Leftovers { inner: self, queue: VecDeque::from(requests) };
         while let Some(req) = queue.queue.pop_front() {
             let more = self.execute(req).await;
@@ -141,7 +141,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
     /// exchange then goes on in the background, so that the caller never waits on a stalled
     /// server past its deadline, nor on clean-ups and other locks' requests. The deadline
     /// needs no cutting here: the engine's timer answers it, and the exchange is left behind.
-    pub(crate) async fn run_until(
+    pub(super) async fn run_until(
         self: &Arc<Self>,
         requests: Vec<Request>,
         id: LockId,
@@ -181,23 +181,23 @@ impl<R: Runtime> Cell<Tasks<R>> {
         self.side.driver_signal.notify();
     }
 
-    pub(crate) fn take_detached(&self) -> Vec<Detached> {
+    pub(super) fn take_detached(&self) -> Vec<Detached> {
         std::mem::take(&mut *self.side.detached.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Hands requests to the driver task: for callers that cannot await (a guard's drop).
-    pub(crate) fn run_in_background(&self, requests: Vec<Request>) {
+    pub(super) fn run_in_background(&self, requests: Vec<Request>) {
         if !requests.is_empty() {
             self.side.background.lock().unwrap_or_else(|e| e.into_inner()).extend(requests);
             self.side.driver_signal.notify();
         }
     }
 
-    pub(crate) fn take_background(&self) -> Vec<Request> {
+    pub(super) fn take_background(&self) -> Vec<Request> {
         std::mem::take(&mut *self.side.background.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub(crate) fn pop_pubsub(&self) -> Option<Transmit> {
+    pub(super) fn pop_pubsub(&self) -> Option<Transmit> {
         self.pubsub().pop_front()
     }
 
@@ -242,7 +242,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
 }
 
 /// An exchange started on a caller's task.
-pub(crate) type Detached = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(super) type Detached = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The exchange a caller of [`Inner::run_until`] started: if the caller is cancelled (a
 /// timeout, a `select!`), the exchange is not cut off but finished in the background, so

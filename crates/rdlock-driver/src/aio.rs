@@ -2,6 +2,10 @@
 //! written once, in [`crate::api`]; this side says how it waits (`await`), makes a client
 //! (two background tasks) and gives up a lock (in the background).
 
+mod inner;
+mod signal;
+mod tasks;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,8 +18,7 @@ use crate::config::ClientConfig;
 use crate::error::Error;
 use crate::loss::{LossCell, LossSignal};
 use crate::runtime::Runtime;
-use crate::shared::Inner;
-use crate::tasks;
+use inner::Inner;
 
 /// Waits by awaiting.
 macro_rules! wait {

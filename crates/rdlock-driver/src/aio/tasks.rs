@@ -5,15 +5,15 @@ use std::sync::Arc;
 use futures_lite::StreamExt;
 use rdlock_core::Transmit;
 
+use super::inner::Inner;
 use crate::convert;
 use crate::pubsub::{Refusals, backoff};
 use crate::runtime::{Runtime, timeout};
-use crate::shared::Inner;
 
 /// Fires the engine's timers (renewals, polls, deadlines, lost leases) and sends what they
 /// produce, plus requests handed over by dropped guards. Ends once the client is closed and
 /// every lock is settled.
-pub(crate) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
+pub(super) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
     loop {
         let (_, mut requests) = inner.with_engine(|s, now| s.engine.handle_timeout(now));
         requests.extend(inner.take_background());
@@ -41,7 +41,7 @@ pub(crate) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
 /// (with every wanted channel) when it drops. Every failed session — a refused connection,
 /// a refused `SUBSCRIBE`, a dropped link — backs off before the next one; a channel the server
 /// refuses several sessions in a row fails its waits with the server's error.
-pub(crate) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
+pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
     inner.side.pubsub_signal.wait().await;
     let mut failures = 0;
     let mut refusals = Refusals::default();
