@@ -1,6 +1,6 @@
-//! What the async and the blocking driver share beyond the translation: each lock's event
-//! queue, how the engine's outputs are drained after an input, what events mean to the
-//! caller, and the lock builder's options.
+//! What the async and the blocking driver share beyond the translation: each lock's slot
+//! and event queue, how the engine's outputs are drained after an input, what events mean to
+//! the caller, the lock builder's options, and the connect-time checks.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
