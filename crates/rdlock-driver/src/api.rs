@@ -7,9 +7,11 @@
 //! What differs beyond that (making a client, `Guard::lost`, a dropped guard's release, the
 //! side's `abandon`) is written by the side, outside the macro.
 
-/// Defines `Client`, `LockBuilder` and `Guard` in the invoking module. The module provides:
-/// `Inner` (with `state`, `with_engine`, `run_until`, `redis`, `config`), `start` (makes and
-/// connects a client), `abandon` (gives up a lock whose handle went away), and `wait!`.
+/// Defines `Client`, `LockBuilder` and `Guard` in the invoking module. The module provides
+/// `wait!`, `start` (makes and connects a client's state), `abandon` (gives up a lock whose
+/// handle went away), an `$inner` cell with `run_until`, and the names the bodies use
+/// (`Error`, `Acquire`, `common`, ...): names resolve where the macro is invoked, so that the
+/// docs' links do too.
 macro_rules! lock_api {
     (
         asyncness: [$($async:tt)?],
