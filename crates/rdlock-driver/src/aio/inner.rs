@@ -141,13 +141,18 @@ impl<R: Runtime> Cell<Tasks<R>> {
     /// exchange then goes on in the background, so that the caller never waits on a stalled
     /// server past its deadline, nor on clean-ups and other locks' requests. The deadline
     /// needs no cutting here: the engine's timer answers it, and the exchange is left behind.
-    pub(super) async fn run_until(
+    pub(super) fn run_until(
         self: &Arc<Self>,
         requests: Vec<Request>,
         id: LockId,
         wanted: fn(&Event) -> bool,
         _deadline: Option<Instant>,
-    ) -> Option<Event> {
+    ) -> impl Future<Output = Option<Event>> + '_ {
+        // Not an `async fn`: its future would keep the unused deadline, in every waiter.
+        self.answer(requests, id, wanted)
+    }
+
+    async fn answer(self: &Arc<Self>, requests: Vec<Request>, id: LockId, wanted: fn(&Event) -> bool) -> Option<Event> {
         let mut running = Running {
             inner: self,
             future: (!requests.is_empty()).then(|| {
