@@ -140,7 +140,6 @@ lock_api! {
         pub fn lost_waker_count(&self) -> usize {
             self.loss.waiting()
         }
-
     }
 }
 
@@ -162,6 +161,7 @@ fn abandon<R: Runtime>(inner: &Inner<R>, id: LockId) {
     inner.run_in_background(requests);
 }
 
+// A dropped guard never blocks its task: the release goes to the driver task.
 impl<R: Runtime> Drop for Guard<R> {
     fn drop(&mut self) {
         if !self.done {

@@ -139,7 +139,6 @@ lock_api! {
         pub fn wait_lost(&self, timeout: Duration) -> Option<LostReason> {
             self.loss.wait(Some(Instant::now() + timeout))
         }
-
     }
 }
 
@@ -161,6 +160,7 @@ fn abandon(inner: &Arc<Inner>, id: LockId) {
     inner.run_first(requests);
 }
 
+// A dropped guard releases on the dropping thread, in the release's span.
 impl Drop for Guard {
     fn drop(&mut self) {
         if !self.done {
