@@ -1,6 +1,6 @@
-//! What the async and the blocking driver share beyond the translation: each lock's event
-//! queue, how the engine's outputs are drained after an input, what events mean to the
-//! caller, and the lock builder's options.
+//! What the async and the blocking driver share beyond the translation: each lock's slot
+//! and event queue, how the engine's outputs are drained after an input, what events mean to
+//! the caller, the lock builder's options, and the connect-time checks.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -63,16 +63,29 @@ impl Events {
     }
 }
 
+/// How a lock's waiter is woken: a task's waker, or a condition variable a thread sleeps on.
+pub(crate) trait Waiter: Default {
+    /// An event arrived: wake whoever waits for the next one.
+    fn wake(&mut self);
+}
+
+/// A lock's slot in a driver: its events, and how its waiter is woken.
+#[derive(Debug, Default)]
+pub(crate) struct Slot<W> {
+    pub(crate) events: Events,
+    pub(crate) waiter: W,
+}
+
 /// What a driver keeps behind its one mutex: the engine and each lock's slot.
 #[derive(Debug)]
-pub(crate) struct Shared<S> {
+pub(crate) struct Shared<W> {
     pub(crate) engine: Engine,
-    pub(crate) slots: HashMap<LockId, S>,
+    pub(crate) slots: HashMap<LockId, Slot<W>>,
     /// When the timer task or thread means to wake next; an earlier timer must wake it.
     pub(crate) timer_wake: Option<Instant>,
 }
 
-impl<S: Slot> Shared<S> {
+impl<W: Waiter> Shared<W> {
     /// A fresh engine, seeded from the operating system (never from the configuration).
     pub(crate) fn new(config: &crate::ClientConfig) -> Result<Self, Error> {
         Ok(Self { engine: Engine::new(config.engine.clone())?, slots: HashMap::new(), timer_wake: None })
@@ -85,13 +98,10 @@ impl<S: Slot> Shared<S> {
         options: LockOptions,
         how: Acquire,
         now: Instant,
-    ) -> Result<Started, Error>
-    where
-        S: Default,
-    {
+    ) -> Result<Started, Error> {
         let id = self.engine.acquire(key, options, how, now)?;
-        let mut slot = S::default();
-        let loss = slot.events().loss.clone();
+        let slot = Slot::default();
+        let loss = slot.events.loss.clone();
         self.slots.insert(id, slot);
         let token = self.engine.owner_token(id).unwrap_or_default();
         Ok(Started { id, token, loss })
@@ -154,41 +164,7 @@ pub(crate) fn keyspace_flags(reply: redis::RedisResult<Vec<String>>) -> Option<S
     reply.ok().and_then(|v| v.into_iter().nth(1))
 }
 
-/// Refusals of a channel's subscription in a row before its waits are failed.
-const SUBSCRIBE_REFUSALS: u32 = 3;
-
-/// Counts, per channel, the pub/sub sessions in a row whose `SUBSCRIBE` the server refused.
-#[derive(Debug, Default)]
-pub(crate) struct Refusals(HashMap<String, u32>);
-
-impl Refusals {
-    /// Counts a refusal of `channel`; `true` when its waits must now be failed (a refusal
-    /// that does not pass is retried, backing off, by reconnecting).
-    pub(crate) fn refused(&mut self, channel: &str) -> bool {
-        let n = self.0.entry(channel.to_owned()).or_default();
-        *n += 1;
-        let give_up = *n >= SUBSCRIBE_REFUSALS;
-        if give_up {
-            self.0.remove(channel);
-        }
-        give_up
-    }
-
-    /// The server accepted `channel`.
-    pub(crate) fn accepted(&mut self, channel: &str) {
-        self.0.remove(channel);
-    }
-}
-
-/// A lock's slot in a driver: its events, plus however its waiter is woken.
-pub(crate) trait Slot {
-    /// The slot's events.
-    fn events(&mut self) -> &mut Events;
-    /// An event arrived: wake whoever waits for the next one.
-    fn wake(&mut self);
-}
-
-fn drain<S: Slot>(engine: &mut Engine, slots: &mut HashMap<LockId, S>) -> (Vec<Request>, Vec<Transmit>) {
+fn drain<W: Waiter>(engine: &mut Engine, slots: &mut HashMap<LockId, Slot<W>>) -> (Vec<Request>, Vec<Transmit>) {
     let mut requests = Vec::new();
     let mut pubsub = Vec::new();
     while let Some(t) = engine.poll_transmit() {
@@ -209,8 +185,8 @@ fn drain<S: Slot>(engine: &mut Engine, slots: &mut HashMap<LockId, S>) -> (Vec<R
     }
     while let Some((id, event)) = engine.poll_event() {
         if let Some(slot) = slots.get_mut(&id) {
-            slot.events().push(event);
-            slot.wake();
+            slot.events.push(event);
+            slot.waiter.wake();
         }
     }
     (requests, pubsub)
@@ -277,14 +253,14 @@ pub(crate) fn extended(event: Option<Event>) -> Result<Instant, Error> {
 }
 
 /// Starts an extension: refused when the lease is already lost.
-pub(crate) fn start_extend<S: Slot>(
+pub(crate) fn start_extend<W>(
     engine: &mut Engine,
-    slots: &mut HashMap<LockId, S>,
+    slots: &mut HashMap<LockId, Slot<W>>,
     id: LockId,
     now: Instant,
 ) -> Result<(), Error> {
     if let Some(slot) = slots.get_mut(&id) {
-        let events = slot.events();
+        let events = &mut slot.events;
         events.lost.map_or(Ok(()), |r| Err(Error::Lost(r)))?;
         events.forget_renewals();
     }
@@ -321,52 +297,3 @@ impl LockRequest {
         self.deadline.or_else(|| self.timeout.and_then(|t| now.checked_add(t)))
     }
 }
-
-/// The option setters of both drivers' lock builders.
-macro_rules! builder_setters {
-    () => {
-        /// Lease length (the key's expiry).
-        pub fn ttl(mut self, ttl: std::time::Duration) -> Self {
-            self.request.options.ttl = ttl;
-            self
-        }
-
-        /// Renew the lease at about a third of the TTL while held (on by default).
-        pub fn auto_renew(mut self, on: bool) -> Self {
-            self.request.options.auto_renew = on;
-            self
-        }
-
-        /// Wait for replicas to hold the lock before reporting it acquired.
-        pub fn confirm(mut self, confirm: rdlock_core::Confirm) -> Self {
-            self.request.options.confirm = confirm;
-            self
-        }
-
-        /// Longest sleep between polls while waiting.
-        pub fn poll_cap(mut self, cap: std::time::Duration) -> Self {
-            self.request.options.poll_cap = cap;
-            self
-        }
-
-        /// Share the key with clients of other libraries ([`rdlock_core::Sharing::Foreign`]),
-        /// or not ([`rdlock_core::Sharing::Queue`], the default).
-        pub fn sharing(mut self, sharing: rdlock_core::Sharing) -> Self {
-            self.request.options.sharing = sharing;
-            self
-        }
-
-        /// Give up at this instant.
-        pub fn deadline(mut self, deadline: std::time::Instant) -> Self {
-            self.request.deadline = Some(deadline);
-            self
-        }
-
-        /// Give up after this long.
-        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.request.timeout = Some(timeout);
-            self
-        }
-    };
-}
-pub(crate) use builder_setters;

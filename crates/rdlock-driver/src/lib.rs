@@ -15,27 +15,25 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "async")]
+mod aio;
+mod api;
 mod attempt;
 pub mod blocking;
-#[cfg(feature = "async")]
-mod client;
+mod cell;
 mod common;
 mod config;
 pub mod convert;
 mod error;
+mod exchange;
 mod loss;
+mod pubsub;
 #[cfg(feature = "async")]
 mod runtime;
-#[cfg(feature = "async")]
-mod shared;
-#[cfg(feature = "async")]
-mod signal;
-#[cfg(feature = "async")]
-mod tasks;
 
-pub use attempt::TryLock;
 #[cfg(feature = "async")]
-pub use client::{Client, Guard, LockBuilder};
+pub use aio::{Client, Guard, LockBuilder};
+pub use attempt::TryLock;
 pub use config::{ClientConfig, KeyspaceNotifications};
 pub use error::Error;
 pub use loss::LossSignal;

@@ -1,19 +1,20 @@
-//! State shared by a blocking client's handles, guards and threads: the engine behind one
-//! mutex, each lock's event slot (with a condition variable its waiter sleeps on), and the
-//! connection pools.
+//! The blocking side of the shared cell: each lock's slot (with a condition variable its
+//! waiter sleeps on), the connection pools, the workers, and how requests run on the
+//! caller's thread.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Command, Event, LockId, Reply, Request, Route, Script, Transmit, TransportError};
+use rdlock_core::{Command, Event, LockId, Reply, Request, Route, Transmit, TransportError};
 use redis::{Connection, Value};
 
-use crate::common::{self, Events};
+use crate::cell::{self, Cell, Side};
+use crate::common;
 use crate::config::ClientConfig;
-use crate::convert::{self, Eval};
+use crate::convert;
 use crate::error::Error;
+use crate::exchange::Exchange;
 
 /// Idle connections kept per pool; more are closed when returned.
 const MAX_IDLE: usize = 8;
@@ -24,25 +25,13 @@ const WORKER_IDLE: Duration = Duration::from_secs(10);
 /// Shortest read timeout set on a connection (a zero timeout would mean none).
 const MIN_WAIT: Duration = Duration::from_millis(10);
 
-/// A lock's events and the condition variable its waiter sleeps on.
-#[derive(Debug, Default)]
-pub(super) struct Slot {
-    pub(super) events: Events,
-    /// Woken on every event of this lock (paired with the state mutex).
-    cond: Arc<Condvar>,
-}
-
-impl common::Slot for Slot {
-    fn events(&mut self) -> &mut Events {
-        &mut self.events
-    }
-
+/// A lock's waiter is a thread sleeping on the lock's condition variable (paired with the
+/// state mutex), woken on every event of this lock.
+impl common::Waiter for Arc<Condvar> {
     fn wake(&mut self) {
-        self.cond.notify_all();
+        self.notify_all();
     }
 }
-
-pub(super) type Shared = common::Shared<Slot>;
 
 /// A synchronous connection and the read timeout it is set to.
 struct Pooled {
@@ -76,41 +65,59 @@ struct Work {
     idle: usize,
 }
 
-pub(super) struct Inner {
-    pub(super) redis: redis::Client,
-    pub(super) config: ClientConfig,
-    state: Mutex<Shared>,
-    /// Wakes the timer thread (paired with `state`).
+/// The blocking side: the condition variables its threads sleep on, the pools, and the
+/// workers.
+pub(super) struct Threads {
+    /// Wakes the timer thread (paired with the state mutex).
     timer_cond: Condvar,
     commands: Pool,
     confirm: Pool,
     work: Mutex<Work>,
     work_cond: Condvar,
-    /// (Un)subscriptions for the pub/sub thread.
-    pubsub: Mutex<VecDeque<Transmit>>,
+    /// Wakes the pub/sub thread (paired with the pub/sub queue's mutex).
     pubsub_cond: Condvar,
-    closed: AtomicBool,
 }
 
-impl Inner {
-    pub(super) fn new(redis: redis::Client, config: ClientConfig) -> Result<Self, Error> {
-        Ok(Self {
-            redis,
-            state: Mutex::new(Shared::new(&config)?),
-            config,
+impl Side for Threads {
+    type Waiter = Arc<Condvar>;
+
+    fn wake_timers(cell: &Cell<Self>) {
+        cell.side.timer_cond.notify_one();
+    }
+
+    fn wake_pubsub(cell: &Cell<Self>) {
+        cell.side.pubsub_cond.notify_one();
+    }
+
+    fn wake_all(cell: &Cell<Self>) {
+        // Notify under each mutex, so that a thread between its check and its wait still
+        // sees the flag.
+        let st = cell.state();
+        cell.side.timer_cond.notify_all();
+        drop(st);
+        let queue = cell.pubsub();
+        cell.side.pubsub_cond.notify_all();
+        drop(queue);
+        let work = cell.work();
+        cell.side.work_cond.notify_all();
+        drop(work);
+    }
+}
+
+pub(super) type Inner = Cell<Threads>;
+
+impl Cell<Threads> {
+    /// A client's state, before its first connection and its threads.
+    pub(super) fn with_threads(redis: redis::Client, config: ClientConfig) -> Result<Self, Error> {
+        let threads = Threads {
             timer_cond: Condvar::new(),
             commands: Pool::default(),
             confirm: Pool::default(),
             work: Mutex::new(Work::default()),
             work_cond: Condvar::new(),
-            pubsub: Mutex::new(VecDeque::new()),
             pubsub_cond: Condvar::new(),
-            closed: AtomicBool::new(false),
-        })
-    }
-
-    pub(super) fn state(&self) -> MutexGuard<'_, Shared> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        };
+        Cell::new(redis, config, threads)
     }
 
     /// Makes the first command connection, so that a wrong address fails early.
@@ -122,16 +129,9 @@ impl Inner {
         if let Ok(info) = redis::cmd("INFO").arg("memory").query::<String>(&mut conn.conn) {
             common::check_eviction(&info, &self.config)?;
         }
-        let setting = self.config.keyspace_notifications;
-        let flags = match setting {
-            crate::KeyspaceNotifications::Detect => common::keyspace_flags(
-                redis::cmd("CONFIG").arg("GET").arg("notify-keyspace-events").query(&mut conn.conn),
-            ),
-            _ => None,
-        };
-        let db = common::keyspace_db(&self.redis, setting, flags.as_deref());
-        self.state().engine.set_keyspace_db(db);
-        self.commands.put(conn);
+        let flags = self.keyspace_query().map(|cmd| cmd.query(&mut conn.conn));
+        self.set_keyspace(flags);
+        self.side.commands.put(conn);
         Ok(())
     }
 
@@ -165,27 +165,6 @@ impl Inner {
         Ok(Pooled { conn, read_timeout: left })
     }
 
-    /// Feeds one input to the engine, then drains its outputs in the same critical section:
-    /// events go to their locks' slots (waking their waiters), (un)subscriptions to the
-    /// pub/sub thread, and the requests come back to the caller, who sends them.
-    pub(super) fn with_engine<T>(&self, f: impl FnOnce(&mut Shared, Instant) -> T) -> (T, Vec<Request>) {
-        let now = Instant::now();
-        let (out, pubsub, requests) = {
-            let mut st = self.state();
-            let out = f(&mut st, now);
-            let (requests, pubsub, sooner) = st.drain();
-            if sooner || (self.is_closed() && st.engine.is_empty()) {
-                self.timer_cond.notify_one();
-            }
-            (out, pubsub, requests)
-        };
-        if !pubsub.is_empty() {
-            self.pubsub.lock().unwrap_or_else(|e| e.into_inner()).extend(pubsub);
-            self.pubsub_cond.notify_one();
-        }
-        (out, requests)
-    }
-
     /// Blocks until the next event of `id` that `wanted` accepts, dropping others.
     pub(super) fn next_event(&self, id: LockId, wanted: impl Fn(&Event) -> bool) -> Option<Event> {
         let mut st = self.state();
@@ -194,7 +173,7 @@ impl Inner {
             if let Some(e) = slot.events.take(&wanted) {
                 return Some(e);
             }
-            let cond = slot.cond.clone();
+            let cond = slot.waiter.clone();
             st = cond.wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
@@ -211,31 +190,35 @@ impl Inner {
     /// Sends `requests` on this thread until the caller's answer (an event of `id` that
     /// `wanted` accepts) is in, each exchange cut short at `deadline`; then hands what is
     /// left (clean-ups, retries, other locks' requests) to the workers and returns the
-    /// answer. Without an `id` (a dropped guard) only the first request runs here. So a
-    /// caller waits at most until its deadline, or one response timeout without one.
+    /// answer. So a caller waits at most until its deadline, or one response timeout
+    /// without one.
     pub(super) fn run_until(
         self: &Arc<Self>,
         requests: Vec<Request>,
-        id: Option<LockId>,
+        id: LockId,
         wanted: fn(&Event) -> bool,
         deadline: Option<Instant>,
     ) -> Option<Event> {
         let mut queue = VecDeque::from(requests);
-        let mut sent = 0;
         while let Some(req) = queue.pop_front() {
-            let answered = match id {
-                Some(id) => self.state().slots.get(&id).is_none_or(|s| s.events.has(wanted)),
-                None => sent > 0,
-            };
-            if answered {
+            if self.state().slots.get(&id).is_none_or(|s| s.events.has(wanted)) {
                 queue.push_front(req);
                 break;
             }
             queue.extend(self.execute(req, deadline));
-            sent += 1;
         }
         self.run_background(queue.into());
-        self.next_event(id?, wanted)
+        self.next_event(id, wanted)
+    }
+
+    /// Sends the first of `requests` on this thread (for a dropped guard: one response
+    /// timeout at most) and hands the rest, and what follows, to the workers.
+    pub(super) fn run_first(self: &Arc<Self>, requests: Vec<Request>) {
+        let mut queue = VecDeque::from(requests);
+        if let Some(req) = queue.pop_front() {
+            queue.extend(self.execute(req, None));
+        }
+        self.run_background(queue.into());
     }
 
     /// Hands requests made on a background thread (timers, pub/sub) to the workers, so that
@@ -247,7 +230,7 @@ impl Inner {
         let mut work = self.work();
         work.queue.extend(requests);
         if work.idle > 0 {
-            self.work_cond.notify_all();
+            self.side.work_cond.notify_all();
         }
         if work.queue.len() <= work.idle || work.workers >= MAX_WORKERS {
             return;
@@ -282,7 +265,7 @@ impl Inner {
                 break;
             }
             work.idle += 1;
-            let (next, waited) = self.work_cond.wait_timeout(work, WORKER_IDLE).unwrap_or_else(|e| e.into_inner());
+            let (next, waited) = self.side.work_cond.wait_timeout(work, WORKER_IDLE).unwrap_or_else(|e| e.into_inner());
             work = next;
             work.idle -= 1;
             if waited.timed_out() && work.queue.is_empty() {
@@ -293,24 +276,12 @@ impl Inner {
     }
 
     fn work(&self) -> MutexGuard<'_, Work> {
-        self.work.lock().unwrap_or_else(|e| e.into_inner())
+        self.side.work.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn execute(&self, req: Request, deadline: Option<Instant>) -> Vec<Request> {
-        let renewals = req.commands.iter().find_map(|c| match c {
-            Command::Script { script: Script::Extend, keys, .. } => Some(keys.len()),
-            _ => None,
-        });
-        let span = match renewals {
-            Some(n) => tracing::debug_span!("rdlock.renew", locks = n),
-            None => tracing::Span::none(),
-        };
-        let reply = span.in_scope(|| self.exchange(req.route, &req.commands, deadline));
-        let (misuse, more) = self.with_engine(|s, now| s.engine.handle_reply(req.id, reply, now));
-        if let Err(e) = misuse {
-            tracing::warn!(error = %e, "reply not accepted by the engine");
-        }
-        more
+        let reply = cell::exchange_span(&req).in_scope(|| self.exchange(req.route, &req.commands, deadline));
+        self.replied(req.id, reply)
     }
 
     /// One request on a pooled connection of its route. A connection that timed out or
@@ -322,41 +293,35 @@ impl Inner {
         deadline: Option<Instant>,
     ) -> Result<Vec<Reply>, TransportError> {
         let pool = match route {
-            Route::Commands => &self.commands,
-            Route::Confirm => &self.confirm,
+            Route::Commands => &self.side.commands,
+            Route::Confirm => &self.side.confirm,
         };
-        // WAIT blocks on purpose: allow for it on top of the response timeout. A caller's
-        // deadline cuts the exchange short (its outcome is then unknown to the engine).
+        let mut exchange = Exchange::new(commands);
+        // A caller's deadline cuts the exchange short (its outcome is then unknown to the
+        // engine).
         let started = Instant::now();
-        let mut limit = self.config.response_timeout + convert::blocking_time(commands);
+        let mut limit = exchange.limit(&self.config);
         if let Some(d) = deadline {
             limit = limit.min(d.saturating_duration_since(started).max(MIN_WAIT));
         }
         let mut conn = match pool.take().map_or_else(|| self.open_within(limit), Ok) {
             Ok(c) => c,
-            Err(e) => return convert::failure(&e, commands.len()),
+            Err(e) => return exchange.unsent(&e),
         };
         let limit = limit.saturating_sub(started.elapsed()).max(MIN_WAIT);
         if conn.read_timeout != limit {
             if let Err(e) = conn.conn.set_read_timeout(Some(limit)) {
-                return convert::failure(&e, commands.len());
+                return exchange.unsent(&e);
             }
             conn.read_timeout = limit;
         }
-        let mut eval = Eval::Sha;
         loop {
-            match convert::pipeline(commands, eval).query::<Vec<Value>>(&mut conn.conn) {
-                Ok(values) if eval == Eval::Sha && convert::needs_source(&values) => eval = Eval::Source,
-                Ok(values) => {
+            let answer = exchange.pipeline().query::<Vec<Value>>(&mut conn.conn);
+            if let Some(done) = exchange.answer(answer) {
+                if done.reusable {
                     pool.put(conn);
-                    return Ok(values.into_iter().map(convert::reply).collect());
                 }
-                Err(e) => {
-                    if !convert::is_fatal(&e) {
-                        pool.put(conn);
-                    }
-                    return convert::failure(&e, commands.len());
-                }
+                return done.replies;
             }
         }
     }
@@ -382,46 +347,27 @@ impl Inner {
             if next <= now {
                 return true;
             }
-            st = self.timer_cond.wait_timeout(st, next - now).unwrap_or_else(|e| e.into_inner()).0;
+            st = self.side.timer_cond.wait_timeout(st, next - now).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 
     /// Takes every queued (un)subscription.
     pub(super) fn take_pubsub(&self) -> Vec<Transmit> {
-        self.pubsub.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect()
+        self.pubsub().drain(..).collect()
     }
 
     /// Blocks until an (un)subscription is queued (`true`) or the client closes (`false`).
     pub(super) fn wait_pubsub(&self) -> bool {
-        let queue = self.pubsub.lock().unwrap_or_else(|e| e.into_inner());
-        let queue = self.pubsub_cond.wait_while(queue, |q| q.is_empty() && !self.is_closed());
+        let queue = self.pubsub();
+        let queue = self.side.pubsub_cond.wait_while(queue, |q| q.is_empty() && !self.is_closed());
         drop(queue);
         !self.is_closed()
     }
 
     /// Sleeps for `pause`, unless the client closes meanwhile.
     pub(super) fn pause(&self, pause: Duration) {
-        let queue = self.pubsub.lock().unwrap_or_else(|e| e.into_inner());
-        let waited = self.pubsub_cond.wait_timeout_while(queue, pause, |_| !self.is_closed());
+        let queue = self.pubsub();
+        let waited = self.side.pubsub_cond.wait_timeout_while(queue, pause, |_| !self.is_closed());
         drop(waited);
-    }
-
-    pub(super) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        // Notify under each mutex, so that a thread between its check and its wait still
-        // sees the flag.
-        let st = self.state();
-        self.timer_cond.notify_all();
-        drop(st);
-        let queue = self.pubsub.lock().unwrap_or_else(|e| e.into_inner());
-        self.pubsub_cond.notify_all();
-        drop(queue);
-        let work = self.work();
-        self.work_cond.notify_all();
-        drop(work);
-    }
-
-    pub(super) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
     }
 }

@@ -8,9 +8,9 @@ use rdlock_core::{Reply, ServerError, Transmit};
 use redis::{Connection, Msg, RedisResult};
 
 use super::inner::Inner;
-use crate::common::Refusals;
 use crate::convert;
 use crate::error::Error;
+use crate::pubsub::{Refusals, backoff};
 
 /// How long the pub/sub thread blocks on its socket before it looks for queued
 /// (un)subscriptions: the most a new subscription waits for its turn.
@@ -65,9 +65,7 @@ fn pubsub(inner: Arc<Inner>) {
         if inner.is_closed() {
             return;
         }
-        // Every wanted channel is queued again; waiters re-check once it is back.
-        let (_, requests) = inner.with_engine(|s, now| s.engine.handle_subscriptions_lost(now));
-        inner.run_background(requests);
+        inner.run_background(inner.subscriptions_lost());
     }
 }
 
@@ -111,12 +109,10 @@ fn session(inner: &Arc<Inner>, conn: &mut Connection, refusals: &mut Refusals, f
                     for ch in subscribe {
                         match command(conn, "SUBSCRIBE", std::slice::from_ref(&ch), &mut early)? {
                             Ok(()) => accepted.push(ch),
-                            Err(refusal) if refusals.refused(&ch) => {
-                                let (_, requests) =
-                                    inner.with_engine(|s, now| s.engine.handle_subscription_refused(&ch, refusal, now));
-                                inner.run_background(requests);
-                            }
-                            Err(_) => retry = true,
+                            Err(refusal) => match inner.refused(refusals, &ch, refusal) {
+                                Some(requests) => inner.run_background(requests),
+                                None => retry = true,
+                            },
                         }
                     }
                     if retry {
@@ -127,12 +123,7 @@ fn session(inner: &Arc<Inner>, conn: &mut Connection, refusals: &mut Refusals, f
             };
             if !accepted.is_empty() {
                 *failures = 0;
-                let (_, requests) = inner.with_engine(|s, now| {
-                    for ch in &accepted {
-                        refusals.accepted(ch);
-                        s.engine.handle_subscribed(ch, now);
-                    }
-                });
+                let requests = inner.subscribed(refusals, &accepted);
                 subscribed.extend(accepted);
                 inner.run_background(requests);
             }
@@ -164,9 +155,7 @@ fn session(inner: &Arc<Inner>, conn: &mut Connection, refusals: &mut Refusals, f
             }
         };
         if let Some(msg) = msg {
-            let (_, requests) = inner
-                .with_engine(|s, now| s.engine.handle_message(msg.get_channel_name(), msg.get_payload_bytes(), now));
-            inner.run_background(requests);
+            inner.run_background(inner.message(&msg));
         }
     }
 }
@@ -209,9 +198,4 @@ fn command(
             _ => Ok(()),
         });
     }
-}
-
-/// Backoff between reconnection attempts.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(10u64 << attempt.min(7))
 }

@@ -5,15 +5,15 @@ use std::sync::Arc;
 use futures_lite::StreamExt;
 use rdlock_core::Transmit;
 
-use crate::common::Refusals;
+use super::inner::Inner;
 use crate::convert;
+use crate::pubsub::{Refusals, backoff};
 use crate::runtime::{Runtime, timeout};
-use crate::shared::{Inner, backoff};
 
 /// Fires the engine's timers (renewals, polls, deadlines, lost leases) and sends what they
 /// produce, plus requests handed over by dropped guards. Ends once the client is closed and
 /// every lock is settled.
-pub(crate) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
+pub(super) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
     loop {
         let (_, mut requests) = inner.with_engine(|s, now| s.engine.handle_timeout(now));
         requests.extend(inner.take_background());
@@ -33,7 +33,7 @@ pub(crate) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
             st.timer_wake = Some(wake);
             wake
         };
-        futures_lite::future::or(inner.driver_signal.wait(), R::sleep_until(wake)).await;
+        futures_lite::future::or(inner.side.driver_signal.wait(), R::sleep_until(wake)).await;
     }
 }
 
@@ -41,8 +41,8 @@ pub(crate) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
 /// (with every wanted channel) when it drops. Every failed session — a refused connection,
 /// a refused `SUBSCRIBE`, a dropped link — backs off before the next one; a channel the server
 /// refuses several sessions in a row fails its waits with the server's error.
-pub(crate) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
-    inner.pubsub_signal.wait().await;
+pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
+    inner.side.pubsub_signal.wait().await;
     let mut failures = 0;
     let mut refusals = Refusals::default();
     loop {
@@ -84,15 +84,13 @@ pub(crate) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
                         for ch in subscribe {
                             match sink.subscribe(&ch).await {
                                 Ok(()) => accepted.push(ch),
-                                Err(e) => match convert::refusal(&e) {
-                                    Some(refusal) if refusals.refused(&ch) => {
-                                        let (_, requests) = inner.with_engine(|s, now| {
-                                            s.engine.handle_subscription_refused(&ch, refusal, now)
-                                        });
-                                        spawn_run(&inner, requests);
+                                Err(e) => {
+                                    // Only a refusal counts towards failing the channel's waits.
+                                    match convert::refusal(&e).and_then(|r| inner.refused(&mut refusals, &ch, r)) {
+                                        Some(requests) => spawn_run(&inner, requests),
+                                        None => retry = true,
                                     }
-                                    _ => retry = true,
-                                },
+                                }
                             }
                         }
                         if retry {
@@ -108,24 +106,19 @@ pub(crate) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
                 };
                 if !accepted.is_empty() {
                     failures = 0;
-                    confirm(&inner, &accepted, &mut refusals);
+                    spawn_run(&inner, inner.subscribed(&mut refusals, &accepted));
                 }
             }
             if inner.is_closed() {
                 return;
             }
             let next = futures_lite::future::or(async { Some(stream.next().await) }, async {
-                inner.pubsub_signal.wait().await;
+                inner.side.pubsub_signal.wait().await;
                 None
             })
             .await;
             match next {
-                Some(Some(msg)) => {
-                    let (_, requests) = inner.with_engine(|s, now| {
-                        s.engine.handle_message(msg.get_channel_name(), msg.get_payload_bytes(), now)
-                    });
-                    spawn_run(&inner, requests);
-                }
+                Some(Some(msg)) => spawn_run(&inner, inner.message(&msg)),
                 Some(None) => {
                     failures += 1;
                     break 'connected;
@@ -135,23 +128,8 @@ pub(crate) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
         }
         // Lost: every wanted channel is queued again; waiters re-check once it is back.
         tracing::debug!("pub/sub session ended; reconnecting");
-        let (_, requests) = inner.with_engine(|s, now| s.engine.handle_subscriptions_lost(now));
-        spawn_run(&inner, requests);
+        spawn_run(&inner, inner.subscriptions_lost());
     }
-}
-
-/// Tells the engine that `channels` are subscribed (each waiter then re-checks its lock).
-fn confirm<R: Runtime>(inner: &Arc<Inner<R>>, channels: &[String], refusals: &mut Refusals) {
-    if channels.is_empty() {
-        return;
-    }
-    let (_, requests) = inner.with_engine(|s, now| {
-        for ch in channels {
-            refusals.accepted(ch);
-            s.engine.handle_subscribed(ch, now);
-        }
-    });
-    spawn_run(inner, requests);
 }
 
 fn spawn_run<R: Runtime>(inner: &Arc<Inner<R>>, requests: Vec<rdlock_core::Request>) {

@@ -6,10 +6,10 @@ use std::task::{Poll, Waker};
 
 /// Set by anyone, awaited by one task; a set before the wait is not lost.
 #[derive(Debug, Default)]
-pub(crate) struct Signal(Mutex<(bool, Option<Waker>)>);
+pub(super) struct Signal(Mutex<(bool, Option<Waker>)>);
 
 impl Signal {
-    pub(crate) fn notify(&self) {
+    pub(super) fn notify(&self) {
         let waker = {
             let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
             s.0 = true;
@@ -20,7 +20,7 @@ impl Signal {
         }
     }
 
-    pub(crate) async fn wait(&self) {
+    pub(super) async fn wait(&self) {
         poll_fn(|cx| {
             let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
             if std::mem::take(&mut s.0) {

@@ -1,51 +1,41 @@
-//! State shared by a client's handles, guards and background tasks: the engine behind one
-//! mutex (never held across an await), each lock's event slot, and the connections.
+//! The async side of the shared cell: each lock's slot (with the waker of the task awaiting
+//! it), the connections, and how requests run on a caller's task and finish in the
+//! background.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rdlock_core::{Command, Event, LockId, Reply, Request, Route, Script, Transmit, TransportError};
+use rdlock_core::{Command, Event, LockId, Reply, Request, Route, Transmit, TransportError};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
 
-use crate::common::{self, Events};
+use super::signal::Signal;
+use crate::cell::{self, Cell, Side};
+use crate::common;
 use crate::config::ClientConfig;
-use crate::convert::{self, Eval};
+use crate::convert;
+use crate::exchange::Exchange;
 use crate::runtime::{Runtime, timeout};
-use crate::signal::Signal;
 
-/// A lock's events and the task waiting for them (lost-lease waiters wait on the events'
-/// loss signal).
-#[derive(Debug, Default)]
-pub(crate) struct Slot {
-    pub(crate) events: Events,
-    waker: Option<Waker>,
-}
-
-impl common::Slot for Slot {
-    fn events(&mut self) -> &mut Events {
-        &mut self.events
-    }
-
+/// A lock's waiter is the task awaiting its next event (lost-lease waiters wait on the
+/// events' loss signal).
+impl common::Waiter for Option<Waker> {
     fn wake(&mut self) {
-        if let Some(w) = self.waker.take() {
+        if let Some(w) = self.take() {
             w.wake();
         }
     }
 }
 
-pub(crate) type Shared = common::Shared<Slot>;
-
 /// One lazily made connection, replaced after a failure.
 #[derive(Default)]
-pub(crate) struct Conn(Mutex<Option<MultiplexedConnection>>);
+pub(super) struct Conn(Mutex<Option<MultiplexedConnection>>);
 
 impl Conn {
     async fn get(&self, client: &redis::Client, config: &ClientConfig) -> redis::RedisResult<MultiplexedConnection> {
@@ -66,90 +56,78 @@ impl Conn {
     }
 }
 
-pub(crate) struct Inner<R> {
-    pub(crate) redis: redis::Client,
-    pub(crate) config: ClientConfig,
-    state: Mutex<Shared>,
+/// The async side: its connections, the driver task's hand-overs, and the signals that wake
+/// its two tasks.
+pub(super) struct Tasks<R> {
     commands: Conn,
     confirm: Conn,
-    pubsub_queue: Mutex<VecDeque<Transmit>>,
-    pub(crate) pubsub_signal: Signal,
+    pub(super) pubsub_signal: Signal,
     background: Mutex<Vec<Request>>,
     detached: Mutex<Vec<Detached>>,
-    pub(crate) driver_signal: Signal,
-    closed: AtomicBool,
+    pub(super) driver_signal: Signal,
     _runtime: PhantomData<fn() -> R>,
 }
 
-impl<R: Runtime> Inner<R> {
-    pub(crate) fn new(redis: redis::Client, config: ClientConfig) -> Result<Self, crate::Error> {
-        Ok(Self {
-            redis,
-            state: Mutex::new(Shared::new(&config)?),
-            config,
+impl<R: Runtime> Side for Tasks<R> {
+    type Waiter = Option<Waker>;
+
+    fn now() -> Instant {
+        R::now()
+    }
+
+    fn wake_timers(cell: &Cell<Self>) {
+        cell.side.driver_signal.notify();
+    }
+
+    fn wake_pubsub(cell: &Cell<Self>) {
+        cell.side.pubsub_signal.notify();
+    }
+
+    fn wake_all(cell: &Cell<Self>) {
+        cell.side.driver_signal.notify();
+        cell.side.pubsub_signal.notify();
+    }
+}
+
+pub(super) type Inner<R> = Cell<Tasks<R>>;
+
+impl<R: Runtime> Cell<Tasks<R>> {
+    /// A client's state, before it connects.
+    pub(super) fn with_tasks(redis: redis::Client, config: ClientConfig) -> Result<Self, crate::Error> {
+        let tasks = Tasks {
             commands: Conn::default(),
             confirm: Conn::default(),
-            pubsub_queue: Mutex::new(VecDeque::new()),
             pubsub_signal: Signal::default(),
             background: Mutex::new(Vec::new()),
             detached: Mutex::new(Vec::new()),
             driver_signal: Signal::default(),
-            closed: AtomicBool::new(false),
             _runtime: PhantomData,
-        })
-    }
-
-    pub(crate) fn state(&self) -> MutexGuard<'_, Shared> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        };
+        Cell::new(redis, config, tasks)
     }
 
     /// Makes sure the command connection can be made.
-    pub(crate) async fn connect(&self) -> Result<(), crate::Error> {
-        let mut c = self.commands.get(&self.redis, &self.config).await?;
+    pub(super) async fn connect(&self) -> Result<(), crate::Error> {
+        let mut c = self.side.commands.get(&self.redis, &self.config).await?;
         // A server that wants credentials accepts the connection but no command: ask once.
         redis::cmd("PING").query_async::<()>(&mut c).await?;
         // A user without the right to INFO cannot be checked; that is no reason to refuse.
         if let Ok(info) = redis::cmd("INFO").arg("memory").query_async::<String>(&mut c).await {
             common::check_eviction(&info, &self.config)?;
         }
-        let setting = self.config.keyspace_notifications;
-        let flags = match setting {
-            crate::KeyspaceNotifications::Detect => common::keyspace_flags(
-                redis::cmd("CONFIG").arg("GET").arg("notify-keyspace-events").query_async(&mut c).await,
-            ),
-            _ => None,
+        let flags = match self.keyspace_query() {
+            Some(cmd) => Some(cmd.query_async(&mut c).await),
+            None => None,
         };
-        let db = common::keyspace_db(&self.redis, setting, flags.as_deref());
-        self.state().engine.set_keyspace_db(db);
+        self.set_keyspace(flags);
         Ok(())
-    }
-
-    /// Feeds one input to the engine, then drains its outputs in the same critical section:
-    /// events go to their locks' slots, (un)subscriptions to the pub/sub task, and the
-    /// requests come back to the caller, who sends them.
-    pub(crate) fn with_engine<T>(&self, f: impl FnOnce(&mut Shared, Instant) -> T) -> (T, Vec<Request>) {
-        let now = R::now();
-        let (out, requests, pubsub, wake_driver) = {
-            let mut st = self.state();
-            let out = f(&mut st, now);
-            let (requests, pubsub, sooner) = st.drain();
-            (out, requests, pubsub, sooner)
-        };
-        if !pubsub.is_empty() {
-            self.pubsub_queue.lock().unwrap_or_else(|e| e.into_inner()).extend(pubsub);
-            self.pubsub_signal.notify();
-        }
-        if wake_driver {
-            self.driver_signal.notify();
-        }
-        (out, requests)
     }
 
     /// Sends requests one after another, feeding each reply back and sending what follows.
     /// Requests not yet sent when the future is dropped go to the background: a request made
     /// for one lock (say a wait started by another caller's `ROLE` reply) is never lost
     /// because this caller was cancelled.
-    pub(crate) async fn run(&self, requests: Vec<Request>) {
+    pub(super) async fn run(&self, requests: Vec<Request>) {
         let mut queue = Leftovers { inner: self, queue: VecDeque::from(requests) };
         while let Some(req) = queue.queue.pop_front() {
             let more = self.execute(req).await;
@@ -161,13 +139,20 @@ impl<R: Runtime> Inner<R> {
     /// `id` that `wanted` accepts) is in, and returns it: at the deadline, or as soon as the
     /// engine answers, even while an exchange is still in flight. What is left of the
     /// exchange then goes on in the background, so that the caller never waits on a stalled
-    /// server past its deadline, nor on clean-ups and other locks' requests.
-    pub(crate) async fn run_until(
+    /// server past its deadline, nor on clean-ups and other locks' requests. The deadline
+    /// needs no cutting here: the engine's timer answers it, and the exchange is left behind.
+    pub(super) fn run_until(
         self: &Arc<Self>,
         requests: Vec<Request>,
         id: LockId,
         wanted: fn(&Event) -> bool,
-    ) -> Option<Event> {
+        _deadline: Option<Instant>,
+    ) -> impl Future<Output = Option<Event>> + '_ {
+        // Not an `async fn`: its future would keep the unused deadline, in every waiter.
+        self.answer(requests, id, wanted)
+    }
+
+    async fn answer(self: &Arc<Self>, requests: Vec<Request>, id: LockId, wanted: fn(&Event) -> bool) -> Option<Event> {
         let mut running = Running {
             inner: self,
             future: (!requests.is_empty()).then(|| {
@@ -184,7 +169,7 @@ impl<R: Runtime> Inner<R> {
             if let Some(e) = slot.events.take(wanted) {
                 return Poll::Ready(Some(e));
             }
-            slot.waker = Some(cx.waker().clone());
+            slot.waiter = Some(cx.waker().clone());
             Poll::Pending
         })
         .await;
@@ -197,98 +182,72 @@ impl<R: Runtime> Inner<R> {
     /// Hands a started exchange to the driver task, which finishes it (from inside the
     /// runtime, whatever thread dropped its caller).
     fn detach(&self, future: Detached) {
-        self.detached.lock().unwrap_or_else(|e| e.into_inner()).push(future);
-        self.driver_signal.notify();
+        self.side.detached.lock().unwrap_or_else(|e| e.into_inner()).push(future);
+        self.side.driver_signal.notify();
     }
 
-    pub(crate) fn take_detached(&self) -> Vec<Detached> {
-        std::mem::take(&mut *self.detached.lock().unwrap_or_else(|e| e.into_inner()))
+    pub(super) fn take_detached(&self) -> Vec<Detached> {
+        std::mem::take(&mut *self.side.detached.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Hands requests to the driver task: for callers that cannot await (a guard's drop).
-    pub(crate) fn run_in_background(&self, requests: Vec<Request>) {
+    pub(super) fn run_in_background(&self, requests: Vec<Request>) {
         if !requests.is_empty() {
-            self.background.lock().unwrap_or_else(|e| e.into_inner()).extend(requests);
-            self.driver_signal.notify();
+            self.side.background.lock().unwrap_or_else(|e| e.into_inner()).extend(requests);
+            self.side.driver_signal.notify();
         }
     }
 
-    pub(crate) fn take_background(&self) -> Vec<Request> {
-        std::mem::take(&mut *self.background.lock().unwrap_or_else(|e| e.into_inner()))
+    pub(super) fn take_background(&self) -> Vec<Request> {
+        std::mem::take(&mut *self.side.background.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub(crate) fn pop_pubsub(&self) -> Option<Transmit> {
-        self.pubsub_queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
-    }
-
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.driver_signal.notify();
-        self.pubsub_signal.notify();
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+    pub(super) fn pop_pubsub(&self) -> Option<Transmit> {
+        self.pubsub().pop_front()
     }
 
     async fn execute(&self, req: Request) -> Vec<Request> {
-        let renewals = req.commands.iter().find_map(|c| match c {
-            Command::Script { script: Script::Extend, keys, .. } => Some(keys.len()),
-            _ => None,
-        });
-        let span = match renewals {
-            Some(n) => tracing::debug_span!("rdlock.renew", locks = n),
-            None => tracing::Span::none(),
-        };
         // If the caller stops awaiting, the engine still learns the request's fate (unknown).
         let mut in_flight = InFlight { inner: self, id: req.id, done: false };
-        let reply = self.exchange(req.route, &req.commands).instrument(span).await;
+        let reply = self.exchange(req.route, &req.commands).instrument(cell::exchange_span(&req)).await;
         in_flight.done = true;
-        let (misuse, more) = self.with_engine(|s, now| s.engine.handle_reply(req.id, reply, now));
-        if let Err(e) = misuse {
-            tracing::warn!(error = %e, "reply not accepted by the engine");
-        }
-        more
+        self.replied(req.id, reply)
     }
 
     async fn exchange(&self, route: Route, commands: &[Command]) -> Result<Vec<Reply>, TransportError> {
         let conn = match route {
-            Route::Commands => &self.commands,
-            Route::Confirm => &self.confirm,
+            Route::Commands => &self.side.commands,
+            Route::Confirm => &self.side.confirm,
         };
+        let mut exchange = Exchange::new(commands);
         // One bound for the whole exchange, a new connection included.
-        let deadline = R::now() + self.config.response_timeout + convert::blocking_time(commands);
+        let deadline = R::now() + exchange.limit(&self.config);
         let left = || deadline.saturating_duration_since(R::now());
         let connecting = self.config.connection_timeout.min(left());
         let mut c = match timeout::<R, _>(connecting, conn.get(&self.redis, &self.config)).await {
             Some(Ok(c)) => c,
-            Some(Err(e)) => return convert::failure(&e, commands.len()),
+            Some(Err(e)) => return exchange.unsent(&e),
             None => return Err(TransportError::Timeout),
         };
-        let mut eval = Eval::Sha;
         loop {
-            let pipe = convert::pipeline(commands, eval);
-            match timeout::<R, _>(left(), pipe.query_async::<Vec<Value>>(&mut c)).await {
-                None => {
-                    // A silent link: do not wait on it again.
+            let pipe = exchange.pipeline();
+            let Some(answer) = timeout::<R, _>(left(), pipe.query_async::<Vec<Value>>(&mut c)).await else {
+                // A silent link: do not wait on it again.
+                conn.reset();
+                return Err(TransportError::Timeout);
+            };
+            if let Some(done) = exchange.answer(answer) {
+                if !done.reusable {
                     conn.reset();
-                    return Err(TransportError::Timeout);
                 }
-                Some(Ok(values)) if eval == Eval::Sha && convert::needs_source(&values) => eval = Eval::Source,
-                Some(Ok(values)) => return Ok(values.into_iter().map(convert::reply).collect()),
-                Some(Err(e)) => {
-                    if convert::is_fatal(&e) {
-                        conn.reset();
-                    }
-                    return convert::failure(&e, commands.len());
-                }
+                return done.replies;
             }
         }
     }
 }
 
 /// An exchange started on a caller's task.
-pub(crate) type Detached = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(super) type Detached = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The exchange a caller of [`Inner::run_until`] started: if the caller is cancelled (a
 /// timeout, a `select!`), the exchange is not cut off but finished in the background, so
@@ -336,9 +295,4 @@ impl<R: Runtime> Drop for InFlight<'_, R> {
             self.inner.run_in_background(more);
         }
     }
-}
-
-/// Backoff between reconnection attempts.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(10u64 << attempt.min(7))
 }

@@ -1,0 +1,171 @@
+//! The async lock API, generic over the runtime; adapters name the runtime. The types are
+//! written once, in [`crate::api`]; this side says how it waits (`await`), makes a client
+//! (two background tasks) and gives up a lock (in the background).
+
+mod inner;
+mod signal;
+mod tasks;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdlock_core::{Acquire, Event, LockId, LockOptions, LostReason, ReleaseOutcome};
+
+use crate::api::lock_api;
+use crate::attempt::TryLock;
+use crate::common::{self, LockRequest};
+use crate::config::ClientConfig;
+use crate::error::Error;
+use crate::loss::{LossCell, LossSignal};
+use crate::runtime::Runtime;
+use inner::Inner;
+
+/// Waits by awaiting.
+macro_rules! wait {
+    ($e:expr) => {
+        $e.await
+    };
+    ($e:expr, $span:expr) => {
+        tracing::Instrument::instrument($e, $span).await
+    };
+}
+
+lock_api! {
+    asyncness: [async],
+    generics: [R: Runtime],
+    args: [R],
+    inner: Inner<R>,
+    now: R::now,
+    waits: "Waits",
+    task: "task",
+    client: {
+        /// A lock client: one command connection, one pub/sub connection shared by all of its waits,
+        /// one connection for replica confirmations (made when first needed), and one background task
+        /// for timers. Cheap to clone; clones share everything.
+        ///
+        /// Each client draws its own owner tokens (seeded from the operating system when it is
+        /// made), so two clients never confirm each other's locks, even when built from copies of one
+        /// [`ClientConfig`].
+        ///
+        /// Adapters name the runtime (`rdlock_tokio::Client` is `Client<Tokio>`):
+        ///
+        /// ```no_run
+        /// # async fn demo<R: rdlock_driver::Runtime>() -> Result<(), rdlock_driver::Error> {
+        /// use std::time::Duration;
+        ///
+        /// let client = rdlock_driver::Client::<R>::open("redis://127.0.0.1:6379/").await?;
+        /// let guard = client.lock_timeout("orders", Duration::from_secs(5)).await?;
+        /// println!("fence {}", guard.fence());
+        /// guard.release().await?;
+        /// # Ok(()) }
+        /// ```
+    },
+    open_errors: {
+        /// [`Error::Redis`] for a malformed URL, a server that cannot be reached or refuses the
+        /// credentials; [`Error::Entropy`] if the operating system supplies no random bits.
+    },
+    connect: {
+        /// A client over an existing `redis::Client`, with settings.
+    },
+    lock: {
+        ///
+        /// Dropping the returned future (a `select!` branch that lost, a timeout around it) is
+        /// safe: the wait is given up and, if the lock was granted meanwhile, it is released in
+        /// the background.
+    },
+    try_lock_report: {
+        /// ```no_run
+        /// # async fn demo<R: rdlock_driver::Runtime>(client: rdlock_driver::Client<R>) -> Result<(), rdlock_driver::Error> {
+        /// use rdlock_driver::TryLock;
+        ///
+        /// match client.try_lock_report("orders").await? {
+        ///     TryLock::Acquired(guard) => drop(guard),
+        ///     TryLock::Busy { holder_ttl } => println!("busy; the holder's lease ends in {holder_ttl:?}"),
+        /// }
+        /// # Ok(()) }
+        /// ```
+    },
+    builder: {
+        /// Options for one acquisition, from [`Client::lock_builder`].
+        ///
+        /// ```no_run
+        /// # async fn demo<R: rdlock_driver::Runtime>(client: rdlock_driver::Client<R>) -> Result<(), rdlock_driver::Error> {
+        /// use std::time::Duration;
+        /// use rdlock_driver::Confirm;
+        ///
+        /// let guard = client
+        ///     .lock_builder("payments")
+        ///     .ttl(Duration::from_secs(5))
+        ///     .confirm(Confirm::All { timeout: Duration::from_millis(100) })
+        ///     .timeout(Duration::from_secs(2))
+        ///     .lock()
+        ///     .await?;
+        /// guard.release().await?;
+        /// # Ok(()) }
+        /// ```
+    },
+    guard: {
+        /// A held lock. Dropping it releases the lock in the background (never blocking);
+        /// [`Guard::release`] releases it and reports what is known of it ([`ReleaseOutcome`]).
+        ///
+        /// ```no_run
+        /// # async fn demo<R: rdlock_driver::Runtime>(client: rdlock_driver::Client<R>) -> Result<(), rdlock_driver::Error> {
+        /// let guard = client.lock("orders").await?;
+        /// // Hand the fence to the storage you protect, and watch the lease from another task.
+        /// let fence = guard.fence();
+        /// let signal = guard.loss_signal();
+        /// R::spawn(async move {
+        ///     if let Some(reason) = signal.lost().await {
+        ///         eprintln!("lease lost ({reason:?}): stop writing with fence {fence}");
+        ///     }
+        /// });
+        /// assert!(guard.release().await?.was_held(), "the lock was ours to the end");
+        /// # Ok(()) }
+        /// ```
+    },
+    guard_lost: {
+        /// Completes when the lease is lost (renewal refused, or validity ran out): select on it
+        /// beside the work the lock protects. Each pending future keeps one waker, so polling
+        /// it in a loop costs no memory. To watch from another task, see [`Guard::loss_signal`].
+        pub async fn lost(&self) -> LostReason {
+            match self.loss.lost().await {
+                Some(reason) => reason,
+                // Ends only once the lock is released, which takes the guard: never here.
+                None => std::future::pending().await,
+            }
+        }
+
+        #[doc(hidden)]
+        /// Wakers kept for pending lost-lease futures (for the tests that bound them).
+        pub fn lost_waker_count(&self) -> usize {
+            self.loss.waiting()
+        }
+    }
+}
+
+/// Makes a client: its state, a checked command connection, and its two background tasks.
+async fn start<R: Runtime>(redis: redis::Client, config: ClientConfig) -> Result<Arc<Inner<R>>, Error> {
+    let inner = Arc::new(Inner::with_tasks(redis, config)?);
+    inner.connect().await?;
+    R::spawn(tasks::driver(inner.clone()));
+    R::spawn(tasks::pubsub(inner.clone()));
+    Ok(inner)
+}
+
+/// Gives up a lock: the driver task sends what that takes.
+fn abandon<R: Runtime>(inner: &Inner<R>, id: LockId) {
+    let (_, requests) = inner.with_engine(|s, now| {
+        s.slots.remove(&id);
+        s.engine.abandon(id, now);
+    });
+    inner.run_in_background(requests);
+}
+
+// A dropped guard never blocks its task: the release goes to the driver task.
+impl<R: Runtime> Drop for Guard<R> {
+    fn drop(&mut self) {
+        if !self.done {
+            abandon(&self.client.inner, self.id);
+        }
+    }
+}

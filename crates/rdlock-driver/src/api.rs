@@ -1,0 +1,407 @@
+//! The lock API (`Client`, `LockBuilder`, `Guard`), written once for both drivers.
+//!
+//! A method cannot be both `async` and blocking, so the types come from one macro that each
+//! side invokes with its own words and examples. Inside the bodies, every wait goes through
+//! the invoking module's `wait!` macro: `wait!(expr)` awaits `expr` on the async side and
+//! simply evaluates it on the blocking side; `wait!(expr, span)` does the same inside `span`.
+//! What differs beyond that (making a client, `Guard::lost`, a dropped guard's release, the
+//! side's `abandon`) is written by the side, outside the macro.
+
+/// Defines `Client`, `LockBuilder` and `Guard` in the invoking module. The module provides
+/// `wait!`, `start` (makes and connects a client's state), `abandon` (gives up a lock whose
+/// handle went away), an `$inner` cell with `run_until`, and the names the bodies use
+/// (`Error`, `Acquire`, `common`, ...): names resolve where the macro is invoked, so that the
+/// docs' links do too.
+macro_rules! lock_api {
+    (
+        asyncness: [$($async:tt)?],
+        generics: [$($g:tt)*],
+        args: [$($a:tt)*],
+        inner: $inner:ty,
+        now: $now:path,
+        waits: $waits:literal,
+        task: $task:literal,
+        client: {$(#[$client:meta])*},
+        open_errors: {$(#[$open_errors:meta])*},
+        connect: {$(#[$connect:meta])*},
+        lock: {$(#[$lock:meta])*},
+        try_lock_report: {$(#[$try_lock_report:meta])*},
+        builder: {$(#[$builder:meta])*},
+        guard: {$(#[$guard:meta])*},
+        guard_lost: {$($guard_lost:tt)*}
+    ) => {
+        /// Closes the client when the last handle goes (guards keep it alive).
+        struct Lifetime<$($g)*>(std::sync::Arc<$inner>);
+
+        impl<$($g)*> Drop for Lifetime<$($a)*> {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+
+        $(#[$client])*
+        pub struct Client<$($g)*> {
+            inner: std::sync::Arc<$inner>,
+            _life: std::sync::Arc<Lifetime<$($a)*>>,
+        }
+
+        impl<$($g)*> Clone for Client<$($a)*> {
+            fn clone(&self) -> Self {
+                Self { inner: self.inner.clone(), _life: self._life.clone() }
+            }
+        }
+
+        impl<$($g)*> std::fmt::Debug for Client<$($a)*> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct("Client").field("server", &self.inner.redis.get_connection_info().addr()).finish()
+            }
+        }
+
+        impl<$($g)*> Client<$($a)*> {
+            /// Connects to the server at `url` (`redis://[user:password@]host:port/db`, or
+            /// `rediss://` for TLS when the redis crate's TLS feature is on).
+            ///
+            /// # Errors
+            ///
+            $(#[$open_errors])*
+            pub $($async)? fn open(url: &str) -> Result<Self, Error> {
+                wait!(Self::connect(redis::Client::open(url)?, ClientConfig::default()))
+            }
+
+            $(#[$connect])*
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::open`].
+            pub $($async)? fn connect(redis: redis::Client, config: ClientConfig) -> Result<Self, Error> {
+                let inner = wait!(start(redis, config))?;
+                Ok(Self { _life: std::sync::Arc::new(Lifetime(inner.clone())), inner })
+            }
+
+            /// Options for one lock, starting from the client's defaults.
+            pub fn lock_builder(&self, key: &str) -> LockBuilder<'_, $($a)*> {
+                LockBuilder { client: self, key: key.to_owned(), request: LockRequest::new(self.inner.config.defaults) }
+            }
+
+            #[doc = concat!(" ", $waits, " until the lock is acquired, in turn with other waiters (first come, first")]
+            /// served).
+            $(#[$lock])*
+            ///
+            /// # Errors
+            ///
+            /// [`Error::InvalidInput`] for a bad key or options (nothing is sent);
+            /// [`Error::ReplicationShortfall`] when a confirmation asked for by the client's default
+            /// options fails; [`Error::Lock`] when the server refuses (a key of another type,
+            /// scripts disabled) or cannot be reached; [`Error::Closed`] if the client shut down.
+            pub $($async)? fn lock(&self, key: &str) -> Result<Guard<$($a)*>, Error> {
+                // Straight to `acquire`: every layer of futures adds to what each waiter keeps.
+                let how = Acquire::Wait { deadline: None };
+                wait!(self.acquire(key, self.inner.config.defaults, how))?.ok_or(Error::Closed)
+            }
+
+            #[doc = concat!(" ", $waits, " until the lock is acquired, or `timeout` passes. A zero timeout makes one")]
+            /// attempt, like [`Client::try_lock`], answering [`Error::TimedOut`] when the lock is busy.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::TimedOut`] when the timeout passes first; otherwise as [`Client::lock`].
+            pub $($async)? fn lock_timeout(&self, key: &str, timeout: Duration) -> Result<Guard<$($a)*>, Error> {
+                wait!(self.lock_builder(key).timeout(timeout).lock())
+            }
+
+            /// One attempt: `None` when someone else holds the lock. [`Client::try_lock_report`]
+            /// also tells how long the holder's lease has left.
+            ///
+            /// A release hands the lock straight to the first queued waiter, so an attempt never
+            /// takes it from waiters at a release (fair hand-off); only a lock whose holder vanished
+            /// and whose key expired goes to whoever asks first.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::lock`].
+            pub $($async)? fn try_lock(&self, key: &str) -> Result<Option<Guard<$($a)*>>, Error> {
+                wait!(self.acquire(key, self.inner.config.defaults, Acquire::Try))
+            }
+
+            /// One attempt, reporting the holder's remaining lease when the lock is busy, so that
+            /// the caller can back off accordingly.
+            ///
+            $(#[$try_lock_report])*
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::lock`].
+            pub $($async)? fn try_lock_report(&self, key: &str) -> Result<TryLock<Guard<$($a)*>>, Error> {
+                wait!(self.acquire_report(key, self.inner.config.defaults, Acquire::Try))
+            }
+
+            /// Acquires `key` with explicit options: the general form of the methods above. `None`
+            /// when a single attempt ([`Acquire::Try`]) finds the lock busy. A wait whose deadline
+            /// has already passed makes one attempt and answers [`Error::TimedOut`] when busy.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::lock_timeout`].
+            pub $($async)? fn acquire(
+                &self,
+                key: &str,
+                options: LockOptions,
+                how: Acquire,
+            ) -> Result<Option<Guard<$($a)*>>, Error> {
+                Ok(wait!(self.acquire_report(key, options, how))?.acquired())
+            }
+
+            /// [`Client::acquire`], reporting the holder's remaining lease when busy.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::lock_timeout`].
+            pub $($async)? fn acquire_report(
+                &self,
+                key: &str,
+                options: LockOptions,
+                how: Acquire,
+            ) -> Result<TryLock<Guard<$($a)*>>, Error> {
+                let span = tracing::debug_span!("rdlock.acquire", key);
+                wait!($($async)? {
+                    let inner = &self.inner;
+                    let (how, timed) = common::attempt(how, $now());
+                    let (started, requests) = inner.with_engine(|s, now| s.start_acquire(key, options, how, now));
+                    let started = started?;
+                    let id = started.id;
+                    // Gives the lock up unless a guard takes it over.
+                    let mut waiting = Abandon { inner, id: Some(id) };
+                    let deadline = match how {
+                        Acquire::Wait { deadline } => deadline,
+                        Acquire::Try => None,
+                    };
+                    let event = wait!(
+                        inner.run_until(requests, id, Event::ends_acquire, deadline),
+                        tracing::debug_span!("rdlock.wait")
+                    );
+                    let (fence, valid_until) = match common::acquired(event, timed)? {
+                        common::Answer::Acquired { fence, valid_until } => (fence, valid_until),
+                        common::Answer::Busy { holder_ttl } => return Ok(TryLock::Busy { holder_ttl }),
+                    };
+                    waiting.id = None;
+                    Ok(TryLock::Acquired(Guard {
+                        client: self.clone(),
+                        id,
+                        key: key.to_owned(),
+                        token: started.token,
+                        fence,
+                        valid_until,
+                        loss: started.loss,
+                        done: false,
+                    }))
+                }, span)
+            }
+
+            /// The underlying `redis::Client` (the `redis` crate is re-exported by every adapter).
+            pub fn redis(&self) -> &redis::Client {
+                &self.inner.redis
+            }
+
+            /// Locks this client is tracking (held, waiting, or being released).
+            pub fn tracked_locks(&self) -> usize {
+                self.inner.state().engine.len()
+            }
+        }
+
+        /// Gives up a lock whose handle went away (a cancelled wait, a failed acquisition).
+        struct Abandon<'a, $($g)*> {
+            inner: &'a std::sync::Arc<$inner>,
+            id: Option<LockId>,
+        }
+
+        impl<$($g)*> Drop for Abandon<'_, $($a)*> {
+            fn drop(&mut self) {
+                if let Some(id) = self.id {
+                    abandon(self.inner, id);
+                }
+            }
+        }
+
+        $(#[$builder])*
+        #[derive(Debug)]
+        pub struct LockBuilder<'a, $($g)*> {
+            client: &'a Client<$($a)*>,
+            key: String,
+            request: LockRequest,
+        }
+
+        impl<$($g)*> LockBuilder<'_, $($a)*> {
+            /// Lease length (the key's expiry).
+            pub fn ttl(mut self, ttl: Duration) -> Self {
+                self.request.options.ttl = ttl;
+                self
+            }
+
+            /// Renew the lease at about a third of the TTL while held (on by default).
+            pub fn auto_renew(mut self, on: bool) -> Self {
+                self.request.options.auto_renew = on;
+                self
+            }
+
+            /// Wait for replicas to hold the lock before reporting it acquired.
+            pub fn confirm(mut self, confirm: rdlock_core::Confirm) -> Self {
+                self.request.options.confirm = confirm;
+                self
+            }
+
+            /// Longest sleep between polls while waiting.
+            pub fn poll_cap(mut self, cap: Duration) -> Self {
+                self.request.options.poll_cap = cap;
+                self
+            }
+
+            /// Share the key with clients of other libraries ([`rdlock_core::Sharing::Foreign`]),
+            /// or not ([`rdlock_core::Sharing::Queue`], the default).
+            pub fn sharing(mut self, sharing: rdlock_core::Sharing) -> Self {
+                self.request.options.sharing = sharing;
+                self
+            }
+
+            /// Give up at this instant.
+            pub fn deadline(mut self, deadline: Instant) -> Self {
+                self.request.deadline = Some(deadline);
+                self
+            }
+
+            /// Give up after this long.
+            pub fn timeout(mut self, timeout: Duration) -> Self {
+                self.request.timeout = Some(timeout);
+                self
+            }
+
+            #[doc = concat!(" ", $waits, " until acquired (or the deadline). A deadline already passed, or a zero timeout,")]
+            /// makes one attempt, answering [`Error::TimedOut`] when busy.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::lock_timeout`].
+            pub $($async)? fn lock(self) -> Result<Guard<$($a)*>, Error> {
+                let deadline = self.request.deadline($now());
+                let how = Acquire::Wait { deadline };
+                wait!(self.client.acquire(&self.key, self.request.options, how))?.ok_or(Error::Closed)
+            }
+
+            /// One attempt: `None` when busy.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::lock`].
+            pub $($async)? fn try_lock(self) -> Result<Option<Guard<$($a)*>>, Error> {
+                wait!(self.client.acquire(&self.key, self.request.options, Acquire::Try))
+            }
+
+            /// One attempt, reporting the holder's remaining lease when busy.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::lock`].
+            pub $($async)? fn try_lock_report(self) -> Result<TryLock<Guard<$($a)*>>, Error> {
+                wait!(self.client.acquire_report(&self.key, self.request.options, Acquire::Try))
+            }
+        }
+
+        $(#[$guard])*
+        pub struct Guard<$($g)*> {
+            client: Client<$($a)*>,
+            id: LockId,
+            key: String,
+            token: String,
+            fence: u64,
+            valid_until: Instant,
+            loss: std::sync::Arc<LossCell>,
+            done: bool,
+        }
+
+        impl<$($g)*> std::fmt::Debug for Guard<$($a)*> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct("Guard").field("key", &self.key).field("fence", &self.fence).finish()
+            }
+        }
+
+        impl<$($g)*> Guard<$($a)*> {
+            /// The lock's key.
+            pub fn key(&self) -> &str {
+                &self.key
+            }
+
+            /// The owner token: the value stored in the lock key while this guard holds it (32
+            /// lowercase hex digits, 128 random bits), so that an operator can map a key's value to
+            /// its holder. Read-only: release and renewal compare it on the server.
+            pub fn token(&self) -> &str {
+                &self.token
+            }
+
+            /// The fencing token: strictly increasing across the lock's holders. Pass it to the
+            /// storage you protect, so that it can refuse a stale holder.
+            ///
+            /// The first fence of a lock (or the first after its counter was lost, e.g. a restart
+            /// without persistence) is the server's clock in microseconds since the Unix epoch; each
+            /// later holder gets one more. So fences are large numbers that keep rising across
+            /// restarts, not a count from 1.
+            pub fn fence(&self) -> u64 {
+                self.fence
+            }
+
+            /// Nothing may trust the lock past this instant (later after each renewal).
+            pub fn valid_until(&self) -> Instant {
+                common::lease(&self.client.inner.state().engine, self.id, self.valid_until, $now()).0
+            }
+
+            /// Whether the lease is still valid now: cheap, no round trip.
+            pub fn is_valid(&self) -> bool {
+                common::lease(&self.client.inner.state().engine, self.id, self.valid_until, $now()).1
+            }
+
+            $($guard_lost)*
+
+            #[doc = concat!(" An owned, cloneable loss signal for this lock, to move into another ", $task, ": it fires")]
+            /// when the lease is lost, and ends (with `None`) once the lock is released.
+            pub fn loss_signal(&self) -> LossSignal {
+                LossSignal::new(self.loss.clone())
+            }
+
+            /// Renews the lease now; returns the new end of validity.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Lost`] when the lease is already lost or the renewal finds it gone;
+            /// [`Error::Closed`] if the client shut down.
+            pub $($async)? fn extend(&self) -> Result<Instant, Error> {
+                let inner = &self.client.inner;
+                let (res, requests) =
+                    inner.with_engine(|s, now| common::start_extend(&mut s.engine, &mut s.slots, self.id, now));
+                res?;
+                common::extended(wait!(inner.run_until(requests, self.id, common::ends_extend, None)))
+            }
+
+            /// Releases the lock and says what is known of it: [`ReleaseOutcome::Released`] when the
+            /// lease was valid to the end and the owner-checked delete ran, `NotHeld` when the lease
+            /// had been lost (expired, or the key was not ours), `Unknown` when the server did not
+            /// answer in time (the release goes on in the background). Returns within the client's
+            /// response timeout.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Lock`] when the server refused the release (the key then expires at the end
+            /// of its TTL); [`Error::Closed`] if the client shut down.
+            pub $($async)? fn release(mut self) -> Result<ReleaseOutcome, Error> {
+                let span = tracing::debug_span!("rdlock.release", key = %self.key, fence = self.fence);
+                wait!($($async)? {
+                    let inner = self.client.inner.clone();
+                    let (res, requests) = inner.with_engine(|s, now| s.engine.release(self.id, now));
+                    res.map_err(|_| Error::Closed)?;
+                    let event = wait!(inner.run_until(requests, self.id, common::ends_release, None));
+                    self.done = true;
+                    inner.state().slots.remove(&self.id);
+                    common::released(event)
+                }, span)
+            }
+        }
+    };
+}
+pub(crate) use lock_api;

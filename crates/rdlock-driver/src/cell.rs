@@ -1,0 +1,141 @@
+//! What a client's handles, guards and background workers share, whichever way they wait:
+//! the engine and each lock's slot behind one mutex (never held across a wait), the queue of
+//! (un)subscriptions for the pub/sub worker, and the closed flag. How a side wakes its
+//! workers, and what it keeps to send and wait with, is its [`Side`].
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use rdlock_core::{Command, Reply, Request, RequestId, Script, Transmit, TransportError};
+
+use crate::common::{self, Shared, Waiter};
+use crate::config::{ClientConfig, KeyspaceNotifications};
+use crate::error::Error;
+
+/// A driver's way of waiting: how a lock's waiter and the workers are woken, and its clock.
+pub(crate) trait Side: Sized {
+    /// How a lock's waiter is woken.
+    type Waiter: Waiter;
+
+    /// The current time.
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    /// The engine's next timer may be sooner than the timer worker planned, or nothing is
+    /// left for it to time on a closed client: wake it.
+    fn wake_timers(cell: &Cell<Self>);
+
+    /// (Un)subscriptions were queued: wake the pub/sub worker.
+    fn wake_pubsub(cell: &Cell<Self>);
+
+    /// The client closed: wake every worker, so that each sees the flag.
+    fn wake_all(cell: &Cell<Self>);
+}
+
+/// The shared state of one client, and its side's own part.
+pub(crate) struct Cell<D: Side> {
+    pub(crate) redis: redis::Client,
+    pub(crate) config: ClientConfig,
+    state: Mutex<Shared<D::Waiter>>,
+    pubsub: Mutex<VecDeque<Transmit>>,
+    closed: AtomicBool,
+    /// What the side keeps to send and wait with.
+    pub(crate) side: D,
+}
+
+impl<D: Side> Cell<D> {
+    /// A fresh engine (seeded from the operating system) and nothing queued.
+    pub(crate) fn new(redis: redis::Client, config: ClientConfig, side: D) -> Result<Self, Error> {
+        Ok(Self {
+            redis,
+            state: Mutex::new(Shared::new(&config)?),
+            config,
+            pubsub: Mutex::new(VecDeque::new()),
+            closed: AtomicBool::new(false),
+            side,
+        })
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, Shared<D::Waiter>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The queued (un)subscriptions, for the pub/sub worker.
+    pub(crate) fn pubsub(&self) -> MutexGuard<'_, VecDeque<Transmit>> {
+        self.pubsub.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Feeds one input to the engine, then drains its outputs in the same critical section:
+    /// events go to their locks' slots (waking their waiters), (un)subscriptions to the
+    /// pub/sub worker, and the requests come back to the caller, who sends them.
+    pub(crate) fn with_engine<T>(&self, f: impl FnOnce(&mut Shared<D::Waiter>, Instant) -> T) -> (T, Vec<Request>) {
+        let now = D::now();
+        let (out, requests, pubsub, wake_timers) = {
+            let mut st = self.state();
+            let out = f(&mut st, now);
+            let (requests, pubsub, sooner) = st.drain();
+            // The timer worker checks both under this mutex before it sleeps, so a wake-up
+            // sent after it is released is not lost.
+            let settled = self.is_closed() && st.engine.is_empty();
+            (out, requests, pubsub, sooner || settled)
+        };
+        if wake_timers {
+            D::wake_timers(self);
+        }
+        if !pubsub.is_empty() {
+            self.pubsub().extend(pubsub);
+            D::wake_pubsub(self);
+        }
+        (out, requests)
+    }
+
+    /// `CONFIG GET notify-keyspace-events`, to send at connect when the client is to detect
+    /// whether the server publishes keyspace notifications.
+    pub(crate) fn keyspace_query(&self) -> Option<redis::Cmd> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("notify-keyspace-events");
+        (self.config.keyspace_notifications == KeyspaceNotifications::Detect).then_some(cmd)
+    }
+
+    /// Sets the database whose keyspace notifications waiters on shared keys may rely on, from
+    /// the setting and the reply to [`Cell::keyspace_query`] (`None`: not asked).
+    pub(crate) fn set_keyspace(&self, reply: Option<redis::RedisResult<Vec<String>>>) {
+        let flags = reply.and_then(common::keyspace_flags);
+        let db = common::keyspace_db(&self.redis, self.config.keyspace_notifications, flags.as_deref());
+        self.state().engine.set_keyspace_db(db);
+    }
+
+    /// Feeds an exchange's outcome back; returns the requests that follow.
+    pub(crate) fn replied(&self, id: RequestId, reply: Result<Vec<Reply>, TransportError>) -> Vec<Request> {
+        let (misuse, more) = self.with_engine(|s, now| s.engine.handle_reply(id, reply, now));
+        if let Err(e) = misuse {
+            tracing::warn!(error = %e, "reply not accepted by the engine");
+        }
+        more
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        D::wake_all(self);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// The span an exchange runs in: renewals are worth seeing, other requests have their
+/// caller's span.
+pub(crate) fn exchange_span(req: &Request) -> tracing::Span {
+    let renewals = req.commands.iter().find_map(|c| match c {
+        Command::Script { script: Script::Extend, keys, .. } => Some(keys.len()),
+        _ => None,
+    });
+    match renewals {
+        Some(n) => tracing::debug_span!("rdlock.renew", locks = n),
+        None => tracing::Span::none(),
+    }
+}

@@ -1,0 +1,59 @@
+//! One request's exchange with the server, without I/O: the pipeline to send (by hash, then
+//! by source after `NOSCRIPT`), what its answer means, and whether the connection may serve
+//! another request. Each driver sends and waits its own way around it.
+
+use std::time::Duration;
+
+use rdlock_core::{Command, Reply, TransportError};
+use redis::{RedisError, RedisResult, Value};
+
+use crate::config::ClientConfig;
+use crate::convert::{self, Eval};
+
+pub(crate) struct Exchange<'a> {
+    commands: &'a [Command],
+    eval: Eval,
+}
+
+/// How an exchange ended.
+pub(crate) struct Done {
+    pub(crate) replies: Result<Vec<Reply>, TransportError>,
+    /// Whether the connection may carry another request: not after a failure that may leave
+    /// a late reply behind (a timeout, a dropped link), which would answer the next request.
+    pub(crate) reusable: bool,
+}
+
+impl<'a> Exchange<'a> {
+    pub(crate) fn new(commands: &'a [Command]) -> Self {
+        Self { commands, eval: Eval::Sha }
+    }
+
+    /// The bound on the whole exchange: the response timeout, plus the time its `WAIT`s
+    /// block on purpose.
+    pub(crate) fn limit(&self, config: &ClientConfig) -> Duration {
+        config.response_timeout + convert::blocking_time(self.commands)
+    }
+
+    /// The pipeline to send now.
+    pub(crate) fn pipeline(&self) -> redis::Pipeline {
+        convert::pipeline(self.commands, self.eval)
+    }
+
+    /// Reads the answer to [`Exchange::pipeline`]: `None` when it must be sent again (the
+    /// server lacked a script; the next pipeline sends its source).
+    pub(crate) fn answer(&mut self, answer: RedisResult<Vec<Value>>) -> Option<Done> {
+        match answer {
+            Ok(values) if self.eval == Eval::Sha && convert::needs_source(&values) => {
+                self.eval = Eval::Source;
+                None
+            }
+            Ok(values) => Some(Done { replies: Ok(values.into_iter().map(convert::reply).collect()), reusable: true }),
+            Err(e) => Some(Done { replies: self.unsent(&e), reusable: !convert::is_fatal(&e) }),
+        }
+    }
+
+    /// The outcome when the request could not be sent or answered (`err`).
+    pub(crate) fn unsent(&self, err: &RedisError) -> Result<Vec<Reply>, TransportError> {
+        convert::failure(err, self.commands.len())
+    }
+}

@@ -1,0 +1,77 @@
+//! What a pub/sub worker tells the engine, whichever way it reads its connection:
+//! subscriptions accepted or refused (with the count of refusals that fails a channel's
+//! waits), messages, and a session lost.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdlock_core::{Request, ServerError};
+
+use crate::cell::{Cell, Side};
+
+/// Backoff between reconnection attempts.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(10u64 << attempt.min(7))
+}
+
+/// Refusals of a channel's subscription in a row before its waits are failed.
+const SUBSCRIBE_REFUSALS: u32 = 3;
+
+/// Counts, per channel, the pub/sub sessions in a row whose `SUBSCRIBE` the server refused.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals(HashMap<String, u32>);
+
+impl Refusals {
+    /// Counts a refusal of `channel`; `true` when its waits must now be failed (a refusal
+    /// that does not pass is retried, backing off, by reconnecting).
+    pub(crate) fn refused(&mut self, channel: &str) -> bool {
+        let n = self.0.entry(channel.to_owned()).or_default();
+        *n += 1;
+        let give_up = *n >= SUBSCRIBE_REFUSALS;
+        if give_up {
+            self.0.remove(channel);
+        }
+        give_up
+    }
+
+    /// The server accepted `channel`.
+    pub(crate) fn accepted(&mut self, channel: &str) {
+        self.0.remove(channel);
+    }
+}
+
+impl<D: Side> Cell<D> {
+    /// The server accepted `channels`: each waiter on them re-checks its lock.
+    pub(crate) fn subscribed(&self, refusals: &mut Refusals, channels: &[String]) -> Vec<Request> {
+        if channels.is_empty() {
+            return Vec::new();
+        }
+        let (_, requests) = self.with_engine(|s, now| {
+            for ch in channels {
+                refusals.accepted(ch);
+                s.engine.handle_subscribed(ch, now);
+            }
+        });
+        requests
+    }
+
+    /// The server refused `channel`: `None` while it is to be tried again (by reconnecting),
+    /// else its waits fail with `refusal` and the requests that follow are returned.
+    pub(crate) fn refused(&self, refusals: &mut Refusals, channel: &str, refusal: ServerError) -> Option<Vec<Request>> {
+        if !refusals.refused(channel) {
+            return None;
+        }
+        Some(self.with_engine(|s, now| s.engine.handle_subscription_refused(channel, refusal, now)).1)
+    }
+
+    /// A message on a subscribed channel.
+    pub(crate) fn message(&self, msg: &redis::Msg) -> Vec<Request> {
+        self.with_engine(|s, now| s.engine.handle_message(msg.get_channel_name(), msg.get_payload_bytes(), now)).1
+    }
+
+    /// The session ended: every wanted channel is queued again, and waiters re-check once it
+    /// is back.
+    pub(crate) fn subscriptions_lost(&self) -> Vec<Request> {
+        self.with_engine(|s, now| s.engine.handle_subscriptions_lost(now)).1
+    }
+}
