@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome};
+use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome, Resource};
 use rdlock_driver::{ClientConfig, Error, TryLock};
 
 /// Work started with [`Harness::spawn`]; awaiting it yields the work's result and
@@ -58,6 +58,15 @@ pub trait Harness: Sized + Send + Sync + 'static {
     async fn acquire(
         client: &Self::Client,
         key: &str,
+        options: LockOptions,
+        how: Acquire,
+    ) -> Result<Option<Self::Guard>, Error>;
+
+    /// A lock or a share of a counted resource (`Client::acquire_resource`).
+    async fn acquire_resource(
+        client: &Self::Client,
+        key: &str,
+        resource: Resource,
         options: LockOptions,
         how: Acquire,
     ) -> Result<Option<Self::Guard>, Error>;

@@ -17,6 +17,7 @@
 //! `$RDLOCK_REDIS_SERVER`).
 
 pub mod cases;
+pub mod counted;
 pub mod harness;
 pub mod runtimes;
 pub mod support;
@@ -75,6 +76,23 @@ macro_rules! cases {
             shares_a_key_with_redis_py,
             vanished_waiters_cost_a_claim_each,
         );
+        $crate::cases!(@counted $harness;
+            semaphore_never_exceeds_its_capacity,
+            readers_share_and_a_writer_is_alone,
+            a_writer_is_not_starved_by_a_stream_of_readers,
+            a_crashed_readers_share_expires,
+            counted_resources_refuse_bad_input,
+            a_permit_confirm_shortfall_leaves_nothing,
+            a_freed_permit_is_handed_to_the_waiter,
+        );
+    };
+    (@counted $harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::counted::$case::<$harness>);
+            }
+        )*
     };
     (@each $harness:ty; $($case:ident),* $(,)?) => {
         $(

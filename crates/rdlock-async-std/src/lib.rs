@@ -44,7 +44,8 @@ use std::time::Instant;
 // core), the loss signal, and the `redis` crate that `Client::redis` and `Client::connect` use.
 pub use rdlock_driver::{
     Acquire, ClientConfig, Confirm, EntropyUnavailable, Error, InvalidInput, KeyspaceNotifications, LockError,
-    LockOptions, LossSignal, LostReason, MAX_TTL, MIN_TTL, ReleaseOutcome, ServerError, Sharing, TransportError, redis,
+    LockOptions, LossSignal, LostReason, MAX_CAPACITY, MAX_TTL, MIN_TTL, ReleaseOutcome, Resource, ServerError,
+    Sharing, TransportError, redis,
 };
 
 /// The async-io runtime (async-std, smol), as the driver sees it.
@@ -75,5 +76,9 @@ pub type Client = rdlock_driver::Client<AsyncStd>;
 pub type Guard = rdlock_driver::Guard<AsyncStd>;
 /// Options for one acquisition on async-io (async-std, smol).
 pub type LockBuilder<'a> = rdlock_driver::LockBuilder<'a, AsyncStd>;
+/// A semaphore at one key ([`Client::semaphore`]).
+pub type Semaphore = rdlock_driver::Semaphore<AsyncStd>;
+/// A read-write lock at one key ([`Client::rwlock`]).
+pub type RwLock = rdlock_driver::RwLock<AsyncStd>;
 /// The answer to a single attempt on async-io (async-std, smol) ([`Client::try_lock_report`]).
 pub type TryLock = rdlock_driver::TryLock<Guard>;

@@ -35,12 +35,13 @@
 
 #![warn(missing_docs)]
 
-pub use rdlock_driver::blocking::{Client, Guard, LockBuilder};
+pub use rdlock_driver::blocking::{Client, Guard, LockBuilder, RwLock, Semaphore};
 // Everything a caller names: options, errors (to match them without depending on the
 // core), the loss signal, and the `redis` crate that `Client::redis` and `Client::connect` use.
 pub use rdlock_driver::{
     Acquire, ClientConfig, Confirm, EntropyUnavailable, Error, InvalidInput, KeyspaceNotifications, LockError,
-    LockOptions, LossSignal, LostReason, MAX_TTL, MIN_TTL, ReleaseOutcome, ServerError, Sharing, TransportError, redis,
+    LockOptions, LossSignal, LostReason, MAX_CAPACITY, MAX_TTL, MIN_TTL, ReleaseOutcome, Resource, ServerError,
+    Sharing, TransportError, redis,
 };
 
 /// The answer to a single attempt on plain threads ([`Client::try_lock_report`]).

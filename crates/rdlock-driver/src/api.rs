@@ -80,7 +80,21 @@ macro_rules! lock_api {
 
             /// Options for one lock, starting from the client's defaults.
             pub fn lock_builder(&self, key: &str) -> LockBuilder<'_, $($a)*> {
-                LockBuilder { client: self, key: key.to_owned(), request: LockRequest::new(self.inner.config.defaults) }
+                let request = LockRequest::new(self.inner.config.defaults);
+                LockBuilder { client: self, key: key.to_owned(), resource: Resource::Lock, request }
+            }
+
+            /// The semaphore of `capacity` permits at `key`: up to `capacity` holders at once,
+            /// served in arrival order. Every client of the key must agree on the capacity (it
+            /// is stored while the semaphore is in use; another one is refused).
+            pub fn semaphore(&self, key: &str, capacity: u32) -> Semaphore<$($a)*> {
+                Semaphore { client: self.clone(), key: key.to_owned(), capacity }
+            }
+
+            /// The read-write lock at `key`: readers hold together, a writer alone, and a
+            /// waiting writer makes readers that come after it wait behind it.
+            pub fn rwlock(&self, key: &str) -> RwLock<$($a)*> {
+                RwLock { client: self.clone(), key: key.to_owned() }
             }
 
             #[doc = concat!(" ", $waits, " until the lock is acquired, in turn with other waiters (first come, first")]
@@ -148,7 +162,7 @@ macro_rules! lock_api {
                 options: LockOptions,
                 how: Acquire,
             ) -> Result<Option<Guard<$($a)*>>, Error> {
-                Ok(wait!(self.acquire_report(key, options, how))?.acquired())
+                Ok(wait!(self.acquire_resource_report(key, Resource::Lock, options, how))?.acquired())
             }
 
             /// [`Client::acquire`], reporting the holder's remaining lease when busy.
@@ -162,11 +176,48 @@ macro_rules! lock_api {
                 options: LockOptions,
                 how: Acquire,
             ) -> Result<TryLock<Guard<$($a)*>>, Error> {
+                wait!(self.acquire_resource_report(key, Resource::Lock, options, how))
+            }
+
+            /// The most general form: a lock, a semaphore's permit or a read-write lock's share
+            /// ([`Resource`]) of `key`, with explicit options. A share's guard is a lease like a
+            /// lock's (fence, validity, renewal, loss, release).
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::lock_timeout`]; [`Error::InvalidInput`] for a capacity out of range
+            /// or shared mode with a counted resource; [`Error::Lock`] with the server's
+            /// `RDLOCK capacity mismatch` when the semaphore is in use with another capacity,
+            /// or `WRONGTYPE` when `key` is a lock and a counted resource is asked (or the
+            /// other way round).
+            pub $($async)? fn acquire_resource(
+                &self,
+                key: &str,
+                resource: Resource,
+                options: LockOptions,
+                how: Acquire,
+            ) -> Result<Option<Guard<$($a)*>>, Error> {
+                Ok(wait!(self.acquire_resource_report(key, resource, options, how))?.acquired())
+            }
+
+            /// [`Client::acquire_resource`], reporting how long the earliest holder has left
+            /// when busy.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::acquire_resource`].
+            pub $($async)? fn acquire_resource_report(
+                &self,
+                key: &str,
+                resource: Resource,
+                options: LockOptions,
+                how: Acquire,
+            ) -> Result<TryLock<Guard<$($a)*>>, Error> {
                 let span = tracing::debug_span!("rdlock.acquire", key);
                 wait!($($async)? {
                     let inner = &self.inner;
                     let (how, timed) = common::attempt(how, $now());
-                    let (started, requests) = inner.with_engine(|s, now| s.start_acquire(key, options, how, now));
+                    let (started, requests) = inner.with_engine(|s, now| s.start_acquire(key, resource, options, how, now));
                     let started = started?;
                     let id = started.id;
                     // Gives the lock up unless a guard takes it over.
@@ -227,6 +278,7 @@ macro_rules! lock_api {
         pub struct LockBuilder<'a, $($g)*> {
             client: &'a Client<$($a)*>,
             key: String,
+            resource: Resource,
             request: LockRequest,
         }
 
@@ -283,7 +335,8 @@ macro_rules! lock_api {
             pub $($async)? fn lock(self) -> Result<Guard<$($a)*>, Error> {
                 let deadline = self.request.deadline($now());
                 let how = Acquire::Wait { deadline };
-                wait!(self.client.acquire(&self.key, self.request.options, how))?.ok_or(Error::Closed)
+                wait!(self.client.acquire_resource(&self.key, self.resource, self.request.options, how))?
+                    .ok_or(Error::Closed)
             }
 
             /// One attempt: `None` when busy.
@@ -292,7 +345,7 @@ macro_rules! lock_api {
             ///
             /// As [`Client::lock`].
             pub $($async)? fn try_lock(self) -> Result<Option<Guard<$($a)*>>, Error> {
-                wait!(self.client.acquire(&self.key, self.request.options, Acquire::Try))
+                wait!(self.client.acquire_resource(&self.key, self.resource, self.request.options, Acquire::Try))
             }
 
             /// One attempt, reporting the holder's remaining lease when busy.
@@ -301,7 +354,125 @@ macro_rules! lock_api {
             ///
             /// As [`Client::lock`].
             pub $($async)? fn try_lock_report(self) -> Result<TryLock<Guard<$($a)*>>, Error> {
-                wait!(self.client.acquire_report(&self.key, self.request.options, Acquire::Try))
+                let (key, resource, options) = (&self.key, self.resource, self.request.options);
+                wait!(self.client.acquire_resource_report(key, resource, options, Acquire::Try))
+            }
+        }
+
+        /// A semaphore: `capacity` permits at one key ([`Client::semaphore`]). Each permit is a
+        /// lease like a lock's [`Guard`]: fence, validity, renewal, loss, release.
+        #[derive(Clone, Debug)]
+        pub struct Semaphore<$($g)*> {
+            client: Client<$($a)*>,
+            key: String,
+            capacity: u32,
+        }
+
+        impl<$($g)*> Semaphore<$($a)*> {
+            #[doc = concat!(" ", $waits, " until a permit is free, in turn with other waiters.")]
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::acquire_resource`].
+            pub $($async)? fn acquire(&self) -> Result<Guard<$($a)*>, Error> {
+                wait!(self.builder().lock())
+            }
+
+            #[doc = concat!(" ", $waits, " until a permit is free, or `timeout` passes ([`Error::TimedOut`]).")]
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::acquire_resource`].
+            pub $($async)? fn acquire_timeout(&self, timeout: Duration) -> Result<Guard<$($a)*>, Error> {
+                wait!(self.builder().timeout(timeout).lock())
+            }
+
+            /// One attempt: `None` when no permit is free (or others wait for one).
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::acquire_resource`].
+            pub $($async)? fn try_acquire(&self) -> Result<Option<Guard<$($a)*>>, Error> {
+                wait!(self.builder().try_lock())
+            }
+
+            /// Options for one permit, starting from the client's defaults.
+            pub fn builder(&self) -> LockBuilder<'_, $($a)*> {
+                LockBuilder { resource: Resource::Permit { capacity: self.capacity }, ..self.client.lock_builder(&self.key) }
+            }
+        }
+
+        /// A read-write lock at one key ([`Client::rwlock`]). Read and write shares are leases
+        /// like a lock's [`Guard`]; a reader's fence is above every earlier writer's.
+        #[derive(Clone, Debug)]
+        pub struct RwLock<$($g)*> {
+            client: Client<$($a)*>,
+            key: String,
+        }
+
+        impl<$($g)*> RwLock<$($a)*> {
+            #[doc = concat!(" ", $waits, " until a read share is granted (after any writer queued before).")]
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::acquire_resource`].
+            pub $($async)? fn read(&self) -> Result<Guard<$($a)*>, Error> {
+                wait!(self.read_builder().lock())
+            }
+
+            #[doc = concat!(" ", $waits, " until the write share is granted (alone).")]
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::acquire_resource`].
+            pub $($async)? fn write(&self) -> Result<Guard<$($a)*>, Error> {
+                wait!(self.write_builder().lock())
+            }
+
+            /// [`RwLock::read`], giving up after `timeout` ([`Error::TimedOut`]).
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::acquire_resource`].
+            pub $($async)? fn read_timeout(&self, timeout: Duration) -> Result<Guard<$($a)*>, Error> {
+                wait!(self.read_builder().timeout(timeout).lock())
+            }
+
+            /// [`RwLock::write`], giving up after `timeout` ([`Error::TimedOut`]).
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::acquire_resource`].
+            pub $($async)? fn write_timeout(&self, timeout: Duration) -> Result<Guard<$($a)*>, Error> {
+                wait!(self.write_builder().timeout(timeout).lock())
+            }
+
+            /// One attempt at a read share: `None` when a writer holds or waits.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::acquire_resource`].
+            pub $($async)? fn try_read(&self) -> Result<Option<Guard<$($a)*>>, Error> {
+                wait!(self.read_builder().try_lock())
+            }
+
+            /// One attempt at the write share: `None` when anyone holds or waits.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::acquire_resource`].
+            pub $($async)? fn try_write(&self) -> Result<Option<Guard<$($a)*>>, Error> {
+                wait!(self.write_builder().try_lock())
+            }
+
+            /// Options for one read share, starting from the client's defaults.
+            pub fn read_builder(&self) -> LockBuilder<'_, $($a)*> {
+                LockBuilder { resource: Resource::Read, ..self.client.lock_builder(&self.key) }
+            }
+
+            /// Options for one write share, starting from the client's defaults.
+            pub fn write_builder(&self) -> LockBuilder<'_, $($a)*> {
+                LockBuilder { resource: Resource::Write, ..self.client.lock_builder(&self.key) }
             }
         }
 

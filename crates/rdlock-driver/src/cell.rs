@@ -132,6 +132,8 @@ impl<D: Side> Cell<D> {
 pub(crate) fn exchange_span(req: &Request) -> tracing::Span {
     let renewals = req.commands.iter().find_map(|c| match c {
         Command::Script { script: Script::Extend, keys, .. } => Some(keys.len()),
+        // A share renews with three keys.
+        Command::Script { script: Script::PermitExtend, keys, .. } => Some(keys.len() / 3),
         _ => None,
     });
     match renewals {

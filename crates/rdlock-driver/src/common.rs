@@ -6,7 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Acquire, Engine, Event, LockId, LockOptions, LostReason, ReleaseOutcome, Request, Transmit};
+use rdlock_core::{
+    Acquire, Engine, Event, LockId, LockOptions, LostReason, ReleaseOutcome, Request, Resource, Transmit,
+};
 
 use crate::error::Error;
 use crate::loss::LossCell;
@@ -95,11 +97,12 @@ impl<W: Waiter> Shared<W> {
     pub(crate) fn start_acquire(
         &mut self,
         key: &str,
+        resource: Resource,
         options: LockOptions,
         how: Acquire,
         now: Instant,
     ) -> Result<Started, Error> {
-        let id = self.engine.acquire(key, options, how, now)?;
+        let id = self.engine.acquire_resource(key, resource, options, how, now)?;
         let slot = Slot::default();
         let loss = slot.events.loss.clone();
         self.slots.insert(id, slot);

@@ -32,7 +32,7 @@ mod pubsub;
 mod runtime;
 
 #[cfg(feature = "async")]
-pub use aio::{Client, Guard, LockBuilder};
+pub use aio::{Client, Guard, LockBuilder, RwLock, Semaphore};
 pub use attempt::TryLock;
 pub use config::{ClientConfig, KeyspaceNotifications};
 pub use error::Error;
@@ -40,8 +40,8 @@ pub use loss::LossSignal;
 // The core's types a caller meets: options, and the errors inside `Error`, so that callers
 // can match them without depending on `rdlock-core`.
 pub use rdlock_core::{
-    Acquire, Confirm, EntropyUnavailable, InvalidInput, LockError, LockOptions, LostReason, MAX_TTL, MIN_TTL,
-    ReleaseOutcome, ServerError, Sharing, TransportError,
+    Acquire, Confirm, EntropyUnavailable, InvalidInput, LockError, LockOptions, LostReason, MAX_CAPACITY, MAX_TTL,
+    MIN_TTL, ReleaseOutcome, Resource, ServerError, Sharing, TransportError,
 };
 /// The `redis` crate this driver is built on: [`Client::redis`] returns its client, and
 /// [`Client::connect`] takes one.

@@ -29,7 +29,8 @@ use std::time::Instant;
 // core), the loss signal, and the `redis` crate that `Client::redis` and `Client::connect` use.
 pub use rdlock_driver::{
     Acquire, ClientConfig, Confirm, EntropyUnavailable, Error, InvalidInput, KeyspaceNotifications, LockError,
-    LockOptions, LossSignal, LostReason, MAX_TTL, MIN_TTL, ReleaseOutcome, ServerError, Sharing, TransportError, redis,
+    LockOptions, LossSignal, LostReason, MAX_CAPACITY, MAX_TTL, MIN_TTL, ReleaseOutcome, Resource, ServerError,
+    Sharing, TransportError, redis,
 };
 
 /// The tokio runtime, as the driver sees it.
@@ -56,6 +57,10 @@ pub type Client = rdlock_driver::Client<Tokio>;
 pub type Guard = rdlock_driver::Guard<Tokio>;
 /// Options for one acquisition on tokio.
 pub type LockBuilder<'a> = rdlock_driver::LockBuilder<'a, Tokio>;
+/// A semaphore at one key ([`Client::semaphore`]).
+pub type Semaphore = rdlock_driver::Semaphore<Tokio>;
+/// A read-write lock at one key ([`Client::rwlock`]).
+pub type RwLock = rdlock_driver::RwLock<Tokio>;
 /// The answer to a single attempt on tokio ([`Client::try_lock_report`]).
 pub type TryLock = rdlock_driver::TryLock<Guard>;
 

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
-use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome};
+use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome, Resource};
 use rdlock_driver::{Client, ClientConfig, Error, Guard, Runtime, TryLock};
 
 use crate::harness::{Harness, Task};
@@ -86,6 +86,16 @@ impl<E: Executor> Harness for Async<E> {
         how: Acquire,
     ) -> Result<Option<Self::Guard>, Error> {
         client.acquire(key, options, how).await
+    }
+
+    async fn acquire_resource(
+        client: &Self::Client,
+        key: &str,
+        resource: Resource,
+        options: LockOptions,
+        how: Acquire,
+    ) -> Result<Option<Self::Guard>, Error> {
+        client.acquire_resource(key, resource, options, how).await
     }
 
     fn tracked(client: &Self::Client) -> usize {

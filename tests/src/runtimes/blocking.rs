@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 use rdlock_blocking::{Client, Guard};
-use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome};
+use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome, Resource};
 use rdlock_driver::{ClientConfig, Error, TryLock};
 
 use crate::harness::{Harness, Task};
@@ -82,6 +82,16 @@ impl Harness for Blocking {
         how: Acquire,
     ) -> Result<Option<Self::Guard>, Error> {
         client.acquire(key, options, how)
+    }
+
+    async fn acquire_resource(
+        client: &Self::Client,
+        key: &str,
+        resource: Resource,
+        options: LockOptions,
+        how: Acquire,
+    ) -> Result<Option<Self::Guard>, Error> {
+        client.acquire_resource(key, resource, options, how)
     }
 
     fn tracked(client: &Self::Client) -> usize {
