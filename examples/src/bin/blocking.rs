@@ -1,4 +1,5 @@
-//! rdlock on plain threads: a few workers contend for one lock on a throwaway Redis server.
+//! rdlock on plain threads: a few workers contend for one lock on a throwaway Redis server,
+//! then share a semaphore's permits and a read-write lock.
 //!
 //! `cargo run -p rdlock-examples --bin blocking`
 
@@ -32,5 +33,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for w in workers {
         w.join().map_err(|_| "a worker panicked")??;
     }
+
+    // A semaphore: at most 2 holders at once; the third waits for a permit, in turn.
+    let exports = client.semaphore("exports", 2);
+    let (a, b) = (exports.acquire()?, exports.acquire()?);
+    assert!(exports.try_acquire()?.is_none(), "both permits are taken");
+    println!("semaphore: permits with fences {} and {}, a third must wait", a.fence(), b.fence());
+    a.release()?;
+    let c = exports.acquire_timeout(Duration::from_secs(1))?;
+    println!("semaphore: a freed permit went on, fence {}", c.fence());
+    drop((b, c));
+    // A read-write lock: readers together, a writer alone.
+    let doc = client.rwlock("doc");
+    let (r1, r2) = (doc.read()?, doc.read()?);
+    assert!(doc.try_write()?.is_none(), "readers hold it");
+    println!("rwlock: two readers at once (fences {}, {})", r1.fence(), r2.fence());
+    drop((r1, r2));
+    let w = doc.write_timeout(Duration::from_secs(1))?;
+    println!("rwlock: the writer holds it alone, fence {}", w.fence());
+    w.release()?;
     Ok(())
 }

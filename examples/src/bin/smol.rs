@@ -32,6 +32,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for w in workers {
             w.await?;
         }
+
+        let client = Client::open(&server.url()).await?;
+        // A semaphore: at most 2 holders at once; a read-write lock: readers together.
+        let exports = client.semaphore("exports", 2);
+        let (a, b) = (exports.acquire().await?, exports.acquire().await?);
+        assert!(exports.try_acquire().await?.is_none(), "both permits are taken");
+        println!("semaphore: permits with fences {} and {}, a third must wait", a.fence(), b.fence());
+        drop((a, b));
+        let doc = client.rwlock("doc");
+        let (r1, r2) = (doc.read().await?, doc.read().await?);
+        assert!(doc.try_write().await?.is_none(), "readers hold it");
+        println!("rwlock: two readers at once; the writer waits");
+        drop((r1, r2));
+        let w = doc.write_timeout(Duration::from_secs(1)).await?;
+        println!("rwlock: the writer holds it alone, fence {}", w.fence());
+        w.release().await?;
         Ok(())
     })
 }
