@@ -269,3 +269,47 @@ pub async fn a_freed_permit_is_handed_to_the_waiter<H: Harness>() {
     assert!(H::release(g).await.expect("release").was_held());
     assert_clean(&server, &[]);
 }
+
+// ------------------------------------------------------------------------------ 8
+
+/// A writer downgrades: it keeps holding as a reader, the two readers queued behind it hold
+/// at once beside it, and a writer queued after them still waits. Only a write share can be
+/// downgraded, once.
+pub async fn a_writer_downgrades_and_the_readers_behind_it_join<H: Harness>() {
+    let server = server();
+    let (a, b) = (H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect"));
+    let w = take::<H>(&a, Resource::Write, LockOptions::default(), PATIENCE).await.expect("write");
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let b = b.clone();
+            H::spawn(
+                async move { take::<H>(&b, Resource::Read, LockOptions::default(), PATIENCE).await.expect("read") },
+            )
+        })
+        .collect();
+    wait_for_waiters(&server, 2, 1);
+    let c = H::connect(&server.url()).await.expect("connect");
+    let late_writer =
+        H::spawn(async move { take::<H>(&c, Resource::Write, LockOptions::default(), PATIENCE).await.expect("write") });
+    wait_for_waiters(&server, 3, 2);
+    H::downgrade(&w).await.expect("downgrade");
+    let readers = join_all(readers).await;
+    assert!(H::is_valid(&w), "the downgraded writer still holds, as a reader");
+    assert!(readers.iter().all(|r| H::fence(r) > H::fence(&w)));
+    let again = H::downgrade(&w).await;
+    assert!(matches!(again, Err(Error::InvalidInput(InvalidInput::NotAWriter))), "{again:?}");
+    let sem = Resource::Permit { capacity: 2 };
+    let permit = H::acquire_resource(&a, "rdlock-test:other", sem, LockOptions::default(), Acquire::Try)
+        .await
+        .expect("a permit")
+        .expect("free");
+    assert!(matches!(H::downgrade(&permit).await, Err(Error::InvalidInput(InvalidInput::NotAWriter))));
+    assert!(H::release(permit).await.expect("release").was_held());
+    for r in readers {
+        assert!(H::release(r).await.expect("release").was_held());
+    }
+    assert!(H::release(w).await.expect("release").was_held());
+    let w2 = late_writer.await;
+    assert!(H::release(w2).await.expect("release").was_held());
+    assert_clean(&server, &[]);
+}

@@ -81,6 +81,8 @@ pub trait Harness: Sized + Send + Sync + 'static {
     fn valid_until(guard: &Self::Guard) -> Instant;
     /// Whether the lease is valid now.
     fn is_valid(guard: &Self::Guard) -> bool;
+    /// Turns a write share into a read share (`Guard::downgrade`).
+    async fn downgrade(guard: &Self::Guard) -> Result<(), Error>;
     /// Renews the lease now.
     async fn extend(guard: &Self::Guard) -> Result<Instant, Error>;
     /// Releases the lock; what is known of it.

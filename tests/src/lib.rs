@@ -84,6 +84,7 @@ macro_rules! cases {
             counted_resources_refuse_bad_input,
             a_permit_confirm_shortfall_leaves_nothing,
             a_freed_permit_is_handed_to_the_waiter,
+            a_writer_downgrades_and_the_readers_behind_it_join,
         );
     };
     (@counted $harness:ty; $($case:ident),* $(,)?) => {

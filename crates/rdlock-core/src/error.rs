@@ -83,6 +83,9 @@ pub enum InvalidInput {
     /// read-write lock has no layout other libraries share.
     #[error("shared mode is for locks; a semaphore or read-write lock always queues")]
     SharedModeIsForLocks,
+    /// A downgrade of a guard that is not a read-write lock's write share.
+    #[error("only a read-write lock's write share can be downgraded")]
+    NotAWriter,
 }
 
 /// The caller broke the engine's contract; the lock's state is unchanged.
@@ -97,6 +100,9 @@ pub enum Misuse {
     /// Release or extend of a lock that is not held.
     #[error("lock {0:?} is not held")]
     NotHeld(LockId),
+    /// A downgrade of something other than a read-write lock's write share.
+    #[error("lock {0:?} is not a read-write lock's write share")]
+    NotAWriter(LockId),
 }
 
 /// A lock operation that could not be carried out.

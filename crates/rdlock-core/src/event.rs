@@ -83,6 +83,9 @@ pub enum Event {
         /// Why.
         reason: LostReason,
     },
+    /// A write share became a read share ([`crate::Engine::downgrade`]); it keeps its fence
+    /// and its lease.
+    Downgraded,
     /// A release completed, or got as far as the caller can be told.
     Released {
         /// What is known of it.
@@ -95,6 +98,6 @@ pub enum Event {
 impl Event {
     /// Whether this ends an acquisition (the caller of `lock`/`try_lock` gets its answer).
     pub fn ends_acquire(&self) -> bool {
-        !matches!(self, Event::Renewed { .. } | Event::Lost { .. } | Event::Released { .. })
+        !matches!(self, Event::Renewed { .. } | Event::Lost { .. } | Event::Released { .. } | Event::Downgraded)
     }
 }

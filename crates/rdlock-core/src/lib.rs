@@ -94,8 +94,8 @@ pub use keys::{LAYOUT, LockKeys, MARKER, MAX_KEY_LEN, Role, hash_tag, slot};
 pub use options::{Acquire, Confirm, LockOptions, MAX_POLL_CAP, MAX_TTL, MIN_TTL, Resource, Sharing};
 pub use reply::{Reply, ServerError, TransportError};
 pub use script::{
-    AcquireArgs, AcquireReply, ExtendArgs, ExtendReply, MAX_CAPACITY, Mode, PermitArgs, PermitExtendArgs, PermitKeys,
-    PermitReleaseArgs, ReleaseArgs, ReleaseReply, Script, SharedReleaseArgs,
+    AcquireArgs, AcquireReply, ExtendArgs, ExtendReply, MAX_CAPACITY, Mode, PermitArgs, PermitChangeArgs,
+    PermitExtendArgs, PermitKeys, PermitReleaseArgs, ReleaseArgs, ReleaseReply, Script, SharedReleaseArgs,
 };
 pub use subscriptions::Subscriptions;
 pub use token::Rng;

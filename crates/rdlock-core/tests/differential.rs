@@ -711,7 +711,14 @@ impl<'r, 'a> Pair<'r, 'a> {
         let mut out = N::Nil;
         if let (Step::Run { script, keys, .. }, Some(fake), Some(real)) = (step, &fake, &real) {
             let counter = keys.get(1).filter(|_| {
-                matches!(script, Script::Acquire | Script::Release | Script::PermitAcquire | Script::PermitRelease)
+                matches!(
+                    script,
+                    Script::Acquire
+                        | Script::Release
+                        | Script::PermitAcquire
+                        | Script::PermitRelease
+                        | Script::PermitChange
+                )
             });
             let seed = |side: usize| counter.and_then(|c| self.fences[side].seeds.get(c).copied());
             let (f, r) = (norm_reply(*script, fake, seed(0)), norm_reply(*script, real, seed(1)));
@@ -1007,11 +1014,12 @@ fn random_permit_step(d: &mut Dice, lock: &LockKeys, tokens: &[String], capacity
     match d.below(100) {
         0..50 => permit(lock, token, ttl(d), pick(d, &["try", "first", "retry"]), pick(d, &CLAIMS), cap, weight),
         50..75 => permit_release(lock, token, pick(d, &TTLS), pick(d, &CLAIMS), cap, weight),
-        75..88 => {
+        75..86 => {
             let items: Vec<_> =
                 (0..1 + d.below(3)).map(|_| (lock, tokens[d.below(tokens.len())].as_str(), ttl(d))).collect();
             permit_extend(&items)
         }
+        86..88 => permit_change(lock, token, if d.chance(0.7) { 1 } else { weight.max(2) }),
         88..91 => Step::List(lock.lock.clone()),
         91..93 => Step::Garbage(p.shares, GARBAGE.to_owned()),
         93..95 => Step::Garbage(p.capacity, GARBAGE.to_owned()),
@@ -1060,6 +1068,8 @@ fn permits_agree_with_a_real_server() {
         "permit-acquire error WRONGTYPE",
         "permit-acquire failed, wrote nothing",
         "permit-release failed, wrote nothing",
+        "permit-change 1",
+        "permit-change 0",
         "hand-off heard (the whole ttl)",
         "hand-off unheard (a claim)",
     ] {
@@ -1098,4 +1108,59 @@ fn permit_expiry_agrees() {
         }
     }
     assert!(pair.fake.keys_without_ttl(clock.now()).next().is_none());
+}
+
+fn permit_change(lock: &LockKeys, token: &str, weight: u32) -> Step {
+    let args = rdlock_core::PermitChangeArgs {
+        token,
+        weight,
+        fence_ttl: FENCE_TTL,
+        claim: Duration::from_millis(100),
+        capacity: rdlock_core::MAX_CAPACITY,
+    };
+    let rdlock_core::Command::Script { script, keys, args } = args.command(&PermitKeys::derive(&lock.lock)) else {
+        unreachable!("a script")
+    };
+    Step::Run { script, keys, args }
+}
+
+/// A writer downgrades: the readers queued behind it are served in the same call, a writer
+/// queued after them is not; a share cannot grow; a non-holder changes nothing.
+#[test]
+fn downgrades_agree() {
+    let (_server, conn, mut sub) = start();
+    let mut real = Real { conn, sub: subscribe(&mut sub), markers: 0 };
+    let clock = Clock::new();
+    let mut seen = BTreeMap::new();
+    let lock = LockKeys::new("doc").expect("a valid key");
+    let mut pair = Pair::new(&mut real, &clock, std::slice::from_ref(&lock), &mut seen);
+    let max = rdlock_core::MAX_CAPACITY;
+    // w writes; r1 (heard) and r2 (unheard) read; w2 writes after them.
+    let [w, r1, r2, w2] = ["8", "0", "9", "a"].map(|t| t.repeat(32));
+    let fence = |v| N::Fence { seeded: true, v };
+    let held = |v| N::Array(vec![N::Int(1), fence(v)]);
+    let steps: Vec<(Step, Option<N>)> = vec![
+        (permit(&lock, &w, "60000", "first", "100", max, max), Some(held(0))),
+        (permit(&lock, &r1, "60000", "first", "100", max, 1), None),
+        (permit(&lock, &r2, "60000", "first", "100", max, 1), None),
+        (permit(&lock, &w2, "60000", "first", "100", max, max), None),
+        (permit_change(&lock, &w, max), Some(N::Int(1))),
+        (permit_change(&lock, &w, 1), Some(N::Int(1))),
+        (
+            permit_change(&lock, &w, 2),
+            Some(N::Error { code: "RDLOCK".into(), message: "a share can only shrink".into() }),
+        ),
+        (permit_change(&lock, &w2, 1), Some(N::Int(0))),
+        (permit(&lock, &r2, "60000", "retry", "100", max, 1), Some(held(2))),
+        (permit_release(&lock, &w, "60000", "100", max, 1), Some(N::Int(1))),
+        (permit_release(&lock, &r1, "60000", "100", max, 1), Some(N::Int(1))),
+        (permit_release(&lock, &r2, "60000", "100", max, 1), Some(N::Int(2))),
+        (permit_release(&lock, &w2, "60000", "100", max, max), Some(N::Int(1))),
+    ];
+    for (i, (step, want)) in steps.iter().enumerate() {
+        let got = pair.step(step).unwrap_or_else(|e| panic!("step {i} {step:?}: {e}"));
+        if let Some(want) = want {
+            assert!(agree(want, &got), "step {i} {step:?}: {got:?}, expected {want:?}");
+        }
+    }
 }

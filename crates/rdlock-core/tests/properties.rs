@@ -165,7 +165,8 @@ impl Harness {
                     | Script::Release
                     | Script::ReleaseShared
                     | Script::PermitAcquire
-                    | Script::PermitRelease => {
+                    | Script::PermitRelease
+                    | Script::PermitChange => {
                         let id = self.by_key[&keys[0]];
                         let m = self.locks.get_mut(&id).expect("modelled");
                         prop_assert!(m.token.get_or_insert_with(|| args[0].clone()) == &args[0], "token changed");
@@ -374,9 +375,10 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
                 let flag = next().clamp(0, 1);
                 Reply::Array(vec![Reply::Int(flag), Reply::Int(if flag == 1 { next().abs() } else { next() * 100 })])
             }
-            Command::Script { script: Script::Release | Script::ReleaseShared | Script::PermitRelease, .. } => {
-                Reply::Int(next().clamp(0, 2))
-            }
+            Command::Script {
+                script: Script::Release | Script::ReleaseShared | Script::PermitRelease | Script::PermitChange,
+                ..
+            } => Reply::Int(next().clamp(0, 2)),
             Command::Script { script: Script::Extend, keys, .. } => {
                 Reply::Array(keys.iter().map(|_| Reply::Int(next().clamp(0, 1))).collect())
             }

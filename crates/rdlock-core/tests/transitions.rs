@@ -1051,3 +1051,35 @@ fn counted_resources_refuse_bad_capacities_and_shared_mode() {
     assert_eq!(h.e.acquire_resource("s", Resource::Read, shared, w, h.now), Err(InvalidInput::SharedModeIsForLocks));
     assert!(h.sent().is_empty());
 }
+
+#[test]
+fn a_write_share_downgrades_to_a_read_share() {
+    use rdlock_core::Resource;
+    let mut h = H::new();
+    let o = opts(1000);
+    let w = h.e.acquire_resource("doc", Resource::Write, o, Acquire::Try, h.now).expect("valid input");
+    let attempt = h.one();
+    h.reply(&attempt, pair(1, 40));
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 40, .. }]));
+    let (lock, _) = h.held("orders", o);
+    assert_eq!(h.e.downgrade(lock, h.now), Err(Misuse::NotAWriter(lock)), "a lock is no write share");
+    h.e.downgrade(w, h.now).expect("a held write share");
+    let change = h.one();
+    let (s, _, a) = script(&change);
+    assert_eq!((s, a[1].as_str()), (Script::PermitChange, "1"), "to a reader's weight");
+    h.reply(&change, vec![Reply::Int(1)]);
+    assert_eq!(h.events(), vec![Event::Downgraded]);
+    assert_eq!(h.e.downgrade(w, h.now), Err(Misuse::NotAWriter(w)), "once");
+    // Its release now names a reader's queue entry.
+    h.e.release(w, h.now).expect("held");
+    assert!(script(&h.one()).2[1].ends_with(":1"));
+    // A share the server no longer has: the downgrade reports the loss.
+    let w2 = h.e.acquire_resource("doc2", Resource::Write, o, Acquire::Try, h.now).expect("valid input");
+    let attempt = h.one();
+    h.reply(&attempt, pair(1, 41));
+    h.events();
+    h.e.downgrade(w2, h.now).expect("held");
+    let change = h.one();
+    h.reply(&change, vec![Reply::Int(0)]);
+    assert_eq!(h.events(), vec![Event::Lost { reason: LostReason::NotOwner }]);
+}

@@ -550,6 +550,23 @@ macro_rules! lock_api {
                 common::extended(wait!(inner.run_until(requests, self.id, common::ends_extend, None)))
             }
 
+            /// Turns a read-write lock's write share into a read share, atomically: this guard
+            /// keeps holding (as a reader, with its fence and lease), and the readers queued behind
+            /// it are granted at once; a writer queued after them still waits. Downgrading cannot
+            /// deadlock (the share only shrinks); there is no upgrade.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::InvalidInput`] for a guard that is not a write share; [`Error::Lost`] when
+            /// the lease is lost or the server no longer has the share; [`Error::Lock`] when the
+            /// server did not answer (the share may be either; releasing it frees it either way).
+            pub $($async)? fn downgrade(&self) -> Result<(), Error> {
+                let inner = &self.client.inner;
+                let (res, requests) = inner.with_engine(|s, now| common::start_downgrade(&mut s.engine, self.id, now));
+                res?;
+                common::downgraded(wait!(inner.run_until(requests, self.id, common::ends_downgrade, None)))
+            }
+
             /// Releases the lock and says what is known of it: [`ReleaseOutcome::Released`] when the
             /// lease was valid to the end and the owner-checked delete ran, `NotHeld` when the lease
             /// had been lost (expired, or the key was not ours), `Unknown` when the server did not

@@ -241,6 +241,31 @@ pub(crate) fn released(event: Option<Event>) -> Result<ReleaseOutcome, Error> {
     }
 }
 
+/// Events that answer a downgrade.
+pub(crate) fn ends_downgrade(e: &Event) -> bool {
+    matches!(e, Event::Downgraded | Event::Lost { .. } | Event::Failed(_))
+}
+
+/// The answer to a downgrade.
+pub(crate) fn downgraded(event: Option<Event>) -> Result<(), Error> {
+    match event {
+        Some(Event::Downgraded) => Ok(()),
+        Some(Event::Lost { reason }) => Err(Error::Lost(reason)),
+        Some(Event::Failed(e)) => Err(Error::Lock(e)),
+        _ => Err(Error::Closed),
+    }
+}
+
+/// Starts a downgrade: a typed error for a guard that is not a write share, `Lost` for one
+/// whose lease is gone.
+pub(crate) fn start_downgrade(engine: &mut Engine, id: LockId, now: Instant) -> Result<(), Error> {
+    match engine.downgrade(id, now) {
+        Ok(()) => Ok(()),
+        Err(rdlock_core::Misuse::NotAWriter(_)) => Err(Error::InvalidInput(rdlock_core::InvalidInput::NotAWriter)),
+        Err(_) => Err(Error::Lost(engine.lock_info(id).and_then(|i| i.lost).unwrap_or(LostReason::Expired))),
+    }
+}
+
 /// Events that answer an extension.
 pub(crate) fn ends_extend(e: &Event) -> bool {
     matches!(e, Event::Renewed { .. } | Event::Lost { .. })

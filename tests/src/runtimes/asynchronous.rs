@@ -118,6 +118,10 @@ impl<E: Executor> Harness for Async<E> {
         guard.is_valid()
     }
 
+    async fn downgrade(guard: &Self::Guard) -> Result<(), Error> {
+        guard.downgrade().await
+    }
+
     async fn extend(guard: &Self::Guard) -> Result<Instant, Error> {
         guard.extend().await
     }

@@ -114,6 +114,10 @@ impl Harness for Blocking {
         guard.is_valid()
     }
 
+    async fn downgrade(guard: &Self::Guard) -> Result<(), Error> {
+        guard.downgrade()
+    }
+
     async fn extend(guard: &Self::Guard) -> Result<Instant, Error> {
         guard.extend()
     }

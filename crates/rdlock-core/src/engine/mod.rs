@@ -20,6 +20,7 @@
 //! (renewals), `releasing.rs`, and `shared.rs` (keys shared with foreign clients).
 
 mod acquiring;
+mod downgrade;
 mod holding;
 mod lock;
 mod releasing;
@@ -113,6 +114,7 @@ enum Pending {
     Release(LockId),
     Renew { locks: Vec<LockId>, sent_at: Instant, wanted: u32 },
     Role,
+    Downgrade(LockId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -377,6 +379,7 @@ impl Engine {
             Pending::Release(lock) => self.on_release_reply(lock, id, reply, now),
             Pending::Renew { locks, sent_at, wanted } => self.on_renew_reply(&locks, id, sent_at, wanted, reply, now),
             Pending::Role => self.on_role_reply(reply, now),
+            Pending::Downgrade(lock) => self.on_downgrade_reply(lock, reply, now),
         }
         Ok(())
     }

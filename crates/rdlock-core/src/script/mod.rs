@@ -10,7 +10,7 @@ mod release;
 
 pub use acquire::{AcquireArgs, AcquireReply, Mode};
 pub use extend::{ExtendArgs, ExtendReply};
-pub use permit::{MAX_CAPACITY, PermitArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs};
+pub use permit::{MAX_CAPACITY, PermitArgs, PermitChangeArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs};
 pub use release::{ReleaseArgs, ReleaseReply, SharedReleaseArgs};
 
 /// One of rdlock's server-side scripts. The core builds their arguments and reads their
@@ -32,11 +32,13 @@ pub enum Script {
     PermitRelease,
     /// Owner-checked renewal of many shares.
     PermitExtend,
+    /// Owner-checked shrink of a held share (an RwLock's downgrade), serving the queue.
+    PermitChange,
 }
 
 impl Script {
     /// Every script, for drivers that load them up front.
-    pub const ALL: [Script; 7] = [
+    pub const ALL: [Script; 8] = [
         Script::Acquire,
         Script::Release,
         Script::Extend,
@@ -44,6 +46,7 @@ impl Script {
         Script::PermitAcquire,
         Script::PermitRelease,
         Script::PermitExtend,
+        Script::PermitChange,
     ];
 
     /// The Lua source (the fence prelude, `fence.lua`, is prepended to the scripts that grant
@@ -61,6 +64,9 @@ impl Script {
                 concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("permit_release.lua"))
             }
             Script::PermitExtend => include_str!("permit_extend.lua"),
+            Script::PermitChange => {
+                concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("permit_change.lua"))
+            }
         }
     }
 
@@ -74,6 +80,7 @@ impl Script {
             Script::PermitAcquire => "permit-acquire",
             Script::PermitRelease => "permit-release",
             Script::PermitExtend => "permit-extend",
+            Script::PermitChange => "permit-change",
         }
     }
 }

@@ -156,3 +156,35 @@ impl PermitExtendArgs {
         Command::Script { script: Script::PermitExtend, keys: self.keys, args }
     }
 }
+
+/// The arguments of `permit_change.lua`: shrink a held share to `weight`.
+#[derive(Clone, Debug)]
+pub struct PermitChangeArgs<'a> {
+    /// The owner token.
+    pub token: &'a str,
+    /// The new weight (at most the share's).
+    pub weight: u32,
+    /// How long a freshly seeded fence counter lives.
+    pub fence_ttl: Duration,
+    /// How long a hand-off nobody heard waits for its waiter.
+    pub claim: Duration,
+    /// The capacity, used when none is stored.
+    pub capacity: u32,
+}
+
+impl PermitChangeArgs<'_> {
+    /// The script call.
+    pub fn command(&self, keys: &PermitKeys) -> Command {
+        Command::Script {
+            script: Script::PermitChange,
+            keys: keys.all(),
+            args: vec![
+                self.token.to_owned(),
+                self.weight.to_string(),
+                self.fence_ttl.as_millis().to_string(),
+                self.claim.as_millis().to_string(),
+                self.capacity.to_string(),
+            ],
+        }
+    }
+}

@@ -37,6 +37,8 @@ pub struct Rec {
     pub abandoned: bool,
     /// A release script naming this lock has been sent.
     pub release_sent: bool,
+    /// A downgrade was sent and not yet answered: a `Failed` event is its answer.
+    pub downgrading: bool,
     /// Fences this lock was offered: `[1, fence]` acquire replies and hand-off messages.
     pub evidence: Vec<u64>,
     /// Fences offered only by hand-off messages.
@@ -89,6 +91,7 @@ pub struct Stats {
     pub acquired: u64,
     /// Acquisitions of semaphore permits and read-write lock shares (among `acquired`).
     pub shares: u64,
+    pub downgrades: u64,
     pub handed_off: u64,
     pub renewed: u64,
     pub lost: u64,
@@ -106,6 +109,7 @@ impl Stats {
         self.steps += o.steps;
         self.acquired += o.acquired;
         self.shares += o.shares;
+        self.downgrades += o.downgrades;
         self.handed_off += o.handed_off;
         self.renewed += o.renewed;
         self.lost += o.lost;
@@ -211,6 +215,7 @@ impl Checker {
             released: false,
             abandoned: false,
             release_sent: false,
+            downgrading: false,
             evidence: Vec::new(),
             handed: Vec::new(),
             delayed_until: 0,
@@ -254,7 +259,8 @@ impl Checker {
                 | Script::Release
                 | Script::ReleaseShared
                 | Script::PermitAcquire
-                | Script::PermitRelease => {
+                | Script::PermitRelease
+                | Script::PermitChange => {
                     let (Some(key), Some(token)) = (keys.first(), args.first()) else {
                         self.fail(now, format!("client {c}: malformed {script:?} script: {keys:?} {args:?}"));
                         continue;
@@ -277,6 +283,9 @@ impl Checker {
                     }
                     if matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease) {
                         self.recs.entry((c, id)).and_modify(|r| r.release_sent = true);
+                    }
+                    if *script == Script::PermitChange {
+                        self.recs.entry((c, id)).and_modify(|r| r.downgrading = true);
                     }
                 }
                 Script::Extend | Script::PermitExtend => {
@@ -371,10 +380,12 @@ impl Checker {
         if rec.abandoned {
             return self.fail(now, format!("{who}: {ev:?} after abandon"));
         }
+        // A failure answers the downgrade in flight, if any, else the acquisition.
+        let downgrade_failed = matches!(ev, Event::Failed(_)) && std::mem::take(&mut rec.downgrading);
         let ending = matches!(
             ev,
             Event::Acquired { .. } | Event::Busy { .. } | Event::TimedOut | Event::ReplicationShortfall { .. }
-        ) || (matches!(ev, Event::Failed(_)) && !rec.released);
+        ) || (matches!(ev, Event::Failed(_)) && !rec.released && !downgrade_failed);
         if ending && rec.ended {
             return self.fail(now, format!("{who}: a second outcome {ev:?}"));
         }
@@ -458,6 +469,14 @@ impl Checker {
                     problem = Some("released without a release call on a held lock".into());
                 }
             }
+            Event::Downgraded => {
+                self.stats.downgrades += 1;
+                rec.downgrading = false;
+                // The server's change already made it a reader (`on_downgrade`).
+                if rec.resource != Resource::Read || rec.held.is_none() {
+                    problem = Some(format!("downgraded while {:?}, held {:?}", rec.resource, rec.held));
+                }
+            }
         }
         if ending {
             rec.ended = true;
@@ -469,6 +488,18 @@ impl Checker {
     }
 
     /// The server gave a key to a new owner.
+    /// The server shrank a write share to a reader's: from now on it is a reader.
+    pub fn on_downgrade(&mut self, token: &str, now: u64) {
+        let Some(&key) = self.by_token.get(token) else { return };
+        let rec = self.recs.get_mut(&key).expect("a recorded lock");
+        if rec.resource == Resource::Write {
+            rec.resource = Resource::Read;
+        } else {
+            let what = rec.resource;
+            self.fail(now, format!("a downgrade of a {what:?} share"));
+        }
+    }
+
     pub fn on_grant(&mut self, g: &Grant, now: u64, restarts: u32) {
         if g.ahead > 0 {
             self.fail(now, format!("{} granted to {} past {} queued waiter(s)", g.key, g.token, g.ahead));

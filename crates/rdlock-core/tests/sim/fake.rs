@@ -75,6 +75,8 @@ pub struct Effects<'a> {
     /// `(channel, payload)` pairs, in order.
     pub publishes: Vec<(String, String)>,
     pub grants: Vec<Grant>,
+    /// Shares shrunk to a reader's weight (downgrades), by token.
+    pub downgrades: Vec<String>,
     /// What `PUBLISH` answers.
     listeners: Option<&'a dyn Fn(&str) -> usize>,
 }
@@ -82,7 +84,7 @@ pub struct Effects<'a> {
 impl Effects<'_> {
     /// The effects alone, without the listener view they were made with.
     pub fn detach(self) -> Effects<'static> {
-        Effects { publishes: self.publishes, grants: self.grants, listeners: None }
+        Effects { publishes: self.publishes, grants: self.grants, downgrades: self.downgrades, listeners: None }
     }
 
     /// `PUBLISH channel payload`: how many connections received it.
@@ -417,6 +419,7 @@ impl Fake {
             rdlock_core::Script::PermitAcquire => self.permit_acquire(keys, args, &mut fx),
             rdlock_core::Script::PermitRelease => self.permit_release(keys, args, &mut fx),
             rdlock_core::Script::PermitExtend => self.permit_extend(keys, args),
+            rdlock_core::Script::PermitChange => self.permit_change(keys, args, &mut fx),
         };
         if self.dirty != before {
             self.replicate(now, dice);

@@ -416,4 +416,40 @@ impl Fake {
         }
         Ok(Reply::Array(out))
     }
+
+    pub(super) fn permit_change(&mut self, keys: &[String], args: &[String], fx: &mut Effects<'_>) -> R<Reply> {
+        for i in 0..5 {
+            nth(keys, i)?;
+        }
+        if args.len() != 5 {
+            return Err(fail("permit change takes 5 arguments"));
+        }
+        if !ms_arg(&args[2]) || !ms_arg(&args[3]) {
+            return Err(fail("invalid ttl"));
+        }
+        let Some(weight) = count_arg(&args[1]) else { return Err(fail("invalid weight")) };
+        let Some(mut cap) = count_arg(&args[4]) else { return Err(fail("invalid capacity")) };
+        self.check_permit_keys(keys)?;
+        if let Some(stored) = self.get(&keys[4])? {
+            cap = stored.parse().unwrap_or(cap);
+        }
+        let (token, fence_ttl, claim) = (&args[0], &args[2], parse_ms(&args[3])?);
+        let now = self.now_ms();
+        self.prune(keys, now);
+        if self.zscore(&keys[0], token).is_none() {
+            self.settle(keys, now, cap);
+            return Ok(int(0));
+        }
+        let (w, f) = self.share(&keys[3], token);
+        if weight > w {
+            return Err(fail("a share can only shrink"));
+        }
+        self.hset(&keys[3], token, format!("{weight}:{f}"));
+        self.hincrby(&keys[3], USED, weight - w);
+        fx.downgrades.push(token.clone());
+        let used = self.hget(&keys[3], USED).and_then(|v| v.parse().ok()).unwrap_or(0);
+        self.serve(keys, used, cap, None, claim, now, fence_ttl, fx)?;
+        self.settle(keys, now, cap);
+        Ok(int(1))
+    }
 }

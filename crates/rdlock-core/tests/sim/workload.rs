@@ -23,6 +23,8 @@ enum State {
         lock: LockId,
         extend_at: Option<u64>,
         release_at: u64,
+        /// A write share that may still be downgraded (once) before it is released.
+        writer: bool,
     },
 }
 
@@ -77,12 +79,20 @@ impl World {
                 self.checker.on_release_called(c, lock, true);
                 self.idle(c, w);
             }
-            State::Holding { lock, extend_at: Some(x), release_at } if x <= self.now => {
+            State::Holding { lock, extend_at: Some(x), release_at, writer } if x <= self.now => {
                 let ok = self.clients[c].engine.extend(lock, t).is_ok();
                 self.log(|| format!("c{c} extends {lock:?}: {ok}"));
                 self.checker.on_extend(c, lock, ok, self.now);
-                self.clients[c].workers[w].state = State::Holding { lock, extend_at: None, release_at };
+                self.clients[c].workers[w].state = State::Holding { lock, extend_at: None, release_at, writer };
                 self.plan(c, w, release_at.saturating_sub(self.now));
+            }
+            State::Holding { lock, extend_at, writer: true, .. } if self.dice.chance(0.4) => {
+                // Downgrade instead of releasing, then hold on as a reader for a while.
+                let ok = self.clients[c].engine.downgrade(lock, t).is_ok();
+                self.log(|| format!("c{c} downgrades {lock:?}: {ok}"));
+                let release_at = self.now + self.dice.range(1, 60) * MS;
+                self.clients[c].workers[w].state = State::Holding { lock, extend_at, release_at, writer: false };
+                self.plan(c, w, release_at - self.now);
             }
             State::Holding { lock, .. } => {
                 if self.dice.chance(0.85) {
@@ -186,7 +196,8 @@ impl World {
                 let hold = self.dice.range(1, ttl_ms * 3 / 2) * MS;
                 let release_at = self.now + hold;
                 let extend_at = (!auto_renew && self.dice.chance(0.4)).then(|| self.now + self.dice.range(0, hold));
-                self.clients[c].workers[w].state = State::Holding { lock, extend_at, release_at };
+                let writer = self.checker.rec(c, lock).is_some_and(|r| r.resource == Resource::Write);
+                self.clients[c].workers[w].state = State::Holding { lock, extend_at, release_at, writer };
                 let next = extend_at.unwrap_or(release_at);
                 self.plan(c, w, next - self.now);
             }

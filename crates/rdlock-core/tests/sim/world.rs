@@ -404,6 +404,10 @@ impl World {
     }
 
     fn effects(&mut self, fx: Effects) {
+        // A downgrade makes room before the script serves the queue with it.
+        for token in &fx.downgrades {
+            self.checker.on_downgrade(token, self.now);
+        }
         for g in &fx.grants {
             self.checker.on_grant(g, self.now, self.fake.restarts);
         }
