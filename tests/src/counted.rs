@@ -313,3 +313,40 @@ pub async fn a_writer_downgrades_and_the_readers_behind_it_join<H: Harness>() {
     assert!(H::release(w2).await.expect("release").was_held());
     assert_clean(&server, &[]);
 }
+
+// ------------------------------------------------------------------------------ 9
+
+/// Several permits at once: a request that does not fit yet holds up the queue (strict FIFO,
+/// so it is never starved), and its guard frees them all.
+pub async fn many_permits_at_once_wait_their_turn<H: Harness>() {
+    let server = server();
+    let (a, b) = (H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect"));
+    let two = Resource::Permits { capacity: 3, count: 2 };
+    let one = Resource::Permit { capacity: 3 };
+    let held = take::<H>(&a, two, LockOptions::default(), PATIENCE).await.expect("two permits");
+    let waiter =
+        H::spawn(async move { take::<H>(&b, two, LockOptions::default(), PATIENCE).await.expect("two permits") });
+    wait_for_waiters(&server, 1, 1);
+    // One permit is free, but a request for two came first.
+    let c = H::connect(&server.url()).await.expect("connect");
+    let behind = take::<H>(&c, one, LockOptions::default(), Duration::from_millis(300)).await;
+    assert!(
+        matches!(behind, Err(Error::TimedOut)),
+        "a single permit went past a queued request: {:?}",
+        behind.map(|_| ())
+    );
+    let bad =
+        H::acquire_resource(&c, KEY, Resource::Permits { capacity: 3, count: 4 }, LockOptions::default(), Acquire::Try)
+            .await;
+    assert!(
+        matches!(bad, Err(Error::InvalidInput(InvalidInput::PermitCountOutOfRange { .. }))),
+        "{:?}",
+        bad.map(|_| ())
+    );
+    assert!(H::release(held).await.expect("release").was_held());
+    let both = waiter.await;
+    let single = take::<H>(&c, one, LockOptions::default(), PATIENCE).await.expect("the third permit");
+    assert!(H::release(both).await.expect("release").was_held());
+    assert!(H::release(single).await.expect("release").was_held());
+    assert_clean(&server, &[]);
+}

@@ -85,6 +85,7 @@ macro_rules! cases {
             a_permit_confirm_shortfall_leaves_nothing,
             a_freed_permit_is_handed_to_the_waiter,
             a_writer_downgrades_and_the_readers_behind_it_join,
+            many_permits_at_once_wait_their_turn,
         );
     };
     (@counted $harness:ty; $($case:ident),* $(,)?) => {

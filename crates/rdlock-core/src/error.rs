@@ -83,6 +83,14 @@ pub enum InvalidInput {
     /// read-write lock has no layout other libraries share.
     #[error("shared mode is for locks; a semaphore or read-write lock always queues")]
     SharedModeIsForLocks,
+    /// More permits asked at once than the semaphore has, or none.
+    #[error("{count} permits asked of a semaphore of {capacity}")]
+    PermitCountOutOfRange {
+        /// Permits asked.
+        count: u32,
+        /// The semaphore's capacity.
+        capacity: u32,
+    },
     /// A downgrade of a guard that is not a read-write lock's write share.
     #[error("only a read-write lock's write share can be downgraded")]
     NotAWriter,

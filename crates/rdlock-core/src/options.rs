@@ -201,6 +201,15 @@ pub enum Resource {
         /// How many permits the semaphore has (1 to [`crate::MAX_CAPACITY`]).
         capacity: u32,
     },
+    /// `count` permits of a semaphore with `capacity` permits, taken and released together.
+    /// Strict FIFO: a request that does not fit yet stops the queue, so smaller requests
+    /// behind it wait too (it is never starved; they may wait longer).
+    Permits {
+        /// How many permits the semaphore has.
+        capacity: u32,
+        /// How many this share takes (1 to `capacity`).
+        count: u32,
+    },
     /// A read share of a read-write lock: readers hold together, a writer alone; a queued
     /// writer makes later readers queue behind it (task-fair).
     Read,
@@ -216,6 +225,7 @@ impl Resource {
         match self {
             Resource::Lock => None,
             Resource::Permit { capacity } => Some((capacity, 1)),
+            Resource::Permits { capacity, count } => Some((capacity, count)),
             Resource::Read => Some((max, 1)),
             Resource::Write => Some((max, max)),
         }
@@ -224,10 +234,15 @@ impl Resource {
     /// Checks what the resource can be used with.
     pub(crate) fn validate(self, opts: &LockOptions) -> Result<(), InvalidInput> {
         let max = crate::script::MAX_CAPACITY;
-        if let Resource::Permit { capacity } = self
+        if let Resource::Permit { capacity } | Resource::Permits { capacity, .. } = self
             && !(1..=max).contains(&capacity)
         {
             return Err(InvalidInput::CapacityOutOfRange { capacity, max });
+        }
+        if let Resource::Permits { capacity, count } = self
+            && !(1..=capacity).contains(&count)
+        {
+            return Err(InvalidInput::PermitCountOutOfRange { count, capacity });
         }
         if self != Resource::Lock && opts.sharing != Sharing::Queue {
             return Err(InvalidInput::SharedModeIsForLocks);

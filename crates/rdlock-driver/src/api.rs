@@ -396,6 +396,19 @@ macro_rules! lock_api {
                 wait!(self.builder().try_lock())
             }
 
+            #[doc = concat!(" ", $waits, " until `count` permits are free together, in turn with other waiters (a")]
+            /// request that does not fit yet holds up the queue behind it, so it is never starved).
+            /// One guard holds them all; its release frees them all.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::acquire_resource`]; [`Error::InvalidInput`] when `count` is 0 or above
+            /// the capacity.
+            pub $($async)? fn acquire_many(&self, count: u32) -> Result<Guard<$($a)*>, Error> {
+                let resource = Resource::Permits { capacity: self.capacity, count };
+                wait!(LockBuilder { resource, ..self.client.lock_builder(&self.key) }.lock())
+            }
+
             /// Options for one permit, starting from the client's defaults.
             pub fn builder(&self) -> LockBuilder<'_, $($a)*> {
                 LockBuilder { resource: Resource::Permit { capacity: self.capacity }, ..self.client.lock_builder(&self.key) }

@@ -629,15 +629,17 @@ impl Checker {
             let writers = count(|r| r == Resource::Write);
             let readers = count(|r| r == Resource::Read);
             let permits = hs.iter().filter_map(|(_, r)| match r.resource {
-                Resource::Permit { capacity } => Some(capacity),
+                Resource::Permit { capacity } => Some((capacity, 1)),
+                Resource::Permits { capacity, count } => Some((capacity, count)),
                 _ => None,
             });
-            let capacity = permits.clone().min();
+            let capacity = permits.clone().map(|(c, _)| c).min();
+            let in_use: u32 = permits.map(|(_, n)| n).sum();
             if locks > 1 || (locks == 1 && hs.len() > 1) {
                 problem = Some(format!("two holders of {key}: {}", who()));
             } else if writers > 1 || (writers == 1 && readers > 0) {
                 problem = Some(format!("a writer beside another holder of {key}: {}", who()));
-            } else if capacity.is_some_and(|cap| permits.count() > cap as usize) {
+            } else if capacity.is_some_and(|cap| in_use > cap) {
                 problem = Some(format!("more permits of {key} than its capacity {capacity:?}: {}", who()));
             }
             for (c, r) in hs {

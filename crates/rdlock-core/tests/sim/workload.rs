@@ -168,6 +168,9 @@ impl World {
         };
         let resource = match self.sc.kind(&key) {
             Kind::Lock => Resource::Lock,
+            Kind::Semaphore(capacity) if capacity > 1 && self.dice.chance(0.2) => {
+                Resource::Permits { capacity, count: self.dice.range(2, u64::from(capacity)) as u32 }
+            }
             Kind::Semaphore(capacity) => Resource::Permit { capacity },
             Kind::RwLock if self.dice.chance(0.3) => Resource::Write,
             Kind::RwLock => Resource::Read,
