@@ -6,9 +6,34 @@ use crate::script::Script;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
 
-/// Which connection a request must travel on.
+/// Where a request must travel: to which server, and on which class of connection to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Route {
+pub struct Route {
+    /// The server.
+    pub node: Node,
+    /// The connection class.
+    pub class: Class,
+}
+
+impl Route {
+    /// The primary's shared command connection.
+    pub const COMMANDS: Route = Route { node: Node::Primary, class: Class::Commands };
+    /// The primary's connection reserved for confirmations.
+    pub const CONFIRM: Route = Route { node: Node::Primary, class: Class::Confirm };
+}
+
+/// Which server a request is for. Today only the primary a standalone or Sentinel-watched
+/// deployment has; a cluster's routes will name a hash slot, a quorum lock's a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Node {
+    /// The (one) primary.
+    Primary,
+}
+
+/// Which kind of connection to the node a request travels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
     /// The shared command connection (multiplexed; order of sends is kept).
     Commands,
     /// A connection reserved for requests that end in `WAIT`: `WAIT` blocks every later

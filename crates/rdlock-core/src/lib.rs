@@ -86,7 +86,7 @@ mod script;
 mod subscriptions;
 mod token;
 
-pub use command::{Command, Request, RequestId, Route, Transmit};
+pub use command::{Class, Command, Node, Request, RequestId, Route, Transmit};
 pub use engine::{Engine, EngineConfig, FENCE_TTL, HANDOFF_CLAIM, LockId, LockInfo};
 pub use error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
 pub use event::{Event, LostReason, ReleaseOutcome, Warning};

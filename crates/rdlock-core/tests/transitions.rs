@@ -153,7 +153,7 @@ fn acquire_sends_one_script_and_reports_acquired() {
     let o = opts(1000);
     h.acquire("orders", o, Acquire::Wait { deadline: None });
     let req = h.one();
-    assert_eq!(req.route, Route::Commands);
+    assert_eq!(req.route, Route::COMMANDS);
     let (s, keys, args) = script(&req);
     assert_eq!(s, Script::Acquire);
     let names = LockKeys::new("orders").expect("a valid key");
@@ -437,11 +437,11 @@ fn confirm_shortfall_releases_then_reports() {
     let o = LockOptions { confirm: Confirm::AtLeast { replicas: 2, timeout: ms(10) }, ..opts(1000) };
     h.acquire("orders", o, Acquire::Wait { deadline: None });
     let req = h.one();
-    assert_eq!(req.route, Route::Confirm);
+    assert_eq!(req.route, Route::CONFIRM);
     assert_eq!(req.commands[1], Command::Wait { replicas: 2, timeout_ms: 10 });
     h.reply(&req, vec![pair(1, 9).remove(0), Reply::Int(1)]);
     let release = h.one();
-    assert_eq!((script(&release).0, release.route), (Script::Release, Route::Confirm));
+    assert_eq!((script(&release).0, release.route), (Script::Release, Route::CONFIRM));
     assert!(h.events().is_empty(), "reported once the lock is given back");
     h.reply(&release, vec![Reply::Int(1)]);
     assert_eq!(h.events(), vec![Event::ReplicationShortfall { acked: 1, wanted: 2 }]);

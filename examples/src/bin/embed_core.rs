@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use rdlock_core::{
-    Acquire, Command, Engine, EngineConfig, Event, LockOptions, Reply, Request, Route, Transmit, TransportError,
+    Acquire, Class, Command, Engine, EngineConfig, Event, LockOptions, Reply, Request, Transmit, TransportError,
 };
 use rdlock_driver::convert::{self, Eval};
 
@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         conn.set_read_timeout(Some(Duration::from_secs(2)))?; // plus the WAIT time, for Confirm requests
         Ok(conn)
     };
-    // Route::Commands and Route::Confirm need a connection each (WAIT blocks its connection).
+    // Class::Commands and Class::Confirm need a connection each (WAIT blocks its connection).
     let (mut commands, mut confirm) = (open()?, open()?);
     let mut pubsub_conn = client.get_connection()?;
     let mut pubsub = pubsub_conn.as_pubsub();
@@ -44,9 +44,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         while let Some(transmit) = engine.poll_transmit() {
             match transmit {
                 Transmit::Request(req) => {
-                    let conn = match req.route {
-                        Route::Commands => &mut commands,
-                        Route::Confirm => &mut confirm,
+                    let conn = match req.route.class {
+                        Class::Commands => &mut commands,
+                        Class::Confirm => &mut confirm,
                     };
                     let reply = send(conn, &req);
                     println!(

@@ -242,7 +242,7 @@ impl Engine {
         let id = LockId(self.next_lock);
         self.next_lock += 1;
         let token = self.rng.token_bits();
-        let route = if opts.confirm == Confirm::None { Route::Commands } else { Route::Confirm };
+        let route = if opts.confirm == Confirm::None { Route::COMMANDS } else { Route::CONFIRM };
         self.by_token.insert(token, id);
         let acquisition =
             Acquisition { try_only, deadline, step: Step::Counting, waiter: Waiter::default(), abandoned: false };

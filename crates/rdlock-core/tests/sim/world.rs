@@ -6,7 +6,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
-use rdlock_core::{Command, Engine, EngineConfig, LockId, Reply, Request, RequestId, Route, Transmit, TransportError};
+use rdlock_core::{
+    Class, Command, Engine, EngineConfig, LockId, Reply, Request, RequestId, Route, Transmit, TransportError,
+};
 
 use super::checker::{Checker, Stats};
 use super::dice::Dice;
@@ -118,9 +120,9 @@ struct ServerConn {
 const PUBSUB: usize = 2;
 
 fn route_ix(r: Route) -> usize {
-    match r {
-        Route::Commands => 0,
-        Route::Confirm => 1,
+    match r.class {
+        Class::Commands => 0,
+        Class::Confirm => 1,
     }
 }
 

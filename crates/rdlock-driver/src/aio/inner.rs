@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use rdlock_core::{Command, Event, LockId, Reply, Request, Route, Transmit, TransportError};
+use rdlock_core::{Class, Command, Event, LockId, Reply, Request, Route, Transmit, TransportError};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
@@ -215,9 +215,10 @@ impl<R: Runtime> Cell<Tasks<R>> {
     }
 
     async fn exchange(&self, route: Route, commands: &[Command]) -> Result<Vec<Reply>, TransportError> {
-        let conn = match route {
-            Route::Commands => &self.side.commands,
-            Route::Confirm => &self.side.confirm,
+        // One node for now: the connection class picks the connection.
+        let conn = match route.class {
+            Class::Commands => &self.side.commands,
+            Class::Confirm => &self.side.confirm,
         };
         let mut exchange = Exchange::new(commands);
         // One bound for the whole exchange, a new connection included.

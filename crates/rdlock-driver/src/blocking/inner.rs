@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Command, Event, LockId, Reply, Request, Route, Transmit, TransportError};
+use rdlock_core::{Class, Command, Event, LockId, Reply, Request, Route, Transmit, TransportError};
 use redis::{Connection, Value};
 
 use crate::cell::{self, Cell, Side};
@@ -292,9 +292,9 @@ impl Cell<Threads> {
         commands: &[Command],
         deadline: Option<Instant>,
     ) -> Result<Vec<Reply>, TransportError> {
-        let pool = match route {
-            Route::Commands => &self.side.commands,
-            Route::Confirm => &self.side.confirm,
+        let pool = match route.class {
+            Class::Commands => &self.side.commands,
+            Class::Confirm => &self.side.confirm,
         };
         let mut exchange = Exchange::new(commands);
         // A caller's deadline cuts the exchange short (its outcome is then unknown to the
