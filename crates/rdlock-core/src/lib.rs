@@ -87,7 +87,7 @@ mod subscriptions;
 mod token;
 
 pub use command::{Class, Command, Node, Request, RequestId, Route, Transmit};
-pub use engine::{Engine, EngineConfig, FENCE_TTL, HANDOFF_CLAIM, LockId, LockInfo};
+pub use engine::{Engine, EngineConfig, FENCE_TTL, HANDOFF_CLAIM, LeaseView, LockId, LockInfo};
 pub use error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
 pub use event::{Event, LostReason, ReleaseOutcome, Warning};
 pub use keys::{LAYOUT, LockKeys, MARKER, MAX_KEY_LEN, Role, hash_tag, slot};

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use rdlock_core::{
     Acquire, AcquireReply, Command, Confirm, Engine, EngineConfig, Event, LockId, LockKeys, LockOptions, Misuse, Reply,
-    Request, Script, ServerError, Sharing, Transmit, TransportError,
+    Request, Resource, Script, ServerError, Sharing, Transmit, TransportError,
 };
 
 #[derive(Clone, Debug)]
@@ -143,6 +143,9 @@ struct Model {
     release_called: bool,
     abandoned: bool,
     release_sent: bool,
+    /// A write share (downgradable until it is downgraded).
+    writer: bool,
+    downgraded: bool,
 }
 
 struct Harness {
@@ -202,6 +205,10 @@ impl Harness {
                 }
                 Event::Renewed { .. } => prop_assert!(m.acquired && !m.lost && !m.release_called),
                 Event::Released { .. } => prop_assert!(m.release_called),
+                Event::Downgraded => {
+                    prop_assert!(m.writer && m.acquired && !m.downgraded, "downgraded: {:?}", m.key);
+                    m.downgraded = true;
+                }
                 _ => {}
             }
         }
@@ -256,10 +263,20 @@ impl Harness {
                 };
                 let key = format!("k{}", self.next_key);
                 self.next_key += 1;
-                match self.e.acquire(&key, o, how, self.now) {
+                // A lock, a permit, a read or a write share, drawn from the TTL (so that the
+                // strategy and its stored regressions stay as they were). Shared keys are locks.
+                let resource = match ttl_ms % 4 {
+                    _ if o.sharing != Sharing::Queue => Resource::Lock,
+                    0 => Resource::Lock,
+                    1 => Resource::Permit { capacity: replicas + 1 },
+                    2 => Resource::Read,
+                    _ => Resource::Write,
+                };
+                match self.e.acquire_resource(&key, resource, o, how, self.now) {
                     Ok(id) => {
                         self.by_key.insert(key.clone(), id);
-                        self.locks.insert(id, Model { key, ..Model::default() });
+                        let writer = resource == Resource::Write;
+                        self.locks.insert(id, Model { key, writer, ..Model::default() });
                     }
                     Err(_) => prop_assert!(self.e.poll_transmit().is_none(), "refused input sent something"),
                 }
@@ -274,8 +291,10 @@ impl Harness {
                     Answer::Any(r) => Ok(r),
                     Answer::Shaped(nums) => Ok(shaped(&req, &nums)),
                 };
-                if let (Ok(replies), Some(Command::Script { script: Script::Acquire, keys, .. })) =
-                    (&reply, req.commands.first())
+                if let (
+                    Ok(replies),
+                    Some(Command::Script { script: Script::Acquire | Script::PermitAcquire, keys, .. }),
+                ) = (&reply, req.commands.first())
                 {
                     // The one definition of a grant, shared with the engine.
                     if let Some(AcquireReply::Granted { fence }) = replies.first().and_then(AcquireReply::parse) {
@@ -344,6 +363,19 @@ impl Harness {
                 if want.is_ok() {
                     self.locks.get_mut(&id).expect("known").release_called = true;
                 }
+            }
+            // Every other extend of a write share is a downgrade (drawn from the pick, so that
+            // the strategy stays as it was).
+            Op::Extend(pick) if pick % 2 == 1 && self.locks.get(&self.lock(pick)).is_some_and(|m| m.writer) => {
+                let id = self.lock(pick);
+                let want = if self.e.lock_info(id).is_none() {
+                    Err(Misuse::UnknownLock(id))
+                } else if self.locks[&id].downgraded {
+                    Err(Misuse::NotAWriter(id))
+                } else {
+                    self.expect(id, true)
+                };
+                prop_assert_eq!(self.e.downgrade(id, self.now), want);
             }
             Op::Extend(pick) => {
                 let id = self.lock(pick);

@@ -295,15 +295,10 @@ pub(crate) fn start_extend<W>(
     engine.extend(id, now).map_err(|_| Error::Lost(LostReason::Expired))
 }
 
-/// A guard's view of its lease: the end of validity, and whether it holds at `now`.
+/// A guard's view of its lease, as the engine decides it: the end of validity, and whether
+/// it holds at `now` (a lock the engine no longer holds: `fallback`, and not valid).
 pub(crate) fn lease(engine: &Engine, id: LockId, fallback: Instant, now: Instant) -> (Instant, bool) {
-    match engine.lock_info(id) {
-        Some(info) => {
-            let until = info.valid_until.unwrap_or(fallback);
-            (until, info.lost.is_none() && info.valid_until.is_some_and(|v| now < v))
-        }
-        None => (fallback, false),
-    }
+    engine.lease(id, now).map_or((fallback, false), |l| (l.valid_until, l.valid))
 }
 
 /// One acquisition's options, before the builder is told to lock.

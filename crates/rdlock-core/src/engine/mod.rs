@@ -107,6 +107,18 @@ pub struct LockInfo {
     pub lost: Option<LostReason>,
 }
 
+/// A held lease as its holder sees it at one instant ([`Engine::lease`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseView {
+    /// The fencing token.
+    pub fence: u64,
+    /// The end of validity (later after each renewal).
+    pub valid_until: Instant,
+    /// Whether the holder may trust the lock at the instant asked: not lost, not past
+    /// `valid_until`.
+    pub valid: bool,
+}
+
 /// What a request in flight is for.
 #[derive(Debug)]
 enum Pending {
@@ -324,6 +336,15 @@ impl Engine {
             Phase::Held(l) => LockInfo { fence: Some(l.fence), valid_until: Some(l.valid_until), lost: l.lost },
             _ => LockInfo { fence: None, valid_until: None, lost: None },
         })
+    }
+
+    /// The lease of a held lock as of `now`; `None` unless it is held. Validity is decided
+    /// here, so that every driver and guard tells the same.
+    pub fn lease(&self, id: LockId, now: Instant) -> Option<LeaseView> {
+        match &self.locks.get(&id)?.phase {
+            Phase::Held(l) => Some(LeaseView { fence: l.fence, valid_until: l.valid_until, valid: l.is_valid(now) }),
+            _ => None,
+        }
     }
 
     /// The lock's owner token as stored in its key (32 lowercase hex digits), so that an
