@@ -25,6 +25,7 @@ mod holding;
 mod lock;
 mod releasing;
 mod shared;
+mod timers;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -481,32 +482,6 @@ impl Engine {
         }
     }
 
-    /// Time has reached `now`: fire every timer that is due.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            match key {
-                TimerKey::Linger => {
-                    let mut out = Vec::new();
-                    self.subs.expire(now, &mut out);
-                    self.transmits.extend(out);
-                }
-                TimerKey::Lock(id) => {
-                    let Some(lock) = self.locks.get_mut(&id) else { continue };
-                    if lock.timer != Some(at) {
-                        continue;
-                    }
-                    lock.timer = None;
-                    self.on_lock_timer(id, now);
-                    self.reschedule(id);
-                }
-            }
-        }
-    }
-
     // ---------------------------------------------------------------- outputs
 
     /// The next thing to send.
@@ -522,72 +497,6 @@ impl Engine {
     /// The next thing to log about how keys are used.
     pub fn poll_warning(&mut self) -> Option<Warning> {
         self.warnings.pop_front()
-    }
-
-    /// When [`Engine::handle_timeout`] must next be called, if ever.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
-        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
-            let live = match key {
-                TimerKey::Linger => true,
-                TimerKey::Lock(id) => self.locks.get(&id).is_some_and(|l| l.timer == Some(at)),
-            };
-            if live {
-                return Some(at);
-            }
-            self.timers.pop();
-        }
-        None
-    }
-
-    // ---------------------------------------------------------------- timers
-
-    fn on_lock_timer(&mut self, id: LockId, now: Instant) {
-        let Some(lock) = self.locks.get_mut(&id) else { return };
-        match &mut lock.phase {
-            Phase::Acquiring(a) => {
-                let past_deadline = a.deadline.is_some_and(|d| now >= d);
-                match a.step {
-                    Step::Counting if past_deadline => {
-                        self.events.push_back((id, Event::TimedOut));
-                        self.leave_counting(id, now);
-                    }
-                    Step::InFlight(_) if past_deadline && !a.abandoned => {
-                        a.abandoned = true;
-                        self.events.push_back((id, Event::TimedOut));
-                    }
-                    Step::Idle { .. } if past_deadline => {
-                        self.events.push_back((id, Event::TimedOut));
-                        self.send_release(id, Then::Silent, now);
-                    }
-                    Step::Idle { retry_at } if now >= retry_at => self.send_attempt(id, Mode::Retry, now),
-                    _ => {}
-                }
-            }
-            Phase::Held(l) if l.lost.is_none() && now >= l.valid_until => {
-                l.lost = Some(LostReason::Expired);
-                self.renewals.remove(&(l.renew_after, id));
-                self.events.push_back((id, Event::Lost { reason: LostReason::Expired }));
-            }
-            Phase::Held(l) if l.lost.is_none() && l.renewing.is_none() && now >= l.renew_before => self.renew_due(now),
-            Phase::Releasing(r) if r.retry_at.is_some_and(|at| now >= at) => self.resend_release(id),
-            _ => {}
-        }
-    }
-
-    /// Sets the lock's timer to its phase's next wake-up.
-    fn reschedule(&mut self, id: LockId) {
-        let Some(lock) = self.locks.get_mut(&id) else { return };
-        let scheduled = match &lock.phase {
-            Phase::Held(l) => self.renewals.contains(&(l.renew_after, id)),
-            _ => false,
-        };
-        let wake = lock.wake_at(scheduled);
-        if wake != lock.timer {
-            lock.timer = wake;
-            if let Some(at) = wake {
-                self.timers.push(Reverse((at, TimerKey::Lock(id))));
-            }
-        }
     }
 
     // ---------------------------------------------------------------- plumbing
