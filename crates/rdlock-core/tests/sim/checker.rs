@@ -83,6 +83,8 @@ struct Obligation {
     done: bool,
     /// A claim of a vanished waiter (else a crashed holder's lease).
     ghost: bool,
+    /// A crashed holder's share of a counted resource that it held alone (else a lock key).
+    share: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -534,6 +536,7 @@ impl Checker {
                 restarts,
                 done: false,
                 ghost: true,
+                share: false,
             });
         }
     }
@@ -560,6 +563,34 @@ impl Checker {
                 restarts: fake.restarts,
                 done: false,
                 ghost: false,
+                share: false,
+            });
+        }
+        // Shares: when the dead client held every live share of a key, the key is free once
+        // they end, and a waiter must get it within a poll cap, as for a lock. (Beside other
+        // live holders, the waiters may wait for those too: no bound is checked there.)
+        let shared: BTreeSet<String> = self
+            .recs
+            .range((c, LockId(0))..=(c, LockId(u64::MAX)))
+            .filter(|(_, r)| r.resource != Resource::Lock)
+            .map(|(_, r)| r.key.clone())
+            .collect();
+        for key in shared {
+            let shares = fake.share_deadlines(&key, now);
+            let dead = |t: &str| self.by_token.get(t).is_some_and(|&(o, _)| o == c);
+            if shares.is_empty() || !shares.iter().all(|(t, _)| dead(t)) {
+                continue;
+            }
+            let expires = shares.iter().map(|&(_, at)| at).max().unwrap_or(now);
+            self.stats.crash_checks += 1;
+            self.obligations.push(Obligation {
+                key,
+                crashed_at: now,
+                expires,
+                restarts: fake.restarts,
+                done: false,
+                ghost: false,
+                share: true,
             });
         }
     }
@@ -693,6 +724,12 @@ impl Checker {
             let dead = |t: &str| self.by_token.get(t).is_some_and(|&(c, _)| !self.clients[c].alive);
             if !ob.ghost && fake.string(&ob.key, now).is_some_and(dead) {
                 ob.expires = fake.expiry(&ob.key, now).unwrap_or(now);
+            }
+            if ob.share {
+                // A renewal the dead client sent before crashing may still extend its share.
+                let dead_until =
+                    fake.share_deadlines(&ob.key, now).into_iter().filter(|(t, _)| dead(t)).map(|(_, at)| at).max();
+                ob.expires = ob.expires.max(dead_until.unwrap_or(0));
             }
             for (&(c, id), r) in &self.recs {
                 let v = &self.clients[c];

@@ -812,6 +812,18 @@ impl Fake {
         }
     }
 
+    /// When each live share of `key` ends (virtual ns), by token.
+    pub fn share_deadlines(&self, key: &str, now: u64) -> Vec<(String, u64)> {
+        match self.live(key, now) {
+            Some(Entry { value: Value::Zset(z), .. }) => z
+                .iter()
+                .map(|(t, &ms)| (t.clone(), ((ms as u64 * 1000).saturating_sub(self.epoch_us)) * 1000))
+                .filter(|&(_, at)| at > now)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Every live sorted set's `(key, member, score)`.
     pub fn zset_entries(&self, now: u64) -> Vec<(String, String, i64)> {
         let mut out = Vec::new();
