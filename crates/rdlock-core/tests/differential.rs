@@ -150,17 +150,17 @@ fn permit(lock: &LockKeys, token: &str, ttl: &str, mode: &str, claim: &str, capa
         _ => Mode::Retry,
     };
     let ms = |s: &str| Duration::from_millis(s.parse().unwrap_or(0));
-    let args = PermitArgs {
+    let inbox = inbox(lock, token);
+    let attempt = rdlock_core::AcquireArgs {
         token,
         ttl_ms: ttl.parse().unwrap_or(0),
         mode,
         queue_ttl: ms("60000"),
         fence_ttl: FENCE_TTL,
         claim: ms(claim),
-        inbox: &inbox(lock, token),
-        capacity,
-        weight,
+        inbox: &inbox,
     };
+    let args = PermitArgs { attempt, capacity, weight };
     let rdlock_core::Command::Script { script, keys, args } = args.command(&PermitKeys::derive(&lock.lock)) else {
         unreachable!("a script")
     };

@@ -33,29 +33,13 @@ impl Engine {
         let mode = if lock.opts.sharing == Sharing::Queue { mode } else { Mode::Try };
         let (token, inbox) = (hex(lock.token), LockKeys::inbox_suffix(&lock.key, self.client));
         let queue_ttl = queue_ttl(self.poll_interval(&lock.opts));
+        let (fence_ttl, claim, ttl_ms) = (FENCE_TTL, HANDOFF_CLAIM, lock.opts.ttl_ms());
+        let attempt = AcquireArgs { token: &token, ttl_ms, mode, queue_ttl, fence_ttl, claim, inbox: &inbox };
         let attempt = match lock.resource.share() {
-            None => AcquireArgs {
-                token: &token,
-                ttl_ms: lock.opts.ttl_ms(),
-                mode,
-                queue_ttl,
-                fence_ttl: FENCE_TTL,
-                claim: HANDOFF_CLAIM,
-                inbox: &inbox,
+            None => attempt.command(&LockKeys::derive(&lock.key)),
+            Some((capacity, weight)) => {
+                PermitArgs { attempt, capacity, weight }.command(&PermitKeys::derive(&lock.key))
             }
-            .command(&LockKeys::derive(&lock.key)),
-            Some((capacity, weight)) => PermitArgs {
-                token: &token,
-                ttl_ms: lock.opts.ttl_ms(),
-                mode,
-                queue_ttl,
-                fence_ttl: FENCE_TTL,
-                claim: HANDOFF_CLAIM,
-                inbox: &inbox,
-                capacity,
-                weight,
-            }
-            .command(&PermitKeys::derive(&lock.key)),
         };
         let mut commands = vec![attempt];
         if let (true, Some(timeout)) = (wanted > 0, confirm.timeout()) {

@@ -54,16 +54,21 @@ impl AcquireArgs<'_> {
         Command::Script {
             script: Script::Acquire,
             keys: vec![keys.lock.clone(), keys.fence.clone(), keys.queue.clone()],
-            args: vec![
-                self.token.to_owned(),
-                self.ttl_ms.to_string(),
-                self.mode.arg().to_owned(),
-                self.queue_ttl.as_millis().to_string(),
-                self.fence_ttl.as_millis().to_string(),
-                self.claim.as_millis().to_string(),
-                self.inbox.to_owned(),
-            ],
+            args: self.args(),
         }
+    }
+
+    /// `ARGV`, which a permit's attempt extends.
+    pub(super) fn args(&self) -> Vec<String> {
+        vec![
+            self.token.to_owned(),
+            self.ttl_ms.to_string(),
+            self.mode.arg().to_owned(),
+            self.queue_ttl.as_millis().to_string(),
+            self.fence_ttl.as_millis().to_string(),
+            self.claim.as_millis().to_string(),
+            self.inbox.to_owned(),
+        ]
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::command::Command;
 use crate::keys::{LockKeys, Role};
 
-use super::{Mode, Script};
+use super::{AcquireArgs, Script};
 
 /// Largest capacity and weight (`MAX_CAP` in `permit.lua`).
 pub const MAX_CAPACITY: u32 = i32::MAX as u32;
@@ -45,23 +45,11 @@ impl PermitKeys {
     }
 }
 
-/// The arguments of `permit_acquire.lua`.
+/// The arguments of `permit_acquire.lua`: a lock's attempt, plus the share's terms.
 #[derive(Clone, Debug)]
 pub struct PermitArgs<'a> {
-    /// The owner token.
-    pub token: &'a str,
-    /// The lease, in ms.
-    pub ttl_ms: u64,
-    /// What to do when no share fits.
-    pub mode: Mode,
-    /// How long the queue outlives its last push.
-    pub queue_ttl: Duration,
-    /// How long a freshly seeded fence counter lives.
-    pub fence_ttl: Duration,
-    /// How long a hand-off nobody heard waits for its waiter.
-    pub claim: Duration,
-    /// The caller's inbox suffix.
-    pub inbox: &'a str,
+    /// The attempt's arguments, as for a lock (`mode`: what to do when no share fits).
+    pub attempt: AcquireArgs<'a>,
     /// The resource's capacity.
     pub capacity: u32,
     /// The share's weight (1 to the capacity).
@@ -71,21 +59,9 @@ pub struct PermitArgs<'a> {
 impl PermitArgs<'_> {
     /// The script call.
     pub fn command(&self, keys: &PermitKeys) -> Command {
-        Command::Script {
-            script: Script::PermitAcquire,
-            keys: keys.all(),
-            args: vec![
-                self.token.to_owned(),
-                self.ttl_ms.to_string(),
-                self.mode.arg().to_owned(),
-                self.queue_ttl.as_millis().to_string(),
-                self.fence_ttl.as_millis().to_string(),
-                self.claim.as_millis().to_string(),
-                self.inbox.to_owned(),
-                self.capacity.to_string(),
-                self.weight.to_string(),
-            ],
-        }
+        let mut args = self.attempt.args();
+        args.extend([self.capacity.to_string(), self.weight.to_string()]);
+        Command::Script { script: Script::PermitAcquire, keys: keys.all(), args }
     }
 
     /// The caller's queue entry, as the scripts store it.
