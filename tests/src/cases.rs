@@ -674,14 +674,22 @@ pub async fn a_cancelled_caller_strands_no_other_wait<H: Harness>() {
     let wait = Acquire::Wait { deadline: Some(Instant::now() + PATIENCE) };
     let mut first = H::acquire(&client, "rdlock-test:first", opts, wait);
     let mut second = H::acquire(&client, "rdlock-test:second", opts, wait);
-    assert!(futures_lite::future::poll_once(&mut first).await.is_none(), "first: sends ROLE");
-    assert!(futures_lite::future::poll_once(&mut second).await.is_none(), "second: waits for the count");
+    // Hold every answer back for a while, so that both waits are surely in flight when the
+    // first is dropped (on a loaded machine, one poll could otherwise see a whole
+    // acquisition through, its thread descheduled while the answers came in).
+    let mut conn = admin(set.primary());
+    redis::cmd("CLIENT").arg("PAUSE").arg(500).arg("ALL").query::<()>(&mut conn).expect("CLIENT PAUSE");
+    let polled = futures_lite::future::poll_once(&mut first).await;
+    assert!(polled.is_none(), "first: sends ROLE, yet answered {:?}", polled.map(|r| r.map(|g| g.is_some())));
+    let polled = futures_lite::future::poll_once(&mut second).await;
+    assert!(polled.is_none(), "second: waits for the count, yet answered {:?}", polled.map(|r| r.map(|g| g.is_some())));
     drop(first);
     let t = Instant::now();
     let guard = second.await.expect("the second wait is answered").expect("acquired");
-    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    // Stranded, it would wait for its deadline (10 s); answered, the pause's 500 ms and a few
+    // round trips.
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
     assert_eq!(H::release(guard).await.expect("release"), ReleaseOutcome::Released);
-    let mut conn = admin(set.primary());
     wait_until("the cancelled wait leaves nothing", PATIENCE, || !exists(&mut conn, "rdlock-test:first"));
 }
 
