@@ -437,3 +437,21 @@ pub fn json(machine: &[(&str, String)], results: &Results, targets: &[Target]) -
     out.push_str("\n  ]\n}\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlap_in_a_counted_scenario_is_a_violation() {
+        let run = |overlaps: f64| Metrics::from([("overlaps", overlaps), ("acq_per_s", 1.0)]);
+        let mut results = Results::new();
+        results.insert(Scenario::S2, vec![("tokio", vec![run(1.0)])]);
+        results.insert(Scenario::S6, vec![(RAW, vec![run(0.0)]), ("tokio", vec![run(0.0), run(0.0)])]);
+        results.insert(Scenario::S7, vec![(RAW, vec![run(0.0)]), ("blocking", vec![run(0.0), run(2.0)])]);
+        // S2 keeps reporting its overlaps as a target only.
+        assert_eq!(exclusion_violations(&results), vec!["S7 on blocking, run 2: 2 holds broke exclusion".to_owned()]);
+        let met = targets(&results).into_iter().find(|t| t.what.starts_with("S7 no overlapping")).and_then(|t| t.met);
+        assert_eq!(met, Some(false));
+    }
+}
