@@ -98,6 +98,7 @@ pub struct CountedRig<L: Locker, E: Exec> {
 }
 
 impl<L: Locker, E: Exec> CountedRig<L, E> {
+    /// Connects and warms up the clients of S6 (`scenario` S6) or S7 (any other).
     pub fn new(exec: E, server: Server, scenario: Scenario, set: &Settings) -> Result<Self, BoxError> {
         let mix = if scenario == Scenario::S6 { Mix::Permits(set.permits) } else { Mix::Reads(set.read_share) };
         let url = server.url();
