@@ -9,10 +9,12 @@
 //!                                        [--runs N] [--json FILE]
 //! ```
 //!
-//! Scenarios: see `shared/peers.md` (S1-S3) and `docs/performance.md` (all, with the method).
+//! Scenarios: see `shared/peers.md` (S1-S3) and `docs/performance.md` (all, with the method);
+//! S6 and S7 measure the semaphore and the read-write lock against raw counters.
 
 mod adapters;
 mod alloc;
+mod counted;
 mod report;
 mod scenario;
 mod server;
@@ -30,7 +32,7 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "\
-usage: rdlock-bench [--quick] [--scenario S1,S2,S3,S4,S5] [--adapters raw,tokio,async-std,blocking]
+usage: rdlock-bench [--quick] [--scenario S1,S2,S3,S4,S5,S6,S7] [--adapters raw,tokio,async-std,blocking]
                     [--runs N] [--slices N] [--tokio-workers N] [--json FILE]
 
   --quick       about a second per scenario, one run (a smoke test); default: the durations of
@@ -38,7 +40,7 @@ usage: rdlock-bench [--quick] [--scenario S1,S2,S3,S4,S5] [--adapters raw,tokio,
   --scenario    scenarios to run (default: all)
   --adapters    adapters to run (default: all); raw, the baseline, is needed for the ratios
   --runs N      runs per scenario and adapter; figures are medians over runs
-  --slices N    S1-S3 run in N slices per adapter, the adapters taking turns (default 10,
+  --slices N    S1-S3, S6, S7 run in N slices per adapter, the adapters taking turns (default 10,
                 quick 2), so that all of them see the same background load
   --tokio-workers N
                 worker threads of the tokio runtimes (0: a current-thread runtime; default:
@@ -252,9 +254,19 @@ fn run(args: Args) -> Result<(), BoxError> {
             println!("- {f}");
         }
     }
+    let violations = report::exclusion_violations(&results);
+    if !violations.is_empty() {
+        println!("\n### Exclusion violated\n");
+        for v in &violations {
+            println!("- {v}");
+        }
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, report::json(&machine, &results, &targets))?;
         eprintln!("wrote {path}");
+    }
+    if !violations.is_empty() {
+        return Err(format!("exclusion violated in {} run(s) of S6/S7", violations.len()).into());
     }
     Ok(())
 }

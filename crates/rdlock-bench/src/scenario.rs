@@ -1,5 +1,6 @@
-//! The scenarios of `shared/peers.md` (S1-S3) and of the benchmark brief (S4, S5), generic over
-//! the adapter and its executor. Each run gets a fresh server and returns named figures.
+//! The scenarios of `shared/peers.md` (S1-S3) and of the benchmark brief (S4, S5; S6 and S7,
+//! the semaphore and the read-write lock, are in `counted.rs`), generic over the adapter and
+//! its executor. Each run gets a fresh server and returns named figures.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,17 +32,24 @@ pub enum Scenario {
     S4,
     /// 10,000 waiters on 10,000 keys in one client.
     S5,
+    /// Semaphore: 8 clients, 1 key, 3 permits, acquire -> hold 1 ms -> release.
+    S6,
+    /// RwLock, read-heavy: 8 clients, 1 key, 90 % reads, acquire -> hold 1 ms -> release.
+    S7,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [Scenario::S1, Scenario::S2, Scenario::S3, Scenario::S4, Scenario::S5];
+    pub const ALL: [Scenario; 7] =
+        [Scenario::S1, Scenario::S2, Scenario::S3, Scenario::S4, Scenario::S5, Scenario::S6, Scenario::S7];
 
-    /// Duration of the loop of S1-S3 (None for S4 and S5, which run whole).
+    /// Duration of the loop of S1-S3, S6 and S7 (None for S4 and S5, which run whole).
     pub fn duration(self, set: &Settings) -> Option<Duration> {
         match self {
             Scenario::S1 => Some(set.s1),
             Scenario::S2 => Some(set.s2),
             Scenario::S3 => Some(set.s3),
+            Scenario::S6 => Some(set.s6),
+            Scenario::S7 => Some(set.s7),
             Scenario::S4 | Scenario::S5 => None,
         }
     }
@@ -53,6 +61,8 @@ impl Scenario {
             Scenario::S3 => "S3 many locks (8 clients, a key each)",
             Scenario::S4 => "S4 locks held with auto-renew (one client)",
             Scenario::S5 => "S5 waiters on distinct keys (one client)",
+            Scenario::S6 => "S6 semaphore (8 clients, 1 key, 3 permits, hold 1 ms)",
+            Scenario::S7 => "S7 read-write lock, read-heavy (8 clients, 1 key, 90 % reads, hold 1 ms)",
         }
     }
 }
@@ -70,7 +80,7 @@ impl FromStr for Scenario {
         Scenario::ALL
             .into_iter()
             .find(|c| c.to_string().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown scenario {s:?} (S1..S5)"))
+            .ok_or_else(|| format!("unknown scenario {s:?} (S1..S7)"))
     }
 }
 
@@ -80,6 +90,12 @@ pub struct Settings {
     pub s1: Duration,
     pub s2: Duration,
     pub s3: Duration,
+    pub s6: Duration,
+    pub s7: Duration,
+    /// Permits of S6's semaphore.
+    pub permits: u32,
+    /// Share of S7's acquisitions that are reads.
+    pub read_share: f64,
     pub clients: usize,
     pub hold: Duration,
     pub s4_locks: usize,
@@ -106,6 +122,11 @@ impl Settings {
             s1: Duration::from_secs(3),
             s2: Duration::from_secs(5),
             s3: Duration::from_secs(3),
+            // As S2, which they extend to counted resources.
+            s6: Duration::from_secs(5),
+            s7: Duration::from_secs(5),
+            permits: 3,
+            read_share: 0.9,
             clients: 8,
             hold: Duration::from_millis(1),
             s4_locks: 10_000,
@@ -126,6 +147,10 @@ impl Settings {
             s1: Duration::from_millis(250),
             s2: Duration::from_millis(250),
             s3: Duration::from_millis(250),
+            s6: Duration::from_millis(250),
+            s7: Duration::from_millis(250),
+            permits: 3,
+            read_share: 0.9,
             clients: 8,
             hold: Duration::from_millis(1),
             s4_locks: 1_000,
@@ -145,7 +170,7 @@ impl Settings {
 /// S1-S3 run in slices, interleaved with the other adapters' rigs, so that every adapter sees
 /// the same load from the rest of the machine; S4 and S5 run whole in [`Rig::finish`].
 pub trait Rig {
-    /// Runs the scenario's loop for `duration` (S1-S3; nothing for S4 and S5).
+    /// Runs the scenario's loop for `duration` (S1-S3, S6, S7; nothing for S4 and S5).
     fn slice(&mut self, duration: Duration) -> Result<(), BoxError>;
     /// The figures (running S4 and S5 here).
     fn finish(self: Box<Self>) -> Result<Metrics, BoxError>;
@@ -158,6 +183,7 @@ pub fn rig<L: Locker, E: Exec>(exec: E, scenario: Scenario, set: &Settings) -> R
         Scenario::S1 => Box::new(CycleRig::<L, E>::new(exec, server, 1, true, None)?),
         Scenario::S2 => Box::new(CycleRig::<L, E>::new(exec, server, set.clients, true, Some(set.hold))?),
         Scenario::S3 => Box::new(CycleRig::<L, E>::new(exec, server, set.clients, false, None)?),
+        Scenario::S6 | Scenario::S7 => Box::new(crate::counted::CountedRig::<L, E>::new(exec, server, scenario, set)?),
         Scenario::S4 | Scenario::S5 => {
             Box::new(WholeRig::<L, E> { exec, server, scenario, set: set.clone(), _locker: PhantomData })
         }
@@ -655,7 +681,7 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
 /// Completes at `deadline`, woken by one timer thread shared by every executor: the hold of
 /// S2 lasts the same for all adapters (executors' own timers differ: tokio's rounds a 1 ms
 /// sleep up to about 2 ms, async-io's and a thread's sleep about 1.05 ms).
-fn hold_until(deadline: Instant) -> impl Future<Output = ()> + Send {
+pub(crate) fn hold_until(deadline: Instant) -> impl Future<Output = ()> + Send {
     static TIMER: OnceLock<Mutex<mpsc::Sender<(Instant, Waker)>>> = OnceLock::new();
     let mut registered = false;
     std::future::poll_fn(move |cx| {
@@ -736,17 +762,17 @@ impl Gate {
 // ------------------------------------------------------------------------- helpers
 
 /// `cmd:NAME` as a metric name; each distinct name is leaked once (a few dozen at most).
-fn command_key(name: &str) -> &'static str {
+pub(crate) fn command_key(name: &str) -> &'static str {
     static KEYS: Mutex<BTreeMap<String, &'static str>> = Mutex::new(BTreeMap::new());
     let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
     keys.entry(name.to_owned()).or_insert_with(|| Box::leak(format!("cmd:{name}").into_boxed_str()))
 }
 
-fn us(d: Duration) -> f64 {
+pub(crate) fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 

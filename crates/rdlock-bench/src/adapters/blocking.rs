@@ -1,7 +1,7 @@
 //! rdlock-blocking: the synchronous client. Every task of the scenarios runs on a thread of
 //! its own ([`super::ThreadExec`]), so the "async" methods here simply block.
 
-use super::{Locker, Spec};
+use super::{Locker, Resource, Spec};
 use crate::BoxError;
 
 /// One blocking rdlock client.
@@ -19,6 +19,26 @@ impl Locker for Blocking {
 
     async fn lock(&self, key: &str, spec: Spec) -> Result<rdlock_blocking::Guard, BoxError> {
         Ok(self.0.lock_builder(key).ttl(spec.ttl).auto_renew(spec.auto_renew).lock()?)
+    }
+
+    async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<rdlock_blocking::Guard, BoxError> {
+        let (semaphore, rwlock);
+        let builder = match resource {
+            Resource::Lock => self.0.lock_builder(key),
+            Resource::Permit { capacity } => {
+                semaphore = self.0.semaphore(key, capacity);
+                semaphore.builder()
+            }
+            Resource::Read => {
+                rwlock = self.0.rwlock(key);
+                rwlock.read_builder()
+            }
+            Resource::Write => {
+                rwlock = self.0.rwlock(key);
+                rwlock.write_builder()
+            }
+        };
+        Ok(builder.ttl(spec.ttl).auto_renew(spec.auto_renew).lock()?)
     }
 
     async fn release(&self, guard: rdlock_blocking::Guard) -> Result<bool, BoxError> {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::BoxError;
 use crate::scenario::{self, Rig, Scenario, Settings};
+pub use rdlock_driver::Resource;
 
 pub mod blocking;
 pub mod raw;
@@ -53,12 +54,22 @@ pub trait Locker: Sized + Send + Sync + 'static {
     /// Commands the client sends itself (lower case, as in `INFO commandstats`); every other
     /// command the server counts ran inside its scripts.
     const REQUESTS: &'static [&'static str];
+    /// The same for the counted resources (S6, S7), when they use other commands.
+    const COUNTED_REQUESTS: &'static [&'static str] = Self::REQUESTS;
     /// Whether it renews held leases by itself (S4).
     const RENEWS: bool;
 
     fn connect(url: &str) -> impl Future<Output = Result<Self, BoxError>> + Send;
     /// Waits until `key` is held.
     fn lock(&self, key: &str, spec: Spec) -> impl Future<Output = Result<Self::Guard, BoxError>> + Send;
+    /// Waits until a share of `key` is held: a semaphore's permit, or an RwLock's read or
+    /// write share (S6, S7); [`Resource::Lock`] is [`Locker::lock`].
+    fn acquire(
+        &self,
+        key: &str,
+        resource: Resource,
+        spec: Spec,
+    ) -> impl Future<Output = Result<Self::Guard, BoxError>> + Send;
     /// Releases; `true` if it was still held.
     fn release(&self, guard: Self::Guard) -> impl Future<Output = Result<bool, BoxError>> + Send;
     /// Whether the lease is still valid (as far as the client knows).

@@ -1,16 +1,46 @@
 //! The baseline: `SET key token NX PX ttl` to take, an `EVAL` compare-and-delete to release,
 //! and contended callers retry at once (a spin lock), on the redis crate's multiplexed
 //! connection. Not a lock library: the floor the others are measured against.
+//!
+//! Its semaphore and read-write lock (S6, S7) are what a user without a lock library writes:
+//! a counter bumped by a tiny script when there is room, retried every millisecond, and
+//! released by `DECR` / `DEL`. Unfair (whoever polls first wins) and unsafe (no owner, no
+//! fence, no expiry: a crashed holder's permit is gone for good) on purpose.
 
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
-use super::{Locker, Spec};
+use super::{Locker, Resource, Spec};
 use crate::BoxError;
+use crate::scenario::hold_until;
 
 const COMPARE_AND_DELETE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// A permit: `KEYS[1]` counts the holders, `ARGV[1]` is the capacity.
+static PERMIT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "if tonumber(redis.call('GET', KEYS[1]) or 0) < tonumber(ARGV[1]) then \
+         redis.call('INCR', KEYS[1]) return 1 end return 0",
+    )
+});
+/// A read share: `KEYS[1]` the writer flag, `KEYS[2]` the readers' count.
+static READ: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new("if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('INCR', KEYS[2]) return 1 end return 0")
+});
+/// The write share: no writer and no reader.
+static WRITE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('EXISTS', KEYS[1]) == 0 and tonumber(redis.call('GET', KEYS[2]) or 0) == 0 then \
+         redis.call('SET', KEYS[1], 1) return 1 end return 0",
+    )
+});
+
+/// Pause between a counted resource's attempts (peers.md's polling libraries wait a few ms).
+const RETRY: Duration = Duration::from_millis(1);
 
 /// One client: one multiplexed connection.
 #[derive(Debug)]
@@ -20,16 +50,51 @@ pub struct Raw {
     next: AtomicU64,
 }
 
-/// A lock taken by [`Raw`].
+/// A lock, permit or share taken by [`Raw`].
 #[derive(Debug)]
 pub struct RawGuard {
     key: String,
-    token: String,
+    undo: Undo,
+}
+
+/// How a [`RawGuard`] is released.
+#[derive(Debug)]
+enum Undo {
+    /// A lock: delete the key if it still holds this token.
+    CompareAndDelete(String),
+    /// A permit or a read share: one holder fewer.
+    Decr,
+    /// The write share: drop the writer flag.
+    Del,
+}
+
+impl Raw {
+    /// Runs `script` on `keys` until it answers 1, pausing [`RETRY`] between attempts.
+    async fn spin(&self, script: &redis::Script, keys: &[&str], arg: Option<u32>) -> Result<(), BoxError> {
+        let mut conn = self.conn.clone();
+        let mut call = script.prepare_invoke();
+        for k in keys {
+            call.key(*k);
+        }
+        if let Some(a) = arg {
+            call.arg(a);
+        }
+        loop {
+            let got: i64 = call.invoke_async(&mut conn).await?;
+            if got == 1 {
+                return Ok(());
+            }
+            hold_until(Instant::now() + RETRY).await;
+        }
+    }
 }
 
 impl Locker for Raw {
     type Guard = RawGuard;
     const REQUESTS: &'static [&'static str] = &["set", "eval"];
+    // The counted resources' scripts go by hash (`redis::Script`, as users call them); their
+    // `SET` runs inside a script, and the releases are plain `DECR` / `DEL`.
+    const COUNTED_REQUESTS: &'static [&'static str] = &["evalsha", "eval", "decr", "del"];
     const RENEWS: bool = false;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
@@ -46,21 +111,47 @@ impl Locker for Raw {
             let set: Option<String> =
                 redis::cmd("SET").arg(key).arg(&token).arg("NX").arg("PX").arg(ttl).query_async(&mut conn).await?;
             if set.is_some() {
-                return Ok(RawGuard { key: key.to_owned(), token });
+                return Ok(RawGuard { key: key.to_owned(), undo: Undo::CompareAndDelete(token) });
+            }
+        }
+    }
+
+    async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<RawGuard, BoxError> {
+        let (writer, readers) = (format!("{key}:writer"), format!("{key}:readers"));
+        match resource {
+            Resource::Lock => self.lock(key, spec).await,
+            Resource::Permit { capacity } => {
+                self.spin(&PERMIT, &[key], Some(capacity)).await?;
+                Ok(RawGuard { key: key.to_owned(), undo: Undo::Decr })
+            }
+            Resource::Read => {
+                self.spin(&READ, &[&writer, &readers], None).await?;
+                Ok(RawGuard { key: readers, undo: Undo::Decr })
+            }
+            Resource::Write => {
+                self.spin(&WRITE, &[&writer, &readers], None).await?;
+                Ok(RawGuard { key: writer, undo: Undo::Del })
             }
         }
     }
 
     async fn release(&self, guard: RawGuard) -> Result<bool, BoxError> {
         let mut conn = self.conn.clone();
-        let n: i64 = redis::cmd("EVAL")
-            .arg(COMPARE_AND_DELETE)
-            .arg(1)
-            .arg(&guard.key)
-            .arg(&guard.token)
-            .query_async(&mut conn)
-            .await?;
-        Ok(n == 1)
+        Ok(match guard.undo {
+            Undo::CompareAndDelete(token) => {
+                let n: i64 = redis::cmd("EVAL")
+                    .arg(COMPARE_AND_DELETE)
+                    .arg(1)
+                    .arg(&guard.key)
+                    .arg(&token)
+                    .query_async(&mut conn)
+                    .await?;
+                n == 1
+            }
+            // Nothing to check: a raw counter has no owners.
+            Undo::Decr => redis::cmd("DECR").arg(&guard.key).query_async::<i64>(&mut conn).await? >= 0,
+            Undo::Del => redis::cmd("DEL").arg(&guard.key).query_async::<i64>(&mut conn).await? == 1,
+        })
     }
 
     fn is_valid(&self, _guard: &RawGuard) -> bool {

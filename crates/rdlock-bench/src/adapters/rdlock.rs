@@ -3,7 +3,7 @@
 
 use rdlock_driver::{Client, Guard, Runtime};
 
-use super::{Locker, Spec};
+use super::{Locker, Resource, Spec};
 use crate::BoxError;
 
 /// What rdlock's clients send themselves: scripts by hash (by source after `NOSCRIPT`),
@@ -25,6 +25,27 @@ impl<R: Runtime> Locker for Rd<R> {
 
     async fn lock(&self, key: &str, spec: Spec) -> Result<Guard<R>, BoxError> {
         Ok(self.0.lock_builder(key).ttl(spec.ttl).auto_renew(spec.auto_renew).lock().await?)
+    }
+
+    async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<Guard<R>, BoxError> {
+        // Through the handles a user would take (`semaphore`, `rwlock`), not `acquire_resource`.
+        let (semaphore, rwlock);
+        let builder = match resource {
+            Resource::Lock => self.0.lock_builder(key),
+            Resource::Permit { capacity } => {
+                semaphore = self.0.semaphore(key, capacity);
+                semaphore.builder()
+            }
+            Resource::Read => {
+                rwlock = self.0.rwlock(key);
+                rwlock.read_builder()
+            }
+            Resource::Write => {
+                rwlock = self.0.rwlock(key);
+                rwlock.write_builder()
+            }
+        };
+        Ok(builder.ttl(spec.ttl).auto_renew(spec.auto_renew).lock().await?)
     }
 
     async fn release(&self, guard: Guard<R>) -> Result<bool, BoxError> {
