@@ -29,6 +29,7 @@ impl Locker for Blocking {
                 semaphore = self.0.semaphore(key, capacity);
                 semaphore.builder()
             }
+            Resource::Permits { .. } => return Err("the scenarios take one permit at a time".into()),
             Resource::Read => {
                 rwlock = self.0.rwlock(key);
                 rwlock.read_builder()

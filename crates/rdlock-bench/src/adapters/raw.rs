@@ -124,6 +124,7 @@ impl Locker for Raw {
                 self.spin(&PERMIT, &[key], Some(capacity)).await?;
                 Ok(RawGuard { key: key.to_owned(), undo: Undo::Decr })
             }
+            Resource::Permits { .. } => Err("the scenarios take one permit at a time".into()),
             Resource::Read => {
                 self.spin(&READ, &[&writer, &readers], None).await?;
                 Ok(RawGuard { key: readers, undo: Undo::Decr })

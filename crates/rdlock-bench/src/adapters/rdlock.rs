@@ -36,6 +36,7 @@ impl<R: Runtime> Locker for Rd<R> {
                 semaphore = self.0.semaphore(key, capacity);
                 semaphore.builder()
             }
+            Resource::Permits { .. } => return Err("the scenarios take one permit at a time".into()),
             Resource::Read => {
                 rwlock = self.0.rwlock(key);
                 rwlock.read_builder()
