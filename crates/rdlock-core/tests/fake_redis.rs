@@ -11,10 +11,10 @@ const FOLLOWED: [(Script, u64); 7] = [
     (Script::Acquire, 8_028_045_197_224_550_320),
     (Script::Release, 15_484_372_357_627_820_068),
     (Script::Extend, 14_220_457_821_182_822_727),
-    (Script::PermitAcquire, 4_687_013_635_245_768_063),
-    (Script::PermitRelease, 7_816_857_236_527_519_830),
+    (Script::PermitAcquire, 6_678_970_978_148_380_078),
+    (Script::PermitRelease, 13_557_997_203_518_630_238),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
-    (Script::PermitChange, 8_921_015_726_340_474_452),
+    (Script::PermitChange, 1_372_145_409_955_737_646),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.

@@ -29,27 +29,29 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- nil when KEYS[1], [3], [4], [5] hold the expected types (or nothing) and the counter is
--- valid; else an error reply to return before any write.
-local function check_keys()
-  local t = redis.call('TYPE', KEYS[1]).ok
-  if t ~= 'none' and t ~= 'zset' then return redis.error_reply(HOLDERS_TYPE) end
-  t = redis.call('TYPE', KEYS[3]).ok
-  if t ~= 'none' and t ~= 'list' then return fail(QUEUE_TYPE) end
-  t = redis.call('TYPE', KEYS[4]).ok
-  if t ~= 'none' and t ~= 'hash' then return fail(SHARES_TYPE) end
-  t = redis.call('TYPE', KEYS[5]).ok
-  if t ~= 'none' and t ~= 'string' then return fail(CAP_TYPE) end
+-- Reads what every call needs, checking on the way, before any write, that KEYS[1], [3],
+-- [4], [5] hold their types (or nothing; each first read is made with pcall, which fails on
+-- another type without writing) and that the counter is valid. Returns nil and the readings:
+-- the holders whose deadline passed by `now`, the queue's length, the weight in use and the
+-- stored capacity; or an error reply to return.
+local function read_keys(now)
+  local dead = redis.pcall('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+  if dead.err then return redis.error_reply(HOLDERS_TYPE) end
+  local queued = redis.pcall('LLEN', KEYS[3])
+  if type(queued) == 'table' then return fail(QUEUE_TYPE) end
+  local used = redis.pcall('HGET', KEYS[4], USED)
+  if type(used) == 'table' then return fail(SHARES_TYPE) end
+  local stored = redis.pcall('GET', KEYS[5])
+  if type(stored) == 'table' then return fail(CAP_TYPE) end
   local f, err = counter(KEYS[2])
   if err then return fail(err) end
   -- Room for the fences this call may issue (one per queued entry served, and the caller's).
-  if f and f + redis.call('LLEN', KEYS[3]) + 1 > 9007199254740990 then return fail(FENCE_VALUE) end
-  return nil
+  if f and f + queued + 1 > 9007199254740990 then return fail(FENCE_VALUE) end
+  return nil, { dead = dead, queued = queued, used = tonumber(used) or 0, stored = stored }
 end
 
 -- The stored capacity must be `cap` (when one is stored); nil or an error reply.
-local function check_cap(cap)
-  local stored = redis.call('GET', KEYS[5])
+local function check_cap(cap, stored)
   if stored and stored ~= tostring(cap) then
     return fail('capacity mismatch: stored ' .. stored .. ', asked ' .. tostring(cap))
   end
@@ -64,19 +66,21 @@ local function share(tok)
   return tonumber(w) or 0, tonumber(f) or 0
 end
 
--- Removes holder `tok` and its weight.
+-- Removes holder `tok` and its weight; returns the weight.
 local function drop(tok)
   local w = share(tok)
   redis.call('ZREM', KEYS[1], tok)
   redis.call('HDEL', KEYS[4], tok)
   if w > 0 then redis.call('HINCRBY', KEYS[4], USED, -w) end
+  return w
 end
 
--- Drops the holders whose deadline passed; returns the live weight in use.
-local function prune(now)
-  local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-  for _, tok in ipairs(dead) do drop(tok) end
-  return tonumber(redis.call('HGET', KEYS[4], USED)) or 0
+-- Drops the holders whose deadline passed (`read_keys` found them); returns the live weight
+-- in use.
+local function prune(st)
+  local used = st.used
+  for _, tok in ipairs(st.dead) do used = used - drop(tok) end
+  return used
 end
 
 -- Adds holder `tok` for `px` ms with `weight`, under a fresh fence; returns the fence.

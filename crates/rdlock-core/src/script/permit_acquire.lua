@@ -18,14 +18,14 @@ if not inbox_arg(ARGV[7]) then return fail('invalid inbox') end
 local cap, weight = count_arg(8), count_arg(9)
 if not cap then return fail('invalid capacity') end
 if not weight or weight > cap then return fail('invalid weight') end
-local err = check_keys()
+local now = now_ms()
+local err, st = read_keys(now)
 if err then return err end
-err = check_cap(cap)
+err = check_cap(cap, st.stored)
 if err then return err end
 local entry = token .. ':' .. ttl .. ':' .. ARGV[7] .. ':' .. weight
 
-local now = now_ms()
-local used = prune(now)
+local used = prune(st)
 if redis.call('ZSCORE', KEYS[1], token) then
   redis.call('ZADD', KEYS[1], now + tonumber(ttl), token)
   local _, f = share(token)

@@ -10,13 +10,12 @@ if not (ms_arg(3) and ms_arg(4)) then return fail('invalid ttl') end
 local weight, cap = count_arg(2), count_arg(5)
 if not weight then return fail('invalid weight') end
 if not cap then return fail('invalid capacity') end
-local err = check_keys()
-if err then return err end
-local stored = redis.call('GET', KEYS[5])
-if stored then cap = tonumber(stored) or cap end
-
 local now = now_ms()
-prune(now)
+local err, st = read_keys(now)
+if err then return err end
+if st.stored then cap = tonumber(st.stored) or cap end
+
+local used = prune(st)
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   settle(now, cap)
   return 0
@@ -25,7 +24,7 @@ local w, f = share(ARGV[1])
 if weight > w then return fail('a share can only shrink') end
 redis.call('HSET', KEYS[4], ARGV[1], weight .. ':' .. string.format('%d', f))
 redis.call('HINCRBY', KEYS[4], USED, weight - w)
-local used = tonumber(redis.call('HGET', KEYS[4], USED)) or 0
+used = used + weight - w
 serve(used, cap, nil, ARGV[4], now, ARGV[3])
 settle(now, cap)
 return 1

@@ -9,20 +9,18 @@ if #ARGV ~= 5 then return fail('permit release takes 5 arguments') end
 if not (ms_arg(3) and ms_arg(4)) then return fail('invalid ttl') end
 local cap = count_arg(5)
 if not cap then return fail('invalid capacity') end
-local err = check_keys()
-if err then return err end
-local stored = redis.call('GET', KEYS[5])
-if stored then cap = tonumber(stored) or cap end
-
 local now = now_ms()
-local used = prune(now)
+local err, st = read_keys(now)
+if err then return err end
+if st.stored then cap = tonumber(st.stored) or cap end
+
+local used = prune(st)
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('LREM', KEYS[3], 0, ARGV[2])
   settle(now, cap)
   return 0
 end
-drop(ARGV[1])
-used = tonumber(redis.call('HGET', KEYS[4], USED)) or 0
+used = used - drop(ARGV[1])
 local _, _at_head, served = serve(used, cap, nil, ARGV[4], now, ARGV[3])
 settle(now, cap)
 if served > 0 then return 2 end
