@@ -227,7 +227,7 @@ macro_rules! lock_api {
                         Acquire::Try => None,
                     };
                     let event = wait!(
-                        inner.run_until(requests, id, Event::ends_acquire, deadline),
+                        inner.run_until(requests, id, common::ends_acquire, deadline),
                         tracing::debug_span!("rdlock.wait")
                     );
                     let (fence, valid_until) = match common::acquired(event, timed)? {
@@ -595,7 +595,7 @@ macro_rules! lock_api {
                 wait!($($async)? {
                     let inner = self.client.inner.clone();
                     let (res, requests) = inner.with_engine(|s, now| s.engine.release(self.id, now));
-                    res.map_err(|_| Error::Closed)?;
+                    res.map(|_| ()).map_err(|_| Error::Closed)?;
                     let event = wait!(inner.run_until(requests, self.id, common::ends_release, None));
                     self.done = true;
                     inner.state().slots.remove(&self.id);

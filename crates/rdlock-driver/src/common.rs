@@ -102,7 +102,7 @@ impl<W: Waiter> Shared<W> {
         how: Acquire,
         now: Instant,
     ) -> Result<Started, Error> {
-        let id = self.engine.acquire_resource(key, resource, options, how, now)?;
+        let (id, _) = self.engine.acquire_resource(key, resource, options, how, now)?;
         let slot = Slot::default();
         let loss = slot.events.loss.clone();
         self.slots.insert(id, slot);
@@ -186,9 +186,9 @@ fn drain<W: Waiter>(engine: &mut Engine, slots: &mut HashMap<LockId, Slot<W>>) -
             other => tracing::warn!(?other, "rdlock"),
         }
     }
-    while let Some((id, event)) = engine.poll_event() {
-        if let Some(slot) = slots.get_mut(&id) {
-            slot.events.push(event);
+    while let Some(e) = engine.poll_event() {
+        if let Some(slot) = slots.get_mut(&e.lock) {
+            slot.events.push(e.event);
             slot.waiter.wake();
         }
     }
@@ -227,6 +227,11 @@ pub(crate) fn acquired(event: Option<Event>, timed: bool) -> Result<Answer, Erro
     }
 }
 
+/// Events that end an acquisition.
+pub(crate) fn ends_acquire(e: &Event) -> bool {
+    !matches!(e, Event::Renewed { .. } | Event::Lost { .. } | Event::Released { .. } | Event::Downgraded)
+}
+
 /// Events that answer a release.
 pub(crate) fn ends_release(e: &Event) -> bool {
     matches!(e, Event::Released { .. } | Event::Failed(_))
@@ -260,7 +265,7 @@ pub(crate) fn downgraded(event: Option<Event>) -> Result<(), Error> {
 /// whose lease is gone.
 pub(crate) fn start_downgrade(engine: &mut Engine, id: LockId, now: Instant) -> Result<(), Error> {
     match engine.downgrade(id, now) {
-        Ok(()) => Ok(()),
+        Ok(_) => Ok(()),
         Err(rdlock_core::Misuse::NotAWriter(_)) => Err(Error::InvalidInput(rdlock_core::InvalidInput::NotAWriter)),
         Err(_) => Err(Error::Lost(engine.lock_info(id).and_then(|i| i.lost).unwrap_or(LostReason::Expired))),
     }
@@ -292,7 +297,7 @@ pub(crate) fn start_extend<W>(
         events.lost.map_or(Ok(()), |r| Err(Error::Lost(r)))?;
         events.forget_renewals();
     }
-    engine.extend(id, now).map_err(|_| Error::Lost(LostReason::Expired))
+    engine.extend(id, now).map(|_| ()).map_err(|_| Error::Lost(LostReason::Expired))
 }
 
 /// A guard's view of its lease, as the engine decides it: the end of validity, and whether

@@ -91,12 +91,17 @@ impl Engine {
                     if opts.auto_renew {
                         self.renewals.insert((l.renew_after, id));
                     }
-                    self.events.push_back((id, Event::Renewed { valid_until: l.valid_until }));
+                    let renewed = Event::Renewed { valid_until: l.valid_until };
+                    let extends = std::mem::take(&mut l.extends);
+                    // An automatic renewal with no extension waiting is news, not an answer.
+                    if extends.is_empty() {
+                        self.notify(id, renewed.clone());
+                    }
+                    for op in extends {
+                        self.answer(id, op, renewed.clone());
+                    }
                 }
-                Some(false) => {
-                    l.lost = Some(LostReason::NotOwner);
-                    self.events.push_back((id, Event::Lost { reason: LostReason::NotOwner }));
-                }
+                Some(false) => self.lose(id, LostReason::NotOwner, false),
                 None => {
                     // Unknown outcome: try again soon; validity running out ends it.
                     let rng = &mut self.rng;
