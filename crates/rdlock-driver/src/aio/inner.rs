@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use rdlock_core::{Class, Command, Event, LockId, Reply, Request, Route, Transmit, TransportError};
+use rdlock_core::{Class, Command, Event, LockId, OpId, Reply, Request, Route, Transmit, TransportError};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
@@ -23,13 +23,30 @@ use crate::convert;
 use crate::exchange::Exchange;
 use crate::runtime::{Runtime, timeout};
 
-/// A lock's waiter is the task awaiting its next event (lost-lease waiters wait on the
-/// events' loss signal).
-impl common::Waiter for Option<Waker> {
+/// The tasks awaiting answers on one lock, a waker per op: calls on one guard from several
+/// tasks at once (extensions, say) each get woken. Lost-lease waiters wait on the slot's
+/// loss signal instead.
+#[derive(Debug, Default)]
+pub(super) struct Wakers(Vec<(OpId, Waker)>);
+
+impl common::Waiter for Wakers {
     fn wake(&mut self) {
-        if let Some(w) = self.take() {
+        for (_, w) in self.0.drain(..) {
             w.wake();
         }
+    }
+}
+
+impl Wakers {
+    fn register(&mut self, op: OpId, waker: &Waker) {
+        match self.0.iter_mut().find(|(o, _)| *o == op) {
+            Some((_, w)) => w.clone_from(waker),
+            None => self.0.push((op, waker.clone())),
+        }
+    }
+
+    fn forget(&mut self, op: OpId) {
+        self.0.retain(|(o, _)| *o != op);
     }
 }
 
@@ -69,7 +86,7 @@ pub(super) struct Tasks<R> {
 }
 
 impl<R: Runtime> Side for Tasks<R> {
-    type Waiter = Option<Waker>;
+    type Waiter = Wakers;
 
     fn now() -> Instant {
         R::now()
@@ -135,8 +152,8 @@ impl<R: Runtime> Cell<Tasks<R>> {
         }
     }
 
-    /// Sends `requests` on the caller's task until the caller's answer (the next event of
-    /// `id` that `wanted` accepts) is in, and returns it: at the deadline, or as soon as the
+    /// Sends `requests` on the caller's task until the caller's answer (the event of `id`
+    /// that carries `op`) is in, and returns it: at the deadline, or as soon as the
     /// engine answers, even while an exchange is still in flight. What is left of the
     /// exchange then goes on in the background, so that the caller never waits on a stalled
     /// server past its deadline, nor on clean-ups and other locks' requests. The deadline
@@ -145,14 +162,15 @@ impl<R: Runtime> Cell<Tasks<R>> {
         self: &Arc<Self>,
         requests: Vec<Request>,
         id: LockId,
-        wanted: fn(&Event) -> bool,
+        op: OpId,
         _deadline: Option<Instant>,
     ) -> impl Future<Output = Option<Event>> + '_ {
         // Not an `async fn`: its future would keep the unused deadline, in every waiter.
-        self.answer(requests, id, wanted)
+        self.answer(requests, id, op)
     }
 
-    async fn answer(self: &Arc<Self>, requests: Vec<Request>, id: LockId, wanted: fn(&Event) -> bool) -> Option<Event> {
+    async fn answer(self: &Arc<Self>, requests: Vec<Request>, id: LockId, op: OpId) -> Option<Event> {
+        let mut awaiting = Awaiting { inner: self, id, op: Some(op) };
         let mut running = Running {
             inner: self,
             future: (!requests.is_empty()).then(|| {
@@ -166,13 +184,15 @@ impl<R: Runtime> Cell<Tasks<R>> {
             }
             let mut st = self.state();
             let Some(slot) = st.slots.get_mut(&id) else { return Poll::Ready(None) };
-            if let Some(e) = slot.events.take(wanted) {
+            if let Some(e) = slot.events.take(op) {
+                slot.waiter.forget(op);
                 return Poll::Ready(Some(e));
             }
-            slot.waiter = Some(cx.waker().clone());
+            slot.waiter.register(op, cx.waker());
             Poll::Pending
         })
         .await;
+        awaiting.op = None;
         if let Some(rest) = running.future.take() {
             R::spawn(rest);
         }
@@ -262,6 +282,25 @@ impl<R: Runtime> Drop for Running<'_, R> {
     fn drop(&mut self) {
         if let Some(f) = self.future.take() {
             self.inner.detach(f);
+        }
+    }
+}
+
+/// The op a caller of [`Inner::run_until`] awaits: if the caller is cancelled, its answer is
+/// not kept for nobody.
+struct Awaiting<'a, R: Runtime> {
+    inner: &'a Inner<R>,
+    id: LockId,
+    op: Option<OpId>,
+}
+
+impl<R: Runtime> Drop for Awaiting<'_, R> {
+    fn drop(&mut self) {
+        if let Some(op) = self.op
+            && let Some(slot) = self.inner.state().slots.get_mut(&self.id)
+        {
+            slot.events.forget(op);
+            slot.waiter.forget(op);
         }
     }
 }
