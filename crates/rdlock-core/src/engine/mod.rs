@@ -532,22 +532,6 @@ impl Engine {
         self.events.push_back(LockEvent { lock: id, op: None, event });
     }
 
-    /// The held lease of `id` is lost: the extensions waiting for a renewal are answered
-    /// with the loss; with none waiting, and unless an answer already `told` it, the loss is a
-    /// notice.
-    fn lose(&mut self, id: LockId, reason: LostReason, told: bool) {
-        let Some(l) = self.locks.get_mut(&id).and_then(|l| l.lease()) else { return };
-        l.lost = Some(reason);
-        self.renewals.remove(&(l.renew_after, id));
-        let extends = std::mem::take(&mut l.extends);
-        if extends.is_empty() && !told {
-            self.notify(id, Event::Lost { reason });
-        }
-        for op in extends {
-            self.answer(id, op, Event::Lost { reason });
-        }
-    }
-
     fn request(&mut self, route: Route, commands: Vec<Command>, pending: Pending) -> RequestId {
         let id = RequestId(self.next_req);
         self.next_req += 1;
