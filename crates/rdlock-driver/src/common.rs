@@ -18,8 +18,12 @@ use crate::loss::LossCell;
 /// lock's loss signal.
 #[derive(Debug, Default)]
 pub(crate) struct Events {
-    /// Ops a caller awaits, with the answer once it is in (a call or two at a time: a list).
-    awaited: Vec<(OpId, Option<Event>)>,
+    /// The op a caller awaits. Inline, so that a waiting lock allocates nothing for it.
+    awaited: Option<OpId>,
+    /// More ops awaited at once (calls on one guard from several tasks or threads).
+    more: Vec<OpId>,
+    /// Answers in, to awaited ops.
+    answers: Vec<(OpId, Event)>,
     /// The lock's loss signal, shared with its guard and the guard's `LossSignal`s; it
     /// ends when this slot goes (the lock released or its guard dropped).
     pub(crate) loss: Arc<LossCell>,
@@ -34,7 +38,14 @@ impl Drop for Events {
 impl Events {
     /// A caller will await the answer to `op`.
     pub(crate) fn expect(&mut self, op: OpId) {
-        self.awaited.push((op, None));
+        match self.awaited {
+            None => self.awaited = Some(op),
+            Some(_) => self.more.push(op),
+        }
+    }
+
+    fn awaits(&self, op: OpId) -> bool {
+        self.awaited == Some(op) || self.more.contains(&op)
     }
 
     /// Records an event: a loss (answer or notice) fires the loss signal; an answer goes to
@@ -44,25 +55,33 @@ impl Events {
         if let Event::Lost { reason } = event {
             self.loss.set_lost(reason);
         }
-        if let Some(entry) = self.awaited.iter_mut().find(|(o, _)| Some(*o) == op) {
-            entry.1 = Some(event);
+        if let Some(op) = op.filter(|&op| self.awaits(op)) {
+            self.answers.push((op, event));
         }
     }
 
     /// The answer to `op`, once it is in.
     pub(crate) fn take(&mut self, op: OpId) -> Option<Event> {
-        let i = self.awaited.iter().position(|(o, e)| *o == op && e.is_some())?;
-        self.awaited.swap_remove(i).1
+        let i = self.answers.iter().position(|(o, _)| *o == op)?;
+        let (_, event) = self.answers.swap_remove(i);
+        self.forget(op);
+        Some(event)
     }
 
     /// Whether the answer to `op` is in.
     pub(crate) fn has(&self, op: OpId) -> bool {
-        self.awaited.iter().any(|(o, e)| *o == op && e.is_some())
+        self.answers.iter().any(|(o, _)| *o == op)
     }
 
-    /// The caller of `op` stopped waiting (a dropped future): its answer is not kept.
+    /// `op` is no longer awaited (answered, or its caller stopped waiting): nothing of it is
+    /// kept.
     pub(crate) fn forget(&mut self, op: OpId) {
-        self.awaited.retain(|(o, _)| *o != op);
+        if self.awaited == Some(op) {
+            self.awaited = self.more.pop();
+        } else {
+            self.more.retain(|&o| o != op);
+        }
+        self.answers.retain(|(o, _)| *o != op);
     }
 }
 

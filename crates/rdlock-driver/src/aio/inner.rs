@@ -26,12 +26,16 @@ use crate::runtime::{Runtime, timeout};
 /// The tasks awaiting answers on one lock, a waker per op: calls on one guard from several
 /// tasks at once (extensions, say) each get woken. Lost-lease waiters wait on the slot's
 /// loss signal instead.
+/// The first waker is inline, so that a waiting lock allocates nothing for it.
 #[derive(Debug, Default)]
-pub(super) struct Wakers(Vec<(OpId, Waker)>);
+pub(super) struct Wakers {
+    first: Option<(OpId, Waker)>,
+    more: Vec<(OpId, Waker)>,
+}
 
 impl common::Waiter for Wakers {
     fn wake(&mut self) {
-        for (_, w) in self.0.drain(..) {
+        for (_, w) in self.first.take().into_iter().chain(self.more.drain(..)) {
             w.wake();
         }
     }
@@ -39,14 +43,22 @@ impl common::Waiter for Wakers {
 
 impl Wakers {
     fn register(&mut self, op: OpId, waker: &Waker) {
-        match self.0.iter_mut().find(|(o, _)| *o == op) {
-            Some((_, w)) => w.clone_from(waker),
-            None => self.0.push((op, waker.clone())),
+        match &mut self.first {
+            None => self.first = Some((op, waker.clone())),
+            Some((o, w)) if *o == op => w.clone_from(waker),
+            Some(_) => match self.more.iter_mut().find(|(o, _)| *o == op) {
+                Some((_, w)) => w.clone_from(waker),
+                None => self.more.push((op, waker.clone())),
+            },
         }
     }
 
     fn forget(&mut self, op: OpId) {
-        self.0.retain(|(o, _)| *o != op);
+        if self.first.as_ref().is_some_and(|(o, _)| *o == op) {
+            self.first = self.more.pop();
+        } else {
+            self.more.retain(|(o, _)| *o != op);
+        }
     }
 }
 
