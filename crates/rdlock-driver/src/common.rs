@@ -18,12 +18,11 @@ use crate::loss::LossCell;
 /// lock's loss signal.
 #[derive(Debug, Default)]
 pub(crate) struct Events {
-    /// The op a caller awaits. Inline, so that a waiting lock allocates nothing for it.
-    awaited: Option<OpId>,
-    /// More ops awaited at once (calls on one guard from several tasks or threads).
-    more: Vec<OpId>,
-    /// Answers in, to awaited ops.
-    answers: Vec<(OpId, Event)>,
+    /// The op a caller awaits: inline, so that a waiting lock allocates nothing for it.
+    first: Option<OpId>,
+    /// The answers in, and more ops awaited at once (calls on one guard from several tasks
+    /// or threads), their answers still out (`None`).
+    rest: Vec<(OpId, Option<Event>)>,
     /// The lock's loss signal, shared with its guard and the guard's `LossSignal`s; it
     /// ends when this slot goes (the lock released or its guard dropped).
     pub(crate) loss: Arc<LossCell>,
@@ -38,14 +37,10 @@ impl Drop for Events {
 impl Events {
     /// A caller will await the answer to `op`.
     pub(crate) fn expect(&mut self, op: OpId) {
-        match self.awaited {
-            None => self.awaited = Some(op),
-            Some(_) => self.more.push(op),
+        match self.first {
+            None => self.first = Some(op),
+            Some(_) => self.rest.push((op, None)),
         }
-    }
-
-    fn awaits(&self, op: OpId) -> bool {
-        self.awaited == Some(op) || self.more.contains(&op)
     }
 
     /// Records an event: a loss (answer or notice) fires the loss signal; an answer goes to
@@ -55,33 +50,34 @@ impl Events {
         if let Event::Lost { reason } = event {
             self.loss.set_lost(reason);
         }
-        if let Some(op) = op.filter(|&op| self.awaits(op)) {
-            self.answers.push((op, event));
+        let Some(op) = op else { return };
+        match self.rest.iter_mut().find(|(o, _)| *o == op) {
+            Some(entry) => entry.1 = Some(event),
+            None if self.first == Some(op) => self.rest.push((op, Some(event))),
+            None => {}
         }
     }
 
     /// The answer to `op`, once it is in.
     pub(crate) fn take(&mut self, op: OpId) -> Option<Event> {
-        let i = self.answers.iter().position(|(o, _)| *o == op)?;
-        let (_, event) = self.answers.swap_remove(i);
+        let i = self.rest.iter().position(|(o, e)| *o == op && e.is_some())?;
+        let (_, event) = self.rest.swap_remove(i);
         self.forget(op);
-        Some(event)
+        event
     }
 
     /// Whether the answer to `op` is in.
     pub(crate) fn has(&self, op: OpId) -> bool {
-        self.answers.iter().any(|(o, _)| *o == op)
+        self.rest.iter().any(|(o, e)| *o == op && e.is_some())
     }
 
     /// `op` is no longer awaited (answered, or its caller stopped waiting): nothing of it is
     /// kept.
     pub(crate) fn forget(&mut self, op: OpId) {
-        if self.awaited == Some(op) {
-            self.awaited = self.more.pop();
-        } else {
-            self.more.retain(|&o| o != op);
+        if self.first == Some(op) {
+            self.first = None;
         }
-        self.answers.retain(|(o, _)| *o != op);
+        self.rest.retain(|(o, _)| *o != op);
     }
 }
 

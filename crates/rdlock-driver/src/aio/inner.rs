@@ -23,41 +23,37 @@ use crate::convert;
 use crate::exchange::Exchange;
 use crate::runtime::{Runtime, timeout};
 
-/// The tasks awaiting answers on one lock, a waker per op: calls on one guard from several
-/// tasks at once (extensions, say) each get woken. Lost-lease waiters wait on the slot's
-/// loss signal instead.
-/// The first waker is inline, so that a waiting lock allocates nothing for it.
+/// The tasks awaiting answers on one lock: calls on one guard from several tasks at once
+/// (extensions, say) each get woken. The first waker is inline, so that a waiting lock
+/// allocates nothing for it; a cancelled caller's waker is woken once more, at the next event.
+/// Lost-lease waiters wait on the slot's loss signal instead.
 #[derive(Debug, Default)]
 pub(super) struct Wakers {
-    first: Option<(OpId, Waker)>,
-    more: Vec<(OpId, Waker)>,
+    first: Option<Waker>,
+    /// Boxed: every waiting lock carries the field (a pointer, not a vector's three words),
+    /// few use it.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<Waker>>>,
 }
 
 impl common::Waiter for Wakers {
     fn wake(&mut self) {
-        for (_, w) in self.first.take().into_iter().chain(self.more.drain(..)) {
+        let more = self.more.take().map(|m| *m).unwrap_or_default();
+        for w in self.first.take().into_iter().chain(more) {
             w.wake();
         }
     }
 }
 
 impl Wakers {
-    fn register(&mut self, op: OpId, waker: &Waker) {
-        match &mut self.first {
-            None => self.first = Some((op, waker.clone())),
-            Some((o, w)) if *o == op => w.clone_from(waker),
-            Some(_) => match self.more.iter_mut().find(|(o, _)| *o == op) {
-                Some((_, w)) => w.clone_from(waker),
-                None => self.more.push((op, waker.clone())),
-            },
+    fn register(&mut self, waker: &Waker) {
+        let more = self.more.as_deref().map_or(&[][..], Vec::as_slice);
+        if self.first.iter().chain(more).any(|w| w.will_wake(waker)) {
+            return;
         }
-    }
-
-    fn forget(&mut self, op: OpId) {
-        if self.first.as_ref().is_some_and(|(o, _)| *o == op) {
-            self.first = self.more.pop();
-        } else {
-            self.more.retain(|(o, _)| *o != op);
+        match self.first {
+            None => self.first = Some(waker.clone()),
+            Some(_) => self.more.get_or_insert_default().push(waker.clone()),
         }
     }
 }
@@ -182,9 +178,9 @@ impl<R: Runtime> Cell<Tasks<R>> {
     }
 
     async fn answer(self: &Arc<Self>, requests: Vec<Request>, id: LockId, op: OpId) -> Option<Event> {
-        let mut awaiting = Awaiting { inner: self, id, op: Some(op) };
         let mut running = Running {
             inner: self,
+            awaiting: Some((id, op)),
             future: (!requests.is_empty()).then(|| {
                 let inner = self.clone();
                 Box::pin(async move { inner.run(requests).await }) as Detached
@@ -197,14 +193,13 @@ impl<R: Runtime> Cell<Tasks<R>> {
             let mut st = self.state();
             let Some(slot) = st.slots.get_mut(&id) else { return Poll::Ready(None) };
             if let Some(e) = slot.events.take(op) {
-                slot.waiter.forget(op);
                 return Poll::Ready(Some(e));
             }
-            slot.waiter.register(op, cx.waker());
+            slot.waiter.register(cx.waker());
             Poll::Pending
         })
         .await;
-        awaiting.op = None;
+        running.awaiting = None;
         if let Some(rest) = running.future.take() {
             R::spawn(rest);
         }
@@ -282,12 +277,15 @@ impl<R: Runtime> Cell<Tasks<R>> {
 /// An exchange started on a caller's task.
 pub(super) type Detached = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// The exchange a caller of [`Inner::run_until`] started: if the caller is cancelled (a
-/// timeout, a `select!`), the exchange is not cut off but finished in the background, so
-/// the engine learns its real outcome and what it produced for other locks is sent.
+/// The exchange a caller of [`Inner::run_until`] started, and the op it awaits: if the caller
+/// is cancelled (a timeout, a `select!`), the exchange is not cut off but finished in the
+/// background, so the engine learns its real outcome and what it produced for other locks is
+/// sent; and the op's answer is not kept for nobody.
 struct Running<'a, R: Runtime> {
     inner: &'a Inner<R>,
     future: Option<Detached>,
+    /// The lock and op awaited, until the answer is in.
+    awaiting: Option<(LockId, OpId)>,
 }
 
 impl<R: Runtime> Drop for Running<'_, R> {
@@ -295,24 +293,10 @@ impl<R: Runtime> Drop for Running<'_, R> {
         if let Some(f) = self.future.take() {
             self.inner.detach(f);
         }
-    }
-}
-
-/// The op a caller of [`Inner::run_until`] awaits: if the caller is cancelled, its answer is
-/// not kept for nobody.
-struct Awaiting<'a, R: Runtime> {
-    inner: &'a Inner<R>,
-    id: LockId,
-    op: Option<OpId>,
-}
-
-impl<R: Runtime> Drop for Awaiting<'_, R> {
-    fn drop(&mut self) {
-        if let Some(op) = self.op
-            && let Some(slot) = self.inner.state().slots.get_mut(&self.id)
+        if let Some((id, op)) = self.awaiting
+            && let Some(slot) = self.inner.state().slots.get_mut(&id)
         {
             slot.events.forget(op);
-            slot.waiter.forget(op);
         }
     }
 }
