@@ -522,6 +522,31 @@ pub async fn bad_input<H: Harness>() {
 
 // ------------------------------------------------------------------------------ 10
 
+/// Extensions of one guard from several tasks at once are each answered: those made while
+/// another's renewal is in flight ride on it (the engine answers each by its op), none is left
+/// waiting and none takes another's answer.
+pub async fn concurrent_extends_are_each_answered<H: Harness>() {
+    let server = server();
+    let a = H::connect(&server.url()).await.expect("connect");
+    let guard = lock_with::<H>(&a, KEY, options(Duration::from_secs(2), true), PATIENCE).await.expect("lock");
+    let guard = Arc::new(guard);
+    for _ in 0..3 {
+        let tasks: Vec<Task<Result<Instant, Error>>> = (0..8)
+            .map(|_| {
+                let g = guard.clone();
+                H::spawn(async move { H::extend(&g).await })
+            })
+            .collect();
+        for extended in join_all(tasks).await {
+            let extended = extended.expect("every extension is answered");
+            assert!(extended <= H::valid_until(&guard), "an answer beyond the lease's validity");
+        }
+    }
+    let guard = Arc::try_unwrap(guard).expect("the tasks are done");
+    assert!(H::release(guard).await.expect("release").was_held());
+    assert_clean(&server, &[]);
+}
+
 /// `release` says whether the lock was still ours; dropping a guard releases it; `try_lock`
 /// does not take a held lock; `extend` moves the validity on.
 pub async fn release_semantics<H: Harness>() {

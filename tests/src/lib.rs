@@ -62,6 +62,7 @@ macro_rules! cases {
             bad_input,
             authenticated,
             release_semantics,
+            concurrent_extends_are_each_answered,
             calls_return_by_their_deadline_while_the_server_stalls,
             release_after_a_restart_is_not_claimed,
             a_cancelled_caller_strands_no_other_wait,

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::engine::{LockId, OpId};
 use crate::error::LockError;
 
 /// Why a held lock was lost.
@@ -95,9 +96,22 @@ pub enum Event {
     Failed(LockError),
 }
 
-impl Event {
-    /// Whether this ends an acquisition (the caller of `lock`/`try_lock` gets its answer).
-    pub fn ends_acquire(&self) -> bool {
-        !matches!(self, Event::Renewed { .. } | Event::Lost { .. } | Event::Released { .. } | Event::Downgraded)
-    }
+/// One output of [`crate::Engine::poll_event`]: an event of one lock, and the caller action it
+/// answers.
+///
+/// Every caller action ([`crate::Engine::acquire`], [`crate::Engine::release`],
+/// [`crate::Engine::extend`], [`crate::Engine::downgrade`]) returns an [`OpId`]; exactly one
+/// event carries it, unless the caller abandons the lock (or releases it while an extension or
+/// a downgrade is pending) first. News nobody asked for is a *notice*, with no op: an automatic
+/// renewal's [`Event::Renewed`], and [`Event::Lost`] when validity runs out or a renewal finds
+/// the key gone with no extension pending. A [`Event::Lost`] that answers an op means the lease
+/// is lost all the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockEvent {
+    /// The lock it concerns.
+    pub lock: LockId,
+    /// The caller action it answers; `None` for a notice.
+    pub op: Option<OpId>,
+    /// What happened.
+    pub event: Event,
 }

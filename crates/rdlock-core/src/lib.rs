@@ -5,15 +5,16 @@
 //! [`Engine`] seeds its owner tokens from the operating system's random source when it is
 //! created). Time comes in as `now` arguments, Redis commands go out as typed
 //! [`Transmit`]s, replies come back as the core's own [`Reply`] type, and outcomes leave as
-//! [`Event`]s. The runtime adapters (`rdlock-tokio`,
+//! [`LockEvent`]s. The runtime adapters (`rdlock-tokio`,
 //! `rdlock-async-std`, `rdlock-blocking`) drive it; so can any executor of your own.
 //!
 //! ## The contract
 //!
 //! An [`Engine`] holds all locks of one client. Feed it inputs, then drain its outputs:
 //!
-//! - **inputs** (each takes `now`): caller actions [`Engine::acquire`],
-//!   [`Engine::release`], [`Engine::extend`], [`Engine::abandon`]; and what the world did:
+//! - **inputs** (each takes `now`): caller actions [`Engine::acquire`] (or
+//!   [`Engine::acquire_resource`]), [`Engine::release`], [`Engine::extend`],
+//!   [`Engine::downgrade`], [`Engine::abandon`]; and what the world did:
 //!   [`Engine::handle_reply`] (a reply, or the transport failure that left the request
 //!   unanswered), [`Engine::handle_message`] (a pub/sub message),
 //!   [`Engine::handle_subscribed`], [`Engine::handle_subscriptions_lost`] and
@@ -21,6 +22,15 @@
 //! - **outputs**: [`Engine::poll_transmit`] (requests to send, channels to (un)subscribe),
 //!   [`Engine::poll_event`] (outcomes per lock) and [`Engine::poll_timeout`] (when to call
 //!   `handle_timeout` next).
+//!
+//! Every caller action but `abandon` returns an [`OpId`], and the engine answers it exactly
+//! once: the [`LockEvent`] whose `op` it is. The exceptions are the caller's own doing: after
+//! `abandon` nothing more is reported for the lock, and a release ends the lock's pending
+//! extension or downgrade unanswered. News nobody asked for comes as a *notice* (`op: None`):
+//! an automatic renewal's [`Event::Renewed`], or [`Event::Lost`] when validity runs out or a
+//! renewal finds the key gone while no extension waits. A driver hands each answer to the
+//! caller that holds its op, and notices to whoever watches the lease; it never has to guess
+//! which event answers which call.
 //!
 //! Caller misuse (a reply to an unknown request, releasing what is not held) is a
 //! [`Misuse`], distinct from lock outcomes; bad input is an [`InvalidInput`], refused before
@@ -33,8 +43,8 @@
 //! # use rdlock_core::*;
 //! # fn send(_: &Request) -> Result<Vec<Reply>, TransportError> { Err(TransportError::Timeout) }
 //! let mut engine = Engine::new(EngineConfig::default())?; // seeded from the OS
-//! let id = engine.acquire("orders", LockOptions::default(), Acquire::Wait { deadline: None }, Instant::now())?;
-//! loop {
+//! let (id, op) = engine.acquire("orders", LockOptions::default(), Acquire::Wait { deadline: None }, Instant::now())?;
+//! 'run: loop {
 //!     while let Some(t) = engine.poll_transmit() {
 //!         match t {
 //!             Transmit::Request(req) => {
@@ -44,10 +54,16 @@
 //!             Transmit::Subscribe(_) | Transmit::Unsubscribe(_) => { /* pub/sub connection */ }
 //!         }
 //!     }
-//!     if let Some((lock, Event::Acquired { fence, .. })) = engine.poll_event() {
-//!         assert_eq!(lock, id);
-//!         println!("holding with fence {fence}");
-//!         break;
+//!     while let Some(LockEvent { lock, op: answered, event }) = engine.poll_event() {
+//!         // The answer to our acquire carries its op; a notice (`None`) answers nobody.
+//!         if answered == Some(op) {
+//!             assert_eq!(lock, id);
+//!             match event {
+//!                 Event::Acquired { fence, .. } => println!("holding with fence {fence}"),
+//!                 other => println!("not acquired: {other:?}"),
+//!             }
+//!             break 'run;
+//!         }
 //!     }
 //!     // Sleep until engine.poll_timeout() or until a message arrives, then:
 //!     engine.handle_timeout(Instant::now());
@@ -87,9 +103,9 @@ mod subscriptions;
 mod token;
 
 pub use command::{Class, Command, Node, Request, RequestId, Route, Transmit};
-pub use engine::{Engine, EngineConfig, FENCE_TTL, HANDOFF_CLAIM, LeaseView, LockId, LockInfo};
+pub use engine::{Engine, EngineConfig, FENCE_TTL, HANDOFF_CLAIM, LeaseView, LockId, LockInfo, OpId};
 pub use error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
-pub use event::{Event, LostReason, ReleaseOutcome, Warning};
+pub use event::{Event, LockEvent, LostReason, ReleaseOutcome, Warning};
 pub use keys::{LAYOUT, LockKeys, MARKER, MAX_KEY_LEN, Role, hash_tag, slot};
 pub use options::{Acquire, Confirm, LockOptions, MAX_POLL_CAP, MAX_TTL, MIN_TTL, Resource, Sharing};
 pub use reply::{Reply, ServerError, TransportError};

@@ -1,8 +1,9 @@
 //! Arbitrary input sequences to one engine: replies of any shape (and well-shaped ones),
 //! transport failures, messages with any payload, timers at any time, and caller actions in
 //! any order. The engine must never panic, never report `Acquired` without having been
-//! offered that fence, never renew a lock after sending its release, and answer misuse
-//! with `Err(Misuse)`.
+//! offered that fence, never renew a lock after sending its release, answer misuse
+//! with `Err(Misuse)`, and answer each caller action at most once, with an event of its kind
+//! (notices, with no action, are only renewals and losses).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -10,8 +11,8 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use rdlock_core::{
-    Acquire, AcquireReply, Command, Confirm, Engine, EngineConfig, Event, LockId, LockKeys, LockOptions, Misuse, Reply,
-    Request, Resource, Script, ServerError, Sharing, Transmit, TransportError,
+    Acquire, AcquireReply, Command, Confirm, Engine, EngineConfig, Event, LockEvent, LockId, LockKeys, LockOptions,
+    Misuse, OpId, Reply, Request, Resource, Script, ServerError, Sharing, Transmit, TransportError,
 };
 
 #[derive(Clone, Debug)]
@@ -148,9 +149,39 @@ struct Model {
     downgraded: bool,
 }
 
+/// The caller actions an event may answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Acquire,
+    Release,
+    Extend,
+    Downgrade,
+}
+
+impl Kind {
+    /// Whether `ev` is one of this action's answers.
+    fn answered_by(self, ev: &Event) -> bool {
+        match self {
+            Kind::Acquire => matches!(
+                ev,
+                Event::Acquired { .. }
+                    | Event::Busy { .. }
+                    | Event::TimedOut
+                    | Event::ReplicationShortfall { .. }
+                    | Event::Failed(_)
+            ),
+            Kind::Release => matches!(ev, Event::Released { .. } | Event::Failed(_)),
+            Kind::Extend => matches!(ev, Event::Renewed { .. } | Event::Lost { .. }),
+            Kind::Downgrade => matches!(ev, Event::Downgraded | Event::Lost { .. } | Event::Failed(_)),
+        }
+    }
+}
+
 struct Harness {
     e: Engine,
     now: Instant,
+    /// Caller actions not answered yet (and not given up with their lock).
+    owed: BTreeMap<OpId, (LockId, Kind)>,
     locks: BTreeMap<LockId, Model>,
     by_key: BTreeMap<String, LockId>,
     pending: Vec<Request>,
@@ -190,7 +221,16 @@ impl Harness {
             }
             self.pending.push(req);
         }
-        while let Some((id, ev)) = self.e.poll_event() {
+        while let Some(LockEvent { lock: id, op, event: ev }) = self.e.poll_event() {
+            match op {
+                None => prop_assert!(matches!(ev, Event::Renewed { .. } | Event::Lost { .. }), "notice {:?}", ev),
+                Some(op) => {
+                    let owed = self.owed.remove(&op);
+                    prop_assert!(owed.is_some(), "{:?} answers {:?}, not owed", ev, op);
+                    let (lock, kind) = owed.expect("checked");
+                    prop_assert!(lock == id && kind.answered_by(&ev), "{:?} of {:?} answered by {:?}", kind, lock, ev);
+                }
+            }
             let m = self.locks.get_mut(&id).expect("events only for known locks");
             prop_assert!(!m.abandoned, "{:?} after abandon", ev);
             match ev {
@@ -200,7 +240,8 @@ impl Harness {
                     m.acquired = true;
                 }
                 Event::Lost { .. } => {
-                    prop_assert!(m.acquired && !m.lost && !m.release_called);
+                    // One loss; each action waiting on the lease is answered with it too.
+                    prop_assert!(m.acquired && (!m.lost || op.is_some()) && !m.release_called);
                     m.lost = true;
                 }
                 Event::Renewed { .. } => prop_assert!(m.acquired && !m.lost && !m.release_called),
@@ -273,7 +314,8 @@ impl Harness {
                     _ => Resource::Write,
                 };
                 match self.e.acquire_resource(&key, resource, o, how, self.now) {
-                    Ok(id) => {
+                    Ok((id, op)) => {
+                        self.owed.insert(op, (id, Kind::Acquire));
                         self.by_key.insert(key.clone(), id);
                         let writer = resource == Resource::Write;
                         self.locks.insert(id, Model { key, writer, ..Model::default() });
@@ -359,9 +401,13 @@ impl Harness {
             Op::Release(pick) => {
                 let id = self.lock(pick);
                 let want = self.expect(id, false);
-                prop_assert_eq!(self.e.release(id, self.now), want.clone());
-                if want.is_ok() {
+                let got = self.e.release(id, self.now);
+                prop_assert_eq!(got.clone().map(|_| ()), want.clone());
+                if let Ok(op) = got {
                     self.locks.get_mut(&id).expect("known").release_called = true;
+                    // Pending extensions and downgrades end unanswered.
+                    self.owed.retain(|_, (l, k)| *l != id || *k == Kind::Acquire);
+                    self.owed.insert(op, (id, Kind::Release));
                 }
             }
             // Every other extend of a write share is a downgrade (drawn from the pick, so that
@@ -375,12 +421,20 @@ impl Harness {
                 } else {
                     self.expect(id, true)
                 };
-                prop_assert_eq!(self.e.downgrade(id, self.now), want);
+                let got = self.e.downgrade(id, self.now);
+                prop_assert_eq!(got.clone().map(|_| ()), want);
+                if let Ok(op) = got {
+                    self.owed.insert(op, (id, Kind::Downgrade));
+                }
             }
             Op::Extend(pick) => {
                 let id = self.lock(pick);
                 let want = self.expect(id, true);
-                prop_assert_eq!(self.e.extend(id, self.now), want);
+                let got = self.e.extend(id, self.now);
+                prop_assert_eq!(got.clone().map(|_| ()), want);
+                if let Ok(op) = got {
+                    self.owed.insert(op, (id, Kind::Extend));
+                }
             }
             Op::Abandon(pick) => {
                 let id = self.lock(pick);
@@ -389,6 +443,7 @@ impl Harness {
                 if let (true, Some(m)) = (live, self.locks.get_mut(&id)) {
                     m.abandoned = true;
                 }
+                self.owed.retain(|_, (l, _)| *l != id);
             }
         }
         self.drain()
@@ -472,7 +527,7 @@ proptest! {
         };
         #[allow(clippy::disallowed_methods)] // the test's one clock reading; time then moves by hand
         let now = Instant::now();
-        let mut h = Harness { e: Engine::with_test_seed(config, seed), now, locks: BTreeMap::new(), by_key: BTreeMap::new(), pending: Vec::new(), next_key: 0 };
+        let mut h = Harness { e: Engine::with_test_seed(config, seed), now, owed: BTreeMap::new(), locks: BTreeMap::new(), by_key: BTreeMap::new(), pending: Vec::new(), next_key: 0 };
         for op in ops {
             h.step(op)?;
         }
@@ -529,7 +584,7 @@ proptest! {
         let now = Instant::now();
         let mut e = Engine::with_test_seed(EngineConfig::default(), 1);
         let how = Acquire::Wait { deadline: now.checked_add(deadline) };
-        let Ok(id) = e.acquire("k", o, how, now) else { return Ok(()) };
+        let Ok((id, _)) = e.acquire("k", o, how, now) else { return Ok(()) };
         // Drive it: someone else holds the lock (with the largest PTTL), then a grant.
         let mut t = now;
         for round in 0..6 {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use rdlock_core::{
     Acquire, Command, Confirm, Engine, EngineConfig, Event, InvalidInput, LockError, LockId, LockKeys, LockOptions,
-    LostReason, MAX_TTL, MIN_TTL, Misuse, ReleaseOutcome, Reply, Request, RequestId, Route, Script, Sharing, Transmit,
-    TransportError, Warning,
+    LostReason, MAX_TTL, MIN_TTL, Misuse, OpId, ReleaseOutcome, Reply, Request, RequestId, Route, Script, Sharing,
+    Transmit, TransportError, Warning,
 };
 
 fn ms(n: u64) -> Duration {
@@ -80,7 +80,12 @@ impl H {
     }
 
     fn events(&mut self) -> Vec<Event> {
-        std::iter::from_fn(|| self.e.poll_event()).map(|(_, e)| e).collect()
+        self.answers().into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// The events with the op each answers (`None`: a notice).
+    fn answers(&mut self) -> Vec<(Option<OpId>, Event)> {
+        std::iter::from_fn(|| self.e.poll_event()).map(|e| (e.op, e.event)).collect()
     }
 
     fn reply(&mut self, req: &Request, replies: Vec<Reply>) {
@@ -92,7 +97,7 @@ impl H {
     }
 
     fn acquire(&mut self, key: &str, o: LockOptions, how: Acquire) -> LockId {
-        self.e.acquire(key, o, how, self.now).expect("valid input")
+        self.e.acquire(key, o, how, self.now).expect("valid input").0
     }
 
     /// Moves to the engine's next timer and fires it.
@@ -1008,7 +1013,7 @@ fn a_permit_runs_the_permit_scripts_and_renews_apart_from_locks() {
     let o = LockOptions { auto_renew: true, ..opts(1000) };
     let sem =
         h.e.acquire_resource("jobs", Resource::Permit { capacity: 3 }, o, Acquire::Wait { deadline: None }, h.now);
-    let sem = sem.expect("valid input");
+    let (sem, _) = sem.expect("valid input");
     let attempt = h.one();
     let (s, keys, a) = script(&attempt);
     assert_eq!(s, Script::PermitAcquire);
@@ -1057,7 +1062,7 @@ fn a_write_share_downgrades_to_a_read_share() {
     use rdlock_core::Resource;
     let mut h = H::new();
     let o = opts(1000);
-    let w = h.e.acquire_resource("doc", Resource::Write, o, Acquire::Try, h.now).expect("valid input");
+    let (w, _) = h.e.acquire_resource("doc", Resource::Write, o, Acquire::Try, h.now).expect("valid input");
     let attempt = h.one();
     h.reply(&attempt, pair(1, 40));
     assert!(matches!(h.events()[..], [Event::Acquired { fence: 40, .. }]));
@@ -1074,12 +1079,67 @@ fn a_write_share_downgrades_to_a_read_share() {
     h.e.release(w, h.now).expect("held");
     assert!(script(&h.one()).2[1].ends_with(":1"));
     // A share the server no longer has: the downgrade reports the loss.
-    let w2 = h.e.acquire_resource("doc2", Resource::Write, o, Acquire::Try, h.now).expect("valid input");
+    let (w2, _) = h.e.acquire_resource("doc2", Resource::Write, o, Acquire::Try, h.now).expect("valid input");
     let attempt = h.one();
     h.reply(&attempt, pair(1, 41));
     h.events();
-    h.e.downgrade(w2, h.now).expect("held");
+    let op = h.e.downgrade(w2, h.now).expect("held");
     let change = h.one();
     h.reply(&change, vec![Reply::Int(0)]);
-    assert_eq!(h.events(), vec![Event::Lost { reason: LostReason::NotOwner }]);
+    assert_eq!(
+        h.answers(),
+        vec![(Some(op), Event::Lost { reason: LostReason::NotOwner })],
+        "the answer tells the loss"
+    );
+}
+
+#[test]
+fn each_action_is_answered_by_its_op_and_news_is_a_notice() {
+    let mut h = H::new();
+    let o = LockOptions { auto_renew: true, ..opts(300) };
+    let (id, acquire) = h.e.acquire("orders", o, Acquire::Wait { deadline: None }, h.now).expect("valid input");
+    let attempt = h.one();
+    h.reply(&attempt, pair(1, 10));
+    let answers = h.e.poll_event().expect("an answer");
+    assert_eq!((answers.lock, answers.op), (id, Some(acquire)));
+    // An automatic renewal: nobody asked.
+    h.fire();
+    let renew = h.one();
+    h.reply(&renew, vec![Reply::Array(vec![Reply::Int(1)])]);
+    assert!(matches!(h.answers()[..], [(None, Event::Renewed { .. })]));
+    let release = h.e.release(id, h.now).expect("held");
+    let req = h.one();
+    h.reply(&req, vec![Reply::Int(1)]);
+    assert_eq!(h.answers(), vec![(Some(release), Event::Released { outcome: ReleaseOutcome::Released })]);
+}
+
+#[test]
+fn an_extend_while_a_renewal_is_in_flight_is_answered_by_it() {
+    let mut h = H::new();
+    let o = LockOptions { auto_renew: true, ..opts(300) };
+    let (id, _) = h.held("orders", o);
+    h.fire();
+    let renew = h.one();
+    let sent_at = h.now;
+    h.advance(ms(5));
+    let first = h.e.extend(id, h.now).expect("held");
+    let second = h.e.extend(id, h.now).expect("held");
+    assert!(h.sent().is_empty(), "the renewal in flight serves both");
+    h.reply(&renew, vec![Reply::Array(vec![Reply::Int(1)])]);
+    let renewed = Event::Renewed { valid_until: o.valid_until(sent_at) };
+    assert_eq!(h.answers(), vec![(Some(first), renewed.clone()), (Some(second), renewed)]);
+}
+
+#[test]
+fn a_loss_answers_the_extensions_waiting_for_a_renewal() {
+    let mut h = H::new();
+    let o = opts(300);
+    let (id, _) = h.held("orders", o);
+    let op = h.e.extend(id, h.now).expect("held");
+    let renew = h.one();
+    // No answer before validity ends: the extension is answered by the loss, once.
+    h.fire();
+    assert_eq!(h.answers(), vec![(Some(op), Event::Lost { reason: LostReason::Expired })]);
+    h.fail(&renew);
+    assert!(h.answers().is_empty(), "answered once");
 }

@@ -227,7 +227,7 @@ macro_rules! lock_api {
                         Acquire::Try => None,
                     };
                     let event = wait!(
-                        inner.run_until(requests, id, Event::ends_acquire, deadline),
+                        inner.run_until(requests, id, started.op, deadline),
                         tracing::debug_span!("rdlock.wait")
                     );
                     let (fence, valid_until) = match common::acquired(event, timed)? {
@@ -557,10 +557,8 @@ macro_rules! lock_api {
             /// [`Error::Closed`] if the client shut down.
             pub $($async)? fn extend(&self) -> Result<Instant, Error> {
                 let inner = &self.client.inner;
-                let (res, requests) =
-                    inner.with_engine(|s, now| common::start_extend(&mut s.engine, &mut s.slots, self.id, now));
-                res?;
-                common::extended(wait!(inner.run_until(requests, self.id, common::ends_extend, None)))
+                let (op, requests) = inner.with_engine(|s, now| common::start_extend(s, self.id, now));
+                common::extended(wait!(inner.run_until(requests, self.id, op?, None)))
             }
 
             /// Turns a read-write lock's write share into a read share, atomically: this guard
@@ -575,9 +573,8 @@ macro_rules! lock_api {
             /// server did not answer (the share may be either; releasing it frees it either way).
             pub $($async)? fn downgrade(&self) -> Result<(), Error> {
                 let inner = &self.client.inner;
-                let (res, requests) = inner.with_engine(|s, now| common::start_downgrade(&mut s.engine, self.id, now));
-                res?;
-                common::downgraded(wait!(inner.run_until(requests, self.id, common::ends_downgrade, None)))
+                let (op, requests) = inner.with_engine(|s, now| common::start_downgrade(s, self.id, now));
+                common::downgraded(wait!(inner.run_until(requests, self.id, op?, None)))
             }
 
             /// Releases the lock and says what is known of it: [`ReleaseOutcome::Released`] when the
@@ -594,9 +591,8 @@ macro_rules! lock_api {
                 let span = tracing::debug_span!("rdlock.release", key = %self.key, fence = self.fence);
                 wait!($($async)? {
                     let inner = self.client.inner.clone();
-                    let (res, requests) = inner.with_engine(|s, now| s.engine.release(self.id, now));
-                    res.map_err(|_| Error::Closed)?;
-                    let event = wait!(inner.run_until(requests, self.id, common::ends_release, None));
+                    let (op, requests) = inner.with_engine(|s, now| common::start_release(s, self.id, now));
+                    let event = wait!(inner.run_until(requests, self.id, op?, None));
                     self.done = true;
                     inner.state().slots.remove(&self.id);
                     common::released(event)

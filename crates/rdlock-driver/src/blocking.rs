@@ -19,7 +19,7 @@ mod threads;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Acquire, Event, LockId, LockOptions, LostReason, ReleaseOutcome, Resource};
+use rdlock_core::{Acquire, LockId, LockOptions, LostReason, ReleaseOutcome, Resource};
 
 use crate::api::lock_api;
 use crate::attempt::TryLock;

@@ -1,24 +1,28 @@
 //! What the async and the blocking driver share beyond the translation: each lock's slot
-//! and event queue, how the engine's outputs are drained after an input, what events mean to
-//! the caller, the lock builder's options, and the connect-time checks.
+//! with the answers its callers await, how the engine's outputs are drained after an input,
+//! what answers mean to the caller, the lock builder's options, and the connect-time checks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdlock_core::{
-    Acquire, Engine, Event, LockId, LockOptions, LostReason, ReleaseOutcome, Request, Resource, Transmit,
+    Acquire, Engine, Event, LockEvent, LockId, LockOptions, LostReason, Misuse, OpId, ReleaseOutcome, Request,
+    Resource, Transmit,
 };
 
 use crate::error::Error;
 use crate::loss::LossCell;
 
-/// The events of one lock, waiting for the handle that awaits them.
+/// The answers one lock's callers await, by the op the engine gave each call, and the
+/// lock's loss signal.
 #[derive(Debug, Default)]
 pub(crate) struct Events {
-    queue: VecDeque<Event>,
-    /// Set once the lease is lost.
-    pub(crate) lost: Option<LostReason>,
+    /// The op a caller awaits: inline, so that a waiting lock allocates nothing for it.
+    first: Option<OpId>,
+    /// The answers in, and more ops awaited at once (calls on one guard from several tasks
+    /// or threads), their answers still out (`None`).
+    rest: Vec<(OpId, Option<Event>)>,
     /// The lock's loss signal, shared with its guard and the guard's `LossSignal`s; it
     /// ends when this slot goes (the lock released or its guard dropped).
     pub(crate) loss: Arc<LossCell>,
@@ -31,37 +35,49 @@ impl Drop for Events {
 }
 
 impl Events {
-    /// Records an event (a lost lease also fires the loss signal).
-    fn push(&mut self, event: Event) {
+    /// A caller will await the answer to `op`.
+    pub(crate) fn expect(&mut self, op: OpId) {
+        match self.first {
+            None => self.first = Some(op),
+            Some(_) => self.rest.push((op, None)),
+        }
+    }
+
+    /// Records an event: a loss (answer or notice) fires the loss signal; an answer goes to
+    /// the caller awaiting its op. Other notices (automatic renewals), and answers nobody
+    /// awaits any more, have nobody to go to.
+    fn push(&mut self, op: Option<OpId>, event: Event) {
         if let Event::Lost { reason } = event {
-            self.lost = Some(reason);
             self.loss.set_lost(reason);
         }
-        if matches!(event, Event::Renewed { .. }) {
-            // Only the latest renewal matters to anyone waiting for one.
-            self.forget_renewals();
+        let Some(op) = op else { return };
+        match self.rest.iter_mut().find(|(o, _)| *o == op) {
+            Some(entry) => entry.1 = Some(event),
+            None if self.first == Some(op) => self.rest.push((op, Some(event))),
+            None => {}
         }
-        self.queue.push_back(event);
     }
 
-    /// The next event `wanted` accepts, dropping the others before it.
-    pub(crate) fn take(&mut self, wanted: impl Fn(&Event) -> bool) -> Option<Event> {
-        while let Some(e) = self.queue.pop_front() {
-            if wanted(&e) {
-                return Some(e);
-            }
+    /// The answer to `op`, once it is in.
+    pub(crate) fn take(&mut self, op: OpId) -> Option<Event> {
+        let i = self.rest.iter().position(|(o, e)| *o == op && e.is_some())?;
+        let (_, event) = self.rest.swap_remove(i);
+        self.forget(op);
+        event
+    }
+
+    /// Whether the answer to `op` is in.
+    pub(crate) fn has(&self, op: OpId) -> bool {
+        self.rest.iter().any(|(o, e)| *o == op && e.is_some())
+    }
+
+    /// `op` is no longer awaited (answered, or its caller stopped waiting): nothing of it is
+    /// kept.
+    pub(crate) fn forget(&mut self, op: OpId) {
+        if self.first == Some(op) {
+            self.first = None;
         }
-        None
-    }
-
-    /// Whether an event `wanted` accepts is queued.
-    pub(crate) fn has(&self, wanted: impl Fn(&Event) -> bool) -> bool {
-        self.queue.iter().any(wanted)
-    }
-
-    /// Drops past renewals: an earlier renewal's news is not a new extension's answer.
-    pub(crate) fn forget_renewals(&mut self) {
-        self.queue.retain(|e| !matches!(e, Event::Renewed { .. }));
+        self.rest.retain(|(o, _)| *o != op);
     }
 }
 
@@ -102,12 +118,22 @@ impl<W: Waiter> Shared<W> {
         how: Acquire,
         now: Instant,
     ) -> Result<Started, Error> {
-        let id = self.engine.acquire_resource(key, resource, options, how, now)?;
-        let slot = Slot::default();
+        let (id, op) = self.engine.acquire_resource(key, resource, options, how, now)?;
+        let mut slot = Slot::default();
+        slot.events.expect(op);
         let loss = slot.events.loss.clone();
         self.slots.insert(id, slot);
         let token = self.engine.owner_token(id).unwrap_or_default();
-        Ok(Started { id, token, loss })
+        Ok(Started { id, op, token, loss })
+    }
+
+    /// A caller action on a lock started (as `op`): its caller will await the answer, which
+    /// the drain after this input may already bring.
+    pub(crate) fn expect(&mut self, id: LockId, op: Result<OpId, Misuse>) -> Result<OpId, Misuse> {
+        if let (Ok(op), Some(slot)) = (&op, self.slots.get_mut(&id)) {
+            slot.events.expect(*op);
+        }
+        op
     }
 
     /// Drains the engine after an input: events go to their locks' slots (waking their
@@ -123,6 +149,8 @@ impl<W: Waiter> Shared<W> {
 /// A lock whose acquisition has started: what its guard will need.
 pub(crate) struct Started {
     pub(crate) id: LockId,
+    /// The acquisition's op: its answer is the caller's.
+    pub(crate) op: OpId,
     /// The owner token, as stored in the lock key.
     pub(crate) token: String,
     pub(crate) loss: Arc<LossCell>,
@@ -186,9 +214,10 @@ fn drain<W: Waiter>(engine: &mut Engine, slots: &mut HashMap<LockId, Slot<W>>) -
             other => tracing::warn!(?other, "rdlock"),
         }
     }
-    while let Some((id, event)) = engine.poll_event() {
-        if let Some(slot) = slots.get_mut(&id) {
-            slot.events.push(event);
+    // A lock without a slot was given up: nobody is told.
+    while let Some(LockEvent { lock, op, event }) = engine.poll_event() {
+        if let Some(slot) = slots.get_mut(&lock) {
+            slot.events.push(op, event);
             slot.waiter.wake();
         }
     }
@@ -227,11 +256,6 @@ pub(crate) fn acquired(event: Option<Event>, timed: bool) -> Result<Answer, Erro
     }
 }
 
-/// Events that answer a release.
-pub(crate) fn ends_release(e: &Event) -> bool {
-    matches!(e, Event::Released { .. } | Event::Failed(_))
-}
-
 /// The answer to a release: what is known of it.
 pub(crate) fn released(event: Option<Event>) -> Result<ReleaseOutcome, Error> {
     match event {
@@ -239,11 +263,6 @@ pub(crate) fn released(event: Option<Event>) -> Result<ReleaseOutcome, Error> {
         Some(Event::Failed(e)) => Err(Error::Lock(e)),
         _ => Err(Error::Closed),
     }
-}
-
-/// Events that answer a downgrade.
-pub(crate) fn ends_downgrade(e: &Event) -> bool {
-    matches!(e, Event::Downgraded | Event::Lost { .. } | Event::Failed(_))
 }
 
 /// The answer to a downgrade.
@@ -256,19 +275,20 @@ pub(crate) fn downgraded(event: Option<Event>) -> Result<(), Error> {
     }
 }
 
-/// Starts a downgrade: a typed error for a guard that is not a write share, `Lost` for one
-/// whose lease is gone.
-pub(crate) fn start_downgrade(engine: &mut Engine, id: LockId, now: Instant) -> Result<(), Error> {
-    match engine.downgrade(id, now) {
-        Ok(()) => Ok(()),
-        Err(rdlock_core::Misuse::NotAWriter(_)) => Err(Error::InvalidInput(rdlock_core::InvalidInput::NotAWriter)),
-        Err(_) => Err(Error::Lost(engine.lock_info(id).and_then(|i| i.lost).unwrap_or(LostReason::Expired))),
+/// Starts a downgrade; returns the op its answer carries. A typed error for a guard that is
+/// not a write share, `Lost` for one whose lease is gone.
+pub(crate) fn start_downgrade<W: Waiter>(shared: &mut Shared<W>, id: LockId, now: Instant) -> Result<OpId, Error> {
+    let op = shared.engine.downgrade(id, now);
+    match shared.expect(id, op) {
+        Ok(op) => Ok(op),
+        Err(Misuse::NotAWriter(_)) => Err(Error::InvalidInput(rdlock_core::InvalidInput::NotAWriter)),
+        Err(_) => Err(lost(&shared.engine, id)),
     }
 }
 
-/// Events that answer an extension.
-pub(crate) fn ends_extend(e: &Event) -> bool {
-    matches!(e, Event::Renewed { .. } | Event::Lost { .. })
+/// A lease the engine no longer holds: lost, for the reason the engine knows.
+fn lost(engine: &Engine, id: LockId) -> Error {
+    Error::Lost(engine.lock_info(id).and_then(|i| i.lost).unwrap_or(LostReason::Expired))
 }
 
 /// The answer to an extension: the new end of validity.
@@ -280,19 +300,17 @@ pub(crate) fn extended(event: Option<Event>) -> Result<Instant, Error> {
     }
 }
 
-/// Starts an extension: refused when the lease is already lost.
-pub(crate) fn start_extend<W>(
-    engine: &mut Engine,
-    slots: &mut HashMap<LockId, Slot<W>>,
-    id: LockId,
-    now: Instant,
-) -> Result<(), Error> {
-    if let Some(slot) = slots.get_mut(&id) {
-        let events = &mut slot.events;
-        events.lost.map_or(Ok(()), |r| Err(Error::Lost(r)))?;
-        events.forget_renewals();
-    }
-    engine.extend(id, now).map_err(|_| Error::Lost(LostReason::Expired))
+/// Starts an extension; returns the op its answer carries. Refused (`Lost`) when the
+/// engine no longer holds the lease.
+pub(crate) fn start_extend<W: Waiter>(shared: &mut Shared<W>, id: LockId, now: Instant) -> Result<OpId, Error> {
+    let op = shared.engine.extend(id, now);
+    shared.expect(id, op).map_err(|_| lost(&shared.engine, id))
+}
+
+/// Starts a release; returns the op its answer carries.
+pub(crate) fn start_release<W: Waiter>(shared: &mut Shared<W>, id: LockId, now: Instant) -> Result<OpId, Error> {
+    let op = shared.engine.release(id, now);
+    shared.expect(id, op).map_err(|_| Error::Closed)
 }
 
 /// A guard's view of its lease, as the engine decides it: the end of validity, and whether

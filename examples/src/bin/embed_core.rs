@@ -12,7 +12,8 @@
 use std::time::{Duration, Instant};
 
 use rdlock_core::{
-    Acquire, Class, Command, Engine, EngineConfig, Event, LockOptions, Reply, Request, Transmit, TransportError,
+    Acquire, Class, Command, Engine, EngineConfig, Event, LockEvent, LockOptions, Reply, Request, Transmit,
+    TransportError,
 };
 use rdlock_driver::convert::{self, Eval};
 
@@ -33,8 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Seeds its owner tokens from the operating system.
     let mut engine = Engine::new(EngineConfig::default())?;
     let options = LockOptions { ttl: Duration::from_secs(5), ..LockOptions::default() };
-    let first = engine.acquire("embedded", options, Acquire::Wait { deadline: None }, start)?;
-    let second =
+    // Each call returns the lock and the op its answer will carry.
+    let (first, _) = engine.acquire("embedded", options, Acquire::Wait { deadline: None }, start)?;
+    let (second, _) =
         engine.acquire("embedded", options, Acquire::Wait { deadline: Some(start + Duration::from_secs(5)) }, start)?;
     let name = |id| if id == first { "first " } else { "second" };
     let mut release_first_at = None;
@@ -67,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         // 2. Act on the outcomes: this is where an application (or an adapter's API) lives.
         let mut acted = false;
-        while let Some((id, event)) = engine.poll_event() {
+        while let Some(LockEvent { lock: id, event, .. }) = engine.poll_event() {
             let now = Instant::now();
             match event {
                 Event::Acquired { fence, valid_until } => {

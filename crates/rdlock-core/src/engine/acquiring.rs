@@ -69,7 +69,7 @@ impl Engine {
         }
         lock.unsure |= reply.is_err();
         let outcome = reply.map_err(LockError::from).and_then(|r| parse_attempt(&r, wanted, a.waiter.seen_fence));
-        let (try_only, abandoned, opts) = (a.try_only, a.abandoned, lock.opts);
+        let (op, try_only, abandoned, opts) = (a.op, a.try_only, a.abandoned, lock.opts);
         match outcome {
             Err(e) => {
                 let transient = e.is_retryable();
@@ -82,7 +82,7 @@ impl Engine {
                     // The attempt may have run, failed half-way (a script error does not undo
                     // the writes before it), or been answered by a server we cannot read: its
                     // outcome is unknown, so leave nothing behind. The release is owner-checked.
-                    self.events.push_back((id, Event::Failed(e)));
+                    self.answer(id, op, Event::Failed(e));
                     self.send_release(id, Then::Silent, now);
                 }
             }
@@ -91,9 +91,9 @@ impl Engine {
                 if abandoned {
                     self.send_release(id, Then::Silent, now);
                 } else if acked < wanted {
-                    self.send_release(id, Then::Emit(Event::ReplicationShortfall { acked, wanted }), now);
+                    self.send_release(id, Then::Emit(op, Event::ReplicationShortfall { acked, wanted }), now);
                 } else if valid_until <= now {
-                    self.send_release(id, Then::Emit(Event::Failed(LockError::NoValidityLeft)), now);
+                    self.send_release(id, Then::Emit(op, Event::Failed(LockError::NoValidityLeft)), now);
                 } else {
                     self.become_held(id, fence, sent_at, valid_until, now);
                 }
@@ -103,7 +103,7 @@ impl Engine {
                 if abandoned {
                     if try_only { self.finish(id, now) } else { self.send_release(id, Then::Silent, now) }
                 } else if try_only {
-                    self.events.push_back((id, Event::Busy { holder_ttl }));
+                    self.answer(id, op, Event::Busy { holder_ttl });
                     self.finish(id, now);
                 } else if opts.sharing != Sharing::Queue {
                     self.wait_shared(id, holder_ttl, sent_subscribed, now);
@@ -168,13 +168,14 @@ impl Engine {
 
     pub(super) fn become_held(&mut self, id: LockId, fence: u64, from: Instant, valid_until: Instant, now: Instant) {
         self.drop_subscription(id, now);
-        let Some(lock) = self.locks.get(&id) else { return };
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        let Some(op) = lock.acquisition().map(|a| a.op) else { return };
         let lease = Lease::new(&lock.opts, fence, from, valid_until);
         if lock.opts.auto_renew {
             self.renewals.insert((lease.renew_after, id));
         }
         self.set_phase(id, Phase::Held(lease));
-        self.events.push_back((id, Event::Acquired { fence, valid_until }));
+        self.answer(id, op, Event::Acquired { fence, valid_until });
     }
 
     pub(super) fn on_role_reply(&mut self, reply: Result<Vec<Reply>, TransportError>, now: Instant) {
@@ -195,7 +196,9 @@ impl Engine {
             }
             Err(e) => {
                 for id in waiters {
-                    self.events.push_back((id, Event::Failed(e.clone())));
+                    if let Some(op) = self.locks.get_mut(&id).and_then(|l| l.acquisition()).map(|a| a.op) {
+                        self.answer(id, op, Event::Failed(e.clone()));
+                    }
                     self.leave_counting(id, now);
                 }
             }

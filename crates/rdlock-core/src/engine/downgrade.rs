@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::lock::Phase;
-use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending};
+use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, OpId, Pending};
 use crate::error::{LockError, Misuse};
 use crate::event::{Event, LostReason};
 use crate::options::Resource;
@@ -14,15 +14,16 @@ use crate::script::{PermitChangeArgs, PermitKeys};
 use crate::token::hex;
 
 impl Engine {
-    /// Turns a held write share into a read share. The outcome arrives as
-    /// [`Event::Downgraded`], [`Event::Lost`] (the share was gone) or [`Event::Failed`] (no
-    /// answer: the share may be either; it is released as usual either way).
+    /// Turns a held write share into a read share. The returned op is answered by
+    /// [`Event::Downgraded`], [`Event::Lost`] (the share was gone, or the lease was lost
+    /// meanwhile) or [`Event::Failed`] (no answer: the share may be either; it is released as
+    /// usual either way); not at all if the lock is released or abandoned first.
     ///
     /// # Errors
     ///
     /// [`Misuse::NotAWriter`] for anything but a held [`Resource::Write`];
     /// [`Misuse::NotHeld`] when it is not held or its lease is lost.
-    pub fn downgrade(&mut self, id: LockId, _now: Instant) -> Result<(), Misuse> {
+    pub fn downgrade(&mut self, id: LockId, _now: Instant) -> Result<OpId, Misuse> {
         let lock = self.locks.get_mut(&id).ok_or(Misuse::UnknownLock(id))?;
         if lock.resource != Resource::Write {
             return Err(Misuse::NotAWriter(id));
@@ -36,11 +37,18 @@ impl Engine {
         let args = PermitChangeArgs { token: &token, weight: 1, fence_ttl: FENCE_TTL, claim: HANDOFF_CLAIM, capacity };
         let command = args.command(&PermitKeys::derive(&lock.key));
         let route = lock.route;
-        self.request(route, vec![command], Pending::Downgrade(id));
-        Ok(())
+        let op = self.next_op();
+        self.request(route, vec![command], Pending::Downgrade(id, op));
+        Ok(op)
     }
 
-    pub(super) fn on_downgrade_reply(&mut self, id: LockId, reply: Result<Vec<Reply>, TransportError>, _now: Instant) {
+    pub(super) fn on_downgrade_reply(
+        &mut self,
+        id: LockId,
+        op: OpId,
+        reply: Result<Vec<Reply>, TransportError>,
+        _now: Instant,
+    ) {
         let Some(lock) = self.locks.get_mut(&id) else { return };
         // Released or given up meanwhile: nobody waits for the answer.
         if !matches!(lock.phase, Phase::Held(_)) {
@@ -58,17 +66,21 @@ impl Engine {
                 lock.resource = Resource::Read;
                 Event::Downgraded
             }
-            Ok(false) => match &mut lock.phase {
-                Phase::Held(l) if l.lost.is_none() => {
-                    l.lost = Some(LostReason::NotOwner);
-                    self.renewals.remove(&(l.renew_after, id));
-                    Event::Lost { reason: LostReason::NotOwner }
+            Ok(false) => match lock.lease().and_then(|l| l.lost) {
+                // Lost already (validity ran out meanwhile): the answer says so.
+                Some(reason) => Event::Lost { reason },
+                None => {
+                    // The share is gone. The answer tells the loss; extensions waiting for a
+                    // renewal are answered with it too.
+                    self.answer(id, op, Event::Lost { reason: LostReason::NotOwner });
+                    self.lose(id, LostReason::NotOwner, true);
+                    self.reschedule(id);
+                    return;
                 }
-                _ => return,
             },
             Err(e) => Event::Failed(e),
         };
-        self.events.push_back((id, event));
+        self.answer(id, op, event);
         self.reschedule(id);
     }
 }

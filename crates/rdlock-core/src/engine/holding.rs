@@ -64,6 +64,22 @@ impl Engine {
         }
     }
 
+    /// The held lease of `id` is lost: the extensions waiting for a renewal are answered
+    /// with the loss; with none waiting, and unless an answer already `told` it, the loss is a
+    /// notice.
+    pub(super) fn lose(&mut self, id: LockId, reason: LostReason, told: bool) {
+        let Some(l) = self.locks.get_mut(&id).and_then(|l| l.lease()) else { return };
+        l.lost = Some(reason);
+        self.renewals.remove(&(l.renew_after, id));
+        let extends = std::mem::take(&mut l.extends);
+        if extends.is_empty() && !told {
+            self.notify(id, Event::Lost { reason });
+        }
+        for op in extends {
+            self.answer(id, op, Event::Lost { reason });
+        }
+    }
+
     pub(super) fn on_renew_reply(
         &mut self,
         ids: &[LockId],
@@ -91,12 +107,17 @@ impl Engine {
                     if opts.auto_renew {
                         self.renewals.insert((l.renew_after, id));
                     }
-                    self.events.push_back((id, Event::Renewed { valid_until: l.valid_until }));
+                    let renewed = Event::Renewed { valid_until: l.valid_until };
+                    let extends = std::mem::take(&mut l.extends);
+                    // An automatic renewal with no extension waiting is news, not an answer.
+                    if extends.is_empty() {
+                        self.notify(id, renewed.clone());
+                    }
+                    for op in extends {
+                        self.answer(id, op, renewed.clone());
+                    }
                 }
-                Some(false) => {
-                    l.lost = Some(LostReason::NotOwner);
-                    self.events.push_back((id, Event::Lost { reason: LostReason::NotOwner }));
-                }
+                Some(false) => self.lose(id, LostReason::NotOwner, false),
                 None => {
                     // Unknown outcome: try again soon; validity running out ends it.
                     let rng = &mut self.rng;

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use super::OpId;
 use crate::command::{RequestId, Route};
 use crate::machine::{Lease, Release, Waiter};
 use crate::options::{LockOptions, Resource};
@@ -36,6 +37,8 @@ pub(crate) enum Phase {
 /// A lock being acquired: its attempts, its wait, and the caller's terms.
 #[derive(Debug)]
 pub(crate) struct Acquisition {
+    /// The caller's `acquire`, answered by the acquisition's outcome.
+    pub op: OpId,
     /// `try_lock`: one attempt, never queued.
     pub try_only: bool,
     pub deadline: Option<Instant>,

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::command::{Command, Request, RequestId, Route, Transmit};
 use crate::error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
-use crate::event::{Event, LostReason, Warning};
+use crate::event::{Event, LockEvent, LostReason, Warning};
 use crate::keys::LockKeys;
 use crate::machine::{Then, Waiter};
 use crate::options::{Acquire, Confirm, LockOptions, Resource, Sharing};
@@ -60,6 +60,11 @@ pub const HANDOFF_CLAIM: Duration = Duration::from_millis(250);
 /// Identifies one lock within an [`Engine`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LockId(pub u64);
+
+/// Identifies one caller action within an [`Engine`] (an acquisition, a release, an
+/// extension, a downgrade): the event that answers it carries it ([`LockEvent::op`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub u64);
 
 /// Settings shared by every lock of an engine.
 #[derive(Clone, Debug)]
@@ -127,7 +132,7 @@ enum Pending {
     Release(LockId),
     Renew { locks: Vec<LockId>, sent_at: Instant, wanted: u32 },
     Role,
-    Downgrade(LockId),
+    Downgrade(LockId, OpId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -145,6 +150,7 @@ pub struct Engine {
     client: u64,
     next_lock: u64,
     next_req: u64,
+    next_op: u64,
     /// Boxed: a map slot then costs a pointer, not a whole lock, for every spare bucket.
     locks: HashMap<LockId, Box<Lock>>,
     by_token: HashMap<u128, LockId>,
@@ -159,7 +165,7 @@ pub struct Engine {
     role_req: Option<RequestId>,
     role_waiters: Vec<LockId>,
     transmits: VecDeque<Transmit>,
-    events: VecDeque<(LockId, Event)>,
+    events: VecDeque<LockEvent>,
     warnings: VecDeque<Warning>,
 }
 
@@ -190,6 +196,7 @@ impl Engine {
             config,
             next_lock: 0,
             next_req: 0,
+            next_op: 0,
             locks: HashMap::new(),
             by_token: HashMap::new(),
             pending: HashMap::new(),
@@ -207,7 +214,7 @@ impl Engine {
 
     // ---------------------------------------------------------------- caller actions
 
-    /// Starts acquiring `key`. The outcome arrives as an event for the returned id:
+    /// Starts acquiring `key`: returns the new lock and the op its outcome answers, one of
     /// [`Event::Acquired`], [`Event::Busy`], [`Event::TimedOut`],
     /// [`Event::ReplicationShortfall`] or [`Event::Failed`].
     ///
@@ -221,7 +228,7 @@ impl Engine {
         opts: LockOptions,
         how: Acquire,
         now: Instant,
-    ) -> Result<LockId, InvalidInput> {
+    ) -> Result<(LockId, OpId), InvalidInput> {
         self.acquire_resource(key, Resource::Lock, opts, how, now)
     }
 
@@ -241,7 +248,7 @@ impl Engine {
         opts: LockOptions,
         how: Acquire,
         now: Instant,
-    ) -> Result<LockId, InvalidInput> {
+    ) -> Result<(LockId, OpId), InvalidInput> {
         opts.validate()?;
         resource.validate(&opts)?;
         let keys = LockKeys::new(key)?;
@@ -257,8 +264,9 @@ impl Engine {
         let token = self.rng.token_bits();
         let route = if opts.confirm == Confirm::None { Route::COMMANDS } else { Route::CONFIRM };
         self.by_token.insert(token, id);
+        let op = self.next_op();
         let acquisition =
-            Acquisition { try_only, deadline, step: Step::Counting, waiter: Waiter::default(), abandoned: false };
+            Acquisition { op, try_only, deadline, step: Step::Counting, waiter: Waiter::default(), abandoned: false };
         self.locks.insert(
             id,
             Box::new(Lock {
@@ -274,37 +282,44 @@ impl Engine {
             }),
         );
         self.send_attempt(id, if try_only { Mode::Try } else { Mode::First }, now);
-        Ok(id)
+        Ok((id, op))
     }
 
     /// Releases a held lock (also one whose lease was lost: the key may still be ours).
-    /// The outcome arrives as [`Event::Released`] or [`Event::Failed`].
+    /// The returned op is answered by [`Event::Released`] or [`Event::Failed`]; an extension
+    /// or a downgrade still pending is never answered.
     ///
     /// # Errors
     ///
     /// [`Misuse`] when the lock is unknown or not held (still acquiring, or already
     /// releasing); nothing changes.
-    pub fn release(&mut self, id: LockId, now: Instant) -> Result<(), Misuse> {
+    pub fn release(&mut self, id: LockId, now: Instant) -> Result<OpId, Misuse> {
         let lock = self.locks.get(&id).ok_or(Misuse::UnknownLock(id))?;
         if !matches!(lock.phase, Phase::Held(_)) {
             return Err(Misuse::NotHeld(id));
         }
-        self.send_release(id, Then::Report, now);
-        Ok(())
+        let op = self.next_op();
+        self.send_release(id, Then::Report(op), now);
+        Ok(op)
     }
 
     /// Renews a held lock now (batched with any other lock whose renewal window is open).
-    /// The outcome arrives as [`Event::Renewed`] or [`Event::Lost`].
+    /// The returned op is answered by [`Event::Renewed`] or [`Event::Lost`]. While a renewal
+    /// is in flight, nothing more is sent: its answer answers this op too (its validity counts
+    /// from its own send time, before this call: a conservative end).
     ///
     /// # Errors
     ///
     /// [`Misuse`] when the lock is unknown, not held, or its lease is already lost.
-    pub fn extend(&mut self, id: LockId, now: Instant) -> Result<(), Misuse> {
+    pub fn extend(&mut self, id: LockId, now: Instant) -> Result<OpId, Misuse> {
+        let op = OpId(self.next_op);
         let lock = self.locks.get_mut(&id).ok_or(Misuse::UnknownLock(id))?;
         let Some(lease) = lock.lease() else { return Err(Misuse::NotHeld(id)) };
         if lease.lost.is_some() {
             return Err(Misuse::NotHeld(id));
         }
+        self.next_op += 1;
+        lease.extends.push(op);
         if lease.renewing.is_none() {
             self.renewals.remove(&(lease.renew_after, id));
             lease.renew_after = now;
@@ -312,7 +327,7 @@ impl Engine {
             self.renewals.insert((now, id));
             self.renew_due(now);
         }
-        Ok(())
+        Ok(op)
     }
 
     /// The caller no longer cares about this lock (a dropped guard or a cancelled wait): it is
@@ -401,7 +416,7 @@ impl Engine {
             Pending::Release(lock) => self.on_release_reply(lock, id, reply, now),
             Pending::Renew { locks, sent_at, wanted } => self.on_renew_reply(&locks, id, sent_at, wanted, reply, now),
             Pending::Role => self.on_role_reply(reply, now),
-            Pending::Downgrade(lock) => self.on_downgrade_reply(lock, reply, now),
+            Pending::Downgrade(lock, op) => self.on_downgrade_reply(lock, op, reply, now),
         }
         Ok(())
     }
@@ -466,14 +481,15 @@ impl Engine {
         for id in self.subs.waiters(channel) {
             let Some(a) = self.locks.get_mut(&id).and_then(|l| l.acquisition()) else { continue };
             let failed = Event::Failed(LockError::Server(error.clone()));
+            let op = a.op;
             match a.step {
                 Step::Idle { .. } => {
-                    self.events.push_back((id, failed));
+                    self.answer(id, op, failed);
                     self.send_release(id, Then::Silent, now);
                 }
                 Step::InFlight(_) if !a.abandoned => {
                     a.abandoned = true;
-                    self.events.push_back((id, failed));
+                    self.answer(id, op, failed);
                     self.drop_subscription(id, now);
                     self.reschedule(id);
                 }
@@ -489,8 +505,8 @@ impl Engine {
         self.transmits.pop_front()
     }
 
-    /// The next outcome to report.
-    pub fn poll_event(&mut self) -> Option<(LockId, Event)> {
+    /// The next event to report: the answer to a caller action, or a notice.
+    pub fn poll_event(&mut self) -> Option<LockEvent> {
         self.events.pop_front()
     }
 
@@ -500,6 +516,21 @@ impl Engine {
     }
 
     // ---------------------------------------------------------------- plumbing
+
+    fn next_op(&mut self) -> OpId {
+        self.next_op += 1;
+        OpId(self.next_op - 1)
+    }
+
+    /// Answers the caller action `op` of lock `id`.
+    fn answer(&mut self, id: LockId, op: OpId, event: Event) {
+        self.events.push_back(LockEvent { lock: id, op: Some(op), event });
+    }
+
+    /// Tells news nobody asked for.
+    fn notify(&mut self, id: LockId, event: Event) {
+        self.events.push_back(LockEvent { lock: id, op: None, event });
+    }
 
     fn request(&mut self, route: Route, commands: Vec<Command>, pending: Pending) -> RequestId {
         let id = RequestId(self.next_req);

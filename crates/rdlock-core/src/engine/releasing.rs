@@ -80,8 +80,8 @@ impl Engine {
             self.warnings.push_back(Warning::MixedSharing { key: lock.key.clone() });
         }
         let (event, again) = r.answered(&outcome, now);
-        if let Some(e) = event {
-            self.events.push_back((id, e));
+        if let Some((op, e)) = event {
+            self.answer(id, op, e);
         }
         match again {
             Some(_) => self.reschedule(id),

@@ -57,28 +57,25 @@ impl Engine {
         match &mut lock.phase {
             Phase::Acquiring(a) => {
                 let past_deadline = a.deadline.is_some_and(|d| now >= d);
+                let op = a.op;
                 match a.step {
                     Step::Counting if past_deadline => {
-                        self.events.push_back((id, Event::TimedOut));
+                        self.answer(id, op, Event::TimedOut);
                         self.leave_counting(id, now);
                     }
                     Step::InFlight(_) if past_deadline && !a.abandoned => {
                         a.abandoned = true;
-                        self.events.push_back((id, Event::TimedOut));
+                        self.answer(id, op, Event::TimedOut);
                     }
                     Step::Idle { .. } if past_deadline => {
-                        self.events.push_back((id, Event::TimedOut));
+                        self.answer(id, op, Event::TimedOut);
                         self.send_release(id, Then::Silent, now);
                     }
                     Step::Idle { retry_at } if now >= retry_at => self.send_attempt(id, Mode::Retry, now),
                     _ => {}
                 }
             }
-            Phase::Held(l) if l.lost.is_none() && now >= l.valid_until => {
-                l.lost = Some(LostReason::Expired);
-                self.renewals.remove(&(l.renew_after, id));
-                self.events.push_back((id, Event::Lost { reason: LostReason::Expired }));
-            }
+            Phase::Held(l) if l.lost.is_none() && now >= l.valid_until => self.lose(id, LostReason::Expired, false),
             Phase::Held(l) if l.lost.is_none() && l.renewing.is_none() && now >= l.renew_before => self.renew_due(now),
             Phase::Releasing(r) if r.retry_at.is_some_and(|at| now >= at) => self.resend_release(id),
             _ => {}

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::command::RequestId;
+use crate::engine::OpId;
 use crate::event::LostReason;
 use crate::options::LockOptions;
 
@@ -21,13 +22,15 @@ pub struct Lease {
     pub renewing: Option<RequestId>,
     /// Set once the lease is lost; it never comes back.
     pub lost: Option<LostReason>,
+    /// Extensions the caller asked for, answered by the next renewal's outcome (or the loss).
+    pub extends: Vec<OpId>,
 }
 
 impl Lease {
     /// A lease granted by a request sent at `from` (the start of its renewal window).
     pub fn new(opts: &LockOptions, fence: u64, from: Instant, valid_until: Instant) -> Self {
         let (renew_after, renew_before) = renew_window(opts, from);
-        Self { fence, valid_until, renew_after, renew_before, renewing: None, lost: None }
+        Self { fence, valid_until, renew_after, renew_before, renewing: None, lost: None, extends: Vec::new() }
     }
 
     /// Whether the holder may still trust the lock at `now`.

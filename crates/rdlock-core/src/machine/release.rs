@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::command::RequestId;
+use crate::engine::OpId;
 use crate::error::LockError;
 use crate::event::{Event, ReleaseOutcome};
 use crate::script::ReleaseReply;
@@ -18,10 +19,10 @@ const RECHECKS: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs
 /// What to tell the caller once a release completes.
 #[derive(Debug)]
 pub enum Then {
-    /// The caller asked to release: report [`Event::Released`].
-    Report,
-    /// Report this instead (an acquisition undone).
-    Emit(Event),
+    /// The caller asked to release (this op): report [`Event::Released`].
+    Report(OpId),
+    /// Answer this op with this event instead (an acquisition undone).
+    Emit(OpId, Event),
     /// Nobody is listening (a dropped guard, an abandoned wait).
     Silent,
 }
@@ -60,27 +61,31 @@ impl Release {
     }
 
     /// The answer to the request in flight, or its failure. Returns what to tell the caller
-    /// (the first answer or failure only) and, when the release must go again, when.
+    /// (the first answer or failure only: the op it answers, and the event) and, when the
+    /// release must go again, when.
     pub fn answered(
         &mut self,
         outcome: &Result<ReleaseReply, LockError>,
         now: Instant,
-    ) -> (Option<Event>, Option<Instant>) {
+    ) -> (Option<(OpId, Event)>, Option<Instant>) {
         self.req = None;
         let known = |held: bool| if held { ReleaseOutcome::Released } else { ReleaseOutcome::NotHeld };
         let event = match (outcome, std::mem::replace(&mut self.then, Then::Silent)) {
             (_, Then::Silent) => None,
-            (_, Then::Emit(e)) => Some(e),
+            (_, Then::Emit(op, e)) => Some((op, e)),
             // Only the first attempt's answer tells: after a lost one, "not ours" may be our
             // own earlier delete, or an expiry, or a restart.
-            (Ok(r), Then::Report) if self.attempts == 1 => {
-                Some(Event::Released { outcome: known(self.valid_at_start && r.was_held()) })
+            (Ok(r), Then::Report(op)) if self.attempts == 1 => {
+                Some((op, Event::Released { outcome: known(self.valid_at_start && r.was_held()) }))
             }
-            (Ok(_), Then::Report) => Some(Event::Released { outcome: ReleaseOutcome::Unknown }),
-            (Err(e), Then::Report) if e.is_retryable() => Some(Event::Released {
-                outcome: if self.valid_at_start { ReleaseOutcome::Unknown } else { ReleaseOutcome::NotHeld },
-            }),
-            (Err(e), Then::Report) => Some(Event::Failed(e.clone())),
+            (Ok(_), Then::Report(op)) => Some((op, Event::Released { outcome: ReleaseOutcome::Unknown })),
+            (Err(e), Then::Report(op)) if e.is_retryable() => Some((
+                op,
+                Event::Released {
+                    outcome: if self.valid_at_start { ReleaseOutcome::Unknown } else { ReleaseOutcome::NotHeld },
+                },
+            )),
+            (Err(e), Then::Report(op)) => Some((op, Event::Failed(e.clone()))),
         };
         self.retry_at = match outcome {
             Err(e) if e.is_retryable() && now < self.give_up => {

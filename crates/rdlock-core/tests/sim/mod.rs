@@ -74,11 +74,17 @@ pub fn virtualize(text: &str) -> String {
 /// engine's behaviour keeps it (`simulation.rs`, `golden_trace`).
 pub fn golden(seeds: std::ops::Range<u64>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    // `RDLOCK_SIM_GOLDEN_DUMP=path` also writes the traces, to diff two runs when the hash moves.
+    let mut dump = std::env::var_os("RDLOCK_SIM_GOLDEN_DUMP").map(|p| std::fs::File::create(p).expect("dump file"));
     for seed in seeds {
         let sc = Scenario::new(seed, Bug::None);
         let mut world = World::new(sc, true);
         world.run();
         for line in world.trace().unwrap_or_default() {
+            if let Some(f) = &mut dump {
+                use std::io::Write;
+                writeln!(f, "{seed} {line}").expect("dump write");
+            }
             for b in line.bytes().chain([b'\n']) {
                 h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
             }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rdlock_core::{Acquire, Confirm, Event, LockId, LockOptions, Resource, Sharing};
+use rdlock_core::{Acquire, Confirm, Event, LockId, LockOptions, OpId, Resource, Sharing};
 
 use super::scenario::{Kind, WRONGTYPE_KEY};
 use super::world::World;
@@ -26,6 +26,15 @@ enum State {
         /// A write share that may still be downgraded (once) before it is released.
         writer: bool,
     },
+}
+
+/// The caller action an op stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Acquire,
+    Release,
+    Extend,
+    Downgrade,
 }
 
 /// One sequential user of locks inside a client.
@@ -76,11 +85,14 @@ impl World {
             State::Acquiring { lock, .. } => {
                 self.log(|| format!("c{c} cancels {lock:?}"));
                 self.clients[c].engine.abandon(lock, t);
+                self.clients[c].owed.retain(|_, (l, _)| *l != lock);
                 self.checker.on_release_called(c, lock, true);
                 self.idle(c, w);
             }
             State::Holding { lock, extend_at: Some(x), release_at, writer } if x <= self.now => {
-                let ok = self.clients[c].engine.extend(lock, t).is_ok();
+                let op = self.clients[c].engine.extend(lock, t).ok();
+                self.owe(c, lock, op, OpKind::Extend);
+                let ok = op.is_some();
                 self.log(|| format!("c{c} extends {lock:?}: {ok}"));
                 self.checker.on_extend(c, lock, ok, self.now);
                 self.clients[c].workers[w].state = State::Holding { lock, extend_at: None, release_at, writer };
@@ -88,7 +100,9 @@ impl World {
             }
             State::Holding { lock, extend_at, writer: true, .. } if self.dice.chance(0.4) => {
                 // Downgrade instead of releasing, then hold on as a reader for a while.
-                let ok = self.clients[c].engine.downgrade(lock, t).is_ok();
+                let op = self.clients[c].engine.downgrade(lock, t).ok();
+                self.owe(c, lock, op, OpKind::Downgrade);
+                let ok = op.is_some();
                 self.log(|| format!("c{c} downgrades {lock:?}: {ok}"));
                 let release_at = self.now + self.dice.range(1, 60) * MS;
                 self.clients[c].workers[w].state = State::Holding { lock, extend_at, release_at, writer: false };
@@ -100,6 +114,7 @@ impl World {
                 } else {
                     self.log(|| format!("c{c} drops {lock:?}"));
                     self.clients[c].engine.abandon(lock, t);
+                    self.clients[c].owed.retain(|_, (l, _)| *l != lock);
                     self.checker.on_release_called(c, lock, true);
                 }
                 self.idle(c, w);
@@ -109,8 +124,15 @@ impl World {
 
     fn release(&mut self, c: usize, lock: LockId) {
         self.log(|| format!("c{c} releases {lock:?}"));
-        if let Err(e) = self.clients[c].engine.release(lock, at(self.now)) {
-            self.checker.fail(self.now, format!("client {c}: release of held {lock:?} refused: {e}"));
+        match self.clients[c].engine.release(lock, at(self.now)) {
+            Ok(op) => {
+                // A release ends the lock's pending extension or downgrade unanswered.
+                self.clients[c]
+                    .owed
+                    .retain(|_, (l, kind)| *l != lock || !matches!(kind, OpKind::Extend | OpKind::Downgrade));
+                self.owe(c, lock, Some(op), OpKind::Release);
+            }
+            Err(e) => self.checker.fail(self.now, format!("client {c}: release of held {lock:?} refused: {e}")),
         }
         self.checker.on_release_called(c, lock, false);
     }
@@ -176,7 +198,8 @@ impl World {
             Kind::RwLock => Resource::Read,
         };
         match self.clients[c].engine.acquire_resource(&key, resource, opts, how, at(self.now)) {
-            Ok(lock) => {
+            Ok((lock, op)) => {
+                self.owe(c, lock, Some(op), OpKind::Acquire);
                 self.log(|| format!("c{c} acquires {lock:?} on {key} {resource:?} {how:?} {opts:?}"));
                 self.clients[c].live.insert(key.clone(), lock);
                 self.checker.on_acquire(c, lock, &key, resource, opts, deadline, self.now);
@@ -188,6 +211,46 @@ impl World {
                 }
             }
             Err(e) => self.checker.fail(self.now, format!("client {c}: valid acquire of {key} refused: {e}")),
+        }
+    }
+
+    /// The engine owes an answer to `op`, if the action was accepted.
+    fn owe(&mut self, c: usize, lock: LockId, op: Option<OpId>, kind: OpKind) {
+        if let Some(op) = op
+            && self.clients[c].owed.insert(op, (lock, kind)).is_some()
+        {
+            self.checker.fail(self.now, format!("client {c}: op {op:?} handed out twice"));
+        }
+    }
+
+    /// An event carries the op it answers: one that was owed, for its own lock, once. A
+    /// notice (no op) is only news nobody asked for: a renewal, or a loss, while no extension
+    /// of the lock waits (it would be that extension's answer).
+    pub(super) fn on_answer(&mut self, c: usize, lock: LockId, op: Option<OpId>, ev: &Event) {
+        let extending = self.clients[c].owed.values().any(|&(l, kind)| l == lock && kind == OpKind::Extend);
+        let wrong = match op {
+            None if extending => Some(format!("{ev:?} of {lock:?} is a notice while an extension waits")),
+            None if matches!(ev, Event::Renewed { .. } | Event::Lost { .. }) => None,
+            None => Some(format!("{ev:?} of {lock:?} answers no op")),
+            Some(op) => match self.clients[c].owed.remove(&op) {
+                Some((owner, _)) if owner == lock => None,
+                Some((owner, _)) => Some(format!("{op:?} of {owner:?} answered for {lock:?}")),
+                None => Some(format!("{op:?} answered but not owed (twice, or after its lock was given up)")),
+            },
+        };
+        if let Some(wrong) = wrong {
+            self.checker.fail(self.now, format!("client {c}: {wrong}"));
+        }
+    }
+
+    /// Once the world is quiet, every live client has had every answer it is owed.
+    pub(super) fn check_answered(&mut self) {
+        let unanswered: Vec<String> = (self.clients.iter().enumerate())
+            .filter(|(_, cl)| cl.alive)
+            .flat_map(|(c, cl)| cl.owed.iter().map(move |(op, (lock, _))| format!("c{c} {op:?} of {lock:?}")))
+            .collect();
+        if !unanswered.is_empty() {
+            self.checker.fail(self.now, format!("quiet, yet never answered: {unanswered:?}"));
         }
     }
 

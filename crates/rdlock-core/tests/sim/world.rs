@@ -7,14 +7,15 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use rdlock_core::{
-    Class, Command, Engine, EngineConfig, LockId, Reply, Request, RequestId, Route, Transmit, TransportError,
+    Class, Command, Engine, EngineConfig, LockEvent, LockId, OpId, Reply, Request, RequestId, Route, Transmit,
+    TransportError,
 };
 
 use super::checker::{Checker, Stats};
 use super::dice::Dice;
 use super::fake::{Effects, Fake};
 use super::scenario::{Fault, Scenario};
-use super::workload::Worker;
+use super::workload::{OpKind, Worker};
 use super::{MS, at, ns};
 
 /// Something delivered to a client; held in its inbox while the client is paused.
@@ -137,6 +138,8 @@ pub(super) struct Client {
     pub workers: Vec<Worker>,
     /// The client's live engine lock per key (at most one each).
     pub live: BTreeMap<String, LockId>,
+    /// The caller actions the engine still owes an answer, with their lock.
+    pub owed: BTreeMap<OpId, (LockId, OpKind)>,
     /// Pub/sub connection generation, bumped when it drops.
     conn_epoch: u64,
     /// The server's subscriptions for this client's pub/sub connection.
@@ -188,6 +191,7 @@ impl World {
                     outstanding: BTreeMap::new(),
                     workers: (0..sc.workers).map(|_| Worker::default()).collect(),
                     live: BTreeMap::new(),
+                    owed: BTreeMap::new(),
                     conn_epoch: 0,
                     channels: BTreeSet::new(),
                     links: [0; 6],
@@ -246,6 +250,7 @@ impl World {
                 break;
             }
             if self.now >= self.sc.active && self.quiet() {
+                self.check_answered();
                 self.checker.check_quiesced(self.now, &self.fake);
                 break;
             }
@@ -533,8 +538,10 @@ impl World {
             if events.is_empty() {
                 break;
             }
-            for (id, ev) in events {
+            for LockEvent { lock: id, op, event: ev } in events {
+                // The trace line leaves the op out: it reads as before ops existed.
                 self.log(|| format!("c{c} event {id:?} {ev:?}"));
+                self.on_answer(c, id, op, &ev);
                 self.checker.on_event(c, id, &ev, self.now, &self.fake);
                 self.on_lock_event(c, id, ev);
             }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use rdlock_core::{Class, Command, Event, LockId, Reply, Request, Route, Transmit, TransportError};
+use rdlock_core::{Class, Command, Event, LockId, OpId, Reply, Request, Route, Transmit, TransportError};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
@@ -23,12 +23,37 @@ use crate::convert;
 use crate::exchange::Exchange;
 use crate::runtime::{Runtime, timeout};
 
-/// A lock's waiter is the task awaiting its next event (lost-lease waiters wait on the
-/// events' loss signal).
-impl common::Waiter for Option<Waker> {
+/// The tasks awaiting answers on one lock: calls on one guard from several tasks at once
+/// (extensions, say) each get woken. The first waker is inline, so that a waiting lock
+/// allocates nothing for it; a cancelled caller's waker is woken once more, at the next event.
+/// Lost-lease waiters wait on the slot's loss signal instead.
+#[derive(Debug, Default)]
+pub(super) struct Wakers {
+    first: Option<Waker>,
+    /// Boxed: every waiting lock carries the field (a pointer, not a vector's three words),
+    /// few use it.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<Waker>>>,
+}
+
+impl common::Waiter for Wakers {
     fn wake(&mut self) {
-        if let Some(w) = self.take() {
+        let more = self.more.take().map(|m| *m).unwrap_or_default();
+        for w in self.first.take().into_iter().chain(more) {
             w.wake();
+        }
+    }
+}
+
+impl Wakers {
+    fn register(&mut self, waker: &Waker) {
+        let more = self.more.as_deref().map_or(&[][..], Vec::as_slice);
+        if self.first.iter().chain(more).any(|w| w.will_wake(waker)) {
+            return;
+        }
+        match self.first {
+            None => self.first = Some(waker.clone()),
+            Some(_) => self.more.get_or_insert_default().push(waker.clone()),
         }
     }
 }
@@ -69,7 +94,7 @@ pub(super) struct Tasks<R> {
 }
 
 impl<R: Runtime> Side for Tasks<R> {
-    type Waiter = Option<Waker>;
+    type Waiter = Wakers;
 
     fn now() -> Instant {
         R::now()
@@ -135,8 +160,8 @@ impl<R: Runtime> Cell<Tasks<R>> {
         }
     }
 
-    /// Sends `requests` on the caller's task until the caller's answer (the next event of
-    /// `id` that `wanted` accepts) is in, and returns it: at the deadline, or as soon as the
+    /// Sends `requests` on the caller's task until the caller's answer (the event of `id`
+    /// that carries `op`) is in, and returns it: at the deadline, or as soon as the
     /// engine answers, even while an exchange is still in flight. What is left of the
     /// exchange then goes on in the background, so that the caller never waits on a stalled
     /// server past its deadline, nor on clean-ups and other locks' requests. The deadline
@@ -145,16 +170,17 @@ impl<R: Runtime> Cell<Tasks<R>> {
         self: &Arc<Self>,
         requests: Vec<Request>,
         id: LockId,
-        wanted: fn(&Event) -> bool,
+        op: OpId,
         _deadline: Option<Instant>,
     ) -> impl Future<Output = Option<Event>> + '_ {
         // Not an `async fn`: its future would keep the unused deadline, in every waiter.
-        self.answer(requests, id, wanted)
+        self.answer(requests, id, op)
     }
 
-    async fn answer(self: &Arc<Self>, requests: Vec<Request>, id: LockId, wanted: fn(&Event) -> bool) -> Option<Event> {
+    async fn answer(self: &Arc<Self>, requests: Vec<Request>, id: LockId, op: OpId) -> Option<Event> {
         let mut running = Running {
             inner: self,
+            awaiting: Some((id, op)),
             future: (!requests.is_empty()).then(|| {
                 let inner = self.clone();
                 Box::pin(async move { inner.run(requests).await }) as Detached
@@ -166,13 +192,14 @@ impl<R: Runtime> Cell<Tasks<R>> {
             }
             let mut st = self.state();
             let Some(slot) = st.slots.get_mut(&id) else { return Poll::Ready(None) };
-            if let Some(e) = slot.events.take(wanted) {
+            if let Some(e) = slot.events.take(op) {
                 return Poll::Ready(Some(e));
             }
-            slot.waiter = Some(cx.waker().clone());
+            slot.waiter.register(cx.waker());
             Poll::Pending
         })
         .await;
+        running.awaiting = None;
         if let Some(rest) = running.future.take() {
             R::spawn(rest);
         }
@@ -250,18 +277,26 @@ impl<R: Runtime> Cell<Tasks<R>> {
 /// An exchange started on a caller's task.
 pub(super) type Detached = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// The exchange a caller of [`Inner::run_until`] started: if the caller is cancelled (a
-/// timeout, a `select!`), the exchange is not cut off but finished in the background, so
-/// the engine learns its real outcome and what it produced for other locks is sent.
+/// The exchange a caller of [`Inner::run_until`] started, and the op it awaits: if the caller
+/// is cancelled (a timeout, a `select!`), the exchange is not cut off but finished in the
+/// background, so the engine learns its real outcome and what it produced for other locks is
+/// sent; and the op's answer is not kept for nobody.
 struct Running<'a, R: Runtime> {
     inner: &'a Inner<R>,
     future: Option<Detached>,
+    /// The lock and op awaited, until the answer is in.
+    awaiting: Option<(LockId, OpId)>,
 }
 
 impl<R: Runtime> Drop for Running<'_, R> {
     fn drop(&mut self) {
         if let Some(f) = self.future.take() {
             self.inner.detach(f);
+        }
+        if let Some((id, op)) = self.awaiting
+            && let Some(slot) = self.inner.state().slots.get_mut(&id)
+        {
+            slot.events.forget(op);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Class, Command, Event, LockId, Reply, Request, Route, Transmit, TransportError};
+use rdlock_core::{Class, Command, Event, LockId, OpId, Reply, Request, Route, Transmit, TransportError};
 use redis::{Connection, Value};
 
 use crate::cell::{self, Cell, Side};
@@ -165,12 +165,12 @@ impl Cell<Threads> {
         Ok(Pooled { conn, read_timeout: left })
     }
 
-    /// Blocks until the next event of `id` that `wanted` accepts, dropping others.
-    pub(super) fn next_event(&self, id: LockId, wanted: impl Fn(&Event) -> bool) -> Option<Event> {
+    /// Blocks until the answer to `op` of lock `id` is in.
+    pub(super) fn next_event(&self, id: LockId, op: OpId) -> Option<Event> {
         let mut st = self.state();
         loop {
             let slot = st.slots.get_mut(&id)?;
-            if let Some(e) = slot.events.take(&wanted) {
+            if let Some(e) = slot.events.take(op) {
                 return Some(e);
             }
             let cond = slot.waiter.clone();
@@ -187,8 +187,8 @@ impl Cell<Threads> {
         }
     }
 
-    /// Sends `requests` on this thread until the caller's answer (an event of `id` that
-    /// `wanted` accepts) is in, each exchange cut short at `deadline`; then hands what is
+    /// Sends `requests` on this thread until the caller's answer (the event of `id` that
+    /// carries `op`) is in, each exchange cut short at `deadline`; then hands what is
     /// left (clean-ups, retries, other locks' requests) to the workers and returns the
     /// answer. So a caller waits at most until its deadline, or one response timeout
     /// without one.
@@ -196,19 +196,19 @@ impl Cell<Threads> {
         self: &Arc<Self>,
         requests: Vec<Request>,
         id: LockId,
-        wanted: fn(&Event) -> bool,
+        op: OpId,
         deadline: Option<Instant>,
     ) -> Option<Event> {
         let mut queue = VecDeque::from(requests);
         while let Some(req) = queue.pop_front() {
-            if self.state().slots.get(&id).is_none_or(|s| s.events.has(wanted)) {
+            if self.state().slots.get(&id).is_none_or(|s| s.events.has(op)) {
                 queue.push_front(req);
                 break;
             }
             queue.extend(self.execute(req, deadline));
         }
         self.run_background(queue.into());
-        self.next_event(id, wanted)
+        self.next_event(id, op)
     }
 
     /// Sends the first of `requests` on this thread (for a dropped guard: one response
