@@ -69,3 +69,41 @@ impl Lease {
 fn renew_window(opts: &LockOptions, from: Instant) -> (Instant, Instant) {
     (from + opts.ttl / 4, from + opts.ttl / 3)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use proptest::prelude::*;
+
+    use super::Lease;
+    use crate::event::LostReason;
+    use crate::options::LockOptions;
+
+    proptest! {
+        #![proptest_config(super::super::proptest_config())]
+
+        /// Renewals sent at any later instants never shorten validity, the renewal window
+        /// follows the latest renewal, and the next wake-up is never past validity.
+        #[test]
+        fn renewals_only_extend_validity(ttl_ms in 10u64..60_000, steps in prop::collection::vec((0u64..20_000, any::<bool>()), 0..20)) {
+            #[allow(clippy::disallowed_methods)] // the test's one clock reading
+            let t0 = Instant::now();
+            let opts = LockOptions { ttl: Duration::from_millis(ttl_ms), ..LockOptions::default() };
+            let mut lease = Lease::new(&opts, 7, t0, opts.valid_until(t0));
+            let mut sent = t0;
+            for (gap_ms, scheduled) in steps {
+                sent += Duration::from_millis(gap_ms);
+                let before = lease.valid_until;
+                lease.renewed(&opts, sent);
+                prop_assert!(lease.valid_until >= before);
+                prop_assert!(lease.renew_after >= sent && lease.renew_before >= lease.renew_after);
+                prop_assert!(lease.wake_at(scheduled).is_some_and(|w| w <= lease.valid_until));
+                prop_assert_eq!(lease.is_valid(sent), sent < lease.valid_until);
+            }
+            lease.lost = Some(LostReason::Expired);
+            prop_assert_eq!(lease.wake_at(true), None);
+            prop_assert!(!lease.is_valid(t0));
+        }
+    }
+}

@@ -102,3 +102,64 @@ impl Release {
         (event, self.retry_at)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use proptest::prelude::*;
+
+    use super::{Release, Then};
+    use crate::command::RequestId;
+    use crate::engine::OpId;
+    use crate::error::LockError;
+    use crate::event::{Event, ReleaseOutcome};
+    use crate::reply::TransportError;
+    use crate::script::ReleaseReply;
+
+    proptest! {
+        #![proptest_config(super::super::proptest_config())]
+
+        /// The caller hears once, at the first answer or failure, and `Released` only when
+        /// the lease was valid and the first attempt's answer freed the key; retries stop at
+        /// `give_up`, and at most two repeats follow an answer.
+        #[test]
+        fn one_answer_then_retries_and_repeats_end(
+            valid in any::<bool>(),
+            unsure in any::<bool>(),
+            answers in prop::collection::vec(0u8..4, 1..20),
+        ) {
+            #[allow(clippy::disallowed_methods)] // the test's one clock reading
+            let t0 = Instant::now();
+            let give_up = t0 + Duration::from_secs(10);
+            let mut r = Release::new(valid, Then::Report(OpId(1)), give_up, unsure);
+            let (mut now, mut events, mut repeats, mut first) = (t0, 0, 0, None);
+            for (i, a) in answers.into_iter().enumerate() {
+                r.sent(RequestId(i as u64));
+                let outcome = match a {
+                    0 => Ok(ReleaseReply::NotHeld),
+                    1 => Ok(ReleaseReply::Released),
+                    2 => Ok(ReleaseReply::HandedOff),
+                    _ => Err(LockError::Transport(TransportError::Timeout)),
+                };
+                let (event, again) = r.answered(&outcome, now);
+                if let Some(e) = event {
+                    events += 1;
+                    first = Some((i, outcome.clone(), e));
+                }
+                repeats += usize::from(outcome.is_ok() && again.is_some());
+                match again {
+                    Some(at) => { prop_assert!(at > now); now = at; }
+                    None => break,
+                }
+                prop_assert!(outcome.is_ok() || now <= give_up + Duration::from_secs(5));
+            }
+            prop_assert_eq!(events, 1, "the caller hears exactly once");
+            prop_assert!(repeats <= 2);
+            if let Some((i, outcome, (OpId(1), Event::Released { outcome: told }))) = first {
+                let freed = matches!(outcome, Ok(ReleaseReply::Released | ReleaseReply::HandedOff));
+                prop_assert_eq!(told == ReleaseOutcome::Released, i == 0 && valid && freed);
+            }
+        }
+    }
+}

@@ -50,3 +50,51 @@ impl Waiter {
         (valid_until > now + opts.ttl / 2).then_some(valid_until)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use proptest::prelude::*;
+
+    use super::Waiter;
+    use crate::options::LockOptions;
+
+    proptest! {
+        #![proptest_config(super::super::proptest_config())]
+
+        /// Whatever attempts report and whatever hand-offs are heard in between: the anchor
+        /// and the highest fence seen never go back, a hand-off at or below a fence a retry
+        /// saw is never taken, and a hand-off held at once counts from the anchor with at
+        /// least half the TTL left.
+        #[test]
+        fn the_anchor_and_the_fences_only_move_forward(
+            steps in prop::collection::vec((0u64..500, prop::option::of(0u64..100), prop::option::of(0u64..100), any::<bool>()), 0..30),
+            ttl_ms in 10u64..10_000,
+        ) {
+            #[allow(clippy::disallowed_methods)] // the test's one clock reading
+            let t0 = Instant::now();
+            let opts = LockOptions { ttl: Duration::from_millis(ttl_ms), ..LockOptions::default() };
+            let mut w = Waiter::default();
+            let mut sent = t0;
+            for (gap_ms, fence, heard, unsure) in steps {
+                sent += Duration::from_millis(gap_ms);
+                let (anchor, seen) = (w.anchor, w.seen_fence);
+                w.granted = heard;
+                let taken = w.saw_holder(fence.filter(|&f| f > 0), sent, unsure);
+                prop_assert!(w.anchor >= anchor && w.seen_fence >= seen);
+                prop_assert!(w.granted.is_none(), "a stashed hand-off is always consumed");
+                if let Some(g) = taken {
+                    prop_assert!(g > w.seen_fence && Some(g) == heard);
+                }
+                prop_assert!(!w.is_fresh(w.seen_fence));
+                let now = sent + Duration::from_millis(gap_ms / 2);
+                match (w.heard_valid_until(&opts, now), w.anchor) {
+                    (Some(v), Some(a)) => prop_assert!(v == opts.valid_until(a) && v > now + opts.ttl / 2),
+                    (Some(_), None) => prop_assert!(false, "held at once without an anchor"),
+                    (None, _) => {}
+                }
+            }
+        }
+    }
+}
