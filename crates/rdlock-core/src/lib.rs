@@ -8,6 +8,11 @@
 //! [`LockEvent`]s. The runtime adapters (`rdlock-tokio`,
 //! `rdlock-async-std`, `rdlock-blocking`) drive it; so can any executor of your own.
 //!
+//! Every primitive is a lease driven the same way: a lock, a semaphore's permit (or several
+//! at once), a read-write lock's read or write share ([`Resource`]). They differ only in the
+//! scripts they run; an [`Engine`] holds any mix of them, and everything below applies to
+//! all (a write share can also be [downgraded](Engine::downgrade)).
+//!
 //! ## The contract
 //!
 //! An [`Engine`] holds all locks of one client. Feed it inputs, then drain its outputs:
