@@ -8,6 +8,7 @@
 //! writer beside anyone, seen here happened on the server too: such an "overlap" is an
 //! exclusion bug, never timing noise (the leases, 10 s and renewed, cannot lapse in a 1 ms hold).
 
+use crate::adapters::join_all;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,13 +156,7 @@ impl<L: Locker, E: Exec> Rig for CountedRig<L, E> {
                 exec.spawn(client_loop(locker.clone(), exec.clone(), run))
             })
             .collect();
-        let logs = exec.block_on(async {
-            let mut logs = Vec::with_capacity(tasks.len());
-            for t in tasks {
-                logs.push(t.await);
-            }
-            logs
-        });
+        let logs = join_all(exec, tasks);
         let end = logs.iter().filter_map(|l| l.holds.last()).map(|h| h.released).max().unwrap_or(deadline);
         self.busy += end.saturating_duration_since(start);
         self.client_cpu += alloc::process_cpu().saturating_sub(cpu0);

@@ -2,6 +2,7 @@
 //! the semaphore and the read-write lock, are in `counted.rs`), generic over the adapter and
 //! its executor. Each run gets a fresh server and returns named figures.
 
+use crate::adapters::join_all;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -305,13 +306,7 @@ impl<L: Locker, E: Exec> Rig for CycleRig<L, E> {
                 exec.spawn(client_loop(locker.clone(), exec.clone(), i, key, self.hold, start, deadline))
             })
             .collect();
-        let logs = exec.block_on(async {
-            let mut logs = Vec::with_capacity(tasks.len());
-            for t in tasks {
-                logs.push(t.await);
-            }
-            logs
-        });
+        let logs = join_all(exec, tasks);
         let end = logs.iter().filter_map(|l| l.cycles.last()).map(|c| c.released).max().unwrap_or(deadline);
         self.busy += end.saturating_duration_since(start);
         self.client_cpu += alloc::process_cpu().saturating_sub(cpu0);

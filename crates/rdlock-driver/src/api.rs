@@ -314,6 +314,13 @@ macro_rules! lock_api {
                 self
             }
 
+            /// What to take at the key: a lock (the default), a semaphore's permit(s), or a
+            /// read-write lock's read or write share ([`Resource`]).
+            pub fn resource(mut self, resource: Resource) -> Self {
+                self.resource = resource;
+                self
+            }
+
             /// Give up at this instant.
             pub fn deadline(mut self, deadline: Instant) -> Self {
                 self.request.deadline = Some(deadline);
@@ -405,13 +412,12 @@ macro_rules! lock_api {
             /// As [`Client::acquire_resource`]; [`Error::InvalidInput`] when `count` is 0 or above
             /// the capacity.
             pub $($async)? fn acquire_many(&self, count: u32) -> Result<Guard<$($a)*>, Error> {
-                let resource = Resource::Permits { capacity: self.capacity, count };
-                wait!(LockBuilder { resource, ..self.client.lock_builder(&self.key) }.lock())
+                wait!(self.builder().resource(Resource::Permits { capacity: self.capacity, count }).lock())
             }
 
             /// Options for one permit, starting from the client's defaults.
             pub fn builder(&self) -> LockBuilder<'_, $($a)*> {
-                LockBuilder { resource: Resource::Permit { capacity: self.capacity }, ..self.client.lock_builder(&self.key) }
+                self.client.lock_builder(&self.key).resource(Resource::Permit { capacity: self.capacity })
             }
         }
 
@@ -480,12 +486,12 @@ macro_rules! lock_api {
 
             /// Options for one read share, starting from the client's defaults.
             pub fn read_builder(&self) -> LockBuilder<'_, $($a)*> {
-                LockBuilder { resource: Resource::Read, ..self.client.lock_builder(&self.key) }
+                self.client.lock_builder(&self.key).resource(Resource::Read)
             }
 
             /// Options for one write share, starting from the client's defaults.
             pub fn write_builder(&self) -> LockBuilder<'_, $($a)*> {
-                LockBuilder { resource: Resource::Write, ..self.client.lock_builder(&self.key) }
+                self.client.lock_builder(&self.key).resource(Resource::Write)
             }
         }
 

@@ -22,23 +22,7 @@ impl Locker for Blocking {
     }
 
     async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<rdlock_blocking::Guard, BoxError> {
-        let (semaphore, rwlock);
-        let builder = match resource {
-            Resource::Lock => self.0.lock_builder(key),
-            Resource::Permit { capacity } => {
-                semaphore = self.0.semaphore(key, capacity);
-                semaphore.builder()
-            }
-            Resource::Permits { .. } => return Err("the scenarios take one permit at a time".into()),
-            Resource::Read => {
-                rwlock = self.0.rwlock(key);
-                rwlock.read_builder()
-            }
-            Resource::Write => {
-                rwlock = self.0.rwlock(key);
-                rwlock.write_builder()
-            }
-        };
+        let builder = self.0.lock_builder(key).resource(resource);
         Ok(builder.ttl(spec.ttl).auto_renew(spec.auto_renew).lock()?)
     }
 

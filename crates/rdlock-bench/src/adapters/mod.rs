@@ -19,6 +19,17 @@ pub mod rdlock;
 /// A spawned task's result.
 pub type Join<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Waits on `exec` for every spawned task, in order.
+pub fn join_all<E: Exec, T>(exec: &E, tasks: Vec<Join<T>>) -> Vec<T> {
+    exec.block_on(async {
+        let mut out = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            out.push(t.await);
+        }
+        out
+    })
+}
+
 /// The executor a scenario runs on.
 pub trait Exec: Clone + Send + Sync + 'static {
     /// Most tasks alive at once (threads are costly: each maps a stack and a signal stack, and

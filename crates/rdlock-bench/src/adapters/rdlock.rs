@@ -28,24 +28,7 @@ impl<R: Runtime> Locker for Rd<R> {
     }
 
     async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<Guard<R>, BoxError> {
-        // Through the handles a user would take (`semaphore`, `rwlock`), not `acquire_resource`.
-        let (semaphore, rwlock);
-        let builder = match resource {
-            Resource::Lock => self.0.lock_builder(key),
-            Resource::Permit { capacity } => {
-                semaphore = self.0.semaphore(key, capacity);
-                semaphore.builder()
-            }
-            Resource::Permits { .. } => return Err("the scenarios take one permit at a time".into()),
-            Resource::Read => {
-                rwlock = self.0.rwlock(key);
-                rwlock.read_builder()
-            }
-            Resource::Write => {
-                rwlock = self.0.rwlock(key);
-                rwlock.write_builder()
-            }
-        };
+        let builder = self.0.lock_builder(key).resource(resource);
         Ok(builder.ttl(spec.ttl).auto_renew(spec.auto_renew).lock().await?)
     }
 
