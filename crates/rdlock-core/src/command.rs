@@ -53,6 +53,18 @@ pub enum Command {
         /// `ARGV`.
         args: Vec<String>,
     },
+    /// Run a script whose last `ARGV` is a value of bytes (a mutex's value, which need not be
+    /// text), shared so that a resend or a retry does not copy it.
+    ScriptWithValue {
+        /// Which script.
+        script: Script,
+        /// `KEYS`.
+        keys: Vec<String>,
+        /// `ARGV` before the value.
+        args: Vec<String>,
+        /// The last `ARGV`.
+        value: std::sync::Arc<[u8]>,
+    },
     /// `WAIT replicas timeout_ms`: how many replicas hold this connection's writes.
     Wait {
         /// Replicas to wait for.

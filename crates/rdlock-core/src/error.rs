@@ -79,10 +79,36 @@ pub enum InvalidInput {
         /// The limit.
         max: u32,
     },
-    /// Shared mode (keys that foreign clients take too) is for plain locks: a semaphore or a
-    /// read-write lock has no layout other libraries share.
-    #[error("shared mode is for locks; a semaphore or read-write lock always queues")]
+    /// Shared mode (keys that foreign clients take too) is for plain locks: a semaphore, a
+    /// read-write lock or a mutex has no layout other libraries share.
+    #[error("shared mode is for plain locks; a semaphore, read-write lock or mutex always queues")]
     SharedModeIsForLocks,
+    /// A mutex's value limit is zero or above [`crate::MAX_VALUE_LIMIT`].
+    #[error("the value limit {max_value} bytes is outside 1..={limit}")]
+    ValueLimitOutOfRange {
+        /// The limit asked for.
+        max_value: u32,
+        /// The largest limit accepted.
+        limit: u32,
+    },
+    /// A mutex's value TTL is too short or absurdly long.
+    #[error("value ttl {ttl:?} is outside {min:?}..={max:?}")]
+    ValueTtlOutOfRange {
+        /// The TTL asked for.
+        ttl: Duration,
+        /// The shortest accepted.
+        min: Duration,
+        /// The longest accepted.
+        max: Duration,
+    },
+    /// A value larger than its mutex accepts; nothing was sent.
+    #[error("the value is {len} bytes; the mutex accepts at most {max}")]
+    ValueTooLarge {
+        /// Its length.
+        len: usize,
+        /// The mutex's limit.
+        max: u32,
+    },
     /// More permits asked at once than the semaphore has, or none.
     #[error("{count} permits asked of a semaphore of {capacity}")]
     PermitCountOutOfRange {
@@ -111,6 +137,12 @@ pub enum Misuse {
     /// A downgrade of something other than a read-write lock's write share.
     #[error("lock {0:?} is not a read-write lock's write share")]
     NotAWriter(LockId),
+    /// A store of a value for something other than a mutex.
+    #[error("lock {0:?} is not a mutex")]
+    NotAMutex(LockId),
+    /// Input refused for this lock (a value larger than its mutex accepts).
+    #[error("lock {0:?}: {1}")]
+    Invalid(LockId, InvalidInput),
 }
 
 /// A lock operation that could not be carried out.

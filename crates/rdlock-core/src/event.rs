@@ -87,6 +87,9 @@ pub enum Event {
     /// A write share became a read share ([`crate::Engine::downgrade`]); it keeps its fence
     /// and its lease.
     Downgraded,
+    /// A mutex's value was written ([`crate::Engine::store`]), and confirmed by replicas when
+    /// the lock's options ask for it.
+    Stored,
     /// A release completed, or got as far as the caller can be told.
     Released {
         /// What is known of it.

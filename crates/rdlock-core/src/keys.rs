@@ -39,11 +39,13 @@ pub enum Role {
     Shares,
     /// Counted resources: the capacity, stored while the resource is in use.
     Capacity,
+    /// A mutex's value (a hash: the value and the fence of the holder that wrote it).
+    Data,
 }
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 5] = [Role::Fence, Role::Queue, Role::Channel, Role::Shares, Role::Capacity];
+    pub const ALL: [Role; 6] = [Role::Fence, Role::Queue, Role::Channel, Role::Shares, Role::Capacity, Role::Data];
 
     /// The role's name, as it appears at the end of the key's name.
     pub const fn as_str(self) -> &'static str {
@@ -53,6 +55,7 @@ impl Role {
             Role::Channel => "ch",
             Role::Shares => "w",
             Role::Capacity => "cap",
+            Role::Data => "data",
         }
     }
 }

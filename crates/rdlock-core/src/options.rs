@@ -8,6 +8,9 @@ use crate::error::InvalidInput;
 pub const MIN_TTL: Duration = Duration::from_millis(10);
 /// Longest lease accepted: a crashed holder blocks its lock for up to this long.
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The longest TTL a mutex's value may be given (a year: it is the user's state, which
+/// usually has none).
+pub const MAX_VALUE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Longest poll cap accepted (a lost hand-off message costs a waiter up to the poll cap).
 pub const MAX_POLL_CAP: Duration = Duration::from_secs(600);
 
@@ -215,15 +218,32 @@ pub enum Resource {
     Read,
     /// The write share of a read-write lock.
     Write,
+    /// An exclusive lock with a value kept beside it (a mutex): every grant returns the
+    /// value, and the holder writes it back with an owner-checked store
+    /// ([`crate::Engine::store`], [`crate::Engine::release_storing`]).
+    Mutex {
+        /// The largest value accepted, in bytes (1 to [`crate::MAX_VALUE_LIMIT`]; usually
+        /// [`crate::DEFAULT_MAX_VALUE`]).
+        max_value: u32,
+        /// How long the value lives after each write; `None` (the usual choice): it outlives
+        /// the lock, as the user's state.
+        value_ttl: Option<Duration>,
+    },
 }
 
 impl Resource {
+    /// A mutex with the default value limit ([`crate::DEFAULT_MAX_VALUE`]) whose value
+    /// outlives the lock.
+    pub const fn mutex() -> Self {
+        Resource::Mutex { max_value: crate::script::DEFAULT_MAX_VALUE, value_ttl: None }
+    }
+
     /// For a counted resource, its capacity and this share's weight: a permit weighs 1 of
     /// its semaphore's capacity; a reader 1 and a writer all of [`crate::MAX_CAPACITY`].
     pub fn share(self) -> Option<(u32, u32)> {
         let max = crate::script::MAX_CAPACITY;
         match self {
-            Resource::Lock => None,
+            Resource::Lock | Resource::Mutex { .. } => None,
             Resource::Permit { capacity } => Some((capacity, 1)),
             Resource::Permits { capacity, count } => Some((capacity, count)),
             Resource::Read => Some((max, 1)),
@@ -243,6 +263,17 @@ impl Resource {
             && !(1..=capacity).contains(&count)
         {
             return Err(InvalidInput::PermitCountOutOfRange { count, capacity });
+        }
+        if let Resource::Mutex { max_value, value_ttl } = self {
+            let limit = crate::script::MAX_VALUE_LIMIT;
+            if !(1..=limit).contains(&max_value) {
+                return Err(InvalidInput::ValueLimitOutOfRange { max_value, limit });
+            }
+            if let Some(ttl) = value_ttl
+                && !(MIN_TTL..=MAX_VALUE_TTL).contains(&ttl)
+            {
+                return Err(InvalidInput::ValueTtlOutOfRange { ttl, min: MIN_TTL, max: MAX_VALUE_TTL });
+            }
         }
         if self != Resource::Lock && opts.sharing != Sharing::Queue {
             return Err(InvalidInput::SharedModeIsForLocks);

@@ -207,6 +207,7 @@ impl Harness {
                         m.release_sent |=
                             matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease);
                     }
+                    Script::Store => prop_assert!(false, "a store, but the properties make no mutex"),
                     Script::Extend | Script::PermitExtend => {
                         // A share renews with three keys: its holder set (the user's key) first.
                         let per = if *script == Script::Extend { 1 } else { 3 };
@@ -472,6 +473,9 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
             Command::Script { script: Script::PermitExtend, keys, .. } => {
                 Reply::Array(keys.chunks(3).map(|_| Reply::Int(next().clamp(0, 1))).collect())
             }
+            Command::Script { script: Script::Store, .. } | Command::ScriptWithValue { .. } => {
+                Reply::Int(next().clamp(-1, 1))
+            }
             Command::Wait { .. } => Reply::Int(next().abs()),
             Command::Role => {
                 let replica = Reply::Array(vec![Reply::Data(b"127.0.0.1".to_vec()), Reply::Data(b"7001".to_vec())]);
@@ -596,7 +600,7 @@ proptest! {
                     }
                     Command::Script { script: Script::Acquire, .. } => Reply::Array(vec![Reply::Int(1), Reply::Int(9)]),
                     Command::Script { script: Script::Extend, keys, .. } => Reply::Array(keys.iter().map(|_| Reply::Int(1)).collect()),
-                    Command::Script { .. } => Reply::Int(1),
+                    Command::Script { .. } | Command::ScriptWithValue { .. } => Reply::Int(1),
                     Command::Wait { replicas, .. } => Reply::Int(i64::from(*replicas)),
                     Command::Role => Reply::Array(vec![Reply::Data(b"master".to_vec()), Reply::Int(0), Reply::Array(vec![])]),
                 }).collect();

@@ -31,11 +31,10 @@ pub fn pipeline(commands: &[Command], eval: Eval) -> redis::Pipeline {
     for command in commands {
         match command {
             Command::Script { script, keys, args } => {
-                let cmd = match eval {
-                    Eval::Sha => pipe.cmd("EVALSHA").arg(sha(*script)),
-                    Eval::Source => pipe.cmd("EVAL").arg(script.source()),
-                };
-                cmd.arg(keys.len()).arg(keys).arg(args);
+                eval_script(&mut pipe, *script, eval).arg(keys.len()).arg(keys).arg(args);
+            }
+            Command::ScriptWithValue { script, keys, args, value } => {
+                eval_script(&mut pipe, *script, eval).arg(keys.len()).arg(keys).arg(args).arg(&value[..]);
             }
             Command::Wait { replicas, timeout_ms } => {
                 pipe.cmd("WAIT").arg(*replicas).arg(*timeout_ms);
@@ -46,6 +45,14 @@ pub fn pipeline(commands: &[Command], eval: Eval) -> redis::Pipeline {
         }
     }
     pipe
+}
+
+/// Starts a script call in `pipe`, by hash or by source.
+fn eval_script(pipe: &mut redis::Pipeline, script: Script, eval: Eval) -> &mut redis::Pipeline {
+    match eval {
+        Eval::Sha => pipe.cmd("EVALSHA").arg(sha(script)),
+        Eval::Source => pipe.cmd("EVAL").arg(script.source()),
+    }
 }
 
 /// `SCRIPT LOAD` of every script, sent on each new connection so that the first lock on a

@@ -137,7 +137,7 @@ fn names(req: &Request) -> String {
         .commands
         .iter()
         .map(|c| match c {
-            Command::Script { script, .. } => script.name(),
+            Command::Script { script, .. } | Command::ScriptWithValue { script, .. } => script.name(),
             Command::Wait { .. } => "WAIT",
             Command::Role => "ROLE",
         })

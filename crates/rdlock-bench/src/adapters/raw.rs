@@ -125,6 +125,7 @@ impl Locker for Raw {
                 Ok(RawGuard { key: key.to_owned(), undo: Undo::Decr })
             }
             Resource::Permits { .. } => Err("the scenarios take one permit at a time".into()),
+            Resource::Mutex { .. } => Err("the raw baseline keeps no value".into()),
             Resource::Read => {
                 self.spin(&READ, &[&writer, &readers], None).await?;
                 Ok(RawGuard { key: readers, undo: Undo::Decr })

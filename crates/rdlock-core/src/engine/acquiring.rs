@@ -9,9 +9,9 @@ use crate::error::LockError;
 use crate::event::Event;
 use crate::keys::LockKeys;
 use crate::machine::{Lease, Then};
-use crate::options::{Confirm, LockOptions, Sharing};
+use crate::options::{Confirm, LockOptions, Resource, Sharing};
 use crate::reply::{Reply, ServerError, TransportError};
-use crate::script::{AcquireArgs, AcquireReply, Mode, PermitArgs, PermitKeys};
+use crate::script::{AcquireArgs, AcquireReply, Mode, PermitArgs, PermitKeys, StoredValue};
 use crate::token::hex;
 
 impl Engine {
@@ -36,6 +36,9 @@ impl Engine {
         let (fence_ttl, claim, ttl_ms) = (FENCE_TTL, HANDOFF_CLAIM, lock.opts.ttl_ms());
         let attempt = AcquireArgs { token: &token, ttl_ms, mode, queue_ttl, fence_ttl, claim, inbox: &inbox };
         let attempt = match lock.resource.share() {
+            None if matches!(lock.resource, Resource::Mutex { .. }) => {
+                attempt.command_with_value(&LockKeys::derive(&lock.key))
+            }
             None => attempt.command(&LockKeys::derive(&lock.key)),
             Some((capacity, weight)) => {
                 PermitArgs { attempt, capacity, weight }.command(&PermitKeys::derive(&lock.key))
@@ -68,6 +71,10 @@ impl Engine {
             return;
         }
         lock.unsure |= reply.is_err();
+        let value = match (&reply, lock.resource) {
+            (Ok(r), Resource::Mutex { .. }) => r.first().and_then(StoredValue::from_grant).map(Box::new),
+            _ => None,
+        };
         let outcome = reply.map_err(LockError::from).and_then(|r| parse_attempt(&r, wanted, a.waiter.seen_fence));
         let (op, try_only, abandoned, opts) = (a.op, a.try_only, a.abandoned, lock.opts);
         match outcome {
@@ -95,6 +102,7 @@ impl Engine {
                 } else if valid_until <= now {
                     self.send_release(id, Then::Emit(op, Event::Failed(LockError::NoValidityLeft)), now);
                 } else {
+                    lock.fetched = value;
                     self.become_held(id, fence, sent_at, valid_until, now);
                 }
             }
@@ -151,14 +159,17 @@ impl Engine {
     /// inbox subscribed and set the key to our token for our whole TTL, after our anchor was
     /// sent. So we hold it at once, valid from the anchor, with no round trip. A confirmation
     /// (the idempotent attempt, which finds the key ours and extends it) is sent instead when
-    /// a confirm policy needs its `WAIT` behind a write of ours, or when less than half the
-    /// TTL would be left: its validity counts from its own send time.
+    /// a confirm policy needs its `WAIT` behind a write of ours, when less than half the TTL
+    /// would be left (its validity counts from its own send time), or for a mutex (its grant
+    /// returns the value).
     pub(super) fn on_handoff(&mut self, id: LockId, fence: u64, now: Instant) {
         let held_at_once = self.locks.get_mut(&id).and_then(|lock| {
-            let opts = lock.opts;
+            let (opts, resource) = (lock.opts, lock.resource);
             let waiter = &lock.acquisition()?.waiter;
             let valid_until = waiter.heard_valid_until(&opts, now)?;
-            (opts.confirm == Confirm::None).then_some((waiter.anchor?, valid_until))
+            // A mutex's value comes with a grant: its holder confirms, which reads it.
+            let reads_value = matches!(resource, Resource::Mutex { .. });
+            (opts.confirm == Confirm::None && !reads_value).then_some((waiter.anchor?, valid_until))
         });
         match held_at_once {
             Some((anchor, valid_until)) => self.become_held(id, fence, anchor, valid_until, now),

@@ -4,9 +4,11 @@
 use std::time::Instant;
 
 use super::OpId;
+use super::value::WriteBack;
 use crate::command::{RequestId, Route};
 use crate::machine::{Lease, Release, Waiter};
 use crate::options::{LockOptions, Resource};
+use crate::script::StoredValue;
 
 /// A lock, from `acquire` until the engine forgets it.
 #[derive(Debug)]
@@ -25,6 +27,10 @@ pub(crate) struct Lock {
     pub unsure: bool,
     /// The wake-up the timer heap holds for this lock.
     pub timer: Option<Instant>,
+    /// A mutex's value as its grant returned it, until the caller takes it.
+    pub fetched: Option<Box<StoredValue>>,
+    /// A mutex's value to write back in front of its release.
+    pub write_back: Option<Box<WriteBack>>,
 }
 
 #[derive(Debug)]

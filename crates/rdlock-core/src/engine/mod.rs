@@ -26,6 +26,7 @@ mod lock;
 mod releasing;
 mod shared;
 mod timers;
+mod value;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -133,6 +134,7 @@ enum Pending {
     Renew { locks: Vec<LockId>, sent_at: Instant, wanted: u32 },
     Role,
     Downgrade(LockId, OpId),
+    Store { lock: LockId, op: OpId, wanted: u32 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -279,6 +281,8 @@ impl Engine {
                 attempted: false,
                 unsure: false,
                 timer: None,
+                fetched: None,
+                write_back: None,
             }),
         );
         self.send_attempt(id, if try_only { Mode::Try } else { Mode::First }, now);
@@ -417,6 +421,7 @@ impl Engine {
             Pending::Renew { locks, sent_at, wanted } => self.on_renew_reply(&locks, id, sent_at, wanted, reply, now),
             Pending::Role => self.on_role_reply(reply, now),
             Pending::Downgrade(lock, op) => self.on_downgrade_reply(lock, op, reply, now),
+            Pending::Store { lock, op, wanted } => self.on_store_reply(lock, op, wanted, reply, now),
         }
         Ok(())
     }

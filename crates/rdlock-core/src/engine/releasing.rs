@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::lock::Phase;
 use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending};
-use crate::command::RequestId;
+use crate::command::{Command, RequestId};
 use crate::event::Warning;
 use crate::keys::LockKeys;
 use crate::machine::{Release, Then};
@@ -51,7 +51,17 @@ impl Engine {
             (None, Sharing::Foreign { .. }) => SharedReleaseArgs { token: &token }.command(&keys),
         };
         let route = lock.route;
-        let req = self.request(route, vec![command], Pending::Release(id));
+        // A mutex's value goes first, on the same connection: the store runs while the key is
+        // still ours, and its confirmation before the lock is handed on.
+        let mut commands = Vec::with_capacity(3);
+        if let Some(write) = lock.write_back.as_deref() {
+            commands.push(self.store_command(id, write));
+            if let (true, Some(timeout)) = (write.wanted > 0, lock.opts.confirm.timeout()) {
+                commands.push(Command::Wait { replicas: write.wanted, timeout_ms: timeout.as_millis().max(1) as u64 });
+            }
+        }
+        commands.push(command);
+        let req = self.request(route, commands, Pending::Release(id));
         if let Some(Phase::Releasing(r)) = self.locks.get_mut(&id).map(|l| &mut l.phase) {
             r.sent(req);
         }
@@ -75,12 +85,15 @@ impl Engine {
             (None, Sharing::Queue) => Script::Release,
             (None, Sharing::Foreign { .. }) => Script::ReleaseShared,
         };
-        let outcome = reply.map_err(Into::into).and_then(|r| ReleaseReply::parse(script, r.first()));
+        let outcome = reply.as_ref().map_err(|e| e.clone().into()).and_then(|r| ReleaseReply::parse(script, r.last()));
         if outcome == Ok(ReleaseReply::ReleasedBesideQueue) {
             self.warnings.push_back(Warning::MixedSharing { key: lock.key.clone() });
         }
         let (event, again) = r.answered(&outcome, now);
-        if let Some((op, e)) = event {
+        if let Some((op, mut e)) = event {
+            if let (Some(write), Ok(replies)) = (lock.write_back.as_deref(), &reply) {
+                e = Self::write_back_outcome(write, replies, e);
+            }
             self.answer(id, op, e);
         }
         match again {

@@ -2,12 +2,14 @@
 -- attempt whose reply was lost), or join the wait queue. Never ahead of a queued waiter:
 -- finding the key free with others queued first, it hands the lock to the queue's head.
 -- KEYS[1] lock key (the user's key; value = owner token)
--- KEYS[2] fence counter, KEYS[3] wait queue (list of "token:ttl:inbox" entries)
+-- KEYS[2] fence counter, KEYS[3] wait queue (list of "token:ttl:inbox" entries),
+-- KEYS[4] (a mutex only) its value: a hash {f = the writer's fence, v = the value}
 -- ARGV[1] owner token (no ':'), ARGV[2] ttl ms, ARGV[3] mode: "try" | "first" | "retry",
 -- ARGV[4] queue ttl ms, ARGV[5] fence counter ttl ms (set when the counter is seeded),
 -- ARGV[6] claim ms (how long a hand-off waits for a waiter that did not hear it),
 -- ARGV[7] the caller's inbox (see `inbox_arg`)
--- Reply: {1, fence} when the caller holds the lock; {0, pttl} otherwise, where pttl is the
+-- Reply: {1, fence} when the caller holds the lock, {1, fence, f, v} when it holds a mutex
+-- that has a value (f is the fence of the holder that stored it); {0, pttl} otherwise, where pttl is the
 -- holder's remaining time in ms, or -3 when the caller waits behind other queued waiters.
 -- A retry also reports the current fence, {0, pttl, fence}: a hand-off to the caller with a
 -- fence not above it happened before this retry and has been lost since.
@@ -18,6 +20,17 @@ if mode ~= 'try' and mode ~= 'first' and mode ~= 'retry' then return fail('inval
 if not (ms_arg(2) and ms_arg(4) and ms_arg(5) and ms_arg(6)) then return fail('invalid ttl') end
 if not inbox_arg(ARGV[7]) then return fail('invalid inbox') end
 local entry = token .. ':' .. ttl .. ':' .. ARGV[7]
+-- A mutex's value goes out with the grant, read before any write so that a key of another
+-- type fails the call with nothing written.
+local data
+if KEYS[4] then
+  data = redis.pcall('HMGET', KEYS[4], 'f', 'v')
+  if data.err then return fail(DATA_TYPE) end
+end
+local function granted(f)
+  if data and data[2] then return {1, f, data[1] or '', data[2]} end
+  return {1, f}
+end
 
 local old = redis.pcall('GET', KEYS[1])
 if type(old) == 'table' then return redis.error_reply('WRONGTYPE RDLOCK lock key holds another type of value') end
@@ -31,7 +44,7 @@ if old == token then
     if not f then return fail(err) end
   end
   redis.call('PEXPIRE', KEYS[1], ttl)
-  return {1, f}
+  return granted(f)
 end
 if not old then
   local head = redis.pcall('LINDEX', KEYS[3], 0)
@@ -44,7 +57,7 @@ if not old then
     if not f then return fail(err) end
     redis.call('SET', KEYS[1], token, 'PX', ttl)
     if who then redis.call('LPOP', KEYS[3]) end
-    return {1, f}
+    return granted(f)
   end
   -- Free, but someone queued first: handed to it, never a barge (a lapsed claim passes on here).
   f, err = hand_off(who, wttl, winbox, ARGV[6], ARGV[5])

@@ -58,6 +58,16 @@ impl AcquireArgs<'_> {
         }
     }
 
+    /// The script call for the mutex named by `keys`: a grant also returns its value
+    /// ([`super::StoredValue::from_grant`]).
+    pub fn command_with_value(&self, keys: &LockKeys) -> Command {
+        Command::Script {
+            script: Script::Acquire,
+            keys: vec![keys.lock.clone(), keys.fence.clone(), keys.queue.clone(), super::value_key(&keys.lock)],
+            args: self.args(),
+        }
+    }
+
     /// `ARGV`, which a permit's attempt extends.
     pub(super) fn args(&self) -> Vec<String> {
         vec![
@@ -77,8 +87,9 @@ impl AcquireArgs<'_> {
 /// oracles read replies through this one function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AcquireReply {
-    /// `{1, fence}`: the caller holds the lock. The fence is never 0 (the counter is seeded
-    /// from the server clock in microseconds).
+    /// `{1, fence}`, or `{1, fence, f, v}` for a mutex with a value: the caller holds the
+    /// lock. The fence is never 0 (the counter is seeded from the server clock in
+    /// microseconds).
     Granted {
         /// The fencing token.
         fence: u64,
@@ -102,7 +113,8 @@ impl AcquireReply {
             _ => None,
         };
         match (int(0)?, items.len()) {
-            (1, 2) => {
+            // A mutex's grant carries its value: bytes, never nil.
+            (1, 2) | (1, 4) if items.len() == 2 || matches!(items[3], Reply::Data(_)) => {
                 let fence = u64::try_from(int(1)?).ok().filter(|&f| f > 0)?;
                 Some(AcquireReply::Granted { fence })
             }
@@ -145,6 +157,9 @@ mod tests {
             assert_eq!(parse(bad.clone()), None, "{bad:?}");
         }
         assert_eq!(AcquireReply::parse(&Int(1)), None);
+        let with_value = vec![Int(1), Int(7), Data(b"5".to_vec()), Data(b"v".to_vec())];
+        assert_eq!(parse(with_value), Some(AcquireReply::Granted { fence: 7 }));
+        assert_eq!(parse(vec![Int(1), Int(7), Data(b"5".to_vec()), Nil]), None);
     }
 
     #[test]

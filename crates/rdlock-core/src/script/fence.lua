@@ -9,6 +9,7 @@ end
 
 local QUEUE_TYPE = 'wait queue holds another type of value'
 local FENCE_TYPE = 'fence counter holds another type of value'
+local DATA_TYPE = 'value key holds another type of value'
 local FENCE_VALUE = 'fence counter holds no valid fence (an integer from 0 to 2^53 - 2)'
 
 -- ARGV[i] as a number of ms every command accepts (1 to 15 digits, no sign, no leading 0);

@@ -7,11 +7,13 @@ mod acquire;
 mod extend;
 mod permit;
 mod release;
+mod store;
 
 pub use acquire::{AcquireArgs, AcquireReply, Mode};
 pub use extend::{ExtendArgs, ExtendReply};
 pub use permit::{MAX_CAPACITY, PermitArgs, PermitChangeArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs};
 pub use release::{ReleaseArgs, ReleaseReply, SharedReleaseArgs};
+pub use store::{DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, StoreArgs, StoreReply, StoredValue, value_key};
 
 /// One of rdlock's server-side scripts. The core builds their arguments and reads their
 /// replies; a driver only has to run them (`EVALSHA`, falling back to `EVAL` on `NOSCRIPT`).
@@ -34,11 +36,13 @@ pub enum Script {
     PermitExtend,
     /// Owner-checked shrink of a held share (an RwLock's downgrade), serving the queue.
     PermitChange,
+    /// Owner-checked write of a mutex's value.
+    Store,
 }
 
 impl Script {
     /// Every script, for drivers that load them up front.
-    pub const ALL: [Script; 8] = [
+    pub const ALL: [Script; 9] = [
         Script::Acquire,
         Script::Release,
         Script::Extend,
@@ -47,6 +51,7 @@ impl Script {
         Script::PermitRelease,
         Script::PermitExtend,
         Script::PermitChange,
+        Script::Store,
     ];
 
     /// The Lua source (the fence prelude, `fence.lua`, is prepended to the scripts that grant
@@ -67,6 +72,7 @@ impl Script {
             Script::PermitChange => {
                 concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("permit_change.lua"))
             }
+            Script::Store => concat!(include_str!("fence.lua"), include_str!("store.lua")),
         }
     }
 
@@ -81,6 +87,7 @@ impl Script {
             Script::PermitRelease => "permit-release",
             Script::PermitExtend => "permit-extend",
             Script::PermitChange => "permit-change",
+            Script::Store => "store",
         }
     }
 }

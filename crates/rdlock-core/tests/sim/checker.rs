@@ -290,6 +290,7 @@ impl Checker {
                         self.recs.entry((c, id)).and_modify(|r| r.downgrading = true);
                     }
                 }
+                Script::Store => self.fail(now, format!("client {c}: a store, but the simulation makes no mutex")),
                 Script::Extend | Script::PermitExtend => {
                     // A share renews with three keys: its holder set (the user's key) first.
                     let per = if *script == Script::Extend { 1 } else { 3 };
@@ -471,6 +472,7 @@ impl Checker {
                     problem = Some("released without a release call on a held lock".into());
                 }
             }
+            Event::Stored => problem = Some("a store answered, but the simulation makes no mutex".into()),
             Event::Downgraded => {
                 self.stats.downgrades += 1;
                 rec.downgrading = false;

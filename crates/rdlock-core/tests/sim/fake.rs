@@ -420,6 +420,7 @@ impl Fake {
             rdlock_core::Script::PermitRelease => self.permit_release(keys, args, &mut fx),
             rdlock_core::Script::PermitExtend => self.permit_extend(keys, args),
             rdlock_core::Script::PermitChange => self.permit_change(keys, args, &mut fx),
+            rdlock_core::Script::Store => Err(ServerError::new("ERR", "the fake does not model store")),
         };
         if self.dirty != before {
             self.replicate(now, dice);

@@ -377,6 +377,9 @@ impl World {
                     self.effects(fx);
                 }
                 Command::Role => conn.done.push(self.fake.role(self.now)),
+                Command::ScriptWithValue { .. } => {
+                    conn.done.push(Reply::Error(rdlock_core::ServerError::new("ERR", "the simulation makes no mutex")))
+                }
                 Command::Wait { replicas, timeout_ms } => {
                     match self.fake.wait_done(conn.woff, replicas, self.now, timeout_ms) {
                         Some(t) if t <= self.now => {
