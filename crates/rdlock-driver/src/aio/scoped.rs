@@ -27,7 +27,6 @@ use crate::runtime::Runtime;
 ///     .await??;
 /// # let _ = written; Ok(()) }
 /// ```
-#[derive(Clone)]
 pub struct Scope<R: Runtime> {
     client: Client<R>,
     id: LockId,
@@ -35,6 +34,20 @@ pub struct Scope<R: Runtime> {
     fence: u64,
     valid_until: Instant,
     loss: Arc<LossCell>,
+}
+
+// Not derived: a derive would ask the runtime type to be `Clone` too.
+impl<R: Runtime> Clone for Scope<R> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            id: self.id,
+            key: self.key.clone(),
+            fence: self.fence,
+            valid_until: self.valid_until,
+            loss: self.loss.clone(),
+        }
+    }
 }
 
 impl<R: Runtime> std::fmt::Debug for Scope<R> {
