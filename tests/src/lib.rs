@@ -96,6 +96,7 @@ macro_rules! cases {
             a_plain_lock_on_a_held_key_waits,
             reentry_after_loss_is_an_error,
             concurrent_first_acquisitions_share_one_lease,
+            an_owners_second_caller_waits_for_its_first,
             with_lock_returns_the_value_and_releases,
             with_lock_stops_on_loss,
             with_lock_releases_after_a_panic,

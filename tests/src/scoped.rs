@@ -195,6 +195,31 @@ pub async fn concurrent_first_acquisitions_share_one_lease<H: Harness>() {
     assert_clean(&server, &[]);
 }
 
+/// While an owner's first call waits for a busy key, a second call of the owner waits for
+/// that one (up to its own timeout) instead of queueing a second acquisition behind it; once
+/// the first acquires, the owner re-enters.
+pub async fn an_owners_second_caller_waits_for_its_first<H: Harness>() {
+    let server = server();
+    let client = quiet_client::<H>(&server.url()).await;
+    let other = H::connect(&server.url()).await.expect("connect");
+    let busy = H::lock(&other, KEY).await.expect("lock");
+    let owner = H::owner(&client);
+    let first = {
+        let owner = owner.clone();
+        H::spawn(async move { H::owner_lock_timeout(&owner, KEY, PATIENCE).await.expect("lock") })
+    };
+    // The first call's slot is in the table before it sends anything.
+    wait_until("the first call is acquiring", PATIENCE, || H::owner_entries(&owner) == 1);
+    assert!(matches!(H::owner_lock_timeout(&owner, KEY, SHORT).await, Err(Error::TimedOut)));
+    assert!(H::owner_try_lock(&owner, KEY).await.expect("try").is_none(), "a single attempt does not wait");
+    assert!(H::release(busy).await.expect("release").was_held());
+    let outer = first.await;
+    let inner = H::owner_try_lock(&owner, KEY).await.expect("try").expect("re-entered");
+    assert_eq!((H::hold_fence(&inner), H::hold_depth(&inner)), (H::hold_fence(&outer), 2));
+    drop((outer, inner));
+    assert_clean(&server, &[]);
+}
+
 // ------------------------------------------------------------------------------ with_lock
 
 /// `with_lock` runs the work while the key is held, returns its value and releases; the

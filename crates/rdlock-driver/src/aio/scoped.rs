@@ -83,7 +83,8 @@ impl<R: Runtime> Scope<R> {
         common::lease(&self.client.inner.state().engine, self.id, self.valid_until, R::now()).0
     }
 
-    /// Whether the lease is still valid now: cheap, no round trip.
+    /// Whether the lease is still valid now: cheap, no round trip. False once the lock is
+    /// released (a scope kept past its `with_lock` holds nothing).
     pub fn is_valid(&self) -> bool {
         common::lease(&self.client.inner.state().engine, self.id, self.valid_until, R::now()).1
     }

@@ -71,7 +71,8 @@ impl Scope {
         common::lease(&self.client.inner.state().engine, self.id, self.valid_until, Instant::now()).0
     }
 
-    /// Whether the lease is still valid now: cheap, no round trip.
+    /// Whether the lease is still valid now: cheap, no round trip. False once the lock is
+    /// released (a scope kept past its `with_lock` holds nothing).
     pub fn is_valid(&self) -> bool {
         common::lease(&self.client.inner.state().engine, self.id, self.valid_until, Instant::now()).1
     }
