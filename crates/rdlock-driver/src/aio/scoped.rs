@@ -200,3 +200,22 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Hold, Owner};
+    use super::*;
+
+    fn send<T: Send>(_: T) {}
+
+    /// Compiles only if the futures of owners and scoped locks can move between threads
+    /// (work spawned on a multi-threaded runtime needs that); never run.
+    #[allow(dead_code)]
+    fn futures_are_send<R: Runtime>(client: Client<R>, owner: Owner<R>, hold: Hold<R>) {
+        send(owner.lock("k"));
+        send(owner.write("k"));
+        send(hold.release());
+        send(client.with_lock("k", |scope| async move { scope.fence() }));
+        send(client.lock_builder("k").with_lock(|scope| async move { scope.check() }));
+    }
+}
