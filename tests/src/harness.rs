@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome, Resource};
-use rdlock_driver::{ClientConfig, Error, TryLock};
+use rdlock_driver::{ClientConfig, Error, LossSignal, TryLock};
 
 /// Work started with [`Harness::spawn`]; awaiting it yields the work's result and
 /// re-raises its panic, if it panicked.
@@ -97,6 +97,54 @@ pub trait Harness: Sized + Send + Sync + 'static {
     /// a new waker each time; returns the wakers the guard's slot keeps after each run.
     /// `None` where the adapter has no lost future.
     async fn churn_lost(guard: &Self::Guard, n: usize) -> Option<(usize, usize)>;
+
+    /// The adapter's reentrant owner (`Client::owner`).
+    type Owner: Clone + std::fmt::Debug + Send + Sync + 'static;
+    /// One hold of an owner's lease.
+    type Hold: std::fmt::Debug + Send + Sync + 'static;
+    /// What the work of `Client::with_lock` sees of its lock.
+    type Scope: Clone + std::fmt::Debug + Send + Sync + 'static;
+    /// Whether `with_lock` cancels its work when the lease is lost (async), rather than
+    /// handing it a token to check (threads).
+    const SCOPE_CANCELS: bool;
+
+    /// A new owner (`Client::owner`).
+    fn owner(client: &Self::Client) -> Self::Owner;
+    /// Entries the owner holds or is acquiring (`Owner::entries`).
+    fn owner_entries(owner: &Self::Owner) -> usize;
+    /// `Owner::lock`.
+    async fn owner_lock(owner: &Self::Owner, key: &str) -> Result<Self::Hold, Error>;
+    /// `Owner::lock_timeout`.
+    async fn owner_lock_timeout(owner: &Self::Owner, key: &str, timeout: Duration) -> Result<Self::Hold, Error>;
+    /// `Owner::try_lock`.
+    async fn owner_try_lock(owner: &Self::Owner, key: &str) -> Result<Option<Self::Hold>, Error>;
+    /// `Owner::write`.
+    async fn owner_write(owner: &Self::Owner, key: &str) -> Result<Self::Hold, Error>;
+    /// The hold's fencing token.
+    fn hold_fence(hold: &Self::Hold) -> u64;
+    /// The hold's owner token.
+    fn hold_token(hold: &Self::Hold) -> String;
+    /// Holds of the hold's entry now.
+    fn hold_depth(hold: &Self::Hold) -> usize;
+    /// The hold's loss signal.
+    fn hold_signal(hold: &Self::Hold) -> LossSignal;
+    /// `Hold::release`: `None` while other holds remain.
+    async fn hold_release(hold: Self::Hold) -> Result<Option<ReleaseOutcome>, Error>;
+    /// `Client::with_lock`, the work given as a future (run on the calling thread by the
+    /// blocking adapter).
+    async fn with_lock<T, F>(client: &Self::Client, key: &str, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(Self::Scope) -> Task<T> + Send + 'static;
+    /// `LockBuilder::with_lock` with a TTL.
+    async fn with_lock_ttl<T, F>(client: &Self::Client, key: &str, ttl: Duration, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(Self::Scope) -> Task<T> + Send + 'static;
+    /// The scope's fencing token.
+    fn scope_fence(scope: &Self::Scope) -> u64;
+    /// Whether the scope's lease is lost.
+    fn scope_is_lost(scope: &Self::Scope) -> bool;
 
     /// Runs `work` concurrently with the caller (a task, or a thread).
     fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T>;

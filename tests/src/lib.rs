@@ -20,6 +20,7 @@ pub mod cases;
 pub mod counted;
 pub mod harness;
 pub mod runtimes;
+pub mod scoped;
 pub mod support;
 
 use std::future::Future;
@@ -88,6 +89,27 @@ macro_rules! cases {
             a_writer_downgrades_and_the_readers_behind_it_join,
             many_permits_at_once_wait_their_turn,
         );
+        $crate::cases!(@scoped $harness;
+            reentrant_owner_three_deep,
+            an_outer_hold_dropped_first_keeps_the_lease,
+            write_share_reentry,
+            a_plain_lock_on_a_held_key_waits,
+            reentry_after_loss_is_an_error,
+            concurrent_first_acquisitions_share_one_lease,
+            an_owners_second_caller_waits_for_its_first,
+            with_lock_returns_the_value_and_releases,
+            with_lock_stops_on_loss,
+            with_lock_releases_after_a_panic,
+            a_dropped_with_lock_releases,
+        );
+    };
+    (@scoped $harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::scoped::$case::<$harness>);
+            }
+        )*
     };
     (@counted $harness:ty; $($case:ident),* $(,)?) => {
         $(

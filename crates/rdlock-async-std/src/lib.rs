@@ -80,5 +80,11 @@ pub type LockBuilder<'a> = rdlock_driver::LockBuilder<'a, AsyncStd>;
 pub type Semaphore = rdlock_driver::Semaphore<AsyncStd>;
 /// A read-write lock at one key ([`Client::rwlock`]).
 pub type RwLock = rdlock_driver::RwLock<AsyncStd>;
+/// An owner whose locks are reentrant for it ([`Client::owner`]).
+pub type Owner = rdlock_driver::Owner<AsyncStd>;
+/// One hold of an owner's lease ([`Owner::lock`]).
+pub type Hold = rdlock_driver::Hold<AsyncStd>;
+/// What the work of [`Client::with_lock`] sees of its lock.
+pub type Scope = rdlock_driver::Scope<AsyncStd>;
 /// The answer to a single attempt on async-io (async-std, smol) ([`Client::try_lock_report`]).
 pub type TryLock = rdlock_driver::TryLock<Guard>;

@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub use rdlock_driver::blocking::{Client, Guard, LockBuilder, RwLock, Semaphore};
+pub use rdlock_driver::blocking::{Hold, Owner, Scope};
 // Everything a caller names: options, errors (to match them without depending on the
 // core), the loss signal, and the `redis` crate that `Client::redis` and `Client::connect` use.
 pub use rdlock_driver::{

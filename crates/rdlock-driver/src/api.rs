@@ -99,6 +99,9 @@ macro_rules! lock_api {
 
             #[doc = concat!(" ", $waits, " until the lock is acquired, in turn with other waiters (first come, first")]
             /// served).
+            ///
+            /// Not reentrant: locking a key this client already holds waits like any other
+            /// caller (until that guard goes). For reentrancy, lock through an [`Owner`].
             $(#[$lock])*
             ///
             /// # Errors

@@ -40,6 +40,12 @@ macro_rules! wait {
     }};
 }
 
+// Reentrant owners and scoped locks, over the types below (they read their fields).
+mod owner;
+mod scoped;
+pub use owner::{Hold, Owner};
+pub use scoped::Scope;
+
 lock_api! {
     asyncness: [],
     generics: [],

@@ -27,12 +27,15 @@ pub mod convert;
 mod error;
 mod exchange;
 mod loss;
+mod owner;
 mod pubsub;
 #[cfg(feature = "async")]
 mod runtime;
 
 #[cfg(feature = "async")]
 pub use aio::{Client, Guard, LockBuilder, RwLock, Semaphore};
+#[cfg(feature = "async")]
+pub use aio::{Hold, Owner, Scope};
 pub use attempt::TryLock;
 pub use config::{ClientConfig, KeyspaceNotifications};
 pub use error::Error;

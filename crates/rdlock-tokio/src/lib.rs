@@ -61,6 +61,12 @@ pub type LockBuilder<'a> = rdlock_driver::LockBuilder<'a, Tokio>;
 pub type Semaphore = rdlock_driver::Semaphore<Tokio>;
 /// A read-write lock at one key ([`Client::rwlock`]).
 pub type RwLock = rdlock_driver::RwLock<Tokio>;
+/// An owner whose locks are reentrant for it ([`Client::owner`]).
+pub type Owner = rdlock_driver::Owner<Tokio>;
+/// One hold of an owner's lease ([`Owner::lock`]).
+pub type Hold = rdlock_driver::Hold<Tokio>;
+/// What the work of [`Client::with_lock`] sees of its lock.
+pub type Scope = rdlock_driver::Scope<Tokio>;
 /// The answer to a single attempt on tokio ([`Client::try_lock_report`]).
 pub type TryLock = rdlock_driver::TryLock<Guard>;
 

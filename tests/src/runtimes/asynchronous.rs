@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
 use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome, Resource};
-use rdlock_driver::{Client, ClientConfig, Error, Guard, Runtime, TryLock};
+use rdlock_driver::{Client, ClientConfig, Error, Guard, Hold, LossSignal, Owner, Runtime, Scope, TryLock};
 
 use crate::harness::{Harness, Task};
 
@@ -33,6 +33,10 @@ impl<E: Executor> Harness for Async<E> {
     const NAME: &'static str = E::NAME;
     type Client = Client<E::Runtime>;
     type Guard = Guard<E::Runtime>;
+    type Owner = Owner<E::Runtime>;
+    type Hold = Hold<E::Runtime>;
+    type Scope = Scope<E::Runtime>;
+    const SCOPE_CANCELS: bool = true;
 
     fn run<F, Fut>(case: F, budget: Duration)
     where
@@ -168,6 +172,74 @@ impl<E: Executor> Harness for Async<E> {
         }
         let _ = lost.as_mut().poll(&mut cx);
         Some((fresh, guard.lost_waker_count()))
+    }
+
+    fn owner(client: &Self::Client) -> Self::Owner {
+        client.owner()
+    }
+
+    fn owner_entries(owner: &Self::Owner) -> usize {
+        owner.entries()
+    }
+
+    async fn owner_lock(owner: &Self::Owner, key: &str) -> Result<Self::Hold, Error> {
+        owner.lock(key).await
+    }
+
+    async fn owner_lock_timeout(owner: &Self::Owner, key: &str, timeout: Duration) -> Result<Self::Hold, Error> {
+        owner.lock_timeout(key, timeout).await
+    }
+
+    async fn owner_try_lock(owner: &Self::Owner, key: &str) -> Result<Option<Self::Hold>, Error> {
+        owner.try_lock(key).await
+    }
+
+    async fn owner_write(owner: &Self::Owner, key: &str) -> Result<Self::Hold, Error> {
+        owner.write(key).await
+    }
+
+    fn hold_fence(hold: &Self::Hold) -> u64 {
+        hold.fence()
+    }
+
+    fn hold_token(hold: &Self::Hold) -> String {
+        hold.token().to_owned()
+    }
+
+    fn hold_depth(hold: &Self::Hold) -> usize {
+        hold.depth()
+    }
+
+    fn hold_signal(hold: &Self::Hold) -> LossSignal {
+        hold.loss_signal()
+    }
+
+    async fn hold_release(hold: Self::Hold) -> Result<Option<ReleaseOutcome>, Error> {
+        hold.release().await
+    }
+
+    async fn with_lock<T, F>(client: &Self::Client, key: &str, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(Self::Scope) -> Task<T> + Send + 'static,
+    {
+        client.with_lock(key, work).await
+    }
+
+    async fn with_lock_ttl<T, F>(client: &Self::Client, key: &str, ttl: Duration, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(Self::Scope) -> Task<T> + Send + 'static,
+    {
+        client.lock_builder(key).ttl(ttl).with_lock(work).await
+    }
+
+    fn scope_fence(scope: &Self::Scope) -> u64 {
+        scope.fence()
+    }
+
+    fn scope_is_lost(scope: &Self::Scope) -> bool {
+        scope.is_lost()
     }
 
     fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T> {

@@ -6,9 +6,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
-use rdlock_blocking::{Client, Guard};
+use rdlock_blocking::{Client, Guard, Hold, Owner, Scope};
 use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome, Resource};
-use rdlock_driver::{ClientConfig, Error, TryLock};
+use rdlock_driver::{ClientConfig, Error, LossSignal, TryLock};
 
 use crate::harness::{Harness, Task};
 
@@ -21,6 +21,10 @@ impl Harness for Blocking {
     const NAME: &'static str = "blocking";
     type Client = Client;
     type Guard = Guard;
+    type Owner = Owner;
+    type Hold = Hold;
+    type Scope = Scope;
+    const SCOPE_CANCELS: bool = false;
 
     fn run<F, Fut>(case: F, budget: Duration)
     where
@@ -48,7 +52,8 @@ impl Harness for Blocking {
     }
 
     fn skip(case: &str) -> Option<&'static str> {
-        (case == "a_cancelled_caller_strands_no_other_wait").then_some("a blocking call cannot be cancelled")
+        matches!(case, "a_cancelled_caller_strands_no_other_wait" | "a_dropped_with_lock_releases")
+            .then_some("a blocking call cannot be cancelled")
     }
 
     async fn connect(url: &str) -> Result<Self::Client, Error> {
@@ -138,6 +143,75 @@ impl Harness for Blocking {
     async fn churn_lost(_guard: &Self::Guard, _n: usize) -> Option<(usize, usize)> {
         // A blocking wait registers no waker.
         None
+    }
+
+    fn owner(client: &Self::Client) -> Self::Owner {
+        client.owner()
+    }
+
+    fn owner_entries(owner: &Self::Owner) -> usize {
+        owner.entries()
+    }
+
+    async fn owner_lock(owner: &Self::Owner, key: &str) -> Result<Self::Hold, Error> {
+        owner.lock(key)
+    }
+
+    async fn owner_lock_timeout(owner: &Self::Owner, key: &str, timeout: Duration) -> Result<Self::Hold, Error> {
+        owner.lock_timeout(key, timeout)
+    }
+
+    async fn owner_try_lock(owner: &Self::Owner, key: &str) -> Result<Option<Self::Hold>, Error> {
+        owner.try_lock(key)
+    }
+
+    async fn owner_write(owner: &Self::Owner, key: &str) -> Result<Self::Hold, Error> {
+        owner.write(key)
+    }
+
+    fn hold_fence(hold: &Self::Hold) -> u64 {
+        hold.fence()
+    }
+
+    fn hold_token(hold: &Self::Hold) -> String {
+        hold.token().to_owned()
+    }
+
+    fn hold_depth(hold: &Self::Hold) -> usize {
+        hold.depth()
+    }
+
+    fn hold_signal(hold: &Self::Hold) -> LossSignal {
+        hold.loss_signal()
+    }
+
+    async fn hold_release(hold: Self::Hold) -> Result<Option<ReleaseOutcome>, Error> {
+        hold.release()
+    }
+
+    async fn with_lock<T, F>(client: &Self::Client, key: &str, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(Self::Scope) -> Task<T> + Send + 'static,
+    {
+        // The work's future runs to its end on this thread, as blocking work would.
+        client.with_lock(key, move |scope| block_on(work(scope)))
+    }
+
+    async fn with_lock_ttl<T, F>(client: &Self::Client, key: &str, ttl: Duration, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(Self::Scope) -> Task<T> + Send + 'static,
+    {
+        client.lock_builder(key).ttl(ttl).with_lock(move |scope| block_on(work(scope)))
+    }
+
+    fn scope_fence(scope: &Self::Scope) -> u64 {
+        scope.fence()
+    }
+
+    fn scope_is_lost(scope: &Self::Scope) -> bool {
+        scope.is_lost()
     }
 
     fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T> {
