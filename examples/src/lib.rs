@@ -1,6 +1,6 @@
 //! Runnable examples of rdlock, in `src/bin/`: one per runtime (`tokio`, `async_std`,
-//! `smol`, `blocking`), the `demo`, and `embed_core`, which drives the sans-IO core from a
-//! hand-written loop. Each starts a throwaway Redis server and stops it when done.
+//! `smol`, `blocking`), the `demo`, `mutex` (data that lives with the lock), and
+//! `embed_core`, which drives the sans-IO core from a hand-written loop. Each starts a throwaway Redis server and stops it when done.
 //!
 //! This library holds what the per-runtime examples share: a board that prints who holds
 //! the lock and how long each hand-off took.
