@@ -151,14 +151,15 @@ mutex_api! {
     now: R::now,
     waits: "Waits",
     mutex: {
-        /// A lock whose data lives with it, at one key ([`Client::mutex`], [`Client::mutex_bytes`],
-        /// [`Client::mutex_with`]): each holder reads the value its predecessor wrote, and writes it
-        /// back before letting go. The value is kept beside the lock key and outlives it (unless
+        /// A lock whose data lives with it, at one key (`Client::mutex` with the `serde` feature,
+        /// [`Client::mutex_bytes`], [`Client::mutex_with`]): each holder reads the value its
+        /// predecessor wrote, and writes it back before letting go. The value is kept beside the lock key and outlives it (unless
         /// given a TTL, [`MutexBuilder::value_ttl`]).
         ///
         /// Adapters name the runtime (`rdlock_tokio::Mutex<T>` is `Mutex<T, Json, Tokio>`).
         ///
         /// ```no_run
+        /// # #[cfg(feature = "serde")]
         /// # async fn demo<R: rdlock_driver::Runtime>(client: rdlock_driver::Client<R>) -> Result<(), rdlock_driver::Error> {
         /// let counter = client.mutex::<u64>("visits");
         /// let mut guard = counter.lock().await?;
@@ -174,6 +175,7 @@ mutex_api! {
         /// holder finds `T::default()`; `Option<T>` suits types without a natural default.
         ///
         /// ```no_run
+        /// # #[cfg(feature = "serde")]
         /// # async fn demo<R: rdlock_driver::Runtime>(client: rdlock_driver::Client<R>) -> Result<(), rdlock_driver::Error> {
         /// let queue = client.mutex::<Vec<String>>("jobs");
         /// let mut jobs = queue.lock().await?;
@@ -213,6 +215,7 @@ mutex_api! {
         /// keep a change; [`MutexGuard::discard`] says so for a change to drop.
         ///
         /// ```no_run
+        /// # #[cfg(feature = "serde")]
         /// # async fn demo<R: rdlock_driver::Runtime>(client: rdlock_driver::Client<R>) -> Result<(), rdlock_driver::Error> {
         /// let mut balance = client.mutex::<i64>("balance").lock().await?;
         /// *balance -= 30;

@@ -150,12 +150,13 @@ mutex_api! {
     now: Instant::now,
     waits: "Blocks",
     mutex: {
-        /// A lock whose data lives with it, at one key ([`Client::mutex`], [`Client::mutex_bytes`],
-        /// [`Client::mutex_with`]): each holder reads the value its predecessor wrote, and writes it
-        /// back before letting go. The value is kept beside the lock key and outlives it (unless
+        /// A lock whose data lives with it, at one key (`Client::mutex` with the `serde` feature,
+        /// [`Client::mutex_bytes`], [`Client::mutex_with`]): each holder reads the value its
+        /// predecessor wrote, and writes it back before letting go. The value is kept beside the lock key and outlives it (unless
         /// given a TTL, [`MutexBuilder::value_ttl`]).
         ///
         /// ```no_run
+        /// # #[cfg(feature = "serde")]
         /// # fn demo(client: rdlock_driver::blocking::Client) -> Result<(), rdlock_driver::Error> {
         /// let counter = client.mutex::<u64>("visits");
         /// let mut guard = counter.lock()?;
@@ -171,6 +172,7 @@ mutex_api! {
         /// holder finds `T::default()`; `Option<T>` suits types without a natural default.
         ///
         /// ```no_run
+        /// # #[cfg(feature = "serde")]
         /// # fn demo(client: rdlock_driver::blocking::Client) -> Result<(), rdlock_driver::Error> {
         /// let queue = client.mutex::<Vec<String>>("jobs");
         /// let mut jobs = queue.lock()?;
@@ -209,6 +211,7 @@ mutex_api! {
         /// to keep a change; [`MutexGuard::discard`] says so for a change to drop.
         ///
         /// ```no_run
+        /// # #[cfg(feature = "serde")]
         /// # fn demo(client: rdlock_driver::blocking::Client) -> Result<(), rdlock_driver::Error> {
         /// let mut balance = client.mutex::<i64>("balance").lock()?;
         /// *balance -= 30;

@@ -1,9 +1,9 @@
 //! How a mutex's value becomes bytes and back ([`Codec`]): bytes as they are ([`Bytes`]),
-//! JSON with the `serde` feature ([`Json`]), or the user's own format.
+//! JSON with the `serde` feature (`Json`), or the user's own format.
 
 /// Turns a mutex's value into the bytes stored beside the lock, and back. Implement it for a
 /// format of your own (a compact binary one, say); [`Bytes`] and, with the `serde` feature,
-/// [`Json`] come with the crate.
+/// `Json` come with the crate.
 ///
 /// ```
 /// use rdlock_driver::Codec;
