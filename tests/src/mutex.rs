@@ -237,6 +237,9 @@ pub async fn written_by_is_the_previous_writers_fence<H: Harness>() {
     let (a, b) = (H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect"));
     let mut g = counter::<H>(&a).await;
     assert_eq!(H::written_by::<u64, Json>(&g), None, "a fresh mutex has no writer");
+    let attempt = MutexSpec { how: Acquire::Try, ..MutexSpec::default() };
+    let busy = H::mutex::<u64, Json>(&b, KEY, Json, attempt).await.expect("try_lock");
+    assert!(busy.is_none(), "a second holder beside the first");
     let first = H::mutex_fence::<u64, Json>(&g);
     *g = 10;
     released(H::release_mutex(g).await);
