@@ -156,12 +156,14 @@ macro_rules! mutex_api {
             }
         }
 
-        impl<T: Default, C: crate::Codec<T>, $($g)*> Mutex<T, C, $($a)*> {
+        impl<T, C, $($g)*> Mutex<T, C, $($a)*> {
             /// The mutex's key.
             pub fn key(&self) -> &str {
                 &self.key
             }
+        }
 
+        impl<T: Default, C: crate::Codec<T>, $($g)*> Mutex<T, C, $($a)*> {
             #[doc = concat!(" ", $waits, " until the mutex is held, in turn with other waiters, and reads its value.")]
             ///
             /// # Errors
@@ -481,3 +483,49 @@ macro_rules! mutex_api {
     };
 }
 pub(crate) use mutex_api;
+
+#[cfg(test)]
+mod tests {
+    use rdlock_core::{LockError, LostReason, ReleaseOutcome};
+
+    use super::*;
+
+    #[test]
+    fn a_release_that_found_the_lease_lost_is_an_error_and_unknown_is_not() {
+        let loss = LossCell::default();
+        let ev = |outcome| Some(Event::Released { outcome });
+        assert!(matches!(released(ev(ReleaseOutcome::Released), &loss), Ok(ReleaseOutcome::Released)));
+        assert!(matches!(released(ev(ReleaseOutcome::Unknown), &loss), Ok(ReleaseOutcome::Unknown)));
+        assert!(matches!(released(ev(ReleaseOutcome::NotHeld), &loss), Err(Error::Lost(LostReason::NotOwner))));
+        loss.set_lost(LostReason::Expired);
+        assert!(matches!(released(ev(ReleaseOutcome::NotHeld), &loss), Err(Error::Lost(LostReason::Expired))));
+        let short = Some(Event::ReplicationShortfall { acked: 0, wanted: 1 });
+        assert!(matches!(released(short, &loss), Err(Error::ReplicationShortfall { acked: 0, wanted: 1 })));
+        let failed = Some(Event::Failed(LockError::UnexpectedReply("x".into())));
+        assert!(matches!(released(failed, &loss), Err(Error::Lock(_))));
+        assert!(matches!(released(None, &loss), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn a_store_maps_each_answer() {
+        assert!(stored(Some(Event::Stored)).is_ok());
+        let lost = Some(Event::Lost { reason: LostReason::NotOwner });
+        assert!(matches!(stored(lost), Err(Error::Lost(LostReason::NotOwner))));
+        let short = Some(Event::ReplicationShortfall { acked: 1, wanted: 2 });
+        assert!(matches!(stored(short), Err(Error::ReplicationShortfall { acked: 1, wanted: 2 })));
+        assert!(matches!(stored(None), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn codec_errors_name_the_key() {
+        let codec = crate::codec::Bytes;
+        let bytes = encode(&codec, "k", &vec![1, 2]).expect("bytes always encode");
+        assert_eq!(&bytes[..], &[1, 2]);
+        #[derive(Debug, thiserror::Error)]
+        #[error("nope")]
+        struct Nope;
+        let e = decode_error("k", Nope);
+        assert!(matches!(&e, Error::Decode { key, .. } if key == "k"), "{e}");
+        assert_eq!(e.to_string(), "the value of mutex \"k\" could not be decoded: nope");
+    }
+}
