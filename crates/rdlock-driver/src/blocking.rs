@@ -225,6 +225,14 @@ mutex_api! {
     }
 }
 
+impl<T, C> MutexGuard<T, C> {
+    /// Waits up to `timeout` for the lease to be lost: `None` if it is still held then (as
+    /// [`Guard::wait_lost`]).
+    pub fn wait_lost(&self, timeout: Duration) -> Option<LostReason> {
+        self.guard.wait_lost(timeout)
+    }
+}
+
 /// Makes a client: its state, a checked first command connection, and its threads.
 fn start(redis: redis::Client, config: ClientConfig) -> Result<Arc<Inner>, Error> {
     let inner = Arc::new(Inner::with_threads(redis, config)?);
