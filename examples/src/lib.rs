@@ -1,7 +1,8 @@
 //! Runnable examples of rdlock, in `src/bin/`: one per runtime (`tokio`, `async_std`,
 //! `smol`, `blocking`), the same per runtime for reentrant owners and scoped locks
-//! (`owners_tokio`, `owners_async_std`, `owners_smol`, `owners_blocking`), the `demo`, and
-//! `embed_core`, which drives the sans-IO core from a hand-written loop. Each starts a throwaway Redis server and stops it when done.
+//! (`owners_tokio`, `owners_async_std`, `owners_smol`, `owners_blocking`), the `demo`, `mutex`
+//! (data that lives with the lock), and `embed_core`, which drives the sans-IO core from a
+//! hand-written loop. Each starts a throwaway Redis server and stops it when done.
 //!
 //! This library holds what the per-runtime examples share: a board that prints who holds
 //! the lock and how long each hand-off took.

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome, Resource};
-use rdlock_driver::{ClientConfig, Error, LossSignal, TryLock};
+use rdlock_driver::{ClientConfig, Codec, Error, LossSignal, TryLock};
 
 /// Work started with [`Harness::spawn`]; awaiting it yields the work's result and
 /// re-raises its panic, if it panicked.
@@ -26,6 +26,8 @@ pub trait Harness: Sized + Send + Sync + 'static {
     type Client: Clone + std::fmt::Debug + Send + Sync + 'static;
     /// The adapter's guard of a held lock.
     type Guard: std::fmt::Debug + Send + Sync + 'static;
+    /// The adapter's guard of a held mutex, whose value is a `T` encoded by `C`.
+    type MutexGuard<T: Value, C: ValueCodec<T>>: std::fmt::Debug + Send + Sync + std::ops::DerefMut<Target = T>;
 
     /// Runs the future a case builds to completion on this runtime (building it there), and
     /// fails the test if it takes longer than `budget`.
@@ -70,6 +72,25 @@ pub trait Harness: Sized + Send + Sync + 'static {
         options: LockOptions,
         how: Acquire,
     ) -> Result<Option<Self::Guard>, Error>;
+
+    /// The mutex at `key` with `codec` (`Client::mutex_with`), taken as `spec` says
+    /// (`Mutex::builder`, then `lock` or `try_lock`).
+    async fn mutex<T: Value, C: ValueCodec<T>>(
+        client: &Self::Client,
+        key: &str,
+        codec: C,
+        spec: MutexSpec,
+    ) -> Result<Option<Self::MutexGuard<T, C>>, Error>;
+    /// Writes the value, keeping the lock (`MutexGuard::store`).
+    async fn store<T: Value, C: ValueCodec<T>>(guard: &mut Self::MutexGuard<T, C>) -> Result<(), Error>;
+    /// Releases the mutex, writing the value back when modified (`MutexGuard::release`).
+    async fn release_mutex<T: Value, C: ValueCodec<T>>(guard: Self::MutexGuard<T, C>) -> Result<ReleaseOutcome, Error>;
+    /// Releases the mutex without writing (`MutexGuard::discard`).
+    async fn discard<T: Value, C: ValueCodec<T>>(guard: Self::MutexGuard<T, C>) -> Result<ReleaseOutcome, Error>;
+    /// The mutex guard's fence.
+    fn mutex_fence<T: Value, C: ValueCodec<T>>(guard: &Self::MutexGuard<T, C>) -> u64;
+    /// The fence of the holder that wrote the value the guard found.
+    fn written_by<T: Value, C: ValueCodec<T>>(guard: &Self::MutexGuard<T, C>) -> Option<u64>;
 
     /// Locks the client tracks (`Client::tracked_locks`).
     fn tracked(client: &Self::Client) -> usize;
@@ -150,6 +171,39 @@ pub trait Harness: Sized + Send + Sync + 'static {
     fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T>;
     /// Sleeps without holding up the adapter's background work.
     async fn sleep(duration: Duration);
+}
+
+/// A value a case keeps in a mutex.
+pub trait Value: Default + Send + Sync + 'static {}
+impl<T: Default + Send + Sync + 'static> Value for T {}
+
+/// A codec a case gives a mutex.
+pub trait ValueCodec<T>: Codec<T> + Send + Sync + 'static {}
+impl<T, C: Codec<T> + Send + Sync + 'static> ValueCodec<T> for C {}
+
+/// How a case takes a mutex: the builder's settings, and how to wait.
+#[derive(Clone, Copy, Debug)]
+pub struct MutexSpec {
+    /// Lease, renewal, confirmation and poll cap.
+    pub options: LockOptions,
+    /// The value limit (`MutexBuilder::max_value`).
+    pub max_value: u32,
+    /// The value's TTL (`MutexBuilder::value_ttl`), none by default.
+    pub value_ttl: Option<Duration>,
+    /// One attempt, or a wait (with its deadline).
+    pub how: Acquire,
+}
+
+impl Default for MutexSpec {
+    /// The client's default options and limit, no value TTL, a wait of up to 10 s.
+    fn default() -> Self {
+        Self {
+            options: LockOptions::default(),
+            max_value: rdlock_driver::DEFAULT_MAX_VALUE,
+            value_ttl: None,
+            how: Acquire::Wait { deadline: Some(Instant::now() + Duration::from_secs(10)) },
+        }
+    }
 }
 
 /// Waits until the lock is acquired with these options, or `timeout` passes.

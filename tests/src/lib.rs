@@ -7,7 +7,8 @@
 //!   synchronous calls inside them and gets concurrency from threads.
 //! - [`runtimes`] implements it: once for every async adapter, generically over the driver's
 //!   runtime ([`runtimes::Async`], with a `block_on` per runtime), and once for the blocking one.
-//! - [`cases`] holds the cases, generic over the harness; [`support`] the server-side checks.
+//! - [`cases`] holds the cases, generic over the harness ([`counted`] those of semaphores and
+//!   read-write locks, [`mutex`] those of the mutex); [`support`] the server-side checks.
 //! - [`cases!`] stamps out one `#[test]` per case for a harness; `tests/integration.rs` invokes
 //!   it once per enabled runtime, in a module named after it (`tokio::mutual_exclusion`, ...).
 //!
@@ -19,6 +20,7 @@
 pub mod cases;
 pub mod counted;
 pub mod harness;
+pub mod mutex;
 pub mod runtimes;
 pub mod scoped;
 pub mod support;
@@ -102,12 +104,32 @@ macro_rules! cases {
             with_lock_releases_after_a_panic,
             a_dropped_with_lock_releases,
         );
+        $crate::cases!(@mutex $harness;
+            a_counter_in_a_mutex_ends_exact,
+            a_frozen_holders_write_back_is_refused,
+            a_mebibyte_value_round_trips,
+            a_corrupt_value_is_a_typed_decode_error,
+            a_value_key_of_another_type_is_refused,
+            written_by_is_the_previous_writers_fence,
+            a_dropped_guard_writes_nothing,
+            an_unmodified_release_sends_no_store,
+            a_value_ttl_applies_only_when_asked,
+            confirm_covers_the_write_back,
+        );
     };
     (@scoped $harness:ty; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
                 $crate::run_case::<$harness, _, _>(stringify!($case), $crate::scoped::$case::<$harness>);
+            }
+        )*
+    };
+    (@mutex $harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::mutex::$case::<$harness>);
             }
         )*
     };

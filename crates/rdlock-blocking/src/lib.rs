@@ -47,3 +47,28 @@ pub use rdlock_driver::{
 
 /// The answer to a single attempt on plain threads ([`Client::try_lock_report`]).
 pub type TryLock = rdlock_driver::TryLock<Guard>;
+
+// A mutex: a lock whose value lives beside it (typed values with the `serde` feature).
+#[cfg(feature = "serde")]
+pub use rdlock_driver::Json;
+pub use rdlock_driver::{Bytes, Codec, DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, MAX_VALUE_TTL};
+/// A mutex on plain threads: a lock whose value `T`, encoded by `C` (JSON by default), lives beside it
+/// ([`Client::mutex`]).
+#[cfg(feature = "serde")]
+pub type Mutex<T, C = Json> = rdlock_driver::blocking::Mutex<T, C>;
+/// A mutex on plain threads: a lock whose value `T`, encoded by `C`, lives beside it
+/// ([`Client::mutex_with`], [`Client::mutex_bytes`]).
+#[cfg(not(feature = "serde"))]
+pub type Mutex<T, C> = rdlock_driver::blocking::Mutex<T, C>;
+/// A held mutex and its value on plain threads ([`Mutex::lock`]).
+#[cfg(feature = "serde")]
+pub type MutexGuard<T, C = Json> = rdlock_driver::blocking::MutexGuard<T, C>;
+/// A held mutex and its value on plain threads ([`Mutex::lock`]).
+#[cfg(not(feature = "serde"))]
+pub type MutexGuard<T, C> = rdlock_driver::blocking::MutexGuard<T, C>;
+/// Options for one acquisition of a mutex on plain threads ([`Mutex::builder`]).
+#[cfg(feature = "serde")]
+pub type MutexBuilder<'a, T, C = Json> = rdlock_driver::blocking::MutexBuilder<'a, T, C>;
+/// Options for one acquisition of a mutex on plain threads ([`Mutex::builder`]).
+#[cfg(not(feature = "serde"))]
+pub type MutexBuilder<'a, T, C> = rdlock_driver::blocking::MutexBuilder<'a, T, C>;

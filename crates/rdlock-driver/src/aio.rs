@@ -17,6 +17,7 @@ use crate::common::{self, LockRequest};
 use crate::config::ClientConfig;
 use crate::error::Error;
 use crate::loss::{LossCell, LossSignal};
+use crate::mutex::mutex_api;
 use crate::runtime::Runtime;
 use inner::Inner;
 
@@ -146,6 +147,91 @@ lock_api! {
         pub fn lost_waker_count(&self) -> usize {
             self.loss.waiting()
         }
+    }
+}
+
+mutex_api! {
+    asyncness: [async],
+    generics: [R: Runtime],
+    args: [R],
+    now: R::now,
+    waits: "Waits",
+    mutex: {
+        /// A lock whose data lives with it, at one key (`Client::mutex` with the `serde` feature,
+        /// [`Client::mutex_bytes`], [`Client::mutex_with`]): each holder reads the value its
+        /// predecessor wrote, and writes it back before letting go. The value is kept beside the lock key and outlives it (unless
+        /// given a TTL, [`MutexBuilder::value_ttl`]).
+        ///
+        /// Adapters name the runtime (`rdlock_tokio::Mutex<T>` is `Mutex<T, Json, Tokio>`).
+        ///
+        /// ```no_run
+        /// # #[cfg(feature = "serde")]
+        /// # async fn demo<R: rdlock_driver::Runtime>(client: rdlock_driver::Client<R>) -> Result<(), rdlock_driver::Error> {
+        /// let counter = client.mutex::<u64>("visits");
+        /// let mut guard = counter.lock().await?;
+        /// *guard += 1;
+        /// println!("visit {} (the last one by fence {:?})", *guard, guard.written_by());
+        /// guard.release().await?; // writes the value back, then releases
+        /// # Ok(()) }
+        /// ```
+    },
+    json: {
+        /// The mutex at `key` whose value is a `T` stored as JSON ([`Json`](crate::Json), the
+        /// `serde` feature). Until a value is first written (or after a value TTL ran out), a
+        /// holder finds `T::default()`; `Option<T>` suits types without a natural default.
+        ///
+        /// ```no_run
+        /// # #[cfg(feature = "serde")]
+        /// # async fn demo<R: rdlock_driver::Runtime>(client: rdlock_driver::Client<R>) -> Result<(), rdlock_driver::Error> {
+        /// let queue = client.mutex::<Vec<String>>("jobs");
+        /// let mut jobs = queue.lock().await?;
+        /// jobs.push("resize 42.png".to_owned());
+        /// jobs.release().await?;
+        /// # Ok(()) }
+        /// ```
+    },
+    builder: {
+        /// Options for one acquisition of a mutex, from [`Mutex::builder`].
+        ///
+        /// ```no_run
+        /// # async fn demo<R: rdlock_driver::Runtime>(client: rdlock_driver::Client<R>) -> Result<(), rdlock_driver::Error> {
+        /// use std::time::Duration;
+        ///
+        /// let mut session = client
+        ///     .mutex_bytes("session:7")
+        ///     .builder()
+        ///     .ttl(Duration::from_secs(5))
+        ///     .max_value(64 * 1024)
+        ///     .value_ttl(Duration::from_secs(3600))
+        ///     .timeout(Duration::from_secs(2))
+        ///     .lock()
+        ///     .await?;
+        /// session.extend_from_slice(b"seen");
+        /// session.release().await?;
+        /// # Ok(()) }
+        /// ```
+    },
+    guard: {
+        /// A held mutex and its value: read it through `Deref`, change it through `DerefMut`
+        /// (which marks it modified), write it with [`MutexGuard::store`] mid-hold or
+        /// [`MutexGuard::release`] at the end.
+        ///
+        /// Dropping the guard releases the lock in the background and does **not** write the
+        /// value: a write nobody asked for could store half-done work. Release explicitly to
+        /// keep a change; [`MutexGuard::discard`] says so for a change to drop.
+        ///
+        /// ```no_run
+        /// # #[cfg(feature = "serde")]
+        /// # async fn demo<R: rdlock_driver::Runtime>(client: rdlock_driver::Client<R>) -> Result<(), rdlock_driver::Error> {
+        /// let mut balance = client.mutex::<i64>("balance").lock().await?;
+        /// *balance -= 30;
+        /// if *balance < 0 {
+        ///     balance.discard().await?; // nothing written
+        /// } else {
+        ///     balance.release().await?; // written, then released
+        /// }
+        /// # Ok(()) }
+        /// ```
     }
 }
 

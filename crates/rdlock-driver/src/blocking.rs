@@ -27,6 +27,7 @@ use crate::common::{self, LockRequest};
 use crate::config::ClientConfig;
 use crate::error::Error;
 use crate::loss::{LossCell, LossSignal};
+use crate::mutex::mutex_api;
 use inner::Inner;
 
 /// Waits by blocking: the expression already did.
@@ -145,6 +146,96 @@ lock_api! {
         pub fn wait_lost(&self, timeout: Duration) -> Option<LostReason> {
             self.loss.wait(Some(Instant::now() + timeout))
         }
+    }
+}
+
+mutex_api! {
+    asyncness: [],
+    generics: [],
+    args: [],
+    now: Instant::now,
+    waits: "Blocks",
+    mutex: {
+        /// A lock whose data lives with it, at one key (`Client::mutex` with the `serde` feature,
+        /// [`Client::mutex_bytes`], [`Client::mutex_with`]): each holder reads the value its
+        /// predecessor wrote, and writes it back before letting go. The value is kept beside the lock key and outlives it (unless
+        /// given a TTL, [`MutexBuilder::value_ttl`]).
+        ///
+        /// ```no_run
+        /// # #[cfg(feature = "serde")]
+        /// # fn demo(client: rdlock_driver::blocking::Client) -> Result<(), rdlock_driver::Error> {
+        /// let counter = client.mutex::<u64>("visits");
+        /// let mut guard = counter.lock()?;
+        /// *guard += 1;
+        /// println!("visit {} (the last one by fence {:?})", *guard, guard.written_by());
+        /// guard.release()?; // writes the value back, then releases
+        /// # Ok(()) }
+        /// ```
+    },
+    json: {
+        /// The mutex at `key` whose value is a `T` stored as JSON ([`Json`](crate::Json), the
+        /// `serde` feature). Until a value is first written (or after a value TTL ran out), a
+        /// holder finds `T::default()`; `Option<T>` suits types without a natural default.
+        ///
+        /// ```no_run
+        /// # #[cfg(feature = "serde")]
+        /// # fn demo(client: rdlock_driver::blocking::Client) -> Result<(), rdlock_driver::Error> {
+        /// let queue = client.mutex::<Vec<String>>("jobs");
+        /// let mut jobs = queue.lock()?;
+        /// jobs.push("resize 42.png".to_owned());
+        /// jobs.release()?;
+        /// # Ok(()) }
+        /// ```
+    },
+    builder: {
+        /// Options for one acquisition of a mutex, from [`Mutex::builder`].
+        ///
+        /// ```no_run
+        /// # fn demo(client: rdlock_driver::blocking::Client) -> Result<(), rdlock_driver::Error> {
+        /// use std::time::Duration;
+        ///
+        /// let mut session = client
+        ///     .mutex_bytes("session:7")
+        ///     .builder()
+        ///     .ttl(Duration::from_secs(5))
+        ///     .max_value(64 * 1024)
+        ///     .value_ttl(Duration::from_secs(3600))
+        ///     .timeout(Duration::from_secs(2))
+        ///     .lock()?;
+        /// session.extend_from_slice(b"seen");
+        /// session.release()?;
+        /// # Ok(()) }
+        /// ```
+    },
+    guard: {
+        /// A held mutex and its value: read it through `Deref`, change it through `DerefMut`
+        /// (which marks it modified), write it with [`MutexGuard::store`] mid-hold or
+        /// [`MutexGuard::release`] at the end.
+        ///
+        /// Dropping the guard releases the lock on the dropping thread and does **not** write
+        /// the value: a write nobody asked for could store half-done work. Release explicitly
+        /// to keep a change; [`MutexGuard::discard`] says so for a change to drop.
+        ///
+        /// ```no_run
+        /// # #[cfg(feature = "serde")]
+        /// # fn demo(client: rdlock_driver::blocking::Client) -> Result<(), rdlock_driver::Error> {
+        /// let mut balance = client.mutex::<i64>("balance").lock()?;
+        /// *balance -= 30;
+        /// if *balance < 0 {
+        ///     balance.discard()?; // nothing written
+        /// } else {
+        ///     balance.release()?; // written, then released
+        /// }
+        /// # Ok(()) }
+        /// ```
+    }
+}
+
+impl<T, C> MutexGuard<T, C> {
+    /// Waits up to `timeout` for the lease to be lost: `None` if it is still held then (as
+    /// [`Guard::wait_lost`]).
+    pub fn wait_lost(&self, timeout: Duration) -> Option<LostReason> {
+        self.guard.wait_lost(timeout)
     }
 }
 

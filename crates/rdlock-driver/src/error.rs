@@ -55,6 +55,24 @@ pub enum Error {
         /// The server's policy.
         policy: String,
     },
+    /// A mutex's stored value could not be decoded (written by another program, another
+    /// version of the type, or by hand). The lock was released again and the stored bytes
+    /// were left as they are.
+    #[error("the value of mutex {key:?} could not be decoded: {source}")]
+    Decode {
+        /// The mutex's key.
+        key: String,
+        /// The codec's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A mutex's value could not be encoded; nothing was written.
+    #[error("the value of mutex {key:?} could not be encoded: {source}")]
+    Encode {
+        /// The mutex's key.
+        key: String,
+        /// The codec's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The client shut down.
     #[error("the client is closed")]
     Closed,

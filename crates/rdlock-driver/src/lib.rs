@@ -8,7 +8,8 @@
 //!   background task per client for timers (renewals, polls, lost signals) and one for the
 //!   shared pub/sub connection;
 //! - [`blocking`]: the same API on plain threads;
-//! - [`LossSignal`], [`TryLock`]: an owned lost-lease signal, and a single attempt's answer.
+//! - [`LossSignal`], [`TryLock`]: an owned lost-lease signal, and a single attempt's answer;
+//! - [`Mutex`] and [`Codec`]: a lock whose value lives beside it, and how the value is encoded.
 //!
 //! Users pick an adapter crate (`rdlock-tokio`, `rdlock-async-std`, `rdlock-blocking`),
 //! which names the runtime and re-exports these types.
@@ -21,12 +22,14 @@ mod api;
 mod attempt;
 pub mod blocking;
 mod cell;
+mod codec;
 mod common;
 mod config;
 pub mod convert;
 mod error;
 mod exchange;
 mod loss;
+mod mutex;
 mod owner;
 mod pubsub;
 #[cfg(feature = "async")]
@@ -37,9 +40,16 @@ pub use aio::{Client, Guard, LockBuilder, RwLock, Semaphore};
 #[cfg(feature = "async")]
 pub use aio::{Hold, Owner, Scope};
 pub use attempt::TryLock;
+// A mutex: a lock whose value lives beside it.
+#[cfg(feature = "async")]
+pub use aio::{Mutex, MutexBuilder, MutexGuard};
+#[cfg(feature = "serde")]
+pub use codec::Json;
+pub use codec::{Bytes, Codec};
 pub use config::{ClientConfig, KeyspaceNotifications};
 pub use error::Error;
 pub use loss::LossSignal;
+pub use rdlock_core::{DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, MAX_VALUE_TTL};
 // The core's types a caller meets: options, and the errors inside `Error`, so that callers
 // can match them without depending on `rdlock-core`.
 pub use rdlock_core::{

@@ -70,6 +70,31 @@ pub type Scope = rdlock_driver::Scope<Tokio>;
 /// The answer to a single attempt on tokio ([`Client::try_lock_report`]).
 pub type TryLock = rdlock_driver::TryLock<Guard>;
 
+// A mutex: a lock whose value lives beside it (typed values with the `serde` feature).
+#[cfg(feature = "serde")]
+pub use rdlock_driver::Json;
+pub use rdlock_driver::{Bytes, Codec, DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, MAX_VALUE_TTL};
+/// A mutex on tokio: a lock whose value `T`, encoded by `C` (JSON by default), lives beside it
+/// ([`Client::mutex`]).
+#[cfg(feature = "serde")]
+pub type Mutex<T, C = Json> = rdlock_driver::Mutex<T, C, Tokio>;
+/// A mutex on tokio: a lock whose value `T`, encoded by `C`, lives beside it
+/// ([`Client::mutex_with`], [`Client::mutex_bytes`]).
+#[cfg(not(feature = "serde"))]
+pub type Mutex<T, C> = rdlock_driver::Mutex<T, C, Tokio>;
+/// A held mutex and its value on tokio ([`Mutex::lock`]).
+#[cfg(feature = "serde")]
+pub type MutexGuard<T, C = Json> = rdlock_driver::MutexGuard<T, C, Tokio>;
+/// A held mutex and its value on tokio ([`Mutex::lock`]).
+#[cfg(not(feature = "serde"))]
+pub type MutexGuard<T, C> = rdlock_driver::MutexGuard<T, C, Tokio>;
+/// Options for one acquisition of a mutex on tokio ([`Mutex::builder`]).
+#[cfg(feature = "serde")]
+pub type MutexBuilder<'a, T, C = Json> = rdlock_driver::MutexBuilder<'a, T, C, Tokio>;
+/// Options for one acquisition of a mutex on tokio ([`Mutex::builder`]).
+#[cfg(not(feature = "serde"))]
+pub type MutexBuilder<'a, T, C> = rdlock_driver::MutexBuilder<'a, T, C, Tokio>;
+
 /// The workspace README's tour, compiled with the doctests so that it stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

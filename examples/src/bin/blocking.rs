@@ -1,5 +1,5 @@
 //! rdlock on plain threads: a few workers contend for one lock on a throwaway Redis server,
-//! then share a semaphore's permits and a read-write lock.
+//! then share a semaphore's permits, a read-write lock and a mutex's value.
 //!
 //! `cargo run -p rdlock-examples --bin blocking`
 
@@ -52,5 +52,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let w = doc.write_timeout(Duration::from_secs(1))?;
     println!("rwlock: the writer holds it alone, fence {}", w.fence());
     w.release()?;
+    // A mutex: its value lives beside the lock; each holder reads the last one written.
+    let notes = client.mutex::<Vec<String>>("notes");
+    let mut n = notes.lock()?;
+    let note = format!("written under fence {}", n.fence());
+    n.push(note);
+    n.release()?; // written back, then released
+    let n = notes.lock()?;
+    println!("mutex: {:?}, written by fence {:?}", *n, n.written_by());
+    n.release()?;
     Ok(())
 }

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
 use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome, Resource};
-use rdlock_driver::{Client, ClientConfig, Error, Guard, Hold, LossSignal, Owner, Runtime, Scope, TryLock};
+use rdlock_driver::{Client, ClientConfig, Error, Guard, Hold, LossSignal, MutexGuard, Owner, Runtime, Scope, TryLock};
 
-use crate::harness::{Harness, Task};
+use crate::harness::{Harness, MutexSpec, Task, Value, ValueCodec};
 
 /// An executor the tests can enter, and the driver runtime whose clients run on it.
 pub trait Executor: Send + Sync + 'static {
@@ -37,6 +37,7 @@ impl<E: Executor> Harness for Async<E> {
     type Hold = Hold<E::Runtime>;
     type Scope = Scope<E::Runtime>;
     const SCOPE_CANCELS: bool = true;
+    type MutexGuard<T: Value, C: ValueCodec<T>> = MutexGuard<T, C, E::Runtime>;
 
     fn run<F, Fut>(case: F, budget: Duration)
     where
@@ -100,6 +101,50 @@ impl<E: Executor> Harness for Async<E> {
         how: Acquire,
     ) -> Result<Option<Self::Guard>, Error> {
         client.acquire_resource(key, resource, options, how).await
+    }
+
+    async fn mutex<T: Value, C: ValueCodec<T>>(
+        client: &Self::Client,
+        key: &str,
+        codec: C,
+        spec: MutexSpec,
+    ) -> Result<Option<Self::MutexGuard<T, C>>, Error> {
+        let mutex = client.mutex_with(key, codec);
+        let mut b = mutex
+            .builder()
+            .ttl(spec.options.ttl)
+            .auto_renew(spec.options.auto_renew)
+            .confirm(spec.options.confirm)
+            .poll_cap(spec.options.poll_cap)
+            .max_value(spec.max_value);
+        if let Some(ttl) = spec.value_ttl {
+            b = b.value_ttl(ttl);
+        }
+        match spec.how {
+            Acquire::Try => b.try_lock().await,
+            Acquire::Wait { deadline: Some(d) } => b.deadline(d).lock().await.map(Some),
+            Acquire::Wait { deadline: None } => b.lock().await.map(Some),
+        }
+    }
+
+    async fn store<T: Value, C: ValueCodec<T>>(guard: &mut Self::MutexGuard<T, C>) -> Result<(), Error> {
+        guard.store().await
+    }
+
+    async fn release_mutex<T: Value, C: ValueCodec<T>>(guard: Self::MutexGuard<T, C>) -> Result<ReleaseOutcome, Error> {
+        guard.release().await
+    }
+
+    async fn discard<T: Value, C: ValueCodec<T>>(guard: Self::MutexGuard<T, C>) -> Result<ReleaseOutcome, Error> {
+        guard.discard().await
+    }
+
+    fn mutex_fence<T: Value, C: ValueCodec<T>>(guard: &Self::MutexGuard<T, C>) -> u64 {
+        guard.fence()
+    }
+
+    fn written_by<T: Value, C: ValueCodec<T>>(guard: &Self::MutexGuard<T, C>) -> Option<u64> {
+        guard.written_by()
     }
 
     fn tracked(client: &Self::Client) -> usize {

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use futures_lite::future::block_on;
 use rdlock_blocking::{Client, Guard, Hold, Owner, Scope};
 use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome, Resource};
+use rdlock_driver::blocking::MutexGuard;
 use rdlock_driver::{ClientConfig, Error, LossSignal, TryLock};
 
-use crate::harness::{Harness, Task};
+use crate::harness::{Harness, MutexSpec, Task, Value, ValueCodec};
 
 /// The blocking adapter, on plain threads.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ impl Harness for Blocking {
     type Hold = Hold;
     type Scope = Scope;
     const SCOPE_CANCELS: bool = false;
+    type MutexGuard<T: Value, C: ValueCodec<T>> = MutexGuard<T, C>;
 
     fn run<F, Fut>(case: F, budget: Duration)
     where
@@ -97,6 +99,50 @@ impl Harness for Blocking {
         how: Acquire,
     ) -> Result<Option<Self::Guard>, Error> {
         client.acquire_resource(key, resource, options, how)
+    }
+
+    async fn mutex<T: Value, C: ValueCodec<T>>(
+        client: &Self::Client,
+        key: &str,
+        codec: C,
+        spec: MutexSpec,
+    ) -> Result<Option<Self::MutexGuard<T, C>>, Error> {
+        let mutex = client.mutex_with(key, codec);
+        let mut b = mutex
+            .builder()
+            .ttl(spec.options.ttl)
+            .auto_renew(spec.options.auto_renew)
+            .confirm(spec.options.confirm)
+            .poll_cap(spec.options.poll_cap)
+            .max_value(spec.max_value);
+        if let Some(ttl) = spec.value_ttl {
+            b = b.value_ttl(ttl);
+        }
+        match spec.how {
+            Acquire::Try => b.try_lock(),
+            Acquire::Wait { deadline: Some(d) } => b.deadline(d).lock().map(Some),
+            Acquire::Wait { deadline: None } => b.lock().map(Some),
+        }
+    }
+
+    async fn store<T: Value, C: ValueCodec<T>>(guard: &mut Self::MutexGuard<T, C>) -> Result<(), Error> {
+        guard.store()
+    }
+
+    async fn release_mutex<T: Value, C: ValueCodec<T>>(guard: Self::MutexGuard<T, C>) -> Result<ReleaseOutcome, Error> {
+        guard.release()
+    }
+
+    async fn discard<T: Value, C: ValueCodec<T>>(guard: Self::MutexGuard<T, C>) -> Result<ReleaseOutcome, Error> {
+        guard.discard()
+    }
+
+    fn mutex_fence<T: Value, C: ValueCodec<T>>(guard: &Self::MutexGuard<T, C>) -> u64 {
+        guard.fence()
+    }
+
+    fn written_by<T: Value, C: ValueCodec<T>>(guard: &Self::MutexGuard<T, C>) -> Option<u64> {
+        guard.written_by()
     }
 
     fn tracked(client: &Self::Client) -> usize {
