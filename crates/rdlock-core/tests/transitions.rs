@@ -1143,3 +1143,88 @@ fn a_loss_answers_the_extensions_waiting_for_a_renewal() {
     h.fail(&renew);
     assert!(h.answers().is_empty(), "answered once");
 }
+
+// ------------------------------------------------------------------ a new primary
+
+#[test]
+fn a_new_primary_checks_every_held_lease_at_once() {
+    let mut h = H::new();
+    let o = LockOptions { auto_renew: true, ..opts(30_000) };
+    h.held("a", o);
+    h.held("b", LockOptions { auto_renew: false, ..o });
+    h.e.handle_primary_changed(Some(2), h.now);
+    let check = h.one();
+    let (s, k, _) = script(&check);
+    assert_eq!((s, k), (Script::Extend, &["a".to_owned(), "b".to_owned()][..]), "both, before any renewal was due");
+    h.reply(&check, vec![Reply::Array(vec![Reply::Int(1), Reply::Int(0)])]);
+    let events = h.events();
+    assert!(events.contains(&Event::Lost { reason: LostReason::NotOwner }), "{events:?}");
+    assert!(matches!(events[..], [Event::Renewed { .. }, Event::Lost { .. }]), "{events:?}");
+}
+
+#[test]
+fn a_renewal_answered_by_the_old_primary_proves_nothing() {
+    let mut h = H::new();
+    let (id, _) = h.held("a", LockOptions { auto_renew: true, ..opts(300) });
+    h.fire();
+    let old = h.one();
+    h.e.handle_primary_changed(None, h.now);
+    let check = h.one();
+    h.reply(&old, vec![Reply::Array(vec![Reply::Int(1)])]);
+    assert!(h.events().is_empty(), "the old primary's answer is ignored");
+    h.reply(&check, vec![Reply::Array(vec![Reply::Int(0)])]);
+    assert_eq!(h.events(), vec![Event::Lost { reason: LostReason::NotOwner }]);
+    assert_eq!(h.e.lock_info(id).and_then(|i| i.lost), Some(LostReason::NotOwner));
+}
+
+#[test]
+fn a_grant_from_the_old_primary_is_checked_on_the_new_one() {
+    let mut h = H::new();
+    let id = h.acquire("a", opts(30_000), Acquire::Wait { deadline: None });
+    let attempt = h.one();
+    h.e.handle_primary_changed(None, h.now);
+    assert!(h.sent().is_empty(), "an attempt in flight is not sent twice");
+    h.reply(&attempt, pair(1, 10));
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 10, .. }]));
+    let check = h.one();
+    assert_eq!(script(&check).0, Script::Extend, "checked at once");
+    h.reply(&check, vec![Reply::Array(vec![Reply::Int(0)])]);
+    assert_eq!(h.e.lock_info(id).and_then(|i| i.lost), Some(LostReason::NotOwner));
+}
+
+#[test]
+fn a_new_primary_makes_waiters_look_again_and_releases_go_again() {
+    let mut h = H::new();
+    let (_, _) = h.queued("w", opts(1_000), None);
+    let (held, _) = h.held("r", opts(1_000));
+    h.e.release(held, h.now).expect("held");
+    let release = h.one();
+    h.e.handle_primary_changed(None, h.now);
+    let sent = h.sent();
+    let scripts: Vec<(Script, String)> = sent.iter().map(|r| (script(r).0, script(r).1[0].clone())).collect();
+    assert!(scripts.contains(&(Script::Acquire, "w".to_owned())), "{scripts:?}");
+    assert!(scripts.contains(&(Script::Release, "r".to_owned())), "{scripts:?}");
+    let retry = sent.iter().find(|r| script(r).0 == Script::Acquire).expect("a retry");
+    assert_eq!(args(retry)[2], "retry", "idempotent: it keeps its place if the entry survived");
+    h.reply(&release, vec![Reply::Int(1)]);
+    assert!(h.events().is_empty(), "the old primary's answer does not answer the release");
+}
+
+#[test]
+fn replicas_the_topology_knows_count_though_unconnected() {
+    let mut h = H::new();
+    let o = LockOptions { confirm: Confirm::All { timeout: ms(50) }, ..opts(1_000) };
+    h.e.handle_primary_changed(Some(2), h.now);
+    h.acquire("a", o, Acquire::Wait { deadline: None });
+    let role = h.one();
+    let replica = Reply::Array(vec![Reply::Data(b"127.0.0.1".to_vec()), Reply::Data(b"7001".to_vec())]);
+    h.reply(
+        &role,
+        vec![Reply::Array(vec![Reply::Data(b"master".to_vec()), Reply::Int(0), Reply::Array(vec![replica])])],
+    );
+    let attempt = h.one();
+    assert!(
+        matches!(attempt.commands[1], Command::Wait { replicas: 2, .. }),
+        "two known, one connected: all means two: {attempt:?}"
+    );
+}

@@ -54,7 +54,8 @@ impl Engine {
             lock.attempted = true;
         }
         let req = self.request(route, commands, Pending::Attempt(id));
-        self.set_step(id, Step::InFlight(InFlight { req, sent_at: now, sent_subscribed, wanted }));
+        let primary = self.primary;
+        self.set_step(id, Step::InFlight(InFlight { req, sent_at: now, sent_subscribed, wanted, primary }));
     }
 
     pub(super) fn on_attempt_reply(
@@ -66,7 +67,9 @@ impl Engine {
     ) {
         let Some(lock) = self.locks.get_mut(&id) else { return };
         let Phase::Acquiring(a) = &mut lock.phase else { return };
-        let Step::InFlight(InFlight { req: expected, sent_at, sent_subscribed, wanted }) = a.step else { return };
+        let Step::InFlight(InFlight { req: expected, sent_at, sent_subscribed, wanted, primary }) = a.step else {
+            return;
+        };
         if expected != req {
             return;
         }
@@ -104,6 +107,10 @@ impl Engine {
                 } else {
                     lock.fetched = value;
                     self.become_held(id, fence, sent_at, valid_until, now);
+                    if primary != self.primary {
+                        // Granted by a primary that has since been replaced: check the new one.
+                        self.renew_now(id, now);
+                    }
                 }
             }
             Ok(Attempt::HeldByOther { holder_ttl, fence }) => {
@@ -197,7 +204,7 @@ impl Engine {
                 // `ROLE` lists only connected replicas. A replica whose link is down can still
                 // be promoted, so "all" means every replica this engine has seen: the count
                 // never drops, and a lock cannot be confirmed while a known replica is away.
-                let n = n.max(self.replicas.map_or(0, |(m, _)| m));
+                let n = n.max(self.replicas.map_or(0, |(m, _)| m)).max(self.replica_floor);
                 self.replicas = Some((n, now));
                 for id in waiters {
                     // A try-lock must not queue: only waits use the idempotent queuing mode.

@@ -72,6 +72,9 @@ pub(crate) struct InFlight {
     pub sent_subscribed: bool,
     /// Replicas that must confirm a grant.
     pub wanted: u32,
+    /// The primary it was sent to ([`super::Engine::handle_primary_changed`] counts them): a
+    /// grant from an earlier one is checked on the current one at once.
+    pub primary: u32,
 }
 
 impl Lock {

@@ -26,6 +26,7 @@ mod lock;
 mod releasing;
 mod shared;
 mod timers;
+mod topology;
 mod value;
 
 use std::cmp::Reverse;
@@ -164,6 +165,10 @@ pub struct Engine {
     /// Locks that wait (subscribed to their channel): they share the poll budget.
     waiting: usize,
     replicas: Option<(u32, Instant)>,
+    /// Replicas the topology knows of (from the sentinels), counted even while unconnected.
+    replica_floor: u32,
+    /// How many times the primary has changed ([`Engine::handle_primary_changed`]).
+    primary: u32,
     role_req: Option<RequestId>,
     role_waiters: Vec<LockId>,
     transmits: VecDeque<Transmit>,
@@ -206,6 +211,8 @@ impl Engine {
             renewals: BTreeSet::new(),
             waiting: 0,
             replicas: None,
+            replica_floor: 0,
+            primary: 0,
             role_req: None,
             role_waiters: Vec::new(),
             transmits: VecDeque::new(),
@@ -325,11 +332,7 @@ impl Engine {
         self.next_op += 1;
         lease.extends.push(op);
         if lease.renewing.is_none() {
-            self.renewals.remove(&(lease.renew_after, id));
-            lease.renew_after = now;
-            lease.renew_before = now;
-            self.renewals.insert((now, id));
-            self.renew_due(now);
+            self.renew_now(id, now);
         }
         Ok(op)
     }
