@@ -82,3 +82,12 @@ fn the_faithful_scripts_pass_the_same_seeds() {
         }
     }
 }
+
+#[test]
+fn a_store_without_owner_check_is_caught() {
+    // Only scenarios with mutexes can show it; a holder whose lease was lost writes anyway.
+    let (seed, message) =
+        first_violation(Bug::StoreWithoutOwnerCheck).expect("no violation found: the checker is blind to stores");
+    assert!(message.contains("value of"), "seed {seed}: {message}");
+    println!("seed {seed}: {message}");
+}
