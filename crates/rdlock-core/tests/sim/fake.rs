@@ -153,6 +153,10 @@ struct Replica {
 
 type R<T> = Result<T, ServerError>;
 
+/// A mutex's value key as `HMGET f v` reads it.
+type Fields = (Option<Vec<u8>>, Option<Vec<u8>>);
+type ValueBytes<'a> = Option<&'a [u8]>;
+
 fn wrongtype() -> ServerError {
     ServerError::new("WRONGTYPE", "Operation against a key holding the wrong kind of value")
 }
@@ -769,7 +773,7 @@ impl Fake {
     }
 
     /// `HMGET key f v` of a mutex's value key: a key of another type is an error.
-    fn data_fields(&mut self, key: &str) -> R<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    fn data_fields(&mut self, key: &str) -> R<Fields> {
         match self.entry(key) {
             None => Ok((None, None)),
             Some(Entry { value: Value::Hash(h), .. }) => Ok((h.get("f").cloned(), h.get("v").cloned())),
@@ -1034,7 +1038,7 @@ impl Fake {
     }
 
     /// A mutex's value key at `now`: `(f, v)` as stored, if it is a hash.
-    pub fn data(&self, key: &str, now: u64) -> Option<(Option<&[u8]>, Option<&[u8]>)> {
+    pub fn data(&self, key: &str, now: u64) -> Option<(Option<&[u8]>, ValueBytes<'_>)> {
         match self.live(key, now) {
             Some(Entry { value: Value::Hash(h), .. }) => {
                 Some((h.get("f").map(Vec::as_slice), h.get("v").map(Vec::as_slice)))

@@ -179,7 +179,7 @@ impl Scenario {
         let sc = if Dice::new(seed ^ 0x100c_a11e).chance(LOOKALIKE_SHARE) { sc.with_lookalike_keys() } else { sc };
         let mut kd = Dice::new(seed ^ 0xc0_a7ed);
         let sc = if sc.shared.is_none() && kd.chance(COUNTED_SHARE) { sc.with_counted_resources(&mut kd) } else { sc };
-        let mut md = Dice::new(seed ^ 0x3e7e_c5);
+        let mut md = Dice::new(seed ^ 0x003e_7ec5);
         let sc = if sc.shared.is_none() && md.chance(MUTEX_SHARE) { sc.with_mutexes(&mut md) } else { sc };
         let mut d = Dice::new(seed ^ 0x6405_7a17);
         if d.chance(VANISH_SHARE) {
