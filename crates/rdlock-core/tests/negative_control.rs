@@ -74,6 +74,14 @@ fn a_reader_admitted_past_a_queued_writer_is_caught() {
 }
 
 #[test]
+fn a_grant_that_does_not_return_the_value_is_caught() {
+    let (seed, message) =
+        first_violation(Bug::GrantWithoutValue).expect("no violation found: the checker is blind to grants' reads");
+    assert!(message.contains("last write applied"), "seed {seed}: {message}");
+    println!("seed {seed}: {message}");
+}
+
+#[test]
 fn the_faithful_scripts_pass_the_same_seeds() {
     // The broken runs fail because of the bug, not because of the scenarios.
     for seed in 0..50 {

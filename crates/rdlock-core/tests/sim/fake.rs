@@ -37,6 +37,9 @@ pub enum Bug {
     /// A mutex's store writes whatever the lock key holds (no owner check; the fence check
     /// stays).
     StoreWithoutOwnerCheck,
+    /// A mutex's grant returns no value, whatever the value key holds (as if it read
+    /// another key).
+    GrantWithoutValue,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -632,10 +635,12 @@ impl Fake {
             None => None,
         };
         // granted(f): {1, f, data[1] or '', data[2]} when data[2], else {1, f}
+        let bug = self.bug;
         let granted = |fence: i64, fx: &mut Effects<'_>| match &data {
             None => pair(1, fence),
             Some((f, v)) => {
-                let value = v.clone().map(|v| (f.clone().unwrap_or_default(), v));
+                let v = v.clone().filter(|_| bug != Bug::GrantWithoutValue);
+                let value = v.map(|v| (f.clone().unwrap_or_default(), v));
                 let read = ValueRead { key: key.to_owned(), token: token.clone(), fence, value: value.clone() };
                 fx.reads.push(read);
                 match value {
