@@ -1376,3 +1376,18 @@ fn release_storing_on_an_expired_lease_only_releases() {
     let req = h.one();
     assert_eq!(kinds(&req), ["release"], "nothing written by a lease past its validity");
 }
+
+#[test]
+fn release_storing_reads_the_release_reply_by_its_place_not_the_last_one() {
+    // One reply short ([store] only): the release's answer is missing, never read from the
+    // store's `1`.
+    let mut h = H::new();
+    let id = h.held_mutex("orders", opts(1000));
+    let op = h.e.release_storing(id, value(b"v"), h.now).expect("held");
+    let req = h.one();
+    h.reply(&req, vec![Reply::Int(1)]);
+    assert!(
+        matches!(&h.answers()[..], [(Some(o), Event::Failed(LockError::UnexpectedReply(_)))] if *o == op),
+        "a missing release reply is no `Released`"
+    );
+}
