@@ -1,6 +1,9 @@
 //! The invariants, checked against what the clients were told and against the fake's
 //! ground truth. The world reports every input it feeds and every output it drains; the
-//! checker records the first violation.
+//! checker records the first violation. A mutex's value is modelled as a register written by
+//! the stores the server applied, in their order: a write only while the lock key holds its
+//! writer's token, writer fences never falling, no write over a value its writer did not
+//! read, each grant reading the last write, and the holder handed exactly what its grant read.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -738,8 +741,12 @@ impl Checker {
         }
     }
 
-    /// A restart without persistence loses the values with the locks: a grant then finds
-    /// none, as after the first use.
+    /// A restart without persistence loses the values with the locks: from then on a grant
+    /// must read none until a holder writes one, as after the first use. This is what the
+    /// fences get too: holders granted before the restart no longer count for exclusion or
+    /// fence order (`tainted`), yet every fence issued, and every writer fence recorded with a
+    /// value (`Register::high`), must still exceed those before the restart (the counter is
+    /// re-seeded from the server clock).
     pub fn on_restart(&mut self) {
         for reg in self.registers.values_mut() {
             reg.value = None;
