@@ -1164,3 +1164,168 @@ fn downgrades_agree() {
         }
     }
 }
+
+// ---------------------------------------------------------------- a mutex's value
+
+/// One step of [`mutex_values_agree`].
+#[derive(Clone, Debug)]
+enum ValueStep {
+    /// A mutex's attempt (four keys) by `token` in `mode`.
+    Acquire(&'static str, &'static str),
+    /// A store: token, fence, ttl, value; `args` replaces the arguments when set (to break them).
+    Store(&'static str, &'static str, &'static str, &'static [u8]),
+    StoreArgs(Vec<String>, &'static [u8]),
+    /// An outside write of the value key: a hash with these fields (after `DEL`).
+    Hash(Vec<(&'static str, &'static [u8])>),
+    /// A list where a key of the mutex belongs (the value key, or the lock key).
+    List(String),
+    Del(String),
+}
+
+/// A mutex's value paths, step by step on the fake and on a real server: grants with and
+/// without a value, stores by the owner, by another token, over a later fence, too large,
+/// with bad arguments, with and without a ttl, a value key of another type (on acquire and
+/// on store), values of every byte (0 and 0xff too). Replies (fences relative to each
+/// server's first), the value key's fields and its remaining time must agree.
+#[test]
+fn mutex_values_agree() {
+    let (_server, conn, mut sub) = start();
+    let mut real = Real { conn, sub: subscribe(&mut sub), markers: 0 };
+    real.call(&redis::cmd("FLUSHALL"));
+    let clock = Clock::new();
+    let lock = LockKeys::new("orders").expect("a valid key");
+    let data = rdlock_core::value_key(&lock.lock);
+    let keys4 = [lock.lock.clone(), lock.fence.clone(), lock.queue.clone(), data.clone()];
+    let store_keys = [lock.lock.clone(), data.clone()];
+    let every_byte: &'static [u8] = Box::leak((0..=255u8).collect::<Vec<u8>>().into_boxed_slice());
+    let args = |fence: &str, ttl: &str| ["a", fence, "300", ttl].map(String::from).to_vec();
+    use ValueStep::*;
+    let steps = vec![
+        Acquire("a", "first"),
+        Store("a", "5", "0", b"\x00\xff"),
+        Acquire("a", "retry"),
+        Store("b", "6", "0", b"other"),
+        Store("a", "5", "0", &[7u8; 301]),
+        StoreArgs(args("0", "0"), b"x"),
+        StoreArgs(args("05", "0"), b"x"),
+        StoreArgs(args("12345678901234567", "0"), b"x"),
+        StoreArgs(args("5", "-1"), b"x"),
+        StoreArgs(args("5", "012"), b"x"),
+        StoreArgs(vec!["a".into(), "5".into(), "300".into()], b"x"),
+        Hash(vec![("f", b"9"), ("v", b"later")]),
+        Store("a", "5", "0", b"stale"),
+        Store("a", "9", "60000", every_byte),
+        Acquire("a", "retry"),
+        Store("a", "10", "0", b""),
+        Acquire("a", "retry"),
+        Hash(vec![("v", b"odd")]),
+        Acquire("a", "retry"),
+        Hash(vec![("f", b"abc"), ("v", b"foreign")]),
+        Store("a", "3", "0", b"over a foreign f"),
+        Hash(vec![("f", b" 0x10 "), ("v", b"hex")]),
+        Store("a", "11", "0", b"x"),
+        Store("a", "16", "0", b"x"),
+        List(data.clone()),
+        Acquire("b", "first"),
+        Acquire("a", "retry"),
+        Store("a", "20", "0", b"x"),
+        Del(data.clone()),
+        List(lock.lock.clone()),
+        Store("a", "20", "0", b"x"),
+        Del(lock.lock.clone()),
+        Acquire("b", "try"),
+        Acquire("b", "try"),
+    ];
+    let mut first_fence: [Option<i64>; 2] = [None, None];
+    let mut fake = Fake::new(Bug::None, EPOCH_US);
+    for (i, step) in steps.iter().enumerate() {
+        let now = clock.now();
+        let run = |script, keys: &[String], args: Vec<String>, value: Option<&[u8]>, fake: &mut Fake| {
+            fake.run_script_with_value(script, keys, &args, value, now, &mut Dice::new(0), &|_: &str| 0).0
+        };
+        let (fake_reply, real_reply) = match step {
+            Acquire(token, mode) => {
+                let inbox = LockKeys::inbox_suffix(&lock.lock, UNHEARD);
+                let a = [*token, "60000", mode, "60000", "86400000", "250", &inbox].map(String::from).to_vec();
+                let f = run(Script::Acquire, &keys4, a.clone(), None, &mut fake);
+                (Some(f), Some(real.run(Script::Acquire, &keys4, &a)))
+            }
+            Store(token, fence, ttl, value) => {
+                let a = [*token, fence, "300", ttl].map(String::from).to_vec();
+                let f = run(Script::Store, &store_keys, a.clone(), Some(value), &mut fake);
+                let r = real.call(
+                    redis::cmd("EVAL").arg(Script::Store.source()).arg(2).arg(&store_keys[..]).arg(&a).arg(*value),
+                );
+                (Some(f), Some(r))
+            }
+            StoreArgs(a, value) => {
+                let f = run(Script::Store, &store_keys, a.clone(), Some(value), &mut fake);
+                let r = real.call(
+                    redis::cmd("EVAL").arg(Script::Store.source()).arg(2).arg(&store_keys[..]).arg(a).arg(*value),
+                );
+                (Some(f), Some(r))
+            }
+            Hash(fields) => {
+                fake.put_hash(&data, fields);
+                real.call(redis::cmd("DEL").arg(&data));
+                for (f, v) in fields {
+                    real.call(redis::cmd("HSET").arg(&data).arg(*f).arg(*v));
+                }
+                (None, None)
+            }
+            List(k) => {
+                fake.put_list(k);
+                real.call(redis::cmd("DEL").arg(k));
+                real.call(redis::cmd("RPUSH").arg(k).arg("x"));
+                (None, None)
+            }
+            Del(k) => {
+                fake.del_key(k);
+                real.call(redis::cmd("DEL").arg(k));
+                (None, None)
+            }
+        };
+        if let (Some(f), Some(r)) = (fake_reply, real_reply) {
+            // Fences are seeded from each server's clock: the grant's compares to the first.
+            let norm_value = |reply: &Reply, first: &mut Option<i64>| match reply {
+                Reply::Array(items) if items.first() == Some(&Reply::Int(1)) => {
+                    let fence = items[1].as_int().expect("a fence");
+                    let base = *first.get_or_insert(fence);
+                    let mut out = items.clone();
+                    out[1] = Reply::Int(fence - base);
+                    Reply::Array(out)
+                }
+                Reply::Error(e) => Reply::Error(rdlock_core::ServerError::new(e.code.clone(), "")),
+                other => other.clone(),
+            };
+            let (nf, nr) = (norm_value(&f, &mut first_fence[0]), norm_value(&r, &mut first_fence[1]));
+            let messages_agree = match (&f, &r) {
+                (Reply::Error(a), Reply::Error(b)) => b.message.starts_with(&a.message),
+                _ => true,
+            };
+            assert!(nf == nr && messages_agree, "step {i} {step:?}: the fake answered {f:?}, the real server {r:?}");
+        }
+        // The value key: its fields and remaining time.
+        let now = clock.now();
+        let fields = fake.data(&data, now).map(|(f, v)| (f.map(<[u8]>::to_vec), v.map(<[u8]>::to_vec)));
+        let fake_data = (fields, fake.expiry(&data, now).map(|at| ((at - now) / MS) as i64));
+        let real_type = real.call(redis::cmd("TYPE").arg(&data));
+        let real_fields = (real_type == Reply::Data(b"hash".to_vec())).then(|| {
+            let mut field = |name: &str| match real.call(redis::cmd("HGET").arg(&data).arg(name)) {
+                Reply::Data(d) => Some(d),
+                _ => None,
+            };
+            (field("f"), field("v"))
+        });
+        let real_ttl = real.call(redis::cmd("PTTL").arg(&data)).as_int().filter(|&t| t >= 0);
+        assert_eq!(fake_data.0, real_fields, "step {i} {step:?}: the value keys differ");
+        match (fake_data.1, real_ttl) {
+            (Some(a), Some(b)) => assert!((a - b).abs() <= TOLERANCE_MS, "step {i}: ttl {a} vs {b}"),
+            (a, b) => assert_eq!(a.is_some(), b.is_some(), "step {i} {step:?}: ttl {a:?} vs {b:?}"),
+        }
+        // Nothing else was written by a failed call: the queue agrees too.
+        let real_queue = real.call(redis::cmd("LLEN").arg(&lock.queue)).as_int();
+        let fake_queue = fake.list_entries(clock.now()).iter().filter(|(k, _)| *k == lock.queue).count() as i64;
+        assert_eq!(Some(fake_queue), real_queue, "step {i} {step:?}: the queues differ");
+    }
+}

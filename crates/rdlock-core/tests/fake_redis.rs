@@ -7,7 +7,7 @@ use rdlock_core::{LockKeys, Reply, Script};
 
 /// Fingerprints of the scripts' code (comments and blank lines ignored) that the fake
 /// follows. When a script changes, update `sim/fake.rs` to match it, then these.
-const FOLLOWED: [(Script, u64); 7] = [
+const FOLLOWED: [(Script, u64); 8] = [
     (Script::Acquire, 1_221_115_290_375_083_648),
     (Script::Release, 11_038_300_870_409_844_862),
     (Script::Extend, 14_220_457_821_182_822_727),
@@ -15,6 +15,7 @@ const FOLLOWED: [(Script, u64); 7] = [
     (Script::PermitRelease, 7_318_356_234_597_681_960),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
     (Script::PermitChange, 8_341_845_027_842_361_612),
+    (Script::Store, 16_862_329_677_598_366_361),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.
@@ -321,4 +322,63 @@ fn wait_counts_replicas_that_caught_up() {
     let listed = |r: Reply| r.as_array().and_then(|a| a[2].as_array().map(<[Reply]>::len));
     assert_eq!(listed(f.role(50 * MS)), Some(1), "ROLE lists connected replicas only");
     assert_eq!(listed(f.role(100 * MS)), Some(2));
+}
+
+/// A mutex's attempt: the acquire with its value key as `KEYS[4]`.
+fn acquire_mutex(f: &mut Fake, token: &str, mode: &str, now: u64) -> Reply {
+    let args = [token, "100", mode, "60000", "86400000", "250", &inbox(token)].map(String::from).to_vec();
+    let mut keys = keys();
+    keys.push(rdlock_core::value_key("k"));
+    f.run_script(Script::Acquire, &keys, &args, now, &mut Dice::new(0), &|_: &str| 0).0
+}
+
+fn store(f: &mut Fake, token: &str, fence: i64, ttl: &str, value: &[u8], now: u64) -> Reply {
+    let keys = ["k".to_owned(), rdlock_core::value_key("k")];
+    let args = [token, &fence.to_string(), "8", ttl].map(String::from);
+    f.run_script_with_value(Script::Store, &keys, &args, Some(value), now, &mut Dice::new(0), &|_: &str| 0).0
+}
+
+#[test]
+fn a_mutex_grant_returns_its_value_and_stores_are_owner_and_fence_checked() {
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    let data = rdlock_core::value_key("k");
+    let seeded = (EPOCH_US + 1000) as i64;
+    // No value yet: a plain grant.
+    assert_eq!(acquire_mutex(&mut f, "a", "first", MS), pair(1, seeded));
+    // The owner writes (binary bytes, kept as they are), without a ttl: the value outlives the lock.
+    assert_eq!(store(&mut f, "a", seeded, "0", b"\x00\xff", 2 * MS), Reply::Int(1));
+    assert_eq!(f.data(&data, 2 * MS), Some((Some(seeded.to_string().as_bytes()), Some(&b"\x00\xff"[..]))));
+    assert_eq!(f.expiry(&data, 2 * MS), None);
+    // Not the owner: nothing written. Too large, bad fence, bad ttl: errors before anything.
+    assert_eq!(store(&mut f, "b", seeded + 5, "0", b"x", 3 * MS), Reply::Int(0));
+    let err = |what: &str| Reply::Error(rdlock_core::ServerError::new("RDLOCK", what));
+    assert_eq!(store(&mut f, "a", seeded, "0", b"123456789", 3 * MS), err("value too large"));
+    assert_eq!(store(&mut f, "a", 0, "0", b"x", 3 * MS), err("invalid fence"));
+    assert_eq!(store(&mut f, "a", seeded, "-1", b"x", 3 * MS), err("invalid ttl"));
+    // The grant (an idempotent retry) returns the value and its writer's fence, as bytes.
+    let with = |fence: i64, f: &[u8], v: &[u8]| {
+        Reply::Array(vec![Reply::Int(1), Reply::Int(fence), Reply::Data(f.to_vec()), Reply::Data(v.to_vec())])
+    };
+    assert_eq!(acquire_mutex(&mut f, "a", "retry", 4 * MS), with(seeded, seeded.to_string().as_bytes(), b"\x00\xff"));
+    // A value written under a later fence is never overwritten by an earlier holder.
+    f.put_hash(&data, &[("f", (seeded + 9).to_string().as_bytes()), ("v", b"later")]);
+    assert_eq!(store(&mut f, "a", seeded, "0", b"x", 5 * MS), Reply::Int(-1));
+    // With a ttl the value expires; a grant then has none.
+    f.put_hash(&data, &[("v", b"odd")]);
+    assert_eq!(acquire_mutex(&mut f, "a", "retry", 5 * MS), with(seeded, b"", b"odd"));
+    assert_eq!(store(&mut f, "a", seeded, "20", b"short", 6 * MS), Reply::Int(1));
+    assert_eq!(f.expiry(&data, 6 * MS), Some(26 * MS));
+    assert_eq!(acquire_mutex(&mut f, "a", "retry", 27 * MS), pair(1, seeded));
+    // A value key of another type: the attempt and the store fail, nothing written.
+    f.put_list(&data);
+    let data_type = Reply::Error(rdlock_core::ServerError::new("RDLOCK", "value key holds another type of value"));
+    assert_eq!(acquire_mutex(&mut f, "b", "first", 28 * MS), data_type);
+    assert_eq!(f.list_entries(28 * MS).len(), 1, "only the list itself: b did not queue");
+    assert_eq!(store(&mut f, "a", seeded, "0", b"x", 28 * MS), data_type);
+}
+
+#[test]
+fn a_store_without_owner_check_is_a_bug_the_fake_can_have() {
+    let mut f = Fake::new(Bug::StoreWithoutOwnerCheck, EPOCH_US);
+    assert_eq!(store(&mut f, "nobody", 5, "0", b"x", MS), Reply::Int(1));
 }

@@ -3,7 +3,9 @@
 //! any order. The engine must never panic, never report `Acquired` without having been
 //! offered that fence, never renew a lock after sending its release, answer misuse
 //! with `Err(Misuse)`, and answer each caller action at most once, with an event of its kind
-//! (notices, with no action, are only renewals and losses).
+//! (notices, with no action, are only renewals and losses). Some locks are mutexes: their
+//! stores and value-writing releases get replies of any shape too, and a value is handed out
+//! at most once per grant.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -147,7 +149,12 @@ struct Model {
     /// A write share (downgradable until it is downgraded).
     writer: bool,
     downgraded: bool,
+    /// A mutex (of [`MUTEX_MAX`] bytes at most).
+    mutex: bool,
 }
+
+/// The value limit of the properties' mutexes: small, so that some values are refused.
+const MUTEX_MAX: u32 = 3;
 
 /// The caller actions an event may answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +163,8 @@ enum Kind {
     Release,
     Extend,
     Downgrade,
+    Store,
+    ReleaseStoring,
 }
 
 impl Kind {
@@ -173,6 +182,12 @@ impl Kind {
             Kind::Release => matches!(ev, Event::Released { .. } | Event::Failed(_)),
             Kind::Extend => matches!(ev, Event::Renewed { .. } | Event::Lost { .. }),
             Kind::Downgrade => matches!(ev, Event::Downgraded | Event::Lost { .. } | Event::Failed(_)),
+            Kind::Store => {
+                matches!(ev, Event::Stored | Event::Lost { .. } | Event::ReplicationShortfall { .. } | Event::Failed(_))
+            }
+            Kind::ReleaseStoring => {
+                matches!(ev, Event::Released { .. } | Event::ReplicationShortfall { .. } | Event::Failed(_))
+            }
         }
     }
 }
@@ -186,6 +201,8 @@ struct Harness {
     by_key: BTreeMap<String, LockId>,
     pending: Vec<Request>,
     next_key: u64,
+    /// Every queueing lock is a mutex.
+    mutexes: bool,
 }
 
 impl Harness {
@@ -193,6 +210,15 @@ impl Harness {
         while let Some(t) = self.e.poll_transmit() {
             let Transmit::Request(req) = t else { continue };
             for cmd in &req.commands {
+                if let Command::ScriptWithValue { script, keys, args, value } = cmd {
+                    // A store (also resent in front of a release's retry): by a held mutex.
+                    prop_assert_eq!(*script, Script::Store);
+                    let m = &self.locks[&self.by_key[&keys[0]]];
+                    prop_assert!(m.mutex && m.acquired, "a store of {} ({:?})", keys[0], m);
+                    prop_assert_eq!(m.token.as_ref(), Some(&args[0]));
+                    prop_assert!(value.len() <= MUTEX_MAX as usize);
+                    continue;
+                }
                 let Command::Script { script, keys, args } = cmd else { continue };
                 match script {
                     Script::Acquire
@@ -207,7 +233,7 @@ impl Harness {
                         m.release_sent |=
                             matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease);
                     }
-                    Script::Store => prop_assert!(false, "a store, but the properties make no mutex"),
+                    Script::Store => prop_assert!(false, "a store without its value apart"),
                     Script::Extend | Script::PermitExtend => {
                         // A share renews with three keys: its holder set (the user's key) first.
                         let per = if *script == Script::Extend { 1 } else { 3 };
@@ -239,6 +265,10 @@ impl Harness {
                     prop_assert!(m.offered.contains(&fence), "Acquired fence {} but offered {:?}", fence, m.offered);
                     prop_assert!(!m.acquired, "acquired twice");
                     m.acquired = true;
+                    if m.mutex {
+                        self.e.take_value(id);
+                    }
+                    prop_assert!(self.e.take_value(id).is_none(), "a value handed out twice");
                 }
                 Event::Lost { .. } => {
                     // One loss; each action waiting on the lease is answered with it too.
@@ -309,6 +339,9 @@ impl Harness {
                 // strategy and its stored regressions stay as they were). Shared keys are locks.
                 let resource = match ttl_ms % 4 {
                     _ if o.sharing != Sharing::Queue => Resource::Lock,
+                    _ if self.mutexes => Resource::Mutex { max_value: MUTEX_MAX, value_ttl: None },
+                    // Mutexes drawn from the confirm timeout, so that the draws stay as they were.
+                    0 if cms % 2 == 1 => Resource::Mutex { max_value: MUTEX_MAX, value_ttl: None },
                     0 => Resource::Lock,
                     1 => Resource::Permit { capacity: replicas + 1 },
                     2 => Resource::Read,
@@ -319,7 +352,8 @@ impl Harness {
                         self.owed.insert(op, (id, Kind::Acquire));
                         self.by_key.insert(key.clone(), id);
                         let writer = resource == Resource::Write;
-                        self.locks.insert(id, Model { key, writer, ..Model::default() });
+                        let mutex = matches!(resource, Resource::Mutex { .. });
+                        self.locks.insert(id, Model { key, writer, mutex, ..Model::default() });
                     }
                     Err(_) => prop_assert!(self.e.poll_transmit().is_none(), "refused input sent something"),
                 }
@@ -399,6 +433,19 @@ impl Harness {
                     self.e.handle_timeout(self.now);
                 }
             }
+            // Every other release of a mutex writes its value back (drawn from the pick).
+            Op::Release(pick) if pick % 2 == 1 && self.locks.get(&self.lock(pick)).is_some_and(|m| m.mutex) => {
+                let id = self.lock(pick);
+                let value = vec![pick as u8; pick / 2 % 5];
+                let want = self.expect(id, false).and_then(|()| too_large(id, value.len()));
+                let got = self.e.release_storing(id, value.into(), self.now);
+                prop_assert_eq!(got.clone().map(|_| ()), want);
+                if let Ok(op) = got {
+                    self.locks.get_mut(&id).expect("known").release_called = true;
+                    self.owed.retain(|_, (l, k)| *l != id || *k == Kind::Acquire);
+                    self.owed.insert(op, (id, Kind::ReleaseStoring));
+                }
+            }
             Op::Release(pick) => {
                 let id = self.lock(pick);
                 let want = self.expect(id, false);
@@ -428,6 +475,18 @@ impl Harness {
                     self.owed.insert(op, (id, Kind::Downgrade));
                 }
             }
+            // Every other extend of a mutex is a store (drawn from the pick).
+            Op::Extend(pick) if pick % 2 == 1 && self.locks.get(&self.lock(pick)).is_some_and(|m| m.mutex) => {
+                let id = self.lock(pick);
+                let value = vec![pick as u8; pick / 2 % 5];
+                // A lost lease is still the caller's to store to: the store answers the loss.
+                let want = self.expect(id, false).and_then(|()| too_large(id, value.len()));
+                let got = self.e.store(id, value.into(), self.now);
+                prop_assert_eq!(got.clone().map(|_| ()), want);
+                if let Ok(op) = got {
+                    self.owed.insert(op, (id, Kind::Store));
+                }
+            }
             Op::Extend(pick) => {
                 let id = self.lock(pick);
                 let want = self.expect(id, true);
@@ -451,6 +510,14 @@ impl Harness {
     }
 }
 
+/// A value of `len` bytes is too large for the properties' mutexes.
+fn too_large(id: LockId, len: usize) -> Result<(), Misuse> {
+    if len > MUTEX_MAX as usize {
+        return Err(Misuse::Invalid(id, rdlock_core::InvalidInput::ValueTooLarge { len, max: MUTEX_MAX }));
+    }
+    Ok(())
+}
+
 /// Replies of the right shape for a request's commands, filled from `nums`.
 fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
     let mut n = nums.iter().copied().cycle();
@@ -459,9 +526,15 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
         .commands
         .iter()
         .map(|c| match c {
-            Command::Script { script: Script::Acquire | Script::PermitAcquire, .. } => {
+            Command::Script { script: Script::Acquire | Script::PermitAcquire, keys, .. } => {
                 let flag = next().clamp(0, 1);
-                Reply::Array(vec![Reply::Int(flag), Reply::Int(if flag == 1 { next().abs() } else { next() * 100 })])
+                let mut items = vec![Reply::Int(flag), Reply::Int(if flag == 1 { next().abs() } else { next() * 100 })];
+                // A mutex's grant (four keys) may carry its value and writer.
+                if flag == 1 && keys.len() == 4 && next() % 2 != 0 {
+                    let writer = next();
+                    items.extend([Reply::Data(writer.to_string().into_bytes()), Reply::Data(vec![writer as u8; 2])]);
+                }
+                Reply::Array(items)
             }
             Command::Script {
                 script: Script::Release | Script::ReleaseShared | Script::PermitRelease | Script::PermitChange,
@@ -522,32 +595,64 @@ proptest! {
         batch in 1usize..4,
         ops in prop::collection::vec(op(), 1..80),
     ) {
-        let config = EngineConfig {
-            cluster,
-            max_renew_batch: batch,
-            replica_count_max_age: Duration::from_millis(50),
-            subscription_linger: Duration::from_millis(100),
-            ..EngineConfig::default()
-        };
-        #[allow(clippy::disallowed_methods)] // the test's one clock reading; time then moves by hand
-        let now = Instant::now();
-        let mut h = Harness { e: Engine::with_test_seed(config, seed), now, owed: BTreeMap::new(), locks: BTreeMap::new(), by_key: BTreeMap::new(), pending: Vec::new(), next_key: 0 };
-        for op in ops {
-            h.step(op)?;
-        }
-        // Answering everything in flight and letting time run out ends every lock.
-        for _ in 0..200 {
-            if let Some(req) = h.pending.pop() {
-                h.e.handle_reply(req.id, Err(TransportError::Timeout), h.now).map_err(|e| TestCaseError::fail(format!("{e}")))?;
-            } else if let Some(t) = h.e.poll_timeout() {
-                h.now = h.now.max(t);
-                h.e.handle_timeout(h.now);
-            } else {
-                break;
-            }
-            h.drain()?;
-        }
+        run(seed, cluster, batch, ops, false)?;
     }
+
+    /// The same, with every queueing lock a mutex: stores and value-writing releases get
+    /// replies of any shape, and each is answered once, with an event of its kind.
+    #[test]
+    fn mutexes_survive_any_input(
+        seed in any::<u64>(),
+        cluster in any::<bool>(),
+        batch in 1usize..4,
+        ops in prop::collection::vec(op(), 1..80),
+    ) {
+        run(seed, cluster, batch, ops, true)?;
+    }
+}
+
+/// One case of the engine properties; `mutexes`: every queueing lock is a mutex.
+fn run(seed: u64, cluster: bool, batch: usize, ops: Vec<Op>, mutexes: bool) -> Result<(), TestCaseError> {
+    let config = EngineConfig {
+        cluster,
+        max_renew_batch: batch,
+        replica_count_max_age: Duration::from_millis(50),
+        subscription_linger: Duration::from_millis(100),
+        ..EngineConfig::default()
+    };
+    #[allow(clippy::disallowed_methods)] // the test's one clock reading; time then moves by hand
+    let now = Instant::now();
+    let mut h = Harness {
+        e: Engine::with_test_seed(config, seed),
+        now,
+        owed: BTreeMap::new(),
+        locks: BTreeMap::new(),
+        by_key: BTreeMap::new(),
+        pending: Vec::new(),
+        next_key: 0,
+        mutexes,
+    };
+    for op in ops {
+        h.step(op)?;
+    }
+    // Answering everything in flight and letting time run out ends every lock.
+    for _ in 0..200 {
+        if let Some(req) = h.pending.pop() {
+            h.e.handle_reply(req.id, Err(TransportError::Timeout), h.now)
+                .map_err(|e| TestCaseError::fail(format!("{e}")))?;
+        } else if let Some(t) = h.e.poll_timeout() {
+            h.now = h.now.max(t);
+            h.e.handle_timeout(h.now);
+        } else {
+            break;
+        }
+        h.drain()?;
+    }
+    // Once the engine is idle, every action still owed an answer has had it.
+    if h.e.poll_timeout().is_none() && h.pending.is_empty() {
+        prop_assert!(h.owed.is_empty(), "idle, yet never answered: {:?}", h.owed);
+    }
+    Ok(())
 }
 
 fn extreme_duration() -> impl Strategy<Value = Duration> {

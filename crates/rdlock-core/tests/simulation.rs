@@ -39,6 +39,10 @@ fn shard(index: u64) {
     println!("shard {index}: {} scenarios in {:.1?}: {total:?}", n.div_ceil(SHARDS), started.elapsed());
     // A third of the scenarios mix semaphores and read-write locks in.
     assert!(n < 100 || total.shares > total.acquired / 20, "too few shares were acquired: {total:?}");
+    // Some keys of 30% of the scenarios are mutexes: their values are written, and some
+    // writes of holders whose lease was lost are refused.
+    assert!(n < 100 || total.stores > total.acquired / 20, "too few values were written: {total:?}");
+    assert!(n < 100 || total.stores_refused > 0, "no stale write was refused: {total:?}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use rdlock_core::{
     LostReason, MAX_TTL, MIN_TTL, Misuse, OpId, ReleaseOutcome, Reply, Request, RequestId, Route, Script, Sharing,
     Transmit, TransportError, Warning,
 };
+use rdlock_core::{Resource, StoredValue, value_key};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -1226,5 +1227,252 @@ fn replicas_the_topology_knows_count_though_unconnected() {
     assert!(
         matches!(attempt.commands[1], Command::Wait { replicas: 2, .. }),
         "two known, one connected: all means two: {attempt:?}"
+    );
+}
+
+// ---------------------------------------------------------------- a mutex's value
+
+/// A grant of a mutex that carries a value: `{1, fence, f, v}`.
+fn grant_with(fence: i64, f: &[u8], v: &[u8]) -> Vec<Reply> {
+    vec![Reply::Array(vec![Reply::Int(1), Reply::Int(fence), Reply::Data(f.to_vec()), Reply::Data(v.to_vec())])]
+}
+
+fn value(bytes: &[u8]) -> std::sync::Arc<[u8]> {
+    bytes.into()
+}
+
+impl H {
+    fn acquire_mutex(&mut self, key: &str, resource: Resource, o: LockOptions) -> LockId {
+        self.e.acquire_resource(key, resource, o, Acquire::Wait { deadline: None }, self.now).expect("valid input").0
+    }
+
+    /// A held mutex on `key`, granted now with fence 10 and no value.
+    fn held_mutex(&mut self, key: &str, o: LockOptions) -> LockId {
+        let id = self.acquire_mutex(key, Resource::mutex(), o);
+        let req = self.one();
+        self.reply(&req, pair(1, 10));
+        assert!(matches!(self.events()[..], [Event::Acquired { fence: 10, .. }]));
+        id
+    }
+}
+
+/// The store a request carries first: its keys, its `ARGV` and its value.
+fn store_of(req: &Request) -> (&[String], &[String], &[u8]) {
+    match &req.commands[0] {
+        Command::ScriptWithValue { script: Script::Store, keys, args, value } => (keys, args, value),
+        other => panic!("not a store: {other:?}"),
+    }
+}
+
+#[test]
+fn a_mutex_grant_returns_its_value_and_take_value_gives_it_once() {
+    let mut h = H::new();
+    let id = h.acquire_mutex("orders", Resource::mutex(), opts(1000));
+    let req = h.one();
+    let (s, keys, _) = script(&req);
+    assert_eq!(s, Script::Acquire);
+    assert_eq!(keys.len(), 4, "the value key rides along: {keys:?}");
+    assert_eq!(keys[3], value_key("orders"));
+    h.reply(&req, grant_with(12, b"9", b"\x00v\xff"));
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 12, .. }]));
+    assert_eq!(h.e.take_value(id), Some(StoredValue { written_by: Some(9), bytes: b"\x00v\xff".to_vec() }));
+    assert_eq!(h.e.take_value(id), None, "once");
+    // A mutex without a value yet: a plain grant, nothing to take.
+    let other = h.held_mutex("jobs", opts(1000));
+    assert_eq!(h.e.take_value(other), None);
+    // A plain lock's attempt names three keys.
+    h.acquire("plain", opts(1000), Acquire::Try);
+    assert_eq!(script(&h.one()).1.len(), 3);
+}
+
+#[test]
+fn a_heard_hand_off_to_a_mutex_is_confirmed_to_read_the_value() {
+    let mut h = H::new();
+    let id = h.acquire_mutex("orders", Resource::mutex(), opts(1000));
+    let first = h.one();
+    h.reply(&first, pair(0, -3));
+    h.e.handle_subscribed(&inbox("orders"), h.now);
+    let recheck = h.one();
+    h.reply(&recheck, pair(0, 500));
+    h.advance(ms(30));
+    h.e.handle_message(&inbox("orders"), format!("{}:77", token(&first)).as_bytes(), h.now);
+    assert!(h.events().is_empty(), "not held at once: the value comes with a grant");
+    let confirm = h.one();
+    let (s, keys, args) = script(&confirm);
+    assert_eq!((s, keys.len(), args[2].as_str()), (Script::Acquire, 4, "retry"));
+    let sent_at = h.now;
+    h.reply(&confirm, grant_with(77, b"76", b"prev"));
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: opts(1000).valid_until(sent_at) }]);
+    assert_eq!(h.e.take_value(id).map(|v| v.bytes), Some(b"prev".to_vec()));
+}
+
+#[test]
+fn a_store_is_answered_stored_lost_or_failed() {
+    let mut h = H::new();
+    let id = h.held_mutex("orders", opts(1000));
+    let op = h.e.store(id, value(b"\x00a\xff"), h.now).expect("a held mutex");
+    let req = h.one();
+    assert_eq!(req.commands.len(), 1, "no WAIT without a confirm policy");
+    let (keys, args, v) = store_of(&req);
+    assert_eq!(keys, ["orders".to_owned(), value_key("orders")]);
+    assert_eq!(args[1], "10", "the holder's fence");
+    assert_eq!(args[3], "0", "no ttl: the value outlives the lock");
+    assert_eq!(v, b"\x00a\xff");
+    h.reply(&req, vec![Reply::Int(1)]);
+    assert_eq!(h.answers(), vec![(Some(op), Event::Stored)]);
+    // Unknown outcome: Failed, and the lease stays.
+    let op = h.e.store(id, value(b"b"), h.now).expect("held");
+    let req = h.one();
+    h.fail(&req);
+    assert!(matches!(&h.answers()[..], [(Some(o), Event::Failed(_))] if *o == op));
+    // An error reply: Failed too.
+    let op = h.e.store(id, value(b"b"), h.now).expect("held");
+    let req = h.one();
+    h.reply(&req, vec![Reply::Error(rdlock_core::ServerError::new("RDLOCK", "value key holds another type of value"))]);
+    assert!(matches!(&h.answers()[..], [(Some(o), Event::Failed(LockError::Server(_)))] if *o == op));
+    // Not the owner any more (0) or a later holder's value (-1): the lease is lost.
+    for refused in [0, -1] {
+        let id = h.held_mutex(&format!("k{refused}"), opts(1000));
+        let op = h.e.store(id, value(b"c"), h.now).expect("held");
+        let req = h.one();
+        h.reply(&req, vec![Reply::Int(refused)]);
+        assert_eq!(h.answers(), vec![(Some(op), Event::Lost { reason: LostReason::NotOwner })]);
+        // Known lost: a further store is answered at once, with nothing sent.
+        let op = h.e.store(id, value(b"d"), h.now).expect("still the caller's lock");
+        assert!(h.sent().is_empty());
+        assert_eq!(h.answers(), vec![(Some(op), Event::Lost { reason: LostReason::NotOwner })]);
+    }
+}
+
+#[test]
+fn a_store_under_confirm_waits_for_its_replicas() {
+    let mut h = H::new();
+    let o = LockOptions { confirm: Confirm::AtLeast { replicas: 1, timeout: ms(20) }, ..opts(1000) };
+    let id = h.acquire_mutex("orders", Resource::mutex(), o);
+    let req = h.one();
+    h.reply(&req, vec![pair(1, 10)[0].clone(), Reply::Int(1)]);
+    assert!(matches!(h.events()[..], [Event::Acquired { .. }]));
+    let op = h.e.store(id, value(b"a"), h.now).expect("held");
+    let req = h.one();
+    assert_eq!(req.commands[1], Command::Wait { replicas: 1, timeout_ms: 20 });
+    h.reply(&req, vec![Reply::Int(1), Reply::Int(0)]);
+    assert_eq!(h.answers(), vec![(Some(op), Event::ReplicationShortfall { acked: 0, wanted: 1 })]);
+    let op = h.e.store(id, value(b"a"), h.now).expect("held");
+    let req = h.one();
+    h.reply(&req, vec![Reply::Int(1), Reply::Int(1)]);
+    assert_eq!(h.answers(), vec![(Some(op), Event::Stored)]);
+}
+
+#[test]
+fn a_store_on_an_expired_lease_sends_nothing_and_the_loss_is_told_once() {
+    let mut h = H::new();
+    let id = h.held_mutex("orders", opts(100));
+    h.advance(ms(200)); // past validity, before the timer fired
+    let op = h.e.store(id, value(b"late"), h.now).expect("held");
+    assert!(h.sent().is_empty(), "a lease past its validity writes nothing");
+    assert_eq!(h.answers(), vec![(Some(op), Event::Lost { reason: LostReason::Expired })]);
+    // The expiry timer does not tell the loss a second time.
+    while h.e.poll_timeout().is_some_and(|t| t <= h.now) {
+        h.e.handle_timeout(h.now);
+    }
+    assert_eq!(h.answers(), vec![], "the caller was told already");
+}
+
+#[test]
+fn a_store_of_the_wrong_lock_or_size_is_misuse_and_sends_nothing() {
+    let mut h = H::new();
+    let (plain, _) = h.held("plain", opts(1000));
+    assert_eq!(h.e.store(plain, value(b"x"), h.now), Err(Misuse::NotAMutex(plain)));
+    assert_eq!(h.e.release_storing(plain, value(b"x"), h.now), Err(Misuse::NotAMutex(plain)));
+    let small = Resource::Mutex { max_value: 4, value_ttl: None };
+    let id = h.acquire_mutex("orders", small, opts(1000));
+    let req = h.one();
+    h.reply(&req, pair(1, 10));
+    h.events();
+    let too_large = Misuse::Invalid(id, InvalidInput::ValueTooLarge { len: 5, max: 4 });
+    assert_eq!(h.e.store(id, value(b"12345"), h.now), Err(too_large.clone()));
+    assert_eq!(h.e.release_storing(id, value(b"12345"), h.now), Err(too_large));
+    assert!(h.sent().is_empty() && h.answers().is_empty());
+    assert!(h.e.store(id, value(b"1234"), h.now).is_ok(), "at the limit");
+}
+
+/// The commands of a release that writes the value back, by kind.
+fn kinds(req: &Request) -> Vec<&'static str> {
+    req.commands
+        .iter()
+        .map(|c| match c {
+            Command::ScriptWithValue { script: Script::Store, .. } => "store",
+            Command::Script { script: Script::Release, .. } => "release",
+            Command::Wait { .. } => "wait",
+            _ => "other",
+        })
+        .collect()
+}
+
+#[test]
+fn release_storing_sends_the_store_first_in_one_request_and_maps_its_answer() {
+    let cases: [(Vec<Reply>, Event); 3] = [
+        (vec![Reply::Int(1), Reply::Int(1)], Event::Released { outcome: ReleaseOutcome::Released }),
+        // Refused: nothing written; the lease was lost.
+        (vec![Reply::Int(0), Reply::Int(0)], Event::Released { outcome: ReleaseOutcome::NotHeld }),
+        (vec![Reply::Int(-1), Reply::Int(1)], Event::Released { outcome: ReleaseOutcome::NotHeld }),
+    ];
+    for (replies, want) in cases {
+        let mut h = H::new();
+        let id = h.held_mutex("orders", opts(1000));
+        let op = h.e.release_storing(id, value(b"\x00last\xff"), h.now).expect("held");
+        let req = h.one();
+        assert_eq!(kinds(&req), ["store", "release"]);
+        assert_eq!(store_of(&req).2, b"\x00last\xff");
+        h.reply(&req, replies);
+        assert_eq!(h.answers(), vec![(Some(op), want)]);
+    }
+    // A store the server refused with an error: Failed.
+    let mut h = H::new();
+    let id = h.held_mutex("orders", opts(1000));
+    let op = h.e.release_storing(id, value(b"v"), h.now).expect("held");
+    let req = h.one();
+    let error = Reply::Error(rdlock_core::ServerError::new("RDLOCK", "value key holds another type of value"));
+    h.reply(&req, vec![error, Reply::Int(1)]);
+    assert!(matches!(&h.answers()[..], [(Some(o), Event::Failed(_))] if *o == op));
+}
+
+#[test]
+fn release_storing_under_confirm_waits_between_the_store_and_the_release() {
+    let mut h = H::new();
+    let o = LockOptions { confirm: Confirm::AtLeast { replicas: 1, timeout: ms(20) }, ..opts(1000) };
+    let id = h.acquire_mutex("orders", Resource::mutex(), o);
+    let req = h.one();
+    h.reply(&req, vec![pair(1, 10)[0].clone(), Reply::Int(1)]);
+    h.events();
+    let op = h.e.release_storing(id, value(b"v"), h.now).expect("held");
+    let req = h.one();
+    assert_eq!(kinds(&req), ["store", "wait", "release"]);
+    h.reply(&req, vec![Reply::Int(1), Reply::Int(0), Reply::Int(1)]);
+    assert_eq!(h.answers(), vec![(Some(op), Event::ReplicationShortfall { acked: 0, wanted: 1 })]);
+}
+
+#[test]
+fn release_storing_on_an_expired_lease_only_releases() {
+    let mut h = H::new();
+    let id = h.held_mutex("orders", opts(100));
+    h.advance(ms(200));
+    h.e.release_storing(id, value(b"late"), h.now).expect("held");
+    let req = h.one();
+    assert_eq!(kinds(&req), ["release"], "nothing written by a lease past its validity");
+}
+
+#[test]
+fn release_storing_reads_the_release_reply_by_its_place_not_the_last_one() {
+    // One reply short ([store] only): the release's answer is missing, never read from the
+    // store's `1`.
+    let mut h = H::new();
+    let id = h.held_mutex("orders", opts(1000));
+    let op = h.e.release_storing(id, value(b"v"), h.now).expect("held");
+    let req = h.one();
+    h.reply(&req, vec![Reply::Int(1)]);
+    assert!(
+        matches!(&h.answers()[..], [(Some(o), Event::Failed(LockError::UnexpectedReply(_)))] if *o == op),
+        "a missing release reply is no `Released`"
     );
 }

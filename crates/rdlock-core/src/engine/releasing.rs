@@ -85,7 +85,13 @@ impl Engine {
             (None, Sharing::Queue) => Script::Release,
             (None, Sharing::Foreign { .. }) => Script::ReleaseShared,
         };
-        let outcome = reply.as_ref().map_err(|e| e.clone().into()).and_then(|r| ReleaseReply::parse(script, r.last()));
+        // The release's reply is behind the store and its WAIT, if they were sent: read by its
+        // place, so that a reply short is no answer rather than the store's read as one.
+        let at = lock
+            .write_back
+            .as_deref()
+            .map_or(0, |w| 1 + usize::from(w.wanted > 0 && lock.opts.confirm.timeout().is_some()));
+        let outcome = reply.as_ref().map_err(|e| e.clone().into()).and_then(|r| ReleaseReply::parse(script, r.get(at)));
         if outcome == Ok(ReleaseReply::ReleasedBesideQueue) {
             self.warnings.push_back(Warning::MixedSharing { key: lock.key.clone() });
         }

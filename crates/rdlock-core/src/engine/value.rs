@@ -54,6 +54,9 @@ impl Engine {
         let Some(write) = write else {
             let reason = self.lost_reason(id);
             self.answer(id, op, Event::Lost { reason });
+            // Told now: the lease counts as lost, so that its expiry is not told again.
+            self.lose(id, reason, true);
+            self.reschedule(id);
             return Ok(op);
         };
         let lock = &self.locks[&id];

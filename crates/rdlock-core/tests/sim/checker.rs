@@ -1,15 +1,44 @@
 //! The invariants, checked against what the clients were told and against the fake's
 //! ground truth. The world reports every input it feeds and every output it drains; the
-//! checker records the first violation.
+//! checker records the first violation. A mutex's value is modelled as a register written by
+//! the stores the server applied, in their order: a write only while the lock key holds its
+//! writer's token, writer fences never falling, no write over a value its writer did not
+//! read, each grant reading the last write, and the holder handed exactly what its grant read.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use rdlock_core::{
-    Command, Confirm, Event, HANDOFF_CLAIM, LockError, LockId, LockOptions, Reply, Request, Resource, Script,
+    Command, Confirm, Event, HANDOFF_CLAIM, LockError, LockId, LockOptions, ReleaseOutcome, Reply, Request, Resource,
+    Script, StoredValue,
 };
 
-use super::fake::{Fake, Grant};
+use super::fake::{Fake, Grant, StoreRun, ValueRead};
 use super::scenario::WRONGTYPE_KEY;
+use super::workload::OpKind;
+
+/// One holder's lease at a time: a lock, or a mutex (a lock with a value).
+fn exclusive_lock(r: Resource) -> bool {
+    matches!(r, Resource::Lock | Resource::Mutex { .. })
+}
+
+/// A mutex's value as the checker models it: the stores the server applied, in the order it
+/// applied them (the fake's ground truth, whatever their callers were told).
+#[derive(Debug, Default)]
+struct Register {
+    /// The latest write: its writer's token and fence, the bytes, when they expire.
+    value: Option<(String, u64, Vec<u8>, Option<u64>)>,
+    /// The highest writer fence ever recorded with the value (kept across restarts: fences
+    /// are seeded from the server clock, so they grow across restarts too).
+    high: u64,
+}
+
+impl Register {
+    /// The value live at `now`: `(writer token, fence, bytes)`.
+    fn live(&self, now: u64) -> Option<(&str, u64, &[u8])> {
+        let (t, f, v, exp) = self.value.as_ref()?;
+        exp.is_none_or(|x| x > now).then_some((t.as_str(), *f, v.as_slice()))
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct HeldView {
@@ -48,6 +77,14 @@ pub struct Rec {
     pub delayed_until: u64,
     /// The latest release attempt got no answer (the key may stay until its TTL).
     pub release_failed: bool,
+    /// A mutex: the value (writer fence, bytes) the latest grant read for this token; `None`
+    /// before any grant read one, `Some(None)` when the grant found no value.
+    pub read: Option<Option<(u64, Vec<u8>)>>,
+    /// Stores of this lock the server applied, and `Stored` answers heard.
+    pub stores_applied: u32,
+    pub stored_answers: u32,
+    /// Whether the latest store of this lock that ran wrote.
+    pub last_store_applied: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -104,6 +141,13 @@ pub struct Stats {
     pub crash_checks: u64,
     /// Hand-offs to waiters that had vanished, each checked to reach a live waiter in time.
     pub ghost_checks: u64,
+    /// Mutex values read by grants (each checked against the last write applied), stores
+    /// applied and refused (each checked: by the key's owner, fences never falling, no lost
+    /// update), and values handed to holders (each checked against their grant's read).
+    pub value_reads: u64,
+    pub stores: u64,
+    pub stores_refused: u64,
+    pub values_taken: u64,
 }
 
 impl Stats {
@@ -121,6 +165,10 @@ impl Stats {
         self.failed += o.failed;
         self.crash_checks += o.crash_checks;
         self.ghost_checks += o.ghost_checks;
+        self.value_reads += o.value_reads;
+        self.stores += o.stores;
+        self.stores_refused += o.stores_refused;
+        self.values_taken += o.values_taken;
     }
 }
 
@@ -135,6 +183,10 @@ pub struct Checker {
     /// Per key, the latest fence the server issued.
     issued: BTreeMap<String, i64>,
     obligations: Vec<Obligation>,
+    /// Per mutex (its lock key), its value.
+    registers: BTreeMap<String, Register>,
+    /// Mutexes' value keys: they have no TTL when their value outlives the lock.
+    value_keys: BTreeSet<String>,
     pub clients: Vec<ClientView>,
     /// Allowed lateness of a wait's outcome past its deadline.
     deadline_slack: u64,
@@ -162,6 +214,8 @@ impl Checker {
             last_fence: BTreeMap::new(),
             issued: BTreeMap::new(),
             obligations: Vec::new(),
+            registers: BTreeMap::new(),
+            value_keys: BTreeSet::new(),
             clients: vec![ClientView { alive: true, ..ClientView::default() }; clients],
             deadline_slack,
             liveness_slack,
@@ -222,7 +276,14 @@ impl Checker {
             handed: Vec::new(),
             delayed_until: 0,
             release_failed: false,
+            read: None,
+            stores_applied: 0,
+            stored_answers: 0,
+            last_store_applied: None,
         };
+        if matches!(resource, Resource::Mutex { .. }) {
+            self.value_keys.insert(rdlock_core::value_key(key));
+        }
         if rec.deadline.is_some() {
             self.deadlines.insert((c, id));
         }
@@ -255,6 +316,10 @@ impl Checker {
     /// A request left client `c`; `live` finds the client's live lock on a key.
     pub fn on_transmit(&mut self, c: usize, req: &Request, live: impl Fn(&str) -> Option<LockId>, now: u64) {
         for cmd in &req.commands {
+            if let Command::ScriptWithValue { script: Script::Store, keys, args, .. } = cmd {
+                self.store_sent(c, keys, args, &live, now);
+                continue;
+            }
             let Command::Script { script, keys, args } = cmd else { continue };
             match script {
                 Script::Acquire
@@ -290,7 +355,7 @@ impl Checker {
                         self.recs.entry((c, id)).and_modify(|r| r.downgrading = true);
                     }
                 }
-                Script::Store => self.fail(now, format!("client {c}: a store, but the simulation makes no mutex")),
+                Script::Store => self.fail(now, format!("client {c}: a store sent without its value apart")),
                 Script::Extend | Script::PermitExtend => {
                     // A share renews with three keys: its holder set (the user's key) first.
                     let per = if *script == Script::Extend { 1 } else { 3 };
@@ -318,6 +383,33 @@ impl Checker {
         }
     }
 
+    /// A store left client `c`: for its live lock on the key, with its token and fence.
+    fn store_sent(
+        &mut self,
+        c: usize,
+        keys: &[String],
+        args: &[String],
+        live: impl Fn(&str) -> Option<LockId>,
+        now: u64,
+    ) {
+        let (Some(key), Some(token), Some(fence)) = (keys.first(), args.first(), args.get(1)) else {
+            return self.fail(now, format!("client {c}: malformed store: {keys:?} {args:?}"));
+        };
+        let rec = live(key).and_then(|id| self.recs.get(&(c, id)));
+        let problem = match rec {
+            None => Some("without a live lock".to_owned()),
+            Some(r) if !matches!(r.resource, Resource::Mutex { .. }) => Some(format!("of a {:?}", r.resource)),
+            Some(r) if r.token.as_deref() != Some(token) => Some(format!("with token {token}, not {:?}", r.token)),
+            Some(r) if r.held.is_none_or(|h| h.fence.to_string() != *fence) => {
+                Some(format!("with fence {fence} while held {:?}", r.held))
+            }
+            Some(_) => None,
+        };
+        if let Some(p) = problem {
+            self.fail(now, format!("client {c}: store of {key} {p}"));
+        }
+    }
+
     /// A reply (or `Err` for a transport failure) is about to be fed to client `c`.
     pub fn on_reply(&mut self, c: usize, req: &Request, reply: Result<&[Reply], ()>, now: u64) {
         for (i, cmd) in req.commands.iter().enumerate() {
@@ -331,7 +423,7 @@ impl Checker {
                 (_, Err(())) => rec.delayed_until = rec.delayed_until.max(now + RETRY_BACKOFF),
                 (Script::Acquire | Script::PermitAcquire, Ok(replies)) => {
                     let pair = replies.get(i).and_then(Reply::as_array);
-                    if let Some([flag, fence]) = pair
+                    if let Some([flag, fence, ..]) = pair
                         && flag.as_int() == Some(1)
                         && let Some(f) = fence.as_int().and_then(|f| u64::try_from(f).ok())
                     {
@@ -374,7 +466,8 @@ impl Checker {
 
     // ------------------------------------------------------------ outcomes
 
-    pub fn on_event(&mut self, c: usize, id: LockId, ev: &Event, now: u64, fake: &Fake) {
+    /// An event for client `c`'s lock `id`, answering an op of `kind` (`None`: a notice).
+    pub fn on_event(&mut self, c: usize, id: LockId, ev: &Event, kind: Option<OpKind>, now: u64, fake: &Fake) {
         let Some(rec) = self.recs.get_mut(&(c, id)) else {
             self.fail(now, format!("client {c}: event {ev:?} for unknown lock {id:?}"));
             return;
@@ -385,10 +478,13 @@ impl Checker {
         }
         // A failure answers the downgrade in flight, if any, else the acquisition.
         let downgrade_failed = matches!(ev, Event::Failed(_)) && std::mem::take(&mut rec.downgrading);
-        let ending = matches!(
-            ev,
-            Event::Acquired { .. } | Event::Busy { .. } | Event::TimedOut | Event::ReplicationShortfall { .. }
-        ) || (matches!(ev, Event::Failed(_)) && !rec.released && !downgrade_failed);
+        // A store's answer (alone or with the release) is not the acquisition's outcome.
+        let value_op = matches!(kind, Some(OpKind::Store | OpKind::ReleaseStoring));
+        let ending = !value_op
+            && (matches!(
+                ev,
+                Event::Acquired { .. } | Event::Busy { .. } | Event::TimedOut | Event::ReplicationShortfall { .. }
+            ) || (matches!(ev, Event::Failed(_)) && !rec.released && !downgrade_failed));
         if ending && rec.ended {
             return self.fail(now, format!("{who}: a second outcome {ev:?}"));
         }
@@ -397,7 +493,11 @@ impl Checker {
         match ev {
             Event::Acquired { fence, valid_until } => {
                 self.stats.acquired += 1;
-                self.stats.shares += u64::from(rec.resource != Resource::Lock);
+                self.stats.shares += u64::from(!exclusive_lock(rec.resource));
+                if matches!(rec.resource, Resource::Mutex { .. }) && rec.read.is_none() && !Self::tainted(rec, fake) {
+                    // A hand-off grants without a round trip: a mutex confirms it, to read the value.
+                    problem = Some("a mutex acquired without a grant that read its value".into());
+                }
                 let valid_until = super::ns(*valid_until);
                 if wrongtype {
                     problem = Some("acquired a key of the wrong type".into());
@@ -413,7 +513,7 @@ impl Checker {
                 self.held.insert((c, id));
                 // Exclusive holders (locks, writers) hold in fence order; shares of a counted
                 // resource overlap, so only the server's issue order (`on_grant`) binds them.
-                let exclusive = matches!(rec.resource, Resource::Lock | Resource::Write);
+                let exclusive = exclusive_lock(rec.resource) || rec.resource == Resource::Write;
                 if exclusive && !Self::tainted(rec, fake) {
                     let last = self.last_fence.insert(rec.key.clone(), *fence);
                     if last.is_some_and(|l| l >= *fence) {
@@ -437,6 +537,8 @@ impl Checker {
                 self.stats.shortfalls += 1;
                 if rec.opts.confirm == Confirm::None || acked >= wanted {
                     problem = Some("a shortfall without confirmation asked or with enough acks".into());
+                } else if value_op && rec.last_store_applied != Some(true) {
+                    problem = Some("a store's shortfall, but the store did not write".into());
                 }
             }
             Event::Failed(e) => {
@@ -464,15 +566,31 @@ impl Checker {
                 self.stats.lost += 1;
                 match &mut rec.held {
                     Some(h) if !h.lost && !rec.released => h.lost = true,
+                    // An extension or a store is answered with the loss, even when the lease
+                    // was lost already (the caller may have released it since the answer).
+                    Some(h) if matches!(kind, Some(OpKind::Store | OpKind::Extend)) => h.lost = true,
                     h => problem = Some(format!("lost while {h:?}, released={}", rec.released)),
                 }
             }
-            Event::Released { .. } => {
+            Event::Released { outcome } => {
                 if !rec.released || rec.held.is_none() {
                     problem = Some("released without a release call on a held lock".into());
+                } else if kind == Some(OpKind::ReleaseStoring)
+                    && *outcome == ReleaseOutcome::Released
+                    && rec.last_store_applied != Some(true)
+                {
+                    problem = Some("released (value written) but its store did not write".into());
                 }
             }
-            Event::Stored => problem = Some("a store answered, but the simulation makes no mutex".into()),
+            Event::Stored => {
+                rec.stored_answers += 1;
+                if kind != Some(OpKind::Store) || rec.stored_answers > rec.stores_applied {
+                    problem = Some(format!(
+                        "Stored for {kind:?}, {} answers for {} stores applied",
+                        rec.stored_answers, rec.stores_applied
+                    ));
+                }
+            }
             Event::Downgraded => {
                 self.stats.downgrades += 1;
                 rec.downgrading = false;
@@ -521,7 +639,7 @@ impl Checker {
         } else if let Some(&(c, id)) = self.by_token.get(&g.token)
             && g.handoff
             // A share's waiters may also wait for other live holders: the bound is the lock's.
-            && self.recs[&(c, id)].resource == Resource::Lock
+            && exclusive_lock(self.recs[&(c, id)].resource)
         {
             // Handed to a waiter that vanished while queued: the lock has moved on (earlier
             // obligations are met), and it must reach a live waiter within one claim (the
@@ -540,6 +658,98 @@ impl Checker {
                 ghost: true,
                 share: false,
             });
+        }
+    }
+
+    // ------------------------------------------------------------ a mutex's value
+
+    /// A grant read a mutex's value (and returns it): it is the last write the server
+    /// applied, by an earlier holder.
+    pub fn on_value_read(&mut self, read: &ValueRead, now: u64) {
+        self.stats.value_reads += 1;
+        let reg = self.registers.entry(read.key.clone()).or_default();
+        let model = reg.live(now);
+        let want = model.map(|(_, f, v)| (f.to_string().into_bytes(), v.to_vec()));
+        let mut problem = None;
+        if read.value != want {
+            problem = Some(format!("{} read {:?}, but the last write applied is {want:?}", read.token, read.value));
+        } else if let Some((writer, f, _)) = model
+            && writer != read.token
+            && f >= read.fence as u64
+        {
+            problem = Some(format!("{} (fence {}) read a value written under fence {f}", read.token, read.fence));
+        }
+        let value = model.map(|(_, f, v)| (f, v.to_vec()));
+        if let Some(&(c, id)) = self.by_token.get(&read.token)
+            && let Some(rec) = self.recs.get_mut(&(c, id))
+        {
+            rec.read = Some(value);
+        }
+        if let Some(p) = problem {
+            self.fail(now, format!("{}: {p}", read.key));
+        }
+    }
+
+    /// A store ran: when it wrote, its writer held the lock key at the server, its fence is
+    /// not below any recorded before, and nobody else wrote since its grant read the value.
+    pub fn on_store_run(&mut self, run: &StoreRun, now: u64) {
+        let by = self.by_token.get(&run.token).copied();
+        let read = by.and_then(|k| self.recs.get(&k)).and_then(|r| r.read.clone());
+        if let Some(rec) = by.and_then(|k| self.recs.get_mut(&k)) {
+            rec.last_store_applied = Some(run.written.is_some());
+            rec.stores_applied += u32::from(run.written.is_some());
+        }
+        let Some(bytes) = &run.written else {
+            self.stats.stores_refused += 1;
+            return;
+        };
+        self.stats.stores += 1;
+        let reg = self.registers.entry(run.key.clone()).or_default();
+        let mut problem = None;
+        if run.holder.as_deref() != Some(run.token.as_str()) {
+            problem = Some(format!("written by {} while the lock key holds {:?}", run.token, run.holder));
+        } else if run.fence < reg.high {
+            problem = Some(format!("written under fence {} after fence {}", run.fence, reg.high));
+        } else {
+            let current = reg.live(now);
+            let own = current.is_some_and(|(w, _, _)| w == run.token);
+            let read = read.map(|r| r.map(|(_, v)| v));
+            if !own && read.as_ref().map(Option::as_deref) != Some(current.map(|(_, _, v)| v)) {
+                problem = Some(format!(
+                    "{} wrote over {current:?}, which it never read (it read {read:?}): a lost update",
+                    run.token
+                ));
+            }
+        }
+        reg.high = reg.high.max(run.fence);
+        reg.value = Some((run.token.clone(), run.fence, bytes.clone(), run.expires));
+        if let Some(p) = problem {
+            self.fail(now, format!("the value of {}: {p}", run.key));
+        }
+    }
+
+    /// The holder took its mutex's value after `Acquired`: what its grant read, once.
+    pub fn on_value_taken(&mut self, c: usize, id: LockId, first: Option<&StoredValue>, again: bool, now: u64) {
+        self.stats.values_taken += 1;
+        let Some(rec) = self.recs.get(&(c, id)) else { return };
+        let read = rec.read.clone().flatten();
+        let taken = first.map(|v| (v.written_by.unwrap_or(0), v.bytes.clone()));
+        if again {
+            self.fail(now, format!("client {c} {id:?}: its value was handed out twice"));
+        } else if rec.read.is_some() && taken != read {
+            self.fail(now, format!("client {c} {id:?} took {taken:?}, but its grant read {read:?}"));
+        }
+    }
+
+    /// A restart without persistence loses the values with the locks: from then on a grant
+    /// must read none until a holder writes one, as after the first use. This is what the
+    /// fences get too: holders granted before the restart no longer count for exclusion or
+    /// fence order (`tainted`), yet every fence issued, and every writer fence recorded with a
+    /// value (`Register::high`), must still exceed those before the restart (the counter is
+    /// re-seeded from the server clock).
+    pub fn on_restart(&mut self) {
+        for reg in self.registers.values_mut() {
+            reg.value = None;
         }
     }
 
@@ -574,7 +784,7 @@ impl Checker {
         let shared: BTreeSet<String> = self
             .recs
             .range((c, LockId(0))..=(c, LockId(u64::MAX)))
-            .filter(|(_, r)| r.resource != Resource::Lock)
+            .filter(|(_, r)| !exclusive_lock(r.resource))
             .map(|(_, r)| r.key.clone())
             .collect();
         for key in shared {
@@ -621,7 +831,8 @@ impl Checker {
     pub fn check_step(&mut self, now: u64, fake: &Fake) {
         self.stats.steps += 1;
         self.mutual_exclusion(now, fake);
-        if let Some(k) = fake.keys_without_ttl(now).find(|k| *k != WRONGTYPE_KEY) {
+        let persistent = |k: &str| k == WRONGTYPE_KEY || self.value_keys.contains(k);
+        if let Some(k) = fake.keys_without_ttl(now).find(|k| !persistent(k)) {
             let k = k.to_owned();
             self.fail(now, format!("key {k} has no TTL"));
         }
@@ -658,7 +869,7 @@ impl Checker {
                 who.join(" and ")
             };
             let count = |f: fn(Resource) -> bool| hs.iter().filter(|(_, r)| f(r.resource)).count();
-            let locks = count(|r| r == Resource::Lock);
+            let locks = count(exclusive_lock);
             let writers = count(|r| r == Resource::Write);
             let readers = count(|r| r == Resource::Read);
             let permits = hs.iter().filter_map(|(_, r)| match r.resource {
@@ -677,7 +888,7 @@ impl Checker {
             }
             for (c, r) in hs {
                 let known = match r.resource {
-                    Resource::Lock => fake.string(key, now) == r.token.as_deref(),
+                    Resource::Lock | Resource::Mutex { .. } => fake.string(key, now) == r.token.as_deref(),
                     _ => r.token.as_deref().is_some_and(|t| fake.share_live(key, t, now)),
                 };
                 if !known {

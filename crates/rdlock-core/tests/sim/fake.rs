@@ -34,6 +34,12 @@ pub enum Bug {
     /// The permit acquire admits a caller that fits even when others are queued: a reader
     /// past a queued writer.
     ShareBarging,
+    /// A mutex's store writes whatever the lock key holds (no owner check; the fence check
+    /// stays).
+    StoreWithoutOwnerCheck,
+    /// A mutex's grant returns no value, whatever the value key holds (as if it read
+    /// another key).
+    GrantWithoutValue,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +48,8 @@ pub enum Value {
     List(VecDeque<String>),
     /// A sorted set: member -> score (the permit scripts' scores are whole ms).
     Zset(BTreeMap<String, i64>),
-    Hash(BTreeMap<String, String>),
+    /// A hash: field -> bytes (a mutex's value need not be text).
+    Hash(BTreeMap<String, Vec<u8>>),
 }
 
 #[path = "fake_permits.rs"]
@@ -69,6 +76,31 @@ pub struct Grant {
     pub ahead: usize,
 }
 
+/// A mutex's value as a granting acquire read it (the reply carries it), for the checker.
+#[derive(Clone, Debug)]
+pub struct ValueRead {
+    pub key: String,
+    pub token: String,
+    pub fence: i64,
+    /// `(f, v)`: the writer's fence as stored, and the value; `None` when the key has no `v`.
+    pub value: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A store that ran past its argument checks, for the checker.
+#[derive(Clone, Debug)]
+pub struct StoreRun {
+    /// The lock key.
+    pub key: String,
+    pub token: String,
+    pub fence: u64,
+    /// What the lock key held when the store ran (read beside the script, not by it).
+    pub holder: Option<String>,
+    /// The value written; `None` when the store wrote nothing (0, -1, an error).
+    pub written: Option<Vec<u8>>,
+    /// When the value expires (virtual ns), if written with a ttl.
+    pub expires: Option<u64>,
+}
+
 /// What a script did besides its reply.
 #[derive(Default)]
 pub struct Effects<'a> {
@@ -77,6 +109,10 @@ pub struct Effects<'a> {
     pub grants: Vec<Grant>,
     /// Shares shrunk to a reader's weight (downgrades), by token.
     pub downgrades: Vec<String>,
+    /// Mutex values read by grants, in order.
+    pub reads: Vec<ValueRead>,
+    /// Stores that got past their argument checks, in order.
+    pub stores: Vec<StoreRun>,
     /// What `PUBLISH` answers.
     listeners: Option<&'a dyn Fn(&str) -> usize>,
 }
@@ -84,7 +120,14 @@ pub struct Effects<'a> {
 impl Effects<'_> {
     /// The effects alone, without the listener view they were made with.
     pub fn detach(self) -> Effects<'static> {
-        Effects { publishes: self.publishes, grants: self.grants, downgrades: self.downgrades, listeners: None }
+        Effects {
+            publishes: self.publishes,
+            grants: self.grants,
+            downgrades: self.downgrades,
+            reads: self.reads,
+            stores: self.stores,
+            listeners: None,
+        }
     }
 
     /// `PUBLISH channel payload`: how many connections received it.
@@ -112,6 +155,10 @@ struct Replica {
 }
 
 type R<T> = Result<T, ServerError>;
+
+/// A mutex's value key as `HMGET f v` reads it.
+type Fields = (Option<Vec<u8>>, Option<Vec<u8>>);
+type ValueBytes<'a> = Option<&'a [u8]>;
 
 fn wrongtype() -> ServerError {
     ServerError::new("WRONGTYPE", "Operation against a key holding the wrong kind of value")
@@ -165,6 +212,30 @@ fn lock_key_type() -> ServerError {
 }
 
 const QUEUE_TYPE: &str = "wait queue holds another type of value";
+const DATA_TYPE: &str = "value key holds another type of value";
+
+/// Lua's `tonumber` of a string: decimal (with fraction and exponent) or hex, surrounded by
+/// blanks; `None` where it gives nil.
+fn lua_number(s: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(s).ok()?.trim_matches(|c: char| c.is_ascii_whitespace());
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let hex = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X"));
+    let n = match hex {
+        Some(h) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            h.bytes().fold(0f64, |n, b| n * 16.0 + f64::from((b as char).to_digit(16).unwrap_or(0)))
+        }
+        Some(_) => return None,
+        // Digits, a point, an exponent: never `inf` or `nan`, which Lua does not read.
+        None if body.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-')) => {
+            body.parse::<f64>().ok()?
+        }
+        None => return None,
+    };
+    Some(if neg { -n } else { n })
+}
 
 /// `ms_arg` of the prelude: 1 to 15 digits, no sign, no leading 0.
 fn ms_arg(s: &str) -> bool {
@@ -405,6 +476,21 @@ impl Fake {
         dice: &mut Dice,
         listeners: &'l dyn Fn(&str) -> usize,
     ) -> (Reply, Effects<'l>) {
+        self.run_script_with_value(script, keys, args, None, now, dice, listeners)
+    }
+
+    /// [`Fake::run_script`] with a last `ARGV` of bytes (`Command::ScriptWithValue`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_script_with_value<'l>(
+        &mut self,
+        script: rdlock_core::Script,
+        keys: &[String],
+        args: &[String],
+        value: Option<&[u8]>,
+        now: u64,
+        dice: &mut Dice,
+        listeners: &'l dyn Fn(&str) -> usize,
+    ) -> (Reply, Effects<'l>) {
         self.now = now;
         let mut fx = Effects { listeners: Some(listeners), ..Effects::default() };
         if now < self.loading_until {
@@ -420,7 +506,7 @@ impl Fake {
             rdlock_core::Script::PermitRelease => self.permit_release(keys, args, &mut fx),
             rdlock_core::Script::PermitExtend => self.permit_extend(keys, args),
             rdlock_core::Script::PermitChange => self.permit_change(keys, args, &mut fx),
-            rdlock_core::Script::Store => Err(ServerError::new("ERR", "the fake does not model store")),
+            rdlock_core::Script::Store => self.store(keys, args, value, &mut fx),
         };
         if self.dirty != before {
             self.replicate(now, dice);
@@ -543,6 +629,26 @@ impl Fake {
         }
         let (qttl, fence_ttl, claim) = (&args[3], &args[4], &args[5]);
         let entry = format!("{token}:{ttl}:{inbox}");
+        // if KEYS[4] then data = pcall HMGET KEYS[4] f v; an error: fail(DATA_TYPE) end
+        let data = match keys.get(3) {
+            Some(k) => Some(self.data_fields(k).map_err(|_| fail(DATA_TYPE))?),
+            None => None,
+        };
+        // granted(f): {1, f, data[1] or '', data[2]} when data[2], else {1, f}
+        let bug = self.bug;
+        let granted = |fence: i64, fx: &mut Effects<'_>| match &data {
+            None => pair(1, fence),
+            Some((f, v)) => {
+                let v = v.clone().filter(|_| bug != Bug::GrantWithoutValue);
+                let value = v.map(|v| (f.clone().unwrap_or_default(), v));
+                let read = ValueRead { key: key.to_owned(), token: token.clone(), fence, value: value.clone() };
+                fx.reads.push(read);
+                match value {
+                    Some((f, v)) => Reply::Array(vec![int(1), int(fence), Reply::Data(f), Reply::Data(v)]),
+                    None => pair(1, fence),
+                }
+            }
+        };
         // local old = redis.pcall('GET', KEYS[1]); a table: WRONGTYPE RDLOCK ...
         let old = self.get(key).map_err(|_| lock_key_type())?;
         let mut f: Option<Option<i64>> = None;
@@ -553,7 +659,7 @@ impl Fake {
                 _ => self.bump(fence_key, fence_ttl)?,
             };
             self.pexpire(key, ttl)?;
-            return Ok(pair(1, fence));
+            return Ok(granted(fence, fx));
         }
         if old.is_none() {
             // head = pcall LINDEX KEYS[3] 0; who, wttl, winbox = next_waiter(head, nil)
@@ -576,7 +682,7 @@ impl Fake {
                     let grant =
                         Grant { key: key.to_owned(), token: token.clone(), fence, handoff: false, until, ahead };
                     fx.grants.push(grant);
-                    return Ok(pair(1, fence));
+                    return Ok(granted(fence, fx));
                 }
             }
         }
@@ -669,6 +775,83 @@ impl Fake {
             }
         }
         Ok(Reply::Array(out))
+    }
+
+    /// `HMGET key f v` of a mutex's value key: a key of another type is an error.
+    fn data_fields(&mut self, key: &str) -> R<Fields> {
+        match self.entry(key) {
+            None => Ok((None, None)),
+            Some(Entry { value: Value::Hash(h), .. }) => Ok((h.get("f").cloned(), h.get("v").cloned())),
+            Some(_) => Err(wrongtype()),
+        }
+    }
+
+    fn store(&mut self, keys: &[String], args: &[String], value: Option<&[u8]>, fx: &mut Effects<'_>) -> R<Reply> {
+        // ARGV: the string arguments, then the value of bytes when one came apart.
+        let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).chain(value).collect();
+        // if #ARGV ~= 5 then fail end
+        if argv.len() != 5 {
+            return Err(fail("store takes 5 arguments"));
+        }
+        let text = |i: usize| std::str::from_utf8(argv[i]).unwrap_or("");
+        let (token, fence, limit, ttl, bytes) = (text(0), text(1), text(2), text(3), argv[4]);
+        // fence '^[1-9]%d*$' and #fence <= 16
+        let digits = !fence.is_empty() && fence.bytes().all(|b| b.is_ascii_digit()) && !fence.starts_with('0');
+        if !(digits && fence.len() <= 16) {
+            return Err(fail("invalid fence"));
+        }
+        if !ms_arg(limit) {
+            return Err(fail("invalid size limit"));
+        }
+        if ttl != "0" && !ms_arg(ttl) {
+            return Err(fail("invalid ttl"));
+        }
+        // #ARGV[5] > tonumber(ARGV[3]): too large
+        if bytes.len() as f64 > lua_number(limit.as_bytes()).unwrap_or(f64::INFINITY) {
+            return Err(fail("value too large"));
+        }
+        let (key, data) = (nth(keys, 0)?, nth(keys, 1)?);
+        let fence_n: f64 = lua_number(fence.as_bytes()).unwrap_or(0.0);
+        let mut run = StoreRun {
+            key: key.to_owned(),
+            token: token.to_owned(),
+            fence: fence.parse().unwrap_or(0),
+            holder: self.string(key, self.now).map(str::to_owned),
+            written: None,
+            expires: None,
+        };
+        // cur = pcall GET KEYS[1]; a table: WRONGTYPE RDLOCK ...; cur ~= ARGV[1]: return 0
+        let cur = self.get(key).map_err(|_| lock_key_type())?;
+        if cur.as_deref() != Some(token) && self.bug != Bug::StoreWithoutOwnerCheck {
+            fx.stores.push(run);
+            return Ok(int(0));
+        }
+        // written = pcall HGET KEYS[2] f; a table: fail(DATA_TYPE)
+        let (written, _) = self.data_fields(data).map_err(|_| fail(DATA_TYPE))?;
+        // if written and tonumber(written) and tonumber(written) > tonumber(fence): return -1
+        if written.as_deref().and_then(lua_number).is_some_and(|w| w > fence_n) {
+            fx.stores.push(run);
+            return Ok(int(-1));
+        }
+        // HSET KEYS[2] f fence v ARGV[5]; PERSIST, or PEXPIRE KEYS[2] ttl
+        self.dirty += 1;
+        let (now, field) = (self.now, |v: &[u8]| v.to_vec());
+        match self.entry(data) {
+            Some(Entry { value: Value::Hash(h), .. }) => {
+                h.insert("f".into(), field(fence.as_bytes()));
+                h.insert("v".into(), field(bytes));
+            }
+            _ => {
+                let h = BTreeMap::from([("f".to_owned(), field(fence.as_bytes())), ("v".to_owned(), field(bytes))]);
+                self.put(data, Value::Hash(h), None);
+            }
+        }
+        let entry = self.keys.get_mut(data).expect("just written");
+        entry.expires = (ttl != "0").then(|| now + parse_ms(ttl).unwrap_or(0) as u64 * MS);
+        run.written = Some(bytes.to_vec());
+        run.expires = entry.expires;
+        fx.stores.push(run);
+        Ok(int(1))
     }
 
     // ------------------------------------------------------------ replication, ROLE, restart
@@ -841,7 +1024,7 @@ impl Fake {
         let mut out = Vec::new();
         for (k, e) in &self.keys {
             if let (Value::Hash(h), true) = (&e.value, e.expires.is_none_or(|x| x > now)) {
-                out.extend(h.iter().map(|(f, v)| (k.clone(), f.clone(), v.clone())));
+                out.extend(h.iter().map(|(f, v)| (k.clone(), f.clone(), String::from_utf8_lossy(v).into_owned())));
             }
         }
         out
@@ -857,6 +1040,22 @@ impl Fake {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A mutex's value key at `now`: `(f, v)` as stored, if it is a hash.
+    pub fn data(&self, key: &str, now: u64) -> Option<(Option<&[u8]>, ValueBytes<'_>)> {
+        match self.live(key, now) {
+            Some(Entry { value: Value::Hash(h), .. }) => {
+                Some((h.get("f").map(Vec::as_slice), h.get("v").map(Vec::as_slice)))
+            }
+            _ => None,
+        }
+    }
+
+    /// A hash without expiry, from outside the scripts (a value someone else wrote).
+    pub fn put_hash(&mut self, key: &str, fields: &[(&str, &[u8])]) {
+        let h = fields.iter().map(|(f, v)| ((*f).to_owned(), v.to_vec())).collect();
+        self.keys.insert(key.to_owned(), Entry { value: Value::Hash(h), expires: None });
     }
 
     /// The restart count when `token` was last granted a key.

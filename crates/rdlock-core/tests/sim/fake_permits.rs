@@ -84,7 +84,7 @@ impl Fake {
         }
     }
 
-    fn hash(&mut self, key: &str) -> Option<&mut BTreeMap<String, String>> {
+    fn hash(&mut self, key: &str) -> Option<&mut BTreeMap<String, Vec<u8>>> {
         match self.entry(key) {
             Some(Entry { value: Value::Hash(h), .. }) => Some(h),
             _ => None,
@@ -119,10 +119,11 @@ impl Fake {
     }
 
     fn hget(&mut self, key: &str, field: &str) -> Option<String> {
-        self.hash(key).and_then(|h| h.get(field).cloned())
+        self.hash(key).and_then(|h| h.get(field).map(|v| String::from_utf8_lossy(v).into_owned()))
     }
 
     fn hset(&mut self, key: &str, field: &str, value: String) {
+        let value = value.into_bytes();
         self.dirty += 1;
         match self.hash(key) {
             Some(h) => {

@@ -56,11 +56,19 @@ pub enum Kind {
     Semaphore(u32),
     /// A read-write lock: each acquisition reads or writes.
     RwLock,
+    /// A mutex: a lock with a value, which outlives the lock or lives this long after each
+    /// write (long enough to outlive every hold: the checker's model of the value does not
+    /// let it expire under a holder).
+    Mutex {
+        value_ttl_ms: Option<u64>,
+    },
 }
 
 /// Share of scenarios whose keys are semaphores and read-write locks as well as locks
 /// (drawn from dice of their own, so the lock-only scenarios stay as they were).
 const COUNTED_SHARE: f64 = 0.35;
+/// Share of scenarios in which some locks are mutexes (dice of their own too).
+const MUTEX_SHARE: f64 = 0.3;
 
 #[derive(Clone, Debug)]
 pub struct Scenario {
@@ -171,6 +179,8 @@ impl Scenario {
         let sc = if Dice::new(seed ^ 0x100c_a11e).chance(LOOKALIKE_SHARE) { sc.with_lookalike_keys() } else { sc };
         let mut kd = Dice::new(seed ^ 0xc0_a7ed);
         let sc = if sc.shared.is_none() && kd.chance(COUNTED_SHARE) { sc.with_counted_resources(&mut kd) } else { sc };
+        let mut md = Dice::new(seed ^ 0x003e_7ec5);
+        let sc = if sc.shared.is_none() && md.chance(MUTEX_SHARE) { sc.with_mutexes(&mut md) } else { sc };
         let mut d = Dice::new(seed ^ 0x6405_7a17);
         if d.chance(VANISH_SHARE) {
             let mut sc = sc;
@@ -194,6 +204,18 @@ impl Scenario {
                 _ => Kind::RwLock,
             };
             self.kinds.insert(key.clone(), kind);
+        }
+        self
+    }
+
+    /// The same scenario with some of its locks mutexes (at least one, when it has a lock).
+    pub fn with_mutexes(mut self, d: &mut Dice) -> Self {
+        let locks: Vec<String> = self.keys.iter().filter(|k| self.kind(k) == Kind::Lock).cloned().collect();
+        for (i, key) in locks.iter().enumerate() {
+            if i == 0 || d.chance(0.6) {
+                let value_ttl_ms = d.chance(0.3).then(|| d.range(10_000, 60_000));
+                self.kinds.insert(key.clone(), Kind::Mutex { value_ttl_ms });
+            }
         }
         self
     }

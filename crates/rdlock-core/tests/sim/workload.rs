@@ -1,7 +1,10 @@
 //! What the clients do: each worker loops lock → hold → release over the shared keys, with
 //! try-locks and waits (with and without deadline), auto-renew on and off, manual extends,
-//! cancelled waits, dropped guards and replica confirmation.
+//! cancelled waits, dropped guards and replica confirmation. A mutex's holder reads the value
+//! its grant returned and writes back that value with a tag of its own appended: mid-hold
+//! sometimes, with the release usually, or not at all (a plain release, or a dropped guard).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdlock_core::{Acquire, Confirm, Event, LockId, LockOptions, OpId, Resource, Sharing};
@@ -25,6 +28,8 @@ enum State {
         release_at: u64,
         /// A write share that may still be downgraded (once) before it is released.
         writer: bool,
+        /// A mutex's mid-hold store, still to come.
+        store_at: Option<u64>,
     },
 }
 
@@ -35,6 +40,8 @@ pub enum OpKind {
     Release,
     Extend,
     Downgrade,
+    Store,
+    ReleaseStoring,
 }
 
 /// One sequential user of locks inside a client.
@@ -43,6 +50,10 @@ pub struct Worker {
     state: State,
     /// Invalidates planned steps of an earlier state.
     nonce: u64,
+    /// A mutex holder's value: what its grant read, then what it last wrote back.
+    value: Vec<u8>,
+    /// Values this worker wrote (or tried to), to tag each write apart.
+    writes: u64,
 }
 
 impl Worker {
@@ -89,27 +100,46 @@ impl World {
                 self.checker.on_release_called(c, lock, true);
                 self.idle(c, w);
             }
-            State::Holding { lock, extend_at: Some(x), release_at, writer } if x <= self.now => {
+            State::Holding { lock, extend_at, release_at, writer, store_at: Some(x) } if x <= self.now => {
+                let value = self.next_value(c, w);
+                let op = self.clients[c].engine.store(lock, value, t);
+                self.log(|| format!("c{c} stores {lock:?}: {op:?}"));
+                match op {
+                    Ok(op) => self.owe(c, lock, Some(op), OpKind::Store),
+                    Err(e) => self.checker.fail(self.now, format!("client {c}: store of held {lock:?} refused: {e}")),
+                }
+                self.clients[c].workers[w].state =
+                    State::Holding { lock, extend_at, release_at, writer, store_at: None };
+                let next = extend_at.unwrap_or(release_at).max(self.now);
+                self.plan(c, w, next - self.now);
+            }
+            State::Holding { lock, extend_at: Some(x), release_at, writer, store_at } if x <= self.now => {
                 let op = self.clients[c].engine.extend(lock, t).ok();
                 self.owe(c, lock, op, OpKind::Extend);
                 let ok = op.is_some();
                 self.log(|| format!("c{c} extends {lock:?}: {ok}"));
                 self.checker.on_extend(c, lock, ok, self.now);
-                self.clients[c].workers[w].state = State::Holding { lock, extend_at: None, release_at, writer };
-                self.plan(c, w, release_at.saturating_sub(self.now));
+                self.clients[c].workers[w].state =
+                    State::Holding { lock, extend_at: None, release_at, writer, store_at };
+                let next = store_at.unwrap_or(release_at).max(self.now);
+                self.plan(c, w, next - self.now);
             }
-            State::Holding { lock, extend_at, writer: true, .. } if self.dice.chance(0.4) => {
+            State::Holding { lock, extend_at, writer: true, store_at, .. } if self.dice.chance(0.4) => {
                 // Downgrade instead of releasing, then hold on as a reader for a while.
                 let op = self.clients[c].engine.downgrade(lock, t).ok();
                 self.owe(c, lock, op, OpKind::Downgrade);
                 let ok = op.is_some();
                 self.log(|| format!("c{c} downgrades {lock:?}: {ok}"));
                 let release_at = self.now + self.dice.range(1, 60) * MS;
-                self.clients[c].workers[w].state = State::Holding { lock, extend_at, release_at, writer: false };
+                self.clients[c].workers[w].state =
+                    State::Holding { lock, extend_at, release_at, writer: false, store_at };
                 self.plan(c, w, release_at - self.now);
             }
             State::Holding { lock, .. } => {
-                if self.dice.chance(0.85) {
+                let mutex = self.checker.rec(c, lock).is_some_and(|r| matches!(r.resource, Resource::Mutex { .. }));
+                if mutex && self.dice.chance(0.7) {
+                    self.release_storing(c, w, lock);
+                } else if self.dice.chance(0.85) {
                     self.release(c, lock);
                 } else {
                     self.log(|| format!("c{c} drops {lock:?}"));
@@ -124,17 +154,45 @@ impl World {
 
     fn release(&mut self, c: usize, lock: LockId) {
         self.log(|| format!("c{c} releases {lock:?}"));
-        match self.clients[c].engine.release(lock, at(self.now)) {
+        let released = self.clients[c].engine.release(lock, at(self.now));
+        self.released(c, lock, released, OpKind::Release);
+    }
+
+    /// A mutex's release that writes its value back first.
+    fn release_storing(&mut self, c: usize, w: usize, lock: LockId) {
+        let value = self.next_value(c, w);
+        self.log(|| format!("c{c} releases {lock:?} storing {value:?}"));
+        let released = self.clients[c].engine.release_storing(lock, value, at(self.now));
+        self.released(c, lock, released, OpKind::ReleaseStoring);
+    }
+
+    fn released(&mut self, c: usize, lock: LockId, op: Result<OpId, rdlock_core::Misuse>, kind: OpKind) {
+        match op {
             Ok(op) => {
-                // A release ends the lock's pending extension or downgrade unanswered.
-                self.clients[c]
-                    .owed
-                    .retain(|_, (l, kind)| *l != lock || !matches!(kind, OpKind::Extend | OpKind::Downgrade));
-                self.owe(c, lock, Some(op), OpKind::Release);
+                // A release ends the lock's pending extension, downgrade or store unanswered
+                // (unless its answer was out already).
+                let cl = &mut self.clients[c];
+                cl.owed.retain(|op, (l, kind)| {
+                    *l != lock
+                        || !matches!(kind, OpKind::Extend | OpKind::Downgrade | OpKind::Store)
+                        || cl.emitted.contains(op)
+                });
+                self.owe(c, lock, Some(op), kind);
             }
             Err(e) => self.checker.fail(self.now, format!("client {c}: release of held {lock:?} refused: {e}")),
         }
         self.checker.on_release_called(c, lock, false);
+    }
+
+    /// The value worker `w` writes next: its value with a tag of its own appended (binary on
+    /// purpose: a 0 byte and a 0xff byte around the writer's ids).
+    fn next_value(&mut self, c: usize, w: usize) -> Arc<[u8]> {
+        let wk = &mut self.clients[c].workers[w];
+        wk.writes += 1;
+        wk.value.extend_from_slice(&[0, c as u8, w as u8]);
+        wk.value.extend_from_slice(&wk.writes.to_le_bytes()[..2]);
+        wk.value.push(0xff);
+        wk.value.as_slice().into()
     }
 
     fn idle(&mut self, c: usize, w: usize) {
@@ -196,6 +254,10 @@ impl World {
             Kind::Semaphore(capacity) => Resource::Permit { capacity },
             Kind::RwLock if self.dice.chance(0.3) => Resource::Write,
             Kind::RwLock => Resource::Read,
+            Kind::Mutex { value_ttl_ms } => Resource::Mutex {
+                max_value: rdlock_core::DEFAULT_MAX_VALUE,
+                value_ttl: value_ttl_ms.map(Duration::from_millis),
+            },
         };
         match self.clients[c].engine.acquire_resource(&key, resource, opts, how, at(self.now)) {
             Ok((lock, op)) => {
@@ -226,14 +288,19 @@ impl World {
     /// An event carries the op it answers: one that was owed, for its own lock, once. A
     /// notice (no op) is only news nobody asked for: a renewal, or a loss, while no extension
     /// of the lock waits (it would be that extension's answer).
-    pub(super) fn on_answer(&mut self, c: usize, lock: LockId, op: Option<OpId>, ev: &Event) {
+    /// Returns the kind of op answered.
+    pub(super) fn on_answer(&mut self, c: usize, lock: LockId, op: Option<OpId>, ev: &Event) -> Option<OpKind> {
         let extending = self.clients[c].owed.values().any(|&(l, kind)| l == lock && kind == OpKind::Extend);
+        let mut kind = None;
         let wrong = match op {
             None if extending => Some(format!("{ev:?} of {lock:?} is a notice while an extension waits")),
             None if matches!(ev, Event::Renewed { .. } | Event::Lost { .. }) => None,
             None => Some(format!("{ev:?} of {lock:?} answers no op")),
             Some(op) => match self.clients[c].owed.remove(&op) {
-                Some((owner, _)) if owner == lock => None,
+                Some((owner, k)) if owner == lock => {
+                    kind = Some(k);
+                    None
+                }
                 Some((owner, _)) => Some(format!("{op:?} of {owner:?} answered for {lock:?}")),
                 None => Some(format!("{op:?} answered but not owed (twice, or after its lock was given up)")),
             },
@@ -241,6 +308,7 @@ impl World {
         if let Some(wrong) = wrong {
             self.checker.fail(self.now, format!("client {c}: {wrong}"));
         }
+        kind
     }
 
     /// Once the world is quiet, every live client has had every answer it is owed.
@@ -263,8 +331,17 @@ impl World {
                 let release_at = self.now + hold;
                 let extend_at = (!auto_renew && self.dice.chance(0.4)).then(|| self.now + self.dice.range(0, hold));
                 let writer = self.checker.rec(c, lock).is_some_and(|r| r.resource == Resource::Write);
-                self.clients[c].workers[w].state = State::Holding { lock, extend_at, release_at, writer };
-                let next = extend_at.unwrap_or(release_at);
+                let mutex = self.checker.rec(c, lock).is_some_and(|r| matches!(r.resource, Resource::Mutex { .. }));
+                let mut store_at = None;
+                if mutex {
+                    let first = self.clients[c].engine.take_value(lock);
+                    let again = self.clients[c].engine.take_value(lock).is_some();
+                    self.checker.on_value_taken(c, lock, first.as_ref(), again, self.now);
+                    self.clients[c].workers[w].value = first.map(|v| v.bytes).unwrap_or_default();
+                    store_at = self.dice.chance(0.4).then(|| self.now + self.dice.range(0, hold));
+                }
+                self.clients[c].workers[w].state = State::Holding { lock, extend_at, release_at, writer, store_at };
+                let next = extend_at.into_iter().chain(store_at).min().unwrap_or(release_at);
                 self.plan(c, w, next - self.now);
             }
             (State::Acquiring { .. }, _) => self.idle(c, w),

@@ -140,6 +140,9 @@ pub(super) struct Client {
     pub live: BTreeMap<String, LockId>,
     /// The caller actions the engine still owes an answer, with their lock.
     pub owed: BTreeMap<OpId, (LockId, OpKind)>,
+    /// Ops whose answers the engine has emitted and the world has not handled yet: a release
+    /// called meanwhile does not take them back.
+    pub emitted: BTreeSet<OpId>,
     /// Pub/sub connection generation, bumped when it drops.
     conn_epoch: u64,
     /// The server's subscriptions for this client's pub/sub connection.
@@ -192,6 +195,7 @@ impl World {
                     workers: (0..sc.workers).map(|_| Worker::default()).collect(),
                     live: BTreeMap::new(),
                     owed: BTreeMap::new(),
+                    emitted: BTreeSet::new(),
                     conn_epoch: 0,
                     channels: BTreeSet::new(),
                     links: [0; 6],
@@ -353,6 +357,13 @@ impl World {
                 self.reply(key, req, replies, lose);
                 continue;
             };
+            // A script's value of bytes (a mutex's store) is its last ARGV.
+            let (cmd, value) = match cmd {
+                Command::ScriptWithValue { script, keys, args, value } => {
+                    (Command::Script { script, keys, args }, Some(value))
+                }
+                cmd => (cmd, None),
+            };
             match cmd {
                 Command::Script { script, keys, args } => {
                     if !self.clients[key.0].alive
@@ -366,7 +377,15 @@ impl World {
                     let clients = &self.clients;
                     let listeners =
                         |channel: &str| clients.iter().filter(|c| c.alive && c.channels.contains(channel)).count();
-                    let (reply, fx) = self.fake.run_script(script, &keys, &args, self.now, &mut self.dice, &listeners);
+                    let (reply, fx) = self.fake.run_script_with_value(
+                        script,
+                        &keys,
+                        &args,
+                        value.as_deref(),
+                        self.now,
+                        &mut self.dice,
+                        &listeners,
+                    );
                     let fx = fx.detach();
                     let after = self.fake.offset();
                     let conn = self.conns.get_mut(&key).expect("connection");
@@ -377,9 +396,7 @@ impl World {
                     self.effects(fx);
                 }
                 Command::Role => conn.done.push(self.fake.role(self.now)),
-                Command::ScriptWithValue { .. } => {
-                    conn.done.push(Reply::Error(rdlock_core::ServerError::new("ERR", "the simulation makes no mutex")))
-                }
+                Command::ScriptWithValue { .. } => unreachable!("read as a script above"),
                 Command::Wait { replicas, timeout_ms } => {
                     match self.fake.wait_done(conn.woff, replicas, self.now, timeout_ms) {
                         Some(t) if t <= self.now => {
@@ -420,6 +437,12 @@ impl World {
         }
         for g in &fx.grants {
             self.checker.on_grant(g, self.now, self.fake.restarts);
+        }
+        for r in &fx.reads {
+            self.checker.on_value_read(r, self.now);
+        }
+        for s in &fx.stores {
+            self.checker.on_store_run(s, self.now);
         }
         for (channel, payload) in fx.publishes {
             for c in 0..self.clients.len() {
@@ -541,11 +564,15 @@ impl World {
             if events.is_empty() {
                 break;
             }
+            self.clients[c].emitted = events.iter().filter_map(|e| e.op).collect();
             for LockEvent { lock: id, op, event: ev } in events {
+                if let Some(op) = op {
+                    self.clients[c].emitted.remove(&op);
+                }
                 // The trace line leaves the op out: it reads as before ops existed.
                 self.log(|| format!("c{c} event {id:?} {ev:?}"));
-                self.on_answer(c, id, op, &ev);
-                self.checker.on_event(c, id, &ev, self.now, &self.fake);
+                let kind = self.on_answer(c, id, op, &ev);
+                self.checker.on_event(c, id, &ev, kind, self.now, &self.fake);
                 self.on_lock_event(c, id, ev);
             }
         }
@@ -621,6 +648,7 @@ impl World {
             Fault::DropPubSub { client } => self.drop_pubsub(client),
             Fault::Restart { loading } => {
                 self.fake.restart(self.now, loading);
+                self.checker.on_restart();
                 if self.sc.wrongtype {
                     // The application writes its data again.
                     self.fake.put_list(super::scenario::WRONGTYPE_KEY);
