@@ -751,15 +751,21 @@ fn mutex_value(records: &[&Record], report: &mut Report) {
     }
 }
 
-/// P4 on the lock server: every key has a TTL, and none of `must_be_absent` exists.
-pub fn scan_leaks(conn: &mut redis::Connection, must_be_absent: &[&str]) -> redis::RedisResult<Vec<Violation>> {
+/// P4 on the lock server: every key but those of `may_persist` (a mutex's value, which is the
+/// user's state and outlives the lock unless given a value TTL) has a TTL, and none of
+/// `must_be_absent` exists.
+pub fn scan_leaks(
+    conn: &mut redis::Connection,
+    must_be_absent: &[&str],
+    may_persist: &[&str],
+) -> redis::RedisResult<Vec<Violation>> {
     let mut out = Vec::new();
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(200).query(conn)?;
         for key in keys {
             let pttl: i64 = redis::cmd("PTTL").arg(&key).query(conn)?;
-            if pttl == -1 {
+            if pttl == -1 && !may_persist.contains(&key.as_str()) {
                 out.push(Violation::new(Property::NoLeak, format!("key {key:?} has no TTL")));
             }
         }

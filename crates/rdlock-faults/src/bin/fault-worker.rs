@@ -337,11 +337,10 @@ impl Worker {
         }
     }
 
-    /// Keeps the mutex `hold`, logging renewals and the lost signal as the lock's watcher does
-    /// (the guard lends its value mutably, so it cannot be shared with a watcher task).
-    async fn mutex_hold(&self, g: &MutexGuard<u64>, hold: Duration, lost_logged: &mut bool) {
+    /// Keeps the mutex until `end`, logging renewals and the lost signal as the lock's watcher
+    /// does (the guard lends its value mutably, so it cannot be shared with a watcher task).
+    async fn mutex_hold(&self, g: &MutexGuard<u64>, end: tokio::time::Instant, lost_logged: &mut bool) {
         let (fence, signal) = (g.fence(), g.loss_signal());
-        let end = tokio::time::Instant::now() + hold;
         let mut last = g.valid_until();
         loop {
             let tick = tokio::time::sleep_until(end.min(tokio::time::Instant::now() + Duration::from_millis(10)));
@@ -391,11 +390,13 @@ impl Worker {
     async fn mutex_incr(&mut self, hold: Duration, pause_point: bool, deadline: Option<Instant>) -> bool {
         let Some(mut g) = self.mutex_lock(deadline).await else { return false };
         *g += 1;
+        // Fixed before the pause point, so that a freeze right after it counts against the hold.
+        let end = tokio::time::Instant::now() + hold;
         if pause_point {
             self.log.emit(Event::PausePoint { fence: g.fence() });
         }
         let mut lost_logged = false;
-        self.mutex_hold(&g, hold, &mut lost_logged).await;
+        self.mutex_hold(&g, end, &mut lost_logged).await;
         self.mutex_release(g, lost_logged).await;
         true
     }
