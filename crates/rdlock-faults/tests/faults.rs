@@ -766,6 +766,19 @@ fn find<T>(records: &[Record], since: usize, worker: &str, pick: impl Fn(&Event)
     records.iter().skip(since).filter(|r| r.worker == worker).find_map(|r| pick(&r.event))
 }
 
+/// The worker holding the mutex (it read the value and has not begun its release), if any.
+fn holding(records: &[Record]) -> Option<String> {
+    let last = |w: &str| {
+        records.iter().rev().find(|r| {
+            r.worker == w && matches!(r.event, Event::MutexRead { .. } | Event::Releasing { .. } | Event::Done { .. })
+        })
+    };
+    ["a", "b", "c"]
+        .into_iter()
+        .find(|w| last(w).is_some_and(|r| matches!(r.event, Event::MutexRead { .. })))
+        .map(str::to_owned)
+}
+
 /// Fault 12: A counter kept in a `Mutex<u64>`: a holder that read it and added 1 is frozen
 /// (SIGSTOP) past its TTL; two others take the mutex in turn and increment; on resume the
 /// frozen holder's write-back is refused (`Error::Lost`), and the next holder had read what
@@ -777,7 +790,7 @@ fn f12_mutex_counter_refuses_a_frozen_holders_write_back() -> TestResult {
     let _turn = serial();
     let mut s = Suite::new("f12 mutex counter")?;
     let lock = RedisServer::start()?;
-    let (ttl, cap) = (s.rng.millis(400, 800), Duration::from_millis(200));
+    let (ttl, cap) = (s.rng.millis(300, 600), Duration::from_millis(200));
     let bounds = Bounds::new(ttl, cap);
     for w in ["a", "b", "c"] {
         s.h.spawn(&s.spec(w, &lock.url(), ttl, cap))?;
@@ -834,11 +847,16 @@ fn f12_mutex_counter_refuses_a_frozen_holders_write_back() -> TestResult {
     }
     let mut freezes = 0;
     while Instant::now() + ttl < end {
-        std::thread::sleep(s.rng.millis(50, 250));
-        let w = ["a", "b", "c"][s.rng.index(3)];
-        s.h.pause(w)?;
-        std::thread::sleep(s.rng.millis(50, ttl.as_millis() as u64 * 3 / 2));
-        s.h.resume(w)?;
+        std::thread::sleep(s.rng.millis(20, 150));
+        // Every other freeze targets whoever holds the mutex now, so that some land between a
+        // read and its write-back; the others may catch a waiter.
+        let holder = if s.rng.chance(0.5) { holding(&s.h.records()) } else { None };
+        let w = holder.unwrap_or_else(|| ["a", "b", "c"][s.rng.index(3)].to_owned());
+        s.h.pause(&w)?;
+        // Up to twice the TTL: most outlast the lease, some do not.
+        let t = ttl.as_millis() as u64;
+        std::thread::sleep(s.rng.millis(t / 4, t * 2));
+        s.h.resume(&w)?;
         freezes += 1;
     }
     for w in ["a", "b", "c"] {
@@ -856,7 +874,7 @@ fn f12_mutex_counter_refuses_a_frozen_holders_write_back() -> TestResult {
     })
     .ok_or("no final read")?;
     let report = s.finish(&bounds, Some(&lock))?;
-    println!("{freezes} random freezes; the counter ends at {end_value}");
+    println!("{freezes} freezes in the loop; the counter ends at {end_value}");
     assert_clean(&report);
     let st = &report.stats;
     assert!(st.mutex_refused >= 1);
