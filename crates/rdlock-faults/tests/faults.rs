@@ -848,7 +848,7 @@ fn f12_mutex_counter_refuses_a_frozen_holders_write_back() -> TestResult {
     let mut freezes = 0;
     while Instant::now() + ttl < end {
         std::thread::sleep(s.rng.millis(20, 150));
-        // Every other freeze targets whoever holds the mutex now, so that some land between a
+        // Half the freezes target whoever holds the mutex now, so that some land between a
         // read and its write-back; the others may catch a waiter.
         let holder = if s.rng.chance(0.5) { holding(&s.h.records()) } else { None };
         let w = holder.unwrap_or_else(|| ["a", "b", "c"][s.rng.index(3)].to_owned());

@@ -149,6 +149,14 @@ async fn watch(guard: Arc<Guard>, fence: u64, log: Arc<Log>, lost_logged: Arc<At
 }
 
 impl Worker {
+    /// The earlier of `deadline` and the worker's timeout from now.
+    fn deadline(&self, deadline: Option<Instant>) -> Option<Instant> {
+        match (deadline, self.opts.timeout) {
+            (Some(d), Some(t)) => Some(d.min(Instant::now() + t)),
+            (d, t) => d.or_else(|| t.map(|t| Instant::now() + t)),
+        }
+    }
+
     async fn acquire(&mut self, deadline: Option<Instant>) -> bool {
         if self.held.is_some() {
             self.log.emit(Event::Error { what: "acquire while holding".into() });
@@ -163,11 +171,7 @@ impl Worker {
             .poll_cap(self.opts.poll_cap)
             .auto_renew(self.opts.auto_renew)
             .confirm(self.opts.confirm);
-        let deadline = match (deadline, self.opts.timeout) {
-            (Some(d), Some(t)) => Some(d.min(Instant::now() + t)),
-            (d, t) => d.or_else(|| t.map(|t| Instant::now() + t)),
-        };
-        if let Some(d) = deadline {
+        if let Some(d) = self.deadline(deadline) {
             b = b.deadline(d);
         }
         match b.lock().await {
@@ -320,7 +324,7 @@ impl Worker {
             .poll_cap(self.opts.poll_cap)
             .auto_renew(self.opts.auto_renew)
             .confirm(self.opts.confirm);
-        if let Some(d) = deadline {
+        if let Some(d) = self.deadline(deadline) {
             b = b.deadline(d);
         }
         match b.lock().await {
@@ -386,9 +390,9 @@ impl Worker {
     }
 
     /// One increment of the mutex counter: lock, +1, keep it `hold` (after a pause point when
-    /// `pause_point`), release writing back. False when the mutex was not acquired.
-    async fn mutex_incr(&mut self, hold: Duration, pause_point: bool, deadline: Option<Instant>) -> bool {
-        let Some(mut g) = self.mutex_lock(deadline).await else { return false };
+    /// `pause_point`), release writing back.
+    async fn mutex_incr(&mut self, hold: Duration, pause_point: bool, deadline: Option<Instant>) {
+        let Some(mut g) = self.mutex_lock(deadline).await else { return };
         *g += 1;
         // Fixed before the pause point, so that a freeze right after it counts against the hold.
         let end = tokio::time::Instant::now() + hold;
@@ -398,7 +402,6 @@ impl Worker {
         let mut lost_logged = false;
         self.mutex_hold(&g, end, &mut lost_logged).await;
         self.mutex_release(g, lost_logged).await;
-        true
     }
 
     async fn mutex_loop(&mut self, total: Duration, hold_ms: u64) {
@@ -430,15 +433,9 @@ impl Worker {
             (Some("stall"), Some(ms), ..) => self.stall(Duration::from_millis(ms), false).await,
             (Some("stall_checked"), Some(ms), ..) => self.stall(Duration::from_millis(ms), true).await,
             (Some("release"), ..) => self.release().await,
-            (Some("mincr"), ..) => {
-                self.mutex_incr(Duration::ZERO, false, None).await;
-            }
-            (Some("mstall"), Some(ms), ..) => {
-                self.mutex_incr(Duration::from_millis(ms), true, None).await;
-            }
-            (Some("mloop"), Some(total), Some(hold), ..) => {
-                self.mutex_loop(Duration::from_millis(total), hold).await;
-            }
+            (Some("mincr"), ..) => self.mutex_incr(Duration::ZERO, false, None).await,
+            (Some("mstall"), Some(ms), ..) => self.mutex_incr(Duration::from_millis(ms), true, None).await,
+            (Some("mloop"), Some(total), Some(hold), ..) => self.mutex_loop(Duration::from_millis(total), hold).await,
             (Some("mread"), ..) => {
                 if let Some(g) = self.mutex_lock(None).await {
                     self.mutex_release(g, false).await;
