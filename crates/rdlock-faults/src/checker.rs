@@ -1,5 +1,5 @@
 //! The checker: reads a merged history and the ledger, and reports every violation of the
-//! five properties (see the crate documentation), with the take-over times it measured.
+//! six properties (see the crate documentation), with the take-over times it measured.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::clock::{micros, ms};
 use crate::ledger::LedgerState;
-use crate::record::{Event, HARNESS, Record};
+use crate::record::{Event, HARNESS, Record, WriteBack};
 
 /// Environment variable that overrides the default slack (milliseconds).
 pub const SLACK_ENV: &str = "RDLOCK_FAULT_SLACK_MS";
@@ -68,6 +68,10 @@ pub enum Property {
     NoLeak,
     /// P5: fencing tokens strictly increase in the order of acquisition.
     FenceOrder,
+    /// P6: the mutex's value is a linearizable register: in the order of fences, each holder
+    /// reads the value (and the fence) of the last accepted write-back; a refused one never
+    /// shows.
+    MutexValue,
 }
 
 impl fmt::Display for Property {
@@ -78,6 +82,7 @@ impl fmt::Display for Property {
             Property::LostSignal => "P3 lost signal",
             Property::NoLeak => "P4 nothing leaks",
             Property::FenceOrder => "P5 fence order",
+            Property::MutexValue => "P6 mutex value",
         })
     }
 }
@@ -146,6 +151,14 @@ pub struct Stats {
     pub unsafe_increments: usize,
     /// Every take-over measured.
     pub takeovers: Vec<Takeover>,
+    /// Mutex values read.
+    pub mutex_reads: usize,
+    /// Mutex write-backs written.
+    pub mutex_written: usize,
+    /// Mutex write-backs refused (the lease was lost).
+    pub mutex_refused: usize,
+    /// Mutex write-backs of unknown outcome.
+    pub mutex_unknown: usize,
 }
 
 impl Stats {
@@ -201,6 +214,13 @@ impl fmt::Display for Report {
             s.unsafe_increments,
             self.violations.len()
         )?;
+        if s.mutex_reads > 0 {
+            writeln!(
+                f,
+                "  mutex: {} reads; write-backs {} written, {} refused, {} unknown",
+                s.mutex_reads, s.mutex_written, s.mutex_refused, s.mutex_unknown
+            )?;
+        }
         let mut by_cause: BTreeMap<FreeCause, Vec<i64>> = BTreeMap::new();
         for t in &s.takeovers {
             by_cause.entry(t.cause).or_default().push(t.micros);
@@ -290,6 +310,7 @@ pub fn check(records: &[Record], ledger: &LedgerState, bounds: &Bounds) -> Repor
     wakeups(&holds, &lives, bounds, end, &mut report);
     lost_signal(&holds, &lives, bounds, &mut report);
     fence_order(&holds, &mut report);
+    mutex_value(&records, &mut report);
     report.violations.sort_by_key(|v| v.property);
     report
 }
@@ -675,15 +696,76 @@ fn fence_order(holds: &[Hold], report: &mut Report) {
     }
 }
 
-/// P4 on the lock server: every key has a TTL, and none of `must_be_absent` exists.
-pub fn scan_leaks(conn: &mut redis::Connection, must_be_absent: &[&str]) -> redis::RedisResult<Vec<Violation>> {
+/// P6: replays the mutex's reads and write-backs in the order of fences (the order in which
+/// the store script accepts writes) from an empty mutex (0, never written). A write-back of
+/// unknown outcome may or may not have landed, so until the next read both are possible.
+fn mutex_value(records: &[&Record], report: &mut Report) {
+    let mut reads: BTreeMap<u64, (&str, u64, Option<u64>)> = BTreeMap::new();
+    let mut writes: BTreeMap<u64, (u64, WriteBack)> = BTreeMap::new();
+    for r in records {
+        match r.event {
+            Event::MutexRead { fence, value, written_by } => {
+                reads.insert(fence, (&r.worker, value, written_by));
+            }
+            Event::MutexWrite { fence, value, outcome } => {
+                writes.insert(fence, (value, outcome));
+                let stats = &mut report.stats;
+                *match outcome {
+                    WriteBack::Written => &mut stats.mutex_written,
+                    WriteBack::Refused => &mut stats.mutex_refused,
+                    WriteBack::Unknown => &mut stats.mutex_unknown,
+                } += 1;
+            }
+            _ => {}
+        }
+    }
+    report.stats.mutex_reads = reads.len();
+    let fences: BTreeSet<u64> = reads.keys().chain(writes.keys()).copied().collect();
+    // What a read may find: `(value, written_by)`.
+    let mut may: Vec<(u64, Option<u64>)> = vec![(0, None)];
+    for f in fences {
+        if let Some(&(worker, value, written_by)) = reads.get(&f) {
+            let seen = (value, written_by);
+            if !may.contains(&seen) {
+                let refused = written_by.and_then(|w| writes.get(&w)).is_some_and(|&(_, o)| o == WriteBack::Refused);
+                let detail = if refused {
+                    format!(
+                        "{worker} (fence {f}) read {value} written by fence {}, whose write-back was refused",
+                        written_by.unwrap_or_default()
+                    )
+                } else {
+                    format!(
+                        "{worker} (fence {f}) read {value} written by {written_by:?}; the write-backs before it left {may:?}"
+                    )
+                };
+                report.violations.push(Violation::new(Property::MutexValue, detail));
+            }
+            // Go on from what was read, so that one fault is reported once.
+            may = vec![seen];
+        }
+        match writes.get(&f) {
+            Some(&(value, WriteBack::Written)) => may = vec![(value, Some(f))],
+            Some(&(value, WriteBack::Unknown)) => may.push((value, Some(f))),
+            _ => {}
+        }
+    }
+}
+
+/// P4 on the lock server: every key but those of `may_persist` (a mutex's value, which is the
+/// user's state and outlives the lock unless given a value TTL) has a TTL, and none of
+/// `must_be_absent` exists.
+pub fn scan_leaks(
+    conn: &mut redis::Connection,
+    must_be_absent: &[&str],
+    may_persist: &[&str],
+) -> redis::RedisResult<Vec<Violation>> {
     let mut out = Vec::new();
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(200).query(conn)?;
         for key in keys {
             let pttl: i64 = redis::cmd("PTTL").arg(&key).query(conn)?;
-            if pttl == -1 {
+            if pttl == -1 && !may_persist.contains(&key.as_str()) {
                 out.push(Violation::new(Property::NoLeak, format!("key {key:?} has no TTL")));
             }
         }
@@ -941,6 +1023,71 @@ mod tests {
         let report = check(&h, &LedgerState::default(), &bounds());
         assert!(report.has(Property::FenceOrder), "{report}");
         assert!(report.violations[0].detail.contains("a lower fence"));
+    }
+
+    /// A increments the mutex counter (0 -> 1) under fence 10; B reads it under 11 and is
+    /// frozen, its write-back (2) refused; C reads 1 under 12 and writes 2.
+    fn mutex_history() -> Vec<Record> {
+        let read = |w: &str, at: i64, fence: u64, value: u64, written_by: Option<u64>| {
+            rec(w, at, Event::MutexRead { fence, value, written_by })
+        };
+        let write =
+            |w: &str, at: i64, fence: u64, value: u64, outcome| rec(w, at, Event::MutexWrite { fence, value, outcome });
+        vec![
+            acquired("a", 0, 10, 988),
+            read("a", 0, 10, 0, None),
+            rec("a", 2, Event::Releasing { fence: 10 }),
+            write("a", 3, 10, 1, WriteBack::Written),
+            rec("a", 3, Event::Released { fence: 10, held: true }),
+            rec("c", 4, Event::Attempt),
+            acquired("b", 5, 11, 993),
+            read("b", 5, 11, 1, Some(10)),
+            rec(HARNESS, 10, Event::Paused { target: "b".into() }),
+            acquired("c", 1050, 12, 2040),
+            read("c", 1050, 12, 1, Some(10)),
+            rec("c", 1052, Event::Releasing { fence: 12 }),
+            write("c", 1053, 12, 2, WriteBack::Written),
+            rec("c", 1053, Event::Released { fence: 12, held: true }),
+            rec(HARNESS, 1500, Event::Resumed { target: "b".into() }),
+            rec("b", 1501, Event::Lost { fence: 11, reason: "Expired".into() }),
+            rec("b", 1502, Event::Releasing { fence: 11 }),
+            write("b", 1503, 11, 2, WriteBack::Refused),
+            rec("b", 1503, Event::Released { fence: 11, held: false }),
+            acquired("a", 1600, 13, 2590),
+            read("a", 1600, 13, 2, Some(12)),
+            rec("a", 1601, Event::Releasing { fence: 13 }),
+            rec("a", 1602, Event::Released { fence: 13, held: true }),
+        ]
+    }
+
+    #[test]
+    fn a_mutex_counter_with_a_refused_write_back_passes() {
+        let report = check(&mutex_history(), &LedgerState::default(), &bounds());
+        assert!(report.is_clean(), "{report}");
+        let s = &report.stats;
+        assert_eq!((s.mutex_reads, s.mutex_written, s.mutex_refused, s.mutex_unknown), (4, 2, 1, 0));
+    }
+
+    #[test]
+    fn a_refused_write_back_that_shows_or_a_lost_one_is_reported() {
+        // The negative controls: the frozen holder's write landed (C read it), or C's write
+        // was lost (the last read finds 1).
+        let mut h = mutex_history();
+        h[10] = rec("c", 1050, Event::MutexRead { fence: 12, value: 2, written_by: Some(11) });
+        let report = check(&h, &LedgerState::default(), &bounds());
+        assert!(report.has(Property::MutexValue), "{report}");
+        assert!(report.violations[0].detail.contains("whose write-back was refused"), "{report}");
+        let mut h = mutex_history();
+        h[20] = rec("a", 1600, Event::MutexRead { fence: 13, value: 1, written_by: Some(10) });
+        let report = check(&h, &LedgerState::default(), &bounds());
+        assert_eq!(report.violations.len(), 1, "{report}");
+        assert!(report.has(Property::MutexValue), "{report}");
+        // A write-back of unknown outcome may have landed or not; either read is fine.
+        let mut h = mutex_history();
+        h[12] = rec("c", 1053, Event::MutexWrite { fence: 12, value: 2, outcome: WriteBack::Unknown });
+        assert!(check(&h, &LedgerState::default(), &bounds()).is_clean());
+        h[20] = rec("a", 1600, Event::MutexRead { fence: 13, value: 1, written_by: Some(10) });
+        assert!(check(&h, &LedgerState::default(), &bounds()).is_clean());
     }
 
     #[test]

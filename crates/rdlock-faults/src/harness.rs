@@ -17,6 +17,10 @@
 //! | `stall_checked MS` | the same, but checks the lease again before writing |
 //! | `release` | releases the lock |
 //! | `loop MS HOLD_MS WRITES` | for MS ms: acquire, write WRITES times over HOLD_MS, release |
+//! | `mincr` | locks the `Mutex<u64>` at the worker's key, logs the value read, adds 1, releases writing it back, logs the outcome |
+//! | `mstall MS` | the same, but logs a pause point after adding 1 and keeps the mutex MS ms before the write-back |
+//! | `mloop MS HOLD_MS` | for MS ms: `mincr`, keeping the mutex 0 to HOLD_MS ms each time |
+//! | `mread` | locks the mutex, logs the value read, releases without writing |
 //! | `quit` | exits |
 //!
 //! Each command ends with a `done` record.

@@ -12,7 +12,7 @@
 //! `CLOCK_MONOTONIC`, which all processes of one machine share ([`clock`]). The test drives
 //! workers and injects faults through a [`harness::Harness`], which also logs each fault it
 //! injects. At the end, [`checker::check`] reads the merged history and the ledger and
-//! reports every violation of five properties:
+//! reports every violation of six properties:
 //!
 //! - **P1 mutual exclusion**: the ledger accepted no write under a stale token (its log of
 //!   tokens never goes down, and every token in it was granted to the worker that wrote it,
@@ -24,7 +24,10 @@
 //! - **P4 nothing leaks**: no key on the lock server without a TTL, and no lock key left by a
 //!   failed acquisition ([`checker::scan_leaks`]);
 //! - **P5 fences never go backwards**: across holders, in the order they acquired, fencing
-//!   tokens strictly increase, also across failover and restart.
+//!   tokens strictly increase, also across failover and restart;
+//! - **P6 the mutex's value is a register**: for a counter kept in a `Mutex<u64>` at the
+//!   lock's key, in the order of fences each holder reads the value and the writer's fence of
+//!   the last accepted write-back, and a refused write-back never shows.
 //!
 //! Randomness (fault timings) comes from a seeded generator ([`seed`]); each test prints its
 //! seed, and `RDLOCK_FAULT_SEED` replays one.

@@ -60,6 +60,18 @@ pub enum FailKind {
     Other,
 }
 
+/// What became of a mutex holder's write-back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteBack {
+    /// Written and released.
+    Written,
+    /// Refused: the lease was lost (`Error::Lost`), nothing was written.
+    Refused,
+    /// No answer in time, or an error that does not say: written or not, unknown.
+    Unknown,
+}
+
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
@@ -135,6 +147,24 @@ pub enum Event {
         /// The hold's fencing token.
         fence: u64,
     },
+    /// A mutex holder read the counter its grant brought.
+    MutexRead {
+        /// The hold's fencing token.
+        fence: u64,
+        /// The value read.
+        value: u64,
+        /// The fence of the holder that wrote it (`None`: never written).
+        written_by: Option<u64>,
+    },
+    /// A mutex holder's release, writing the value back, completed.
+    MutexWrite {
+        /// The hold's fencing token.
+        fence: u64,
+        /// The value written back.
+        value: u64,
+        /// Written, refused, or unknown.
+        outcome: WriteBack,
+    },
     /// A release starts.
     Releasing {
         /// The hold's fencing token.
@@ -209,5 +239,8 @@ mod tests {
         let f = Record::now("b", Event::AcquireFailed { kind: FailKind::NoValidityLeft, error: "x".into() });
         assert!(f.to_line().contains(r#""kind":"no_validity_left""#));
         assert_eq!(Record::from_line(&f.to_line()).ok(), Some(f));
+        let m = Record::now("c", Event::MutexWrite { fence: 3, value: 7, outcome: WriteBack::Refused });
+        assert!(m.to_line().contains(r#""ev":"mutex_write","fence":3,"value":7,"outcome":"refused""#));
+        assert_eq!(Record::from_line(&m.to_line()).ok(), Some(m));
     }
 }

@@ -8,12 +8,12 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdlock_core::LockKeys;
+use rdlock_core::{LockKeys, Role};
 use rdlock_faults::checker::{self, Bounds, FreeCause, Property, Report};
 use rdlock_faults::clock::{micros, mono_us, ms, sleep_until_mono};
 use rdlock_faults::harness::{Harness, WorkerSpec};
 use rdlock_faults::ledger::LedgerState;
-use rdlock_faults::record::{Event, FailKind, Record};
+use rdlock_faults::record::{Event, FailKind, Record, WriteBack};
 use rdlock_faults::seed::Rng;
 use rdlock_testkit::{Proxy, RedisServer, Replicated};
 
@@ -71,7 +71,8 @@ impl Suite {
         }
         let mut report = checker::check(&records, &ledger, bounds);
         if let Some(lock) = lock {
-            report.extend(checker::scan_leaks(&mut lock.connection()?, &[KEY])?);
+            let value = LockKeys::name(KEY, Role::Data)?;
+            report.extend(checker::scan_leaks(&mut lock.connection()?, &[KEY], &[&value])?);
         }
         println!("[{}] {report}[{}] took {:.1} s", self.name, self.name, self.started.elapsed().as_secs_f64());
         Ok(report)
@@ -757,6 +758,149 @@ fn f11_killed_queued_waiters_cost_a_claim_each() -> TestResult {
     let report = s.finish(&bounds, Some(&lock))?;
     assert_clean(&report);
     assert!(report.stats.max_takeover(FreeCause::ReleasedToStalledWaiter).is_some());
+    Ok(())
+}
+
+/// The record of `worker` after index `since` that `pick` selects.
+fn find<T>(records: &[Record], since: usize, worker: &str, pick: impl Fn(&Event) -> Option<T>) -> Option<T> {
+    records.iter().skip(since).filter(|r| r.worker == worker).find_map(|r| pick(&r.event))
+}
+
+/// The worker holding the mutex (it read the value and has not begun its release), if any.
+fn holding(records: &[Record]) -> Option<String> {
+    let last = |w: &str| {
+        records.iter().rev().find(|r| {
+            r.worker == w && matches!(r.event, Event::MutexRead { .. } | Event::Releasing { .. } | Event::Done { .. })
+        })
+    };
+    ["a", "b", "c"]
+        .into_iter()
+        .find(|w| last(w).is_some_and(|r| matches!(r.event, Event::MutexRead { .. })))
+        .map(str::to_owned)
+}
+
+/// Fault 12: A counter kept in a `Mutex<u64>`: a holder that read it and added 1 is frozen
+/// (SIGSTOP) past its TTL; two others take the mutex in turn and increment; on resume the
+/// frozen holder's write-back is refused (`Error::Lost`), and the next holder had read what
+/// the frozen one read. Then all three increment in a loop while random workers are frozen.
+/// The counter ends equal to the accepted write-backs, and P6 holds: in the order of fences
+/// each read finds the value and the fence of the last accepted write-back.
+#[test]
+fn f12_mutex_counter_refuses_a_frozen_holders_write_back() -> TestResult {
+    let _turn = serial();
+    let mut s = Suite::new("f12 mutex counter")?;
+    let lock = RedisServer::start()?;
+    let (ttl, cap) = (s.rng.millis(300, 600), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    for w in ["a", "b", "c"] {
+        s.h.spawn(&s.spec(w, &lock.url(), ttl, cap))?;
+    }
+    for w in ["a", "b", "c", "a"] {
+        s.h.command(w, "mincr", STEP)?;
+    }
+
+    let mark = s.h.mark();
+    s.h.send("a", "mstall 300")?;
+    s.h.wait_record(mark, "a", STEP, |e| matches!(e, Event::PausePoint { .. }))?;
+    let paused = s.h.pause("a")?;
+    for w in ["b", "c"] {
+        s.h.send(w, "mincr")?;
+    }
+    for w in ["b", "c"] {
+        s.h.wait_record(mark, w, ttl + cap + STEP, |e| matches!(e, Event::Done { .. }))?;
+    }
+    let resumed = s.h.resume("a")?;
+    s.h.wait_record(mark, "a", STEP, |e| matches!(e, Event::Done { .. }))?;
+    let records = s.h.records();
+    let read = |w: &str| {
+        find(&records, mark, w, |e| match *e {
+            Event::MutexRead { fence, value, .. } => Some((fence, value)),
+            _ => None,
+        })
+    };
+    let ((fa, va), (fb, vb), (fc, vc)) = (read("a").ok_or("a")?, read("b").ok_or("b")?, read("c").ok_or("c")?);
+    let a_back = find(&records, mark, "a", |e| match *e {
+        Event::MutexWrite { outcome, .. } => Some(outcome),
+        _ => None,
+    });
+    let first = if fb < fc { ("b", fb, vb) } else { ("c", fc, vc) };
+    let takeover = records.iter().skip(mark).find(|r| r.worker == first.0 && acquired(&r.event)).map(|r| r.mono);
+    println!(
+        "ttl {ttl:?}: a read {va} (fence {fa}) and was frozen; {} took over {} after the freeze and read {} (fence {}); \
+         reads after: b {vb}, c {vc}; a's write-back {} after resume: {a_back:?}",
+        first.0,
+        ms(takeover.unwrap_or(paused.mono) - paused.mono),
+        first.2,
+        first.1,
+        ms(s.h.records().iter().rev().find(|r| r.worker == "a").map_or(0, |r| r.mono) - resumed.mono),
+    );
+    assert_eq!(a_back, Some(WriteBack::Refused), "the frozen holder's write-back was not refused");
+    assert!(fa < first.1, "the frozen holder's fence is not the older");
+    assert_eq!(first.2, va, "the next holder did not read what the frozen one read");
+    assert_eq!(vb.max(vc), va + 1, "the two holders after the freeze did not increment in turn");
+
+    // The loop: random workers frozen (some while holding, some past the TTL) at random times.
+    let total = Duration::from_millis(1500);
+    let end = Instant::now() + total;
+    for w in ["a", "b", "c"] {
+        s.h.send(w, &format!("mloop {} 20", total.as_millis()))?;
+    }
+    let mut freezes = 0;
+    while Instant::now() + ttl < end {
+        std::thread::sleep(s.rng.millis(20, 150));
+        // Half the freezes target whoever holds the mutex now, so that some land between a
+        // read and its write-back; the others may catch a waiter.
+        let holder = if s.rng.chance(0.5) { holding(&s.h.records()) } else { None };
+        let w = holder.unwrap_or_else(|| ["a", "b", "c"][s.rng.index(3)].to_owned());
+        s.h.pause(&w)?;
+        // Up to twice the TTL: most outlast the lease, some do not.
+        let t = ttl.as_millis() as u64;
+        std::thread::sleep(s.rng.millis(t / 4, t * 2));
+        s.h.resume(&w)?;
+        freezes += 1;
+    }
+    for w in ["a", "b", "c"] {
+        s.h.wait_until(&format!("{w} to finish its loop"), STEP, |recs| {
+            recs.iter()
+                .find(|r| r.worker == w && matches!(&r.event, Event::Done { cmd } if cmd.starts_with("mloop")))
+                .map(|_| ())
+        })?;
+    }
+    let mark = s.h.mark();
+    s.h.command("b", "mread", STEP)?;
+    let end_value = find(&s.h.records(), mark, "b", |e| match *e {
+        Event::MutexRead { value, .. } => Some(value),
+        _ => None,
+    })
+    .ok_or("no final read")?;
+    let report = s.finish(&bounds, Some(&lock))?;
+    println!("{freezes} freezes in the loop; the counter ends at {end_value}");
+    assert_clean(&report);
+    let st = &report.stats;
+    assert!(st.mutex_refused >= 1);
+    let written = st.mutex_written as u64;
+    assert!(
+        (written..=written + st.mutex_unknown as u64).contains(&end_value),
+        "counter {end_value} after {written} accepted write-backs ({} unknown)",
+        st.mutex_unknown
+    );
+
+    // Negative control on the real history: had the frozen holder's write-back been taken,
+    // the checker would see the next read miss it.
+    let forged: Vec<Record> =
+        s.h.records()
+            .into_iter()
+            .map(|mut r| {
+                if let Event::MutexWrite { fence, outcome, .. } = &mut r.event
+                    && *fence == fa
+                {
+                    *outcome = WriteBack::Written;
+                }
+                r
+            })
+            .collect();
+    let forged = checker::check(&forged, &LedgerState::default(), &bounds);
+    assert!(forged.has(Property::MutexValue), "the checker missed a refused write-back taken:\n{forged}");
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! A fault-suite worker: contends for one rdlock lock and, while holding it, writes to the
-//! ledger (a fenced increment, then an unfenced `GET`/`SET` increment). Reads commands on
-//! stdin, logs JSON-line records on stdout; see `rdlock_faults::harness` for the commands.
+//! ledger (a fenced increment, then an unfenced `GET`/`SET` increment); or increments a
+//! counter kept in a `Mutex<u64>` at the same key. Reads commands on stdin, logs JSON-line
+//! records on stdout; see `rdlock_faults::harness` for the commands.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use rdlock_faults::clock::{mono_of, mono_us, wall_of};
 use rdlock_faults::ledger;
-use rdlock_faults::record::{Event, FailKind, Record};
+use rdlock_faults::record::{Event, FailKind, Record, WriteBack};
 use rdlock_faults::seed::Rng;
-use rdlock_tokio::{Client, ClientConfig, Confirm, Error, Guard, LockOptions};
+use rdlock_tokio::{Client, ClientConfig, Confirm, Error, Guard, LockOptions, MutexGuard, ReleaseOutcome};
 use redis::aio::MultiplexedConnection;
 use tokio::io::AsyncBufReadExt;
 
@@ -148,6 +149,14 @@ async fn watch(guard: Arc<Guard>, fence: u64, log: Arc<Log>, lost_logged: Arc<At
 }
 
 impl Worker {
+    /// The earlier of `deadline` and the worker's timeout from now.
+    fn deadline(&self, deadline: Option<Instant>) -> Option<Instant> {
+        match (deadline, self.opts.timeout) {
+            (Some(d), Some(t)) => Some(d.min(Instant::now() + t)),
+            (d, t) => d.or_else(|| t.map(|t| Instant::now() + t)),
+        }
+    }
+
     async fn acquire(&mut self, deadline: Option<Instant>) -> bool {
         if self.held.is_some() {
             self.log.emit(Event::Error { what: "acquire while holding".into() });
@@ -162,11 +171,7 @@ impl Worker {
             .poll_cap(self.opts.poll_cap)
             .auto_renew(self.opts.auto_renew)
             .confirm(self.opts.confirm);
-        let deadline = match (deadline, self.opts.timeout) {
-            (Some(d), Some(t)) => Some(d.min(Instant::now() + t)),
-            (d, t) => d.or_else(|| t.map(|t| Instant::now() + t)),
-        };
-        if let Some(d) = deadline {
+        if let Some(d) = self.deadline(deadline) {
             b = b.deadline(d);
         }
         match b.lock().await {
@@ -304,6 +309,110 @@ impl Worker {
         }
     }
 
+    /// Waits for the mutex and logs the value its grant brought.
+    async fn mutex_lock(&mut self, deadline: Option<Instant>) -> Option<MutexGuard<u64>> {
+        if self.held.is_some() {
+            self.log.emit(Event::Error { what: "mutex lock while holding the lock".into() });
+            return None;
+        }
+        let start = mono_us();
+        self.log.emit(Event::Attempt);
+        let mutex = self.client.mutex::<u64>(&self.opts.key);
+        let mut b = mutex
+            .builder()
+            .ttl(self.opts.ttl)
+            .poll_cap(self.opts.poll_cap)
+            .auto_renew(self.opts.auto_renew)
+            .confirm(self.opts.confirm);
+        if let Some(d) = self.deadline(deadline) {
+            b = b.deadline(d);
+        }
+        match b.lock().await {
+            Ok(g) => {
+                let (fence, v) = (g.fence(), g.valid_until());
+                self.log.emit(Event::Acquired { fence, start, valid_until: mono_of(v), valid_until_wall: wall_of(v) });
+                self.log.emit(Event::MutexRead { fence, value: *g, written_by: g.written_by() });
+                Some(g)
+            }
+            Err(e) => {
+                self.log.emit(Event::AcquireFailed { kind: fail_kind(&e), error: e.to_string() });
+                None
+            }
+        }
+    }
+
+    /// Keeps the mutex until `end`, logging renewals and the lost signal as the lock's watcher
+    /// does (the guard lends its value mutably, so it cannot be shared with a watcher task).
+    async fn mutex_hold(&self, g: &MutexGuard<u64>, end: tokio::time::Instant, lost_logged: &mut bool) {
+        let (fence, signal) = (g.fence(), g.loss_signal());
+        let mut last = g.valid_until();
+        loop {
+            let tick = tokio::time::sleep_until(end.min(tokio::time::Instant::now() + Duration::from_millis(10)));
+            tokio::select! {
+                biased;
+                Some(reason) = signal.lost(), if !*lost_logged => {
+                    self.log.emit(Event::Lost { fence, reason: format!("{reason:?}") });
+                    *lost_logged = true;
+                }
+                () = tick => {}
+            }
+            let v = g.valid_until();
+            if v != last {
+                last = v;
+                self.log.emit(Event::Renewed { fence, valid_until: mono_of(v) });
+            }
+            if tokio::time::Instant::now() >= end {
+                return;
+            }
+        }
+    }
+
+    /// Releases the mutex, writing the value back when it was modified, and logs the outcome.
+    async fn mutex_release(&self, g: MutexGuard<u64>, lost_logged: bool) {
+        let (fence, value, modified) = (g.fence(), *g, g.is_modified());
+        if !lost_logged && let Some(reason) = g.loss_signal().reason() {
+            self.log.emit(Event::Lost { fence, reason: format!("{reason:?}") });
+        }
+        self.log.emit(Event::Releasing { fence });
+        let (released, outcome) = match g.release().await {
+            Ok(ReleaseOutcome::Released) => (Ok(true), WriteBack::Written),
+            Ok(other) => (Ok(other.was_held()), WriteBack::Unknown),
+            Err(Error::Lost(_)) => (Ok(false), WriteBack::Refused),
+            Err(e) => (Err(e.to_string()), WriteBack::Unknown),
+        };
+        if modified {
+            self.log.emit(Event::MutexWrite { fence, value, outcome });
+        }
+        match released {
+            Ok(held) => self.log.emit(Event::Released { fence, held }),
+            Err(error) => self.log.emit(Event::ReleaseFailed { fence, error }),
+        }
+    }
+
+    /// One increment of the mutex counter: lock, +1, keep it `hold` (after a pause point when
+    /// `pause_point`), release writing back.
+    async fn mutex_incr(&mut self, hold: Duration, pause_point: bool, deadline: Option<Instant>) {
+        let Some(mut g) = self.mutex_lock(deadline).await else { return };
+        *g += 1;
+        // Fixed before the pause point, so that a freeze right after it counts against the hold.
+        let end = tokio::time::Instant::now() + hold;
+        if pause_point {
+            self.log.emit(Event::PausePoint { fence: g.fence() });
+        }
+        let mut lost_logged = false;
+        self.mutex_hold(&g, end, &mut lost_logged).await;
+        self.mutex_release(g, lost_logged).await;
+    }
+
+    async fn mutex_loop(&mut self, total: Duration, hold_ms: u64) {
+        let end = Instant::now() + total;
+        while Instant::now() < end {
+            let hold = Duration::from_millis(self.rng.between(0, hold_ms));
+            self.mutex_incr(hold, false, Some(end)).await;
+            tokio::time::sleep(Duration::from_millis(self.rng.between(0, 3))).await;
+        }
+    }
+
     /// Runs one command line; false on `quit`.
     async fn run(&mut self, line: &str) -> bool {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -324,6 +433,14 @@ impl Worker {
             (Some("stall"), Some(ms), ..) => self.stall(Duration::from_millis(ms), false).await,
             (Some("stall_checked"), Some(ms), ..) => self.stall(Duration::from_millis(ms), true).await,
             (Some("release"), ..) => self.release().await,
+            (Some("mincr"), ..) => self.mutex_incr(Duration::ZERO, false, None).await,
+            (Some("mstall"), Some(ms), ..) => self.mutex_incr(Duration::from_millis(ms), true, None).await,
+            (Some("mloop"), Some(total), Some(hold), ..) => self.mutex_loop(Duration::from_millis(total), hold).await,
+            (Some("mread"), ..) => {
+                if let Some(g) = self.mutex_lock(None).await {
+                    self.mutex_release(g, false).await;
+                }
+            }
             (Some("loop"), Some(total), Some(hold), Some(writes)) => {
                 let writes = u32::try_from(writes).unwrap_or(1);
                 self.run_loop(Duration::from_millis(total), Duration::from_millis(hold), writes).await;
