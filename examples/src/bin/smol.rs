@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
 
         let client = Client::open(&server.url()).await?;
-        // A semaphore: at most 2 holders at once; a read-write lock: readers together.
+        // A semaphore: at most 2 holders at once; a read-write lock: readers together; a mutex.
         let exports = client.semaphore("exports", 2);
         let (a, b) = (exports.acquire().await?, exports.acquire().await?);
         assert!(exports.try_acquire().await?.is_none(), "both permits are taken");
@@ -48,6 +48,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let w = doc.write_timeout(Duration::from_secs(1)).await?;
         println!("rwlock: the writer holds it alone, fence {}", w.fence());
         w.release().await?;
+        // A mutex: bytes that live with the lock; each holder reads what the last one wrote.
+        let log = client.mutex_bytes("log");
+        let mut entry = log.lock().await?;
+        entry.extend_from_slice(b"seen");
+        entry.release().await?; // written back, then released
+        let entry = log.lock().await?;
+        let text = String::from_utf8_lossy(&entry).into_owned();
+        println!("mutex: {text:?}, written under fence {:?}", entry.written_by());
+        entry.discard().await?;
         Ok(())
     })
 }
