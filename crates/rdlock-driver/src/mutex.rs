@@ -38,27 +38,20 @@ fn misuse(m: Misuse, loss: &LossCell) -> Error {
     }
 }
 
-/// Starts a mid-hold write of `value`; returns the op its answer carries.
-pub(crate) fn start_store<W: Waiter>(
+/// Starts a write of `value`: mid-hold, or in front of the release (`then_release`); returns
+/// the op its answer carries.
+pub(crate) fn start_write<W: Waiter>(
     shared: &mut Shared<W>,
     id: LockId,
     value: Arc<[u8]>,
+    then_release: bool,
     loss: &LossCell,
     now: std::time::Instant,
 ) -> Result<OpId, Error> {
-    let op = shared.engine.store(id, value, now);
-    shared.expect(id, op).map_err(|m| misuse(m, loss))
-}
-
-/// Starts a release that writes `value` back first; returns the op its answer carries.
-pub(crate) fn start_release_storing<W: Waiter>(
-    shared: &mut Shared<W>,
-    id: LockId,
-    value: Arc<[u8]>,
-    loss: &LossCell,
-    now: std::time::Instant,
-) -> Result<OpId, Error> {
-    let op = shared.engine.release_storing(id, value, now);
+    let op = match then_release {
+        false => shared.engine.store(id, value, now),
+        true => shared.engine.release_storing(id, value, now),
+    };
     shared.expect(id, op).map_err(|m| misuse(m, loss))
 }
 
@@ -428,7 +421,7 @@ macro_rules! mutex_api {
                 let (id, loss) = (self.guard.id, self.guard.loss.clone());
                 let inner = &self.guard.client.inner;
                 let (op, requests) =
-                    inner.with_engine(|s, now| crate::mutex::start_store(s, id, bytes, &loss, now));
+                    inner.with_engine(|s, now| crate::mutex::start_write(s, id, bytes, false, &loss, now));
                 crate::mutex::stored(wait!(inner.run_until(requests, id, op?, None)))?;
                 self.modified = false;
                 Ok(())
@@ -459,7 +452,7 @@ macro_rules! mutex_api {
                     let id = guard.id;
                     let (op, requests) = if modified {
                         let bytes = crate::mutex::encode(&*codec, &guard.key, &value)?;
-                        inner.with_engine(|s, now| crate::mutex::start_release_storing(s, id, bytes, &loss, now))
+                        inner.with_engine(|s, now| crate::mutex::start_write(s, id, bytes, true, &loss, now))
                     } else {
                         inner.with_engine(|s, now| common::start_release(s, id, now))
                     };
