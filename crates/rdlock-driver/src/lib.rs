@@ -34,6 +34,7 @@ mod owner;
 mod pubsub;
 #[cfg(feature = "async")]
 mod runtime;
+mod scope;
 
 #[cfg(feature = "async")]
 pub use aio::{Client, Guard, LockBuilder, RwLock, Semaphore};

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rdlock_core::{LockId, LostReason, ReleaseOutcome};
+use rdlock_core::LockId;
 
 use super::{Client, Guard, LockBuilder};
 use crate::common;
@@ -13,107 +13,34 @@ use crate::error::Error;
 use crate::loss::{LossCell, LossSignal};
 use crate::runtime::Runtime;
 
-/// What the work of [`Client::with_lock`] sees of its lock: an owned value (cheap to clone),
-/// so that the work's future can own it and need not borrow the guard.
-///
-/// ```no_run
-/// # async fn demo<R: rdlock_driver::Runtime>(client: rdlock_driver::Client<R>) -> Result<(), rdlock_driver::Error> {
-/// let written = client
-///     .with_lock("orders", |scope| async move {
-///         // Hand the fence to the storage; check the lease before a step that cannot be undone.
-///         scope.check()?;
-///         Ok::<u64, rdlock_driver::Error>(scope.fence())
-///     })
-///     .await??;
-/// # let _ = written; Ok(()) }
-/// ```
-pub struct Scope<R: Runtime> {
-    client: Client<R>,
-    id: LockId,
-    key: String,
-    fence: u64,
-    valid_until: Instant,
-    loss: Arc<LossCell>,
-}
-
-// Not derived: a derive would ask the runtime type to be `Clone` too.
-impl<R: Runtime> Clone for Scope<R> {
-    fn clone(&self) -> Self {
-        Self {
-            client: self.client.clone(),
-            id: self.id,
-            key: self.key.clone(),
-            fence: self.fence,
-            valid_until: self.valid_until,
-            loss: self.loss.clone(),
-        }
-    }
-}
-
-impl<R: Runtime> std::fmt::Debug for Scope<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scope").field("key", &self.key).field("fence", &self.fence).finish()
-    }
-}
-
-impl<R: Runtime> Scope<R> {
-    fn of(guard: &Guard<R>) -> Self {
-        Self {
-            client: guard.client.clone(),
-            id: guard.id,
-            key: guard.key.clone(),
-            fence: guard.fence,
-            valid_until: guard.valid_until,
-            loss: guard.loss.clone(),
-        }
-    }
-
-    /// The lock's key.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// The lock's fencing token (see [`Guard::fence`]).
-    pub fn fence(&self) -> u64 {
-        self.fence
-    }
-
-    /// Nothing may trust the lock past this instant (later after each renewal).
-    pub fn valid_until(&self) -> Instant {
-        common::lease(&self.client.inner.state().engine, self.id, self.valid_until, R::now()).0
-    }
-
-    /// Whether the lease is still valid now: cheap, no round trip. False once the lock is
-    /// released (a scope kept past its `with_lock` holds nothing).
-    pub fn is_valid(&self) -> bool {
-        common::lease(&self.client.inner.state().engine, self.id, self.valid_until, R::now()).1
-    }
-
-    /// Whether the lease has been lost (the work is about to be cancelled).
-    pub fn is_lost(&self) -> bool {
-        self.loss.reason().is_some() || !self.is_valid()
-    }
-
-    /// `Err(`[`Error::Lost`]`)` once the lease is lost or no longer valid: a check to make
-    /// before a step that cannot be undone.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Lost`] as said.
-    pub fn check(&self) -> Result<(), Error> {
-        lost(&self.loss, self.is_valid()).map_or(Ok(()), |reason| Err(Error::Lost(reason)))
-    }
-
-    /// An owned loss signal for the lock, to move into other tasks (see [`Guard::loss_signal`]).
-    pub fn loss_signal(&self) -> LossSignal {
-        LossSignal::new(self.loss.clone())
-    }
-}
-
-/// Why the lease is lost, if it is: the signal's reason, or expiry when validity ran out
-/// before the signal fired.
-fn lost(loss: &LossCell, valid: bool) -> Option<LostReason> {
-    loss.reason().or_else(|| (!valid).then_some(LostReason::Expired))
+crate::scope::scope_type! {
+    generics: [R: Runtime],
+    args: [R],
+    now: R::now,
+    scope: {
+        /// What the work of [`Client::with_lock`] sees of its lock: an owned value (cheap to clone),
+        /// so that the work's future can own it and need not borrow the guard.
+        ///
+        /// ```no_run
+        /// # async fn demo<R: rdlock_driver::Runtime>(client: rdlock_driver::Client<R>) -> Result<(), rdlock_driver::Error> {
+        /// let written = client
+        ///     .with_lock("orders", |scope| async move {
+        ///         // Hand the fence to the storage; check the lease before a step that cannot be undone.
+        ///         scope.check()?;
+        ///         Ok::<u64, rdlock_driver::Error>(scope.fence())
+        ///     })
+        ///     .await??;
+        /// # let _ = written; Ok(()) }
+        /// ```
+    },
+    is_lost: {
+        /// Whether the lease has been lost (the work is about to be cancelled).
+    },
+    loss_signal: {
+        /// An owned loss signal for the lock, to move into other tasks (see
+        /// [`Guard::loss_signal`]).
+    },
+    more: {}
 }
 
 impl<R: Runtime> Client<R> {
@@ -186,12 +113,8 @@ where
     let outcome = futures_lite::future::or(async { Ok(work(scope).await) }, async { Err(guard.lost().await) }).await;
     match outcome {
         Ok(value) => {
-            let lost = lost(&guard.loss, guard.is_valid());
-            match (guard.release().await?, lost) {
-                (_, Some(reason)) => Err(Error::Lost(reason)),
-                (ReleaseOutcome::NotHeld, None) => Err(Error::Lost(LostReason::NotOwner)),
-                _ => Ok(value),
-            }
+            let lost = crate::scope::lost(&guard.loss, guard.is_valid());
+            crate::scope::finished(value, guard.release().await?, lost)
         }
         Err(reason) => {
             // The work is already dropped; the release only cleans up what may be left.

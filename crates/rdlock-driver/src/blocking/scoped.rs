@@ -5,110 +5,49 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdlock_core::{LockId, LostReason, ReleaseOutcome};
+use rdlock_core::{LockId, LostReason};
 
 use super::{Client, Guard, LockBuilder};
 use crate::common;
 use crate::error::Error;
 use crate::loss::{LossCell, LossSignal};
 
-/// What the work of [`Client::with_lock`] sees of its lock: an owned value (cheap to clone,
-/// can be moved to helper threads). A blocking call cannot be cancelled from outside, so the
-/// work checks it ([`Scope::check`], [`Scope::is_lost`]) between steps.
-///
-/// ```no_run
-/// # fn demo(client: rdlock_driver::blocking::Client) -> Result<(), rdlock_driver::Error> {
-/// let steps = client.with_lock("orders", |scope| {
-///     for step in 0..3 {
-///         // Stop as soon as the lease is lost: the storage would refuse the fence anyway.
-///         scope.check()?;
-///         println!("step {step} with fence {}", scope.fence());
-///     }
-///     Ok::<u32, rdlock_driver::Error>(3)
-/// })??;
-/// # let _ = steps; Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct Scope {
-    client: Client,
-    id: LockId,
-    key: String,
-    fence: u64,
-    valid_until: Instant,
-    loss: Arc<LossCell>,
-}
-
-impl std::fmt::Debug for Scope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scope").field("key", &self.key).field("fence", &self.fence).finish()
-    }
-}
-
-impl Scope {
-    fn of(guard: &Guard) -> Self {
-        Self {
-            client: guard.client.clone(),
-            id: guard.id,
-            key: guard.key.clone(),
-            fence: guard.fence,
-            valid_until: guard.valid_until,
-            loss: guard.loss.clone(),
+crate::scope::scope_type! {
+    generics: [],
+    args: [],
+    now: Instant::now,
+    scope: {
+        /// What the work of [`Client::with_lock`] sees of its lock: an owned value (cheap to clone,
+        /// can be moved to helper threads). A blocking call cannot be cancelled from outside, so the
+        /// work checks it ([`Scope::check`], [`Scope::is_lost`]) between steps.
+        ///
+        /// ```no_run
+        /// # fn demo(client: rdlock_driver::blocking::Client) -> Result<(), rdlock_driver::Error> {
+        /// let steps = client.with_lock("orders", |scope| {
+        ///     for step in 0..3 {
+        ///         // Stop as soon as the lease is lost: the storage would refuse the fence anyway.
+        ///         scope.check()?;
+        ///         println!("step {step} with fence {}", scope.fence());
+        ///     }
+        ///     Ok::<u32, rdlock_driver::Error>(3)
+        /// })??;
+        /// # let _ = steps; Ok(()) }
+        /// ```
+    },
+    is_lost: {
+        /// Whether the lease has been lost: stop the work.
+    },
+    loss_signal: {
+        /// An owned loss signal for the lock, to move into other threads (see
+        /// [`Guard::loss_signal`]).
+    },
+    more: {
+        /// Waits up to `timeout` for the lease to be lost: `None` if it is still held (a sleep
+        /// that wakes early when the lease is lost).
+        pub fn wait_lost(&self, timeout: Duration) -> Option<LostReason> {
+            self.loss.wait(Some(Instant::now() + timeout))
         }
     }
-
-    /// The lock's key.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// The lock's fencing token (see [`Guard::fence`]).
-    pub fn fence(&self) -> u64 {
-        self.fence
-    }
-
-    /// Nothing may trust the lock past this instant (later after each renewal).
-    pub fn valid_until(&self) -> Instant {
-        common::lease(&self.client.inner.state().engine, self.id, self.valid_until, Instant::now()).0
-    }
-
-    /// Whether the lease is still valid now: cheap, no round trip. False once the lock is
-    /// released (a scope kept past its `with_lock` holds nothing).
-    pub fn is_valid(&self) -> bool {
-        common::lease(&self.client.inner.state().engine, self.id, self.valid_until, Instant::now()).1
-    }
-
-    /// Whether the lease has been lost: stop the work.
-    pub fn is_lost(&self) -> bool {
-        lost(&self.loss, self.is_valid()).is_some()
-    }
-
-    /// `Err(`[`Error::Lost`]`)` once the lease is lost or no longer valid: call it between
-    /// steps of the work and return early with `?`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Lost`] as said.
-    pub fn check(&self) -> Result<(), Error> {
-        lost(&self.loss, self.is_valid()).map_or(Ok(()), |reason| Err(Error::Lost(reason)))
-    }
-
-    /// Waits up to `timeout` for the lease to be lost: `None` if it is still held (a sleep
-    /// that wakes early when the lease is lost).
-    pub fn wait_lost(&self, timeout: Duration) -> Option<LostReason> {
-        self.loss.wait(Some(Instant::now() + timeout))
-    }
-
-    /// An owned loss signal for the lock, to move into other threads (see
-    /// [`Guard::loss_signal`]).
-    pub fn loss_signal(&self) -> LossSignal {
-        LossSignal::new(self.loss.clone())
-    }
-}
-
-/// Why the lease is lost, if it is: the signal's reason, or expiry when validity ran out
-/// before the signal fired.
-fn lost(loss: &LossCell, valid: bool) -> Option<LostReason> {
-    loss.reason().or_else(|| (!valid).then_some(LostReason::Expired))
 }
 
 impl Client {
@@ -170,12 +109,8 @@ fn scoped<T>(guard: Guard, work: impl FnOnce(Scope) -> T) -> Result<T, Error> {
     let scope = Scope::of(&guard);
     // The guard is not touched by the work, so it is in a consistent state after a panic.
     let result = catch_unwind(AssertUnwindSafe(|| work(scope)));
-    let lost = lost(&guard.loss, guard.is_valid());
+    let lost = crate::scope::lost(&guard.loss, guard.is_valid());
     let released = guard.release();
     let value = result.unwrap_or_else(|panic| resume_unwind(panic));
-    match (released?, lost) {
-        (_, Some(reason)) => Err(Error::Lost(reason)),
-        (ReleaseOutcome::NotHeld, None) => Err(Error::Lost(LostReason::NotOwner)),
-        _ => Ok(value),
-    }
+    crate::scope::finished(value, released?, lost)
 }
