@@ -286,29 +286,7 @@ macro_rules! lock_api {
         }
 
         impl<$($g)*> LockBuilder<'_, $($a)*> {
-            /// Lease length (the key's expiry).
-            pub fn ttl(mut self, ttl: Duration) -> Self {
-                self.request.options.ttl = ttl;
-                self
-            }
-
-            /// Renew the lease at about a third of the TTL while held (on by default).
-            pub fn auto_renew(mut self, on: bool) -> Self {
-                self.request.options.auto_renew = on;
-                self
-            }
-
-            /// Wait for replicas to hold the lock before reporting it acquired.
-            pub fn confirm(mut self, confirm: rdlock_core::Confirm) -> Self {
-                self.request.options.confirm = confirm;
-                self
-            }
-
-            /// Longest sleep between polls while waiting.
-            pub fn poll_cap(mut self, cap: Duration) -> Self {
-                self.request.options.poll_cap = cap;
-                self
-            }
+            crate::api::request_setters!();
 
             /// Share the key with clients of other libraries ([`rdlock_core::Sharing::Foreign`]),
             /// or not ([`rdlock_core::Sharing::Queue`], the default).
@@ -324,17 +302,6 @@ macro_rules! lock_api {
                 self
             }
 
-            /// Give up at this instant.
-            pub fn deadline(mut self, deadline: Instant) -> Self {
-                self.request.deadline = Some(deadline);
-                self
-            }
-
-            /// Give up after this long.
-            pub fn timeout(mut self, timeout: Duration) -> Self {
-                self.request.timeout = Some(timeout);
-                self
-            }
 
             #[doc = concat!(" ", $waits, " until acquired (or the deadline). A deadline already passed, or a zero timeout,")]
             /// makes one attempt, answering [`Error::TimedOut`] when busy.
@@ -611,3 +578,47 @@ macro_rules! lock_api {
     };
 }
 pub(crate) use lock_api;
+
+/// The setters every acquisition's builder has, on its `request` (a `LockRequest`): lease,
+/// renewal, confirmation, polling and when to give up.
+macro_rules! request_setters {
+    () => {
+        /// Lease length (the key's expiry).
+        pub fn ttl(mut self, ttl: Duration) -> Self {
+            self.request.options.ttl = ttl;
+            self
+        }
+
+        /// Renew the lease at about a third of the TTL while held (on by default).
+        pub fn auto_renew(mut self, on: bool) -> Self {
+            self.request.options.auto_renew = on;
+            self
+        }
+
+        /// Wait for replicas to hold the lock before reporting it acquired (and, for a
+        /// mutex, each write of its value before reporting it written).
+        pub fn confirm(mut self, confirm: rdlock_core::Confirm) -> Self {
+            self.request.options.confirm = confirm;
+            self
+        }
+
+        /// Longest sleep between polls while waiting.
+        pub fn poll_cap(mut self, cap: Duration) -> Self {
+            self.request.options.poll_cap = cap;
+            self
+        }
+
+        /// Give up at this instant.
+        pub fn deadline(mut self, deadline: Instant) -> Self {
+            self.request.deadline = Some(deadline);
+            self
+        }
+
+        /// Give up after this long.
+        pub fn timeout(mut self, timeout: Duration) -> Self {
+            self.request.timeout = Some(timeout);
+            self
+        }
+    };
+}
+pub(crate) use request_setters;

@@ -219,42 +219,7 @@ macro_rules! mutex_api {
         }
 
         impl<T: Default, C: crate::Codec<T>, $($g)*> MutexBuilder<'_, T, C, $($a)*> {
-            /// Lease length (the lock key's expiry).
-            pub fn ttl(mut self, ttl: Duration) -> Self {
-                self.request.options.ttl = ttl;
-                self
-            }
-
-            /// Renew the lease at about a third of the TTL while held (on by default).
-            pub fn auto_renew(mut self, on: bool) -> Self {
-                self.request.options.auto_renew = on;
-                self
-            }
-
-            /// Wait for replicas to hold the lock before reporting it acquired, and to hold
-            /// each write of the value before reporting it written.
-            pub fn confirm(mut self, confirm: rdlock_core::Confirm) -> Self {
-                self.request.options.confirm = confirm;
-                self
-            }
-
-            /// Longest sleep between polls while waiting.
-            pub fn poll_cap(mut self, cap: Duration) -> Self {
-                self.request.options.poll_cap = cap;
-                self
-            }
-
-            /// Give up at this instant.
-            pub fn deadline(mut self, deadline: Instant) -> Self {
-                self.request.deadline = Some(deadline);
-                self
-            }
-
-            /// Give up after this long.
-            pub fn timeout(mut self, timeout: Duration) -> Self {
-                self.request.timeout = Some(timeout);
-                self
-            }
+            crate::api::request_setters!();
 
             /// The largest encoded value accepted, in bytes (1 to
             /// [`MAX_VALUE_LIMIT`](crate::MAX_VALUE_LIMIT); [`DEFAULT_MAX_VALUE`](crate::DEFAULT_MAX_VALUE)
