@@ -389,11 +389,11 @@ pub fn targets(results: &Results) -> Vec<Target> {
                 t(what, dec(r, 3), check(r, (r - 2.0).abs() < 0.01));
             }
             let v = c.get("vs_lock");
-            t("S8 increments/s (stated: × the lock's S1 cycles/s)".into(), format!("{v:.2}×"), None);
+            t("S8 increments/s ÷ the lock's S1 acq/s (stated)".into(), format!("{v:.2}×"), None);
         }
         if let Some(c) = cell(results, Scenario::S9, a) {
             let v = c.get("vs_lock");
-            t("S9 increments/s (stated: × the lock's S2 acq/s)".into(), format!("{v:.2}×"), None);
+            t("S9 increments/s ÷ the lock's S2 acq/s (stated)".into(), format!("{v:.2}×"), None);
             let w = c.get("longest_wait_ms");
             t("S9 longest wait ≤ 100 ms".into(), millis(w), check(w, w <= 100.0));
             t("S9 round trips per increment (stated)".into(), dec(c.get("round_trips_per_acq"), 2), None);

@@ -52,16 +52,17 @@ impl<R: Runtime> Locker for ByHand<R> {
 
     async fn increment(&self, key: &str, spec: Spec, hold: Option<Duration>) -> Result<Increment, BoxError> {
         let guard = self.lock.lock(key, spec).await?;
-        let acquired = Instant::now();
         let value_key = format!("{key}:value");
         let mut conn = self.conn.clone();
         let value: Option<u64> = redis::cmd("GET").arg(&value_key).query_async(&mut conn).await?;
-        redis::cmd("SET").arg(&value_key).arg(value.unwrap_or(0) + 1).exec_async(&mut conn).await?;
-        self.sent.fetch_add(2, Ordering::Relaxed);
+        // The work runs once the value is in hand, and the write follows it, as the mutex's.
+        let acquired = Instant::now();
         if let Some(h) = hold {
             hold_until(acquired + h).await;
         }
         let release_called = Instant::now();
+        redis::cmd("SET").arg(&value_key).arg(value.unwrap_or(0) + 1).exec_async(&mut conn).await?;
+        self.sent.fetch_add(2, Ordering::Relaxed);
         let held = self.lock.release(guard).await?;
         Ok(Increment { acquired, release_called, held })
     }

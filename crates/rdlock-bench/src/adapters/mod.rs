@@ -87,8 +87,8 @@ pub trait Locker: Sized + Send + Sync + 'static {
     /// Whether the lease is still valid (as far as the client knows).
     fn is_valid(&self, guard: &Self::Guard) -> bool;
 
-    /// The counter scenarios (S8, S9): takes `key`'s lock, adds one to the `u64` kept with
-    /// it, holds for `hold`, and writes the value back as it releases.
+    /// The counter scenarios (S8, S9): takes `key`'s lock and reads the `u64` kept with it,
+    /// holds for `hold`, and writes the value plus one back as it releases.
     fn increment(
         &self,
         key: &str,
@@ -107,12 +107,14 @@ pub trait Locker: Sized + Send + Sync + 'static {
     }
 }
 
-/// One increment (S8, S9), as the client saw it.
+/// One increment (S8, S9), as the client saw it. Its hold runs from the value in hand to the
+/// write called, so that reading and writing the value count as hand-off, not as hold, for
+/// the mutex and a counter kept by hand alike.
 #[derive(Clone, Copy, Debug)]
 pub struct Increment {
-    /// The lock was held (and the value read).
+    /// The lock was held and the value read.
     pub acquired: Instant,
-    /// The release (with the write) was called.
+    /// The write (with the release, or just before it) was called.
     pub release_called: Instant,
     /// Whether the lock was still ours at the release: the write landed.
     pub held: bool,

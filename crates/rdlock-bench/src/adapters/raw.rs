@@ -170,16 +170,17 @@ impl Locker for Raw {
 
     async fn increment(&self, key: &str, spec: Spec, hold: Option<Duration>) -> Result<Increment, BoxError> {
         let guard = self.lock(key, spec).await?;
-        let acquired = Instant::now();
         let value_key = format!("{key}:value");
         let mut conn = self.conn.clone();
         let value: Option<u64> = redis::cmd("GET").arg(&value_key).query_async(&mut conn).await?;
         self.gets.fetch_add(1, Ordering::Relaxed);
-        redis::cmd("SET").arg(&value_key).arg(value.unwrap_or(0) + 1).exec_async(&mut conn).await?;
+        // The work runs once the value is in hand, and the write follows it, as the mutex's.
+        let acquired = Instant::now();
         if let Some(h) = hold {
             hold_until(acquired + h).await;
         }
         let release_called = Instant::now();
+        redis::cmd("SET").arg(&value_key).arg(value.unwrap_or(0) + 1).exec_async(&mut conn).await?;
         let held = self.release(guard).await?;
         Ok(Increment { acquired, release_called, held })
     }
