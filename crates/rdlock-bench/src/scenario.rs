@@ -1,6 +1,7 @@
 //! The scenarios of `shared/peers.md` (S1-S3) and of the benchmark brief (S4, S5; S6 and S7,
-//! the semaphore and the read-write lock, are in `counted.rs`), generic over the adapter and
-//! its executor. Each run gets a fresh server and returns named figures.
+//! the semaphore and the read-write lock, are in `counted.rs`; S8 and S9, a `Mutex<u64>`
+//! counter, are S1's and S2's loops with an increment for a cycle), generic over the adapter
+//! and its executor. Each run gets a fresh server and returns named figures.
 
 use crate::adapters::join_all;
 use std::collections::BTreeMap;
