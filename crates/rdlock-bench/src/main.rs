@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Scenarios: see `shared/peers.md` (S1-S3) and `docs/performance.md` (all, with the method);
-//! S6 and S7 measure the semaphore and the read-write lock against raw counters.
+//! S6 and S7 measure the semaphore and the read-write lock against raw counters; S8 and S9 a
+//! counter in a `Mutex<u64>` against the same counter kept by hand beside a lock.
 
 mod adapters;
 mod alloc;
@@ -32,15 +33,16 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "\
-usage: rdlock-bench [--quick] [--scenario S1,S2,S3,S4,S5,S6,S7] [--adapters raw,tokio,async-std,blocking]
+usage: rdlock-bench [--quick] [--scenario S1,...,S9] [--adapters raw,tokio,tokio-by-hand,async-std,blocking]
                     [--runs N] [--slices N] [--tokio-workers N] [--json FILE]
 
   --quick       about a second per scenario, one run (a smoke test); default: the durations of
                 shared/peers.md, median of 3 runs
   --scenario    scenarios to run (default: all)
-  --adapters    adapters to run (default: all); raw, the baseline, is needed for the ratios
+  --adapters    adapters to run (default: all); raw, the baseline, is needed for the ratios;
+                tokio-by-hand (the tokio lock, the counter by GET and SET) runs in S8 and S9 only
   --runs N      runs per scenario and adapter; figures are medians over runs
-  --slices N    S1-S3, S6, S7 run in N slices per adapter, the adapters taking turns (default 10,
+  --slices N    S1-S3, S6-S9 run in N slices per adapter, the adapters taking turns (default 10,
                 quick 2), so that all of them see the same background load
   --tokio-workers N
                 worker threads of the tokio runtimes (0: a current-thread runtime; default:
@@ -160,22 +162,23 @@ fn run(args: Args) -> Result<(), BoxError> {
     let mut results = report::Results::new();
     let mut failures: Vec<String> = Vec::new();
     for &s in &args.scenarios {
-        results.insert(s, args.adapters.iter().map(|a| (a.name, Vec::new())).collect());
+        results.insert(s, args.adapters.iter().filter(|a| a.runs(s)).map(|a| (a.name, Vec::new())).collect());
     }
     for run in 0..runs {
         for &s in &args.scenarios {
+            let adapters: Vec<Adapter> = args.adapters.iter().filter(|a| a.runs(s)).copied().collect();
             // Alternate the adapters' order between runs (and slices), so that a drift of the
             // machine's load does not always favour the same one.
-            let mut order: Vec<usize> = (0..args.adapters.len()).collect();
+            let mut order: Vec<usize> = (0..adapters.len()).collect();
             if run % 2 == 1 {
                 order.reverse();
             }
-            let names: Vec<&str> = order.iter().map(|&i| args.adapters[i].name).collect();
+            let names: Vec<&str> = order.iter().map(|&i| adapters[i].name).collect();
             eprintln!("run {}/{runs}: {s} [{}]", run + 1, names.join(", "));
-            let mut figures: Vec<Option<scenario::Metrics>> = vec![None; args.adapters.len()];
+            let mut figures: Vec<Option<scenario::Metrics>> = vec![None; adapters.len()];
             // A failing adapter is reported and left out of this run; the others go on.
             let mut fail = |i: usize, e: BoxError| {
-                let msg = format!("run {}: {s} on {}: {e}", run + 1, args.adapters[i].name);
+                let msg = format!("run {}: {s} on {}: {e}", run + 1, adapters[i].name);
                 eprintln!("  FAILED {msg}");
                 failures.push(msg);
             };
@@ -183,7 +186,7 @@ fn run(args: Args) -> Result<(), BoxError> {
                 Some(total) => {
                     let mut rigs = Vec::new();
                     for &i in &order {
-                        match (args.adapters[i].rig)(s, &settings) {
+                        match (adapters[i].rig)(s, &settings) {
                             Ok(rig) => rigs.push((i, Some(rig))),
                             Err(e) => fail(i, e),
                         }
@@ -212,7 +215,7 @@ fn run(args: Args) -> Result<(), BoxError> {
                 }
                 None => {
                     for &i in &order {
-                        match (args.adapters[i].rig)(s, &settings).and_then(|r| r.finish()) {
+                        match (adapters[i].rig)(s, &settings).and_then(|r| r.finish()) {
                             Ok(m) => figures[i] = Some(m),
                             Err(e) => fail(i, e),
                         }
@@ -226,6 +229,7 @@ fn run(args: Args) -> Result<(), BoxError> {
             }
         }
     }
+    report::link_lock_rates(&mut results);
     machine.push(("loadavg_at_end", loadavg()));
     machine.push(("runs", runs.to_string()));
     machine.push(("slices", settings.slices.to_string()));
@@ -266,7 +270,7 @@ fn run(args: Args) -> Result<(), BoxError> {
         eprintln!("wrote {path}");
     }
     if !violations.is_empty() {
-        return Err(format!("exclusion violated in {} run(s) of S6/S7", violations.len()).into());
+        return Err(format!("exclusion violated in {} run(s) of S6-S9", violations.len()).into());
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::adapters::Adapter;
 use crate::scenario::{Metrics, Scenario, percentile};
 
 /// The baseline adapter's name.
@@ -48,6 +49,26 @@ pub fn cell<'a>(results: &'a Results, scenario: Scenario, adapter: &str) -> Opti
     let runs = rows.iter().find(|(a, _)| *a == adapter).map(|(_, r)| r.as_slice())?;
     let raw = rows.iter().find(|(a, _)| *a == RAW).map(|(_, r)| r.as_slice());
     Some(Cell { runs, raw })
+}
+
+/// Adds `vs_lock` to every run of S8 and S9: its increments/s over the cycles/s of the same
+/// adapter's lock in S1 and S2 of the same run (the by-hand rows: the tokio lock's), when
+/// both ran. The counter's cost over the bare lock, on the same load.
+pub fn link_lock_rates(results: &mut Results) {
+    for (counter, lock) in [(Scenario::S8, Scenario::S1), (Scenario::S9, Scenario::S2)] {
+        let Some(locks) = results.get(&lock) else { continue };
+        let rates: BTreeMap<&str, Vec<f64>> = locks
+            .iter()
+            .map(|(a, runs)| (*a, runs.iter().map(|m| m.get("acq_per_s").copied().unwrap_or(f64::NAN)).collect()))
+            .collect();
+        for (adapter, runs) in results.get_mut(&counter).into_iter().flatten() {
+            let Some(lock_rates) = rates.get(Adapter::lock_row(adapter)) else { continue };
+            for (m, lock_rate) in runs.iter_mut().zip(lock_rates) {
+                let r = m.get("acq_per_s").copied().unwrap_or(f64::NAN) / lock_rate;
+                m.insert("vs_lock", r);
+            }
+        }
+    }
 }
 
 // ------------------------------------------------------------------------- formatting
@@ -131,6 +152,12 @@ fn columns(s: Scenario) -> Vec<Column> {
     let srv: Column = ("command time µs/acq", |c, a| with_ratio(c, a, "server_cmd_us_per_acq", |x| dec(x, 1)));
     let client: Column = ("client CPU µs/acq", |c, a| with_ratio(c, a, "client_cpu_us_per_acq", |x| dec(x, 1)));
     let errors: Column = ("errors", |c, _| num(c.get("errors")));
+    let incs: Column = ("increments/s (×raw)", |c, a| with_ratio(c, a, "acq_per_s", num));
+    let counter: Column = ("counter = increments (runs)", |c, _| {
+        let worst = c.runs.iter().filter_map(|m| m.get("counter_mismatch")).fold(0.0, |x: f64, y| x.max(*y));
+        let runs = c.runs.len();
+        if worst == 0.0 { format!("yes ({runs})") } else { format!("**NO**: off by {}", num(worst)) }
+    });
     fn wait(c: &Cell, p50: &str, p99: &str) -> String {
         format!("{} / {}", millis(c.get(p50)), millis(c.get(p99)))
     }
@@ -186,6 +213,36 @@ fn columns(s: Scenario) -> Vec<Column> {
             errors,
         ],
         Scenario::S3 => vec![acq, p50, p99, minmax, req, cmds, srv, cpu, client, overlaps, errors],
+        Scenario::S8 => vec![
+            incs,
+            ("× lock S1", |c, _| dec(c.get("vs_lock"), 2)),
+            p50,
+            p99,
+            ("round trips/increment", |c, _| dec(c.get("round_trips_per_acq"), 2)),
+            ("requests/increment", |c, _| dec(c.get("requests_per_acq"), 2)),
+            ("server cmds/increment", |c, _| dec(c.get("cmds_per_acq"), 2)),
+            srv,
+            cpu,
+            client,
+            counter,
+            errors,
+        ],
+        Scenario::S9 => vec![
+            incs,
+            ("× lock S2", |c, _| dec(c.get("vs_lock"), 2)),
+            p50,
+            minmax,
+            ("gap p50 / p99", |c, _| format!("{} / {}", micros(c.get("gap_p50_us")), micros(c.get("gap_p99_us")))),
+            ("longest wait", |c, _| millis(c.get("longest_wait_ms"))),
+            ("time/increment beyond hold", |c, a| with_ratio(c, a, "beyond_hold_us", micros)),
+            ("round trips/increment", |c, _| dec(c.get("round_trips_per_acq"), 2)),
+            ("requests/increment", |c, _| dec(c.get("requests_per_acq"), 2)),
+            ("server cmds/increment", |c, _| dec(c.get("cmds_per_acq"), 2)),
+            cpu,
+            client,
+            counter,
+            errors,
+        ],
         Scenario::S4 => vec![
             ("locks (lost)", |c, _| pair(num(c.get("locks")), num(c.get("lost")))),
             ("renew requests", |c, _| num(c.get("renew_requests"))),
@@ -322,6 +379,32 @@ pub fn targets(results: &Results) -> Vec<Target> {
             // No bar: the figure is stated and explained in docs/performance.md.
             t(format!("{s} server commands per acquisition (stated)"), dec(c.get("cmds_per_acq"), 2), None);
         }
+        if let Some(c) = cell(results, Scenario::S8, a) {
+            let r = c.get("round_trips_per_acq");
+            if a.ends_with(crate::adapters::BY_HAND) {
+                t("S8 round trips per increment (stated)".into(), dec(r, 3), None);
+            } else {
+                // The grant brings the value, the release writes it: the lock's two trips.
+                let what = "S8 exactly 2 round trips per increment, as S1".into();
+                t(what, dec(r, 3), check(r, (r - 2.0).abs() < 0.01));
+            }
+            let v = c.get("vs_lock");
+            t("S8 increments/s ÷ the lock's S1 acq/s (stated)".into(), format!("{v:.2}×"), None);
+        }
+        if let Some(c) = cell(results, Scenario::S9, a) {
+            let v = c.get("vs_lock");
+            t("S9 increments/s ÷ the lock's S2 acq/s (stated)".into(), format!("{v:.2}×"), None);
+            let w = c.get("longest_wait_ms");
+            t("S9 longest wait ≤ 100 ms".into(), millis(w), check(w, w <= 100.0));
+            t("S9 round trips per increment (stated)".into(), dec(c.get("round_trips_per_acq"), 2), None);
+        }
+        for s in [Scenario::S8, Scenario::S9] {
+            if let Some(c) = cell(results, s, a) {
+                let worst = c.runs.iter().filter_map(|m| m.get("counter_mismatch")).fold(0.0, |x: f64, y| x.max(*y));
+                t(format!("{s} counter = increments (every run)"), num(worst), Some(worst == 0.0));
+                t(format!("{s} server commands per increment (stated)"), dec(c.get("cmds_per_acq"), 2), None);
+            }
+        }
         if let Some(c) = cell(results, Scenario::S4, a) {
             let r = c.get("renew_vs_set");
             t("S4 redis CPU per renewal ≤ per plain SET".into(), format!("{r:.3}×"), check(r, r <= 1.0));
@@ -340,9 +423,27 @@ pub fn targets(results: &Results) -> Vec<Target> {
 
 /// Runs of S6 and S7 (raw included) whose holds broke exclusion: more permits than the
 /// capacity, or a writer beside another holder. Client-side holds lie inside the server's, so
-/// each is a bug, not noise (`counted.rs`), and fails the invocation.
+/// each is a bug, not noise (`counted.rs`), and fails the invocation. So does a run of S8 or
+/// S9 whose counter does not equal the increments made: a write lost or made twice.
 pub fn exclusion_violations(results: &Results) -> Vec<String> {
     let mut out = Vec::new();
+    for s in [Scenario::S8, Scenario::S9] {
+        for (adapter, runs) in results.get(&s).into_iter().flatten() {
+            for (i, m) in runs.iter().enumerate() {
+                let off = m.get("counter_mismatch").copied().unwrap_or(0.0);
+                if off > 0.0 {
+                    let (n, v) = (m.get("increments").copied().unwrap_or(f64::NAN), m.get("counter").copied());
+                    let v = v.unwrap_or(f64::NAN);
+                    out.push(format!(
+                        "{s} on {adapter}, run {}: counter {} after {} increments",
+                        i + 1,
+                        num(v),
+                        num(n)
+                    ));
+                }
+            }
+        }
+    }
     for s in [Scenario::S6, Scenario::S7] {
         for (adapter, runs) in results.get(&s).into_iter().flatten() {
             for (i, m) in runs.iter().enumerate() {
@@ -443,14 +544,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_overlap_in_a_counted_scenario_is_a_violation() {
+    fn an_overlap_in_a_counted_scenario_or_a_wrong_counter_is_a_violation() {
         let run = |overlaps: f64| Metrics::from([("overlaps", overlaps), ("acq_per_s", 1.0)]);
         let mut results = Results::new();
         results.insert(Scenario::S2, vec![("tokio", vec![run(1.0)])]);
         results.insert(Scenario::S6, vec![(RAW, vec![run(0.0)]), ("tokio", vec![run(0.0), run(0.0)])]);
         results.insert(Scenario::S7, vec![(RAW, vec![run(0.0)]), ("blocking", vec![run(0.0), run(2.0)])]);
+        let counted = |n: f64, value: f64| {
+            Metrics::from([("increments", n), ("counter", value), ("counter_mismatch", (value - n).abs())])
+        };
+        results.insert(Scenario::S8, vec![(RAW, vec![counted(5.0, 5.0)]), ("tokio", vec![counted(5.0, 4.0)])]);
         // S2 keeps reporting its overlaps as a target only.
-        assert_eq!(exclusion_violations(&results), vec!["S7 on blocking, run 2: 2 holds broke exclusion".to_owned()]);
+        let expected =
+            ["S8 on tokio, run 1: counter 4 after 5 increments", "S7 on blocking, run 2: 2 holds broke exclusion"];
+        assert_eq!(exclusion_violations(&results), expected.map(str::to_owned));
         let met = targets(&results).into_iter().find(|t| t.what.starts_with("S7 no overlapping")).and_then(|t| t.met);
         assert_eq!(met, Some(false));
     }

@@ -1,6 +1,7 @@
 //! The scenarios of `shared/peers.md` (S1-S3) and of the benchmark brief (S4, S5; S6 and S7,
-//! the semaphore and the read-write lock, are in `counted.rs`), generic over the adapter and
-//! its executor. Each run gets a fresh server and returns named figures.
+//! the semaphore and the read-write lock, are in `counted.rs`; S8 and S9, a `Mutex<u64>`
+//! counter, are S1's and S2's loops with an increment for a cycle), generic over the adapter
+//! and its executor. Each run gets a fresh server and returns named figures.
 
 use crate::adapters::join_all;
 use std::collections::BTreeMap;
@@ -37,13 +38,26 @@ pub enum Scenario {
     S6,
     /// RwLock, read-heavy: 8 clients, 1 key, 90 % reads, acquire -> hold 1 ms -> release.
     S7,
+    /// A counter in a `Mutex<u64>`, uncontended as S1: 1 client, lock -> += 1 -> release.
+    S8,
+    /// The counter contended as S2: 8 clients, lock -> += 1 -> hold 1 ms -> release.
+    S9,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] =
-        [Scenario::S1, Scenario::S2, Scenario::S3, Scenario::S4, Scenario::S5, Scenario::S6, Scenario::S7];
+    pub const ALL: [Scenario; 9] = [
+        Scenario::S1,
+        Scenario::S2,
+        Scenario::S3,
+        Scenario::S4,
+        Scenario::S5,
+        Scenario::S6,
+        Scenario::S7,
+        Scenario::S8,
+        Scenario::S9,
+    ];
 
-    /// Duration of the loop of S1-S3, S6 and S7 (None for S4 and S5, which run whole).
+    /// Duration of the loop of S1-S3 and S6-S9 (None for S4 and S5, which run whole).
     pub fn duration(self, set: &Settings) -> Option<Duration> {
         match self {
             Scenario::S1 => Some(set.s1),
@@ -51,6 +65,8 @@ impl Scenario {
             Scenario::S3 => Some(set.s3),
             Scenario::S6 => Some(set.s6),
             Scenario::S7 => Some(set.s7),
+            Scenario::S8 => Some(set.s8),
+            Scenario::S9 => Some(set.s9),
             Scenario::S4 | Scenario::S5 => None,
         }
     }
@@ -64,6 +80,8 @@ impl Scenario {
             Scenario::S5 => "S5 waiters on distinct keys (one client)",
             Scenario::S6 => "S6 semaphore (8 clients, 1 key, 3 permits, hold 1 ms)",
             Scenario::S7 => "S7 read-write lock, read-heavy (8 clients, 1 key, 90 % reads, hold 1 ms)",
+            Scenario::S8 => "S8 Mutex<u64> counter, uncontended (1 client, 1 key, lock -> += 1 -> release)",
+            Scenario::S9 => "S9 Mutex<u64> counter, contended (8 clients, 1 key, += 1 and hold 1 ms)",
         }
     }
 }
@@ -81,7 +99,7 @@ impl FromStr for Scenario {
         Scenario::ALL
             .into_iter()
             .find(|c| c.to_string().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown scenario {s:?} (S1..S7)"))
+            .ok_or_else(|| format!("unknown scenario {s:?} (S1..S9)"))
     }
 }
 
@@ -93,6 +111,8 @@ pub struct Settings {
     pub s3: Duration,
     pub s6: Duration,
     pub s7: Duration,
+    pub s8: Duration,
+    pub s9: Duration,
     /// Permits of S6's semaphore.
     pub permits: u32,
     /// Share of S7's acquisitions that are reads.
@@ -126,6 +146,9 @@ impl Settings {
             // As S2, which they extend to counted resources.
             s6: Duration::from_secs(5),
             s7: Duration::from_secs(5),
+            // As S1 and S2, which they are beside.
+            s8: Duration::from_secs(3),
+            s9: Duration::from_secs(5),
             permits: 3,
             read_share: 0.9,
             clients: 8,
@@ -150,6 +173,8 @@ impl Settings {
             s3: Duration::from_millis(250),
             s6: Duration::from_millis(250),
             s7: Duration::from_millis(250),
+            s8: Duration::from_millis(150),
+            s9: Duration::from_millis(150),
             permits: 3,
             read_share: 0.9,
             clients: 8,
@@ -181,9 +206,11 @@ pub trait Rig {
 pub fn rig<L: Locker, E: Exec>(exec: E, scenario: Scenario, set: &Settings) -> Result<Box<dyn Rig>, BoxError> {
     let server = Server::start()?;
     Ok(match scenario {
-        Scenario::S1 => Box::new(CycleRig::<L, E>::new(exec, server, 1, true, None)?),
-        Scenario::S2 => Box::new(CycleRig::<L, E>::new(exec, server, set.clients, true, Some(set.hold))?),
-        Scenario::S3 => Box::new(CycleRig::<L, E>::new(exec, server, set.clients, false, None)?),
+        Scenario::S1 => Box::new(CycleRig::<L, E>::new(exec, server, 1, true, None, false)?),
+        Scenario::S2 => Box::new(CycleRig::<L, E>::new(exec, server, set.clients, true, Some(set.hold), false)?),
+        Scenario::S3 => Box::new(CycleRig::<L, E>::new(exec, server, set.clients, false, None, false)?),
+        Scenario::S8 => Box::new(CycleRig::<L, E>::new(exec, server, 1, true, None, true)?),
+        Scenario::S9 => Box::new(CycleRig::<L, E>::new(exec, server, set.clients, true, Some(set.hold), true)?),
         Scenario::S6 | Scenario::S7 => Box::new(crate::counted::CountedRig::<L, E>::new(exec, server, scenario, set)?),
         Scenario::S4 | Scenario::S5 => {
             Box::new(WholeRig::<L, E> { exec, server, scenario, set: set.clone(), _locker: PhantomData })
@@ -228,6 +255,8 @@ struct Cycle {
     release_called: Instant,
     /// `release()` returned.
     released: Instant,
+    /// S8, S9: the increment's write landed.
+    written: bool,
 }
 
 #[derive(Debug, Default)]
@@ -245,12 +274,16 @@ struct CycleRig<L: Locker, E: Exec> {
     lockers: Vec<Arc<L>>,
     shared_key: bool,
     hold: Option<Duration>,
+    /// S8, S9: each cycle increments the counter kept with the lock.
+    counter: bool,
     logs: Vec<ClientLog>,
     /// Time inside slices, from each slice's start to its last release.
     busy: Duration,
     /// CPU time of this process inside slices: the client side of the adapter.
     client_cpu: Duration,
     first: Option<Snapshot>,
+    /// The clients' own count of their requests at the first slice ([`Locker::own_requests`]).
+    own_requests: u64,
 }
 
 impl<L: Locker, E: Exec> CycleRig<L, E> {
@@ -260,6 +293,7 @@ impl<L: Locker, E: Exec> CycleRig<L, E> {
         clients: usize,
         shared_key: bool,
         hold: Option<Duration>,
+        counter: bool,
     ) -> Result<Self, BoxError> {
         let url = server.url();
         let lockers = exec.block_on(async {
@@ -267,8 +301,13 @@ impl<L: Locker, E: Exec> CycleRig<L, E> {
             for i in 0..clients {
                 let locker = Arc::new(L::connect(&url).await?);
                 // Warm up: connection, script cache, fence counter, on a key of its own.
-                let g = locker.lock(&format!("bench:warmup:{i}"), Spec::default()).await?;
-                locker.release(g).await?;
+                let key = format!("bench:warmup:{i}");
+                if counter {
+                    locker.increment(&key, Spec::default(), None).await?;
+                } else {
+                    let g = locker.lock(&key, Spec::default()).await?;
+                    locker.release(g).await?;
+                }
                 lockers.push(locker);
             }
             Ok::<_, BoxError>(lockers)
@@ -280,10 +319,12 @@ impl<L: Locker, E: Exec> CycleRig<L, E> {
             lockers,
             shared_key,
             hold,
+            counter,
             logs,
             busy: Duration::ZERO,
             client_cpu: Duration::ZERO,
             first: None,
+            own_requests: 0,
         })
     }
 }
@@ -292,6 +333,7 @@ impl<L: Locker, E: Exec> Rig for CycleRig<L, E> {
     fn slice(&mut self, duration: Duration) -> Result<(), BoxError> {
         if self.first.is_none() {
             self.first = Some(self.server.snapshot()?);
+            self.own_requests = self.lockers.iter().map(|l| l.own_requests()).sum();
         }
         let exec = &self.exec;
         let cpu0 = alloc::process_cpu();
@@ -303,7 +345,8 @@ impl<L: Locker, E: Exec> Rig for CycleRig<L, E> {
             .enumerate()
             .map(|(i, locker)| {
                 let key = if self.shared_key { 0 } else { i };
-                exec.spawn(client_loop(locker.clone(), exec.clone(), i, key, self.hold, start, deadline))
+                let run = Loop { client: i, key, hold: self.hold, counter: self.counter, start, deadline };
+                exec.spawn(client_loop(locker.clone(), exec.clone(), run))
             })
             .collect();
         let logs = join_all(exec, tasks);
@@ -327,28 +370,68 @@ impl<L: Locker, E: Exec> Rig for CycleRig<L, E> {
             None => return Err("no slice ran".into()),
         };
         let delta = first.until(&self.server.snapshot()?);
-        let mut m = analyze_cycles::<L>(&self.logs, self.busy, &delta);
+        let own = self.lockers.iter().map(|l| l.own_requests()).sum::<u64>() - self.own_requests;
+        let requests = if self.counter { L::COUNTER_REQUESTS } else { L::REQUESTS };
+        let mut m = analyze_cycles(&self.logs, self.busy, &delta, requests, own);
         let n = m["acquisitions"];
         m.insert("client_cpu_us_per_acq", self.client_cpu.as_secs_f64() * 1e6 / n);
+        if self.counter {
+            // Every increment that returned wrote exactly once under the lock (a release that
+            // found the lock lost wrote nothing), so the counter must equal their number: a
+            // lost or doubled write is an exclusion bug (`report::exclusion_violations`).
+            let written = self.logs.iter().flat_map(|l| &l.cycles).filter(|c| c.written).count() as f64;
+            let locker = &self.lockers[0];
+            let value = self.exec.block_on(locker.counter(&lock_key(0)))? as f64;
+            m.insert("increments", written);
+            m.insert("counter", value);
+            m.insert("counter_mismatch", (value - written).abs());
+        }
         Ok(m)
     }
 }
 
-async fn client_loop<L: Locker, E: Exec>(
-    locker: Arc<L>,
-    exec: E,
+/// The key of client loops' `key`-th lock (S8 and S9: the counter's mutex).
+fn lock_key(key: usize) -> String {
+    format!("bench:lock:{key}")
+}
+
+/// One client's part of a slice.
+#[derive(Clone, Copy, Debug)]
+struct Loop {
     client: usize,
     key: usize,
     hold: Option<Duration>,
+    counter: bool,
     start: Instant,
     deadline: Instant,
-) -> ClientLog {
-    let name = format!("bench:lock:{key}");
+}
+
+async fn client_loop<L: Locker, E: Exec>(locker: Arc<L>, exec: E, run: Loop) -> ClientLog {
+    let Loop { client, key, hold, counter, start, deadline } = run;
+    let name = lock_key(key);
     let spec = Spec::default();
     let mut log = ClientLog { cycles: Vec::with_capacity(4 * 1024), ..ClientLog::default() };
     exec.sleep(start.saturating_duration_since(Instant::now())).await;
     while Instant::now() < deadline {
         let wait_start = Instant::now();
+        if counter {
+            match locker.increment(&name, spec, hold).await {
+                Ok(inc) => {
+                    log.not_held += u64::from(!inc.held);
+                    let (acquired, release_called, released) = (inc.acquired, inc.release_called, Instant::now());
+                    let written = inc.held;
+                    log.cycles.push(Cycle { client, key, wait_start, acquired, release_called, released, written });
+                }
+                Err(e) => {
+                    log.errors += 1;
+                    log.first_error.get_or_insert_with(|| e.to_string());
+                    if log.errors > 100 {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
         let guard = match locker.lock(&name, spec).await {
             Ok(g) => g,
             Err(e) => {
@@ -374,12 +457,14 @@ async fn client_loop<L: Locker, E: Exec>(
             }
         }
         let released = Instant::now();
-        log.cycles.push(Cycle { client, key, wait_start, acquired, release_called, released });
+        log.cycles.push(Cycle { client, key, wait_start, acquired, release_called, released, written: false });
     }
     log
 }
 
-fn analyze_cycles<L: Locker>(logs: &[ClientLog], busy: Duration, delta: &Delta) -> Metrics {
+/// The figures of one run; `requests` are the commands the clients send themselves, and
+/// `own` the requests they counted themselves ([`Locker::own_requests`]).
+fn analyze_cycles(logs: &[ClientLog], busy: Duration, delta: &Delta, requests: &[&str], own: u64) -> Metrics {
     let mut m = Metrics::new();
     let all: Vec<Cycle> = logs.iter().flat_map(|l| l.cycles.iter().copied()).collect();
     let n = all.len() as f64;
@@ -434,8 +519,9 @@ fn analyze_cycles<L: Locker>(logs: &[ClientLog], busy: Duration, delta: &Delta) 
 
     let per = |x: f64| if n > 0.0 { x / n } else { f64::NAN };
     m.insert("cmds_per_acq", per(delta.total() as f64));
-    m.insert("requests_per_acq", per(delta.requests(L::REQUESTS) as f64));
-    m.insert("server_cmd_us_per_acq", per(delta.request_usec(L::REQUESTS) as f64));
+    m.insert("requests_per_acq", per((delta.requests(requests) + own) as f64));
+    m.insert("round_trips_per_acq", per(delta.reads as f64));
+    m.insert("server_cmd_us_per_acq", per(delta.request_usec(requests) as f64));
     // Per command, for the JSON file: which commands make up `cmds_per_acq`.
     for (name, &(calls, _)) in &delta.calls {
         m.insert(command_key(name), per(calls as f64));
@@ -797,7 +883,8 @@ mod tests {
     #[test]
     fn scenarios_parse() {
         assert_eq!("s2".parse::<Scenario>(), Ok(Scenario::S2));
-        assert!("S9".parse::<Scenario>().is_err());
+        assert_eq!("S9".parse::<Scenario>(), Ok(Scenario::S9));
+        assert!("S10".parse::<Scenario>().is_err());
     }
 
     fn cycle(client: usize, at_us: u64, hold_us: u64, base: Instant) -> Cycle {
@@ -809,6 +896,7 @@ mod tests {
             acquired: t(at_us),
             release_called: t(at_us + hold_us),
             released: t(at_us + hold_us + 10),
+            written: false,
         }
     }
 
@@ -825,10 +913,11 @@ mod tests {
         let delta = Delta {
             elapsed: Duration::from_secs(1),
             calls: BTreeMap::new(),
+            reads: 0,
             proc_cpu: Duration::ZERO,
             rusage: Duration::ZERO,
         };
-        let m = analyze_cycles::<crate::adapters::raw::Raw>(&logs, Duration::from_millis(1), &delta);
+        let m = analyze_cycles(&logs, Duration::from_millis(1), &delta, &["set", "eval"], 0);
         assert_eq!(m["acquisitions"], 4.0);
         assert_eq!(m["overlaps"], 1.0);
         assert_eq!(m["self_share"], 0.0);

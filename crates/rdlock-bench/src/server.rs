@@ -55,9 +55,9 @@ impl Server {
         Ok(field(&info, "redis_version").unwrap_or("?").to_owned())
     }
 
-    /// Command counts and CPU time now.
+    /// Command counts, read events and CPU time now.
     pub fn snapshot(&self) -> Result<Snapshot, BoxError> {
-        let info = self.query(redis::cmd("INFO").arg("commandstats").arg("cpu"))?;
+        let info = self.query(redis::cmd("INFO").arg("commandstats").arg("cpu").arg("stats"))?;
         let mut calls = BTreeMap::new();
         for line in info.lines() {
             let Some(rest) = line.strip_prefix("cmdstat_") else { continue };
@@ -69,7 +69,8 @@ impl Server {
         }
         let secs = |k: &str| field(&info, k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         let rusage = Duration::from_secs_f64(secs("used_cpu_sys") + secs("used_cpu_user"));
-        Ok(Snapshot { at: Instant::now(), calls, proc_cpu: proc_cpu(self.process.pid()), rusage })
+        let reads = field(&info, "total_reads_processed").and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(Snapshot { at: Instant::now(), calls, reads, proc_cpu: proc_cpu(self.process.pid()), rusage })
     }
 
     /// Pub/sub connections (`CLIENT LIST TYPE pubsub`) and their channel subscriptions.
@@ -116,6 +117,8 @@ pub struct Snapshot {
     at: Instant,
     /// Calls and microseconds spent, per command.
     calls: BTreeMap<String, (u64, u64)>,
+    /// Read events the server processed, this snapshot's `INFO` included.
+    reads: u64,
     /// From `/proc/PID/stat`: 10 ms resolution.
     proc_cpu: Duration,
     /// From `INFO cpu` (the server's getrusage): microsecond resolution.
@@ -137,6 +140,8 @@ impl Snapshot {
         Delta {
             elapsed: later.at.duration_since(self.at),
             calls,
+            // The later snapshot's own `INFO` is the one admin read in between.
+            reads: later.reads.saturating_sub(self.reads).saturating_sub(1),
             proc_cpu: later.proc_cpu.saturating_sub(self.proc_cpu),
             rusage: later.rusage.saturating_sub(self.rusage),
         }
@@ -150,6 +155,9 @@ pub struct Delta {
     /// Calls and microseconds per command (lower-case name; subcommands as `name|sub`),
     /// admin ones left out.
     pub calls: BTreeMap<String, (u64, u64)>,
+    /// Read events of the clients' connections: their round trips, each reading a request
+    /// or a pipeline of them, when a connection has one in flight at a time.
+    pub reads: u64,
     pub proc_cpu: Duration,
     pub rusage: Duration,
 }

@@ -1,8 +1,11 @@
 //! rdlock-blocking: the synchronous client. Every task of the scenarios runs on a thread of
 //! its own ([`super::ThreadExec`]), so the "async" methods here simply block.
 
-use super::{Locker, Resource, Spec};
+use std::time::{Duration, Instant};
+
+use super::{Increment, Locker, Resource, Spec};
 use crate::BoxError;
+use crate::scenario::hold_until;
 
 /// One blocking rdlock client.
 #[derive(Debug)]
@@ -32,5 +35,25 @@ impl Locker for Blocking {
 
     fn is_valid(&self, guard: &rdlock_blocking::Guard) -> bool {
         guard.is_valid()
+    }
+
+    async fn increment(&self, key: &str, spec: Spec, hold: Option<Duration>) -> Result<Increment, BoxError> {
+        let mutex = self.0.mutex::<u64>(key);
+        let mut value = mutex.builder().ttl(spec.ttl).auto_renew(spec.auto_renew).lock()?;
+        let acquired = Instant::now();
+        *value += 1;
+        if let Some(h) = hold {
+            hold_until(acquired + h).await;
+        }
+        let release_called = Instant::now();
+        let held = value.release()?.was_held();
+        Ok(Increment { acquired, release_called, held })
+    }
+
+    async fn counter(&self, key: &str) -> Result<u64, BoxError> {
+        let value = self.0.mutex::<u64>(key).lock()?;
+        let n = *value;
+        value.discard()?;
+        Ok(n)
     }
 }

@@ -6,13 +6,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::BoxError;
 use crate::scenario::{self, Rig, Scenario, Settings};
 pub use rdlock_driver::Resource;
 
 pub mod blocking;
+pub mod by_hand;
 pub mod raw;
 pub mod rdlock;
 
@@ -85,6 +86,38 @@ pub trait Locker: Sized + Send + Sync + 'static {
     fn release(&self, guard: Self::Guard) -> impl Future<Output = Result<bool, BoxError>> + Send;
     /// Whether the lease is still valid (as far as the client knows).
     fn is_valid(&self, guard: &Self::Guard) -> bool;
+
+    /// The counter scenarios (S8, S9): takes `key`'s lock and reads the `u64` kept with it,
+    /// holds for `hold`, and writes the value plus one back as it releases.
+    fn increment(
+        &self,
+        key: &str,
+        spec: Spec,
+        hold: Option<Duration>,
+    ) -> impl Future<Output = Result<Increment, BoxError>> + Send;
+    /// The counter's value now (taken under its lock, after the run's last snapshot).
+    fn counter(&self, key: &str) -> impl Future<Output = Result<u64, BoxError>> + Send;
+    /// Commands of S8 and S9 the server counts as requests, as [`Locker::REQUESTS`].
+    const COUNTER_REQUESTS: &'static [&'static str] = Self::REQUESTS;
+    /// Requests of S8 and S9 this client counted itself: commands its scripts also run, so
+    /// that the server's count cannot tell them apart (the `GET` and `SET` of a counter kept
+    /// by hand).
+    fn own_requests(&self) -> u64 {
+        0
+    }
+}
+
+/// One increment (S8, S9), as the client saw it. Its hold runs from the value in hand to the
+/// write called, so that reading and writing the value count as hand-off, not as hold, for
+/// the mutex and a counter kept by hand alike.
+#[derive(Clone, Copy, Debug)]
+pub struct Increment {
+    /// The lock was held and the value read.
+    pub acquired: Instant,
+    /// The write (with the release, or just before it) was called.
+    pub release_called: Instant,
+    /// Whether the lock was still ours at the release: the write landed.
+    pub held: bool,
 }
 
 /// One adapter: a name for `--adapters`, and what sets up one scenario run of it (a fresh
@@ -93,26 +126,52 @@ pub trait Locker: Sized + Send + Sync + 'static {
 pub struct Adapter {
     pub name: &'static str,
     pub rig: MakeRig,
+    /// The scenarios it runs in (None: all).
+    pub only: Option<&'static [Scenario]>,
 }
+
+impl Adapter {
+    /// Whether it runs in scenario `s`.
+    pub fn runs(&self, s: Scenario) -> bool {
+        self.only.is_none_or(|only| only.contains(&s))
+    }
+
+    /// The row whose lock S8 and S9 compare this adapter's counter with (S1, S2).
+    pub fn lock_row(name: &str) -> &str {
+        name.strip_suffix(BY_HAND).unwrap_or(name)
+    }
+}
+
+/// Suffix of the rows that keep S8's and S9's counter by hand beside an rdlock lock.
+pub const BY_HAND: &str = "-by-hand";
 
 /// Sets up one scenario run of an adapter.
 pub type MakeRig = fn(Scenario, &Settings) -> Result<Box<dyn Rig>, BoxError>;
 
 /// Every adapter, `raw` (the baseline) first.
 pub const ADAPTERS: &[Adapter] = &[
-    Adapter { name: "raw", rig: |s, set| scenario::rig::<raw::Raw, _>(TokioExec::new()?, s, set) },
+    Adapter { name: "raw", rig: |s, set| scenario::rig::<raw::Raw, _>(TokioExec::new()?, s, set), only: None },
     Adapter {
         name: "tokio",
         rig: |s, set| scenario::rig::<rdlock::Rd<rdlock_tokio::Tokio>, _>(TokioExec::new()?, s, set),
+        only: None,
+    },
+    // S8 and S9 only: the tokio client's lock with the counter read and written by hand
+    // (`GET`, `SET`): what the mutex saves.
+    Adapter {
+        name: "tokio-by-hand",
+        rig: |s, set| scenario::rig::<by_hand::ByHand<rdlock_tokio::Tokio>, _>(TokioExec::new()?, s, set),
+        only: Some(&[Scenario::S8, Scenario::S9]),
     },
     // Under smol's executor (async-std's reactor is the same async-io); clients are made
     // outside any tokio runtime, so the redis crate uses async-io for them.
     Adapter {
         name: "async-std",
         rig: |s, set| scenario::rig::<rdlock::Rd<rdlock_async_std::AsyncStd>, _>(SmolExec, s, set),
+        only: None,
     },
     // Plain threads: one per client (and per waiter in S5).
-    Adapter { name: "blocking", rig: |s, set| scenario::rig::<blocking::Blocking, _>(ThreadExec, s, set) },
+    Adapter { name: "blocking", rig: |s, set| scenario::rig::<blocking::Blocking, _>(ThreadExec, s, set), only: None },
     // A new adapter: implement `Locker` (see `rdlock.rs`, `blocking.rs`), add an `Exec` if it
     // brings an executor of its own, and add a line here.
 ];

@@ -6,6 +6,10 @@
 //! a counter bumped by a tiny script when there is room, retried every millisecond, and
 //! released by `DECR` / `DEL`. Unfair (whoever polls first wins) and unsafe (no owner, no
 //! fence, no expiry: a crashed holder's permit is gone for good) on purpose.
+//!
+//! Its counter (S8, S9) is a user's by hand: the lock above, `GET` the value key, `SET` it
+//! plus one, release: four round trips uncontended, and nothing stops a holder whose lease
+//! lapsed from writing.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
-use super::{Locker, Resource, Spec};
+use super::{Increment, Locker, Resource, Spec};
 use crate::BoxError;
 use crate::scenario::hold_until;
 
@@ -48,6 +52,8 @@ pub struct Raw {
     conn: MultiplexedConnection,
     seed: u64,
     next: AtomicU64,
+    /// `GET`s of the counter sent (the release script runs `GET` too).
+    gets: AtomicU64,
 }
 
 /// A lock, permit or share taken by [`Raw`].
@@ -95,12 +101,14 @@ impl Locker for Raw {
     // The counted resources' scripts go by hash (`redis::Script`, as users call them); their
     // `SET` runs inside a script, and the releases are plain `DECR` / `DEL`.
     const COUNTED_REQUESTS: &'static [&'static str] = &["evalsha", "eval", "decr", "del"];
+    // `SET NX`, the counter's `SET` and the release's `EVAL`; the `GET`s are counted here.
+    const COUNTER_REQUESTS: &'static [&'static str] = &["set", "eval"];
     const RENEWS: bool = false;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
         let conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
         // A per-client prefix from the OS, so that two clients never share a token.
-        Ok(Self { conn, seed: getrandom::u64()?, next: AtomicU64::new(0) })
+        Ok(Self { conn, seed: getrandom::u64()?, next: AtomicU64::new(0), gets: AtomicU64::new(0) })
     }
 
     async fn lock(&self, key: &str, spec: Spec) -> Result<RawGuard, BoxError> {
@@ -158,5 +166,32 @@ impl Locker for Raw {
 
     fn is_valid(&self, _guard: &RawGuard) -> bool {
         true
+    }
+
+    async fn increment(&self, key: &str, spec: Spec, hold: Option<Duration>) -> Result<Increment, BoxError> {
+        let guard = self.lock(key, spec).await?;
+        let value_key = format!("{key}:value");
+        let mut conn = self.conn.clone();
+        let value: Option<u64> = redis::cmd("GET").arg(&value_key).query_async(&mut conn).await?;
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        // The work runs once the value is in hand, and the write follows it, as the mutex's.
+        let acquired = Instant::now();
+        if let Some(h) = hold {
+            hold_until(acquired + h).await;
+        }
+        let release_called = Instant::now();
+        redis::cmd("SET").arg(&value_key).arg(value.unwrap_or(0) + 1).exec_async(&mut conn).await?;
+        let held = self.release(guard).await?;
+        Ok(Increment { acquired, release_called, held })
+    }
+
+    async fn counter(&self, key: &str) -> Result<u64, BoxError> {
+        let value: Option<u64> =
+            redis::cmd("GET").arg(format!("{key}:value")).query_async(&mut self.conn.clone()).await?;
+        Ok(value.unwrap_or(0))
+    }
+
+    fn own_requests(&self) -> u64 {
+        self.gets.load(Ordering::Relaxed)
     }
 }

@@ -3,8 +3,11 @@
 
 use rdlock_driver::{Client, Guard, Runtime};
 
-use super::{Locker, Resource, Spec};
+use std::time::{Duration, Instant};
+
+use super::{Increment, Locker, Resource, Spec};
 use crate::BoxError;
+use crate::scenario::hold_until;
 
 /// What rdlock's clients send themselves: scripts by hash (by source after `NOSCRIPT`),
 /// replica confirmation, pub/sub.
@@ -38,5 +41,25 @@ impl<R: Runtime> Locker for Rd<R> {
 
     fn is_valid(&self, guard: &Guard<R>) -> bool {
         guard.is_valid()
+    }
+
+    async fn increment(&self, key: &str, spec: Spec, hold: Option<Duration>) -> Result<Increment, BoxError> {
+        let mutex = self.0.mutex::<u64>(key);
+        let mut value = mutex.builder().ttl(spec.ttl).auto_renew(spec.auto_renew).lock().await?;
+        let acquired = Instant::now();
+        *value += 1;
+        if let Some(h) = hold {
+            hold_until(acquired + h).await;
+        }
+        let release_called = Instant::now();
+        let held = value.release().await?.was_held();
+        Ok(Increment { acquired, release_called, held })
+    }
+
+    async fn counter(&self, key: &str) -> Result<u64, BoxError> {
+        let value = self.0.mutex::<u64>(key).lock().await?;
+        let n = *value;
+        value.discard().await?;
+        Ok(n)
     }
 }
