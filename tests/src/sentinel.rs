@@ -162,6 +162,13 @@ pub async fn a_confirmed_lock_survives_a_primary_kill<H: Harness>() {
     assert_eq!(get(&mut admin(topo.server(new)), KEY), Some(token), "the confirmed key is on the new primary");
     assert_eq!(H::lost_within(&guard, Duration::from_millis(500)).await, None, "a replicated lease was lost");
     H::extend(&guard).await.expect("the lease renews on the new primary");
+    // The sentinels now list the dead primary as a replica of the new one: `Confirm::All`
+    // counts it (the topology's count, not only the replicas connected), so it falls short.
+    let short = opts(Duration::from_secs(5), Confirm::All { timeout: Duration::from_millis(300) });
+    match lock_with::<H>(&client, "rdlock-test:sentinel-all", short, Duration::from_secs(5)).await {
+        Err(Error::ReplicationShortfall { acked, wanted: 2 }) => assert!(acked < 2, "acked {acked}"),
+        other => panic!("expected a shortfall counting the dead primary, got {other:?}"),
+    }
     assert!(H::release(guard).await.expect("release").was_held());
     let next = H::lock_timeout(&client, KEY, Duration::from_secs(5)).await.expect("lock again");
     assert!(H::fence(&next) > fence, "fence {} after {fence}", H::fence(&next));
