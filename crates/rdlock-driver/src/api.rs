@@ -285,6 +285,8 @@ macro_rules! lock_api {
             }
 
             /// The underlying `redis::Client` (the `redis` crate is re-exported by every adapter).
+            /// Through sentinels: the client of the primary found at connect, which a failover
+            /// replaces ([`Client::sentinel_primary`] names the one in use).
             pub fn redis(&self) -> &redis::Client {
                 &self.inner.redis
             }

@@ -310,6 +310,17 @@ pub(crate) fn resolve(config: &SentinelConfig, known: Option<&Primary>) -> Resul
         let asked = config.sentinels.iter().map(|(h, p)| format!("{h}:{p}")).collect();
         return Err(SentinelError::NoSentinelReachable { asked, last });
     }
+    let primary = elect(answers, &config.master)?;
+    if known.is_none_or(|k| !k.same_server(&primary)) {
+        confirm_primary(config, &primary)?;
+    }
+    Ok(primary)
+}
+
+/// The primary named by more than half of the sentinels that answered (each answer: the
+/// sentinel, and the primary it named or `None` for a name it does not know), with the most
+/// replicas any of those sentinels lists.
+fn elect(answers: Vec<(String, Option<Primary>)>, master: &str) -> Result<Primary, SentinelError> {
     let votes = |p: &Option<Primary>| {
         answers
             .iter()
@@ -323,19 +334,16 @@ pub(crate) fn resolve(config: &SentinelConfig, known: Option<&Primary>) -> Resul
     let winner = answers.iter().map(|(_, a)| a).find(|a| votes(a) * 2 > answers.len()).cloned();
     let Some(winner) = winner else {
         let answers = answers.into_iter().map(|(s, a)| (s, a.map(|a| a.addr()))).collect();
-        return Err(SentinelError::Disagreement { name: config.master.clone(), answers });
+        return Err(SentinelError::Disagreement { name: master.to_owned(), answers });
     };
     let Some(mut primary) = winner else {
-        return Err(SentinelError::UnknownMaster { name: config.master.clone() });
+        return Err(SentinelError::UnknownMaster { name: master.to_owned() });
     };
     // The most replicas any agreeing sentinel lists.
     primary.replicas = answers
         .iter()
         .filter_map(|(_, a)| a.as_ref().filter(|a| a.same_server(&primary)).and_then(|a| a.replicas))
         .max();
-    if known.is_none_or(|k| !k.same_server(&primary)) {
-        confirm_primary(config, &primary)?;
-    }
     Ok(primary)
 }
 
@@ -569,6 +577,24 @@ mod tests {
         assert_eq!(c.data_credentials.username, None);
         assert_eq!(c.data_credentials.password.as_deref(), Some("pw"));
         assert!(!format!("{c:?}").contains("pw\""));
+    }
+
+    fn named(sentinel: &str, port: Option<u16>, replicas: u32) -> (String, Option<Primary>) {
+        let primary = port.map(|port| Primary { host: "10.0.0.9".into(), port, replicas: Some(replicas) });
+        (sentinel.to_owned(), primary)
+    }
+
+    #[test]
+    fn the_majority_of_the_answers_names_the_primary() {
+        let two_to_one = vec![named("a", Some(1), 2), named("b", Some(2), 2), named("c", Some(1), 3)];
+        let p = elect(two_to_one, "m").expect("a majority");
+        assert_eq!((p.port, p.replicas), (1, Some(3)));
+        // One answer of one is a majority: the others were unreachable.
+        assert_eq!(elect(vec![named("a", Some(7), 0)], "m").expect("alone").port, 7);
+        let split = vec![named("a", Some(1), 2), named("b", Some(2), 2)];
+        assert!(matches!(elect(split, "m"), Err(SentinelError::Disagreement { answers, .. }) if answers.len() == 2));
+        let unknown = vec![named("a", None, 0), named("b", None, 0), named("c", Some(1), 2)];
+        assert!(matches!(elect(unknown, "m"), Err(SentinelError::UnknownMaster { name }) if name == "m"));
     }
 
     #[test]
