@@ -32,6 +32,11 @@ pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
 /// asked for by a failed request waits for its turn.
 const TICK: Duration = Duration::from_millis(100);
 
+/// After a `+switch-master` message, the primary is looked up every tick for this long, until
+/// the switch is seen: the other sentinels learn of it a little later than the one that
+/// announced it, and a majority is needed.
+const HURRY: Duration = Duration::from_secs(5);
+
 /// A user name and password for `AUTH`. The password never shows in `Debug` output.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
@@ -459,6 +464,8 @@ where
 {
     let mut next = 0;
     let mut due = Instant::now() + watch.refresh;
+    let mut hurry_until = None;
+    let mut failing = false;
     loop {
         let n = watch.config.sentinels.len().max(1);
         let (host, port) = watch.config.sentinels.get(next % n).cloned().unwrap_or_default();
@@ -502,9 +509,31 @@ where
             }
             let poked = watch.poked.swap(false, Ordering::AcqRel);
             let now = Instant::now();
-            if switched || poked || now >= due {
+            if switched {
+                hurry_until = Some(now + HURRY);
+            }
+            let hurrying = hurry_until.is_some_and(|t| now < t);
+            if hurrying || poked || now >= due {
                 due = now + watch.refresh;
-                look_up(watch, &cell);
+                match look_up(watch, &cell) {
+                    Ok(changed) => {
+                        if failing {
+                            tracing::info!(primary = %watch.primary(), "the sentinels answer again");
+                        }
+                        failing = false;
+                        if changed {
+                            hurry_until = None;
+                        }
+                    }
+                    // Sentinels briefly disagree while a switch spreads: not worth a warning.
+                    Err(e) if hurrying => tracing::debug!(error = %e, "sentinel lookup during a switch"),
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(error = %e, primary = %watch.primary(), "sentinel lookup failed; keeping the primary in use");
+                        }
+                        failing = true;
+                    }
+                }
             }
             if !listening {
                 break;
@@ -516,21 +545,15 @@ where
     }
 }
 
-/// One lookup: a confirmed new primary is switched to; otherwise the replica floor is kept
-/// current. Trouble is logged, and the primary in use is kept.
-fn look_up<D>(watch: &Watch, cell: &Arc<Cell<D>>)
+/// One lookup: a confirmed new primary is switched to (`Ok(true)`); otherwise the replica
+/// floor is kept current. On trouble the primary in use is kept.
+fn look_up<D>(watch: &Watch, cell: &Arc<Cell<D>>) -> Result<bool, SentinelError>
 where
     D: Side + Send + Sync + 'static,
     D::Waiter: Send,
 {
     let known = watch.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let found = match resolve(&watch.config, Some(&known)) {
-        Ok(found) => found,
-        Err(e) => {
-            tracing::debug!(error = %e, primary = %known.addr(), "sentinel lookup failed; keeping the primary in use");
-            return;
-        }
-    };
+    let found = resolve(&watch.config, Some(&known))?;
     if found.same_server(&known) {
         if found.replicas.is_some() && found.replicas != known.replicas {
             watch.current.lock().unwrap_or_else(|e| e.into_inner()).replicas = found.replicas;
@@ -538,19 +561,17 @@ where
                 cell.state().engine.set_known_replicas(n);
             }
         }
-        return;
+        return Ok(false);
     }
-    let client = match watch.config.data_client(&found) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, primary = %found.addr(), "cannot address the new primary");
-            return;
-        }
-    };
+    let client = watch
+        .config
+        .data_client(&found)
+        .map_err(|e| SentinelError::NotAPrimary { addr: found.addr(), detail: e.to_string() })?;
     tracing::info!(from = %known.addr(), to = %found.addr(), "the primary changed: following it");
     *watch.current.lock().unwrap_or_else(|e| e.into_inner()) = found.clone();
     let requests = cell.primary_changed(client, found.replicas);
     D::send_background(cell, requests);
+    Ok(true)
 }
 
 #[cfg(test)]
