@@ -83,7 +83,8 @@ macro_rules! lock_api {
             /// on a `READONLY` reply, a lost link, and every
             /// [`ClientConfig::topology_refresh`]. After a switch every held lease is verified
             /// on the new primary at once (one it lacks is reported lost), and waiters look
-            /// again there.
+            /// again there. The watching runs on one helper thread per client (for every
+            /// adapter), which ends with the client.
             ///
             /// # Errors
             ///
