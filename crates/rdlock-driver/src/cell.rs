@@ -4,7 +4,7 @@
 //! workers, and what it keeps to send and wait with, is its [`Side`].
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -46,6 +46,8 @@ pub(crate) struct Cell<D: Side> {
     /// The primary connections are made to now, and its epoch: a connection made for an
     /// older epoch is not used again (the primary changed since).
     target: Mutex<(redis::Client, u64)>,
+    /// The target's epoch, read without the lock on every exchange.
+    epoch: AtomicU64,
     /// The sentinels' watch, when the client connected through them.
     pub(crate) watch: OnceLock<Arc<Watch>>,
     pub(crate) config: ClientConfig,
@@ -61,6 +63,7 @@ impl<D: Side> Cell<D> {
     pub(crate) fn new(redis: redis::Client, config: ClientConfig, side: D) -> Result<Self, Error> {
         Ok(Self {
             target: Mutex::new((redis.clone(), 0)),
+            epoch: AtomicU64::new(0),
             watch: OnceLock::new(),
             redis,
             state: Mutex::new(Shared::new(&config)?),
@@ -71,14 +74,14 @@ impl<D: Side> Cell<D> {
         })
     }
 
-    /// The primary's client and epoch, to connect to.
+    /// The primary's client and epoch, to connect to (a clone: only to make a connection).
     pub(crate) fn target(&self) -> (redis::Client, u64) {
         self.target.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The epoch of the primary in use: it changes when the client follows a failover.
     pub(crate) fn epoch(&self) -> u64 {
-        self.target.lock().unwrap_or_else(|e| e.into_inner()).1
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// The client now talks to another primary: connections are made anew (the pub/sub
@@ -89,6 +92,7 @@ impl<D: Side> Cell<D> {
             let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
             target.0 = redis;
             target.1 += 1;
+            self.epoch.store(target.1, Ordering::Release);
         }
         let (_, requests) = self.with_engine(|s, now| s.engine.handle_primary_changed(known_replicas, now));
         D::wake_pubsub(self);

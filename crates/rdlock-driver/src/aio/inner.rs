@@ -64,19 +64,17 @@ impl Wakers {
 pub(super) struct Conn(Mutex<Option<(u64, MultiplexedConnection)>>);
 
 impl Conn {
-    async fn get(
-        &self,
-        target: (redis::Client, u64),
-        config: &ClientConfig,
-    ) -> redis::RedisResult<MultiplexedConnection> {
-        let (client, epoch) = target;
+    /// The connection, made anew when there is none or it was made for an older primary
+    /// (the client is cloned only then).
+    async fn get<D: Side>(&self, cell: &Cell<D>) -> redis::RedisResult<MultiplexedConnection> {
         if let Some((e, c)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-            && e == epoch
+            && e == cell.epoch()
         {
             return Ok(c);
         }
+        let (client, epoch) = cell.target();
         let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connection_timeout))
+            .set_connection_timeout(Some(cell.config.connection_timeout))
             .set_response_timeout(None);
         let mut c = client.get_multiplexed_async_connection_with_config(&cfg).await?;
         let _ = convert::load_scripts().query_async::<()>(&mut c).await;
@@ -145,7 +143,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
 
     /// Makes sure the command connection can be made.
     pub(super) async fn connect(&self) -> Result<(), crate::Error> {
-        let mut c = self.side.commands.get(self.target(), &self.config).await?;
+        let mut c = self.side.commands.get(self).await?;
         // A server that wants credentials accepts the connection but no command: ask once.
         redis::cmd("PING").query_async::<()>(&mut c).await?;
         // A user without the right to INFO cannot be checked; that is no reason to refuse.
@@ -264,7 +262,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
         let deadline = R::now() + exchange.limit(&self.config);
         let left = || deadline.saturating_duration_since(R::now());
         let connecting = self.config.connection_timeout.min(left());
-        let mut c = match timeout::<R, _>(connecting, conn.get(self.target(), &self.config)).await {
+        let mut c = match timeout::<R, _>(connecting, conn.get(self)).await {
             Some(Ok(c)) => c,
             Some(Err(e)) => return exchange.unsent(&e),
             None => return Err(TransportError::Timeout),
