@@ -47,6 +47,12 @@ pub trait Harness: Sized + Send + Sync + 'static {
     /// A client with explicit settings (`Client::connect`).
     async fn connect_with(url: &str, config: ClientConfig) -> Result<Self::Client, Error>;
 
+    /// A client of the primary the sentinels of a `redis+sentinel://` URL name, with explicit
+    /// settings (`Client::connect_sentinel`).
+    async fn connect_sentinel(url: &str, config: ClientConfig) -> Result<Self::Client, Error>;
+    /// The primary a sentinel client uses now, `host:port` (`Client::sentinel_primary`).
+    fn sentinel_primary(client: &Self::Client) -> Option<String>;
+
     /// Waits until the lock is acquired (`Client::lock`).
     async fn lock(client: &Self::Client, key: &str) -> Result<Self::Guard, Error>;
     /// Waits until acquired or `timeout` passes (`Client::lock_timeout`).

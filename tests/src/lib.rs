@@ -8,7 +8,8 @@
 //! - [`runtimes`] implements it: once for every async adapter, generically over the driver's
 //!   runtime ([`runtimes::Async`], with a `block_on` per runtime), and once for the blocking one.
 //! - [`cases`] holds the cases, generic over the harness ([`counted`] those of semaphores and
-//!   read-write locks, [`mutex`] those of the mutex); [`support`] the server-side checks.
+//!   read-write locks, [`mutex`] those of the mutex, [`sentinel`] those of failovers under
+//!   Redis Sentinel); [`support`] the server-side checks.
 //! - [`cases!`] stamps out one `#[test]` per case for a harness; `tests/integration.rs` invokes
 //!   it once per enabled runtime, in a module named after it (`tokio::mutual_exclusion`, ...).
 //!
@@ -23,6 +24,7 @@ pub mod harness;
 pub mod mutex;
 pub mod runtimes;
 pub mod scoped;
+pub mod sentinel;
 pub mod support;
 
 use std::future::Future;
@@ -116,6 +118,21 @@ macro_rules! cases {
             a_value_ttl_applies_only_when_asked,
             confirm_covers_the_write_back,
         );
+        $crate::cases!(@sentinel $harness;
+            sentinel_bad_inputs_are_typed_errors,
+            a_confirmed_lock_survives_a_primary_kill,
+            an_unreplicated_lock_is_reported_lost_after_a_failover,
+            a_waiter_follows_a_sentinel_failover,
+            two_paused_sentinels_leave_the_client_working,
+        );
+    };
+    (@sentinel $harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::sentinel::$case::<$harness>);
+            }
+        )*
     };
     (@scoped $harness:ty; $($case:ident),* $(,)?) => {
         $(

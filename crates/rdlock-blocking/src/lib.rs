@@ -44,6 +44,8 @@ pub use rdlock_driver::{
     LockOptions, LossSignal, LostReason, MAX_CAPACITY, MAX_TTL, MIN_TTL, ReleaseOutcome, Resource, ServerError,
     Sharing, TransportError, redis,
 };
+// Connecting through sentinels (`Client::connect_sentinel`, or a `redis+sentinel://` URL).
+pub use rdlock_driver::{Credentials, DEFAULT_SENTINEL_PORT, SentinelConfig, SentinelError};
 
 /// The answer to a single attempt on plain threads ([`Client::try_lock_report`]).
 pub type TryLock = rdlock_driver::TryLock<Guard>;

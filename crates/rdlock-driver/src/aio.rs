@@ -244,6 +244,19 @@ async fn start<R: Runtime>(redis: redis::Client, config: ClientConfig) -> Result
     Ok(inner)
 }
 
+/// Makes a client of the primary the sentinels name (looked up off this task), and has it
+/// follow their failovers.
+async fn start_sentinel<R: Runtime>(
+    sentinel: crate::SentinelConfig,
+    config: ClientConfig,
+) -> Result<Arc<Inner<R>>, Error> {
+    let primary = crate::sentinel::resolve_off_thread(sentinel.clone()).await?;
+    let settings = config.clone();
+    let inner = start(sentinel.data_client(&primary)?, config).await?;
+    crate::sentinel::follow(&inner, sentinel, primary, &settings)?;
+    Ok(inner)
+}
+
 /// Gives up a lock: the driver task sends what that takes.
 fn abandon<R: Runtime>(inner: &Inner<R>, id: LockId) {
     let (_, requests) = inner.with_engine(|s, now| {

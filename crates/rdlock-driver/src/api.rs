@@ -53,19 +53,53 @@ macro_rules! lock_api {
 
         impl<$($g)*> std::fmt::Debug for Client<$($a)*> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct("Client").field("server", &self.inner.redis.get_connection_info().addr()).finish()
+                f.debug_struct("Client").field("server", self.inner.target().0.get_connection_info().addr()).finish()
             }
         }
 
         impl<$($g)*> Client<$($a)*> {
             /// Connects to the server at `url` (`redis://[user:password@]host:port/db`, or
-            /// `rediss://` for TLS when the redis crate's TLS feature is on).
+            /// `rediss://` for TLS when the redis crate's TLS feature is on), or through
+            /// sentinels (`redis+sentinel://[user:password@]host:port,host:port/master`, see
+            /// [`SentinelConfig::from_url`](crate::SentinelConfig::from_url)).
             ///
             /// # Errors
             ///
             $(#[$open_errors])*
+            /// Through sentinels: [`Error::Sentinel`] when none answers, they know no such
+            /// master, or no majority of them agrees.
             pub $($async)? fn open(url: &str) -> Result<Self, Error> {
+                if url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://") {
+                    let sentinel = crate::SentinelConfig::from_url(url)?;
+                    return wait!(Self::connect_sentinel(sentinel, ClientConfig::default()));
+                }
                 wait!(Self::connect(redis::Client::open(url)?, ClientConfig::default()))
+            }
+
+            /// A client of the primary that the sentinels in `sentinel` name, with settings.
+            /// Each sentinel is asked; the answer of more than half of those that answer is
+            /// used, once the server says it is a primary. The client then follows failovers:
+            /// it listens for the sentinels' `+switch-master`, and looks the primary up again
+            /// on a `READONLY` reply, a lost link, and every
+            /// [`ClientConfig::topology_refresh`]. After a switch every held lease is verified
+            /// on the new primary at once (one it lacks is reported lost), and waiters look
+            /// again there. The watching runs on one helper thread per client (for every
+            /// adapter), which ends with the client.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Sentinel`] when no sentinel answers, they know no such master, no
+            /// majority of them agrees, or the server they name is no primary; otherwise as
+            /// [`Client::open`].
+            pub $($async)? fn connect_sentinel(sentinel: crate::SentinelConfig, config: ClientConfig) -> Result<Self, Error> {
+                let inner = wait!(start_sentinel(sentinel, config))?;
+                Ok(Self { _life: std::sync::Arc::new(Lifetime(inner.clone())), inner })
+            }
+
+            /// The primary's `host:port` when connected through sentinels (it changes when the
+            /// client follows a failover); `None` otherwise.
+            pub fn sentinel_primary(&self) -> Option<String> {
+                self.inner.watch.get().map(|w| w.primary())
             }
 
             $(#[$connect])*
@@ -252,6 +286,8 @@ macro_rules! lock_api {
             }
 
             /// The underlying `redis::Client` (the `redis` crate is re-exported by every adapter).
+            /// Through sentinels: the client of the primary found at connect, which a failover
+            /// replaces ([`Client::sentinel_primary`] names the one in use).
             pub fn redis(&self) -> &redis::Client {
                 &self.inner.redis
             }

@@ -247,6 +247,15 @@ fn start(redis: redis::Client, config: ClientConfig) -> Result<Arc<Inner>, Error
     Ok(inner)
 }
 
+/// Makes a client of the primary the sentinels name, and has it follow their failovers.
+fn start_sentinel(sentinel: crate::SentinelConfig, config: ClientConfig) -> Result<Arc<Inner>, Error> {
+    let primary = crate::sentinel::resolve(&sentinel, None)?;
+    let settings = config.clone();
+    let inner = start(sentinel.data_client(&primary)?, config)?;
+    crate::sentinel::follow(&inner, sentinel, primary, &settings)?;
+    Ok(inner)
+}
+
 /// Gives up a lock on this thread: the first request here, bounded by the response
 /// timeout; any retry in the background.
 fn abandon(inner: &Arc<Inner>, id: LockId) {

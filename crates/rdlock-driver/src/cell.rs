@@ -4,8 +4,8 @@
 //! workers, and what it keeps to send and wait with, is its [`Side`].
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use rdlock_core::{Command, Reply, Request, RequestId, Script, Transmit, TransportError};
@@ -13,6 +13,7 @@ use rdlock_core::{Command, Reply, Request, RequestId, Script, Transmit, Transpor
 use crate::common::{self, Shared, Waiter};
 use crate::config::{ClientConfig, KeyspaceNotifications};
 use crate::error::Error;
+use crate::sentinel::Watch;
 
 /// A driver's way of waiting: how a lock's waiter and the workers are woken, and its clock.
 pub(crate) trait Side: Sized {
@@ -33,11 +34,22 @@ pub(crate) trait Side: Sized {
 
     /// The client closed: wake every worker, so that each sees the flag.
     fn wake_all(cell: &Cell<Self>);
+
+    /// Sends requests made outside any caller (the sentinel watcher's) in the background.
+    fn send_background(cell: &Arc<Cell<Self>>, requests: Vec<Request>);
 }
 
 /// The shared state of one client, and its side's own part.
 pub(crate) struct Cell<D: Side> {
+    /// The client given at connect (with sentinels: of the primary found then).
     pub(crate) redis: redis::Client,
+    /// The primary connections are made to now, and its epoch: a connection made for an
+    /// older epoch is not used again (the primary changed since).
+    target: Mutex<(redis::Client, u64)>,
+    /// The target's epoch, read without the lock on every exchange.
+    epoch: AtomicU64,
+    /// The sentinels' watch, when the client connected through them.
+    pub(crate) watch: OnceLock<Arc<Watch>>,
     pub(crate) config: ClientConfig,
     state: Mutex<Shared<D::Waiter>>,
     pubsub: Mutex<VecDeque<Transmit>>,
@@ -50,6 +62,9 @@ impl<D: Side> Cell<D> {
     /// A fresh engine (seeded from the operating system) and nothing queued.
     pub(crate) fn new(redis: redis::Client, config: ClientConfig, side: D) -> Result<Self, Error> {
         Ok(Self {
+            target: Mutex::new((redis.clone(), 0)),
+            epoch: AtomicU64::new(0),
+            watch: OnceLock::new(),
             redis,
             state: Mutex::new(Shared::new(&config)?),
             config,
@@ -57,6 +72,31 @@ impl<D: Side> Cell<D> {
             closed: AtomicBool::new(false),
             side,
         })
+    }
+
+    /// The primary's client and epoch, to connect to (a clone: only to make a connection).
+    pub(crate) fn target(&self) -> (redis::Client, u64) {
+        self.target.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The epoch of the primary in use: it changes when the client follows a failover.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The client now talks to another primary: connections are made anew (the pub/sub
+    /// worker's too, which then subscribes again), and the engine verifies every held lease
+    /// there at once. Returns the requests that follow.
+    pub(crate) fn primary_changed(&self, redis: redis::Client, known_replicas: Option<u32>) -> Vec<Request> {
+        {
+            let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+            target.0 = redis;
+            target.1 += 1;
+            self.epoch.store(target.1, Ordering::Release);
+        }
+        let (_, requests) = self.with_engine(|s, now| s.engine.handle_primary_changed(known_replicas, now));
+        D::wake_pubsub(self);
+        requests
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, Shared<D::Waiter>> {
@@ -110,6 +150,12 @@ impl<D: Side> Cell<D> {
 
     /// Feeds an exchange's outcome back; returns the requests that follow.
     pub(crate) fn replied(&self, id: RequestId, reply: Result<Vec<Reply>, TransportError>) -> Vec<Request> {
+        // A lost link or a demoted primary: ask the sentinels now, not at the next refresh.
+        if let Some(watch) = self.watch.get()
+            && reply.as_ref().map_or(true, |r| r.iter().any(|r| matches!(r, Reply::Error(e) if e.code == "READONLY")))
+        {
+            watch.poke();
+        }
         let (misuse, more) = self.with_engine(|s, now| s.engine.handle_reply(id, reply, now));
         if let Err(e) = misuse {
             tracing::warn!(error = %e, "reply not accepted by the engine");

@@ -60,6 +60,11 @@ pub struct ClientConfig {
     /// ([`Sharing::Foreign`](crate::Sharing::Foreign)) as soon as a foreign holder's key
     /// goes. Detected at connect by default.
     pub keyspace_notifications: KeyspaceNotifications,
+    /// With sentinels: how often the primary is looked up even when nothing suggests a
+    /// change (a `+switch-master` message, a `READONLY` reply or a lost link trigger a
+    /// lookup at once). Each lookup also refreshes the replicas the sentinels list, which
+    /// [`Confirm::All`](crate::Confirm) and `Majority` count. Ignored without sentinels.
+    pub topology_refresh: Duration,
     /// Engine settings. They hold no randomness: each client's engine seeds its owner
     /// tokens from the operating system when the client is made, so clients built from
     /// copies of one configuration never share tokens.
@@ -74,6 +79,7 @@ impl Default for ClientConfig {
             connection_timeout: Duration::from_secs(2),
             refuse_evicting_server: false,
             keyspace_notifications: KeyspaceNotifications::Detect,
+            topology_refresh: Duration::from_secs(1),
             engine: EngineConfig::default(),
         }
     }

@@ -41,6 +41,10 @@ pub enum Error {
     /// The operation failed on the server or on the way to it.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The sentinels could not name a primary to connect to (at connect only: afterwards
+    /// sentinel trouble is logged, and the client keeps the primary it knows).
+    #[error(transparent)]
+    Sentinel(#[from] crate::SentinelError),
     /// A connection could not be made.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),

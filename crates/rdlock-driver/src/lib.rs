@@ -9,7 +9,8 @@
 //!   shared pub/sub connection;
 //! - [`blocking`]: the same API on plain threads;
 //! - [`LossSignal`], [`TryLock`]: an owned lost-lease signal, and a single attempt's answer;
-//! - [`Mutex`] and [`Codec`]: a lock whose value lives beside it, and how the value is encoded.
+//! - [`Mutex`] and [`Codec`]: a lock whose value lives beside it, and how the value is encoded;
+//! - [`SentinelConfig`]: connecting through Redis Sentinel, and following its failovers.
 //!
 //! Users pick an adapter crate (`rdlock-tokio`, `rdlock-async-std`, `rdlock-blocking`),
 //! which names the runtime and re-exports these types.
@@ -35,6 +36,7 @@ mod pubsub;
 #[cfg(feature = "async")]
 mod runtime;
 mod scope;
+mod sentinel;
 
 #[cfg(feature = "async")]
 pub use aio::{Client, Guard, LockBuilder, RwLock, Semaphore};
@@ -62,3 +64,4 @@ pub use rdlock_core::{
 pub use redis;
 #[cfg(feature = "async")]
 pub use runtime::Runtime;
+pub use sentinel::{Credentials, DEFAULT_SENTINEL_PORT, SentinelConfig, SentinelError};

@@ -68,6 +68,14 @@ impl<E: Executor> Harness for Async<E> {
         Client::connect(redis::Client::open(url)?, config).await
     }
 
+    async fn connect_sentinel(url: &str, config: ClientConfig) -> Result<Self::Client, Error> {
+        Client::connect_sentinel(rdlock_driver::SentinelConfig::from_url(url)?, config).await
+    }
+
+    fn sentinel_primary(client: &Self::Client) -> Option<String> {
+        client.sentinel_primary()
+    }
+
     async fn lock(client: &Self::Client, key: &str) -> Result<Self::Guard, Error> {
         client.lock(key).await
     }

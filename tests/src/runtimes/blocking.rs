@@ -66,6 +66,14 @@ impl Harness for Blocking {
         Client::connect(redis::Client::open(url)?, config)
     }
 
+    async fn connect_sentinel(url: &str, config: ClientConfig) -> Result<Self::Client, Error> {
+        Client::connect_sentinel(rdlock_driver::SentinelConfig::from_url(url)?, config)
+    }
+
+    fn sentinel_primary(client: &Self::Client) -> Option<String> {
+        client.sentinel_primary()
+    }
+
     async fn lock(client: &Self::Client, key: &str) -> Result<Self::Guard, Error> {
         client.lock(key)
     }

@@ -58,21 +58,27 @@ impl Wakers {
     }
 }
 
-/// One lazily made connection, replaced after a failure.
+/// One lazily made connection to the primary of its epoch, replaced after a failure or
+/// when the primary changes.
 #[derive(Default)]
-pub(super) struct Conn(Mutex<Option<MultiplexedConnection>>);
+pub(super) struct Conn(Mutex<Option<(u64, MultiplexedConnection)>>);
 
 impl Conn {
-    async fn get(&self, client: &redis::Client, config: &ClientConfig) -> redis::RedisResult<MultiplexedConnection> {
-        if let Some(c) = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+    /// The connection, made anew when there is none or it was made for an older primary
+    /// (the client is cloned only then).
+    async fn get<D: Side>(&self, cell: &Cell<D>) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some((e, c)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            && e == cell.epoch()
+        {
             return Ok(c);
         }
+        let (client, epoch) = cell.target();
         let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connection_timeout))
+            .set_connection_timeout(Some(cell.config.connection_timeout))
             .set_response_timeout(None);
         let mut c = client.get_multiplexed_async_connection_with_config(&cfg).await?;
         let _ = convert::load_scripts().query_async::<()>(&mut c).await;
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((epoch, c.clone()));
         Ok(c)
     }
 
@@ -112,6 +118,10 @@ impl<R: Runtime> Side for Tasks<R> {
         cell.side.driver_signal.notify();
         cell.side.pubsub_signal.notify();
     }
+
+    fn send_background(cell: &Arc<Cell<Self>>, requests: Vec<Request>) {
+        cell.run_in_background(requests);
+    }
 }
 
 pub(super) type Inner<R> = Cell<Tasks<R>>;
@@ -133,7 +143,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
 
     /// Makes sure the command connection can be made.
     pub(super) async fn connect(&self) -> Result<(), crate::Error> {
-        let mut c = self.side.commands.get(&self.redis, &self.config).await?;
+        let mut c = self.side.commands.get(self).await?;
         // A server that wants credentials accepts the connection but no command: ask once.
         redis::cmd("PING").query_async::<()>(&mut c).await?;
         // A user without the right to INFO cannot be checked; that is no reason to refuse.
@@ -252,7 +262,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
         let deadline = R::now() + exchange.limit(&self.config);
         let left = || deadline.saturating_duration_since(R::now());
         let connecting = self.config.connection_timeout.min(left());
-        let mut c = match timeout::<R, _>(connecting, conn.get(&self.redis, &self.config)).await {
+        let mut c = match timeout::<R, _>(connecting, conn.get(self)).await {
             Some(Ok(c)) => c,
             Some(Err(e)) => return exchange.unsent(&e),
             None => return Err(TransportError::Timeout),

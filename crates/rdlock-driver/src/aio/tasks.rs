@@ -52,13 +52,18 @@ pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
         if failures > 0 {
             R::sleep_until(R::now() + backoff(failures)).await;
         }
-        let conn = timeout::<R, _>(inner.config.connection_timeout, inner.redis.get_async_pubsub()).await;
+        let (client, epoch) = inner.target();
+        let conn = timeout::<R, _>(inner.config.connection_timeout, client.get_async_pubsub()).await;
         let Some(Ok(conn)) = conn else {
             failures += 1;
             continue;
         };
         let (mut sink, mut stream) = conn.split();
         'connected: loop {
+            if inner.epoch() != epoch {
+                // The primary changed: subscribe there, and have waiters look again.
+                break 'connected;
+            }
             // Subscribe in batches: one round trip for every channel queued meanwhile.
             let mut subscribe = Vec::new();
             while let Some(t) = inner.pop_pubsub() {

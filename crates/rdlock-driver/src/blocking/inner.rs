@@ -33,10 +33,12 @@ impl common::Waiter for Arc<Condvar> {
     }
 }
 
-/// A synchronous connection and the read timeout it is set to.
+/// A synchronous connection, the read timeout it is set to, and the epoch of the primary
+/// it was made to.
 struct Pooled {
     conn: Connection,
     read_timeout: Duration,
+    epoch: u64,
 }
 
 /// Idle connections of one route. A thread takes one for a request and puts it back after,
@@ -45,8 +47,11 @@ struct Pooled {
 struct Pool(Mutex<Vec<Pooled>>);
 
 impl Pool {
-    fn take(&self) -> Option<Pooled> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    /// An idle connection to the primary of `epoch`; those to an older primary are closed.
+    fn take(&self, epoch: u64) -> Option<Pooled> {
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|c| c.epoch == epoch);
+        idle.pop()
     }
 
     fn put(&self, conn: Pooled) {
@@ -102,6 +107,10 @@ impl Side for Threads {
         cell.side.work_cond.notify_all();
         drop(work);
     }
+
+    fn send_background(cell: &Arc<Cell<Self>>, requests: Vec<Request>) {
+        cell.run_background(requests);
+    }
 }
 
 pub(super) type Inner = Cell<Threads>;
@@ -146,7 +155,8 @@ impl Cell<Threads> {
         // Measured: against a frozen server the redis crate's set-up waits its timeout once
         // per set-up reply (twice), so it gets half of what is allowed.
         let connect = self.config.connection_timeout.min(limit) / 2;
-        let mut conn = self.redis.get_connection_with_timeout(connect)?;
+        let (client, epoch) = self.target();
+        let mut conn = client.get_connection_with_timeout(connect)?;
         // The hand-shake may have used most of the time: the scripts get what is left.
         let left = limit.saturating_sub(started.elapsed());
         if left < MIN_WAIT {
@@ -162,7 +172,7 @@ impl Cell<Threads> {
             // A late reply would answer the next request: never reuse this connection.
             return Err(e);
         }
-        Ok(Pooled { conn, read_timeout: left })
+        Ok(Pooled { conn, read_timeout: left, epoch })
     }
 
     /// Blocks until the answer to `op` of lock `id` is in.
@@ -304,7 +314,7 @@ impl Cell<Threads> {
         if let Some(d) = deadline {
             limit = limit.min(d.saturating_duration_since(started).max(MIN_WAIT));
         }
-        let mut conn = match pool.take().map_or_else(|| self.open_within(limit), Ok) {
+        let mut conn = match pool.take(self.epoch()).map_or_else(|| self.open_within(limit), Ok) {
             Ok(c) => c,
             Err(e) => return exchange.unsent(&e),
         };

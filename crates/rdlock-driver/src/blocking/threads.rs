@@ -50,12 +50,13 @@ fn pubsub(inner: Arc<Inner>) {
             // Sleeps, unless the client closes meanwhile.
             inner.pause(backoff(failures));
         }
-        let conn = inner.redis.get_connection_with_timeout(inner.config.connection_timeout);
+        let (client, epoch) = inner.target();
+        let conn = client.get_connection_with_timeout(inner.config.connection_timeout);
         let Ok(mut conn) = conn else {
             failures += 1;
             continue;
         };
-        match session(&inner, &mut conn, &mut refusals, &mut failures) {
+        match session(&inner, &mut conn, epoch, &mut refusals, &mut failures) {
             Ok(()) => {}
             Err(e) => {
                 failures += 1;
@@ -72,13 +73,23 @@ fn pubsub(inner: Arc<Inner>) {
 /// Serves one pub/sub connection until it fails (`Err`) or the client closes (`Ok`).
 /// `failures` is reset once the server accepts a subscription. The connection is driven
 /// directly (send, then read replies), so that a refused `SUBSCRIBE` is seen as such.
-fn session(inner: &Arc<Inner>, conn: &mut Connection, refusals: &mut Refusals, failures: &mut u32) -> RedisResult<()> {
+fn session(
+    inner: &Arc<Inner>,
+    conn: &mut Connection,
+    epoch: u64,
+    refusals: &mut Refusals,
+    failures: &mut u32,
+) -> RedisResult<()> {
     let response_timeout = inner.config.response_timeout;
     conn.set_write_timeout(Some(response_timeout))?;
     let mut subscribed = HashSet::new();
     // Messages read while waiting for a confirmation.
     let mut early = VecDeque::new();
     loop {
+        if inner.epoch() != epoch {
+            // The primary changed: subscribe there, and have waiters look again.
+            return Err(std::io::Error::other("the primary changed").into());
+        }
         // The last word on each channel wins; a batch subscribes every channel queued
         // meanwhile in one round trip.
         let mut subscribe = Vec::new();
