@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Result, TestkitError};
 use crate::ports::free_port;
-use crate::server::{HOST, RedisServer, info_field};
+use crate::server::{HOST, RedisServer, ServerBuilder, info_field};
 
 /// Number of hash slots of a cluster.
 pub const SLOTS: u16 = 16384;
@@ -55,7 +55,16 @@ impl Cluster {
     ///
     /// Returns once every node reports `cluster_state:ok`, every node has the
     /// same slot map and roles, and every replica's link to its primary is up.
+    /// That takes about 2 s: a primary reports `ok` at the earliest 2 s after
+    /// its process started (also after a restart).
     pub fn start(primaries: usize, replicas_per_primary: usize) -> Result<Cluster> {
+        Self::start_with(primaries, replicas_per_primary, RedisServer::builder())
+    }
+
+    /// Like [`start`](Self::start), with every node configured from `base`,
+    /// e.g. `RedisServer::builder().enable_debug(true)`. The cluster settings
+    /// come after `base`'s arguments, so they win over them.
+    pub fn start_with(primaries: usize, replicas_per_primary: usize, base: ServerBuilder) -> Result<Cluster> {
         if primaries == 0 || primaries > usize::from(SLOTS) {
             return Err(TestkitError::InvalidArgument(format!(
                 "a cluster needs between 1 and {SLOTS} primaries, not {primaries}"
@@ -66,7 +75,7 @@ impl Cluster {
         let mut bus_ports = Vec::with_capacity(count);
         let mut ids = Vec::with_capacity(count);
         for _ in 0..count {
-            let (node, bus_port) = start_node()?;
+            let (node, bus_port) = start_node(&base)?;
             let mut conn = node.admin_connection()?;
             ids.push(redis::cmd("CLUSTER").arg("MYID").query::<String>(&mut conn)?);
             nodes.push(node);
@@ -473,11 +482,12 @@ fn setslot(conn: &mut redis::Connection, slot: u16, state: &str, node_id: &str) 
 
 /// Starts one cluster node on a free port, with a free port for its bus:
 /// the default (port + 10000) may be taken or out of range.
-fn start_node() -> Result<(RedisServer, u16)> {
+fn start_node(base: &ServerBuilder) -> Result<(RedisServer, u16)> {
     let mut last_err = None;
     for _ in 0..BUS_PORT_ATTEMPTS {
         let bus_port = free_port();
-        let started = RedisServer::builder()
+        let started = base
+            .clone()
             .args(["--cluster-enabled", "yes", "--cluster-port", &bus_port.to_string()])
             .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
             .args(["--cluster-replica-validity-factor", "0", "--cluster-allow-replica-migration", "no"])

@@ -118,7 +118,7 @@ fn manual_failover_and_a_killed_primary_promote_replicas() -> TestResult {
 #[test]
 fn nodes_of_another_cluster_and_bad_arguments_are_rejected() -> TestResult {
     assert!(Cluster::start(0, 1).is_err());
-    let cluster = Cluster::start(1, 0)?;
+    let cluster = Cluster::start_with(1, 0, RedisServer::builder().enable_debug(true))?;
     let stranger = RedisServer::start()?;
     assert!(cluster.kill(&stranger).is_err());
     assert!(cluster.node_id(&stranger).is_err());
@@ -127,5 +127,7 @@ fn nodes_of_another_cluster_and_bad_arguments_are_rejected() -> TestResult {
     assert!(cluster.migrate_slot(1, only, only).is_err());
     assert!(cluster.kill_primary_and_wait_for_promotion(only).is_err(), "no replica to promote");
     assert!(only.is_running());
+    let mut conn = only.connection()?;
+    redis::cmd("DEBUG").arg("SLEEP").arg(0).query::<()>(&mut conn)?;
     Ok(())
 }
