@@ -1,5 +1,5 @@
 //! Real Redis processes for tests: standalone servers, primaries with replicas,
-//! sentinels, and a fault-injecting TCP proxy.
+//! sentinels, clusters, and a fault-injecting TCP proxy.
 //!
 //! Every process runs `redis-server` on a free port of 127.0.0.1 picked at run
 //! time, without persistence, in its own temporary directory, and is killed
@@ -54,9 +54,27 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! A cluster ([`Cluster`]): failovers and slot migrations.
+//!
+//! ```no_run
+//! use rdlock_testkit::{Cluster, key_slot};
+//!
+//! # fn main() -> Result<(), rdlock_testkit::TestkitError> {
+//! let cluster = Cluster::start(3, 1)?;
+//! let primary = cluster.primary_for_key("k")?;
+//! let replica = cluster.replicas_of(primary)?[0];
+//! cluster.failover(replica)?;
+//! let new_primary = cluster.kill_primary_and_wait_for_promotion(replica)?;
+//! let target = cluster.primaries()?.into_iter().find(|p| p.port() != new_primary.port()).expect("3 primaries");
+//! cluster.migrate_slot(key_slot("k"), new_primary, target)?;
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 mod binary;
+mod cluster;
 mod error;
 mod ports;
 mod process;
@@ -66,6 +84,7 @@ mod sentinel;
 mod server;
 
 pub use binary::{SENTINEL_ENV, SERVER_ENV};
+pub use cluster::{Cluster, SLOTS, key_slot};
 pub use error::{Result, TestkitError};
 pub use ports::free_port;
 pub use proxy::Proxy;

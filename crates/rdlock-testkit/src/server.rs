@@ -296,6 +296,11 @@ impl RedisServer {
         !exited
     }
 
+    /// Whether the process is frozen by [`pause`](Self::pause).
+    pub(crate) fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
     /// Freezes the process with SIGSTOP: connections stay open, nothing is answered.
     pub fn pause(&self) -> Result<()> {
         let mut state = self.running_state()?;
