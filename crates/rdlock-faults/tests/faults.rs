@@ -1043,21 +1043,33 @@ fn f13_sentinel_failover_with_confirmation_keeps_the_lock() -> TestResult {
 /// how many were sent.
 fn requeue(s: &mut Suite, waiters: &[&str], since: usize) -> Result<u32, Box<dyn std::error::Error>> {
     let deadline = Instant::now() + FOLLOW;
-    let mut sent = 0;
-    for w in waiters {
-        let mut from = since;
-        while s.h.records().iter().skip(from).any(|r| r.worker == *w && matches!(r.event, Event::AcquireFailed { .. }))
-        {
-            assert!(Instant::now() < deadline, "{w} never waited on the new primary");
-            from = s.h.mark();
+    let (mut from, mut sent) = (since, 0);
+    loop {
+        let failed: Vec<&str> = waiters
+            .iter()
+            .copied()
+            .filter(|w| {
+                s.h.records()
+                    .iter()
+                    .skip(from)
+                    .any(|r| r.worker == *w && matches!(r.event, Event::AcquireFailed { .. }))
+            })
+            .collect();
+        if failed.is_empty() {
+            return Ok(sent);
+        }
+        assert!(Instant::now() < deadline, "{failed:?} never waited on the new primary");
+        from = s.h.mark();
+        for w in &failed {
             s.h.send(w, "acquire")?;
             sent += 1;
-            s.h.wait_record(from, w, STEP, |e| matches!(e, Event::Attempt))?;
-            // Long enough for a poll (the poll cap) to meet a primary still dead.
-            std::thread::sleep(Duration::from_millis(300));
         }
+        for w in &failed {
+            s.h.wait_record(from, w, STEP, |e| matches!(e, Event::Attempt))?;
+        }
+        // Long enough for a poll (the poll cap) to meet a primary still dead.
+        std::thread::sleep(Duration::from_millis(300));
     }
-    Ok(sent)
 }
 
 /// Sends `cmd` (a `loop`) to every worker and waits until each is done.
