@@ -49,7 +49,8 @@ const PANIC_TAIL: usize = 80;
 pub struct WorkerSpec {
     /// Its name in the history (and in the ledger's log).
     pub name: String,
-    /// The lock server (directly or through a proxy).
+    /// The lock server (directly or through a proxy), or the sentinels naming it
+    /// (`redis+sentinel://host:port,host:port/master`: the worker follows failovers).
     pub lock_url: String,
     /// The ledger server.
     pub ledger_url: String,

@@ -5,6 +5,7 @@
 //! The tests take turns (one lock), so that fault timings do not suffer from the other tests
 //! on a small machine. `RDLOCK_FAULT_SOAK=seconds` also runs a long soak mixing faults.
 
+use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use rdlock_faults::harness::{Harness, WorkerSpec};
 use rdlock_faults::ledger::LedgerState;
 use rdlock_faults::record::{Event, FailKind, Record, WriteBack};
 use rdlock_faults::seed::Rng;
-use rdlock_testkit::{Proxy, RedisServer, Replicated};
+use rdlock_testkit::{MASTER_NAME, Proxy, RedisServer, Replicated, SentinelTarget, Sentinels};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -901,6 +902,279 @@ fn f12_mutex_counter_refuses_a_frozen_holders_write_back() -> TestResult {
             .collect();
     let forged = checker::check(&forged, &LedgerState::default(), &bounds);
     assert!(forged.has(Property::MutexValue), "the checker missed a refused write-back taken:\n{forged}");
+    Ok(())
+}
+
+/// The workers' lock URL: the sentinels, which name the primary.
+fn sentinel_url(sentinels: &Sentinels) -> String {
+    let hosts: Vec<String> = sentinels.addrs().iter().map(ToString::to_string).collect();
+    format!("redis+sentinel://{}/{MASTER_NAME}", hosts.join(","))
+}
+
+/// The longest a Sentinel failover may take to be agreed on and followed; measured at ~3 s.
+const FOLLOW: Duration = Duration::from_secs(15);
+
+/// Waits until `n` replicas acknowledge everything `primary` has written (`WAIT`, no write of
+/// its own: a probe key would show as a leak).
+fn wait_acked(primary: &RedisServer, n: usize, timeout: Duration) -> TestResult {
+    let mut conn = primary.connection()?;
+    let deadline = Instant::now() + timeout;
+    while redis::cmd("WAIT").arg(n).arg(100).query::<usize>(&mut conn)? < n {
+        assert!(Instant::now() < deadline, "{n} replicas never acknowledged {}", primary.addr());
+    }
+    Ok(())
+}
+
+/// The server among `servers` at `addr`.
+fn server_at<'a>(servers: impl IntoIterator<Item = &'a RedisServer>, addr: SocketAddr) -> &'a RedisServer {
+    servers.into_iter().find(|s| s.addr() == addr).expect("the sentinels named a known server")
+}
+
+/// The first record after index `since` and after `mono` that `pred` selects.
+fn first_after(
+    s: &Suite,
+    since: usize,
+    mono: i64,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&Record) -> bool,
+) -> Result<Record, Box<dyn std::error::Error>> {
+    Ok(s.h.wait_until(what, timeout, |recs| recs.iter().skip(since).find(|r| r.mono > mono && pred(r)).cloned())?)
+}
+
+/// Fault 13: Workers connected through three sentinels contend with `Confirm::All`; the primary
+/// is killed (SIGKILL) while one holds. The sentinels promote a replica and the workers follow
+/// it: the holder's lease is verified there (same token, same fence, no `lost()`), the waiters
+/// get the lock after it on the new primary, fences keep increasing, P1-P5 hold.
+#[test]
+fn f13_sentinel_failover_with_confirmation_keeps_the_lock() -> TestResult {
+    let _turn = serial();
+    let mut s = Suite::new("f13 sentinel failover, confirmed")?;
+    let rep = Replicated::start(2)?;
+    let sentinels = Sentinels::start(&rep, 3)?;
+    let url = sentinel_url(&sentinels);
+    // The lease must outlast the failover: no renewal lands while no primary answers.
+    let (ttl, cap) = (s.rng.millis(7000, 9000), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    let workers = ["a", "b", "c"];
+    for w in workers {
+        let mut spec = s.spec(w, &url, ttl, cap);
+        spec.confirm = "all:500".into();
+        spec.timeout = Some(FOLLOW + ttl);
+        s.h.spawn(&spec)?;
+    }
+    loop_all(&mut s, &workers, "loop 600 20 2")?;
+
+    let holder = workers[s.rng.index(workers.len())];
+    let waiters: Vec<&str> = workers.into_iter().filter(|w| *w != holder).collect();
+    let mark = s.h.mark();
+    s.h.command(holder, "acquire", STEP)?;
+    let held = s.h.wait_record(mark, holder, STEP, acquired)?;
+    s.h.command(holder, "write 1", STEP)?;
+    let token = get(rep.primary(), KEY)?;
+    assert!(token.is_some());
+    for w in &waiters {
+        s.h.send(w, "acquire")?;
+        s.h.wait_record(mark, w, STEP, |e| matches!(e, Event::Attempt))?;
+    }
+    let wait = s.rng.millis(0, 300);
+    std::thread::sleep(wait);
+    let old_port = rep.primary().port();
+    rep.primary().kill()?;
+    let killed = mono_us();
+    s.h.note(format!("primary :{old_port} killed while {holder} holds fence {}", fence(&held)));
+    let new = sentinels.wait_for_new_master(old_port, FOLLOW)?;
+    let agreed = mono_us();
+    let new_primary = server_at(rep.replicas(), new);
+    // The holder's lease is renewed on the new primary as soon as its client follows.
+    let renewed = first_after(&s, mark, killed, "the lease renewed on the new primary", FOLLOW, |r| {
+        r.worker == holder && matches!(r.event, Event::Renewed { .. })
+    })?;
+    assert_eq!(get(new_primary, KEY)?, token, "the promoted replica lacks the confirmed lock");
+    // The old primary comes back empty and the sentinels make it a replica of the new one:
+    // until then `Confirm::All` counts it, and no new lock can be confirmed.
+    rep.primary().restart(false)?;
+    s.h.note(format!("old primary :{old_port} restarted empty"));
+    wait_acked(new_primary, 2, FOLLOW)?;
+    let rejoined = mono_us();
+    s.h.note("the old primary replicates the new one");
+    let failed = s.h.records().iter().skip(mark).filter(|r| matches!(r.event, Event::AcquireFailed { .. })).count();
+    let resent = requeue(&mut s, &waiters, mark)?;
+    s.h.command(holder, "write 2", STEP)?;
+    let released = s.h.mark();
+    s.h.command(holder, "release", STEP)?;
+    s.h.wait_record(released, holder, STEP, |e| matches!(e, Event::Released { held: true, .. }))?;
+    let first = s.h.wait_until("a waiter's acquisition", STEP, |recs| {
+        recs.iter().skip(released).find(|r| waiters.contains(&r.worker.as_str()) && acquired(&r.event)).cloned()
+    })?;
+    let releasing = s.h.wait_record(released, holder, STEP, |e| matches!(e, Event::Releasing { .. }))?;
+    println!(
+        "ttl {ttl:?}, kill {wait:?} after the waiters queued: sentinels agreed {} after the kill; {holder}'s lease \
+         (fence {}) renewed on the new primary {} after it, same token; the old primary rejoined {} after it; \
+         {failed} waiting attempt(s) failed at the kill, {resent} sent again; {} acquired {} after the release, \
+         {} after the kill, fence {}",
+        ms(agreed - killed),
+        fence(&held),
+        ms(renewed.mono - killed),
+        ms(rejoined - killed),
+        first.worker,
+        ms(first.mono - releasing.mono),
+        ms(first.mono - killed),
+        fence(&first),
+    );
+    assert!(fence(&first) > fence(&held));
+    let winner = first.worker.clone();
+    s.h.command(&winner, "write 2", STEP)?;
+    s.h.command(&winner, "release", STEP)?;
+    let other = waiters.iter().copied().find(|w| *w != winner).ok_or("no other waiter")?;
+    s.h.wait_record(released, other, STEP, acquired)?;
+    s.h.command(other, "write 2", STEP)?;
+    s.h.command(other, "release", STEP)?;
+    loop_all(&mut s, &workers, "loop 600 20 2")?;
+    let report = s.finish(&bounds, Some(new_primary))?;
+    assert_clean(&report);
+    let lost: Vec<Record> = s.h.records().into_iter().filter(|r| matches!(r.event, Event::Lost { .. })).collect();
+    assert!(lost.is_empty(), "a confirmed lease was lost: {lost:?}");
+    Ok(())
+}
+
+/// Sends `acquire` again to each waiter whose attempt failed since `since` (one that polls the
+/// dead primary fails with a transport error), until each waits on the new primary. Returns
+/// how many were sent.
+fn requeue(s: &mut Suite, waiters: &[&str], since: usize) -> Result<u32, Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + FOLLOW;
+    let (mut from, mut sent) = (since, 0);
+    loop {
+        let failed: Vec<&str> = waiters
+            .iter()
+            .copied()
+            .filter(|w| {
+                s.h.records()
+                    .iter()
+                    .skip(from)
+                    .any(|r| r.worker == *w && matches!(r.event, Event::AcquireFailed { .. }))
+            })
+            .collect();
+        if failed.is_empty() {
+            return Ok(sent);
+        }
+        assert!(Instant::now() < deadline, "{failed:?} never waited on the new primary");
+        from = s.h.mark();
+        for w in &failed {
+            s.h.send(w, "acquire")?;
+            sent += 1;
+        }
+        for w in &failed {
+            s.h.wait_record(from, w, STEP, |e| matches!(e, Event::Attempt))?;
+        }
+        // Long enough for a poll (the poll cap) to meet a primary still dead.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Sends `cmd` (a `loop`) to every worker and waits until each is done.
+fn loop_all(s: &mut Suite, workers: &[&str], cmd: &str) -> TestResult {
+    let mark = s.h.mark();
+    for w in workers {
+        s.h.send(w, cmd)?;
+    }
+    for w in workers {
+        s.h.wait_record(mark, w, STEP, |e| matches!(e, Event::Done { cmd: c } if c == cmd))?;
+    }
+    Ok(())
+}
+
+/// Fault 14: Negative control of f13: the same failover WITHOUT confirmation, the replicas'
+/// links cut (through a proxy) just before the lock is taken, so the promoted replica never
+/// saw it. The holder must hear `lost()` or the checker must report the double grant: never
+/// silence.
+#[test]
+fn f14_sentinel_failover_without_confirmation_is_never_silent() -> TestResult {
+    let _turn = serial();
+    let mut s = Suite::new("f14 sentinel failover, no confirmation (negative control)")?;
+    let primary = RedisServer::start()?;
+    let link = Proxy::start(primary.addr())?;
+    let replicas = (0..2)
+        .map(|_| RedisServer::builder().replica_of_addr(link.addr().ip().to_string(), link.port()).start())
+        .collect::<Result<Vec<_>, _>>()?;
+    wait_acked(&primary, 2, STEP)?;
+    let sentinels = Sentinels::start(SentinelTarget { primary: primary.addr(), replicas: 2 }, 3)?;
+    let url = sentinel_url(&sentinels);
+    let (ttl, cap) = (s.rng.millis(7000, 9000), Duration::from_millis(200));
+    let bounds = Bounds::new(ttl, cap);
+    let warm = s.rng.chance(0.5);
+    for w in ["a", "b"] {
+        let mut spec = s.spec(w, &url, ttl, cap);
+        spec.timeout = Some(FOLLOW + ttl);
+        s.h.spawn(&spec)?;
+    }
+    if warm {
+        // A first hold that reaches the replicas: the promoted one then continues the same
+        // fence counter, and hands out the fence the lost lock carried.
+        s.h.command("a", "acquire", STEP)?;
+        s.h.command("a", "release", STEP)?;
+        wait_acked(&primary, 2, STEP)?;
+    }
+    link.refuse(true);
+    link.cut();
+    let deadline = Instant::now() + STEP;
+    while connected_replicas(&primary)? > 0 {
+        assert!(Instant::now() < deadline, "the replicas stayed linked");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s.h.note("replication links cut");
+    let mark = s.h.mark();
+    s.h.command("a", "acquire", STEP)?;
+    let a_acq = s.h.wait_record(mark, "a", STEP, acquired)?;
+    s.h.command("a", "write 1", STEP)?;
+    let token = get(&primary, KEY)?;
+    assert!(token.is_some());
+    for r in &replicas {
+        assert_eq!(get(r, KEY)?, None, "the lock reached a replica despite the cut");
+    }
+    s.h.send("b", "acquire")?;
+    s.h.wait_record(mark, "b", STEP, |e| matches!(e, Event::Attempt))?;
+    let old_port = primary.port();
+    primary.kill()?;
+    let killed = mono_us();
+    s.h.note(format!("primary :{old_port} killed while a holds fence {}", fence(&a_acq)));
+    let new = sentinels.wait_for_new_master(old_port, FOLLOW)?;
+    let new_primary = server_at(&replicas, new);
+    // b may hold the key there already, if its client followed first.
+    assert_ne!(get(new_primary, KEY)?, token, "the negative control: the promoted replica must lack a's lock");
+    let resent = requeue(&mut s, &["b"], mark)?;
+    // Whichever comes first: b's grant on the new primary, a's lost(); then the other.
+    let b_acq = s.h.wait_record(mark, "b", FOLLOW, acquired)?;
+    let a_lost = s.h.wait_record(mark, "a", FOLLOW, |e| matches!(e, Event::Lost { .. })).ok();
+    let m = s.h.mark();
+    s.h.send("a", "write 2")?;
+    s.h.send("b", "write 2")?;
+    for w in ["a", "b"] {
+        s.h.wait_record(m, w, STEP, |e| matches!(e, Event::Done { .. }))?;
+    }
+    s.h.command("b", "release", STEP)?;
+    s.h.command("a", "release", STEP)?;
+    let report = s.finish(&bounds, Some(new_primary))?;
+    let stale =
+        s.h.records().iter().skip(m).any(|r| r.worker == "a" && matches!(r.event, Event::Write { accepted: true, .. }));
+    println!(
+        "warm fence counter: {warm}; a held fence {}; b (sent acquire again {resent} time(s)) got fence {} {} after the kill; \
+         a's lost(): {}; a's write after: {}; \
+         checker: {}",
+        fence(&a_acq),
+        fence(&b_acq),
+        ms(b_acq.mono - killed),
+        a_lost.as_ref().map_or("never".to_owned(), |l| format!("{:?} {} after the kill", l.event, ms(l.mono - killed))),
+        if stale { "accepted" } else { "refused or skipped" },
+        if report.is_clean() {
+            "clean".to_owned()
+        } else {
+            let mut p: Vec<String> = report.violations.iter().map(|v| format!("{:?}", v.property)).collect();
+            p.dedup();
+            p.join(", ")
+        }
+    );
+    assert!(a_lost.is_some() || !report.is_clean(), "silence: the lock was lost in the failover unreported:\n{report}");
     Ok(())
 }
 

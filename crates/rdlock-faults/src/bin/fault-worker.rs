@@ -12,7 +12,9 @@ use rdlock_faults::clock::{mono_of, mono_us, wall_of};
 use rdlock_faults::ledger;
 use rdlock_faults::record::{Event, FailKind, Record, WriteBack};
 use rdlock_faults::seed::Rng;
-use rdlock_tokio::{Client, ClientConfig, Confirm, Error, Guard, LockOptions, MutexGuard, ReleaseOutcome};
+use rdlock_tokio::{
+    Client, ClientConfig, Confirm, Error, Guard, LockOptions, MutexGuard, ReleaseOutcome, SentinelConfig,
+};
 use redis::aio::MultiplexedConnection;
 use tokio::io::AsyncBufReadExt;
 
@@ -461,8 +463,15 @@ async fn start(opts: Opts, log: Arc<Log>) -> Result<Worker, String> {
         ..LockOptions::default()
     };
     let config = ClientConfig { defaults, ..ClientConfig::default() };
-    let redis_client = redis::Client::open(opts.lock_url.as_str()).map_err(|e| e.to_string())?;
-    let client = Client::connect(redis_client, config).await.map_err(|e| format!("lock server: {e}"))?;
+    // A sentinel URL names the sentinels, and the client follows the primary they name.
+    let client = if opts.lock_url.starts_with("redis+sentinel://") {
+        let sentinel = SentinelConfig::from_url(&opts.lock_url).map_err(|e| e.to_string())?;
+        Client::connect_sentinel(sentinel, config).await
+    } else {
+        let redis_client = redis::Client::open(opts.lock_url.as_str()).map_err(|e| e.to_string())?;
+        Client::connect(redis_client, config).await
+    };
+    let client = client.map_err(|e| format!("lock server: {e}"))?;
     let ledger = redis::Client::open(opts.ledger_url.as_str())
         .map_err(|e| e.to_string())?
         .get_multiplexed_async_connection()
