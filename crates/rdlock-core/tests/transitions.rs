@@ -8,7 +8,7 @@ use rdlock_core::{
     LostReason, MAX_TTL, MIN_TTL, Misuse, OpId, ReleaseOutcome, Reply, Request, RequestId, Route, Script, Sharing,
     Transmit, TransportError, Warning,
 };
-use rdlock_core::{Resource, StoredValue, value_key};
+use rdlock_core::{Resource, ServerError, StoredValue, value_key};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -512,8 +512,9 @@ fn a_queued_wait_that_fails_while_recounting_leaves_the_queue() {
     h.fire(); // the poll: the replica count is stale by now
     let recount = h.one();
     assert_eq!(recount.commands, vec![Command::Role]);
-    h.fail(&recount);
-    assert!(matches!(h.events()[..], [Event::Failed(LockError::Transport(_))]));
+    // Refused (a transport failure would count again later: see the next test).
+    h.reply(&recount, vec![Reply::Error(ServerError::new("NOPERM", "no permissions to run the 'role' command"))]);
+    assert!(matches!(h.events()[..], [Event::Failed(LockError::Server(_))]));
     assert_eq!(script(&h.one()).0, Script::Release, "the queue entry is removed");
 }
 
@@ -1475,4 +1476,21 @@ fn release_storing_reads_the_release_reply_by_its_place_not_the_last_one() {
         matches!(&h.answers()[..], [(Some(o), Event::Failed(LockError::UnexpectedReply(_)))] if *o == op),
         "a missing release reply is no `Released`"
     );
+}
+
+#[test]
+fn a_wait_counts_replicas_again_when_role_gets_no_answer() {
+    let mut h = H::new();
+    let o = LockOptions { confirm: Confirm::All { timeout: ms(10) }, ..opts(1000) };
+    h.acquire("orders", o, Acquire::Wait { deadline: Some(h.now + ms(5_000)) });
+    let tried = h.acquire("other", o, Acquire::Try);
+    let role = h.one();
+    // A primary failing over: no answer. The wait counts again later; a single attempt fails.
+    h.fail(&role);
+    let answers = h.events();
+    assert!(matches!(answers[..], [Event::Failed(LockError::Transport(_))]), "the try-lock fails: {answers:?}");
+    assert!(h.e.lock_info(tried).is_none(), "the try-lock is gone");
+    assert!(h.sent().is_empty(), "not at once");
+    h.fire();
+    assert_eq!(h.one().commands, vec![Command::Role], "the wait counts again");
 }

@@ -214,9 +214,18 @@ impl Engine {
             }
             Err(e) => {
                 for id in waiters {
-                    if let Some(op) = self.locks.get_mut(&id).and_then(|l| l.acquisition()).map(|a| a.op) {
-                        self.answer(id, op, Event::Failed(e.clone()));
+                    let Some(lock) = self.locks.get_mut(&id) else { continue };
+                    let opts = lock.opts;
+                    let Some(a) = lock.acquisition() else { continue };
+                    if e.is_retryable() && !a.try_only {
+                        // A primary that is failing over, restarting or unreachable for a moment:
+                        // a wait counts again later, as its attempts retry, within its deadline.
+                        let retry_at = now + self.backoff(&opts);
+                        self.set_step(id, Step::Idle { retry_at });
+                        continue;
                     }
+                    let op = a.op;
+                    self.answer(id, op, Event::Failed(e.clone()));
                     self.leave_counting(id, now);
                 }
             }
