@@ -57,6 +57,8 @@
 //!                 engine.handle_reply(req.id, reply, Instant::now())?;
 //!             }
 //!             Transmit::Subscribe(_) | Transmit::Unsubscribe(_) => { /* pub/sub connection */ }
+//!             // Only with `EngineConfig::cluster`: on the slot's primary.
+//!             Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. } => {}
 //!         }
 //!     }
 //!     while let Some(LockEvent { lock, op: answered, event }) = engine.poll_event() {
