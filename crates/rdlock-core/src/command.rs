@@ -22,13 +22,16 @@ impl Route {
     pub const CONFIRM: Route = Route { node: Node::Primary, class: Class::Confirm };
 }
 
-/// Which server a request is for. Today only the primary a standalone or Sentinel-watched
-/// deployment has; a cluster's routes will name a hash slot, a quorum lock's a member.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Which server a request is for: the primary of a standalone or Sentinel-watched
+/// deployment, or, in a cluster, the primary of a hash slot (every request about a key names
+/// the key's slot, so its script and its `WAIT` reach the key's own primary together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Node {
     /// The (one) primary.
     Primary,
+    /// The primary that serves this cluster hash slot (`0..16384`).
+    Slot(u16),
 }
 
 /// Which kind of connection to the node a request travels on.
@@ -98,4 +101,20 @@ pub enum Transmit {
     Subscribe(String),
     /// Unsubscribe the shared pub/sub connection from a channel.
     Unsubscribe(String),
+    /// In a cluster: `SSUBSCRIBE` to a channel on the primary that serves `slot` (the
+    /// channel's slot), never on a replica (see `docs/protocol.md`, Cluster), then call
+    /// [`crate::Engine::handle_subscribed`].
+    SubscribeShard {
+        /// The channel.
+        channel: String,
+        /// Its hash slot.
+        slot: u16,
+    },
+    /// In a cluster: `SUNSUBSCRIBE` from a channel on the connection that subscribed it.
+    UnsubscribeShard {
+        /// The channel.
+        channel: String,
+        /// Its hash slot.
+        slot: u16,
+    },
 }

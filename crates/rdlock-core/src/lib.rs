@@ -23,7 +23,9 @@
 //!   [`Engine::handle_reply`] (a reply, or the transport failure that left the request
 //!   unanswered), [`Engine::handle_message`] (a pub/sub message),
 //!   [`Engine::handle_subscribed`], [`Engine::handle_subscriptions_lost`] and
-//!   [`Engine::handle_timeout`];
+//!   [`Engine::handle_timeout`]; after a failover, [`Engine::handle_primary_changed`], and in a
+//!   cluster ([`EngineConfig::cluster`]: requests name a slot, hand-offs are sharded)
+//!   [`Engine::handle_slot_moved`] and [`Engine::handle_shard_unsubscribed`];
 //! - **outputs**: [`Engine::poll_transmit`] (requests to send, channels to (un)subscribe),
 //!   [`Engine::poll_event`] (outcomes per lock) and [`Engine::poll_timeout`] (when to call
 //!   `handle_timeout` next).
@@ -57,6 +59,8 @@
 //!                 engine.handle_reply(req.id, reply, Instant::now())?;
 //!             }
 //!             Transmit::Subscribe(_) | Transmit::Unsubscribe(_) => { /* pub/sub connection */ }
+//!             // Only with `EngineConfig::cluster`: on the slot's primary.
+//!             Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. } => {}
 //!         }
 //!     }
 //!     while let Some(LockEvent { lock, op: answered, event }) = engine.poll_event() {

@@ -7,7 +7,9 @@ use rdlock_core::{LockKeys, Reply, Script};
 
 /// Fingerprints of the scripts' code (comments and blank lines ignored) that the fake
 /// follows. When a script changes, update `sim/fake.rs` to match it, then these.
-const FOLLOWED: [(Script, u64); 8] = [
+/// A cluster variant (`Sharded*`) is followed as its base, `SPUBLISH` counted like `PUBLISH`
+/// (the one fake node is every slot's primary, where every inbox is subscribed).
+const FOLLOWED: [(Script, u64); 13] = [
     (Script::Acquire, 1_221_115_290_375_083_648),
     (Script::Release, 11_038_300_870_409_844_862),
     (Script::Extend, 14_220_457_821_182_822_727),
@@ -16,6 +18,11 @@ const FOLLOWED: [(Script, u64); 8] = [
     (Script::PermitExtend, 8_695_377_993_663_735_464),
     (Script::PermitChange, 8_341_845_027_842_361_612),
     (Script::Store, 16_862_329_677_598_366_361),
+    (Script::ShardedAcquire, 11_533_696_556_549_975_418),
+    (Script::ShardedRelease, 8_830_294_110_026_602_076),
+    (Script::ShardedPermitAcquire, 17_776_651_664_217_471_462),
+    (Script::ShardedPermitRelease, 4_263_671_811_681_737_974),
+    (Script::ShardedPermitChange, 2_203_367_736_600_702_982),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.

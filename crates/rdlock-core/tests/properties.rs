@@ -220,6 +220,8 @@ impl Harness {
                     continue;
                 }
                 let Command::Script { script, keys, args } = cmd else { continue };
+                // A cluster runs each script's sharded variant: the same arguments.
+                let script = &script.base();
                 match script {
                     Script::Acquire
                     | Script::Release
@@ -234,6 +236,15 @@ impl Harness {
                             matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease);
                     }
                     Script::Store => prop_assert!(false, "a store without its value apart"),
+                    Script::ShardedAcquire
+                    | Script::ShardedRelease
+                    | Script::ShardedReleaseShared
+                    | Script::ShardedPermitAcquire
+                    | Script::ShardedPermitRelease
+                    | Script::ShardedPermitChange => {
+                        let sharded = script;
+                        prop_assert!(false, "{sharded:?} is no base script");
+                    }
                     Script::Extend | Script::PermitExtend => {
                         // A share renews with three keys: its holder set (the user's key) first.
                         let per = if *script == Script::Extend { 1 } else { 3 };
@@ -371,7 +382,7 @@ impl Harness {
                 if let (
                     Ok(replies),
                     Some(Command::Script { script: Script::Acquire | Script::PermitAcquire, keys, .. }),
-                ) = (&reply, req.commands.first())
+                ) = (&reply, req.commands.first().map(base).as_ref())
                 {
                     // The one definition of a grant, shared with the engine.
                     if let Some(AcquireReply::Granted { fence }) = replies.first().and_then(AcquireReply::parse) {
@@ -519,13 +530,23 @@ fn too_large(id: LockId, len: usize) -> Result<(), Misuse> {
 }
 
 /// Replies of the right shape for a request's commands, filled from `nums`.
+/// A command as its base script's (a cluster's sharded variants take and answer the same).
+fn base(c: &Command) -> Command {
+    match c {
+        Command::Script { script, keys, args } => {
+            Command::Script { script: script.base(), keys: keys.clone(), args: args.clone() }
+        }
+        other => other.clone(),
+    }
+}
+
 fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
     let mut n = nums.iter().copied().cycle();
     let mut next = || n.next().unwrap_or(1);
     let mut out: Vec<Reply> = req
         .commands
         .iter()
-        .map(|c| match c {
+        .map(|c| match base(c) {
             Command::Script { script: Script::Acquire | Script::PermitAcquire, keys, .. } => {
                 let flag = next().clamp(0, 1);
                 let mut items = vec![Reply::Int(flag), Reply::Int(if flag == 1 { next().abs() } else { next() * 100 })];
@@ -550,6 +571,7 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
                 Reply::Int(next().clamp(-1, 1))
             }
             Command::Wait { .. } => Reply::Int(next().abs()),
+            Command::Script { script, .. } => unreachable!("{script:?} is no base script"),
             Command::Role => {
                 let replica = Reply::Array(vec![Reply::Data(b"127.0.0.1".to_vec()), Reply::Data(b"7001".to_vec())]);
                 let count = next().unsigned_abs() as usize % 4;

@@ -8,7 +8,7 @@ use rdlock_core::{
     LostReason, MAX_TTL, MIN_TTL, Misuse, OpId, ReleaseOutcome, Reply, Request, RequestId, Route, Script, Sharing,
     Transmit, TransportError, Warning,
 };
-use rdlock_core::{Resource, ServerError, StoredValue, value_key};
+use rdlock_core::{Class, Node, Resource, ServerError, StoredValue, slot, value_key};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -1493,4 +1493,197 @@ fn a_wait_counts_replicas_again_when_role_gets_no_answer() {
     assert!(h.sent().is_empty(), "not at once");
     h.fire();
     assert_eq!(h.one().commands, vec![Command::Role], "the wait counts again");
+}
+
+// ---------------------------------------------------------------- cluster
+
+fn cluster() -> H {
+    H::with(EngineConfig { cluster: true, ..EngineConfig::default() })
+}
+
+fn on_slot(key: &str, class: Class) -> Route {
+    Route { node: Node::Slot(slot(key)), class }
+}
+
+fn sharded(key: &str) -> Transmit {
+    let channel = inbox(key);
+    Transmit::SubscribeShard { slot: slot(&channel), channel }
+}
+
+impl H {
+    /// [`H::queued`] in a cluster: the inbox is a sharded channel of the key's slot.
+    fn queued_in_cluster(&mut self, key: &str, o: LockOptions) -> (LockId, String) {
+        let id = self.acquire(key, o, Acquire::Wait { deadline: None });
+        let first = self.one();
+        assert_eq!((script(&first).0, args(&first)[2].as_str()), (Script::ShardedAcquire, "first"));
+        self.reply(&first, pair(0, -3));
+        assert!(self.sent().is_empty(), "waits for the subscription");
+        assert_eq!(std::mem::take(&mut self.subs), vec![sharded(key)]);
+        self.e.handle_subscribed(&inbox(key), self.now);
+        let recheck = self.one();
+        assert_eq!(args(&recheck)[2], "retry");
+        self.reply(&recheck, pair(0, 500));
+        assert!(self.events().is_empty());
+        (id, token(&first))
+    }
+}
+
+#[test]
+fn in_a_cluster_every_request_of_a_key_goes_to_its_slot_and_announces_sharded() {
+    let mut h = cluster();
+    let o = LockOptions { auto_renew: true, ..opts(300) };
+    let key = "user:{42}:cart";
+    let (_, tok) = h.queued_in_cluster(key, o);
+    assert_eq!(slot(&inbox(key)), slot(key), "the inbox shares the key's slot");
+    // Heard on a confirmed subscription on the slot's primary: held at once, as standalone.
+    h.e.handle_message(&inbox(key), format!("{tok}:7").as_bytes(), h.now);
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 7, .. }]));
+    h.fire();
+    let renew = h.one();
+    assert_eq!((script(&renew).0, renew.route), (Script::Extend, on_slot(key, Class::Commands)));
+    let id = LockId(0);
+    h.reply(&renew, vec![Reply::Array(vec![Reply::Int(1)])]);
+    h.e.release(id, h.now).expect("held");
+    let release = h.one();
+    assert_eq!((script(&release).0, release.route), (Script::ShardedRelease, on_slot(key, Class::Commands)));
+    // A waiting mutex, a counted resource and a shared key run their sharded variants too.
+    let permit = Resource::Permit { capacity: 2 };
+    h.e.acquire_resource("{s}", permit, opts(300), Acquire::Try, h.now).expect("valid");
+    let attempt = h.one();
+    assert_eq!((script(&attempt).0, attempt.route), (Script::ShardedPermitAcquire, on_slot("{s}", Class::Commands)));
+    // Standalone engines are untouched: the plain scripts, on the primary.
+    let mut plain = H::new();
+    plain.acquire(key, opts(300), Acquire::Try);
+    let attempt = plain.one();
+    assert_eq!((script(&attempt).0, attempt.route), (Script::Acquire, Route::COMMANDS));
+}
+
+#[test]
+fn in_a_cluster_renewals_batch_per_slot() {
+    let mut h = cluster();
+    let o = LockOptions { auto_renew: true, ..opts(300) };
+    for key in ["{a}1", "{b}1", "{a}2"] {
+        h.held(key, o);
+    }
+    h.fire();
+    let mut batches: Vec<(Route, Vec<String>)> = h.sent().iter().map(|r| (r.route, script(r).1.to_vec())).collect();
+    batches.sort_by_key(|(_, keys)| keys[0].clone());
+    assert_eq!(
+        batches,
+        vec![
+            (on_slot("a", Class::Commands), vec!["{a}1".to_owned(), "{a}2".to_owned()]),
+            (on_slot("b", Class::Commands), vec!["{b}1".to_owned()]),
+        ]
+    );
+}
+
+#[test]
+fn in_a_cluster_replicas_are_counted_per_shard_on_its_primary() {
+    let mut h = cluster();
+    let o = LockOptions { confirm: Confirm::All { timeout: ms(10) }, ..opts(1000) };
+    h.acquire("{a}x", o, Acquire::Try);
+    let role = h.one();
+    assert_eq!((role.commands.clone(), role.route), (vec![Command::Role], on_slot("a", Class::Confirm)));
+    h.reply(&role, master_with(3));
+    let attempt = h.one();
+    assert_eq!(
+        (attempt.route, &attempt.commands[1]),
+        (on_slot("a", Class::Confirm), &Command::Wait { replicas: 3, timeout_ms: 10 })
+    );
+    // Another shard has replicas of its own: counted on its primary, not taken from the first.
+    h.acquire("{b}y", o, Acquire::Try);
+    let role = h.one();
+    assert_eq!((role.commands.clone(), role.route), (vec![Command::Role], on_slot("b", Class::Confirm)));
+    h.reply(&role, master_with(1));
+    assert_eq!(h.one().commands[1], Command::Wait { replicas: 1, timeout_ms: 10 });
+    // The first shard's count is still fresh: no second ROLE there.
+    h.acquire("{a}z", o, Acquire::Try);
+    let attempt = h.one();
+    assert_eq!(
+        (attempt.route, &attempt.commands[1]),
+        (on_slot("a", Class::Confirm), &Command::Wait { replicas: 3, timeout_ms: 10 })
+    );
+}
+
+#[test]
+fn a_moved_slot_checks_its_leases_retries_its_waiters_and_subscribes_again() {
+    let mut h = cluster();
+    let o = opts(1000);
+    let (held_a, _) = h.held("{a}1", o);
+    h.held("{b}1", o);
+    let (_, tok) = h.queued_in_cluster("{a}w", o);
+    h.advance(ms(10));
+    h.e.handle_slot_moved(slot("a"), Some(2), h.now);
+    let sent = h.sent();
+    let mut what: Vec<(Script, String, Route)> =
+        sent.iter().map(|r| (script(r).0, script(r).1[0].clone(), r.route)).collect();
+    what.sort_by_key(|w| w.1.clone());
+    assert_eq!(
+        what,
+        vec![
+            (Script::Extend, "{a}1".to_owned(), on_slot("a", Class::Commands)),
+            (Script::ShardedAcquire, "{a}w".to_owned(), on_slot("a", Class::Commands)),
+        ],
+        "only the moved slot's locks: its lease checked at once, its waiter attempting again"
+    );
+    assert_eq!(std::mem::take(&mut h.subs), vec![sharded("{a}w")], "its channel, where the slot now lives");
+    let (check, retry) = if script(&sent[0]).0 == Script::Extend { (&sent[0], &sent[1]) } else { (&sent[1], &sent[0]) };
+    assert_eq!(args(retry)[2], "retry");
+    h.reply(retry, pair(0, 500));
+    // Before the new subscription is confirmed, a hand-off heard is a hint: confirmed by an
+    // attempt, never held at once (the count that set the key's TTL may not include us).
+    h.e.handle_message(&inbox("{a}w"), format!("{tok}:9").as_bytes(), h.now);
+    assert!(h.events().is_empty());
+    let confirm = h.one();
+    assert_eq!((script(&confirm).0, args(&confirm)[2].as_str()), (Script::ShardedAcquire, "retry"));
+    h.reply(&confirm, pair(1, 9));
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 9, .. }]));
+    // The new primary lacks the other lease: lost at the check's answer.
+    h.reply(check, vec![Reply::Array(vec![Reply::Int(0)])]);
+    assert_eq!(h.answers(), vec![(None, Event::Lost { reason: LostReason::NotOwner })]);
+    assert_eq!(h.e.lock_info(held_a).and_then(|i| i.lost), Some(LostReason::NotOwner));
+}
+
+#[test]
+fn a_grant_in_flight_when_its_slot_moved_is_checked_on_arrival() {
+    let mut h = cluster();
+    let o = opts(1000);
+    h.acquire("{a}1", o, Acquire::Try);
+    let a = h.one();
+    h.acquire("{b}1", o, Acquire::Try);
+    let b = h.one();
+    h.e.handle_slot_moved(slot("a"), None, h.now);
+    assert!(h.sent().is_empty(), "nothing held yet");
+    h.reply(&b, pair(1, 3));
+    assert!(h.sent().is_empty(), "another slot's grant is trusted");
+    h.reply(&a, pair(1, 4));
+    let check = h.one();
+    assert_eq!((script(&check).0, check.route), (Script::Extend, on_slot("a", Class::Commands)));
+}
+
+#[test]
+fn a_server_ended_shard_subscription_is_renewed_and_its_waiters_look_again() {
+    let mut h = cluster();
+    let (_, tok) = h.queued_in_cluster("{a}w", opts(1000));
+    h.e.handle_shard_unsubscribed(&inbox("{a}w"), h.now);
+    assert!(h.sent().is_empty(), "the poll bounds the wait meanwhile");
+    assert_eq!(std::mem::take(&mut h.subs), vec![sharded("{a}w")]);
+    // A message still delivered meanwhile is a hint.
+    h.e.handle_message(&inbox("{a}w"), format!("{tok}:9").as_bytes(), h.now);
+    assert!(h.events().is_empty());
+    let confirm = h.one();
+    assert_eq!(args(&confirm)[2], "retry");
+    h.reply(&confirm, pair(0, 500));
+    h.e.handle_subscribed(&inbox("{a}w"), h.now);
+    assert_eq!(args(&h.one())[2], "retry", "subscribed again: look once more");
+    // Idle channels are unsubscribed as sharded ones.
+    let mut idle = cluster();
+    let (id, _) = idle.queued_in_cluster("{c}w", opts(1000));
+    idle.e.abandon(id, idle.now);
+    idle.sent();
+    idle.advance(Duration::from_secs(6));
+    idle.e.handle_timeout(idle.now);
+    idle.sent();
+    let channel = inbox("{c}w");
+    assert!(idle.subs.contains(&Transmit::UnsubscribeShard { slot: slot(&channel), channel }), "{:?}", idle.subs);
 }

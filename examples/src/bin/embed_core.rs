@@ -65,6 +65,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     engine.handle_subscribed(&channel, Instant::now());
                 }
                 Transmit::Unsubscribe(channel) => pubsub.unsubscribe(&channel)?,
+                // Only a cluster engine (`EngineConfig::cluster`) shards its channels.
+                Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. } => {}
             }
         }
         // 2. Act on the outcomes: this is where an application (or an adapter's API) lives.

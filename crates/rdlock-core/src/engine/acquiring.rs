@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::lock::{InFlight, Phase, Step};
 use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending};
-use crate::command::{Command, RequestId};
+use crate::command::{Command, Node, RequestId};
 use crate::error::LockError;
 use crate::event::Event;
 use crate::keys::LockKeys;
@@ -18,13 +18,16 @@ impl Engine {
     pub(super) fn send_attempt(&mut self, id: LockId, mode: Mode, now: Instant) {
         let Some(lock) = self.locks.get(&id) else { return };
         let confirm = lock.opts.confirm;
-        let fresh = self.replicas.filter(|&(_, at)| now < at + self.config.replica_count_max_age);
+        let route = lock.route;
+        let max_age = self.config.replica_count_max_age;
+        let fresh = self.shards.get(&route.node).and_then(|s| s.replicas).filter(|&(_, at)| now < at + max_age);
         if confirm.needs_replica_count() && fresh.is_none() {
-            if self.role_req.is_none() {
-                let req = self.request(lock.route, vec![Command::Role], Pending::Role);
-                self.role_req = Some(req);
+            // Replicas are the key's primary's own (a cluster's: its shard's), counted there.
+            if self.shard(route.node).role_req.is_none() {
+                let req = self.request(route, vec![Command::Role], Pending::Role(route.node));
+                self.shard(route.node).role_req = Some(req);
             }
-            self.role_waiters.push(id);
+            self.shard(route.node).role_waiters.push(id);
             self.set_step(id, Step::Counting);
             return;
         }
@@ -49,12 +52,11 @@ impl Engine {
             commands.push(Command::Wait { replicas: wanted, timeout_ms: timeout.as_millis().max(1) as u64 });
         }
         let sent_subscribed = self.subs.is_active(&Self::wait_channel(self.client, &lock.key, lock.opts.sharing));
-        let route = lock.route;
         if let Some(lock) = self.locks.get_mut(&id) {
             lock.attempted = true;
         }
         let req = self.request(route, commands, Pending::Attempt(id));
-        let primary = self.primary;
+        let primary = self.epoch(route.node);
         self.set_step(id, Step::InFlight(InFlight { req, sent_at: now, sent_subscribed, wanted, primary }));
     }
 
@@ -79,7 +81,7 @@ impl Engine {
             _ => None,
         };
         let outcome = reply.map_err(LockError::from).and_then(|r| parse_attempt(&r, wanted, a.waiter.seen_fence));
-        let (op, try_only, abandoned, opts) = (a.op, a.try_only, a.abandoned, lock.opts);
+        let (op, try_only, abandoned, opts, lock_node) = (a.op, a.try_only, a.abandoned, lock.opts, lock.route.node);
         match outcome {
             Err(e) => {
                 let transient = e.is_retryable();
@@ -107,7 +109,7 @@ impl Engine {
                 } else {
                     lock.fetched = value;
                     self.become_held(id, fence, sent_at, valid_until, now);
-                    if primary != self.primary {
+                    if primary != self.epoch(lock_node) {
                         // Granted by a primary that has since been replaced: check the new one.
                         self.renew_now(id, now);
                     }
@@ -196,16 +198,18 @@ impl Engine {
         self.answer(id, op, Event::Acquired { fence, valid_until });
     }
 
-    pub(super) fn on_role_reply(&mut self, reply: Result<Vec<Reply>, TransportError>, now: Instant) {
-        self.role_req = None;
-        let waiters = std::mem::take(&mut self.role_waiters);
+    pub(super) fn on_role_reply(&mut self, node: Node, reply: Result<Vec<Reply>, TransportError>, now: Instant) {
+        let shard = self.shard(node);
+        shard.role_req = None;
+        let waiters = std::mem::take(&mut shard.role_waiters);
         match reply.map_err(LockError::from).and_then(|r| parse_role(&r)) {
             Ok(n) => {
                 // `ROLE` lists only connected replicas. A replica whose link is down can still
                 // be promoted, so "all" means every replica this engine has seen: the count
                 // never drops, and a lock cannot be confirmed while a known replica is away.
-                let n = n.max(self.replicas.map_or(0, |(m, _)| m)).max(self.replica_floor);
-                self.replicas = Some((n, now));
+                let shard = self.shard(node);
+                let n = n.max(shard.replicas.map_or(0, |(m, _)| m)).max(shard.floor);
+                shard.replicas = Some((n, now));
                 for id in waiters {
                     // A try-lock must not queue: only waits use the idempotent queuing mode.
                     let try_only = self.locks.get_mut(&id).and_then(|l| l.acquisition()).is_some_and(|a| a.try_only);
@@ -236,7 +240,9 @@ impl Engine {
     /// stale, after attempts that may have queued it or even been handed the key: such a
     /// lock leaves through the release script, or its queue entry (or key) is left behind.
     pub(super) fn leave_counting(&mut self, id: LockId, now: Instant) {
-        self.role_waiters.retain(|&w| w != id);
+        if let Some(node) = self.locks.get(&id).map(|l| l.route.node) {
+            self.shard(node).role_waiters.retain(|&w| w != id);
+        }
         if self.locks.get(&id).is_some_and(|l| l.attempted) {
             self.send_release(id, Then::Silent, now);
         } else {

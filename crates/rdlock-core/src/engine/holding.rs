@@ -7,7 +7,6 @@ use super::lock::Phase;
 use super::{Engine, LockId, Pending};
 use crate::command::{Command, RequestId, Route};
 use crate::event::{Event, LostReason};
-use crate::keys::slot;
 use crate::reply::{Reply, TransportError};
 use crate::script::{ExtendArgs, ExtendReply, PermitExtendArgs};
 use crate::token::hex;
@@ -16,8 +15,9 @@ impl Engine {
     /// Renews, in batches, every auto-renewing lock whose renewal window has opened.
     pub(super) fn renew_due(&mut self, now: Instant) {
         let due: Vec<(Instant, LockId)> = self.renewals.range(..=(now, LockId(u64::MAX))).copied().collect();
-        // Locks and shares renew with different scripts: batched apart.
-        let mut groups: HashMap<(Route, u16, u32, bool), Vec<LockId>> = HashMap::new();
+        // Locks and shares renew with different scripts: batched apart. In a cluster the route
+        // names the slot: a batch is one slot's, on its primary.
+        let mut groups: HashMap<(Route, u32, bool), Vec<LockId>> = HashMap::new();
         for entry in due {
             self.renewals.remove(&entry);
             let id = entry.1;
@@ -26,13 +26,12 @@ impl Engine {
             if l.lost.is_some() || l.renewing.is_some() {
                 continue;
             }
-            let slot = if self.config.cluster { slot(&lock.key) } else { 0 };
-            let wanted = lock.opts.confirm.wanted(self.replicas.map(|(n, _)| n)).unwrap_or(0);
-            groups.entry((lock.route, slot, wanted, lock.resource.share().is_some())).or_default().push(id);
+            let wanted = lock.opts.confirm.wanted(self.replicas(lock.route.node)).unwrap_or(0);
+            groups.entry((lock.route, wanted, lock.resource.share().is_some())).or_default().push(id);
         }
         let mut groups: Vec<_> = groups.into_iter().collect();
         groups.sort_by_key(|(_, ids)| ids[0]);
-        for ((route, _, wanted, shares), ids) in groups {
+        for ((route, wanted, shares), ids) in groups {
             for chunk in ids.chunks(self.config.max_renew_batch.max(1)) {
                 self.send_renewal(route, wanted, shares, chunk, now);
             }

@@ -33,10 +33,10 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::command::{Command, Request, RequestId, Route, Transmit};
+use crate::command::{Class, Command, Node, Request, RequestId, Route, Transmit};
 use crate::error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
 use crate::event::{Event, LockEvent, LostReason, Warning};
-use crate::keys::LockKeys;
+use crate::keys::{LockKeys, slot};
 use crate::machine::{Then, Waiter};
 use crate::options::{Acquire, Confirm, LockOptions, Resource, Sharing};
 use crate::reply::{Reply, ServerError, TransportError};
@@ -71,7 +71,9 @@ pub struct OpId(pub u64);
 /// Settings shared by every lock of an engine.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// The server is a cluster: batched renewals only group keys of one hash slot.
+    /// The server is a cluster: every request about a key is routed to its slot's primary
+    /// ([`Node::Slot`]), batched renewals group keys of one slot, replicas are counted per
+    /// slot, and hand-offs use sharded pub/sub ([`Transmit::SubscribeShard`]).
     pub cluster: bool,
     /// How long an idle channel stays subscribed.
     pub subscription_linger: Duration,
@@ -133,9 +135,25 @@ enum Pending {
     Attempt(LockId),
     Release(LockId),
     Renew { locks: Vec<LockId>, sent_at: Instant, wanted: u32 },
-    Role,
+    Role(Node),
     Downgrade(LockId, OpId),
     Store { lock: LockId, op: OpId, wanted: u32 },
+}
+
+/// What the engine knows of one node's primary (a cluster's per slot): its replica count and
+/// how often it was replaced.
+#[derive(Debug, Default)]
+struct Shard {
+    /// The last count of its replicas, and when it was made.
+    replicas: Option<(u32, Instant)>,
+    /// Replicas the topology knows of (the sentinels' list, a cluster's nodes), counted even
+    /// while unconnected: no count goes below it.
+    floor: u32,
+    /// The `ROLE` request in flight, and the locks waiting for its count.
+    role_req: Option<RequestId>,
+    role_waiters: Vec<LockId>,
+    /// How many times this node's primary changed on its own ([`Engine::handle_slot_moved`]).
+    moved: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -164,13 +182,11 @@ pub struct Engine {
     renewals: BTreeSet<(Instant, LockId)>,
     /// Locks that wait (subscribed to their channel): they share the poll budget.
     waiting: usize,
-    replicas: Option<(u32, Instant)>,
-    /// Replicas the topology knows of (from the sentinels), counted even while unconnected.
-    replica_floor: u32,
-    /// How many times the primary has changed ([`Engine::handle_primary_changed`]).
+    /// Per node (standalone: [`Node::Primary`]; a cluster: per slot) its replica count and
+    /// its changes of primary.
+    shards: HashMap<Node, Shard>,
+    /// How many times every primary has changed at once ([`Engine::handle_primary_changed`]).
     primary: u32,
-    role_req: Option<RequestId>,
-    role_waiters: Vec<LockId>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<LockEvent>,
     warnings: VecDeque<Warning>,
@@ -199,7 +215,10 @@ impl Engine {
         Self {
             client: rng.token_bits() as u64,
             rng,
-            subs: Subscriptions::new(config.subscription_linger),
+            subs: match config.cluster {
+                true => Subscriptions::sharded(config.subscription_linger),
+                false => Subscriptions::new(config.subscription_linger),
+            },
             config,
             next_lock: 0,
             next_req: 0,
@@ -210,11 +229,8 @@ impl Engine {
             timers: BinaryHeap::new(),
             renewals: BTreeSet::new(),
             waiting: 0,
-            replicas: None,
-            replica_floor: 0,
+            shards: HashMap::new(),
             primary: 0,
-            role_req: None,
-            role_waiters: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             warnings: VecDeque::new(),
@@ -271,7 +287,10 @@ impl Engine {
         let id = LockId(self.next_lock);
         self.next_lock += 1;
         let token = self.rng.token_bits();
-        let route = if opts.confirm == Confirm::None { Route::COMMANDS } else { Route::CONFIRM };
+        let class = if opts.confirm == Confirm::None { Class::Commands } else { Class::Confirm };
+        // In a cluster, to the key's own primary: its script and `WAIT` go there together.
+        let node = if self.config.cluster { Node::Slot(slot(key)) } else { Node::Primary };
+        let route = Route { node, class };
         self.by_token.insert(token, id);
         let op = self.next_op();
         let acquisition =
@@ -422,7 +441,7 @@ impl Engine {
             Pending::Attempt(lock) => self.on_attempt_reply(lock, id, reply, now),
             Pending::Release(lock) => self.on_release_reply(lock, id, reply, now),
             Pending::Renew { locks, sent_at, wanted } => self.on_renew_reply(&locks, id, sent_at, wanted, reply, now),
-            Pending::Role => self.on_role_reply(reply, now),
+            Pending::Role(node) => self.on_role_reply(node, reply, now),
             Pending::Downgrade(lock, op) => self.on_downgrade_reply(lock, op, reply, now),
             Pending::Store { lock, op, wanted } => self.on_store_reply(lock, op, wanted, reply, now),
         }
@@ -438,6 +457,7 @@ impl Engine {
         let Some(token) = parse_hex(token) else { return };
         let (Some(&id), Ok(fence)) = (self.by_token.get(&token), fence.parse::<u64>()) else { return };
         let client = self.client;
+        let trusted = !self.config.cluster || self.subs.is_active(channel);
         let Some(lock) = self.locks.get_mut(&id) else { return };
         if lock.opts.sharing != Sharing::Queue
             || !LockKeys::is_inbox_of(&lock.key, &LockKeys::inbox_suffix(&lock.key, client), channel)
@@ -446,6 +466,15 @@ impl Engine {
         }
         // Counting: not queued yet. Held: a duplicate. Releasing: the release covers it.
         let Some(a) = lock.acquisition() else { return };
+        if !trusted {
+            // Heard on a subscription not confirmed on the slot's current primary (one the
+            // slot moved away from): the count that decided the key's TTL may not include it.
+            // A hint only: confirm by an attempt (or, in flight, at the next poll).
+            if matches!(a.step, Step::Idle { .. }) && a.waiter.is_fresh(fence) {
+                self.send_attempt(id, Mode::Retry, now);
+            }
+            return;
+        }
         match a.step {
             Step::InFlight(_) => a.waiter.granted = Some(fence),
             // A fence at or below one a retry saw held by someone else: an old, lost hand-off.
@@ -540,12 +569,36 @@ impl Engine {
         self.events.push_back(LockEvent { lock: id, op: None, event });
     }
 
-    fn request(&mut self, route: Route, commands: Vec<Command>, pending: Pending) -> RequestId {
+    fn request(&mut self, route: Route, mut commands: Vec<Command>, pending: Pending) -> RequestId {
+        if self.config.cluster {
+            // A cluster's scripts announce on sharded channels.
+            for command in &mut commands {
+                if let Command::Script { script, .. } | Command::ScriptWithValue { script, .. } = command {
+                    *script = script.sharded();
+                }
+            }
+        }
         let id = RequestId(self.next_req);
         self.next_req += 1;
         self.pending.insert(id, pending);
         self.transmits.push_back(Transmit::Request(Request { id, route, commands }));
         id
+    }
+
+    /// What the engine knows of `node`'s primary.
+    fn shard(&mut self, node: Node) -> &mut Shard {
+        self.shards.entry(node).or_default()
+    }
+
+    /// Changes with every change of `node`'s primary: a grant made under another epoch is
+    /// checked again.
+    fn epoch(&self, node: Node) -> u32 {
+        self.primary.wrapping_add(self.shards.get(&node).map_or(0, |s| s.moved))
+    }
+
+    /// `node`'s last replica count, however old.
+    fn replicas(&self, node: Node) -> Option<u32> {
+        self.shards.get(&node).and_then(|s| s.replicas).map(|(n, _)| n)
     }
 
     fn set_phase(&mut self, id: LockId, phase: Phase) {

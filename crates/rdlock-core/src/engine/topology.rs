@@ -1,10 +1,12 @@
-//! When the primary changes (a failover the driver followed): every lease is checked on the
-//! new primary, waiters look again, and releases are sent again.
+//! When a primary changes (a failover the driver followed, or, in a cluster, a slot that
+//! moved): the leases it held are checked on the new primary, waiters look again, and
+//! releases are sent again.
 
 use std::time::Instant;
 
 use super::lock::{Phase, Step};
 use super::{Engine, LockId};
+use crate::command::Node;
 use crate::script::Mode;
 
 impl Engine {
@@ -20,12 +22,56 @@ impl Engine {
     ///   replicas the topology reports, e.g. the sentinels' list, connected or not).
     ///
     /// The driver also re-subscribes its channels ([`Engine::handle_subscriptions_lost`]).
+    /// In a cluster it applies to every slot at once; [`Engine::handle_slot_moved`] is the
+    /// same for one slot.
     pub fn handle_primary_changed(&mut self, known_replicas: Option<u32>, now: Instant) {
         self.primary = self.primary.wrapping_add(1);
-        self.replicas = None;
-        self.replica_floor = known_replicas.unwrap_or(0);
+        for shard in self.shards.values_mut() {
+            shard.replicas = None;
+        }
+        self.shard(Node::Primary).floor = known_replicas.unwrap_or(0);
         let ids: Vec<LockId> = self.locks.keys().copied().collect();
-        for id in ids {
+        self.check_again(&ids, now);
+    }
+
+    /// In a cluster: the primary that serves `slot` changed (a `MOVED` reply, a failover or
+    /// a migration the driver learned of from the topology). As
+    /// [`Engine::handle_primary_changed`], for the locks of that slot only: their leases are
+    /// checked on the new primary at once (owner-checked), their grants in flight checked
+    /// when they arrive, their waiters attempt again, their releases are sent again, and the
+    /// slot's replicas are counted again, never below `known_replicas`. Its channels are
+    /// subscribed again where the slot now lives ([`crate::Transmit::SubscribeShard`]);
+    /// until the server confirms one, a hand-off heard on it is only a hint, confirmed by an
+    /// attempt. Every script is idempotent, so resending what the old primary may have run
+    /// is safe.
+    pub fn handle_slot_moved(&mut self, slot: u16, known_replicas: Option<u32>, now: Instant) {
+        let node = Node::Slot(slot);
+        let shard = self.shard(node);
+        shard.moved = shard.moved.wrapping_add(1);
+        shard.replicas = None;
+        shard.floor = known_replicas.unwrap_or(0);
+        let mut out = Vec::new();
+        self.subs.reset_slot(slot, &mut out);
+        self.transmits.extend(out);
+        let ids: Vec<LockId> = self.locks.iter().filter(|(_, l)| l.route.node == node).map(|(&id, _)| id).collect();
+        self.check_again(&ids, now);
+    }
+
+    /// In a cluster: the server ended the subscription to `channel` on its own (a
+    /// `sunsubscribe` nobody asked for: its slot moved or its node stepped down). It is
+    /// subscribed again, on the primary that now serves the slot, and its waiters check
+    /// their locks once the server confirms ([`Engine::handle_subscribed`]); their polls
+    /// bound the wait meanwhile. A hand-off heard on it before then is only a hint.
+    pub fn handle_shard_unsubscribed(&mut self, channel: &str, _now: Instant) {
+        let mut out = Vec::new();
+        self.subs.reset_channel(channel, &mut out);
+        self.transmits.extend(out);
+    }
+
+    /// Every lease of `ids` is checked at once, every waiter attempts again, every release is
+    /// sent again (see [`Engine::handle_primary_changed`]).
+    fn check_again(&mut self, ids: &[LockId], now: Instant) {
+        for &id in ids {
             let Some(lock) = self.locks.get_mut(&id) else { continue };
             match &mut lock.phase {
                 Phase::Held(l) if l.lost.is_none() => {
@@ -43,17 +89,17 @@ impl Engine {
                 Phase::Releasing(_) => self.resend_release(id),
             }
         }
-        // One batch for them all.
+        // One batch for them all (one per slot in a cluster).
         self.renew_due(now);
     }
 
-    /// The floor of every replica count: replicas the topology knows of, connected or not
-    /// (see [`Engine::handle_primary_changed`]).
+    /// The floor of every replica count of the primary: replicas the topology knows of,
+    /// connected or not (see [`Engine::handle_primary_changed`]).
     pub fn set_known_replicas(&mut self, known_replicas: u32) {
-        self.replica_floor = known_replicas;
+        self.shard(Node::Primary).floor = known_replicas;
     }
 
-    /// Renews a held lease now (batched with the others due).
+    /// Renews a held lease now (batched with any others due).
     pub(super) fn renew_now(&mut self, id: LockId, now: Instant) {
         self.renewal_due_now(id, now);
         self.renew_due(now);

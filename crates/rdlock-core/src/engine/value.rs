@@ -103,7 +103,7 @@ impl Engine {
         if value.len() > max_value as usize {
             return Err(Misuse::Invalid(id, InvalidInput::ValueTooLarge { len: value.len(), max: max_value }));
         }
-        let wanted = lock.opts.confirm.wanted(self.replicas.map(|(n, _)| n)).unwrap_or(0);
+        let wanted = lock.opts.confirm.wanted(self.replicas(lock.route.node)).unwrap_or(0);
         Ok(lease.is_valid(now).then_some(WriteBack { fence: lease.fence, value, wanted }))
     }
 

@@ -38,11 +38,33 @@ pub enum Script {
     PermitChange,
     /// Owner-checked write of a mutex's value.
     Store,
+    /// [`Script::Acquire`] for a cluster: hand-offs announced with `SPUBLISH`.
+    ShardedAcquire,
+    /// [`Script::Release`] for a cluster: hand-offs announced with `SPUBLISH`.
+    ShardedRelease,
+    /// [`Script::ReleaseShared`] for a cluster: the free notice sent with `SPUBLISH`.
+    ShardedReleaseShared,
+    /// [`Script::PermitAcquire`] for a cluster: hand-offs announced with `SPUBLISH`.
+    ShardedPermitAcquire,
+    /// [`Script::PermitRelease`] for a cluster: hand-offs announced with `SPUBLISH`.
+    ShardedPermitRelease,
+    /// [`Script::PermitChange`] for a cluster: hand-offs announced with `SPUBLISH`.
+    ShardedPermitChange,
 }
+
+/// The scripts that announce something, with their cluster variants.
+const SHARDED: [(Script, Script); 6] = [
+    (Script::Acquire, Script::ShardedAcquire),
+    (Script::Release, Script::ShardedRelease),
+    (Script::ReleaseShared, Script::ShardedReleaseShared),
+    (Script::PermitAcquire, Script::ShardedPermitAcquire),
+    (Script::PermitRelease, Script::ShardedPermitRelease),
+    (Script::PermitChange, Script::ShardedPermitChange),
+];
 
 impl Script {
     /// Every script, for drivers that load them up front.
-    pub const ALL: [Script; 9] = [
+    pub const ALL: [Script; 15] = [
         Script::Acquire,
         Script::Release,
         Script::Extend,
@@ -52,7 +74,30 @@ impl Script {
         Script::PermitExtend,
         Script::PermitChange,
         Script::Store,
+        Script::ShardedAcquire,
+        Script::ShardedRelease,
+        Script::ShardedReleaseShared,
+        Script::ShardedPermitAcquire,
+        Script::ShardedPermitRelease,
+        Script::ShardedPermitChange,
     ];
+
+    /// The script a cluster runs in this one's place: the same script with every announcement
+    /// made by `SPUBLISH` (sharded pub/sub: counted on, and delivered from, the key's shard),
+    /// or this one when it announces nothing.
+    pub fn sharded(self) -> Script {
+        SHARDED.iter().find(|(base, _)| *base == self).map_or(self, |&(_, sharded)| sharded)
+    }
+
+    /// The script a cluster variant was made from (itself for any other).
+    pub fn base(self) -> Script {
+        SHARDED.iter().find(|(_, sharded)| *sharded == self).map_or(self, |&(base, _)| base)
+    }
+
+    /// Whether this is a cluster variant (it announces with `SPUBLISH`).
+    pub fn is_sharded(self) -> bool {
+        self.base() != self
+    }
 
     /// The Lua source (the fence prelude, `fence.lua`, is prepended to the scripts that grant
     /// a lock).
@@ -73,6 +118,7 @@ impl Script {
                 concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("permit_change.lua"))
             }
             Script::Store => concat!(include_str!("fence.lua"), include_str!("store.lua")),
+            sharded => sharded_source(sharded),
         }
     }
 
@@ -88,6 +134,58 @@ impl Script {
             Script::PermitExtend => "permit-extend",
             Script::PermitChange => "permit-change",
             Script::Store => "store",
+            Script::ShardedAcquire => "sharded-acquire",
+            Script::ShardedRelease => "sharded-release",
+            Script::ShardedReleaseShared => "sharded-release-shared",
+            Script::ShardedPermitAcquire => "sharded-permit-acquire",
+            Script::ShardedPermitRelease => "sharded-permit-release",
+            Script::ShardedPermitChange => "sharded-permit-change",
         }
+    }
+}
+
+/// How the scripts announce: the one call a cluster variant changes.
+const PUBLISH: &str = "redis.call('PUBLISH', ";
+/// What a cluster variant calls instead, defined by [`SHARDED_PRELUDE`].
+const SPUBLISH: &str = "spublish(";
+/// Prepended to every cluster variant.
+const SHARDED_PRELUDE: &str = include_str!("sharded.lua");
+
+/// A cluster variant's source: [`SHARDED_PRELUDE`], then its base's with every `PUBLISH` call
+/// made a call of the prelude's `spublish` (derived, so the two cannot drift apart; built
+/// once). Arguments and replies are the base's.
+fn sharded_source(script: Script) -> &'static str {
+    static SOURCES: std::sync::OnceLock<Vec<(Script, String)>> = std::sync::OnceLock::new();
+    let sources = SOURCES.get_or_init(|| {
+        SHARDED
+            .iter()
+            .map(|&(base, sharded)| (sharded, format!("{SHARDED_PRELUDE}{}", base.source().replace(PUBLISH, SPUBLISH))))
+            .collect()
+    });
+    sources.iter().find(|(s, _)| *s == script).map_or("", |(_, source)| source.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_variants_differ_from_their_base_only_in_how_they_announce() {
+        for (base, sharded) in SHARDED {
+            assert_eq!((base.sharded(), sharded.base(), sharded.sharded()), (sharded, base, sharded));
+            assert!(sharded.is_sharded() && !base.is_sharded());
+            let (b, s) = (base.source(), sharded.source());
+            assert!(b.contains(PUBLISH) && !s.contains(PUBLISH), "{base:?}");
+            let body = s.strip_prefix(SHARDED_PRELUDE).expect("the prelude first");
+            assert_eq!(body.replace(SPUBLISH, PUBLISH), b, "{base:?}");
+            assert!(!b.contains(SPUBLISH) && !b.contains("SPUBLISH"), "{base:?}");
+        }
+        for script in [Script::Extend, Script::PermitExtend, Script::Store] {
+            assert_eq!(script.sharded(), script);
+        }
+        // Store carries the prelude's `hand_off` but never calls it: it announces nothing.
+        assert!(!Script::Extend.source().contains(PUBLISH) && !Script::PermitExtend.source().contains(PUBLISH));
+        assert!(!include_str!("store.lua").contains("hand_off") && !include_str!("store.lua").contains("PUBLISH"));
+        assert_eq!(Script::ALL.len(), 15);
     }
 }

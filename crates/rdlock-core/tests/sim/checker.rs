@@ -321,6 +321,7 @@ impl Checker {
                 continue;
             }
             let Command::Script { script, keys, args } = cmd else { continue };
+            let script = &script.base();
             match script {
                 Script::Acquire
                 | Script::Release
@@ -356,6 +357,15 @@ impl Checker {
                     }
                 }
                 Script::Store => self.fail(now, format!("client {c}: a store sent without its value apart")),
+                Script::ShardedAcquire
+                | Script::ShardedRelease
+                | Script::ShardedReleaseShared
+                | Script::ShardedPermitAcquire
+                | Script::ShardedPermitRelease
+                | Script::ShardedPermitChange => {
+                    let sharded = script;
+                    self.fail(now, format!("client {c}: {sharded:?} is no base script"));
+                }
                 Script::Extend | Script::PermitExtend => {
                     // A share renews with three keys: its holder set (the user's key) first.
                     let per = if *script == Script::Extend { 1 } else { 3 };
@@ -369,7 +379,9 @@ impl Checker {
                             Some("names another lock's token")
                         } else if rec.release_sent {
                             Some("was sent after the lock's release")
-                        } else if rec.held.is_none() {
+                        } else if rec.held.is_none() && rec.evidence.is_empty() {
+                            // With a grant seen, its `Acquired` may still be queued behind this
+                            // renewal: a grant from a replaced primary is checked at once.
                             Some("is for a lock never acquired")
                         } else {
                             None
@@ -419,6 +431,7 @@ impl Checker {
                 continue;
             }
             let Some(rec) = self.recs.get_mut(&(c, id)) else { continue };
+            let script = &script.base();
             match (script, reply) {
                 (_, Err(())) => rec.delayed_until = rec.delayed_until.max(now + RETRY_BACKOFF),
                 (Script::Acquire | Script::PermitAcquire, Ok(replies)) => {

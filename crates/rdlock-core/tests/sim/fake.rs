@@ -497,7 +497,9 @@ impl Fake {
             return (Reply::Error(ServerError::new("LOADING", "Redis is loading the dataset in memory")), fx);
         }
         let before = self.dirty;
-        let reply = match script {
+        // A cluster variant is its base with SPUBLISH for PUBLISH, which the one fake node,
+        // the slot's primary where every inbox is subscribed, counts the same way.
+        let reply = match script.base() {
             rdlock_core::Script::Acquire => self.acquire(keys, args, &mut fx),
             rdlock_core::Script::Release => self.release(keys, args, &mut fx),
             rdlock_core::Script::Extend => self.extend(keys, args),
@@ -507,6 +509,7 @@ impl Fake {
             rdlock_core::Script::PermitExtend => self.permit_extend(keys, args),
             rdlock_core::Script::PermitChange => self.permit_change(keys, args, &mut fx),
             rdlock_core::Script::Store => self.store(keys, args, value, &mut fx),
+            sharded => return (Reply::Error(ServerError::new("NOSCRIPT", format!("{sharded:?}"))), fx),
         };
         if self.dirty != before {
             self.replicate(now, dice);

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use rdlock_core::{
-    Class, Command, Engine, EngineConfig, LockEvent, LockId, OpId, Reply, Request, RequestId, Route, Transmit,
-    TransportError,
+    Class, Command, Engine, EngineConfig, LockEvent, LockId, Node, OpId, Reply, Request, RequestId, Route, Transmit,
+    TransportError, slot,
 };
 
 use super::checker::{Checker, Stats};
@@ -39,6 +39,10 @@ pub(super) enum Item {
         channel: String,
     },
     SubscriptionsLost,
+    /// A cluster's server ended one sharded subscription on its own (`sunsubscribe`).
+    ShardUnsubscribed(String),
+    /// A cluster slot's primary changed (the one fake node stays the server).
+    SlotMoved(u16),
     /// A scripted step of one of the client's workers.
     Act {
         worker: usize,
@@ -120,6 +124,36 @@ struct ServerConn {
 /// Connection indexes: commands, confirm, pub/sub. Link `2i` goes up, `2i + 1` down.
 const PUBSUB: usize = 2;
 
+impl World {
+    /// A cluster engine names every request's slot (its key's) and runs the sharded scripts;
+    /// any other names the primary and runs the plain ones.
+    fn check_route(&mut self, c: usize, req: &Request) {
+        let cluster = self.clients[c].cluster;
+        for cmd in &req.commands {
+            let (Command::Script { script, keys, .. } | Command::ScriptWithValue { script, keys, .. }) = cmd else {
+                continue;
+            };
+            let want = match (cluster, keys.first()) {
+                (true, Some(key)) => Node::Slot(slot(key)),
+                _ => Node::Primary,
+            };
+            if req.route.node != want || script.is_sharded() != (cluster && script.sharded() != script.base()) {
+                self.checker.fail(self.now, format!("client {c}: {script:?} on {:?} (cluster: {cluster})", req.route));
+            }
+        }
+        if cluster != matches!(req.route.node, Node::Slot(_)) {
+            self.checker.fail(self.now, format!("client {c}: {:?} (cluster: {cluster})", req.route));
+        }
+    }
+
+    /// A sharded channel is subscribed on its own slot's primary.
+    fn check_slot(&mut self, c: usize, channel: &str, shard: u16) {
+        if !self.clients[c].cluster || slot(channel) != shard {
+            self.checker.fail(self.now, format!("client {c}: channel {channel} subscribed on slot {shard}"));
+        }
+    }
+}
+
 fn route_ix(r: Route) -> usize {
     match r.class {
         Class::Commands => 0,
@@ -147,6 +181,8 @@ pub(super) struct Client {
     conn_epoch: u64,
     /// The server's subscriptions for this client's pub/sub connection.
     channels: BTreeSet<String>,
+    /// The engine routes by slot and shards its channels.
+    cluster: bool,
     /// Latest arrival per link, so that each direction of a connection stays in order.
     links: [u64; 6],
 }
@@ -178,8 +214,9 @@ impl World {
         let clients = (0..sc.clients)
             .map(|i| {
                 let seed = sc.seed.wrapping_mul(31).wrapping_add(i as u64);
+                let cluster = dice.chance(0.3);
                 let config = EngineConfig {
-                    cluster: dice.chance(0.3),
+                    cluster,
                     subscription_linger: Duration::from_millis(dice.range(10, 500)),
                     max_renew_batch: dice.range(1, 4) as usize,
                     replica_count_max_age: Duration::from_millis(dice.range(50, 1000)),
@@ -198,6 +235,7 @@ impl World {
                     emitted: BTreeSet::new(),
                     conn_epoch: 0,
                     channels: BTreeSet::new(),
+                    cluster,
                     links: [0; 6],
                 }
             })
@@ -367,7 +405,7 @@ impl World {
             match cmd {
                 Command::Script { script, keys, args } => {
                     if !self.clients[key.0].alive
-                        && let Some(k) = keys.first().filter(|_| script == rdlock_core::Script::Acquire)
+                        && let Some(k) = keys.first().filter(|_| script.base() == rdlock_core::Script::Acquire)
                     {
                         self.checker.on_dead_request(k);
                     }
@@ -513,6 +551,14 @@ impl World {
                 self.log(|| format!("c{c} <- pub/sub connection lost"));
                 self.clients[c].engine.handle_subscriptions_lost(t);
             }
+            Item::ShardUnsubscribed(channel) => {
+                self.log(|| format!("c{c} <- sunsubscribe {channel}"));
+                self.clients[c].engine.handle_shard_unsubscribed(&channel, t);
+            }
+            Item::SlotMoved(slot) => {
+                self.log(|| format!("c{c} <- slot {slot} moved"));
+                self.clients[c].engine.handle_slot_moved(slot, None, t);
+            }
             Item::Act { worker, nonce } => self.act(c, worker, nonce),
         }
         self.after_engine(c);
@@ -539,6 +585,15 @@ impl World {
                     Transmit::Request(r) => reqs.push(r),
                     Transmit::Subscribe(ch) => subs.push((ch, true)),
                     Transmit::Unsubscribe(ch) => subs.push((ch, false)),
+                    // One fake node serves every slot: a sharded subscription is on its primary.
+                    Transmit::SubscribeShard { channel, slot } => {
+                        self.check_slot(c, &channel, slot);
+                        subs.push((channel, true))
+                    }
+                    Transmit::UnsubscribeShard { channel, slot } => {
+                        self.check_slot(c, &channel, slot);
+                        subs.push((channel, false))
+                    }
                 }
             }
             // Channel operations may come in hash order; their order across channels does
@@ -590,6 +645,7 @@ impl World {
 
     fn send(&mut self, c: usize, req: Request) {
         self.log(|| format!("c{c} -> {:?} {:?} {:?}", req.id, req.route, req.commands));
+        self.check_route(c, &req);
         let live = &self.clients[c].live;
         self.checker.on_transmit(c, &req, |k| live.get(k).copied(), self.now);
         let (id, route) = (req.id, route_ix(req.route));
@@ -676,6 +732,19 @@ impl World {
 
     fn drop_pubsub(&mut self, c: usize) {
         let cl = &mut self.clients[c];
+        if cl.alive && cl.cluster {
+            // In a cluster the server ends sharded subscriptions one by one, as their slots
+            // move: every channel is told apart, and every slot in use moves.
+            let channels = std::mem::take(&mut cl.channels);
+            let slots: BTreeSet<u16> = cl.live.keys().map(|k| slot(k)).collect();
+            for channel in channels {
+                self.deliver(c, Item::ShardUnsubscribed(channel));
+            }
+            for s in slots {
+                self.deliver(c, Item::SlotMoved(s));
+            }
+            return;
+        }
         if cl.alive {
             cl.conn_epoch += 1;
             cl.channels.clear();

@@ -76,7 +76,8 @@ pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
                             break 'connected;
                         }
                     }
-                    Transmit::Request(_) => {}
+                    // Only a cluster engine shards its channels; this driver runs none yet.
+                    Transmit::Request(_) | Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. } => {}
                 }
             }
             if !subscribe.is_empty() {

@@ -104,7 +104,8 @@ fn session(
                     subscribe.retain(|c| *c != ch);
                     unsubscribe.push(ch);
                 }
-                Transmit::Request(_) => {}
+                // Only a cluster engine shards its channels; this driver runs none yet.
+                Transmit::Request(_) | Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. } => {}
             }
         }
         if !subscribe.is_empty() || !unsubscribe.is_empty() {
