@@ -234,6 +234,9 @@ impl Harness {
                             matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease);
                     }
                     Script::Store => prop_assert!(false, "a store without its value apart"),
+                    Script::Inspect | Script::ForceRelease => {
+                        prop_assert!(false, "the engine sent an operator's script")
+                    }
                     Script::Extend | Script::PermitExtend => {
                         // A share renews with three keys: its holder set (the user's key) first.
                         let per = if *script == Script::Extend { 1 } else { 3 };
@@ -546,6 +549,8 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
             Command::Script { script: Script::PermitExtend, keys, .. } => {
                 Reply::Array(keys.chunks(3).map(|_| Reply::Int(next().clamp(0, 1))).collect())
             }
+            // Operators' scripts: the engine never sends them.
+            Command::Script { script: Script::Inspect | Script::ForceRelease, .. } => Reply::Nil,
             Command::Script { script: Script::Store, .. } | Command::ScriptWithValue { .. } => {
                 Reply::Int(next().clamp(-1, 1))
             }

@@ -5,12 +5,14 @@
 
 mod acquire;
 mod extend;
+mod inspect;
 mod permit;
 mod release;
 mod store;
 
 pub use acquire::{AcquireArgs, AcquireReply, Mode};
 pub use extend::{ExtendArgs, ExtendReply};
+pub use inspect::{ForceReleaseArgs, ForceReleaseReply, Holder, Inspection, LockKind, Waiter};
 pub use permit::{MAX_CAPACITY, PermitArgs, PermitChangeArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs};
 pub use release::{ReleaseArgs, ReleaseReply, SharedReleaseArgs};
 pub use store::{DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, StoreArgs, StoreReply, StoredValue, value_key};
@@ -38,11 +40,15 @@ pub enum Script {
     PermitChange,
     /// Owner-checked write of a mutex's value.
     Store,
+    /// A read-only view of one lock, for operators (no lock operation uses it).
+    Inspect,
+    /// An operator's delete of a lock, whoever holds it, handing it to its waiters.
+    ForceRelease,
 }
 
 impl Script {
     /// Every script, for drivers that load them up front.
-    pub const ALL: [Script; 9] = [
+    pub const ALL: [Script; 11] = [
         Script::Acquire,
         Script::Release,
         Script::Extend,
@@ -52,6 +58,8 @@ impl Script {
         Script::PermitExtend,
         Script::PermitChange,
         Script::Store,
+        Script::Inspect,
+        Script::ForceRelease,
     ];
 
     /// The Lua source (the fence prelude, `fence.lua`, is prepended to the scripts that grant
@@ -73,6 +81,10 @@ impl Script {
                 concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("permit_change.lua"))
             }
             Script::Store => concat!(include_str!("fence.lua"), include_str!("store.lua")),
+            Script::Inspect => include_str!("inspect.lua"),
+            Script::ForceRelease => {
+                concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("force_release.lua"))
+            }
         }
     }
 
@@ -88,6 +100,8 @@ impl Script {
             Script::PermitExtend => "permit-extend",
             Script::PermitChange => "permit-change",
             Script::Store => "store",
+            Script::Inspect => "inspect",
+            Script::ForceRelease => "force-release",
         }
     }
 }

@@ -356,6 +356,8 @@ impl Checker {
                     }
                 }
                 Script::Store => self.fail(now, format!("client {c}: a store sent without its value apart")),
+                // Operators' scripts: the engine never sends them.
+                Script::Inspect | Script::ForceRelease => {}
                 Script::Extend | Script::PermitExtend => {
                     // A share renews with three keys: its holder set (the user's key) first.
                     let per = if *script == Script::Extend { 1 } else { 3 };
