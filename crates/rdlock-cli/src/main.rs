@@ -153,12 +153,15 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = if e.use_stderr() { EX_USAGE } else { 0 };
             // --help and --version print in full; a usage error in one line (clap's first).
-            if code == 0 {
+            // `rdlock` alone shows the help (on stderr: it is still a usage error).
+            if code == 0 || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 let _ = e.print();
             } else {
+                // Clap's message is its lines up to the first blank one; joined into one.
                 let text = e.render().to_string();
-                let line = text.lines().next().unwrap_or("usage error").trim_start_matches("error: ");
-                eprintln!("rdlock: {line} (see rdlock --help)");
+                let lines: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+                let line = lines.join(" ");
+                eprintln!("rdlock: {} (see rdlock --help)", line.trim_start_matches("error: "));
             }
             return ExitCode::from(code);
         }

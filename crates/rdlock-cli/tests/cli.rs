@@ -195,11 +195,14 @@ fn exit_codes() {
     guard.release().expect("release");
 
     // Usage errors.
-    for args in [&["exec", "codes"][..], &["exec", "--bogus", "codes", "--", "true"], &["release", "codes"], &[]] {
+    for args in [&["exec", "codes"][..], &["exec", "--bogus", "codes", "--", "true"], &["release", "codes"]] {
         let out = rdlock(&url).args(args).output().expect("rdlock");
         assert_eq!(code(&out), 64, "{args:?}: {}", stderr(&out));
         one_line_error(&out);
     }
+    let bare = rdlock(&url).output().expect("rdlock");
+    assert_eq!(code(&bare), 64);
+    assert!(stderr(&bare).contains("Usage:"), "the help: {}", stderr(&bare));
     let out = rdlock(&url).args(["exec", "--ttl", "5 parsecs", "codes", "--", "true"]).output().expect("rdlock");
     assert_eq!(code(&out), 64);
     let help = rdlock(&url).arg("--help").output().expect("rdlock");
