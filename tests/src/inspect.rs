@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use rdlock_core::{Acquire, LockKeys, LockKind, Resource, Role, value_key};
-use rdlock_driver::{Error, ForceReleaseReply, Inspection, InvalidInput, Json};
+use rdlock_driver::{Error, ForceReleaseReply, Inspection, InvalidInput, Json, LockError};
 
 use crate::harness::{Harness, MutexSpec, Task};
 use crate::support::{admin, get, options, server};
@@ -161,6 +161,24 @@ pub async fn inspect_and_force_release_refuse_other_keys<H: Harness>() {
     assert_eq!(kept.as_deref(), Some("1"));
     assert_eq!(get(&mut conn, &queue).as_deref(), Some("x"));
     assert!(matches!(H::inspect(&client, "").await, Err(Error::InvalidInput(InvalidInput::EmptyKey))));
+
+    // A failing forced release writes nothing: a held key with a waiter and a corrupt fence
+    // counter (the hand-off's fence cannot be issued) is left exactly as it was.
+    let broken = LockKeys::new("rdlock-test:broken").expect("key");
+    let _: () = redis::cmd("SET").arg(&broken.lock).arg("holder-token").query(&mut conn).expect("SET");
+    let _: () = redis::cmd("SET").arg(&broken.fence).arg("not-a-number").query(&mut conn).expect("SET");
+    let entry = format!("waiter-token:30000:i{}", "0".repeat(16));
+    let _: () = redis::cmd("RPUSH").arg(&broken.queue).arg(&entry).query(&mut conn).expect("RPUSH");
+    let dump = |conn: &mut redis::Connection| -> Vec<Option<Vec<u8>>> {
+        [&broken.lock, &broken.fence, &broken.queue]
+            .iter()
+            .map(|k| redis::cmd("DUMP").arg(k).query(conn).expect("DUMP"))
+            .collect()
+    };
+    let before = dump(&mut conn);
+    let refused = H::force_release(&client, "rdlock-test:broken").await;
+    assert!(matches!(&refused, Err(Error::Lock(LockError::Server(s))) if s.code == "RDLOCK"), "{refused:?}");
+    assert_eq!(dump(&mut conn), before, "nothing written");
     let free = H::force_release(&client, "rdlock-test:nothing").await.expect("force release of a free key");
     assert_eq!(free, ForceReleaseReply::NotHeld);
 }

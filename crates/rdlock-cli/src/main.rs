@@ -18,7 +18,7 @@ use rdlock_blocking::{Client, Confirm, Error, LockError, redis};
 pub const EX_USAGE: u8 = 64;
 /// The key is not an rdlock lock (it holds another type of value).
 pub const EX_DATAERR: u8 = 65;
-/// The server (or the sentinels) could not be reached.
+/// The server, the sentinels, or the replicas `--confirm` asks for could not be reached.
 pub const EX_UNAVAILABLE: u8 = 69;
 /// Anything else went wrong (the server refused a script, an unexpected reply).
 pub const EX_SOFTWARE: u8 = 70;
@@ -42,7 +42,7 @@ Examples:
   rdlock release --force deploy
 
 Exit codes: the command's own status (128+N when it died of signal N); 64 usage error;
-65 the key is not an rdlock lock; 69 server unreachable; 70 internal error; 75 busy (--try)
+65 the key is not an rdlock lock; 69 server (or confirming replicas) unreachable; 70 internal error; 75 busy (--try)
 or timed out (--timeout); 76 the lock was lost while the command ran; 77 credentials
 refused; 126/127 the command could not be run / was not found; `release --force` exits 1
 when nothing was held.";
@@ -221,7 +221,11 @@ fn exit_code(e: &Error) -> u8 {
         Error::Lost(_) => EX_LOST,
         Error::Redis(r) if r.kind() == redis::ErrorKind::AuthenticationFailed => EX_NOPERM,
         Error::Redis(r) if matches!(r.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM")) => EX_NOPERM,
-        Error::Redis(_) | Error::Sentinel(_) | Error::Lock(LockError::Transport(_)) => EX_UNAVAILABLE,
+        // Replicas that did not acknowledge in time are unavailable too (the lock was released).
+        Error::Redis(_)
+        | Error::Sentinel(_)
+        | Error::Lock(LockError::Transport(_))
+        | Error::ReplicationShortfall { .. } => EX_UNAVAILABLE,
         _ => EX_SOFTWARE,
     }
 }

@@ -204,3 +204,50 @@ impl ForceReleaseReply {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(s: &str) -> Reply {
+        Reply::Data(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_lock_with_a_queue_is_read() {
+        let waiter = Reply::Array(vec![data("abcdef01"), data("30000"), data("")]);
+        let reply = Reply::Array(vec![
+            data("lock"),
+            data("0123abcd"),
+            Reply::Int(1500),
+            data("42"),
+            Reply::Array(vec![waiter]),
+            Reply::Array(vec![]),
+            Reply::Nil,
+            Reply::Array(vec![Reply::Int(1), data("41")]),
+        ]);
+        let seen = Inspection::parse(Some(&reply)).expect("parsed");
+        assert_eq!(seen.kind, LockKind::Lock);
+        assert_eq!(seen.holder.as_deref(), Some("0123abcd"));
+        assert_eq!(seen.ttl, Some(Duration::from_millis(1500)));
+        assert_eq!(seen.fence, Some(42));
+        assert_eq!(
+            seen.waiters,
+            vec![Waiter { token: "abcdef01".into(), ttl: Some(Duration::from_secs(30)), weight: None }]
+        );
+        assert_eq!(seen.value, Some(Some(41)));
+        assert!(seen.is_held());
+    }
+
+    #[test]
+    fn other_shapes_are_errors() {
+        assert!(Inspection::parse(None).is_err());
+        assert!(Inspection::parse(Some(&Reply::Int(1))).is_err());
+        let odd = Reply::Array(vec![data("odd"); 8]);
+        assert!(matches!(Inspection::parse(Some(&odd)), Err(LockError::UnexpectedReply(_))));
+        let refused = Reply::Error(crate::ServerError::new("WRONGTYPE", "RDLOCK"));
+        assert!(matches!(Inspection::parse(Some(&refused)), Err(LockError::Server(_))));
+        assert_eq!(ForceReleaseReply::parse(Some(&Reply::Int(2))).ok(), Some(ForceReleaseReply::HandedOff));
+        assert!(ForceReleaseReply::parse(Some(&Reply::Int(3))).is_err());
+    }
+}
