@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome, Resource};
-use rdlock_driver::{ClientConfig, Codec, Error, LossSignal, TryLock};
+use rdlock_driver::{ClientConfig, Codec, Error, ForceReleaseReply, Inspection, LossSignal, TryLock};
 
 /// Work started with [`Harness::spawn`]; awaiting it yields the work's result and
 /// re-raises its panic, if it panicked.
@@ -108,6 +108,10 @@ pub trait Harness: Sized + Send + Sync + 'static {
     fn valid_until(guard: &Self::Guard) -> Instant;
     /// Whether the lease is valid now.
     fn is_valid(guard: &Self::Guard) -> bool;
+    /// What the server knows of a lock (`Client::inspect`).
+    async fn inspect(client: &Self::Client, key: &str) -> Result<Inspection, Error>;
+    /// Deletes a lock whoever holds it, handing it on (`Client::force_release`).
+    async fn force_release(client: &Self::Client, key: &str) -> Result<ForceReleaseReply, Error>;
     /// Turns a write share into a read share (`Guard::downgrade`).
     async fn downgrade(guard: &Self::Guard) -> Result<(), Error>;
     /// Renews the lease now.

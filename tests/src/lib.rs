@@ -21,6 +21,7 @@
 pub mod cases;
 pub mod counted;
 pub mod harness;
+pub mod inspect;
 pub mod mutex;
 pub mod runtimes;
 pub mod scoped;
@@ -118,6 +119,11 @@ macro_rules! cases {
             a_value_ttl_applies_only_when_asked,
             confirm_covers_the_write_back,
         );
+        $crate::cases!(@inspect $harness;
+            inspect_reads_a_lock_and_force_release_hands_it_on,
+            inspect_reads_counted_resources_and_a_mutex_value,
+            inspect_and_force_release_refuse_other_keys,
+        );
         $crate::cases!(@sentinel $harness;
             sentinel_bad_inputs_are_typed_errors,
             a_confirmed_lock_survives_a_primary_kill,
@@ -131,6 +137,14 @@ macro_rules! cases {
             #[test]
             fn $case() {
                 $crate::run_case::<$harness, _, _>(stringify!($case), $crate::sentinel::$case::<$harness>);
+            }
+        )*
+    };
+    (@inspect $harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::inspect::$case::<$harness>);
             }
         )*
     };

@@ -47,6 +47,8 @@ pub use rdlock_driver::{
     LockOptions, LossSignal, LostReason, MAX_CAPACITY, MAX_TTL, MIN_TTL, ReleaseOutcome, Resource, ServerError,
     Sharing, TransportError, redis,
 };
+// Operators' tools: `Client::inspect` and `Client::force_release`.
+pub use rdlock_driver::{ForceReleaseReply, Holder, Inspection, LockKind, Waiter};
 // Connecting through sentinels (`Client::connect_sentinel`, or a `redis+sentinel://` URL).
 pub use rdlock_driver::{Credentials, DEFAULT_SENTINEL_PORT, SentinelConfig, SentinelError};
 

@@ -119,9 +119,10 @@ pub use keys::{LAYOUT, LockKeys, MARKER, MAX_KEY_LEN, Role, hash_tag, slot};
 pub use options::{Acquire, Confirm, LockOptions, MAX_POLL_CAP, MAX_TTL, MAX_VALUE_TTL, MIN_TTL, Resource, Sharing};
 pub use reply::{Reply, ServerError, TransportError};
 pub use script::{
-    AcquireArgs, AcquireReply, DEFAULT_MAX_VALUE, ExtendArgs, ExtendReply, MAX_CAPACITY, MAX_VALUE_LIMIT, Mode,
-    PermitArgs, PermitChangeArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs, ReleaseArgs, ReleaseReply, Script,
-    SharedReleaseArgs, StoreArgs, StoreReply, StoredValue, value_key,
+    AcquireArgs, AcquireReply, DEFAULT_MAX_VALUE, ExtendArgs, ExtendReply, ForceReleaseArgs, ForceReleaseReply, Holder,
+    Inspection, LockKind, MAX_CAPACITY, MAX_VALUE_LIMIT, Mode, PermitArgs, PermitChangeArgs, PermitExtendArgs,
+    PermitKeys, PermitReleaseArgs, ReleaseArgs, ReleaseReply, Script, SharedReleaseArgs, StoreArgs, StoreReply,
+    StoredValue, Waiter, value_key,
 };
 pub use subscriptions::Subscriptions;
 pub use token::Rng;

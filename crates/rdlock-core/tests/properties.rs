@@ -245,6 +245,9 @@ impl Harness {
                         let sharded = script;
                         prop_assert!(false, "{sharded:?} is no base script");
                     }
+                    Script::Inspect | Script::ForceRelease => {
+                        prop_assert!(false, "the engine sent an operator's script")
+                    }
                     Script::Extend | Script::PermitExtend => {
                         // A share renews with three keys: its holder set (the user's key) first.
                         let per = if *script == Script::Extend { 1 } else { 3 };
@@ -567,6 +570,8 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
             Command::Script { script: Script::PermitExtend, keys, .. } => {
                 Reply::Array(keys.chunks(3).map(|_| Reply::Int(next().clamp(0, 1))).collect())
             }
+            // Operators' scripts: the engine never sends them.
+            Command::Script { script: Script::Inspect | Script::ForceRelease, .. } => Reply::Nil,
             Command::Script { script: Script::Store, .. } | Command::ScriptWithValue { .. } => {
                 Reply::Int(next().clamp(-1, 1))
             }

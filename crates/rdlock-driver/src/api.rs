@@ -285,6 +285,40 @@ macro_rules! lock_api {
                 }, span)
             }
 
+            /// What the server knows of the lock at `key`, read in one step: whether it is
+            /// held, the holder's token prefix and remaining lease, the last fence issued, the
+            /// waiters in their order; for a semaphore or read-write lock its holders and
+            /// capacity; for a mutex whether a value is stored and its writer's fence. Only
+            /// reads: any key may be inspected, held by anyone or by no one.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::InvalidInput`] for a bad key; [`Error::NotALock`] when the key (or a
+            /// key beside it) holds a type no rdlock lock uses; [`Error::Lock`] when the
+            /// server cannot be reached or refuses.
+            pub $($async)? fn inspect(&self, key: &str) -> Result<rdlock_core::Inspection, Error> {
+                let command = rdlock_core::Inspection::command(key)?;
+                let reply = wait!(self.inner.direct(command)).map_err(rdlock_core::LockError::from)?;
+                rdlock_core::Inspection::parse(reply.as_ref()).map_err(|e| common::not_a_lock(key, e))
+            }
+
+            /// Deletes the lock at `key`, whoever holds it, and hands it on as a release does:
+            /// to the first waiter (or, for a semaphore or read-write lock, to the waiters that
+            /// fit), who is woken at once. **An operator's action that breaks exclusion**: the
+            /// holder is not told, and may still be working; its next renewal finds the lock
+            /// gone and reports the lease lost (`Guard::lost`). Meant for a holder known to be
+            /// stuck. A mutex's value is left as it is.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::inspect`].
+            pub $($async)? fn force_release(&self, key: &str) -> Result<rdlock_core::ForceReleaseReply, Error> {
+                let args = rdlock_core::ForceReleaseArgs { fence_ttl: rdlock_core::FENCE_TTL, claim: rdlock_core::HANDOFF_CLAIM };
+                let command = args.command(key)?;
+                let reply = wait!(self.inner.direct(command)).map_err(rdlock_core::LockError::from)?;
+                rdlock_core::ForceReleaseReply::parse(reply.as_ref()).map_err(|e| common::not_a_lock(key, e))
+            }
+
             /// The underlying `redis::Client` (the `redis` crate is re-exported by every adapter).
             /// Through sentinels: the client of the primary found at connect, which a failover
             /// replaces ([`Client::sentinel_primary`] names the one in use).

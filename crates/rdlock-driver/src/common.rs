@@ -338,3 +338,16 @@ impl LockRequest {
         self.deadline.or_else(|| self.timeout.and_then(|t| now.checked_add(t)))
     }
 }
+
+/// A script's refusal of a key of another type is [`Error::NotALock`]; other failures stay.
+pub(crate) fn not_a_lock(key: &str, e: rdlock_core::LockError) -> Error {
+    match e {
+        // The scripts say WRONGTYPE for the lock key, RDLOCK for the keys beside it.
+        rdlock_core::LockError::Server(s)
+            if s.code == "WRONGTYPE" || (s.code == "RDLOCK" && s.message.contains("holds another type")) =>
+        {
+            Error::NotALock { key: key.to_owned() }
+        }
+        e => Error::Lock(e),
+    }
+}

@@ -77,6 +77,13 @@ pub enum Error {
         /// The codec's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The key (or one of the keys beside it) holds a value of a type no rdlock lock uses:
+    /// it is not an rdlock lock, and was left as it is.
+    #[error("{key:?} is not an rdlock lock (the key holds another type of value)")]
+    NotALock {
+        /// The key.
+        key: String,
+    },
     /// The client shut down.
     #[error("the client is closed")]
     Closed,

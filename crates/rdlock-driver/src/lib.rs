@@ -59,6 +59,8 @@ pub use rdlock_core::{
     Acquire, Confirm, EntropyUnavailable, InvalidInput, LockError, LockOptions, LostReason, MAX_CAPACITY, MAX_TTL,
     MIN_TTL, ReleaseOutcome, Resource, ServerError, Sharing, TransportError,
 };
+// What an operator's inspection reads, and what a forced release did.
+pub use rdlock_core::{ForceReleaseReply, Holder, Inspection, LockKind, Waiter};
 /// The `redis` crate this driver is built on: [`Client::redis`] returns its client, and
 /// [`Client::connect`] takes one.
 pub use redis;

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
 use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome, Resource};
-use rdlock_driver::{Client, ClientConfig, Error, Guard, Hold, LossSignal, MutexGuard, Owner, Runtime, Scope, TryLock};
+use rdlock_driver::{
+    Client, ClientConfig, Error, ForceReleaseReply, Guard, Hold, Inspection, LossSignal, MutexGuard, Owner, Runtime,
+    Scope, TryLock,
+};
 
 use crate::harness::{Harness, MutexSpec, Task, Value, ValueCodec};
 
@@ -173,6 +176,14 @@ impl<E: Executor> Harness for Async<E> {
 
     fn is_valid(guard: &Self::Guard) -> bool {
         guard.is_valid()
+    }
+
+    async fn inspect(client: &Self::Client, key: &str) -> Result<Inspection, Error> {
+        client.inspect(key).await
+    }
+
+    async fn force_release(client: &Self::Client, key: &str) -> Result<ForceReleaseReply, Error> {
+        client.force_release(key).await
     }
 
     async fn downgrade(guard: &Self::Guard) -> Result<(), Error> {

@@ -9,7 +9,7 @@ use futures_lite::future::block_on;
 use rdlock_blocking::{Client, Guard, Hold, Owner, Scope};
 use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome, Resource};
 use rdlock_driver::blocking::MutexGuard;
-use rdlock_driver::{ClientConfig, Error, LossSignal, TryLock};
+use rdlock_driver::{ClientConfig, Error, ForceReleaseReply, Inspection, LossSignal, TryLock};
 
 use crate::harness::{Harness, MutexSpec, Task, Value, ValueCodec};
 
@@ -171,6 +171,14 @@ impl Harness for Blocking {
 
     fn is_valid(guard: &Self::Guard) -> bool {
         guard.is_valid()
+    }
+
+    async fn inspect(client: &Self::Client, key: &str) -> Result<Inspection, Error> {
+        client.inspect(key)
+    }
+
+    async fn force_release(client: &Self::Client, key: &str) -> Result<ForceReleaseReply, Error> {
+        client.force_release(key)
     }
 
     async fn downgrade(guard: &Self::Guard) -> Result<(), Error> {

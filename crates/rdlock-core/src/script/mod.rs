@@ -5,12 +5,14 @@
 
 mod acquire;
 mod extend;
+mod inspect;
 mod permit;
 mod release;
 mod store;
 
 pub use acquire::{AcquireArgs, AcquireReply, Mode};
 pub use extend::{ExtendArgs, ExtendReply};
+pub use inspect::{ForceReleaseArgs, ForceReleaseReply, Holder, Inspection, LockKind, Waiter};
 pub use permit::{MAX_CAPACITY, PermitArgs, PermitChangeArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs};
 pub use release::{ReleaseArgs, ReleaseReply, SharedReleaseArgs};
 pub use store::{DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, StoreArgs, StoreReply, StoredValue, value_key};
@@ -50,6 +52,10 @@ pub enum Script {
     ShardedPermitRelease,
     /// [`Script::PermitChange`] for a cluster: hand-offs announced with `SPUBLISH`.
     ShardedPermitChange,
+    /// A read-only view of one lock, for operators (no lock operation uses it).
+    Inspect,
+    /// An operator's delete of a lock, whoever holds it, handing it to its waiters.
+    ForceRelease,
 }
 
 /// The scripts that announce something, with their cluster variants.
@@ -64,7 +70,7 @@ const SHARDED: [(Script, Script); 6] = [
 
 impl Script {
     /// Every script, for drivers that load them up front.
-    pub const ALL: [Script; 15] = [
+    pub const ALL: [Script; 17] = [
         Script::Acquire,
         Script::Release,
         Script::Extend,
@@ -80,6 +86,8 @@ impl Script {
         Script::ShardedPermitAcquire,
         Script::ShardedPermitRelease,
         Script::ShardedPermitChange,
+        Script::Inspect,
+        Script::ForceRelease,
     ];
 
     /// The script a cluster runs in this one's place: the same script with every announcement
@@ -118,6 +126,10 @@ impl Script {
                 concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("permit_change.lua"))
             }
             Script::Store => concat!(include_str!("fence.lua"), include_str!("store.lua")),
+            Script::Inspect => include_str!("inspect.lua"),
+            Script::ForceRelease => {
+                concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("force_release.lua"))
+            }
             sharded => sharded_source(sharded),
         }
     }
@@ -140,6 +152,8 @@ impl Script {
             Script::ShardedPermitAcquire => "sharded-permit-acquire",
             Script::ShardedPermitRelease => "sharded-permit-release",
             Script::ShardedPermitChange => "sharded-permit-change",
+            Script::Inspect => "inspect",
+            Script::ForceRelease => "force-release",
         }
     }
 }
@@ -180,12 +194,14 @@ mod tests {
             assert_eq!(body.replace(SPUBLISH, PUBLISH), b, "{base:?}");
             assert!(!b.contains(SPUBLISH) && !b.contains("SPUBLISH"), "{base:?}");
         }
-        for script in [Script::Extend, Script::PermitExtend, Script::Store] {
+        // The operators' force release has no cluster variant yet: in a cluster its hand-off is
+        // an unheard claim, which the waiter confirms at its next poll (liveness only).
+        for script in [Script::Extend, Script::PermitExtend, Script::Store, Script::Inspect, Script::ForceRelease] {
             assert_eq!(script.sharded(), script);
         }
         // Store carries the prelude's `hand_off` but never calls it: it announces nothing.
         assert!(!Script::Extend.source().contains(PUBLISH) && !Script::PermitExtend.source().contains(PUBLISH));
         assert!(!include_str!("store.lua").contains("hand_off") && !include_str!("store.lua").contains("PUBLISH"));
-        assert_eq!(Script::ALL.len(), 15);
+        assert_eq!(Script::ALL.len(), 17);
     }
 }

@@ -366,6 +366,8 @@ impl Checker {
                     let sharded = script;
                     self.fail(now, format!("client {c}: {sharded:?} is no base script"));
                 }
+                // Operators' scripts: the engine never sends them.
+                Script::Inspect | Script::ForceRelease => {}
                 Script::Extend | Script::PermitExtend => {
                     // A share renews with three keys: its holder set (the user's key) first.
                     let per = if *script == Script::Extend { 1 } else { 3 };

@@ -509,6 +509,10 @@ impl Fake {
             rdlock_core::Script::PermitExtend => self.permit_extend(keys, args),
             rdlock_core::Script::PermitChange => self.permit_change(keys, args, &mut fx),
             rdlock_core::Script::Store => self.store(keys, args, value, &mut fx),
+            // Operators' scripts: the engine never sends them, so the fake need not follow them.
+            rdlock_core::Script::Inspect | rdlock_core::Script::ForceRelease => {
+                Err(ServerError::new("ERR", "the fake does not run operators' scripts"))
+            }
             sharded => return (Reply::Error(ServerError::new("NOSCRIPT", format!("{sharded:?}"))), fx),
         };
         if self.dirty != before {

@@ -243,6 +243,12 @@ impl<R: Runtime> Cell<Tasks<R>> {
         self.pubsub().pop_front()
     }
 
+    /// One command outside every lock's life (an operator's inspection or forced release),
+    /// on the caller's task: the engine has nothing to decide about it.
+    pub(super) async fn direct(&self, command: Command) -> Result<Option<Reply>, TransportError> {
+        self.exchange(Route::COMMANDS, std::slice::from_ref(&command)).await.map(|r| r.into_iter().next())
+    }
+
     async fn execute(&self, req: Request) -> Vec<Request> {
         // If the caller stops awaiting, the engine still learns the request's fate (unknown).
         let mut in_flight = InFlight { inner: self, id: req.id, done: false };

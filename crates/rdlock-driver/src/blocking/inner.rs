@@ -285,6 +285,12 @@ impl Cell<Threads> {
         work.workers -= 1;
     }
 
+    /// One command outside every lock's life (an operator's inspection or forced release),
+    /// on the caller's thread: the engine has nothing to decide about it.
+    pub(super) fn direct(&self, command: Command) -> Result<Option<Reply>, TransportError> {
+        self.exchange(Route::COMMANDS, std::slice::from_ref(&command), None).map(|r| r.into_iter().next())
+    }
+
     fn work(&self) -> MutexGuard<'_, Work> {
         self.side.work.lock().unwrap_or_else(|e| e.into_inner())
     }
