@@ -140,6 +140,11 @@ impl<D: Side> Cell<D> {
         if wake_timers {
             D::wake_timers(self);
         }
+        // Sharded subscriptions are not made yet (waits in a cluster are bounded by the
+        // engine's poll): they never reach the pub/sub worker, which would otherwise hold a
+        // connection for nothing.
+        let mut pubsub = pubsub;
+        pubsub.retain(|t| !matches!(t, Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. }));
         if !pubsub.is_empty() {
             self.pubsub().extend(pubsub);
             D::wake_pubsub(self);
