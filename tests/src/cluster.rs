@@ -231,3 +231,46 @@ pub async fn cluster_a_killed_primary_is_followed<H: Harness>() {
     assert_eq!(H::lost_within(&guard, Duration::from_millis(500)).await, None);
     assert!(H::release(guard).await.expect("release").was_held());
 }
+
+// ------------------------------------------------------------------------------ 6
+
+/// A slot caught half-way through a migration (importing on the target, migrating on the
+/// source): a script on keys the source lacks is sent on (`ASK`, then `ASKING` on the
+/// target), where the server answers `TRYAGAIN` until the migration ends, so a wait on a
+/// key of the slot goes on waiting, never fails, and is granted once the slot is assigned
+/// to the target (`MOVED` followed).
+pub async fn cluster_a_half_migrated_slot_is_served<H: Harness>() {
+    let cluster = start();
+    let client = H::connect(&url(&cluster)).await.expect("connect");
+    let key = "rdlock-test:cluster-asked";
+    let slot = key_slot(key);
+    let from = cluster.primary_for_key(key).expect("primary");
+    let to = *cluster.primaries().expect("primaries").iter().find(|p| p.port() != from.port()).expect("another");
+    let (from_id, to_id) = (cluster.node_id(from).expect("id"), cluster.node_id(to).expect("id"));
+    let setslot = |node: &rdlock_testkit::RedisServer, state: &str, id: &str| {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SETSLOT").arg(slot).arg(state).arg(id);
+        cmd.query::<()>(&mut admin(node)).expect("SETSLOT");
+    };
+    setslot(to, "IMPORTING", from_id);
+    setslot(from, "MIGRATING", to_id);
+    let waiter = {
+        let client = client.clone();
+        H::spawn(async move { H::lock_timeout(&client, key, Duration::from_secs(10)).await })
+    };
+    H::sleep(Duration::from_millis(500)).await;
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut admin(to)).expect("INFO");
+    assert!(stats.contains("cmdstat_asking:"), "the ASK redirection was not followed with ASKING");
+    // The target first, as a migration does.
+    let assigned = Instant::now();
+    setslot(to, "NODE", to_id);
+    setslot(from, "NODE", to_id);
+    let g = waiter.await.expect("the wait outlasts the migration");
+    println!(
+        "[{}] a wait across a migration granted {:.0} ms after the slot's assignment",
+        H::NAME,
+        ms(assigned.elapsed())
+    );
+    assert_eq!(get(&mut admin(to), key), Some(H::token(&g)), "the lock is on the slot's new primary");
+    assert!(H::release(g).await.expect("release").was_held());
+}

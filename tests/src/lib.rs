@@ -132,6 +132,7 @@ macro_rules! cases {
             cluster_a_migrated_slot_keeps_its_holder,
             cluster_a_replica_stall_in_another_shard_is_harmless,
             cluster_a_killed_primary_is_followed,
+            cluster_a_half_migrated_slot_is_served,
         );
     };
     (@cluster $harness:ty; $($case:ident),* $(,)?) => {
