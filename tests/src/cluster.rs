@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Acquire, Confirm, LockOptions, Resource};
+use rdlock_core::{Acquire, Confirm, LockError, LockOptions, Resource};
 use rdlock_driver::{ClusterError, Error, Json};
 use rdlock_testkit::{Cluster, key_slot};
 
@@ -236,9 +236,9 @@ pub async fn cluster_a_killed_primary_is_followed<H: Harness>() {
 
 /// A slot caught half-way through a migration (importing on the target, migrating on the
 /// source): a script on keys the source lacks is sent on (`ASK`, then `ASKING` on the
-/// target), where the server answers `TRYAGAIN` until the migration ends, so a wait on a
-/// key of the slot goes on waiting, never fails, and is granted once the slot is assigned
-/// to the target (`MOVED` followed).
+/// target), where the server answers `TRYAGAIN` until the migration ends. A single attempt
+/// gets that answer; a wait on a key of the slot goes on waiting, never fails, and is
+/// granted once the slot is assigned to the target (`MOVED` followed).
 pub async fn cluster_a_half_migrated_slot_is_served<H: Harness>() {
     let cluster = start();
     let client = H::connect(&url(&cluster)).await.expect("connect");
@@ -254,6 +254,11 @@ pub async fn cluster_a_half_migrated_slot_is_served<H: Harness>() {
     };
     setslot(to, "IMPORTING", from_id);
     setslot(from, "MIGRATING", to_id);
+    // A single attempt meanwhile gets the server's answer: no retry is made for it.
+    match H::try_lock(&client, key).await {
+        Err(Error::Lock(LockError::Server(e))) => assert_eq!(e.code, "TRYAGAIN"),
+        other => panic!("expected TRYAGAIN during the migration, got {other:?}"),
+    }
     let waiter = {
         let client = client.clone();
         H::spawn(async move { H::lock_timeout(&client, key, Duration::from_secs(10)).await })
