@@ -9,7 +9,7 @@
 //!   runtime ([`runtimes::Async`], with a `block_on` per runtime), and once for the blocking one.
 //! - [`cases`] holds the cases, generic over the harness ([`counted`] those of semaphores and
 //!   read-write locks, [`mutex`] those of the mutex, [`sentinel`] those of failovers under
-//!   Redis Sentinel); [`support`] the server-side checks.
+//!   Redis Sentinel, [`cluster`] those of a Redis Cluster); [`support`] the server-side checks.
 //! - [`cases!`] stamps out one `#[test]` per case for a harness; `tests/integration.rs` invokes
 //!   it once per enabled runtime, in a module named after it (`tokio::mutual_exclusion`, ...).
 //!
@@ -19,6 +19,7 @@
 //! `$RDLOCK_REDIS_SERVER`).
 
 pub mod cases;
+pub mod cluster;
 pub mod counted;
 pub mod harness;
 pub mod inspect;
@@ -131,6 +132,22 @@ macro_rules! cases {
             a_waiter_follows_a_sentinel_failover,
             two_paused_sentinels_leave_the_client_working,
         );
+        $crate::cases!(@cluster $harness;
+            cluster_mutual_exclusion_and_handoff_across_shards,
+            cluster_every_primitive_works,
+            cluster_a_migrated_slot_keeps_its_holder,
+            cluster_a_replica_stall_in_another_shard_is_harmless,
+            cluster_a_killed_primary_is_followed,
+            cluster_a_half_migrated_slot_is_served,
+        );
+    };
+    (@cluster $harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::cluster::$case::<$harness>);
+            }
+        )*
     };
     (@sentinel $harness:ty; $($case:ident),* $(,)?) => {
         $(

@@ -257,6 +257,21 @@ async fn start_sentinel<R: Runtime>(
     Ok(inner)
 }
 
+/// Makes a client of a cluster: reads its slot map (off this task) and has it follow it.
+async fn start_cluster<R: Runtime>(
+    cluster: crate::ClusterConfig,
+    config: ClientConfig,
+) -> Result<Arc<Inner<R>>, Error> {
+    let settings = config.clone();
+    let topology =
+        crate::sentinel::off_thread("rdlock-cluster", move || crate::cluster::Topology::connect(cluster, &settings))
+            .await??;
+    let (seed, config) = crate::cluster::settings(&topology, config)?;
+    let inner = start(seed, config).await?;
+    crate::cluster::follow(&inner, Arc::new(topology))?;
+    Ok(inner)
+}
+
 /// Gives up a lock: the driver task sends what that takes.
 fn abandon<R: Runtime>(inner: &Inner<R>, id: LockId) {
     let (_, requests) = inner.with_engine(|s, now| {

@@ -61,7 +61,9 @@ macro_rules! lock_api {
             /// Connects to the server at `url` (`redis://[user:password@]host:port/db`, or
             /// `rediss://` for TLS when the redis crate's TLS feature is on), or through
             /// sentinels (`redis+sentinel://[user:password@]host:port,host:port/master`, see
-            /// [`SentinelConfig::from_url`](crate::SentinelConfig::from_url)).
+            /// [`SentinelConfig::from_url`](crate::SentinelConfig::from_url)), or to a cluster
+            /// (`redis+cluster://[user:password@]host:port,host:port`, see
+            /// [`ClusterConfig::from_url`](crate::ClusterConfig::from_url)).
             ///
             /// # Errors
             ///
@@ -72,6 +74,10 @@ macro_rules! lock_api {
                 if url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://") {
                     let sentinel = crate::SentinelConfig::from_url(url)?;
                     return wait!(Self::connect_sentinel(sentinel, ClientConfig::default()));
+                }
+                if url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://") {
+                    let cluster = crate::ClusterConfig::from_url(url)?;
+                    return wait!(Self::connect_cluster(cluster, ClientConfig::default()));
                 }
                 wait!(Self::connect(redis::Client::open(url)?, ClientConfig::default()))
             }
@@ -93,6 +99,23 @@ macro_rules! lock_api {
             /// [`Client::open`].
             pub $($async)? fn connect_sentinel(sentinel: crate::SentinelConfig, config: ClientConfig) -> Result<Self, Error> {
                 let inner = wait!(start_sentinel(sentinel, config))?;
+                Ok(Self { _life: std::sync::Arc::new(Lifetime(inner.clone())), inner })
+            }
+
+            /// A client of the cluster whose slot map the first answering node of `cluster`
+            /// gives, with settings. Each request goes to its key's primary (a script and its
+            /// `WAIT` in one pipeline, on that node's connections); `MOVED` and `ASK` replies
+            /// are followed, and the slot map is read again every
+            /// [`ClientConfig::topology_refresh`] and after a lost link, on one helper thread
+            /// per client: the leases of a slot whose primary changed are verified there at
+            /// once. Waits are bounded by the engine's poll (no hand-off messages yet).
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Cluster`] when no node gives a slot map; otherwise as
+            /// [`Client::open`].
+            pub $($async)? fn connect_cluster(cluster: crate::ClusterConfig, config: ClientConfig) -> Result<Self, Error> {
+                let inner = wait!(start_cluster(cluster, config))?;
                 Ok(Self { _life: std::sync::Arc::new(Lifetime(inner.clone())), inner })
             }
 

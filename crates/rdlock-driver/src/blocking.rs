@@ -256,6 +256,15 @@ fn start_sentinel(sentinel: crate::SentinelConfig, config: ClientConfig) -> Resu
     Ok(inner)
 }
 
+/// Makes a client of a cluster: reads its slot map and has it follow it.
+fn start_cluster(cluster: crate::ClusterConfig, config: ClientConfig) -> Result<Arc<Inner>, Error> {
+    let topology = crate::cluster::Topology::connect(cluster, &config)?;
+    let (seed, config) = crate::cluster::settings(&topology, config)?;
+    let inner = start(seed, config)?;
+    crate::cluster::follow(&inner, Arc::new(topology))?;
+    Ok(inner)
+}
+
 /// Gives up a lock on this thread: the first request here, bounded by the response
 /// timeout; any retry in the background.
 fn abandon(inner: &Arc<Inner>, id: LockId) {

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use rdlock_core::{Command, Reply, Request, RequestId, Script, Transmit, TransportError};
 
+use crate::cluster::Topology;
 use crate::common::{self, Shared, Waiter};
 use crate::config::{ClientConfig, KeyspaceNotifications};
 use crate::error::Error;
@@ -50,6 +51,8 @@ pub(crate) struct Cell<D: Side> {
     epoch: AtomicU64,
     /// The sentinels' watch, when the client connected through them.
     pub(crate) watch: OnceLock<Arc<Watch>>,
+    /// The slot map, when the client connected to a cluster.
+    pub(crate) cluster: OnceLock<Arc<Topology>>,
     pub(crate) config: ClientConfig,
     state: Mutex<Shared<D::Waiter>>,
     pubsub: Mutex<VecDeque<Transmit>>,
@@ -65,6 +68,7 @@ impl<D: Side> Cell<D> {
             target: Mutex::new((redis.clone(), 0)),
             epoch: AtomicU64::new(0),
             watch: OnceLock::new(),
+            cluster: OnceLock::new(),
             redis,
             state: Mutex::new(Shared::new(&config)?),
             config,
@@ -99,6 +103,17 @@ impl<D: Side> Cell<D> {
         requests
     }
 
+    /// In a cluster: these slots' primary changed. The engine verifies their leases there at
+    /// once; returns the requests that follow.
+    pub(crate) fn slots_moved(&self, slots: &[u16]) -> Vec<Request> {
+        self.with_engine(|s, now| {
+            for &slot in slots {
+                s.engine.handle_slot_moved(slot, None, now);
+            }
+        })
+        .1
+    }
+
     pub(crate) fn state(&self) -> MutexGuard<'_, Shared<D::Waiter>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -125,6 +140,11 @@ impl<D: Side> Cell<D> {
         if wake_timers {
             D::wake_timers(self);
         }
+        // Sharded subscriptions are not made yet (waits in a cluster are bounded by the
+        // engine's poll): they never reach the pub/sub worker, which would otherwise hold a
+        // connection for nothing.
+        let mut pubsub = pubsub;
+        pubsub.retain(|t| !matches!(t, Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. }));
         if !pubsub.is_empty() {
             self.pubsub().extend(pubsub);
             D::wake_pubsub(self);
@@ -156,7 +176,24 @@ impl<D: Side> Cell<D> {
         {
             watch.poke();
         }
-        let (misuse, more) = self.with_engine(|s, now| s.engine.handle_reply(id, reply, now));
+        // A lost link to a node may be a failover: read the slot map now.
+        let moved = match self.cluster.get() {
+            Some(topology) => {
+                if reply.is_err() {
+                    topology.poke();
+                }
+                topology.take_moved()
+            }
+            None => Vec::new(),
+        };
+        let (misuse, more) = self.with_engine(|s, now| {
+            let misuse = s.engine.handle_reply(id, reply, now);
+            // After the reply: the slot's leases are then verified where it lives now.
+            for slot in moved {
+                s.engine.handle_slot_moved(slot, None, now);
+            }
+            misuse
+        });
         if let Err(e) = misuse {
             tracing::warn!(error = %e, "reply not accepted by the engine");
         }

@@ -45,6 +45,9 @@ pub enum Error {
     /// sentinel trouble is logged, and the client keeps the primary it knows).
     #[error(transparent)]
     Sentinel(#[from] crate::SentinelError),
+    /// The cluster URL is malformed, or no node gave the slot map.
+    #[error(transparent)]
+    Cluster(#[from] crate::ClusterError),
     /// A connection could not be made.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),

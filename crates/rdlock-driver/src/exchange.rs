@@ -13,6 +13,8 @@ use crate::convert::{self, Eval};
 pub(crate) struct Exchange<'a> {
     commands: &'a [Command],
     eval: Eval,
+    /// In a cluster: preceded by `ASKING` (an `ASK` redirection to a slot being imported).
+    asking: bool,
 }
 
 /// How an exchange ended.
@@ -25,7 +27,12 @@ pub(crate) struct Done {
 
 impl<'a> Exchange<'a> {
     pub(crate) fn new(commands: &'a [Command]) -> Self {
-        Self { commands, eval: Eval::Sha }
+        Self { commands, eval: Eval::Sha, asking: false }
+    }
+
+    /// The same, preceded by `ASKING`.
+    pub(crate) fn asking(commands: &'a [Command]) -> Self {
+        Self { commands, eval: Eval::Sha, asking: true }
     }
 
     /// The bound on the whole exchange: the response timeout, plus the time its `WAIT`s
@@ -36,12 +43,28 @@ impl<'a> Exchange<'a> {
 
     /// The pipeline to send now.
     pub(crate) fn pipeline(&self) -> redis::Pipeline {
-        convert::pipeline(self.commands, self.eval)
+        let pipe = convert::pipeline(self.commands, self.eval);
+        if !self.asking {
+            return pipe;
+        }
+        let mut asking = redis::pipe();
+        asking.ignore_errors().cmd("ASKING");
+        for cmd in pipe.cmd_iter() {
+            asking.add_command(cmd.clone());
+        }
+        asking
     }
 
     /// Reads the answer to [`Exchange::pipeline`]: `None` when it must be sent again (the
     /// server lacked a script; the next pipeline sends its source).
     pub(crate) fn answer(&mut self, answer: RedisResult<Vec<Value>>) -> Option<Done> {
+        // `ASKING`'s own reply is nobody's.
+        let answer = answer.map(|mut v| {
+            if self.asking && !v.is_empty() {
+                v.remove(0);
+            }
+            v
+        });
         match answer {
             Ok(values) if self.eval == Eval::Sha && convert::needs_source(&values) => {
                 self.eval = Eval::Source;

@@ -23,6 +23,7 @@ mod api;
 mod attempt;
 pub mod blocking;
 mod cell;
+mod cluster;
 mod codec;
 mod common;
 mod config;
@@ -55,6 +56,7 @@ pub use loss::LossSignal;
 pub use rdlock_core::{DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, MAX_VALUE_TTL};
 // The core's types a caller meets: options, and the errors inside `Error`, so that callers
 // can match them without depending on `rdlock-core`.
+pub use cluster::{ClusterConfig, ClusterError};
 pub use rdlock_core::{
     Acquire, Confirm, EntropyUnavailable, InvalidInput, LockError, LockOptions, LostReason, MAX_CAPACITY, MAX_TTL,
     MIN_TTL, ReleaseOutcome, Resource, ServerError, Sharing, TransportError,

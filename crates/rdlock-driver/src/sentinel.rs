@@ -144,7 +144,10 @@ impl SentinelConfig {
                 pass.map(|p| decode(p).ok_or_else(|| bad("bad percent-encoding in the password"))).transpose()?;
         }
         for host in hosts.split(',') {
-            config.sentinels.push(parse_host(host).ok_or_else(|| bad(&format!("bad sentinel address {host:?}")))?);
+            config.sentinels.push(
+                parse_host(host, DEFAULT_SENTINEL_PORT)
+                    .ok_or_else(|| bad(&format!("bad sentinel address {host:?}")))?,
+            );
         }
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -195,8 +198,8 @@ impl SentinelConfig {
     }
 }
 
-/// `host`, `host:port` or `[v6]:port`.
-fn parse_host(s: &str) -> Option<(String, u16)> {
+/// `host`, `host:port` or `[v6]:port`; `default` when no port is named.
+pub(crate) fn parse_host(s: &str, default: u16) -> Option<(String, u16)> {
     let s = s.trim();
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
@@ -207,12 +210,12 @@ fn parse_host(s: &str) -> Option<(String, u16)> {
             None => (s, None),
         }
     };
-    let port = port.map_or(Some(DEFAULT_SENTINEL_PORT), |p| p.parse().ok())?;
+    let port = port.map_or(Some(default), |p| p.parse().ok())?;
     (!host.is_empty()).then(|| (host.to_owned(), port))
 }
 
 /// Percent-decoding; `None` for a bad escape or bytes that are not UTF-8.
-fn decode(s: &str) -> Option<String> {
+pub(crate) fn decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -369,16 +372,26 @@ fn confirm_primary(config: &SentinelConfig, primary: &Primary) -> Result<(), Sen
 /// Runs [`resolve`] on a thread of its own, for an async caller that must not block.
 #[cfg(feature = "async")]
 pub(crate) async fn resolve_off_thread(config: SentinelConfig) -> Result<Primary, Error> {
+    Ok(off_thread("rdlock-sentinel", move || resolve(&config, None)).await??)
+}
+
+/// Runs `f` (short, bounded queries) on a thread of its own, for an async caller that must
+/// not block.
+#[cfg(feature = "async")]
+pub(crate) async fn off_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
     use std::future::poll_fn;
     use std::task::{Poll, Waker};
 
-    type Slot = Mutex<(Option<Result<Primary, SentinelError>>, Option<Waker>)>;
-    let slot: Arc<Slot> = Arc::default();
+    type Slot<T> = Mutex<(Option<T>, Option<Waker>)>;
+    let slot: Arc<Slot<T>> = Arc::new(Mutex::new((None, None)));
     let theirs = slot.clone();
     std::thread::Builder::new()
-        .name("rdlock-sentinel".into())
+        .name(name.into())
         .spawn(move || {
-            let found = resolve(&config, None);
+            let found = f();
             let waker = {
                 let mut s = theirs.lock().unwrap_or_else(|e| e.into_inner());
                 s.0 = Some(found);
@@ -389,7 +402,7 @@ pub(crate) async fn resolve_off_thread(config: SentinelConfig) -> Result<Primary
             }
         })
         .map_err(|e| Error::Redis(e.into()))?;
-    let found = poll_fn(|cx| {
+    Ok(poll_fn(|cx| {
         let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
         match s.0.take() {
             Some(found) => Poll::Ready(found),
@@ -399,8 +412,7 @@ pub(crate) async fn resolve_off_thread(config: SentinelConfig) -> Result<Primary
             }
         }
     })
-    .await;
-    Ok(found?)
+    .await)
 }
 
 /// What a client connected through sentinels keeps of them: the primary in use, and a flag

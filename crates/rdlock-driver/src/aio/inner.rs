@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use rdlock_core::{Class, Command, Event, LockId, OpId, Reply, Request, Route, Transmit, TransportError};
+use rdlock_core::{Class, Command, Event, LockId, Node, OpId, Reply, Request, Route, Transmit, TransportError};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
 
 use super::signal::Signal;
 use crate::cell::{self, Cell, Side};
+use crate::cluster::{self, Redirect};
 use crate::common;
 use crate::config::ClientConfig;
 use crate::convert;
@@ -66,13 +67,22 @@ pub(super) struct Conn(Mutex<Option<(u64, MultiplexedConnection)>>);
 impl Conn {
     /// The connection, made anew when there is none or it was made for an older primary
     /// (the client is cloned only then).
-    async fn get<D: Side>(&self, cell: &Cell<D>) -> redis::RedisResult<MultiplexedConnection> {
+    /// In a cluster, `node` is the node's client: its connection never ages (epoch 0).
+    async fn get<D: Side>(
+        &self,
+        cell: &Cell<D>,
+        node: Option<&redis::Client>,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let current = if node.is_some() { 0 } else { cell.epoch() };
         if let Some((e, c)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-            && e == cell.epoch()
+            && e == current
         {
             return Ok(c);
         }
-        let (client, epoch) = cell.target();
+        let (client, epoch) = match node {
+            Some(c) => (c.clone(), 0),
+            None => cell.target(),
+        };
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(cell.config.connection_timeout))
             .set_response_timeout(None);
@@ -92,6 +102,8 @@ impl Conn {
 pub(super) struct Tasks<R> {
     commands: Conn,
     confirm: Conn,
+    /// In a cluster: each node's connection of each class.
+    nodes: cluster::PerNode<Conn>,
     pub(super) pubsub_signal: Signal,
     background: Mutex<Vec<Request>>,
     detached: Mutex<Vec<Detached>>,
@@ -124,6 +136,14 @@ impl<R: Runtime> Side for Tasks<R> {
     }
 }
 
+impl<R> Tasks<R> {
+    /// A cluster node's connection of `class`.
+    fn node(&self, node: &(String, u16), class: Class) -> Arc<Conn> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes.entry((node.clone(), class)).or_default().clone()
+    }
+}
+
 pub(super) type Inner<R> = Cell<Tasks<R>>;
 
 impl<R: Runtime> Cell<Tasks<R>> {
@@ -132,6 +152,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
         let tasks = Tasks {
             commands: Conn::default(),
             confirm: Conn::default(),
+            nodes: Mutex::default(),
             pubsub_signal: Signal::default(),
             background: Mutex::new(Vec::new()),
             detached: Mutex::new(Vec::new()),
@@ -143,7 +164,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
 
     /// Makes sure the command connection can be made.
     pub(super) async fn connect(&self) -> Result<(), crate::Error> {
-        let mut c = self.side.commands.get(self).await?;
+        let mut c = self.side.commands.get(self, None).await?;
         // A server that wants credentials accepts the connection but no command: ask once.
         redis::cmd("PING").query_async::<()>(&mut c).await?;
         // A user without the right to INFO cannot be checked; that is no reason to refuse.
@@ -258,17 +279,54 @@ impl<R: Runtime> Cell<Tasks<R>> {
     }
 
     async fn exchange(&self, route: Route, commands: &[Command]) -> Result<Vec<Reply>, TransportError> {
-        // One node for now: the connection class picks the connection.
-        let conn = match route.class {
-            Class::Commands => &self.side.commands,
-            Class::Confirm => &self.side.confirm,
+        let (Some(topology), Node::Slot(slot)) = (self.cluster.get(), route.node) else {
+            // One server: the connection class picks the connection.
+            let conn = match route.class {
+                Class::Commands => &self.side.commands,
+                Class::Confirm => &self.side.confirm,
+            };
+            return self.exchange_on(conn, None, Exchange::new(commands)).await;
         };
-        let mut exchange = Exchange::new(commands);
+        // The slot's primary, following redirections.
+        let mut node = topology.primary(slot);
+        let mut asking = false;
+        let mut replies = Err(TransportError::Disconnected(format!("no node serves slot {slot}")));
+        for _ in 0..cluster::MAX_REDIRECTS {
+            let Some(n) = node.take() else {
+                topology.poke();
+                break;
+            };
+            let exchange = if asking { Exchange::asking(commands) } else { Exchange::new(commands) };
+            let client = match topology.client(&n) {
+                Ok(c) => c,
+                Err(e) => return exchange.unsent(&e),
+            };
+            let conn = self.side.node(&n, route.class);
+            replies = self.exchange_on(&conn, Some(&client), exchange).await;
+            match cluster::redirect(&replies) {
+                None => break,
+                Some(Redirect::Moved { slot, node: to }) => {
+                    topology.moved(slot, &to);
+                    (node, asking) = (Some(to), false);
+                }
+                Some(Redirect::Ask { node: to }) => (node, asking) = (Some(to), true),
+            }
+        }
+        replies
+    }
+
+    /// One exchange on `conn` (of `node` in a cluster, else of the primary).
+    async fn exchange_on(
+        &self,
+        conn: &Conn,
+        node: Option<&redis::Client>,
+        mut exchange: Exchange<'_>,
+    ) -> Result<Vec<Reply>, TransportError> {
         // One bound for the whole exchange, a new connection included.
         let deadline = R::now() + exchange.limit(&self.config);
         let left = || deadline.saturating_duration_since(R::now());
         let connecting = self.config.connection_timeout.min(left());
-        let mut c = match timeout::<R, _>(connecting, conn.get(self)).await {
+        let mut c = match timeout::<R, _>(connecting, conn.get(self, node)).await {
             Some(Ok(c)) => c,
             Some(Err(e)) => return exchange.unsent(&e),
             None => return Err(TransportError::Timeout),

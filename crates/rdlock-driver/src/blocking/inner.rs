@@ -6,10 +6,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Class, Command, Event, LockId, OpId, Reply, Request, Route, Transmit, TransportError};
+use rdlock_core::{Class, Command, Event, LockId, Node, OpId, Reply, Request, Route, Transmit, TransportError};
 use redis::{Connection, Value};
 
 use crate::cell::{self, Cell, Side};
+use crate::cluster::{self, Redirect};
 use crate::common;
 use crate::config::ClientConfig;
 use crate::convert;
@@ -77,6 +78,8 @@ pub(super) struct Threads {
     timer_cond: Condvar,
     commands: Pool,
     confirm: Pool,
+    /// In a cluster: each node's pool of each class.
+    nodes: cluster::PerNode<Pool>,
     work: Mutex<Work>,
     work_cond: Condvar,
     /// Wakes the pub/sub thread (paired with the pub/sub queue's mutex).
@@ -113,6 +116,14 @@ impl Side for Threads {
     }
 }
 
+impl Threads {
+    /// A cluster node's pool of `class`.
+    fn node(&self, node: &(String, u16), class: Class) -> Arc<Pool> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes.entry((node.clone(), class)).or_default().clone()
+    }
+}
+
 pub(super) type Inner = Cell<Threads>;
 
 impl Cell<Threads> {
@@ -122,6 +133,7 @@ impl Cell<Threads> {
             timer_cond: Condvar::new(),
             commands: Pool::default(),
             confirm: Pool::default(),
+            nodes: Mutex::default(),
             work: Mutex::new(Work::default()),
             work_cond: Condvar::new(),
             pubsub_cond: Condvar::new(),
@@ -145,17 +157,21 @@ impl Cell<Threads> {
     }
 
     fn open(&self) -> redis::RedisResult<Pooled> {
-        self.open_within(self.config.response_timeout)
+        self.open_within(self.config.response_timeout, None)
     }
 
-    /// A new connection whose set-up (scripts loaded) takes at most about `limit`.
-    fn open_within(&self, limit: Duration) -> redis::RedisResult<Pooled> {
+    /// A new connection whose set-up (scripts loaded) takes at most about `limit`: to
+    /// `node` in a cluster (its connections never age: epoch 0), else to the primary.
+    fn open_within(&self, limit: Duration, node: Option<&redis::Client>) -> redis::RedisResult<Pooled> {
         let started = Instant::now();
         let limit = limit.max(MIN_WAIT);
         // Measured: against a frozen server the redis crate's set-up waits its timeout once
         // per set-up reply (twice), so it gets half of what is allowed.
         let connect = self.config.connection_timeout.min(limit) / 2;
-        let (client, epoch) = self.target();
+        let (client, epoch) = match node {
+            Some(c) => (c.clone(), 0),
+            None => self.target(),
+        };
         let mut conn = client.get_connection_with_timeout(connect)?;
         // The hand-shake may have used most of the time: the scripts get what is left.
         let left = limit.saturating_sub(started.elapsed());
@@ -308,11 +324,50 @@ impl Cell<Threads> {
         commands: &[Command],
         deadline: Option<Instant>,
     ) -> Result<Vec<Reply>, TransportError> {
-        let pool = match route.class {
-            Class::Commands => &self.side.commands,
-            Class::Confirm => &self.side.confirm,
+        let (Some(topology), Node::Slot(slot)) = (self.cluster.get(), route.node) else {
+            // One server: the connection class picks the pool.
+            let pool = match route.class {
+                Class::Commands => &self.side.commands,
+                Class::Confirm => &self.side.confirm,
+            };
+            return self.exchange_on(pool, None, Exchange::new(commands), deadline);
         };
-        let mut exchange = Exchange::new(commands);
+        // The slot's primary, following redirections.
+        let mut node = topology.primary(slot);
+        let mut asking = false;
+        let mut replies = Err(TransportError::Disconnected(format!("no node serves slot {slot}")));
+        for _ in 0..cluster::MAX_REDIRECTS {
+            let Some(n) = node.take() else {
+                topology.poke();
+                break;
+            };
+            let exchange = if asking { Exchange::asking(commands) } else { Exchange::new(commands) };
+            let client = match topology.client(&n) {
+                Ok(c) => c,
+                Err(e) => return exchange.unsent(&e),
+            };
+            let pool = self.side.node(&n, route.class);
+            replies = self.exchange_on(&pool, Some(&client), exchange, deadline);
+            match cluster::redirect(&replies) {
+                None => break,
+                Some(Redirect::Moved { slot, node: to }) => {
+                    topology.moved(slot, &to);
+                    (node, asking) = (Some(to), false);
+                }
+                Some(Redirect::Ask { node: to }) => (node, asking) = (Some(to), true),
+            }
+        }
+        replies
+    }
+
+    /// One exchange on a connection of `pool` (of `node` in a cluster, else of the primary).
+    fn exchange_on(
+        &self,
+        pool: &Pool,
+        node: Option<&redis::Client>,
+        mut exchange: Exchange<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Reply>, TransportError> {
         // A caller's deadline cuts the exchange short (its outcome is then unknown to the
         // engine).
         let started = Instant::now();
@@ -320,7 +375,8 @@ impl Cell<Threads> {
         if let Some(d) = deadline {
             limit = limit.min(d.saturating_duration_since(started).max(MIN_WAIT));
         }
-        let mut conn = match pool.take(self.epoch()).map_or_else(|| self.open_within(limit), Ok) {
+        let epoch = if node.is_some() { 0 } else { self.epoch() };
+        let mut conn = match pool.take(epoch).map_or_else(|| self.open_within(limit, node), Ok) {
             Ok(c) => c,
             Err(e) => return exchange.unsent(&e),
         };

@@ -1,0 +1,281 @@
+//! Cases of clients connected to a Redis Cluster (3 primaries, 1 replica each): exclusion
+//! and hand-off across shards, every primitive, a held lock's slot migrated, a replica
+//! stall in another shard, and a slot's primary killed during a hold.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rdlock_core::{Acquire, Confirm, LockError, LockOptions, Resource};
+use rdlock_driver::{ClusterError, Error, Json};
+use rdlock_testkit::{Cluster, key_slot};
+
+use crate::harness::{Harness, MutexSpec, join_all, lock_with};
+use crate::support::{admin, get, ms};
+
+/// Longest a hand-off may take while waits are bounded by the engine's poll (no hand-off
+/// messages in a cluster yet).
+const HANDOFF_BOUND: Duration = Duration::from_secs(5);
+
+fn start() -> Cluster {
+    Cluster::start(3, 1).expect("start a cluster of 3 primaries x 1 replica")
+}
+
+/// `redis+cluster://` with the first node as the only seed: the rest is learnt.
+fn url(cluster: &Cluster) -> String {
+    let seed = cluster.nodes()[0].addr();
+    format!("redis+cluster://{seed}")
+}
+
+/// `n` keys, each served by a different primary.
+fn keys_on_distinct_shards(cluster: &Cluster, n: usize) -> Vec<String> {
+    let mut found: Vec<(String, u16)> = Vec::new();
+    for i in 0.. {
+        let key = format!("rdlock-test:cluster-{i}");
+        let port = cluster.primary_for_key(&key).expect("the key's primary").port();
+        if found.iter().all(|(_, p)| *p != port) {
+            found.push((key, port));
+        }
+        if found.len() == n {
+            break;
+        }
+    }
+    found.into_iter().map(|(k, _)| k).collect()
+}
+
+fn opts(ttl: Duration, confirm: Confirm) -> LockOptions {
+    LockOptions { ttl, confirm, ..LockOptions::default() }
+}
+
+// ------------------------------------------------------------------------------ 1
+
+/// Two clients contend on keys served by three different primaries: never two holders of a
+/// key at once, each key's lock lives on its own primary, and a waiter gets a released lock
+/// (hand-off) within the poll bound. Bad URLs and an unreachable cluster are typed errors.
+pub async fn cluster_mutual_exclusion_and_handoff_across_shards<H: Harness>() {
+    for bad in ["redis+cluster://", "redis+cluster://127.0.0.1:1/0"] {
+        assert!(matches!(H::connect(bad).await, Err(Error::Cluster(ClusterError::BadUrl(_)))), "{bad}");
+    }
+    let nobody = format!("redis+cluster://127.0.0.1:{}", rdlock_testkit::free_port());
+    assert!(matches!(H::connect(&nobody).await, Err(Error::Cluster(ClusterError::NoSlotMap { .. }))));
+    let cluster = start();
+    let clients =
+        [H::connect(&url(&cluster)).await.expect("connect"), H::connect(&url(&cluster)).await.expect("connect")];
+    let keys = keys_on_distinct_shards(&cluster, 3);
+    // Where each key's lock lives.
+    for key in &keys {
+        let guard = H::lock_timeout(&clients[0], key, Duration::from_secs(5)).await.expect("lock");
+        let primary = cluster.primary_for_key(key).expect("primary");
+        assert_eq!(get(&mut admin(primary), key), Some(H::token(&guard)), "{key} is on its slot's primary");
+        assert!(H::try_lock(&clients[1], key).await.expect("try").is_none(), "{key} held twice");
+        // Hand-off: a waiter on the other client gets it once released.
+        let waiter = {
+            let (client, key) = (clients[1].clone(), key.clone());
+            H::spawn(async move {
+                let since = Instant::now();
+                let g = H::lock_timeout(&client, &key, HANDOFF_BOUND * 2).await.expect("the waiter's lock");
+                H::release(g).await.expect("release");
+                since.elapsed()
+            })
+        };
+        H::sleep(Duration::from_millis(100)).await;
+        let released = Instant::now();
+        assert!(H::release(guard).await.expect("release").was_held());
+        let _ = waiter.await;
+        let took = released.elapsed();
+        println!("[{}] cluster hand-off on {key}: {:.0} ms", H::NAME, ms(took));
+        assert!(took < HANDOFF_BOUND, "hand-off took {took:?}");
+    }
+    // Contention: 6 tasks over both clients, each key never held twice.
+    let inside: Arc<Vec<AtomicUsize>> = Arc::new((0..keys.len()).map(|_| AtomicUsize::new(0)).collect());
+    let tasks = (0..6)
+        .map(|t| {
+            let (client, keys, inside) = (clients[t % 2].clone(), keys.clone(), inside.clone());
+            H::spawn(async move {
+                for round in 0..3 {
+                    let k = (t + round) % keys.len();
+                    let g = H::lock_timeout(&client, &keys[k], Duration::from_secs(20)).await.expect("lock");
+                    assert_eq!(inside[k].fetch_add(1, Ordering::SeqCst), 0, "two holders of {}", keys[k]);
+                    H::sleep(Duration::from_millis(5)).await;
+                    inside[k].fetch_sub(1, Ordering::SeqCst);
+                    assert!(H::release(g).await.expect("release").was_held());
+                }
+            })
+        })
+        .collect();
+    join_all(tasks).await;
+}
+
+// ------------------------------------------------------------------------------ 2
+
+/// A lock, a semaphore, a read-write lock and a mutex each work in a cluster, on keys of
+/// different shards.
+pub async fn cluster_every_primitive_works<H: Harness>() {
+    let cluster = start();
+    let client = H::connect(&url(&cluster)).await.expect("connect");
+    let other = H::connect(&url(&cluster)).await.expect("connect");
+    let keys = keys_on_distinct_shards(&cluster, 3);
+    let wait = || Acquire::Wait { deadline: Some(Instant::now() + Duration::from_secs(10)) };
+    let o = LockOptions::default();
+    // Semaphore: two permits of two, a third refused, then granted once one goes.
+    let permit = Resource::Permit { capacity: 2 };
+    let a = H::acquire_resource(&client, &keys[0], permit, o, wait()).await.expect("permit").expect("held");
+    let b = H::acquire_resource(&other, &keys[0], permit, o, wait()).await.expect("permit").expect("held");
+    assert!(H::acquire_resource(&other, &keys[0], permit, o, Acquire::Try).await.expect("try").is_none());
+    assert!(H::release(a).await.expect("release").was_held());
+    let c = H::acquire_resource(&other, &keys[0], permit, o, wait()).await.expect("permit").expect("held");
+    assert!(H::release(b).await.expect("release").was_held());
+    assert!(H::release(c).await.expect("release").was_held());
+    // Read-write lock: readers share, a writer waits for them.
+    let r1 = H::acquire_resource(&client, &keys[1], Resource::Read, o, wait()).await.expect("read").expect("held");
+    let r2 = H::acquire_resource(&other, &keys[1], Resource::Read, o, wait()).await.expect("read").expect("held");
+    assert!(H::acquire_resource(&other, &keys[1], Resource::Write, o, Acquire::Try).await.expect("try").is_none());
+    assert!(H::release(r1).await.expect("release").was_held());
+    assert!(H::release(r2).await.expect("release").was_held());
+    let w = H::acquire_resource(&other, &keys[1], Resource::Write, o, wait()).await.expect("write").expect("held");
+    H::downgrade(&w).await.expect("downgrade");
+    assert!(H::release(w).await.expect("release").was_held());
+    // Mutex: a value written by one client is read by the other.
+    let spec = MutexSpec::default();
+    let mut m = H::mutex::<u64, Json>(&client, &keys[2], Json, spec).await.expect("mutex").expect("held");
+    *m += 41;
+    H::release_mutex::<u64, Json>(m).await.expect("release");
+    let spec = MutexSpec::default();
+    let mut m = H::mutex::<u64, Json>(&other, &keys[2], Json, spec).await.expect("mutex").expect("held");
+    assert_eq!(*m, 41);
+    *m += 1;
+    H::release_mutex::<u64, Json>(m).await.expect("release");
+    let spec = MutexSpec::default();
+    let m = H::mutex::<u64, Json>(&client, &keys[2], Json, spec).await.expect("mutex").expect("held");
+    assert_eq!(*m, 42);
+    H::discard::<u64, Json>(m).await.expect("discard");
+}
+
+// ------------------------------------------------------------------------------ 3
+
+/// A held lock's slot is migrated to another primary: the holder keeps it (its renewal
+/// follows `MOVED`, the lease is verified there), a second client is still refused, and the
+/// key is on the new primary.
+pub async fn cluster_a_migrated_slot_keeps_its_holder<H: Harness>() {
+    let cluster = start();
+    let client = H::connect(&url(&cluster)).await.expect("connect");
+    let other = H::connect(&url(&cluster)).await.expect("connect");
+    let key = "rdlock-test:cluster-migrated";
+    let guard = lock_with::<H>(&client, key, opts(Duration::from_secs(2), Confirm::None), Duration::from_secs(5))
+        .await
+        .expect("lock");
+    let from = cluster.primary_for_key(key).expect("primary");
+    let to = *cluster.primaries().expect("primaries").iter().find(|p| p.port() != from.port()).expect("another");
+    cluster.migrate_slot(key_slot(key), from, to).expect("migrate the slot");
+    assert_eq!(get(&mut admin(to), key), Some(H::token(&guard)), "the key moved with its slot");
+    H::extend(&guard).await.expect("the renewal follows MOVED");
+    // Past the original TTL: auto-renewal kept it on the new primary.
+    assert_eq!(H::lost_within(&guard, Duration::from_secs(3)).await, None, "the lease was lost");
+    assert!(H::try_lock(&other, key).await.expect("try").is_none(), "held twice after the migration");
+    assert!(H::release(guard).await.expect("release").was_held());
+    let next = H::lock_timeout(&other, key, Duration::from_secs(5)).await.expect("lock after release");
+    assert!(H::release(next).await.expect("release").was_held());
+}
+
+// ------------------------------------------------------------------------------ 4
+
+/// A replica of another shard stalls (paused): a `Confirm::All` acquisition on this shard
+/// neither fails nor slows, since its `WAIT` goes to its own primary only.
+pub async fn cluster_a_replica_stall_in_another_shard_is_harmless<H: Harness>() {
+    let cluster = start();
+    let client = H::connect(&url(&cluster)).await.expect("connect");
+    let keys = keys_on_distinct_shards(&cluster, 2);
+    let all = opts(Duration::from_secs(10), Confirm::All { timeout: Duration::from_secs(2) });
+    // Warm up (connections, replica counts), then stall the other shard's replica.
+    let g = lock_with::<H>(&client, &keys[0], all, Duration::from_secs(5)).await.expect("confirmed lock");
+    assert!(H::release(g).await.expect("release").was_held());
+    let other_primary = cluster.primary_for_key(&keys[1]).expect("primary");
+    let stalled = cluster.replicas_of(other_primary).expect("replicas")[0];
+    cluster.pause(stalled).expect("pause the replica");
+    let since = Instant::now();
+    let g = lock_with::<H>(&client, &keys[0], all, Duration::from_secs(5)).await;
+    let took = since.elapsed();
+    cluster.resume(stalled).expect("resume the replica");
+    let g = g.expect("a confirmed lock despite the stall elsewhere");
+    println!("[{}] Confirm::All with another shard's replica stalled: {:.0} ms", H::NAME, ms(took));
+    assert!(took < Duration::from_millis(500), "slowed to {took:?}");
+    assert!(H::release(g).await.expect("release").was_held());
+}
+
+// ------------------------------------------------------------------------------ 5
+
+/// `kill -9` of a slot's primary during a hold: once its replica is promoted, the lease is
+/// verified there (it was replicated: `Confirm::All`), or reported lost — never silence.
+pub async fn cluster_a_killed_primary_is_followed<H: Harness>() {
+    let cluster = start();
+    let client = H::connect(&url(&cluster)).await.expect("connect");
+    let key = "rdlock-test:cluster-killed";
+    let all = opts(Duration::from_secs(10), Confirm::All { timeout: Duration::from_secs(2) });
+    let guard = lock_with::<H>(&client, key, all, Duration::from_secs(5)).await.expect("confirmed lock");
+    let primary = cluster.primary_for_key(key).expect("primary");
+    let killed = Instant::now();
+    let promoted = cluster.kill_primary_and_wait_for_promotion(primary).expect("a promoted replica");
+    println!("[{}] promotion {:.0} ms after the kill", H::NAME, ms(killed.elapsed()));
+    // The client learns of the new primary (refresh, lost link) and verifies the lease.
+    let limit = Instant::now() + Duration::from_secs(15);
+    loop {
+        match H::extend(&guard).await {
+            Ok(_) => break,
+            Err(Error::Lost(reason)) => panic!("a replicated lease was lost: {reason:?}"),
+            Err(e) => assert!(Instant::now() < limit, "the client did not follow the failover: {e:?}"),
+        }
+        H::sleep(Duration::from_millis(100)).await;
+    }
+    println!("[{}] lease verified on the promoted replica {:.0} ms after the kill", H::NAME, ms(killed.elapsed()));
+    assert_eq!(get(&mut admin(promoted), key), Some(H::token(&guard)));
+    assert_eq!(H::lost_within(&guard, Duration::from_millis(500)).await, None);
+    assert!(H::release(guard).await.expect("release").was_held());
+}
+
+// ------------------------------------------------------------------------------ 6
+
+/// A slot caught half-way through a migration (importing on the target, migrating on the
+/// source): a script on keys the source lacks is sent on (`ASK`, then `ASKING` on the
+/// target), where the server answers `TRYAGAIN` until the migration ends. A single attempt
+/// gets that answer; a wait on a key of the slot goes on waiting, never fails, and is
+/// granted once the slot is assigned to the target (`MOVED` followed).
+pub async fn cluster_a_half_migrated_slot_is_served<H: Harness>() {
+    let cluster = start();
+    let client = H::connect(&url(&cluster)).await.expect("connect");
+    let key = "rdlock-test:cluster-asked";
+    let slot = key_slot(key);
+    let from = cluster.primary_for_key(key).expect("primary");
+    let to = *cluster.primaries().expect("primaries").iter().find(|p| p.port() != from.port()).expect("another");
+    let (from_id, to_id) = (cluster.node_id(from).expect("id"), cluster.node_id(to).expect("id"));
+    let setslot = |node: &rdlock_testkit::RedisServer, state: &str, id: &str| {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SETSLOT").arg(slot).arg(state).arg(id);
+        cmd.query::<()>(&mut admin(node)).expect("SETSLOT");
+    };
+    setslot(to, "IMPORTING", from_id);
+    setslot(from, "MIGRATING", to_id);
+    // A single attempt meanwhile gets the server's answer: no retry is made for it.
+    match H::try_lock(&client, key).await {
+        Err(Error::Lock(LockError::Server(e))) => assert_eq!(e.code, "TRYAGAIN"),
+        other => panic!("expected TRYAGAIN during the migration, got {other:?}"),
+    }
+    let waiter = {
+        let client = client.clone();
+        H::spawn(async move { H::lock_timeout(&client, key, Duration::from_secs(10)).await })
+    };
+    H::sleep(Duration::from_millis(500)).await;
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut admin(to)).expect("INFO");
+    assert!(stats.contains("cmdstat_asking:"), "the ASK redirection was not followed with ASKING");
+    // The target first, as a migration does.
+    let assigned = Instant::now();
+    setslot(to, "NODE", to_id);
+    setslot(from, "NODE", to_id);
+    let g = waiter.await.expect("the wait outlasts the migration");
+    println!(
+        "[{}] a wait across a migration granted {:.0} ms after the slot's assignment",
+        H::NAME,
+        ms(assigned.elapsed())
+    );
+    assert_eq!(get(&mut admin(to), key), Some(H::token(&g)), "the lock is on the slot's new primary");
+    assert!(H::release(g).await.expect("release").was_held());
+}
