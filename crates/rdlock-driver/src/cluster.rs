@@ -21,12 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Reply, TransportError};
+use rdlock_core::{Command, Reply, TransportError};
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
 
 use crate::cell::{Cell, Side};
 use crate::config::ClientConfig;
 use crate::error::Error;
+use crate::exchange::Exchange;
 use crate::sentinel::{Credentials, decode, parse_host};
 
 /// The number of hash slots.
@@ -233,6 +234,68 @@ pub(crate) fn redirect(replies: &Result<Vec<Reply>, TransportError>) -> Option<R
         let node = parse_host(words.next()?, DEFAULT_PORT)?;
         Some(if e.code == "MOVED" { Redirect::Moved { slot, node } } else { Redirect::Ask { node } })
     })
+}
+
+/// One request's way to its slot's primary, following `MOVED` and `ASK` (at most
+/// [`MAX_REDIRECTS`] tries): both sides walk it, each sending on its own connections.
+pub(crate) struct Walk<'t> {
+    topology: &'t Topology,
+    next: Option<NodeAddr>,
+    asking: bool,
+    tries: usize,
+}
+
+/// One try of a [`Walk`]: the node, its client, and what to send there.
+pub(crate) type Try<'a> = (NodeAddr, redis::Client, Exchange<'a>);
+
+impl<'t> Walk<'t> {
+    /// Starts at the primary the map names for `slot`.
+    pub(crate) fn new(topology: &'t Topology, slot: u16) -> Self {
+        Self { next: topology.primary(slot), topology, asking: false, tries: 0 }
+    }
+
+    /// The answer when no try was made: no node serves the slot.
+    pub(crate) fn unserved(slot: u16) -> Result<Vec<Reply>, TransportError> {
+        Err(TransportError::Disconnected(format!("no node serves slot {slot}")))
+    }
+
+    /// The next try; `None` when the walk is over; `Some(Err(answer))` when the node's client
+    /// cannot be made (the request is then unsent).
+    pub(crate) fn next<'a>(
+        &mut self,
+        commands: &'a [Command],
+    ) -> Option<Result<Try<'a>, Result<Vec<Reply>, TransportError>>> {
+        if self.tries == MAX_REDIRECTS {
+            return None;
+        }
+        self.tries += 1;
+        let Some(node) = self.next.take() else {
+            // The map has no primary for the slot: have the watcher read it again.
+            self.topology.poke();
+            return None;
+        };
+        let exchange = if self.asking { Exchange::asking(commands) } else { Exchange::new(commands) };
+        Some(match self.topology.client(&node) {
+            Ok(client) => Ok((node, client, exchange)),
+            Err(e) => Err(exchange.unsent(&e)),
+        })
+    }
+
+    /// The replies of the last try: whether another try follows (a redirection).
+    pub(crate) fn answered(&mut self, replies: &Result<Vec<Reply>, TransportError>) -> bool {
+        match redirect(replies) {
+            None => false,
+            Some(Redirect::Moved { slot, node }) => {
+                self.topology.moved(slot, &node);
+                (self.next, self.asking) = (Some(node), false);
+                true
+            }
+            Some(Redirect::Ask { node }) => {
+                (self.next, self.asking) = (Some(node), true);
+                true
+            }
+        }
+    }
 }
 
 /// The slot map a cluster client keeps, the nodes' clients, and what the watcher is asked.

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::signal::Signal;
 use crate::cell::{self, Cell, Side};
-use crate::cluster::{self, Redirect};
+use crate::cluster;
 use crate::common;
 use crate::config::ClientConfig;
 use crate::convert;
@@ -288,28 +288,17 @@ impl<R: Runtime> Cell<Tasks<R>> {
             return self.exchange_on(conn, None, Exchange::new(commands)).await;
         };
         // The slot's primary, following redirections.
-        let mut node = topology.primary(slot);
-        let mut asking = false;
-        let mut replies = Err(TransportError::Disconnected(format!("no node serves slot {slot}")));
-        for _ in 0..cluster::MAX_REDIRECTS {
-            let Some(n) = node.take() else {
-                topology.poke();
-                break;
+        let mut walk = cluster::Walk::new(topology, slot);
+        let mut replies = cluster::Walk::unserved(slot);
+        while let Some(try_) = walk.next(commands) {
+            let (node, client, exchange) = match try_ {
+                Ok(t) => t,
+                Err(unsent) => return unsent,
             };
-            let exchange = if asking { Exchange::asking(commands) } else { Exchange::new(commands) };
-            let client = match topology.client(&n) {
-                Ok(c) => c,
-                Err(e) => return exchange.unsent(&e),
-            };
-            let conn = self.side.node(&n, route.class);
+            let conn = self.side.node(&node, route.class);
             replies = self.exchange_on(&conn, Some(&client), exchange).await;
-            match cluster::redirect(&replies) {
-                None => break,
-                Some(Redirect::Moved { slot, node: to }) => {
-                    topology.moved(slot, &to);
-                    (node, asking) = (Some(to), false);
-                }
-                Some(Redirect::Ask { node: to }) => (node, asking) = (Some(to), true),
+            if !walk.answered(&replies) {
+                break;
             }
         }
         replies

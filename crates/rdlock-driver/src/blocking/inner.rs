@@ -10,7 +10,7 @@ use rdlock_core::{Class, Command, Event, LockId, Node, OpId, Reply, Request, Rou
 use redis::{Connection, Value};
 
 use crate::cell::{self, Cell, Side};
-use crate::cluster::{self, Redirect};
+use crate::cluster;
 use crate::common;
 use crate::config::ClientConfig;
 use crate::convert;
@@ -333,28 +333,17 @@ impl Cell<Threads> {
             return self.exchange_on(pool, None, Exchange::new(commands), deadline);
         };
         // The slot's primary, following redirections.
-        let mut node = topology.primary(slot);
-        let mut asking = false;
-        let mut replies = Err(TransportError::Disconnected(format!("no node serves slot {slot}")));
-        for _ in 0..cluster::MAX_REDIRECTS {
-            let Some(n) = node.take() else {
-                topology.poke();
-                break;
+        let mut walk = cluster::Walk::new(topology, slot);
+        let mut replies = cluster::Walk::unserved(slot);
+        while let Some(try_) = walk.next(commands) {
+            let (node, client, exchange) = match try_ {
+                Ok(t) => t,
+                Err(unsent) => return unsent,
             };
-            let exchange = if asking { Exchange::asking(commands) } else { Exchange::new(commands) };
-            let client = match topology.client(&n) {
-                Ok(c) => c,
-                Err(e) => return exchange.unsent(&e),
-            };
-            let pool = self.side.node(&n, route.class);
+            let pool = self.side.node(&node, route.class);
             replies = self.exchange_on(&pool, Some(&client), exchange, deadline);
-            match cluster::redirect(&replies) {
-                None => break,
-                Some(Redirect::Moved { slot, node: to }) => {
-                    topology.moved(slot, &to);
-                    (node, asking) = (Some(to), false);
-                }
-                Some(Redirect::Ask { node: to }) => (node, asking) = (Some(to), true),
+            if !walk.answered(&replies) {
+                break;
             }
         }
         replies
