@@ -505,6 +505,14 @@ async fn main() -> std::process::ExitCode {
             break;
         }
     }
+    // A service that shuts down lets its client finish what it started in the background (the
+    // clean-up of a wait that timed out, a dropped guard's release) before the process goes: a
+    // wait given up a moment ago may have been handed the lock meanwhile, and only its clean-up
+    // passes it on. A killed worker cannot; that is the crash rows' subject, bounded by the TTL.
+    let flushed = Instant::now() + Duration::from_secs(2);
+    while worker.client.tracked_locks() > usize::from(worker.held.is_some()) && Instant::now() < flushed {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // Do not wait for the blocking stdin reader on the way out.
     std::process::exit(0)
 }
