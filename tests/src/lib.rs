@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod counted;
 pub mod harness;
 pub mod inspect;
+pub mod metrics;
 pub mod mutex;
 pub mod runtimes;
 pub mod scoped;
@@ -125,6 +126,9 @@ macro_rules! cases {
             inspect_reads_counted_resources_and_a_mutex_value,
             inspect_and_force_release_refuse_other_keys,
         );
+        $crate::cases!(@in metrics $harness;
+            metrics_count_a_known_workload,
+        );
         $crate::cases!(@sentinel $harness;
             sentinel_bad_inputs_are_typed_errors,
             a_confirmed_lock_survives_a_primary_kill,
@@ -186,6 +190,14 @@ macro_rules! cases {
             #[test]
             fn $case() {
                 $crate::run_case::<$harness, _, _>(stringify!($case), $crate::counted::$case::<$harness>);
+            }
+        )*
+    };
+    (@in $module:ident $harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::$module::$case::<$harness>);
             }
         )*
     };

@@ -108,6 +108,7 @@ mod machine;
 mod options;
 mod reply;
 mod script;
+mod stats;
 mod subscriptions;
 mod token;
 
@@ -124,5 +125,6 @@ pub use script::{
     PermitKeys, PermitReleaseArgs, ReleaseArgs, ReleaseReply, Script, SharedReleaseArgs, StoreArgs, StoreReply,
     StoredValue, Waiter, value_key,
 };
+pub use stats::Stats;
 pub use subscriptions::Subscriptions;
 pub use token::Rng;

@@ -1687,3 +1687,39 @@ fn a_server_ended_shard_subscription_is_renewed_and_its_waiters_look_again() {
     let channel = inbox("{c}w");
     assert!(idle.subs.contains(&Transmit::UnsubscribeShard { slot: slot(&channel), channel }), "{:?}", idle.subs);
 }
+
+// ---------------------------------------------------------------- stats
+
+#[test]
+fn stats_count_heard_hand_offs_polls_and_unanswered_renewals() {
+    let mut h = H::new();
+    assert_eq!(h.e.stats(), rdlock_core::Stats::default());
+    // A waiter polls once, then hears its hand-off.
+    let (_, tok) = h.queued("orders", opts(1000), None);
+    h.fire();
+    let poll = h.one();
+    h.reply(&poll, pair(0, 500));
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
+    let s = h.e.stats();
+    assert_eq!((s.polls, s.handoffs_heard, s.requests_unanswered, s.renewals_unanswered), (1, 1, 0, 0));
+    // A renewal left unanswered counts twice: as a request and as a renewal.
+    let o = LockOptions { auto_renew: true, ..opts(300) };
+    let _ = h.held("jobs", o);
+    h.fire();
+    let renewal = h.sent().pop().expect("a renewal");
+    h.fail(&renewal);
+    let s = h.e.stats();
+    assert_eq!((s.requests_unanswered, s.renewals_unanswered), (1, 1));
+}
+
+#[test]
+fn stats_count_a_release_that_hands_the_lock_on() {
+    let mut h = H::new();
+    let (id, _) = h.held("orders", opts(1000));
+    h.e.release(id, h.now).expect("held");
+    let release = h.one();
+    h.reply(&release, vec![Reply::Int(2)]);
+    assert!(matches!(h.events()[..], [Event::Released { outcome: ReleaseOutcome::Released }]));
+    assert_eq!(h.e.stats().handoffs, 1);
+}

@@ -13,6 +13,7 @@ use rdlock_core::{
 
 use crate::error::Error;
 use crate::loss::LossCell;
+use crate::metrics::{Meter, Timing};
 
 /// The answers one lock's callers await, by the op the engine gave each call, and the
 /// lock's loss signal.
@@ -92,6 +93,7 @@ pub(crate) trait Waiter: Default {
 pub(crate) struct Slot<W> {
     pub(crate) events: Events,
     pub(crate) waiter: W,
+    timing: Timing,
 }
 
 /// What a driver keeps behind its one mutex: the engine and each lock's slot.
@@ -101,12 +103,18 @@ pub(crate) struct Shared<W> {
     pub(crate) slots: HashMap<LockId, Slot<W>>,
     /// When the timer task or thread means to wake next; an earlier timer must wake it.
     pub(crate) timer_wake: Option<Instant>,
+    meter: Meter,
 }
 
 impl<W: Waiter> Shared<W> {
     /// A fresh engine, seeded from the operating system (never from the configuration).
     pub(crate) fn new(config: &crate::ClientConfig) -> Result<Self, Error> {
-        Ok(Self { engine: Engine::new(config.engine.clone())?, slots: HashMap::new(), timer_wake: None })
+        Ok(Self {
+            engine: Engine::new(config.engine.clone())?,
+            slots: HashMap::new(),
+            timer_wake: None,
+            meter: Meter::new(config),
+        })
     }
 
     /// Starts acquiring `key` and gives the lock a slot for its events.
@@ -121,6 +129,7 @@ impl<W: Waiter> Shared<W> {
         let (id, op) = self.engine.acquire_resource(key, resource, options, how, now)?;
         let mut slot = Slot::default();
         slot.events.expect(op);
+        slot.timing.start();
         let loss = slot.events.loss.clone();
         self.slots.insert(id, slot);
         let token = self.engine.owner_token(id).unwrap_or_default();
@@ -140,7 +149,7 @@ impl<W: Waiter> Shared<W> {
     /// waiters); requests and (un)subscriptions are returned for the caller to send. Also
     /// says whether the timer must wake sooner than it planned.
     pub(crate) fn drain(&mut self) -> (Vec<Request>, Vec<Transmit>, bool) {
-        let (requests, pubsub) = drain(&mut self.engine, &mut self.slots);
+        let (requests, pubsub) = drain(&mut self.engine, &mut self.slots, &mut self.meter);
         let sooner = self.engine.poll_timeout().is_some_and(|n| self.timer_wake.is_none_or(|w| n < w));
         (requests, pubsub, sooner)
     }
@@ -195,7 +204,11 @@ pub(crate) fn keyspace_flags(reply: redis::RedisResult<Vec<String>>) -> Option<S
     reply.ok().and_then(|v| v.into_iter().nth(1))
 }
 
-fn drain<W: Waiter>(engine: &mut Engine, slots: &mut HashMap<LockId, Slot<W>>) -> (Vec<Request>, Vec<Transmit>) {
+fn drain<W: Waiter>(
+    engine: &mut Engine,
+    slots: &mut HashMap<LockId, Slot<W>>,
+    meter: &mut Meter,
+) -> (Vec<Request>, Vec<Transmit>) {
     let mut requests = Vec::new();
     let mut pubsub = Vec::new();
     while let Some(t) = engine.poll_transmit() {
@@ -217,10 +230,12 @@ fn drain<W: Waiter>(engine: &mut Engine, slots: &mut HashMap<LockId, Slot<W>>) -
     // A lock without a slot was given up: nobody is told.
     while let Some(LockEvent { lock, op, event }) = engine.poll_event() {
         if let Some(slot) = slots.get_mut(&lock) {
+            meter.event(&mut slot.timing, &event);
             slot.events.push(op, event);
             slot.waiter.wake();
         }
     }
+    meter.stats(engine.stats());
     (requests, pubsub)
 }
 

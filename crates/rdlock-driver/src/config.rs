@@ -65,6 +65,10 @@ pub struct ClientConfig {
     /// lookup at once). Each lookup also refreshes the replicas the sentinels list, which
     /// [`Confirm::All`](crate::Confirm) and `Majority` count. Ignored without sentinels.
     pub topology_refresh: Duration,
+    /// The value of the `client` label on this client's metrics (feature `metrics`;
+    /// docs/observability.md), to tell several clients of one process apart. No label
+    /// when `None`.
+    pub metrics_label: Option<String>,
     /// Engine settings. They hold no randomness: each client's engine seeds its owner
     /// tokens from the operating system when the client is made, so clients built from
     /// copies of one configuration never share tokens.
@@ -80,6 +84,7 @@ impl Default for ClientConfig {
             refuse_evicting_server: false,
             keyspace_notifications: KeyspaceNotifications::Detect,
             topology_refresh: Duration::from_secs(1),
+            metrics_label: None,
             engine: EngineConfig::default(),
         }
     }

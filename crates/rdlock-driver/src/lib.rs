@@ -31,6 +31,7 @@ pub mod convert;
 mod error;
 mod exchange;
 mod loss;
+mod metrics;
 mod mutex;
 mod owner;
 mod pubsub;
@@ -53,6 +54,8 @@ pub use codec::{Bytes, Codec};
 pub use config::{ClientConfig, KeyspaceNotifications};
 pub use error::Error;
 pub use loss::LossSignal;
+#[cfg(feature = "metrics")]
+pub use metrics::describe_metrics;
 pub use rdlock_core::{DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, MAX_VALUE_TTL};
 // The core's types a caller meets: options, and the errors inside `Error`, so that callers
 // can match them without depending on `rdlock-core`.

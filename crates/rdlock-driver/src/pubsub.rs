@@ -72,6 +72,7 @@ impl<D: Side> Cell<D> {
     /// The session ended: every wanted channel is queued again, and waiters re-check once it
     /// is back.
     pub(crate) fn subscriptions_lost(&self) -> Vec<Request> {
+        crate::metrics::pubsub_lost(&self.config);
         // A lost link may be a lost primary: ask the sentinels now.
         if let Some(watch) = self.watch.get() {
             watch.poke();

@@ -77,6 +77,9 @@ pub type TryLock = rdlock_driver::TryLock<Guard>;
 // A mutex: a lock whose value lives beside it (typed values with the `serde` feature).
 #[cfg(feature = "serde")]
 pub use rdlock_driver::Json;
+/// Describes rdlock's metrics to the installed recorder (feature `metrics`).
+#[cfg(feature = "metrics")]
+pub use rdlock_driver::describe_metrics;
 pub use rdlock_driver::{Bytes, Codec, DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, MAX_VALUE_TTL};
 /// A mutex on tokio: a lock whose value `T`, encoded by `C` (JSON by default), lives beside it
 /// ([`Client::mutex`]).

@@ -172,6 +172,7 @@ impl Engine {
     /// would be left (its validity counts from its own send time), or for a mutex (its grant
     /// returns the value).
     pub(super) fn on_handoff(&mut self, id: LockId, fence: u64, now: Instant) {
+        self.stats.handoffs_heard += 1;
         let held_at_once = self.locks.get_mut(&id).and_then(|lock| {
             let (opts, resource) = (lock.opts, lock.resource);
             let waiter = &lock.acquisition()?.waiter;

@@ -119,6 +119,7 @@ impl Engine {
                 Some(false) => self.lose(id, LostReason::NotOwner, false),
                 None => {
                     // Unknown outcome: try again soon; validity running out ends it.
+                    self.stats.renewals_unanswered += 1;
                     let rng = &mut self.rng;
                     let at = l.retry_renewal(&opts, now, |lo, hi| rng.between(lo, hi));
                     self.renewals.insert((at, id));

@@ -41,6 +41,7 @@ use crate::machine::{Then, Waiter};
 use crate::options::{Acquire, Confirm, LockOptions, Resource, Sharing};
 use crate::reply::{Reply, ServerError, TransportError};
 use crate::script::Mode;
+use crate::stats::Stats;
 use crate::subscriptions::Subscriptions;
 use crate::token::{Rng, hex, parse_hex};
 
@@ -190,6 +191,8 @@ pub struct Engine {
     transmits: VecDeque<Transmit>,
     events: VecDeque<LockEvent>,
     warnings: VecDeque<Warning>,
+    /// Running totals for a driver's metrics.
+    stats: Stats,
 }
 
 impl Engine {
@@ -234,6 +237,7 @@ impl Engine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             warnings: VecDeque::new(),
+            stats: Stats::default(),
         }
     }
 
@@ -371,6 +375,11 @@ impl Engine {
         }
     }
 
+    /// Running totals of what this engine has done that its events do not say (for metrics).
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
     /// A view of the lock, for guards.
     pub fn lock_info(&self, id: LockId) -> Option<LockInfo> {
         let lock = self.locks.get(&id)?;
@@ -437,6 +446,7 @@ impl Engine {
         now: Instant,
     ) -> Result<(), Misuse> {
         let pending = self.pending.remove(&id).ok_or(Misuse::UnknownRequest(id))?;
+        self.stats.requests_unanswered += u64::from(reply.is_err());
         match pending {
             Pending::Attempt(lock) => self.on_attempt_reply(lock, id, reply, now),
             Pending::Release(lock) => self.on_release_reply(lock, id, reply, now),

@@ -92,6 +92,7 @@ impl Engine {
             .as_deref()
             .map_or(0, |w| 1 + usize::from(w.wanted > 0 && lock.opts.confirm.timeout().is_some()));
         let outcome = reply.as_ref().map_err(|e| e.clone().into()).and_then(|r| ReleaseReply::parse(script, r.get(at)));
+        self.stats.handoffs += u64::from(outcome == Ok(ReleaseReply::HandedOff));
         if outcome == Ok(ReleaseReply::ReleasedBesideQueue) {
             self.warnings.push_back(Warning::MixedSharing { key: lock.key.clone() });
         }

@@ -71,7 +71,10 @@ impl Engine {
                         self.answer(id, op, Event::TimedOut);
                         self.send_release(id, Then::Silent, now);
                     }
-                    Step::Idle { retry_at } if now >= retry_at => self.send_attempt(id, Mode::Retry, now),
+                    Step::Idle { retry_at } if now >= retry_at => {
+                        self.stats.polls += 1;
+                        self.send_attempt(id, Mode::Retry, now)
+                    }
                     _ => {}
                 }
             }

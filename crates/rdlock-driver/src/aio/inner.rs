@@ -87,6 +87,7 @@ impl Conn {
             .set_connection_timeout(Some(cell.config.connection_timeout))
             .set_response_timeout(None);
         let mut c = client.get_multiplexed_async_connection_with_config(&cfg).await?;
+        crate::metrics::connected(&cell.config);
         let _ = convert::load_scripts().query_async::<()>(&mut c).await;
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((epoch, c.clone()));
         Ok(c)

@@ -173,6 +173,7 @@ impl Cell<Threads> {
             None => self.target(),
         };
         let mut conn = client.get_connection_with_timeout(connect)?;
+        crate::metrics::connected(&self.config);
         // The hand-shake may have used most of the time: the scripts get what is left.
         let left = limit.saturating_sub(started.elapsed());
         if left < MIN_WAIT {
