@@ -182,3 +182,25 @@ pub async fn inspect_and_force_release_refuse_other_keys<H: Harness>() {
     let free = H::force_release(&client, "rdlock-test:nothing").await.expect("force release of a free key");
     assert_eq!(free, ForceReleaseReply::NotHeld);
 }
+
+/// On a cluster, `inspect` and `force_release` go to the key's slot's primary (they were
+/// sent to the seed and answered `MOVED`), for keys on every shard.
+pub async fn inspect_and_force_release_follow_the_cluster_slots<H: Harness>() {
+    let cluster = rdlock_testkit::Cluster::start(3, 0).expect("a cluster");
+    let url = format!("redis+cluster://{}", cluster.nodes()[0].addr());
+    let client = H::connect(&url).await.expect("connect");
+    // Three keys whose slots lie on different primaries.
+    let keys = ["inspect-a", "inspect-b", "inspect-c", "inspect-d", "inspect-e", "inspect-f"];
+    let mut seen_nodes = std::collections::HashSet::new();
+    for key in keys {
+        seen_nodes.insert(cluster.primary_for_key(key).expect("slot owner").addr());
+        let guard = H::lock(&client, key).await.expect("lock");
+        let seen = H::inspect(&client, key).await.expect("inspect");
+        assert!(seen.is_held(), "[{}] {key}: {seen:?}", H::NAME);
+        assert_eq!(seen.fence, Some(H::fence(&guard)));
+        assert_eq!(H::force_release(&client, key).await.expect("force release"), ForceReleaseReply::Released);
+        assert!(!H::inspect(&client, key).await.expect("inspect").is_held());
+        drop(guard);
+    }
+    assert_eq!(seen_nodes.len(), 3, "the keys cover every shard");
+}

@@ -125,6 +125,7 @@ macro_rules! cases {
             inspect_reads_a_lock_and_force_release_hands_it_on,
             inspect_reads_counted_resources_and_a_mutex_value,
             inspect_and_force_release_refuse_other_keys,
+            inspect_and_force_release_follow_the_cluster_slots,
         );
         $crate::cases!(@in metrics $harness;
             metrics_count_a_known_workload,

@@ -40,6 +40,7 @@ Examples:
   rdlock inspect deploy --json
   rdlock watch deploy --interval 500ms
   rdlock release --force deploy
+  rdlock completions bash > /etc/bash_completion.d/rdlock
 
 Exit codes: the command's own status (128+N when it died of signal N); 64 usage error;
 65 the key is not an rdlock lock; 69 server (or confirming replicas) unreachable; 70 internal error; 75 busy (--try)
@@ -51,8 +52,9 @@ when nothing was held.";
 #[derive(Debug, Parser)]
 #[command(name = "rdlock", version, after_help = EXAMPLES)]
 struct Cli {
-    /// The server: redis://[user:password@]host:port/db, rediss://..., or
-    /// redis+sentinel://[user:password@]host:port,host:port/master.
+    /// The server: redis://[user:password@]host:port/db, rediss://...,
+    /// redis+sentinel://[user:password@]host:port,host:port/master, or
+    /// redis+cluster://[user:password@]host:port,host:port.
     #[arg(long, env = "RDLOCK_URL", default_value = "redis://127.0.0.1:6379/", hide_env_values = true, global = true)]
     url: String,
     #[command(subcommand)]
@@ -92,6 +94,12 @@ enum Command {
         /// Time between refreshes.
         #[arg(long, default_value = "1s", value_parser = duration::parse)]
         interval: Duration,
+    },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
+    /// `rdlock completions bash > /etc/bash_completion.d/rdlock`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -170,6 +178,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> u8 {
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(shell, &mut Cli::command(), "rdlock", &mut std::io::stdout());
+        return 0;
+    }
     let client = match Client::open(&cli.url) {
         Ok(c) => c,
         Err(e) => return report(&e, &cli.url, &format!("cannot connect to {}", redact(&cli.url))),
@@ -201,6 +214,8 @@ fn run(cli: Cli) -> u8 {
             Err(e) => report(&e, url, &format!("cannot release {key:?}")),
         },
         Command::Watch { key, interval } => view::watch(&client, &key, interval, url),
+        // Answered above, without a server.
+        Command::Completions { .. } => 0,
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rdlock_testkit::RedisServer;
+use rdlock_testkit::{Cluster, MASTER_NAME, RedisServer, Sentinels};
 use rustix::process::{Pid, Signal, kill_process};
 
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -274,4 +274,42 @@ fn inspect_json_and_watch_show_the_holder_and_queue() {
     guard.release().expect("release");
     assert_eq!(code(&waiter.finish()), 0);
     assert_eq!(inspect(&url, "shown")["held"], false);
+}
+
+#[test]
+fn completions_are_printed_without_a_server() {
+    // Nothing listens there: completions never connect.
+    let nowhere = "redis://127.0.0.1:1/";
+    for (shell, marker) in [("bash", "_rdlock()"), ("zsh", "#compdef rdlock"), ("fish", "complete -c rdlock")] {
+        let out = rdlock(nowhere).args(["completions", shell]).output().expect("completions");
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker) && script.contains("inspect"), "{shell}: {script}");
+    }
+    let out = rdlock(nowhere).args(["completions", "no-such-shell"]).output().expect("completions");
+    assert_eq!(code(&out), 64);
+    one_line_error(&out);
+}
+
+/// `exec` and `inspect` through the Sentinel and the Cluster URL forms.
+#[test]
+fn sentinel_and_cluster_urls_work() {
+    let primary = RedisServer::start().expect("redis-server");
+    let sentinels = Sentinels::start(&primary, 1).expect("a sentinel");
+    let sentinel_url = format!("redis+sentinel://{}/{MASTER_NAME}", sentinels.addrs()[0]);
+    let cluster = Cluster::start(3, 0).expect("a cluster");
+    let hosts: Vec<String> = cluster.nodes().iter().map(|n| n.addr().to_string()).collect();
+    let cluster_url = format!("redis+cluster://{}", hosts.join(","));
+    for (url, name) in [(sentinel_url, "sentinel"), (cluster_url, "cluster")] {
+        let file = scratch(name);
+        let out = exec(&url, &["--timeout", "10s"], name, &sh(&file, r#"echo "$RDLOCK_FENCE" > "$F""#))
+            .output()
+            .expect("exec");
+        assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
+        let fence: u64 = read(&file).trim().parse().expect("a fence");
+        let seen = inspect(&url, name);
+        assert_eq!(seen["held"], false, "{name}: released after the command: {seen}");
+        assert_eq!(seen["fence"], fence, "{name}: {seen}");
+        let _ = std::fs::remove_file(&file);
+    }
 }

@@ -321,7 +321,7 @@ macro_rules! lock_api {
             /// server cannot be reached or refuses.
             pub $($async)? fn inspect(&self, key: &str) -> Result<rdlock_core::Inspection, Error> {
                 let command = rdlock_core::Inspection::command(key)?;
-                let reply = wait!(self.inner.direct(command)).map_err(rdlock_core::LockError::from)?;
+                let reply = wait!(self.inner.direct(key, command)).map_err(rdlock_core::LockError::from)?;
                 rdlock_core::Inspection::parse(reply.as_ref()).map_err(|e| common::not_a_lock(key, e))
             }
 
@@ -338,7 +338,7 @@ macro_rules! lock_api {
             pub $($async)? fn force_release(&self, key: &str) -> Result<rdlock_core::ForceReleaseReply, Error> {
                 let args = rdlock_core::ForceReleaseArgs { fence_ttl: rdlock_core::FENCE_TTL, claim: rdlock_core::HANDOFF_CLAIM };
                 let command = args.command(key)?;
-                let reply = wait!(self.inner.direct(command)).map_err(rdlock_core::LockError::from)?;
+                let reply = wait!(self.inner.direct(key, command)).map_err(rdlock_core::LockError::from)?;
                 rdlock_core::ForceReleaseReply::parse(reply.as_ref()).map_err(|e| common::not_a_lock(key, e))
             }
 

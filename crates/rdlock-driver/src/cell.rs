@@ -103,6 +103,16 @@ impl<D: Side> Cell<D> {
         requests
     }
 
+    /// Where a one-off command about `key` goes (an inspection, a forced release): the
+    /// primary, or in a cluster the primary of the key's slot.
+    pub(crate) fn route_of(&self, key: &str) -> rdlock_core::Route {
+        let node = match self.cluster.get() {
+            Some(_) => rdlock_core::Node::Slot(rdlock_core::slot(key)),
+            None => rdlock_core::Node::Primary,
+        };
+        rdlock_core::Route { node, class: rdlock_core::Class::Commands }
+    }
+
     /// In a cluster: these slots' primary changed. The engine verifies their leases there at
     /// once; returns the requests that follow.
     pub(crate) fn slots_moved(&self, slots: &[u16]) -> Vec<Request> {

@@ -267,8 +267,8 @@ impl<R: Runtime> Cell<Tasks<R>> {
 
     /// One command outside every lock's life (an operator's inspection or forced release),
     /// on the caller's task: the engine has nothing to decide about it.
-    pub(super) async fn direct(&self, command: Command) -> Result<Option<Reply>, TransportError> {
-        self.exchange(Route::COMMANDS, std::slice::from_ref(&command)).await.map(|r| r.into_iter().next())
+    pub(super) async fn direct(&self, key: &str, command: Command) -> Result<Option<Reply>, TransportError> {
+        self.exchange(self.route_of(key), std::slice::from_ref(&command)).await.map(|r| r.into_iter().next())
     }
 
     async fn execute(&self, req: Request) -> Vec<Request> {

@@ -304,8 +304,8 @@ impl Cell<Threads> {
 
     /// One command outside every lock's life (an operator's inspection or forced release),
     /// on the caller's thread: the engine has nothing to decide about it.
-    pub(super) fn direct(&self, command: Command) -> Result<Option<Reply>, TransportError> {
-        self.exchange(Route::COMMANDS, std::slice::from_ref(&command), None).map(|r| r.into_iter().next())
+    pub(super) fn direct(&self, key: &str, command: Command) -> Result<Option<Reply>, TransportError> {
+        self.exchange(self.route_of(key), std::slice::from_ref(&command), None).map(|r| r.into_iter().next())
     }
 
     fn work(&self) -> MutexGuard<'_, Work> {
