@@ -18,6 +18,7 @@
 //! so the cases run in parallel; `redis-server` must be on `PATH` (or named by
 //! `$RDLOCK_REDIS_SERVER`).
 
+pub mod acl;
 pub mod cases;
 pub mod cluster;
 pub mod counted;
@@ -126,6 +127,10 @@ macro_rules! cases {
             inspect_reads_counted_resources_and_a_mutex_value,
             inspect_and_force_release_refuse_other_keys,
             inspect_and_force_release_follow_the_cluster_slots,
+        );
+        $crate::cases!(@in acl $harness;
+            an_acl_user_of_one_namespace_uses_every_primitive,
+            a_user_without_the_channel_pattern_gets_a_typed_error_at_the_first_wait,
         );
         $crate::cases!(@in metrics $harness;
             metrics_count_a_known_workload,

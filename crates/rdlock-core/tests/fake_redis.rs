@@ -10,19 +10,19 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// A cluster variant (`Sharded*`) is followed as its base, `SPUBLISH` counted like `PUBLISH`
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 13] = [
-    (Script::Acquire, 1_221_115_290_375_083_648),
-    (Script::Release, 11_038_300_870_409_844_862),
+    (Script::Acquire, 2_339_115_773_065_330_173),
+    (Script::Release, 16_446_117_363_228_051_373),
     (Script::Extend, 14_220_457_821_182_822_727),
-    (Script::PermitAcquire, 5_549_852_495_161_025_804),
-    (Script::PermitRelease, 7_318_356_234_597_681_960),
+    (Script::PermitAcquire, 11_819_484_422_694_208_284),
+    (Script::PermitRelease, 10_210_987_182_421_108_664),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
-    (Script::PermitChange, 8_341_845_027_842_361_612),
-    (Script::Store, 16_862_329_677_598_366_361),
-    (Script::ShardedAcquire, 11_533_696_556_549_975_418),
-    (Script::ShardedRelease, 8_830_294_110_026_602_076),
-    (Script::ShardedPermitAcquire, 17_776_651_664_217_471_462),
-    (Script::ShardedPermitRelease, 4_263_671_811_681_737_974),
-    (Script::ShardedPermitChange, 2_203_367_736_600_702_982),
+    (Script::PermitChange, 12_239_723_661_076_602_908),
+    (Script::Store, 889_586_963_679_836_658),
+    (Script::ShardedAcquire, 3_173_445_973_018_013_302),
+    (Script::ShardedRelease, 15_582_871_841_059_079_216),
+    (Script::ShardedPermitAcquire, 679_943_786_575_523_101),
+    (Script::ShardedPermitRelease, 9_238_623_621_210_345_965),
+    (Script::ShardedPermitChange, 10_124_217_575_692_742_045),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.

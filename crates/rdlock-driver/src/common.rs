@@ -266,7 +266,7 @@ pub(crate) fn acquired(event: Option<Event>, timed: bool) -> Result<Answer, Erro
         Some(Event::Busy { holder_ttl }) => Ok(Answer::Busy { holder_ttl }),
         Some(Event::TimedOut) => Err(Error::TimedOut),
         Some(Event::ReplicationShortfall { acked, wanted }) => Err(Error::ReplicationShortfall { acked, wanted }),
-        Some(Event::Failed(e)) => Err(Error::Lock(e)),
+        Some(Event::Failed(e)) => Err(Error::from(e)),
         _ => Err(Error::Closed),
     }
 }
@@ -275,7 +275,7 @@ pub(crate) fn acquired(event: Option<Event>, timed: bool) -> Result<Answer, Erro
 pub(crate) fn released(event: Option<Event>) -> Result<ReleaseOutcome, Error> {
     match event {
         Some(Event::Released { outcome }) => Ok(outcome),
-        Some(Event::Failed(e)) => Err(Error::Lock(e)),
+        Some(Event::Failed(e)) => Err(Error::from(e)),
         _ => Err(Error::Closed),
     }
 }
@@ -285,7 +285,7 @@ pub(crate) fn downgraded(event: Option<Event>) -> Result<(), Error> {
     match event {
         Some(Event::Downgraded) => Ok(()),
         Some(Event::Lost { reason }) => Err(Error::Lost(reason)),
-        Some(Event::Failed(e)) => Err(Error::Lock(e)),
+        Some(Event::Failed(e)) => Err(Error::from(e)),
         _ => Err(Error::Closed),
     }
 }
@@ -363,6 +363,6 @@ pub(crate) fn not_a_lock(key: &str, e: rdlock_core::LockError) -> Error {
         {
             Error::NotALock { key: key.to_owned() }
         }
-        e => Error::Lock(e),
+        e => Error::from(e),
     }
 }

@@ -2,6 +2,17 @@
 
 use rdlock_core::{EntropyUnavailable, InvalidInput, LockError};
 
+impl From<LockError> for Error {
+    /// A server's `NOPERM` refusal is [`Error::NoPermission`]; every other failure stays a
+    /// [`Error::Lock`].
+    fn from(e: LockError) -> Self {
+        match e {
+            LockError::Server(s) if s.code == "NOPERM" => Error::NoPermission(s),
+            e => Error::Lock(e),
+        }
+    }
+}
+
 /// Why a lock operation did not succeed. The inner types ([`InvalidInput`], [`LockError`],
 /// and through it `ServerError` and `TransportError`) are re-exported by every adapter.
 ///
@@ -40,7 +51,12 @@ pub enum Error {
     Lost(rdlock_core::LostReason),
     /// The operation failed on the server or on the way to it.
     #[error(transparent)]
-    Lock(#[from] LockError),
+    Lock(LockError),
+    /// The server's ACL does not let this user touch the key (or a name beside it, or its
+    /// hand-off channel), or run a command rdlock needs (`NOPERM`). Nothing was written.
+    /// docs/security.md gives the rule a user needs ([`acl_rule`](crate::acl_rule)).
+    #[error("the server's ACL refused: {0}")]
+    NoPermission(rdlock_core::ServerError),
     /// The sentinels could not name a primary to connect to (at connect only: afterwards
     /// sentinel trouble is logged, and the client keeps the primary it knows).
     #[error(transparent)]

@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+mod acl;
 #[cfg(feature = "async")]
 mod aio;
 mod api;
@@ -46,6 +47,7 @@ pub use aio::{Client, Guard, LockBuilder, RwLock, Semaphore};
 pub use aio::{Hold, Owner, Scope};
 pub use attempt::TryLock;
 // A mutex: a lock whose value lives beside it.
+pub use acl::{ACL_COMMANDS, acl_rule};
 #[cfg(feature = "async")]
 pub use aio::{Mutex, MutexBuilder, MutexGuard};
 #[cfg(feature = "serde")]

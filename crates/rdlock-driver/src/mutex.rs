@@ -61,7 +61,7 @@ pub(crate) fn stored(event: Option<Event>) -> Result<(), Error> {
         Some(Event::Stored) => Ok(()),
         Some(Event::Lost { reason }) => Err(Error::Lost(reason)),
         Some(Event::ReplicationShortfall { acked, wanted }) => Err(Error::ReplicationShortfall { acked, wanted }),
-        Some(Event::Failed(e)) => Err(Error::Lock(e)),
+        Some(Event::Failed(e)) => Err(Error::from(e)),
         _ => Err(Error::Closed),
     }
 }
@@ -75,7 +75,7 @@ pub(crate) fn released(event: Option<Event>, loss: &LossCell) -> Result<ReleaseO
         }
         Some(Event::Released { outcome }) => Ok(outcome),
         Some(Event::ReplicationShortfall { acked, wanted }) => Err(Error::ReplicationShortfall { acked, wanted }),
-        Some(Event::Failed(e)) => Err(Error::Lock(e)),
+        Some(Event::Failed(e)) => Err(Error::from(e)),
         _ => Err(Error::Closed),
     }
 }

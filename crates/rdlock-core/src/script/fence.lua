@@ -106,7 +106,7 @@ local function hand_off(tok, ttl, inbox, claim, fence_ttl)
   end
   local heard = 0
   if inbox then
-    heard = redis.call('PUBLISH', KEYS[1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
+    heard = publish(KEYS[1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
   end
   local px = claim
   if ttl and (heard > 0 or tonumber(ttl) < tonumber(claim)) then

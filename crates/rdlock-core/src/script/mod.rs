@@ -111,24 +111,50 @@ impl Script {
     /// a lock).
     pub fn source(self) -> &'static str {
         match self {
-            Script::Acquire => concat!(include_str!("fence.lua"), include_str!("acquire.lua")),
-            Script::Release => concat!(include_str!("fence.lua"), include_str!("release.lua")),
+            Script::Acquire => {
+                concat!(include_str!("announce.lua"), include_str!("fence.lua"), include_str!("acquire.lua"))
+            }
+            Script::Release => {
+                concat!(include_str!("announce.lua"), include_str!("fence.lua"), include_str!("release.lua"))
+            }
             Script::Extend => include_str!("extend.lua"),
-            Script::ReleaseShared => include_str!("release_shared.lua"),
+            Script::ReleaseShared => concat!(include_str!("announce.lua"), include_str!("release_shared.lua")),
             Script::PermitAcquire => {
-                concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("permit_acquire.lua"))
+                concat!(
+                    include_str!("announce.lua"),
+                    include_str!("fence.lua"),
+                    include_str!("permit.lua"),
+                    include_str!("permit_acquire.lua")
+                )
             }
             Script::PermitRelease => {
-                concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("permit_release.lua"))
+                concat!(
+                    include_str!("announce.lua"),
+                    include_str!("fence.lua"),
+                    include_str!("permit.lua"),
+                    include_str!("permit_release.lua")
+                )
             }
             Script::PermitExtend => include_str!("permit_extend.lua"),
             Script::PermitChange => {
-                concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("permit_change.lua"))
+                concat!(
+                    include_str!("announce.lua"),
+                    include_str!("fence.lua"),
+                    include_str!("permit.lua"),
+                    include_str!("permit_change.lua")
+                )
             }
-            Script::Store => concat!(include_str!("fence.lua"), include_str!("store.lua")),
+            Script::Store => {
+                concat!(include_str!("announce.lua"), include_str!("fence.lua"), include_str!("store.lua"))
+            }
             Script::Inspect => include_str!("inspect.lua"),
             Script::ForceRelease => {
-                concat!(include_str!("fence.lua"), include_str!("permit.lua"), include_str!("force_release.lua"))
+                concat!(
+                    include_str!("announce.lua"),
+                    include_str!("fence.lua"),
+                    include_str!("permit.lua"),
+                    include_str!("force_release.lua")
+                )
             }
             sharded => sharded_source(sharded),
         }
@@ -158,22 +184,20 @@ impl Script {
     }
 }
 
-/// How the scripts announce: the one call a cluster variant changes.
-const PUBLISH: &str = "redis.call('PUBLISH', ";
-/// What a cluster variant calls instead, defined by [`SHARDED_PRELUDE`].
-const SPUBLISH: &str = "spublish(";
-/// Prepended to every cluster variant.
+/// How a script announces: its `publish` function, defined by the first part of its source.
+const ANNOUNCE_PRELUDE: &str = include_str!("announce.lua");
+/// The same function for a cluster variant, with `SPUBLISH`.
 const SHARDED_PRELUDE: &str = include_str!("sharded.lua");
 
-/// A cluster variant's source: [`SHARDED_PRELUDE`], then its base's with every `PUBLISH` call
-/// made a call of the prelude's `spublish` (derived, so the two cannot drift apart; built
-/// once). Arguments and replies are the base's.
+/// A cluster variant's source: its base's with [`SHARDED_PRELUDE`] in place of
+/// [`ANNOUNCE_PRELUDE`] (derived, so the two cannot drift apart; built once). Arguments and
+/// replies are the base's.
 fn sharded_source(script: Script) -> &'static str {
     static SOURCES: std::sync::OnceLock<Vec<(Script, String)>> = std::sync::OnceLock::new();
     let sources = SOURCES.get_or_init(|| {
         SHARDED
             .iter()
-            .map(|&(base, sharded)| (sharded, format!("{SHARDED_PRELUDE}{}", base.source().replace(PUBLISH, SPUBLISH))))
+            .map(|&(base, sharded)| (sharded, base.source().replacen(ANNOUNCE_PRELUDE, SHARDED_PRELUDE, 1)))
             .collect()
     });
     sources.iter().find(|(s, _)| *s == script).map_or("", |(_, source)| source.as_str())
@@ -189,10 +213,11 @@ mod tests {
             assert_eq!((base.sharded(), sharded.base(), sharded.sharded()), (sharded, base, sharded));
             assert!(sharded.is_sharded() && !base.is_sharded());
             let (b, s) = (base.source(), sharded.source());
-            assert!(b.contains(PUBLISH) && !s.contains(PUBLISH), "{base:?}");
-            let body = s.strip_prefix(SHARDED_PRELUDE).expect("the prelude first");
-            assert_eq!(body.replace(SPUBLISH, PUBLISH), b, "{base:?}");
-            assert!(!b.contains(SPUBLISH) && !b.contains("SPUBLISH"), "{base:?}");
+            let body = b.strip_prefix(ANNOUNCE_PRELUDE).expect("the announcement prelude first");
+            assert_eq!(s.strip_prefix(SHARDED_PRELUDE), Some(body), "{base:?}");
+            // Every announcement goes through the prelude's guarded `publish`.
+            assert!(!body.contains("'PUBLISH'") && !body.contains("SPUBLISH"), "{base:?}");
+            assert!(body.contains("publish("), "{base:?}");
         }
         // The operators' force release has no cluster variant yet: in a cluster its hand-off is
         // an unheard claim, which the waiter confirms at its next poll (liveness only).
@@ -200,7 +225,7 @@ mod tests {
             assert_eq!(script.sharded(), script);
         }
         // Store carries the prelude's `hand_off` but never calls it: it announces nothing.
-        assert!(!Script::Extend.source().contains(PUBLISH) && !Script::PermitExtend.source().contains(PUBLISH));
+        assert!(!Script::Extend.source().contains("publish") && !Script::PermitExtend.source().contains("publish"));
         assert!(!include_str!("store.lua").contains("hand_off") && !include_str!("store.lua").contains("PUBLISH"));
         assert_eq!(Script::ALL.len(), 17);
     }

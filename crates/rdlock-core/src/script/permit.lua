@@ -125,7 +125,7 @@ local function serve(used, cap, mine, claim, now, fence_ttl)
       local f = bump(KEYS[2], fence_ttl)
       local heard = 0
       if inbox then
-        heard = redis.call('PUBLISH', KEYS[1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
+        heard = publish(KEYS[1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
       end
       local px = tonumber(claim)
       if ttl and (heard > 0 or tonumber(ttl) < px) then px = tonumber(ttl) end

@@ -9,7 +9,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], 'free')
+publish(ARGV[2], 'free')
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 2
 end
