@@ -1352,7 +1352,7 @@ fn f15_cluster_slot_owner_killed_with_confirmation_keeps_the_lock() -> TestResul
 }
 
 /// Fault 16: Negative control of f15: the same kill WITHOUT confirmation, the slot's replica
-/// frozen (its replication link cut) before the lock is taken, so the promoted replica never
+/// frozen and its replication link cut before the lock is taken, so the promoted replica never
 /// saw it. The holder must hear `lost()` or the checker must report the double grant: never
 /// silence.
 #[test]
@@ -1378,8 +1378,12 @@ fn f16_cluster_slot_owner_killed_without_confirmation_is_never_silent() -> TestR
         s.h.command("a", "release", STEP)?;
         wait_acked(owner, 1, STEP)?;
     }
+    // Frozen, then cut off: a frozen replica alone would still find the stream in its socket
+    // buffer when it resumes.
     cluster.pause(replica)?;
-    s.h.note(format!("replica :{} of the slot owner frozen: its link is cut", replica.port()));
+    let dropped = owner.client_kill_type("replica")?;
+    assert_eq!(connected_replicas(owner)?, 0, "the replica stayed linked");
+    s.h.note(format!("replica :{} of the slot owner frozen, {dropped} replication link cut", replica.port()));
     let mark = s.h.mark();
     s.h.command("a", "acquire", STEP)?;
     let a_acq = s.h.wait_record(mark, "a", STEP, acquired)?;
