@@ -1524,20 +1524,12 @@ fn soak_mixed_faults() -> TestResult {
         let proxy = &proxies[link];
         let fault = match s.rng.index(8) {
             0 => {
-                let d = s.rng.millis(50, 2000);
-                s.h.pause(&name)?;
-                std::thread::sleep(d);
-                s.h.resume(&name)?;
+                soak_freeze(&mut s, &name, 2000)?;
                 "freeze"
             }
             1 => {
-                s.h.kill(&name)?;
-                let fresh = format!("w{spawned}");
-                spawned += 1;
-                s.h.spawn(&s.spec(&fresh, &proxy.url(), ttl, cap))?;
-                let left = end.saturating_duration_since(Instant::now());
-                s.h.send(&fresh, &format!("loop {} 30 2", left.as_millis()))?;
-                alive[pick] = (fresh, link);
+                let spec = s.spec(&name, &proxy.url(), ttl, cap);
+                alive[pick] = (soak_replace(&mut s, &name, &spec, &mut spawned, end)?, link);
                 "kill"
             }
             2 => {
@@ -1584,18 +1576,51 @@ fn soak_mixed_faults() -> TestResult {
         };
         *faults.entry(fault).or_default() += 1;
     }
-    let wait = end.saturating_duration_since(Instant::now()) + STEP;
-    for (name, _) in &alive {
-        let name = name.clone();
-        s.h.wait_until(&format!("{name} to finish its loop"), wait, |recs| {
-            recs.iter()
-                .find(|r| r.worker == name && matches!(&r.event, Event::Done { cmd } if cmd.starts_with("loop")))
-                .map(|_| ())
-        })?;
-    }
+    let names: Vec<String> = alive.into_iter().map(|(name, _)| name).collect();
+    soak_wait_loops(&s, &names, end)?;
     println!("faults injected: {faults:?}");
     let report = s.finish(&bounds, Some(&lock))?;
     assert_clean(&report);
+    Ok(())
+}
+
+/// A soak fault: freezes worker `name` for up to `max_ms`.
+fn soak_freeze(s: &mut Suite, name: &str, max_ms: u64) -> TestResult {
+    let d = s.rng.millis(50, max_ms);
+    s.h.pause(name)?;
+    std::thread::sleep(d);
+    s.h.resume(name)?;
+    Ok(())
+}
+
+/// A soak fault: kills worker `name` and starts a fresh one like `spec` that loops until
+/// `end`; returns the fresh one's name.
+fn soak_replace(
+    s: &mut Suite,
+    name: &str,
+    spec: &WorkerSpec,
+    spawned: &mut usize,
+    end: Instant,
+) -> Result<String, Box<dyn std::error::Error>> {
+    s.h.kill(name)?;
+    let fresh = format!("w{spawned}");
+    *spawned += 1;
+    s.h.spawn(&spec.renamed(&fresh, &spec.lock_url))?;
+    let left = end.saturating_duration_since(Instant::now());
+    s.h.send(&fresh, &format!("loop {} 30 2", left.as_millis()))?;
+    Ok(fresh)
+}
+
+/// Waits until every worker of `names` has finished its soak loop (which ends at `end`).
+fn soak_wait_loops(s: &Suite, names: &[String], end: Instant) -> TestResult {
+    let wait = end.saturating_duration_since(Instant::now()) + STEP;
+    for name in names {
+        s.h.wait_until(&format!("{name} to finish its loop"), wait, |recs| {
+            recs.iter()
+                .find(|r| &r.worker == name && matches!(&r.event, Event::Done { cmd } if cmd.starts_with("loop")))
+                .map(|_| ())
+        })?;
+    }
     Ok(())
 }
 
@@ -1644,20 +1669,12 @@ fn soak_cluster_faults() -> TestResult {
         let owner = cluster.primary_for_key(KEY)?;
         let fault = match s.rng.index(5) {
             0 => {
-                let d = s.rng.millis(50, 1500);
-                s.h.pause(&name)?;
-                std::thread::sleep(d);
-                s.h.resume(&name)?;
+                soak_freeze(&mut s, &name, 1500)?;
                 "freeze worker"
             }
             1 => {
-                s.h.kill(&name)?;
-                let fresh = format!("w{spawned}");
-                spawned += 1;
-                s.h.spawn(&spec(&s, &fresh))?;
-                let left = end.saturating_duration_since(Instant::now());
-                s.h.send(&fresh, &format!("loop {} 30 2", left.as_millis()))?;
-                alive[pick] = fresh;
+                let spec = spec(&s, &name);
+                alive[pick] = soak_replace(&mut s, &name, &spec, &mut spawned, end)?;
                 "kill worker"
             }
             2 => {
@@ -1688,14 +1705,7 @@ fn soak_cluster_faults() -> TestResult {
         };
         *faults.entry(fault).or_default() += 1;
     }
-    let wait = end.saturating_duration_since(Instant::now()) + STEP;
-    for name in &alive {
-        s.h.wait_until(&format!("{name} to finish its loop"), wait, |recs| {
-            recs.iter()
-                .find(|r| &r.worker == name && matches!(&r.event, Event::Done { cmd } if cmd.starts_with("loop")))
-                .map(|_| ())
-        })?;
-    }
+    soak_wait_loops(&s, &alive, end)?;
     println!("faults injected: {faults:?}");
     let owner = cluster.primary_for_key(KEY)?;
     let report = s.finish(&bounds, Some(owner))?;
