@@ -954,6 +954,29 @@ fn wait_acked_write(primary: &RedisServer, n: usize, timeout: Duration) -> TestR
     Ok(())
 }
 
+/// Waits until every sentinel names `primary` (each is asked until it answers).
+fn every_sentinel_names(sentinels: &Sentinels, primary: SocketAddr, timeout: Duration) -> TestResult {
+    let deadline = Instant::now() + timeout;
+    for sentinel in sentinels.sentinels() {
+        loop {
+            let named = sentinel.connection().ok().and_then(|mut c| {
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(MASTER_NAME)
+                    .query::<Option<(String, u16)>>(&mut c)
+                    .ok()
+                    .flatten()
+            });
+            if named.is_some_and(|(host, port)| host == primary.ip().to_string() && port == primary.port()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "sentinel :{} never named {primary}", sentinel.port());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
 /// The server among `servers` at `addr`.
 fn server_at<'a>(servers: impl IntoIterator<Item = &'a RedisServer>, addr: SocketAddr) -> &'a RedisServer {
     servers.into_iter().find(|s| s.addr() == addr).expect("the sentinels named a known server")
@@ -1033,6 +1056,9 @@ fn f13_sentinel_failover_with_confirmation_keeps_the_lock() -> TestResult {
     let new = sentinels.wait_for_new_master(old_port, FOLLOW)?;
     let agreed = mono_us();
     let new_primary = server_at(rep.replicas(), new);
+    // Every sentinel, not only those that answered in time: one that still names the old
+    // primary when it comes back would make the new one its replica.
+    every_sentinel_names(&sentinels, new, FOLLOW)?;
     // The holder's lease is renewed on the new primary as soon as its client follows.
     let renewed = first_after(&s, mark, killed, "the lease renewed on the new primary", FOLLOW, |r| {
         r.worker == holder && matches!(r.event, Event::Renewed { .. })
