@@ -50,7 +50,8 @@ pub struct WorkerSpec {
     /// Its name in the history (and in the ledger's log).
     pub name: String,
     /// The lock server (directly or through a proxy), or the sentinels naming it
-    /// (`redis+sentinel://host:port,host:port/master`: the worker follows failovers).
+    /// (`redis+sentinel://host:port,host:port/master`: the worker follows failovers), or a
+    /// cluster's seed nodes (`redis+cluster://host:port,host:port`: it follows the slot map).
     pub lock_url: String,
     /// The ledger server.
     pub ledger_url: String,

@@ -50,8 +50,9 @@ impl From<SocketAddr> for SentinelTarget {
 /// Sentinel processes monitoring one primary as [`MASTER_NAME`], stopped when dropped.
 ///
 /// They run with test timings: quorum 2 (1 for a single sentinel),
-/// `down-after-milliseconds 1000`, `failover-timeout 2000`, and an info and
-/// hello period of 200 ms, so failures are noticed within about a second.
+/// `down-after-milliseconds 1000`, `failover-timeout 2000`, an info, hello
+/// and ping period of 200 ms, so failures are noticed within about a second,
+/// and a TILT period of 2 s.
 /// Each sentinel is a [`RedisServer`] in sentinel mode, so it can be paused,
 /// killed or restarted like any server.
 #[derive(Debug)]
@@ -81,7 +82,14 @@ impl Sentinels {
             .collect::<Result<Vec<_>>>()?;
         for sentinel in &sentinels {
             // Faster INFO polling and hello messages make discovery and
-            // failover quick; the ping period stays at its 1 s default.
+            // failover quick. The ping period must stay well below
+            // down-after-milliseconds: a sentinel that switches to a new
+            // primary starts its down-timer at once but sends the first PING
+            // only one ping period later, so with the 1 s default a loaded
+            // machine saw the new primary "down" a second after the switch and
+            // failed over again. A stall of the whole machine (more than 2 s
+            // between two of a sentinel's ticks) puts it in TILT mode, where it
+            // does nothing: 2 s instead of 30 before it acts again.
             let mut conn = sentinel.admin_connection()?;
             redis::cmd("SENTINEL")
                 .arg("DEBUG")
@@ -89,6 +97,10 @@ impl Sentinels {
                 .arg(200)
                 .arg("publish-period")
                 .arg(200)
+                .arg("ping-period")
+                .arg(200)
+                .arg("tilt-period")
+                .arg(2000)
                 .query::<()>(&mut conn)?;
         }
         let sentinels = Sentinels { sentinels };

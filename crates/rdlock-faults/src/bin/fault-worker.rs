@@ -463,10 +463,14 @@ async fn start(opts: Opts, log: Arc<Log>) -> Result<Worker, String> {
         ..LockOptions::default()
     };
     let config = ClientConfig { defaults, ..ClientConfig::default() };
-    // A sentinel URL names the sentinels, and the client follows the primary they name.
+    // A sentinel URL names the sentinels, and the client follows the primary they name; a
+    // cluster URL names seed nodes, and the client follows the slot map (every lock option the
+    // worker uses is set per lock, so the default settings do).
     let client = if opts.lock_url.starts_with("redis+sentinel://") {
         let sentinel = SentinelConfig::from_url(&opts.lock_url).map_err(|e| e.to_string())?;
         Client::connect_sentinel(sentinel, config).await
+    } else if opts.lock_url.starts_with("redis+cluster://") {
+        Client::open(&opts.lock_url).await
     } else {
         let redis_client = redis::Client::open(opts.lock_url.as_str()).map_err(|e| e.to_string())?;
         Client::connect(redis_client, config).await
@@ -479,6 +483,20 @@ async fn start(opts: Opts, log: Arc<Log>) -> Result<Worker, String> {
         .map_err(|e| format!("ledger: {e}"))?;
     let rng = Rng::new(u64::from(std::process::id()) ^ mono_us().unsigned_abs());
     Ok(Worker { opts, log, client, ledger, script: ledger::script(), held: None, rng })
+}
+
+/// Notes each server the client talks to, as it changes (a followed failover): the history
+/// then shows when each worker moved.
+async fn follow_server(client: Client, log: Arc<Log>) {
+    let mut last = format!("{client:?}");
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = format!("{client:?}");
+        if now != last {
+            log.emit(Event::Note { what: format!("client now {now}") });
+            last = now;
+        }
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -499,6 +517,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     log.emit(Event::Ready { pid: std::process::id() });
+    tokio::spawn(follow_server(worker.client.clone(), log.clone()));
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if !worker.run(line.trim()).await {
