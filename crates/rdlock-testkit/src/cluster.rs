@@ -13,6 +13,8 @@ pub const SLOTS: u16 = 16384;
 const NODE_TIMEOUT_MS: u64 = 1000;
 /// How long [`Cluster::start`] waits for the cluster to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a forming cluster's nodes are met again while some do not know each other.
+const REMEET_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a failover or a slot migration may take to be agreed on.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Read timeout of readiness queries, so a node that hangs is reported, not waited on.
@@ -92,12 +94,9 @@ impl Cluster {
             redis::cmd("CLUSTER").arg("SET-CONFIG-EPOCH").arg(i + 1).query::<()>(&mut conn)?;
             redis::cmd("CLUSTER").arg("ADDSLOTSRANGE").arg(first).arg(last).query::<()>(&mut conn)?;
         }
-        let mut conn = cluster.nodes[0].admin_connection()?;
-        for (node, bus_port) in cluster.nodes.iter().zip(&bus_ports).skip(1) {
-            redis::cmd("CLUSTER").arg("MEET").arg(HOST).arg(node.port()).arg(*bus_port).query::<()>(&mut conn)?;
-        }
+        cluster.meet(&bus_ports)?;
         // A replica can only follow a primary it already knows.
-        cluster.wait_until_all_known()?;
+        cluster.wait_until_all_known(&bus_ports)?;
         for (i, replica) in cluster.nodes[primaries..].iter().enumerate() {
             let primary = &cluster.ids[i / replicas_per_primary];
             let mut conn = replica.admin_connection()?;
@@ -315,8 +314,21 @@ impl Cluster {
     }
 
     /// Waits until every node knows every other one, handshakes done.
-    fn wait_until_all_known(&self) -> Result<()> {
+    /// The first node meets every other (a node it already knows is met again harmlessly).
+    fn meet(&self, bus_ports: &[u16]) -> Result<()> {
+        let mut conn = self.nodes[0].admin_connection()?;
+        for (node, bus_port) in self.nodes.iter().zip(bus_ports).skip(1) {
+            redis::cmd("CLUSTER").arg("MEET").arg(HOST).arg(node.port()).arg(*bus_port).query::<()>(&mut conn)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every node knows every other. A handshake that times out (a loaded
+    /// machine) is dropped by the nodes and never retried: the meeting is repeated every
+    /// couple of seconds until it takes.
+    fn wait_until_all_known(&self, bus_ports: &[u16]) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
+        let mut meet_again = Instant::now() + REMEET_INTERVAL;
         loop {
             let mut lagging = None;
             for node in &self.nodes {
@@ -341,6 +353,11 @@ impl Cluster {
                     timeout: READY_TIMEOUT,
                 };
                 return Err(self.start_timeout(err));
+            }
+            if Instant::now() >= meet_again {
+                // Best effort: the wait's own deadline reports a cluster that never forms.
+                let _ = self.meet(bus_ports);
+                meet_again = Instant::now() + REMEET_INTERVAL;
             }
             std::thread::sleep(POLL_INTERVAL);
         }
