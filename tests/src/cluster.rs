@@ -295,7 +295,11 @@ pub async fn cluster_a_half_migrated_slot_is_served<H: Harness>() {
         Ok(Some(g)) => g,
         other => panic!("the attempt was not served once the slot was assigned: {other:?}"),
     };
-    println!("[{}] an attempt across a migration served {:.0} ms after the slot's assignment", H::NAME, ms(assigned.elapsed()));
+    println!(
+        "[{}] an attempt across a migration served {:.0} ms after the slot's assignment",
+        H::NAME,
+        ms(assigned.elapsed())
+    );
     assert_eq!(get(&mut admin(to), &tried), Some(H::token(&g)), "the lock is on the slot's new primary");
     assert!(H::release(g).await.expect("release").was_held());
     let g = waiter.await.expect("the wait outlasts the migration");

@@ -1,20 +1,24 @@
 //! Connecting to a Redis Cluster, and following its slot map.
 //!
 //! The client keeps its own slot → primary map (read with `CLUSTER SLOTS` from any node it
-//! knows) and its own connections per node: each script and its `WAIT` go in one pipeline
-//! to the key's primary, on that node's connection of the request's class, so that `WAIT`
-//! counts only that shard's replicas and blocks nothing else.
+//! knows, with each shard's replica count) and its own connections per node: each script
+//! and its `WAIT` go in one pipeline to the key's primary, on that node's connection of the
+//! request's class, so that `WAIT` counts only that shard's replicas and blocks nothing else.
 //!
 //! A `MOVED` reply updates the map and the request is sent again where it now lives (every
 //! script is idempotent); the engine is then told the slot moved
 //! ([`rdlock_core::Engine::handle_slot_moved`]), so that the slot's leases are verified
 //! there at once. An `ASK` reply sends that one request again to the named node, preceded
-//! by `ASKING`. One helper thread per client (as for sentinels) reads the map again every
-//! [`ClientConfig::topology_refresh`](crate::ClientConfig::topology_refresh), and at once
-//! after a lost link to a node; a slot whose primary changed is reported to the engine.
+//! by `ASKING`; a `TRYAGAIN` answer there (a multi-key script on a slot half-way through a
+//! migration: it ran nothing) sends it again from the slot's primary after a short pause,
+//! within the request's bound. One helper thread per client (as for sentinels) reads the map
+//! again every [`ClientConfig::topology_refresh`](crate::ClientConfig::topology_refresh), and
+//! at once after a lost link to a node; a slot whose primary changed is reported to the
+//! engine with the replicas the map lists for it, and the replica counts of the slots in
+//! use floor the engine's `ROLE` counts ([`rdlock_core::Engine::set_slot_replicas`]).
 //!
-//! Hand-offs are not yet announced to waiters in a cluster: waits are bounded by the
-//! engine's poll. No subscription is ever made on a replica.
+//! Hand-offs are announced over sharded pub/sub, subscribed on each slot's proven primary
+//! only, never on a replica (`sharded`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -132,7 +136,12 @@ impl ClusterConfig {
     }
 
     /// A client of the node at `host:port` speaking `protocol`.
-    fn client_with(&self, host: &str, port: u16, protocol: redis::ProtocolVersion) -> redis::RedisResult<redis::Client> {
+    fn client_with(
+        &self,
+        host: &str,
+        port: u16,
+        protocol: redis::ProtocolVersion,
+    ) -> redis::RedisResult<redis::Client> {
         let addr = if self.tls {
             ConnectionAddr::TcpTls { host: host.to_owned(), port, insecure: false, tls_params: None }
         } else {

@@ -69,6 +69,9 @@ struct Routes {
     nodes: HashMap<NodeAddr, Queue>,
 }
 
+/// Channels to subscribe on a node (with their slots), and channels to drop there.
+type Work = (Vec<(String, u16)>, Vec<String>);
+
 /// What a node's thread is to do.
 #[derive(Default)]
 struct Queue {
@@ -175,7 +178,7 @@ impl Hub {
 
     /// Takes what `node`'s thread is to do, waiting up to `wait` for something; `None` when
     /// the node has nothing to hold and nothing came (its thread then ends).
-    fn take(&self, node: &NodeAddr, held: bool, wait: Duration) -> Option<(Vec<(String, u16)>, Vec<String>)> {
+    fn take(&self, node: &NodeAddr, held: bool, wait: Duration) -> Option<Work> {
         let mut routes = self.routes();
         let empty = |r: &Routes| r.nodes.get(node).is_none_or(|q| q.subscribe.is_empty() && q.unsubscribe.is_empty());
         if empty(&routes) && !wait.is_zero() {
@@ -225,7 +228,6 @@ impl Hub {
         let routes = self.routes();
         drop(self.work.wait_timeout(routes, pause));
     }
-
 }
 
 /// Has `topology`'s hub start one thread per node for `cell` (the thread holds no strong
@@ -408,6 +410,7 @@ where
                 confirmed.push(channel);
             } else {
                 // A replica, or a node the slot left: never trusted with a wait.
+                self.held.remove(&channel);
                 conn.send_packed_command(&redis::cmd("SUNSUBSCRIBE").arg(&channel).get_packed_command())?;
                 self.misrouted(&channel, slot);
             }
@@ -471,11 +474,9 @@ where
                         answers.accepted.push(channel);
                     }
                 }
-                (PushKind::SUnsubscribe, Some(channel)) => {
-                    // One this session did not drop itself: the server ended it.
-                    if self.held.remove(&channel) {
-                        self.unsubscribed_by_server(&channel);
-                    }
+                // One this session did not drop itself: the server ended it.
+                (PushKind::SUnsubscribe, Some(channel)) if self.held.remove(&channel) => {
+                    self.unsubscribed_by_server(&channel);
                 }
                 _ => {}
             }
