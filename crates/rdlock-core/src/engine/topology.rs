@@ -100,8 +100,9 @@ impl Engine {
     }
 
     /// In a cluster: the floor of `slot`'s replica counts, the replicas the slot map lists
-    /// for its shard (`CLUSTER SLOTS`), connected or not. As [`Engine::set_known_replicas`],
-    /// for one slot; [`Engine::handle_slot_moved`] sets it too when the primary changes.
+    /// for its shard (`CLUSTER SLOTS`: those not marked failed, their links up or down).
+    /// As [`Engine::set_known_replicas`], for one slot; [`Engine::handle_slot_moved`] sets
+    /// it too when the primary changes.
     pub fn set_slot_replicas(&mut self, slot: u16, known_replicas: u32) {
         self.shard(Node::Slot(slot)).floor = known_replicas;
     }
