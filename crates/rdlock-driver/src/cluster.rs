@@ -610,6 +610,18 @@ mod tests {
     }
 
     #[test]
+    fn try_again_is_read_and_paced() {
+        let e = |code: &str| {
+            Ok(vec![Reply::Error(ServerError::new(code, "Multiple keys request during rehashing of slot"))])
+        };
+        assert!(try_again(&e("TRYAGAIN")));
+        assert!(!try_again(&e("ERR")));
+        assert!(!try_again(&Err(TransportError::Timeout)));
+        assert_eq!(try_again_pause(0), Duration::from_millis(10));
+        assert_eq!(try_again_pause(9), Duration::from_millis(100));
+    }
+
+    #[test]
     fn slot_maps_are_read() {
         let node = |h: &str, p: i64| Value::Array(vec![Value::BulkString(h.into()), Value::Int(p), Value::Nil]);
         let reply = Value::Array(vec![
