@@ -386,7 +386,14 @@ impl Topology {
     /// Reads the slot map from the seeds.
     pub(crate) fn connect(config: ClusterConfig, settings: &ClientConfig) -> Result<Self, ClusterError> {
         let ranges = config.read(&config.seeds)?;
-        let topology = Self {
+        let topology = Self::new(config, settings);
+        topology.replace(&ranges);
+        Ok(topology)
+    }
+
+    /// An empty map.
+    fn new(config: ClusterConfig, settings: &ClientConfig) -> Self {
+        Self {
             config,
             refresh: settings.topology_refresh.max(TICK),
             map: Mutex::new(Map {
@@ -400,9 +407,7 @@ impl Topology {
             floors: Mutex::new(Vec::new()),
             poked: AtomicBool::new(false),
             hub: Hub::default(),
-        };
-        topology.replace(&ranges);
-        Ok(topology)
+        }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, Map> {
@@ -619,6 +624,24 @@ mod tests {
         assert!(!try_again(&Err(TransportError::Timeout)));
         assert_eq!(try_again_pause(0), Duration::from_millis(10));
         assert_eq!(try_again_pause(9), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn replica_counts_reach_the_engine_for_used_slots_only() {
+        let t = Topology::new(ClusterConfig::new([]), &ClientConfig::default());
+        let range = |primary: u16, replicas| Range { start: 0, end: 99, primary: ("p".to_owned(), primary), replicas };
+        assert_eq!(t.replace(&[range(1, 2)]).len(), 100, "every slot found a primary");
+        assert!(t.take_floors().is_empty(), "no slot used yet");
+        let _ = Walk::new(&t, 7, Instant::now());
+        let _ = Walk::new(&t, 7, Instant::now());
+        assert_eq!(t.take_floors(), [(7, 2)], "once, at its first use");
+        // One replica fewer in the map: the used slot's floor follows; a new primary comes
+        // with its count, as a move.
+        assert!(t.replace(&[range(1, 1)]).is_empty());
+        assert_eq!(t.take_floors(), [(7, 1)]);
+        let moved = t.replace(&[range(2, 3)]);
+        assert_eq!((moved.len(), moved[7]), (100, (7, 3)));
+        assert!(t.take_floors().is_empty());
     }
 
     #[test]
