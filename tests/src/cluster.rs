@@ -1,21 +1,30 @@
 //! Cases of clients connected to a Redis Cluster (3 primaries, 1 replica each): exclusion
 //! and hand-off across shards, every primitive, a held lock's slot migrated, a replica
-//! stall in another shard, and a slot's primary killed during a hold.
+//! stall in another shard, a slot's primary killed during a hold, a half-migrated slot;
+//! and hand-offs heard over sharded pub/sub, through a killed pub/sub connection, a slot
+//! migration and a manual failover during a wait.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Acquire, Confirm, LockError, LockOptions, Resource};
-use rdlock_driver::{ClusterError, Error, Json};
-use rdlock_testkit::{Cluster, key_slot};
+use rdlock_core::{Acquire, Confirm, LockOptions, Resource};
+use rdlock_driver::{ClientConfig, ClusterError, Error, Json};
+use rdlock_testkit::{Cluster, RedisServer, key_slot};
 
 use crate::harness::{Harness, MutexSpec, join_all, lock_with};
 use crate::support::{admin, get, ms};
 
-/// Longest a hand-off may take while waits are bounded by the engine's poll (no hand-off
-/// messages in a cluster yet).
+/// Longest a hand-off may take (a hang guard: it is heard over sharded pub/sub).
 const HANDOFF_BOUND: Duration = Duration::from_secs(5);
+
+/// A waiter's poll cap in the cases that prove a hand-off is heard: its first poll after a
+/// check comes 30 s to 60 s later, so only a message (or a re-subscription's check) can
+/// serve it within [`HEARD_GUARD`].
+const LONG_POLL: Duration = Duration::from_secs(60);
+
+/// The hang guard of a wait that only a heard hand-off can serve in time.
+const HEARD_GUARD: Duration = Duration::from_secs(20);
 
 fn start() -> Cluster {
     Cluster::start(3, 1).expect("start a cluster of 3 primaries x 1 replica")
@@ -237,45 +246,240 @@ pub async fn cluster_a_killed_primary_is_followed<H: Harness>() {
 /// A slot caught half-way through a migration (importing on the target, migrating on the
 /// source): a script on keys the source lacks is sent on (`ASK`, then `ASKING` on the
 /// target), where the server answers `TRYAGAIN` until the migration ends. A single attempt
-/// gets that answer; a wait on a key of the slot goes on waiting, never fails, and is
-/// granted once the slot is assigned to the target (`MOVED` followed).
+/// is sent again, backing off, within its bound (here a long response timeout), and is
+/// served once the slot is assigned, never failed with the server's error; a wait on a key
+/// of the slot goes on waiting, and is granted once the slot is assigned to the target
+/// (`MOVED` followed).
 pub async fn cluster_a_half_migrated_slot_is_served<H: Harness>() {
     let cluster = start();
-    let client = H::connect(&url(&cluster)).await.expect("connect");
-    let key = "rdlock-test:cluster-asked";
-    let slot = key_slot(key);
-    let from = cluster.primary_for_key(key).expect("primary");
+    let config = ClientConfig { response_timeout: HEARD_GUARD, ..ClientConfig::default() };
+    let client = H::connect_cluster(&url(&cluster), config).await.expect("connect");
+    let tag = "rdlock-test:cluster-asked";
+    let slot = key_slot(tag);
+    // Two keys of the slot: one tried, one waited for.
+    let (tried, waited) = (format!("{{{tag}}}:try"), format!("{{{tag}}}:wait"));
+    let from = cluster.primary_for_key(tag).expect("primary");
     let to = *cluster.primaries().expect("primaries").iter().find(|p| p.port() != from.port()).expect("another");
     let (from_id, to_id) = (cluster.node_id(from).expect("id"), cluster.node_id(to).expect("id"));
-    let setslot = |node: &rdlock_testkit::RedisServer, state: &str, id: &str| {
+    let setslot = |node: &RedisServer, state: &str, id: &str| {
         let mut cmd = redis::cmd("CLUSTER");
         cmd.arg("SETSLOT").arg(slot).arg(state).arg(id);
         cmd.query::<()>(&mut admin(node)).expect("SETSLOT");
     };
     setslot(to, "IMPORTING", from_id);
     setslot(from, "MIGRATING", to_id);
-    // A single attempt meanwhile gets the server's answer: no retry is made for it.
-    match H::try_lock(&client, key).await {
-        Err(Error::Lock(LockError::Server(e))) => assert_eq!(e.code, "TRYAGAIN"),
-        other => panic!("expected TRYAGAIN during the migration, got {other:?}"),
-    }
-    let waiter = {
-        let client = client.clone();
-        H::spawn(async move { H::lock_timeout(&client, key, Duration::from_secs(10)).await })
+    let attempt = {
+        let (client, key) = (client.clone(), tried.clone());
+        H::spawn(async move { H::try_lock(&client, &key).await })
     };
-    H::sleep(Duration::from_millis(500)).await;
-    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut admin(to)).expect("INFO");
-    assert!(stats.contains("cmdstat_asking:"), "the ASK redirection was not followed with ASKING");
+    let waiter = {
+        let (client, key) = (client.clone(), waited.clone());
+        H::spawn(async move { H::lock_timeout(&client, &key, HEARD_GUARD).await })
+    };
+    // Until the ASK redirection has been followed (`ASKING` on the target), and answered.
+    let limit = Instant::now() + HEARD_GUARD;
+    loop {
+        let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut admin(to)).expect("INFO");
+        if stats.contains("cmdstat_asking:") {
+            break;
+        }
+        assert!(Instant::now() < limit, "the ASK redirection was not followed with ASKING");
+        H::sleep(Duration::from_millis(20)).await;
+    }
+    H::sleep(Duration::from_millis(100)).await;
     // The target first, as a migration does.
     let assigned = Instant::now();
     setslot(to, "NODE", to_id);
     setslot(from, "NODE", to_id);
+    let g = match attempt.await {
+        Ok(Some(g)) => g,
+        other => panic!("the attempt was not served once the slot was assigned: {other:?}"),
+    };
+    println!(
+        "[{}] an attempt across a migration served {:.0} ms after the slot's assignment",
+        H::NAME,
+        ms(assigned.elapsed())
+    );
+    assert_eq!(get(&mut admin(to), &tried), Some(H::token(&g)), "the lock is on the slot's new primary");
+    assert!(H::release(g).await.expect("release").was_held());
     let g = waiter.await.expect("the wait outlasts the migration");
     println!(
         "[{}] a wait across a migration granted {:.0} ms after the slot's assignment",
         H::NAME,
         ms(assigned.elapsed())
     );
-    assert_eq!(get(&mut admin(to), key), Some(H::token(&g)), "the lock is on the slot's new primary");
+    assert_eq!(get(&mut admin(to), &waited), Some(H::token(&g)), "the lock is on the slot's new primary");
+    assert!(H::release(g).await.expect("release").was_held());
+}
+
+// ------------------------------------------------------------------------------ 7
+
+/// A waiter that polls only every 30 s to 60 s.
+fn long_poll() -> LockOptions {
+    LockOptions { poll_cap: LONG_POLL, ..LockOptions::default() }
+}
+
+/// A holder whose key the waiter sees with a long TTL (its polls are not shortened by it).
+fn long_hold() -> LockOptions {
+    LockOptions { ttl: LONG_POLL, ..LockOptions::default() }
+}
+
+/// The sharded channels `node` holds for `key` (a waiter's inbox starts with the key).
+fn shard_channels(node: &RedisServer, key: &str) -> Vec<String> {
+    redis::cmd("PUBSUB").arg("SHARDCHANNELS").arg(format!("{key}*")).query(&mut admin(node)).expect("PUBSUB")
+}
+
+/// Waits until `node` holds a sharded channel of `key` (a waiter's inbox subscribed there);
+/// returns how long that took.
+async fn subscribed_on<H: Harness>(node: &RedisServer, key: &str) -> Duration {
+    let since = Instant::now();
+    while shard_channels(node, key).is_empty() {
+        assert!(since.elapsed() < HEARD_GUARD, "no sharded subscription of {key} on port {}", node.port());
+        H::sleep(Duration::from_millis(20)).await;
+    }
+    since.elapsed()
+}
+
+/// A client that reads the slot map only when something suggests a change (its periodic
+/// reads are a minute apart): what it follows, it follows from the server's own word.
+async fn slow_reader<H: Harness>(cluster: &Cluster) -> H::Client {
+    let config = ClientConfig { topology_refresh: LONG_POLL, ..ClientConfig::default() };
+    H::connect_cluster(&url(cluster), config).await.expect("connect")
+}
+
+/// A wait on `key` by `client` with a long poll, as a task.
+fn long_wait<H: Harness>(client: &H::Client, key: &str) -> crate::harness::Task<Result<H::Guard, Error>> {
+    let (client, key) = (client.clone(), key.to_owned());
+    H::spawn(async move { lock_with::<H>(&client, &key, long_poll(), HEARD_GUARD).await })
+}
+
+/// A hand-off is heard, not polled: on keys of three shards, a waiter whose polls are 30 s
+/// to 60 s apart gets each released lock within the hang guard, subscribed on each key's own
+/// primary (never on a replica).
+pub async fn cluster_a_handoff_is_heard_not_polled<H: Harness>() {
+    let cluster = start();
+    let holder = H::connect(&url(&cluster)).await.expect("connect");
+    let waiter = H::connect(&url(&cluster)).await.expect("connect");
+    for key in keys_on_distinct_shards(&cluster, 3) {
+        let guard = lock_with::<H>(&holder, &key, long_hold(), Duration::from_secs(5)).await.expect("lock");
+        let task = long_wait::<H>(&waiter, &key);
+        let primary = cluster.primary_for_key(&key).expect("primary");
+        subscribed_on::<H>(primary, &key).await;
+        for replica in cluster.replicas_of(primary).expect("replicas") {
+            assert!(shard_channels(replica, &key).is_empty(), "an inbox subscribed on a replica");
+        }
+        let released = Instant::now();
+        assert!(H::release(guard).await.expect("release").was_held());
+        let g = task.await.expect("the hand-off is heard");
+        println!("[{}] sharded hand-off on {key}: {:.1} ms", H::NAME, ms(released.elapsed()));
+        assert_eq!(get(&mut admin(primary), &key), Some(H::token(&g)));
+        assert!(H::release(g).await.expect("release").was_held());
+    }
+}
+
+// ------------------------------------------------------------------------------ 8
+
+/// The sharded pub/sub connection is killed during a wait (`CLIENT KILL TYPE pubsub` on the
+/// slot's primary): the client subscribes again, and the waiter (polling only every 30 s to
+/// 60 s) is served after the release.
+pub async fn cluster_a_killed_pubsub_connection_is_replaced<H: Harness>() {
+    let cluster = start();
+    let holder = H::connect(&url(&cluster)).await.expect("connect");
+    let waiter = H::connect(&url(&cluster)).await.expect("connect");
+    let key = "rdlock-test:cluster-pubsub-killed";
+    let guard = lock_with::<H>(&holder, key, long_hold(), Duration::from_secs(5)).await.expect("lock");
+    let task = long_wait::<H>(&waiter, key);
+    let primary = cluster.primary_for_key(key).expect("primary");
+    subscribed_on::<H>(primary, key).await;
+    let killed: i64 =
+        redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query(&mut admin(primary)).expect("CLIENT KILL");
+    assert!(killed >= 1, "no pub/sub connection to kill");
+    let back = subscribed_on::<H>(primary, key).await;
+    println!("[{}] sharded subscription back {:.0} ms after the kill", H::NAME, ms(back));
+    let released = Instant::now();
+    assert!(H::release(guard).await.expect("release").was_held());
+    let g = task.await.expect("the waiter is served after the re-subscription");
+    println!("[{}] hand-off after a killed pub/sub connection: {:.1} ms", H::NAME, ms(released.elapsed()));
+    assert!(H::release(g).await.expect("release").was_held());
+}
+
+// ------------------------------------------------------------------------------ 9
+
+/// A slot migrated while a waiter waits: the subscription follows the slot (the server ends
+/// it on the old owner with a `sunsubscribe`; the client, whose periodic map reads are a
+/// minute apart, follows that and subscribes on the new owner), the holder keeps its lock
+/// there, and the waiter is served after the release.
+pub async fn cluster_a_waiter_follows_a_migrated_slot<H: Harness>() {
+    let cluster = start();
+    let holder = H::connect(&url(&cluster)).await.expect("connect");
+    let waiter = slow_reader::<H>(&cluster).await;
+    let key = "rdlock-test:cluster-waiter-migrated";
+    let guard = lock_with::<H>(&holder, key, long_hold(), Duration::from_secs(5)).await.expect("lock");
+    let task = long_wait::<H>(&waiter, key);
+    let from = cluster.primary_for_key(key).expect("primary");
+    let to = *cluster.primaries().expect("primaries").iter().find(|p| p.port() != from.port()).expect("another");
+    subscribed_on::<H>(from, key).await;
+    let migrated = Instant::now();
+    cluster.migrate_slot(key_slot(key), from, to).expect("migrate the slot");
+    subscribed_on::<H>(to, key).await;
+    println!("[{}] subscription on the slot's new owner {:.0} ms after the migration", H::NAME, ms(migrated.elapsed()));
+    while !shard_channels(from, key).is_empty() {
+        assert!(migrated.elapsed() < HEARD_GUARD, "the old owner still holds the subscription");
+        H::sleep(Duration::from_millis(20)).await;
+    }
+    H::extend(&guard).await.expect("the holder follows the slot");
+    let released = Instant::now();
+    assert!(H::release(guard).await.expect("release").was_held());
+    let g = task.await.expect("the waiter is served on the slot's new owner");
+    println!("[{}] hand-off after a migration: {:.1} ms", H::NAME, ms(released.elapsed()));
+    assert_eq!(get(&mut admin(to), key), Some(H::token(&g)), "granted on the new owner");
+    assert!(H::release(g).await.expect("release").was_held());
+}
+
+// ------------------------------------------------------------------------------ 10
+
+/// A manual `CLUSTER FAILOVER` during a confirmed hold and a wait: the lease is kept (same
+/// fence, verified on the new primary), the waiter's subscription moves there — the old
+/// primary ends it with a `sunsubscribe`, and the waiter's client (periodic map reads a
+/// minute apart) tries it first where its map still points, on the demoted node, which
+/// accepts it but answers `ROLE` `slave`: dropped, the map read, subscribed on the new
+/// primary — and it is served after the release.
+pub async fn cluster_a_manual_failover_keeps_the_lease_and_serves_the_waiter<H: Harness>() {
+    let cluster = start();
+    let holder = H::connect(&url(&cluster)).await.expect("connect");
+    let waiter = slow_reader::<H>(&cluster).await;
+    let key = "rdlock-test:cluster-failover";
+    let all = LockOptions { confirm: Confirm::All { timeout: Duration::from_secs(2) }, ..long_hold() };
+    let guard = lock_with::<H>(&holder, key, all, Duration::from_secs(5)).await.expect("confirmed lock");
+    let fence = H::fence(&guard);
+    let task = long_wait::<H>(&waiter, key);
+    let primary = cluster.primary_for_key(key).expect("primary");
+    subscribed_on::<H>(primary, key).await;
+    let replica = cluster.replicas_of(primary).expect("replicas")[0];
+    let started = Instant::now();
+    cluster.failover(replica).expect("manual failover");
+    println!("[{}] manual failover took {:.0} ms", H::NAME, ms(started.elapsed()));
+    let moved = subscribed_on::<H>(replica, key).await;
+    println!("[{}] subscription on the new primary {:.0} ms after the failover", H::NAME, ms(moved));
+    // Never left on the demoted node.
+    while !shard_channels(primary, key).is_empty() {
+        assert!(started.elapsed() < HEARD_GUARD, "the demoted primary still holds the subscription");
+        H::sleep(Duration::from_millis(20)).await;
+    }
+    // The lease is verified on the new primary, never lost.
+    let limit = Instant::now() + HEARD_GUARD;
+    while let Err(e) = H::extend(&guard).await {
+        assert!(!matches!(e, Error::Lost(_)), "a replicated lease was lost: {e:?}");
+        assert!(Instant::now() < limit, "the holder did not follow the failover: {e:?}");
+        H::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(H::lost_within(&guard, Duration::from_millis(300)).await, None);
+    assert_eq!(H::fence(&guard), fence, "the same lease");
+    assert_eq!(get(&mut admin(replica), key), Some(H::token(&guard)));
+    let released = Instant::now();
+    assert!(H::release(guard).await.expect("release").was_held());
+    let g = task.await.expect("the waiter is served on the new primary");
+    println!("[{}] hand-off after a failover: {:.1} ms", H::NAME, ms(released.elapsed()));
+    assert_eq!(get(&mut admin(replica), key), Some(H::token(&g)), "granted on the new primary");
     assert!(H::release(g).await.expect("release").was_held());
 }

@@ -47,6 +47,10 @@ pub trait Harness: Sized + Send + Sync + 'static {
     /// A client with explicit settings (`Client::connect`).
     async fn connect_with(url: &str, config: ClientConfig) -> Result<Self::Client, Error>;
 
+    /// A client of the cluster of a `redis+cluster://` URL, with explicit settings
+    /// (`Client::connect_cluster`).
+    async fn connect_cluster(url: &str, config: ClientConfig) -> Result<Self::Client, Error>;
+
     /// A client of the primary the sentinels of a `redis+sentinel://` URL name, with explicit
     /// settings (`Client::connect_sentinel`).
     async fn connect_sentinel(url: &str, config: ClientConfig) -> Result<Self::Client, Error>;

@@ -149,6 +149,10 @@ macro_rules! cases {
             cluster_a_replica_stall_in_another_shard_is_harmless,
             cluster_a_killed_primary_is_followed,
             cluster_a_half_migrated_slot_is_served,
+            cluster_a_handoff_is_heard_not_polled,
+            cluster_a_killed_pubsub_connection_is_replaced,
+            cluster_a_waiter_follows_a_migrated_slot,
+            cluster_a_manual_failover_keeps_the_lease_and_serves_the_waiter,
         );
     };
     (@cluster $harness:ty; $($case:ident),* $(,)?) => {

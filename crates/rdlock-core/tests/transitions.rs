@@ -1606,6 +1606,23 @@ fn in_a_cluster_replicas_are_counted_per_shard_on_its_primary() {
 }
 
 #[test]
+fn in_a_cluster_a_slots_known_replicas_floor_its_count() {
+    let mut h = cluster();
+    let o = LockOptions { confirm: Confirm::All { timeout: ms(10) }, ..opts(1000) };
+    // The map lists two replicas for the shard of {a}; ROLE sees one connected.
+    h.e.set_slot_replicas(slot("a"), 2);
+    h.acquire("{a}x", o, Acquire::Try);
+    let role = h.one();
+    h.reply(&role, master_with(1));
+    assert_eq!(h.one().commands[1], Command::Wait { replicas: 2, timeout_ms: 10 });
+    // Another slot has no floor: its connected replicas are its count.
+    h.acquire("{b}y", o, Acquire::Try);
+    let role = h.one();
+    h.reply(&role, master_with(1));
+    assert_eq!(h.one().commands[1], Command::Wait { replicas: 1, timeout_ms: 10 });
+}
+
+#[test]
 fn a_moved_slot_checks_its_leases_retries_its_waiters_and_subscribes_again() {
     let mut h = cluster();
     let o = opts(1000);

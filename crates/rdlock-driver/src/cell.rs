@@ -113,12 +113,20 @@ impl<D: Side> Cell<D> {
         rdlock_core::Route { node, class: rdlock_core::Class::Commands }
     }
 
-    /// In a cluster: these slots' primary changed. The engine verifies their leases there at
-    /// once; returns the requests that follow.
-    pub(crate) fn slots_moved(&self, slots: &[u16]) -> Vec<Request> {
+    /// In a cluster: these slots' primary changed (with the replicas the map lists for
+    /// each). The engine verifies their leases there at once; it also learns the replica
+    /// counts of used slots the map changed. Returns the requests that follow.
+    pub(crate) fn slots_moved(&self, slots: &[(u16, u32)]) -> Vec<Request> {
+        let floors = self.cluster.get().map(|t| t.take_floors()).unwrap_or_default();
+        if slots.is_empty() && floors.is_empty() {
+            return Vec::new();
+        }
         self.with_engine(|s, now| {
-            for &slot in slots {
-                s.engine.handle_slot_moved(slot, None, now);
+            for (slot, n) in floors {
+                s.engine.set_slot_replicas(slot, n);
+            }
+            for &(slot, n) in slots {
+                s.engine.handle_slot_moved(slot, Some(n), now);
             }
         })
         .1
@@ -150,11 +158,14 @@ impl<D: Side> Cell<D> {
         if wake_timers {
             D::wake_timers(self);
         }
-        // Sharded subscriptions are not made yet (waits in a cluster are bounded by the
-        // engine's poll): they never reach the pub/sub worker, which would otherwise hold a
-        // connection for nothing.
-        let mut pubsub = pubsub;
-        pubsub.retain(|t| !matches!(t, Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. }));
+        // Sharded (un)subscriptions go to their nodes' connections, the rest to the pub/sub
+        // worker.
+        let (sharded, pubsub): (Vec<_>, Vec<_>) = pubsub
+            .into_iter()
+            .partition(|t| matches!(t, Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. }));
+        if let (false, Some(topology)) = (sharded.is_empty(), self.cluster.get()) {
+            topology.hub.route(topology, sharded);
+        }
         if !pubsub.is_empty() {
             self.pubsub().extend(pubsub);
             D::wake_pubsub(self);
@@ -187,16 +198,20 @@ impl<D: Side> Cell<D> {
             watch.poke();
         }
         // A lost link to a node may be a failover: read the slot map now.
-        let moved = match self.cluster.get() {
+        let (moved, floors) = match self.cluster.get() {
             Some(topology) => {
                 if reply.is_err() {
                     topology.poke();
                 }
-                topology.take_moved()
+                (topology.take_moved(), topology.take_floors())
             }
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
         let (misuse, more) = self.with_engine(|s, now| {
+            // Before the reply: a `ROLE` count of a slot is floored by the map's replicas.
+            for (slot, n) in floors {
+                s.engine.set_slot_replicas(slot, n);
+            }
             let misuse = s.engine.handle_reply(id, reply, now);
             // After the reply: the slot's leases are then verified where it lives now.
             for slot in moved {

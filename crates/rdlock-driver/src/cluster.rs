@@ -1,20 +1,24 @@
 //! Connecting to a Redis Cluster, and following its slot map.
 //!
 //! The client keeps its own slot → primary map (read with `CLUSTER SLOTS` from any node it
-//! knows) and its own connections per node: each script and its `WAIT` go in one pipeline
-//! to the key's primary, on that node's connection of the request's class, so that `WAIT`
-//! counts only that shard's replicas and blocks nothing else.
+//! knows, with each shard's replica count) and its own connections per node: each script
+//! and its `WAIT` go in one pipeline to the key's primary, on that node's connection of the
+//! request's class, so that `WAIT` counts only that shard's replicas and blocks nothing else.
 //!
 //! A `MOVED` reply updates the map and the request is sent again where it now lives (every
 //! script is idempotent); the engine is then told the slot moved
 //! ([`rdlock_core::Engine::handle_slot_moved`]), so that the slot's leases are verified
 //! there at once. An `ASK` reply sends that one request again to the named node, preceded
-//! by `ASKING`. One helper thread per client (as for sentinels) reads the map again every
-//! [`ClientConfig::topology_refresh`](crate::ClientConfig::topology_refresh), and at once
-//! after a lost link to a node; a slot whose primary changed is reported to the engine.
+//! by `ASKING`; a `TRYAGAIN` answer there (a multi-key script on a slot half-way through a
+//! migration: it ran nothing) sends it again from the slot's primary after a short pause,
+//! within the request's bound. One helper thread per client (as for sentinels) reads the map
+//! again every [`ClientConfig::topology_refresh`](crate::ClientConfig::topology_refresh), and
+//! at once after a lost link to a node; a slot whose primary changed is reported to the
+//! engine with the replicas the map lists for it, and the replica counts of the slots in
+//! use floor the engine's `ROLE` counts ([`rdlock_core::Engine::set_slot_replicas`]).
 //!
-//! Hand-offs are not yet announced to waiters in a cluster: waits are bounded by the
-//! engine's poll. No subscription is ever made on a replica.
+//! Hand-offs are announced over sharded pub/sub, subscribed on each slot's proven primary
+//! only, never on a replica (`sharded`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +33,7 @@ use crate::config::ClientConfig;
 use crate::error::Error;
 use crate::exchange::Exchange;
 use crate::sentinel::{Credentials, decode, parse_host};
+use crate::sharded::Hub;
 
 /// The number of hash slots.
 const SLOTS: usize = 16384;
@@ -127,12 +132,22 @@ impl ClusterConfig {
 
     /// A client of the node at `host:port`.
     pub(crate) fn client(&self, host: &str, port: u16) -> redis::RedisResult<redis::Client> {
+        self.client_with(host, port, redis::ProtocolVersion::RESP2)
+    }
+
+    /// A client of the node at `host:port` speaking `protocol`.
+    fn client_with(
+        &self,
+        host: &str,
+        port: u16,
+        protocol: redis::ProtocolVersion,
+    ) -> redis::RedisResult<redis::Client> {
         let addr = if self.tls {
             ConnectionAddr::TcpTls { host: host.to_owned(), port, insecure: false, tls_params: None }
         } else {
             ConnectionAddr::Tcp(host.to_owned(), port)
         };
-        let mut settings = RedisConnectionInfo::default();
+        let mut settings = RedisConnectionInfo::default().set_protocol(protocol);
         if let Some(user) = &self.credentials.username {
             settings = settings.set_username(user);
         }
@@ -177,12 +192,13 @@ pub enum ClusterError {
     },
 }
 
-/// Slots `start..=end` and their primary.
+/// Slots `start..=end`, their primary, and how many replicas the map lists for them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Range {
     start: u16,
     end: u16,
     primary: (String, u16),
+    replicas: u32,
 }
 
 /// Reads a `CLUSTER SLOTS` reply (`[start, end, [host, port, ...], replicas...]` each); an
@@ -206,7 +222,8 @@ fn ranges(reply: &Value, asked: &str) -> Vec<Range> {
             let host = text(node.first()?)?;
             let host = if host.is_empty() || host == "?" { asked.to_owned() } else { host };
             let port = int(node.get(1)?)?;
-            Some(Range { start: int(parts.first()?)?, end: int(parts.get(1)?)?, primary: (host, port) })
+            let replicas = u32::try_from(parts.len().saturating_sub(3)).unwrap_or(u32::MAX);
+            Some(Range { start: int(parts.first()?)?, end: int(parts.get(1)?)?, primary: (host, port), replicas })
         })
         .filter(|r| r.start <= r.end && usize::from(r.end) < SLOTS)
         .collect()
@@ -236,22 +253,41 @@ pub(crate) fn redirect(replies: &Result<Vec<Reply>, TransportError>) -> Option<R
     })
 }
 
+/// Whether any reply is `TRYAGAIN`: a multi-key script on a slot being migrated, sent on by
+/// `ASK` to a node that lacks some of its keys yet. It ran nothing.
+fn try_again(replies: &Result<Vec<Reply>, TransportError>) -> bool {
+    replies.as_ref().is_ok_and(|r| r.iter().any(|r| matches!(r, Reply::Error(e) if e.code == "TRYAGAIN")))
+}
+
+/// The pause before a request answered `TRYAGAIN` is sent again: short, since a slot's keys
+/// move in a few round trips, growing so that a long migration is not hammered.
+fn try_again_pause(waits: u32) -> Duration {
+    Duration::from_millis((10u64 << waits.min(4)).min(100))
+}
+
 /// One request's way to its slot's primary, following `MOVED` and `ASK` (at most
-/// [`MAX_REDIRECTS`] tries): both sides walk it, each sending on its own connections.
+/// [`MAX_REDIRECTS`] tries in a row), and sending it again after `TRYAGAIN` until `until`:
+/// both sides walk it, each sending on its own connections and sleeping its own way.
 pub(crate) struct Walk<'t> {
     topology: &'t Topology,
+    slot: u16,
     next: Option<NodeAddr>,
     asking: bool,
     tries: usize,
+    /// `TRYAGAIN` answers so far, and the last instant another try may start after one.
+    waits: u32,
+    until: Instant,
 }
 
 /// One try of a [`Walk`]: the node, its client, and what to send there.
 pub(crate) type Try<'a> = (NodeAddr, redis::Client, Exchange<'a>);
 
 impl<'t> Walk<'t> {
-    /// Starts at the primary the map names for `slot`.
-    pub(crate) fn new(topology: &'t Topology, slot: u16) -> Self {
-        Self { next: topology.primary(slot), topology, asking: false, tries: 0 }
+    /// Starts at the primary the map names for `slot`; a `TRYAGAIN` is retried until `until`
+    /// (the request's own bound).
+    pub(crate) fn new(topology: &'t Topology, slot: u16, until: Instant) -> Self {
+        topology.used(slot);
+        Self { next: topology.primary(slot), topology, slot, asking: false, tries: 0, waits: 0, until }
     }
 
     /// The answer when no try was made: no node serves the slot.
@@ -281,19 +317,30 @@ impl<'t> Walk<'t> {
         })
     }
 
-    /// The replies of the last try: whether another try follows (a redirection).
-    pub(crate) fn answered(&mut self, replies: &Result<Vec<Reply>, TransportError>) -> bool {
+    /// The replies of the last try: `None` when they are the answer, else the pause before
+    /// the next try (none after a redirection; a short one after `TRYAGAIN`, which starts
+    /// the walk again from the map's primary).
+    pub(crate) fn answered(&mut self, replies: &Result<Vec<Reply>, TransportError>) -> Option<Duration> {
         match redirect(replies) {
-            None => false,
             Some(Redirect::Moved { slot, node }) => {
                 self.topology.moved(slot, &node);
                 (self.next, self.asking) = (Some(node), false);
-                true
+                Some(Duration::ZERO)
             }
             Some(Redirect::Ask { node }) => {
                 (self.next, self.asking) = (Some(node), true);
-                true
+                Some(Duration::ZERO)
             }
+            None if try_again(replies) => {
+                let pause = try_again_pause(self.waits);
+                if Instant::now() + pause >= self.until {
+                    return None;
+                }
+                self.waits += 1;
+                (self.next, self.asking, self.tries) = (self.topology.primary(self.slot), false, 0);
+                Some(pause)
+            }
+            None => None,
         }
     }
 }
@@ -306,13 +353,21 @@ pub(crate) struct Topology {
     map: Mutex<Map>,
     /// Slots that moved since the engine was last told (by a `MOVED` a request followed).
     moved: Mutex<Vec<u16>>,
+    /// Replica counts of slots the engine is yet to be told ([`Topology::take_floors`]).
+    floors: Mutex<Vec<(u16, u32)>>,
     poked: AtomicBool,
+    /// The sharded pub/sub connections, one per primary.
+    pub(crate) hub: Hub,
 }
 
 #[derive(Debug)]
 struct Map {
     /// Each slot's primary, an index into `nodes` (`None`: no node serves it).
     slots: Box<[Option<u16>]>,
+    /// Each slot's replicas as the map lists them.
+    replicas: Box<[u8]>,
+    /// Slots a request was routed to: their replica counts matter to the engine.
+    used: Box<[bool]>,
     nodes: Vec<(String, u16)>,
     clients: HashMap<(String, u16), redis::Client>,
 }
@@ -331,19 +386,28 @@ impl Topology {
     /// Reads the slot map from the seeds.
     pub(crate) fn connect(config: ClusterConfig, settings: &ClientConfig) -> Result<Self, ClusterError> {
         let ranges = config.read(&config.seeds)?;
-        let topology = Self {
+        let topology = Self::new(config, settings);
+        topology.replace(&ranges);
+        Ok(topology)
+    }
+
+    /// An empty map.
+    fn new(config: ClusterConfig, settings: &ClientConfig) -> Self {
+        Self {
             config,
             refresh: settings.topology_refresh.max(TICK),
             map: Mutex::new(Map {
                 slots: vec![None; SLOTS].into_boxed_slice(),
+                replicas: vec![0; SLOTS].into_boxed_slice(),
+                used: vec![false; SLOTS].into_boxed_slice(),
                 nodes: Vec::new(),
                 clients: HashMap::new(),
             }),
             moved: Mutex::new(Vec::new()),
+            floors: Mutex::new(Vec::new()),
             poked: AtomicBool::new(false),
-        };
-        topology.replace(&ranges);
-        Ok(topology)
+            hub: Hub::default(),
+        }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, Map> {
@@ -355,6 +419,28 @@ impl Topology {
         let map = self.map();
         let i = (*map.slots.get(usize::from(slot))?)?;
         map.nodes.get(usize::from(i)).cloned()
+    }
+
+    /// A request is routed to `slot`: the engine is to learn its shard's replica count.
+    fn used(&self, slot: u16) {
+        let mut map = self.map();
+        let Some(used) = map.used.get_mut(usize::from(slot)) else { return };
+        if !std::mem::replace(used, true) {
+            let n = u32::from(map.replicas[usize::from(slot)]);
+            drop(map);
+            self.floors.lock().unwrap_or_else(|e| e.into_inner()).push((slot, n));
+        }
+    }
+
+    /// Replica counts of used slots that the engine has not been told yet: it counts no
+    /// fewer replicas for them (a replica whose link is down is still one).
+    pub(crate) fn take_floors(&self) -> Vec<(u16, u32)> {
+        std::mem::take(&mut *self.floors.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// A RESP3 client of `node`, for its sharded pub/sub connection.
+    pub(crate) fn pubsub_client(&self, node: &(String, u16)) -> redis::RedisResult<redis::Client> {
+        self.config.client_with(&node.0, node.1, redis::ProtocolVersion::RESP3)
     }
 
     /// A client of `node` (made once).
@@ -391,24 +477,39 @@ impl Topology {
         self.poked.store(true, Ordering::Release);
     }
 
-    /// Installs a new map; returns the slots whose primary changed.
-    fn replace(&self, ranges: &[Range]) -> Vec<u16> {
+    /// Installs a new map; returns the slots whose primary changed, with their replica
+    /// counts. A used slot whose replica count alone changed is queued for the engine.
+    fn replace(&self, ranges: &[Range]) -> Vec<(u16, u32)> {
         let mut map = self.map();
         let mut fresh = vec![None; SLOTS];
+        let mut replicas = vec![0u8; SLOTS];
         for r in ranges {
             let i = map.node(&r.primary);
             for s in r.start..=r.end {
                 fresh[usize::from(s)] = Some(i);
+                replicas[usize::from(s)] = u8::try_from(r.replicas).unwrap_or(u8::MAX);
             }
         }
-        let changed = (0..SLOTS).filter(|&s| fresh[s] != map.slots[s]).filter_map(|s| u16::try_from(s).ok()).collect();
+        let mut changed = Vec::new();
+        let mut floors = Vec::new();
+        for (s, slot) in (0..SLOTS).zip(0u16..) {
+            let n = u32::from(replicas[s]);
+            if fresh[s] != map.slots[s] {
+                changed.push((slot, n));
+            } else if replicas[s] != map.replicas[s] && map.used[s] {
+                floors.push((slot, n));
+            }
+        }
         map.slots = fresh.into_boxed_slice();
+        map.replicas = replicas.into_boxed_slice();
+        drop(map);
+        self.floors.lock().unwrap_or_else(|e| e.into_inner()).extend(floors);
         changed
     }
 
     /// Reads the map again from the nodes it names, then the seeds; returns the slots whose
-    /// primary changed.
-    fn reread(&self) -> Result<Vec<u16>, ClusterError> {
+    /// primary changed, with their replica counts.
+    fn reread(&self) -> Result<Vec<(u16, u32)>, ClusterError> {
         let mut nodes = self.map().nodes.clone();
         nodes.extend(self.config.seeds.iter().cloned());
         let ranges = self.config.read(&nodes)?;
@@ -435,6 +536,7 @@ where
     D::Waiter: Send,
 {
     let _ = cell.cluster.set(topology.clone());
+    crate::sharded::start(cell, &topology);
     let weak = Arc::downgrade(cell);
     std::thread::Builder::new()
         .name("rdlock-cluster".into())
@@ -464,9 +566,12 @@ where
                 failing = false;
                 if !changed.is_empty() {
                     tracing::info!(slots = changed.len(), "the cluster's slot map changed: following it");
-                    let requests = cell.slots_moved(&changed);
-                    D::send_background(&cell, requests);
                 }
+                // Also the replica counts of slots whose primary stayed.
+                let requests = cell.slots_moved(&changed);
+                D::send_background(&cell, requests);
+                // Channels that had no node to go to.
+                topology.hub.reroute(topology);
             }
             Err(e) => {
                 if !failing {
@@ -510,6 +615,36 @@ mod tests {
     }
 
     #[test]
+    fn try_again_is_read_and_paced() {
+        let e = |code: &str| {
+            Ok(vec![Reply::Error(ServerError::new(code, "Multiple keys request during rehashing of slot"))])
+        };
+        assert!(try_again(&e("TRYAGAIN")));
+        assert!(!try_again(&e("ERR")));
+        assert!(!try_again(&Err(TransportError::Timeout)));
+        assert_eq!(try_again_pause(0), Duration::from_millis(10));
+        assert_eq!(try_again_pause(9), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn replica_counts_reach_the_engine_for_used_slots_only() {
+        let t = Topology::new(ClusterConfig::new([]), &ClientConfig::default());
+        let range = |primary: u16, replicas| Range { start: 0, end: 99, primary: ("p".to_owned(), primary), replicas };
+        assert_eq!(t.replace(&[range(1, 2)]).len(), 100, "every slot found a primary");
+        assert!(t.take_floors().is_empty(), "no slot used yet");
+        let _ = Walk::new(&t, 7, Instant::now());
+        let _ = Walk::new(&t, 7, Instant::now());
+        assert_eq!(t.take_floors(), [(7, 2)], "once, at its first use");
+        // One replica fewer in the map: the used slot's floor follows; a new primary comes
+        // with its count, as a move.
+        assert!(t.replace(&[range(1, 1)]).is_empty());
+        assert_eq!(t.take_floors(), [(7, 1)]);
+        let moved = t.replace(&[range(2, 3)]);
+        assert_eq!((moved.len(), moved[7]), (100, (7, 3)));
+        assert!(t.take_floors().is_empty());
+    }
+
+    #[test]
     fn slot_maps_are_read() {
         let node = |h: &str, p: i64| Value::Array(vec![Value::BulkString(h.into()), Value::Int(p), Value::Nil]);
         let reply = Value::Array(vec![
@@ -517,7 +652,7 @@ mod tests {
             Value::Array(vec![Value::Int(5461), Value::Int(16383), node("", 7001)]),
         ]);
         let r = ranges(&reply, "seed");
-        assert_eq!(r[0], Range { start: 0, end: 5460, primary: ("10.0.0.1".to_owned(), 7000) });
-        assert_eq!(r[1], Range { start: 5461, end: 16383, primary: ("seed".to_owned(), 7001) });
+        assert_eq!(r[0], Range { start: 0, end: 5460, primary: ("10.0.0.1".to_owned(), 7000), replicas: 1 });
+        assert_eq!(r[1], Range { start: 5461, end: 16383, primary: ("seed".to_owned(), 7001), replicas: 0 });
     }
 }

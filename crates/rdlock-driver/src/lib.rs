@@ -40,6 +40,7 @@ mod pubsub;
 mod runtime;
 mod scope;
 mod sentinel;
+mod sharded;
 
 #[cfg(feature = "async")]
 pub use aio::{Client, Guard, LockBuilder, RwLock, Semaphore};

@@ -71,6 +71,10 @@ impl<E: Executor> Harness for Async<E> {
         Client::connect(redis::Client::open(url)?, config).await
     }
 
+    async fn connect_cluster(url: &str, config: ClientConfig) -> Result<Self::Client, Error> {
+        Client::connect_cluster(rdlock_driver::ClusterConfig::from_url(url)?, config).await
+    }
+
     async fn connect_sentinel(url: &str, config: ClientConfig) -> Result<Self::Client, Error> {
         Client::connect_sentinel(rdlock_driver::SentinelConfig::from_url(url)?, config).await
     }

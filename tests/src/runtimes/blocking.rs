@@ -66,6 +66,10 @@ impl Harness for Blocking {
         Client::connect(redis::Client::open(url)?, config)
     }
 
+    async fn connect_cluster(url: &str, config: ClientConfig) -> Result<Self::Client, Error> {
+        Client::connect_cluster(rdlock_driver::ClusterConfig::from_url(url)?, config)
+    }
+
     async fn connect_sentinel(url: &str, config: ClientConfig) -> Result<Self::Client, Error> {
         Client::connect_sentinel(rdlock_driver::SentinelConfig::from_url(url)?, config)
     }

@@ -99,6 +99,14 @@ impl Engine {
         self.shard(Node::Primary).floor = known_replicas;
     }
 
+    /// In a cluster: the floor of `slot`'s replica counts, the replicas the slot map lists
+    /// for its shard (`CLUSTER SLOTS`: those not marked failed, their links up or down).
+    /// As [`Engine::set_known_replicas`], for one slot; [`Engine::handle_slot_moved`] sets
+    /// it too when the primary changes.
+    pub fn set_slot_replicas(&mut self, slot: u16, known_replicas: u32) {
+        self.shard(Node::Slot(slot)).floor = known_replicas;
+    }
+
     /// Renews a held lease now (batched with any others due).
     pub(super) fn renew_now(&mut self, id: LockId, now: Instant) {
         self.renewal_due_now(id, now);

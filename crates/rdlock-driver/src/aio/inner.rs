@@ -288,8 +288,10 @@ impl<R: Runtime> Cell<Tasks<R>> {
             };
             return self.exchange_on(conn, None, Exchange::new(commands)).await;
         };
-        // The slot's primary, following redirections.
-        let mut walk = cluster::Walk::new(topology, slot);
+        // The slot's primary, following redirections; `TRYAGAIN` is retried for one
+        // response timeout (a caller's own deadline is the engine's to answer).
+        let until = Instant::now() + self.config.response_timeout;
+        let mut walk = cluster::Walk::new(topology, slot, until);
         let mut replies = cluster::Walk::unserved(slot);
         while let Some(try_) = walk.next(commands) {
             let (node, client, exchange) = match try_ {
@@ -298,8 +300,10 @@ impl<R: Runtime> Cell<Tasks<R>> {
             };
             let conn = self.side.node(&node, route.class);
             replies = self.exchange_on(&conn, Some(&client), exchange).await;
-            if !walk.answered(&replies) {
-                break;
+            match walk.answered(&replies) {
+                None => break,
+                Some(pause) if !pause.is_zero() => R::sleep_until(R::now() + pause).await,
+                Some(_) => {}
             }
         }
         replies

@@ -76,7 +76,7 @@ pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
                             break 'connected;
                         }
                     }
-                    // Only a cluster engine shards its channels; this driver runs none yet.
+                    // Sharded channels go to their nodes' connections (`sharded`), never here.
                     Transmit::Request(_) | Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. } => {}
                 }
             }

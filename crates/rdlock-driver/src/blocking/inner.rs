@@ -333,8 +333,10 @@ impl Cell<Threads> {
             };
             return self.exchange_on(pool, None, Exchange::new(commands), deadline);
         };
-        // The slot's primary, following redirections.
-        let mut walk = cluster::Walk::new(topology, slot);
+        // The slot's primary, following redirections; `TRYAGAIN` is retried for one
+        // response timeout, within the caller's deadline.
+        let until = Instant::now() + self.config.response_timeout;
+        let mut walk = cluster::Walk::new(topology, slot, deadline.map_or(until, |d| d.min(until)));
         let mut replies = cluster::Walk::unserved(slot);
         while let Some(try_) = walk.next(commands) {
             let (node, client, exchange) = match try_ {
@@ -343,8 +345,9 @@ impl Cell<Threads> {
             };
             let pool = self.side.node(&node, route.class);
             replies = self.exchange_on(&pool, Some(&client), exchange, deadline);
-            if !walk.answered(&replies) {
-                break;
+            match walk.answered(&replies) {
+                None => break,
+                Some(pause) => std::thread::sleep(pause),
             }
         }
         replies

@@ -104,7 +104,7 @@ fn session(
                     subscribe.retain(|c| *c != ch);
                     unsubscribe.push(ch);
                 }
-                // Only a cluster engine shards its channels; this driver runs none yet.
+                // Sharded channels go to their nodes' connections (`sharded`), never here.
                 Transmit::Request(_) | Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. } => {}
             }
         }
