@@ -65,6 +65,11 @@ pub struct ClientConfig {
     /// lookup at once). Each lookup also refreshes the replicas the sentinels list, which
     /// [`Confirm::All`](crate::Confirm) and `Majority` count. Ignored without sentinels.
     pub topology_refresh: Duration,
+    /// Certificates for a `rediss://` connection: a CA to trust instead of the operating
+    /// system's roots, and a client certificate for mutual TLS. Taken by a client of one
+    /// server ([`Client::connect`](crate::Client::connect), `open`); through sentinels or of
+    /// a cluster it is refused ([`TlsError::Unsupported`](crate::TlsError::Unsupported)).
+    pub tls: Option<crate::TlsConfig>,
     /// Engine settings. They hold no randomness: each client's engine seeds its owner
     /// tokens from the operating system when the client is made, so clients built from
     /// copies of one configuration never share tokens.
@@ -80,6 +85,7 @@ impl Default for ClientConfig {
             refuse_evicting_server: false,
             keyspace_notifications: KeyspaceNotifications::Detect,
             topology_refresh: Duration::from_secs(1),
+            tls: None,
             engine: EngineConfig::default(),
         }
     }

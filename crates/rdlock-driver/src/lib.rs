@@ -38,6 +38,7 @@ mod pubsub;
 mod runtime;
 mod scope;
 mod sentinel;
+mod tls;
 
 #[cfg(feature = "async")]
 pub use aio::{Client, Guard, LockBuilder, RwLock, Semaphore};
@@ -54,6 +55,7 @@ pub use config::{ClientConfig, KeyspaceNotifications};
 pub use error::Error;
 pub use loss::LossSignal;
 pub use rdlock_core::{DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, MAX_VALUE_TTL};
+pub use tls::{ClientIdentity, TlsConfig, TlsError};
 // The core's types a caller meets: options, and the errors inside `Error`, so that callers
 // can match them without depending on `rdlock-core`.
 pub use cluster::{ClusterConfig, ClusterError};

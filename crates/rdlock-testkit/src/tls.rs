@@ -139,18 +139,21 @@ pub struct TlsServer {
     /// The test-kit's own certificate, for its admin connections to a mutual-TLS server.
     pub(crate) admin: CertPair,
     pub(crate) clients: ClientAuth,
+    /// Whether the test-kit checks the server's certificate: not when a test gave it a bad
+    /// one on purpose.
+    verified: bool,
 }
 
 impl TlsServer {
     /// A server with a valid certificate of `ca`, asking clients for none.
     pub fn new(ca: &TestCa) -> Result<Self> {
-        Self::with_cert(ca, ca.server_cert()?)
+        Ok(Self { verified: true, ..Self::with_cert(ca, ca.server_cert()?)? })
     }
 
     /// A server presenting `server` (say an expired one), trusting `ca` for clients and
-    /// replicas.
+    /// replicas. The test-kit's own connections to it do not check its certificate.
     pub fn with_cert(ca: &TestCa, server: CertPair) -> Result<Self> {
-        Ok(Self { ca_pem: ca.ca_pem(), server, admin: ca.client_cert()?, clients: ClientAuth::No })
+        Ok(Self { ca_pem: ca.ca_pem(), server, admin: ca.client_cert()?, clients: ClientAuth::No, verified: false })
     }
 
     /// How clients without a certificate are treated.
@@ -162,7 +165,10 @@ impl TlsServer {
 
     /// The redis crate's client of `url` (`rediss://`) that trusts this server's CA and shows
     /// the test-kit's client certificate.
-    pub(crate) fn client(&self, url: String) -> redis::RedisResult<redis::Client> {
+    pub(crate) fn client(&self, mut url: String) -> redis::RedisResult<redis::Client> {
+        if !self.verified {
+            url.push_str("#insecure");
+        }
         let admin = redis::ClientTlsConfig {
             client_cert: self.admin.cert_pem.clone().into_bytes(),
             client_key: self.admin.key_pem.clone().into_bytes(),
