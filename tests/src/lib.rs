@@ -27,6 +27,7 @@ pub mod inspect;
 pub mod mutex;
 pub mod runtimes;
 pub mod scoped;
+pub mod secrets;
 pub mod sentinel;
 pub mod support;
 pub mod tls;
