@@ -224,3 +224,42 @@ mod imp {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> TlsConfig {
+        let identity = ClientIdentity { cert_pem: "CERT".into(), key_pem: "PRIVATE-KEY".into() };
+        TlsConfig { ca_pem: Some("CA".into()), identity: Some(identity) }
+    }
+
+    #[test]
+    fn settings_print_no_certificate_or_key() {
+        let shown = format!("{:?}", settings());
+        assert!(!shown.contains("PRIVATE-KEY") && !shown.contains("CERT") && !shown.contains("\"CA\""), "{shown}");
+    }
+
+    #[test]
+    fn settings_for_a_plain_url_are_refused() -> Result<(), Error> {
+        let plain = redis::Client::open("redis://127.0.0.1:1/")?;
+        assert!(matches!(apply(Some(&settings()), plain.clone()), Err(Error::Tls(TlsError::NotTls))));
+        assert!(apply(None, plain).is_ok(), "no settings, nothing to refuse");
+        Ok(())
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn a_tls_url_without_the_feature_is_refused_at_open() {
+        // Without the feature the redis crate refuses a `rediss://` URL itself.
+        assert!(redis::Client::open("rediss://127.0.0.1:1/").is_err());
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn an_unreadable_key_is_a_settings_error() -> Result<(), Error> {
+        let secure = redis::Client::open("rediss://127.0.0.1:1/")?;
+        assert!(matches!(apply(Some(&settings()), secure), Err(Error::Tls(TlsError::Settings(_)))));
+        Ok(())
+    }
+}
