@@ -2,14 +2,14 @@
 //! pub/sub one and the replicas' too, is TLS), with certificates of a throwaway CA made at run
 //! time; bad certificates are refused at connect with a typed error.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdlock_core::{Confirm, LockOptions};
 use rdlock_driver::{ClientConfig, ClientIdentity, Error, TlsConfig, TlsError};
 use rdlock_testkit::{CertPair, ClientAuth, RedisServer, Replicated, TestCa, TlsServer};
 
 use crate::harness::{Harness, lock_with};
-use crate::support::{admin, assert_clean, get, inbox_subscribers, wait_until};
+use crate::support::{admin, assert_clean, get, inbox_subscribers, ms, wait_until};
 
 const KEY: &str = "rdlock-test:tls";
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -47,7 +47,32 @@ pub async fn tls_lock_and_handoff<H: Harness>() {
     let handed = task.await;
     assert!(H::fence(&handed) > fence, "the waiter holds it with a later fence");
     assert!(H::release(handed).await.expect("release").was_held());
+    // What TLS costs a lock and its release, beside a plain server (printed, never asserted:
+    // timing on a shared machine is noise).
+    let plain = RedisServer::start().expect("start redis-server");
+    let plain_client = H::connect(&plain.url()).await.expect("connect");
+    let (over_tls, in_clear) = (round_trips::<H>(&holder).await, round_trips::<H>(&plain_client).await);
+    println!(
+        "[{}] lock + release, median of 21: over TLS {:.3} ms, in the clear {:.3} ms",
+        H::NAME,
+        ms(over_tls),
+        ms(in_clear)
+    );
     assert_clean(&server, &[]);
+    assert_clean(&plain, &[]);
+}
+
+/// The median time of a lock and its release, over 21 rounds.
+async fn round_trips<H: Harness>(client: &H::Client) -> Duration {
+    let mut took = Vec::new();
+    for _ in 0..21 {
+        let t = Instant::now();
+        let guard = H::lock_timeout(client, KEY, PATIENCE).await.expect("lock");
+        assert!(H::release(guard).await.expect("release").was_held());
+        took.push(t.elapsed());
+    }
+    took.sort();
+    took[took.len() / 2]
 }
 
 /// Replica confirmation with replicas that replicate over TLS (`--tls-replication yes`).
