@@ -67,7 +67,7 @@ pub struct ClientConfig {
     pub topology_refresh: Duration,
     /// Certificates for a `rediss://` connection: a CA to trust instead of the operating
     /// system's roots, and a client certificate for mutual TLS. Taken by a client of one
-    /// server ([`Client::connect`](crate::Client::connect), `open`); through sentinels or of
+    /// server (`Client::connect`, `Client::open`); through sentinels or of
     /// a cluster it is refused ([`TlsError::Unsupported`](crate::TlsError::Unsupported)).
     pub tls: Option<crate::TlsConfig>,
     /// Engine settings. They hold no randomness: each client's engine seeds its owner
