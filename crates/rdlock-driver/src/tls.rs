@@ -248,13 +248,6 @@ mod tests {
         Ok(())
     }
 
-    #[cfg(not(feature = "tls"))]
-    #[test]
-    fn a_tls_url_without_the_feature_is_refused_at_open() {
-        // Without the feature the redis crate refuses a `rediss://` URL itself.
-        assert!(redis::Client::open("rediss://127.0.0.1:1/").is_err());
-    }
-
     #[cfg(feature = "tls")]
     #[test]
     fn an_unreadable_key_is_a_settings_error() -> Result<(), Error> {
