@@ -9,7 +9,8 @@
 //!   runtime ([`runtimes::Async`], with a `block_on` per runtime), and once for the blocking one.
 //! - [`cases`] holds the cases, generic over the harness ([`counted`] those of semaphores and
 //!   read-write locks, [`mutex`] those of the mutex, [`sentinel`] those of failovers under
-//!   Redis Sentinel, [`cluster`] those of a Redis Cluster); [`support`] the server-side checks.
+//!   Redis Sentinel, [`cluster`] those of a Redis Cluster, [`tls`] those over TLS); [`support`] the
+//!   server-side checks.
 //! - [`cases!`] stamps out one `#[test]` per case for a harness; `tests/integration.rs` invokes
 //!   it once per enabled runtime, in a module named after it (`tokio::mutual_exclusion`, ...).
 //!
@@ -28,8 +29,11 @@ pub mod metrics;
 pub mod mutex;
 pub mod runtimes;
 pub mod scoped;
+pub mod secrets;
 pub mod sentinel;
 pub mod support;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::future::Future;
 use std::time::Duration;
@@ -142,6 +146,12 @@ macro_rules! cases {
             a_waiter_follows_a_sentinel_failover,
             two_paused_sentinels_leave_the_client_working,
         );
+        $crate::cases!(@tls $harness;
+            tls_lock_and_handoff,
+            tls_replica_confirmation,
+            tls_bad_certificates_are_refused_with_typed_errors,
+            mutual_tls_with_and_without_a_client_certificate,
+        );
         $crate::cases!(@cluster $harness;
             cluster_mutual_exclusion_and_handoff_across_shards,
             cluster_every_primitive_works,
@@ -154,6 +164,14 @@ macro_rules! cases {
             cluster_a_waiter_follows_a_migrated_slot,
             cluster_a_manual_failover_keeps_the_lease_and_serves_the_waiter,
         );
+    };
+    (@tls $harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::tls::$case::<$harness>);
+            }
+        )*
     };
     (@cluster $harness:ty; $($case:ident),* $(,)?) => {
         $(

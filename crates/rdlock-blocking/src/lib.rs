@@ -46,7 +46,12 @@ pub use rdlock_driver::{
 };
 // Operators' tools: `Client::inspect` and `Client::force_release`.
 pub use rdlock_driver::{ForceReleaseReply, Holder, Inspection, LockKind, Waiter};
+// Least-privilege ACL users (docs/security.md).
+pub use rdlock_driver::{ACL_COMMANDS, acl_rule};
 // Connecting through sentinels (`Client::connect_sentinel`, or a `redis+sentinel://` URL).
+/// TLS settings (`ClientConfig::tls`) and the typed error of a refused certificate; connecting
+/// with TLS needs this crate's `tls` feature.
+pub use rdlock_driver::{ClientIdentity, TlsConfig, TlsError};
 pub use rdlock_driver::{Credentials, DEFAULT_SENTINEL_PORT, SentinelConfig, SentinelError};
 
 /// The answer to a single attempt on plain threads ([`Client::try_lock_report`]).

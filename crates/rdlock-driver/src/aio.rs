@@ -238,7 +238,7 @@ mutex_api! {
 /// Makes a client: its state, a checked command connection, and its two background tasks.
 async fn start<R: Runtime>(redis: redis::Client, config: ClientConfig) -> Result<Arc<Inner<R>>, Error> {
     let inner = Arc::new(Inner::with_tasks(redis, config)?);
-    inner.connect().await?;
+    inner.connect().await.map_err(crate::tls::typed)?;
     R::spawn(tasks::driver(inner.clone()));
     R::spawn(tasks::pubsub(inner.clone()));
     Ok(inner)
@@ -250,6 +250,7 @@ async fn start_sentinel<R: Runtime>(
     sentinel: crate::SentinelConfig,
     config: ClientConfig,
 ) -> Result<Arc<Inner<R>>, Error> {
+    crate::tls::one_server_only(&config)?;
     let primary = crate::sentinel::resolve_off_thread(sentinel.clone()).await?;
     let settings = config.clone();
     let inner = start(sentinel.data_client(&primary)?, config).await?;
@@ -262,6 +263,7 @@ async fn start_cluster<R: Runtime>(
     cluster: crate::ClusterConfig,
     config: ClientConfig,
 ) -> Result<Arc<Inner<R>>, Error> {
+    crate::tls::one_server_only(&config)?;
     let settings = config.clone();
     let topology =
         crate::sentinel::off_thread("rdlock-cluster", move || crate::cluster::Topology::connect(cluster, &settings))

@@ -242,13 +242,14 @@ impl<T, C> MutexGuard<T, C> {
 /// Makes a client: its state, a checked first command connection, and its threads.
 fn start(redis: redis::Client, config: ClientConfig) -> Result<Arc<Inner>, Error> {
     let inner = Arc::new(Inner::with_threads(redis, config)?);
-    inner.connect()?;
+    inner.connect().map_err(crate::tls::typed)?;
     threads::start(&inner)?;
     Ok(inner)
 }
 
 /// Makes a client of the primary the sentinels name, and has it follow their failovers.
 fn start_sentinel(sentinel: crate::SentinelConfig, config: ClientConfig) -> Result<Arc<Inner>, Error> {
+    crate::tls::one_server_only(&config)?;
     let primary = crate::sentinel::resolve(&sentinel, None)?;
     let settings = config.clone();
     let inner = start(sentinel.data_client(&primary)?, config)?;
@@ -258,6 +259,7 @@ fn start_sentinel(sentinel: crate::SentinelConfig, config: ClientConfig) -> Resu
 
 /// Makes a client of a cluster: reads its slot map and has it follow it.
 fn start_cluster(cluster: crate::ClusterConfig, config: ClientConfig) -> Result<Arc<Inner>, Error> {
+    crate::tls::one_server_only(&config)?;
     let topology = crate::cluster::Topology::connect(cluster, &config)?;
     let (seed, config) = crate::cluster::settings(&topology, config)?;
     let inner = start(seed, config)?;

@@ -64,6 +64,7 @@ pub(crate) struct Cell<D: Side> {
 impl<D: Side> Cell<D> {
     /// A fresh engine (seeded from the operating system) and nothing queued.
     pub(crate) fn new(redis: redis::Client, config: ClientConfig, side: D) -> Result<Self, Error> {
+        let redis = crate::tls::apply(config.tls.as_ref(), redis)?;
         Ok(Self {
             target: Mutex::new((redis.clone(), 0)),
             epoch: AtomicU64::new(0),

@@ -69,6 +69,11 @@ pub struct ClientConfig {
     /// docs/observability.md), to tell several clients of one process apart. No label
     /// when `None`.
     pub metrics_label: Option<String>,
+    /// Certificates for a `rediss://` connection: a CA to trust instead of the operating
+    /// system's roots, and a client certificate for mutual TLS. Taken by a client of one
+    /// server (`Client::connect`, `Client::open`); through sentinels or of
+    /// a cluster it is refused ([`TlsError::Unsupported`](crate::TlsError::Unsupported)).
+    pub tls: Option<crate::TlsConfig>,
     /// Engine settings. They hold no randomness: each client's engine seeds its owner
     /// tokens from the operating system when the client is made, so clients built from
     /// copies of one configuration never share tokens.
@@ -85,6 +90,7 @@ impl Default for ClientConfig {
             keyspace_notifications: KeyspaceNotifications::Detect,
             topology_refresh: Duration::from_secs(1),
             metrics_label: None,
+            tls: None,
             engine: EngineConfig::default(),
         }
     }

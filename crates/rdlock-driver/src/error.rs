@@ -64,6 +64,10 @@ pub enum Error {
     /// The cluster URL is malformed, or no node gave the slot map.
     #[error(transparent)]
     Cluster(#[from] crate::ClusterError),
+    /// TLS refused the connection (the server's certificate, or the client's), or the TLS
+    /// settings could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::TlsError),
     /// A connection could not be made.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),

@@ -41,6 +41,7 @@ mod runtime;
 mod scope;
 mod sentinel;
 mod sharded;
+mod tls;
 
 #[cfg(feature = "async")]
 pub use aio::{Client, Guard, LockBuilder, RwLock, Semaphore};
@@ -60,6 +61,7 @@ pub use loss::LossSignal;
 #[cfg(feature = "metrics")]
 pub use metrics::describe_metrics;
 pub use rdlock_core::{DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, MAX_VALUE_TTL};
+pub use tls::{ClientIdentity, TlsConfig, TlsError};
 // The core's types a caller meets: options, and the errors inside `Error`, so that callers
 // can match them without depending on `rdlock-core`.
 pub use cluster::{ClusterConfig, ClusterError};

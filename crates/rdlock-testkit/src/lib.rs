@@ -1,5 +1,6 @@
 //! Real Redis processes for tests: standalone servers, primaries with replicas,
-//! sentinels, clusters, and a fault-injecting TCP proxy.
+//! sentinels, clusters, and a fault-injecting TCP proxy; TLS servers with throwaway
+//! certificates ([`TestCa`], [`TlsServer`]).
 //!
 //! Every process runs `redis-server` on a free port of 127.0.0.1 picked at run
 //! time, without persistence, in its own temporary directory, and is killed
@@ -82,6 +83,7 @@ mod proxy;
 mod replicated;
 mod sentinel;
 mod server;
+mod tls;
 
 pub use binary::{SENTINEL_ENV, SERVER_ENV};
 pub use cluster::{Cluster, SLOTS, key_slot};
@@ -91,3 +93,6 @@ pub use proxy::Proxy;
 pub use replicated::Replicated;
 pub use sentinel::{MASTER_NAME, SentinelTarget, Sentinels};
 pub use server::{HOST, RedisServer, ServerBuilder};
+#[cfg(feature = "tls")]
+pub use tls::TestCa;
+pub use tls::{CertPair, ClientAuth, TlsServer};

@@ -15,6 +15,7 @@ use crate::binary;
 use crate::error::{Result, TestkitError};
 use crate::ports::free_port;
 use crate::process::{file_len, kill_and_reap, last_lines, read_from, send_signal, tail_file};
+use crate::tls::{ClientAuth, TlsServer};
 
 /// The address every test process binds to.
 pub const HOST: &str = "127.0.0.1";
@@ -35,6 +36,8 @@ const LOG_FILE: &str = "redis.log";
 const STDIO_FILE: &str = "stdio.log";
 const RDB_FILE: &str = "dump.rdb";
 const SENTINEL_CONF: &str = "sentinel.conf";
+/// A TLS server's certificate, key, and the CA it trusts for clients and replicas.
+const TLS_FILES: [&str; 3] = ["tls-cert.pem", "tls-key.pem", "tls-ca.pem"];
 
 /// Configures and starts a [`RedisServer`]; get one from [`RedisServer::builder`].
 #[derive(Debug, Clone)]
@@ -45,6 +48,7 @@ pub struct ServerBuilder {
     binary: Option<PathBuf>,
     start_timeout: Duration,
     sentinel_config: Option<String>,
+    tls: Option<TlsServer>,
 }
 
 impl Default for ServerBuilder {
@@ -56,6 +60,7 @@ impl Default for ServerBuilder {
             binary: None,
             start_timeout: DEFAULT_START_TIMEOUT,
             sentinel_config: None,
+            tls: None,
         }
     }
 }
@@ -117,6 +122,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves TLS only: the server's port is its TLS port (`--port 0`), its replication
+    /// goes over TLS, and the test-kit's own connections use TLS too.
+    #[must_use]
+    pub fn tls(mut self, tls: TlsServer) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Runs the process as a sentinel with this initial configuration file.
     pub(crate) fn sentinel_config(mut self, config: String) -> Self {
         self.sentinel_config = Some(config);
@@ -144,6 +157,12 @@ impl ServerBuilder {
             }
             None => Mode::Server,
         };
+        if let Some(tls) = &self.tls {
+            let pems = [&tls.server.cert_pem, &tls.server.key_pem, &tls.ca_pem];
+            for (file, pem) in TLS_FILES.iter().zip(pems) {
+                std::fs::write(dir.path().join(file), pem)?;
+            }
+        }
         let mut args = Vec::new();
         if self.enable_debug {
             args.extend(["--enable-debug-command", "local"].map(OsString::from));
@@ -152,7 +171,7 @@ impl ServerBuilder {
             args.extend([OsString::from("--replicaof"), host.into(), port.to_string().into()]);
         }
         args.extend(self.args);
-        let launch = Launch { binary, mode, args, start_timeout: self.start_timeout };
+        let launch = Launch { binary, mode, args, start_timeout: self.start_timeout, tls: self.tls };
 
         let mut last_port = 0;
         for _ in 0..PORT_ATTEMPTS {
@@ -212,7 +231,7 @@ impl RedisServer {
     }
 
     fn new(port: u16, launch: Launch, child: Child, dir: TempDir) -> Result<Self> {
-        let client = redis::Client::open(format!("redis://{HOST}:{port}/"))?;
+        let client = launch.client(port)?;
         Ok(Self {
             port,
             launch,
@@ -237,9 +256,9 @@ impl RedisServer {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
-    /// The server's URL, `redis://127.0.0.1:PORT/`.
+    /// The server's URL, `redis://127.0.0.1:PORT/` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://{HOST}:{}/", self.port)
+        self.launch.url(self.port)
     }
 
     /// Process id of the current (or, once killed, the last) server process.
@@ -247,7 +266,8 @@ impl RedisServer {
         self.lock().pid
     }
 
-    /// A client for this server.
+    /// A client for this server (for a TLS server: trusting its CA, showing the
+    /// test-kit's client certificate).
     pub fn client(&self) -> redis::Client {
         self.client.clone()
     }
@@ -474,6 +494,7 @@ struct Launch {
     /// Arguments after the test-kit's defaults.
     args: Vec<OsString>,
     start_timeout: Duration,
+    tls: Option<TlsServer>,
 }
 
 enum Spawn {
@@ -496,6 +517,19 @@ impl Launch {
         }
     }
 
+    fn url(&self, port: u16) -> String {
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://{HOST}:{port}/")
+    }
+
+    /// The test-kit's client of the server on `port`.
+    fn client(&self, port: u16) -> redis::RedisResult<redis::Client> {
+        match &self.tls {
+            Some(tls) => tls.client(self.url(port)),
+            None => redis::Client::open(self.url(port)),
+        }
+    }
+
     fn command(&self, port: u16, dir: &Path) -> Command {
         let mut cmd = Command::new(&self.binary);
         match &self.mode {
@@ -506,11 +540,27 @@ impl Launch {
                 cmd.arg(config).arg("--sentinel");
             }
         }
-        cmd.arg("--bind")
-            .arg(HOST)
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--dir")
+        cmd.arg("--bind").arg(HOST);
+        match &self.tls {
+            None => cmd.arg("--port").arg(port.to_string()),
+            Some(tls) => {
+                let [cert, key, ca] = TLS_FILES.map(|f| dir.join(f));
+                let auth = match tls.clients {
+                    ClientAuth::No => "no",
+                    ClientAuth::Required => "yes",
+                };
+                cmd.args(["--port", "0", "--tls-port"])
+                    .arg(port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(cert)
+                    .arg("--tls-key-file")
+                    .arg(key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(ca)
+                    .args(["--tls-auth-clients", auth, "--tls-replication", "yes"])
+            }
+        };
+        cmd.arg("--dir")
             .arg(dir)
             .arg("--logfile")
             .arg(dir.join(LOG_FILE))
@@ -552,7 +602,7 @@ impl Launch {
             }
             // Another server may answer on the port we failed to bind, so
             // check that the one answering is ours.
-            if probe_pid(port) == Some(child.id()) {
+            if probe_pid(self, port) == Some(child.id()) {
                 return Ok(child);
             }
             if Instant::now() >= deadline {
@@ -569,8 +619,8 @@ impl Launch {
 }
 
 /// The pid of the server answering `PING` on `port`, if any.
-fn probe_pid(port: u16) -> Option<u32> {
-    let client = redis::Client::open(format!("redis://{HOST}:{port}/")).ok()?;
+fn probe_pid(launch: &Launch, port: u16) -> Option<u32> {
+    let client = launch.client(port).ok()?;
     let mut conn = client.get_connection_with_timeout(Duration::from_millis(500)).ok()?;
     conn.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
     conn.set_write_timeout(Some(Duration::from_millis(500))).ok()?;
@@ -590,6 +640,7 @@ mod tests {
             mode: Mode::Server,
             args: Vec::new(),
             start_timeout: Duration::from_secs(5),
+            tls: None,
         })
     }
 
