@@ -108,23 +108,21 @@ impl Topology {
     }
 
     /// Whether the topology names `replica` as the primary, as clients are told.
-    fn announces(&self, replica: &RedisServer, conns: &mut [redis::Connection]) -> bool {
+    fn announces(&self, replica: &RedisServer, askers: &mut [Asker]) -> bool {
         match self {
             Topology::Sentinel { .. } => {
-                let named = conns
+                let mut ask = redis::cmd("SENTINEL");
+                ask.arg("GET-MASTER-ADDR-BY-NAME").arg(MASTER_NAME);
+                let named = askers
                     .iter_mut()
-                    .map(|c| {
-                        let reply: redis::RedisResult<Option<(String, u16)>> =
-                            redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(MASTER_NAME).query(c);
-                        matches!(reply, Ok(Some((_, port))) if port == replica.port())
-                    })
-                    .filter(|named| *named)
+                    .map(|a| a.query::<Option<(String, u16)>>(&ask))
+                    .filter(|reply| matches!(reply, Some(Some((_, port))) if *port == replica.port()))
                     .count();
-                named * 2 > conns.len()
+                named * 2 > askers.len()
             }
-            Topology::Cluster { slot, .. } => conns.iter_mut().all(|c| {
-                let map = redis::cmd("CLUSTER").arg("SLOTS").query::<Value>(c);
-                let owner = map.ok().and_then(|m| crate::adapters::route::parse_slots(m).ok()).and_then(|ranges| {
+            Topology::Cluster { slot, .. } => askers.iter_mut().all(|a| {
+                let map = a.query::<Value>(redis::cmd("CLUSTER").arg("SLOTS"));
+                let owner = map.and_then(|m| crate::adapters::route::parse_slots(m).ok()).and_then(|ranges| {
                     ranges.into_iter().find(|(first, last, _)| (*first..=*last).contains(slot)).map(|r| r.2)
                 });
                 owner.is_some_and(|addr| addr.ends_with(&format!(":{}", replica.port())))
@@ -134,7 +132,7 @@ impl Topology {
 
     /// Connections to what [`announces`](Self::announces) asks: the sentinels, or every node
     /// but the two switched.
-    fn announcers(&self) -> Result<Vec<redis::Connection>, BoxError> {
+    fn announcers(&self) -> Result<Vec<Asker>, BoxError> {
         let (primary, replica) = self.pair()?;
         let nodes: Vec<&RedisServer> = match self {
             Topology::Sentinel { sentinels, .. } => sentinels.sentinels().iter().collect(),
@@ -142,25 +140,46 @@ impl Topology {
                 cluster.nodes().iter().filter(|n| n.port() != primary.port() && n.port() != replica.port()).collect()
             }
         };
-        nodes.into_iter().map(quick_connection).collect()
+        Ok(nodes.into_iter().map(Asker::new).collect())
     }
 }
 
 /// The hash tag of the loop's keys: all in one slot on a cluster.
 const KEY_TAG: &str = "bench:follow";
 
-fn quick_connection(node: &RedisServer) -> Result<redis::Connection, BoxError> {
-    let conn = node.client().get_connection_with_timeout(QUERY_TIMEOUT)?;
-    conn.set_read_timeout(Some(QUERY_TIMEOUT))?;
-    conn.set_write_timeout(Some(QUERY_TIMEOUT))?;
-    Ok(conn)
+/// Plain queries to one server that give up quickly, on a connection made again after any
+/// error: a promotion by the sentinels kills the promoted server's normal clients.
+struct Asker {
+    client: redis::Client,
+    conn: Option<redis::Connection>,
 }
 
-/// Whether the server says it is a primary (`ROLE`).
-fn is_primary(conn: &mut redis::Connection) -> bool {
-    match redis::cmd("ROLE").query::<Value>(conn) {
-        Ok(Value::Array(fields)) => matches!(fields.first(), Some(Value::BulkString(role)) if role == b"master"),
-        _ => false,
+impl Asker {
+    fn new(node: &RedisServer) -> Self {
+        Self { client: node.client(), conn: None }
+    }
+
+    /// The reply, or None on any error (the next query reconnects).
+    fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Option<T> {
+        if self.conn.is_none() {
+            let conn = self.client.get_connection_with_timeout(QUERY_TIMEOUT).ok()?;
+            conn.set_read_timeout(Some(QUERY_TIMEOUT)).ok()?;
+            conn.set_write_timeout(Some(QUERY_TIMEOUT)).ok()?;
+            self.conn = Some(conn);
+        }
+        let reply = cmd.query(self.conn.as_mut()?);
+        if reply.is_err() {
+            self.conn = None;
+        }
+        reply.ok()
+    }
+
+    /// Whether the server says it is a primary (`ROLE`).
+    fn is_primary(&mut self) -> bool {
+        match self.query::<Value>(&redis::cmd("ROLE")) {
+            Some(Value::Array(fields)) => matches!(fields.first(), Some(Value::BulkString(role)) if role == b"master"),
+            _ => false,
+        }
     }
 }
 
@@ -208,7 +227,7 @@ impl<L: Locker, E: Exec> Rig for FollowRig<L, E> {
             std::thread::spawn(move || probe(&topology, &marks, &stop))
         };
         let (_, replica) = topology.pair()?;
-        let check = quick_connection(replica)?;
+        let check = Asker::new(replica);
         let task = exec.spawn(client_loop(locker, exec.clone(), check, marks.clone()));
         std::thread::sleep(WARM);
         read(&marks).switch = Some(Instant::now());
@@ -240,7 +259,7 @@ impl<L: Locker, E: Exec> Rig for FollowRig<L, E> {
 /// Polls the replica's `ROLE` and the announcers until both marks are set, or `stop`.
 fn probe(topology: &Topology, marks: &Shared, stop: &AtomicBool) -> Result<(), BoxError> {
     let (_, replica) = topology.pair()?;
-    let mut role = quick_connection(replica)?;
+    let mut role = Asker::new(replica);
     let mut announcers = topology.announcers()?;
     let started = Instant::now();
     while !stop.load(Ordering::SeqCst) && started.elapsed() < DEADLINE {
@@ -250,7 +269,7 @@ fn probe(topology: &Topology, marks: &Shared, stop: &AtomicBool) -> Result<(), B
                 let m = read(marks);
                 (m.promoted.is_some(), m.announced.is_some())
             };
-            if !promoted && is_primary(&mut role) {
+            if !promoted && role.is_primary() {
                 read(marks).promoted = Some(Instant::now());
             }
             if promoted && !announced && topology.announces(replica, &mut announcers) {
@@ -278,14 +297,19 @@ struct Run {
 async fn client_loop<L: Locker, E: Exec>(
     locker: Arc<L>,
     exec: E,
-    mut check: redis::Connection,
+    mut check: Asker,
     marks: Shared,
 ) -> Result<Run, BoxError> {
     let started = Instant::now();
-    let (mut before, mut errors) = (0, 0);
+    let (mut before, mut after, mut errors) = (0, 0, 0);
     for n in 0u64.. {
         if started.elapsed() > DEADLINE {
-            return Err(format!("no acquisition on the new primary within {DEADLINE:?} ({errors} errors)").into());
+            let promoted = read(&marks).promoted.is_some();
+            return Err(format!(
+                "no acquisition on the new primary within {DEADLINE:?}: {after} after the switch elsewhere, \
+                 {errors} failed, promotion seen: {promoted}"
+            )
+            .into());
         }
         let key = format!("{{{KEY_TAG}}}:{n}");
         let called = Instant::now();
@@ -304,8 +328,8 @@ async fn client_loop<L: Locker, E: Exec>(
         };
         let counts = switch.is_some_and(|s| called >= s) && promoted.is_some_and(|p| acquired >= p);
         // On the new primary: the replica holds the key and says it is a primary.
-        let found = counts && redis::cmd("EXISTS").arg(&key).query::<i64>(&mut check).is_ok_and(|n| n == 1);
-        let on_new = found && is_primary(&mut check);
+        let found = counts && check.query::<i64>(redis::cmd("EXISTS").arg(&key)) == Some(1);
+        let on_new = found && check.is_primary();
         // A release that fails (its primary killed) leaves a 10 s lease on a fresh key: harmless.
         let _ = locker.release(guard).await;
         if on_new {
@@ -313,6 +337,8 @@ async fn client_loop<L: Locker, E: Exec>(
         }
         if switch.is_none() {
             before += 1;
+        } else {
+            after += 1;
         }
     }
     Err("the loop ended".into())
