@@ -43,7 +43,7 @@ const SPEC: Spec = Spec { ttl: Duration::from_secs(10), auto_renew: false };
 /// The topology of one run and how it is switched.
 enum Topology {
     Sentinel {
-        data: Replicated,
+        data: Box<Replicated>,
         sentinels: Sentinels,
     },
     /// `pair`: the indexes in `cluster.nodes()` of the slot's primary and of its replica.
@@ -58,8 +58,8 @@ impl Topology {
     fn start(scenario: Scenario) -> Result<Self, BoxError> {
         Ok(match scenario {
             Scenario::F1 | Scenario::F2 => {
-                let data = Replicated::start(1)?;
-                let sentinels = Sentinels::start(&data, 3)?;
+                let data = Box::new(Replicated::start(1)?);
+                let sentinels = Sentinels::start(&*data, 3)?;
                 Topology::Sentinel { data, sentinels }
             }
             _ => {

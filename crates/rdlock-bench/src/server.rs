@@ -23,7 +23,7 @@ fn is_admin(name: &str) -> bool {
 /// The processes of one run, killed on drop.
 #[derive(Debug)]
 enum Processes {
-    Single(RedisServer),
+    Single(Box<RedisServer>),
     Cluster(Cluster),
 }
 
@@ -45,7 +45,7 @@ impl Server {
     pub fn start() -> Result<Self, BoxError> {
         let process = RedisServer::start()?;
         let nodes = vec![Node { pid: process.pid(), admin: Mutex::new(process.connection()?) }];
-        Ok(Self { processes: Processes::Single(process), nodes })
+        Ok(Self { processes: Processes::Single(Box::new(process)), nodes })
     }
 
     /// Starts a cluster of `primaries` primaries without replicas (the slots split evenly)
