@@ -67,14 +67,9 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        quick: false,
-        scenarios: Scenario::ALL.to_vec(),
-        adapters: ADAPTERS.to_vec(),
-        runs: None,
-        slices: None,
-        json: None,
-    };
+    let mut chosen = None;
+    let mut args =
+        Args { quick: false, scenarios: Vec::new(), adapters: ADAPTERS.to_vec(), runs: None, slices: None, json: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -85,7 +80,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--quick" => args.quick = true,
             "--scenario" | "--scenarios" => {
-                args.scenarios = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?;
+                chosen = Some(value()?.split(',').map(str::parse).collect::<Result<_, _>>()?);
             }
             "--adapters" | "--adapter" => {
                 args.adapters = value()?
@@ -112,6 +107,10 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
+    // The quick run (CI's smoke test) also takes C3 once: about 10 s, most of it starting the
+    // adapters' clusters.
+    let quick_extra: &[Scenario] = if args.quick { &[Scenario::C3] } else { &[] };
+    args.scenarios = chosen.unwrap_or_else(|| Scenario::ALL.iter().chain(quick_extra).copied().collect());
     args.scenarios.sort();
     args.scenarios.dedup();
     Ok(args)

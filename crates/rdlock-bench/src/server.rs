@@ -267,3 +267,39 @@ impl Delta {
         top_level.iter().map(|c| self.calls(c)).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::route::Route;
+
+    /// The C scenarios' keys lie 3/3/2 on the three shards, and the raw baseline sends each to
+    /// its slot's primary (a wrong node would answer `MOVED`, an error here).
+    #[test]
+    fn cluster_keys_are_spread_and_raw_routes_them_to_their_primaries() -> Result<(), BoxError> {
+        let server = Server::start_cluster(3)?;
+        let Processes::Cluster(cluster) = &server.processes else { return Err("not a cluster".into()) };
+        let keys = server.lock_keys(8)?;
+        let mut per_shard = BTreeMap::new();
+        for key in &keys {
+            *per_shard.entry(cluster.primary_for_key(key)?.port()).or_insert(0) += 1;
+        }
+        let mut counts: Vec<i32> = per_shard.into_values().collect();
+        counts.sort_unstable();
+        assert_eq!(counts, [2, 3, 3]);
+
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let route = Route::connect(&server.url()).await?;
+            for key in &keys {
+                redis::cmd("SET").arg(key).arg(1).exec_async(&mut route.conn(key)?).await?;
+            }
+            Ok::<_, BoxError>(())
+        })?;
+        for key in &keys {
+            let mut conn = cluster.primary_for_key(key)?.connection()?;
+            assert_eq!(redis::cmd("EXISTS").arg(key).query::<i64>(&mut conn)?, 1, "{key}");
+        }
+        Ok(())
+    }
+}
