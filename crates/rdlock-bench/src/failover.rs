@@ -244,11 +244,14 @@ impl<L: Locker, E: Exec> Rig for FollowRig<L, E> {
             return Err("the probe saw no promotion".into());
         };
         let since = |a: Instant, b: Instant| ms(b.saturating_duration_since(a));
+        // Negative when the client got there first: in a cluster the demoted primary's `MOVED`
+        // may lead it to the new one before every other node has the news.
+        let signed = |a: Instant, b: Instant| since(a, b) - since(b, a);
         Ok(Metrics::from([
             ("total_ms", since(switch, run.acquired)),
             ("promoted_ms", since(switch, promoted)),
             ("announced_ms", since(promoted, announced)),
-            ("after_announce_ms", since(announced, run.acquired)),
+            ("after_announce_ms", signed(announced, run.acquired)),
             ("client_ms", since(promoted, run.acquired)),
             ("before_switch", run.before as f64),
             ("errors", run.errors as f64),

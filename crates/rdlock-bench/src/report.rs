@@ -259,7 +259,7 @@ fn columns(s: Scenario) -> Vec<Column> {
             ("switch → first acquisition", |c, _| millis(c.get("total_ms"))),
             ("switch → promoted (ROLE)", |c, _| millis(c.get("promoted_ms"))),
             ("promoted → announced", |c, _| millis(c.get("announced_ms"))),
-            ("announced → acquisition", |c, _| millis(c.get("after_announce_ms"))),
+            ("announced → acquisition (< 0: before)", |c, _| millis(c.get("after_announce_ms"))),
             ("client: promoted → acquisition", |c, _| millis(c.get("client_ms"))),
             ("min-max total", |c, _| {
                 let mut v: Vec<f64> = c.runs.iter().filter_map(|m| m.get("total_ms").copied()).collect();
