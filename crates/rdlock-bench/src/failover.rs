@@ -233,7 +233,11 @@ impl<L: Locker, E: Exec> Rig for FollowRig<L, E> {
         read(&marks).switch = Some(Instant::now());
         let switched = topology.switch(self.scenario);
         let outcome = exec.block_on(task);
-        stop.store(true, Ordering::SeqCst);
+        // The probe goes on after an acquisition until the topology has announced the new
+        // primary too (the client may be first); it stops at once only when the client failed.
+        if outcome.is_err() {
+            stop.store(true, Ordering::SeqCst);
+        }
         let probed = probe.join().map_err(|_| "the probe thread panicked")?;
         switched?;
         probed?;
@@ -241,7 +245,7 @@ impl<L: Locker, E: Exec> Rig for FollowRig<L, E> {
 
         let m = read(&marks);
         let (Some(switch), Some(promoted), Some(announced)) = (m.switch, m.promoted, m.announced) else {
-            return Err("the probe saw no promotion".into());
+            return Err(format!("the probe saw no promotion or no announcement within {DEADLINE:?}").into());
         };
         let since = |a: Instant, b: Instant| ms(b.saturating_duration_since(a));
         // Negative when the client got there first: in a cluster the demoted primary's `MOVED`
