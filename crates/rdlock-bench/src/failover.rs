@@ -228,10 +228,13 @@ impl<L: Locker, E: Exec> Rig for FollowRig<L, E> {
         };
         let (_, replica) = topology.pair()?;
         let check = Asker::new(replica);
-        let task = exec.spawn(client_loop(locker, exec.clone(), check, marks.clone()));
+        let task = exec.spawn(client_loop(locker, exec.clone(), check, marks.clone(), stop.clone()));
         std::thread::sleep(WARM);
         read(&marks).switch = Some(Instant::now());
         let switched = topology.switch(self.scenario);
+        if switched.is_err() {
+            stop.store(true, Ordering::SeqCst);
+        }
         let outcome = exec.block_on(task);
         // The probe goes on after an acquisition until the topology has announced the new
         // primary too (the client may be first); it stops at once only when the client failed.
@@ -306,10 +309,14 @@ async fn client_loop<L: Locker, E: Exec>(
     exec: E,
     mut check: Asker,
     marks: Shared,
+    stop: Arc<AtomicBool>,
 ) -> Result<Run, BoxError> {
     let started = Instant::now();
     let (mut before, mut after, mut errors) = (0, 0, 0);
     for n in 0u64.. {
+        if stop.load(Ordering::SeqCst) {
+            return Err("stopped: the switch failed".into());
+        }
         if started.elapsed() > DEADLINE {
             let promoted = read(&marks).promoted.is_some();
             return Err(format!(

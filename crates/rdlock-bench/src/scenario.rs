@@ -1,7 +1,8 @@
 //! The scenarios of `shared/peers.md` (S1-S3) and of the benchmark brief (S4, S5; S6 and S7,
 //! the semaphore and the read-write lock, are in `counted.rs`; S8 and S9, a `Mutex<u64>`
-//! counter, are S1's and S2's loops with an increment for a cycle), generic over the adapter
-//! and its executor. Each run gets a fresh server and returns named figures.
+//! counter, are S1's and S2's loops with an increment for a cycle; C1-C3 are S1-S3 on a cluster;
+//! F1-F4, following a failover, are in `failover.rs`), generic over the adapter and its
+//! executor. Each run gets a fresh server (or cluster) and returns named figures.
 
 use crate::adapters::join_all;
 use std::collections::BTreeMap;
@@ -71,26 +72,15 @@ impl Scenario {
         Scenario::S9,
     ];
 
-    /// S1-S3 on a cluster (not in the default list: `--scenario C1,C2,C3`).
+    /// S1-S3 on a cluster (not in the default list: `--scenario C1,C2,C3`; `--quick` adds C3).
     pub const CLUSTER: [Scenario; 3] = [Scenario::C1, Scenario::C2, Scenario::C3];
 
     /// The failover-follow costs (not in the default list: `--scenario F1,F2,F3,F4`).
     pub const FAILOVER: [Scenario; 4] = [Scenario::F1, Scenario::F2, Scenario::F3, Scenario::F4];
 
-    /// The standalone scenario a cluster one repeats (itself for the others): same loop, same
-    /// columns.
-    pub fn base(self) -> Scenario {
-        match self {
-            Scenario::C1 => Scenario::S1,
-            Scenario::C2 => Scenario::S2,
-            Scenario::C3 => Scenario::S3,
-            s => s,
-        }
-    }
-
     /// Whether it runs on a cluster.
     pub fn on_cluster(self) -> bool {
-        self.base() != self
+        Scenario::CLUSTER.contains(&self)
     }
 
     /// Duration of the loop of S1-S3 and S6-S9 (None for S4 and S5, which run whole).
@@ -944,7 +934,10 @@ mod tests {
     fn scenarios_parse() {
         assert_eq!("s2".parse::<Scenario>(), Ok(Scenario::S2));
         assert_eq!("S9".parse::<Scenario>(), Ok(Scenario::S9));
+        assert_eq!("c3".parse::<Scenario>(), Ok(Scenario::C3));
+        assert_eq!("F4".parse::<Scenario>(), Ok(Scenario::F4));
         assert!("S10".parse::<Scenario>().is_err());
+        assert!("C4".parse::<Scenario>().is_err());
     }
 
     fn cycle(client: usize, at_us: u64, hold_us: u64, base: Instant) -> Cycle {
