@@ -30,7 +30,7 @@ use crate::adapters::{Exec, Locker, Spec};
 use crate::scenario::{Metrics, Rig, Scenario, ms};
 
 /// Hang guard of one run: no switch here takes more than a few seconds.
-const DEADLINE: Duration = Duration::from_secs(60);
+const DEADLINE: Duration = Duration::from_secs(30);
 /// The probe's poll interval: the promotion is seen at most this late.
 const PROBE_EVERY: Duration = Duration::from_millis(2);
 /// Acquisitions before the switch, so that the client is warm and its loop running.
@@ -128,6 +128,26 @@ impl Topology {
                 owner.is_some_and(|addr| addr.ends_with(&format!(":{}", replica.port())))
             }),
         }
+    }
+
+    /// The sentinels' log lines about failovers, to tell why a promotion did not come.
+    fn failover_log(&self) -> String {
+        let Topology::Sentinel { sentinels, .. } = self else { return String::new() };
+        let lines: Vec<String> = sentinels
+            .sentinels()
+            .iter()
+            .flat_map(|s| {
+                let port = s.port();
+                let tail = s.log_tail(200);
+                let picked: Vec<String> = tail
+                    .lines()
+                    .filter(|l| l.contains("failover") || l.contains("abort") || l.contains("switch-master"))
+                    .map(|l| format!("\n    sentinel {port}: {}", l.trim()))
+                    .collect();
+                picked
+            })
+            .collect();
+        lines.concat()
     }
 
     /// Connections to what [`announces`](Self::announces) asks: the sentinels, or every node
@@ -244,7 +264,7 @@ impl<L: Locker, E: Exec> Rig for FollowRig<L, E> {
         let probed = probe.join().map_err(|_| "the probe thread panicked")?;
         switched?;
         probed?;
-        let run = outcome?;
+        let run = outcome.map_err(|e| format!("{e}{}", topology.failover_log()))?;
 
         let m = read(&marks);
         let (Some(switch), Some(promoted), Some(announced)) = (m.switch, m.promoted, m.announced) else {
