@@ -11,11 +11,14 @@
 //!
 //! Scenarios: see `shared/peers.md` (S1-S3) and `docs/performance.md` (all, with the method);
 //! S6 and S7 measure the semaphore and the read-write lock against raw counters; S8 and S9 a
-//! counter in a `Mutex<u64>` against the same counter kept by hand beside a lock.
+//! counter in a `Mutex<u64>` against the same counter kept by hand beside a lock. C1-C3 are
+//! S1-S3 on a cluster of 3 primaries; F1-F4 time following a failover (Sentinel, cluster).
+//! Neither is in the default list: name them with `--scenario`.
 
 mod adapters;
 mod alloc;
 mod counted;
+mod failover;
 mod report;
 mod scenario;
 mod server;
@@ -33,12 +36,16 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "\
-usage: rdlock-bench [--quick] [--scenario S1,...,S9] [--adapters raw,tokio,tokio-by-hand,async-std,blocking]
+usage: rdlock-bench [--quick] [--scenario S1,...,S9,C1,...,C3,F1,...,F4]
+                    [--adapters raw,tokio,tokio-by-hand,async-std,blocking]
                     [--runs N] [--slices N] [--tokio-workers N] [--json FILE]
 
   --quick       about a second per scenario, one run (a smoke test); default: the durations of
                 shared/peers.md, median of 3 runs
-  --scenario    scenarios to run (default: all)
+  --scenario    scenarios to run (default: S1-S9; quick: also C3); C1-C3: S1-S3 on a
+                cluster of 3 primaries (raw routes by slot); F1-F4: time to follow a
+                failover (Sentinel kill -9, SENTINEL FAILOVER, cluster kill -9,
+                CLUSTER FAILOVER), every adapter but raw
   --adapters    adapters to run (default: all); raw, the baseline, is needed for the ratios;
                 tokio-by-hand (the tokio lock, the counter by GET and SET) runs in S8 and S9 only
   --runs N      runs per scenario and adapter; figures are medians over runs
@@ -60,14 +67,9 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        quick: false,
-        scenarios: Scenario::ALL.to_vec(),
-        adapters: ADAPTERS.to_vec(),
-        runs: None,
-        slices: None,
-        json: None,
-    };
+    let mut chosen = None;
+    let mut args =
+        Args { quick: false, scenarios: Vec::new(), adapters: ADAPTERS.to_vec(), runs: None, slices: None, json: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -78,7 +80,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--quick" => args.quick = true,
             "--scenario" | "--scenarios" => {
-                args.scenarios = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?;
+                chosen = Some(value()?.split(',').map(str::parse).collect::<Result<_, _>>()?);
             }
             "--adapters" | "--adapter" => {
                 args.adapters = value()?
@@ -105,6 +107,10 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
+    // The quick run (CI's smoke test) also takes C3 once: about 10 s, most of it starting the
+    // adapters' clusters.
+    let quick_extra: &[Scenario] = if args.quick { &[Scenario::C3] } else { &[] };
+    args.scenarios = chosen.unwrap_or_else(|| Scenario::ALL.iter().chain(quick_extra).copied().collect());
     args.scenarios.sort();
     args.scenarios.dedup();
     Ok(args)

@@ -1,7 +1,8 @@
 //! The scenarios of `shared/peers.md` (S1-S3) and of the benchmark brief (S4, S5; S6 and S7,
 //! the semaphore and the read-write lock, are in `counted.rs`; S8 and S9, a `Mutex<u64>`
-//! counter, are S1's and S2's loops with an increment for a cycle), generic over the adapter
-//! and its executor. Each run gets a fresh server and returns named figures.
+//! counter, are S1's and S2's loops with an increment for a cycle; C1-C3 are S1-S3 on a cluster;
+//! F1-F4, following a failover, are in `failover.rs`), generic over the adapter and its
+//! executor. Each run gets a fresh server (or cluster) and returns named figures.
 
 use crate::adapters::join_all;
 use std::collections::BTreeMap;
@@ -42,6 +43,20 @@ pub enum Scenario {
     S8,
     /// The counter contended as S2: 8 clients, lock -> += 1 -> hold 1 ms -> release.
     S9,
+    /// S1 on a cluster of 3 primaries.
+    C1,
+    /// S2 on a cluster of 3 primaries.
+    C2,
+    /// S3 on a cluster of 3 primaries, the 8 keys spread 3/3/2 over the shards.
+    C3,
+    /// Following a failover: Sentinel, kill -9 of the primary.
+    F1,
+    /// Following a failover: Sentinel, `SENTINEL FAILOVER`.
+    F2,
+    /// Following a failover: cluster, kill -9 of a slot's primary.
+    F3,
+    /// Following a failover: cluster, `CLUSTER FAILOVER` of the slot's replica.
+    F4,
 }
 
 impl Scenario {
@@ -57,17 +72,28 @@ impl Scenario {
         Scenario::S9,
     ];
 
+    /// S1-S3 on a cluster (not in the default list: `--scenario C1,C2,C3`; `--quick` adds C3).
+    pub const CLUSTER: [Scenario; 3] = [Scenario::C1, Scenario::C2, Scenario::C3];
+
+    /// The failover-follow costs (not in the default list: `--scenario F1,F2,F3,F4`).
+    pub const FAILOVER: [Scenario; 4] = [Scenario::F1, Scenario::F2, Scenario::F3, Scenario::F4];
+
+    /// Whether it runs on a cluster.
+    pub fn on_cluster(self) -> bool {
+        Scenario::CLUSTER.contains(&self)
+    }
+
     /// Duration of the loop of S1-S3 and S6-S9 (None for S4 and S5, which run whole).
     pub fn duration(self, set: &Settings) -> Option<Duration> {
         match self {
-            Scenario::S1 => Some(set.s1),
-            Scenario::S2 => Some(set.s2),
-            Scenario::S3 => Some(set.s3),
+            Scenario::S1 | Scenario::C1 => Some(set.s1),
+            Scenario::S2 | Scenario::C2 => Some(set.s2),
+            Scenario::S3 | Scenario::C3 => Some(set.s3),
             Scenario::S6 => Some(set.s6),
             Scenario::S7 => Some(set.s7),
             Scenario::S8 => Some(set.s8),
             Scenario::S9 => Some(set.s9),
-            Scenario::S4 | Scenario::S5 => None,
+            Scenario::S4 | Scenario::S5 | Scenario::F1 | Scenario::F2 | Scenario::F3 | Scenario::F4 => None,
         }
     }
 
@@ -82,6 +108,13 @@ impl Scenario {
             Scenario::S7 => "S7 read-write lock, read-heavy (8 clients, 1 key, 90 % reads, hold 1 ms)",
             Scenario::S8 => "S8 Mutex<u64> counter, uncontended (1 client, 1 key, lock -> += 1 -> release)",
             Scenario::S9 => "S9 Mutex<u64> counter, contended (8 clients, 1 key, += 1 and hold 1 ms)",
+            Scenario::C1 => "C1 = S1 on a cluster of 3 primaries (1 client, 1 key)",
+            Scenario::C2 => "C2 = S2 on a cluster of 3 primaries (8 clients, 1 key, hold 1 ms)",
+            Scenario::C3 => "C3 = S3 on a cluster of 3 primaries (8 clients, a key each, 3/3/2 per shard)",
+            Scenario::F1 => "F1 following a Sentinel failover: kill -9 of the primary",
+            Scenario::F2 => "F2 following a Sentinel failover: SENTINEL FAILOVER",
+            Scenario::F3 => "F3 following a cluster failover: kill -9 of the slot's primary",
+            Scenario::F4 => "F4 following a cluster failover: CLUSTER FAILOVER",
         }
     }
 }
@@ -98,8 +131,10 @@ impl FromStr for Scenario {
     fn from_str(s: &str) -> Result<Self, String> {
         Scenario::ALL
             .into_iter()
+            .chain(Scenario::CLUSTER)
+            .chain(Scenario::FAILOVER)
             .find(|c| c.to_string().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown scenario {s:?} (S1..S9)"))
+            .ok_or_else(|| format!("unknown scenario {s:?} (S1..S9, C1..C3, F1..F4)"))
     }
 }
 
@@ -204,19 +239,32 @@ pub trait Rig {
 
 /// Starts a fresh server for one scenario run of adapter `L` on executor `E`.
 pub fn rig<L: Locker, E: Exec>(exec: E, scenario: Scenario, set: &Settings) -> Result<Box<dyn Rig>, BoxError> {
-    let server = Server::start()?;
-    Ok(match scenario {
-        Scenario::S1 => Box::new(CycleRig::<L, E>::new(exec, server, 1, true, None, false)?),
-        Scenario::S2 => Box::new(CycleRig::<L, E>::new(exec, server, set.clients, true, Some(set.hold), false)?),
-        Scenario::S3 => Box::new(CycleRig::<L, E>::new(exec, server, set.clients, false, None, false)?),
-        Scenario::S8 => Box::new(CycleRig::<L, E>::new(exec, server, 1, true, None, true)?),
-        Scenario::S9 => Box::new(CycleRig::<L, E>::new(exec, server, set.clients, true, Some(set.hold), true)?),
-        Scenario::S6 | Scenario::S7 => Box::new(crate::counted::CountedRig::<L, E>::new(exec, server, scenario, set)?),
-        Scenario::S4 | Scenario::S5 => {
-            Box::new(WholeRig::<L, E> { exec, server, scenario, set: set.clone(), _locker: PhantomData })
+    let server = || if scenario.on_cluster() { Server::start_cluster(CLUSTER_PRIMARIES) } else { Server::start() };
+    let cycles = |clients, shared_key, hold, counter| -> Result<Box<dyn Rig>, BoxError> {
+        Ok(Box::new(CycleRig::<L, E>::new(exec.clone(), server()?, clients, shared_key, hold, counter)?))
+    };
+    let n = set.clients;
+    match scenario {
+        Scenario::S1 | Scenario::C1 => cycles(1, true, None, false),
+        Scenario::S2 | Scenario::C2 => cycles(n, true, Some(set.hold), false),
+        Scenario::S3 | Scenario::C3 => cycles(n, false, None, false),
+        Scenario::S8 => cycles(1, true, None, true),
+        Scenario::S9 => cycles(n, true, Some(set.hold), true),
+        Scenario::S6 | Scenario::S7 => {
+            Ok(Box::new(crate::counted::CountedRig::<L, E>::new(exec.clone(), server()?, scenario, set)?))
         }
-    })
+        Scenario::S4 | Scenario::S5 => {
+            let (server, set) = (server()?, set.clone());
+            Ok(Box::new(WholeRig::<L, E> { exec, server, scenario, set, _locker: PhantomData }))
+        }
+        Scenario::F1 | Scenario::F2 | Scenario::F3 | Scenario::F4 => {
+            Ok(Box::new(crate::failover::FollowRig::<L, E>::new(exec, scenario)))
+        }
+    }
 }
+
+/// Primaries of the C scenarios' cluster (no replicas: the scenarios confirm nothing).
+const CLUSTER_PRIMARIES: usize = 3;
 
 struct WholeRig<L, E> {
     exec: E,
@@ -272,6 +320,8 @@ struct CycleRig<L: Locker, E: Exec> {
     exec: E,
     server: Server,
     lockers: Vec<Arc<L>>,
+    /// The lock keys: one per client, or the first one shared.
+    keys: Vec<String>,
     shared_key: bool,
     hold: Option<Duration>,
     /// S8, S9: each cycle increments the counter kept with the lock.
@@ -296,12 +346,14 @@ impl<L: Locker, E: Exec> CycleRig<L, E> {
         counter: bool,
     ) -> Result<Self, BoxError> {
         let url = server.url();
+        let keys = server.lock_keys(clients)?;
         let lockers = exec.block_on(async {
             let mut lockers = Vec::with_capacity(clients);
             for i in 0..clients {
                 let locker = Arc::new(L::connect(&url).await?);
-                // Warm up: connection, script cache, fence counter, on a key of its own.
-                let key = format!("bench:warmup:{i}");
+                // Warm up: connection, script cache, fence counter, on a key of its own in the
+                // slot of the one it will use (on a cluster: on the node it will use).
+                let key = format!("{{{}}}:warmup", keys[if shared_key { 0 } else { i }]);
                 if counter {
                     locker.increment(&key, Spec::default(), None).await?;
                 } else {
@@ -317,6 +369,7 @@ impl<L: Locker, E: Exec> CycleRig<L, E> {
             exec,
             server,
             lockers,
+            keys,
             shared_key,
             hold,
             counter,
@@ -345,7 +398,8 @@ impl<L: Locker, E: Exec> Rig for CycleRig<L, E> {
             .enumerate()
             .map(|(i, locker)| {
                 let key = if self.shared_key { 0 } else { i };
-                let run = Loop { client: i, key, hold: self.hold, counter: self.counter, start, deadline };
+                let name = self.keys[key].clone();
+                let run = Loop { client: i, key, name, hold: self.hold, counter: self.counter, start, deadline };
                 exec.spawn(client_loop(locker.clone(), exec.clone(), run))
             })
             .collect();
@@ -381,7 +435,7 @@ impl<L: Locker, E: Exec> Rig for CycleRig<L, E> {
             // lost or doubled write is an exclusion bug (`report::exclusion_violations`).
             let written = self.logs.iter().flat_map(|l| &l.cycles).filter(|c| c.written).count() as f64;
             let locker = &self.lockers[0];
-            let value = self.exec.block_on(locker.counter(&lock_key(0)))? as f64;
+            let value = self.exec.block_on(locker.counter(&self.keys[0]))? as f64;
             m.insert("increments", written);
             m.insert("counter", value);
             m.insert("counter_mismatch", (value - written).abs());
@@ -390,16 +444,13 @@ impl<L: Locker, E: Exec> Rig for CycleRig<L, E> {
     }
 }
 
-/// The key of client loops' `key`-th lock (S8 and S9: the counter's mutex).
-fn lock_key(key: usize) -> String {
-    format!("bench:lock:{key}")
-}
-
 /// One client's part of a slice.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Loop {
     client: usize,
     key: usize,
+    /// The `key`-th lock key (S8 and S9: the counter's mutex).
+    name: String,
     hold: Option<Duration>,
     counter: bool,
     start: Instant,
@@ -407,8 +458,7 @@ struct Loop {
 }
 
 async fn client_loop<L: Locker, E: Exec>(locker: Arc<L>, exec: E, run: Loop) -> ClientLog {
-    let Loop { client, key, hold, counter, start, deadline } = run;
-    let name = lock_key(key);
+    let Loop { client, key, name, hold, counter, start, deadline } = run;
     let spec = Spec::default();
     let mut log = ClientLog { cycles: Vec::with_capacity(4 * 1024), ..ClientLog::default() };
     exec.sleep(start.saturating_duration_since(Instant::now())).await;
@@ -884,7 +934,10 @@ mod tests {
     fn scenarios_parse() {
         assert_eq!("s2".parse::<Scenario>(), Ok(Scenario::S2));
         assert_eq!("S9".parse::<Scenario>(), Ok(Scenario::S9));
+        assert_eq!("c3".parse::<Scenario>(), Ok(Scenario::C3));
+        assert_eq!("F4".parse::<Scenario>(), Ok(Scenario::F4));
         assert!("S10".parse::<Scenario>().is_err());
+        assert!("C4".parse::<Scenario>().is_err());
     }
 
     fn cycle(client: usize, at_us: u64, hold_us: u64, base: Instant) -> Cycle {

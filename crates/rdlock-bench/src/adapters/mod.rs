@@ -16,6 +16,7 @@ pub mod blocking;
 pub mod by_hand;
 pub mod raw;
 pub mod rdlock;
+pub mod route;
 
 /// A spawned task's result.
 pub type Join<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -133,7 +134,9 @@ pub struct Adapter {
 impl Adapter {
     /// Whether it runs in scenario `s`.
     pub fn runs(&self, s: Scenario) -> bool {
-        self.only.is_none_or(|only| only.contains(&s))
+        // The baseline follows no failover: its connections stay with the old primary.
+        let follows = self.name != crate::report::RAW || !Scenario::FAILOVER.contains(&s);
+        follows && self.only.is_none_or(|only| only.contains(&s))
     }
 
     /// The row whose lock S8 and S9 compare this adapter's counter with (S1, S2).

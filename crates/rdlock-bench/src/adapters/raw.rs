@@ -15,8 +15,7 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
-
+use super::route::Route;
 use super::{Increment, Locker, Resource, Spec};
 use crate::BoxError;
 use crate::scenario::hold_until;
@@ -46,10 +45,10 @@ static WRITE: LazyLock<redis::Script> = LazyLock::new(|| {
 /// Pause between a counted resource's attempts (peers.md's polling libraries wait a few ms).
 const RETRY: Duration = Duration::from_millis(1);
 
-/// One client: one multiplexed connection.
+/// One client: one multiplexed connection (one per primary on a cluster).
 #[derive(Debug)]
 pub struct Raw {
-    conn: MultiplexedConnection,
+    route: Route,
     seed: u64,
     next: AtomicU64,
     /// `GET`s of the counter sent (the release script runs `GET` too).
@@ -77,7 +76,7 @@ enum Undo {
 impl Raw {
     /// Runs `script` on `keys` until it answers 1, pausing [`RETRY`] between attempts.
     async fn spin(&self, script: &redis::Script, keys: &[&str], arg: Option<u32>) -> Result<(), BoxError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.route.conn(keys.first().copied().unwrap_or_default())?;
         let mut call = script.prepare_invoke();
         for k in keys {
             call.key(*k);
@@ -106,15 +105,15 @@ impl Locker for Raw {
     const RENEWS: bool = false;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
-        let conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+        let route = Route::connect(url).await?;
         // A per-client prefix from the OS, so that two clients never share a token.
-        Ok(Self { conn, seed: getrandom::u64()?, next: AtomicU64::new(0), gets: AtomicU64::new(0) })
+        Ok(Self { route, seed: getrandom::u64()?, next: AtomicU64::new(0), gets: AtomicU64::new(0) })
     }
 
     async fn lock(&self, key: &str, spec: Spec) -> Result<RawGuard, BoxError> {
         let token = format!("{:016x}{:016x}", self.seed, self.next.fetch_add(1, Ordering::Relaxed));
         let ttl = spec.ttl.as_millis() as u64;
-        let mut conn = self.conn.clone();
+        let mut conn = self.route.conn(key)?;
         loop {
             let set: Option<String> =
                 redis::cmd("SET").arg(key).arg(&token).arg("NX").arg("PX").arg(ttl).query_async(&mut conn).await?;
@@ -146,7 +145,7 @@ impl Locker for Raw {
     }
 
     async fn release(&self, guard: RawGuard) -> Result<bool, BoxError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.route.conn(&guard.key)?;
         Ok(match guard.undo {
             Undo::CompareAndDelete(token) => {
                 let n: i64 = redis::cmd("EVAL")
@@ -171,7 +170,7 @@ impl Locker for Raw {
     async fn increment(&self, key: &str, spec: Spec, hold: Option<Duration>) -> Result<Increment, BoxError> {
         let guard = self.lock(key, spec).await?;
         let value_key = format!("{key}:value");
-        let mut conn = self.conn.clone();
+        let mut conn = self.route.conn(&value_key)?;
         let value: Option<u64> = redis::cmd("GET").arg(&value_key).query_async(&mut conn).await?;
         self.gets.fetch_add(1, Ordering::Relaxed);
         // The work runs once the value is in hand, and the write follows it, as the mutex's.
@@ -186,8 +185,9 @@ impl Locker for Raw {
     }
 
     async fn counter(&self, key: &str) -> Result<u64, BoxError> {
+        let value_key = format!("{key}:value");
         let value: Option<u64> =
-            redis::cmd("GET").arg(format!("{key}:value")).query_async(&mut self.conn.clone()).await?;
+            redis::cmd("GET").arg(&value_key).query_async(&mut self.route.conn(&value_key)?).await?;
         Ok(value.unwrap_or(0))
     }
 
