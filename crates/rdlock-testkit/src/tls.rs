@@ -2,6 +2,7 @@
 //! certificates (valid, expired, or for another host) and client certificates for mutual TLS.
 
 use std::fmt;
+#[cfg(feature = "tls")]
 use std::net::{IpAddr, Ipv4Addr};
 
 #[cfg(feature = "tls")]
@@ -10,9 +11,8 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
-use crate::error::Result;
 #[cfg(feature = "tls")]
-use crate::error::TestkitError;
+use crate::error::{Result, TestkitError};
 
 /// A certificate and its private key, both PEM.
 #[derive(Clone)]
@@ -50,6 +50,7 @@ impl fmt::Debug for TestCa {
 }
 
 /// What a certificate is for.
+#[cfg(feature = "tls")]
 enum Use {
     /// A server on loopback (which also presents it as a replica, to its primary).
     Server,
