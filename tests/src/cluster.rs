@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Acquire, Confirm, LockOptions, Resource};
-use rdlock_driver::{ClientConfig, ClusterError, Error, Json};
+use rdlock_core::{Confirm, LockOptions};
+use rdlock_driver::{ClientConfig, ClusterError, Error};
 use rdlock_testkit::{Cluster, RedisServer, key_slot};
 
-use crate::harness::{Harness, MutexSpec, join_all, lock_with};
+use crate::harness::{Harness, every_primitive, join_all, lock_with};
 use crate::support::{admin, get, ms};
 
 /// Longest a hand-off may take (a hang guard: it is heard over sharded pub/sub).
@@ -124,40 +124,7 @@ pub async fn cluster_every_primitive_works<H: Harness>() {
     let client = H::connect(&url(&cluster)).await.expect("connect");
     let other = H::connect(&url(&cluster)).await.expect("connect");
     let keys = keys_on_distinct_shards(&cluster, 3);
-    let wait = || Acquire::Wait { deadline: Some(Instant::now() + Duration::from_secs(10)) };
-    let o = LockOptions::default();
-    // Semaphore: two permits of two, a third refused, then granted once one goes.
-    let permit = Resource::Permit { capacity: 2 };
-    let a = H::acquire_resource(&client, &keys[0], permit, o, wait()).await.expect("permit").expect("held");
-    let b = H::acquire_resource(&other, &keys[0], permit, o, wait()).await.expect("permit").expect("held");
-    assert!(H::acquire_resource(&other, &keys[0], permit, o, Acquire::Try).await.expect("try").is_none());
-    assert!(H::release(a).await.expect("release").was_held());
-    let c = H::acquire_resource(&other, &keys[0], permit, o, wait()).await.expect("permit").expect("held");
-    assert!(H::release(b).await.expect("release").was_held());
-    assert!(H::release(c).await.expect("release").was_held());
-    // Read-write lock: readers share, a writer waits for them.
-    let r1 = H::acquire_resource(&client, &keys[1], Resource::Read, o, wait()).await.expect("read").expect("held");
-    let r2 = H::acquire_resource(&other, &keys[1], Resource::Read, o, wait()).await.expect("read").expect("held");
-    assert!(H::acquire_resource(&other, &keys[1], Resource::Write, o, Acquire::Try).await.expect("try").is_none());
-    assert!(H::release(r1).await.expect("release").was_held());
-    assert!(H::release(r2).await.expect("release").was_held());
-    let w = H::acquire_resource(&other, &keys[1], Resource::Write, o, wait()).await.expect("write").expect("held");
-    H::downgrade(&w).await.expect("downgrade");
-    assert!(H::release(w).await.expect("release").was_held());
-    // Mutex: a value written by one client is read by the other.
-    let spec = MutexSpec::default();
-    let mut m = H::mutex::<u64, Json>(&client, &keys[2], Json, spec).await.expect("mutex").expect("held");
-    *m += 41;
-    H::release_mutex::<u64, Json>(m).await.expect("release");
-    let spec = MutexSpec::default();
-    let mut m = H::mutex::<u64, Json>(&other, &keys[2], Json, spec).await.expect("mutex").expect("held");
-    assert_eq!(*m, 41);
-    *m += 1;
-    H::release_mutex::<u64, Json>(m).await.expect("release");
-    let spec = MutexSpec::default();
-    let m = H::mutex::<u64, Json>(&client, &keys[2], Json, spec).await.expect("mutex").expect("held");
-    assert_eq!(*m, 42);
-    H::discard::<u64, Json>(m).await.expect("discard");
+    every_primitive::<H>(&client, &other, &keys).await;
 }
 
 // ------------------------------------------------------------------------------ 3

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use rdlock_core::{Acquire, LockOptions, LostReason, ReleaseOutcome, Resource};
-use rdlock_driver::{ClientConfig, Codec, Error, ForceReleaseReply, Inspection, LossSignal, TryLock};
+use rdlock_driver::{ClientConfig, Codec, Error, ForceReleaseReply, Inspection, Json, LossSignal, TryLock};
 
 /// Work started with [`Harness::spawn`]; awaiting it yields the work's result and
 /// re-raises its panic, if it panicked.
@@ -247,4 +247,45 @@ pub async fn join_all<T>(tasks: Vec<Task<T>>) -> Vec<T> {
         out.push(task.await);
     }
     out
+}
+
+/// Every primitive once, on two clients of one deployment, on three fresh keys: a semaphore
+/// (two permits of two, a third refused, then granted), a read-write lock (readers share, a
+/// writer waits for them, then downgrades) and a mutex whose value one client writes and the
+/// other reads.
+pub async fn every_primitive<H: Harness>(client: &H::Client, other: &H::Client, keys: &[String]) {
+    let wait = || Acquire::Wait { deadline: Some(Instant::now() + Duration::from_secs(10)) };
+    let o = LockOptions::default();
+    // Semaphore: two permits of two, a third refused, then granted once one goes.
+    let permit = Resource::Permit { capacity: 2 };
+    let a = H::acquire_resource(client, &keys[0], permit, o, wait()).await.expect("permit").expect("held");
+    let b = H::acquire_resource(other, &keys[0], permit, o, wait()).await.expect("permit").expect("held");
+    assert!(H::acquire_resource(other, &keys[0], permit, o, Acquire::Try).await.expect("try").is_none());
+    assert!(H::release(a).await.expect("release").was_held());
+    let c = H::acquire_resource(other, &keys[0], permit, o, wait()).await.expect("permit").expect("held");
+    assert!(H::release(b).await.expect("release").was_held());
+    assert!(H::release(c).await.expect("release").was_held());
+    // Read-write lock: readers share, a writer waits for them.
+    let r1 = H::acquire_resource(client, &keys[1], Resource::Read, o, wait()).await.expect("read").expect("held");
+    let r2 = H::acquire_resource(other, &keys[1], Resource::Read, o, wait()).await.expect("read").expect("held");
+    assert!(H::acquire_resource(other, &keys[1], Resource::Write, o, Acquire::Try).await.expect("try").is_none());
+    assert!(H::release(r1).await.expect("release").was_held());
+    assert!(H::release(r2).await.expect("release").was_held());
+    let w = H::acquire_resource(other, &keys[1], Resource::Write, o, wait()).await.expect("write").expect("held");
+    H::downgrade(&w).await.expect("downgrade");
+    assert!(H::release(w).await.expect("release").was_held());
+    // Mutex: a value written by one client is read by the other.
+    let spec = MutexSpec::default();
+    let mut m = H::mutex::<u64, Json>(client, &keys[2], Json, spec).await.expect("mutex").expect("held");
+    *m += 41;
+    H::release_mutex::<u64, Json>(m).await.expect("release");
+    let spec = MutexSpec::default();
+    let mut m = H::mutex::<u64, Json>(other, &keys[2], Json, spec).await.expect("mutex").expect("held");
+    assert_eq!(*m, 41);
+    *m += 1;
+    H::release_mutex::<u64, Json>(m).await.expect("release");
+    let spec = MutexSpec::default();
+    let m = H::mutex::<u64, Json>(client, &keys[2], Json, spec).await.expect("mutex").expect("held");
+    assert_eq!(*m, 42);
+    H::discard::<u64, Json>(m).await.expect("discard");
 }

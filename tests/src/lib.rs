@@ -145,6 +145,7 @@ macro_rules! cases {
             an_unreplicated_lock_is_reported_lost_after_a_failover,
             a_waiter_follows_a_sentinel_failover,
             two_paused_sentinels_leave_the_client_working,
+            sentinel_every_primitive_works_across_a_failover,
         );
         $crate::cases!(@tls $harness;
             tls_lock_and_handoff,

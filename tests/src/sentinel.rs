@@ -267,3 +267,27 @@ pub async fn two_paused_sentinels_leave_the_client_working<H: Harness>() {
     topo.sentinels.sentinel(0).resume().expect("resume sentinel 0");
     topo.sentinels.sentinel(1).resume().expect("resume sentinel 1");
 }
+
+/// Every primitive (semaphore, read-write lock with a downgrade, mutex with its value) works
+/// through sentinels, and again on the new primary after a `SENTINEL FAILOVER`, which both
+/// clients follow by themselves.
+pub async fn sentinel_every_primitive_works_across_a_failover<H: Harness>() {
+    let topology = Topology::start(false);
+    let client = H::connect(&topology.url()).await.expect("connect");
+    let other = H::connect(&topology.url()).await.expect("connect");
+    let keys = |round: &str| ["sem", "rw", "mutex"].map(|k| format!("rdlock-test:sentinel-{k}-{round}"));
+    crate::harness::every_primitive::<H>(&client, &other, &keys("before")).await;
+
+    let old = topology.primary().addr();
+    let switched = Instant::now();
+    topology.sentinels.failover().expect("SENTINEL FAILOVER");
+    topology.sentinels.wait_for_new_master(old.port(), FOLLOW_BOUND).expect("a new primary");
+    for c in [&client, &other] {
+        while H::sentinel_primary(c).is_none_or(|on| on == old.to_string()) {
+            assert!(switched.elapsed() < FOLLOW_BOUND, "[{}] still on the old primary", H::NAME);
+            H::sleep(Duration::from_millis(20)).await;
+        }
+        first_acquisition::<H>(c, switched).await;
+    }
+    crate::harness::every_primitive::<H>(&client, &other, &keys("after")).await;
+}
