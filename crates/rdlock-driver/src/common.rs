@@ -182,6 +182,19 @@ pub(crate) fn check_eviction(info: &str, config: &crate::ClientConfig) -> Result
     Ok(())
 }
 
+/// What the server offers for durable confirmation, from the replies to `COMMAND INFO
+/// WAITAOF` and `INFO persistence` (`None` when either is unreadable, say refused by ACLs).
+pub(crate) fn durability(replies: &[redis::Value]) -> Option<rdlock_core::Durability> {
+    use redis::Value;
+    let waitaof = match replies.first()? {
+        Value::Array(entries) => entries.first().is_some_and(|e| !matches!(e, Value::Nil)),
+        _ => return None,
+    };
+    let info: String = redis::from_redis_value(replies.get(1)?.clone()).ok()?;
+    let aof = info.lines().find_map(|l| l.strip_prefix("aof_enabled:"))?.trim() == "1";
+    Some(rdlock_core::Durability { waitaof, aof })
+}
+
 /// The database whose keyspace notifications waiters on shared keys may rely on, from the
 /// setting and, when it says to detect, the server's `notify-keyspace-events` flags
 /// (`None`: not readable).
