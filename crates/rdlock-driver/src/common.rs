@@ -379,3 +379,27 @@ pub(crate) fn not_a_lock(key: &str, e: rdlock_core::LockError) -> Error {
         e => Error::Lock(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rdlock_core::Durability;
+    use redis::Value;
+
+    fn info(aof: &str) -> Value {
+        Value::BulkString(format!("# Persistence\r\nloading:0\r\naof_enabled:{aof}\r\n").into_bytes())
+    }
+
+    #[test]
+    fn durability_reads_the_command_entry_and_the_aof_flag() {
+        let entry = Value::Array(vec![Value::Array(vec![Value::BulkString(b"waitaof".to_vec())])]);
+        let missing = Value::Array(vec![Value::Nil]);
+        let read = |cmd: &Value, aof| super::durability(&[cmd.clone(), info(aof)]);
+        assert_eq!(read(&entry, "1"), Some(Durability { waitaof: true, aof: true }));
+        assert_eq!(read(&entry, "0"), Some(Durability { waitaof: true, aof: false }));
+        assert_eq!(read(&missing, "0"), Some(Durability { waitaof: false, aof: false }));
+        // Unreadable (refused by ACLs, or odd): unknown, and the server's answers decide.
+        assert_eq!(super::durability(&[Value::Nil, info("1")]), None);
+        assert_eq!(super::durability(&[entry.clone(), Value::Int(3)]), None);
+        assert_eq!(super::durability(&[entry]), None);
+    }
+}
