@@ -23,6 +23,7 @@ pub mod acl;
 pub mod cases;
 pub mod cluster;
 pub mod counted;
+pub mod durable;
 pub mod harness;
 pub mod inspect;
 pub mod metrics;
@@ -138,6 +139,10 @@ macro_rules! cases {
         );
         $crate::cases!(@in metrics $harness;
             metrics_count_a_known_workload,
+        );
+        $crate::cases!(@in durable $harness;
+            durable_confirm_holds_or_falls_short,
+            durable_confirm_refused_without_aof_or_command,
         );
         $crate::cases!(@sentinel $harness;
             sentinel_bad_inputs_are_typed_errors,

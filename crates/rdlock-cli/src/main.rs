@@ -114,7 +114,8 @@ struct ExecArgs {
     /// One attempt: exit 75 at once if the lock is busy.
     #[arg(long = "try", id = "try_once")]
     try_once: bool,
-    /// Replicas that must hold the lock before COMMAND starts: all, majority, or a number.
+    /// Replicas that must hold the lock before COMMAND starts: all, majority, or a number;
+    /// durable:N to have it fsynced on the primary and N replicas (WAITAOF, appendonly yes).
     #[arg(long, value_parser = parse_confirm)]
     confirm: Option<ConfirmArg>,
     /// Longest wait for the replicas' acknowledgement (with --confirm).
@@ -135,12 +136,17 @@ enum ConfirmArg {
     All,
     Majority,
     AtLeast(u32),
+    Durable(u32),
 }
 
 fn parse_confirm(s: &str) -> Result<ConfirmArg, String> {
     match s {
         "all" => Ok(ConfirmArg::All),
         "majority" => Ok(ConfirmArg::Majority),
+        _ if s.starts_with("durable:") => s["durable:".len()..]
+            .parse()
+            .map(ConfirmArg::Durable)
+            .map_err(|_| format!("{s:?}: say durable:N, N the replicas besides the primary")),
         n => n.parse().map(ConfirmArg::AtLeast).map_err(|_| format!("{s:?}: say all, majority or a number")),
     }
 }
@@ -151,6 +157,7 @@ impl ConfirmArg {
             ConfirmArg::All => Confirm::All { timeout },
             ConfirmArg::Majority => Confirm::Majority { timeout },
             ConfirmArg::AtLeast(replicas) => Confirm::AtLeast { replicas, timeout },
+            ConfirmArg::Durable(replicas) => Confirm::Durable { replicas, timeout },
         }
     }
 }

@@ -75,6 +75,15 @@ pub enum Command {
         /// Longest wait, in milliseconds (never 0: that would block for ever).
         timeout_ms: u64,
     },
+    /// `WAITAOF 1 replicas timeout_ms`: whether this connection's writes are fsynced to the
+    /// primary's append-only file and to those of `replicas` replicas. Its reply is
+    /// `[local, replicas]`.
+    WaitAof {
+        /// Replicas whose append-only file must hold the writes.
+        replicas: u32,
+        /// Longest wait, in milliseconds (never 0: that would block for ever).
+        timeout_ms: u64,
+    },
     /// `ROLE`: used to count the primary's replicas.
     Role,
 }

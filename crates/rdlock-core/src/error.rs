@@ -54,6 +54,10 @@ pub enum InvalidInput {
         /// The limit.
         max: Duration,
     },
+    /// [`Confirm::Durable`](crate::Confirm::Durable) was asked of a server that cannot
+    /// confirm durable writes (as found at connect); nothing was sent.
+    #[error("durable confirmation: {0}")]
+    NotDurable(NotDurable),
     /// Confirmation by zero replicas was asked for.
     #[error("a replica confirmation needs at least one replica")]
     ConfirmNoReplicas,
@@ -158,6 +162,10 @@ pub enum LockError {
     /// A reply of an unexpected shape (a server that is not Redis-compatible?).
     #[error("unexpected reply: {0}")]
     UnexpectedReply(String),
+    /// The server refused the durable confirmation (`WAITAOF`) of a write it had made; the
+    /// lock was released (a renewal counts as not done).
+    #[error("durable confirmation: {0}")]
+    NotDurable(NotDurable),
     /// The acquisition took so long that no validity was left; the lock was released.
     #[error("acquired too late: no validity left (the link is too slow for this ttl)")]
     NoValidityLeft,
@@ -171,6 +179,31 @@ impl LockError {
             LockError::Transport(_) => true,
             LockError::Server(s) => s.is_transient(),
             _ => false,
+        }
+    }
+}
+
+/// Why a server cannot confirm durable writes ([`Confirm::Durable`](crate::Confirm::Durable)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotDurable {
+    /// The server has no `WAITAOF` (Redis before 7.2).
+    #[error("the server has no WAITAOF (Redis 7.2+ or Valkey needed)")]
+    NoCommand,
+    /// The server's append-only file is off (`appendonly no`), so nothing is fsynced.
+    #[error("the server's append-only file is off (appendonly no)")]
+    AppendOnlyOff,
+}
+
+impl NotDurable {
+    /// The reason behind a server's error reply to `WAITAOF`, if it is one of these.
+    pub fn from_reply(e: &ServerError) -> Option<NotDurable> {
+        let text = e.message.to_ascii_lowercase();
+        if text.contains("appendonly") {
+            Some(NotDurable::AppendOnlyOff)
+        } else if text.contains("unknown command") {
+            Some(NotDurable::NoCommand)
+        } else {
+            None
         }
     }
 }

@@ -114,10 +114,12 @@ mod token;
 
 pub use command::{Class, Command, Node, Request, RequestId, Route, Transmit};
 pub use engine::{Engine, EngineConfig, FENCE_TTL, HANDOFF_CLAIM, LeaseView, LockId, LockInfo, OpId};
-pub use error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
+pub use error::{EntropyUnavailable, InvalidInput, LockError, Misuse, NotDurable};
 pub use event::{Event, LockEvent, LostReason, ReleaseOutcome, Warning};
 pub use keys::{LAYOUT, LockKeys, MARKER, MAX_KEY_LEN, Role, hash_tag, slot};
-pub use options::{Acquire, Confirm, LockOptions, MAX_POLL_CAP, MAX_TTL, MAX_VALUE_TTL, MIN_TTL, Resource, Sharing};
+pub use options::{
+    Acquire, Confirm, Durability, LockOptions, MAX_POLL_CAP, MAX_TTL, MAX_VALUE_TTL, MIN_TTL, Resource, Sharing,
+};
 pub use reply::{Reply, ServerError, TransportError};
 pub use script::{
     AcquireArgs, AcquireReply, DEFAULT_MAX_VALUE, ExtendArgs, ExtendReply, ForceReleaseArgs, ForceReleaseReply, Holder,

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::command::Command;
 use crate::error::InvalidInput;
 
 /// Shortest lease accepted: below it the clock-drift allowance leaves no validity.
@@ -14,7 +15,8 @@ pub const MAX_VALUE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Longest poll cap accepted (a lost hand-off message costs a waiter up to the poll cap).
 pub const MAX_POLL_CAP: Duration = Duration::from_secs(600);
 
-/// How many replicas must hold the lock before the caller is told it has it (`WAIT`).
+/// How many replicas must hold the lock before the caller is told it has it (`WAIT`), or, in
+/// the durable form, how many copies must be on disk (`WAITAOF`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Confirm {
     /// Do not wait for replicas.
@@ -39,6 +41,20 @@ pub enum Confirm {
         /// Longest wait for the acknowledgements.
         timeout: Duration,
     },
+    /// On disk: the primary's append-only file is fsynced, and so are those of at least
+    /// `replicas` replicas (`WAITAOF 1 replicas timeout`; Redis 7.2+, Valkey). A lock then
+    /// survives a restart of its primary as well as a failover. The server needs the command
+    /// and `appendonly yes`: a client that found either missing at connect refuses the lock
+    /// before anything is written ([`InvalidInput::NotDurable`]), and a server that answers
+    /// the command with an error makes the acquisition fail with
+    /// [`LockError::NotDurable`](crate::LockError::NotDurable), the lock released. Shortfalls
+    /// count copies: `wanted` is `replicas + 1` (the primary's own fsync is one).
+    Durable {
+        /// Replicas whose append-only file must hold the write (0: the primary's alone).
+        replicas: u32,
+        /// Longest wait for the fsyncs.
+        timeout: Duration,
+    },
 }
 
 impl Confirm {
@@ -46,9 +62,10 @@ impl Confirm {
     pub fn timeout(self) -> Option<Duration> {
         match self {
             Confirm::None => None,
-            Confirm::All { timeout } | Confirm::Majority { timeout } | Confirm::AtLeast { timeout, .. } => {
-                Some(timeout)
-            }
+            Confirm::All { timeout }
+            | Confirm::Majority { timeout }
+            | Confirm::AtLeast { timeout, .. }
+            | Confirm::Durable { timeout, .. } => Some(timeout),
         }
     }
 
@@ -57,14 +74,53 @@ impl Confirm {
         match self {
             Confirm::None => Some(0),
             Confirm::AtLeast { replicas: n, .. } => Some(n),
+            // The primary's own fsync is one of the copies.
+            Confirm::Durable { replicas: n, .. } => Some(n.saturating_add(1)),
             Confirm::All { .. } => replicas,
             Confirm::Majority { .. } => replicas.map(|n| if n == 0 { 0 } else { n / 2 + 1 }),
+        }
+    }
+
+    /// Whether this is the durable form ([`Confirm::Durable`], `WAITAOF`).
+    pub fn is_durable(self) -> bool {
+        matches!(self, Confirm::Durable { .. })
+    }
+
+    /// The command pipelined behind a write when `wanted` acknowledgements are wanted
+    /// ([`Confirm::wanted`]): `WAIT`, or `WAITAOF` in the durable form.
+    pub(crate) fn command(self, wanted: u32) -> Option<Command> {
+        let timeout_ms = self.timeout()?.as_millis().max(1) as u64;
+        match self {
+            Confirm::Durable { replicas, .. } => Some(Command::WaitAof { replicas, timeout_ms }),
+            _ if wanted > 0 => Some(Command::Wait { replicas: wanted, timeout_ms }),
+            _ => None,
         }
     }
 
     /// Whether the replica count has to be known first.
     pub fn needs_replica_count(self) -> bool {
         matches!(self, Confirm::All { .. } | Confirm::Majority { .. })
+    }
+}
+
+/// What a server offers for [`Confirm::Durable`], as a driver finds it at connect and tells
+/// the engine ([`crate::Engine::set_durability`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Durability {
+    /// The server has `WAITAOF` (Redis 7.2+, Valkey).
+    pub waitaof: bool,
+    /// Its append-only file is on (`appendonly yes`): `WAITAOF 1 ...` fails without it.
+    pub aof: bool,
+}
+
+impl Durability {
+    /// Why this server cannot confirm durable writes, if it cannot.
+    pub fn check(self) -> Result<(), crate::error::NotDurable> {
+        match self {
+            Durability { waitaof: false, .. } => Err(crate::error::NotDurable::NoCommand),
+            Durability { aof: false, .. } => Err(crate::error::NotDurable::AppendOnlyOff),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -26,6 +26,33 @@ pub struct ServerError {
     pub message: String,
 }
 
+/// Acknowledgements in the reply to a confirmation behind a write, out of `wanted`: `WAIT`'s
+/// replica count, or `WAITAOF`'s `[local, replicas]` read as copies on disk (the primary's
+/// own fsync, then at most `wanted - 1` replicas, so that extra replicas never stand in for a
+/// missing local fsync). `None` for any other reply.
+pub(crate) fn acknowledged(reply: &Reply, wanted: u32) -> Option<u32> {
+    let count = |n: i64, max: u32| n.clamp(0, i64::from(max)) as u32;
+    match reply {
+        Reply::Int(n) => Some(count(*n, u32::MAX)),
+        Reply::Array(pair) => match pair[..] {
+            [Reply::Int(local), Reply::Int(replicas)] => {
+                Some(count(local, 1) + count(replicas, wanted.saturating_sub(1)))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The error of a confirmation's error reply: typed when it says the server cannot confirm
+/// durable writes.
+pub(crate) fn confirm_error(e: &ServerError) -> crate::error::LockError {
+    match crate::error::NotDurable::from_reply(e) {
+        Some(why) => crate::error::LockError::NotDurable(why),
+        None => crate::error::LockError::Server(e.clone()),
+    }
+}
+
 impl ServerError {
     /// Builds an error from a code and a message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {

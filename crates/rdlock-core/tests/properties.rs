@@ -87,7 +87,7 @@ fn reply() -> impl Strategy<Value = Reply> {
 
 fn op() -> impl Strategy<Value = Op> {
     let acquire =
-        (prop_oneof![0u64..15, 15u64..600], any::<bool>(), (0u8..4, 0u32..3, 0u64..40), 0u64..150, 0u8..3, -20i64..600)
+        (prop_oneof![0u64..15, 15u64..600], any::<bool>(), (0u8..5, 0u32..3, 0u64..40), 0u64..150, 0u8..3, -20i64..600)
             .prop_map(|(ttl_ms, auto_renew, confirm, poll_ms, how, deadline_ms)| Op::Acquire {
                 ttl_ms,
                 auto_renew,
@@ -325,7 +325,8 @@ impl Harness {
                     0 => Confirm::None,
                     1 => Confirm::All { timeout },
                     2 => Confirm::Majority { timeout },
-                    _ => Confirm::AtLeast { replicas, timeout },
+                    3 => Confirm::AtLeast { replicas, timeout },
+                    _ => Confirm::Durable { replicas, timeout },
                 };
                 let o = LockOptions {
                     ttl: Duration::from_millis(ttl_ms),
@@ -576,6 +577,7 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
                 Reply::Int(next().clamp(-1, 1))
             }
             Command::Wait { .. } => Reply::Int(next().abs()),
+            Command::WaitAof { .. } => Reply::Array(vec![Reply::Int(next().clamp(0, 1)), Reply::Int(next().abs())]),
             Command::Script { script, .. } => unreachable!("{script:?} is no base script"),
             Command::Role => {
                 let replica = Reply::Array(vec![Reply::Data(b"127.0.0.1".to_vec()), Reply::Data(b"7001".to_vec())]);
@@ -707,13 +709,14 @@ proptest! {
         confirm_timeout in extreme_duration(),
         deadline in extreme_duration(),
         replicas in any::<u32>(),
-        kind in 0u8..4,
+        kind in 0u8..5,
     ) {
         let confirm = match kind {
             0 => Confirm::None,
             1 => Confirm::All { timeout: confirm_timeout },
             2 => Confirm::Majority { timeout: confirm_timeout },
-            _ => Confirm::AtLeast { replicas, timeout: confirm_timeout },
+            3 => Confirm::AtLeast { replicas, timeout: confirm_timeout },
+            _ => Confirm::Durable { replicas, timeout: confirm_timeout },
         };
         let o = LockOptions { ttl, auto_renew: true, confirm, poll_cap, ..LockOptions::default() };
         #[allow(clippy::disallowed_methods)] // the test's one clock reading
@@ -734,6 +737,7 @@ proptest! {
                     Command::Script { script: Script::Extend, keys, .. } => Reply::Array(keys.iter().map(|_| Reply::Int(1)).collect()),
                     Command::Script { .. } | Command::ScriptWithValue { .. } => Reply::Int(1),
                     Command::Wait { replicas, .. } => Reply::Int(i64::from(*replicas)),
+                    Command::WaitAof { replicas, .. } => Reply::Array(vec![Reply::Int(1), Reply::Int(i64::from(*replicas))]),
                     Command::Role => Reply::Array(vec![Reply::Data(b"master".to_vec()), Reply::Int(0), Reply::Array(vec![])]),
                 }).collect();
                 e.handle_reply(req.id, Ok(replies), t).map_err(|m| TestCaseError::fail(m.to_string()))?;

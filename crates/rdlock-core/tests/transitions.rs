@@ -8,7 +8,7 @@ use rdlock_core::{
     LostReason, MAX_TTL, MIN_TTL, Misuse, OpId, ReleaseOutcome, Reply, Request, RequestId, Route, Script, Sharing,
     Transmit, TransportError, Warning,
 };
-use rdlock_core::{Class, Node, Resource, ServerError, StoredValue, slot, value_key};
+use rdlock_core::{Class, Durability, Node, NotDurable, Resource, ServerError, StoredValue, slot, value_key};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -1739,4 +1739,108 @@ fn stats_count_a_release_that_hands_the_lock_on() {
     h.reply(&release, vec![Reply::Int(2)]);
     assert!(matches!(h.events()[..], [Event::Released { outcome: ReleaseOutcome::Released }]));
     assert_eq!(h.e.stats().handoffs, 1);
+}
+
+// ---------------------------------------------------------------- durable confirmation (WAITAOF)
+
+fn durable(replicas: u32) -> LockOptions {
+    LockOptions { confirm: Confirm::Durable { replicas, timeout: ms(10) }, ..opts(1000) }
+}
+
+fn aof(local: i64, replicas: i64) -> Reply {
+    Reply::Array(vec![Reply::Int(local), Reply::Int(replicas)])
+}
+
+#[test]
+fn durable_confirm_pipelines_waitaof_on_the_confirm_connection() {
+    let mut h = H::new();
+    h.acquire("orders", durable(1), Acquire::Wait { deadline: None });
+    let req = h.one();
+    assert_eq!(req.route, Route::CONFIRM);
+    assert_eq!(req.commands[1], Command::WaitAof { replicas: 1, timeout_ms: 10 });
+    h.reply(&req, vec![pair(1, 4).remove(0), aof(1, 1)]);
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 4, .. }]));
+}
+
+#[test]
+fn durable_local_only_needs_no_replica_count() {
+    let mut h = H::new();
+    h.acquire("orders", durable(0), Acquire::Wait { deadline: None });
+    let req = h.one();
+    assert_eq!(req.commands[1], Command::WaitAof { replicas: 0, timeout_ms: 10 });
+    h.reply(&req, vec![pair(1, 4).remove(0), aof(1, 0)]);
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 4, .. }]));
+}
+
+#[test]
+fn durable_shortfall_counts_copies_and_extra_replicas_never_stand_in_for_the_local_fsync() {
+    for (reply, acked) in [(aof(0, 3), 1), (aof(1, 0), 1), (aof(0, 0), 0)] {
+        let mut h = H::new();
+        h.acquire("orders", durable(1), Acquire::Wait { deadline: None });
+        let req = h.one();
+        h.reply(&req, vec![pair(1, 4).remove(0), reply.clone()]);
+        let release = h.one();
+        assert_eq!(script(&release).0, Script::Release, "{reply:?}");
+        assert!(h.events().is_empty(), "reported once the lock is given back");
+        h.reply(&release, vec![Reply::Int(1)]);
+        assert_eq!(h.events(), vec![Event::ReplicationShortfall { acked, wanted: 2 }], "{reply:?}");
+    }
+}
+
+#[test]
+fn durable_refused_by_the_server_is_typed_and_leaves_nothing() {
+    let cases = [
+        ("WAITAOF cannot be used when numlocal is set but appendonly is disabled.", NotDurable::AppendOnlyOff),
+        ("unknown command 'WAITAOF', with args beginning with: '1' '0' '10'", NotDurable::NoCommand),
+    ];
+    for (message, why) in cases {
+        let mut h = H::new();
+        h.acquire("orders", durable(0), Acquire::Wait { deadline: None });
+        let req = h.one();
+        h.reply(&req, vec![pair(1, 4).remove(0), Reply::Error(ServerError::new("ERR", message))]);
+        assert_eq!(h.events(), vec![Event::Failed(LockError::NotDurable(why))]);
+        let release = h.one();
+        assert_eq!(script(&release).0, Script::Release, "the written key is taken back");
+    }
+}
+
+#[test]
+fn durable_is_refused_before_sending_when_the_server_cannot() {
+    let cases = [
+        (Durability { waitaof: false, aof: false }, Some(NotDurable::NoCommand)),
+        (Durability { waitaof: true, aof: false }, Some(NotDurable::AppendOnlyOff)),
+        (Durability { waitaof: true, aof: true }, None),
+    ];
+    for (offer, refused) in cases {
+        let mut h = H::new();
+        h.e.set_durability(Some(offer));
+        let got = h.e.acquire("orders", durable(1), Acquire::Try, h.now).err();
+        assert_eq!(got, refused.map(InvalidInput::NotDurable), "{offer:?}");
+        let sent = h.sent();
+        assert_eq!(sent.len(), usize::from(refused.is_none()), "{offer:?}: {sent:?}");
+        // Other confirmations do not care.
+        assert!(h.e.acquire("plain", opts(1000), Acquire::Try, h.now).is_ok());
+    }
+}
+
+#[test]
+fn durable_and_wait_renewals_with_equal_counts_are_batched_apart() {
+    let mut h = H::new();
+    let wait =
+        LockOptions { confirm: Confirm::AtLeast { replicas: 2, timeout: ms(10) }, auto_renew: true, ..opts(300) };
+    let disk =
+        LockOptions { confirm: Confirm::Durable { replicas: 1, timeout: ms(10) }, auto_renew: true, ..opts(300) };
+    for (key, o, confirm) in [("a", wait, Reply::Int(2)), ("b", disk, aof(1, 1))] {
+        h.acquire(key, o, Acquire::Wait { deadline: None });
+        let req = h.one();
+        h.reply(&req, vec![pair(1, 10).remove(0), confirm]);
+        assert!(matches!(h.events()[..], [Event::Acquired { .. }]));
+    }
+    h.fire();
+    let mut confirms: Vec<Command> = h.sent().into_iter().map(|r| r.commands[1].clone()).collect();
+    confirms.sort_by_key(|c| matches!(c, Command::WaitAof { .. }));
+    assert_eq!(
+        confirms,
+        [Command::Wait { replicas: 2, timeout_ms: 10 }, Command::WaitAof { replicas: 1, timeout_ms: 10 }]
+    );
 }

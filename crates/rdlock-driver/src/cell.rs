@@ -182,6 +182,22 @@ impl<D: Side> Cell<D> {
         (self.config.keyspace_notifications == KeyspaceNotifications::Detect).then_some(cmd)
     }
 
+    /// The connect-time probe of what the server offers for durable confirmation: `COMMAND
+    /// INFO WAITAOF` (an empty entry without the command) and `INFO persistence`.
+    pub(crate) fn durability_query() -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.cmd("COMMAND").arg("INFO").arg("WAITAOF").cmd("INFO").arg("persistence");
+        pipe
+    }
+
+    /// Tells the engine what the server offers for durable confirmation, from the reply to
+    /// [`Cell::durability_query`] (an error: unknown, and the server's answers decide).
+    pub(crate) fn set_durability(&self, reply: redis::RedisResult<Vec<redis::Value>>) {
+        let durability = reply.ok().and_then(|r| common::durability(&r));
+        self.state().engine.set_durability(durability);
+    }
+
     /// Sets the database whose keyspace notifications waiters on shared keys may rely on, from
     /// the setting and the reply to [`Cell::keyspace_query`] (`None`: not asked).
     pub(crate) fn set_keyspace(&self, reply: Option<redis::RedisResult<Vec<String>>>) {

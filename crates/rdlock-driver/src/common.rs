@@ -182,6 +182,19 @@ pub(crate) fn check_eviction(info: &str, config: &crate::ClientConfig) -> Result
     Ok(())
 }
 
+/// What the server offers for durable confirmation, from the replies to `COMMAND INFO
+/// WAITAOF` and `INFO persistence` (`None` when either is unreadable, say refused by ACLs).
+pub(crate) fn durability(replies: &[redis::Value]) -> Option<rdlock_core::Durability> {
+    use redis::Value;
+    let waitaof = match replies.first()? {
+        Value::Array(entries) => entries.first().is_some_and(|e| !matches!(e, Value::Nil)),
+        _ => return None,
+    };
+    let info: String = redis::from_redis_value(replies.get(1)?.clone()).ok()?;
+    let aof = info.lines().find_map(|l| l.strip_prefix("aof_enabled:"))?.trim() == "1";
+    Some(rdlock_core::Durability { waitaof, aof })
+}
+
 /// The database whose keyspace notifications waiters on shared keys may rely on, from the
 /// setting and, when it says to detect, the server's `notify-keyspace-events` flags
 /// (`None`: not readable).
@@ -364,5 +377,29 @@ pub(crate) fn not_a_lock(key: &str, e: rdlock_core::LockError) -> Error {
             Error::NotALock { key: key.to_owned() }
         }
         e => Error::from(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdlock_core::Durability;
+    use redis::Value;
+
+    fn info(aof: &str) -> Value {
+        Value::BulkString(format!("# Persistence\r\nloading:0\r\naof_enabled:{aof}\r\n").into_bytes())
+    }
+
+    #[test]
+    fn durability_reads_the_command_entry_and_the_aof_flag() {
+        let entry = Value::Array(vec![Value::Array(vec![Value::BulkString(b"waitaof".to_vec())])]);
+        let missing = Value::Array(vec![Value::Nil]);
+        let read = |cmd: &Value, aof| super::durability(&[cmd.clone(), info(aof)]);
+        assert_eq!(read(&entry, "1"), Some(Durability { waitaof: true, aof: true }));
+        assert_eq!(read(&entry, "0"), Some(Durability { waitaof: true, aof: false }));
+        assert_eq!(read(&missing, "0"), Some(Durability { waitaof: false, aof: false }));
+        // Unreadable (refused by ACLs, or odd): unknown, and the server's answers decide.
+        assert_eq!(super::durability(&[Value::Nil, info("1")]), None);
+        assert_eq!(super::durability(&[entry.clone(), Value::Int(3)]), None);
+        assert_eq!(super::durability(&[entry]), None);
     }
 }

@@ -39,6 +39,9 @@ pub fn pipeline(commands: &[Command], eval: Eval) -> redis::Pipeline {
             Command::Wait { replicas, timeout_ms } => {
                 pipe.cmd("WAIT").arg(*replicas).arg(*timeout_ms);
             }
+            Command::WaitAof { replicas, timeout_ms } => {
+                pipe.cmd("WAITAOF").arg(1).arg(*replicas).arg(*timeout_ms);
+            }
             Command::Role => {
                 pipe.cmd("ROLE");
             }
@@ -72,7 +75,9 @@ pub fn blocking_time(commands: &[Command]) -> Duration {
     commands
         .iter()
         .map(|c| match c {
-            Command::Wait { timeout_ms, .. } => Duration::from_millis(*timeout_ms),
+            Command::Wait { timeout_ms, .. } | Command::WaitAof { timeout_ms, .. } => {
+                Duration::from_millis(*timeout_ms)
+            }
             _ => Duration::ZERO,
         })
         .sum()

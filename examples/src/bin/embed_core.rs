@@ -141,6 +141,7 @@ fn names(req: &Request) -> String {
         .map(|c| match c {
             Command::Script { script, .. } | Command::ScriptWithValue { script, .. } => script.name(),
             Command::Wait { .. } => "WAIT",
+            Command::WaitAof { .. } => "WAITAOF",
             Command::Role => "ROLE",
         })
         .collect();

@@ -10,7 +10,7 @@ use crate::event::Event;
 use crate::keys::LockKeys;
 use crate::machine::{Lease, Then};
 use crate::options::{Confirm, LockOptions, Resource, Sharing};
-use crate::reply::{Reply, ServerError, TransportError};
+use crate::reply::{Reply, ServerError, TransportError, acknowledged, confirm_error};
 use crate::script::{AcquireArgs, AcquireReply, Mode, PermitArgs, PermitKeys, StoredValue};
 use crate::token::hex;
 
@@ -48,9 +48,7 @@ impl Engine {
             }
         };
         let mut commands = vec![attempt];
-        if let (true, Some(timeout)) = (wanted > 0, confirm.timeout()) {
-            commands.push(Command::Wait { replicas: wanted, timeout_ms: timeout.as_millis().max(1) as u64 });
-        }
+        commands.extend(confirm.command(wanted));
         let sent_subscribed = self.subs.is_active(&Self::wait_channel(self.client, &lock.key, lock.opts.sharing));
         if let Some(lock) = self.locks.get_mut(&id) {
             lock.attempted = true;
@@ -303,9 +301,8 @@ fn parse_attempt(replies: &[Reply], wanted: u32, floor: u64) -> Result<Attempt, 
                 0
             } else {
                 match replies.get(1) {
-                    Some(Reply::Error(e)) => return Err(LockError::Server(e.clone())),
-                    Some(Reply::Int(n)) => (*n).clamp(0, i64::from(u32::MAX)) as u32,
-                    Some(r) => return Err(bad(r)),
+                    Some(Reply::Error(e)) => return Err(confirm_error(e)),
+                    Some(r) => acknowledged(r, wanted).ok_or_else(|| bad(r))?,
                     None => return Err(LockError::UnexpectedReply("acquire: no WAIT reply".into())),
                 }
             };

@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use super::lock::Phase;
 use super::{Engine, LockId, Pending};
-use crate::command::{Command, RequestId, Route};
+use crate::command::{RequestId, Route};
 use crate::event::{Event, LostReason};
-use crate::reply::{Reply, TransportError};
+use crate::reply::{Reply, TransportError, acknowledged};
 use crate::script::{ExtendArgs, ExtendReply, PermitExtendArgs};
 use crate::token::hex;
 
@@ -17,7 +17,7 @@ impl Engine {
         let due: Vec<(Instant, LockId)> = self.renewals.range(..=(now, LockId(u64::MAX))).copied().collect();
         // Locks and shares renew with different scripts: batched apart. In a cluster the route
         // names the slot: a batch is one slot's, on its primary.
-        let mut groups: HashMap<(Route, u32, bool), Vec<LockId>> = HashMap::new();
+        let mut groups: HashMap<(Route, u32, bool, bool), Vec<LockId>> = HashMap::new();
         for entry in due {
             self.renewals.remove(&entry);
             let id = entry.1;
@@ -27,11 +27,13 @@ impl Engine {
                 continue;
             }
             let wanted = lock.opts.confirm.wanted(self.replicas(lock.route.node)).unwrap_or(0);
-            groups.entry((lock.route, wanted, lock.resource.share().is_some())).or_default().push(id);
+            // Durable locks renew apart: their confirmation is another command.
+            let key = (lock.route, wanted, lock.opts.confirm.is_durable(), lock.resource.share().is_some());
+            groups.entry(key).or_default().push(id);
         }
         let mut groups: Vec<_> = groups.into_iter().collect();
         groups.sort_by_key(|(_, ids)| ids[0]);
-        for ((route, wanted, shares), ids) in groups {
+        for ((route, wanted, _, shares), ids) in groups {
             for chunk in ids.chunks(self.config.max_renew_batch.max(1)) {
                 self.send_renewal(route, wanted, shares, chunk, now);
             }
@@ -41,19 +43,17 @@ impl Engine {
     fn send_renewal(&mut self, route: Route, wanted: u32, shares: bool, ids: &[LockId], now: Instant) {
         let (mut locks, mut permits) =
             (ExtendArgs::with_capacity(ids.len()), PermitExtendArgs::with_capacity(ids.len()));
-        let mut confirm_timeout = None;
+        let mut confirm = None;
         for id in ids {
             let lock = &self.locks[id];
             match shares {
                 false => locks.push(&lock.key, hex(lock.token), lock.opts.ttl_ms()),
                 true => permits.push(&lock.key, hex(lock.token), lock.opts.ttl_ms()),
             }
-            confirm_timeout = confirm_timeout.or(lock.opts.confirm.timeout());
+            confirm = confirm.or(lock.opts.confirm.timeout().map(|_| lock.opts.confirm));
         }
         let mut commands = vec![if shares { permits.command() } else { locks.command() }];
-        if let (true, Some(timeout)) = (wanted > 0, confirm_timeout) {
-            commands.push(Command::Wait { replicas: wanted, timeout_ms: timeout.as_millis().max(1) as u64 });
-        }
+        commands.extend(confirm.and_then(|c| c.command(wanted)));
         let req = self.request(route, commands, Pending::Renew { locks: ids.to_vec(), sent_at: now, wanted });
         for &id in ids {
             if let Some(l) = self.locks.get_mut(&id).and_then(|l| l.lease()) {
@@ -133,7 +133,7 @@ impl Engine {
 /// Per lock: extended (true) or not ours (false). `None` when the outcome is unknown.
 fn parse_renewal(replies: &[Reply], n: usize, wanted: u32) -> Option<Vec<bool>> {
     let results = ExtendReply::parse(replies.first(), n)?;
-    if wanted > 0 && replies.get(1)?.as_int()? < i64::from(wanted) {
+    if wanted > 0 && acknowledged(replies.get(1)?, wanted)? < wanted {
         // The extension is not known to be on enough replicas: treat it as not done.
         return None;
     }

@@ -92,6 +92,8 @@ pub struct EngineConfig {
     /// of at their next poll. Drivers detect it at connect ([`Engine::set_keyspace_db`]).
     /// Not used in a cluster, where notifications stay on the key's node.
     pub keyspace_db: Option<u32>,
+    /// What the server offers for [`Confirm::Durable`], if known ([`Engine::set_durability`]).
+    pub durability: Option<crate::Durability>,
 }
 
 impl Default for EngineConfig {
@@ -103,6 +105,7 @@ impl Default for EngineConfig {
             replica_count_max_age: Duration::from_secs(1),
             polls_per_second: 1000,
             keyspace_db: None,
+            durability: None,
         }
     }
 }
@@ -280,6 +283,11 @@ impl Engine {
     ) -> Result<(LockId, OpId), InvalidInput> {
         opts.validate()?;
         resource.validate(&opts)?;
+        if opts.confirm.is_durable()
+            && let Some(d) = self.config.durability
+        {
+            d.check().map_err(InvalidInput::NotDurable)?;
+        }
         let keys = LockKeys::new(key)?;
         let (try_only, deadline) = match how {
             Acquire::Try => (true, None),

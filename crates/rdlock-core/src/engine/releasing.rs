@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::lock::Phase;
 use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending};
-use crate::command::{Command, RequestId};
+use crate::command::RequestId;
 use crate::event::Warning;
 use crate::keys::LockKeys;
 use crate::machine::{Release, Then};
@@ -56,9 +56,7 @@ impl Engine {
         let mut commands = Vec::with_capacity(3);
         if let Some(write) = lock.write_back.as_deref() {
             commands.push(self.store_command(id, write));
-            if let (true, Some(timeout)) = (write.wanted > 0, lock.opts.confirm.timeout()) {
-                commands.push(Command::Wait { replicas: write.wanted, timeout_ms: timeout.as_millis().max(1) as u64 });
-            }
+            commands.extend(lock.opts.confirm.command(write.wanted));
         }
         commands.push(command);
         let req = self.request(route, commands, Pending::Release(id));
@@ -87,10 +85,8 @@ impl Engine {
         };
         // The release's reply is behind the store and its WAIT, if they were sent: read by its
         // place, so that a reply short is no answer rather than the store's read as one.
-        let at = lock
-            .write_back
-            .as_deref()
-            .map_or(0, |w| 1 + usize::from(w.wanted > 0 && lock.opts.confirm.timeout().is_some()));
+        let at =
+            lock.write_back.as_deref().map_or(0, |w| 1 + usize::from(lock.opts.confirm.command(w.wanted).is_some()));
         let outcome = reply.as_ref().map_err(|e| e.clone().into()).and_then(|r| ReleaseReply::parse(script, r.get(at)));
         self.stats.handoffs += u64::from(outcome == Ok(ReleaseReply::HandedOff));
         if outcome == Ok(ReleaseReply::ReleasedBesideQueue) {

@@ -19,6 +19,13 @@ impl Engine {
         self.config.keyspace_db = db;
     }
 
+    /// Tells the engine what the server offers for [`crate::Confirm::Durable`] (a driver
+    /// finds it at connect; `None`: unknown, and the server's answer decides). A lock asking
+    /// for it from a server that cannot is then refused before anything is sent.
+    pub fn set_durability(&mut self, durability: Option<crate::Durability>) {
+        self.config.durability = durability;
+    }
+
     /// The keyspace notification channel a waiter on this shared key listens to, if any.
     pub(super) fn keyspace_channel(&self, id: LockId) -> Option<String> {
         let lock = self.locks.get(&id)?;

@@ -16,7 +16,7 @@ use crate::command::Command;
 use crate::error::{InvalidInput, LockError, Misuse};
 use crate::event::{Event, LostReason, ReleaseOutcome};
 use crate::options::Resource;
-use crate::reply::{Reply, TransportError};
+use crate::reply::{Reply, TransportError, acknowledged};
 use crate::script::{StoreArgs, StoreReply, StoredValue};
 use crate::token::hex;
 
@@ -61,13 +61,7 @@ impl Engine {
         };
         let lock = &self.locks[&id];
         let mut commands = vec![self.store_command(id, &write)];
-        commands.extend(
-            lock.opts
-                .confirm
-                .timeout()
-                .filter(|_| write.wanted > 0)
-                .map(|timeout| Command::Wait { replicas: write.wanted, timeout_ms: timeout.as_millis().max(1) as u64 }),
-        );
+        commands.extend(lock.opts.confirm.command(write.wanted));
         let route = lock.route;
         self.request(route, commands, Pending::Store { lock: id, op, wanted: write.wanted });
         Ok(op)
@@ -183,8 +177,5 @@ fn acked(replies: &[Reply], wanted: u32) -> Option<u32> {
     if wanted == 0 {
         return Some(0);
     }
-    match replies.get(1) {
-        Some(Reply::Int(n)) => Some((*n).clamp(0, i64::from(u32::MAX)) as u32),
-        _ => None,
-    }
+    acknowledged(replies.get(1)?, wanted)
 }

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use rdlock_core::{
-    Class, Command, Engine, EngineConfig, LockEvent, LockId, Node, OpId, Reply, Request, RequestId, Route, Transmit,
-    TransportError, slot,
+    Class, Command, Engine, EngineConfig, LockEvent, LockId, Node, OpId, Reply, Request, RequestId, Route, ServerError,
+    Transmit, TransportError, slot,
 };
 
 use super::checker::{Checker, Stats};
@@ -435,6 +435,11 @@ impl World {
                 }
                 Command::Role => conn.done.push(self.fake.role(self.now)),
                 Command::ScriptWithValue { .. } => unreachable!("read as a script above"),
+                // The fake keeps no append-only file: it answers as a server with it off.
+                Command::WaitAof { .. } => conn.done.push(Reply::Error(ServerError::new(
+                    "ERR",
+                    "WAITAOF cannot be used when numlocal is set but appendonly is disabled.",
+                ))),
                 Command::Wait { replicas, timeout_ms } => {
                     match self.fake.wait_done(conn.woff, replicas, self.now, timeout_ms) {
                         Some(t) if t <= self.now => {
