@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo run --release -p rdlock-bench -- [--quick] [--scenario S1,S2,...] [--adapters raw,tokio,...]
-//!                                        [--runs N] [--json FILE]
+//!                                        [--runs N] [--scale N,N,...] [--json FILE]
 //! ```
 //!
 //! Scenarios: see `shared/peers.md` (S1-S3) and `docs/performance.md` (all, with the method);
@@ -17,6 +17,7 @@ mod adapters;
 mod alloc;
 mod counted;
 mod report;
+mod scale;
 mod scenario;
 mod server;
 
@@ -34,7 +35,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "\
 usage: rdlock-bench [--quick] [--scenario S1,...,S9] [--adapters raw,tokio,tokio-by-hand,async-std,blocking]
-                    [--runs N] [--slices N] [--tokio-workers N] [--json FILE]
+                    [--runs N] [--slices N] [--scale N,N,...] [--tokio-workers N] [--json FILE]
 
   --quick       about a second per scenario, one run (a smoke test); default: the durations of
                 shared/peers.md, median of 3 runs
@@ -44,6 +45,8 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S9] [--adapters raw,tokio,tokio
   --runs N      runs per scenario and adapter; figures are medians over runs
   --slices N    S1-S3, S6-S9 run in N slices per adapter, the adapters taking turns (default 10,
                 quick 2), so that all of them see the same background load
+  --scale N,... S4 and S5 again with N locks (waiters) each, for the growth curve; 0 for none
+                (default: none; quick: 2000,20000, enough to show a quadratic term)
   --tokio-workers N
                 worker threads of the tokio runtimes (0: a current-thread runtime; default:
                 one per core)
@@ -56,6 +59,7 @@ struct Args {
     adapters: Vec<Adapter>,
     runs: Option<usize>,
     slices: Option<u32>,
+    scale: Option<Vec<usize>>,
     json: Option<String>,
 }
 
@@ -66,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
         adapters: ADAPTERS.to_vec(),
         runs: None,
         slices: None,
+        scale: None,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -96,6 +101,13 @@ fn parse_args() -> Result<Args, String> {
             "--tokio-workers" => {
                 let n: usize = value()?.parse().map_err(|e| format!("--tokio-workers: {e}"))?;
                 adapters::TOKIO_WORKERS.store(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            "--scale" => {
+                let sizes = value()?
+                    .split(',')
+                    .map(|n| n.trim().replace('_', "").parse::<usize>().map_err(|e| format!("--scale: {e}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                args.scale = Some(sizes.into_iter().filter(|&n| n > 0).collect());
             }
             "--json" => args.json = Some(value()?),
             "-h" | "--help" => {
@@ -229,6 +241,44 @@ fn run(args: Args) -> Result<(), BoxError> {
             }
         }
     }
+    let mut sizes =
+        args.scale.clone().unwrap_or_else(|| if args.quick { scale::QUICK_SIZES.to_vec() } else { Vec::new() });
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut growth = scale::ScaleResults::new();
+    for run in 0..runs {
+        for &n in &sizes {
+            for &s in args.scenarios.iter().filter(|&&s| scale::scaled(s)) {
+                let mut set = settings.clone();
+                (set.s4_locks, set.s5_waiters) = (n, n);
+                // The growth curve is rdlock's own: the baseline's spin waits are no curve.
+                let adapters: Vec<Adapter> =
+                    args.adapters.iter().filter(|a| a.runs(s) && a.name != report::RAW).copied().collect();
+                let mut order: Vec<usize> = (0..adapters.len()).collect();
+                if run % 2 == 1 {
+                    order.reverse();
+                }
+                for i in order {
+                    let a = adapters[i];
+                    eprintln!("run {}/{runs}: {s} at {n} on {}", run + 1, a.name);
+                    match (a.rig)(s, &set).and_then(|r| r.finish()) {
+                        Ok(m) => {
+                            let rows = growth.entry((s, n)).or_default();
+                            match rows.iter_mut().find(|(name, _)| *name == a.name) {
+                                Some(row) => row.1.push(m),
+                                None => rows.push((a.name, vec![m])),
+                            }
+                        }
+                        Err(e) => {
+                            let msg = format!("run {}: {s} at {n} on {}: {e}", run + 1, a.name);
+                            eprintln!("  FAILED {msg}");
+                            failures.push(msg);
+                        }
+                    }
+                }
+            }
+        }
+    }
     report::link_lock_rates(&mut results);
     machine.push(("loadavg_at_end", loadavg()));
     machine.push(("runs", runs.to_string()));
@@ -250,7 +300,9 @@ fn run(args: Args) -> Result<(), BoxError> {
         "\nRatios (×) are to `raw` measured in the same run on the same kind of fresh server, then the median over runs."
     );
     print!("{}", report::tables(&results));
-    let targets = report::targets(&results);
+    print!("{}", scale::tables(&growth));
+    let mut targets = report::targets(&results);
+    targets.extend(scale::targets(&growth));
     print!("{}", report::targets_table(&targets));
     if !failures.is_empty() {
         println!("\n### Failed runs (left out of the figures)\n");
@@ -266,7 +318,7 @@ fn run(args: Args) -> Result<(), BoxError> {
         }
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, report::json(&machine, &results, &targets))?;
+        std::fs::write(path, report::json(&machine, &results, &growth, &targets))?;
         eprintln!("wrote {path}");
     }
     if !violations.is_empty() {

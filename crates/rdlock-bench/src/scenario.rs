@@ -560,9 +560,9 @@ fn renewals<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) -> Re
         let guards = acquire_all(exec, &locker, &keys, spec).await?;
         m.insert("locks", guards.len() as f64);
         m.insert("acquire_all_ms", ms(t0.elapsed()));
-        let before = server.snapshot()?;
+        let (before, cpu0) = (server.snapshot()?, alloc::process_cpu());
         exec.sleep(set.s4_hold).await;
-        let d = before.until(&server.snapshot()?);
+        let (d, cpu1) = (before.until(&server.snapshot()?), alloc::process_cpu());
         let lost = guards.iter().filter(|g| !locker.is_valid(g)).count();
         // No acquisition happens in the window: every request in it is a renewal.
         let requests = d.requests(L::REQUESTS) as f64;
@@ -578,6 +578,11 @@ fn renewals<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) -> Re
         m.insert("renew_cpu_us", cpu * 1e6 / renewals);
         m.insert("renew_cpu_net_us", net * 1e6 / renewals);
         m.insert("renew_cpu_ms_proc", d.proc_cpu.as_secs_f64() * 1e3);
+        // This process while it holds: the holder's renewals (the benchmark itself sleeps).
+        let client = (cpu1 - cpu0).as_secs_f64();
+        m.insert("client_cpu_pct", client / d.elapsed.as_secs_f64() * 100.0);
+        m.insert("client_renew_us", client * 1e6 / renewals);
+        m.insert("renewals_per_s", renewals / d.elapsed.as_secs_f64());
         m.insert("lost", lost as f64);
         let not_held = release_all(exec, &locker, guards).await?;
         m.insert("not_held", not_held as f64);
@@ -752,7 +757,9 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
     let storm = srv0.until(&srv1);
     m.insert("handoff_client_cpu_us", (cpu1 - cpu0).as_secs_f64() * 1e6 / n as f64);
     m.insert("handoff_redis_cpu_us", storm.rusage.as_secs_f64() * 1e6 / n as f64);
-    m.insert("all_acquired_ms", after_ms.iter().copied().fold(0.0, f64::max));
+    let all_ms = after_ms.iter().copied().fold(0.0, f64::max);
+    m.insert("all_acquired_ms", all_ms);
+    m.insert("handoff_us_per_waiter", all_ms * 1e3 / n as f64);
     m.insert("acquired_p50_ms", percentile(&mut after_ms, 0.5));
     m.insert("errors", errors as f64);
     m.insert("not_held", (not_held + release_all(exec, &waiter, guards).await?) as f64);

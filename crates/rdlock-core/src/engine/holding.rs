@@ -17,7 +17,10 @@ impl Engine {
         let due: Vec<(Instant, LockId)> = self.renewals.range(..=(now, LockId(u64::MAX))).copied().collect();
         // Locks and shares renew with different scripts: batched apart. In a cluster the route
         // names the slot: a batch is one slot's, on its primary.
-        let mut groups: HashMap<(Route, u32, bool), Vec<LockId>> = HashMap::new();
+        // Filed by group; a lock of the same group as the one before (every lock, on one
+        // server) skips the map's hashing.
+        let mut groups: Vec<((Route, u32, bool), Vec<LockId>)> = Vec::new();
+        let mut index: HashMap<(Route, u32, bool), usize> = HashMap::new();
         for entry in due {
             self.renewals.remove(&entry);
             let id = entry.1;
@@ -27,9 +30,16 @@ impl Engine {
                 continue;
             }
             let wanted = lock.opts.confirm.wanted(self.replicas(lock.route.node)).unwrap_or(0);
-            groups.entry((lock.route, wanted, lock.resource.share().is_some())).or_default().push(id);
+            let group = (lock.route, wanted, lock.resource.share().is_some());
+            let i = match groups.last() {
+                Some((last, _)) if *last == group => groups.len() - 1,
+                _ => *index.entry(group).or_insert_with(|| {
+                    groups.push((group, Vec::new()));
+                    groups.len() - 1
+                }),
+            };
+            groups[i].1.push(id);
         }
-        let mut groups: Vec<_> = groups.into_iter().collect();
         groups.sort_by_key(|(_, ids)| ids[0]);
         for ((route, wanted, shares), ids) in groups {
             for chunk in ids.chunks(self.config.max_renew_batch.max(1)) {
