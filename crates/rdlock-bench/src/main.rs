@@ -45,8 +45,9 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S9] [--adapters raw,tokio,tokio
   --runs N      runs per scenario and adapter; figures are medians over runs
   --slices N    S1-S3, S6-S9 run in N slices per adapter, the adapters taking turns (default 10,
                 quick 2), so that all of them see the same background load
-  --scale N,... S4 and S5 again with N locks (waiters) each, for the growth curve; 0 for none
-                (default: none; quick: 2000,20000, enough to show a quadratic term)
+  --scale N,... S4 and S5 with N locks (waiters) each instead of their own size, for the
+                growth curve; 0 for none (default: none; quick: 2000,20000 beside the quick
+                size, enough to show a quadratic term)
   --tokio-workers N
                 worker threads of the tokio runtimes (0: a current-thread runtime; default:
                 one per core)
@@ -173,11 +174,14 @@ fn run(args: Args) -> Result<(), BoxError> {
 
     let mut results = report::Results::new();
     let mut failures: Vec<String> = Vec::new();
-    for &s in &args.scenarios {
+    // Sizes asked for replace S4's and S5's own size (quick mode's sizes come beside it).
+    let plain: Vec<Scenario> =
+        args.scenarios.iter().copied().filter(|&s| args.scale.is_none() || !scale::scaled(s)).collect();
+    for &s in &plain {
         results.insert(s, args.adapters.iter().filter(|a| a.runs(s)).map(|a| (a.name, Vec::new())).collect());
     }
     for run in 0..runs {
-        for &s in &args.scenarios {
+        for &s in &plain {
             let adapters: Vec<Adapter> = args.adapters.iter().filter(|a| a.runs(s)).copied().collect();
             // Alternate the adapters' order between runs (and slices), so that a drift of the
             // machine's load does not always favour the same one.
