@@ -130,17 +130,19 @@ pub fn targets(results: &ScaleResults) -> Vec<Target> {
         let s5 = sizes(results, Scenario::S5);
         for &n in &s5 {
             let Some(c) = cell(results, Scenario::S5, n, a) else { continue };
-            if c.get("waiters") >= 100_000.0 {
+            // As many as the executor can have (blocking: 2,000 threads), not always `n`.
+            let w = c.get("waiters");
+            if w >= 100_000.0 {
                 let ms = c.get("all_acquired_ms");
                 t(
-                    format!("S5 at {n} waiters: all acquired ≤ 2 s after release"),
+                    format!("S5 at {w:.0} waiters: all acquired ≤ 2 s after release"),
                     format!("{ms:.0} ms"),
                     check(ms, ms <= 2000.0),
                 );
             }
             let b = c.get("bytes_per_waiter");
             t(
-                format!("S5 at {n} waiters: ≤ 2 KiB client memory per waiter"),
+                format!("S5 at {w:.0} waiters: ≤ 2 KiB client memory per waiter"),
                 format!("{b:.0} B"),
                 check(b, b <= 2048.0),
             );
