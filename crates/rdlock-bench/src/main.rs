@@ -46,8 +46,8 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S9] [--adapters raw,tokio,tokio
   --slices N    S1-S3, S6-S9 run in N slices per adapter, the adapters taking turns (default 10,
                 quick 2), so that all of them see the same background load
   --scale N,... S4 and S5 with N locks (waiters) each instead of their own size, for the
-                growth curve; 0 for none (default: none; quick: 2000,20000 beside the quick
-                size, enough to show a quadratic term)
+                growth curve; 0 for none (default: none; quick: S5 at 20000 beside its
+                quick size, enough to show a quadratic term)
   --tokio-workers N
                 worker threads of the tokio runtimes (0: a current-thread runtime; default:
                 one per core)
@@ -108,7 +108,9 @@ fn parse_args() -> Result<Args, String> {
                     .split(',')
                     .map(|n| n.trim().replace('_', "").parse::<usize>().map_err(|e| format!("--scale: {e}")))
                     .collect::<Result<Vec<_>, _>>()?;
-                args.scale = Some(sizes.into_iter().filter(|&n| n > 0).collect());
+                let sizes: Vec<usize> = sizes.into_iter().filter(|&n| n > 0).collect();
+                // `--scale 0`: no sizes, S4 and S5 at their own (quick mode's sizes too: none).
+                args.scale = Some(sizes);
             }
             "--json" => args.json = Some(value()?),
             "-h" | "--help" => {
@@ -175,8 +177,8 @@ fn run(args: Args) -> Result<(), BoxError> {
     let mut results = report::Results::new();
     let mut failures: Vec<String> = Vec::new();
     // Sizes asked for replace S4's and S5's own size (quick mode's sizes come beside it).
-    let plain: Vec<Scenario> =
-        args.scenarios.iter().copied().filter(|&s| args.scale.is_none() || !scale::scaled(s)).collect();
+    let replaced = args.scale.as_ref().is_some_and(|sizes| !sizes.is_empty());
+    let plain: Vec<Scenario> = args.scenarios.iter().copied().filter(|&s| !replaced || !scale::scaled(s)).collect();
     for &s in &plain {
         results.insert(s, args.adapters.iter().filter(|a| a.runs(s)).map(|a| (a.name, Vec::new())).collect());
     }
@@ -252,7 +254,10 @@ fn run(args: Args) -> Result<(), BoxError> {
     let mut growth = scale::ScaleResults::new();
     for run in 0..runs {
         for &n in &sizes {
-            for &s in args.scenarios.iter().filter(|&&s| scale::scaled(s)) {
+            // Quick mode's sizes are S5's alone: the hand-off is where a quadratic term was
+            // (issue #19), and S4 at its quick TTL of 1 s outruns the blocking adapter.
+            let scaled = |s: Scenario| scale::scaled(s) && (args.scale.is_some() || s == Scenario::S5);
+            for &s in args.scenarios.iter().filter(|&&s| scaled(s)) {
                 let mut set = settings.clone();
                 (set.s4_locks, set.s5_waiters) = (n, n);
                 // The growth curve is rdlock's own: the baseline's spin waits are no curve.
@@ -281,6 +286,13 @@ fn run(args: Args) -> Result<(), BoxError> {
                     }
                 }
             }
+        }
+    }
+    if args.scale.is_none() && args.quick {
+        // Quick mode's reference size is S5's own run: its curve starts there.
+        if let Some(rows) = results.get(&Scenario::S5) {
+            let rows = rows.iter().filter(|(a, _)| *a != report::RAW).cloned().collect();
+            growth.insert((Scenario::S5, settings.s5_waiters), rows);
         }
     }
     report::link_lock_rates(&mut results);
