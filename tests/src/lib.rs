@@ -73,6 +73,7 @@ macro_rules! cases {
             lost_before_anyone_else_acquires,
             replicate_confirm,
             thousand_waiters_one_pubsub_connection,
+            a_burst_of_requests_keeps_one_connection,
             bad_input,
             authenticated,
             release_semantics,

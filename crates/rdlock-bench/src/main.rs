@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo run --release -p rdlock-bench -- [--quick] [--scenario S1,S2,...] [--adapters raw,tokio,...]
-//!                                        [--runs N] [--json FILE]
+//!                                        [--runs N] [--scale N,N,...] [--json FILE]
 //! ```
 //!
 //! Scenarios: see `shared/peers.md` (S1-S3) and `docs/performance.md` (all, with the method);
@@ -20,6 +20,7 @@ mod alloc;
 mod counted;
 mod failover;
 mod report;
+mod scale;
 mod scenario;
 mod server;
 
@@ -38,7 +39,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const USAGE: &str = "\
 usage: rdlock-bench [--quick] [--scenario S1,...,S9,C1,...,C3,F1,...,F4]
                     [--adapters raw,tokio,tokio-by-hand,async-std,blocking]
-                    [--runs N] [--slices N] [--tokio-workers N] [--json FILE]
+                    [--runs N] [--slices N] [--scale N,N,...] [--tokio-workers N] [--json FILE]
 
   --quick       about a second per scenario, one run (a smoke test); default: the durations of
                 shared/peers.md, median of 3 runs
@@ -51,6 +52,9 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S9,C1,...,C3,F1,...,F4]
   --runs N      runs per scenario and adapter; figures are medians over runs
   --slices N    S1-S3, S6-S9 run in N slices per adapter, the adapters taking turns (default 10,
                 quick 2), so that all of them see the same background load
+  --scale N,... S4 and S5 with N locks (waiters) each instead of their own size, for the
+                growth curve; 0 for none (default: none; quick: S5 at 20000 beside its
+                quick size, enough to show a quadratic term)
   --tokio-workers N
                 worker threads of the tokio runtimes (0: a current-thread runtime; default:
                 one per core)
@@ -63,13 +67,21 @@ struct Args {
     adapters: Vec<Adapter>,
     runs: Option<usize>,
     slices: Option<u32>,
+    scale: Option<Vec<usize>>,
     json: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut chosen = None;
-    let mut args =
-        Args { quick: false, scenarios: Vec::new(), adapters: ADAPTERS.to_vec(), runs: None, slices: None, json: None };
+    let mut args = Args {
+        quick: false,
+        scenarios: Vec::new(),
+        adapters: ADAPTERS.to_vec(),
+        runs: None,
+        slices: None,
+        scale: None,
+        json: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -98,6 +110,15 @@ fn parse_args() -> Result<Args, String> {
             "--tokio-workers" => {
                 let n: usize = value()?.parse().map_err(|e| format!("--tokio-workers: {e}"))?;
                 adapters::TOKIO_WORKERS.store(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            "--scale" => {
+                let sizes = value()?
+                    .split(',')
+                    .map(|n| n.trim().replace('_', "").parse::<usize>().map_err(|e| format!("--scale: {e}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let sizes: Vec<usize> = sizes.into_iter().filter(|&n| n > 0).collect();
+                // `--scale 0`: no sizes, S4 and S5 at their own (quick mode's sizes too: none).
+                args.scale = Some(sizes);
             }
             "--json" => args.json = Some(value()?),
             "-h" | "--help" => {
@@ -167,11 +188,14 @@ fn run(args: Args) -> Result<(), BoxError> {
 
     let mut results = report::Results::new();
     let mut failures: Vec<String> = Vec::new();
-    for &s in &args.scenarios {
+    // Sizes asked for replace S4's and S5's own size (quick mode's sizes come beside it).
+    let replaced = args.scale.as_ref().is_some_and(|sizes| !sizes.is_empty());
+    let plain: Vec<Scenario> = args.scenarios.iter().copied().filter(|&s| !replaced || !scale::scaled(s)).collect();
+    for &s in &plain {
         results.insert(s, args.adapters.iter().filter(|a| a.runs(s)).map(|a| (a.name, Vec::new())).collect());
     }
     for run in 0..runs {
-        for &s in &args.scenarios {
+        for &s in &plain {
             let adapters: Vec<Adapter> = args.adapters.iter().filter(|a| a.runs(s)).copied().collect();
             // Alternate the adapters' order between runs (and slices), so that a drift of the
             // machine's load does not always favour the same one.
@@ -235,6 +259,54 @@ fn run(args: Args) -> Result<(), BoxError> {
             }
         }
     }
+    let mut sizes =
+        args.scale.clone().unwrap_or_else(|| if args.quick { scale::QUICK_SIZES.to_vec() } else { Vec::new() });
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut growth = scale::ScaleResults::new();
+    for run in 0..runs {
+        for &n in &sizes {
+            // Quick mode's sizes are S5's alone: the hand-off is where a quadratic term was
+            // (issue #19), and S4 at its quick TTL of 1 s outruns the blocking adapter.
+            let scaled = |s: Scenario| scale::scaled(s) && (args.scale.is_some() || s == Scenario::S5);
+            for &s in args.scenarios.iter().filter(|&&s| scaled(s)) {
+                let mut set = settings.clone();
+                (set.s4_locks, set.s5_waiters) = (n, n);
+                // The growth curve is rdlock's own: the baseline's spin waits are no curve.
+                let adapters: Vec<Adapter> =
+                    args.adapters.iter().filter(|a| a.runs(s) && a.name != report::RAW).copied().collect();
+                let mut order: Vec<usize> = (0..adapters.len()).collect();
+                if run % 2 == 1 {
+                    order.reverse();
+                }
+                for i in order {
+                    let a = adapters[i];
+                    eprintln!("run {}/{runs}: {s} at {n} on {}", run + 1, a.name);
+                    match (a.rig)(s, &set).and_then(|r| r.finish()) {
+                        Ok(m) => {
+                            let rows = growth.entry((s, n)).or_default();
+                            match rows.iter_mut().find(|(name, _)| *name == a.name) {
+                                Some(row) => row.1.push(m),
+                                None => rows.push((a.name, vec![m])),
+                            }
+                        }
+                        Err(e) => {
+                            let msg = format!("run {}: {s} at {n} on {}: {e}", run + 1, a.name);
+                            eprintln!("  FAILED {msg}");
+                            failures.push(msg);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if args.scale.is_none() && args.quick {
+        // Quick mode's reference size is S5's own run: its curve starts there.
+        if let Some(rows) = results.get(&Scenario::S5) {
+            let rows = rows.iter().filter(|(a, _)| *a != report::RAW).cloned().collect();
+            growth.insert((Scenario::S5, settings.s5_waiters), rows);
+        }
+    }
     report::link_lock_rates(&mut results);
     machine.push(("loadavg_at_end", loadavg()));
     machine.push(("runs", runs.to_string()));
@@ -256,7 +328,9 @@ fn run(args: Args) -> Result<(), BoxError> {
         "\nRatios (×) are to `raw` measured in the same run on the same kind of fresh server, then the median over runs."
     );
     print!("{}", report::tables(&results));
-    let targets = report::targets(&results);
+    print!("{}", scale::tables(&growth));
+    let mut targets = report::targets(&results);
+    targets.extend(scale::targets(&growth));
     print!("{}", report::targets_table(&targets));
     if !failures.is_empty() {
         println!("\n### Failed runs (left out of the figures)\n");
@@ -272,7 +346,7 @@ fn run(args: Args) -> Result<(), BoxError> {
         }
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, report::json(&machine, &results, &targets))?;
+        std::fs::write(path, report::json(&machine, &results, &growth, &targets))?;
         eprintln!("wrote {path}");
     }
     if !violations.is_empty() {

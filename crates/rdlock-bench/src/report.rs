@@ -522,7 +522,12 @@ fn json_metrics(m: &Metrics) -> String {
     format!("{{{}}}", body.join(", "))
 }
 
-pub fn json(machine: &[(&str, String)], results: &Results, targets: &[Target]) -> String {
+pub fn json(
+    machine: &[(&str, String)],
+    results: &Results,
+    growth: &crate::scale::ScaleResults,
+    targets: &[Target],
+) -> String {
     let mut out = String::from("{\n  \"machine\": {");
     let fields: Vec<String> = machine.iter().map(|(k, v)| format!("{}: {}", json_str(k), json_str(v))).collect();
     out.push_str(&fields.join(", "));
@@ -545,6 +550,8 @@ pub fn json(machine: &[(&str, String)], results: &Results, targets: &[Target]) -
         }
     }
     out.push_str(&entries.join(",\n"));
+    out.push_str("\n  ],\n  \"growth\": [\n");
+    out.push_str(&crate::scale::json_entries(growth, json_metrics).join(",\n"));
     out.push_str("\n  ],\n  \"targets\": [\n");
     let t: Vec<String> = targets
         .iter()

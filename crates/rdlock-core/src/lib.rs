@@ -103,6 +103,7 @@ mod command;
 mod engine;
 mod error;
 mod event;
+mod ids;
 mod keys;
 mod machine;
 mod options;
@@ -116,6 +117,7 @@ pub use command::{Class, Command, Node, Request, RequestId, Route, Transmit};
 pub use engine::{Engine, EngineConfig, FENCE_TTL, HANDOFF_CLAIM, LeaseView, LockId, LockInfo, OpId};
 pub use error::{EntropyUnavailable, InvalidInput, LockError, Misuse, NotDurable};
 pub use event::{Event, LockEvent, LostReason, ReleaseOutcome, Warning};
+pub use ids::{IdHasher, IdMap};
 pub use keys::{LAYOUT, LockKeys, MARKER, MAX_KEY_LEN, Role, hash_tag, slot};
 pub use options::{
     Acquire, Confirm, Durability, LockOptions, MAX_POLL_CAP, MAX_TTL, MAX_VALUE_TTL, MIN_TTL, Resource, Sharing,

@@ -2,8 +2,13 @@
 //!
 //! A channel stays subscribed for a while after its last waiter leaves, so that a busy lock
 //! does not pay a subscribe (and the re-check that must follow it) on every wait.
+//!
+//! Every operation costs O(1) per channel it touches, never a scan of the table: a client may
+//! wait on 100,000 keys at once, and a scan per hand-off made a mass release quadratic.
+//! Idle channels are queued in the order they went idle (the linger is one length for all,
+//! so that order is also the order their lingers end), and one timer serves the queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::command::Transmit;
@@ -24,6 +29,9 @@ struct Channel {
 #[derive(Debug)]
 pub struct Subscriptions {
     channels: HashMap<String, Channel>,
+    /// Channels as they went idle, oldest first, with the instant each did: an entry whose
+    /// channel was wanted again (or reset) since is stale, and skipped when it comes due.
+    idle: VecDeque<(Instant, String)>,
     linger: Duration,
     /// A cluster's: channels are sharded, subscribed on their slot's primary.
     sharded: bool,
@@ -32,13 +40,13 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// An empty table; idle channels are kept for `linger`.
     pub fn new(linger: Duration) -> Self {
-        Self { channels: HashMap::new(), linger, sharded: false }
+        Self { channels: HashMap::new(), idle: VecDeque::new(), linger, sharded: false }
     }
 
     /// An empty table of sharded channels (a cluster's), each subscribed on the primary of
     /// its slot; idle channels are kept for `linger`.
     pub fn sharded(linger: Duration) -> Self {
-        Self { channels: HashMap::new(), linger, sharded: true }
+        Self { channels: HashMap::new(), idle: VecDeque::new(), linger, sharded: true }
     }
 
     fn subscribe(&self, channel: &str) -> Transmit {
@@ -72,15 +80,19 @@ impl Subscriptions {
     }
 
     /// Drops a reference; the channel lingers before it is unsubscribed. Returns when the
-    /// linger ends, to schedule.
+    /// linger ends if a timer must be scheduled for it: only when no other channel lingers
+    /// (else the timer of the oldest one is already due first, and [`Subscriptions::expire`]
+    /// names the next one).
     pub fn remove(&mut self, channel: &str, waiter: LockId, now: Instant) -> Option<Instant> {
         let ch = self.channels.get_mut(channel)?;
         ch.waiters.retain(|&w| w != waiter);
-        if ch.waiters.is_empty() {
-            ch.idle_since = Some(now);
-            return Some(now + self.linger);
+        if !ch.waiters.is_empty() {
+            return None;
         }
-        None
+        ch.idle_since = Some(now);
+        let first = self.idle.is_empty();
+        self.idle.push_back((now, channel.to_owned()));
+        first.then(|| now + self.linger)
     }
 
     /// Whether the server has confirmed the subscription.
@@ -139,18 +151,23 @@ impl Subscriptions {
         out.extend(again.iter().map(|name| self.subscribe(name)));
     }
 
-    /// Unsubscribes channels idle for the linger time.
-    pub fn expire(&mut self, now: Instant, out: &mut Vec<Transmit>) {
-        let linger = self.linger;
-        let mut gone = Vec::new();
-        self.channels.retain(|name, ch| {
-            let done = ch.waiters.is_empty() && ch.idle_since.is_some_and(|t| now >= t + linger);
-            if done {
-                gone.push(name.clone());
+    /// Unsubscribes channels idle for the linger time; returns when the next linger ends, if
+    /// one still runs, to schedule. Costs only the channels that came due.
+    pub fn expire(&mut self, now: Instant, out: &mut Vec<Transmit>) -> Option<Instant> {
+        while let Some((since, name)) = self.idle.front() {
+            let ends = *since + self.linger;
+            if now < ends {
+                return Some(ends);
             }
-            !done
-        });
-        out.extend(gone.iter().map(|name| self.unsubscribe(name)));
+            // Still idle since this very entry: not wanted (nor reset) meanwhile.
+            let due = self.channels.get(name).is_some_and(|ch| ch.waiters.is_empty() && ch.idle_since == Some(*since));
+            if due {
+                self.channels.remove(name);
+                out.push(self.unsubscribe(name));
+            }
+            self.idle.pop_front();
+        }
+        None
     }
 
     /// Channels currently wanted or lingering.
@@ -161,5 +178,60 @@ impl Subscriptions {
     /// Whether no channel is wanted or lingering.
     pub fn is_empty(&self) -> bool {
         self.channels.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::Subscriptions;
+    use crate::command::Transmit;
+    use crate::engine::LockId;
+
+    fn unsubscribed(out: &[Transmit]) -> Vec<&str> {
+        out.iter()
+            .filter_map(|t| match t {
+                Transmit::Unsubscribe(ch) => Some(ch.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Issue #19: each linger timer unsubscribes the channels that came due and names the
+    /// next one; a channel wanted again before its linger ended stays, and one timer at a time
+    /// serves every idle channel (before: a timer per channel, each scanning the whole table).
+    #[test]
+    fn lingers_end_in_order_with_one_timer_at_a_time() {
+        let linger = Duration::from_secs(5);
+        let mut subs = Subscriptions::new(linger);
+        #[allow(clippy::disallowed_methods)] // the test's one clock reading
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut out = Vec::new();
+        for (i, ch) in ["a", "b", "c"].into_iter().enumerate() {
+            subs.add(ch, LockId(i as u64), &mut out);
+        }
+        assert_eq!(subs.remove("a", LockId(0), t0), Some(t0 + linger), "the first idle channel sets the timer");
+        assert_eq!(subs.remove("b", LockId(1), t0 + ms), None, "the timer already set comes first");
+        assert_eq!(subs.remove("c", LockId(2), t0 + 2 * ms), None);
+        // "b" is wanted again, and goes idle again later.
+        subs.add("b", LockId(3), &mut out);
+        assert_eq!(subs.remove("b", LockId(3), t0 + 10 * ms), None);
+        out.clear();
+        assert_eq!(subs.expire(t0 + linger, &mut out), Some(t0 + ms + linger));
+        assert_eq!(unsubscribed(&out), ["a"]);
+        out.clear();
+        // b's first linger was cut short by its new waiter: only c's ends here.
+        assert_eq!(subs.expire(t0 + 2 * ms + linger, &mut out), Some(t0 + 10 * ms + linger));
+        assert_eq!(unsubscribed(&out), ["c"]);
+        out.clear();
+        assert_eq!(subs.expire(t0 + 10 * ms + linger, &mut out), None, "no linger left: no timer");
+        assert_eq!(unsubscribed(&out), ["b"]);
+        assert!(subs.is_empty());
+        // Idle again later: a new first timer.
+        subs.add("a", LockId(4), &mut out);
+        let t1 = t0 + 20 * linger;
+        assert_eq!(subs.remove("a", LockId(4), t1), Some(t1 + linger));
     }
 }

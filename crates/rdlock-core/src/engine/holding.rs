@@ -11,13 +11,20 @@ use crate::reply::{Reply, TransportError, acknowledged};
 use crate::script::{ExtendArgs, ExtendReply, PermitExtendArgs};
 use crate::token::hex;
 
+/// What renews in one batch: the route, the replicas its confirmation waits for, whether
+/// that confirmation is durable (`WAITAOF`), and whether the batch is of shares.
+type RenewalGroup = (Route, u32, bool, bool);
+
 impl Engine {
     /// Renews, in batches, every auto-renewing lock whose renewal window has opened.
     pub(super) fn renew_due(&mut self, now: Instant) {
         let due: Vec<(Instant, LockId)> = self.renewals.range(..=(now, LockId(u64::MAX))).copied().collect();
         // Locks and shares renew with different scripts: batched apart. In a cluster the route
         // names the slot: a batch is one slot's, on its primary.
-        let mut groups: HashMap<(Route, u32, bool, bool), Vec<LockId>> = HashMap::new();
+        // Filed by group; a lock of the same group as the one before (every lock, on one
+        // server) skips the map's hashing.
+        let mut groups: Vec<(RenewalGroup, Vec<LockId>)> = Vec::new();
+        let mut index: HashMap<RenewalGroup, usize> = HashMap::new();
         for entry in due {
             self.renewals.remove(&entry);
             let id = entry.1;
@@ -28,10 +35,16 @@ impl Engine {
             }
             let wanted = lock.opts.confirm.wanted(self.replicas(lock.route.node)).unwrap_or(0);
             // Durable locks renew apart: their confirmation is another command.
-            let key = (lock.route, wanted, lock.opts.confirm.is_durable(), lock.resource.share().is_some());
-            groups.entry(key).or_default().push(id);
+            let group = (lock.route, wanted, lock.opts.confirm.is_durable(), lock.resource.share().is_some());
+            let i = match groups.last() {
+                Some((last, _)) if *last == group => groups.len() - 1,
+                _ => *index.entry(group).or_insert_with(|| {
+                    groups.push((group, Vec::new()));
+                    groups.len() - 1
+                }),
+            };
+            groups[i].1.push(id);
         }
-        let mut groups: Vec<_> = groups.into_iter().collect();
         groups.sort_by_key(|(_, ids)| ids[0]);
         for ((route, wanted, _, shares), ids) in groups {
             for chunk in ids.chunks(self.config.max_renew_batch.max(1)) {

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use crate::command::{Class, Command, Node, Request, RequestId, Route, Transmit};
 use crate::error::{EntropyUnavailable, InvalidInput, LockError, Misuse};
 use crate::event::{Event, LockEvent, LostReason, Warning};
+use crate::ids::IdMap;
 use crate::keys::{LockKeys, slot};
 use crate::machine::{Then, Waiter};
 use crate::options::{Acquire, Confirm, LockOptions, Resource, Sharing};
@@ -177,9 +178,9 @@ pub struct Engine {
     next_req: u64,
     next_op: u64,
     /// Boxed: a map slot then costs a pointer, not a whole lock, for every spare bucket.
-    locks: HashMap<LockId, Box<Lock>>,
+    locks: IdMap<LockId, Box<Lock>>,
     by_token: HashMap<u128, LockId>,
-    pending: HashMap<RequestId, Pending>,
+    pending: IdMap<RequestId, Pending>,
     subs: Subscriptions,
     timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
     /// Auto-renewing held locks by the start of their renewal window.
@@ -229,9 +230,9 @@ impl Engine {
             next_lock: 0,
             next_req: 0,
             next_op: 0,
-            locks: HashMap::new(),
+            locks: IdMap::default(),
             by_token: HashMap::new(),
-            pending: HashMap::new(),
+            pending: IdMap::default(),
             timers: BinaryHeap::new(),
             renewals: BTreeSet::new(),
             waiting: 0,

@@ -21,7 +21,10 @@ impl Engine {
             match key {
                 TimerKey::Linger => {
                     let mut out = Vec::new();
-                    self.subs.expire(now, &mut out);
+                    // One linger timer at a time: the next one is set here.
+                    if let Some(next) = self.subs.expire(now, &mut out) {
+                        self.timers.push(Reverse((next, TimerKey::Linger)));
+                    }
                     self.transmits.extend(out);
                 }
                 TimerKey::Lock(id) => {
