@@ -187,7 +187,11 @@ pub async fn an_unreplicated_lock_is_reported_lost_after_a_failover<H: Harness>(
     link.cut();
     let mut conn = admin(topo.primary());
     wait_until("the replicas cut off", Duration::from_secs(5), || connected_replicas(&mut conn) == 0);
-    let guard = lock_with::<H>(&client, KEY, opts(Duration::from_secs(10), Confirm::None), Duration::from_secs(5))
+    // A lease that outlives the follow bound: the loss must come from the verification on the
+    // new primary (NotOwner), not from validity running out while a slow failover is followed
+    // (seen once in CI with a 10 s lease).
+    let ttl = FOLLOW_BOUND * 2;
+    let guard = lock_with::<H>(&client, KEY, opts(ttl, Confirm::None), Duration::from_secs(5))
         .await
         .expect("an unconfirmed lock");
     for replica in topo.replicas() {
