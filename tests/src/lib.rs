@@ -62,7 +62,7 @@ where
 #[macro_export]
 macro_rules! cases {
     ($harness:ty) => {
-        $crate::cases!(@each $harness;
+        $crate::cases!(@in cases $harness;
             mutual_exclusion,
             fencing_across_restart,
             handoff_latency,
@@ -92,7 +92,7 @@ macro_rules! cases {
             shares_a_key_with_redis_py,
             vanished_waiters_cost_a_claim_each,
         );
-        $crate::cases!(@counted $harness;
+        $crate::cases!(@in counted $harness;
             semaphore_never_exceeds_its_capacity,
             readers_share_and_a_writer_is_alone,
             a_writer_is_not_starved_by_a_stream_of_readers,
@@ -103,7 +103,7 @@ macro_rules! cases {
             a_writer_downgrades_and_the_readers_behind_it_join,
             many_permits_at_once_wait_their_turn,
         );
-        $crate::cases!(@scoped $harness;
+        $crate::cases!(@in scoped $harness;
             reentrant_owner_three_deep,
             an_outer_hold_dropped_first_keeps_the_lease,
             write_share_reentry,
@@ -116,7 +116,7 @@ macro_rules! cases {
             with_lock_releases_after_a_panic,
             a_dropped_with_lock_releases,
         );
-        $crate::cases!(@mutex $harness;
+        $crate::cases!(@in mutex $harness;
             a_counter_in_a_mutex_ends_exact,
             a_frozen_holders_write_back_is_refused,
             a_mebibyte_value_round_trips,
@@ -128,7 +128,7 @@ macro_rules! cases {
             a_value_ttl_applies_only_when_asked,
             confirm_covers_the_write_back,
         );
-        $crate::cases!(@inspect $harness;
+        $crate::cases!(@in inspect $harness;
             inspect_reads_a_lock_and_force_release_hands_it_on,
             inspect_reads_counted_resources_and_a_mutex_value,
             inspect_and_force_release_refuse_other_keys,
@@ -145,7 +145,7 @@ macro_rules! cases {
             durable_confirm_holds_or_falls_short,
             durable_confirm_refused_without_aof_or_command,
         );
-        $crate::cases!(@sentinel $harness;
+        $crate::cases!(@in sentinel $harness;
             sentinel_bad_inputs_are_typed_errors,
             a_confirmed_lock_survives_a_primary_kill,
             an_unreplicated_lock_is_reported_lost_after_a_failover,
@@ -153,13 +153,13 @@ macro_rules! cases {
             two_paused_sentinels_leave_the_client_working,
             sentinel_every_primitive_works_across_a_failover,
         );
-        $crate::cases!(@tls $harness;
+        $crate::cases!(@in tls $harness;
             tls_lock_and_handoff,
             tls_replica_confirmation,
             tls_bad_certificates_are_refused_with_typed_errors,
             mutual_tls_with_and_without_a_client_certificate,
         );
-        $crate::cases!(@cluster $harness;
+        $crate::cases!(@in cluster $harness;
             cluster_mutual_exclusion_and_handoff_across_shards,
             cluster_every_primitive_works,
             cluster_a_migrated_slot_keeps_its_holder,
@@ -172,75 +172,11 @@ macro_rules! cases {
             cluster_a_manual_failover_keeps_the_lease_and_serves_the_waiter,
         );
     };
-    (@tls $harness:ty; $($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::tls::$case::<$harness>);
-            }
-        )*
-    };
-    (@cluster $harness:ty; $($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::cluster::$case::<$harness>);
-            }
-        )*
-    };
-    (@sentinel $harness:ty; $($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::sentinel::$case::<$harness>);
-            }
-        )*
-    };
-    (@inspect $harness:ty; $($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::inspect::$case::<$harness>);
-            }
-        )*
-    };
-    (@scoped $harness:ty; $($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::scoped::$case::<$harness>);
-            }
-        )*
-    };
-    (@mutex $harness:ty; $($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::mutex::$case::<$harness>);
-            }
-        )*
-    };
-    (@counted $harness:ty; $($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::counted::$case::<$harness>);
-            }
-        )*
-    };
     (@in $module:ident $harness:ty; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
                 $crate::run_case::<$harness, _, _>(stringify!($case), $crate::$module::$case::<$harness>);
-            }
-        )*
-    };
-    (@each $harness:ty; $($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::run_case::<$harness, _, _>(stringify!($case), $crate::cases::$case::<$harness>);
             }
         )*
     };
