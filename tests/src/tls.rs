@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use rdlock_core::{Confirm, LockOptions};
 use rdlock_driver::{ClientConfig, ClientIdentity, Error, TlsConfig, TlsError};
-use rdlock_testkit::{CertPair, ClientAuth, Cluster, MASTER_NAME, RedisServer, Replicated, Sentinels, TestCa, TlsServer};
+use rdlock_testkit::{
+    CertPair, ClientAuth, Cluster, MASTER_NAME, RedisServer, Replicated, Sentinels, TestCa, TlsServer,
+};
 
 use crate::cluster::{keys_on_distinct_shards, shard_channels};
 use crate::harness::{Harness, lock_with};
@@ -279,7 +281,9 @@ pub async fn tls_cluster_handoff_across_shards<H: Harness>() {
             let (waiter, key) = (waiter.clone(), key.clone());
             H::spawn(async move { lock_with::<H>(&waiter, &key, heard_only(), PATIENCE).await })
         };
-        wait_until("the waiter subscribed on the key's primary", PATIENCE, || !shard_channels(primary, &key).is_empty());
+        wait_until("the waiter subscribed on the key's primary", PATIENCE, || {
+            !shard_channels(primary, &key).is_empty()
+        });
         let released = Instant::now();
         assert!(H::release(guard).await.expect("release").was_held());
         let handed = task.await.expect("the waiter hears the hand-off over TLS");

@@ -127,9 +127,8 @@ impl TlsArgs {
     /// The client's settings: TLS ones when a file is named (read here: an unreadable file is
     /// a usage error, named in the message).
     fn config(&self) -> Result<ClientConfig, String> {
-        let read = |path: &PathBuf| {
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-        };
+        let read =
+            |path: &PathBuf| std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
         let identity = match (&self.cert_file, &self.key_file) {
             (Some(cert), Some(key)) => Some(ClientIdentity { cert_pem: read(cert)?, key_pem: read(key)? }),
             _ => None,

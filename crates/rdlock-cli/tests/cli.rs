@@ -334,12 +334,11 @@ fn tls_with_a_private_ca_and_a_client_certificate() {
         Err(e) => panic!("start a TLS server: {e}"),
     };
     let identity = ca.client_cert().expect("a client certificate");
-    let files = [("ca", ca.ca_pem()), ("cert", identity.cert_pem), ("key", identity.key_pem)]
-        .map(|(name, pem)| {
-            let path = scratch(&format!("tls-{name}.pem"));
-            std::fs::write(&path, pem).expect("write a PEM file");
-            path
-        });
+    let files = [("ca", ca.ca_pem()), ("cert", identity.cert_pem), ("key", identity.key_pem)].map(|(name, pem)| {
+        let path = scratch(&format!("tls-{name}.pem"));
+        std::fs::write(&path, pem).expect("write a PEM file");
+        path
+    });
     let [ca_file, cert_file, key_file] = files.each_ref().map(|p| p.display().to_string());
     let mut run = rdlock(&server.url());
     run.args(["--ca-file", &ca_file, "--cert-file", &cert_file, "--key-file", &key_file]);

@@ -163,7 +163,6 @@ impl SentinelConfig {
         }
         Ok(config)
     }
-
 }
 
 /// The sentinels' settings, and how their servers are reached (in the clear, or over TLS
@@ -395,7 +394,9 @@ fn confirm_primary(sentinels: &Sentinels, primary: &Primary) -> Result<(), Error
     match role.first() {
         Some(Value::BulkString(r)) if r == b"master" => Ok(()),
         Some(Value::SimpleString(r)) if r == "master" => Ok(()),
-        other => Err(SentinelError::NotAPrimary { addr: primary.addr(), detail: format!("ROLE says {other:?}") }.into()),
+        other => {
+            Err(SentinelError::NotAPrimary { addr: primary.addr(), detail: format!("ROLE says {other:?}") }.into())
+        }
     }
 }
 

@@ -135,7 +135,8 @@ impl NodeTls {
             (true, _) if !cfg!(feature = "tls") => return Err(TlsError::NotEnabled.into()),
             (true, _) => {}
         }
-        let addr = redis::ConnectionAddr::TcpTls { host: "localhost".into(), port: 0, insecure: false, tls_params: None };
+        let addr =
+            redis::ConnectionAddr::TcpTls { host: "localhost".into(), port: 0, insecure: false, tls_params: None };
         let template = apply(settings, redis::Client::open(redis::IntoConnectionInfo::into_connection_info(addr)?)?)?;
         Ok(Self { template: Some(template.get_connection_info().addr().clone()) })
     }
@@ -285,6 +286,26 @@ mod tests {
         let plain = redis::Client::open("redis://127.0.0.1:1/")?;
         assert!(matches!(apply(Some(&settings()), plain.clone()), Err(Error::Tls(TlsError::NotTls))));
         assert!(apply(None, plain).is_ok(), "no settings, nothing to refuse");
+        Ok(())
+    }
+
+    #[test]
+    fn sentinel_and_cluster_servers_are_reached_as_the_url_says() -> Result<(), Error> {
+        let plain = NodeTls::new(false, None)?;
+        assert!(matches!(plain.addr("h", 7), redis::ConnectionAddr::Tcp(h, 7) if h == "h"));
+        assert!(matches!(NodeTls::new(false, Some(&settings())), Err(Error::Tls(TlsError::NotTls))));
+        if cfg!(feature = "tls") {
+            // The certificates, parsed once, go to every server's address.
+            let secure = NodeTls::new(true, Some(&TlsConfig::default()))?;
+            let addr = secure.addr("h", 7);
+            assert!(
+                matches!(addr, redis::ConnectionAddr::TcpTls { ref host, port: 7, insecure: false, tls_params: Some(_) } if host == "h")
+            );
+            assert!(matches!(NodeTls::new(true, Some(&settings())), Err(Error::Tls(TlsError::Settings(_)))));
+            assert_eq!(format!("{secure:?}"), "NodeTls(tls)", "no certificate printed");
+        } else {
+            assert!(matches!(NodeTls::new(true, None), Err(Error::Tls(TlsError::NotEnabled))));
+        }
         Ok(())
     }
 

@@ -85,9 +85,8 @@ impl Sentinels {
              sentinel failover-timeout {MASTER_NAME} 2000\n\
              sentinel parallel-syncs {MASTER_NAME} 1\n"
         );
-        let sentinels = (0..count)
-            .map(|_| base.clone().sentinel_config(config.clone()).start())
-            .collect::<Result<Vec<_>>>()?;
+        let sentinels =
+            (0..count).map(|_| base.clone().sentinel_config(config.clone()).start()).collect::<Result<Vec<_>>>()?;
         for sentinel in &sentinels {
             // Faster INFO polling and hello messages make discovery and
             // failover quick. The ping period must stay well below
