@@ -130,8 +130,9 @@ pub async fn tls_replica_confirmation<H: Harness>() {
 }
 
 /// A server certificate of an untrusted CA, an expired one, and one for another host are
-/// refused at connect, each with its typed error; so are TLS settings for a plain URL,
-/// through sentinels, or with a key that cannot be read.
+/// refused at connect, each with its typed error (also for a primary named by sentinels);
+/// so are TLS settings for a plain URL (also a sentinel or a cluster one), or with a key
+/// that cannot be read.
 pub async fn tls_bad_certificates_are_refused_with_typed_errors<H: Harness>() {
     if without_tls("tls_bad_certificates_are_refused_with_typed_errors") {
         return;
@@ -163,6 +164,18 @@ pub async fn tls_bad_certificates_are_refused_with_typed_errors<H: Harness>() {
     assert!(matches!(r, Err(Error::Tls(TlsError::NotTls))), "TLS settings for redis+sentinel://: {r:?}");
     let r = H::connect_cluster("redis+cluster://127.0.0.1:1", trusting(&ca, None)).await;
     assert!(matches!(r, Err(Error::Tls(TlsError::NotTls))), "TLS settings for redis+cluster://: {r:?}");
+    // Sentinels the client trusts naming a primary it does not (its certificate is for
+    // another host, which the sentinels, checking no host name, accept): TLS's refusal, not
+    // "not a primary".
+    let cert = ca.server_cert_for("db.example.invalid").expect("cert");
+    let primary = tls_server(TlsServer::with_cert(&ca, cert).expect("certificates"));
+    let sentinel_tls = RedisServer::builder().tls(TlsServer::new(&ca).expect("certificates"));
+    let sentinels = Sentinels::start_with(&primary, 1, sentinel_tls).expect("a TLS sentinel");
+    let url = format!("rediss+sentinel://{}/{MASTER_NAME}", sentinels.addrs()[0]);
+    match H::connect_sentinel(&url, trusting(&ca, None)).await {
+        Err(Error::Tls(TlsError::WrongHost)) => {}
+        r => panic!("a primary of another host: expected Error::Tls(WrongHost), got {:?}", r.map(|_| ())),
+    }
     let server = tls_server(TlsServer::new(&ca).expect("certificates"));
     let garbled = CertPair { cert_pem: "not a certificate".into(), key_pem: "not a key".into() };
     let r = H::connect_with(&server.url(), trusting(&ca, Some(garbled))).await;
