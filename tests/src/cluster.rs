@@ -37,7 +37,7 @@ fn url(cluster: &Cluster) -> String {
 }
 
 /// `n` keys, each served by a different primary.
-fn keys_on_distinct_shards(cluster: &Cluster, n: usize) -> Vec<String> {
+pub(crate) fn keys_on_distinct_shards(cluster: &Cluster, n: usize) -> Vec<String> {
     let mut found: Vec<(String, u16)> = Vec::new();
     for i in 0.. {
         let key = format!("rdlock-test:cluster-{i}");
@@ -292,7 +292,7 @@ fn long_hold() -> LockOptions {
 }
 
 /// The sharded channels `node` holds for `key` (a waiter's inbox starts with the key).
-fn shard_channels(node: &RedisServer, key: &str) -> Vec<String> {
+pub(crate) fn shard_channels(node: &RedisServer, key: &str) -> Vec<String> {
     redis::cmd("PUBSUB").arg("SHARDCHANNELS").arg(format!("{key}*")).query(&mut admin(node)).expect("PUBSUB")
 }
 

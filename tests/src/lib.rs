@@ -158,6 +158,8 @@ macro_rules! cases {
             tls_replica_confirmation,
             tls_bad_certificates_are_refused_with_typed_errors,
             mutual_tls_with_and_without_a_client_certificate,
+            tls_sentinel_handoff_across_a_failover,
+            tls_cluster_handoff_across_shards,
         );
         $crate::cases!(@in cluster $harness;
             cluster_mutual_exclusion_and_handoff_across_shards,

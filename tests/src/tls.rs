@@ -1,18 +1,27 @@
 //! The cases over TLS: servers that listen on a TLS port only (so every connection, the
 //! pub/sub one and the replicas' too, is TLS), with certificates of a throwaway CA made at run
-//! time; bad certificates are refused at connect with a typed error.
+//! time; bad certificates are refused at connect with a typed error. Also through TLS
+//! sentinels (their lookups and `+switch-master` watch over TLS, a failover followed) and to
+//! a TLS cluster (`--tls-cluster yes`, sharded pub/sub over TLS), both under mutual TLS, so
+//! that any connection made without the client's certificate would be refused.
 
 use std::time::{Duration, Instant};
 
 use rdlock_core::{Confirm, LockOptions};
 use rdlock_driver::{ClientConfig, ClientIdentity, Error, TlsConfig, TlsError};
-use rdlock_testkit::{CertPair, ClientAuth, RedisServer, Replicated, TestCa, TlsServer};
+use rdlock_testkit::{
+    CertPair, ClientAuth, Cluster, MASTER_NAME, RedisServer, Replicated, Sentinels, TestCa, TlsServer,
+};
 
+use crate::cluster::{keys_on_distinct_shards, shard_channels};
 use crate::harness::{Harness, lock_with};
 use crate::support::{admin, assert_clean, get, inbox_subscribers, ms, wait_until};
 
 const KEY: &str = "rdlock-test:tls";
 const PATIENCE: Duration = Duration::from_secs(10);
+/// Longest a failover may take to be agreed on and followed (a hang guard: a loaded machine
+/// has taken 11 s).
+const FOLLOW_BOUND: Duration = Duration::from_secs(20);
 
 fn ca(name: &str) -> TestCa {
     TestCa::new(name).expect("make a CA")
@@ -121,8 +130,9 @@ pub async fn tls_replica_confirmation<H: Harness>() {
 }
 
 /// A server certificate of an untrusted CA, an expired one, and one for another host are
-/// refused at connect, each with its typed error; so are TLS settings for a plain URL,
-/// through sentinels, or with a key that cannot be read.
+/// refused at connect, each with its typed error (also for a primary named by sentinels);
+/// so are TLS settings for a plain URL (also a sentinel or a cluster one), or with a key
+/// that cannot be read.
 pub async fn tls_bad_certificates_are_refused_with_typed_errors<H: Harness>() {
     if without_tls("tls_bad_certificates_are_refused_with_typed_errors") {
         return;
@@ -149,8 +159,23 @@ pub async fn tls_bad_certificates_are_refused_with_typed_errors<H: Harness>() {
     let plain = RedisServer::start().expect("start redis-server");
     let r = H::connect_with(&plain.url(), trusting(&ca, None)).await;
     assert!(matches!(r, Err(Error::Tls(TlsError::NotTls))), "TLS settings for redis://: {r:?}");
+    // Through sentinels and to a cluster too: TLS settings for a plain URL send nothing.
     let r = H::connect_sentinel("redis+sentinel://127.0.0.1:1/mymaster", trusting(&ca, None)).await;
-    assert!(matches!(r, Err(Error::Tls(TlsError::Unsupported))), "TLS settings through sentinels: {r:?}");
+    assert!(matches!(r, Err(Error::Tls(TlsError::NotTls))), "TLS settings for redis+sentinel://: {r:?}");
+    let r = H::connect_cluster("redis+cluster://127.0.0.1:1", trusting(&ca, None)).await;
+    assert!(matches!(r, Err(Error::Tls(TlsError::NotTls))), "TLS settings for redis+cluster://: {r:?}");
+    // Sentinels the client trusts naming a primary it does not (its certificate is for
+    // another host, which the sentinels, checking no host name, accept): TLS's refusal, not
+    // "not a primary".
+    let cert = ca.server_cert_for("db.example.invalid").expect("cert");
+    let primary = tls_server(TlsServer::with_cert(&ca, cert).expect("certificates"));
+    let sentinel_tls = RedisServer::builder().tls(TlsServer::new(&ca).expect("certificates"));
+    let sentinels = Sentinels::start_with(&primary, 1, sentinel_tls).expect("a TLS sentinel");
+    let url = format!("rediss+sentinel://{}/{MASTER_NAME}", sentinels.addrs()[0]);
+    match H::connect_sentinel(&url, trusting(&ca, None)).await {
+        Err(Error::Tls(TlsError::WrongHost)) => {}
+        r => panic!("a primary of another host: expected Error::Tls(WrongHost), got {:?}", r.map(|_| ())),
+    }
     let server = tls_server(TlsServer::new(&ca).expect("certificates"));
     let garbled = CertPair { cert_pem: "not a certificate".into(), key_pem: "not a key".into() };
     let r = H::connect_with(&server.url(), trusting(&ca, Some(garbled))).await;
@@ -177,4 +202,108 @@ pub async fn mutual_tls_with_and_without_a_client_certificate<H: Harness>() {
         }
     }
     assert_clean(&server, &[]);
+}
+
+/// Mutual TLS everywhere: servers of `ca` that require a client certificate of it.
+fn mutual(ca: &TestCa) -> rdlock_testkit::ServerBuilder {
+    RedisServer::builder().tls(TlsServer::new(ca).expect("certificates").clients(ClientAuth::Required))
+}
+
+/// A waiter that polls only every 30 s to 60 s, behind a holder whose lease is as long: only
+/// a hand-off message (or a look at a switch) can serve it within [`PATIENCE`].
+fn heard_only() -> LockOptions {
+    LockOptions { ttl: Duration::from_secs(60), poll_cap: Duration::from_secs(60), ..LockOptions::default() }
+}
+
+/// Through TLS sentinels (mutual TLS on the sentinels and the data nodes): a lock, a waiter
+/// queued behind it, a `SENTINEL FAILOVER` that both clients follow (their lookups and
+/// `+switch-master` watch over TLS), the lease verified on the new primary, and the hand-off
+/// heard there over the waiter's new TLS pub/sub connection. Another CA is a typed error.
+pub async fn tls_sentinel_handoff_across_a_failover<H: Harness>() {
+    if without_tls("tls_sentinel_handoff_across_a_failover") {
+        return;
+    }
+    let (ca, other) = (ca("sentinel"), ca("sentinel-stranger"));
+    let set = Replicated::start_with(1, mutual(&ca)).expect("a TLS primary with a TLS replica");
+    let sentinels = Sentinels::start_with(&set, 2, mutual(&ca)).expect("2 TLS sentinels");
+    let hosts: Vec<String> = sentinels.addrs().iter().map(ToString::to_string).collect();
+    let url = format!("rediss+sentinel://{}/{MASTER_NAME}", hosts.join(","));
+    let config = || trusting(&ca, Some(ca.client_cert().expect("cert")));
+    match H::connect_sentinel(&url, trusting(&other, Some(other.client_cert().expect("cert")))).await {
+        Err(Error::Tls(TlsError::UnknownIssuer)) => {}
+        r => panic!("sentinels of another CA: expected Error::Tls(UnknownIssuer), got {:?}", r.map(|_| ())),
+    }
+    let holder = H::connect_sentinel(&url, config()).await.expect("connect through TLS sentinels");
+    let waiter = H::connect_sentinel(&url, config()).await.expect("connect through TLS sentinels");
+    let old = set.primary().addr();
+    assert_eq!(H::sentinel_primary(&holder), Some(old.to_string()));
+    let confirmed = LockOptions { confirm: Confirm::All { timeout: Duration::from_secs(2) }, ..heard_only() };
+    let guard = lock_with::<H>(&holder, KEY, confirmed, PATIENCE).await.expect("a lock its replica confirmed");
+    let fence = H::fence(&guard);
+    let task = {
+        let waiter = waiter.clone();
+        H::spawn(async move { lock_with::<H>(&waiter, KEY, heard_only(), FOLLOW_BOUND + PATIENCE).await })
+    };
+    let mut conn = admin(set.primary());
+    wait_until("the waiter subscribed over TLS", PATIENCE, || inbox_subscribers(&mut conn, KEY) == 1);
+    let switched = Instant::now();
+    sentinels.failover().expect("SENTINEL FAILOVER");
+    let new = sentinels.wait_for_new_master(old.port(), FOLLOW_BOUND).expect("a new primary").to_string();
+    for client in [&holder, &waiter] {
+        while H::sentinel_primary(client).as_deref() != Some(new.as_str()) {
+            assert!(switched.elapsed() < FOLLOW_BOUND, "[{}] a client did not follow the failover over TLS", H::NAME);
+            H::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    println!("[{}] both clients followed SENTINEL FAILOVER over TLS in {:.0} ms", H::NAME, ms(switched.elapsed()));
+    assert_eq!(H::lost_within(&guard, Duration::from_millis(300)).await, None, "the confirmed lease was lost");
+    let new_primary = set.replica(0);
+    assert_eq!(new_primary.addr().to_string(), new);
+    let mut conn = admin(new_primary);
+    wait_until("the waiter subscribed on the new primary", PATIENCE, || inbox_subscribers(&mut conn, KEY) == 1);
+    assert!(H::release(guard).await.expect("release on the new primary").was_held());
+    let handed = task.await.expect("the waiter hears the hand-off on the new primary");
+    assert!(H::fence(&handed) > fence, "the waiter holds it with a later fence");
+    assert_eq!(get(&mut conn, KEY), Some(H::token(&handed)));
+    assert!(H::release(handed).await.expect("release").was_held());
+    assert_clean(new_primary, &[]);
+}
+
+/// A TLS cluster (`--tls-cluster yes`, mutual TLS): on keys of its three shards a lock lives
+/// on its slot's primary and is handed to a waiter that hears of it over sharded pub/sub
+/// (TLS, on the key's primary). Another CA is a typed error.
+pub async fn tls_cluster_handoff_across_shards<H: Harness>() {
+    if without_tls("tls_cluster_handoff_across_shards") {
+        return;
+    }
+    let (ca, other) = (ca("cluster"), ca("cluster-stranger"));
+    let cluster = Cluster::start_with(3, 0, mutual(&ca)).expect("a TLS cluster of 3 primaries");
+    let url = format!("rediss+cluster://{}", cluster.nodes()[0].addr());
+    let config = || trusting(&ca, Some(ca.client_cert().expect("cert")));
+    match H::connect_cluster(&url, trusting(&other, Some(other.client_cert().expect("cert")))).await {
+        Err(Error::Tls(TlsError::UnknownIssuer)) => {}
+        r => panic!("a cluster of another CA: expected Error::Tls(UnknownIssuer), got {:?}", r.map(|_| ())),
+    }
+    let holder = H::connect_cluster(&url, config()).await.expect("connect to a TLS cluster");
+    let waiter = H::connect_cluster(&url, config()).await.expect("connect to a TLS cluster");
+    for key in keys_on_distinct_shards(&cluster, 3) {
+        let primary = cluster.primary_for_key(&key).expect("the key's primary");
+        let guard = lock_with::<H>(&holder, &key, heard_only(), PATIENCE).await.expect("lock");
+        assert_eq!(get(&mut admin(primary), &key), Some(H::token(&guard)), "{key} is on its slot's primary");
+        let task = {
+            let (waiter, key) = (waiter.clone(), key.clone());
+            H::spawn(async move { lock_with::<H>(&waiter, &key, heard_only(), PATIENCE).await })
+        };
+        wait_until("the waiter subscribed on the key's primary", PATIENCE, || {
+            !shard_channels(primary, &key).is_empty()
+        });
+        let released = Instant::now();
+        assert!(H::release(guard).await.expect("release").was_held());
+        let handed = task.await.expect("the waiter hears the hand-off over TLS");
+        println!("[{}] TLS cluster hand-off on {key}: {:.1} ms", H::NAME, ms(released.elapsed()));
+        assert!(H::release(handed).await.expect("release").was_held());
+    }
+    for node in cluster.nodes() {
+        assert_clean(node, &[]);
+    }
 }

@@ -8,11 +8,12 @@ mod duration;
 mod exec;
 mod view;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use rdlock_blocking::{Client, Confirm, Error, LockError, redis};
+use rdlock_blocking::{Client, ClientConfig, ClientIdentity, Confirm, Error, LockError, TlsConfig, redis};
 
 /// A usage error: unknown flag, missing argument, bad key or duration.
 pub const EX_USAGE: u8 = 64;
@@ -37,6 +38,8 @@ Examples:
   RDLOCK_URL=redis://:secret@redis.internal:6379/ rdlock exec --timeout 2m deploy -- ./deploy.sh
   # Through sentinels, waiting for a majority of replicas to hold the lock:
   rdlock --url redis+sentinel://s1:26379,s2:26379/mymaster exec --confirm majority deploy -- ./deploy.sh
+  # Over TLS with a private CA (a build with the tls feature), here to a cluster:
+  rdlock --url rediss+cluster://n1:7000,n2:7000 --ca-file /etc/redis/ca.pem inspect deploy
   rdlock inspect deploy --json
   rdlock watch deploy --interval 500ms
   rdlock release --force deploy
@@ -57,6 +60,8 @@ struct Cli {
     /// redis+cluster://[user:password@]host:port,host:port.
     #[arg(long, env = "RDLOCK_URL", default_value = "redis://127.0.0.1:6379/", hide_env_values = true, global = true)]
     url: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -101,6 +106,37 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// Certificates for a rediss:// URL (also rediss+sentinel:// and rediss+cluster://: the
+/// sentinels and every node then take them). Need a build with the `tls` feature.
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// The CA (PEM) that signs the servers' certificates, instead of the system's roots.
+    #[arg(long, env = "RDLOCK_CA_FILE", global = true, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// A client certificate (PEM), for servers that require one (tls-auth-clients yes).
+    #[arg(long, env = "RDLOCK_CERT_FILE", global = true, value_name = "PEM", requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "RDLOCK_KEY_FILE", global = true, value_name = "PEM", requires = "cert_file")]
+    key_file: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The client's settings: TLS ones when a file is named (read here: an unreadable file is
+    /// a usage error, named in the message).
+    fn config(&self) -> Result<ClientConfig, String> {
+        let read =
+            |path: &PathBuf| std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some(ClientIdentity { cert_pem: read(cert)?, key_pem: read(key)? }),
+            _ => None,
+        };
+        let ca_pem = self.ca_file.as_ref().map(read).transpose()?;
+        let tls = (ca_pem.is_some() || identity.is_some()).then_some(TlsConfig { ca_pem, identity });
+        Ok(ClientConfig { tls, ..ClientConfig::default() })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -190,7 +226,14 @@ fn run(cli: Cli) -> u8 {
         clap_complete::generate(shell, &mut Cli::command(), "rdlock", &mut std::io::stdout());
         return 0;
     }
-    let client = match Client::open(&cli.url) {
+    let config = match cli.tls.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rdlock: {e}");
+            return EX_USAGE;
+        }
+    };
+    let client = match Client::open_with(&cli.url, config) {
         Ok(c) => c,
         Err(e) => return report(&e, &cli.url, &format!("cannot connect to {}", redact(&cli.url))),
     };
@@ -245,7 +288,9 @@ fn exit_code(e: &Error) -> u8 {
         Error::Redis(r) if r.kind() == redis::ErrorKind::AuthenticationFailed => EX_NOPERM,
         Error::Redis(r) if matches!(r.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM")) => EX_NOPERM,
         // Replicas that did not acknowledge in time are unavailable too (the lock was released).
+        // TLS refused a certificate (or the settings): no server could be reached safely.
         Error::Redis(_)
+        | Error::Tls(_)
         | Error::Sentinel(_)
         | Error::Lock(LockError::Transport(_))
         | Error::ReplicationShortfall { .. } => EX_UNAVAILABLE,

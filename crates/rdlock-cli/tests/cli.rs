@@ -313,3 +313,43 @@ fn sentinel_and_cluster_urls_work() {
         let _ = std::fs::remove_file(&file);
     }
 }
+
+/// `--ca-file`, `--cert-file` and `--key-file` against a TLS-only server that requires a
+/// client certificate (a build with the `tls` feature): `exec` runs; without the certificate,
+/// or trusting the system's roots only, it is one line and exit 69. On a server built without
+/// TLS the case says it does not apply.
+#[cfg(feature = "tls")]
+#[test]
+fn tls_with_a_private_ca_and_a_client_certificate() {
+    use rdlock_testkit::{ClientAuth, TestCa, TestkitError, TlsServer};
+
+    let ca = TestCa::new("cli").expect("a CA");
+    let tls = TlsServer::new(&ca).expect("certificates").clients(ClientAuth::Required);
+    let server = match RedisServer::builder().tls(tls).start() {
+        Ok(s) => s,
+        Err(TestkitError::Exited { log_tail, .. }) if log_tail.contains("TLS support") => {
+            println!("tls_with_a_private_ca_and_a_client_certificate does not apply: the server has no TLS");
+            return;
+        }
+        Err(e) => panic!("start a TLS server: {e}"),
+    };
+    let identity = ca.client_cert().expect("a client certificate");
+    let files = [("ca", ca.ca_pem()), ("cert", identity.cert_pem), ("key", identity.key_pem)].map(|(name, pem)| {
+        let path = scratch(&format!("tls-{name}.pem"));
+        std::fs::write(&path, pem).expect("write a PEM file");
+        path
+    });
+    let [ca_file, cert_file, key_file] = files.each_ref().map(|p| p.display().to_string());
+    let mut run = rdlock(&server.url());
+    run.args(["--ca-file", &ca_file, "--cert-file", &cert_file, "--key-file", &key_file]);
+    let out = run.args(["exec", "--timeout", "10s", "tls", "--", "true"]).output().expect("exec");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for flags in [vec!["--ca-file", &ca_file], vec!["--cert-file", &cert_file, "--key-file", &key_file]] {
+        let out = rdlock(&server.url()).args(&flags).args(["inspect", "tls"]).output().expect("inspect");
+        assert_eq!(code(&out), 69, "{flags:?}: {}", stderr(&out));
+        one_line_error(&out);
+    }
+    for path in &files {
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -251,11 +251,11 @@ async fn start_sentinel<R: Runtime>(
     sentinel: crate::SentinelConfig,
     config: ClientConfig,
 ) -> Result<Arc<Inner<R>>, Error> {
-    crate::tls::one_server_only(&config)?;
-    let primary = crate::sentinel::resolve_off_thread(sentinel.clone()).await?;
+    let sentinels = crate::sentinel::Sentinels::new(sentinel, &config)?;
+    let primary = crate::sentinel::resolve_off_thread(sentinels.clone()).await?;
     let settings = config.clone();
-    let inner = start(sentinel.data_client(&primary)?, config).await?;
-    crate::sentinel::follow(&inner, sentinel, primary, &settings)?;
+    let inner = start(sentinels.data_client(&primary)?, config).await?;
+    crate::sentinel::follow(&inner, sentinels, primary, &settings)?;
     Ok(inner)
 }
 
@@ -264,7 +264,6 @@ async fn start_cluster<R: Runtime>(
     cluster: crate::ClusterConfig,
     config: ClientConfig,
 ) -> Result<Arc<Inner<R>>, Error> {
-    crate::tls::one_server_only(&config)?;
     let settings = config.clone();
     let topology =
         crate::sentinel::off_thread("rdlock-cluster", move || crate::cluster::Topology::connect(cluster, &settings))

@@ -71,15 +71,27 @@ macro_rules! lock_api {
             /// Through sentinels: [`Error::Sentinel`] when none answers, they know no such
             /// master, or no majority of them agrees.
             pub $($async)? fn open(url: &str) -> Result<Self, Error> {
+                wait!(Self::open_with(url, ClientConfig::default()))
+            }
+
+            /// As [`Client::open`], with settings: say a private CA and a client certificate
+            /// ([`ClientConfig::tls`]) for a `rediss://`, `rediss+sentinel://` or
+            /// `rediss+cluster://` URL, which then go to every connection the client makes.
+            ///
+            /// # Errors
+            ///
+            /// As [`Client::open`]; [`Error::Tls`] when TLS refuses a server's certificate (or
+            /// a server the client's), or TLS settings come with a plain URL.
+            pub $($async)? fn open_with(url: &str, config: ClientConfig) -> Result<Self, Error> {
                 if url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://") {
                     let sentinel = crate::SentinelConfig::from_url(url)?;
-                    return wait!(Self::connect_sentinel(sentinel, ClientConfig::default()));
+                    return wait!(Self::connect_sentinel(sentinel, config));
                 }
                 if url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://") {
                     let cluster = crate::ClusterConfig::from_url(url)?;
-                    return wait!(Self::connect_cluster(cluster, ClientConfig::default()));
+                    return wait!(Self::connect_cluster(cluster, config));
                 }
-                wait!(Self::connect(redis::Client::open(url)?, ClientConfig::default()))
+                wait!(Self::connect(redis::Client::open(url)?, config))
             }
 
             /// A client of the primary that the sentinels in `sentinel` name, with settings.
@@ -95,8 +107,10 @@ macro_rules! lock_api {
             /// # Errors
             ///
             /// [`Error::Sentinel`] when no sentinel answers, they know no such master, no
-            /// majority of them agrees, or the server they name is no primary; otherwise as
-            /// [`Client::open`].
+            /// majority of them agrees, or the server they name is no primary;
+            /// [`Error::Tls`] when no sentinel answers and TLS refused one, or refused the
+            /// primary ([`SentinelConfig::tls`](crate::SentinelConfig::tls) takes
+            /// [`ClientConfig::tls`] to both); otherwise as [`Client::open`].
             pub $($async)? fn connect_sentinel(sentinel: crate::SentinelConfig, config: ClientConfig) -> Result<Self, Error> {
                 let inner = wait!(start_sentinel(sentinel, config))?;
                 Ok(Self { _life: std::sync::Arc::new(Lifetime(inner.clone())), inner })
@@ -108,12 +122,13 @@ macro_rules! lock_api {
             /// are followed, and the slot map is read again every
             /// [`ClientConfig::topology_refresh`] and after a lost link, on one helper thread
             /// per client: the leases of a slot whose primary changed are verified there at
-            /// once. Waits are bounded by the engine's poll (no hand-off messages yet).
+            /// once. Hand-offs are announced over sharded pub/sub, on each slot's primary.
             ///
             /// # Errors
             ///
-            /// [`Error::Cluster`] when no node gives a slot map; otherwise as
-            /// [`Client::open`].
+            /// [`Error::Cluster`] when no node gives a slot map; [`Error::Tls`] when none
+            /// does and TLS refused one ([`ClusterConfig::tls`](crate::ClusterConfig::tls)
+            /// takes [`ClientConfig::tls`] to every node); otherwise as [`Client::open`].
             pub $($async)? fn connect_cluster(cluster: crate::ClusterConfig, config: ClientConfig) -> Result<Self, Error> {
                 let inner = wait!(start_cluster(cluster, config))?;
                 Ok(Self { _life: std::sync::Arc::new(Lifetime(inner.clone())), inner })

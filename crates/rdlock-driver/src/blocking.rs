@@ -249,17 +249,16 @@ fn start(redis: redis::Client, config: ClientConfig) -> Result<Arc<Inner>, Error
 
 /// Makes a client of the primary the sentinels name, and has it follow their failovers.
 fn start_sentinel(sentinel: crate::SentinelConfig, config: ClientConfig) -> Result<Arc<Inner>, Error> {
-    crate::tls::one_server_only(&config)?;
-    let primary = crate::sentinel::resolve(&sentinel, None)?;
+    let sentinels = crate::sentinel::Sentinels::new(sentinel, &config)?;
+    let primary = crate::sentinel::resolve(&sentinels, None)?;
     let settings = config.clone();
-    let inner = start(sentinel.data_client(&primary)?, config)?;
-    crate::sentinel::follow(&inner, sentinel, primary, &settings)?;
+    let inner = start(sentinels.data_client(&primary)?, config)?;
+    crate::sentinel::follow(&inner, sentinels, primary, &settings)?;
     Ok(inner)
 }
 
 /// Makes a client of a cluster: reads its slot map and has it follow it.
 fn start_cluster(cluster: crate::ClusterConfig, config: ClientConfig) -> Result<Arc<Inner>, Error> {
-    crate::tls::one_server_only(&config)?;
     let topology = crate::cluster::Topology::connect(cluster, &config)?;
     let (seed, config) = crate::cluster::settings(&topology, config)?;
     let inner = start(seed, config)?;

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use rdlock_core::{Command, Reply, TransportError};
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
+use redis::{IntoConnectionInfo, RedisConnectionInfo, Value};
 
 use crate::cell::{Cell, Side};
 use crate::config::ClientConfig;
@@ -34,6 +34,7 @@ use crate::error::Error;
 use crate::exchange::Exchange;
 use crate::sentinel::{Credentials, decode, parse_host};
 use crate::sharded::Hub;
+use crate::tls::NodeTls;
 
 /// The number of hash slots.
 const SLOTS: usize = 16384;
@@ -72,7 +73,8 @@ pub struct ClusterConfig {
     pub seeds: Vec<(String, u16)>,
     /// Credentials for every node.
     pub credentials: Credentials,
-    /// TLS to the nodes (needs one of the redis crate's TLS features).
+    /// TLS to every node, with [`ClientConfig::tls`]' certificates (needs the adapter's
+    /// `tls` feature).
     pub tls: bool,
     /// Longest wait for one node's slot map (connecting included).
     pub query_timeout: Duration,
@@ -130,23 +132,15 @@ impl ClusterConfig {
         Ok(config)
     }
 
-    /// A client of the node at `host:port`.
-    pub(crate) fn client(&self, host: &str, port: u16) -> redis::RedisResult<redis::Client> {
-        self.client_with(host, port, redis::ProtocolVersion::RESP2)
-    }
-
-    /// A client of the node at `host:port` speaking `protocol`.
+    /// A client of the node at `host:port` speaking `protocol`, reached as `tls` says.
     fn client_with(
         &self,
+        tls: &NodeTls,
         host: &str,
         port: u16,
         protocol: redis::ProtocolVersion,
     ) -> redis::RedisResult<redis::Client> {
-        let addr = if self.tls {
-            ConnectionAddr::TcpTls { host: host.to_owned(), port, insecure: false, tls_params: None }
-        } else {
-            ConnectionAddr::Tcp(host.to_owned(), port)
-        };
+        let addr = tls.addr(host, port);
         let mut settings = RedisConnectionInfo::default().set_protocol(protocol);
         if let Some(user) = &self.credentials.username {
             settings = settings.set_username(user);
@@ -157,12 +151,15 @@ impl ClusterConfig {
         redis::Client::open(addr.into_connection_info()?.set_redis_settings(settings))
     }
 
-    /// The slot ranges and their primaries, from the first of `nodes` that answers.
-    fn read(&self, nodes: &[(String, u16)]) -> Result<Vec<Range>, ClusterError> {
+    /// The slot ranges and their primaries, from the first of `nodes` that answers. When
+    /// none answers and TLS refused one of them, the error is that refusal ([`Error::Tls`]).
+    fn read(&self, tls: &NodeTls, nodes: &[(String, u16)]) -> Result<Vec<Range>, Error> {
         let mut last = String::from("no node to ask");
+        let mut refused = None;
         for (host, port) in nodes {
             let asked = || -> redis::RedisResult<Vec<Range>> {
-                let mut conn = self.client(host, *port)?.get_connection_with_timeout(self.query_timeout)?;
+                let client = self.client_with(tls, host, *port, redis::ProtocolVersion::RESP2)?;
+                let mut conn = client.get_connection_with_timeout(self.query_timeout)?;
                 conn.set_read_timeout(Some(self.query_timeout))?;
                 conn.set_write_timeout(Some(self.query_timeout))?;
                 let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn)?;
@@ -171,10 +168,16 @@ impl ClusterConfig {
             match asked() {
                 Ok(r) if !r.is_empty() => return Ok(r),
                 Ok(_) => last = format!("{host}:{port} serves no slot map"),
-                Err(e) => last = format!("{host}:{port}: {e}"),
+                Err(e) => {
+                    refused = refused.or_else(|| crate::tls::refusal(&e));
+                    last = format!("{host}:{port}: {e}");
+                }
             }
         }
-        Err(ClusterError::NoSlotMap { last })
+        match refused {
+            Some(t) => Err(Error::Tls(t)),
+            None => Err(ClusterError::NoSlotMap { last }.into()),
+        }
     }
 }
 
@@ -349,6 +352,8 @@ impl<'t> Walk<'t> {
 #[derive(Debug)]
 pub(crate) struct Topology {
     config: ClusterConfig,
+    /// How every node is reached: in the clear, or over TLS with the client's certificates.
+    tls: NodeTls,
     refresh: Duration,
     map: Mutex<Map>,
     /// Slots that moved since the engine was last told (by a `MOVED` a request followed).
@@ -383,18 +388,21 @@ impl Map {
 }
 
 impl Topology {
-    /// Reads the slot map from the seeds.
-    pub(crate) fn connect(config: ClusterConfig, settings: &ClientConfig) -> Result<Self, ClusterError> {
-        let ranges = config.read(&config.seeds)?;
-        let topology = Self::new(config, settings);
+    /// Reads the slot map from the seeds, reached with `settings`' TLS certificates when
+    /// the URL said TLS (TLS settings for a plain URL are refused: [`crate::TlsError::NotTls`]).
+    pub(crate) fn connect(config: ClusterConfig, settings: &ClientConfig) -> Result<Self, Error> {
+        let tls = NodeTls::new(config.tls, settings.tls.as_ref())?;
+        let ranges = config.read(&tls, &config.seeds)?;
+        let topology = Self::new(config, tls, settings);
         topology.replace(&ranges);
         Ok(topology)
     }
 
     /// An empty map.
-    fn new(config: ClusterConfig, settings: &ClientConfig) -> Self {
+    fn new(config: ClusterConfig, tls: NodeTls, settings: &ClientConfig) -> Self {
         Self {
             config,
+            tls,
             refresh: settings.topology_refresh.max(TICK),
             map: Mutex::new(Map {
                 slots: vec![None; SLOTS].into_boxed_slice(),
@@ -440,7 +448,7 @@ impl Topology {
 
     /// A RESP3 client of `node`, for its sharded pub/sub connection.
     pub(crate) fn pubsub_client(&self, node: &(String, u16)) -> redis::RedisResult<redis::Client> {
-        self.config.client_with(&node.0, node.1, redis::ProtocolVersion::RESP3)
+        self.config.client_with(&self.tls, &node.0, node.1, redis::ProtocolVersion::RESP3)
     }
 
     /// A client of `node` (made once).
@@ -448,7 +456,7 @@ impl Topology {
         if let Some(c) = self.map().clients.get(node) {
             return Ok(c.clone());
         }
-        let client = self.config.client(&node.0, node.1)?;
+        let client = self.config.client_with(&self.tls, &node.0, node.1, redis::ProtocolVersion::RESP2)?;
         self.map().clients.insert(node.clone(), client.clone());
         Ok(client)
     }
@@ -509,10 +517,10 @@ impl Topology {
 
     /// Reads the map again from the nodes it names, then the seeds; returns the slots whose
     /// primary changed, with their replica counts.
-    fn reread(&self) -> Result<Vec<(u16, u32)>, ClusterError> {
+    fn reread(&self) -> Result<Vec<(u16, u32)>, Error> {
         let mut nodes = self.map().nodes.clone();
         nodes.extend(self.config.seeds.iter().cloned());
-        let ranges = self.config.read(&nodes)?;
+        let ranges = self.config.read(&self.tls, &nodes)?;
         Ok(self.replace(&ranges))
     }
 }
@@ -628,7 +636,8 @@ mod tests {
 
     #[test]
     fn replica_counts_reach_the_engine_for_used_slots_only() {
-        let t = Topology::new(ClusterConfig::new([]), &ClientConfig::default());
+        let tls = NodeTls::new(false, None).expect("in the clear");
+        let t = Topology::new(ClusterConfig::new([]), tls, &ClientConfig::default());
         let range = |primary: u16, replicas| Range { start: 0, end: 99, primary: ("p".to_owned(), primary), replicas };
         assert_eq!(t.replace(&[range(1, 2)]).len(), 100, "every slot found a primary");
         assert!(t.take_floors().is_empty(), "no slot used yet");

@@ -69,10 +69,11 @@ pub struct ClientConfig {
     /// docs/observability.md), to tell several clients of one process apart. No label
     /// when `None`.
     pub metrics_label: Option<String>,
-    /// Certificates for a `rediss://` connection: a CA to trust instead of the operating
-    /// system's roots, and a client certificate for mutual TLS. Taken by a client of one
-    /// server (`Client::connect`, `Client::open`); through sentinels or of
-    /// a cluster it is refused ([`TlsError::Unsupported`](crate::TlsError::Unsupported)).
+    /// Certificates for TLS connections (`rediss://`, `rediss+sentinel://`,
+    /// `rediss+cluster://`): a CA to trust instead of the operating system's roots, and a
+    /// client certificate for mutual TLS. Every connection of the client takes them: through
+    /// sentinels both the sentinels' and the data nodes', in a cluster every node's. With a
+    /// plain URL they are refused ([`TlsError::NotTls`](crate::TlsError::NotTls)).
     pub tls: Option<crate::TlsConfig>,
     /// Engine settings. They hold no randomness: each client's engine seeds its owner
     /// tokens from the operating system when the client is made, so clients built from

@@ -19,11 +19,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
+use redis::{IntoConnectionInfo, RedisConnectionInfo, Value};
 
 use crate::cell::{Cell, Side};
 use crate::config::ClientConfig;
 use crate::error::Error;
+use crate::tls::NodeTls;
 
 /// The port a sentinel listens on when the URL names none.
 pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
@@ -84,7 +85,8 @@ pub struct SentinelConfig {
     pub sentinel_credentials: Credentials,
     /// The database on the primary.
     pub db: i64,
-    /// TLS to the sentinels and the primary (needs one of the redis crate's TLS features).
+    /// TLS to the sentinels and to the primary and its replicas, all with
+    /// [`ClientConfig::tls`]' certificates (needs the adapter's `tls` feature).
     pub tls: bool,
     /// Longest wait for one sentinel's answer (connecting included), so that a frozen
     /// sentinel costs little before the next one is asked.
@@ -161,14 +163,27 @@ impl SentinelConfig {
         }
         Ok(config)
     }
+}
+
+/// The sentinels' settings, and how their servers are reached (in the clear, or over TLS
+/// with the client's certificates, parsed once).
+#[derive(Clone, Debug)]
+pub(crate) struct Sentinels {
+    pub(crate) config: SentinelConfig,
+    tls: NodeTls,
+}
+
+impl Sentinels {
+    /// The sentinels of `config`, reached with `settings`' TLS certificates when its URL
+    /// said TLS; TLS settings for a plain URL are refused ([`crate::TlsError::NotTls`]).
+    pub(crate) fn new(config: SentinelConfig, settings: &ClientConfig) -> Result<Self, Error> {
+        let tls = NodeTls::new(config.tls, settings.tls.as_ref())?;
+        Ok(Self { config, tls })
+    }
 
     /// A client of one server, with these credentials and database.
     fn client(&self, host: &str, port: u16, credentials: &Credentials, db: i64) -> redis::RedisResult<redis::Client> {
-        let addr = if self.tls {
-            ConnectionAddr::TcpTls { host: host.to_owned(), port, insecure: false, tls_params: None }
-        } else {
-            ConnectionAddr::Tcp(host.to_owned(), port)
-        };
+        let addr = self.tls.addr(host, port);
         let mut settings = RedisConnectionInfo::default().set_db(db);
         if let Some(user) = &credentials.username {
             settings = settings.set_username(user);
@@ -181,7 +196,7 @@ impl SentinelConfig {
 
     /// A client of the primary at `host:port`.
     pub(crate) fn data_client(&self, primary: &Primary) -> redis::RedisResult<redis::Client> {
-        self.client(&primary.host, primary.port, &self.data_credentials, self.db)
+        self.client(&primary.host, primary.port, &self.config.data_credentials, self.config.db)
     }
 
     /// A connection to `host:port` whose queries give up after the query timeout.
@@ -191,9 +206,10 @@ impl SentinelConfig {
         port: u16,
         credentials: &Credentials,
     ) -> redis::RedisResult<redis::Connection> {
-        let conn = self.client(host, port, credentials, 0)?.get_connection_with_timeout(self.query_timeout)?;
-        conn.set_read_timeout(Some(self.query_timeout))?;
-        conn.set_write_timeout(Some(self.query_timeout))?;
+        let timeout = self.config.query_timeout;
+        let conn = self.client(host, port, credentials, 0)?.get_connection_with_timeout(timeout)?;
+        conn.set_read_timeout(Some(timeout))?;
+        conn.set_write_timeout(Some(timeout))?;
         Ok(conn)
     }
 }
@@ -291,12 +307,16 @@ impl Primary {
 
 /// Asks every sentinel for the primary; the answer of more than half of those that answer
 /// wins. A primary other than `known` must say it is one (`ROLE`) before it is returned.
-pub(crate) fn resolve(config: &SentinelConfig, known: Option<&Primary>) -> Result<Primary, SentinelError> {
+/// When no sentinel answers and TLS refused one of them, the error is that refusal
+/// ([`Error::Tls`]): a wrong CA is no outage to wait out.
+pub(crate) fn resolve(sentinels: &Sentinels, known: Option<&Primary>) -> Result<Primary, Error> {
+    let config = &sentinels.config;
     let mut answers: Vec<(String, Option<Primary>)> = Vec::new();
     let mut last = String::from("no sentinel configured");
+    let mut refused = None;
     for (host, port) in &config.sentinels {
         let asked = || -> redis::RedisResult<Option<Primary>> {
-            let mut conn = config.query_connection(host, *port, &config.sentinel_credentials)?;
+            let mut conn = sentinels.query_connection(host, *port, &config.sentinel_credentials)?;
             let addr: Option<(String, u16)> =
                 redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(&config.master).query(&mut conn)?;
             let Some((host, port)) = addr else { return Ok(None) };
@@ -311,16 +331,22 @@ pub(crate) fn resolve(config: &SentinelConfig, known: Option<&Primary>) -> Resul
         };
         match asked() {
             Ok(answer) => answers.push((format!("{host}:{port}"), answer)),
-            Err(e) => last = e.to_string(),
+            Err(e) => {
+                refused = refused.or_else(|| crate::tls::refusal(&e));
+                last = e.to_string();
+            }
         }
     }
     if answers.is_empty() {
+        if let Some(t) = refused {
+            return Err(Error::Tls(t));
+        }
         let asked = config.sentinels.iter().map(|(h, p)| format!("{h}:{p}")).collect();
-        return Err(SentinelError::NoSentinelReachable { asked, last });
+        return Err(SentinelError::NoSentinelReachable { asked, last }.into());
     }
     let primary = elect(answers, &config.master)?;
     if known.is_none_or(|k| !k.same_server(&primary)) {
-        confirm_primary(config, &primary)?;
+        confirm_primary(sentinels, &primary)?;
     }
     Ok(primary)
 }
@@ -355,24 +381,29 @@ fn elect(answers: Vec<(String, Option<Primary>)>, master: &str) -> Result<Primar
     Ok(primary)
 }
 
-/// Asks the server itself: only a primary may be given the locks.
-fn confirm_primary(config: &SentinelConfig, primary: &Primary) -> Result<(), SentinelError> {
-    let not = |detail: String| SentinelError::NotAPrimary { addr: primary.addr(), detail };
-    let mut conn = config
-        .query_connection(&primary.host, primary.port, &config.data_credentials)
-        .map_err(|e| not(e.to_string()))?;
-    let role: Vec<Value> = redis::cmd("ROLE").query(&mut conn).map_err(|e| not(e.to_string()))?;
+/// Asks the server itself: only a primary may be given the locks. A TLS refusal (say the
+/// primary's certificate is of another CA than the sentinels') is [`Error::Tls`].
+fn confirm_primary(sentinels: &Sentinels, primary: &Primary) -> Result<(), Error> {
+    let not = |e: redis::RedisError| match crate::tls::refusal(&e) {
+        Some(t) => Error::Tls(t),
+        None => SentinelError::NotAPrimary { addr: primary.addr(), detail: e.to_string() }.into(),
+    };
+    let mut conn =
+        sentinels.query_connection(&primary.host, primary.port, &sentinels.config.data_credentials).map_err(not)?;
+    let role: Vec<Value> = redis::cmd("ROLE").query(&mut conn).map_err(not)?;
     match role.first() {
         Some(Value::BulkString(r)) if r == b"master" => Ok(()),
         Some(Value::SimpleString(r)) if r == "master" => Ok(()),
-        other => Err(not(format!("ROLE says {other:?}"))),
+        other => {
+            Err(SentinelError::NotAPrimary { addr: primary.addr(), detail: format!("ROLE says {other:?}") }.into())
+        }
     }
 }
 
 /// Runs [`resolve`] on a thread of its own, for an async caller that must not block.
 #[cfg(feature = "async")]
-pub(crate) async fn resolve_off_thread(config: SentinelConfig) -> Result<Primary, Error> {
-    Ok(off_thread("rdlock-sentinel", move || resolve(&config, None)).await??)
+pub(crate) async fn resolve_off_thread(sentinels: Sentinels) -> Result<Primary, Error> {
+    off_thread("rdlock-sentinel", move || resolve(&sentinels, None)).await?
 }
 
 /// Runs `f` (short, bounded queries) on a thread of its own, for an async caller that must
@@ -419,7 +450,7 @@ pub(crate) async fn off_thread<T: Send + 'static>(
 /// a failed request raises to have it looked up now.
 #[derive(Debug)]
 pub(crate) struct Watch {
-    config: SentinelConfig,
+    sentinels: Sentinels,
     refresh: Duration,
     current: Mutex<Primary>,
     poked: AtomicBool,
@@ -441,7 +472,7 @@ impl Watch {
 /// sets the replica floor and starts the watcher thread, which ends with the client.
 pub(crate) fn follow<D>(
     cell: &Arc<Cell<D>>,
-    config: SentinelConfig,
+    sentinels: Sentinels,
     primary: Primary,
     settings: &ClientConfig,
 ) -> Result<(), Error>
@@ -453,7 +484,7 @@ where
         cell.state().engine.set_known_replicas(n);
     }
     let watch = Arc::new(Watch {
-        config,
+        sentinels,
         refresh: settings.topology_refresh.max(TICK),
         current: Mutex::new(primary),
         poked: AtomicBool::new(false),
@@ -479,10 +510,11 @@ where
     let mut hurry_until = None;
     let mut failing = false;
     loop {
-        let n = watch.config.sentinels.len().max(1);
-        let (host, port) = watch.config.sentinels.get(next % n).cloned().unwrap_or_default();
+        let config = &watch.sentinels.config;
+        let n = config.sentinels.len().max(1);
+        let (host, port) = config.sentinels.get(next % n).cloned().unwrap_or_default();
         next += 1;
-        let conn = watch.config.query_connection(&host, port, &watch.config.sentinel_credentials);
+        let conn = watch.sentinels.query_connection(&host, port, &config.sentinel_credentials);
         let mut conn = match conn {
             Ok(c) => Some(c),
             Err(e) => {
@@ -508,7 +540,7 @@ where
                     Ok(msg) => {
                         // `<name> <old-ip> <old-port> <new-ip> <new-port>`
                         let payload: String = msg.get_payload().unwrap_or_default();
-                        switched = payload.split(' ').next() == Some(watch.config.master.as_str());
+                        switched = payload.split(' ').next() == Some(config.master.as_str());
                     }
                     Err(e) if e.is_timeout() => {}
                     Err(e) => {
@@ -559,13 +591,13 @@ where
 
 /// One lookup: a confirmed new primary is switched to (`Ok(true)`); otherwise the replica
 /// floor is kept current. On trouble the primary in use is kept.
-fn look_up<D>(watch: &Watch, cell: &Arc<Cell<D>>) -> Result<bool, SentinelError>
+fn look_up<D>(watch: &Watch, cell: &Arc<Cell<D>>) -> Result<bool, Error>
 where
     D: Side + Send + Sync + 'static,
     D::Waiter: Send,
 {
     let known = watch.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let found = resolve(&watch.config, Some(&known))?;
+    let found = resolve(&watch.sentinels, Some(&known))?;
     if found.same_server(&known) {
         if found.replicas.is_some() && found.replicas != known.replicas {
             watch.current.lock().unwrap_or_else(|e| e.into_inner()).replicas = found.replicas;
@@ -576,7 +608,7 @@ where
         return Ok(false);
     }
     let client = watch
-        .config
+        .sentinels
         .data_client(&found)
         .map_err(|e| SentinelError::NotAPrimary { addr: found.addr(), detail: e.to_string() })?;
     tracing::info!(from = %known.addr(), to = %found.addr(), "the primary changed: following it");

@@ -84,16 +84,13 @@ pub enum TlsError {
     /// The certificates or key given could not be read.
     #[error("the TLS settings could not be used: {0}")]
     Settings(String),
-    /// TLS settings were given for a connection without TLS (a `redis://` URL): nothing was
-    /// sent in the clear.
+    /// TLS settings were given for a connection without TLS (a `redis://`,
+    /// `redis+sentinel://` or `redis+cluster://` URL): nothing was sent in the clear.
     #[error("TLS settings were given for a connection without TLS (use a rediss:// URL)")]
     NotTls,
-    /// TLS settings were given for a client through sentinels or of a cluster, which do not
-    /// take them yet (their `rediss://` URLs use the operating system's roots).
-    #[error("TLS settings are taken only by a client of one server (Client::connect)")]
-    Unsupported,
-    /// TLS settings need the adapter's `tls` feature.
-    #[error("TLS settings need the adapter's `tls` feature")]
+    /// TLS settings, or a `rediss+sentinel://` or `rediss+cluster://` URL, need the
+    /// adapter's `tls` feature.
+    #[error("TLS needs the adapter's `tls` feature")]
     NotEnabled,
 }
 
@@ -110,13 +107,57 @@ pub(crate) fn apply(tls: Option<&TlsConfig>, redis: redis::Client) -> Result<red
     imp::with_certificates(tls, redis)
 }
 
-/// Sentinel and cluster clients make their own per-node clients, which do not take the
-/// certificates yet: refused rather than connecting with other roots than asked for.
-pub(crate) fn one_server_only(config: &crate::ClientConfig) -> Result<(), Error> {
-    match config.tls {
-        Some(_) => Err(TlsError::Unsupported.into()),
-        None => Ok(()),
+/// How a client through sentinels or of a cluster reaches each server it makes a client for
+/// (sentinels, primaries, cluster nodes, for commands, pub/sub and lookups alike): in the
+/// clear, or over TLS with the client's certificates. Both sentinels and data nodes take the
+/// one setting, so that no connection of a TLS client falls back to the clear.
+#[derive(Clone)]
+pub(crate) struct NodeTls {
+    /// A TLS address whose parameters (the certificates, parsed once) every server's address
+    /// copies; `None`: in the clear.
+    template: Option<redis::ConnectionAddr>,
+}
+
+impl fmt::Debug for NodeTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.template.is_some() { "NodeTls(tls)" } else { "NodeTls(clear)" })
     }
+}
+
+impl NodeTls {
+    /// From the URL's scheme (`secure`: `rediss+...`) and the client's TLS settings: TLS
+    /// settings for a plain scheme are refused ([`TlsError::NotTls`]), and TLS without the
+    /// `tls` feature ([`TlsError::NotEnabled`]).
+    pub(crate) fn new(secure: bool, settings: Option<&TlsConfig>) -> Result<Self, Error> {
+        match (secure, settings) {
+            (false, None) => return Ok(Self { template: None }),
+            (false, Some(_)) => return Err(TlsError::NotTls.into()),
+            (true, _) if !cfg!(feature = "tls") => return Err(TlsError::NotEnabled.into()),
+            (true, _) => {}
+        }
+        let addr =
+            redis::ConnectionAddr::TcpTls { host: "localhost".into(), port: 0, insecure: false, tls_params: None };
+        let template = apply(settings, redis::Client::open(redis::IntoConnectionInfo::into_connection_info(addr)?)?)?;
+        Ok(Self { template: Some(template.get_connection_info().addr().clone()) })
+    }
+
+    /// The address of the server at `host:port`.
+    pub(crate) fn addr(&self, host: &str, port: u16) -> redis::ConnectionAddr {
+        match &self.template {
+            Some(redis::ConnectionAddr::TcpTls { insecure, tls_params, .. }) => redis::ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => redis::ConnectionAddr::Tcp(host.to_owned(), port),
+        }
+    }
+}
+
+/// The typed TLS refusal `e` is, if it is one.
+pub(crate) fn refusal(e: &redis::RedisError) -> Option<TlsError> {
+    imp::refusal(e)
 }
 
 /// A connect error as the typed TLS refusal it is, if it is one.
@@ -245,6 +286,26 @@ mod tests {
         let plain = redis::Client::open("redis://127.0.0.1:1/")?;
         assert!(matches!(apply(Some(&settings()), plain.clone()), Err(Error::Tls(TlsError::NotTls))));
         assert!(apply(None, plain).is_ok(), "no settings, nothing to refuse");
+        Ok(())
+    }
+
+    #[test]
+    fn sentinel_and_cluster_servers_are_reached_as_the_url_says() -> Result<(), Error> {
+        let plain = NodeTls::new(false, None)?;
+        assert!(matches!(plain.addr("h", 7), redis::ConnectionAddr::Tcp(h, 7) if h == "h"));
+        assert!(matches!(NodeTls::new(false, Some(&settings())), Err(Error::Tls(TlsError::NotTls))));
+        if cfg!(feature = "tls") {
+            // The certificates, parsed once, go to every server's address.
+            let secure = NodeTls::new(true, Some(&TlsConfig::default()))?;
+            let addr = secure.addr("h", 7);
+            assert!(
+                matches!(addr, redis::ConnectionAddr::TcpTls { ref host, port: 7, insecure: false, tls_params: Some(_) } if host == "h")
+            );
+            assert!(matches!(NodeTls::new(true, Some(&settings())), Err(Error::Tls(TlsError::Settings(_)))));
+            assert_eq!(format!("{secure:?}"), "NodeTls(tls)", "no certificate printed");
+        } else {
+            assert!(matches!(NodeTls::new(true, None), Err(Error::Tls(TlsError::NotEnabled))));
+        }
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! A cluster of primaries with replicas, built and reshaped over plain connections.
+//! A cluster of primaries with replicas, built and reshaped over the test-kit's own
+//! connections (TLS ones for a TLS cluster).
 
 use std::time::{Duration, Instant};
 
@@ -65,7 +66,9 @@ impl Cluster {
 
     /// Like [`start`](Self::start), with every node configured from `base`,
     /// e.g. `RedisServer::builder().enable_debug(true)`. The cluster settings
-    /// come after `base`'s arguments, so they win over them.
+    /// come after `base`'s arguments, so they win over them. With
+    /// [`ServerBuilder::tls`] every node serves TLS only, on its bus too
+    /// (`--tls-cluster yes`), and the slot map names the TLS ports.
     pub fn start_with(primaries: usize, replicas_per_primary: usize, base: ServerBuilder) -> Result<Cluster> {
         if primaries == 0 || primaries > usize::from(SLOTS) {
             return Err(TestkitError::InvalidArgument(format!(
@@ -503,9 +506,13 @@ fn start_node(base: &ServerBuilder) -> Result<(RedisServer, u16)> {
     let mut last_err = None;
     for _ in 0..BUS_PORT_ATTEMPTS {
         let bus_port = free_port();
+        // A TLS node talks TLS on its bus too, and announces its TLS port (a server built
+        // without TLS may not know the setting: only named when wanted).
+        let bus_tls: &[&str] = if base.has_tls() { &["--tls-cluster", "yes"] } else { &[] };
         let started = base
             .clone()
             .args(["--cluster-enabled", "yes", "--cluster-port", &bus_port.to_string()])
+            .args(bus_tls)
             .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
             .args(["--cluster-replica-validity-factor", "0", "--cluster-allow-replica-migration", "no"])
             .start();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Result, TestkitError};
 use crate::replicated::Replicated;
-use crate::server::{RedisServer, info_field};
+use crate::server::{RedisServer, ServerBuilder, info_field};
 
 /// Name under which the sentinels monitor the primary.
 pub const MASTER_NAME: &str = "mymaster";
@@ -65,6 +65,14 @@ impl Sentinels {
     /// a [`&RedisServer`](RedisServer) or a primary's [`SocketAddr`] — and waits
     /// until every sentinel knows the primary, its replicas and the other sentinels.
     pub fn start(target: impl Into<SentinelTarget>, count: usize) -> Result<Sentinels> {
+        Self::start_with(target, count, RedisServer::builder())
+    }
+
+    /// Like [`start`](Self::start), with every sentinel configured from `base`. With
+    /// [`ServerBuilder::tls`] the sentinels serve TLS only and reach the primary, its
+    /// replicas and each other over TLS (`--tls-replication yes`): the data nodes must then
+    /// be TLS servers of the same CA.
+    pub fn start_with(target: impl Into<SentinelTarget>, count: usize, base: ServerBuilder) -> Result<Sentinels> {
         let target = target.into();
         if count == 0 {
             return Err(TestkitError::InvalidArgument("at least one sentinel is needed".into()));
@@ -77,9 +85,8 @@ impl Sentinels {
              sentinel failover-timeout {MASTER_NAME} 2000\n\
              sentinel parallel-syncs {MASTER_NAME} 1\n"
         );
-        let sentinels = (0..count)
-            .map(|_| RedisServer::builder().sentinel_config(config.clone()).start())
-            .collect::<Result<Vec<_>>>()?;
+        let sentinels =
+            (0..count).map(|_| base.clone().sentinel_config(config.clone()).start()).collect::<Result<Vec<_>>>()?;
         for sentinel in &sentinels {
             // Faster INFO polling and hello messages make discovery and
             // failover quick. The ping period must stay well below
@@ -217,7 +224,7 @@ impl Sentinels {
             if let Some(&first) = reports.first()
                 && first.port() != old_port
                 && reports.iter().all(|&addr| addr == first)
-                && is_master(first)
+                && self.is_master(first)
             {
                 return Ok(first);
             }
@@ -266,10 +273,18 @@ fn reported_master(sentinel: &RedisServer) -> Result<SocketAddr> {
     Ok(SocketAddr::new(ip, port))
 }
 
-/// Whether the server at `addr` reports `role:master`.
-fn is_master(addr: SocketAddr) -> bool {
+impl Sentinels {
+    /// Whether the server at `addr` reports `role:master` (reached as the sentinels reach
+    /// it: over TLS when they use it).
+    fn is_master(&self, addr: SocketAddr) -> bool {
+        self.sentinels.first().is_some_and(|s| is_master(s, addr))
+    }
+}
+
+/// Whether the server at `addr` reports `role:master`, reached with `sentinel`'s TLS settings.
+fn is_master(sentinel: &RedisServer, addr: SocketAddr) -> bool {
     let check = || -> Result<bool> {
-        let client = redis::Client::open(format!("redis://{}:{}/", addr.ip(), addr.port()))?;
+        let client = sentinel.client_of(addr)?;
         let mut conn = client.get_connection_with_timeout(QUERY_TIMEOUT)?;
         conn.set_read_timeout(Some(QUERY_TIMEOUT))?;
         let info: String = redis::cmd("INFO").arg("replication").query(&mut conn)?;

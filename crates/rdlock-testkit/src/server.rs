@@ -130,6 +130,11 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether the server will serve TLS.
+    pub(crate) fn has_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Runs the process as a sentinel with this initial configuration file.
     pub(crate) fn sentinel_config(mut self, config: String) -> Self {
         self.sentinel_config = Some(config);
@@ -270,6 +275,12 @@ impl RedisServer {
     /// test-kit's client certificate).
     pub fn client(&self) -> redis::Client {
         self.client.clone()
+    }
+
+    /// A client of another server on this host, at `addr`, with this server's TLS settings
+    /// (none, or its CA and the test-kit's client certificate).
+    pub(crate) fn client_of(&self, addr: SocketAddr) -> redis::RedisResult<redis::Client> {
+        self.launch.client(addr.port())
     }
 
     /// A new connection to this server.
