@@ -307,7 +307,7 @@ pub fn check(records: &[Record], ledger: &LedgerState, bounds: &Bounds) -> Repor
     let (holds, lives) = replay(&records);
     let mut report = Report::default();
     mutual_exclusion(&records, &holds, &lives, ledger, &mut report);
-    wakeups(&holds, &lives, bounds, end, &mut report);
+    wakeups(&holds, &lives, &outages(&records), bounds, end, &mut report);
     lost_signal(&holds, &lives, bounds, &mut report);
     fence_order(&holds, &mut report);
     mutex_value(&records, &mut report);
@@ -560,11 +560,42 @@ fn stalled_waiters(lives: &HashMap<String, WorkerLife>, free: i64, until: i64) -
     (count, resumed)
 }
 
-fn wakeups(holds: &[Hold], lives: &HashMap<String, WorkerLife>, bounds: &Bounds, end: i64, report: &mut Report) {
+/// When the lock server could not serve the workers: from a failover's start until every
+/// worker follows the new primary (`ServerDown` to `ServerUp`; open-ended without the latter).
+fn outages(records: &[&Record]) -> Vec<(i64, i64)> {
+    let (mut out, mut down) = (Vec::new(), None);
+    for r in records {
+        match r.event {
+            Event::ServerDown => {
+                down.get_or_insert(r.mono);
+            }
+            Event::ServerUp => out.extend(down.take().map(|d| (d, r.mono))),
+            _ => {}
+        }
+    }
+    out.extend(down.map(|d| (d, i64::MAX)));
+    out
+}
+
+fn wakeups(
+    holds: &[Hold],
+    lives: &HashMap<String, WorkerLife>,
+    outages: &[(i64, i64)],
+    bounds: &Bounds,
+    end: i64,
+    report: &mut Report,
+) {
     let bound = micros(bounds.wake_bound());
     for h in holds {
         let Some((free, mut cause, origin)) = free_at(h, bounds) else { continue };
         let mut deadline = free + bound;
+        // Freed while the server fails over: free for the workers once they follow (a release
+        // the old primary acknowledged may not reach the new one before that).
+        for &(down, up) in outages {
+            if down <= deadline && up >= free {
+                deadline = deadline.max(up.saturating_add(bound));
+            }
+        }
         let (stalled, resumed) = stalled_waiters(lives, free, deadline);
         if stalled > 0 && cause == FreeCause::Released {
             // Each stalled waiter ahead in the queue may be handed a claim it never confirms;
@@ -1088,6 +1119,29 @@ mod tests {
         assert!(check(&h, &LedgerState::default(), &bounds()).is_clean());
         h[20] = rec("a", 1600, Event::MutexRead { fence: 13, value: 1, written_by: Some(10) });
         assert!(check(&h, &LedgerState::default(), &bounds()).is_clean());
+    }
+
+    #[test]
+    fn a_lock_freed_during_a_failover_is_due_once_the_workers_follow() {
+        // A releases at 30 while the server fails over (100 to 900); B gets it at 950, within
+        // the wake-up bound (150 ms) of the workers following, not of the release.
+        let h = vec![
+            acquired("a", 0, 10, 988),
+            rec("b", 5, Event::Attempt),
+            rec(HARNESS, 20, Event::ServerDown),
+            rec("a", 30, Event::Releasing { fence: 10 }),
+            rec("a", 31, Event::Released { fence: 10, held: true }),
+            rec(HARNESS, 900, Event::ServerUp),
+            acquired("b", 950, 11, 1950),
+        ];
+        assert!(check(&h, &LedgerState::default(), &bounds()).is_clean());
+        let quiet: Vec<Record> = h.iter().filter(|r| r.worker != HARNESS).cloned().collect();
+        let report = check(&quiet, &LedgerState::default(), &bounds());
+        assert!(report.has(Property::NoLostWakeup), "without the failover the wait is late: {report}");
+        let mut late = h.clone();
+        late[6] = acquired("b", 1100, 11, 2100);
+        let report = check(&late, &LedgerState::default(), &bounds());
+        assert!(report.has(Property::NoLostWakeup), "late after the workers followed: {report}");
     }
 
     #[test]

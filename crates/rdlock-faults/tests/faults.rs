@@ -1756,13 +1756,16 @@ fn soak_sentinel_faults() -> TestResult {
     let _logs = SentinelLogs(&sentinels);
     let servers = || std::iter::once(rep.primary()).chain(rep.replicas());
     let url = sentinel_url(&sentinels);
-    let (ttl, cap) = (Duration::from_millis(3000), Duration::from_millis(200));
-    let bounds = Bounds::new(ttl, cap);
+    let (ttl, cap, confirm) = (Duration::from_millis(3000), Duration::from_millis(200), Duration::from_millis(1000));
+    // A grant counts once its `WAIT` returns: while a replica stalls, up to the confirmation
+    // timeout after the lock was handed on.
+    let mut bounds = Bounds::new(ttl, cap);
+    bounds.slack += confirm;
     let total = Duration::from_secs(secs);
     let end = Instant::now() + total;
     let spec = |s: &Suite, name: &str| {
         let mut spec = s.spec(name, &url, ttl, cap);
-        spec.confirm = "all:1000".into();
+        spec.confirm = format!("all:{}", confirm.as_millis());
         spec
     };
     let mut alive: Vec<String> = Vec::new();
@@ -1791,12 +1794,26 @@ fn soak_sentinel_faults() -> TestResult {
                 "kill worker"
             }
             2 => {
+                // Until every worker follows, a release the old primary acknowledged may not
+                // be on the new one: the checker's wake-up bound counts from then.
+                let mark = s.h.mark();
+                s.h.log(Event::ServerDown);
                 s.h.note(format!("SENTINEL FAILOVER of :{}", primary.port()));
-                match sentinels.failover() {
+                let fault = match sentinels.failover() {
                     Ok(()) => {
                         let new = sentinels.wait_for_new_master(primary.port(), FOLLOW)?;
                         every_sentinel_names(&sentinels, new, FOLLOW)?;
                         s.h.note(format!("the sentinels agree on :{}", new.port()));
+                        let on_new = format!(" {})", new.port());
+                        for w in &alive {
+                            s.h.wait_until(&format!("{w} to follow :{}", new.port()), FOLLOW, |recs| {
+                                recs.iter().skip(mark).find(|r| {
+                                    &r.worker == w
+                                        && matches!(&r.event, Event::Note { what } if what.starts_with("client now") && what.contains(&on_new))
+                                })
+                                .map(|_| ())
+                            })?;
+                        }
                         switches.push((s.h.mark(), mono_us()));
                         "SENTINEL FAILOVER"
                     }
@@ -1805,7 +1822,9 @@ fn soak_sentinel_faults() -> TestResult {
                         s.h.note(format!("SENTINEL FAILOVER refused: {e}"));
                         "failover refused"
                     }
-                }
+                };
+                s.h.log(Event::ServerUp);
+                fault
             }
             _ => {
                 let replica = servers().find(|r| r.addr() != primary).ok_or("no replica")?;
@@ -1822,7 +1841,7 @@ fn soak_sentinel_faults() -> TestResult {
     soak_wait_loops(&s, &alive, end)?;
     println!("faults injected: {faults:?}");
     let records = s.h.records();
-    // The first acquisition after each switch, counted from the moment every sentinel agreed.
+    // The first acquisition after each switch, counted from the moment every worker followed.
     let firsts: Vec<String> = switches
         .iter()
         .map(|&(mark, at)| {
