@@ -81,6 +81,18 @@ impl Topology {
     }
 }
 
+/// A failing case shows the sentinels' logs: whether they or the client were slow to follow
+/// (an election retried after twice the failover timeout, a TILT after a stalled machine).
+impl Drop for Topology {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for s in self.sentinels.sentinels() {
+                eprintln!("--- sentinel :{} ---\n{}", s.port(), s.log_tail(40));
+            }
+        }
+    }
+}
+
 /// Replicas whose link to the primary is up (`ROLE`).
 fn connected_replicas(conn: &mut redis::Connection) -> usize {
     let role: Vec<redis::Value> = redis::cmd("ROLE").query(conn).expect("ROLE");

@@ -553,6 +553,12 @@ fn stalled_waiters(lives: &HashMap<String, WorkerLife>, free: i64, until: i64) -
         if killed || !frozen.is_empty() {
             count += 1;
         }
+        // Killed after the lock became free, while waiting: it may have heard its hand-off and
+        // died confirming it (a confirm policy's `WAIT`), holding the key for its TTL, as a
+        // waiter frozen for good would.
+        if life.killed.is_some_and(|k| k >= free && k <= until && waiting_at(life, k)) {
+            resumed = Some(i64::MAX);
+        }
         if let Some(&r) = frozen.iter().max() {
             resumed = Some(resumed.map_or(r, |m| m.max(r)));
         }
@@ -590,20 +596,23 @@ fn wakeups(
         let Some((free, mut cause, origin)) = free_at(h, bounds) else { continue };
         let mut deadline = free + bound;
         // Freed while the server fails over: free for the workers once they follow (a release
-        // the old primary acknowledged may not reach the new one before that).
+        // the old primary acknowledged may reach the new one only then, sent again), and
+        // handed on from then.
+        let mut handed = free;
         for &(down, up) in outages {
             if down <= deadline && up >= free {
                 deadline = deadline.max(up.saturating_add(bound));
+                handed = handed.max(up);
             }
         }
-        let (stalled, resumed) = stalled_waiters(lives, free, deadline);
+        let (stalled, resumed) = stalled_waiters(lives, handed, deadline);
         if stalled > 0 && cause == FreeCause::Released {
             // Each stalled waiter ahead in the queue may be handed a claim it never confirms;
             // a frozen one may have heard its hand-off and hold the lock until it resumes (at
             // most its TTL), then act as any holder.
             deadline += stalled as i64 * micros(bounds.stalled_waiter_cost());
             if let Some(r) = resumed {
-                deadline = deadline.max(r.min(free + micros(bounds.ttl)) + bound);
+                deadline = deadline.max(r.min(handed + micros(bounds.ttl)) + bound);
             }
             cause = FreeCause::ReleasedToStalledWaiter;
         }
