@@ -215,7 +215,9 @@ impl<D: Side> Cell<D> {
     /// Feeds an exchange's outcome back; returns the requests that follow.
     pub(crate) fn replied(&self, id: RequestId, reply: Result<Vec<Reply>, TransportError>) -> Vec<Request> {
         match &reply {
-            Ok(r) => tracing::trace!(request = ?id, epoch = self.epoch(), replies = ?r.iter().map(outline).collect::<Vec<_>>(), "reply"),
+            Ok(r) => {
+                tracing::trace!(request = ?id, epoch = self.epoch(), replies = ?r.iter().map(outline).collect::<Vec<_>>(), "reply")
+            }
             Err(e) => tracing::trace!(request = ?id, epoch = self.epoch(), error = %e, "no reply"),
         }
         // A lost link or a demoted primary: ask the sentinels now, not at the next refresh.

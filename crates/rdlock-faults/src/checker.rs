@@ -1154,6 +1154,27 @@ mod tests {
     }
 
     #[test]
+    fn a_waiter_killed_after_the_release_may_hold_the_lock_for_its_ttl() {
+        // A releases at 30; C, queued first, hears the hand-off and is killed at 60 while
+        // confirming it: the key is C's until its TTL runs out, and B gets it at 1100.
+        let h = vec![
+            acquired("a", 0, 10, 988),
+            rec("c", 2, Event::Attempt),
+            rec("b", 5, Event::Attempt),
+            rec("a", 30, Event::Releasing { fence: 10 }),
+            rec("a", 31, Event::Released { fence: 10, held: true }),
+            rec(HARNESS, 60, Event::Killed { target: "c".into() }),
+            acquired("b", 1100, 12, 2100),
+        ];
+        assert!(check(&h, &LedgerState::default(), &bounds()).is_clean());
+        // Killed before the release, it never heard one: a claim is all it costs.
+        let mut early = h.clone();
+        early[5] = rec(HARNESS, 20, Event::Killed { target: "c".into() });
+        let report = check(&early, &LedgerState::default(), &bounds());
+        assert!(report.has(Property::NoLostWakeup), "{report}");
+    }
+
+    #[test]
     fn a_restart_that_loses_the_lock_frees_it_at_once() {
         let h = vec![
             acquired("a", 0, 10, 988),

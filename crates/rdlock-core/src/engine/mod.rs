@@ -144,7 +144,6 @@ enum Pending {
     Role(Node),
     Downgrade(LockId, OpId),
     Store { lock: LockId, op: OpId, wanted: u32 },
-    /// Releases sent again to a new primary ([`recent`]): their replies change nothing.
     Resent,
 }
 
@@ -472,6 +471,7 @@ impl Engine {
             Pending::Role(node) => self.on_role_reply(node, reply, now),
             Pending::Downgrade(lock, op) => self.on_downgrade_reply(lock, op, reply, now),
             Pending::Store { lock, op, wanted } => self.on_store_reply(lock, op, wanted, reply, now),
+            // Releases sent again to a new primary (`recent`): their replies change nothing.
             Pending::Resent => {}
         }
         Ok(())
