@@ -149,6 +149,7 @@ macro_rules! cases {
             sentinel_bad_inputs_are_typed_errors,
             a_confirmed_lock_survives_a_primary_kill,
             an_unreplicated_lock_is_reported_lost_after_a_failover,
+            a_release_lost_in_a_failover_is_sent_again,
             a_waiter_follows_a_sentinel_failover,
             two_paused_sentinels_leave_the_client_working,
             sentinel_every_primitive_works_across_a_failover,

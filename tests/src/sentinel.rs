@@ -81,6 +81,18 @@ impl Topology {
     }
 }
 
+/// A failing case shows the sentinels' logs: whether they or the client were slow to follow
+/// (an election retried after twice the failover timeout, a TILT after a stalled machine).
+impl Drop for Topology {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for s in self.sentinels.sentinels() {
+                eprintln!("--- sentinel :{} ---\n{}", s.port(), s.log_tail(40));
+            }
+        }
+    }
+}
+
 /// Replicas whose link to the primary is up (`ROLE`).
 fn connected_replicas(conn: &mut redis::Connection) -> usize {
     let role: Vec<redis::Value> = redis::cmd("ROLE").query(conn).expect("ROLE");
@@ -207,6 +219,46 @@ pub async fn an_unreplicated_lock_is_reported_lost_after_a_failover<H: Harness>(
     assert_eq!(get(&mut admin(topo.server(new)), KEY), None, "the negative control: the key is missing");
     assert!(matches!(H::extend(&guard).await, Err(Error::Lost(_))), "a lost lease must not extend");
     drop(guard);
+}
+
+// ------------------------------------------------------------------------------ 3b
+
+/// A release the old primary acknowledged after its replicas stopped copying it is lost by the
+/// failover: the promoted replica still has the key, with a token nobody holds. The client
+/// sends its recent releases again to the new primary, so the lock is free there at once, not
+/// at the end of its TTL (longer here than every bound of the case).
+pub async fn a_release_lost_in_a_failover_is_sent_again<H: Harness>() {
+    let topo = Topology::start(true);
+    let client = H::connect(&topo.url()).await.expect("connect through the sentinels");
+    let other = H::connect(&topo.url()).await.expect("connect another client");
+    let all = Confirm::All { timeout: Duration::from_secs(2) };
+    let guard = lock_with::<H>(&client, KEY, opts(FOLLOW_BOUND * 4, all), Duration::from_secs(5))
+        .await
+        .expect("a confirmed lock");
+    let token = H::token(&guard);
+    let link = topo.link.as_ref().expect("proxied replication");
+    link.refuse(true);
+    link.cut();
+    let mut conn = admin(topo.primary());
+    wait_until("the replicas cut off", Duration::from_secs(5), || connected_replicas(&mut conn) == 0);
+    assert!(H::release(guard).await.expect("release on the old primary").was_held());
+    for replica in topo.replicas() {
+        assert_eq!(get(&mut admin(replica), KEY), Some(token.clone()), "the replica lacks the confirmed key");
+    }
+    let killed = Instant::now();
+    topo.primary().kill().expect("kill -9 the primary");
+    let new = topo.sentinels.wait_for_new_master(topo.primary().port(), FOLLOW_BOUND).expect("a new primary");
+    let mut conn = admin(topo.server(new));
+    // The key goes from the new primary once the client follows: only its release can take it
+    // (the lease outlives the case).
+    while get(&mut conn, KEY).is_some() {
+        assert!(killed.elapsed() < FOLLOW_BOUND * 2, "the lost release was not sent again on the new primary");
+        H::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(H::sentinel_primary(&client), Some(new.to_string()));
+    println!("[{}] a lost release sent again {:.0} ms after the kill", H::NAME, ms(killed.elapsed()));
+    let next = H::lock_timeout(&other, KEY, FOLLOW_BOUND).await.expect("the lock is free on the new primary");
+    assert!(H::release(next).await.expect("release").was_held());
 }
 
 // ------------------------------------------------------------------------------ 4

@@ -1213,6 +1213,42 @@ fn a_new_primary_makes_waiters_look_again_and_releases_go_again() {
 }
 
 #[test]
+fn a_new_primary_gets_again_the_releases_the_old_one_acknowledged() {
+    // Released on the old primary, which answered; the failover may have lost it.
+    let release_acknowledged = |h: &mut H, key: &str, ttl_ms: u64| {
+        let (held, _) = h.held(key, opts(ttl_ms));
+        h.e.release(held, h.now).expect("held");
+        let release = h.one();
+        h.reply(&release, vec![Reply::Int(1)]);
+        assert!(matches!(h.events()[..], [Event::Released { .. }]));
+        release
+    };
+    // One server never changes: nothing is kept, nothing sent again.
+    let mut h = H::new();
+    release_acknowledged(&mut h, "alone", 1_000);
+    h.e.handle_primary_changed(None, h.now);
+    assert!(h.sent().is_empty(), "without remember_releases nothing is sent again");
+
+    let mut h = H::new();
+    h.e.remember_releases();
+    let short = release_acknowledged(&mut h, "short", 1_000);
+    let long = release_acknowledged(&mut h, "long", 5_000);
+    h.advance(ms(2_000));
+    h.e.handle_primary_changed(None, h.now);
+    let again = h.one();
+    // The same owner-checked release, for the lock whose key may still live: "short" has
+    // expired wherever it survived.
+    assert_eq!(again.commands, long.commands, "{again:?}");
+    assert_ne!(again.commands, short.commands);
+    // Nobody awaits its answer, whatever it is.
+    h.reply(&again, vec![Reply::Int(0)]);
+    assert!(h.events().is_empty());
+    h.advance(ms(3_000));
+    h.e.handle_primary_changed(None, h.now);
+    assert!(h.sent().is_empty(), "forgotten once the lock's TTL has passed");
+}
+
+#[test]
 fn replicas_the_topology_knows_count_though_unconnected() {
     let mut h = H::new();
     let o = LockOptions { confirm: Confirm::All { timeout: ms(50) }, ..opts(1_000) };

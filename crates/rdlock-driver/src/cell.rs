@@ -206,8 +206,20 @@ impl<D: Side> Cell<D> {
         self.state().engine.set_keyspace_db(db);
     }
 
+    /// A request goes out now (traced, with the primary's epoch: a history then shows which
+    /// requests a failover caught in flight).
+    pub(crate) fn sending(&self, req: &Request) {
+        tracing::trace!(request = ?req.id, route = ?req.route.node, epoch = self.epoch(), commands = %names(&req.commands), "send");
+    }
+
     /// Feeds an exchange's outcome back; returns the requests that follow.
     pub(crate) fn replied(&self, id: RequestId, reply: Result<Vec<Reply>, TransportError>) -> Vec<Request> {
+        match &reply {
+            Ok(r) => {
+                tracing::trace!(request = ?id, epoch = self.epoch(), replies = ?r.iter().map(outline).collect::<Vec<_>>(), "reply")
+            }
+            Err(e) => tracing::trace!(request = ?id, epoch = self.epoch(), error = %e, "no reply"),
+        }
         // A lost link or a demoted primary: ask the sentinels now, not at the next refresh.
         if let Some(watch) = self.watch.get()
             && reply.as_ref().map_or(true, |r| r.iter().any(|r| matches!(r, Reply::Error(e) if e.code == "READONLY")))
@@ -264,5 +276,27 @@ pub(crate) fn exchange_span(req: &Request) -> tracing::Span {
     match renewals {
         Some(n) => tracing::debug_span!("rdlock.renew", locks = n),
         None => tracing::Span::none(),
+    }
+}
+
+/// The commands of a request, by name, for traces.
+fn names(commands: &[Command]) -> String {
+    let name = |c: &Command| match c {
+        Command::Script { script, .. } | Command::ScriptWithValue { script, .. } => format!("{script:?}"),
+        Command::Wait { replicas, timeout_ms } => format!("WAIT {replicas} {timeout_ms}"),
+        Command::WaitAof { replicas, timeout_ms } => format!("WAITAOF {replicas} {timeout_ms}"),
+        Command::Role => "ROLE".to_owned(),
+    };
+    commands.iter().map(name).collect::<Vec<_>>().join(",")
+}
+
+/// A reply, shortened for traces: errors in full, integers, and the shape of the rest.
+fn outline(reply: &Reply) -> String {
+    match reply {
+        Reply::Nil => "nil".to_owned(),
+        Reply::Int(n) => n.to_string(),
+        Reply::Data(d) => format!("{}b", d.len()),
+        Reply::Array(a) => format!("[{}]", a.iter().map(outline).collect::<Vec<_>>().join(" ")),
+        Reply::Error(e) => format!("{} {}", e.code, e.message),
     }
 }

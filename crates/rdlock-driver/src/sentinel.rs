@@ -480,8 +480,13 @@ where
     D: Side + Send + Sync + 'static,
     D::Waiter: Send,
 {
-    if let Some(n) = primary.replicas {
-        cell.state().engine.set_known_replicas(n);
+    {
+        let mut state = cell.state();
+        if let Some(n) = primary.replicas {
+            state.engine.set_known_replicas(n);
+        }
+        // A failover may lose releases the old primary acknowledged: sent again at a switch.
+        state.engine.remember_releases();
     }
     let watch = Arc::new(Watch {
         sentinels,

@@ -307,7 +307,7 @@ pub fn check(records: &[Record], ledger: &LedgerState, bounds: &Bounds) -> Repor
     let (holds, lives) = replay(&records);
     let mut report = Report::default();
     mutual_exclusion(&records, &holds, &lives, ledger, &mut report);
-    wakeups(&holds, &lives, bounds, end, &mut report);
+    wakeups(&holds, &lives, &outages(&records), bounds, end, &mut report);
     lost_signal(&holds, &lives, bounds, &mut report);
     fence_order(&holds, &mut report);
     mutex_value(&records, &mut report);
@@ -553,6 +553,12 @@ fn stalled_waiters(lives: &HashMap<String, WorkerLife>, free: i64, until: i64) -
         if killed || !frozen.is_empty() {
             count += 1;
         }
+        // Killed after the lock became free, while waiting: it may have heard its hand-off and
+        // died confirming it (a confirm policy's `WAIT`), holding the key for its TTL, as a
+        // waiter frozen for good would.
+        if life.killed.is_some_and(|k| k >= free && k <= until && waiting_at(life, k)) {
+            resumed = Some(i64::MAX);
+        }
         if let Some(&r) = frozen.iter().max() {
             resumed = Some(resumed.map_or(r, |m| m.max(r)));
         }
@@ -560,19 +566,53 @@ fn stalled_waiters(lives: &HashMap<String, WorkerLife>, free: i64, until: i64) -
     (count, resumed)
 }
 
-fn wakeups(holds: &[Hold], lives: &HashMap<String, WorkerLife>, bounds: &Bounds, end: i64, report: &mut Report) {
+/// When the lock server could not serve the workers: from a failover's start until every
+/// worker follows the new primary (`ServerDown` to `ServerUp`; open-ended without the latter).
+fn outages(records: &[&Record]) -> Vec<(i64, i64)> {
+    let (mut out, mut down) = (Vec::new(), None);
+    for r in records {
+        match r.event {
+            Event::ServerDown => {
+                down.get_or_insert(r.mono);
+            }
+            Event::ServerUp => out.extend(down.take().map(|d| (d, r.mono))),
+            _ => {}
+        }
+    }
+    out.extend(down.map(|d| (d, i64::MAX)));
+    out
+}
+
+fn wakeups(
+    holds: &[Hold],
+    lives: &HashMap<String, WorkerLife>,
+    outages: &[(i64, i64)],
+    bounds: &Bounds,
+    end: i64,
+    report: &mut Report,
+) {
     let bound = micros(bounds.wake_bound());
     for h in holds {
         let Some((free, mut cause, origin)) = free_at(h, bounds) else { continue };
         let mut deadline = free + bound;
-        let (stalled, resumed) = stalled_waiters(lives, free, deadline);
+        // Freed while the server fails over: free for the workers once they follow (a release
+        // the old primary acknowledged may reach the new one only then, sent again), and
+        // handed on from then.
+        let mut handed = free;
+        for &(down, up) in outages {
+            if down <= deadline && up >= free {
+                deadline = deadline.max(up.saturating_add(bound));
+                handed = handed.max(up);
+            }
+        }
+        let (stalled, resumed) = stalled_waiters(lives, handed, deadline);
         if stalled > 0 && cause == FreeCause::Released {
             // Each stalled waiter ahead in the queue may be handed a claim it never confirms;
             // a frozen one may have heard its hand-off and hold the lock until it resumes (at
             // most its TTL), then act as any holder.
             deadline += stalled as i64 * micros(bounds.stalled_waiter_cost());
             if let Some(r) = resumed {
-                deadline = deadline.max(r.min(free + micros(bounds.ttl)) + bound);
+                deadline = deadline.max(r.min(handed + micros(bounds.ttl)) + bound);
             }
             cause = FreeCause::ReleasedToStalledWaiter;
         }
@@ -1088,6 +1128,50 @@ mod tests {
         assert!(check(&h, &LedgerState::default(), &bounds()).is_clean());
         h[20] = rec("a", 1600, Event::MutexRead { fence: 13, value: 1, written_by: Some(10) });
         assert!(check(&h, &LedgerState::default(), &bounds()).is_clean());
+    }
+
+    #[test]
+    fn a_lock_freed_during_a_failover_is_due_once_the_workers_follow() {
+        // A releases at 30 while the server fails over (100 to 900); B gets it at 950, within
+        // the wake-up bound (150 ms) of the workers following, not of the release.
+        let h = vec![
+            acquired("a", 0, 10, 988),
+            rec("b", 5, Event::Attempt),
+            rec(HARNESS, 20, Event::ServerDown),
+            rec("a", 30, Event::Releasing { fence: 10 }),
+            rec("a", 31, Event::Released { fence: 10, held: true }),
+            rec(HARNESS, 900, Event::ServerUp),
+            acquired("b", 950, 11, 1950),
+        ];
+        assert!(check(&h, &LedgerState::default(), &bounds()).is_clean());
+        let quiet: Vec<Record> = h.iter().filter(|r| r.worker != HARNESS).cloned().collect();
+        let report = check(&quiet, &LedgerState::default(), &bounds());
+        assert!(report.has(Property::NoLostWakeup), "without the failover the wait is late: {report}");
+        let mut late = h.clone();
+        late[6] = acquired("b", 1100, 11, 2100);
+        let report = check(&late, &LedgerState::default(), &bounds());
+        assert!(report.has(Property::NoLostWakeup), "late after the workers followed: {report}");
+    }
+
+    #[test]
+    fn a_waiter_killed_after_the_release_may_hold_the_lock_for_its_ttl() {
+        // A releases at 30; C, queued first, hears the hand-off and is killed at 60 while
+        // confirming it: the key is C's until its TTL runs out, and B gets it at 1100.
+        let h = vec![
+            acquired("a", 0, 10, 988),
+            rec("c", 2, Event::Attempt),
+            rec("b", 5, Event::Attempt),
+            rec("a", 30, Event::Releasing { fence: 10 }),
+            rec("a", 31, Event::Released { fence: 10, held: true }),
+            rec(HARNESS, 60, Event::Killed { target: "c".into() }),
+            acquired("b", 1100, 12, 2100),
+        ];
+        assert!(check(&h, &LedgerState::default(), &bounds()).is_clean());
+        // Killed before the release, it never heard one: a claim is all it costs.
+        let mut early = h.clone();
+        early[5] = rec(HARNESS, 20, Event::Killed { target: "c".into() });
+        let report = check(&early, &LedgerState::default(), &bounds());
+        assert!(report.has(Property::NoLostWakeup), "{report}");
     }
 
     #[test]

@@ -40,3 +40,4 @@ pub mod harness;
 pub mod ledger;
 pub mod record;
 pub mod seed;
+pub mod trace;

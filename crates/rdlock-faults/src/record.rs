@@ -211,6 +211,10 @@ pub enum Event {
     },
     /// Harness: the lock server lost its data now (restart without persistence).
     DataLost,
+    /// Harness: the lock server stops serving the workers (a failover starts).
+    ServerDown,
+    /// Harness: the lock server serves every worker again (each follows the new primary).
+    ServerUp,
     /// Harness: a fault or step worth seeing in the history.
     Note {
         /// What.

@@ -1738,3 +1738,126 @@ fn soak_cluster_faults() -> TestResult {
     assert_clean(&report);
     Ok(())
 }
+
+/// The soak's Sentinel flavour, run only with `RDLOCK_FAULT_SOAK=seconds`: four workers
+/// connected through three sentinels contend with `Confirm::All` (a primary and two
+/// replicas) while the primary is switched by `SENTINEL FAILOVER`, a replica stalls, and
+/// workers are frozen or killed (and replaced). Besides P1-P6 it reports what did not
+/// happen as counts: acquisitions failed (by kind), leases lost, and how long after each
+/// switch the first acquisition came. `RDLOCK_FAULT_TRACE=trace` adds the client's traces to
+/// the history (`RDLOCK_FAULT_HISTORY_DIR` keeps it).
+#[test]
+fn soak_sentinel_faults() -> TestResult {
+    let Some(secs) = soak_seconds() else { return Ok(()) };
+    let _turn = serial();
+    let mut s = Suite::new("soak-sentinel")?;
+    let rep = Replicated::start(2)?;
+    let sentinels = Sentinels::start(&rep, 3)?;
+    let _logs = SentinelLogs(&sentinels);
+    let servers = || std::iter::once(rep.primary()).chain(rep.replicas());
+    let url = sentinel_url(&sentinels);
+    let (ttl, cap, confirm) = (Duration::from_millis(3000), Duration::from_millis(200), Duration::from_millis(1000));
+    // A grant counts once its `WAIT` returns: while a replica stalls, up to the confirmation
+    // timeout after the lock was handed on.
+    let mut bounds = Bounds::new(ttl, cap);
+    bounds.slack += confirm;
+    let total = Duration::from_secs(secs);
+    let end = Instant::now() + total;
+    let spec = |s: &Suite, name: &str| {
+        let mut spec = s.spec(name, &url, ttl, cap);
+        spec.confirm = format!("all:{}", confirm.as_millis());
+        spec
+    };
+    let mut alive: Vec<String> = Vec::new();
+    for i in 0..4 {
+        let name = format!("w{i}");
+        s.h.spawn(&spec(&s, &name))?;
+        s.h.send(&name, &format!("loop {} 30 2", total.as_millis()))?;
+        alive.push(name);
+    }
+    let mut spawned = alive.len();
+    let mut faults = std::collections::BTreeMap::<&str, u32>::new();
+    let mut switches = Vec::new();
+    while Instant::now() + Duration::from_secs(4) < end {
+        std::thread::sleep(s.rng.millis(300, 1500));
+        let pick = s.rng.index(alive.len());
+        let name = alive[pick].clone();
+        let primary = sentinels.master_addr()?;
+        let fault = match s.rng.index(4) {
+            0 => {
+                soak_freeze(&mut s, &name, 1500)?;
+                "freeze worker"
+            }
+            1 => {
+                let spec = spec(&s, &name);
+                alive[pick] = soak_replace(&mut s, &name, &spec, &mut spawned, end)?;
+                "kill worker"
+            }
+            2 => {
+                // Until every worker follows, a release the old primary acknowledged may not
+                // be on the new one: the checker's wake-up bound counts from then.
+                let mark = s.h.mark();
+                s.h.log(Event::ServerDown);
+                s.h.note(format!("SENTINEL FAILOVER of :{}", primary.port()));
+                let fault = match sentinels.failover() {
+                    Ok(()) => {
+                        let new = sentinels.wait_for_new_master(primary.port(), FOLLOW)?;
+                        every_sentinel_names(&sentinels, new, FOLLOW)?;
+                        s.h.note(format!("the sentinels agree on :{}", new.port()));
+                        let on_new = format!(" {})", new.port());
+                        for w in &alive {
+                            s.h.wait_until(&format!("{w} to follow :{}", new.port()), FOLLOW, |recs| {
+                                recs.iter().skip(mark).find(|r| {
+                                    &r.worker == w
+                                        && matches!(&r.event, Event::Note { what } if what.starts_with("client now") && what.contains(&on_new))
+                                })
+                                .map(|_| ())
+                            })?;
+                        }
+                        switches.push((s.h.mark(), mono_us()));
+                        "SENTINEL FAILOVER"
+                    }
+                    // Refused while a replica resynchronises: the sentinels' call, not the client's.
+                    Err(e) => {
+                        s.h.note(format!("SENTINEL FAILOVER refused: {e}"));
+                        "failover refused"
+                    }
+                };
+                s.h.log(Event::ServerUp);
+                fault
+            }
+            _ => {
+                let replica = servers().find(|r| r.addr() != primary).ok_or("no replica")?;
+                s.h.note(format!("replica :{} frozen", replica.port()));
+                replica.pause()?;
+                std::thread::sleep(s.rng.millis(200, 1000));
+                replica.resume()?;
+                s.h.note(format!("replica :{} resumed", replica.port()));
+                "replica stall"
+            }
+        };
+        *faults.entry(fault).or_default() += 1;
+    }
+    soak_wait_loops(&s, &alive, end)?;
+    println!("faults injected: {faults:?}");
+    let records = s.h.records();
+    // The first acquisition after each switch, counted from the moment every worker followed.
+    let firsts: Vec<String> = switches
+        .iter()
+        .map(|&(mark, at)| {
+            records.iter().skip(mark).find(|r| acquired(&r.event)).map_or("none".into(), |r| ms(r.mono - at))
+        })
+        .collect();
+    let mut failed = std::collections::BTreeMap::<String, u32>::new();
+    for r in &records {
+        if let Event::AcquireFailed { kind, .. } = &r.event {
+            *failed.entry(format!("{kind:?}")).or_default() += 1;
+        }
+    }
+    let lost: Vec<&Record> = records.iter().filter(|r| matches!(r.event, Event::Lost { .. })).collect();
+    println!("first acquisition after each switch: {firsts:?}; acquisitions failed: {failed:?}; leases lost: {lost:?}");
+    let primary = sentinels.master_addr()?;
+    let report = s.finish(&bounds, Some(server_at(servers(), primary)))?;
+    assert_clean(&report);
+    Ok(())
+}

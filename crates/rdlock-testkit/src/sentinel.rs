@@ -18,6 +18,8 @@ const FAILOVER_RETRY: Duration = Duration::from_secs(5);
 /// Read timeout of queries to sentinels, so one paused sentinel is skipped quickly.
 const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// The sentinels' ping period (see [`Sentinels::start`]).
+const PING_PERIOD_MS: u64 = 300;
 
 /// What the sentinels monitor: the primary's address and how many replicas
 /// they must have discovered before they count as ready.
@@ -50,9 +52,9 @@ impl From<SocketAddr> for SentinelTarget {
 /// Sentinel processes monitoring one primary as [`MASTER_NAME`], stopped when dropped.
 ///
 /// They run with test timings: quorum 2 (1 for a single sentinel),
-/// `down-after-milliseconds 1000`, `failover-timeout 2000`, an info, hello
-/// and ping period of 200 ms, so failures are noticed within about a second,
-/// and a TILT period of 2 s.
+/// `down-after-milliseconds 1000`, `failover-timeout 2000`, an info and hello
+/// period of 200 ms and a ping period of 300 ms, so failures are noticed within
+/// about a second, and a TILT period of 2 s.
 /// Each sentinel is a [`RedisServer`] in sentinel mode, so it can be paused,
 /// killed or restarted like any server.
 #[derive(Debug)]
@@ -97,6 +99,13 @@ impl Sentinels {
             // failed over again. A stall of the whole machine (more than 2 s
             // between two of a sentinel's ticks) puts it in TILT mode, where it
             // does nothing: 2 s instead of 30 before it acts again.
+            // Nor may the ping period be too short: once the primary is down, a replica is
+            // eligible for promotion only if its last INFO reply is at most five ping periods
+            // old, and the sentinels then send INFO to replicas once a second whatever the
+            // info period. With 200 ms pings that was a coin flip: the election's winner found
+            // "no good slave" (`-failover-abort-no-good-slave`) and the next attempt came only
+            // twice the failover timeout (4 s) later, twice in one CI run (10 s to follow a
+            // kill). 300 ms leaves 500 ms for the INFO reply, 700 ms before down-after.
             let mut conn = sentinel.admin_connection()?;
             redis::cmd("SENTINEL")
                 .arg("DEBUG")
@@ -105,7 +114,7 @@ impl Sentinels {
                 .arg("publish-period")
                 .arg(200)
                 .arg("ping-period")
-                .arg(200)
+                .arg(PING_PERIOD_MS)
                 .arg("tilt-period")
                 .arg(2000)
                 .query::<()>(&mut conn)?;

@@ -23,6 +23,7 @@ mod acquiring;
 mod downgrade;
 mod holding;
 mod lock;
+mod recent;
 mod releasing;
 mod shared;
 mod timers;
@@ -143,6 +144,7 @@ enum Pending {
     Role(Node),
     Downgrade(LockId, OpId),
     Store { lock: LockId, op: OpId, wanted: u32 },
+    Resent,
 }
 
 /// What the engine knows of one node's primary (a cluster's per slot): its replica count and
@@ -192,6 +194,9 @@ pub struct Engine {
     shards: HashMap<Node, Shard>,
     /// How many times every primary has changed at once ([`Engine::handle_primary_changed`]).
     primary: u32,
+    /// Releases a primary acknowledged lately, while a failover could still lose them (only
+    /// when the driver follows failovers: [`Engine::remember_releases`]).
+    recent: Option<recent::Recent>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<LockEvent>,
     warnings: VecDeque<Warning>,
@@ -219,6 +224,8 @@ impl Engine {
     }
 
     fn with_rng(config: EngineConfig, mut rng: Rng) -> Self {
+        // A cluster's slots change primary by design.
+        let recent = config.cluster.then(recent::Recent::default);
         Self {
             client: rng.token_bits() as u64,
             rng,
@@ -238,6 +245,7 @@ impl Engine {
             waiting: 0,
             shards: HashMap::new(),
             primary: 0,
+            recent,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             warnings: VecDeque::new(),
@@ -463,6 +471,8 @@ impl Engine {
             Pending::Role(node) => self.on_role_reply(node, reply, now),
             Pending::Downgrade(lock, op) => self.on_downgrade_reply(lock, op, reply, now),
             Pending::Store { lock, op, wanted } => self.on_store_reply(lock, op, wanted, reply, now),
+            // Releases sent again to a new primary (`recent`): their replies change nothing.
+            Pending::Resent => {}
         }
         Ok(())
     }
@@ -661,6 +671,9 @@ impl Engine {
         self.drop_subscription(id, now);
         if let Some(lock) = self.locks.remove(&id) {
             self.by_token.remove(&lock.token);
+            if let (Phase::Releasing(_), Some(recent)) = (&lock.phase, &mut self.recent) {
+                recent.remember(&lock, self.client, now);
+            }
             if let Phase::Held(l) = &lock.phase {
                 self.renewals.remove(&(l.renew_after, id));
             }

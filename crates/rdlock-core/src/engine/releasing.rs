@@ -2,9 +2,9 @@
 
 use std::time::Instant;
 
-use super::lock::Phase;
+use super::lock::{Lock, Phase};
 use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending};
-use crate::command::RequestId;
+use crate::command::{Command, RequestId};
 use crate::event::Warning;
 use crate::keys::LockKeys;
 use crate::machine::{Release, Then};
@@ -34,22 +34,7 @@ impl Engine {
     /// Sends the release script (again).
     pub(super) fn resend_release(&mut self, id: LockId) {
         let Some(lock) = self.locks.get(&id) else { return };
-        let keys = LockKeys::derive(&lock.key);
-        let token = hex(lock.token);
-        let inbox = LockKeys::inbox_suffix(&lock.key, self.client);
-        let (fence_ttl, claim) = (FENCE_TTL, HANDOFF_CLAIM);
-        let command = match (lock.resource.share(), lock.opts.sharing) {
-            (Some((capacity, weight)), _) => {
-                let entry = PermitArgs::entry(&token, lock.opts.ttl_ms(), &inbox, weight);
-                PermitReleaseArgs { token: &token, entry: &entry, fence_ttl, claim, capacity }
-                    .command(&PermitKeys::derive(&lock.key))
-            }
-            (None, Sharing::Queue) => {
-                let entry = format!("{token}:{}:{inbox}", lock.opts.ttl_ms());
-                ReleaseArgs { token: &token, entry: &entry, fence_ttl, claim }.command(&keys)
-            }
-            (None, Sharing::Foreign { .. }) => SharedReleaseArgs { token: &token }.command(&keys),
-        };
+        let command = release_command(lock, self.client);
         let route = lock.route;
         // A mutex's value goes first, on the same connection: the store runs while the key is
         // still ours, and its confirmation before the lock is handed on.
@@ -103,5 +88,27 @@ impl Engine {
             Some(_) => self.reschedule(id),
             None => self.finish(id, now),
         }
+    }
+}
+
+/// The release script's command for `lock` (a mutex's write-back is not part of it):
+/// owner-checked, it deletes (or hands on) the key only while it holds the lock's token, and
+/// removes the lock's own queue entry otherwise, so that it may be sent again at any time.
+pub(super) fn release_command(lock: &Lock, client: u64) -> Command {
+    let keys = LockKeys::derive(&lock.key);
+    let token = hex(lock.token);
+    let inbox = LockKeys::inbox_suffix(&lock.key, client);
+    let (fence_ttl, claim) = (FENCE_TTL, HANDOFF_CLAIM);
+    match (lock.resource.share(), lock.opts.sharing) {
+        (Some((capacity, weight)), _) => {
+            let entry = PermitArgs::entry(&token, lock.opts.ttl_ms(), &inbox, weight);
+            PermitReleaseArgs { token: &token, entry: &entry, fence_ttl, claim, capacity }
+                .command(&PermitKeys::derive(&lock.key))
+        }
+        (None, Sharing::Queue) => {
+            let entry = format!("{token}:{}:{inbox}", lock.opts.ttl_ms());
+            ReleaseArgs { token: &token, entry: &entry, fence_ttl, claim }.command(&keys)
+        }
+        (None, Sharing::Foreign { .. }) => SharedReleaseArgs { token: &token }.command(&keys),
     }
 }

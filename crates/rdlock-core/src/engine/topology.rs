@@ -18,6 +18,9 @@ impl Engine {
     /// - a grant still in flight is checked the same way as soon as it arrives;
     /// - every waiter attempts again (its queue entry may be gone), and every release is sent
     ///   again (the old primary's answer does not say what the new one holds);
+    /// - so is every release the old primary acknowledged within its lock's TTL, when the
+    ///   driver asked for it ([`Engine::remember_releases`]): the failover may have lost it,
+    ///   leaving the key held by nobody, or a queue entry that is no one's at the head;
     /// - replicas are counted again, on the new primary, never below `known_replicas` (the
     ///   replicas the topology reports, e.g. the sentinels' list, connected or not).
     ///
@@ -32,6 +35,7 @@ impl Engine {
         self.shard(Node::Primary).floor = known_replicas.unwrap_or(0);
         let ids: Vec<LockId> = self.locks.keys().copied().collect();
         self.check_again(&ids, now);
+        self.send_recent_releases(None, now);
     }
 
     /// In a cluster: the primary that serves `slot` changed (a `MOVED` reply, a failover or
@@ -39,7 +43,8 @@ impl Engine {
     /// [`Engine::handle_primary_changed`], for the locks of that slot only: their leases are
     /// checked on the new primary at once (owner-checked), their grants in flight checked
     /// when they arrive, their waiters attempt again, their releases are sent again, and the
-    /// slot's replicas are counted again, never below `known_replicas`. Its channels are
+    /// slot's replicas are counted again, never below `known_replicas`; the releases its
+    /// old primary acknowledged within their locks' TTL are sent again. Its channels are
     /// subscribed again where the slot now lives ([`crate::Transmit::SubscribeShard`]);
     /// until the server confirms one, a hand-off heard on it is only a hint, confirmed by an
     /// attempt. Every script is idempotent, so resending what the old primary may have run
@@ -55,6 +60,7 @@ impl Engine {
         self.transmits.extend(out);
         let ids: Vec<LockId> = self.locks.iter().filter(|(_, l)| l.route.node == node).map(|(&id, _)| id).collect();
         self.check_again(&ids, now);
+        self.send_recent_releases(Some(node), now);
     }
 
     /// In a cluster: the server ended the subscription to `channel` on its own (a

@@ -333,6 +333,13 @@ impl Checker {
                         self.fail(now, format!("client {c}: malformed {script:?} script: {keys:?} {args:?}"));
                         continue;
                     };
+                    // A release sent again to a new primary (the engine remembers its releases
+                    // for a TTL when the primary may change): a finished lock's, owner-checked.
+                    let resent = matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease)
+                        && self.by_token.get(token).is_some_and(|&(owner, was)| owner == c && live(key) != Some(was));
+                    if resent {
+                        continue;
+                    }
                     let Some(id) = live(key) else {
                         self.fail(now, format!("client {c}: {script:?} for {key} without a live lock"));
                         continue;

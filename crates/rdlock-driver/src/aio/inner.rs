@@ -329,6 +329,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
     async fn execute(&self, req: Request) -> Vec<Request> {
         // If the caller stops awaiting, the engine still learns the request's fate (unknown).
         let mut in_flight = InFlight { inner: self, id: req.id, done: false };
+        self.sending(&req);
         let reply = self.exchange(req.route, &req.commands).instrument(cell::exchange_span(&req)).await;
         in_flight.done = true;
         self.replied(req.id, reply)

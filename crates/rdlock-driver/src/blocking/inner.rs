@@ -314,6 +314,7 @@ impl Cell<Threads> {
     }
 
     fn execute(&self, req: Request, deadline: Option<Instant>) -> Vec<Request> {
+        self.sending(&req);
         let reply = cell::exchange_span(&req).in_scope(|| self.exchange(req.route, &req.commands, deadline));
         self.replied(req.id, reply)
     }

@@ -12,6 +12,7 @@ use rdlock_faults::clock::{mono_of, mono_us, wall_of};
 use rdlock_faults::ledger;
 use rdlock_faults::record::{Event, FailKind, Record, WriteBack};
 use rdlock_faults::seed::Rng;
+use rdlock_faults::trace::Notes;
 use rdlock_tokio::{
     Client, ClientConfig, Confirm, Error, Guard, LockOptions, MutexGuard, ReleaseOutcome, SentinelConfig,
 };
@@ -509,6 +510,11 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let log = Arc::new(Log { name: opts.name.clone(), out: Mutex::new(std::io::stdout()) });
+    let notes = log.clone();
+    if let Some(traces) = Notes::from_env(move |what| notes.emit(Event::Note { what })) {
+        // Only this process's subscriber: nothing else sets one.
+        let _ = tracing::subscriber::set_global_default(traces);
+    }
     let mut worker = match start(opts, log.clone()).await {
         Ok(w) => w,
         Err(e) => {
