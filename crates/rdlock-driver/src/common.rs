@@ -194,6 +194,19 @@ pub(crate) fn durability(replies: &[redis::Value]) -> Option<rdlock_core::Durabi
     Some(rdlock_core::Durability { waitaof, aof })
 }
 
+/// Whether `COMMAND DOCS SET` names the `IFEQ` argument (Valkey 8.1+, Redis 8.4+): its
+/// tokens are where the server lists what it parses, never its version string.
+pub(crate) fn offers_ifeq(docs: &redis::Value) -> bool {
+    use redis::Value;
+    match docs {
+        Value::BulkString(b) => b.eq_ignore_ascii_case(b"IFEQ"),
+        Value::SimpleString(s) | Value::VerbatimString { text: s, .. } => s.eq_ignore_ascii_case("IFEQ"),
+        Value::Array(items) | Value::Set(items) => items.iter().any(offers_ifeq),
+        Value::Map(pairs) => pairs.iter().any(|(k, v)| offers_ifeq(k) || offers_ifeq(v)),
+        _ => false,
+    }
+}
+
 /// The database whose keyspace notifications waiters on shared keys may rely on, from the
 /// setting and, when it says to detect, the server's `notify-keyspace-events` flags
 /// (`None`: not readable).
