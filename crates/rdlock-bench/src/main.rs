@@ -61,6 +61,8 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S9,C1,...,C3,F1,...,F4]
                 worker threads of the tokio runtimes (0: a current-thread runtime; default:
                 one per core)
   --json FILE   also write every run's figures, medians and ratios as JSON
+  --no-newer-commands
+                rdlock renews by script even where the server has SET IFEQ
   --newer       instead: the newer servers' commands (SET IFEQ, hash-field TTL, functions)
                 beside the scripts, per operation, on one server (RDLOCK_REDIS_SERVER)";
 
@@ -98,6 +100,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--quick" => args.quick = true,
             "--newer" => args.newer = true,
+            "--no-newer-commands" => adapters::NEWER_COMMANDS.store(false, std::sync::atomic::Ordering::Relaxed),
             "--scenario" | "--scenarios" => {
                 chosen = Some(value()?.split(',').map(str::parse).collect::<Result<_, _>>()?);
             }
