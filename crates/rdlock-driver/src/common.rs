@@ -419,4 +419,19 @@ mod tests {
         assert_eq!(super::durability(&[entry.clone(), Value::Int(3)]), None);
         assert_eq!(super::durability(&[entry]), None);
     }
+
+    #[test]
+    fn ifeq_is_read_from_the_set_commands_arguments() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let arg = |token: &str| Value::Array(vec![bulk("name"), bulk("x"), bulk("token"), bulk(token)]);
+        let docs = |token: &str| Value::Array(vec![bulk("set"), Value::Array(vec![bulk("arguments"), Value::Array(vec![arg("NX"), arg(token)])])]);
+        assert!(super::offers_ifeq(&docs("IFEQ")));
+        assert!(!super::offers_ifeq(&docs("XX")));
+        // RESP3 answers with maps; a summary that mentions the word is no argument.
+        let map = Value::Map(vec![(bulk("set"), Value::Map(vec![(bulk("arguments"), Value::Array(vec![arg("IFEQ")]))]))]);
+        assert!(super::offers_ifeq(&map));
+        assert!(!super::offers_ifeq(&bulk("Sets the key's value only if IFEQ matches")));
+        // Refused (no `COMMAND` right) or unknown: no.
+        assert!(!super::offers_ifeq(&Value::Nil));
+    }
 }
