@@ -21,9 +21,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 fn calls(conn: &mut redis::Connection, name: &str) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query(conn).expect("INFO commandstats");
     let prefix = format!("cmdstat_{name}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix)?.split(',').next()?.parse().ok())
-        .unwrap_or(0)
+    info.lines().find_map(|l| l.strip_prefix(&prefix)?.split(',').next()?.parse().ok()).unwrap_or(0)
 }
 
 /// Whether the server's `SET` takes `IFEQ`, as its command docs say.
@@ -48,9 +46,8 @@ pub async fn renewals_take_set_ifeq_where_the_server_has_it<H: Harness>() {
         for newer in [true, false] {
             let config = ClientConfig { newer_commands: newer, ..ClientConfig::default() };
             let client = H::connect_with(&server.url(), config).await.expect("connect");
-            let guard = lock_with::<H>(&client, KEY, options(Duration::from_secs(1), true), PATIENCE)
-                .await
-                .expect("lock");
+            let guard =
+                lock_with::<H>(&client, KEY, options(Duration::from_secs(1), true), PATIENCE).await.expect("lock");
             redis::cmd("CONFIG").arg("RESETSTAT").exec(&mut conn).expect("CONFIG RESETSTAT");
             // Two renewals (due every third of the ttl), by either form.
             wait_until("two renewals", PATIENCE, || calls(&mut conn, "set") + calls(&mut conn, "pexpire") >= 2);
@@ -66,8 +63,7 @@ pub async fn renewals_take_set_ifeq_where_the_server_has_it<H: Harness>() {
         }
         // A key of another type where the lock was: the next renewal loses the lease.
         let client = H::connect(&server.url()).await.expect("connect");
-        let guard =
-            lock_with::<H>(&client, KEY, options(Duration::from_secs(1), true), PATIENCE).await.expect("lock");
+        let guard = lock_with::<H>(&client, KEY, options(Duration::from_secs(1), true), PATIENCE).await.expect("lock");
         redis::cmd("DEL").arg(KEY).exec(&mut conn).expect("DEL");
         redis::cmd("RPUSH").arg(KEY).arg("x").exec(&mut conn).expect("RPUSH");
         // Within the ttl: the renewal's answer, not the lease running out.

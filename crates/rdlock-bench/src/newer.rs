@@ -15,7 +15,9 @@
 
 use std::time::Duration;
 
-use rdlock_core::{AcquireArgs, AcquireReply, Command, ExtendArgs, LockKeys, Mode, PermitArgs, PermitExtendArgs, PermitKeys};
+use rdlock_core::{
+    AcquireArgs, AcquireReply, Command, ExtendArgs, LockKeys, Mode, PermitArgs, PermitExtendArgs, PermitKeys,
+};
 use rdlock_core::{ReleaseArgs, Script};
 use rdlock_driver::convert::{self, Eval};
 
@@ -67,7 +69,8 @@ impl Op {
     fn available(self, conn: &mut redis::Connection) -> bool {
         match self {
             Op::Renew | Op::RenewBatch => {
-                let docs: redis::Value = redis::cmd("COMMAND").arg("DOCS").arg("SET").query(conn).unwrap_or(redis::Value::Nil);
+                let docs: redis::Value =
+                    redis::cmd("COMMAND").arg("DOCS").arg("SET").query(conn).unwrap_or(redis::Value::Nil);
                 format!("{docs:?}").contains("IFEQ")
             }
             Op::ShareRenew => has_command(conn, "HPEXPIRE"),
@@ -131,8 +134,7 @@ fn fcall(pipe: &mut redis::Pipeline, command: &Command) {
 /// The round trips of operation `op` by `path` on lock `i`.
 fn round_trips(op: Op, path: Path, i: usize) -> Result<Vec<redis::Pipeline>, BoxError> {
     let k = key(op, path, i);
-    Ok(
-    match (op, path) {
+    Ok(match (op, path) {
         (Op::Renew, Path::Script) => {
             let mut args = ExtendArgs::with_capacity(1);
             args.push(&k, TOKEN.into(), TTL_MS);
@@ -240,9 +242,15 @@ fn median(v: &[f64]) -> f64 {
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
-
 /// Runs `ops` operations of one path and adds their figures.
-fn slice(server: &Server, conn: &mut redis::Connection, op: Op, path: Path, ops: usize, out: &mut Figures) -> Result<(), BoxError> {
+fn slice(
+    server: &Server,
+    conn: &mut redis::Connection,
+    op: Op,
+    path: Path,
+    ops: usize,
+    out: &mut Figures,
+) -> Result<(), BoxError> {
     let plans: Vec<Vec<redis::Pipeline>> = (0..ops).map(|_| round_trips(op, path, 0)).collect::<Result<_, _>>()?;
     let before = server.snapshot()?;
     let cpu = crate::alloc::process_cpu();

@@ -712,7 +712,8 @@ impl<'r, 'a> Pair<'r, 'a> {
             }
             Step::SetIfEq { key, token, ttl } => {
                 let f = self.fake.run_set_ifeq(key, token, *ttl, now, &mut Dice::new(0));
-                let r = self.real.call(redis::cmd("SET").arg(key).arg(token).arg("IFEQ").arg(token).arg("PX").arg(*ttl));
+                let r =
+                    self.real.call(redis::cmd("SET").arg(key).arg(token).arg("IFEQ").arg(token).arg("PX").arg(*ttl));
                 let (nf, nr) = (norm(&f), norm(&r));
                 if !agree(&nf, &nr) {
                     return Err(format!("SET IFEQ replies differ\n  fake {f:?}\n  real {r:?}"));

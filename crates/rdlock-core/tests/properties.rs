@@ -588,7 +588,10 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
             // Renewed, not held, another type, or refused (a server without `IFEQ`).
             Command::SetIfEq { .. } => match next().rem_euclid(4) {
                 0 => Reply::Nil,
-                1 => Reply::Error(ServerError::new("WRONGTYPE", "Operation against a key holding the wrong kind of value")),
+                1 => Reply::Error(ServerError::new(
+                    "WRONGTYPE",
+                    "Operation against a key holding the wrong kind of value",
+                )),
                 2 if next() % 3 == 0 => Reply::Error(ServerError::new("ERR", "syntax error")),
                 _ => Reply::Data(b"OK".to_vec()),
             },

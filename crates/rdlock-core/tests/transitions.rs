@@ -566,7 +566,8 @@ fn renewals_by_set_ifeq_check_the_owner_per_lock() {
     assert_eq!(renew.commands, want, "one command per lock, in one request");
     let sent_at = h.now;
     // Ours; another token or none; a key of another type (the script's 0 for both).
-    let wrongtype = Reply::Error(ServerError::new("WRONGTYPE", "Operation against a key holding the wrong kind of value"));
+    let wrongtype =
+        Reply::Error(ServerError::new("WRONGTYPE", "Operation against a key holding the wrong kind of value"));
     h.reply(&renew, vec![Reply::Data(b"OK".to_vec()), Reply::Nil, wrongtype]);
     let lost = Event::Lost { reason: LostReason::NotOwner };
     assert_eq!(h.events(), vec![Event::Renewed { valid_until: o.valid_until(sent_at) }, lost.clone(), lost]);

@@ -424,11 +424,17 @@ mod tests {
     fn ifeq_is_read_from_the_set_commands_arguments() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         let arg = |token: &str| Value::Array(vec![bulk("name"), bulk("x"), bulk("token"), bulk(token)]);
-        let docs = |token: &str| Value::Array(vec![bulk("set"), Value::Array(vec![bulk("arguments"), Value::Array(vec![arg("NX"), arg(token)])])]);
+        let docs = |token: &str| {
+            Value::Array(vec![
+                bulk("set"),
+                Value::Array(vec![bulk("arguments"), Value::Array(vec![arg("NX"), arg(token)])]),
+            ])
+        };
         assert!(super::offers_ifeq(&docs("IFEQ")));
         assert!(!super::offers_ifeq(&docs("XX")));
         // RESP3 answers with maps; a summary that mentions the word is no argument.
-        let map = Value::Map(vec![(bulk("set"), Value::Map(vec![(bulk("arguments"), Value::Array(vec![arg("IFEQ")]))]))]);
+        let map =
+            Value::Map(vec![(bulk("set"), Value::Map(vec![(bulk("arguments"), Value::Array(vec![arg("IFEQ")]))]))]);
         assert!(super::offers_ifeq(&map));
         assert!(!super::offers_ifeq(&bulk("Sets the key's value only if IFEQ matches")));
         // Refused (no `COMMAND` right) or unknown: no.

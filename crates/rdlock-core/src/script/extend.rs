@@ -40,7 +40,12 @@ impl ExtendArgs {
     /// the script's batch was never more than that either, its keys renewed one by one.
     pub fn set_ifeq_commands(self) -> Vec<Command> {
         let ttls = self.ttls.iter().map(|t| t.parse().unwrap_or(0));
-        self.keys.into_iter().zip(self.tokens).zip(ttls).map(|((key, value), ttl_ms)| Command::SetIfEq { key, value, ttl_ms }).collect()
+        self.keys
+            .into_iter()
+            .zip(self.tokens)
+            .zip(ttls)
+            .map(|((key, value), ttl_ms)| Command::SetIfEq { key, value, ttl_ms })
+            .collect()
     }
 }
 
@@ -74,12 +79,17 @@ impl ExtendReply {
     /// Whether the server refused a `SET ... IFEQ` itself (a syntax error from a server
     /// without `IFEQ`, `NOPERM`, an unknown command): not an answer about any lock.
     pub fn refused_set(replies: &[Reply]) -> bool {
-        replies.iter().any(|r| matches!(r, Reply::Error(ServerError { code, .. }) if code != "WRONGTYPE" && !transient(code)))
+        replies
+            .iter()
+            .any(|r| matches!(r, Reply::Error(ServerError { code, .. }) if code != "WRONGTYPE" && !transient(code)))
     }
 }
 
 /// Error codes that say the server could not run a command now, not that it does not know it:
 /// a loading or demoted server, a moved slot, a busy script, a full server.
 fn transient(code: &str) -> bool {
-    matches!(code, "LOADING" | "READONLY" | "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY" | "MASTERDOWN" | "OOM")
+    matches!(
+        code,
+        "LOADING" | "READONLY" | "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY" | "MASTERDOWN" | "OOM"
+    )
 }
