@@ -12,7 +12,7 @@ use super::Script;
 pub struct ExtendArgs {
     keys: Vec<String>,
     tokens: Vec<String>,
-    ttls: Vec<String>,
+    ttls: Vec<u64>,
 }
 
 impl ExtendArgs {
@@ -25,13 +25,13 @@ impl ExtendArgs {
     pub fn push(&mut self, key: &str, token: String, ttl_ms: u64) {
         self.keys.push(key.to_owned());
         self.tokens.push(token);
-        self.ttls.push(ttl_ms.to_string());
+        self.ttls.push(ttl_ms);
     }
 
     /// The script call.
     pub fn command(self) -> Command {
         let mut args = self.tokens;
-        args.extend(self.ttls);
+        args.extend(self.ttls.iter().map(u64::to_string));
         Command::Script { script: Script::Extend, keys: self.keys, args }
     }
 
@@ -39,11 +39,10 @@ impl ExtendArgs {
     /// does for its key (the value compared and kept, the expiry set), atomically on its own;
     /// the script's batch was never more than that either, its keys renewed one by one.
     pub fn set_ifeq_commands(self) -> Vec<Command> {
-        let ttls = self.ttls.iter().map(|t| t.parse().unwrap_or(0));
         self.keys
             .into_iter()
             .zip(self.tokens)
-            .zip(ttls)
+            .zip(self.ttls)
             .map(|((key, value), ttl_ms)| Command::SetIfEq { key, value, ttl_ms })
             .collect()
     }
