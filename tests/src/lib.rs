@@ -28,6 +28,7 @@ pub mod harness;
 pub mod inspect;
 pub mod metrics;
 pub mod mutex;
+pub mod newer;
 pub mod runtimes;
 pub mod scoped;
 pub mod secrets;
@@ -140,6 +141,9 @@ macro_rules! cases {
         );
         $crate::cases!(@in metrics $harness;
             metrics_count_a_known_workload,
+        );
+        $crate::cases!(@in newer $harness;
+            renewals_take_set_ifeq_where_the_server_has_it,
         );
         $crate::cases!(@in durable $harness;
             durable_confirm_holds_or_falls_short,

@@ -19,6 +19,7 @@ mod adapters;
 mod alloc;
 mod counted;
 mod failover;
+mod newer;
 mod report;
 mod scale;
 mod scenario;
@@ -40,6 +41,7 @@ const USAGE: &str = "\
 usage: rdlock-bench [--quick] [--scenario S1,...,S9,C1,...,C3,F1,...,F4]
                     [--adapters raw,tokio,tokio-by-hand,async-std,blocking]
                     [--runs N] [--slices N] [--scale N,N,...] [--tokio-workers N] [--json FILE]
+       rdlock-bench --newer [--quick]
 
   --quick       about a second per scenario, one run (a smoke test); default: the durations of
                 shared/peers.md, median of 3 runs
@@ -58,7 +60,11 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S9,C1,...,C3,F1,...,F4]
   --tokio-workers N
                 worker threads of the tokio runtimes (0: a current-thread runtime; default:
                 one per core)
-  --json FILE   also write every run's figures, medians and ratios as JSON";
+  --json FILE   also write every run's figures, medians and ratios as JSON
+  --no-newer-commands
+                rdlock renews by script even where the server has SET IFEQ
+  --newer       instead: the newer servers' commands (SET IFEQ, hash-field TTL, functions)
+                beside the scripts, per operation, on one server (RDLOCK_REDIS_SERVER)";
 
 #[derive(Debug)]
 struct Args {
@@ -69,6 +75,7 @@ struct Args {
     slices: Option<u32>,
     scale: Option<Vec<usize>>,
     json: Option<String>,
+    newer: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -81,6 +88,7 @@ fn parse_args() -> Result<Args, String> {
         slices: None,
         scale: None,
         json: None,
+        newer: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -91,6 +99,8 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--quick" => args.quick = true,
+            "--newer" => args.newer = true,
+            "--no-newer-commands" => adapters::NEWER_COMMANDS.store(false, std::sync::atomic::Ordering::Relaxed),
             "--scenario" | "--scenarios" => {
                 chosen = Some(value()?.split(',').map(str::parse).collect::<Result<_, _>>()?);
             }
@@ -177,6 +187,10 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), BoxError> {
+    if args.newer {
+        print!("{}", newer::run(args.quick)?);
+        return Ok(());
+    }
     let mut settings = if args.quick { Settings::quick() } else { Settings::full() };
     if let Some(n) = args.slices {
         settings.slices = n.max(1);

@@ -615,8 +615,11 @@ fn renewals<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) -> Re
         let (d, cpu1) = (before.until(&server.snapshot()?), alloc::process_cpu());
         let lost = guards.iter().filter(|g| !locker.is_valid(g)).count();
         // No acquisition happens in the window: every request in it is a renewal.
-        let requests = d.requests(L::REQUESTS) as f64;
-        let renewals = d.calls("pexpire") as f64;
+        // A renewal is the script's `PEXPIRE`, or a `SET ... IFEQ` where the server has it (a
+        // pipeline of them per batch: its requests are the server's reads).
+        let by_set = d.calls("set");
+        let requests = if by_set > 0 { d.reads } else { d.requests(L::REQUESTS) } as f64;
+        let renewals = (d.calls("pexpire") + by_set) as f64;
         let cpu = d.rusage.as_secs_f64();
         let net = (cpu - idle_rate * d.elapsed.as_secs_f64()).max(0.0);
         m.insert("held_s", d.elapsed.as_secs_f64());

@@ -86,6 +86,19 @@ pub enum Command {
     },
     /// `ROLE`: used to count the primary's replicas.
     Role,
+    /// `SET key value IFEQ value PX ttl_ms`: an owner-checked renewal in one command, on a
+    /// server that offers `IFEQ` (Valkey 8.1+, Redis 8.4+; [`crate::Engine::set_ifeq`]). The
+    /// key keeps its value and gets the new expiry only when it holds `value`. Its reply is
+    /// `OK`; nil when the key holds another string or nothing; a `WRONGTYPE` error for a key
+    /// of another type.
+    SetIfEq {
+        /// The lock key.
+        key: String,
+        /// The owner token: the value compared and written back.
+        value: String,
+        /// The new expiry, in milliseconds.
+        ttl_ms: u64,
+    },
 }
 
 /// A pipeline of commands sent together on one connection; the reply holds one

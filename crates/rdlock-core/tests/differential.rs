@@ -74,6 +74,9 @@ enum Step {
     Garbage(String, String),
     /// Real time passes (and the fake's clock with it).
     Sleep(u64),
+    /// `SET key token IFEQ token PX ttl`: a renewal on a server that offers `IFEQ`, in place
+    /// of a one-lock `extend.lua` call.
+    SetIfEq { key: String, token: String, ttl: u64 },
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -707,13 +710,28 @@ impl<'r, 'a> Pair<'r, 'a> {
                 std::thread::sleep(Duration::from_millis(*ms));
                 (None, None, vec![])
             }
+            Step::SetIfEq { key, token, ttl } => {
+                let f = self.fake.run_set_ifeq(key, token, *ttl, now, &mut Dice::new(0));
+                let r =
+                    self.real.call(redis::cmd("SET").arg(key).arg(token).arg("IFEQ").arg(token).arg("PX").arg(*ttl));
+                let (nf, nr) = (norm(&f), norm(&r));
+                if !agree(&nf, &nr) {
+                    return Err(format!("SET IFEQ replies differ\n  fake {f:?}\n  real {r:?}"));
+                }
+                let shape = match nr {
+                    N::Error { code, .. } => code,
+                    other => format!("{other:?}"),
+                };
+                *self.seen.entry(format!("set-ifeq {shape}")).or_default() += 1;
+                (None, None, vec![])
+            }
         };
         let real_msgs = self.real.published();
         let t1 = if unseeded { self.real.time_us() } else { 0 };
         let after = [fake_snapshot(&self.fake, self.clock.now()), self.real.snapshot(&self.keys)];
         // An empty clock range marks a step that is no script (the counters are tampered with).
         let (fake_clock, real_clock) = match step {
-            Step::Run { .. } | Step::Sleep(_) => ((fake_time, fake_time), (t0, t1)),
+            Step::Run { .. } | Step::Sleep(_) | Step::SetIfEq { .. } => ((fake_time, fake_time), (t0, t1)),
             _ => ((1, 0), (1, 0)),
         };
         self.fences[0].update(&self.counters, &self.before[0], &after[0], fake_clock)?;
@@ -878,16 +896,39 @@ fn sequence(seed: u64, real: &mut Real<'_>, clock: &Clock, seen: &mut BTreeMap<S
     let n = if matches!(real.sub, Sub::Sharded(_)) && slot(names[0]) != slot(names[1]) { 1 } else { 1 + d.below(2) };
     let locks: Vec<LockKeys> = names[..n].iter().map(|n| LockKeys::new(n).expect("a valid key")).collect();
     let tokens: Vec<String> = (0..3).map(|_| token(&mut d)).collect();
+    let ifeq = offers_ifeq(real);
     let mut pair = Pair::new(real, clock, &locks, seen);
     let mut trace = Vec::new();
     for i in 0..STEPS {
-        let step = random_step(&mut d, &locks, &tokens);
+        let mut step = random_step(&mut d, &locks, &tokens);
+        // On a server with `IFEQ`, half the one-lock renewals go as the engine sends them
+        // there (the engine never sends a ttl of 0: that one stays the script's error).
+        if let (true, Step::Run { script: Script::Extend, keys, args }) = (ifeq, &step)
+            && keys.len() == 1
+            && let Ok(ttl @ 1..) = args[1].parse::<u64>()
+            && d.chance(0.5)
+        {
+            step = Step::SetIfEq { key: keys[0].clone(), token: args[0].clone(), ttl };
+        }
         trace.push(format!("{i:>3}: {step:?}"));
         if let Err(e) = pair.step(&step) {
             return Err(format!("step {i}: {e}\nsteps:\n{}", trace.join("\n")));
         }
     }
     Ok(())
+}
+
+/// Whether the server's `SET` takes `IFEQ` (Valkey 8.1+, Redis 8.4+): its command docs name it.
+fn offers_ifeq(real: &mut Real<'_>) -> bool {
+    let docs = real.call(redis::cmd("COMMAND").arg("DOCS").arg("SET"));
+    fn names(r: &Reply) -> bool {
+        match r {
+            Reply::Data(d) => d.eq_ignore_ascii_case(b"IFEQ"),
+            Reply::Array(a) => a.iter().any(names),
+            _ => false,
+        }
+    }
+    names(&docs)
 }
 
 #[test]
@@ -945,6 +986,14 @@ fn agree_on_sequences(real: &mut Real<'_>) {
         "hand-off heard (the whole ttl)",
     ] {
         assert!(seen.contains_key(must), "no {must:?} among {seen:?}");
+    }
+    // Renewals by `SET ... IFEQ`, where the server has it: every outcome met.
+    if offers_ifeq(real) {
+        for must in ["set-ifeq Data(\"OK\")", "set-ifeq Nil", "set-ifeq WRONGTYPE"] {
+            assert!(seen.contains_key(must), "no {must:?} among {seen:?}");
+        }
+    } else {
+        eprintln!("renewals by SET ... IFEQ not compared: this server's SET has no IFEQ");
     }
 }
 

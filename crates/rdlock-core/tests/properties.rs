@@ -219,6 +219,14 @@ impl Harness {
                     prop_assert!(value.len() <= MUTEX_MAX as usize);
                     continue;
                 }
+                if let Command::SetIfEq { key, value, .. } = cmd {
+                    // A renewal by `SET ... IFEQ`: as `extend.lua`'s, for one lock.
+                    let m = &self.locks[&self.by_key[key]];
+                    prop_assert_eq!(m.token.as_ref(), Some(value));
+                    prop_assert!(!m.release_sent, "renewal of {} after its release was sent", key);
+                    prop_assert!(m.acquired, "renewal of {} never acquired", key);
+                    continue;
+                }
                 let Command::Script { script, keys, args } = cmd else { continue };
                 // A cluster runs each script's sharded variant: the same arguments.
                 let script = &script.base();
@@ -577,6 +585,16 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
                 Reply::Int(next().clamp(-1, 1))
             }
             Command::Wait { .. } => Reply::Int(next().abs()),
+            // Renewed, not held, another type, or refused (a server without `IFEQ`).
+            Command::SetIfEq { .. } => match next().rem_euclid(4) {
+                0 => Reply::Nil,
+                1 => Reply::Error(ServerError::new(
+                    "WRONGTYPE",
+                    "Operation against a key holding the wrong kind of value",
+                )),
+                2 if next() % 3 == 0 => Reply::Error(ServerError::new("ERR", "syntax error")),
+                _ => Reply::Data(b"OK".to_vec()),
+            },
             Command::WaitAof { .. } => Reply::Array(vec![Reply::Int(next().clamp(0, 1)), Reply::Int(next().abs())]),
             Command::Script { script, .. } => unreachable!("{script:?} is no base script"),
             Command::Role => {
@@ -647,6 +665,8 @@ fn run(seed: u64, cluster: bool, batch: usize, ops: Vec<Op>, mutexes: bool) -> R
         max_renew_batch: batch,
         replica_count_max_age: Duration::from_millis(50),
         subscription_linger: Duration::from_millis(100),
+        // Half the cases renew by `SET ... IFEQ` (the seed decides: the cases stay the same).
+        set_ifeq: seed % 2 == 1,
         ..EngineConfig::default()
     };
     #[allow(clippy::disallowed_methods)] // the test's one clock reading; time then moves by hand
@@ -739,6 +759,7 @@ proptest! {
                     Command::Wait { replicas, .. } => Reply::Int(i64::from(*replicas)),
                     Command::WaitAof { replicas, .. } => Reply::Array(vec![Reply::Int(1), Reply::Int(i64::from(*replicas))]),
                     Command::Role => Reply::Array(vec![Reply::Data(b"master".to_vec()), Reply::Int(0), Reply::Array(vec![])]),
+                    Command::SetIfEq { .. } => Reply::Data(b"OK".to_vec()),
                 }).collect();
                 e.handle_reply(req.id, Ok(replies), t).map_err(|m| TestCaseError::fail(m.to_string()))?;
             }

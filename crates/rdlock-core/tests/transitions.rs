@@ -551,6 +551,61 @@ fn renewal_batches_are_capped() {
 }
 
 #[test]
+fn renewals_by_set_ifeq_check_the_owner_per_lock() {
+    let mut h = H::with(EngineConfig { set_ifeq: true, ..EngineConfig::default() });
+    let o = LockOptions { auto_renew: true, ..opts(300) };
+    let keys = ["a", "b", "c"];
+    let tokens: Vec<String> = keys.iter().map(|k| token(&h.held(k, o).1)).collect();
+    h.fire();
+    let renew = h.one();
+    let want: Vec<Command> = keys
+        .iter()
+        .zip(&tokens)
+        .map(|(k, t)| Command::SetIfEq { key: k.to_string(), value: t.clone(), ttl_ms: 300 })
+        .collect();
+    assert_eq!(renew.commands, want, "one command per lock, in one request");
+    let sent_at = h.now;
+    // Ours; another token or none; a key of another type (the script's 0 for both).
+    let wrongtype =
+        Reply::Error(ServerError::new("WRONGTYPE", "Operation against a key holding the wrong kind of value"));
+    h.reply(&renew, vec![Reply::Data(b"OK".to_vec()), Reply::Nil, wrongtype]);
+    let lost = Event::Lost { reason: LostReason::NotOwner };
+    assert_eq!(h.events(), vec![Event::Renewed { valid_until: o.valid_until(sent_at) }, lost.clone(), lost]);
+}
+
+#[test]
+fn a_server_refusing_set_ifeq_gets_the_script_from_then_on() {
+    let mut h = H::with(EngineConfig { set_ifeq: true, ..EngineConfig::default() });
+    let o = LockOptions { auto_renew: true, ..opts(300) };
+    h.held("orders", o);
+    h.fire();
+    let renew = h.one();
+    assert!(matches!(renew.commands[..], [Command::SetIfEq { .. }]));
+    // A failover to a server without `IFEQ`: no answer about the lock, which is not lost.
+    h.reply(&renew, vec![Reply::Error(ServerError::new("ERR", "syntax error"))]);
+    assert_eq!(h.events(), vec![]);
+    h.fire();
+    let retry = h.one();
+    assert_eq!(script(&retry).0, Script::Extend, "retried with the script");
+    h.reply(&retry, vec![Reply::Array(vec![Reply::Int(1)])]);
+    assert!(matches!(h.events()[..], [Event::Renewed { .. }]));
+    h.fire();
+    assert_eq!(script(&h.one()).0, Script::Extend, "and kept");
+}
+
+#[test]
+fn a_set_ifeq_renewal_the_server_could_not_run_is_retried_the_same_way() {
+    let mut h = H::with(EngineConfig { set_ifeq: true, ..EngineConfig::default() });
+    h.held("orders", LockOptions { auto_renew: true, ..opts(300) });
+    h.fire();
+    let renew = h.one();
+    h.reply(&renew, vec![Reply::Error(ServerError::new("LOADING", "Redis is loading the dataset in memory"))]);
+    assert_eq!(h.events(), vec![]);
+    h.fire();
+    assert!(matches!(h.one().commands[..], [Command::SetIfEq { .. }]), "a loading server still has IFEQ");
+}
+
+#[test]
 fn renewal_not_owner_is_lost() {
     let mut h = H::new();
     let (id, _) = h.held("orders", LockOptions { auto_renew: true, ..opts(300) });

@@ -9,13 +9,14 @@
 ///   script cache), `SCRIPT LOAD`, `PING`, `SUBSCRIBE`/`UNSUBSCRIBE` (hand-offs),
 ///   `SSUBSCRIBE`/`SUNSUBSCRIBE` (hand-offs in a cluster), `WAIT` and `ROLE` (replica
 ///   confirmation), `INFO` (the eviction check at connect; refused, it is skipped),
-///   `CLUSTER SLOTS` (a cluster's map), `ASKING` (a slot being migrated). Not `CONFIG GET`,
+///   `CLUSTER SLOTS` (a cluster's map), `ASKING` (a slot being migrated), `COMMAND DOCS`
+///   (whether `SET` takes `IFEQ`, at connect) and `SET` (renewals where it does). Not `CONFIG GET`,
 ///   which would let the user read the server's passwords: without it keyspace
 ///   notifications (shared mode only) count as off unless
 ///   [`KeyspaceNotifications::On`](crate::KeyspaceNotifications) says otherwise.
 /// - Called by the scripts, with the keys they were given: the rest.
 pub const ACL_COMMANDS: &str = "+evalsha +eval +script|load +ping +subscribe +unsubscribe +ssubscribe \
-+sunsubscribe +wait +role +info +cluster|slots +asking \
++sunsubscribe +wait +role +info +cluster|slots +asking +command|docs \
 +get +set +del +exists +type +pexpire +pttl +persist +incr +decr +time \
 +lindex +llen +lpop +lpos +lrange +lrem +rpush \
 +hget +hmget +hset +hdel +hincrby \

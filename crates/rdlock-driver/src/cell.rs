@@ -182,20 +182,26 @@ impl<D: Side> Cell<D> {
         (self.config.keyspace_notifications == KeyspaceNotifications::Detect).then_some(cmd)
     }
 
-    /// The connect-time probe of what the server offers for durable confirmation: `COMMAND
-    /// INFO WAITAOF` (an empty entry without the command) and `INFO persistence`.
-    pub(crate) fn durability_query() -> redis::Pipeline {
+    /// The connect-time probe of what the server offers: for durable confirmation, `COMMAND
+    /// INFO WAITAOF` (an empty entry without the command) and `INFO persistence`; for
+    /// renewals, `COMMAND DOCS SET` (whose arguments name `IFEQ` where it exists).
+    pub(crate) fn capability_query() -> redis::Pipeline {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         pipe.cmd("COMMAND").arg("INFO").arg("WAITAOF").cmd("INFO").arg("persistence");
+        pipe.cmd("COMMAND").arg("DOCS").arg("SET");
         pipe
     }
 
-    /// Tells the engine what the server offers for durable confirmation, from the reply to
-    /// [`Cell::durability_query`] (an error: unknown, and the server's answers decide).
-    pub(crate) fn set_durability(&self, reply: redis::RedisResult<Vec<redis::Value>>) {
-        let durability = reply.ok().and_then(|r| common::durability(&r));
-        self.state().engine.set_durability(durability);
+    /// Tells the engine what the server offers, from the reply to [`Cell::capability_query`]
+    /// (an error: durability unknown, and the server's answers decide; renewals by script).
+    pub(crate) fn set_capabilities(&self, reply: redis::RedisResult<Vec<redis::Value>>) {
+        let replies = reply.unwrap_or_default();
+        let durability = common::durability(&replies);
+        let ifeq = self.config.newer_commands && replies.get(2).is_some_and(common::offers_ifeq);
+        let mut st = self.state();
+        st.engine.set_durability(durability);
+        st.engine.set_ifeq(ifeq);
     }
 
     /// Sets the database whose keyspace notifications waiters on shared keys may rely on, from
@@ -269,6 +275,8 @@ impl<D: Side> Cell<D> {
 pub(crate) fn exchange_span(req: &Request) -> tracing::Span {
     let renewals = req.commands.iter().find_map(|c| match c {
         Command::Script { script: Script::Extend, keys, .. } => Some(keys.len()),
+        // One `SET ... IFEQ` per lock: the batch is their count.
+        Command::SetIfEq { .. } => Some(req.commands.iter().filter(|c| matches!(c, Command::SetIfEq { .. })).count()),
         // A share renews with three keys.
         Command::Script { script: Script::PermitExtend, keys, .. } => Some(keys.len() / 3),
         _ => None,

@@ -194,6 +194,19 @@ pub(crate) fn durability(replies: &[redis::Value]) -> Option<rdlock_core::Durabi
     Some(rdlock_core::Durability { waitaof, aof })
 }
 
+/// Whether `COMMAND DOCS SET` names the `IFEQ` argument (Valkey 8.1+, Redis 8.4+): its
+/// tokens are where the server lists what it parses, never its version string.
+pub(crate) fn offers_ifeq(docs: &redis::Value) -> bool {
+    use redis::Value;
+    match docs {
+        Value::BulkString(b) => b.eq_ignore_ascii_case(b"IFEQ"),
+        Value::SimpleString(s) | Value::VerbatimString { text: s, .. } => s.eq_ignore_ascii_case("IFEQ"),
+        Value::Array(items) | Value::Set(items) => items.iter().any(offers_ifeq),
+        Value::Map(pairs) => pairs.iter().any(|(k, v)| offers_ifeq(k) || offers_ifeq(v)),
+        _ => false,
+    }
+}
+
 /// The database whose keyspace notifications waiters on shared keys may rely on, from the
 /// setting and, when it says to detect, the server's `notify-keyspace-events` flags
 /// (`None`: not readable).
@@ -405,5 +418,26 @@ mod tests {
         assert_eq!(super::durability(&[Value::Nil, info("1")]), None);
         assert_eq!(super::durability(&[entry.clone(), Value::Int(3)]), None);
         assert_eq!(super::durability(&[entry]), None);
+    }
+
+    #[test]
+    fn ifeq_is_read_from_the_set_commands_arguments() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let arg = |token: &str| Value::Array(vec![bulk("name"), bulk("x"), bulk("token"), bulk(token)]);
+        let docs = |token: &str| {
+            Value::Array(vec![
+                bulk("set"),
+                Value::Array(vec![bulk("arguments"), Value::Array(vec![arg("NX"), arg(token)])]),
+            ])
+        };
+        assert!(super::offers_ifeq(&docs("IFEQ")));
+        assert!(!super::offers_ifeq(&docs("XX")));
+        // RESP3 answers with maps; a summary that mentions the word is no argument.
+        let map =
+            Value::Map(vec![(bulk("set"), Value::Map(vec![(bulk("arguments"), Value::Array(vec![arg("IFEQ")]))]))]);
+        assert!(super::offers_ifeq(&map));
+        assert!(!super::offers_ifeq(&bulk("Sets the key's value only if IFEQ matches")));
+        // Refused (no `COMMAND` right) or unknown: no.
+        assert!(!super::offers_ifeq(&Value::Nil));
     }
 }

@@ -75,6 +75,11 @@ pub struct ClientConfig {
     /// sentinels both the sentinels' and the data nodes', in a cluster every node's. With a
     /// plain URL they are refused ([`TlsError::NotTls`](crate::TlsError::NotTls)).
     pub tls: Option<crate::TlsConfig>,
+    /// Use what the server offers beyond the scripts where it costs the server less, found
+    /// at connect: renewals by `SET ... IFEQ` (Valkey 8.1+, Redis 8.4+; about half the
+    /// server CPU of `extend.lua`, docs/performance.md). The guarantees are the same either
+    /// way (docs/protocol.md, Renewal). On by default; off, every renewal runs the script.
+    pub newer_commands: bool,
     /// Engine settings. They hold no randomness: each client's engine seeds its owner
     /// tokens from the operating system when the client is made, so clients built from
     /// copies of one configuration never share tokens.
@@ -92,6 +97,7 @@ impl Default for ClientConfig {
             topology_refresh: Duration::from_secs(1),
             metrics_label: None,
             tls: None,
+            newer_commands: true,
             engine: EngineConfig::default(),
         }
     }

@@ -45,6 +45,9 @@ pub fn pipeline(commands: &[Command], eval: Eval) -> redis::Pipeline {
             Command::Role => {
                 pipe.cmd("ROLE");
             }
+            Command::SetIfEq { key, value, ttl_ms } => {
+                pipe.cmd("SET").arg(key).arg(value).arg("IFEQ").arg(value).arg("PX").arg(*ttl_ms);
+            }
         }
     }
     pipe

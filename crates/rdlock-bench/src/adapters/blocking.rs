@@ -17,7 +17,10 @@ impl Locker for Blocking {
     const RENEWS: bool = true;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
-        Ok(Self(rdlock_blocking::Client::open(url)?))
+        Ok(Self(match super::client_config(url) {
+            Some(config) => rdlock_blocking::Client::connect(redis::Client::open(url)?, config)?,
+            None => rdlock_blocking::Client::open(url)?,
+        }))
     }
 
     async fn lock(&self, key: &str, spec: Spec) -> Result<rdlock_blocking::Guard, BoxError> {

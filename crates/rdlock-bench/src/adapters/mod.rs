@@ -183,6 +183,19 @@ pub const ADAPTERS: &[Adapter] = &[
 /// (`usize::MAX`) one per core, tokio's own default.
 pub static TOKIO_WORKERS: AtomicUsize = AtomicUsize::new(usize::MAX);
 
+/// `--no-newer-commands`: rdlock's clients renew by script even where the server offers
+/// `SET ... IFEQ` (`ClientConfig::newer_commands`), to measure the two side by side.
+pub static NEWER_COMMANDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// The configuration rdlock's adapters connect with to a single server (`Client::connect`)
+/// instead of `Client::open`'s defaults, when the run asks for one: only with
+/// `--no-newer-commands`, and never for sentinels or a cluster, which that flag does not cover.
+pub fn client_config(url: &str) -> Option<rdlock_driver::ClientConfig> {
+    let newer = NEWER_COMMANDS.load(Ordering::Relaxed);
+    (!newer && url.starts_with("redis://"))
+        .then(|| rdlock_driver::ClientConfig { newer_commands: false, ..Default::default() })
+}
+
 /// A tokio runtime (multi-threaded unless `--tokio-workers 0`), made afresh per scenario run.
 #[derive(Clone, Debug)]
 pub struct TokioExec(Arc<tokio::runtime::Runtime>);

@@ -23,7 +23,10 @@ impl<R: Runtime> Locker for Rd<R> {
     const RENEWS: bool = true;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
-        Ok(Self(Client::<R>::open(url).await?))
+        Ok(Self(match super::client_config(url) {
+            Some(config) => Client::<R>::connect(redis::Client::open(url)?, config).await?,
+            None => Client::<R>::open(url).await?,
+        }))
     }
 
     async fn lock(&self, key: &str, spec: Spec) -> Result<Guard<R>, BoxError> {

@@ -16,6 +16,12 @@ use crate::token::hex;
 type RenewalGroup = (Route, u32, bool, bool);
 
 impl Engine {
+    /// Sets [`crate::EngineConfig::set_ifeq`]: drivers call it once they know whether the
+    /// server offers `SET ... IFEQ`. Renewals sent after it take the form it says.
+    pub fn set_ifeq(&mut self, offered: bool) {
+        self.config.set_ifeq = offered;
+    }
+
     /// Renews, in batches, every auto-renewing lock whose renewal window has opened.
     pub(super) fn renew_due(&mut self, now: Instant) {
         let due: Vec<(Instant, LockId)> = self.renewals.range(..=(now, LockId(u64::MAX))).copied().collect();
@@ -65,9 +71,17 @@ impl Engine {
             }
             confirm = confirm.or(lock.opts.confirm.timeout().map(|_| lock.opts.confirm));
         }
-        let mut commands = vec![if shares { permits.command() } else { locks.command() }];
+        // Locks on a server with `SET ... IFEQ`: one command each, the same owner check and
+        // expiry as the script's (docs/protocol.md, Renewal).
+        let by_set = !shares && self.config.set_ifeq;
+        let mut commands = match (shares, by_set) {
+            (true, _) => vec![permits.command()],
+            (false, true) => locks.set_ifeq_commands(),
+            (false, false) => vec![locks.command()],
+        };
         commands.extend(confirm.and_then(|c| c.command(wanted)));
-        let req = self.request(route, commands, Pending::Renew { locks: ids.to_vec(), sent_at: now, wanted });
+        let pending = Pending::Renew { locks: ids.to_vec(), sent_at: now, wanted, by_set };
+        let req = self.request(route, commands, pending);
         for &id in ids {
             if let Some(l) = self.locks.get_mut(&id).and_then(|l| l.lease()) {
                 l.renewing = Some(req);
@@ -96,12 +110,23 @@ impl Engine {
         &mut self,
         ids: &[LockId],
         req: RequestId,
-        sent_at: Instant,
-        wanted: u32,
+        (sent_at, wanted, by_set): (Instant, u32, bool),
         reply: Result<Vec<Reply>, TransportError>,
         now: Instant,
     ) {
-        let results = reply.ok().and_then(|r| parse_renewal(&r, ids.len(), wanted));
+        let results = match (reply, by_set) {
+            (Ok(r), false) => parse_renewal(&r, ids.len(), wanted),
+            (Ok(r), true) => {
+                let results = parse_set_renewal(&r, ids.len(), wanted);
+                // Refused (a failover to a server without `IFEQ`, an ACL without `SET`): the
+                // script from now on; these locks retry with it as for an unknown outcome.
+                if results.is_none() && ExtendReply::refused_set(&r[..ids.len().min(r.len())]) {
+                    self.config.set_ifeq = false;
+                }
+                results
+            }
+            (Err(_), _) => None,
+        };
         for (i, &id) in ids.iter().enumerate() {
             let Some(lock) = self.locks.get_mut(&id) else { continue };
             let opts = lock.opts;
@@ -146,9 +171,18 @@ impl Engine {
 /// Per lock: extended (true) or not ours (false). `None` when the outcome is unknown.
 fn parse_renewal(replies: &[Reply], n: usize, wanted: u32) -> Option<Vec<bool>> {
     let results = ExtendReply::parse(replies.first(), n)?;
-    if wanted > 0 && acknowledged(replies.get(1)?, wanted)? < wanted {
-        // The extension is not known to be on enough replicas: treat it as not done.
-        return None;
-    }
-    Some(results)
+    confirmed(replies.get(1), wanted).then_some(results)
+}
+
+/// [`parse_renewal`] for a batch sent as one `SET ... IFEQ` per lock: their `n` replies,
+/// then the confirmation's.
+fn parse_set_renewal(replies: &[Reply], n: usize, wanted: u32) -> Option<Vec<bool>> {
+    let results = ExtendReply::parse_set(replies.get(..n)?)?;
+    confirmed(replies.get(n), wanted).then_some(results)
+}
+
+/// Whether the confirmation, when one was wanted, says enough replicas hold the writes: an
+/// extension not known to be on them is treated as not done.
+fn confirmed(reply: Option<&Reply>, wanted: u32) -> bool {
+    wanted == 0 || reply.and_then(|r| acknowledged(r, wanted)).is_some_and(|n| n >= wanted)
 }

@@ -96,6 +96,11 @@ pub struct EngineConfig {
     pub keyspace_db: Option<u32>,
     /// What the server offers for [`Confirm::Durable`], if known ([`Engine::set_durability`]).
     pub durability: Option<crate::Durability>,
+    /// Whether the server offers `SET ... IFEQ` (Valkey 8.1+, Redis 8.4+): locks then renew
+    /// with one [`Command::SetIfEq`] each instead of `extend.lua` (about half the server CPU
+    /// per renewal; docs/performance.md). Drivers detect it at connect ([`Engine::set_ifeq`]);
+    /// a refusal of the command turns it off.
+    pub set_ifeq: bool,
 }
 
 impl Default for EngineConfig {
@@ -108,6 +113,7 @@ impl Default for EngineConfig {
             polls_per_second: 1000,
             keyspace_db: None,
             durability: None,
+            set_ifeq: false,
         }
     }
 }
@@ -140,7 +146,7 @@ pub struct LeaseView {
 enum Pending {
     Attempt(LockId),
     Release(LockId),
-    Renew { locks: Vec<LockId>, sent_at: Instant, wanted: u32 },
+    Renew { locks: Vec<LockId>, sent_at: Instant, wanted: u32, by_set: bool },
     Role(Node),
     Downgrade(LockId, OpId),
     Store { lock: LockId, op: OpId, wanted: u32 },
@@ -467,7 +473,9 @@ impl Engine {
         match pending {
             Pending::Attempt(lock) => self.on_attempt_reply(lock, id, reply, now),
             Pending::Release(lock) => self.on_release_reply(lock, id, reply, now),
-            Pending::Renew { locks, sent_at, wanted } => self.on_renew_reply(&locks, id, sent_at, wanted, reply, now),
+            Pending::Renew { locks, sent_at, wanted, by_set } => {
+                self.on_renew_reply(&locks, id, (sent_at, wanted, by_set), reply, now)
+            }
             Pending::Role(node) => self.on_role_reply(node, reply, now),
             Pending::Downgrade(lock, op) => self.on_downgrade_reply(lock, op, reply, now),
             Pending::Store { lock, op, wanted } => self.on_store_reply(lock, op, wanted, reply, now),

@@ -1,7 +1,8 @@
-//! `extend.lua`: owner-checked renewal of one or many locks in one call.
+//! `extend.lua`: owner-checked renewal of one or many locks in one call; or, on a server
+//! that offers it, the same renewal as one `SET key token IFEQ token PX ttl` per lock.
 
-use crate::Reply;
 use crate::command::Command;
+use crate::{Reply, ServerError};
 
 use super::Script;
 
@@ -11,7 +12,7 @@ use super::Script;
 pub struct ExtendArgs {
     keys: Vec<String>,
     tokens: Vec<String>,
-    ttls: Vec<String>,
+    ttls: Vec<u64>,
 }
 
 impl ExtendArgs {
@@ -24,14 +25,26 @@ impl ExtendArgs {
     pub fn push(&mut self, key: &str, token: String, ttl_ms: u64) {
         self.keys.push(key.to_owned());
         self.tokens.push(token);
-        self.ttls.push(ttl_ms.to_string());
+        self.ttls.push(ttl_ms);
     }
 
     /// The script call.
     pub fn command(self) -> Command {
         let mut args = self.tokens;
-        args.extend(self.ttls);
+        args.extend(self.ttls.iter().map(u64::to_string));
         Command::Script { script: Script::Extend, keys: self.keys, args }
+    }
+
+    /// The batch as one [`Command::SetIfEq`] per lock, in order: each does what the script
+    /// does for its key (the value compared and kept, the expiry set), atomically on its own;
+    /// the script's batch was never more than that either, its keys renewed one by one.
+    pub fn set_ifeq_commands(self) -> Vec<Command> {
+        self.keys
+            .into_iter()
+            .zip(self.tokens)
+            .zip(self.ttls)
+            .map(|((key, value), ttl_ms)| Command::SetIfEq { key, value, ttl_ms })
+            .collect()
     }
 }
 
@@ -46,4 +59,36 @@ impl ExtendReply {
         let results: Vec<bool> = reply?.as_array()?.iter().map(|r| r.as_int() == Some(1)).collect();
         (results.len() == n).then_some(results)
     }
+
+    /// Reads the replies to [`ExtendArgs::set_ifeq_commands`], one per lock: `OK` extended;
+    /// nil (another token, or no key) and `WRONGTYPE` (a key of another type) not held, as
+    /// the script answers 0 for both. `None` for anything else: the outcome is unknown.
+    pub fn parse_set(replies: &[Reply]) -> Option<Vec<bool>> {
+        replies
+            .iter()
+            .map(|r| match r {
+                Reply::Data(ok) if ok == b"OK" => Some(true),
+                Reply::Nil => Some(false),
+                Reply::Error(e) if e.code == "WRONGTYPE" => Some(false),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether the server refused a `SET ... IFEQ` itself (a syntax error from a server
+    /// without `IFEQ`, `NOPERM`, an unknown command): not an answer about any lock.
+    pub fn refused_set(replies: &[Reply]) -> bool {
+        replies
+            .iter()
+            .any(|r| matches!(r, Reply::Error(ServerError { code, .. }) if code != "WRONGTYPE" && !transient(code)))
+    }
+}
+
+/// Error codes that say the server could not run a command now, not that it does not know it:
+/// a loading or demoted server, a moved slot, a busy script, a full server.
+fn transient(code: &str) -> bool {
+    matches!(
+        code,
+        "LOADING" | "READONLY" | "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY" | "MASTERDOWN" | "OOM"
+    )
 }

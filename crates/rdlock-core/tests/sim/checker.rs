@@ -320,6 +320,10 @@ impl Checker {
                 self.store_sent(c, keys, args, &live, now);
                 continue;
             }
+            if let Command::SetIfEq { key, value, .. } = cmd {
+                self.renewal_sent(c, std::iter::once((key, value)), now);
+                continue;
+            }
             let Command::Script { script, keys, args } = cmd else { continue };
             let script = &script.base();
             match script {
@@ -378,28 +382,34 @@ impl Checker {
                 Script::Extend | Script::PermitExtend => {
                     // A share renews with three keys: its holder set (the user's key) first.
                     let per = if *script == Script::Extend { 1 } else { 3 };
-                    for (i, key) in keys.iter().step_by(per).enumerate() {
-                        let Some(&(owner, id)) = args.get(i).and_then(|t| self.by_token.get(t)) else {
-                            self.fail(now, format!("client {c}: renewal of {key} with an unknown token"));
-                            continue;
-                        };
-                        let rec = &self.recs[&(owner, id)];
-                        let problem = if owner != c || rec.key != *key {
-                            Some("names another lock's token")
-                        } else if rec.release_sent {
-                            Some("was sent after the lock's release")
-                        } else if rec.held.is_none() && rec.evidence.is_empty() {
-                            // With a grant seen, its `Acquired` may still be queued behind this
-                            // renewal: a grant from a replaced primary is checked at once.
-                            Some("is for a lock never acquired")
-                        } else {
-                            None
-                        };
-                        if let Some(p) = problem {
-                            self.fail(now, format!("client {c}: renewal of {key} ({id:?}) {p}"));
-                        }
-                    }
+                    self.renewal_sent(c, keys.iter().step_by(per).zip(args), now);
                 }
+            }
+        }
+    }
+
+    /// Renewals left client `c`, as (key, token) pairs: each for a lock of its own, held (or
+    /// granted) and not released.
+    fn renewal_sent<'a>(&mut self, c: usize, pairs: impl Iterator<Item = (&'a String, &'a String)>, now: u64) {
+        for (key, token) in pairs {
+            let Some(&(owner, id)) = self.by_token.get(token) else {
+                self.fail(now, format!("client {c}: renewal of {key} with an unknown token"));
+                continue;
+            };
+            let rec = &self.recs[&(owner, id)];
+            let problem = if owner != c || rec.key != *key {
+                Some("names another lock's token")
+            } else if rec.release_sent {
+                Some("was sent after the lock's release")
+            } else if rec.held.is_none() && rec.evidence.is_empty() {
+                // With a grant seen, its `Acquired` may still be queued behind this
+                // renewal: a grant from a replaced primary is checked at once.
+                Some("is for a lock never acquired")
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                self.fail(now, format!("client {c}: renewal of {key} ({id:?}) {p}"));
             }
         }
     }

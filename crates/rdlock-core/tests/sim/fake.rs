@@ -524,6 +524,32 @@ impl Fake {
         (reply.unwrap_or_else(Reply::Error), fx)
     }
 
+    /// `SET key value IFEQ value PX ttl_ms` (Valkey 8.1+, Redis 8.4+): `OK` when the key held
+    /// `value` (rewritten, with the new expiry), nil when it held another string or nothing,
+    /// `WRONGTYPE` for another type. With [`Bug::ExtendWithoutOwnerCheck`] any string key is
+    /// taken over, as the buggy script's `PEXPIRE` would renew it.
+    pub fn run_set_ifeq(&mut self, key: &str, value: &str, ttl_ms: u64, now: u64, dice: &mut Dice) -> Reply {
+        self.now = now;
+        if now < self.loading_until {
+            return Reply::Error(ServerError::new("LOADING", "Redis is loading the dataset in memory"));
+        }
+        let ours = match self.get(key) {
+            Err(e) => return Reply::Error(e),
+            Ok(cur) => cur.as_deref() == Some(value) || (cur.is_some() && self.bug == Bug::ExtendWithoutOwnerCheck),
+        };
+        if !ours {
+            return Reply::Nil;
+        }
+        let before = self.dirty;
+        if let Err(e) = self.set_px(key, value, &ttl_ms.to_string()) {
+            return Reply::Error(e);
+        }
+        if self.dirty != before {
+            self.replicate(now, dice);
+        }
+        Reply::Data(b"OK".to_vec())
+    }
+
     /// `counter(key)` of fence.lua: `Ok(None)` when absent (Lua's false), the value when it
     /// is an integer INCR accepts and Lua holds exactly, else the reason.
     fn counter(&mut self, key: &str) -> Result<Option<i64>, ServerError> {

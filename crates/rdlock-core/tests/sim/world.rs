@@ -220,6 +220,9 @@ impl World {
                     subscription_linger: Duration::from_millis(dice.range(10, 500)),
                     max_renew_batch: dice.range(1, 4) as usize,
                     replica_count_max_age: Duration::from_millis(dice.range(50, 1000)),
+                    // Half the clients renew by `SET ... IFEQ`, as on Valkey 8.1+ / Redis 8.4+
+                    // (from the seed: the scenario's dice draw as before).
+                    set_ifeq: seed % 2 == 1,
                     ..EngineConfig::default()
                 };
                 Client {
@@ -434,6 +437,16 @@ impl World {
                     self.effects(fx);
                 }
                 Command::Role => conn.done.push(self.fake.role(self.now)),
+                Command::SetIfEq { key: k, value, ttl_ms } => {
+                    let before = self.fake.offset();
+                    let reply = self.fake.run_set_ifeq(&k, &value, ttl_ms, self.now, &mut self.dice);
+                    let after = self.fake.offset();
+                    let conn = self.conns.get_mut(&key).expect("connection");
+                    if after != before {
+                        conn.woff = after;
+                    }
+                    conn.done.push(reply);
+                }
                 Command::ScriptWithValue { .. } => unreachable!("read as a script above"),
                 // The fake keeps no append-only file: it answers as a server with it off.
                 Command::WaitAof { .. } => conn.done.push(Reply::Error(ServerError::new(

@@ -231,7 +231,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
             None => None,
         };
         self.set_keyspace(flags);
-        self.set_durability(Self::durability_query().query_async(&mut c).await);
+        self.set_capabilities(Self::capability_query().query_async(&mut c).await);
         Ok(())
     }
 

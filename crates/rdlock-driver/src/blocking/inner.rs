@@ -152,7 +152,7 @@ impl Cell<Threads> {
         }
         let flags = self.keyspace_query().map(|cmd| cmd.query(&mut conn.conn));
         self.set_keyspace(flags);
-        self.set_durability(Self::durability_query().query(&mut conn.conn));
+        self.set_capabilities(Self::capability_query().query(&mut conn.conn));
         self.side.commands.put(conn);
         Ok(())
     }
