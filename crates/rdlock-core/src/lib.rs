@@ -107,6 +107,7 @@ mod ids;
 mod keys;
 mod machine;
 mod options;
+mod quorum;
 mod reply;
 mod script;
 mod stats;
@@ -122,12 +123,13 @@ pub use keys::{LAYOUT, LockKeys, MARKER, MAX_KEY_LEN, Role, hash_tag, slot};
 pub use options::{
     Acquire, Confirm, Durability, LockOptions, MAX_POLL_CAP, MAX_TTL, MAX_VALUE_TTL, MIN_TTL, Resource, Sharing,
 };
+pub use quorum::{MAX_MEMBERS, Quorum, QuorumOptions};
 pub use reply::{Reply, ServerError, TransportError};
 pub use script::{
     AcquireArgs, AcquireReply, DEFAULT_MAX_VALUE, ExtendArgs, ExtendReply, ForceReleaseArgs, ForceReleaseReply, Holder,
     Inspection, LockKind, MAX_CAPACITY, MAX_VALUE_LIMIT, Mode, PermitArgs, PermitChangeArgs, PermitExtendArgs,
-    PermitKeys, PermitReleaseArgs, ReleaseArgs, ReleaseReply, Script, SharedReleaseArgs, StoreArgs, StoreReply,
-    StoredValue, Waiter, value_key,
+    PermitKeys, PermitReleaseArgs, QuorumFenceArgs, QuorumFenceReply, QuorumTakeArgs, QuorumTakeReply, ReleaseArgs,
+    ReleaseReply, Script, SharedReleaseArgs, StoreArgs, StoreReply, StoredValue, Waiter, value_key,
 };
 pub use stats::Stats;
 pub use subscriptions::Subscriptions;
