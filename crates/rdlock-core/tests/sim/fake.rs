@@ -40,10 +40,10 @@ pub enum Bug {
     /// A mutex's grant returns no value, whatever the value key holds (as if it read
     /// another key).
     GrantWithoutValue,
-    /// The quorum fence raises the counter whoever holds the key.
-    QuorumFenceWithoutOwnerCheck,
-    /// The quorum fence sets the counter to the fence even when that moves it backwards.
-    QuorumFenceBackwards,
+    /// The quorum fence sets the counter to the fence whoever holds the key, even backwards.
+    QuorumFenceUnchecked,
+    /// The quorum take sets the key whoever holds it (no `NX`).
+    QuorumTakeOverwrites,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -803,7 +803,10 @@ impl Fake {
         let cur = self.get(key).map_err(|_| lock_key_type())?;
         let token = nth(args, 0)?;
         match cur {
-            Some(other) if other != token => return Ok(pair(0, self.pttl(key))),
+            Some(other) if other != token && self.bug != Bug::QuorumTakeOverwrites => {
+                return Ok(pair(0, self.pttl(key)));
+            }
+            Some(other) if other != token => self.set_px(key, token, ttl)?,
             Some(_) => {
                 self.pexpire(key, ttl)?;
             }
@@ -830,10 +833,11 @@ impl Fake {
         let Some(fv) = fv else { return Err(fail("invalid fence")) };
         let c = self.counter(fence)?;
         let cur = self.get(key).map_err(|_| lock_key_type())?;
-        if cur.as_deref() != Some(nth(args, 0)?) && self.bug != Bug::QuorumFenceWithoutOwnerCheck {
+        let checked = self.bug != Bug::QuorumFenceUnchecked;
+        if cur.as_deref() != Some(nth(args, 0)?) && checked {
             return Ok(Reply::Array(vec![int(0)]));
         }
-        if let Some(c) = c.filter(|&c| c >= fv && self.bug != Bug::QuorumFenceBackwards) {
+        if let Some(c) = c.filter(|&c| c >= fv && checked) {
             return Ok(pair(2, c));
         }
         self.set_px(fence, f, fttl)?;
