@@ -48,6 +48,8 @@ mod tls;
 pub use aio::{Client, Guard, LockBuilder, RwLock, Semaphore};
 #[cfg(feature = "async")]
 pub use aio::{Hold, Owner, Scope};
+#[cfg(feature = "async")]
+pub use aio::{QuorumClient, QuorumGuard};
 pub use attempt::TryLock;
 // A mutex: a lock whose value lives beside it.
 pub use acl::{ACL_COMMANDS, acl_rule};
