@@ -131,9 +131,11 @@ fn a_majority_down_fails_fast_and_releases_everywhere() {
         q.handle_reply(r.id, reply, t).expect("known");
     }
     assert_eq!(events(&mut q), vec![Event::Failed(LockError::NoQuorum { failed: 3, members: 5, needed: 3 })]);
-    // The partial grants (and the unknown ones) are released on every member at once.
+    // Released on every member at once, and again on members 3 and 4 from their grants,
+    // which came after the attempt had failed.
     let cleanup = requests(&mut q);
-    assert_eq!(cleanup.len(), 5);
+    assert_eq!(cleanup.len(), 7);
+    assert_eq!(cleanup[5..].iter().map(member).collect::<Vec<_>>(), vec![3, 4]);
     for r in &cleanup {
         assert_eq!(script(r), Script::ReleaseShared);
         assert!(matches!(&r.commands[0], Command::Script { args, .. } if args[0] == token));
@@ -265,4 +267,38 @@ fn a_release_counts_a_majority_of_deletes() {
     assert_eq!((ev[0].op, &ev[0].event), (Some(op), &Event::Released { outcome: ReleaseOutcome::Released }));
     // A reply nobody asked for is misuse, and changes nothing.
     assert!(q.handle_reply(reqs[0].id, Ok(vec![]), t).is_err());
+}
+
+/// Regression (found by the fault row q02): the release sent when an attempt fails can reach
+/// a member before that attempt's own phase 1 request does (a driver that sends from several
+/// threads or tasks), and the grant then stays until its TTL. A grant that answers an attempt
+/// which has ended is released again from its reply, after it.
+#[test]
+fn a_grant_after_its_attempt_failed_is_released_after_it() {
+    let t = start();
+    let mut q = Quorum::new(3, Rng::from_test_seed(1)).expect("3");
+    q.acquire("k", opts(), Acquire::Try, t).expect("valid");
+    let takes = requests(&mut q);
+    q.handle_reply(takes[0].id, arr(&[0, 500]), t).expect("known");
+    q.handle_reply(takes[1].id, arr(&[0, 500]), t).expect("known");
+    assert!(matches!(events(&mut q)[..], [Event::Busy { .. }]));
+    let at_failure = requests(&mut q);
+    assert_eq!(at_failure.len(), 3, "released on every member at once");
+    assert!(q.is_empty(), "the lock is gone; its member 2 has not answered");
+    // Member 2's grant comes last: it is released again, from its reply.
+    q.handle_reply(takes[2].id, arr(&[1, 4]), t).expect("known");
+    let after = requests(&mut q);
+    assert_eq!(after.len(), 1);
+    assert_eq!((member(&after[0]), script(&after[0])), (2, Script::ReleaseShared));
+    // A refusal needs nothing more; a held lock keeps its own late grants.
+    let (id, _) = q.acquire("k", opts(), Acquire::Try, t).expect("valid");
+    let takes = requests(&mut q);
+    q.handle_reply(takes[0].id, arr(&[1, 4]), t).expect("known");
+    q.handle_reply(takes[1].id, arr(&[1, 4]), t).expect("known");
+    for r in requests(&mut q) {
+        q.handle_reply(r.id, arr(&[1]), t).expect("known");
+    }
+    assert!(q.lease(id, t).is_some_and(|l| l.valid));
+    q.handle_reply(takes[2].id, arr(&[1, 4]), t).expect("known");
+    assert!(requests(&mut q).is_empty(), "a late grant of the held lock is kept");
 }

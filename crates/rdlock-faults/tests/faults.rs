@@ -1817,8 +1817,12 @@ fn quorum_row(
     }
     let report = s.finish(&bounds, None)?;
     let mut report = report;
-    for m in &members {
-        report.extend(checker::scan_leaks(&mut m.connection()?, &[KEY], &[])?);
+    for (i, m) in members.iter().enumerate() {
+        let mut c = m.connection()?;
+        let left: Option<String> = redis::cmd("GET").arg(KEY).query(&mut c)?;
+        let pttl: i64 = redis::cmd("PTTL").arg(KEY).query(&mut c)?;
+        println!("[{name}] member {i}: {left:?} pttl {pttl} (ttl {ttl:?})");
+        report.extend(checker::scan_leaks(&mut c, &[KEY], &[])?);
     }
     println!("[{name}] fences: a {fa}, b {fb:?}");
     Ok((report, fa, fb))

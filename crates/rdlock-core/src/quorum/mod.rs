@@ -114,6 +114,18 @@ enum Purpose {
     Cleanup,
 }
 
+/// An attempt's phase 1 requests still unanswered, and the token they carry: a grant that
+/// arrives after its attempt ended (failed, abandoned, lost, released) is released again
+/// from its own reply, so that the release reaches the member after the grant did even when
+/// the one sent when the attempt ended overtook it.
+#[derive(Debug)]
+struct Takes {
+    lock: LockId,
+    keys: LockKeys,
+    token: String,
+    pending: usize,
+}
+
 #[derive(Debug)]
 struct Trying {
     id: u64,
@@ -170,6 +182,7 @@ pub struct Quorum {
     rng: Rng,
     locks: IdMap<LockId, QLock>,
     requests: IdMap<RequestId, (LockId, Purpose)>,
+    takes: IdMap<u64, Takes>,
     channels: HashMap<String, usize>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<LockEvent>,
@@ -188,6 +201,7 @@ impl Quorum {
             rng,
             locks: IdMap::default(),
             requests: IdMap::default(),
+            takes: IdMap::default(),
             channels: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -334,6 +348,11 @@ impl Quorum {
             Purpose::Cleanup => {}
             Purpose::Take { attempt, member } => {
                 let answer = first.and_then(|r| QuorumTakeReply::parse(r.as_ref()));
+                let maybe_ours = !matches!(answer, Ok(QuorumTakeReply::Busy { .. }));
+                if let Some(late) = self.late_take(attempt, maybe_ours) {
+                    let cmd = SharedReleaseArgs { token: &late.1 }.command(&late.0);
+                    self.send_to(member, LockId(0), Purpose::Cleanup, cmd);
+                }
                 self.on_attempt(id, attempt, now, |fold| fold.on_take(member, answer));
             }
             Purpose::Fence { attempt, member } => {
@@ -399,6 +418,25 @@ impl Quorum {
         self.locks.values().filter_map(wake_at).min()
     }
 
+    /// Counts one phase 1 answer of `attempt`; when the attempt has ended and the answer may
+    /// have left the key ours (a grant, or an unknown outcome), the names and token to
+    /// release it with on that member.
+    fn late_take(&mut self, attempt: u64, maybe_ours: bool) -> Option<(LockKeys, String)> {
+        let takes = self.takes.get_mut(&attempt)?;
+        takes.pending -= 1;
+        let lock = self.locks.get(&takes.lock);
+        let live = match lock.map(|l| &l.phase) {
+            Some(Phase::Acquiring { step: Acquiring::Attempt(t), .. }) => t.id == attempt,
+            Some(Phase::Held(h)) => h.token == takes.token,
+            _ => false,
+        };
+        let out = (!live && maybe_ours).then(|| (takes.keys.clone(), takes.token.clone()));
+        if takes.pending == 0 {
+            self.takes.remove(&attempt);
+        }
+        out
+    }
+
     fn send(&mut self, id: LockId, purpose: Purpose, command: Command) {
         let member = match purpose {
             Purpose::Take { member, .. }
@@ -445,7 +483,9 @@ impl Quorum {
         let Some(lock) = self.locks.get_mut(&id) else { return };
         let cmd = QuorumTakeArgs { token: &token, ttl: lock.opts.ttl }.command(&lock.keys);
         let Phase::Acquiring { step, .. } = &mut lock.phase else { return };
+        let takes = Takes { lock: id, keys: lock.keys.clone(), token: token.clone(), pending: self.members };
         *step = Acquiring::Attempt(Trying { id: attempt, token, sent_at: now, fold: Attempt::new(self.members) });
+        self.takes.insert(attempt, takes);
         for member in 0..self.members {
             self.send(id, Purpose::Take { attempt, member }, cmd.clone());
         }
