@@ -96,6 +96,14 @@
 //! Waiters also poll (at most every `poll_cap`), so a lost message costs only that.
 //! Optional `WAIT` confirmation rides in the same pipeline as the script.
 //! See `docs/protocol.md` for the scripts and the safety argument.
+//!
+//! ## A quorum of independent primaries
+//!
+//! [`Quorum`] is a second machine with the same run loop, for a lock held on a majority of
+//! independent primaries: each attempt takes the key on every member and raises the fence
+//! counters of a majority to one fence, so that fences strictly increase across any two
+//! majorities (`docs/protocol.md`, "Quorum lock over independent primaries"). Its requests
+//! name [`Node::Member`]; its jitter and tokens come from the [`Rng`] it is given.
 
 #![warn(missing_docs)]
 
