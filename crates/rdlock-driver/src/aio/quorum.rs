@@ -370,5 +370,8 @@ async fn pubsub<R: Runtime>(shared: Arc<Shared>, member: usize) {
                 None => {}
             }
         }
+        // A session that ended (a dropped link, a refused channel) is made again after a
+        // pause, not at once: a refusal would otherwise spin. Waiters poll meanwhile.
+        R::sleep_until(R::now() + PUBSUB_POLL * 4).await;
     }
 }

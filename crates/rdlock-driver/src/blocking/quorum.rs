@@ -40,12 +40,14 @@ impl Shared {
 
     /// Feeds the machine one input at `now`, then sends what it asks and wakes the waiters.
     fn feed<T>(&self, f: impl FnOnce(&mut QuorumState, Instant) -> T) -> T {
-        let (out, requests) = {
+        let out = {
             let mut st = self.state();
             let out = f(&mut st, Instant::now());
-            (out, st.drain())
+            // Queued before the lock is let go: each member gets its requests in the order the
+            // machine made them, whichever thread fed it.
+            self.send(st.drain());
+            out
         };
-        self.send(requests);
         self.changed.notify_all();
         out
     }
@@ -320,6 +322,7 @@ fn pubsub(shared: &Shared, client: &redis::Client) {
         let mut ps = conn.as_pubsub();
         let mut subscribed = std::collections::BTreeSet::new();
         if ps.set_read_timeout(Some(PUBSUB_POLL)).is_err() {
+            std::thread::sleep(PUBSUB_POLL * 4);
             continue;
         }
         loop {
@@ -343,6 +346,9 @@ fn pubsub(shared: &Shared, client: &redis::Client) {
                 Err(_) => break,
             }
         }
+        // A session that ended (a dropped link, a refused channel) is made again after a
+        // pause, not at once: a refusal would otherwise spin. Waiters poll meanwhile.
+        std::thread::sleep(PUBSUB_POLL * 4);
     }
 }
 
