@@ -181,6 +181,36 @@ pub trait Harness: Sized + Send + Sync + 'static {
     /// Whether the scope's lease is lost.
     fn scope_is_lost(scope: &Self::Scope) -> bool;
 
+    /// The adapter's client of a quorum of independent primaries, and its guard.
+    type QuorumClient: std::fmt::Debug + Send + Sync + 'static;
+    /// A held quorum lock.
+    type QuorumGuard: std::fmt::Debug + Send + Sync + 'static;
+    /// `QuorumClient::with_config`.
+    fn quorum(urls: &[String], config: ClientConfig) -> Result<Self::QuorumClient, Error>;
+    /// `QuorumClient::lock_with`.
+    async fn quorum_lock(
+        client: &Self::QuorumClient,
+        key: &str,
+        options: &LockOptions,
+        timeout: Option<Duration>,
+    ) -> Result<Self::QuorumGuard, Error>;
+    /// `QuorumClient::try_lock_with`.
+    async fn quorum_try_lock(
+        client: &Self::QuorumClient,
+        key: &str,
+        options: &LockOptions,
+    ) -> Result<Option<Self::QuorumGuard>, Error>;
+    /// The quorum guard's fence.
+    fn quorum_fence(guard: &Self::QuorumGuard) -> u64;
+    /// The quorum guard's loss, if lost.
+    fn quorum_lost(guard: &Self::QuorumGuard) -> Option<LostReason>;
+    /// The quorum guard's end of validity.
+    fn quorum_valid_until(guard: &Self::QuorumGuard) -> Option<Instant>;
+    /// `QuorumGuard::extend`.
+    async fn quorum_extend(guard: &Self::QuorumGuard) -> Result<Instant, Error>;
+    /// `QuorumGuard::release`.
+    async fn quorum_release(guard: Self::QuorumGuard) -> Result<ReleaseOutcome, Error>;
+
     /// Runs `work` concurrently with the caller (a task, or a thread).
     fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T>;
     /// Sleeps without holding up the adapter's background work.

@@ -9,7 +9,7 @@
 //!   runtime ([`runtimes::Async`], with a `block_on` per runtime), and once for the blocking one.
 //! - [`cases`] holds the cases, generic over the harness ([`counted`] those of semaphores and
 //!   read-write locks, [`mutex`] those of the mutex, [`sentinel`] those of failovers under
-//!   Redis Sentinel, [`cluster`] those of a Redis Cluster, [`tls`] those over TLS); [`support`] the
+//!   Redis Sentinel, [`cluster`] those of a Redis Cluster, [`quorum`] those of the fenced quorum lock, [`tls`] those over TLS); [`support`] the
 //!   server-side checks.
 //! - [`cases!`] stamps out one `#[test]` per case for a harness; `tests/integration.rs` invokes
 //!   it once per enabled runtime, in a module named after it (`tokio::mutual_exclusion`, ...).
@@ -29,6 +29,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod mutex;
 pub mod newer;
+pub mod quorum;
 pub mod runtimes;
 pub mod scoped;
 pub mod secrets;
@@ -165,6 +166,13 @@ macro_rules! cases {
             mutual_tls_with_and_without_a_client_certificate,
             tls_sentinel_handoff_across_a_failover,
             tls_cluster_handoff_across_shards,
+        );
+        $crate::cases!(@in quorum $harness;
+            quorum_acquire_contend_release,
+            quorum_one_of_five_paused_still_acquires,
+            quorum_three_of_five_down_fails_fast_and_leaves_nothing,
+            quorum_a_majority_lost_while_held_is_reported,
+            quorum_refuses_what_it_cannot_offer,
         );
         $crate::cases!(@in cluster $harness;
             cluster_mutual_exclusion_and_handoff_across_shards,

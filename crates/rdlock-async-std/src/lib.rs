@@ -95,6 +95,10 @@ pub type Owner = rdlock_driver::Owner<AsyncStd>;
 pub type Hold = rdlock_driver::Hold<AsyncStd>;
 /// What the work of [`Client::with_lock`] sees of its lock.
 pub type Scope = rdlock_driver::Scope<AsyncStd>;
+/// A client of a quorum of independent primaries: a fenced lock (`docs/protocol.md`).
+pub type QuorumClient = rdlock_driver::QuorumClient<AsyncStd>;
+/// A held quorum lock.
+pub type QuorumGuard = rdlock_driver::QuorumGuard<AsyncStd>;
 /// The answer to a single attempt on async-io (async-std, smol) ([`Client::try_lock_report`]).
 pub type TryLock = rdlock_driver::TryLock<Guard>;
 

@@ -37,6 +37,8 @@
 
 pub use rdlock_driver::blocking::{Client, Guard, LockBuilder, RwLock, Semaphore};
 pub use rdlock_driver::blocking::{Hold, Owner, Scope};
+// A fenced lock over a quorum of independent primaries (docs/protocol.md).
+pub use rdlock_driver::blocking::{QuorumClient, QuorumGuard};
 // Everything a caller names: options, errors (to match them without depending on the
 // core), the loss signal, and the `redis` crate that `Client::redis` and `Client::connect` use.
 pub use rdlock_driver::{

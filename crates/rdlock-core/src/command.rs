@@ -32,6 +32,8 @@ pub enum Node {
     Primary,
     /// The primary that serves this cluster hash slot (`0..16384`).
     Slot(u16),
+    /// Member `i` of a quorum of independent primaries (in the order they were given).
+    Member(u8),
 }
 
 /// Which kind of connection to the node a request travels on.

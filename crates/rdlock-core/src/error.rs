@@ -124,6 +124,26 @@ pub enum InvalidInput {
     /// A downgrade of a guard that is not a read-write lock's write share.
     #[error("only a read-write lock's write share can be downgraded")]
     NotAWriter,
+    /// The clock-drift allowance leaves no validity.
+    #[error("a drift allowance of {drift:?} leaves no validity in a ttl of {ttl:?}")]
+    DriftTooLong {
+        /// The allowance.
+        drift: Duration,
+        /// The ttl.
+        ttl: Duration,
+    },
+    /// A quorum needs an odd number of members, from 1 to [`crate::MAX_MEMBERS`].
+    #[error("a quorum needs an odd number of members from 1 to {max}, not {members}")]
+    QuorumSize {
+        /// The members given.
+        members: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Something a quorum of independent primaries cannot offer (see `docs/protocol.md`,
+    /// "What a quorum client supports").
+    #[error("not available on a quorum of independent primaries: {0}")]
+    NotForQuorum(&'static str),
 }
 
 /// The caller broke the engine's contract; the lock's state is unchanged.
@@ -169,6 +189,17 @@ pub enum LockError {
     /// The acquisition took so long that no validity was left; the lock was released.
     #[error("acquired too late: no validity left (the link is too slow for this ttl)")]
     NoValidityLeft,
+    /// Too many members of a quorum failed (unreachable, or refusing with an error) for a
+    /// majority to be reached; whatever was taken was released.
+    #[error("no quorum: {failed} of {members} members failed ({needed} needed)")]
+    NoQuorum {
+        /// Members that failed.
+        failed: usize,
+        /// Members in all.
+        members: usize,
+        /// The majority.
+        needed: usize,
+    },
 }
 
 impl LockError {
@@ -176,7 +207,7 @@ impl LockError {
     /// in a passing state (loading, failing over).
     pub fn is_retryable(&self) -> bool {
         match self {
-            LockError::Transport(_) => true,
+            LockError::Transport(_) | LockError::NoQuorum { .. } => true,
             LockError::Server(s) => s.is_transient(),
             _ => false,
         }

@@ -96,6 +96,14 @@
 //! Waiters also poll (at most every `poll_cap`), so a lost message costs only that.
 //! Optional `WAIT` confirmation rides in the same pipeline as the script.
 //! See `docs/protocol.md` for the scripts and the safety argument.
+//!
+//! ## A quorum of independent primaries
+//!
+//! [`Quorum`] is a second machine with the same run loop, for a lock held on a majority of
+//! independent primaries: each attempt takes the key on every member and raises the fence
+//! counters of a majority to one fence, so that fences strictly increase across any two
+//! majorities (`docs/protocol.md`, "Quorum lock over independent primaries"). Its requests
+//! name [`Node::Member`]; its jitter and tokens come from the [`Rng`] it is given.
 
 #![warn(missing_docs)]
 
@@ -107,6 +115,7 @@ mod ids;
 mod keys;
 mod machine;
 mod options;
+mod quorum;
 mod reply;
 mod script;
 mod stats;
@@ -122,12 +131,13 @@ pub use keys::{LAYOUT, LockKeys, MARKER, MAX_KEY_LEN, Role, hash_tag, slot};
 pub use options::{
     Acquire, Confirm, Durability, LockOptions, MAX_POLL_CAP, MAX_TTL, MAX_VALUE_TTL, MIN_TTL, Resource, Sharing,
 };
+pub use quorum::{MAX_MEMBERS, Quorum, QuorumOptions};
 pub use reply::{Reply, ServerError, TransportError};
 pub use script::{
     AcquireArgs, AcquireReply, DEFAULT_MAX_VALUE, ExtendArgs, ExtendReply, ForceReleaseArgs, ForceReleaseReply, Holder,
     Inspection, LockKind, MAX_CAPACITY, MAX_VALUE_LIMIT, Mode, PermitArgs, PermitChangeArgs, PermitExtendArgs,
-    PermitKeys, PermitReleaseArgs, ReleaseArgs, ReleaseReply, Script, SharedReleaseArgs, StoreArgs, StoreReply,
-    StoredValue, Waiter, value_key,
+    PermitKeys, PermitReleaseArgs, QuorumFenceArgs, QuorumFenceReply, QuorumTakeArgs, QuorumTakeReply, ReleaseArgs,
+    ReleaseReply, Script, SharedReleaseArgs, StoreArgs, StoreReply, StoredValue, Waiter, value_key,
 };
 pub use stats::Stats;
 pub use subscriptions::Subscriptions;

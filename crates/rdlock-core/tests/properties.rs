@@ -253,8 +253,8 @@ impl Harness {
                         let sharded = script;
                         prop_assert!(false, "{sharded:?} is no base script");
                     }
-                    Script::Inspect | Script::ForceRelease => {
-                        prop_assert!(false, "the engine sent an operator's script")
+                    Script::Inspect | Script::ForceRelease | Script::QuorumTake | Script::QuorumFence => {
+                        prop_assert!(false, "the engine sent an operator's or a quorum's script")
                     }
                     Script::Extend | Script::PermitExtend => {
                         // A share renews with three keys: its holder set (the user's key) first.

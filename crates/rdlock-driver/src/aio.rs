@@ -34,8 +34,10 @@ macro_rules! wait {
 
 // Reentrant owners and scoped locks, over the types below (they read their fields).
 mod owner;
+mod quorum;
 mod scoped;
 pub use owner::{Hold, Owner};
+pub use quorum::{QuorumClient, QuorumGuard};
 pub use scoped::Scope;
 
 lock_api! {

@@ -36,6 +36,7 @@ mod metrics;
 mod mutex;
 mod owner;
 mod pubsub;
+mod quorum;
 #[cfg(feature = "async")]
 mod runtime;
 mod scope;
@@ -47,6 +48,8 @@ mod tls;
 pub use aio::{Client, Guard, LockBuilder, RwLock, Semaphore};
 #[cfg(feature = "async")]
 pub use aio::{Hold, Owner, Scope};
+#[cfg(feature = "async")]
+pub use aio::{QuorumClient, QuorumGuard};
 pub use attempt::TryLock;
 // A mutex: a lock whose value lives beside it.
 pub use acl::{ACL_COMMANDS, acl_rule};
@@ -60,6 +63,7 @@ pub use error::Error;
 pub use loss::LossSignal;
 #[cfg(feature = "metrics")]
 pub use metrics::describe_metrics;
+pub use quorum::{quorum_options, quorum_resource};
 pub use rdlock_core::{DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, MAX_VALUE_TTL};
 pub use tls::{ClientIdentity, TlsConfig, TlsError};
 // The core's types a caller meets: options, and the errors inside `Error`, so that callers

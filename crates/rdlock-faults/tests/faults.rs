@@ -1861,3 +1861,134 @@ fn soak_sentinel_faults() -> TestResult {
     assert_clean(&report);
     Ok(())
 }
+/// How a quorum row's member loses the holder's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MemberFault {
+    /// Restarted without persistence, serving again at once.
+    Restart,
+    /// Restarted without persistence after staying down one TTL plus the drift allowance
+    /// (the delayed restart `docs/protocol.md` requires).
+    DelayedRestart,
+    /// Its clock steps forward past the key's expiry: emulated by cutting the key's TTL to
+    /// 1 ms on that member (the counter beside it stays).
+    ClockJump,
+}
+
+/// A quorum row: five independent servers; `a` acquires while members 3 and 4 are down, so
+/// that it holds exactly {0, 1, 2}; 3 and 4 come back empty; member 2 then loses the key
+/// (`fault`); `b` asks for the lock and `a` writes again. Returns the report and both fences.
+fn quorum_row(
+    name: &'static str,
+    fault: MemberFault,
+) -> Result<(Report, u64, Option<u64>), Box<dyn std::error::Error>> {
+    let mut s = Suite::new(name)?;
+    let members: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect::<Result<_, _>>()?;
+    let url = format!(
+        "redis+quorum://{}",
+        members.iter().map(|m| format!("{}:{}", m.host(), m.port())).collect::<Vec<_>>().join(",")
+    );
+    let (ttl, cap) = (s.rng.millis(1500, 2500), Duration::from_millis(100));
+    let bounds = Bounds::new(ttl, cap);
+    s.h.spawn(&s.spec("a", &url, ttl, cap))?;
+    let mut b_spec = s.spec("b", &url, ttl, cap);
+    b_spec.timeout = Some(ttl * 3);
+    s.h.spawn(&b_spec)?;
+    members[3].kill()?;
+    members[4].kill()?;
+    let mark = s.h.mark();
+    s.h.command("a", "acquire", STEP)?;
+    let fa = fence(&s.h.wait_record(mark, "a", STEP, acquired)?);
+    members[3].restart(false)?;
+    members[4].restart(false)?;
+    s.h.note("members 3 and 4 back, empty: a holds exactly members 0, 1 and 2".to_owned());
+    s.h.command("a", "write 1", STEP)?;
+    match fault {
+        MemberFault::Restart => {
+            s.h.log(Event::DataLost);
+            members[2].restart(false)?;
+        }
+        MemberFault::DelayedRestart => {
+            s.h.log(Event::DataLost);
+            members[2].kill()?;
+        }
+        MemberFault::ClockJump => {
+            s.h.note("member 2's clock jumps forward: the lock key expires there now".to_owned());
+            redis::cmd("PEXPIRE").arg(KEY).arg(1).query::<()>(&mut members[2].connection()?)?;
+        }
+    }
+    let mark = s.h.mark();
+    s.h.send("b", "acquire")?;
+    if fault == MemberFault::DelayedRestart {
+        // Down for one TTL plus the drift allowance, from the crash.
+        std::thread::sleep(ttl + bounds.drift());
+        members[2].restart(false)?;
+        s.h.note("member 2 back, empty, after a TTL".to_owned());
+    }
+    let b = s.h.wait_record(mark, "b", ttl * 3 + STEP, |e| {
+        matches!(e, Event::Acquired { .. } | Event::AcquireFailed { .. })
+    })?;
+    let fb = matches!(b.event, Event::Acquired { .. }).then(|| fence(&b));
+    if fb.is_some() {
+        s.h.command("b", "write 1", STEP)?;
+    }
+    // The stale holder writes on (its lease may still look valid to it).
+    s.h.command("a", "write 1", STEP)?;
+    s.h.command("a", "release", STEP)?;
+    if fb.is_some() {
+        s.h.command("b", "release", STEP)?;
+    }
+    let report = s.finish(&bounds, None)?;
+    let mut report = report;
+    for (i, m) in members.iter().enumerate() {
+        let mut c = m.connection()?;
+        let left: Option<String> = redis::cmd("GET").arg(KEY).query(&mut c)?;
+        let pttl: i64 = redis::cmd("PTTL").arg(KEY).query(&mut c)?;
+        println!("[{name}] member {i}: {left:?} pttl {pttl} (ttl {ttl:?})");
+        report.extend(checker::scan_leaks(&mut c, &[KEY], &[])?);
+    }
+    println!("[{name}] fences: a {fa}, b {fb:?}");
+    Ok((report, fa, fb))
+}
+
+/// Quorum 1 (negative control): a member of the holder's bare majority restarts without
+/// persistence and serves at once; another client gathers a majority with it while the
+/// holder's lease is valid (the documented violation, caught as P3). The restarted member's
+/// counter reads its clock, so the newcomer's fence is higher: the ledger refuses the stale
+/// holder's next write (P1 and P5 hold).
+#[test]
+fn q01_quorum_member_restarted_at_once_is_caught_and_fenced() -> TestResult {
+    let _turn = serial();
+    let (report, fa, fb) = quorum_row("q01 quorum restart without delay (negative control)", MemberFault::Restart)?;
+    let fb = fb.expect("b gathers a majority with the restarted member");
+    assert!(fb > fa, "the fence orders them: {fa} then {fb}");
+    assert!(report.has(Property::LostSignal), "the checker missed the overlap:\n{report}");
+    assert!(!report.has(Property::MutualExclusion) && !report.has(Property::FenceOrder), "{report}");
+    Ok(())
+}
+
+/// Quorum 2: the same member restarted after one TTL (a delayed restart): the newcomer gets
+/// the lock only after the holder's validity ended, and the history is clean.
+#[test]
+fn q02_quorum_member_restarted_after_a_ttl_is_safe() -> TestResult {
+    let _turn = serial();
+    let (report, fa, fb) = quorum_row("q02 quorum delayed restart", MemberFault::DelayedRestart)?;
+    if let Some(fb) = fb {
+        assert!(fb > fa, "{fa} then {fb}");
+    }
+    assert_clean(&report);
+    Ok(())
+}
+
+/// Quorum 3 (negative control): a member's clock jumps forward (the key's TTL cut short
+/// there): the Redlock violation. Caught as P3; the member's counter survived, so the
+/// newcomer's fence is higher and the ledger refuses the stale holder (P1, P5 hold).
+#[test]
+fn q03_quorum_clock_jump_is_caught_and_fenced() -> TestResult {
+    let _turn = serial();
+    let (report, fa, fb) = quorum_row("q03 quorum clock jump (negative control)", MemberFault::ClockJump)?;
+    let fb = fb.expect("b gathers a majority with the jumped member");
+    assert!(fb > fa, "the fence orders them: {fa} then {fb}");
+    assert!(report.has(Property::LostSignal), "the checker missed the overlap:\n{report}");
+    assert!(!report.has(Property::MutualExclusion) && !report.has(Property::FenceOrder), "{report}");
+    Ok(())
+}

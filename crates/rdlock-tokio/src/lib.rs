@@ -78,6 +78,10 @@ pub type Hold = rdlock_driver::Hold<Tokio>;
 pub type Scope = rdlock_driver::Scope<Tokio>;
 /// The answer to a single attempt on tokio ([`Client::try_lock_report`]).
 pub type TryLock = rdlock_driver::TryLock<Guard>;
+/// A client of a quorum of independent primaries: a fenced lock (`docs/protocol.md`).
+pub type QuorumClient = rdlock_driver::QuorumClient<Tokio>;
+/// A held quorum lock.
+pub type QuorumGuard = rdlock_driver::QuorumGuard<Tokio>;
 
 // A mutex: a lock whose value lives beside it (typed values with the `serde` feature).
 #[cfg(feature = "serde")]

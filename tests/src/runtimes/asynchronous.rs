@@ -310,6 +310,50 @@ impl<E: Executor> Harness for Async<E> {
         scope.is_lost()
     }
 
+    type QuorumClient = rdlock_driver::QuorumClient<E::Runtime>;
+    type QuorumGuard = rdlock_driver::QuorumGuard<E::Runtime>;
+
+    fn quorum(urls: &[String], config: ClientConfig) -> Result<Self::QuorumClient, Error> {
+        rdlock_driver::QuorumClient::with_config(urls, config)
+    }
+
+    async fn quorum_lock(
+        client: &Self::QuorumClient,
+        key: &str,
+        options: &LockOptions,
+        timeout: Option<Duration>,
+    ) -> Result<Self::QuorumGuard, Error> {
+        client.lock_with(key, options, timeout).await
+    }
+
+    async fn quorum_try_lock(
+        client: &Self::QuorumClient,
+        key: &str,
+        options: &LockOptions,
+    ) -> Result<Option<Self::QuorumGuard>, Error> {
+        client.try_lock_with(key, options).await
+    }
+
+    fn quorum_fence(guard: &Self::QuorumGuard) -> u64 {
+        guard.fence()
+    }
+
+    fn quorum_lost(guard: &Self::QuorumGuard) -> Option<LostReason> {
+        guard.lost()
+    }
+
+    fn quorum_valid_until(guard: &Self::QuorumGuard) -> Option<Instant> {
+        guard.valid_until()
+    }
+
+    async fn quorum_extend(guard: &Self::QuorumGuard) -> Result<Instant, Error> {
+        guard.extend().await
+    }
+
+    async fn quorum_release(guard: Self::QuorumGuard) -> Result<ReleaseOutcome, Error> {
+        guard.release().await
+    }
+
     fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T> {
         let slot = Arc::new(Mutex::new(Outcome::<T> { value: None, gone: false, waker: None }));
         let sender = Sender(slot.clone());

@@ -286,6 +286,50 @@ impl Harness for Blocking {
         scope.is_lost()
     }
 
+    type QuorumClient = rdlock_driver::blocking::QuorumClient;
+    type QuorumGuard = rdlock_driver::blocking::QuorumGuard;
+
+    fn quorum(urls: &[String], config: ClientConfig) -> Result<Self::QuorumClient, Error> {
+        rdlock_driver::blocking::QuorumClient::with_config(urls, config)
+    }
+
+    async fn quorum_lock(
+        client: &Self::QuorumClient,
+        key: &str,
+        options: &LockOptions,
+        timeout: Option<Duration>,
+    ) -> Result<Self::QuorumGuard, Error> {
+        client.lock_with(key, options, timeout)
+    }
+
+    async fn quorum_try_lock(
+        client: &Self::QuorumClient,
+        key: &str,
+        options: &LockOptions,
+    ) -> Result<Option<Self::QuorumGuard>, Error> {
+        client.try_lock_with(key, options)
+    }
+
+    fn quorum_fence(guard: &Self::QuorumGuard) -> u64 {
+        guard.fence()
+    }
+
+    fn quorum_lost(guard: &Self::QuorumGuard) -> Option<LostReason> {
+        guard.lost()
+    }
+
+    fn quorum_valid_until(guard: &Self::QuorumGuard) -> Option<Instant> {
+        guard.valid_until()
+    }
+
+    async fn quorum_extend(guard: &Self::QuorumGuard) -> Result<Instant, Error> {
+        guard.extend()
+    }
+
+    async fn quorum_release(guard: Self::QuorumGuard) -> Result<ReleaseOutcome, Error> {
+        guard.release()
+    }
+
     fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T> {
         let thread = std::thread::Builder::new()
             .name("blocking-work".into())

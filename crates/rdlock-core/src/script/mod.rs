@@ -7,6 +7,7 @@ mod acquire;
 mod extend;
 mod inspect;
 mod permit;
+mod quorum;
 mod release;
 mod store;
 
@@ -14,6 +15,7 @@ pub use acquire::{AcquireArgs, AcquireReply, Mode};
 pub use extend::{ExtendArgs, ExtendReply};
 pub use inspect::{ForceReleaseArgs, ForceReleaseReply, Holder, Inspection, LockKind, Waiter};
 pub use permit::{MAX_CAPACITY, PermitArgs, PermitChangeArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs};
+pub use quorum::{QuorumFenceArgs, QuorumFenceReply, QuorumTakeArgs, QuorumTakeReply};
 pub use release::{ReleaseArgs, ReleaseReply, SharedReleaseArgs};
 pub use store::{DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, StoreArgs, StoreReply, StoredValue, value_key};
 
@@ -56,6 +58,10 @@ pub enum Script {
     Inspect,
     /// An operator's delete of a lock, whoever holds it, handing it to its waiters.
     ForceRelease,
+    /// A quorum acquisition's first phase on one member: take the key, read the counter.
+    QuorumTake,
+    /// A quorum acquisition's second phase on one member: raise the counter to the fence.
+    QuorumFence,
 }
 
 /// The scripts that announce something, with their cluster variants.
@@ -70,7 +76,7 @@ const SHARDED: [(Script, Script); 6] = [
 
 impl Script {
     /// Every script, for drivers that load them up front.
-    pub const ALL: [Script; 17] = [
+    pub const ALL: [Script; 19] = [
         Script::Acquire,
         Script::Release,
         Script::Extend,
@@ -88,6 +94,8 @@ impl Script {
         Script::ShardedPermitChange,
         Script::Inspect,
         Script::ForceRelease,
+        Script::QuorumTake,
+        Script::QuorumFence,
     ];
 
     /// The script a cluster runs in this one's place: the same script with every announcement
@@ -156,6 +164,12 @@ impl Script {
                     include_str!("force_release.lua")
                 )
             }
+            Script::QuorumTake => {
+                concat!(include_str!("announce.lua"), include_str!("fence.lua"), include_str!("quorum_take.lua"))
+            }
+            Script::QuorumFence => {
+                concat!(include_str!("announce.lua"), include_str!("fence.lua"), include_str!("quorum_fence.lua"))
+            }
             sharded => sharded_source(sharded),
         }
     }
@@ -180,6 +194,8 @@ impl Script {
             Script::ShardedPermitChange => "sharded-permit-change",
             Script::Inspect => "inspect",
             Script::ForceRelease => "force-release",
+            Script::QuorumTake => "quorum-take",
+            Script::QuorumFence => "quorum-fence",
         }
     }
 }
@@ -221,12 +237,20 @@ mod tests {
         }
         // The operators' force release has no cluster variant yet: in a cluster its hand-off is
         // an unheard claim, which the waiter confirms at its next poll (liveness only).
-        for script in [Script::Extend, Script::PermitExtend, Script::Store, Script::Inspect, Script::ForceRelease] {
+        for script in [
+            Script::Extend,
+            Script::PermitExtend,
+            Script::Store,
+            Script::Inspect,
+            Script::ForceRelease,
+            Script::QuorumTake,
+            Script::QuorumFence,
+        ] {
             assert_eq!(script.sharded(), script);
         }
         // Store carries the prelude's `hand_off` but never calls it: it announces nothing.
         assert!(!Script::Extend.source().contains("publish") && !Script::PermitExtend.source().contains("publish"));
         assert!(!include_str!("store.lua").contains("hand_off") && !include_str!("store.lua").contains("PUBLISH"));
-        assert_eq!(Script::ALL.len(), 17);
+        assert_eq!(Script::ALL.len(), 19);
     }
 }

@@ -377,8 +377,8 @@ impl Checker {
                     let sharded = script;
                     self.fail(now, format!("client {c}: {sharded:?} is no base script"));
                 }
-                // Operators' scripts: the engine never sends them.
-                Script::Inspect | Script::ForceRelease => {}
+                // Operators' scripts and the quorum's: the engine never sends them.
+                Script::Inspect | Script::ForceRelease | Script::QuorumTake | Script::QuorumFence => {}
                 Script::Extend | Script::PermitExtend => {
                     // A share renews with three keys: its holder set (the user's key) first.
                     let per = if *script == Script::Extend { 1 } else { 3 };

@@ -40,6 +40,10 @@ pub enum Bug {
     /// A mutex's grant returns no value, whatever the value key holds (as if it read
     /// another key).
     GrantWithoutValue,
+    /// The quorum fence sets the counter to the fence whoever holds the key, even backwards.
+    QuorumFenceUnchecked,
+    /// The quorum take sets the key whoever holds it (no `NX`).
+    QuorumTakeOverwrites,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -509,6 +513,8 @@ impl Fake {
             rdlock_core::Script::PermitExtend => self.permit_extend(keys, args),
             rdlock_core::Script::PermitChange => self.permit_change(keys, args, &mut fx),
             rdlock_core::Script::Store => self.store(keys, args, value, &mut fx),
+            rdlock_core::Script::QuorumTake => self.quorum_take(keys, args),
+            rdlock_core::Script::QuorumFence => self.quorum_fence(keys, args),
             // Operators' scripts: the engine never sends them, so the fake need not follow them.
             rdlock_core::Script::Inspect | rdlock_core::Script::ForceRelease => {
                 Err(ServerError::new("ERR", "the fake does not run operators' scripts"))
@@ -808,6 +814,60 @@ impl Fake {
             }
         }
         Ok(Reply::Array(out))
+    }
+
+    /// `quorum_take.lua`: take or confirm the key, read the counter (TIME when absent).
+    fn quorum_take(&mut self, keys: &[String], args: &[String]) -> R<Reply> {
+        let (key, fence) = (nth(keys, 0)?, nth(keys, 1)?);
+        // local ttl = ms_arg(2); local c, err = counter(KEYS[2])
+        let ttl = nth(args, 1)?;
+        if !ms_arg(ttl) {
+            return Err(fail("invalid ttl"));
+        }
+        let c = self.counter(fence)?;
+        // local cur = redis.pcall('GET', KEYS[1]); a table: WRONGTYPE
+        let cur = self.get(key).map_err(|_| lock_key_type())?;
+        let token = nth(args, 0)?;
+        match cur {
+            Some(other) if other != token && self.bug != Bug::QuorumTakeOverwrites => {
+                return Ok(pair(0, self.pttl(key)));
+            }
+            Some(other) if other != token => self.set_px(key, token, ttl)?,
+            Some(_) => {
+                self.pexpire(key, ttl)?;
+            }
+            None => self.set_px(key, token, ttl)?,
+        }
+        let c = c.unwrap_or_else(|| {
+            let (s, us) = self.time();
+            (s * 1_000_000 + us) as i64
+        });
+        Ok(pair(1, c))
+    }
+
+    /// `quorum_fence.lua`: raise the counter to the fence, owner-checked, forwards only.
+    fn quorum_fence(&mut self, keys: &[String], args: &[String]) -> R<Reply> {
+        let (key, fence) = (nth(keys, 0)?, nth(keys, 1)?);
+        let fttl = nth(args, 2)?;
+        if !ms_arg(fttl) {
+            return Err(fail("invalid ttl"));
+        }
+        // f matches '^[1-9]%d*$', #f <= 16, tonumber(f) <= 2^53 - 2
+        let f = nth(args, 1)?;
+        let digits = !f.is_empty() && !f.starts_with('0') && f.bytes().all(|b| b.is_ascii_digit());
+        let fv = f.parse::<i64>().ok().filter(|&v| digits && f.len() <= 16 && v <= FENCE_MAX);
+        let Some(fv) = fv else { return Err(fail("invalid fence")) };
+        let c = self.counter(fence)?;
+        let cur = self.get(key).map_err(|_| lock_key_type())?;
+        let checked = self.bug != Bug::QuorumFenceUnchecked;
+        if cur.as_deref() != Some(nth(args, 0)?) && checked {
+            return Ok(Reply::Array(vec![int(0)]));
+        }
+        if let Some(c) = c.filter(|&c| c >= fv && checked) {
+            return Ok(pair(2, c));
+        }
+        self.set_px(fence, f, fttl)?;
+        Ok(Reply::Array(vec![int(1)]))
     }
 
     /// `HMGET key f v` of a mutex's value key: a key of another type is an error.

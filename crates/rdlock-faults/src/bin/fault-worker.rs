@@ -100,8 +100,23 @@ impl Log {
     }
 }
 
+/// A held lock: of one server (or a Sentinel- or Cluster-served one), or of a quorum.
+enum Hold {
+    Single(Arc<Guard>),
+    Quorum(Arc<rdlock_blocking::QuorumGuard>),
+}
+
+impl Hold {
+    fn is_valid(&self) -> bool {
+        match self {
+            Hold::Single(g) => g.is_valid(),
+            Hold::Quorum(g) => g.lost().is_none(),
+        }
+    }
+}
+
 struct Held {
-    guard: Arc<Guard>,
+    guard: Hold,
     fence: u64,
     watcher: tokio::task::JoinHandle<()>,
     lost_logged: Arc<AtomicBool>,
@@ -113,6 +128,9 @@ struct Worker {
     opts: Opts,
     log: Arc<Log>,
     client: Client,
+    /// With a `redis+quorum://` lock URL: the quorum's client (the single-server client is
+    /// then made for the first member and used for nothing else).
+    quorum: Option<Arc<rdlock_blocking::QuorumClient>>,
     ledger: MultiplexedConnection,
     script: redis::Script,
     held: Option<Held>,
@@ -125,6 +143,31 @@ fn fail_kind(e: &Error) -> FailKind {
         Error::ReplicationShortfall { .. } => FailKind::ReplicationShortfall,
         Error::Lock(rdlock_core::LockError::NoValidityLeft) => FailKind::NoValidityLeft,
         _ => FailKind::Other,
+    }
+}
+
+/// Logs renewals and the lost signal of a quorum hold, polling the guard (it has no future).
+async fn watch_quorum(
+    guard: Arc<rdlock_blocking::QuorumGuard>,
+    fence: u64,
+    log: Arc<Log>,
+    lost_logged: Arc<AtomicBool>,
+) {
+    let mut last = guard.valid_until();
+    loop {
+        if let Some(reason) = guard.lost() {
+            log.emit(Event::Lost { fence, reason: format!("{reason:?}") });
+            lost_logged.store(true, Ordering::SeqCst);
+            return;
+        }
+        let v = guard.valid_until();
+        if v != last {
+            last = v;
+            if let Some(v) = v {
+                log.emit(Event::Renewed { fence, valid_until: mono_of(v) });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -167,6 +210,9 @@ impl Worker {
         }
         let start = mono_us();
         self.log.emit(Event::Attempt);
+        if let Some(q) = self.quorum.clone() {
+            return self.acquire_quorum(q, start, deadline).await;
+        }
         let mut b = self
             .client
             .lock_builder(&self.opts.key)
@@ -185,11 +231,49 @@ impl Worker {
                 let guard = Arc::new(guard);
                 let lost_logged = Arc::new(AtomicBool::new(false));
                 let watcher = tokio::spawn(watch(guard.clone(), fence, self.log.clone(), lost_logged.clone()));
-                self.held = Some(Held { guard, fence, watcher, lost_logged, stale: false });
+                self.held = Some(Held { guard: Hold::Single(guard), fence, watcher, lost_logged, stale: false });
                 true
             }
             Err(e) => {
                 self.log.emit(Event::AcquireFailed { kind: fail_kind(&e), error: e.to_string() });
+                false
+            }
+        }
+    }
+
+    /// [`Worker::acquire`] on a quorum: the blocking client's call on the blocking pool.
+    async fn acquire_quorum(
+        &mut self,
+        q: Arc<rdlock_blocking::QuorumClient>,
+        start: i64,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let opts = LockOptions {
+            ttl: self.opts.ttl,
+            poll_cap: self.opts.poll_cap,
+            auto_renew: self.opts.auto_renew,
+            confirm: self.opts.confirm,
+            ..LockOptions::default()
+        };
+        let (key, timeout) = (self.opts.key.clone(), self.deadline(deadline).map(|d| d - Instant::now()));
+        let got = tokio::task::spawn_blocking(move || q.lock_with(&key, &opts, timeout)).await;
+        match got {
+            Ok(Ok(guard)) => {
+                let fence = guard.fence();
+                let v = guard.valid_until().unwrap_or_else(Instant::now);
+                self.log.emit(Event::Acquired { fence, start, valid_until: mono_of(v), valid_until_wall: wall_of(v) });
+                let guard = Arc::new(guard);
+                let lost_logged = Arc::new(AtomicBool::new(false));
+                let watcher = tokio::spawn(watch_quorum(guard.clone(), fence, self.log.clone(), lost_logged.clone()));
+                self.held = Some(Held { guard: Hold::Quorum(guard), fence, watcher, lost_logged, stale: false });
+                true
+            }
+            Ok(Err(e)) => {
+                self.log.emit(Event::AcquireFailed { kind: fail_kind(&e), error: e.to_string() });
+                false
+            }
+            Err(e) => {
+                self.log.emit(Event::Error { what: format!("quorum acquire: {e}") });
                 false
             }
         }
@@ -262,6 +346,10 @@ impl Worker {
         };
         watcher.abort();
         let _ = watcher.await;
+        let guard = match guard {
+            Hold::Single(g) => g,
+            Hold::Quorum(g) => return self.release_quorum(g, fence, &lost_logged).await,
+        };
         let guard = match Arc::try_unwrap(guard) {
             Ok(g) => g,
             Err(_) => {
@@ -277,6 +365,24 @@ impl Worker {
         self.log.emit(Event::Releasing { fence });
         match guard.release().await {
             Ok(outcome) => self.log.emit(Event::Released { fence, held: outcome.was_held() }),
+            Err(e) => self.log.emit(Event::ReleaseFailed { fence, error: e.to_string() }),
+        }
+    }
+
+    async fn release_quorum(&self, guard: Arc<rdlock_blocking::QuorumGuard>, fence: u64, lost_logged: &AtomicBool) {
+        let Ok(guard) = Arc::try_unwrap(guard) else {
+            self.log.emit(Event::Error { what: "guard still shared".into() });
+            return;
+        };
+        if !lost_logged.load(Ordering::SeqCst)
+            && let Some(reason) = guard.lost()
+        {
+            self.log.emit(Event::Lost { fence, reason: format!("{reason:?}") });
+        }
+        self.log.emit(Event::Releasing { fence });
+        match tokio::task::spawn_blocking(move || guard.release()).await {
+            Ok(Ok(outcome)) => self.log.emit(Event::Released { fence, held: outcome.was_held() }),
+            Ok(Err(e)) => self.log.emit(Event::ReleaseFailed { fence, error: e.to_string() }),
             Err(e) => self.log.emit(Event::ReleaseFailed { fence, error: e.to_string() }),
         }
     }
@@ -467,13 +573,23 @@ async fn start(opts: Opts, log: Arc<Log>) -> Result<Worker, String> {
     // A sentinel URL names the sentinels, and the client follows the primary they name; a
     // cluster URL names seed nodes, and the client follows the slot map (every lock option the
     // worker uses is set per lock, so the default settings do).
-    let client = if opts.lock_url.starts_with("redis+sentinel://") {
+    // A quorum URL names its members: `redis+quorum://host:port,host:port,...`.
+    let mut quorum = None;
+    let mut lock_url = opts.lock_url.clone();
+    if let Some(members) = opts.lock_url.strip_prefix("redis+quorum://") {
+        let urls: Vec<String> = members.trim_end_matches('/').split(',').map(|m| format!("redis://{m}/")).collect();
+        let q =
+            rdlock_blocking::QuorumClient::with_config(&urls, config.clone()).map_err(|e| format!("quorum: {e}"))?;
+        quorum = Some(Arc::new(q));
+        lock_url = urls[0].clone();
+    }
+    let client = if lock_url.starts_with("redis+sentinel://") {
         let sentinel = SentinelConfig::from_url(&opts.lock_url).map_err(|e| e.to_string())?;
         Client::connect_sentinel(sentinel, config).await
     } else if opts.lock_url.starts_with("redis+cluster://") {
         Client::open(&opts.lock_url).await
     } else {
-        let redis_client = redis::Client::open(opts.lock_url.as_str()).map_err(|e| e.to_string())?;
+        let redis_client = redis::Client::open(lock_url.as_str()).map_err(|e| e.to_string())?;
         Client::connect(redis_client, config).await
     };
     let client = client.map_err(|e| format!("lock server: {e}"))?;
@@ -483,7 +599,7 @@ async fn start(opts: Opts, log: Arc<Log>) -> Result<Worker, String> {
         .await
         .map_err(|e| format!("ledger: {e}"))?;
     let rng = Rng::new(u64::from(std::process::id()) ^ mono_us().unsigned_abs());
-    Ok(Worker { opts, log, client, ledger, script: ledger::script(), held: None, rng })
+    Ok(Worker { opts, log, client, quorum, ledger, script: ledger::script(), held: None, rng })
 }
 
 /// Notes each server the client talks to, as it changes (a followed failover): the history
