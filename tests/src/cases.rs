@@ -508,7 +508,9 @@ pub async fn many_callers_and_short_leases_share_a_few_connections<H: Harness>()
             .map(|i| {
                 let client = client.clone();
                 let key = format!("rdlock-test:held:{}", chunk * AT_ONCE + i);
-                H::spawn(async move { lock_with::<H>(&client, &key, options(ttl, true), PATIENCE).await.expect("lock") })
+                H::spawn(
+                    async move { lock_with::<H>(&client, &key, options(ttl, true), PATIENCE).await.expect("lock") },
+                )
             })
             .collect();
         guards.extend(join_all(tasks).await);
