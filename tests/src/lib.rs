@@ -76,6 +76,7 @@ macro_rules! cases {
             replicate_confirm,
             thousand_waiters_one_pubsub_connection,
             a_burst_of_requests_keeps_one_connection,
+            many_callers_and_short_leases_share_a_few_connections,
             bad_input,
             authenticated,
             release_semantics,

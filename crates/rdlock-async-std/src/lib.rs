@@ -61,7 +61,6 @@ pub use rdlock_driver::{Credentials, DEFAULT_SENTINEL_PORT, SentinelConfig, Sent
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AsyncStd;
 
-#[async_trait::async_trait]
 impl rdlock_driver::Runtime for AsyncStd {
     /// Background tasks go to smol's global executor: the redis crate already runs its
     /// connection tasks there, it starts its own thread on first use, and so it works the same
@@ -74,8 +73,11 @@ impl rdlock_driver::Runtime for AsyncStd {
         smol::spawn(future).detach();
     }
 
-    async fn sleep_until(deadline: Instant) {
-        async_io::Timer::at(deadline).await;
+    fn sleep_until(deadline: Instant) -> impl Future<Output = ()> + Send {
+        let timer = async_io::Timer::at(deadline);
+        async move {
+            timer.await;
+        }
     }
 }
 

@@ -1,15 +1,23 @@
 //! What the benchmark measures of its own process. A counting global allocator: bytes live on the heap of this process, for the memory a
-//! waiter costs (S5). It forwards to the system allocator and keeps one relaxed counter, the
+//! waiter costs (S5), and allocation calls, per acquisition (S1-S3), renewal (S4) and hand-off (S5). It forwards to the system allocator and keeps one relaxed counter, the
 //! same small overhead for every adapter.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 
 /// The allocator that counts; installed in `main.rs`.
 #[derive(Debug)]
 pub struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Allocation calls (`alloc`, `alloc_zeroed`, `realloc`): a cost per request that CPU time
+/// on a shared machine measures only noisily.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Allocation calls made so far by the whole process.
+pub fn calls() -> u64 {
+    CALLS.load(Ordering::Relaxed)
+}
 
 /// Heap bytes allocated and not yet freed, by the whole process.
 pub fn live_bytes() -> isize {
@@ -23,6 +31,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's layout.
         let p = unsafe { System.alloc(layout) };
+        CALLS.fetch_add(1, Ordering::Relaxed);
         if !p.is_null() {
             LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
         }
@@ -32,6 +41,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's layout.
         let p = unsafe { System.alloc_zeroed(layout) };
+        CALLS.fetch_add(1, Ordering::Relaxed);
         if !p.is_null() {
             LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
         }
@@ -47,6 +57,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `ptr` came from `System` with `layout`; the caller guarantees `new_size`.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
+        CALLS.fetch_add(1, Ordering::Relaxed);
         if !p.is_null() {
             LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
         }

@@ -151,6 +151,7 @@ fn columns(s: Scenario) -> Vec<Column> {
     let overlaps: Column = ("overlaps", |c, _| num(c.get("overlaps")));
     let srv: Column = ("command time µs/acq", |c, a| with_ratio(c, a, "server_cmd_us_per_acq", |x| dec(x, 1)));
     let client: Column = ("client CPU µs/acq", |c, a| with_ratio(c, a, "client_cpu_us_per_acq", |x| dec(x, 1)));
+    let allocs: Column = ("allocs/acq", |c, _| dec(c.get("allocs_per_acq"), 1));
     let errors: Column = ("errors", |c, _| num(c.get("errors")));
     let incs: Column = ("increments/s (×raw)", |c, a| with_ratio(c, a, "acq_per_s", num));
     let counter: Column = ("counter = increments (runs)", |c, _| {
@@ -162,7 +163,7 @@ fn columns(s: Scenario) -> Vec<Column> {
         format!("{} / {}", millis(c.get(p50)), millis(c.get(p99)))
     }
     match s {
-        Scenario::S1 | Scenario::C1 => vec![acq, p50, p99, req, cmds, srv, cpu, client, overlaps, errors],
+        Scenario::S1 | Scenario::C1 => vec![acq, p50, p99, req, cmds, srv, cpu, client, allocs, overlaps, errors],
         Scenario::S6 => vec![
             acq,
             ("permits in use mean / max", |c, _| {
@@ -212,7 +213,9 @@ fn columns(s: Scenario) -> Vec<Column> {
             overlaps,
             errors,
         ],
-        Scenario::S3 | Scenario::C3 => vec![acq, p50, p99, minmax, req, cmds, srv, cpu, client, overlaps, errors],
+        Scenario::S3 | Scenario::C3 => {
+            vec![acq, p50, p99, minmax, req, cmds, srv, cpu, client, allocs, overlaps, errors]
+        }
         Scenario::S8 => vec![
             incs,
             ("× lock S1", |c, _| dec(c.get("vs_lock"), 2)),

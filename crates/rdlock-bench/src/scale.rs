@@ -61,19 +61,20 @@ pub fn tables(results: &ScaleResults) -> String {
         let _ = writeln!(
             out,
             "| adapter | locks | acquire all | client CPU while holding (% of one core) | renewals/s | \
-             client CPU/renewal | redis CPU/renewal | lost |"
+             client CPU/renewal | allocs/renewal | redis CPU/renewal | lost |"
         );
-        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
         for a in &adapters {
             for n in sizes(results, Scenario::S4) {
                 let Some(c) = cell(results, Scenario::S4, n, a) else { continue };
                 let _ = writeln!(
                     out,
-                    "| {a} | {n} | {} ms | {} % | {} | {} µs | {} µs | {} |",
+                    "| {a} | {n} | {} ms | {} % | {} | {} µs | {} | {} µs | {} |",
                     fmt(c.get("acquire_all_ms"), 0),
                     fmt(c.get("client_cpu_pct"), 2),
                     fmt(c.get("renewals_per_s"), 0),
                     fmt(c.get("client_renew_us"), 2),
+                    fmt(c.get("allocs_per_renewal"), 2),
                     fmt(c.get("renew_cpu_us"), 2),
                     fmt(c.get("lost"), 0),
                 );
@@ -85,21 +86,22 @@ pub fn tables(results: &ScaleResults) -> String {
         let _ = writeln!(
             out,
             "| adapter | waiters | all queued | all acquired after release | per waiter | p50 acquired | \
-             client CPU/hand-off | client heap/waiter | pub/sub conns | errors |"
+             client CPU/hand-off | allocs/hand-off | client heap/waiter | pub/sub conns | errors |"
         );
-        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for a in &adapters {
             for n in sizes(results, Scenario::S5) {
                 let Some(c) = cell(results, Scenario::S5, n, a) else { continue };
                 let _ = writeln!(
                     out,
-                    "| {a} | {} | {} ms | {} ms | {} µs | {} ms | {} µs | {} B | {} | {} |",
+                    "| {a} | {} | {} ms | {} ms | {} µs | {} ms | {} µs | {} | {} B | {} | {} |",
                     fmt(c.get("waiters"), 0),
                     fmt(c.get("queue_all_ms"), 0),
                     fmt(c.get("all_acquired_ms"), 0),
                     fmt(c.get("handoff_us_per_waiter"), 2),
                     fmt(c.get("acquired_p50_ms"), 0),
                     fmt(c.get("handoff_client_cpu_us"), 1),
+                    fmt(c.get("handoff_allocs"), 1),
                     fmt(c.get("bytes_per_waiter"), 0),
                     fmt(c.get("pubsub_conns"), 0),
                     fmt(c.get("errors"), 0),

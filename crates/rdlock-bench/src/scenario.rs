@@ -331,6 +331,8 @@ struct CycleRig<L: Locker, E: Exec> {
     busy: Duration,
     /// CPU time of this process inside slices: the client side of the adapter.
     client_cpu: Duration,
+    /// Allocation calls of this process inside the slices.
+    allocs: u64,
     first: Option<Snapshot>,
     /// The clients' own count of their requests at the first slice ([`Locker::own_requests`]).
     own_requests: u64,
@@ -376,6 +378,7 @@ impl<L: Locker, E: Exec> CycleRig<L, E> {
             logs,
             busy: Duration::ZERO,
             client_cpu: Duration::ZERO,
+            allocs: 0,
             first: None,
             own_requests: 0,
         })
@@ -389,7 +392,7 @@ impl<L: Locker, E: Exec> Rig for CycleRig<L, E> {
             self.own_requests = self.lockers.iter().map(|l| l.own_requests()).sum();
         }
         let exec = &self.exec;
-        let cpu0 = alloc::process_cpu();
+        let (cpu0, allocs0) = (alloc::process_cpu(), alloc::calls());
         let start = Instant::now() + Duration::from_millis(10);
         let deadline = start + duration;
         let tasks: Vec<_> = self
@@ -407,6 +410,7 @@ impl<L: Locker, E: Exec> Rig for CycleRig<L, E> {
         let end = logs.iter().filter_map(|l| l.cycles.last()).map(|c| c.released).max().unwrap_or(deadline);
         self.busy += end.saturating_duration_since(start);
         self.client_cpu += alloc::process_cpu().saturating_sub(cpu0);
+        self.allocs += alloc::calls() - allocs0;
         for (acc, log) in self.logs.iter_mut().zip(logs) {
             acc.cycles.extend(log.cycles);
             acc.errors += log.errors;
@@ -429,6 +433,7 @@ impl<L: Locker, E: Exec> Rig for CycleRig<L, E> {
         let mut m = analyze_cycles(&self.logs, self.busy, &delta, requests, own);
         let n = m["acquisitions"];
         m.insert("client_cpu_us_per_acq", self.client_cpu.as_secs_f64() * 1e6 / n);
+        m.insert("allocs_per_acq", self.allocs as f64 / n);
         if self.counter {
             // Every increment that returned wrote exactly once under the lock (a release that
             // found the lock lost wrote nothing), so the counter must equal their number: a
@@ -610,9 +615,9 @@ fn renewals<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) -> Re
         let guards = acquire_all(exec, &locker, &keys, spec).await?;
         m.insert("locks", guards.len() as f64);
         m.insert("acquire_all_ms", ms(t0.elapsed()));
-        let (before, cpu0) = (server.snapshot()?, alloc::process_cpu());
+        let (before, cpu0, allocs0) = (server.snapshot()?, alloc::process_cpu(), alloc::calls());
         exec.sleep(set.s4_hold).await;
-        let (d, cpu1) = (before.until(&server.snapshot()?), alloc::process_cpu());
+        let (d, cpu1, allocs1) = (before.until(&server.snapshot()?), alloc::process_cpu(), alloc::calls());
         let lost = guards.iter().filter(|g| !locker.is_valid(g)).count();
         // No acquisition happens in the window: every request in it is a renewal.
         // A renewal is the script's `PEXPIRE`, or a `SET ... IFEQ` where the server has it (a
@@ -635,6 +640,7 @@ fn renewals<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) -> Re
         let client = (cpu1 - cpu0).as_secs_f64();
         m.insert("client_cpu_pct", client / d.elapsed.as_secs_f64() * 100.0);
         m.insert("client_renew_us", client * 1e6 / renewals);
+        m.insert("allocs_per_renewal", (allocs1 - allocs0) as f64 / renewals);
         m.insert("renewals_per_s", renewals / d.elapsed.as_secs_f64());
         m.insert("lost", lost as f64);
         let not_held = release_all(exec, &locker, guards).await?;
@@ -792,7 +798,7 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
     m.insert("wait_cpu_pct", wait.rusage.as_secs_f64() / secs * 100.0);
 
     // The holders let go, all at once; every waiter must get its key.
-    let (cpu0, srv0) = (alloc::process_cpu(), server.snapshot()?);
+    let (cpu0, srv0, allocs0) = (alloc::process_cpu(), server.snapshot()?, alloc::calls());
     let released = Instant::now();
     let not_held = release_all(exec, &holder, held).await?;
     m.insert("holders_released_ms", ms(released.elapsed()));
@@ -810,9 +816,10 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
     }
     // CPU of the hand-off storm, per hand-off: this process (holder and waiter clients) and
     // the server (up to the last waiter's acquisition, plus a few ms of waking the tasks).
-    let (cpu1, srv1) = (alloc::process_cpu(), server.snapshot()?);
+    let (cpu1, srv1, allocs1) = (alloc::process_cpu(), server.snapshot()?, alloc::calls());
     let storm = srv0.until(&srv1);
     m.insert("handoff_client_cpu_us", (cpu1 - cpu0).as_secs_f64() * 1e6 / n as f64);
+    m.insert("handoff_allocs", (allocs1 - allocs0) as f64 / n as f64);
     m.insert("handoff_redis_cpu_us", storm.rusage.as_secs_f64() * 1e6 / n as f64);
     let all_ms = after_ms.iter().copied().fold(0.0, f64::max);
     m.insert("all_acquired_ms", all_ms);

@@ -81,6 +81,13 @@ impl LockKeys {
         Ok(Self::derive(key))
     }
 
+    /// The key itself, owned, once accepted (as by [`LockKeys::new`], without deriving the
+    /// names a caller has no use for yet).
+    pub fn checked(key: &str) -> Result<String, InvalidInput> {
+        check(key)?;
+        Ok(key.to_owned())
+    }
+
     /// The name of `role` for `key` (also for roles this struct has no field for).
     pub fn name(key: &str, role: Role) -> Result<String, InvalidInput> {
         check(key)?;
@@ -113,10 +120,11 @@ impl LockKeys {
     /// shares its slot) and publish a hand-off to that one client only.
     /// For a key accepted by [`LockKeys::new`].
     pub fn inbox_suffix(key: &str, client: u64) -> String {
-        let role = format!("i{client:016x}");
-        let mut suffix = String::with_capacity(role.len() + 4);
-        suffix.push_str(&role);
-        if let Some(g) = glue(key, &role) {
+        use std::fmt::Write as _;
+        // One allocation: the role is written into the suffix, which then gets its glue.
+        let mut suffix = String::with_capacity(1 + 16 + 4);
+        let _ = write!(suffix, "i{client:016x}");
+        if let Some(g) = glue(key, &suffix) {
             suffix.extend(g.iter().map(|&b| char::from(b)));
         }
         suffix

@@ -78,9 +78,15 @@ impl Rng {
     }
 }
 
-/// An owner token as it is stored: 32 lowercase hex digits.
+/// An owner token as it is stored: 32 lowercase hex digits. Written digit by digit rather
+/// than formatted: every request carries one, a renewal batch one per lock.
 pub fn hex(token: u128) -> String {
-    format!("{token:032x}")
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for shift in (0..32).rev() {
+        out.push(char::from(DIGITS[((token >> (shift * 4)) & 0xf) as usize]));
+    }
+    out
 }
 
 /// An owner token read back from its hex form.

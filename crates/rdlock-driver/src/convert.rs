@@ -26,39 +26,53 @@ fn sha(script: Script) -> &'static str {
 
 /// The pipeline for a request's commands.
 pub fn pipeline(commands: &[Command], eval: Eval) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
+    let mut pipe = redis::Pipeline::with_capacity(commands.len());
     pipe.ignore_errors();
-    for command in commands {
-        match command {
-            Command::Script { script, keys, args } => {
-                eval_script(&mut pipe, *script, eval).arg(keys.len()).arg(keys).arg(args);
-            }
-            Command::ScriptWithValue { script, keys, args, value } => {
-                eval_script(&mut pipe, *script, eval).arg(keys.len()).arg(keys).arg(args).arg(&value[..]);
-            }
-            Command::Wait { replicas, timeout_ms } => {
-                pipe.cmd("WAIT").arg(*replicas).arg(*timeout_ms);
-            }
-            Command::WaitAof { replicas, timeout_ms } => {
-                pipe.cmd("WAITAOF").arg(1).arg(*replicas).arg(*timeout_ms);
-            }
-            Command::Role => {
-                pipe.cmd("ROLE");
-            }
-            Command::SetIfEq { key, value, ttl_ms } => {
-                pipe.cmd("SET").arg(key).arg(value).arg("IFEQ").arg(value).arg("PX").arg(*ttl_ms);
-            }
-        }
+    for c in commands {
+        pipe.add_command(command(c, eval));
     }
     pipe
 }
 
-/// Starts a script call in `pipe`, by hash or by source.
-fn eval_script(pipe: &mut redis::Pipeline, script: Script, eval: Eval) -> &mut redis::Pipeline {
-    match eval {
-        Eval::Sha => pipe.cmd("EVALSHA").arg(sha(script)),
-        Eval::Source => pipe.cmd("EVAL").arg(script.source()),
+/// One command, its buffers sized up front: a script call with many keys (a renewal batch)
+/// otherwise grows them a dozen times.
+pub fn command(command: &Command, eval: Eval) -> redis::Cmd {
+    match command {
+        Command::Script { script, keys, args } => script_call(*script, eval, keys, args, None),
+        Command::ScriptWithValue { script, keys, args, value } => script_call(*script, eval, keys, args, Some(value)),
+        Command::Wait { replicas, timeout_ms } => {
+            let mut cmd = redis::cmd("WAIT");
+            cmd.arg(*replicas).arg(*timeout_ms);
+            cmd
+        }
+        Command::WaitAof { replicas, timeout_ms } => {
+            let mut cmd = redis::cmd("WAITAOF");
+            cmd.arg(1).arg(*replicas).arg(*timeout_ms);
+            cmd
+        }
+        Command::Role => redis::cmd("ROLE"),
+        Command::SetIfEq { key, value, ttl_ms } => {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(value).arg("IFEQ").arg(value).arg("PX").arg(*ttl_ms);
+            cmd
+        }
     }
+}
+
+/// A script call, by hash or by source.
+fn script_call(script: Script, eval: Eval, keys: &[String], args: &[String], value: Option<&[u8]>) -> redis::Cmd {
+    let (name, body) = match eval {
+        Eval::Sha => ("EVALSHA", sha(script)),
+        Eval::Source => ("EVAL", script.source()),
+    };
+    let count = 3 + keys.len() + args.len() + usize::from(value.is_some());
+    let bytes = name.len() + body.len() + 20 + keys.iter().chain(args).map(String::len).sum::<usize>();
+    let mut cmd = redis::Cmd::with_capacity(count, bytes + value.map_or(0, <[u8]>::len));
+    cmd.arg(name).arg(body).arg(keys.len()).arg(keys).arg(args);
+    if let Some(v) = value {
+        cmd.arg(v);
+    }
+    cmd
 }
 
 /// `SCRIPT LOAD` of every script, sent on each new connection so that the first lock on a

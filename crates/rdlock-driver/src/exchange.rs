@@ -55,6 +55,15 @@ impl<'a> Exchange<'a> {
         asking
     }
 
+    /// The request as one command, when it is one (the usual case: a script call): sent
+    /// alone, it needs none of a pipeline's buffers. Its reply is the answer's only value.
+    pub(crate) fn single(&self) -> Option<redis::Cmd> {
+        match self.commands {
+            [c] if !self.asking => Some(convert::command(c, self.eval)),
+            _ => None,
+        }
+    }
+
     /// Reads the answer to [`Exchange::pipeline`]: `None` when it must be sent again (the
     /// server lacked a script; the next pipeline sends its source).
     pub(crate) fn answer(&mut self, answer: RedisResult<Vec<Value>>) -> Option<Done> {

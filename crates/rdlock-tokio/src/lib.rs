@@ -46,7 +46,6 @@ pub use rdlock_driver::{Credentials, DEFAULT_SENTINEL_PORT, SentinelConfig, Sent
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Tokio;
 
-#[async_trait::async_trait]
 impl rdlock_driver::Runtime for Tokio {
     fn spawn<F>(future: F)
     where
@@ -55,8 +54,8 @@ impl rdlock_driver::Runtime for Tokio {
         tokio::spawn(future);
     }
 
-    async fn sleep_until(deadline: Instant) {
-        tokio::time::sleep_until(deadline.into()).await;
+    fn sleep_until(deadline: Instant) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep_until(deadline.into())
     }
 }
 

@@ -49,7 +49,12 @@ impl Engine {
         };
         let mut commands = vec![attempt];
         commands.extend(confirm.command(wanted));
-        let sent_subscribed = self.subs.is_active(&Self::wait_channel(self.client, &lock.key, lock.opts.sharing));
+        // The inbox from the suffix already made (a waiter's usual channel).
+        let channel = match lock.opts.sharing {
+            Sharing::Queue => LockKeys::inbox_of(&lock.key, &inbox),
+            Sharing::Foreign { .. } => Self::wait_channel(self.client, &lock.key, lock.opts.sharing),
+        };
+        let sent_subscribed = self.subs.is_active(&channel);
         if let Some(lock) = self.locks.get_mut(&id) {
             lock.attempted = true;
         }

@@ -303,7 +303,7 @@ impl Engine {
         {
             d.check().map_err(InvalidInput::NotDurable)?;
         }
-        let keys = LockKeys::new(key)?;
+        let key = LockKeys::checked(key)?;
         let (try_only, deadline) = match how {
             Acquire::Try => (true, None),
             Acquire::Wait { deadline } => (false, deadline),
@@ -316,7 +316,7 @@ impl Engine {
         let token = self.rng.token_bits();
         let class = if opts.confirm == Confirm::None { Class::Commands } else { Class::Confirm };
         // In a cluster, to the key's own primary: its script and `WAIT` go there together.
-        let node = if self.config.cluster { Node::Slot(slot(key)) } else { Node::Primary };
+        let node = if self.config.cluster { Node::Slot(slot(&key)) } else { Node::Primary };
         let route = Route { node, class };
         self.by_token.insert(token, id);
         let op = self.next_op();
@@ -325,7 +325,7 @@ impl Engine {
         self.locks.insert(
             id,
             Box::new(Lock {
-                key: keys.lock,
+                key,
                 token,
                 opts,
                 resource,

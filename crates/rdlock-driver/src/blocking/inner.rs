@@ -17,8 +17,11 @@ use crate::convert;
 use crate::error::Error;
 use crate::exchange::Exchange;
 
-/// Idle connections kept per pool; more are closed when returned.
-const MAX_IDLE: usize = 8;
+/// Most connections a pool opens for callers' own requests; callers beyond wait for one
+/// to come back. Unbounded, a thousand threads locking at once each made (and closed) a
+/// connection of their own, loading the scripts on each: acquisitions ran ~10x slower, and
+/// leases ran out before their renewals got through (issue #16).
+const MAX_CALLER_CONNS: usize = 32;
 /// Most worker threads sending background requests at once.
 const MAX_WORKERS: usize = 4;
 /// A worker idle this long ends.
@@ -42,24 +45,73 @@ struct Pooled {
     epoch: u64,
 }
 
-/// Idle connections of one route. A thread takes one for a request and puts it back after,
-/// so that threads locking at once do not queue behind each other.
+/// Connections of one route, bounded: a thread takes one for a request and puts it back
+/// after, so that threads locking at once do not queue behind each other up to the bound,
+/// and wait for a connection beyond it. The workers have [`MAX_WORKERS`] connections beyond
+/// the callers' bound, so that renewals never queue behind a crowd of callers.
 #[derive(Default)]
-struct Pool(Mutex<Vec<Pooled>>);
+struct Pool {
+    conns: Mutex<Conns>,
+    /// Signalled when a connection is returned or closed.
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct Conns {
+    idle: Vec<Pooled>,
+    /// Connections idle or in use (or being made).
+    open: usize,
+}
+
+/// What [`Pool::take`] gives: an idle connection, or the right to make one.
+enum Taken {
+    Idle(Pooled),
+    New,
+}
 
 impl Pool {
-    /// An idle connection to the primary of `epoch`; those to an older primary are closed.
-    fn take(&self, epoch: u64) -> Option<Pooled> {
-        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|c| c.epoch == epoch);
-        idle.pop()
+    /// An idle connection to the primary of `epoch` (those to an older primary are closed),
+    /// or the right to make one while under the bound; else waits for one, until `deadline`
+    /// (`None` then).
+    fn take(&self, epoch: u64, background: bool, deadline: Option<Instant>) -> Option<Taken> {
+        let bound = MAX_CALLER_CONNS + if background { MAX_WORKERS } else { 0 };
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let before = conns.idle.len();
+        conns.idle.retain(|c| c.epoch == epoch);
+        conns.open -= before - conns.idle.len();
+        loop {
+            if let Some(c) = conns.idle.pop() {
+                return Some(Taken::Idle(c));
+            }
+            if conns.open < bound {
+                conns.open += 1;
+                return Some(Taken::New);
+            }
+            conns = match deadline {
+                None => self.freed.wait(conns).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.checked_duration_since(Instant::now()).filter(|l| !l.is_zero())?;
+                    self.freed.wait_timeout(conns, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
+
+    /// A connection made outside [`Pool::take`] (the client's first) joins the pool.
+    fn adopt(&self, conn: Pooled) {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).open += 1;
+        self.put(conn);
     }
 
     fn put(&self, conn: Pooled) {
-        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
-        }
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).idle.push(conn);
+        self.freed.notify_one();
+    }
+
+    /// A connection taken (or the right to make one) ends without coming back.
+    fn discard(&self) {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).open -= 1;
+        self.freed.notify_one();
     }
 }
 
@@ -153,7 +205,7 @@ impl Cell<Threads> {
         let flags = self.keyspace_query().map(|cmd| cmd.query(&mut conn.conn));
         self.set_keyspace(flags);
         self.set_capabilities(Self::capability_query().query(&mut conn.conn));
-        self.side.commands.put(conn);
+        self.side.commands.adopt(conn);
         Ok(())
     }
 
@@ -206,12 +258,12 @@ impl Cell<Threads> {
         }
     }
 
-    /// Sends requests one after another on this thread, feeding each reply back and sending
-    /// what follows.
-    pub(super) fn run(&self, requests: Vec<Request>) {
+    /// Sends requests (of the background) one after another on this thread, feeding each
+    /// reply back and sending what follows.
+    fn run(&self, requests: Vec<Request>) {
         let mut queue = VecDeque::from(requests);
         while let Some(req) = queue.pop_front() {
-            queue.extend(self.execute(req, None));
+            queue.extend(self.execute(req, None, true));
         }
     }
 
@@ -233,7 +285,7 @@ impl Cell<Threads> {
                 queue.push_front(req);
                 break;
             }
-            queue.extend(self.execute(req, deadline));
+            queue.extend(self.execute(req, deadline, false));
         }
         self.run_background(queue.into());
         self.next_event(id, op)
@@ -244,7 +296,7 @@ impl Cell<Threads> {
     pub(super) fn run_first(self: &Arc<Self>, requests: Vec<Request>) {
         let mut queue = VecDeque::from(requests);
         if let Some(req) = queue.pop_front() {
-            queue.extend(self.execute(req, None));
+            queue.extend(self.execute(req, None, false));
         }
         self.run_background(queue.into());
     }
@@ -306,16 +358,19 @@ impl Cell<Threads> {
     /// One command outside every lock's life (an operator's inspection or forced release),
     /// on the caller's thread: the engine has nothing to decide about it.
     pub(super) fn direct(&self, key: &str, command: Command) -> Result<Option<Reply>, TransportError> {
-        self.exchange(self.route_of(key), std::slice::from_ref(&command), None).map(|r| r.into_iter().next())
+        self.exchange(self.route_of(key), std::slice::from_ref(&command), None, false).map(|r| r.into_iter().next())
     }
 
     fn work(&self) -> MutexGuard<'_, Work> {
         self.side.work.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn execute(&self, req: Request, deadline: Option<Instant>) -> Vec<Request> {
+    /// One request and its reply; `background` for the workers' (their connections are
+    /// beyond the callers' bound).
+    fn execute(&self, req: Request, deadline: Option<Instant>, background: bool) -> Vec<Request> {
         self.sending(&req);
-        let reply = cell::exchange_span(&req).in_scope(|| self.exchange(req.route, &req.commands, deadline));
+        let exchange = || self.exchange(req.route, &req.commands, deadline, background);
+        let reply = cell::exchange_span(&req).in_scope(exchange);
         self.replied(req.id, reply)
     }
 
@@ -326,6 +381,7 @@ impl Cell<Threads> {
         route: Route,
         commands: &[Command],
         deadline: Option<Instant>,
+        background: bool,
     ) -> Result<Vec<Reply>, TransportError> {
         let (Some(topology), Node::Slot(slot)) = (self.cluster.get(), route.node) else {
             // One server: the connection class picks the pool.
@@ -333,7 +389,7 @@ impl Cell<Threads> {
                 Class::Commands => &self.side.commands,
                 Class::Confirm => &self.side.confirm,
             };
-            return self.exchange_on(pool, None, Exchange::new(commands), deadline);
+            return self.exchange_on(pool, None, Exchange::new(commands), deadline, background);
         };
         // The slot's primary, following redirections; `TRYAGAIN` is retried for one
         // response timeout, within the caller's deadline.
@@ -346,7 +402,7 @@ impl Cell<Threads> {
                 Err(unsent) => return unsent,
             };
             let pool = self.side.node(&node, route.class);
-            replies = self.exchange_on(&pool, Some(&client), exchange, deadline);
+            replies = self.exchange_on(&pool, Some(&client), exchange, deadline, background);
             match walk.answered(&replies) {
                 None => break,
                 Some(pause) => std::thread::sleep(pause),
@@ -362,7 +418,14 @@ impl Cell<Threads> {
         node: Option<&redis::Client>,
         mut exchange: Exchange<'_>,
         deadline: Option<Instant>,
+        background: bool,
     ) -> Result<Vec<Reply>, TransportError> {
+        let epoch = if node.is_some() { 0 } else { self.epoch() };
+        // Waiting for a connection counts against the caller's deadline only: the exchange's
+        // own timeouts count from its turn. Nothing was sent if the deadline passes first.
+        let Some(taken) = pool.take(epoch, background, deadline) else {
+            return Err(TransportError::Timeout);
+        };
         // A caller's deadline cuts the exchange short (its outcome is then unknown to the
         // engine).
         let started = Instant::now();
@@ -370,14 +433,21 @@ impl Cell<Threads> {
         if let Some(d) = deadline {
             limit = limit.min(d.saturating_duration_since(started).max(MIN_WAIT));
         }
-        let epoch = if node.is_some() { 0 } else { self.epoch() };
-        let mut conn = match pool.take(epoch).map_or_else(|| self.open_within(limit, node), Ok) {
+        let conn = match taken {
+            Taken::Idle(c) => Ok(c),
+            Taken::New => self.open_within(limit, node),
+        };
+        let mut conn = match conn {
             Ok(c) => c,
-            Err(e) => return exchange.unsent(&e),
+            Err(e) => {
+                pool.discard();
+                return exchange.unsent(&e);
+            }
         };
         let limit = limit.saturating_sub(started.elapsed()).max(MIN_WAIT);
         if conn.read_timeout != limit {
             if let Err(e) = conn.conn.set_read_timeout(Some(limit)) {
+                pool.discard();
                 return exchange.unsent(&e);
             }
             conn.read_timeout = limit;
@@ -387,6 +457,8 @@ impl Cell<Threads> {
             if let Some(done) = exchange.answer(answer) {
                 if done.reusable {
                     pool.put(conn);
+                } else {
+                    pool.discard();
                 }
                 return done.replies;
             }
