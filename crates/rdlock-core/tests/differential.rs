@@ -1471,7 +1471,7 @@ fn an_acquire_that_fails_after_taking_the_key_gives_it_back() {
     };
     let err = redis::cmd("EVAL").arg(script.source()).arg(keys.len()).arg(&keys).arg(&args).query::<Value>(&mut conn);
     let err = err.expect_err("a queue of another type fails the call");
-    assert!(err.to_string().contains("RDLOCK wait queue holds another type of value"), "{err}");
+    assert!(err.to_string().contains("wait queue holds another type of value"), "{err}");
     let exists: u64 = redis::cmd("EXISTS").arg(&lock.lock).arg(&lock.fence).query(&mut conn).expect("EXISTS");
     assert_eq!(exists, 0, "nothing written");
 }
