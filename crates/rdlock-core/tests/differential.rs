@@ -1475,3 +1475,39 @@ fn an_acquire_that_fails_after_taking_the_key_gives_it_back() {
     let exists: u64 = redis::cmd("EXISTS").arg(&lock.lock).arg(&lock.fence).query(&mut conn).expect("EXISTS");
     assert_eq!(exists, 0, "nothing written");
 }
+
+/// A user whose ACL rule predates the release's `MGET` (refused inside the script) still
+/// releases and hands off: the release falls back to the checked path.
+#[test]
+fn a_user_refused_mget_still_releases_and_hands_off() {
+    let (server, mut admin, _sub) = start();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("old")
+        .arg("on")
+        .arg("nopass")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-mget")
+        .exec(&mut admin)
+        .expect("ACL SETUSER");
+    let mut conn = server.connection().expect("a connection");
+    redis::cmd("AUTH").arg("old").arg("any").exec(&mut conn).expect("AUTH");
+    let lock = LockKeys::new("old-rule").expect("a valid key");
+    let (a, b) = ("0".repeat(32), "1".repeat(32));
+    let mut run = |step: &Step| {
+        let Step::Run { script, keys, args } = step else { unreachable!() };
+        let cmd = redis::cmd("EVAL").arg(script.source()).arg(keys.len()).arg(keys).arg(args).clone();
+        reply(cmd.query::<Value>(&mut conn).expect("the script runs"))
+    };
+    run(&acquire(&lock, &a, "60000", "first", "60000", "600000"));
+    assert_eq!(run(&release(&lock, &a, "60000", "600000")), Reply::Int(1));
+    run(&acquire(&lock, &a, "60000", "first", "60000", "600000"));
+    run(&acquire(&lock, &b, "60000", "first", "60000", "600000"));
+    assert_eq!(run(&release(&lock, &a, "60000", "600000")), Reply::Int(2));
+    let holder: Option<String> = redis::cmd("GET").arg(&lock.lock).query(&mut admin).expect("GET");
+    assert_eq!(holder.as_deref(), Some(b.as_str()), "handed to the waiter");
+    let queued: u64 = redis::cmd("LLEN").arg(&lock.queue).query(&mut admin).expect("LLEN");
+    assert_eq!(queued, 0);
+}

@@ -11,7 +11,7 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 13] = [
     (Script::Acquire, 12_459_601_841_893_903_489),
-    (Script::Release, 4_669_492_426_810_066_755),
+    (Script::Release, 16_865_970_588_512_395_680),
     (Script::Extend, 14_220_457_821_182_822_727),
     (Script::PermitAcquire, 15_011_478_611_215_259_927),
     (Script::PermitRelease, 15_558_259_383_844_407_848),
@@ -19,7 +19,7 @@ const FOLLOWED: [(Script, u64); 13] = [
     (Script::PermitChange, 10_836_263_882_554_923_020),
     (Script::Store, 14_678_297_352_665_507_682),
     (Script::ShardedAcquire, 14_334_133_212_516_022_320),
-    (Script::ShardedRelease, 5_463_509_486_272_544_034),
+    (Script::ShardedRelease, 1_762_483_948_036_853_765),
     (Script::ShardedPermitAcquire, 17_622_863_308_468_359_866),
     (Script::ShardedPermitRelease, 13_941_872_309_159_543_541),
     (Script::ShardedPermitChange, 3_882_214_153_065_332_485),

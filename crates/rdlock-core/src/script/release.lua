@@ -9,8 +9,11 @@ if #ARGV ~= 4 then return fail('release takes 4 arguments') end
 if not (ms_arg(3) and ms_arg(4)) then return fail('invalid ttl') end
 
 -- The owner and the fence counter in one read. MGET answers nil for a key of another type
--- too, so a nil owner is read again with GET, which tells (a lock already gone: rare).
-local got = redis.call('MGET', KEYS[1], KEYS[2])
+-- too, so a nil owner is read again with GET, which tells (a lock already gone: rare). A
+-- user whose ACL rule predates MGET is refused it: then both read nil, which is the checked
+-- path below, as before.
+local got = redis.pcall('MGET', KEYS[1], KEYS[2])
+if got.err then got = {false, false} end
 local cur = got[1]
 if not cur then
   cur = redis.pcall('GET', KEYS[1])
