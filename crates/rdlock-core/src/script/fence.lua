@@ -115,8 +115,7 @@ local function owner(entry)
 end
 
 -- Hands the lock to the queued waiter `tok` (the queue's head, popped here unless the caller
--- `popped` it already) and publishes
--- `tok:fence` on its inbox. PUBLISH answers how many connections received the message: one
+-- `popped` it already) and publishes `tok:fence` on its inbox. PUBLISH answers how many connections received the message: one
 -- or more means the waiter's client is connected and subscribed, and will hold the lock as
 -- soon as the message arrives, so the key holds its token for its whole ttl. None means the
 -- waiter's client is gone (crashed, killed, dropped, its connection closed) or not yet
