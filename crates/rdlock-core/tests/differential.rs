@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdlock_core::{
-    FENCE_TTL, LockKeys, Mode, PermitArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs, Reply, Script, ServerError,
-    slot,
+    AcquireReply, FENCE_TTL, LockKeys, Mode, PermitArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs, Reply,
+    Script, ServerError, slot,
 };
 use rdlock_testkit::{Cluster, RedisServer};
 use redis::{Connection, ErrorKind, PubSub, Value};
@@ -1452,4 +1452,111 @@ fn mutex_values_agree() {
         let fake_queue = fake.list_entries(clock.now()).iter().filter(|(k, _)| *k == lock.queue).count() as i64;
         assert_eq!(Some(fake_queue), real_queue, "step {i} {step:?}: the queues differ");
     }
+}
+
+/// The server's commands run inside the scripts since the last `CONFIG RESETSTAT`, by name.
+fn inner_commands(conn: &mut Connection) -> BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).expect("INFO");
+    let mut out = BTreeMap::new();
+    for line in info.lines().filter_map(|l| l.strip_prefix("cmdstat_")) {
+        let (name, rest) = line.split_once(':').expect("name:stats");
+        let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls=")).expect("calls");
+        if !["eval", "config|resetstat"].contains(&name) {
+            out.insert(name.to_owned(), calls.parse().expect("a count"));
+        }
+    }
+    out
+}
+
+/// What the lock's scripts cost the server (issue #16): an uncontended cycle runs six
+/// commands inside its two scripts — the acquire takes the free key with `SET NX GET`, reads
+/// the queue's head and bumps the fence; the release reads the owner and the counter at once,
+/// pops the (empty) queue and deletes — and a hand-off five: the owner and the counter, the
+/// head popped, the fence, the message, the key. Any command more is a regression of S1's
+/// and S2's server time (`docs/performance.md`).
+#[test]
+fn an_uncontended_cycle_runs_six_commands_and_a_hand_off_five() {
+    let (server, mut conn, _sub) = start();
+    let mut stats = server.connection().expect("a connection");
+    let lock = LockKeys::new("cheap").expect("a valid key");
+    let (a, b) = ("0".repeat(32), "1".repeat(32));
+    let mut run = |step: &Step| {
+        let Step::Run { script, keys, args } = step else { unreachable!() };
+        let cmd = redis::cmd("EVAL").arg(script.source()).arg(keys.len()).arg(keys).arg(args).clone();
+        reply(cmd.query::<Value>(&mut conn).expect("the script runs"))
+    };
+    let counted = |stats: &mut Connection, want: &[(&str, u64)]| {
+        let got = inner_commands(stats);
+        let want: BTreeMap<String, u64> = want.iter().map(|&(n, c)| (n.to_owned(), c)).collect();
+        assert_eq!(got, want);
+        redis::cmd("CONFIG").arg("RESETSTAT").exec(stats).expect("CONFIG RESETSTAT");
+    };
+    // The first cycle seeds the counter (TIME, SET); count from the second.
+    run(&acquire(&lock, &a, "60000", "first", "60000", "600000"));
+    run(&release(&lock, &a, "60000", "600000"));
+    redis::cmd("CONFIG").arg("RESETSTAT").exec(&mut stats).expect("CONFIG RESETSTAT");
+    let granted = run(&acquire(&lock, &a, "60000", "first", "60000", "600000"));
+    assert!(matches!(AcquireReply::parse(&granted), Some(AcquireReply::Granted { .. })), "{granted:?}");
+    counted(&mut stats, &[("incr", 1), ("lindex", 1), ("set", 1)]);
+    assert_eq!(run(&release(&lock, &a, "60000", "600000")), Reply::Int(1));
+    counted(&mut stats, &[("del", 1), ("lpop", 1), ("mget", 1)]);
+    // A hand-off: b waits behind a, a releases (nobody listens here: a claim, the same commands).
+    run(&acquire(&lock, &a, "60000", "first", "60000", "600000"));
+    run(&acquire(&lock, &b, "60000", "first", "60000", "600000"));
+    redis::cmd("CONFIG").arg("RESETSTAT").exec(&mut stats).expect("CONFIG RESETSTAT");
+    assert_eq!(run(&release(&lock, &a, "60000", "600000")), Reply::Int(2));
+    counted(&mut stats, &[("incr", 1), ("lpop", 1), ("mget", 1), ("publish", 1), ("set", 1)]);
+}
+
+/// An acquire that took the free key and then fails (its queue holds another type) deletes
+/// the key again: a failing call writes nothing, the one write before its checks included.
+#[test]
+fn an_acquire_that_fails_after_taking_the_key_gives_it_back() {
+    let (_server, mut conn, _sub) = start();
+    let lock = LockKeys::new("undone").expect("a valid key");
+    redis::cmd("SET").arg(&lock.queue).arg(GARBAGE).exec(&mut conn).expect("SET");
+    let Step::Run { script, keys, args } = acquire(&lock, &"0".repeat(32), "60000", "first", "60000", "600000") else {
+        unreachable!()
+    };
+    let err = redis::cmd("EVAL").arg(script.source()).arg(keys.len()).arg(&keys).arg(&args).query::<Value>(&mut conn);
+    let err = err.expect_err("a queue of another type fails the call");
+    assert!(err.to_string().contains("wait queue holds another type of value"), "{err}");
+    let exists: u64 = redis::cmd("EXISTS").arg(&lock.lock).arg(&lock.fence).query(&mut conn).expect("EXISTS");
+    assert_eq!(exists, 0, "nothing written");
+}
+
+/// A user whose ACL rule predates the release's `MGET` (refused inside the script) still
+/// releases and hands off: the release falls back to the checked path.
+#[test]
+fn a_user_refused_mget_still_releases_and_hands_off() {
+    let (server, mut admin, _sub) = start();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("old")
+        .arg("on")
+        .arg("nopass")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-mget")
+        .exec(&mut admin)
+        .expect("ACL SETUSER");
+    let mut conn = server.connection().expect("a connection");
+    redis::cmd("AUTH").arg("old").arg("any").exec(&mut conn).expect("AUTH");
+    let lock = LockKeys::new("old-rule").expect("a valid key");
+    let (a, b) = ("0".repeat(32), "1".repeat(32));
+    let mut run = |step: &Step| {
+        let Step::Run { script, keys, args } = step else { unreachable!() };
+        let cmd = redis::cmd("EVAL").arg(script.source()).arg(keys.len()).arg(keys).arg(args).clone();
+        reply(cmd.query::<Value>(&mut conn).expect("the script runs"))
+    };
+    run(&acquire(&lock, &a, "60000", "first", "60000", "600000"));
+    assert_eq!(run(&release(&lock, &a, "60000", "600000")), Reply::Int(1));
+    run(&acquire(&lock, &a, "60000", "first", "60000", "600000"));
+    run(&acquire(&lock, &b, "60000", "first", "60000", "600000"));
+    assert_eq!(run(&release(&lock, &a, "60000", "600000")), Reply::Int(2));
+    let holder: Option<String> = redis::cmd("GET").arg(&lock.lock).query(&mut admin).expect("GET");
+    assert_eq!(holder.as_deref(), Some(b.as_str()), "handed to the waiter");
+    let queued: u64 = redis::cmd("LLEN").arg(&lock.queue).query(&mut admin).expect("LLEN");
+    assert_eq!(queued, 0);
 }

@@ -10,19 +10,19 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// A cluster variant (`Sharded*`) is followed as its base, `SPUBLISH` counted like `PUBLISH`
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 13] = [
-    (Script::Acquire, 2_339_115_773_065_330_173),
-    (Script::Release, 16_446_117_363_228_051_373),
+    (Script::Acquire, 12_459_601_841_893_903_489),
+    (Script::Release, 16_865_970_588_512_395_680),
     (Script::Extend, 14_220_457_821_182_822_727),
-    (Script::PermitAcquire, 11_819_484_422_694_208_284),
-    (Script::PermitRelease, 10_210_987_182_421_108_664),
+    (Script::PermitAcquire, 15_011_478_611_215_259_927),
+    (Script::PermitRelease, 15_558_259_383_844_407_848),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
-    (Script::PermitChange, 12_239_723_661_076_602_908),
-    (Script::Store, 889_586_963_679_836_658),
-    (Script::ShardedAcquire, 3_173_445_973_018_013_302),
-    (Script::ShardedRelease, 15_582_871_841_059_079_216),
-    (Script::ShardedPermitAcquire, 679_943_786_575_523_101),
-    (Script::ShardedPermitRelease, 9_238_623_621_210_345_965),
-    (Script::ShardedPermitChange, 10_124_217_575_692_742_045),
+    (Script::PermitChange, 10_836_263_882_554_923_020),
+    (Script::Store, 14_678_297_352_665_507_682),
+    (Script::ShardedAcquire, 14_334_133_212_516_022_320),
+    (Script::ShardedRelease, 1_762_483_948_036_853_765),
+    (Script::ShardedPermitAcquire, 17_622_863_308_468_359_866),
+    (Script::ShardedPermitRelease, 13_941_872_309_159_543_541),
+    (Script::ShardedPermitChange, 3_882_214_153_065_332_485),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.

@@ -17,7 +17,7 @@
 /// - Called by the scripts, with the keys they were given: the rest.
 pub const ACL_COMMANDS: &str = "+evalsha +eval +script|load +ping +subscribe +unsubscribe +ssubscribe \
 +sunsubscribe +wait +role +info +cluster|slots +asking +command|docs \
-+get +set +del +exists +type +pexpire +pttl +persist +incr +decr +time \
++get +mget +set +del +exists +type +pexpire +pttl +persist +incr +decr +time \
 +lindex +llen +lpop +lpos +lrange +lrem +rpush \
 +hget +hmget +hset +hdel +hincrby \
 +zadd +zcard +zrange +zrangebyscore +zrem +zscore \

@@ -15,7 +15,7 @@
 -- fence not above it happened before this retry and has been lost since.
 local token, ttl, mode = ARGV[1], ARGV[2], ARGV[3]
 if #ARGV ~= 7 then return fail('acquire takes 7 arguments') end
-if not string.match(token, '^[^:]+$') then return fail('invalid token') end
+if not token_arg(token) then return fail('invalid token') end
 if mode ~= 'try' and mode ~= 'first' and mode ~= 'retry' then return fail('invalid mode') end
 if not (ms_arg(2) and ms_arg(4) and ms_arg(5) and ms_arg(6)) then return fail('invalid ttl') end
 if not inbox_arg(ARGV[7]) then return fail('invalid inbox') end
@@ -32,8 +32,16 @@ local function granted(f)
   return {1, f}
 end
 
-local old = redis.pcall('GET', KEYS[1])
+-- Take the key if it is free, reading it otherwise, in one command (`SET NX GET`, Redis
+-- 7.0+): an uncontended acquire is then this, the queue's head and the fence. A key of
+-- another type fails it without writing. Once it has set the key, every failure below
+-- deletes it again first (`undo`): the key was absent, so the call writes nothing.
+local old = redis.pcall('SET', KEYS[1], token, 'NX', 'PX', ttl, 'GET')
 if type(old) == 'table' then return redis.error_reply('WRONGTYPE RDLOCK lock key holds another type of value') end
+local function undo(err)
+  redis.call('DEL', KEYS[1])
+  return fail(err)
+end
 local f, err
 if old == token then
   -- Ours already: a hand-off's claim to confirm, or an attempt whose reply was lost.
@@ -48,20 +56,20 @@ if old == token then
 end
 if not old then
   local head = redis.pcall('LINDEX', KEYS[3], 0)
-  if type(head) == 'table' then return fail(QUEUE_TYPE) end
+  if type(head) == 'table' then return undo(QUEUE_TYPE) end
   local who, wttl, winbox
   who, wttl, winbox, err = next_waiter(head, nil)
-  if err then return fail(err) end
+  if err then return undo(err) end
   if not who or who == token then
     f, err = bump(KEYS[2], ARGV[5])
-    if not f then return fail(err) end
-    redis.call('SET', KEYS[1], token, 'PX', ttl)
+    if not f then return undo(err) end
     if who then redis.call('LPOP', KEYS[3]) end
     return granted(f)
   end
-  -- Free, but someone queued first: handed to it, never a barge (a lapsed claim passes on here).
+  -- Free, but someone queued first: handed to it, never a barge (a lapsed claim passes on
+  -- here); the hand-off sets the key to the head's token in place of ours.
   f, err = hand_off(who, wttl, winbox, ARGV[6], ARGV[5])
-  if not f then return fail(err) end
+  if not f then return undo(err) end
 end
 if mode == 'try' then
   return {0, redis.call('PTTL', KEYS[1])}

@@ -11,7 +11,7 @@
 -- reports the current fence, {0, ms, fence}.
 local token, ttl, mode = ARGV[1], ARGV[2], ARGV[3]
 if #ARGV ~= 9 then return fail('permit acquire takes 9 arguments') end
-if not string.match(token, '^[^:]+$') then return fail('invalid token') end
+if not token_arg(token) then return fail('invalid token') end
 if mode ~= 'try' and mode ~= 'first' and mode ~= 'retry' then return fail('invalid mode') end
 if not (ms_arg(2) and ms_arg(4) and ms_arg(5) and ms_arg(6)) then return fail('invalid ttl') end
 if not inbox_arg(ARGV[7]) then return fail('invalid inbox') end

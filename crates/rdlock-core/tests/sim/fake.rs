@@ -688,7 +688,10 @@ impl Fake {
                 }
             }
         };
-        // local old = redis.pcall('GET', KEYS[1]); a table: WRONGTYPE RDLOCK ...
+        // local old = redis.pcall('SET', KEYS[1], token, 'NX', 'PX', ttl, 'GET'); a table:
+        // WRONGTYPE RDLOCK ... The SET's write, when it takes an absent key, is modelled where
+        // the grant sets the key (or the hand-off replaces it): every failure in between is
+        // `undo` (DEL KEYS[1]), so the key's state at the end is the same.
         let old = self.get(key).map_err(|_| lock_key_type())?;
         let mut f: Option<Option<i64>> = None;
         if old.as_deref() == Some(token) {
@@ -762,13 +765,17 @@ impl Fake {
             return Err(fail("invalid ttl"));
         }
         let (token, entry, fence_ttl, claim) = (&args[0], &args[1], &args[2], &args[3]);
-        // cur = pcall GET KEYS[1]; if cur ~= token then pcall LREM KEYS[3] 0 ARGV[2]; return 0 end
+        // got = MGET KEYS[1] KEYS[2]; cur = got[1] or pcall GET KEYS[1] (a table: WRONGTYPE);
+        // if cur ~= token then pcall LREM KEYS[3] 0 ARGV[2]; return 0 end
         let owner_now = self.get(key).map_err(|_| lock_key_type())?;
         if owner_now.as_deref() != Some(token) && self.bug != Bug::ReleaseWithoutOwnerCheck {
             self.lrem(queue, 0, entry).map_err(|_| fail(QUEUE_TYPE))?;
             return Ok(int(0));
         }
-        // head = pcall LINDEX KEYS[3] 0; tok, ttl, inbox = next_waiter(head, token)
+        // With a counter INCR can raise (fence_of(got[2]) < 2^53 - 2) the script pops the head
+        // at once (pcall LPOP, dropping malformed and own entries) and hands off knowing the
+        // bump succeeds; else pcall LINDEX KEYS[3] 0 and next_waiter(head, token). The same
+        // writes either way, which this follows.
         let head = self.lindex0(queue).map_err(|_| fail(QUEUE_TYPE))?;
         if let Some(who) = self.next_waiter(fence_key, queue, head, Some(token))? {
             // hand_off(tok, ttl, inbox, ARGV[4], ARGV[3]); return 2
