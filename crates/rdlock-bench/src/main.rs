@@ -328,6 +328,8 @@ fn run(args: Args) -> Result<(), BoxError> {
     let workers = adapters::TOKIO_WORKERS.load(std::sync::atomic::Ordering::Relaxed);
     machine.push(("tokio_workers", if workers == usize::MAX { "one per core".into() } else { workers.to_string() }));
     machine.push(("mode", if args.quick { "quick" } else { "full" }.into()));
+    // CI's smoke run is a debug build: its figures say nothing about speed.
+    machine.push(("build", if cfg!(debug_assertions) { "debug (figures not comparable)" } else { "release" }.into()));
     machine.push(("wall_s", format!("{:.0}", began.elapsed().as_secs_f64())));
 
     println!(
