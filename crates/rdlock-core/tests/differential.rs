@@ -1560,3 +1560,33 @@ fn a_user_refused_mget_still_releases_and_hands_off() {
     let queued: u64 = redis::cmd("LLEN").arg(&lock.queue).query(&mut admin).expect("LLEN");
     assert_eq!(queued, 0);
 }
+
+/// On a primary demoted by a failover, the scripts' first writes are refused with `READONLY`,
+/// which must reach the client as it is (it then follows the failover), not as a key of
+/// another type: the acquire's `SET NX GET` once turned it into `WRONGTYPE`, and a waiter
+/// gave up during a `SENTINEL FAILOVER`.
+#[test]
+fn a_demoted_primary_refuses_the_scripts_with_readonly() {
+    let (server, mut conn, _sub) = start();
+    let lock = LockKeys::new("demoted").expect("a valid key");
+    let (a, b, c) = ("0".repeat(32), "1".repeat(32), "2".repeat(32));
+    let mut run = |step: &Step| {
+        let Step::Run { script, keys, args } = step else { unreachable!() };
+        redis::cmd("EVAL").arg(script.source()).arg(keys.len()).arg(keys).arg(args).query::<Value>(&mut conn)
+    };
+    run(&acquire(&lock, &a, "60000", "first", "60000", "600000")).expect("a holder");
+    run(&acquire(&lock, &b, "60000", "first", "60000", "600000")).expect("a waiter queued");
+    // A replica of a primary it cannot reach keeps its data and refuses every write.
+    let mut admin = server.connection().expect("a connection");
+    redis::cmd("REPLICAOF").arg("127.0.0.1").arg(1).exec(&mut admin).expect("REPLICAOF");
+    let free = LockKeys::new("demoted-free").expect("a valid key");
+    for (what, step) in [
+        ("acquire of a free key", acquire(&free, &c, "60000", "first", "60000", "600000")),
+        ("acquire of a held key", acquire(&lock, &c, "60000", "first", "60000", "600000")),
+        ("release with a hand-off", release(&lock, &a, "60000", "600000")),
+        ("release by a waiter", release(&lock, &b, "60000", "600000")),
+    ] {
+        let err = run(&step).expect_err(what);
+        assert_eq!(err.code(), Some("READONLY"), "{what}: {err}");
+    }
+}

@@ -10,19 +10,19 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// A cluster variant (`Sharded*`) is followed as its base, `SPUBLISH` counted like `PUBLISH`
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 13] = [
-    (Script::Acquire, 12_459_601_841_893_903_489),
-    (Script::Release, 16_865_970_588_512_395_680),
+    (Script::Acquire, 16_702_804_318_965_135_661),
+    (Script::Release, 15_152_955_530_990_697_697),
     (Script::Extend, 14_220_457_821_182_822_727),
-    (Script::PermitAcquire, 15_011_478_611_215_259_927),
-    (Script::PermitRelease, 15_558_259_383_844_407_848),
+    (Script::PermitAcquire, 4_151_963_043_965_379_984),
+    (Script::PermitRelease, 12_836_078_912_115_926_547),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
-    (Script::PermitChange, 10_836_263_882_554_923_020),
-    (Script::Store, 14_678_297_352_665_507_682),
-    (Script::ShardedAcquire, 14_334_133_212_516_022_320),
-    (Script::ShardedRelease, 1_762_483_948_036_853_765),
-    (Script::ShardedPermitAcquire, 17_622_863_308_468_359_866),
-    (Script::ShardedPermitRelease, 13_941_872_309_159_543_541),
-    (Script::ShardedPermitChange, 3_882_214_153_065_332_485),
+    (Script::PermitChange, 2_800_472_890_491_534_551),
+    (Script::Store, 1_494_762_693_412_956_569),
+    (Script::ShardedAcquire, 4_075_970_399_146_548_792),
+    (Script::ShardedRelease, 2_156_965_037_404_019_622),
+    (Script::ShardedPermitAcquire, 13_452_746_341_931_654_585),
+    (Script::ShardedPermitRelease, 11_885_824_195_678_648_178),
+    (Script::ShardedPermitChange, 15_091_088_212_345_305_026),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.

@@ -37,7 +37,7 @@ end
 -- another type fails it without writing. Once it has set the key, every failure below
 -- deletes it again first (`undo`): the key was absent, so the call writes nothing.
 local old = redis.pcall('SET', KEYS[1], token, 'NX', 'PX', ttl, 'GET')
-if type(old) == 'table' then return redis.error_reply('WRONGTYPE RDLOCK lock key holds another type of value') end
+if type(old) == 'table' and refused(old) then return redis.error_reply('WRONGTYPE RDLOCK lock key holds another type of value') end
 local function undo(err)
   redis.call('DEL', KEYS[1])
   return fail(err)
@@ -76,7 +76,7 @@ if mode == 'try' then
 end
 if mode == 'first' then
   local n = redis.pcall('RPUSH', KEYS[3], entry)
-  if type(n) == 'table' then return fail(QUEUE_TYPE) end
+  if type(n) == 'table' and refused(n) then return fail(QUEUE_TYPE) end
   if n == 1 then
     redis.call('PEXPIRE', KEYS[3], ARGV[4])
     return {0, redis.call('PTTL', KEYS[1])}

@@ -7,6 +7,18 @@ local function fail(what)
   return redis.error_reply('RDLOCK ' .. what)
 end
 
+-- A write that a check makes (pcall) and the server refuses for another reason than the data
+-- (READONLY on a primary demoted by a failover, OOM, NOPERM, MASTERDOWN) is passed on as it
+-- is, so that the client follows the failover or reports the refusal instead of blaming the
+-- key. Such a refusal comes only at a script's first write, so nothing is half done.
+local function refused(e)
+  local code = string.match(e.err, '^%u+')
+  if code == 'READONLY' or code == 'OOM' or code == 'NOPERM' or code == 'MASTERDOWN' then
+    error(e)
+  end
+  return e
+end
+
 local QUEUE_TYPE = 'wait queue holds another type of value'
 local FENCE_TYPE = 'fence counter holds another type of value'
 local DATA_TYPE = 'value key holds another type of value'
@@ -57,6 +69,7 @@ end
 local function bump(key, ttl)
   local f = redis.pcall('INCR', key)
   if type(f) == 'table' then
+    refused(f)
     if string.find(f.err, 'WRONGTYPE', 1, true) then
       return nil, FENCE_TYPE
     end

@@ -21,7 +21,7 @@ if not cur then
 end
 if cur ~= token then
   local r = redis.pcall('LREM', KEYS[3], 0, ARGV[2])
-  if type(r) == 'table' then return fail(QUEUE_TYPE) end
+  if type(r) == 'table' and refused(r) then return fail(QUEUE_TYPE) end
   return 0
 end
 -- A counter that INCR can raise once more within range makes the hand-off's one write that
@@ -31,7 +31,7 @@ end
 local f = got[2] and fence_of(got[2])
 if f and f < 9007199254740990 then
   local head = redis.pcall('LPOP', KEYS[3])
-  if type(head) == 'table' then return fail(QUEUE_TYPE) end
+  if type(head) == 'table' and refused(head) then return fail(QUEUE_TYPE) end
   local tok, ttl, inbox = owner(head)
   while head and (not tok or tok == token) do
     head = redis.call('LPOP', KEYS[3])
