@@ -27,6 +27,7 @@ use redis::{Connection, ErrorKind, PubSub, Value};
 use sim::MS;
 use sim::dice::Dice;
 use sim::fake::{Bug, Fake};
+use sim::real::reply;
 
 /// `TIME` of the fake at its virtual 0, in microseconds.
 const EPOCH_US: u64 = 1_700_000_000_000_000;
@@ -408,20 +409,6 @@ fn snapshots_agree(fake: &BTreeMap<String, (N, Option<N>)>, real: &BTreeMap<Stri
 }
 
 // ---------------------------------------------------------------- the real server
-
-/// A Redis value as the core's reply (what the drivers do).
-fn reply(value: Value) -> Reply {
-    match value {
-        Value::Nil => Reply::Nil,
-        Value::Int(i) => Reply::Int(i),
-        Value::BulkString(b) => Reply::Data(b),
-        Value::SimpleString(s) => Reply::Data(s.into_bytes()),
-        Value::Okay => Reply::Data(b"OK".to_vec()),
-        Value::Array(items) => Reply::Array(items.into_iter().map(reply).collect()),
-        Value::ServerError(e) => Reply::Error(ServerError::new(e.code(), e.details().unwrap_or_default())),
-        other => panic!("unexpected RESP2 value {other:?}"),
-    }
-}
 
 struct Real<'a> {
     conn: Connection,

@@ -21,6 +21,7 @@ use redis::{Connection, ErrorKind, Value};
 use sim::MS;
 use sim::dice::Dice;
 use sim::fake::{Bug, Fake};
+use sim::real::reply;
 
 const EPOCH_US: u64 = 1_700_000_000_000_000;
 const SEQUENCES: u64 = 120;
@@ -118,19 +119,6 @@ fn snapshots_agree(a: &Snap, b: &Snap) -> bool {
                     _ => false,
                 }
         })
-}
-
-fn reply(value: Value) -> Reply {
-    match value {
-        Value::Nil => Reply::Nil,
-        Value::Int(i) => Reply::Int(i),
-        Value::BulkString(b) => Reply::Data(b),
-        Value::SimpleString(s) => Reply::Data(s.into_bytes()),
-        Value::Okay => Reply::Data(b"OK".to_vec()),
-        Value::Array(items) => Reply::Array(items.into_iter().map(reply).collect()),
-        Value::ServerError(e) => Reply::Error(ServerError::new(e.code(), e.details().unwrap_or_default())),
-        other => panic!("unexpected RESP2 value {other:?}"),
-    }
 }
 
 struct Real {

@@ -8,6 +8,7 @@
 pub mod checker;
 pub mod dice;
 pub mod fake;
+pub mod real;
 pub mod scenario;
 mod workload;
 pub mod world;
