@@ -173,7 +173,8 @@ pub async fn a_crashed_readers_share_expires<H: Harness>() {
     let proxy = Proxy::start(server.addr()).expect("start a proxy");
     let cut_off = H::connect(&proxy.url()).await.expect("connect through the proxy");
     let writer = H::connect(&server.url()).await.expect("connect");
-    let ttl = Duration::from_millis(600);
+    // Long enough that a loaded machine's slow first grant is not refused as too late.
+    let ttl = Duration::from_millis(1000);
     let reader = take::<H>(&cut_off, Resource::Read, options(ttl, true), PATIENCE).await.expect("read");
     proxy.refuse(true);
     proxy.cut();
@@ -181,7 +182,7 @@ pub async fn a_crashed_readers_share_expires<H: Harness>() {
     let waiting = LockOptions { poll_cap: Duration::from_millis(200), ..options(Duration::from_secs(5), true) };
     let g = take::<H>(&writer, Resource::Write, waiting, PATIENCE).await.expect("write");
     let took = cut.elapsed();
-    println!("[{}] a crashed reader's share (ttl 600 ms) gave way after {:.1} ms", H::NAME, ms(took));
+    println!("[{}] a crashed reader's share (ttl 1 s) gave way after {:.1} ms", H::NAME, ms(took));
     assert!(took < ttl + waiting.poll_cap + SLACK, "took {took:?}");
     assert!(H::fence(&g) > H::fence(&reader));
     assert!(H::release(g).await.expect("release").was_held());
