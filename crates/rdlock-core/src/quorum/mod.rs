@@ -167,9 +167,6 @@ enum Phase {
     Held(Held),
     Lost { fence: u64, valid_until: Instant, token: String },
     Releasing { op: OpId, tally: Tally },
-    /// An acquisition failed with `event` for its caller, who hears it once every phase 1
-    /// request of the lock is answered and every release sent since (`waiting` of them are
-    /// not): no grant of the attempt is then left on a member that answers.
     Settling { op: OpId, event: Event, waiting: usize },
 }
 
@@ -554,8 +551,9 @@ impl Quorum {
     /// Ends an acquisition that failed with an error for its caller once nothing of it can be
     /// left on a member that answers: the owner-checked release goes to every member, and the
     /// error is answered when each has answered it and every phase 1 request of the lock is
-    /// answered too (a grant that comes after is released from its reply, and that awaited).
-    /// A member that does not answer is bounded by the driver's response timeout.
+    /// answered too (a grant that comes after is released from its reply, and that awaited;
+    /// `Phase::Settling` counts the releases unanswered). A member that does not answer is
+    /// bounded by the driver's response timeout.
     fn settle(&mut self, id: LockId, op: OpId, keys: &LockKeys, token: &str, event: Event) {
         let cmd = SharedReleaseArgs { token }.command(keys);
         for member in 0..self.members {

@@ -137,6 +137,25 @@ fn check_validity(holds: &[Record], bounds: &Bounds) -> (f64, f64) {
     (least as f64 / 1000.0, most as f64 / 1000.0)
 }
 
+/// How long the release calls took (they wait for every member's answer): min, median, max.
+fn release_times(history: &[Record]) -> String {
+    let mut took: Vec<i64> = history
+        .iter()
+        .filter(|r| matches!(r.event, Event::Released { .. }))
+        .filter_map(|done| {
+            let start = history.iter().rev().find(|r| {
+                r.worker == done.worker && r.mono <= done.mono && matches!(r.event, Event::Releasing { .. })
+            })?;
+            Some(done.mono - start.mono)
+        })
+        .collect();
+    took.sort_unstable();
+    match (took.first(), took.get(took.len() / 2), took.last()) {
+        (Some(&lo), Some(&mid), Some(&hi)) => format!("min {} median {} max {}", ms(lo), ms(mid), ms(hi)),
+        _ => "none".to_owned(),
+    }
+}
+
 /// One member of five out (`outage`) while three workers contend, then back. Acquisitions go
 /// on with validity below the TTL, P1–P5 hold, and the live members keep nothing of the lock.
 /// Then the negative control ([`counted_twice`]).
@@ -159,12 +178,17 @@ fn one_member_out(name: &'static str, control: &'static str, outage: Outage) -> 
         s.h.send(w, cmd)?;
     }
     for w in workers {
-        s.h.wait_record(mark, w, Duration::from_millis(1500) + ttl * 2 + STEP, |e| {
-            matches!(e, Event::Done { cmd: c } if c == cmd)
-        })?;
+        s.h.wait_record(
+            mark,
+            w,
+            Duration::from_millis(1500) + ttl * 2 + STEP,
+            |e| matches!(e, Event::Done { cmd: c } if c == cmd),
+        )?;
     }
-    let holds: Vec<Record> = s.h.records().into_iter().skip(mark).filter(|r| acquired(&r.event)).collect();
+    let history: Vec<Record> = s.h.records().into_iter().skip(mark).collect();
+    let holds: Vec<Record> = history.iter().filter(|r| acquired(&r.event)).cloned().collect();
     let (least, most) = check_validity(&holds, &bounds);
+    let releases = release_times(&history);
     let live: Vec<usize> = (0..MEMBERS).filter(|&i| i != out).collect();
     let mut report = s.finish(&bounds, None)?;
     report.extend(m.leaks(&live, Some(KEY))?);
@@ -173,7 +197,7 @@ fn one_member_out(name: &'static str, control: &'static str, outage: Outage) -> 
     report.extend(m.leaks(&[out], None)?);
     println!(
         "[{name}] member {out} {outage:?}, ttl {ttl:?}: {} acquisitions, validity left on return {least:.1}–{most:.1} ms; \
-         members after: {}",
+         release calls {releases}; members after: {}",
         holds.len(),
         m.holders(KEY)?
     );
@@ -281,9 +305,12 @@ fn q06_quorum_three_of_five_unavailable_fail_fast_and_leave_nothing() -> TestRes
     assert_eq!(*kind, FailKind::NoQuorum, "{error}");
     // Negative control: what a client that does not release its partial grants leaves.
     for &i in &reached {
-        redis::cmd("SET").arg(KEY).arg("partial-grant").arg("PX").arg(ttl.as_millis() as u64).query::<()>(
-            &mut m.0[i].connection()?,
-        )?;
+        redis::cmd("SET")
+            .arg(KEY)
+            .arg("partial-grant")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query::<()>(&mut m.0[i].connection()?)?;
     }
     let forged = m.leaks(&reached, Some(KEY))?;
     assert_eq!(forged.len(), reached.len(), "the check missed a partial grant: {forged:?}");
@@ -300,7 +327,11 @@ fn q06_quorum_three_of_five_unavailable_fail_fast_and_leave_nothing() -> TestRes
     let again = s.h.wait_record(mark, "a", STEP, |e| acquired(e) || matches!(e, Event::AcquireFailed { .. }))?;
     assert!(acquired(&again.event), "not acquired once the members are back: {again:?}");
     let Event::Acquired { start, .. } = again.event else { unreachable!("checked above") };
-    println!("[q06] acquired again in {} once the members were back; members: {}", ms(again.mono - start), m.holders(KEY)?);
+    println!(
+        "[q06] acquired again in {} once the members were back; members: {}",
+        ms(again.mono - start),
+        m.holders(KEY)?
+    );
     s.h.command("a", "write 1", STEP)?;
     s.h.command("a", "release", STEP)?;
     let mut report = s.finish(&bounds, None)?;
