@@ -175,6 +175,31 @@ fn no_quorum_is_answered_once_the_reached_members_released_their_grants() {
     assert!(q.is_empty() && q.in_flight() == 0);
 }
 
+/// Members whose phase 1 failed (frozen ones: a timeout) are released without waiting: a
+/// frozen member would hold the error back for a connection timeout or two more.
+#[test]
+fn no_quorum_does_not_wait_for_the_releases_of_members_that_failed() {
+    let t = start();
+    let mut q = Quorum::new(5, Rng::from_test_seed(1)).expect("5");
+    q.acquire("k", opts(), Acquire::Wait { deadline: None }, t).expect("valid");
+    let takes = requests(&mut q);
+    for r in takes.iter().filter(|r| member(r) >= 3) {
+        q.handle_reply(r.id, arr(&[1, 1]), t).expect("known");
+    }
+    for r in takes.iter().filter(|r| member(r) < 3) {
+        q.handle_reply(r.id, Err(TransportError::Timeout), t).expect("known");
+    }
+    let releases = requests(&mut q);
+    assert_eq!(releases.len(), 5, "released on every member");
+    for r in releases.iter().filter(|r| member(r) >= 3) {
+        assert!(events(&mut q).is_empty(), "answered before the reached members released");
+        q.handle_reply(r.id, Ok(vec![Reply::Int(1)]), t).expect("known");
+    }
+    assert_eq!(events(&mut q), vec![Event::Failed(LockError::NoQuorum { failed: 3, members: 5, needed: 3 })]);
+    assert!(q.is_empty(), "the lock is gone; the failed members' releases are still out");
+    assert_eq!(q.in_flight(), 3);
+}
+
 #[test]
 fn contention_in_try_mode_is_busy_after_releasing_the_partial_grant() {
     let t = start();

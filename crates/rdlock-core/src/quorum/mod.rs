@@ -535,8 +535,8 @@ impl Quorum {
         let (op, token, sent_at) = (*op, std::mem::take(&mut t.token), t.sent_at);
         let valid_until = lock.opts.valid_until(sent_at);
         if valid_until <= now {
-            let keys = lock.keys.clone();
-            return self.settle(id, op, &keys, &token, Event::Failed(LockError::NoValidityLeft));
+            let (keys, unreached) = (lock.keys.clone(), t.fold.unreached());
+            return self.settle(id, op, (&keys, &token), &unreached, Event::Failed(LockError::NoValidityLeft));
         }
         let next_renew = lock.opts.auto_renew.then(|| sent_at + lock.opts.ttl / 3);
         lock.phase = Phase::Held(Held { token, fence, valid_until, renewal: None, next_renew });
@@ -549,19 +549,27 @@ impl Quorum {
     }
 
     /// Ends an acquisition that failed with an error for its caller once nothing of it can be
-    /// left on a member that answers: the owner-checked release goes to every member, and the
-    /// error is answered when each has answered it and every phase 1 request of the lock is
-    /// answered too (a grant that comes after is released from its reply, and that awaited;
-    /// `Phase::Settling` counts the releases unanswered). A member that does not answer is
-    /// bounded by the driver's response timeout.
-    fn settle(&mut self, id: LockId, op: OpId, keys: &LockKeys, token: &str, event: Event) {
+    /// left on a member that answered phase 1: the owner-checked release goes to every member,
+    /// and the error is answered when each of those has answered it and every phase 1 request
+    /// of the lock is answered too (a grant that comes after is released from its reply, and
+    /// that awaited; `Phase::Settling` counts the releases unanswered). Members whose phase 1
+    /// failed (`unreached`) are released without waiting: a frozen one would hold the answer
+    /// for a connection timeout or two more.
+    fn settle(&mut self, id: LockId, op: OpId, (keys, token): (&LockKeys, &str), unreached: &[bool], event: Event) {
         let cmd = SharedReleaseArgs { token }.command(keys);
+        let mut waiting = 0;
         for member in 0..self.members {
-            self.send(id, Purpose::Settle { member }, cmd.clone());
+            if unreached.get(member).copied().unwrap_or(false) {
+                self.send_to(member, LockId(0), Purpose::Cleanup, cmd.clone());
+            } else {
+                waiting += 1;
+                self.send(id, Purpose::Settle { member }, cmd.clone());
+            }
         }
         if let Some(lock) = self.locks.get_mut(&id) {
-            lock.phase = Phase::Settling { op, event, waiting: self.members };
+            lock.phase = Phase::Settling { op, event, waiting };
         }
+        self.settled(id);
     }
 
     /// Answers a settling acquisition once nothing it waits for is outstanding.
@@ -587,11 +595,11 @@ impl Quorum {
     fn attempt_failed(&mut self, id: LockId, why: Failure, now: Instant) {
         let Some(lock) = self.locks.get_mut(&id) else { return };
         let Phase::Acquiring { op, mode, step: Acquiring::Attempt(t) } = &mut lock.phase else { return };
-        let (op, mode, token) = (*op, *mode, std::mem::take(&mut t.token));
+        let (op, mode, token, unreached) = (*op, *mode, std::mem::take(&mut t.token), t.fold.unreached());
         let (keys, opts) = (lock.keys.clone(), lock.opts);
         let holder_ttl = match (why, mode) {
             (Failure::Error(LockError::NoValidityLeft), Acquire::Wait { .. }) => None,
-            (Failure::Error(e), _) => return self.settle(id, op, &keys, &token, Event::Failed(e)),
+            (Failure::Error(e), _) => return self.settle(id, op, (&keys, &token), &unreached, Event::Failed(e)),
             (Failure::Busy(holder_ttl), Acquire::Try) => {
                 self.cleanup(&keys, &token);
                 return self.finish_acquire(id, op, Event::Busy { holder_ttl });
