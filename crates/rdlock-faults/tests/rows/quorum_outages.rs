@@ -18,7 +18,7 @@ use super::{KEY, STEP, Suite, TestResult, acquired, assert_clean, fence, serial}
 const MEMBERS: usize = 5;
 /// The workers' response and connection timeouts: a frozen member's request counts as failed
 /// after them. The client's defaults (2 s each) are longer than these rows' leases: an attempt
-/// waiting on frozen members would run out of validity first and be retried rather than
+/// waiting on frozen members could run out of validity first and be retried rather than
 /// refused, and each release, which waits for every member's answer, would wait out a frozen
 /// member's connection timeout twice (about 4 s measured).
 const RESPONSE: Duration = Duration::from_millis(250);
