@@ -69,6 +69,11 @@ pub struct WorkerSpec {
     pub timeout: Option<Duration>,
     /// Sleep between the `GET` and the `SET` of an unfenced increment.
     pub gap: Duration,
+    /// The client's response timeout (`None`: the client's default): how long a frozen
+    /// server keeps a request unanswered.
+    pub response_timeout: Option<Duration>,
+    /// The client's connection timeout (`None`: the client's default).
+    pub connection_timeout: Option<Duration>,
 }
 
 impl WorkerSpec {
@@ -86,12 +91,21 @@ impl WorkerSpec {
             confirm: "none".to_owned(),
             timeout: None,
             gap: Duration::from_millis(3),
+            response_timeout: None,
+            connection_timeout: None,
         }
     }
 
     /// The same worker under another name (and maybe another server).
     pub fn renamed(&self, name: &str, lock_url: &str) -> Self {
         Self { name: name.to_owned(), lock_url: lock_url.to_owned(), ..self.clone() }
+    }
+
+    /// The client's response and connection timeouts: how long a frozen server keeps a
+    /// request, or a new connection, unanswered.
+    pub fn timeouts(&mut self, t: Duration) {
+        self.response_timeout = Some(t);
+        self.connection_timeout = Some(t);
     }
 
     fn args(&self) -> Vec<String> {
@@ -108,6 +122,12 @@ impl WorkerSpec {
         ];
         if let Some(t) = self.timeout {
             a.push(format!("--timeout-ms={}", t.as_millis()));
+        }
+        if let Some(t) = self.response_timeout {
+            a.push(format!("--response-timeout-ms={}", t.as_millis()));
+        }
+        if let Some(t) = self.connection_timeout {
+            a.push(format!("--connection-timeout-ms={}", t.as_millis()));
         }
         a
     }

@@ -56,6 +56,8 @@ pub enum FailKind {
     ReplicationShortfall,
     /// The reply came too late to leave any validity; the lock was released again.
     NoValidityLeft,
+    /// Too many members of a quorum failed for a majority (`LockError::NoQuorum`).
+    NoQuorum,
     /// Anything else (transport, server refusal, ...).
     Other,
 }

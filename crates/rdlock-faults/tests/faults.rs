@@ -20,6 +20,9 @@ use rdlock_testkit::{Cluster, MASTER_NAME, Proxy, RedisServer, Replicated, Senti
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+#[path = "rows/quorum_outages.rs"]
+mod quorum_outages;
+
 const WORKER: &str = env!("CARGO_BIN_EXE_fault-worker");
 const KEY: &str = "fault:lock";
 /// Longest wait for an ordinary step (a command, an acquisition that should be quick).

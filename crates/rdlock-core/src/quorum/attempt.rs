@@ -25,6 +25,9 @@ enum Member {
     Busy(Option<Duration>),
     /// No use to this attempt: failed (its outcome may be unknown) or refused phase 2.
     Out,
+    /// Phase 1 failed (unreachable, timed out, an error): no use, and not waited for when the
+    /// attempt is released.
+    Unreached,
 }
 
 /// What the attempt's driver must do next.
@@ -82,7 +85,10 @@ impl Attempt {
                 None => Member::Granted(counter),
             },
             Ok(QuorumTakeReply::Busy { holder_ttl }) => Member::Busy(holder_ttl),
-            Err(e) => self.out(e),
+            Err(e) => {
+                self.out(e);
+                Member::Unreached
+            }
         };
         if let (Some(f), Member::Fencing) = (self.fence, &self.members[i]) {
             return Step::Fence(f, vec![i]);
@@ -101,6 +107,11 @@ impl Attempt {
             Err(e) => self.out(e),
         };
         self.decide()
+    }
+
+    /// Which members' phase 1 failed.
+    pub(crate) fn unreached(&self) -> Vec<bool> {
+        self.members.iter().map(|m| *m == Member::Unreached).collect()
     }
 
     /// The attempt gives up (its validity ran out): every member still counted is released

@@ -112,6 +112,10 @@ enum Purpose {
     },
     /// Freeing what a failed attempt or a lost lease left: nobody waits for it.
     Cleanup,
+    /// Freeing what an attempt left before its caller hears that it failed.
+    Settle {
+        member: usize,
+    },
 }
 
 /// An attempt's phase 1 requests still unanswered, and the token they carry: a grant that
@@ -163,6 +167,7 @@ enum Phase {
     Held(Held),
     Lost { fence: u64, valid_until: Instant, token: String },
     Releasing { op: OpId, tally: Tally },
+    Settling { op: OpId, event: Event, waiting: usize },
 }
 
 #[derive(Debug)]
@@ -346,14 +351,27 @@ impl Quorum {
         let first = reply.map_err(LockError::Transport).map(|r| r.into_iter().next());
         match purpose {
             Purpose::Cleanup => {}
+            Purpose::Settle { .. } => {
+                if let Some(QLock { phase: Phase::Settling { waiting, .. }, .. }) = self.locks.get_mut(&id) {
+                    *waiting -= 1;
+                }
+                self.settled(id);
+            }
             Purpose::Take { attempt, member } => {
                 let answer = first.and_then(|r| QuorumTakeReply::parse(r.as_ref()));
                 let maybe_ours = !matches!(answer, Ok(QuorumTakeReply::Busy { .. }));
                 if let Some(late) = self.late_take(attempt, maybe_ours) {
                     let cmd = SharedReleaseArgs { token: &late.1 }.command(&late.0);
-                    self.send_to(member, LockId(0), Purpose::Cleanup, cmd);
+                    match self.locks.get_mut(&id) {
+                        Some(QLock { phase: Phase::Settling { waiting, .. }, .. }) => {
+                            *waiting += 1;
+                            self.send_to(member, id, Purpose::Settle { member }, cmd);
+                        }
+                        _ => self.send_to(member, LockId(0), Purpose::Cleanup, cmd),
+                    }
                 }
                 self.on_attempt(id, attempt, now, |fold| fold.on_take(member, answer));
+                self.settled(id);
             }
             Purpose::Fence { attempt, member } => {
                 let answer = first.and_then(|r| QuorumFenceReply::parse(r.as_ref()));
@@ -442,7 +460,8 @@ impl Quorum {
             Purpose::Take { member, .. }
             | Purpose::Fence { member, .. }
             | Purpose::Renew { member, .. }
-            | Purpose::Release { member } => member,
+            | Purpose::Release { member }
+            | Purpose::Settle { member } => member,
             Purpose::Cleanup => 0,
         };
         self.send_to(member, id, purpose, command);
@@ -516,10 +535,8 @@ impl Quorum {
         let (op, token, sent_at) = (*op, std::mem::take(&mut t.token), t.sent_at);
         let valid_until = lock.opts.valid_until(sent_at);
         if valid_until <= now {
-            let keys = lock.keys.clone();
-            self.finish_acquire(id, op, Event::Failed(LockError::NoValidityLeft));
-            self.cleanup(&keys, &token);
-            return;
+            let (keys, unreached) = (lock.keys.clone(), t.fold.unreached());
+            return self.settle(id, op, (&keys, &token), &unreached, Event::Failed(LockError::NoValidityLeft));
         }
         let next_renew = lock.opts.auto_renew.then(|| sent_at + lock.opts.ttl / 3);
         lock.phase = Phase::Held(Held { token, fence, valid_until, renewal: None, next_renew });
@@ -529,6 +546,40 @@ impl Quorum {
             self.unsubscribe(&channel);
         }
         self.emit(id, Some(op), Event::Acquired { fence, valid_until });
+    }
+
+    /// Ends an acquisition that failed with an error for its caller once nothing of it can be
+    /// left on a member that answered phase 1: the owner-checked release goes to every member,
+    /// and the error is answered when each of those has answered it and every phase 1 request
+    /// of the lock is answered too (a grant that comes after is released from its reply, and
+    /// that awaited; `Phase::Settling` counts the releases unanswered). Members whose phase 1
+    /// failed (`unreached`) are released without waiting: a frozen one would hold the answer
+    /// for a connection timeout or two more.
+    fn settle(&mut self, id: LockId, op: OpId, (keys, token): (&LockKeys, &str), unreached: &[bool], event: Event) {
+        let cmd = SharedReleaseArgs { token }.command(keys);
+        let mut waiting = 0;
+        for member in 0..self.members {
+            if unreached.get(member).copied().unwrap_or(false) {
+                self.send_to(member, LockId(0), Purpose::Cleanup, cmd.clone());
+            } else {
+                waiting += 1;
+                self.send(id, Purpose::Settle { member }, cmd.clone());
+            }
+        }
+        if let Some(lock) = self.locks.get_mut(&id) {
+            lock.phase = Phase::Settling { op, event, waiting };
+        }
+        self.settled(id);
+    }
+
+    /// Answers a settling acquisition once nothing it waits for is outstanding.
+    fn settled(&mut self, id: LockId) {
+        let Some(QLock { phase: Phase::Settling { op, event, waiting: 0 }, .. }) = self.locks.get(&id) else { return };
+        if self.takes.values().any(|t| t.lock == id) {
+            return;
+        }
+        let (op, event) = (*op, event.clone());
+        self.finish_acquire(id, op, event);
     }
 
     /// Ends an acquisition that did not succeed: answers it and forgets the lock.
@@ -544,17 +595,18 @@ impl Quorum {
     fn attempt_failed(&mut self, id: LockId, why: Failure, now: Instant) {
         let Some(lock) = self.locks.get_mut(&id) else { return };
         let Phase::Acquiring { op, mode, step: Acquiring::Attempt(t) } = &mut lock.phase else { return };
-        let (op, mode, token) = (*op, *mode, std::mem::take(&mut t.token));
+        let (op, mode, token, unreached) = (*op, *mode, std::mem::take(&mut t.token), t.fold.unreached());
         let (keys, opts) = (lock.keys.clone(), lock.opts);
-        self.cleanup(&keys, &token);
         let holder_ttl = match (why, mode) {
             (Failure::Error(LockError::NoValidityLeft), Acquire::Wait { .. }) => None,
-            (Failure::Error(e), _) => return self.finish_acquire(id, op, Event::Failed(e)),
+            (Failure::Error(e), _) => return self.settle(id, op, (&keys, &token), &unreached, Event::Failed(e)),
             (Failure::Busy(holder_ttl), Acquire::Try) => {
+                self.cleanup(&keys, &token);
                 return self.finish_acquire(id, op, Event::Busy { holder_ttl });
             }
             (Failure::Busy(holder_ttl), Acquire::Wait { .. }) => holder_ttl,
         };
+        self.cleanup(&keys, &token);
         let Acquire::Wait { deadline } = mode else { return };
         if deadline.is_some_and(|d| d <= now) {
             return self.finish_acquire(id, op, Event::TimedOut);
@@ -710,6 +762,6 @@ fn wake_at(lock: &QLock) -> Option<Instant> {
             let renew = if h.renewal.is_none() { h.next_renew } else { None };
             Some(renew.map_or(h.valid_until, |r| r.min(h.valid_until)))
         }
-        Phase::Lost { .. } | Phase::Releasing { .. } => None,
+        Phase::Lost { .. } | Phase::Releasing { .. } | Phase::Settling { .. } => None,
     }
 }

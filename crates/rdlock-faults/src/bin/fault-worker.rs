@@ -31,6 +31,10 @@ struct Opts {
     confirm: Confirm,
     timeout: Option<Duration>,
     gap: Duration,
+    /// The client's response timeout (`None`: the configuration's default).
+    response_timeout: Option<Duration>,
+    /// The client's connection timeout (`None`: the configuration's default).
+    connection_timeout: Option<Duration>,
 }
 
 fn parse_confirm(s: &str) -> Result<Confirm, String> {
@@ -59,6 +63,8 @@ fn parse_args() -> Result<Opts, String> {
         confirm: Confirm::None,
         timeout: None,
         gap: Duration::from_millis(3),
+        response_timeout: None,
+        connection_timeout: None,
     };
     for arg in std::env::args().skip(1) {
         let (k, v) = arg.split_once('=').ok_or_else(|| format!("expected --name=value, got {arg}"))?;
@@ -74,6 +80,8 @@ fn parse_args() -> Result<Opts, String> {
             "--confirm" => o.confirm = parse_confirm(v)?,
             "--timeout-ms" => o.timeout = Some(ms()?),
             "--gap-ms" => o.gap = ms()?,
+            "--response-timeout-ms" => o.response_timeout = Some(ms()?),
+            "--connection-timeout-ms" => o.connection_timeout = Some(ms()?),
             _ => return Err(format!("unknown option {k}")),
         }
     }
@@ -142,6 +150,7 @@ fn fail_kind(e: &Error) -> FailKind {
         Error::TimedOut => FailKind::TimedOut,
         Error::ReplicationShortfall { .. } => FailKind::ReplicationShortfall,
         Error::Lock(rdlock_core::LockError::NoValidityLeft) => FailKind::NoValidityLeft,
+        Error::Lock(rdlock_core::LockError::NoQuorum { .. }) => FailKind::NoQuorum,
         _ => FailKind::Other,
     }
 }
@@ -569,7 +578,13 @@ async fn start(opts: Opts, log: Arc<Log>) -> Result<Worker, String> {
         poll_cap: opts.poll_cap,
         ..LockOptions::default()
     };
-    let config = ClientConfig { defaults, ..ClientConfig::default() };
+    let mut config = ClientConfig { defaults, ..ClientConfig::default() };
+    if let Some(t) = opts.response_timeout {
+        config.response_timeout = t;
+    }
+    if let Some(t) = opts.connection_timeout {
+        config.connection_timeout = t;
+    }
     // A sentinel URL names the sentinels, and the client follows the primary they name; a
     // cluster URL names seed nodes, and the client follows the slot map (every lock option the
     // worker uses is set per lock, so the default settings do).
