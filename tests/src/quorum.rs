@@ -122,6 +122,19 @@ pub async fn quorum_a_majority_lost_while_held_is_reported<H: Harness>() {
 pub async fn quorum_refuses_what_it_cannot_offer<H: Harness>() {
     let even = H::quorum(&["redis://127.0.0.1:1/".into(), "redis://127.0.0.1:2/".into()], ClientConfig::default());
     assert!(matches!(even, Err(Error::InvalidInput(InvalidInput::QuorumSize { members: 2, .. }))), "{even:?}");
+    // One server named twice (another database, another letter case) would count twice.
+    let twice = [
+        "redis://127.0.0.1:1/",
+        "redis://127.0.0.1:2/",
+        "redis://LOCALHOST:3/0",
+        "redis://localhost:3/1",
+        "redis://127.0.0.1:4/",
+    ];
+    let twice = H::quorum(&twice.map(String::from), ClientConfig::default());
+    assert!(
+        matches!(&twice, Err(Error::InvalidInput(InvalidInput::RepeatedMember(m))) if m == "localhost:3"),
+        "{twice:?}"
+    );
     let confirm = Confirm::AtLeast { replicas: 1, timeout: Duration::from_millis(100) };
     let confirmed = LockOptions { confirm, ..opts(1_000) };
     assert!(matches!(rdlock_driver::quorum_options(&confirmed), Err(InvalidInput::NotForQuorum(_))));

@@ -140,6 +140,10 @@ pub enum InvalidInput {
         /// The limit.
         max: usize,
     },
+    /// A quorum names one server twice (the same host and port): a majority counting it
+    /// twice is no majority, and two clients could hold the lock at once.
+    #[error("a quorum member is named twice: {0}")]
+    RepeatedMember(String),
     /// Something a quorum of independent primaries cannot offer (see `docs/protocol.md`,
     /// "What a quorum client supports").
     #[error("not available on a quorum of independent primaries: {0}")]

@@ -10,7 +10,26 @@ use rdlock_core::{
     Request, Resource, Sharing, Transmit,
 };
 
+use crate::config::ClientConfig;
 use crate::error::Error;
+
+/// A client per member URL, with the configuration's TLS; a server named twice (the same host
+/// and port, whatever the database or the letter case) is refused. Names that differ but reach
+/// one server (an alias, a proxy) cannot be told apart here: members must be distinct servers.
+pub(crate) fn member_clients<S: AsRef<str>>(urls: &[S], config: &ClientConfig) -> Result<Vec<redis::Client>, Error> {
+    let clients = urls
+        .iter()
+        .map(|u| crate::tls::apply(config.tls.as_ref(), redis::Client::open(u.as_ref())?))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let mut seen = BTreeSet::new();
+    for client in &clients {
+        let addr = client.get_connection_info().addr().to_string().to_ascii_lowercase();
+        if !seen.insert(addr.clone()) {
+            return Err(InvalidInput::RepeatedMember(addr).into());
+        }
+    }
+    Ok(clients)
+}
 
 /// The state behind one quorum client's mutex.
 pub(crate) struct QuorumState {

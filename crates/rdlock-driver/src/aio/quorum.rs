@@ -180,13 +180,10 @@ impl<R: Runtime> QuorumClient<R> {
     /// made again after a failure: a majority is what each operation needs.
     pub fn with_config<S: AsRef<str>>(urls: &[S], config: ClientConfig) -> Result<Self, Error> {
         let q = Quorum::new(urls.len(), Rng::from_os()?)?;
-        let members = urls
-            .iter()
-            .map(|u| {
-                let client = crate::tls::apply(config.tls.as_ref(), redis::Client::open(u.as_ref())?)?;
-                Ok(Member { client, conn: Mutex::new(None), connecting: Permits::new(1) })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
+        let members = quorum::member_clients(urls, &config)?
+            .into_iter()
+            .map(|client| Member { client, conn: Mutex::new(None), connecting: Permits::new(1) })
+            .collect();
         let shared = Arc::new(Shared {
             state: Mutex::new(QuorumState::new(q)),
             wakers: Mutex::new(Vec::new()),

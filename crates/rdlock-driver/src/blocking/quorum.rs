@@ -96,10 +96,7 @@ impl QuorumClient {
     /// again at every request: a majority is what each operation needs.
     pub fn with_config<S: AsRef<str>>(urls: &[S], config: ClientConfig) -> Result<Self, Error> {
         let q = Quorum::new(urls.len(), Rng::from_os()?)?;
-        let clients = urls
-            .iter()
-            .map(|u| crate::tls::apply(config.tls.as_ref(), redis::Client::open(u.as_ref())?))
-            .collect::<Result<Vec<_>, Error>>()?;
+        let clients = quorum::member_clients(urls, &config)?;
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         for _ in &clients {

@@ -10,7 +10,7 @@ use rdlock_faults::checker::{self, Bounds, Property, Report, Violation};
 use rdlock_faults::clock::{micros, ms};
 use rdlock_faults::record::{Event, FailKind, Record};
 use rdlock_faults::seed::Rng;
-use rdlock_testkit::RedisServer;
+use rdlock_testkit::{Proxy, RedisServer};
 
 use super::{KEY, STEP, Suite, TestResult, acquired, assert_clean, fence, serial};
 
@@ -61,7 +61,7 @@ impl Members {
         Ok(Self((0..MEMBERS).map(|_| RedisServer::start()).collect::<Result<_, _>>()?))
     }
 
-    /// A quorum URL naming these members, in this order (a member may be named twice).
+    /// A quorum URL naming these members, in this order.
     fn url(&self, which: &[usize]) -> String {
         let addrs: Vec<String> = which.iter().map(|&i| format!("{}:{}", self.0[i].host(), self.0[i].port())).collect();
         format!("redis+quorum://{}", addrs.join(","))
@@ -216,8 +216,8 @@ fn one_member_out(name: &'static str, control: &'static str, outage: Outage) -> 
     Ok(())
 }
 
-/// Negative control: a client that names member `x` twice (`x, x, y`: two servers of five
-/// make its majority) acquires while `out` is out, and a correct client acquires once `out`
+/// Negative control: a client that names member `x` twice (`x, y` and a proxy to `x`: two
+/// servers of five make its majority; a client refuses the same address twice, not an alias) acquires while `out` is out, and a correct client acquires once `out`
 /// is back. Both hold at once: the checker must report it (P3); their fences come from
 /// disjoint counters, so the ledger may refuse either's writes.
 fn counted_twice(name: &'static str, m: &Members, out: usize, outage: Outage) -> Result<Report, Failure> {
@@ -227,7 +227,8 @@ fn counted_twice(name: &'static str, m: &Members, out: usize, outage: Outage) ->
     let live: Vec<usize> = (0..MEMBERS).filter(|&i| i != out).collect();
     let x = live[s.rng.index(live.len())];
     let y = *live.iter().filter(|&&i| i != x).nth(s.rng.index(live.len() - 1)).ok_or("no second member")?;
-    let mut twice = s.spec("twice", &m.url(&[x, x, y]), ttl, cap);
+    let alias = Proxy::start(m.0[x].addr())?;
+    let mut twice = s.spec("twice", &format!("{},{}", m.url(&[x, y]), alias.addr()), ttl, cap);
     twice.key = CONTROL_KEY.to_owned();
     twice.timeouts(RESPONSE);
     let mut b = s.spec("b", &m.all(), ttl, cap);
