@@ -14,6 +14,7 @@
 // makes a client (its threads) and gives up a lock (on the dropping thread).
 
 mod inner;
+mod pool;
 mod threads;
 
 use std::sync::Arc;
