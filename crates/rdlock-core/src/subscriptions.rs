@@ -188,7 +188,7 @@ impl Subscriptions {
             }
             wanted
         });
-        out.extend(again.iter().map(|name: &Box<str>| self.subscribe(name)));
+        out.extend(again.iter().map(|name| self.subscribe(name)));
     }
 
     /// Unsubscribes channels idle for the linger time; returns when the next linger ends, if

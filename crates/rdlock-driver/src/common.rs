@@ -14,6 +14,9 @@ use crate::error::Error;
 use crate::loss::LossCell;
 use crate::metrics::{Meter, Timing};
 
+/// Ops awaited beside the first, each with its answer once in.
+type Answers = Vec<(OpId, Option<Event>)>;
+
 /// The answers one lock's callers await, by the op the engine gave each call, and the
 /// lock's loss signal.
 #[derive(Debug, Default)]
@@ -25,7 +28,7 @@ pub(crate) struct Events {
     /// Boxed: every lock's slot carries the field (a pointer, not a vector's three words),
     /// and it is empty while the lock waits.
     #[allow(clippy::box_collection)]
-    rest: Option<Box<Vec<(OpId, Option<Event>)>>>,
+    rest: Option<Box<Answers>>,
     /// The lock's loss signal, shared with its guard and the guard's `LossSignal`s; it
     /// ends when this slot goes (the lock released or its guard dropped). Made when the
     /// guard is (or a loss comes first): a waiting lock needs none.

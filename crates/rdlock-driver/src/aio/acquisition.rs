@@ -32,10 +32,19 @@ pub(super) struct Acquisition<'a, R: Runtime, T> {
 
 enum State {
     /// Not polled yet: the caller's terms.
-    Start { resource: Resource, options: LockOptions, how: Acquire, timeout: Option<Duration> },
+    Start {
+        resource: Resource,
+        options: LockOptions,
+        how: Acquire,
+        timeout: Option<Duration>,
+    },
     /// The lock is in the engine; the exchange this caller started, until it ends, and the
     /// `rdlock.wait` span.
-    Waiting { begun: Begun, running: Option<Detached>, span: tracing::Span },
+    Waiting {
+        begun: Begun,
+        running: Option<Detached>,
+        span: tracing::Span,
+    },
     Done,
 }
 
