@@ -17,21 +17,63 @@ use crate::keys::slot;
 
 #[derive(Debug)]
 struct Channel {
-    /// Waits that need the channel (usually one or a few: a plain list is smallest).
-    waiters: Vec<LockId>,
+    /// Waits that need the channel.
+    waiters: Waits,
     /// The server confirmed the subscription (and no reset happened since).
     active: bool,
     /// When the last waiter left; the channel is dropped after the linger time.
     idle_since: Option<Instant>,
 }
 
+/// The waits on one channel: nearly always one (a client's inbox on a key), kept inline, so
+/// that a waiting lock costs its channel no allocation of its own.
+#[derive(Debug, Default)]
+enum Waits {
+    #[default]
+    None,
+    One(LockId),
+    Many(Vec<LockId>),
+}
+
+impl Waits {
+    fn as_slice(&self) -> &[LockId] {
+        match self {
+            Waits::None => &[],
+            Waits::One(id) => std::slice::from_ref(id),
+            Waits::Many(ids) => ids,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    fn add(&mut self, id: LockId) {
+        match self {
+            Waits::None => *self = Waits::One(id),
+            Waits::One(first) if *first != id => *self = Waits::Many(vec![*first, id]),
+            Waits::Many(ids) if !ids.contains(&id) => ids.push(id),
+            _ => {}
+        }
+    }
+
+    fn remove(&mut self, id: LockId) {
+        match self {
+            Waits::One(first) if *first == id => *self = Waits::None,
+            Waits::Many(ids) => ids.retain(|&w| w != id),
+            _ => {}
+        }
+    }
+}
+
 /// Channel reference counts and their subscription state.
 #[derive(Debug)]
 pub struct Subscriptions {
-    channels: HashMap<String, Channel>,
+    /// Boxed names: a table slot is two words, not three.
+    channels: HashMap<Box<str>, Channel>,
     /// Channels as they went idle, oldest first, with the instant each did: an entry whose
     /// channel was wanted again (or reset) since is stale, and skipped when it comes due.
-    idle: VecDeque<(Instant, String)>,
+    idle: VecDeque<(Instant, Box<str>)>,
     linger: Duration,
     /// A cluster's: channels are sharded, subscribed on their slot's primary.
     sharded: bool,
@@ -68,14 +110,12 @@ impl Subscriptions {
         if !self.channels.contains_key(channel) {
             out.push(self.subscribe(channel));
         }
-        let ch = self.channels.entry(channel.to_owned()).or_insert_with(|| Channel {
-            waiters: Vec::new(),
+        let ch = self.channels.entry(channel.into()).or_insert_with(|| Channel {
+            waiters: Waits::None,
             active: false,
             idle_since: None,
         });
-        if !ch.waiters.contains(&waiter) {
-            ch.waiters.push(waiter);
-        }
+        ch.waiters.add(waiter);
         ch.idle_since = None;
     }
 
@@ -85,13 +125,13 @@ impl Subscriptions {
     /// names the next one).
     pub fn remove(&mut self, channel: &str, waiter: LockId, now: Instant) -> Option<Instant> {
         let ch = self.channels.get_mut(channel)?;
-        ch.waiters.retain(|&w| w != waiter);
+        ch.waiters.remove(waiter);
         if !ch.waiters.is_empty() {
             return None;
         }
         ch.idle_since = Some(now);
         let first = self.idle.is_empty();
-        self.idle.push_back((now, channel.to_owned()));
+        self.idle.push_back((now, channel.into()));
         first.then(|| now + self.linger)
     }
 
@@ -102,7 +142,7 @@ impl Subscriptions {
 
     /// The waits that need `channel`.
     pub fn waiters(&self, channel: &str) -> Vec<LockId> {
-        self.channels.get(channel).map_or_else(Vec::new, |c| c.waiters.clone())
+        self.channels.get(channel).map_or_else(Vec::new, |c| c.waiters.as_slice().to_vec())
     }
 
     /// Marks a subscription confirmed; returns the channel's waiters.
@@ -110,7 +150,7 @@ impl Subscriptions {
         match self.channels.get_mut(channel) {
             Some(ch) => {
                 ch.active = true;
-                ch.waiters.clone()
+                ch.waiters.as_slice().to_vec()
             }
             None => Vec::new(),
         }

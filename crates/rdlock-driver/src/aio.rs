@@ -2,6 +2,7 @@
 //! written once, in [`crate::api`]; this side says how it waits (`await`), makes a client
 //! (two background tasks) and gives up a lock (in the background).
 
+mod acquisition;
 mod inner;
 mod permits;
 mod signal;
@@ -23,6 +24,20 @@ use crate::runtime::Runtime;
 use inner::Inner;
 
 /// Waits by awaiting.
+/// What a method that acquires returns: a future ([`acquisition::Acquisition`]).
+macro_rules! acquiring {
+    ($l:lifetime, $t:ty) => {
+        impl std::future::Future<Output = Result<$t, Error>> + Send + $l
+    };
+}
+
+/// An acquisition of `key` (a `Cow`), answered through `map`: started at its first poll.
+macro_rules! acquire {
+    ($client:expr, $key:expr, $resource:expr, $options:expr, $how:expr, $timeout:expr, $map:expr) => {
+        acquisition::Acquisition::new($client, $key, ($resource, $options, $how, $timeout), $map)
+    };
+}
+
 macro_rules! wait {
     ($e:expr) => {
         $e.await

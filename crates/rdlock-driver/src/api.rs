@@ -182,10 +182,11 @@ macro_rules! lock_api {
             /// [`Error::ReplicationShortfall`] when a confirmation asked for by the client's default
             /// options fails; [`Error::Lock`] when the server refuses (a key of another type,
             /// scripts disabled) or cannot be reached; [`Error::Closed`] if the client shut down.
-            pub $($async)? fn lock(&self, key: &str) -> Result<Guard<$($a)*>, Error> {
-                // Straight to `acquire`: every layer of futures adds to what each waiter keeps.
+            pub fn lock<'a>(&'a self, key: &'a str) -> acquiring!('a, Guard<$($a)*>) {
+                // Straight to the acquisition: every layer of futures adds what it keeps to
+                // every waiter.
                 let how = Acquire::Wait { deadline: None };
-                wait!(self.acquire(key, self.inner.config.defaults, how))?.ok_or(Error::Closed)
+                acquire!(self, key.into(), Resource::Lock, self.inner.config.defaults, how, None, common::guard)
             }
 
             #[doc = concat!(" ", $waits, " until the lock is acquired, or `timeout` passes. A zero timeout makes one")]
@@ -194,8 +195,9 @@ macro_rules! lock_api {
             /// # Errors
             ///
             /// [`Error::TimedOut`] when the timeout passes first; otherwise as [`Client::lock`].
-            pub $($async)? fn lock_timeout(&self, key: &str, timeout: Duration) -> Result<Guard<$($a)*>, Error> {
-                wait!(self.lock_builder(key).timeout(timeout).lock())
+            pub fn lock_timeout<'a>(&'a self, key: &'a str, timeout: Duration) -> acquiring!('a, Guard<$($a)*>) {
+                let how = Acquire::Wait { deadline: None };
+                acquire!(self, key.into(), Resource::Lock, self.inner.config.defaults, how, Some(timeout), common::guard)
             }
 
             /// One attempt: `None` when someone else holds the lock. [`Client::try_lock_report`]
@@ -288,39 +290,59 @@ macro_rules! lock_api {
                 options: LockOptions,
                 how: Acquire,
             ) -> Result<TryLock<Guard<$($a)*>>, Error> {
-                let span = tracing::debug_span!("rdlock.acquire", key);
-                wait!($($async)? {
-                    let inner = &self.inner;
-                    let (how, timed) = common::attempt(how, $now());
-                    let (started, requests) = inner.with_engine(|s, now| s.start_acquire(key, resource, options, how, now));
-                    let started = started?;
-                    let id = started.id;
-                    // Gives the lock up unless a guard takes it over.
-                    let mut waiting = Abandon { inner, id: Some(id) };
-                    let deadline = match how {
-                        Acquire::Wait { deadline } => deadline,
-                        Acquire::Try => None,
-                    };
-                    let event = wait!(
-                        inner.run_until(requests, id, started.op, deadline),
-                        tracing::debug_span!("rdlock.wait")
-                    );
-                    let (fence, valid_until) = match common::acquired(event, timed)? {
-                        common::Answer::Acquired { fence, valid_until } => (fence, valid_until),
-                        common::Answer::Busy { holder_ttl } => return Ok(TryLock::Busy { holder_ttl }),
-                    };
-                    waiting.id = None;
-                    Ok(TryLock::Acquired(Guard {
-                        client: self.clone(),
-                        id,
-                        key: key.to_owned(),
-                        token: started.token,
-                        fence,
-                        valid_until,
-                        loss: started.loss,
-                        done: false,
-                    }))
-                }, span)
+                wait!(acquire!(self, key.into(), resource, options, how, None, Ok))
+            }
+
+            /// An acquisition's first step, on either side: the engine's lock and its slot,
+            /// and the requests to send. A wait with no deadline but a `timeout` ends that long
+            /// from now.
+            fn begin(
+                &self,
+                key: &str,
+                resource: Resource,
+                options: LockOptions,
+                how: Acquire,
+                timeout: Option<Duration>,
+            ) -> Result<(common::Begun, Vec<rdlock_core::Request>), Error> {
+                let now = $now();
+                let how = match how {
+                    // A timeout too long to count is no deadline.
+                    Acquire::Wait { deadline: None } => Acquire::Wait { deadline: timeout.and_then(|t| now.checked_add(t)) },
+                    how => how,
+                };
+                let (how, timed) = common::attempt(how, now);
+                let (started, requests) = self.inner.with_engine(|s, now| s.start_acquire(key, resource, options, how, now));
+                let (id, op) = started?;
+                let deadline = match how {
+                    Acquire::Wait { deadline } => deadline,
+                    Acquire::Try => None,
+                };
+                Ok((common::Begun { id, op, timed, deadline }, requests))
+            }
+
+            /// An acquisition's answer (`event`), on either side: a guard that owns `key`, or
+            /// busy. Unless it is a guard, the caller gives the lock up.
+            fn finish(
+                &self,
+                key: std::borrow::Cow<'_, str>,
+                begun: &common::Begun,
+                event: Option<rdlock_core::Event>,
+            ) -> Result<TryLock<Guard<$($a)*>>, Error> {
+                let (fence, valid_until) = match common::acquired(event, begun.timed)? {
+                    common::Answer::Acquired { fence, valid_until } => (fence, valid_until),
+                    common::Answer::Busy { holder_ttl } => return Ok(TryLock::Busy { holder_ttl }),
+                };
+                let (token, loss) = self.inner.state().guard_parts(begun.id);
+                Ok(TryLock::Acquired(Guard {
+                    client: self.clone(),
+                    id: begun.id,
+                    key: key.into_owned(),
+                    token,
+                    fence,
+                    valid_until,
+                    loss,
+                    done: false,
+                }))
             }
 
             /// What the server knows of the lock at `key`, read in one step: whether it is
@@ -370,20 +392,6 @@ macro_rules! lock_api {
             }
         }
 
-        /// Gives up a lock whose handle went away (a cancelled wait, a failed acquisition).
-        struct Abandon<'a, $($g)*> {
-            inner: &'a std::sync::Arc<$inner>,
-            id: Option<LockId>,
-        }
-
-        impl<$($g)*> Drop for Abandon<'_, $($a)*> {
-            fn drop(&mut self) {
-                if let Some(id) = self.id {
-                    abandon(self.inner, id);
-                }
-            }
-        }
-
         $(#[$builder])*
         #[derive(Debug)]
         pub struct LockBuilder<'a, $($g)*> {
@@ -393,7 +401,7 @@ macro_rules! lock_api {
             request: LockRequest,
         }
 
-        impl<$($g)*> LockBuilder<'_, $($a)*> {
+        impl<'a, $($g)*> LockBuilder<'a, $($a)*> {
             crate::api::request_setters!();
 
             /// Share the key with clients of other libraries ([`rdlock_core::Sharing::Foreign`]),
@@ -417,11 +425,10 @@ macro_rules! lock_api {
             /// # Errors
             ///
             /// As [`Client::lock_timeout`].
-            pub $($async)? fn lock(self) -> Result<Guard<$($a)*>, Error> {
-                let deadline = self.request.deadline($now());
-                let how = Acquire::Wait { deadline };
-                wait!(self.client.acquire_resource(&self.key, self.resource, self.request.options, how))?
-                    .ok_or(Error::Closed)
+            pub fn lock(self) -> acquiring!('a, Guard<$($a)*>) {
+                let how = Acquire::Wait { deadline: self.request.deadline };
+                let (options, timeout) = (self.request.options, self.request.timeout);
+                acquire!(self.client, self.key.into(), self.resource, options, how, timeout, common::guard)
             }
 
             /// One attempt: `None` when busy.
@@ -429,8 +436,9 @@ macro_rules! lock_api {
             /// # Errors
             ///
             /// As [`Client::lock`].
-            pub $($async)? fn try_lock(self) -> Result<Option<Guard<$($a)*>>, Error> {
-                wait!(self.client.acquire_resource(&self.key, self.resource, self.request.options, Acquire::Try))
+            pub fn try_lock(self) -> acquiring!('a, Option<Guard<$($a)*>>) {
+                let options = self.request.options;
+                acquire!(self.client, self.key.into(), self.resource, options, Acquire::Try, None, common::maybe)
             }
 
             /// One attempt, reporting the holder's remaining lease when busy.
@@ -438,9 +446,9 @@ macro_rules! lock_api {
             /// # Errors
             ///
             /// As [`Client::lock`].
-            pub $($async)? fn try_lock_report(self) -> Result<TryLock<Guard<$($a)*>>, Error> {
-                let (key, resource, options) = (&self.key, self.resource, self.request.options);
-                wait!(self.client.acquire_resource_report(key, resource, options, Acquire::Try))
+            pub fn try_lock_report(self) -> acquiring!('a, TryLock<Guard<$($a)*>>) {
+                let options = self.request.options;
+                acquire!(self.client, self.key.into(), self.resource, options, Acquire::Try, None, Ok)
             }
         }
 

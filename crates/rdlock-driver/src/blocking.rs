@@ -14,6 +14,7 @@
 // makes a client (its threads) and gives up a lock (on the dropping thread).
 
 mod inner;
+mod pool;
 mod threads;
 
 use std::sync::Arc;
@@ -31,6 +32,20 @@ use crate::mutex::mutex_api;
 use inner::Inner;
 
 /// Waits by blocking: the expression already did.
+/// What a method that acquires returns: the answer, once in.
+macro_rules! acquiring {
+    ($l:lifetime, $t:ty) => {
+        Result<$t, Error>
+    };
+}
+
+/// An acquisition of `key` (a `Cow`) on this thread, answered through `map`.
+macro_rules! acquire {
+    ($client:expr, $key:expr, $resource:expr, $options:expr, $how:expr, $timeout:expr, $map:expr) => {
+        $client.acquire_here($key, ($resource, $options, $how, $timeout)).and_then($map)
+    };
+}
+
 macro_rules! wait {
     ($e:expr) => {
         $e
@@ -266,6 +281,41 @@ fn start_cluster(cluster: crate::ClusterConfig, config: ClientConfig) -> Result<
     let inner = start(seed, config)?;
     crate::cluster::follow(&inner, Arc::new(topology))?;
     Ok(inner)
+}
+
+impl Client {
+    /// An acquisition on this thread: its requests sent and its answer awaited here; the
+    /// lock is given up unless a guard takes it over.
+    fn acquire_here(
+        &self,
+        key: std::borrow::Cow<'_, str>,
+        (resource, options, how, timeout): (Resource, LockOptions, Acquire, Option<Duration>),
+    ) -> Result<TryLock<Guard>, Error> {
+        let _span = tracing::debug_span!("rdlock.acquire", key = &*key).entered();
+        let (begun, requests) = self.begin(&key, resource, options, how, timeout)?;
+        let mut waiting = Abandon { inner: &self.inner, id: Some(begun.id) };
+        let event = tracing::debug_span!("rdlock.wait")
+            .in_scope(|| self.inner.run_until(requests, begun.id, begun.op, begun.deadline));
+        let answer = self.finish(key, &begun, event)?;
+        if let TryLock::Acquired(_) = answer {
+            waiting.id = None;
+        }
+        Ok(answer)
+    }
+}
+
+/// Gives up a lock whose acquisition failed, or was busy, on the way out.
+struct Abandon<'a> {
+    inner: &'a Arc<Inner>,
+    id: Option<LockId>,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            abandon(self.inner, id);
+        }
+    }
 }
 
 /// Gives up a lock on this thread: the first request here, bounded by the response

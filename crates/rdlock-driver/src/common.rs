@@ -14,6 +14,9 @@ use crate::error::Error;
 use crate::loss::LossCell;
 use crate::metrics::{Meter, Timing};
 
+/// Ops awaited beside the first, each with its answer once in.
+type Answers = Vec<(OpId, Option<Event>)>;
+
 /// The answers one lock's callers await, by the op the engine gave each call, and the
 /// lock's loss signal.
 #[derive(Debug, Default)]
@@ -22,24 +25,35 @@ pub(crate) struct Events {
     first: Option<OpId>,
     /// The answers in, and more ops awaited at once (calls on one guard from several tasks
     /// or threads), their answers still out (`None`).
-    rest: Vec<(OpId, Option<Event>)>,
+    /// Boxed: every lock's slot carries the field (a pointer, not a vector's three words),
+    /// and it is empty while the lock waits.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<Answers>>,
     /// The lock's loss signal, shared with its guard and the guard's `LossSignal`s; it
-    /// ends when this slot goes (the lock released or its guard dropped).
-    pub(crate) loss: Arc<LossCell>,
+    /// ends when this slot goes (the lock released or its guard dropped). Made when the
+    /// guard is (or a loss comes first): a waiting lock needs none.
+    loss: Option<Arc<LossCell>>,
 }
 
 impl Drop for Events {
     fn drop(&mut self) {
-        self.loss.end();
+        if let Some(loss) = &self.loss {
+            loss.end();
+        }
     }
 }
 
 impl Events {
+    /// The lock's loss signal.
+    pub(crate) fn loss(&mut self) -> &Arc<LossCell> {
+        self.loss.get_or_insert_default()
+    }
+
     /// A caller will await the answer to `op`.
     pub(crate) fn expect(&mut self, op: OpId) {
         match self.first {
             None => self.first = Some(op),
-            Some(_) => self.rest.push((op, None)),
+            Some(_) => self.rest.get_or_insert_default().push((op, None)),
         }
     }
 
@@ -48,27 +62,28 @@ impl Events {
     /// awaits any more, have nobody to go to.
     fn push(&mut self, op: Option<OpId>, event: Event) {
         if let Event::Lost { reason } = event {
-            self.loss.set_lost(reason);
+            self.loss().set_lost(reason);
         }
         let Some(op) = op else { return };
-        match self.rest.iter_mut().find(|(o, _)| *o == op) {
+        match self.rest.iter_mut().flat_map(|r| r.iter_mut()).find(|(o, _)| *o == op) {
             Some(entry) => entry.1 = Some(event),
-            None if self.first == Some(op) => self.rest.push((op, Some(event))),
+            None if self.first == Some(op) => self.rest.get_or_insert_default().push((op, Some(event))),
             None => {}
         }
     }
 
     /// The answer to `op`, once it is in.
     pub(crate) fn take(&mut self, op: OpId) -> Option<Event> {
-        let i = self.rest.iter().position(|(o, e)| *o == op && e.is_some())?;
-        let (_, event) = self.rest.swap_remove(i);
+        let rest = self.rest.as_mut()?;
+        let i = rest.iter().position(|(o, e)| *o == op && e.is_some())?;
+        let (_, event) = rest.swap_remove(i);
         self.forget(op);
         event
     }
 
     /// Whether the answer to `op` is in.
     pub(crate) fn has(&self, op: OpId) -> bool {
-        self.rest.iter().any(|(o, e)| *o == op && e.is_some())
+        self.rest.iter().flat_map(|r| r.iter()).any(|(o, e)| *o == op && e.is_some())
     }
 
     /// `op` is no longer awaited (answered, or its caller stopped waiting): nothing of it is
@@ -77,7 +92,12 @@ impl Events {
         if self.first == Some(op) {
             self.first = None;
         }
-        self.rest.retain(|(o, _)| *o != op);
+        if let Some(rest) = &mut self.rest {
+            rest.retain(|(o, _)| *o != op);
+            if rest.is_empty() {
+                self.rest = None;
+            }
+        }
     }
 }
 
@@ -116,7 +136,8 @@ impl<W: Waiter> Shared<W> {
         })
     }
 
-    /// Starts acquiring `key` and gives the lock a slot for its events.
+    /// Starts acquiring `key` and gives the lock a slot for its events: the lock and the op
+    /// that answers the caller.
     pub(crate) fn start_acquire(
         &mut self,
         key: &str,
@@ -124,15 +145,22 @@ impl<W: Waiter> Shared<W> {
         options: LockOptions,
         how: Acquire,
         now: Instant,
-    ) -> Result<Started, Error> {
+    ) -> Result<(LockId, OpId), Error> {
         let (id, op) = self.engine.acquire_resource(key, resource, options, how, now)?;
         let mut slot = Slot::default();
         slot.events.expect(op);
         slot.timing.start();
-        let loss = slot.events.loss.clone();
         self.slots.insert(id, slot);
+        Ok((id, op))
+    }
+
+    /// What a guard of an acquired lock keeps: its owner token, as stored in the lock key,
+    /// and its loss signal (both taken only once acquired, so that a waiting lock holds
+    /// neither).
+    pub(crate) fn guard_parts(&mut self, id: LockId) -> (String, Arc<LossCell>) {
         let token = self.engine.owner_token(id).unwrap_or_default();
-        Ok(Started { id, op, token, loss })
+        let loss = self.slots.get_mut(&id).map_or_else(Default::default, |s| s.events.loss().clone());
+        (token, loss)
     }
 
     /// A caller action on a lock started (as `op`): its caller will await the answer, which
@@ -154,14 +182,14 @@ impl<W: Waiter> Shared<W> {
     }
 }
 
-/// A lock whose acquisition has started: what its guard will need.
-pub(crate) struct Started {
+/// An acquisition under way: its lock, the op that answers it, and its terms.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Begun {
     pub(crate) id: LockId,
-    /// The acquisition's op: its answer is the caller's.
     pub(crate) op: OpId,
-    /// The owner token, as stored in the lock key.
-    pub(crate) token: String,
-    pub(crate) loss: Arc<LossCell>,
+    /// A wait out of time, made as one attempt: busy is then [`Error::TimedOut`].
+    pub(crate) timed: bool,
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// Checks the server's eviction policy from its `INFO memory` text: every policy but
@@ -299,6 +327,17 @@ pub(crate) fn acquired(event: Option<Event>, timed: bool) -> Result<Answer, Erro
         Some(Event::Failed(e)) => Err(Error::from(e)),
         _ => Err(Error::Closed),
     }
+}
+
+/// An acquisition's guard (a wait answers busy only on a closed client).
+pub(crate) fn guard<G>(answer: crate::attempt::TryLock<G>) -> Result<G, Error> {
+    answer.acquired().ok_or(Error::Closed)
+}
+
+/// An acquisition's guard, or `None` when busy.
+#[allow(clippy::unnecessary_wraps)] // a map of every acquisition: one signature for all
+pub(crate) fn maybe<G>(answer: crate::attempt::TryLock<G>) -> Result<Option<G>, Error> {
+    Ok(answer.acquired())
 }
 
 /// The answer to a release: what is known of it.

@@ -279,19 +279,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
                 Box::pin(async move { inner.run(requests).await }) as Detached
             }),
         };
-        let event = poll_fn(|cx| {
-            if running.future.as_mut().is_some_and(|r| r.as_mut().poll(cx).is_ready()) {
-                running.future = None;
-            }
-            let mut st = self.state();
-            let Some(slot) = st.slots.get_mut(&id) else { return Poll::Ready(None) };
-            if let Some(e) = slot.events.take(op) {
-                return Poll::Ready(Some(e));
-            }
-            slot.waiter.register(cx.waker());
-            Poll::Pending
-        })
-        .await;
+        let event = poll_fn(|cx| self.poll_answer(id, op, &mut running.future, cx)).await;
         running.awaiting = None;
         if let Some(rest) = running.future.take() {
             R::spawn(rest);
@@ -299,9 +287,31 @@ impl<R: Runtime> Cell<Tasks<R>> {
         event
     }
 
+    /// Drives the exchange a caller started (`running`, dropped once it ends) and looks for
+    /// the answer to `op` of lock `id`; registers the caller's waker while there is none.
+    /// `None` once the lock is gone.
+    pub(super) fn poll_answer(
+        &self,
+        id: LockId,
+        op: OpId,
+        running: &mut Option<Detached>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Event>> {
+        if running.as_mut().is_some_and(|r| r.as_mut().poll(cx).is_ready()) {
+            *running = None;
+        }
+        let mut st = self.state();
+        let Some(slot) = st.slots.get_mut(&id) else { return Poll::Ready(None) };
+        if let Some(e) = slot.events.take(op) {
+            return Poll::Ready(Some(e));
+        }
+        slot.waiter.register(cx.waker());
+        Poll::Pending
+    }
+
     /// Hands a started exchange to the driver task, which finishes it (from inside the
     /// runtime, whatever thread dropped its caller).
-    fn detach(&self, future: Detached) {
+    pub(super) fn detach(&self, future: Detached) {
         self.side.detached.lock().unwrap_or_else(|e| e.into_inner()).push(future);
         self.side.driver_signal.notify();
     }

@@ -17,13 +17,8 @@ use crate::convert;
 use crate::error::Error;
 use crate::exchange::Exchange;
 
-/// Most connections a pool opens for callers' own requests; callers beyond wait for one
-/// to come back. Unbounded, a thousand threads locking at once each made (and closed) a
-/// connection of their own, loading the scripts on each: acquisitions ran ~10x slower, and
-/// leases ran out before their renewals got through (issue #16).
-const MAX_CALLER_CONNS: usize = 32;
-/// Most worker threads sending background requests at once.
-const MAX_WORKERS: usize = 4;
+use super::pool::{MAX_WORKERS, Taken};
+
 /// A worker idle this long ends.
 const WORKER_IDLE: Duration = Duration::from_secs(10);
 /// Shortest read timeout set on a connection (a zero timeout would mean none).
@@ -45,75 +40,8 @@ struct Pooled {
     epoch: u64,
 }
 
-/// Connections of one route, bounded: a thread takes one for a request and puts it back
-/// after, so that threads locking at once do not queue behind each other up to the bound,
-/// and wait for a connection beyond it. The workers have [`MAX_WORKERS`] connections beyond
-/// the callers' bound, so that renewals never queue behind a crowd of callers.
-#[derive(Default)]
-struct Pool {
-    conns: Mutex<Conns>,
-    /// Signalled when a connection is returned or closed.
-    freed: Condvar,
-}
-
-#[derive(Default)]
-struct Conns {
-    idle: Vec<Pooled>,
-    /// Connections idle or in use (or being made).
-    open: usize,
-}
-
-/// What [`Pool::take`] gives: an idle connection, or the right to make one.
-enum Taken {
-    Idle(Pooled),
-    New,
-}
-
-impl Pool {
-    /// An idle connection to the primary of `epoch` (those to an older primary are closed),
-    /// or the right to make one while under the bound; else waits for one, until `deadline`
-    /// (`None` then).
-    fn take(&self, epoch: u64, background: bool, deadline: Option<Instant>) -> Option<Taken> {
-        let bound = MAX_CALLER_CONNS + if background { MAX_WORKERS } else { 0 };
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let before = conns.idle.len();
-        conns.idle.retain(|c| c.epoch == epoch);
-        conns.open -= before - conns.idle.len();
-        loop {
-            if let Some(c) = conns.idle.pop() {
-                return Some(Taken::Idle(c));
-            }
-            if conns.open < bound {
-                conns.open += 1;
-                return Some(Taken::New);
-            }
-            conns = match deadline {
-                None => self.freed.wait(conns).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.checked_duration_since(Instant::now()).filter(|l| !l.is_zero())?;
-                    self.freed.wait_timeout(conns, left).unwrap_or_else(|e| e.into_inner()).0
-                }
-            };
-        }
-    }
-
-    /// A connection made outside [`Pool::take`] (the client's first) joins the pool.
-    fn adopt(&self, conn: Pooled) {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner()).open += 1;
-        self.put(conn);
-    }
-
-    fn put(&self, conn: Pooled) {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner()).idle.push(conn);
-        self.freed.notify_one();
-    }
-
-    /// A connection taken (or the right to make one) ends without coming back.
-    fn discard(&self) {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner()).open -= 1;
-        self.freed.notify_one();
-    }
-}
+/// The pools hold [`Pooled`] connections.
+type Pool = super::pool::Pool<Pooled>;
 
 /// Requests from the background threads, and the workers sending them.
 #[derive(Default)]
@@ -205,7 +133,7 @@ impl Cell<Threads> {
         let flags = self.keyspace_query().map(|cmd| cmd.query(&mut conn.conn));
         self.set_keyspace(flags);
         self.set_capabilities(Self::capability_query().query(&mut conn.conn));
-        self.side.commands.adopt(conn);
+        self.side.commands.adopt(conn.epoch, conn);
         Ok(())
     }
 
@@ -440,14 +368,14 @@ impl Cell<Threads> {
         let mut conn = match conn {
             Ok(c) => c,
             Err(e) => {
-                pool.discard();
+                pool.discard(background);
                 return exchange.unsent(&e);
             }
         };
         let limit = limit.saturating_sub(started.elapsed()).max(MIN_WAIT);
         if conn.read_timeout != limit {
             if let Err(e) = conn.conn.set_read_timeout(Some(limit)) {
-                pool.discard();
+                pool.discard(background);
                 return exchange.unsent(&e);
             }
             conn.read_timeout = limit;
@@ -456,9 +384,9 @@ impl Cell<Threads> {
             let answer = exchange.pipeline().query::<Vec<Value>>(&mut conn.conn);
             if let Some(done) = exchange.answer(answer) {
                 if done.reusable {
-                    pool.put(conn);
+                    pool.put(conn.epoch, conn, background);
                 } else {
-                    pool.discard();
+                    pool.discard(background);
                 }
                 return done.replies;
             }
