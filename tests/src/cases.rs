@@ -484,9 +484,15 @@ pub async fn a_burst_of_requests_keeps_one_connection<H: Harness>() {
     // A stall of the machine past the timeout costs a reconnection (measured: up to 10 in a
     // debug build at a load of 9 on 2 cores), never one per request that waited (1,583).
     assert!(made <= 50, "{made} connections for one burst");
+    // A release the short timeout gave up on is `Unknown` (a stalled, loaded machine) and its
+    // clean-up goes on in the background: nothing may be left. None may find its lease lost.
+    let mut unknown = 0;
     for guard in guards {
-        assert!(H::release(guard).await.expect("release").was_held());
+        let outcome = H::release(guard).await.expect("release");
+        assert_ne!(outcome, ReleaseOutcome::NotHeld, "a 120 s lease was lost");
+        unknown += usize::from(outcome == ReleaseOutcome::Unknown);
     }
+    println!("[{}] {unknown} release(s) timed out", H::NAME);
     assert_clean(&server, &[]);
 }
 
