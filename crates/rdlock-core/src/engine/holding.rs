@@ -3,8 +3,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use std::cmp::Reverse;
+
 use super::lock::Phase;
-use super::{Engine, LockId, Pending};
+use super::{Engine, LockId, Pending, TimerKey};
 use crate::command::{RequestId, Route};
 use crate::event::{Event, LostReason};
 use crate::reply::{Reply, TransportError, acknowledged};
@@ -22,20 +24,30 @@ impl Engine {
         self.config.set_ifeq = offered;
     }
 
-    /// Renews, in batches, every auto-renewing lock whose renewal window has opened.
+    /// Renews, in batches, every auto-renewing lock that is due, and with them every lock
+    /// whose renewal window has opened.
     pub(super) fn renew_due(&mut self, now: Instant) {
-        let due: Vec<(Instant, LockId)> = self.renewals.range(..=(now, LockId(u64::MAX))).copied().collect();
         // Locks and shares renew with different scripts: batched apart. In a cluster the route
         // names the slot: a batch is one slot's, on its primary.
         // Filed by group; a lock of the same group as the one before (every lock, on one
         // server) skips the map's hashing.
         let mut groups: Vec<(RenewalGroup, Vec<LockId>)> = Vec::new();
         let mut index: HashMap<RenewalGroup, usize> = HashMap::new();
-        for entry in due {
-            self.renewals.remove(&entry);
-            let id = entry.1;
-            let Some(lock) = self.locks.get(&id) else { continue };
-            let Phase::Held(l) = &lock.phase else { continue };
+        // The queue is in order of due time. Every lease due by now goes; past them, leases
+        // whose window has opened go too, up to the first one whose window has not (with one
+        // TTL for all, the window opens in the same order; with several, a lease passed over
+        // here still goes when it is due).
+        while let Some(&(due, id)) = self.renewals.first() {
+            let lock = self.locks.get(&id);
+            let held = lock.and_then(|lock| match &lock.phase {
+                Phase::Held(l) => Some((lock, l)),
+                _ => None,
+            });
+            if held.is_some_and(|(_, l)| due > now && l.renew_after > now) {
+                break;
+            }
+            self.renewals.pop_first();
+            let Some((lock, l)) = held else { continue };
             if l.lost.is_some() || l.renewing.is_some() {
                 continue;
             }
@@ -63,13 +75,24 @@ impl Engine {
         let (mut locks, mut permits) =
             (ExtendArgs::with_capacity(ids.len()), PermitExtendArgs::with_capacity(ids.len()));
         let mut confirm = None;
+        // The id `request` gives this batch below: each lease is marked as it is read, in
+        // one look-up.
+        let req = RequestId(self.next_req);
+        // The batch's own timer watches its leases' validity while it is in flight.
+        let mut expires: Option<Instant> = None;
         for id in ids {
-            let lock = &self.locks[id];
+            let Some(lock) = self.locks.get_mut(id) else { continue };
             match shares {
                 false => locks.push(&lock.key, hex(lock.token), lock.opts.ttl_ms()),
                 true => permits.push(&lock.key, hex(lock.token), lock.opts.ttl_ms()),
             }
             confirm = confirm.or(lock.opts.confirm.timeout().map(|_| lock.opts.confirm));
+            // `renew_due` took only held leases without a renewal in flight.
+            if let Phase::Held(l) = &mut lock.phase {
+                l.renewing = Some(req);
+                expires = Some(expires.map_or(l.valid_until, |e| e.min(l.valid_until)));
+            }
+            lock.set_wake(None);
         }
         // Locks on a server with `SET ... IFEQ`: one command each, the same owner check and
         // expiry as the script's (docs/protocol.md, Renewal).
@@ -81,12 +104,32 @@ impl Engine {
         };
         commands.extend(confirm.and_then(|c| c.command(wanted)));
         let pending = Pending::Renew { locks: ids.to_vec(), sent_at: now, wanted, by_set };
-        let req = self.request(route, commands, pending);
-        for &id in ids {
-            if let Some(l) = self.locks.get_mut(&id).and_then(|l| l.lease()) {
-                l.renewing = Some(req);
+        let sent = self.request(route, commands, pending);
+        debug_assert_eq!(sent, req);
+        if let Some(at) = expires {
+            self.timers.push(Reverse((at, TimerKey::Renewal(req))));
+        }
+    }
+
+    /// The timer of renewal batch `req`, still unanswered: every lease of it whose validity
+    /// has ended is lost (as a lease's own timer would have found); the others set the next.
+    pub(super) fn renewal_overdue(&mut self, req: RequestId, now: Instant) {
+        let Some(Pending::Renew { locks, .. }) = self.pending.get(&req) else { return };
+        let mut next: Option<Instant> = None;
+        for id in locks.clone() {
+            let Some(l) = self.locks.get_mut(&id).and_then(|l| l.lease()) else { continue };
+            if l.renewing != Some(req) || l.lost.is_some() {
+                continue;
             }
-            self.reschedule(id);
+            if now >= l.valid_until {
+                self.lose(id, LostReason::Expired, false);
+                self.reschedule(id);
+            } else {
+                next = Some(next.map_or(l.valid_until, |n| n.min(l.valid_until)));
+            }
+        }
+        if let Some(at) = next {
+            self.timers.push(Reverse((at, TimerKey::Renewal(req))));
         }
     }
 
@@ -96,7 +139,7 @@ impl Engine {
     pub(super) fn lose(&mut self, id: LockId, reason: LostReason, told: bool) {
         let Some(l) = self.locks.get_mut(&id).and_then(|l| l.lease()) else { return };
         l.lost = Some(reason);
-        self.renewals.remove(&(l.renew_after, id));
+        self.renewals.remove(&(l.renew_before, id));
         let extends = std::mem::take(&mut l.extends);
         if extends.is_empty() && !told {
             self.notify(id, Event::Lost { reason });
@@ -130,7 +173,7 @@ impl Engine {
         for (i, &id) in ids.iter().enumerate() {
             let Some(lock) = self.locks.get_mut(&id) else { continue };
             let opts = lock.opts;
-            let Some(l) = lock.lease() else { continue };
+            let Phase::Held(l) = &mut lock.phase else { continue };
             if l.renewing != Some(req) {
                 continue;
             }
@@ -142,17 +185,25 @@ impl Engine {
                 Some(true) => {
                     l.renewed(&opts, sent_at);
                     if opts.auto_renew {
-                        self.renewals.insert((l.renew_after, id));
+                        self.renewals.insert((l.renew_before, id));
                     }
                     let renewed = Event::Renewed { valid_until: l.valid_until };
                     let extends = std::mem::take(&mut l.extends);
+                    // The lease's timer, set here rather than by `reschedule`: one look-up
+                    // per lease, the common case of a batch of many.
+                    let wake = l.wake_at(opts.auto_renew);
+                    if let Some(at) = lock.set_wake(wake) {
+                        self.timers.push(Reverse((at, TimerKey::Lock(id))));
+                    }
                     // An automatic renewal with no extension waiting is news, not an answer.
                     if extends.is_empty() {
-                        self.notify(id, renewed.clone());
+                        self.notify(id, renewed);
+                        continue;
                     }
                     for op in extends {
                         self.answer(id, op, renewed.clone());
                     }
+                    continue;
                 }
                 Some(false) => self.lose(id, LostReason::NotOwner, false),
                 None => {

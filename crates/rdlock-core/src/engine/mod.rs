@@ -173,6 +173,8 @@ struct Shard {
 enum TimerKey {
     Lock(LockId),
     Linger,
+    /// A renewal batch in flight: the first end of validity among its leases.
+    Renewal(RequestId),
 }
 
 /// All locks of one client. See the crate documentation for the run loop.
@@ -191,7 +193,10 @@ pub struct Engine {
     pending: IdMap<RequestId, Pending>,
     subs: Subscriptions,
     timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
-    /// Auto-renewing held locks by the start of their renewal window.
+    /// Auto-renewing held locks by the end of their renewal window (`renew_before`): the
+    /// first one's is when the engine must next renew. A lease in this queue (or in a batch
+    /// in flight) has no timer of its own: 100,000 leases renewed every second would
+    /// otherwise push and pop 200,000 timers a second.
     renewals: BTreeSet<(Instant, LockId)>,
     /// Locks that wait (subscribed to their channel): they share the poll budget.
     waiting: usize,
@@ -683,7 +688,7 @@ impl Engine {
                 recent.remember(&lock, self.client, now);
             }
             if let Phase::Held(l) = &lock.phase {
-                self.renewals.remove(&(l.renew_after, id));
+                self.renewals.remove(&(l.renew_before, id));
             }
         }
     }
