@@ -11,7 +11,6 @@ use crate::command::{RequestId, Route};
 use crate::event::{Event, LostReason};
 use crate::reply::{Reply, TransportError, acknowledged};
 use crate::script::{ExtendArgs, ExtendReply, PermitExtendArgs};
-use crate::token::hex;
 
 /// What renews in one batch: the route, the replicas its confirmation waits for, whether
 /// that confirmation is durable (`WAITAOF`), and whether the batch is of shares.
@@ -83,8 +82,8 @@ impl Engine {
         for id in ids {
             let Some(lock) = self.locks.get_mut(id) else { continue };
             match shares {
-                false => locks.push(&lock.key, hex(lock.token), lock.opts.ttl_ms()),
-                true => permits.push(&lock.key, hex(lock.token), lock.opts.ttl_ms()),
+                false => locks.push(&lock.key, lock.token, lock.opts.ttl_ms()),
+                true => permits.push(&lock.key, lock.token, lock.opts.ttl_ms()),
             }
             confirm = confirm.or(lock.opts.confirm.timeout().map(|_| lock.opts.confirm));
             // `renew_due` took only held leases without a renewal in flight.
