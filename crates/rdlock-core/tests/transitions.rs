@@ -643,6 +643,32 @@ fn renewal_failures_until_validity_ends_are_lost_expired() {
     assert!(tries > 1, "failed renewals are retried");
 }
 
+/// Leases in a renewal batch have no timers of their own: the batch's timer loses each one,
+/// unanswered, at its own end of validity, and not before.
+#[test]
+fn an_unanswered_batch_loses_each_lease_at_its_own_end() {
+    let mut h = H::new();
+    let o = LockOptions { auto_renew: true, ..opts(30_000) };
+    let (a, _) = h.held("a", o);
+    let first = h.now;
+    h.advance(ms(50));
+    let (b, _) = h.held("b", o);
+    // One batch for both (a new primary checks every lease at once), never answered.
+    h.e.handle_primary_changed(Some(2), h.now);
+    let batch = h.one();
+    assert_eq!(script(&batch).1, ["a", "b"]);
+    h.fire();
+    assert_eq!(h.now, o.valid_until(first));
+    assert_eq!(h.e.poll_event().map(|e| (e.lock, e.event)), Some((a, Event::Lost { reason: LostReason::Expired })));
+    assert!(h.events().is_empty(), "b is still valid");
+    h.fire();
+    assert_eq!(h.now, o.valid_until(first + ms(50)));
+    assert_eq!(h.e.poll_event().map(|e| (e.lock, e.event)), Some((b, Event::Lost { reason: LostReason::Expired })));
+    // The late answer changes nothing, and nothing is sent again.
+    h.reply(&batch, vec![Reply::Array(vec![Reply::Int(1), Reply::Int(1)])]);
+    assert!(h.events().is_empty() && h.sent().is_empty());
+}
+
 #[test]
 fn manual_extend_renews_a_lock_without_auto_renew() {
     let mut h = H::new();

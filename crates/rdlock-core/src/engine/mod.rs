@@ -611,7 +611,16 @@ impl Engine {
         self.events.push_back(LockEvent { lock: id, op: None, event });
     }
 
-    fn request(&mut self, route: Route, mut commands: Vec<Command>, pending: Pending) -> RequestId {
+    fn request(&mut self, route: Route, commands: Vec<Command>, pending: Pending) -> RequestId {
+        let id = RequestId(self.next_req);
+        self.next_req += 1;
+        self.request_as(id, route, commands, pending);
+        id
+    }
+
+    /// [`Engine::request`] under an id taken from `next_req` beforehand (a renewal batch marks
+    /// its leases as they join it).
+    fn request_as(&mut self, id: RequestId, route: Route, mut commands: Vec<Command>, pending: Pending) {
         if self.config.cluster {
             // A cluster's scripts announce on sharded channels.
             for command in &mut commands {
@@ -620,11 +629,8 @@ impl Engine {
                 }
             }
         }
-        let id = RequestId(self.next_req);
-        self.next_req += 1;
         self.pending.insert(id, pending);
         self.transmits.push_back(Transmit::Request(Request { id, route, commands }));
-        id
     }
 
     /// What the engine knows of `node`'s primary.
