@@ -359,7 +359,7 @@ mod tests {
         assert_eq!(&a[2], "18446744073709551615");
         assert_eq!(Args::from(vec!["x", "y"]), vec!["x", "y"]);
         assert!(Args::new().is_empty() && Args::new().iter().next().is_none());
-        std::fmt::Write::write_fmt(&mut a, format_args!("{}-{}", 1, 2)).unwrap();
+        std::fmt::Write::write_fmt(&mut a, format_args!("{}-{}", 1, 2)).expect("writes to a string");
         a.end();
         assert_eq!(a.last(), Some("1-2"));
     }

@@ -129,6 +129,11 @@ impl AcquireReply {
     }
 }
 
+/// A duration as the scripts take it: whole milliseconds.
+pub(super) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::AcquireReply;
@@ -172,9 +177,4 @@ mod tests {
         assert_eq!(parse(vec![Int(0), Int(5), Nil]), None);
         assert_eq!(parse(vec![Int(0), Int(5), Int(1), Int(1)]), None);
     }
-}
-
-/// A duration as the scripts take it: whole milliseconds.
-pub(super) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
