@@ -25,7 +25,7 @@ mod scale;
 mod scenario;
 mod server;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use adapters::{ADAPTERS, Adapter};
 use scenario::{Scenario, Settings};
@@ -40,7 +40,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const USAGE: &str = "\
 usage: rdlock-bench [--quick] [--scenario S1,...,S9,C1,...,C3,F1,...,F4]
                     [--adapters raw,tokio,tokio-by-hand,async-std,blocking]
-                    [--runs N] [--slices N] [--scale N,N,...] [--tokio-workers N] [--json FILE]
+                    [--runs N] [--slices N] [--scale N,N,...] [--s4-ttl SECS] [--s4-hold SECS]
+                    [--tokio-workers N] [--json FILE]
        rdlock-bench --newer [--quick]
 
   --quick       about a second per scenario, one run (a smoke test); default: the durations of
@@ -57,6 +58,8 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S9,C1,...,C3,F1,...,F4]
   --scale N,... S4 and S5 with N locks (waiters) each instead of their own size, for the
                 growth curve; 0 for none (default: none; quick: S5 at 20000 beside its
                 quick size, enough to show a quadratic term)
+  --s4-ttl SECS  the TTL of S4's locks (default 3, quick 1; rdlock's default is 10)
+  --s4-hold SECS how long S4 holds its locks (default 10, quick 0.4)
   --tokio-workers N
                 worker threads of the tokio runtimes (0: a current-thread runtime; default:
                 one per core)
@@ -74,8 +77,19 @@ struct Args {
     runs: Option<usize>,
     slices: Option<u32>,
     scale: Option<Vec<usize>>,
+    s4_ttl: Option<Duration>,
+    s4_hold: Option<Duration>,
     json: Option<String>,
     newer: bool,
+}
+
+/// A positive number of seconds, as a duration.
+fn secs(value: &str, flag: &str) -> Result<Duration, String> {
+    let s: f64 = value.parse().map_err(|e| format!("{flag}: {e}"))?;
+    if !(s.is_finite() && s > 0.0 && s < 86_400.0) {
+        return Err(format!("{flag}: {value} is not a number of seconds between 0 and a day"));
+    }
+    Ok(Duration::from_secs_f64(s))
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -87,6 +101,8 @@ fn parse_args() -> Result<Args, String> {
         runs: None,
         slices: None,
         scale: None,
+        s4_ttl: None,
+        s4_hold: None,
         json: None,
         newer: false,
     };
@@ -130,6 +146,8 @@ fn parse_args() -> Result<Args, String> {
                 // `--scale 0`: no sizes, S4 and S5 at their own (quick mode's sizes too: none).
                 args.scale = Some(sizes);
             }
+            "--s4-ttl" => args.s4_ttl = Some(secs(&value()?, "--s4-ttl")?),
+            "--s4-hold" => args.s4_hold = Some(secs(&value()?, "--s4-hold")?),
             "--json" => args.json = Some(value()?),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -195,6 +213,8 @@ fn run(args: Args) -> Result<(), BoxError> {
     if let Some(n) = args.slices {
         settings.slices = n.max(1);
     }
+    settings.s4_ttl = args.s4_ttl.unwrap_or(settings.s4_ttl);
+    settings.s4_hold = args.s4_hold.unwrap_or(settings.s4_hold);
     let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let version = Server::start()?.version()?;
     let mut machine = machine(&version);

@@ -127,7 +127,11 @@ fn library() -> String {
 /// A core command as `FCALL` of the library's function.
 fn fcall(pipe: &mut redis::Pipeline, command: &Command) {
     if let Command::Script { script, keys, args } = command {
-        pipe.cmd("FCALL").arg(format!("rdlock_{}", script.name())).arg(keys.len()).arg(keys).arg(args);
+        pipe.cmd("FCALL")
+            .arg(format!("rdlock_{}", script.name()))
+            .arg(keys.len())
+            .arg(keys.to_vec())
+            .arg(args.to_vec());
     }
 }
 
@@ -137,7 +141,7 @@ fn round_trips(op: Op, path: Path, i: usize) -> Result<Vec<redis::Pipeline>, Box
     Ok(match (op, path) {
         (Op::Renew, Path::Script) => {
             let mut args = ExtendArgs::with_capacity(1);
-            args.push(&k, TOKEN.into(), TTL_MS);
+            args.push_text(&k, TOKEN, TTL_MS);
             vec![convert::pipeline(&[args.command()], Eval::Sha)]
         }
         (Op::Renew, Path::Newer) => {
@@ -148,7 +152,7 @@ fn round_trips(op: Op, path: Path, i: usize) -> Result<Vec<redis::Pipeline>, Box
         (Op::RenewBatch, Path::Script) => {
             let mut args = ExtendArgs::with_capacity(BATCH);
             for j in 0..BATCH {
-                args.push(&key(op, path, j), TOKEN.into(), TTL_MS);
+                args.push_text(&key(op, path, j), TOKEN, TTL_MS);
             }
             vec![convert::pipeline(&[args.command()], Eval::Sha)]
         }
@@ -161,7 +165,7 @@ fn round_trips(op: Op, path: Path, i: usize) -> Result<Vec<redis::Pipeline>, Box
         }
         (Op::ShareRenew, Path::Script) => {
             let mut args = PermitExtendArgs::with_capacity(1);
-            args.push(&k, TOKEN.into(), TTL_MS);
+            args.push_text(&k, TOKEN, TTL_MS);
             vec![convert::pipeline(&[args.command()], Eval::Sha)]
         }
         (Op::ShareRenew, Path::Newer) => {

@@ -54,9 +54,9 @@ pub enum Command {
         /// Which script.
         script: Script,
         /// `KEYS`.
-        keys: Vec<String>,
+        keys: Args,
         /// `ARGV`.
-        args: Vec<String>,
+        args: Args,
     },
     /// Run a script whose last `ARGV` is a value of bytes (a mutex's value, which need not be
     /// text), shared so that a resend or a retry does not copy it.
@@ -64,9 +64,9 @@ pub enum Command {
         /// Which script.
         script: Script,
         /// `KEYS`.
-        keys: Vec<String>,
+        keys: Args,
         /// `ARGV` before the value.
-        args: Vec<String>,
+        args: Args,
         /// The last `ARGV`.
         value: std::sync::Arc<[u8]>,
     },
@@ -141,4 +141,226 @@ pub enum Transmit {
         /// Its hash slot.
         slot: u16,
     },
+}
+
+/// A command's arguments (a script's `KEYS` or `ARGV`): all of them in one buffer, with where
+/// each ends, so that building a request costs two allocations however many arguments it
+/// has (a renewal batch has three per lock), and numbers and tokens are written in place
+/// rather than made into strings first. Read back as `&str`s by index or in order.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Args {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl Args {
+    /// No arguments.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// No arguments yet, with room for `args` of `bytes` in all.
+    pub fn with_capacity(args: usize, bytes: usize) -> Self {
+        Self { text: String::with_capacity(bytes), ends: Vec::with_capacity(args) }
+    }
+
+    /// Adds an argument.
+    pub fn push(&mut self, arg: &str) -> &mut Self {
+        self.text.push_str(arg);
+        self.end()
+    }
+
+    /// Adds a number, in decimal.
+    pub fn push_u64(&mut self, mut n: u64) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.text.extend(digits[at..].iter().map(|&d| char::from(d)));
+        self.end()
+    }
+
+    /// Adds an owner token, as it is stored ([`crate::token::hex`]).
+    pub fn push_hex(&mut self, token: u128) -> &mut Self {
+        crate::token::write_hex(&mut self.text, token);
+        self.end()
+    }
+
+    /// Ends the argument written since the last one ended (in place, with `std::fmt::Write`).
+    pub fn end(&mut self) -> &mut Self {
+        // A request's arguments stay far below 4 GiB: the server refuses a bulk of 512 MiB.
+        self.ends.push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
+        self
+    }
+
+    /// How many arguments.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Argument `i`.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..end)
+    }
+
+    /// The first argument.
+    pub fn first(&self) -> Option<&str> {
+        self.get(0)
+    }
+
+    /// The last argument.
+    pub fn last(&self) -> Option<&str> {
+        self.len().checked_sub(1).and_then(|i| self.get(i))
+    }
+
+    /// The arguments in order.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { args: self, front: 0, back: self.len() }
+    }
+
+    /// Every argument's bytes, back to back (their total length: [`Args::bytes`]).
+    pub fn bytes(&self) -> usize {
+        self.text.len()
+    }
+
+    /// The arguments as strings of their own (tests, tools).
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_owned).collect()
+    }
+}
+
+impl std::fmt::Write for Args {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.text.push_str(s);
+        Ok(())
+    }
+}
+
+impl std::ops::Index<usize> for Args {
+    type Output = str;
+
+    fn index(&self, i: usize) -> &str {
+        match self.get(i) {
+            Some(arg) => arg,
+            None => panic!("argument {i} of {}", self.len()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Args {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut args = Args::new();
+        for arg in iter {
+            args.push(arg.as_ref());
+        }
+        args
+    }
+}
+
+impl<S: AsRef<str>> From<Vec<S>> for Args {
+    fn from(args: Vec<S>) -> Self {
+        args.iter().collect()
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> From<[S; N]> for Args {
+    fn from(args: [S; N]) -> Self {
+        args.iter().collect()
+    }
+}
+
+impl<S: AsRef<str>> PartialEq<[S]> for Args {
+    fn eq(&self, other: &[S]) -> bool {
+        self.len() == other.len() && self.iter().zip(other).all(|(a, b)| a == b.as_ref())
+    }
+}
+
+impl<S: AsRef<str>> PartialEq<Vec<S>> for Args {
+    fn eq(&self, other: &Vec<S>) -> bool {
+        *self == other[..]
+    }
+}
+
+impl<'a> IntoIterator for &'a Args {
+    type Item = &'a str;
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+/// The arguments of an [`Args`], in order.
+#[derive(Clone, Debug)]
+pub struct Iter<'a> {
+    args: &'a Args,
+    front: usize,
+    back: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.front == self.back {
+            return None;
+        }
+        self.front += 1;
+        self.args.get(self.front - 1)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.back - self.front, Some(self.back - self.front))
+    }
+}
+
+impl DoubleEndedIterator for Iter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.front == self.back {
+            return None;
+        }
+        self.back -= 1;
+        self.args.get(self.back)
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+
+    #[test]
+    fn arguments_read_back_as_written() {
+        let mut a = Args::with_capacity(4, 8);
+        a.push("key").push_u64(0).push_u64(u64::MAX).push_hex(0xab).push("");
+        assert_eq!(a.len(), 5);
+        assert_eq!(a.to_vec(), ["key", "0", "18446744073709551615", &format!("{:032x}", 0xab), ""]);
+        assert_eq!((a.first(), a.last(), a.get(5)), (Some("key"), Some(""), None));
+        assert_eq!(&a[2], "18446744073709551615");
+        assert_eq!(Args::from(vec!["x", "y"]), vec!["x", "y"]);
+        assert!(Args::new().is_empty() && Args::new().iter().next().is_none());
+        std::fmt::Write::write_fmt(&mut a, format_args!("{}-{}", 1, 2)).expect("writes to a string");
+        a.end();
+        assert_eq!(a.last(), Some("1-2"));
+    }
 }

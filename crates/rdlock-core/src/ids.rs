@@ -1,7 +1,8 @@
 //! Maps keyed by the engine's own numbers (lock, request): they are handed out in sequence
-//! by the engine, never chosen by anyone else, so a multiplicative hash spreads them well and
-//! costs a multiplication where the default hasher (built to resist chosen keys) costs tens of
-//! nanoseconds. A client renewing 100,000 leases looks each one up several times a second.
+//! by the engine, never chosen by anyone else, so the id itself can place them (see
+//! [`IdHasher`]), for a multiplication where the default hasher (built to resist chosen keys)
+//! costs tens of nanoseconds. A client renewing 100,000 leases looks each one up twice a
+//! renewal.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -9,10 +10,16 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// A map keyed by [`crate::LockId`] or [`crate::RequestId`].
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-/// The hasher of [`IdMap`]: the key times an odd constant (a bijection, so sequential ids
-/// never collide in the low bits the table indexes by, and the high bits it filters by mix).
+/// The hasher of [`IdMap`]: the key itself in the low bits the table indexes by, so that ids
+/// handed out one after another sit side by side (a renewal batch's leases, read in order,
+/// share cache lines instead of costing a cache miss each), and never collide while they span
+/// less than the table; the top 7 bits, which the table compares before a key, are mixed
+/// (the key times an odd constant), so that they still tell neighbours apart.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IdHasher(u64);
+
+/// The bits of a hash the table compares before a key.
+const TAG: u64 = 0x7f << 57;
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -20,13 +27,15 @@ impl Hasher for IdHasher {
     }
 
     fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let n = self.0 ^ n;
+        self.0 = n ^ (n.wrapping_mul(0x9e37_79b9_7f4a_7c15) & TAG);
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Not used by the ids; any other key still hashes, byte by byte.
+        // Not used by the ids; any other key still hashes, byte by byte, spread by the
+        // multiplication.
         for &b in bytes {
-            self.write_u64(u64::from(b));
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
     }
 }

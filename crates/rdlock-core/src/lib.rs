@@ -122,7 +122,7 @@ mod stats;
 mod subscriptions;
 mod token;
 
-pub use command::{Class, Command, Node, Request, RequestId, Route, Transmit};
+pub use command::{Args, Class, Command, Node, Request, RequestId, Route, Transmit};
 pub use engine::{Engine, EngineConfig, FENCE_TTL, HANDOFF_CLAIM, LeaseView, LockId, LockInfo, OpId};
 pub use error::{EntropyUnavailable, InvalidInput, LockError, Misuse, NotDurable};
 pub use event::{Event, LockEvent, LostReason, ReleaseOutcome, Warning};

@@ -81,12 +81,19 @@ impl Rng {
 /// An owner token as it is stored: 32 lowercase hex digits. Written digit by digit rather
 /// than formatted: every request carries one, a renewal batch one per lock.
 pub fn hex(token: u128) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(32);
-    for shift in (0..32).rev() {
-        out.push(char::from(DIGITS[((token >> (shift * 4)) & 0xf) as usize]));
-    }
+    write_hex(&mut out, token);
     out
+}
+
+/// Appends a token's 32 hex digits to `out` (a request's arguments write it in place).
+pub(crate) fn write_hex(out: &mut String, token: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 32];
+    for (i, d) in digits.iter_mut().enumerate() {
+        *d = DIGITS[((token >> ((31 - i) * 4)) & 0xf) as usize];
+    }
+    out.extend(digits.iter().map(|&d| char::from(d)));
 }
 
 /// An owner token read back from its hex form.

@@ -181,7 +181,7 @@ fn permit(lock: &LockKeys, token: &str, ttl: &str, mode: &str, claim: &str, capa
     let rdlock_core::Command::Script { script, keys, args } = args.command(&PermitKeys::derive(&lock.lock)) else {
         unreachable!("a script")
     };
-    Step::Run { script, keys, args }
+    Step::Run { script, keys: keys.to_vec(), args: args.to_vec() }
 }
 
 fn permit_release(lock: &LockKeys, token: &str, ttl: &str, claim: &str, capacity: u32, weight: u32) -> Step {
@@ -191,16 +191,16 @@ fn permit_release(lock: &LockKeys, token: &str, ttl: &str, claim: &str, capacity
     let rdlock_core::Command::Script { script, keys, args } = args.command(&PermitKeys::derive(&lock.lock)) else {
         unreachable!("a script")
     };
-    Step::Run { script, keys, args }
+    Step::Run { script, keys: keys.to_vec(), args: args.to_vec() }
 }
 
 fn permit_extend(items: &[(&LockKeys, &str, &str)]) -> Step {
     let mut batch = PermitExtendArgs::with_capacity(items.len());
     for (lock, token, ttl) in items {
-        batch.push(&lock.lock, token.to_string(), ttl.parse().unwrap_or(0));
+        batch.push_text(&lock.lock, token, ttl.parse().unwrap_or(0));
     }
     let rdlock_core::Command::Script { script, keys, args } = batch.command() else { unreachable!("a script") };
-    Step::Run { script, keys, args }
+    Step::Run { script, keys: keys.to_vec(), args: args.to_vec() }
 }
 
 fn pick<'a>(d: &mut Dice, from: &[&'a str]) -> &'a str {
@@ -1253,7 +1253,7 @@ fn permit_change(lock: &LockKeys, token: &str, weight: u32) -> Step {
     let rdlock_core::Command::Script { script, keys, args } = args.command(&PermitKeys::derive(&lock.lock)) else {
         unreachable!("a script")
     };
-    Step::Run { script, keys, args }
+    Step::Run { script, keys: keys.to_vec(), args: args.to_vec() }
 }
 
 /// A writer downgrades: the readers queued behind it are served in the same call, a writer

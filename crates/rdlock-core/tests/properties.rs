@@ -211,6 +211,7 @@ impl Harness {
             let Transmit::Request(req) = t else { continue };
             for cmd in &req.commands {
                 if let Command::ScriptWithValue { script, keys, args, value } = cmd {
+                    let (keys, args) = (&keys.to_vec(), &args.to_vec());
                     // A store (also resent in front of a release's retry): by a held mutex.
                     prop_assert_eq!(*script, Script::Store);
                     let m = &self.locks[&self.by_key[&keys[0]]];
@@ -228,6 +229,7 @@ impl Harness {
                     continue;
                 }
                 let Command::Script { script, keys, args } = cmd else { continue };
+                let (keys, args) = (&keys.to_vec(), &args.to_vec());
                 // A cluster runs each script's sharded variant: the same arguments.
                 let script = &script.base();
                 match script {
@@ -577,7 +579,7 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
                 Reply::Array(keys.iter().map(|_| Reply::Int(next().clamp(0, 1))).collect())
             }
             Command::Script { script: Script::PermitExtend, keys, .. } => {
-                Reply::Array(keys.chunks(3).map(|_| Reply::Int(next().clamp(0, 1))).collect())
+                Reply::Array((0..keys.len() / 3).map(|_| Reply::Int(next().clamp(0, 1))).collect())
             }
             // Operators' scripts: the engine never sends them.
             Command::Script { script: Script::Inspect | Script::ForceRelease, .. } => Reply::Nil,

@@ -323,7 +323,14 @@ impl World {
                 replies.push(Reply::Error(rdlock_core::ServerError::new("ERR", "not a script")));
                 continue;
             };
-            let (r, fx) = self.members[member].run_script(*script, keys, args, now, &mut Dice::new(0), &|_| 1);
+            let (r, fx) = self.members[member].run_script(
+                *script,
+                &keys.to_vec(),
+                &args.to_vec(),
+                now,
+                &mut Dice::new(0),
+                &|_| 1,
+            );
             for (channel, _) in fx.publishes {
                 for c in 0..CLIENTS {
                     let t = now + self.d.range(1, 4) * MS;

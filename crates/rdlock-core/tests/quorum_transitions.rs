@@ -123,7 +123,7 @@ fn a_majority_down_fails_fast_and_releases_everywhere() {
     q.acquire("k", opts(), Acquire::Wait { deadline: None }, t).expect("valid");
     let takes = requests(&mut q);
     let token = match &takes[0].commands[0] {
-        Command::Script { args, .. } => args[0].clone(),
+        Command::Script { args, .. } => args[0].to_owned(),
         _ => unreachable!(),
     };
     for r in &takes {

@@ -136,14 +136,14 @@ impl H {
     }
 }
 
-fn script(req: &Request) -> (Script, &[String], &[String]) {
+fn script(req: &Request) -> (Script, Vec<String>, Vec<String>) {
     match &req.commands[0] {
-        Command::Script { script, keys, args } => (*script, keys, args),
+        Command::Script { script, keys, args } => (*script, keys.to_vec(), args.to_vec()),
         other => panic!("not a script: {other:?}"),
     }
 }
 
-fn args(req: &Request) -> &[String] {
+fn args(req: &Request) -> Vec<String> {
     script(req).2
 }
 
@@ -530,7 +530,7 @@ fn renewals_are_batched_into_one_script() {
     assert_eq!(h.now, h.t0 + ms(100), "renewal is due at a third of the ttl");
     let renew = h.one();
     let (s, k, a) = script(&renew);
-    assert_eq!((s, k), (Script::Extend, &keys.map(String::from)[..]));
+    assert_eq!((s, &k[..]), (Script::Extend, &keys.map(String::from)[..]));
     assert_eq!(a[..3], tokens[..]);
     assert_eq!(a[3..], ["300", "300", "300"].map(String::from));
     let sent_at = h.now;
@@ -641,6 +641,32 @@ fn renewal_failures_until_validity_ends_are_lost_expired() {
         }
     }
     assert!(tries > 1, "failed renewals are retried");
+}
+
+/// Leases in a renewal batch have no timers of their own: the batch's timer loses each one,
+/// unanswered, at its own end of validity, and not before.
+#[test]
+fn an_unanswered_batch_loses_each_lease_at_its_own_end() {
+    let mut h = H::new();
+    let o = LockOptions { auto_renew: true, ..opts(30_000) };
+    let (a, _) = h.held("a", o);
+    let first = h.now;
+    h.advance(ms(50));
+    let (b, _) = h.held("b", o);
+    // One batch for both (a new primary checks every lease at once), never answered.
+    h.e.handle_primary_changed(Some(2), h.now);
+    let batch = h.one();
+    assert_eq!(script(&batch).1, ["a", "b"]);
+    h.fire();
+    assert_eq!(h.now, o.valid_until(first));
+    assert_eq!(h.e.poll_event().map(|e| (e.lock, e.event)), Some((a, Event::Lost { reason: LostReason::Expired })));
+    assert!(h.events().is_empty(), "b is still valid");
+    h.fire();
+    assert_eq!(h.now, o.valid_until(first + ms(50)));
+    assert_eq!(h.e.poll_event().map(|e| (e.lock, e.event)), Some((b, Event::Lost { reason: LostReason::Expired })));
+    // The late answer changes nothing, and nothing is sent again.
+    h.reply(&batch, vec![Reply::Array(vec![Reply::Int(1), Reply::Int(1)])]);
+    assert!(h.events().is_empty() && h.sent().is_empty());
 }
 
 #[test]
@@ -1212,7 +1238,11 @@ fn a_new_primary_checks_every_held_lease_at_once() {
     h.e.handle_primary_changed(Some(2), h.now);
     let check = h.one();
     let (s, k, _) = script(&check);
-    assert_eq!((s, k), (Script::Extend, &["a".to_owned(), "b".to_owned()][..]), "both, before any renewal was due");
+    assert_eq!(
+        (s, &k[..]),
+        (Script::Extend, &["a".to_owned(), "b".to_owned()][..]),
+        "both, before any renewal was due"
+    );
     h.reply(&check, vec![Reply::Array(vec![Reply::Int(1), Reply::Int(0)])]);
     let events = h.events();
     assert!(events.contains(&Event::Lost { reason: LostReason::NotOwner }), "{events:?}");
@@ -1349,9 +1379,9 @@ impl H {
 }
 
 /// The store a request carries first: its keys, its `ARGV` and its value.
-fn store_of(req: &Request) -> (&[String], &[String], &[u8]) {
+fn store_of(req: &Request) -> (Vec<String>, Vec<String>, &[u8]) {
     match &req.commands[0] {
-        Command::ScriptWithValue { script: Script::Store, keys, args, value } => (keys, args, value),
+        Command::ScriptWithValue { script: Script::Store, keys, args, value } => (keys.to_vec(), args.to_vec(), value),
         other => panic!("not a store: {other:?}"),
     }
 }

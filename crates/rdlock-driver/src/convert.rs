@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use rdlock_core::{Command, Reply, Script, ServerError, TransportError};
+use rdlock_core::{Args, Command, Reply, Script, ServerError, TransportError};
 use redis::{ErrorKind, RedisError, Value};
 
 /// Whether scripts go by hash (`EVALSHA`) or by source (`EVAL`).
@@ -60,15 +60,18 @@ pub fn command(command: &Command, eval: Eval) -> redis::Cmd {
 }
 
 /// A script call, by hash or by source.
-fn script_call(script: Script, eval: Eval, keys: &[String], args: &[String], value: Option<&[u8]>) -> redis::Cmd {
+fn script_call(script: Script, eval: Eval, keys: &Args, args: &Args, value: Option<&[u8]>) -> redis::Cmd {
     let (name, body) = match eval {
         Eval::Sha => ("EVALSHA", sha(script)),
         Eval::Source => ("EVAL", script.source()),
     };
     let count = 3 + keys.len() + args.len() + usize::from(value.is_some());
-    let bytes = name.len() + body.len() + 20 + keys.iter().chain(args).map(String::len).sum::<usize>();
+    let bytes = name.len() + body.len() + 20 + keys.bytes() + args.bytes();
     let mut cmd = redis::Cmd::with_capacity(count, bytes + value.map_or(0, <[u8]>::len));
-    cmd.arg(name).arg(body).arg(keys.len()).arg(keys).arg(args);
+    cmd.arg(name).arg(body).arg(keys.len());
+    for arg in keys.iter().chain(args.iter()) {
+        cmd.arg(arg);
+    }
     if let Some(v) = value {
         cmd.arg(v);
     }
@@ -155,7 +158,7 @@ mod tests {
 
     #[test]
     fn scripts_go_by_hash_then_by_source() {
-        let cmds = [Command::Script { script: Script::Release, keys: vec!["k".into()], args: vec!["t".into()] }];
+        let cmds = [Command::Script { script: Script::Release, keys: ["k"].into(), args: ["t"].into() }];
         let sha = redis::pipe().cmd("X").get_packed_pipeline();
         assert!(!sha.is_empty());
         let by_hash = String::from_utf8_lossy(&pipeline(&cmds, Eval::Sha).get_packed_pipeline()).into_owned();

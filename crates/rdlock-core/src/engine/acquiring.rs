@@ -196,7 +196,7 @@ impl Engine {
         let Some(op) = lock.acquisition().map(|a| a.op) else { return };
         let lease = Lease::new(&lock.opts, fence, from, valid_until);
         if lock.opts.auto_renew {
-            self.renewals.insert((lease.renew_after, id));
+            self.renewals.insert((lease.renew_before, id));
         }
         self.set_phase(id, Phase::Held(lease));
         self.answer(id, op, Event::Acquired { fence, valid_until });

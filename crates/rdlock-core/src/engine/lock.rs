@@ -108,4 +108,14 @@ impl Lock {
             Phase::Releasing(r) => r.retry_at,
         }
     }
+
+    /// Makes `wake` this lock's wake-up; returns it when the timer heap needs it (a changed
+    /// time: an entry left for the old one is ignored when it comes up).
+    pub fn set_wake(&mut self, wake: Option<Instant>) -> Option<Instant> {
+        if wake == self.timer {
+            return None;
+        }
+        self.timer = wake;
+        wake
+    }
 }

@@ -173,6 +173,8 @@ struct Shard {
 enum TimerKey {
     Lock(LockId),
     Linger,
+    /// A renewal batch in flight: the first end of validity among its leases.
+    Renewal(RequestId),
 }
 
 /// All locks of one client. See the crate documentation for the run loop.
@@ -191,7 +193,10 @@ pub struct Engine {
     pending: IdMap<RequestId, Pending>,
     subs: Subscriptions,
     timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
-    /// Auto-renewing held locks by the start of their renewal window.
+    /// Auto-renewing held locks by the end of their renewal window (`renew_before`): the
+    /// first one's is when the engine must next renew. A lease in this queue (or in a batch
+    /// in flight) has no timer of its own: 100,000 leases renewed every second would
+    /// otherwise push and pop 200,000 timers a second.
     renewals: BTreeSet<(Instant, LockId)>,
     /// Locks that wait (subscribed to their channel): they share the poll budget.
     waiting: usize,
@@ -606,7 +611,16 @@ impl Engine {
         self.events.push_back(LockEvent { lock: id, op: None, event });
     }
 
-    fn request(&mut self, route: Route, mut commands: Vec<Command>, pending: Pending) -> RequestId {
+    fn request(&mut self, route: Route, commands: Vec<Command>, pending: Pending) -> RequestId {
+        let id = RequestId(self.next_req);
+        self.next_req += 1;
+        self.request_as(id, route, commands, pending);
+        id
+    }
+
+    /// [`Engine::request`] under an id taken from `next_req` beforehand (a renewal batch marks
+    /// its leases as they join it).
+    fn request_as(&mut self, id: RequestId, route: Route, mut commands: Vec<Command>, pending: Pending) {
         if self.config.cluster {
             // A cluster's scripts announce on sharded channels.
             for command in &mut commands {
@@ -615,11 +629,8 @@ impl Engine {
                 }
             }
         }
-        let id = RequestId(self.next_req);
-        self.next_req += 1;
         self.pending.insert(id, pending);
         self.transmits.push_back(Transmit::Request(Request { id, route, commands }));
-        id
     }
 
     /// What the engine knows of `node`'s primary.
@@ -683,7 +694,7 @@ impl Engine {
                 recent.remember(&lock, self.client, now);
             }
             if let Phase::Held(l) = &lock.phase {
-                self.renewals.remove(&(l.renew_after, id));
+                self.renewals.remove(&(l.renew_before, id));
             }
         }
     }

@@ -20,7 +20,7 @@ impl Engine {
         let Some(lock) = self.locks.get(&id) else { return };
         let valid_at_start = match &lock.phase {
             Phase::Held(l) => {
-                self.renewals.remove(&(l.renew_after, id));
+                self.renewals.remove(&(l.renew_before, id));
                 l.is_valid(now)
             }
             _ => false,

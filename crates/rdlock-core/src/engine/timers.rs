@@ -1,5 +1,7 @@
 //! Timers: each lock's next wake-up is derived from its phase (so an early call is
-//! harmless), kept in one heap with the channels' linger timer.
+//! harmless), kept in one heap with the channels' linger timer and the renewal batches' in
+//! flight. Held leases that auto-renew have no timer of their own: the renewal queue's first
+//! entry is the engine's wake-up for all of them.
 
 use std::cmp::Reverse;
 use std::time::Instant;
@@ -13,6 +15,9 @@ use crate::script::Mode;
 impl Engine {
     /// Time has reached `now`: fire every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.renewals.first().is_some_and(|&(due, _)| due <= now) {
+            self.renew_due(now);
+        }
         while let Some(Reverse((at, key))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -36,23 +41,26 @@ impl Engine {
                     self.on_lock_timer(id, now);
                     self.reschedule(id);
                 }
+                TimerKey::Renewal(req) => self.renewal_overdue(req, now),
             }
         }
     }
 
     /// When [`Engine::handle_timeout`] must next be called, if ever.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let renew = self.renewals.first().map(|&(due, _)| due);
         while let Some(Reverse((at, key))) = self.timers.peek().copied() {
             let live = match key {
                 TimerKey::Linger => true,
                 TimerKey::Lock(id) => self.locks.get(&id).is_some_and(|l| l.timer == Some(at)),
+                TimerKey::Renewal(req) => self.pending.contains_key(&req),
             };
             if live {
-                return Some(at);
+                return Some(renew.map_or(at, |r| r.min(at)));
             }
             self.timers.pop();
         }
-        None
+        renew
     }
 
     fn on_lock_timer(&mut self, id: LockId, now: Instant) {
@@ -92,15 +100,11 @@ impl Engine {
     pub(super) fn reschedule(&mut self, id: LockId) {
         let Some(lock) = self.locks.get_mut(&id) else { return };
         let scheduled = match &lock.phase {
-            Phase::Held(l) => self.renewals.contains(&(l.renew_after, id)),
+            Phase::Held(l) if l.lost.is_none() && l.renewing.is_none() => self.renewals.contains(&(l.renew_before, id)),
             _ => false,
         };
-        let wake = lock.wake_at(scheduled);
-        if wake != lock.timer {
-            lock.timer = wake;
-            if let Some(at) = wake {
-                self.timers.push(Reverse((at, TimerKey::Lock(id))));
-            }
+        if let Some(at) = lock.set_wake(lock.wake_at(scheduled)) {
+            self.timers.push(Reverse((at, TimerKey::Lock(id))));
         }
     }
 }

@@ -123,7 +123,7 @@ impl Engine {
     fn renewal_due_now(&mut self, id: LockId, now: Instant) {
         let Some(l) = self.locks.get_mut(&id).and_then(|l| l.lease()) else { return };
         if l.lost.is_none() {
-            self.renewals.remove(&(l.renew_after, id));
+            self.renewals.remove(&(l.renew_before, id));
             (l.renew_after, l.renew_before) = (now, now);
             self.renewals.insert((now, id));
         }

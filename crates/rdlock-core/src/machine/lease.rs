@@ -54,13 +54,15 @@ impl Lease {
         at
     }
 
-    /// When the lease needs the engine next: the end of validity, or the renewal due first
-    /// when one is `scheduled`; never once lost.
+    /// When the lease needs a timer of its own: the end of validity, unless something else
+    /// wakes the engine for it first. A renewal in flight is watched by its batch's timer;
+    /// a `scheduled` renewal by the renewal queue, which wakes the engine at `renew_before`
+    /// (only a validity that ends before that needs its own timer). Never once lost.
     pub fn wake_at(&self, scheduled: bool) -> Option<Instant> {
         match (self.lost, self.renewing, scheduled) {
-            (Some(_), _, _) => None,
-            (None, None, true) => Some(self.valid_until.min(self.renew_before)),
-            (None, _, _) => Some(self.valid_until),
+            (Some(_), _, _) | (None, Some(_), _) => None,
+            (None, None, true) => (self.valid_until < self.renew_before).then_some(self.valid_until),
+            (None, None, false) => Some(self.valid_until),
         }
     }
 }
@@ -98,7 +100,9 @@ mod tests {
                 lease.renewed(&opts, sent);
                 prop_assert!(lease.valid_until >= before);
                 prop_assert!(lease.renew_after >= sent && lease.renew_before >= lease.renew_after);
-                prop_assert!(lease.wake_at(scheduled).is_some_and(|w| w <= lease.valid_until));
+                prop_assert!(lease.wake_at(scheduled).is_none_or(|w| w <= lease.valid_until));
+                // A lease with nothing else to wake the engine for it has a timer.
+                prop_assert!(scheduled || lease.wake_at(false) == Some(lease.valid_until));
                 prop_assert_eq!(lease.is_valid(sent), sent < lease.valid_until);
             }
             lease.lost = Some(LostReason::Expired);

@@ -627,7 +627,7 @@ impl Quorum {
         let Some(lock) = self.locks.get_mut(&id) else { return };
         let Phase::Held(held) = &mut lock.phase else { return };
         let mut args = ExtendArgs::with_capacity(1);
-        args.push(&lock.keys.lock, held.token.clone(), lock.opts.ttl.as_millis() as u64);
+        args.push_text(&lock.keys.lock, &held.token, lock.opts.ttl.as_millis() as u64);
         let cmd = args.command();
         held.renewal =
             Some(Renewal { round, sent_at: now, tally: Tally::new(self.members), ops: op.into_iter().collect() });

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::Reply;
+use crate::command::Args;
 use crate::command::Command;
 use crate::keys::LockKeys;
 
@@ -51,34 +52,30 @@ pub struct AcquireArgs<'a> {
 impl AcquireArgs<'_> {
     /// The script call for the lock named by `keys`.
     pub fn command(&self, keys: &LockKeys) -> Command {
-        Command::Script {
-            script: Script::Acquire,
-            keys: vec![keys.lock.clone(), keys.fence.clone(), keys.queue.clone()],
-            args: self.args(),
-        }
+        let mut names = Args::with_capacity(3, 3 * keys.lock.len() + 16);
+        names.push(&keys.lock).push(&keys.fence).push(&keys.queue);
+        Command::Script { script: Script::Acquire, keys: names, args: self.args(0) }
     }
 
     /// The script call for the mutex named by `keys`: a grant also returns its value
     /// ([`super::StoredValue::from_grant`]).
     pub fn command_with_value(&self, keys: &LockKeys) -> Command {
-        Command::Script {
-            script: Script::Acquire,
-            keys: vec![keys.lock.clone(), keys.fence.clone(), keys.queue.clone(), super::value_key(&keys.lock)],
-            args: self.args(),
-        }
+        let mut names = Args::with_capacity(4, 4 * keys.lock.len() + 24);
+        names.push(&keys.lock).push(&keys.fence).push(&keys.queue).push(&super::value_key(&keys.lock));
+        Command::Script { script: Script::Acquire, keys: names, args: self.args(0) }
     }
 
-    /// `ARGV`, which a permit's attempt extends.
-    pub(super) fn args(&self) -> Vec<String> {
-        vec![
-            self.token.to_owned(),
-            self.ttl_ms.to_string(),
-            self.mode.arg().to_owned(),
-            self.queue_ttl.as_millis().to_string(),
-            self.fence_ttl.as_millis().to_string(),
-            self.claim.as_millis().to_string(),
-            self.inbox.to_owned(),
-        ]
+    /// `ARGV`, with room for the `more` a permit's attempt adds.
+    pub(super) fn args(&self, more: usize) -> Args {
+        let mut args = Args::with_capacity(7 + more, self.token.len() + self.inbox.len() + 48 + 12 * more);
+        args.push(self.token)
+            .push_u64(self.ttl_ms)
+            .push(self.mode.arg())
+            .push_u64(millis(self.queue_ttl))
+            .push_u64(millis(self.fence_ttl))
+            .push_u64(millis(self.claim))
+            .push(self.inbox);
+        args
     }
 }
 
@@ -130,6 +127,11 @@ impl AcquireReply {
             _ => None,
         }
     }
+}
+
+/// A duration as the scripts take it: whole milliseconds.
+pub(super) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

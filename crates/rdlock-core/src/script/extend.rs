@@ -1,29 +1,46 @@
 //! `extend.lua`: owner-checked renewal of one or many locks in one call; or, on a server
 //! that offers it, the same renewal as one `SET key token IFEQ token PX ttl` per lock.
 
-use crate::command::Command;
+use crate::command::{Args, Command};
 use crate::{Reply, ServerError};
 
 use super::Script;
 
 /// A batch of renewals: per lock its key, owner token and ttl (`KEYS` and `ARGV` in the
 /// script's header).
+///
+/// Built in place: the keys and tokens go straight into the call's argument buffers (no
+/// string per lock), the TTLs are kept as numbers until the call is made.
 #[derive(Clone, Debug, Default)]
 pub struct ExtendArgs {
-    keys: Vec<String>,
-    tokens: Vec<String>,
+    keys: Args,
+    tokens: Args,
     ttls: Vec<u64>,
 }
+
+/// Bytes of a key name a batch's buffer is sized for up front (it grows past them).
+const KEY_BYTES: usize = 24;
 
 impl ExtendArgs {
     /// An empty batch with room for `n` locks.
     pub fn with_capacity(n: usize) -> Self {
-        Self { keys: Vec::with_capacity(n), tokens: Vec::with_capacity(n), ttls: Vec::with_capacity(n) }
+        Self {
+            keys: Args::with_capacity(n, n * KEY_BYTES),
+            tokens: Args::with_capacity(2 * n, n * (32 + 8)),
+            ttls: Vec::with_capacity(n),
+        }
     }
 
-    /// Adds a lock to the batch.
-    pub fn push(&mut self, key: &str, token: String, ttl_ms: u64) {
-        self.keys.push(key.to_owned());
+    /// Adds a lock to the batch: its key, owner token and ttl.
+    pub fn push(&mut self, key: &str, token: u128, ttl_ms: u64) {
+        self.keys.push(key);
+        self.tokens.push_hex(token);
+        self.ttls.push(ttl_ms);
+    }
+
+    /// Adds a lock whose owner token is already text.
+    pub fn push_text(&mut self, key: &str, token: &str, ttl_ms: u64) {
+        self.keys.push(key);
         self.tokens.push(token);
         self.ttls.push(ttl_ms);
     }
@@ -31,7 +48,9 @@ impl ExtendArgs {
     /// The script call.
     pub fn command(self) -> Command {
         let mut args = self.tokens;
-        args.extend(self.ttls.iter().map(u64::to_string));
+        for &ttl in &self.ttls {
+            args.push_u64(ttl);
+        }
         Command::Script { script: Script::Extend, keys: self.keys, args }
     }
 
@@ -40,10 +59,10 @@ impl ExtendArgs {
     /// the script's batch was never more than that either, its keys renewed one by one.
     pub fn set_ifeq_commands(self) -> Vec<Command> {
         self.keys
-            .into_iter()
-            .zip(self.tokens)
+            .iter()
+            .zip(self.tokens.iter())
             .zip(self.ttls)
-            .map(|((key, value), ttl_ms)| Command::SetIfEq { key, value, ttl_ms })
+            .map(|((key, value), ttl_ms)| Command::SetIfEq { key: key.to_owned(), value: value.to_owned(), ttl_ms })
             .collect()
     }
 }

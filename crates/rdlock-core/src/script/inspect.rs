@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::Reply;
-use crate::command::Command;
+use crate::command::{Args, Command};
 use crate::error::{InvalidInput, LockError};
 use crate::keys::LockKeys;
 
@@ -80,8 +80,8 @@ impl Inspection {
         let p = PermitKeys::derive(key);
         Ok(Command::Script {
             script: Script::Inspect,
-            keys: vec![p.holders, p.fence, p.queue, p.shares, p.capacity, value_key(key)],
-            args: vec![],
+            keys: vec![p.holders, p.fence, p.queue, p.shares, p.capacity, value_key(key)].into(),
+            args: Args::new(),
         })
     }
 
@@ -175,8 +175,8 @@ impl ForceReleaseArgs {
         let p = PermitKeys::derive(key);
         Ok(Command::Script {
             script: Script::ForceRelease,
-            keys: vec![p.holders, p.fence, p.queue, p.shares, p.capacity],
-            args: vec![self.fence_ttl.as_millis().to_string(), self.claim.as_millis().to_string()],
+            keys: vec![p.holders, p.fence, p.queue, p.shares, p.capacity].into(),
+            args: vec![self.fence_ttl.as_millis().to_string(), self.claim.as_millis().to_string()].into(),
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::command::Command;
+use crate::command::{Args, Command};
 use crate::keys::{LockKeys, Role};
 
 use super::{AcquireArgs, Script};
@@ -59,9 +59,9 @@ pub struct PermitArgs<'a> {
 impl PermitArgs<'_> {
     /// The script call.
     pub fn command(&self, keys: &PermitKeys) -> Command {
-        let mut args = self.attempt.args();
-        args.extend([self.capacity.to_string(), self.weight.to_string()]);
-        Command::Script { script: Script::PermitAcquire, keys: keys.all(), args }
+        let mut args = self.attempt.args(2);
+        args.push_u64(self.capacity.into()).push_u64(self.weight.into());
+        Command::Script { script: Script::PermitAcquire, keys: keys.all().into(), args }
     }
 
     /// The caller's queue entry, as the scripts store it.
@@ -90,14 +90,15 @@ impl PermitReleaseArgs<'_> {
     pub fn command(&self, keys: &PermitKeys) -> Command {
         Command::Script {
             script: Script::PermitRelease,
-            keys: keys.all(),
+            keys: keys.all().into(),
             args: vec![
                 self.token.to_owned(),
                 self.entry.to_owned(),
                 self.fence_ttl.as_millis().to_string(),
                 self.claim.as_millis().to_string(),
                 self.capacity.to_string(),
-            ],
+            ]
+            .into(),
         }
     }
 }
@@ -106,29 +107,43 @@ impl PermitReleaseArgs<'_> {
 /// [`super::ExtendReply`].
 #[derive(Clone, Debug, Default)]
 pub struct PermitExtendArgs {
-    keys: Vec<String>,
-    tokens: Vec<String>,
-    ttls: Vec<String>,
+    keys: Args,
+    tokens: Args,
+    ttls: Vec<u64>,
 }
 
 impl PermitExtendArgs {
     /// An empty batch with room for `n` shares.
     pub fn with_capacity(n: usize) -> Self {
-        Self { keys: Vec::with_capacity(3 * n), tokens: Vec::with_capacity(n), ttls: Vec::with_capacity(n) }
+        Self {
+            keys: Args::with_capacity(3 * n, 3 * n * 32),
+            tokens: Args::with_capacity(2 * n, n * (32 + 8)),
+            ttls: Vec::with_capacity(n),
+        }
     }
 
-    /// Adds a share to the batch.
-    pub fn push(&mut self, key: &str, token: String, ttl_ms: u64) {
+    /// Adds a share to the batch: its resource's key, owner token and ttl.
+    pub fn push(&mut self, key: &str, token: u128, ttl_ms: u64) {
         let keys = PermitKeys::derive(key);
-        self.keys.extend([keys.holders, keys.shares, keys.capacity]);
+        self.keys.push(&keys.holders).push(&keys.shares).push(&keys.capacity);
+        self.tokens.push_hex(token);
+        self.ttls.push(ttl_ms);
+    }
+
+    /// Adds a share whose owner token is already text.
+    pub fn push_text(&mut self, key: &str, token: &str, ttl_ms: u64) {
+        let keys = PermitKeys::derive(key);
+        self.keys.push(&keys.holders).push(&keys.shares).push(&keys.capacity);
         self.tokens.push(token);
-        self.ttls.push(ttl_ms.to_string());
+        self.ttls.push(ttl_ms);
     }
 
     /// The script call.
     pub fn command(self) -> Command {
         let mut args = self.tokens;
-        args.extend(self.ttls);
+        for &ttl in &self.ttls {
+            args.push_u64(ttl);
+        }
         Command::Script { script: Script::PermitExtend, keys: self.keys, args }
     }
 }
@@ -153,14 +168,15 @@ impl PermitChangeArgs<'_> {
     pub fn command(&self, keys: &PermitKeys) -> Command {
         Command::Script {
             script: Script::PermitChange,
-            keys: keys.all(),
+            keys: keys.all().into(),
             args: vec![
                 self.token.to_owned(),
                 self.weight.to_string(),
                 self.fence_ttl.as_millis().to_string(),
                 self.claim.as_millis().to_string(),
                 self.capacity.to_string(),
-            ],
+            ]
+            .into(),
         }
     }
 }

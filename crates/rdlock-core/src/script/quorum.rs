@@ -24,8 +24,8 @@ impl QuorumTakeArgs<'_> {
     pub fn command(&self, keys: &LockKeys) -> Command {
         Command::Script {
             script: Script::QuorumTake,
-            keys: vec![keys.lock.clone(), keys.fence.clone()],
-            args: vec![self.token.to_owned(), self.ttl.as_millis().to_string()],
+            keys: vec![keys.lock.clone(), keys.fence.clone()].into(),
+            args: vec![self.token.to_owned(), self.ttl.as_millis().to_string()].into(),
         }
     }
 }
@@ -82,8 +82,8 @@ impl QuorumFenceArgs<'_> {
     pub fn command(&self, keys: &LockKeys) -> Command {
         Command::Script {
             script: Script::QuorumFence,
-            keys: vec![keys.lock.clone(), keys.fence.clone()],
-            args: vec![self.token.to_owned(), self.fence.to_string(), self.fence_ttl.as_millis().to_string()],
+            keys: vec![keys.lock.clone(), keys.fence.clone()].into(),
+            args: vec![self.token.to_owned(), self.fence.to_string(), self.fence_ttl.as_millis().to_string()].into(),
         }
     }
 }

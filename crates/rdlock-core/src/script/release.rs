@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use crate::Reply;
-use crate::command::Command;
+use crate::command::{Args, Command};
 use crate::error::LockError;
 use crate::keys::LockKeys;
 
 use super::Script;
+use super::acquire::millis;
 
 /// The arguments of a queue-mode release (`ARGV` in `release.lua`).
 #[derive(Clone, Debug)]
@@ -26,16 +27,11 @@ pub struct ReleaseArgs<'a> {
 impl ReleaseArgs<'_> {
     /// The script call for the lock named by `keys`.
     pub fn command(&self, keys: &LockKeys) -> Command {
-        Command::Script {
-            script: Script::Release,
-            keys: vec![keys.lock.clone(), keys.fence.clone(), keys.queue.clone()],
-            args: vec![
-                self.token.to_owned(),
-                self.entry.to_owned(),
-                self.fence_ttl.as_millis().to_string(),
-                self.claim.as_millis().to_string(),
-            ],
-        }
+        let mut names = Args::with_capacity(3, 3 * keys.lock.len() + 16);
+        names.push(&keys.lock).push(&keys.fence).push(&keys.queue);
+        let mut args = Args::with_capacity(4, self.token.len() + self.entry.len() + 24);
+        args.push(self.token).push(self.entry).push_u64(millis(self.fence_ttl)).push_u64(millis(self.claim));
+        Command::Script { script: Script::Release, keys: names, args }
     }
 }
 
@@ -51,8 +47,8 @@ impl SharedReleaseArgs<'_> {
     pub fn command(&self, keys: &LockKeys) -> Command {
         Command::Script {
             script: Script::ReleaseShared,
-            keys: vec![keys.lock.clone(), keys.queue.clone()],
-            args: vec![self.token.to_owned(), keys.channel.clone()],
+            keys: vec![keys.lock.clone(), keys.queue.clone()].into(),
+            args: vec![self.token.to_owned(), keys.channel.clone()].into(),
         }
     }
 }

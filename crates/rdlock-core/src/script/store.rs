@@ -39,13 +39,14 @@ impl StoreArgs<'_> {
     pub fn command(&self, key: &str) -> Command {
         Command::ScriptWithValue {
             script: Script::Store,
-            keys: vec![key.to_owned(), value_key(key)],
+            keys: vec![key.to_owned(), value_key(key)].into(),
             args: vec![
                 self.token.to_owned(),
                 self.fence.to_string(),
                 self.max_value.to_string(),
                 self.value_ttl.map_or(0, |t| t.as_millis().max(1)).to_string(),
-            ],
+            ]
+            .into(),
             value: self.value.clone(),
         }
     }

@@ -317,7 +317,7 @@ impl Checker {
     pub fn on_transmit(&mut self, c: usize, req: &Request, live: impl Fn(&str) -> Option<LockId>, now: u64) {
         for cmd in &req.commands {
             if let Command::ScriptWithValue { script: Script::Store, keys, args, .. } = cmd {
-                self.store_sent(c, keys, args, &live, now);
+                self.store_sent(c, &keys.to_vec(), &args.to_vec(), &live, now);
                 continue;
             }
             if let Command::SetIfEq { key, value, .. } = cmd {
@@ -325,6 +325,7 @@ impl Checker {
                 continue;
             }
             let Command::Script { script, keys, args } = cmd else { continue };
+            let (keys, args) = (&keys.to_vec(), &args.to_vec());
             let script = &script.base();
             match script {
                 Script::Acquire

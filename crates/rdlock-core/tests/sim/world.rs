@@ -420,8 +420,8 @@ impl World {
                         |channel: &str| clients.iter().filter(|c| c.alive && c.channels.contains(channel)).count();
                     let (reply, fx) = self.fake.run_script_with_value(
                         script,
-                        &keys,
-                        &args,
+                        &keys.to_vec(),
+                        &args.to_vec(),
                         value.as_deref(),
                         self.now,
                         &mut self.dice,
