@@ -20,6 +20,7 @@
 //! (renewals), `releasing.rs`, and `shared.rs` (keys shared with foreign clients).
 
 mod acquiring;
+mod batch;
 mod downgrade;
 mod holding;
 mod lock;
@@ -146,10 +147,25 @@ pub struct LeaseView {
 enum Pending {
     Attempt(LockId),
     Release(LockId),
-    Renew { locks: Vec<LockId>, sent_at: Instant, wanted: u32, by_set: bool },
+    /// Releases of many locks in one `release_batch.lua` call.
+    Releases(Vec<LockId>),
+    /// Confirmations of heard hand-offs in one `confirm.lua` call.
+    Confirm {
+        locks: Vec<LockId>,
+    },
+    Renew {
+        locks: Vec<LockId>,
+        sent_at: Instant,
+        wanted: u32,
+        by_set: bool,
+    },
     Role(Node),
     Downgrade(LockId, OpId),
-    Store { lock: LockId, op: OpId, wanted: u32 },
+    Store {
+        lock: LockId,
+        op: OpId,
+        wanted: u32,
+    },
     Resent,
 }
 
@@ -204,6 +220,8 @@ pub struct Engine {
     /// when the driver follows failovers: [`Engine::remember_releases`]).
     recent: Option<recent::Recent>,
     transmits: VecDeque<Transmit>,
+    /// Releases and confirmations not sent yet, batched by route (`batch.rs`).
+    open: Vec<batch::Open>,
     events: VecDeque<LockEvent>,
     warnings: VecDeque<Warning>,
     /// Running totals for a driver's metrics.
@@ -253,6 +271,7 @@ impl Engine {
             primary: 0,
             recent,
             transmits: VecDeque::new(),
+            open: Vec::new(),
             events: VecDeque::new(),
             warnings: VecDeque::new(),
             stats: Stats::default(),
@@ -473,6 +492,8 @@ impl Engine {
         match pending {
             Pending::Attempt(lock) => self.on_attempt_reply(lock, id, reply, now),
             Pending::Release(lock) => self.on_release_reply(lock, id, reply, now),
+            Pending::Releases(locks) => self.on_releases_reply(&locks, id, reply, now),
+            Pending::Confirm { locks } => self.on_confirm_reply(&locks, id, reply, now),
             Pending::Renew { locks, sent_at, wanted, by_set } => {
                 self.on_renew_reply(&locks, id, (sent_at, wanted, by_set), reply, now)
             }
@@ -574,8 +595,12 @@ impl Engine {
 
     // ---------------------------------------------------------------- outputs
 
-    /// The next thing to send.
+    /// The next thing to send. Releases and hand-off confirmations made since the last call
+    /// leave batched (one request per route) once everything queued before them has gone.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.transmits.is_empty() {
+            self.flush_batches();
+        }
         self.transmits.pop_front()
     }
 
@@ -606,7 +631,16 @@ impl Engine {
         self.events.push_back(LockEvent { lock: id, op: None, event });
     }
 
-    fn request(&mut self, route: Route, mut commands: Vec<Command>, pending: Pending) -> RequestId {
+    fn request(&mut self, route: Route, commands: Vec<Command>, pending: Pending) -> RequestId {
+        // Requests leave in the order they were made: batches opened before this one first.
+        self.flush_batches();
+        let id = RequestId(self.next_req);
+        self.next_req += 1;
+        self.queue_request(id, route, commands, pending);
+        id
+    }
+
+    fn queue_request(&mut self, id: RequestId, route: Route, mut commands: Vec<Command>, pending: Pending) {
         if self.config.cluster {
             // A cluster's scripts announce on sharded channels.
             for command in &mut commands {
@@ -615,11 +649,8 @@ impl Engine {
                 }
             }
         }
-        let id = RequestId(self.next_req);
-        self.next_req += 1;
         self.pending.insert(id, pending);
         self.transmits.push_back(Transmit::Request(Request { id, route, commands }));
-        id
     }
 
     /// What the engine knows of `node`'s primary.

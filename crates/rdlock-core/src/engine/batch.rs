@@ -1,0 +1,175 @@
+//! Batches: releases, and confirmations of heard hand-offs, made before the driver asks for
+//! the next transmit leave as one script call per route (in a cluster a route is one slot),
+//! the way renewals do. A mass release (every guard dropped at once, or many hand-offs heard
+//! at once) so costs one request per batch instead of one per lock; a lone release or
+//! confirmation leaves at once, alone, when the driver drains the engine after the call that
+//! made it: nothing waits to be batched. Any other request first sends the open batches, so
+//! requests leave in the order they were made.
+
+use std::time::Instant;
+
+use super::acquiring::Attempt;
+use super::lock::{InFlight, Phase, Step};
+use super::releasing::{queue_entry, release_command};
+use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending};
+use crate::command::{RequestId, Route};
+use crate::error::LockError;
+use crate::keys::LockKeys;
+use crate::machine::Then;
+use crate::reply::{Reply, TransportError};
+use crate::script::{ConfirmArgs, ConfirmReply, Mode, ReleaseBatchArgs};
+use crate::token::hex;
+
+/// What a batch carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// Queue-mode releases of plain locks (`release.lua`, or `release_batch.lua` for many).
+    Release,
+    /// Confirmations of heard hand-offs (`confirm.lua`).
+    Confirm,
+}
+
+/// A batch not sent yet; its request id is given when it opens, so that its locks can name it.
+#[derive(Debug)]
+pub(super) struct Open {
+    kind: Kind,
+    route: Route,
+    req: RequestId,
+    locks: Vec<LockId>,
+}
+
+impl Engine {
+    /// Adds `id` to the open batch of `kind` on `route` (opening one when there is none with
+    /// room); returns the batch's request.
+    fn batched(&mut self, kind: Kind, route: Route, id: LockId) -> RequestId {
+        let max = self.config.max_renew_batch.max(1);
+        if let Some(b) = self.open.iter_mut().rev().find(|b| b.kind == kind && b.route == route && b.locks.len() < max)
+        {
+            b.locks.push(id);
+            return b.req;
+        }
+        let req = RequestId(self.next_req);
+        self.next_req += 1;
+        self.open.push(Open { kind, route, req, locks: vec![id] });
+        req
+    }
+
+    /// Queues the open batches' requests: one lock's release is `release.lua` as it always
+    /// was, more are one `release_batch.lua` call.
+    pub(super) fn flush_batches(&mut self) {
+        for b in std::mem::take(&mut self.open) {
+            let locks: Vec<LockId> = b.locks.into_iter().filter(|id| self.locks.contains_key(id)).collect();
+            let (command, pending) = match (b.kind, locks.as_slice()) {
+                (_, []) => continue,
+                (Kind::Release, [id]) => (release_command(&self.locks[id], self.client), Pending::Release(*id)),
+                (Kind::Release, _) => {
+                    let mut batch = ReleaseBatchArgs::new(locks.len(), FENCE_TTL, HANDOFF_CLAIM);
+                    for id in &locks {
+                        let lock = &self.locks[id];
+                        let (token, entry) = queue_entry(lock, self.client);
+                        batch.push(LockKeys::derive(&lock.key), token, entry);
+                    }
+                    (batch.command(), Pending::Releases(locks))
+                }
+                (Kind::Confirm, _) => {
+                    let mut batch = ConfirmArgs::with_capacity(locks.len());
+                    for id in &locks {
+                        let lock = &self.locks[id];
+                        batch.push(LockKeys::derive(&lock.key), hex(lock.token), lock.opts.ttl_ms());
+                    }
+                    (batch.command(), Pending::Confirm { locks })
+                }
+            };
+            self.queue_request(b.req, b.route, vec![command], pending);
+        }
+    }
+
+    /// Sends the release of `id` in the open batch of its route.
+    pub(super) fn batch_release(&mut self, id: LockId) {
+        let Some(route) = self.locks.get(&id).map(|l| l.route) else { return };
+        let req = self.batched(Kind::Release, route, id);
+        if let Some(Phase::Releasing(r)) = self.locks.get_mut(&id).map(|l| &mut l.phase) {
+            r.sent(req);
+        }
+        self.reschedule(id);
+    }
+
+    /// Sends the confirmation of the heard hand-off of `id` in the open batch of its route:
+    /// in flight like an attempt, its lease counts from now (`docs/protocol.md`, *Validity*).
+    pub(super) fn send_confirm(&mut self, id: LockId, now: Instant) {
+        let Some(route) = self.locks.get(&id).map(|l| l.route) else { return };
+        let req = self.batched(Kind::Confirm, route, id);
+        let primary = self.epoch(route.node);
+        self.set_step(id, Step::InFlight(InFlight { req, sent_at: now, sent_subscribed: true, wanted: 0, primary }));
+    }
+
+    /// A batch of releases answered: each lock reads its own reply as it would read
+    /// `release.lua`'s.
+    pub(super) fn on_releases_reply(
+        &mut self,
+        ids: &[LockId],
+        req: RequestId,
+        reply: Result<Vec<Reply>, TransportError>,
+        now: Instant,
+    ) {
+        let replies = reply.map(|r| ReleaseBatchArgs::split(r.first(), ids.len()));
+        for (i, &id) in ids.iter().enumerate() {
+            let one = match &replies {
+                Ok(r) => Ok(r[i].iter().cloned().collect()),
+                Err(e) => Err(e.clone()),
+            };
+            self.on_release_reply(id, req, one, now);
+        }
+    }
+
+    /// A batch of confirmations answered: a lock whose key was its own holds it from the
+    /// batch's send time with the counter's fence, as after an attempt that found it so; one
+    /// whose key was not attempts as usual (its claim lapsed, or it was passed on).
+    pub(super) fn on_confirm_reply(
+        &mut self,
+        ids: &[LockId],
+        req: RequestId,
+        reply: Result<Vec<Reply>, TransportError>,
+        now: Instant,
+    ) {
+        let results = reply.map_err(LockError::from).and_then(|r| match r.first() {
+            Some(Reply::Error(e)) => Err(LockError::Server(e.clone())),
+            first => ConfirmReply::parse(first, ids.len())
+                .ok_or_else(|| LockError::UnexpectedReply(format!("confirm: {first:?}"))),
+        });
+        for (i, &id) in ids.iter().enumerate() {
+            let Some(a) = self.locks.get_mut(&id).and_then(|l| l.acquisition()) else { continue };
+            let Step::InFlight(sent) = a.step else { continue };
+            if sent.req != req {
+                continue;
+            }
+            let outcome = match &results {
+                Err(e) => Err(e.clone()),
+                // The counter goes only forward: a fence at or below one seen is a server the
+                // protocol cannot trust, as for an attempt.
+                Ok(r) => match r[i] {
+                    Some(f) if f <= a.waiter.seen_fence => Err(LockError::UnexpectedReply(format!(
+                        "confirm: fence {f} is not above {}, one already seen",
+                        a.waiter.seen_fence
+                    ))),
+                    Some(fence) => Ok(Attempt::Taken { fence, acked: 0 }),
+                    None if a.abandoned => {
+                        self.send_release(id, Then::Silent, now);
+                        continue;
+                    }
+                    None => {
+                        self.send_attempt(id, Mode::Retry, now);
+                        continue;
+                    }
+                },
+            };
+            self.attempt_answered(id, sent, outcome, None, now);
+        }
+    }
+}
+
+/// Whether a lock's release can go in a batch: a plain queue-mode lock with no value to
+/// store first (its release is one `release.lua` call, nothing else).
+pub(super) fn batches_release(lock: &super::lock::Lock) -> bool {
+    lock.write_back.is_none() && lock.resource.share().is_none() && lock.opts.sharing == crate::options::Sharing::Queue
+}
