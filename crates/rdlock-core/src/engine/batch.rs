@@ -1,10 +1,12 @@
-//! Batches: releases, and confirmations of heard hand-offs, made before the driver asks for
-//! the next transmit leave as one script call per route (in a cluster a route is one slot),
-//! the way renewals do. A mass release (every guard dropped at once, or many hand-offs heard
-//! at once) so costs one request per batch instead of one per lock; a lone release or
-//! confirmation leaves at once, alone, when the driver drains the engine after the call that
-//! made it: nothing waits to be batched. Any other request first sends the open batches, so
-//! requests leave in the order they were made.
+//! Batches: releases, and confirmations of heard hand-offs, leave as one script call per
+//! route (in a cluster a route is one slot) for as many locks as are waiting to go, the way
+//! renewals do. A release or confirmation leaves at once, alone, as it always did, while fewer
+//! than [`IN_FLIGHT`] of its kind are in flight on its route; beyond that it waits for one of
+//! them to be answered, in the open batch, with every other lock that comes meanwhile. A mass
+//! release (every guard of a client let go at once, or as many hand-offs heard at once) so
+//! costs one request per few hundred locks instead of one per lock, and a lone one costs what
+//! it did. Nothing else waits for a batch: other requests leave as they are made (a lock with
+//! a release waiting sends nothing else).
 
 use std::time::Instant;
 
@@ -28,6 +30,10 @@ pub(super) enum Kind {
     /// Confirmations of heard hand-offs (`confirm.lua`).
     Confirm,
 }
+
+/// Requests of one kind in flight on one route beyond which the next waits, batched: a
+/// round trip's worth of locks then leaves in one call.
+const IN_FLIGHT: u32 = 2;
 
 /// A batch not sent yet; its request id is given when it opens, so that its locks can name it.
 #[derive(Debug)]
@@ -54,33 +60,70 @@ impl Engine {
         req
     }
 
-    /// Queues the open batches' requests: one lock's release is `release.lua` as it always
-    /// was, more are one `release_batch.lua` call.
+    /// Queues the requests of the open batches that may leave: one lock's release is
+    /// `release.lua` as it always was, more are one `release_batch.lua` call.
     pub(super) fn flush_batches(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
         for b in std::mem::take(&mut self.open) {
+            if self.batches_in_flight(b.kind, b.route) >= IN_FLIGHT {
+                self.open.push(b);
+                continue;
+            }
             let locks: Vec<LockId> = b.locks.into_iter().filter(|id| self.locks.contains_key(id)).collect();
-            let (command, pending) = match (b.kind, locks.as_slice()) {
+            let (route, n) = (b.route, locks.len());
+            let command = match (b.kind, locks.as_slice()) {
                 (_, []) => continue,
-                (Kind::Release, [id]) => (release_command(&self.locks[id], self.client), Pending::Release(*id)),
+                (Kind::Release, [id]) => release_command(&self.locks[id], self.client),
                 (Kind::Release, _) => {
-                    let mut batch = ReleaseBatchArgs::new(locks.len(), FENCE_TTL, HANDOFF_CLAIM);
+                    let mut batch = ReleaseBatchArgs::new(n, FENCE_TTL, HANDOFF_CLAIM);
                     for id in &locks {
                         let lock = &self.locks[id];
                         let (token, entry) = queue_entry(lock, self.client);
                         batch.push(LockKeys::derive(&lock.key), token, entry);
                     }
-                    (batch.command(), Pending::Releases(locks))
+                    batch.command()
                 }
                 (Kind::Confirm, _) => {
-                    let mut batch = ConfirmArgs::with_capacity(locks.len());
+                    let mut batch = ConfirmArgs::with_capacity(n);
                     for id in &locks {
                         let lock = &self.locks[id];
                         batch.push(LockKeys::derive(&lock.key), hex(lock.token), lock.opts.ttl_ms());
                     }
-                    (batch.command(), Pending::Confirm { locks })
+                    batch.command()
                 }
             };
-            self.queue_request(b.req, b.route, vec![command], pending);
+            let pending = match b.kind {
+                Kind::Release => Pending::Releases { locks, route },
+                Kind::Confirm => Pending::Confirm { locks, route },
+            };
+            *self.in_flight_entry(b.kind, route) += 1;
+            self.queue_request(b.req, route, vec![command], pending);
+        }
+    }
+
+    fn batches_in_flight(&self, kind: Kind, route: Route) -> u32 {
+        self.in_flight.iter().find(|(k, _)| *k == (kind, route)).map_or(0, |(_, n)| *n)
+    }
+
+    fn in_flight_entry(&mut self, kind: Kind, route: Route) -> &mut u32 {
+        let i = match self.in_flight.iter().position(|(k, _)| *k == (kind, route)) {
+            Some(i) => i,
+            None => {
+                self.in_flight.push(((kind, route), 0));
+                self.in_flight.len() - 1
+            }
+        };
+        &mut self.in_flight[i].1
+    }
+
+    /// A batch's request is answered (or failed): the next may leave.
+    pub(super) fn batch_answered(&mut self, kind: Kind, route: Route) {
+        let n = self.in_flight_entry(kind, route);
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.in_flight.retain(|(k, _)| *k != (kind, route));
         }
     }
 
@@ -112,6 +155,11 @@ impl Engine {
         reply: Result<Vec<Reply>, TransportError>,
         now: Instant,
     ) {
+        if let [id] = ids {
+            // One lock's `release.lua`, read as ever.
+            self.on_release_reply(*id, req, reply, now);
+            return;
+        }
         let replies = reply.map(|r| ReleaseBatchArgs::split(r.first(), ids.len()));
         for (i, &id) in ids.iter().enumerate() {
             let one = match &replies {

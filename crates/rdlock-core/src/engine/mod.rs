@@ -147,11 +147,15 @@ pub struct LeaseView {
 enum Pending {
     Attempt(LockId),
     Release(LockId),
-    /// Releases of many locks in one `release_batch.lua` call.
-    Releases(Vec<LockId>),
+    /// Releases of one lock (`release.lua`) or many (`release_batch.lua`), batched.
+    Releases {
+        locks: Vec<LockId>,
+        route: Route,
+    },
     /// Confirmations of heard hand-offs in one `confirm.lua` call.
     Confirm {
         locks: Vec<LockId>,
+        route: Route,
     },
     Renew {
         locks: Vec<LockId>,
@@ -222,6 +226,8 @@ pub struct Engine {
     transmits: VecDeque<Transmit>,
     /// Releases and confirmations not sent yet, batched by route (`batch.rs`).
     open: Vec<batch::Open>,
+    /// Batches in flight, per kind and route.
+    in_flight: Vec<((batch::Kind, Route), u32)>,
     events: VecDeque<LockEvent>,
     warnings: VecDeque<Warning>,
     /// Running totals for a driver's metrics.
@@ -272,6 +278,7 @@ impl Engine {
             recent,
             transmits: VecDeque::new(),
             open: Vec::new(),
+            in_flight: Vec::new(),
             events: VecDeque::new(),
             warnings: VecDeque::new(),
             stats: Stats::default(),
@@ -492,8 +499,14 @@ impl Engine {
         match pending {
             Pending::Attempt(lock) => self.on_attempt_reply(lock, id, reply, now),
             Pending::Release(lock) => self.on_release_reply(lock, id, reply, now),
-            Pending::Releases(locks) => self.on_releases_reply(&locks, id, reply, now),
-            Pending::Confirm { locks } => self.on_confirm_reply(&locks, id, reply, now),
+            Pending::Releases { locks, route } => {
+                self.batch_answered(batch::Kind::Release, route);
+                self.on_releases_reply(&locks, id, reply, now)
+            }
+            Pending::Confirm { locks, route } => {
+                self.batch_answered(batch::Kind::Confirm, route);
+                self.on_confirm_reply(&locks, id, reply, now)
+            }
             Pending::Renew { locks, sent_at, wanted, by_set } => {
                 self.on_renew_reply(&locks, id, (sent_at, wanted, by_set), reply, now)
             }
@@ -595,8 +608,8 @@ impl Engine {
 
     // ---------------------------------------------------------------- outputs
 
-    /// The next thing to send. Releases and hand-off confirmations made since the last call
-    /// leave batched (one request per route) once everything queued before them has gone.
+    /// The next thing to send. Releases and hand-off confirmations leave batched, one request
+    /// per route, after what was queued before them (`batch.rs`).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if self.transmits.is_empty() {
             self.flush_batches();
@@ -632,8 +645,6 @@ impl Engine {
     }
 
     fn request(&mut self, route: Route, commands: Vec<Command>, pending: Pending) -> RequestId {
-        // Requests leave in the order they were made: batches opened before this one first.
-        self.flush_batches();
         let id = RequestId(self.next_req);
         self.next_req += 1;
         self.queue_request(id, route, commands, pending);
