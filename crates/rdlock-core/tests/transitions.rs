@@ -286,6 +286,26 @@ fn releases_made_together_leave_in_one_call_and_a_lone_one_alone() {
 }
 
 #[test]
+fn a_release_waits_for_two_stalled_ones_a_millisecond_at_most() {
+    // Two releases in flight on a stalled server (answered only at their response timeout):
+    // the third waits 1 ms for them, then leaves anyway. (It waited for their timeout, and a
+    // caller's release took that long: `calls_return_by_their_deadline_while_the_server_stalls`.)
+    let mut h = H::new();
+    let ids: Vec<LockId> = (0..3).map(|i| h.held(&format!("k{i}"), opts(1000)).0).collect();
+    let mut sent = Vec::new();
+    for id in &ids {
+        h.e.release(*id, h.now).expect("held");
+        sent.extend(h.sent());
+    }
+    assert_eq!(sent.len(), 2);
+    assert!(h.e.poll_timeout().is_some_and(|t| t <= h.now + ms(1)));
+    h.advance(ms(1));
+    h.fire();
+    let third = h.one();
+    assert_eq!((script(&third).0, script(&third).1[0].as_str()), (Script::Release, "k2"));
+}
+
+#[test]
 fn releases_beyond_two_in_flight_wait_for_one_and_leave_together() {
     // Drained after each call (a driver serving one caller after another): the first two
     // leave alone; the rest wait for one of them to be answered, then leave as one call.

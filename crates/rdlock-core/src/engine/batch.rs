@@ -2,18 +2,20 @@
 //! route (in a cluster a route is one slot) for as many locks as are waiting to go, the way
 //! renewals do. A release or confirmation leaves at once, alone, as it always did, while fewer
 //! than [`IN_FLIGHT`] of its kind are in flight on its route; beyond that it waits for one of
-//! them to be answered, in the open batch, with every other lock that comes meanwhile. A mass
+//! them to be answered, or [`WAIT`] at most (a stalled server answers nothing until its
+//! response timeout), in the open batch, with every other lock that comes meanwhile. A mass
 //! release (every guard of a client let go at once, or as many hand-offs heard at once) so
 //! costs one request per few hundred locks instead of one per lock, and a lone one costs what
 //! it did. Nothing else waits for a batch: other requests leave as they are made (a lock with
 //! a release waiting sends nothing else).
 
-use std::time::Instant;
+use std::cmp::Reverse;
+use std::time::{Duration, Instant};
 
 use super::acquiring::Attempt;
 use super::lock::{InFlight, Phase, Step};
 use super::releasing::{queue_entry, release_command};
-use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending};
+use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending, TimerKey};
 use crate::command::{RequestId, Route};
 use crate::error::LockError;
 use crate::keys::LockKeys;
@@ -35,6 +37,10 @@ pub(super) enum Kind {
 /// round trip's worth of locks then leaves in one call.
 const IN_FLIGHT: u32 = 2;
 
+/// The longest a batch waits for a request in flight to be answered: a caller's release is
+/// never held back by a stalled one's response timeout.
+const WAIT: Duration = Duration::from_millis(1);
+
 /// A batch not sent yet; its request id is given when it opens, so that its locks can name it.
 #[derive(Debug)]
 pub(super) struct Open {
@@ -47,7 +53,7 @@ pub(super) struct Open {
 impl Engine {
     /// Adds `id` to the open batch of `kind` on `route` (opening one when there is none with
     /// room); returns the batch's request.
-    fn batched(&mut self, kind: Kind, route: Route, id: LockId) -> RequestId {
+    fn batched(&mut self, kind: Kind, route: Route, id: LockId, now: Instant) -> RequestId {
         let max = self.config.max_renew_batch.max(1);
         if let Some(b) = self.open.iter_mut().rev().find(|b| b.kind == kind && b.route == route && b.locks.len() < max)
         {
@@ -57,17 +63,19 @@ impl Engine {
         let req = RequestId(self.next_req);
         self.next_req += 1;
         self.open.push(Open { kind, route, req, locks: vec![id] });
+        self.timers.push(Reverse((now + WAIT, TimerKey::Batches)));
         req
     }
 
-    /// Queues the requests of the open batches that may leave: one lock's release is
-    /// `release.lua` as it always was, more are one `release_batch.lua` call.
-    pub(super) fn flush_batches(&mut self) {
+    /// Queues the requests of the open batches that may leave (`all`: every one, their wait
+    /// is over): one lock's release is `release.lua` as it always was, more are one
+    /// `release_batch.lua` call.
+    pub(super) fn flush_batches(&mut self, all: bool) {
         if self.open.is_empty() {
             return;
         }
         for b in std::mem::take(&mut self.open) {
-            if self.batches_in_flight(b.kind, b.route) >= IN_FLIGHT {
+            if !all && self.batches_in_flight(b.kind, b.route) >= IN_FLIGHT {
                 self.open.push(b);
                 continue;
             }
@@ -128,9 +136,9 @@ impl Engine {
     }
 
     /// Sends the release of `id` in the open batch of its route.
-    pub(super) fn batch_release(&mut self, id: LockId) {
+    pub(super) fn batch_release(&mut self, id: LockId, now: Instant) {
         let Some(route) = self.locks.get(&id).map(|l| l.route) else { return };
-        let req = self.batched(Kind::Release, route, id);
+        let req = self.batched(Kind::Release, route, id, now);
         if let Some(Phase::Releasing(r)) = self.locks.get_mut(&id).map(|l| &mut l.phase) {
             r.sent(req);
         }
@@ -141,7 +149,7 @@ impl Engine {
     /// in flight like an attempt, its lease counts from now (`docs/protocol.md`, *Validity*).
     pub(super) fn send_confirm(&mut self, id: LockId, now: Instant) {
         let Some(route) = self.locks.get(&id).map(|l| l.route) else { return };
-        let req = self.batched(Kind::Confirm, route, id);
+        let req = self.batched(Kind::Confirm, route, id, now);
         let primary = self.epoch(route.node);
         self.set_step(id, Step::InFlight(InFlight { req, sent_at: now, sent_subscribed: true, wanted: 0, primary }));
     }

@@ -193,6 +193,8 @@ struct Shard {
 enum TimerKey {
     Lock(LockId),
     Linger,
+    /// Open batches stop waiting for an answer (`batch.rs`).
+    Batches,
 }
 
 /// All locks of one client. See the crate documentation for the run loop.
@@ -612,7 +614,7 @@ impl Engine {
     /// per route, after what was queued before them (`batch.rs`).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if self.transmits.is_empty() {
-            self.flush_batches();
+            self.flush_batches(false);
         }
         self.transmits.pop_front()
     }

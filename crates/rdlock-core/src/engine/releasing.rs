@@ -28,14 +28,14 @@ impl Engine {
         let give_up = now.checked_add(lock.opts.ttl).unwrap_or(now);
         let release = Release::new(valid_at_start, then, give_up, lock.unsure);
         self.set_phase(id, Phase::Releasing(release));
-        self.resend_release(id);
+        self.resend_release(id, now);
     }
 
     /// Sends the release script (again).
-    pub(super) fn resend_release(&mut self, id: LockId) {
+    pub(super) fn resend_release(&mut self, id: LockId, now: Instant) {
         let Some(lock) = self.locks.get(&id) else { return };
         if super::batch::batches_release(lock) {
-            self.batch_release(id);
+            self.batch_release(id, now);
             return;
         }
         let command = release_command(lock, self.client);
