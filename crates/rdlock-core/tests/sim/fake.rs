@@ -793,7 +793,7 @@ impl Fake {
     fn release_batch(&mut self, keys: &[String], args: &[String], fx: &mut Effects<'_>) -> R<Reply> {
         // n = #KEYS / 3 (a whole number, at least 1); #ARGV == 2 + 2n; ms_arg(1, 2)
         let n = keys.len() / 3;
-        if n < 1 || keys.len() % 3 != 0 || args.len() != 2 + 2 * n {
+        if n < 1 || !keys.len().is_multiple_of(3) || args.len() != 2 + 2 * n {
             return Err(fail("release takes 3 keys and 2 arguments per lock"));
         }
         if !ms_arg(&args[0]) || !ms_arg(&args[1]) {
@@ -813,7 +813,7 @@ impl Fake {
     /// `confirm.lua`: per lock its fence when the key holds its token (extended), else 0.
     fn confirm(&mut self, keys: &[String], args: &[String]) -> R<Reply> {
         let n = keys.len() / 2;
-        if n < 1 || keys.len() % 2 != 0 || args.len() != 2 * n {
+        if n < 1 || !keys.len().is_multiple_of(2) || args.len() != 2 * n {
             return Err(fail("confirm takes 2 keys and a token and a ttl per lock"));
         }
         if !args[n..].iter().all(|t| ms_arg(t)) {
