@@ -48,6 +48,9 @@ pub(super) struct Open {
     route: Route,
     req: RequestId,
     locks: Vec<LockId>,
+    /// When it opened; whether its wait's timer is set (only once it is held back).
+    opened: Instant,
+    timed: bool,
 }
 
 impl Engine {
@@ -62,8 +65,7 @@ impl Engine {
         }
         let req = RequestId(self.next_req);
         self.next_req += 1;
-        self.open.push(Open { kind, route, req, locks: vec![id] });
-        self.timers.push(Reverse((now + WAIT, TimerKey::Batches)));
+        self.open.push(Open { kind, route, req, locks: vec![id], opened: now, timed: false });
         req
     }
 
@@ -74,8 +76,13 @@ impl Engine {
         if self.open.is_empty() {
             return;
         }
-        for b in std::mem::take(&mut self.open) {
+        for mut b in std::mem::take(&mut self.open) {
             if !all && self.batches_in_flight(b.kind, b.route) >= IN_FLIGHT {
+                // Held back: it leaves at the next answer, or when its wait is over. (A
+                // batch that leaves at once sets no timer: a lone release wakes nothing.)
+                if !std::mem::replace(&mut b.timed, true) {
+                    self.timers.push(Reverse((b.opened + WAIT, TimerKey::Batches)));
+                }
                 self.open.push(b);
                 continue;
             }
