@@ -9,20 +9,23 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// follows. When a script changes, update `sim/fake.rs` to match it, then these.
 /// A cluster variant (`Sharded*`) is followed as its base, `SPUBLISH` counted like `PUBLISH`
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
-const FOLLOWED: [(Script, u64); 13] = [
-    (Script::Acquire, 16_702_804_318_965_135_661),
-    (Script::Release, 15_152_955_530_990_697_697),
+const FOLLOWED: [(Script, u64); 16] = [
+    (Script::Acquire, 12_017_086_911_805_977_431),
+    (Script::Release, 4_801_865_683_704_194_623),
+    (Script::ReleaseBatch, 3_428_173_579_428_408_963),
+    (Script::Confirm, 3_443_293_831_493_250_812),
     (Script::Extend, 14_220_457_821_182_822_727),
-    (Script::PermitAcquire, 4_151_963_043_965_379_984),
-    (Script::PermitRelease, 12_836_078_912_115_926_547),
+    (Script::PermitAcquire, 8_179_952_755_698_817_902),
+    (Script::PermitRelease, 4_909_124_758_983_389_697),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
-    (Script::PermitChange, 2_800_472_890_491_534_551),
-    (Script::Store, 1_494_762_693_412_956_569),
-    (Script::ShardedAcquire, 4_075_970_399_146_548_792),
-    (Script::ShardedRelease, 2_156_965_037_404_019_622),
-    (Script::ShardedPermitAcquire, 13_452_746_341_931_654_585),
-    (Script::ShardedPermitRelease, 11_885_824_195_678_648_178),
-    (Script::ShardedPermitChange, 15_091_088_212_345_305_026),
+    (Script::PermitChange, 18_111_944_855_686_620_561),
+    (Script::Store, 10_948_036_799_519_955_511),
+    (Script::ShardedAcquire, 2_791_499_449_770_448_350),
+    (Script::ShardedRelease, 7_947_525_429_534_646_784),
+    (Script::ShardedReleaseBatch, 13_999_340_496_849_550_216),
+    (Script::ShardedPermitAcquire, 15_916_873_844_320_743_467),
+    (Script::ShardedPermitRelease, 10_336_170_819_326_088_260),
+    (Script::ShardedPermitChange, 5_755_836_020_492_723_608),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.

@@ -245,9 +245,19 @@ impl Harness {
                         m.release_sent |=
                             matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease);
                     }
+                    // A batch: per lock what a release or an attempt is.
+                    Script::ReleaseBatch | Script::Confirm => {
+                        let (per, skip, step) = if *script == Script::Confirm { (2, 0, 1) } else { (3, 2, 2) };
+                        for (key, token) in keys.iter().step_by(per).zip(args.iter().skip(skip).step_by(step)) {
+                            let m = self.locks.get_mut(&self.by_key[key]).expect("modelled");
+                            prop_assert!(m.token.get_or_insert_with(|| token.clone()) == token, "token changed");
+                            m.release_sent |= *script == Script::ReleaseBatch;
+                        }
+                    }
                     Script::Store => prop_assert!(false, "a store without its value apart"),
                     Script::ShardedAcquire
                     | Script::ShardedRelease
+                    | Script::ShardedReleaseBatch
                     | Script::ShardedReleaseShared
                     | Script::ShardedPermitAcquire
                     | Script::ShardedPermitRelease
@@ -402,6 +412,18 @@ impl Harness {
                     if let Some(AcquireReply::Granted { fence }) = replies.first().and_then(AcquireReply::parse) {
                         let id = self.by_key[&keys[0]];
                         self.locks.get_mut(&id).expect("modelled").offered.push(fence);
+                    }
+                }
+                // A confirmation grants each lock the fence its item names (0: not held).
+                if let (Ok(replies), Some(Command::Script { script: Script::Confirm, keys, .. })) =
+                    (&reply, req.commands.first().map(base).as_ref())
+                    && let Some(items) = replies.first().and_then(Reply::as_array)
+                {
+                    for (key, item) in keys.iter().step_by(2).zip(items) {
+                        if let Some(fence) = item.as_int().and_then(|f| u64::try_from(f).ok()).filter(|&f| f > 0) {
+                            let id = self.by_key[key];
+                            self.locks.get_mut(&id).expect("modelled").offered.push(fence);
+                        }
                     }
                 }
                 self.e.handle_reply(req.id, reply, self.now).map_err(|e| TestCaseError::fail(format!("{e}")))?;
@@ -577,6 +599,13 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
             } => Reply::Int(next().clamp(0, 2)),
             Command::Script { script: Script::Extend, keys, .. } => {
                 Reply::Array(keys.iter().map(|_| Reply::Int(next().clamp(0, 1))).collect())
+            }
+            Command::Script { script: Script::ReleaseBatch, keys, .. } => {
+                Reply::Array((0..keys.len() / 3).map(|_| Reply::Int(next().clamp(0, 2))).collect())
+            }
+            // Per lock a fence (any number: the engine checks it) or 0.
+            Command::Script { script: Script::Confirm, keys, .. } => {
+                Reply::Array((0..keys.len() / 2).map(|_| Reply::Int(next().abs() % 3 * next().abs())).collect())
             }
             Command::Script { script: Script::PermitExtend, keys, .. } => {
                 Reply::Array((0..keys.len() / 3).map(|_| Reply::Int(next().clamp(0, 1))).collect())
@@ -757,6 +786,7 @@ proptest! {
                     }
                     Command::Script { script: Script::Acquire, .. } => Reply::Array(vec![Reply::Int(1), Reply::Int(9)]),
                     Command::Script { script: Script::Extend, keys, .. } => Reply::Array(keys.iter().map(|_| Reply::Int(1)).collect()),
+                    Command::Script { script: Script::Confirm, .. } => Reply::Array(vec![Reply::Int(9)]),
                     Command::Script { .. } | Command::ScriptWithValue { .. } => Reply::Int(1),
                     Command::Wait { replicas, .. } => Reply::Int(i64::from(*replicas)),
                     Command::WaitAof { replicas, .. } => Reply::Array(vec![Reply::Int(1), Reply::Int(i64::from(*replicas))]),

@@ -202,8 +202,8 @@ fn a_heard_hand_off_is_held_at_once_from_the_last_attempt_that_saw_another_holde
 #[test]
 fn a_hand_off_heard_with_less_than_half_its_ttl_left_is_confirmed_first() {
     // No attempt for 600 ms of a 1 s TTL (a stretched poll): the lease would start half
-    // spent, so the waiter confirms (the idempotent attempt extends the key to its TTL) and
-    // holds the lock from the confirmation's send time.
+    // spent, so the waiter confirms (`confirm.lua` extends the key to its TTL while it is its
+    // own, and reads the fence) and holds the lock from the confirmation's send time.
     let mut h = H::new();
     let o = opts(1000);
     let (_, tok) = h.queued("orders", o, None);
@@ -212,30 +212,118 @@ fn a_hand_off_heard_with_less_than_half_its_ttl_left_is_confirmed_first() {
     assert!(h.events().is_empty(), "not held yet");
     let confirm = h.one();
     let (script, keys, a) = script(&confirm);
-    assert_eq!((script, a[2].as_str()), (Script::Acquire, "retry"));
-    assert_eq!(keys[0], "orders");
-    assert_eq!(a[5], rdlock_core::HANDOFF_CLAIM.as_millis().to_string(), "hand-offs it makes claim too");
+    assert_eq!(script, Script::Confirm);
+    assert_eq!((keys[0].as_str(), &a[..]), ("orders", &[tok.clone(), "1000".to_owned()][..]));
     let sent_at = h.now;
     h.advance(ms(2));
-    h.reply(&confirm, pair(1, 77));
+    h.reply(&confirm, vec![Reply::Array(vec![Reply::Int(77)])]);
     assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: o.valid_until(sent_at) }]);
 }
 
 #[test]
 fn a_claim_that_lapsed_before_the_confirmation_keeps_the_waiter_waiting() {
-    // Paused past its claim: the confirmation finds another holder (the claim went on to the
-    // next waiter) and the waiter, re-queued by it, keeps waiting: liveness only.
+    // Paused past its claim: the confirmation finds the key not its own, the waiter attempts
+    // as usual, which finds another holder (the claim went on to the next waiter) and
+    // re-queues it: it keeps waiting, liveness only.
     let mut h = H::new();
     let (_, tok) = h.queued("orders", opts(1000), None);
     h.advance(ms(600)); // no fresh attempt: the hand-off is confirmed first
     h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
     let confirm = h.one();
     h.advance(ms(300));
-    h.reply(&confirm, triple(0, 250, 78));
+    h.reply(&confirm, vec![Reply::Array(vec![Reply::Int(0)])]);
+    let retry = h.one();
+    assert_eq!(args(&retry)[2], "retry");
+    h.reply(&retry, triple(0, 250, 78));
     assert!(h.events().is_empty());
     assert!(h.e.poll_timeout().is_some_and(|t| t <= h.now + ms(251)), "polls again when that claim ends");
     // Its own old message again (a duplicate) is stale now.
     h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
+    assert!(h.sent().is_empty());
+}
+
+#[test]
+fn a_confirmation_whose_fence_goes_backwards_is_no_grant() {
+    // A retry saw fence 80 held by another; a confirmation that answers 79 comes from a
+    // server the protocol cannot trust: the wait fails and leaves, as after such an attempt.
+    let mut h = H::new();
+    let (_, tok) = h.queued("orders", opts(1000), None);
+    h.fire();
+    let poll = h.one();
+    h.reply(&poll, triple(0, 900, 80));
+    h.advance(ms(600));
+    h.e.handle_message(&inbox("orders"), format!("{tok}:81").as_bytes(), h.now);
+    let confirm = h.one();
+    h.reply(&confirm, vec![Reply::Array(vec![Reply::Int(79)])]);
+    assert!(matches!(h.events()[..], [Event::Failed(LockError::UnexpectedReply(_))]));
+    assert_eq!(script(&h.one()).0, Script::Release, "leaves the queue");
+}
+
+#[test]
+fn releases_made_together_leave_in_one_call_and_a_lone_one_alone() {
+    // Five releases before the driver drains: one `release_batch.lua` call, each lock's
+    // reply its own. Then a lone release: `release.lua`, at once.
+    let mut h = H::new();
+    let ids: Vec<LockId> = (0..6).map(|i| h.held(&format!("k{i}"), opts(1000)).0).collect();
+    for id in &ids[..5] {
+        h.e.release(*id, h.now).expect("held");
+    }
+    let batch = h.one();
+    let (sent, keys, a) = script(&batch);
+    assert_eq!(sent, Script::ReleaseBatch);
+    assert_eq!((keys.len(), a.len()), (15, 12));
+    assert_eq!((keys[0].as_str(), keys[12].as_str()), ("k0", "k4"));
+    let items = [1, 2, 0, 1, 2].map(Reply::Int).to_vec();
+    h.reply(&batch, vec![Reply::Array(items)]);
+    let told: Vec<Event> = h.events();
+    assert_eq!(told.len(), 5);
+    assert_eq!(told.iter().filter(|e| matches!(e, Event::Released { outcome: ReleaseOutcome::Released })).count(), 4);
+    h.e.release(ids[5], h.now).expect("held");
+    let lone = h.one();
+    assert_eq!(script(&lone).0, Script::Release);
+    h.reply(&lone, vec![Reply::Int(1)]);
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
+}
+
+#[test]
+fn a_release_waits_for_two_stalled_ones_a_millisecond_at_most() {
+    // Two releases in flight on a stalled server (answered only at their response timeout):
+    // the third waits 1 ms for them, then leaves anyway. (It waited for their timeout, and a
+    // caller's release took that long: `calls_return_by_their_deadline_while_the_server_stalls`.)
+    let mut h = H::new();
+    let ids: Vec<LockId> = (0..3).map(|i| h.held(&format!("k{i}"), opts(1000)).0).collect();
+    let mut sent = Vec::new();
+    for id in &ids {
+        h.e.release(*id, h.now).expect("held");
+        sent.extend(h.sent());
+    }
+    assert_eq!(sent.len(), 2);
+    assert!(h.e.poll_timeout().is_some_and(|t| t <= h.now + ms(1)));
+    h.advance(ms(1));
+    h.fire();
+    let third = h.one();
+    assert_eq!((script(&third).0, script(&third).1[0].as_str()), (Script::Release, "k2"));
+}
+
+#[test]
+fn releases_beyond_two_in_flight_wait_for_one_and_leave_together() {
+    // Drained after each call (a driver serving one caller after another): the first two
+    // leave alone; the rest wait for one of them to be answered, then leave as one call.
+    let mut h = H::new();
+    let ids: Vec<LockId> = (0..6).map(|i| h.held(&format!("k{i}"), opts(1000)).0).collect();
+    let mut alone = Vec::new();
+    for id in &ids {
+        h.e.release(*id, h.now).expect("held");
+        alone.extend(h.sent());
+    }
+    assert_eq!(alone.len(), 2, "two in flight, the rest wait");
+    assert!(alone.iter().all(|r| script(r).0 == Script::Release));
+    h.reply(&alone[0], vec![Reply::Int(1)]);
+    let batch = h.one();
+    assert_eq!((script(&batch).0, script(&batch).1.len()), (Script::ReleaseBatch, 12));
+    h.reply(&batch, vec![Reply::Array(vec![Reply::Int(1); 4])]);
+    h.reply(&alone[1], vec![Reply::Int(1)]);
+    assert_eq!(h.events().len(), 6);
     assert!(h.sent().is_empty());
 }
 

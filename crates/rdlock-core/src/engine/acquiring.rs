@@ -72,10 +72,8 @@ impl Engine {
     ) {
         let Some(lock) = self.locks.get_mut(&id) else { return };
         let Phase::Acquiring(a) = &mut lock.phase else { return };
-        let Step::InFlight(InFlight { req: expected, sent_at, sent_subscribed, wanted, primary }) = a.step else {
-            return;
-        };
-        if expected != req {
+        let Step::InFlight(sent) = a.step else { return };
+        if sent.req != req {
             return;
         }
         lock.unsure |= reply.is_err();
@@ -83,7 +81,22 @@ impl Engine {
             (Ok(r), Resource::Mutex { .. }) => r.first().and_then(StoredValue::from_grant).map(Box::new),
             _ => None,
         };
-        let outcome = reply.map_err(LockError::from).and_then(|r| parse_attempt(&r, wanted, a.waiter.seen_fence));
+        let outcome = reply.map_err(LockError::from).and_then(|r| parse_attempt(&r, sent.wanted, a.waiter.seen_fence));
+        self.attempt_answered(id, sent, outcome, value, now);
+    }
+
+    /// What an answered attempt (or a batched confirmation, `batch.rs`) does to the lock.
+    pub(super) fn attempt_answered(
+        &mut self,
+        id: LockId,
+        sent: InFlight,
+        outcome: Result<Attempt, LockError>,
+        value: Option<Box<StoredValue>>,
+        now: Instant,
+    ) {
+        let InFlight { sent_at, sent_subscribed, wanted, primary, .. } = sent;
+        let Some(lock) = self.locks.get_mut(&id) else { return };
+        let Phase::Acquiring(a) = &mut lock.phase else { return };
         let (op, try_only, abandoned, opts, lock_node) = (a.op, a.try_only, a.abandoned, lock.opts, lock.route.node);
         match outcome {
             Err(e) => {
@@ -186,8 +199,18 @@ impl Engine {
         });
         match held_at_once {
             Some((anchor, valid_until)) => self.become_held(id, fence, anchor, valid_until, now),
+            None if self.confirms_by_batch(id) => self.send_confirm(id, now),
             None => self.send_attempt(id, Mode::Retry, now),
         }
+    }
+
+    /// Whether a heard hand-off of `id` is confirmed by `confirm.lua` (batched with the others
+    /// heard at the same moment) rather than by a whole attempt: a plain lock, with no `WAIT`
+    /// to send behind a write and no value to read.
+    fn confirms_by_batch(&self, id: LockId) -> bool {
+        self.locks.get(&id).is_some_and(|l| {
+            matches!(l.resource, Resource::Lock) && l.opts.confirm == Confirm::None && l.opts.sharing == Sharing::Queue
+        })
     }
 
     pub(super) fn become_held(&mut self, id: LockId, fence: u64, from: Instant, valid_until: Instant, now: Instant) {
@@ -283,7 +306,7 @@ fn queue_ttl(poll_interval: Duration) -> Duration {
     poll_interval.saturating_mul(4).max(Duration::from_secs(60))
 }
 
-enum Attempt {
+pub(super) enum Attempt {
     Taken { fence: u64, acked: u32 },
     HeldByOther { holder_ttl: Option<Duration>, fence: Option<u64> },
 }

@@ -20,6 +20,7 @@
 //! (renewals), `releasing.rs`, and `shared.rs` (keys shared with foreign clients).
 
 mod acquiring;
+mod batch;
 mod downgrade;
 mod holding;
 mod lock;
@@ -146,10 +147,29 @@ pub struct LeaseView {
 enum Pending {
     Attempt(LockId),
     Release(LockId),
-    Renew { locks: Vec<LockId>, sent_at: Instant, wanted: u32, by_set: bool },
+    /// Releases of one lock (`release.lua`) or many (`release_batch.lua`), batched.
+    Releases {
+        locks: Vec<LockId>,
+        route: Route,
+    },
+    /// Confirmations of heard hand-offs in one `confirm.lua` call.
+    Confirm {
+        locks: Vec<LockId>,
+        route: Route,
+    },
+    Renew {
+        locks: Vec<LockId>,
+        sent_at: Instant,
+        wanted: u32,
+        by_set: bool,
+    },
     Role(Node),
     Downgrade(LockId, OpId),
-    Store { lock: LockId, op: OpId, wanted: u32 },
+    Store {
+        lock: LockId,
+        op: OpId,
+        wanted: u32,
+    },
     Resent,
 }
 
@@ -175,6 +195,8 @@ enum TimerKey {
     Linger,
     /// A renewal batch in flight: the first end of validity among its leases.
     Renewal(RequestId),
+    /// Open batches stop waiting for an answer (`batch.rs`).
+    Batches,
 }
 
 /// All locks of one client. See the crate documentation for the run loop.
@@ -209,6 +231,10 @@ pub struct Engine {
     /// when the driver follows failovers: [`Engine::remember_releases`]).
     recent: Option<recent::Recent>,
     transmits: VecDeque<Transmit>,
+    /// Releases and confirmations not sent yet, batched by route (`batch.rs`).
+    open: Vec<batch::Open>,
+    /// Batches in flight, per kind and route.
+    in_flight: Vec<((batch::Kind, Route), u32)>,
     events: VecDeque<LockEvent>,
     warnings: VecDeque<Warning>,
     /// Running totals for a driver's metrics.
@@ -258,6 +284,8 @@ impl Engine {
             primary: 0,
             recent,
             transmits: VecDeque::new(),
+            open: Vec::new(),
+            in_flight: Vec::new(),
             events: VecDeque::new(),
             warnings: VecDeque::new(),
             stats: Stats::default(),
@@ -478,6 +506,14 @@ impl Engine {
         match pending {
             Pending::Attempt(lock) => self.on_attempt_reply(lock, id, reply, now),
             Pending::Release(lock) => self.on_release_reply(lock, id, reply, now),
+            Pending::Releases { locks, route } => {
+                self.batch_answered(batch::Kind::Release, route);
+                self.on_releases_reply(&locks, id, reply, now)
+            }
+            Pending::Confirm { locks, route } => {
+                self.batch_answered(batch::Kind::Confirm, route);
+                self.on_confirm_reply(&locks, id, reply, now)
+            }
             Pending::Renew { locks, sent_at, wanted, by_set } => {
                 self.on_renew_reply(&locks, id, (sent_at, wanted, by_set), reply, now)
             }
@@ -579,8 +615,12 @@ impl Engine {
 
     // ---------------------------------------------------------------- outputs
 
-    /// The next thing to send.
+    /// The next thing to send. Releases and hand-off confirmations leave batched, one request
+    /// per route, after what was queued before them (`batch.rs`).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.transmits.is_empty() {
+            self.flush_batches(false);
+        }
         self.transmits.pop_front()
     }
 
@@ -619,7 +659,7 @@ impl Engine {
     }
 
     /// [`Engine::request`] under an id taken from `next_req` beforehand (a renewal batch marks
-    /// its leases as they join it).
+    /// its leases as they join it; a release batch is filed before it leaves).
     fn request_as(&mut self, id: RequestId, route: Route, mut commands: Vec<Command>, pending: Pending) {
         if self.config.cluster {
             // A cluster's scripts announce on sharded channels.

@@ -28,12 +28,16 @@ impl Engine {
         let give_up = now.checked_add(lock.opts.ttl).unwrap_or(now);
         let release = Release::new(valid_at_start, then, give_up, lock.unsure);
         self.set_phase(id, Phase::Releasing(release));
-        self.resend_release(id);
+        self.resend_release(id, now);
     }
 
     /// Sends the release script (again).
-    pub(super) fn resend_release(&mut self, id: LockId) {
+    pub(super) fn resend_release(&mut self, id: LockId, now: Instant) {
         let Some(lock) = self.locks.get(&id) else { return };
+        if super::batch::batches_release(lock) {
+            self.batch_release(id, now);
+            return;
+        }
         let command = release_command(lock, self.client);
         let route = lock.route;
         // A mutex's value goes first, on the same connection: the store runs while the key is
@@ -106,9 +110,17 @@ pub(super) fn release_command(lock: &Lock, client: u64) -> Command {
                 .command(&PermitKeys::derive(&lock.key))
         }
         (None, Sharing::Queue) => {
-            let entry = format!("{token}:{}:{inbox}", lock.opts.ttl_ms());
+            let (token, entry) = queue_entry(lock, client);
             ReleaseArgs { token: &token, entry: &entry, fence_ttl, claim }.command(&keys)
         }
         (None, Sharing::Foreign { .. }) => SharedReleaseArgs { token: &token }.command(&keys),
     }
+}
+
+/// A queue-mode lock's owner token and its queue entry (`token:ttl:inbox`), as its release
+/// names them.
+pub(super) fn queue_entry(lock: &Lock, client: u64) -> (String, String) {
+    let token = hex(lock.token);
+    let entry = format!("{token}:{}:{}", lock.opts.ttl_ms(), LockKeys::inbox_suffix(&lock.key, client));
+    (token, entry)
 }

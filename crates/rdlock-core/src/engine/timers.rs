@@ -32,6 +32,7 @@ impl Engine {
                     }
                     self.transmits.extend(out);
                 }
+                TimerKey::Batches => self.flush_batches(true),
                 TimerKey::Lock(id) => {
                     let Some(lock) = self.locks.get_mut(&id) else { continue };
                     if lock.timer != Some(at) {
@@ -52,6 +53,7 @@ impl Engine {
         while let Some(Reverse((at, key))) = self.timers.peek().copied() {
             let live = match key {
                 TimerKey::Linger => true,
+                TimerKey::Batches => !self.open.is_empty(),
                 TimerKey::Lock(id) => self.locks.get(&id).is_some_and(|l| l.timer == Some(at)),
                 TimerKey::Renewal(req) => self.pending.contains_key(&req),
             };
@@ -91,7 +93,7 @@ impl Engine {
             }
             Phase::Held(l) if l.lost.is_none() && now >= l.valid_until => self.lose(id, LostReason::Expired, false),
             Phase::Held(l) if l.lost.is_none() && l.renewing.is_none() && now >= l.renew_before => self.renew_due(now),
-            Phase::Releasing(r) if r.retry_at.is_some_and(|at| now >= at) => self.resend_release(id),
+            Phase::Releasing(r) if r.retry_at.is_some_and(|at| now >= at) => self.resend_release(id, now),
             _ => {}
         }
     }

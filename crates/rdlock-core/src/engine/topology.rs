@@ -92,7 +92,7 @@ impl Engine {
                         self.send_attempt(id, mode, now);
                     }
                 }
-                Phase::Releasing(_) => self.resend_release(id),
+                Phase::Releasing(_) => self.resend_release(id, now),
             }
         }
         // One batch for them all (one per slot in a cluster).

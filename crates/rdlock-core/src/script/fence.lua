@@ -136,41 +136,44 @@ end
 -- shorter), which the waiter, if it lives, confirms at its next attempt (acquire finds its
 -- token and extends the key to its ttl); a dead waiter so holds up the others for one claim,
 -- not for a lease. The fence goes first: it is the only step that can fail, and then nothing
--- is written.
-local function hand_off(tok, ttl, inbox, claim, fence_ttl, popped)
-  local f, err = bump(KEYS[2], fence_ttl)
+-- is written. The lock's three keys are KEYS[o + 1] to KEYS[o + 3] (`o` 0 unless a batch).
+local function hand_off(tok, ttl, inbox, claim, fence_ttl, popped, o)
+  o = o or 0
+  local f, err = bump(KEYS[o + 2], fence_ttl)
   if not f then
     return nil, err
   end
   local heard = 0
   if inbox then
-    heard = publish(KEYS[1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
+    heard = publish(KEYS[o + 1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
   end
   local px = claim
   if ttl and (heard > 0 or tonumber(ttl) < tonumber(claim)) then
     px = ttl
   end
-  redis.call('SET', KEYS[1], tok, 'PX', px)
+  redis.call('SET', KEYS[o + 1], tok, 'PX', px)
   if not popped then
-    redis.call('LPOP', KEYS[3])
+    redis.call('LPOP', KEYS[o + 3])
   end
   return f
 end
 
 -- Drops malformed entries and (when `mine` is given) the caller's own stale one from the
 -- queue's head; returns the head's token, ttl and inbox, or nil when the queue is empty. Popping
--- is a write, so the counter is checked first when there is anything to drop.
-local function next_waiter(head, mine)
+-- is a write, so the counter is checked first when there is anything to drop. Keys as for
+-- `hand_off`.
+local function next_waiter(head, mine, o)
+  o = o or 0
   local tok, ttl, inbox = owner(head)
   if head and (not tok or tok == mine) then
-    local _, err = counter(KEYS[2])
+    local _, err = counter(KEYS[o + 2])
     if err then
       return nil, nil, nil, err
     end
   end
   while head and (not tok or tok == mine) do
-    redis.call('LPOP', KEYS[3])
-    head = redis.call('LINDEX', KEYS[3], 0)
+    redis.call('LPOP', KEYS[o + 3])
+    head = redis.call('LINDEX', KEYS[o + 3], 0)
     tok, ttl, inbox = owner(head)
   end
   return tok, ttl, inbox

@@ -4,6 +4,7 @@
 //! builders and readers here follow it, and `docs/protocol.md` explains it.
 
 mod acquire;
+mod confirm;
 mod extend;
 mod inspect;
 mod permit;
@@ -12,11 +13,12 @@ mod release;
 mod store;
 
 pub use acquire::{AcquireArgs, AcquireReply, Mode};
+pub use confirm::{ConfirmArgs, ConfirmReply};
 pub use extend::{ExtendArgs, ExtendReply};
 pub use inspect::{ForceReleaseArgs, ForceReleaseReply, Holder, Inspection, LockKind, Waiter};
 pub use permit::{MAX_CAPACITY, PermitArgs, PermitChangeArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs};
 pub use quorum::{QuorumFenceArgs, QuorumFenceReply, QuorumTakeArgs, QuorumTakeReply};
-pub use release::{ReleaseArgs, ReleaseReply, SharedReleaseArgs};
+pub use release::{ReleaseArgs, ReleaseBatchArgs, ReleaseReply, SharedReleaseArgs};
 pub use store::{DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, StoreArgs, StoreReply, StoredValue, value_key};
 
 /// One of rdlock's server-side scripts. The core builds their arguments and reads their
@@ -27,6 +29,11 @@ pub enum Script {
     Acquire,
     /// Owner-checked release that hands the lock to the next waiter.
     Release,
+    /// [`Script::Release`] of many locks in one call (releases made at the same moment).
+    ReleaseBatch,
+    /// The confirmation of heard hand-offs, one or many locks in one call: owner-checked
+    /// expiry and the fence.
+    Confirm,
     /// Owner-checked renewal of one or many locks.
     Extend,
     /// Owner-checked delete of a key shared with foreign clients, announced on the lock's
@@ -46,6 +53,8 @@ pub enum Script {
     ShardedAcquire,
     /// [`Script::Release`] for a cluster: hand-offs announced with `SPUBLISH`.
     ShardedRelease,
+    /// [`Script::ReleaseBatch`] for a cluster: hand-offs announced with `SPUBLISH`.
+    ShardedReleaseBatch,
     /// [`Script::ReleaseShared`] for a cluster: the free notice sent with `SPUBLISH`.
     ShardedReleaseShared,
     /// [`Script::PermitAcquire`] for a cluster: hand-offs announced with `SPUBLISH`.
@@ -65,9 +74,10 @@ pub enum Script {
 }
 
 /// The scripts that announce something, with their cluster variants.
-const SHARDED: [(Script, Script); 6] = [
+const SHARDED: [(Script, Script); 7] = [
     (Script::Acquire, Script::ShardedAcquire),
     (Script::Release, Script::ShardedRelease),
+    (Script::ReleaseBatch, Script::ShardedReleaseBatch),
     (Script::ReleaseShared, Script::ShardedReleaseShared),
     (Script::PermitAcquire, Script::ShardedPermitAcquire),
     (Script::PermitRelease, Script::ShardedPermitRelease),
@@ -76,9 +86,11 @@ const SHARDED: [(Script, Script); 6] = [
 
 impl Script {
     /// Every script, for drivers that load them up front.
-    pub const ALL: [Script; 19] = [
+    pub const ALL: [Script; 22] = [
         Script::Acquire,
         Script::Release,
+        Script::ReleaseBatch,
+        Script::Confirm,
         Script::Extend,
         Script::ReleaseShared,
         Script::PermitAcquire,
@@ -88,6 +100,7 @@ impl Script {
         Script::Store,
         Script::ShardedAcquire,
         Script::ShardedRelease,
+        Script::ShardedReleaseBatch,
         Script::ShardedReleaseShared,
         Script::ShardedPermitAcquire,
         Script::ShardedPermitRelease,
@@ -122,8 +135,20 @@ impl Script {
             Script::Acquire => {
                 concat!(include_str!("announce.lua"), include_str!("fence.lua"), include_str!("acquire.lua"))
             }
-            Script::Release => {
-                concat!(include_str!("announce.lua"), include_str!("fence.lua"), include_str!("release.lua"))
+            Script::Release => concat!(
+                include_str!("announce.lua"),
+                include_str!("fence.lua"),
+                include_str!("release_one.lua"),
+                include_str!("release.lua")
+            ),
+            Script::ReleaseBatch => concat!(
+                include_str!("announce.lua"),
+                include_str!("fence.lua"),
+                include_str!("release_one.lua"),
+                include_str!("release_batch.lua")
+            ),
+            Script::Confirm => {
+                concat!(include_str!("announce.lua"), include_str!("fence.lua"), include_str!("confirm.lua"))
             }
             Script::Extend => include_str!("extend.lua"),
             Script::ReleaseShared => concat!(include_str!("announce.lua"), include_str!("release_shared.lua")),
@@ -179,6 +204,8 @@ impl Script {
         match self {
             Script::Acquire => "acquire",
             Script::Release => "release",
+            Script::ReleaseBatch => "release-batch",
+            Script::Confirm => "confirm",
             Script::Extend => "extend",
             Script::ReleaseShared => "release-shared",
             Script::PermitAcquire => "permit-acquire",
@@ -188,6 +215,7 @@ impl Script {
             Script::Store => "store",
             Script::ShardedAcquire => "sharded-acquire",
             Script::ShardedRelease => "sharded-release",
+            Script::ShardedReleaseBatch => "sharded-release-batch",
             Script::ShardedReleaseShared => "sharded-release-shared",
             Script::ShardedPermitAcquire => "sharded-permit-acquire",
             Script::ShardedPermitRelease => "sharded-permit-release",
@@ -239,6 +267,7 @@ mod tests {
         // an unheard claim, which the waiter confirms at its next poll (liveness only).
         for script in [
             Script::Extend,
+            Script::Confirm,
             Script::PermitExtend,
             Script::Store,
             Script::Inspect,
@@ -251,6 +280,6 @@ mod tests {
         // Store carries the prelude's `hand_off` but never calls it: it announces nothing.
         assert!(!Script::Extend.source().contains("publish") && !Script::PermitExtend.source().contains("publish"));
         assert!(!include_str!("store.lua").contains("hand_off") && !include_str!("store.lua").contains("PUBLISH"));
-        assert_eq!(Script::ALL.len(), 19);
+        assert_eq!(Script::ALL.len(), 22);
     }
 }

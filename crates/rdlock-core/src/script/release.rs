@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::Reply;
 use crate::command::{Args, Command};
 use crate::error::LockError;
 use crate::keys::LockKeys;
+use crate::{Reply, ServerError};
 
 use super::Script;
 use super::acquire::millis;
@@ -32,6 +32,56 @@ impl ReleaseArgs<'_> {
         let mut args = Args::with_capacity(4, self.token.len() + self.entry.len() + 24);
         args.push(self.token).push(self.entry).push_u64(millis(self.fence_ttl)).push_u64(millis(self.claim));
         Command::Script { script: Script::Release, keys: names, args }
+    }
+}
+
+/// Many queue-mode releases in one call (`release_batch.lua`): per lock its keys, owner token
+/// and queue entry; the fence ttl and the claim are the same for every lock.
+#[derive(Clone, Debug)]
+pub struct ReleaseBatchArgs {
+    keys: Vec<String>,
+    args: Vec<String>,
+}
+
+impl ReleaseBatchArgs {
+    /// An empty batch with room for `n` locks.
+    pub fn new(n: usize, fence_ttl: Duration, claim: Duration) -> Self {
+        let mut args = Vec::with_capacity(2 + 2 * n);
+        args.push(fence_ttl.as_millis().to_string());
+        args.push(claim.as_millis().to_string());
+        Self { keys: Vec::with_capacity(3 * n), args }
+    }
+
+    /// Adds the lock named by `keys`.
+    pub fn push(&mut self, keys: LockKeys, token: String, entry: String) {
+        self.keys.extend([keys.lock, keys.fence, keys.queue]);
+        self.args.extend([token, entry]);
+    }
+
+    /// The script call.
+    pub fn command(self) -> Command {
+        Command::Script { script: Script::ReleaseBatch, keys: self.keys.into(), args: self.args.into() }
+    }
+
+    /// Splits the batch's reply into the reply `release.lua` gives for each of its `n` locks:
+    /// an array of `n` becomes its items; anything else (an error of the whole call, a wrong
+    /// shape) is every lock's reply, read as it would be for one.
+    /// A lock's error comes as its text (`CODE message`) and is read back as that error.
+    pub fn split(reply: Option<&Reply>, n: usize) -> Vec<Option<Reply>> {
+        match reply {
+            Some(Reply::Array(items)) if items.len() == n => items
+                .iter()
+                .map(|r| match r {
+                    Reply::Data(text) => {
+                        let text = String::from_utf8_lossy(text);
+                        let (code, message) = text.split_once(' ').unwrap_or((&text, ""));
+                        Some(Reply::Error(ServerError::new(code, message)))
+                    }
+                    other => Some(other.clone()),
+                })
+                .collect(),
+            other => vec![other.cloned(); n],
+        }
     }
 }
 

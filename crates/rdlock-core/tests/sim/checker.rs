@@ -338,39 +338,24 @@ impl Checker {
                         self.fail(now, format!("client {c}: malformed {script:?} script: {keys:?} {args:?}"));
                         continue;
                     };
-                    // A release sent again to a new primary (the engine remembers its releases
-                    // for a TTL when the primary may change): a finished lock's, owner-checked.
-                    let resent = matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease)
-                        && self.by_token.get(token).is_some_and(|&(owner, was)| owner == c && live(key) != Some(was));
-                    if resent {
-                        continue;
+                    self.lock_script_sent(c, *script, key, token, &live, now);
+                }
+                // Per lock what a release is: its three keys and its token and entry.
+                Script::ReleaseBatch => {
+                    for (key, token) in keys.iter().step_by(3).zip(args.iter().skip(2).step_by(2)) {
+                        self.lock_script_sent(c, Script::Release, key, token, &live, now);
                     }
-                    let Some(id) = live(key) else {
-                        self.fail(now, format!("client {c}: {script:?} for {key} without a live lock"));
-                        continue;
-                    };
-                    let Some(rec) = self.recs.get_mut(&(c, id)) else { continue };
-                    match &rec.token {
-                        None => {
-                            rec.token = Some(token.clone());
-                            self.by_token.insert(token.clone(), (c, id));
-                        }
-                        Some(t) if t != token => {
-                            let msg = format!("client {c}: {id:?} sent token {token} after {t}");
-                            self.fail(now, msg);
-                        }
-                        Some(_) => {}
-                    }
-                    if matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease) {
-                        self.recs.entry((c, id)).and_modify(|r| r.release_sent = true);
-                    }
-                    if *script == Script::PermitChange {
-                        self.recs.entry((c, id)).and_modify(|r| r.downgrading = true);
+                }
+                // Per lock what an attempt that confirms is: its key and fence, token and ttl.
+                Script::Confirm => {
+                    for (key, token) in keys.iter().step_by(2).zip(args) {
+                        self.lock_script_sent(c, Script::Acquire, key, token, &live, now);
                     }
                 }
                 Script::Store => self.fail(now, format!("client {c}: a store sent without its value apart")),
                 Script::ShardedAcquire
                 | Script::ShardedRelease
+                | Script::ShardedReleaseBatch
                 | Script::ShardedReleaseShared
                 | Script::ShardedPermitAcquire
                 | Script::ShardedPermitRelease
@@ -386,6 +371,48 @@ impl Checker {
                     self.renewal_sent(c, keys.iter().step_by(per).zip(args), now);
                 }
             }
+        }
+    }
+
+    /// A lock's script left client `c` (an attempt or a release) for `key` with `token`.
+    fn lock_script_sent(
+        &mut self,
+        c: usize,
+        script: Script,
+        key: &String,
+        token: &String,
+        live: &impl Fn(&str) -> Option<LockId>,
+        now: u64,
+    ) {
+        let script = &script;
+        // A release sent again to a new primary (the engine remembers its releases
+        // for a TTL when the primary may change): a finished lock's, owner-checked.
+        let resent = matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease)
+            && self.by_token.get(token).is_some_and(|&(owner, was)| owner == c && live(key) != Some(was));
+        if resent {
+            return;
+        }
+        let Some(id) = live(key) else {
+            self.fail(now, format!("client {c}: {script:?} for {key} without a live lock"));
+            return;
+        };
+        let Some(rec) = self.recs.get_mut(&(c, id)) else { return };
+        match &rec.token {
+            None => {
+                rec.token = Some(token.clone());
+                self.by_token.insert(token.clone(), (c, id));
+            }
+            Some(t) if t != token => {
+                let msg = format!("client {c}: {id:?} sent token {token} after {t}");
+                self.fail(now, msg);
+            }
+            Some(_) => {}
+        }
+        if matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease) {
+            self.recs.entry((c, id)).and_modify(|r| r.release_sent = true);
+        }
+        if *script == Script::PermitChange {
+            self.recs.entry((c, id)).and_modify(|r| r.downgrading = true);
         }
     }
 
@@ -450,7 +477,7 @@ impl Checker {
             if owner != c {
                 continue;
             }
-            let Some(rec) = self.recs.get_mut(&(c, id)) else { continue };
+            let Some(rec) = self.recs.get_mut(&(c, id)) else { return };
             let script = &script.base();
             match (script, reply) {
                 (_, Err(())) => rec.delayed_until = rec.delayed_until.max(now + RETRY_BACKOFF),

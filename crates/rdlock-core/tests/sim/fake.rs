@@ -506,6 +506,8 @@ impl Fake {
         let reply = match script.base() {
             rdlock_core::Script::Acquire => self.acquire(keys, args, &mut fx),
             rdlock_core::Script::Release => self.release(keys, args, &mut fx),
+            rdlock_core::Script::ReleaseBatch => self.release_batch(keys, args, &mut fx),
+            rdlock_core::Script::Confirm => self.confirm(keys, args),
             rdlock_core::Script::Extend => self.extend(keys, args),
             rdlock_core::Script::ReleaseShared => self.release_shared(keys, args, &mut fx),
             rdlock_core::Script::PermitAcquire => self.permit_acquire(keys, args, &mut fx),
@@ -785,6 +787,54 @@ impl Fake {
         // DEL KEYS[1]; return 1
         self.del(key);
         Ok(int(1))
+    }
+
+    /// `release_batch.lua`: `release_one` per lock, each lock's error its own item.
+    fn release_batch(&mut self, keys: &[String], args: &[String], fx: &mut Effects<'_>) -> R<Reply> {
+        // n = #KEYS / 3 (a whole number, at least 1); #ARGV == 2 + 2n; ms_arg(1, 2)
+        let n = keys.len() / 3;
+        if n < 1 || !keys.len().is_multiple_of(3) || args.len() != 2 + 2 * n {
+            return Err(fail("release takes 3 keys and 2 arguments per lock"));
+        }
+        if !ms_arg(&args[0]) || !ms_arg(&args[1]) {
+            return Err(fail("invalid ttl"));
+        }
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            // out[i] = release_one(3(i - 1), ARGV[2i+1], ARGV[2i+2], ARGV[1], ARGV[2])
+            let one = [args[2 + 2 * i].clone(), args[3 + 2 * i].clone(), args[0].clone(), args[1].clone()];
+            // if type(r) == 'table' then r = r.err end: an error as its text
+            let r = self.release(&keys[3 * i..3 * i + 3], &one, fx);
+            out.push(r.unwrap_or_else(|e| Reply::Data(format!("{} {}", e.code, e.message).into_bytes())));
+        }
+        Ok(Reply::Array(out))
+    }
+
+    /// `confirm.lua`: per lock its fence when the key holds its token (extended), else 0.
+    fn confirm(&mut self, keys: &[String], args: &[String]) -> R<Reply> {
+        let n = keys.len() / 2;
+        if n < 1 || !keys.len().is_multiple_of(2) || args.len() != 2 * n {
+            return Err(fail("confirm takes 2 keys and a token and a ttl per lock"));
+        }
+        if !args[n..].iter().all(|t| ms_arg(t)) {
+            return Err(fail("invalid ttl"));
+        }
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let (key, fence_key) = (&keys[2 * i], &keys[2 * i + 1]);
+            // got = pcall MGET K F (nil for another type); f = got[1] == token and fence_of(got[2])
+            let ours = matches!(self.get(key), Ok(Some(c)) if c == args[i]);
+            let f = if ours { self.counter(fence_key).ok().flatten() } else { None };
+            match f {
+                // if f and f > 0 then PEXPIRE K ttl; out[i] = f
+                Some(f) if f > 0 => {
+                    self.pexpire(key, &args[n + i])?;
+                    out.push(int(f));
+                }
+                _ => out.push(int(0)),
+            }
+        }
+        Ok(Reply::Array(out))
     }
 
     fn release_shared(&mut self, keys: &[String], args: &[String], fx: &mut Effects<'_>) -> R<Reply> {

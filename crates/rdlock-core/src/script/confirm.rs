@@ -1,0 +1,54 @@
+//! `confirm.lua`: the confirmation of heard hand-offs, one or many locks in one call.
+
+use crate::Reply;
+use crate::command::Command;
+use crate::keys::LockKeys;
+
+use super::Script;
+
+/// A batch of confirmations: per lock its key and fence counter, owner token and ttl (`KEYS`
+/// and `ARGV` in the script's header).
+#[derive(Clone, Debug, Default)]
+pub struct ConfirmArgs {
+    keys: Vec<String>,
+    tokens: Vec<String>,
+    ttls: Vec<u64>,
+}
+
+impl ConfirmArgs {
+    /// An empty batch with room for `n` locks.
+    pub fn with_capacity(n: usize) -> Self {
+        Self { keys: Vec::with_capacity(2 * n), tokens: Vec::with_capacity(n), ttls: Vec::with_capacity(n) }
+    }
+
+    /// Adds the lock named by `keys`.
+    pub fn push(&mut self, keys: LockKeys, token: String, ttl_ms: u64) {
+        self.keys.extend([keys.lock, keys.fence]);
+        self.tokens.push(token);
+        self.ttls.push(ttl_ms);
+    }
+
+    /// The script call.
+    pub fn command(self) -> Command {
+        let mut args = self.tokens;
+        args.extend(self.ttls.iter().map(u64::to_string));
+        Command::Script { script: Script::Confirm, keys: self.keys.into(), args: args.into() }
+    }
+}
+
+/// What `confirm.lua` answered.
+#[derive(Debug)]
+pub struct ConfirmReply;
+
+impl ConfirmReply {
+    /// Per lock: `Some(fence)` when the key was the caller's and is extended, `None` when it
+    /// was not (the caller attempts as usual). `None` for the whole batch on any other shape
+    /// (an error, a wrong length): the outcome is then unknown.
+    pub fn parse(reply: Option<&Reply>, n: usize) -> Option<Vec<Option<u64>>> {
+        let items = reply?.as_array()?;
+        if items.len() != n {
+            return None;
+        }
+        items.iter().map(|r| r.as_int().and_then(|f| u64::try_from(f).ok()).map(|f| (f > 0).then_some(f))).collect()
+    }
+}
