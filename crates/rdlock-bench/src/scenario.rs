@@ -805,14 +805,22 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
     let mut after_ms = Vec::with_capacity(n);
     let mut guards = Vec::with_capacity(n);
     let mut errors = 0;
+    let mut kinds: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     for t in tasks {
         match t.await {
             (at, Ok(g)) => {
                 after_ms.push(ms(at.saturating_duration_since(released)));
                 guards.push(g);
             }
-            (_, Err(_)) => errors += 1,
+            (_, Err(e)) => {
+                errors += 1;
+                *kinds.entry(e.to_string()).or_default() += 1;
+            }
         }
+    }
+    // Which errors, so that a failed wait can be told from another.
+    for (kind, count) in &kinds {
+        eprintln!("S5 at {n} waiters: {count} wait(s) failed: {kind}");
     }
     // CPU of the hand-off storm, per hand-off: this process (holder and waiter clients) and
     // the server (up to the last waiter's acquisition, plus a few ms of waking the tasks).
