@@ -1871,6 +1871,26 @@ fn a_moved_slot_checks_its_leases_retries_its_waiters_and_subscribes_again() {
 }
 
 #[test]
+fn a_release_in_flight_when_its_slot_moves_goes_again_and_is_unknown() {
+    // A release sent before the client learns that its slot moved (another request's `MOVED`)
+    // goes again to the slot's new primary. The first answer may come from a node that no
+    // longer serves the slot (a failover may have lost what it did), so it answers nothing;
+    // the second cannot say whether the key was freed by us or was gone: `Unknown`, never
+    // `NotHeld`. Other slots' releases are untouched.
+    let mut h = cluster();
+    let (held, _) = h.held("{a}1", opts(1_000));
+    h.e.release(held, h.now).expect("held");
+    let first = h.one();
+    h.e.handle_slot_moved(slot("a"), Some(2), h.now);
+    let again = h.one();
+    assert_eq!((script(&again).0, again.route), (Script::ShardedRelease, on_slot("a", Class::Commands)));
+    h.reply(&first, vec![Reply::Int(1)]);
+    assert!(h.events().is_empty(), "the answer sent before the move does not answer the release");
+    h.reply(&again, vec![Reply::Int(0)]);
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Unknown }]);
+}
+
+#[test]
 fn a_grant_in_flight_when_its_slot_moved_is_checked_on_arrival() {
     let mut h = cluster();
     let o = opts(1000);
