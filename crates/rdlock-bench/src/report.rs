@@ -179,7 +179,9 @@ fn columns(s: Scenario) -> Vec<Column> {
         format!("{} / {}", millis(c.get(p50)), millis(c.get(p99)))
     }
     match s {
-        Scenario::S1 | Scenario::C1 => vec![acq, floor, p50, p99, req, cmds, srv, cpu, client, allocs, overlaps, errors],
+        Scenario::S1 | Scenario::C1 => {
+            vec![acq, floor, p50, p99, req, cmds, srv, cpu, client, allocs, overlaps, errors]
+        }
         Scenario::S6 => vec![
             acq,
             ("permits in use mean / max", |c, _| {
