@@ -147,3 +147,54 @@ impl Drop for Watch<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+    use std::time::{Duration, Instant};
+
+    use super::Deadlines;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Registers `waker` for a watch, as its expiry's poll does: whether it has expired.
+    fn expired(watch: &super::Watch<'_>, waker: &Waker) -> bool {
+        let index = watch.index.expect("watched");
+        let mut st = watch.deadlines.state();
+        let slot = st.slots[index].as_mut().expect("a live slot");
+        slot.waker = Some(waker.clone());
+        slot.expired
+    }
+
+    #[test]
+    fn the_driver_plans_for_the_earliest_deadline_and_wakes_only_those_past_it() {
+        let deadlines = Deadlines::default();
+        let now = Instant::now();
+        let (soon, later) = (now + Duration::from_secs(1), now + Duration::from_secs(2));
+        let a = deadlines.watch(later);
+        assert!(!a.sooner, "nothing planned yet: the driver plans before it sleeps");
+        assert_eq!(deadlines.plan(now + Duration::from_secs(10)), later);
+        let b = deadlines.watch(soon);
+        assert!(b.sooner, "earlier than the planned wake-up: the driver must plan again");
+        assert!(!deadlines.watch(now + Duration::from_secs(3)).sooner, "covered by the plan");
+        assert_eq!(deadlines.plan(now + Duration::from_secs(10)), soon);
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        assert!(!expired(&a, &waker) && !expired(&b, &waker));
+        deadlines.expire(soon);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "only the exchange past its deadline is woken");
+        assert!(expired(&b, &waker) && !expired(&a, &waker));
+        assert!(!deadlines.retire(), "a driver watching exchanges stays");
+        drop((a, b));
+        assert!(deadlines.retire());
+        assert!(deadlines.watch(soon).index.is_none(), "once the driver is gone, a request times itself");
+    }
+}
