@@ -864,6 +864,24 @@ pub async fn lost_keeps_one_waker_per_future<H: Harness>() {
     assert_clean(&server, &[]);
 }
 
+/// A caller whose own task drives its request in is not woken again by the answer it
+/// brought (that wake-up polled the task once more for nothing, and on a multi-threaded
+/// runtime woke a parked worker thread to do it: a futex wake-up and a context switch per
+/// request). Counts the wake-ups a task got from inside its own polls, over uncontended
+/// acquisitions and releases.
+pub async fn an_answer_does_not_wake_the_task_that_drove_it_in<H: Harness>() {
+    const CYCLES: usize = 20;
+    let server = server();
+    let client = H::connect(&server.url()).await.expect("connect");
+    let mut wakes = 0;
+    for _ in 0..CYCLES {
+        let Some(n) = H::self_wakes(&client, KEY).await else { return };
+        wakes += n;
+    }
+    assert_eq!(wakes, 0, "{CYCLES} lock-release cycles woke their own task {wakes} times");
+    assert_clean(&server, &[]);
+}
+
 // ------------------------------------------------------------------------------ 12
 
 /// A zero timeout (or a deadline already passed) is one attempt, like `try_lock`: it takes a

@@ -133,6 +133,10 @@ pub trait Harness: Sized + Send + Sync + 'static {
     /// `None` where the adapter has no lost future.
     async fn churn_lost(guard: &Self::Guard, n: usize) -> Option<(usize, usize)>;
 
+    /// Takes `key` and releases it, and counts the wake-ups the calling task got from inside
+    /// its own polls; `None` where a caller is a thread (no waker).
+    async fn self_wakes(client: &Self::Client, key: &str) -> Option<usize>;
+
     /// The adapter's reentrant owner (`Client::owner`).
     type Owner: Clone + std::fmt::Debug + Send + Sync + 'static;
     /// One hold of an owner's lease.

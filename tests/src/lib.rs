@@ -88,6 +88,7 @@ macro_rules! cases {
             an_evicting_server_is_detected_at_connect,
             cloned_config_clients_exclude,
             lost_keeps_one_waker_per_future,
+            an_answer_does_not_wake_the_task_that_drove_it_in,
             zero_timeout_is_one_attempt,
             try_lock_reports_holder_ttl,
             loss_signal_moves_to_another_task,

@@ -9,6 +9,8 @@ use crate::scenario::{Metrics, Scenario, percentile};
 
 /// The baseline adapter's name.
 pub const RAW: &str = "raw";
+/// The second baseline's name: raw's client sending rdlock's scripts (`adapters/scripts.rs`).
+pub const FLOOR: &str = "scripts";
 /// S2 throughput of raw and of rslock 0.10 in `shared/peers.md`: the bar for our ratio.
 pub const PEERS_S2_RAW: f64 = 420.0;
 pub const PEERS_S2_RSLOCK: f64 = 762.0;
@@ -18,6 +20,8 @@ pub const PEERS_S2_RSLOCK: f64 = 762.0;
 pub struct Cell<'a> {
     pub runs: &'a [Metrics],
     pub raw: Option<&'a [Metrics]>,
+    /// The [`FLOOR`] baseline's runs, where it ran.
+    pub floor: Option<&'a [Metrics]>,
 }
 
 impl Cell<'_> {
@@ -29,11 +33,19 @@ impl Cell<'_> {
 
     /// Median over runs of (this run's value / raw's value in the same run).
     pub fn ratio(&self, key: &str) -> f64 {
-        let Some(raw) = self.raw else { return f64::NAN };
-        let mut v: Vec<f64> = self
-            .runs
+        Self::ratio_to(self.runs, self.raw, key)
+    }
+
+    /// The same against the [`FLOOR`] baseline: what the client adds to the scripts' cost.
+    pub fn floor_ratio(&self, key: &str) -> f64 {
+        Self::ratio_to(self.runs, self.floor, key)
+    }
+
+    fn ratio_to(runs: &[Metrics], base: Option<&[Metrics]>, key: &str) -> f64 {
+        let Some(base) = base else { return f64::NAN };
+        let mut v: Vec<f64> = runs
             .iter()
-            .zip(raw)
+            .zip(base)
             .filter_map(|(m, r)| Some(m.get(key)? / r.get(key)?))
             .filter(|x| x.is_finite())
             .collect();
@@ -47,8 +59,8 @@ pub type Results = BTreeMap<Scenario, Vec<(&'static str, Vec<Metrics>)>>;
 pub fn cell<'a>(results: &'a Results, scenario: Scenario, adapter: &str) -> Option<Cell<'a>> {
     let rows = results.get(&scenario)?;
     let runs = rows.iter().find(|(a, _)| *a == adapter).map(|(_, r)| r.as_slice())?;
-    let raw = rows.iter().find(|(a, _)| *a == RAW).map(|(_, r)| r.as_slice());
-    Some(Cell { runs, raw })
+    let base = |name| rows.iter().find(|(a, _)| *a == name).map(|(_, r)| r.as_slice());
+    Some(Cell { runs, raw: base(RAW), floor: base(FLOOR) })
 }
 
 /// Adds `vs_lock` to every run of S8 and S9: its increments/s over the cycles/s of the same
@@ -141,6 +153,10 @@ type Column = (&'static str, fn(&Cell, &str) -> String);
 
 fn columns(s: Scenario) -> Vec<Column> {
     let acq: Column = ("acq/s (×raw)", |c, a| with_ratio(c, a, "acq_per_s", num));
+    let floor: Column = ("× scripts", |c, a| {
+        let r = c.floor_ratio("acq_per_s");
+        if a == RAW || a == FLOOR || r.is_nan() { "–".into() } else { format!("{r:.2}×") }
+    });
     let p50: Column = ("cycle p50", |c, a| with_ratio(c, a, "cycle_p50_us", micros));
     let p99: Column = ("cycle p99", |c, _| micros(c.get("cycle_p99_us")));
     let req: Column = ("requests/acq", |c, _| dec(c.get("requests_per_acq"), 2));
@@ -163,7 +179,9 @@ fn columns(s: Scenario) -> Vec<Column> {
         format!("{} / {}", millis(c.get(p50)), millis(c.get(p99)))
     }
     match s {
-        Scenario::S1 | Scenario::C1 => vec![acq, p50, p99, req, cmds, srv, cpu, client, allocs, overlaps, errors],
+        Scenario::S1 | Scenario::C1 => {
+            vec![acq, floor, p50, p99, req, cmds, srv, cpu, client, allocs, overlaps, errors]
+        }
         Scenario::S6 => vec![
             acq,
             ("permits in use mean / max", |c, _| {
@@ -214,7 +232,7 @@ fn columns(s: Scenario) -> Vec<Column> {
             errors,
         ],
         Scenario::S3 | Scenario::C3 => {
-            vec![acq, p50, p99, minmax, req, cmds, srv, cpu, client, allocs, overlaps, errors]
+            vec![acq, floor, p50, p99, minmax, req, cmds, srv, cpu, client, allocs, overlaps, errors]
         }
         Scenario::S8 => vec![
             incs,
@@ -331,7 +349,7 @@ pub fn targets(results: &Results) -> Vec<Target> {
     let adapters: Vec<&'static str> = results
         .values()
         .flat_map(|rows| rows.iter().map(|(a, _)| *a))
-        .filter(|a| *a != RAW)
+        .filter(|a| *a != RAW && *a != FLOOR)
         .fold(Vec::new(), |mut v, a| {
             if !v.contains(&a) {
                 v.push(a);

@@ -15,6 +15,9 @@ struct State {
     lost: Option<LostReason>,
     /// The lock was released (or its guard dropped): nothing is left to lose.
     ended: bool,
+    /// Threads in [`LossCell::wait`]: without any, a notification is a system call for
+    /// nobody (one per release, on every adapter).
+    threads: usize,
     /// One waker per waiting future, by the future's key: a re-poll replaces its entry and a
     /// dropped future removes it, so a select loop cannot grow this.
     #[cfg(feature = "async")]
@@ -61,8 +64,11 @@ impl LossCell {
     fn wake_all(&self, mut st: MutexGuard<'_, State>) {
         #[cfg(feature = "async")]
         let wakers = std::mem::take(&mut st.wakers);
+        let threads = st.threads > 0;
         drop(st);
-        self.cond.notify_all();
+        if threads {
+            self.cond.notify_all();
+        }
         #[cfg(feature = "async")]
         wakers.into_iter().for_each(|(_, w)| w.wake());
     }
@@ -78,11 +84,16 @@ impl LossCell {
             if st.lost.is_some() || st.ended {
                 return st.lost;
             }
-            st = match until.map(|u| u.saturating_duration_since(Instant::now())) {
-                Some(left) if left.is_zero() => return None,
+            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return None;
+            }
+            st.threads += 1;
+            st = match left {
                 Some(left) => self.cond.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0,
                 None => self.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
             };
+            st.threads -= 1;
         }
     }
 

@@ -242,6 +242,14 @@ impl<E: Executor> Harness for Async<E> {
         Some((fresh, guard.lost_waker_count()))
     }
 
+    async fn self_wakes(client: &Self::Client, key: &str) -> Option<usize> {
+        let count = Arc::new(OwnWakes::default());
+        let guard = OwnWakes::watch(&count, client.lock(key)).await.expect("lock");
+        let outcome = OwnWakes::watch(&count, guard.release()).await.expect("release");
+        assert!(outcome.was_held());
+        Some(count.during.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     fn owner(client: &Self::Client) -> Self::Owner {
         client.owner()
     }
@@ -480,3 +488,45 @@ impl Executor for Smol {
 /// The async-io adapter under smol.
 #[cfg(feature = "smol")]
 pub type OnSmol = Async<Smol>;
+
+/// Counts the wake-ups a future's task gets from inside the future's own poll, on the
+/// polling thread. Its waker stays the same across polls (as a runtime's task waker does),
+/// forwarding to the task's current one.
+#[derive(Default)]
+struct OwnWakes {
+    /// The thread polling now.
+    polling: Mutex<Option<std::thread::ThreadId>>,
+    task: Mutex<Option<Waker>>,
+    during: std::sync::atomic::AtomicUsize,
+}
+
+impl Wake for OwnWakes {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if *self.polling.lock().expect("thread") == Some(std::thread::current().id()) {
+            self.during.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        if let Some(w) = &*self.task.lock().expect("waker") {
+            w.wake_by_ref();
+        }
+    }
+}
+
+impl OwnWakes {
+    /// Runs `future`, counting into `count`.
+    async fn watch<F: Future>(count: &Arc<Self>, future: F) -> F::Output {
+        let waker = Waker::from(count.clone());
+        let mut future = std::pin::pin!(future);
+        poll_fn(|cx| {
+            *count.task.lock().expect("waker") = Some(cx.waker().clone());
+            *count.polling.lock().expect("thread") = Some(std::thread::current().id());
+            let out = future.as_mut().poll(&mut Context::from_waker(&waker));
+            *count.polling.lock().expect("thread") = None;
+            out
+        })
+        .await
+    }
+}

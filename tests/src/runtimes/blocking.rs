@@ -217,6 +217,11 @@ impl Harness for Blocking {
         None
     }
 
+    async fn self_wakes(_client: &Self::Client, _key: &str) -> Option<usize> {
+        // A blocking caller has no waker.
+        None
+    }
+
     fn owner(client: &Self::Client) -> Self::Owner {
         client.owner()
     }

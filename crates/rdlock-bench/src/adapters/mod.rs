@@ -17,6 +17,7 @@ pub mod by_hand;
 pub mod raw;
 pub mod rdlock;
 pub mod route;
+pub mod scripts;
 
 /// A spawned task's result.
 pub type Join<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -154,6 +155,13 @@ pub type MakeRig = fn(Scenario, &Settings) -> Result<Box<dyn Rig>, BoxError>;
 /// Every adapter, `raw` (the baseline) first.
 pub const ADAPTERS: &[Adapter] = &[
     Adapter { name: "raw", rig: |s, set| scenario::rig::<raw::Raw, _>(TokioExec::new()?, s, set), only: None },
+    // The floor of rdlock's protocol: raw's client sending rdlock's acquire and release
+    // scripts, uncontended scenarios only (`scripts.rs`).
+    Adapter {
+        name: crate::report::FLOOR,
+        rig: |s, set| scenario::rig::<scripts::Scripts, _>(TokioExec::new()?, s, set),
+        only: Some(&[Scenario::S1, Scenario::S3, Scenario::C1, Scenario::C3]),
+    },
     Adapter {
         name: "tokio",
         rig: |s, set| scenario::rig::<rdlock::Rd<rdlock_tokio::Tokio>, _>(TokioExec::new()?, s, set),

@@ -1,0 +1,111 @@
+//! The floor of rdlock's protocol on this server: raw's client (the redis crate's multiplexed
+//! connection, on tokio) sending rdlock's own acquire and release scripts (`EVALSHA`, the
+//! arguments made by rdlock-core's script builders, as the engine makes them), and nothing
+//! else: no engine, no driver, no pub/sub, no renewals. Its ratio to raw is what the scripts
+//! cost the server beyond raw's `SET NX` and `EVAL`; an adapter's ratio to it is what its
+//! client adds.
+//!
+//! Uncontended scenarios only (S1, S3 and their cluster forms): a held key comes back as an
+//! error, since waiting for a hand-off needs the pub/sub this baseline leaves out.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdlock_core::{AcquireArgs, AcquireReply, FENCE_TTL, HANDOFF_CLAIM, LockKeys, Mode, ReleaseArgs, ReleaseReply};
+use rdlock_driver::convert::{self, Eval};
+
+use super::route::Route;
+use super::{Increment, Locker, Resource, Spec};
+use crate::BoxError;
+
+/// How long a queue outlives its last push: the engine's floor (60 s), as it sends it.
+const QUEUE_TTL: Duration = Duration::from_secs(60);
+
+/// One client: one multiplexed connection (one per primary on a cluster).
+#[derive(Debug)]
+pub struct Scripts {
+    route: Route,
+    /// The client id an engine would draw: it names the inbox.
+    client: u64,
+    seed: u64,
+    next: AtomicU64,
+}
+
+/// A lock taken by [`Scripts`]: what its release names.
+#[derive(Debug)]
+pub struct ScriptsGuard {
+    key: String,
+    token: String,
+    inbox: String,
+    ttl_ms: u64,
+}
+
+impl Locker for Scripts {
+    type Guard = ScriptsGuard;
+    const REQUESTS: &'static [&'static str] = &["evalsha", "eval"];
+    const RENEWS: bool = false;
+
+    async fn connect(url: &str) -> Result<Self, BoxError> {
+        let route = Route::connect(url).await?;
+        // Every script cached on the server (on each primary), as the driver does at connect.
+        let conns = match &route {
+            Route::One(c) => std::slice::from_ref(c),
+            Route::Slots { nodes, .. } => nodes.as_slice(),
+        };
+        for c in conns {
+            convert::load_scripts().query_async::<()>(&mut c.clone()).await?;
+        }
+        let (client, seed) = (getrandom::u64()?, getrandom::u64()?);
+        Ok(Self { route, client, seed, next: AtomicU64::new(0) })
+    }
+
+    async fn lock(&self, key: &str, spec: Spec) -> Result<ScriptsGuard, BoxError> {
+        // A token of 32 hex digits, as the engine stores it.
+        let token = format!("{:016x}{:016x}", self.seed, self.next.fetch_add(1, Ordering::Relaxed));
+        let inbox = LockKeys::inbox_suffix(key, self.client);
+        let ttl_ms = u64::try_from(spec.ttl.as_millis())?;
+        let args = AcquireArgs {
+            token: &token,
+            ttl_ms,
+            mode: Mode::First,
+            queue_ttl: QUEUE_TTL,
+            fence_ttl: FENCE_TTL,
+            claim: HANDOFF_CLAIM,
+            inbox: &inbox,
+        };
+        let cmd = convert::command(&args.command(&LockKeys::new(key)?), Eval::Sha);
+        let value = self.route.conn(key)?.send_packed_command(&cmd).await?;
+        match AcquireReply::parse(&convert::reply(value)) {
+            Some(AcquireReply::Granted { .. }) => Ok(ScriptsGuard { key: key.to_owned(), token, inbox, ttl_ms }),
+            other => Err(format!("the scripts baseline runs uncontended only; the acquire answered {other:?}").into()),
+        }
+    }
+
+    async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<ScriptsGuard, BoxError> {
+        match resource {
+            Resource::Lock => self.lock(key, spec).await,
+            _ => Err("the scripts baseline takes plain locks only".into()),
+        }
+    }
+
+    async fn release(&self, guard: ScriptsGuard) -> Result<bool, BoxError> {
+        let entry = format!("{}:{}:{}", guard.token, guard.ttl_ms, guard.inbox);
+        let args = ReleaseArgs { token: &guard.token, entry: &entry, fence_ttl: FENCE_TTL, claim: HANDOFF_CLAIM };
+        let command = args.command(&LockKeys::new(&guard.key)?);
+        let value = self.route.conn(&guard.key)?.send_packed_command(&convert::command(&command, Eval::Sha)).await?;
+        let reply = ReleaseReply::parse(rdlock_core::Script::Release, Some(&convert::reply(value)))?;
+        Ok(reply.was_held())
+    }
+
+    fn is_valid(&self, _guard: &ScriptsGuard) -> bool {
+        true
+    }
+
+    async fn increment(&self, _key: &str, _spec: Spec, _hold: Option<Duration>) -> Result<Increment, BoxError> {
+        Err("the scripts baseline keeps no counter".into())
+    }
+
+    async fn counter(&self, _key: &str) -> Result<u64, BoxError> {
+        Err("the scripts baseline keeps no counter".into())
+    }
+}
