@@ -106,7 +106,7 @@ fn acquire_args(mode: Mode) -> AcquireArgs<'static> {
 }
 
 fn release_args(entry: &str) -> ReleaseArgs<'_> {
-    ReleaseArgs { token: TOKEN, entry, fence_ttl: Duration::from_secs(3600), claim: Duration::from_secs(1) }
+    ReleaseArgs { token: TOKEN, entry, fence_ttl: Duration::from_secs(3600), claim: Duration::from_secs(1), fold: None }
 }
 
 /// The function library's name and its source: every script the measurement calls, each

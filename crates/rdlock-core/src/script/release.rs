@@ -22,6 +22,10 @@ pub struct ReleaseArgs<'a> {
     pub fence_ttl: Duration,
     /// How long a hand-off nobody heard waits for its waiter.
     pub claim: Duration,
+    /// `Some(queue ttl)`: the caller held the lock and the server's `SET` takes `IFEQ`, so the
+    /// hand-off checks the owner in the new owner's `SET` (`ARGV[5]`; `release_folded` in
+    /// `release_one.lua`). The TTL is given to a queue whose pop is taken back after emptying it.
+    pub fold: Option<Duration>,
 }
 
 impl ReleaseArgs<'_> {
@@ -29,18 +33,22 @@ impl ReleaseArgs<'_> {
     pub fn command(&self, keys: &LockKeys) -> Command {
         let mut names = Args::with_capacity(3, 3 * keys.lock.len() + 16);
         names.push(&keys.lock).push(&keys.fence).push(&keys.queue);
-        let mut args = Args::with_capacity(4, self.token.len() + self.entry.len() + 24);
+        let mut args = Args::with_capacity(5, self.token.len() + self.entry.len() + 32);
         args.push(self.token).push(self.entry).push_u64(millis(self.fence_ttl)).push_u64(millis(self.claim));
+        if let Some(queue_ttl) = self.fold {
+            args.push_u64(millis(queue_ttl));
+        }
         Command::Script { script: Script::Release, keys: names, args }
     }
 }
 
 /// Many queue-mode releases in one call (`release_batch.lua`): per lock its keys, owner token
-/// and queue entry; the fence ttl and the claim are the same for every lock.
+/// and queue entry; the fence ttl, the claim and the fold are the same for every lock.
 #[derive(Clone, Debug)]
 pub struct ReleaseBatchArgs {
     keys: Vec<String>,
     args: Vec<String>,
+    fold: Option<Duration>,
 }
 
 impl ReleaseBatchArgs {
@@ -49,7 +57,13 @@ impl ReleaseBatchArgs {
         let mut args = Vec::with_capacity(2 + 2 * n);
         args.push(fence_ttl.as_millis().to_string());
         args.push(claim.as_millis().to_string());
-        Self { keys: Vec::with_capacity(3 * n), args }
+        Self { keys: Vec::with_capacity(3 * n), args, fold: None }
+    }
+
+    /// Asks every lock's release to fold its owner check into the hand-off
+    /// ([`ReleaseArgs::fold`], the script's last `ARGV`); `None` (the default) for none.
+    pub fn fold(&mut self, queue_ttl: Option<Duration>) {
+        self.fold = queue_ttl;
     }
 
     /// Adds the lock named by `keys`.
@@ -59,7 +73,10 @@ impl ReleaseBatchArgs {
     }
 
     /// The script call.
-    pub fn command(self) -> Command {
+    pub fn command(mut self) -> Command {
+        if let Some(queue_ttl) = self.fold {
+            self.args.push(millis(queue_ttl).to_string());
+        }
         Command::Script { script: Script::ReleaseBatch, keys: self.keys.into(), args: self.args.into() }
     }
 
