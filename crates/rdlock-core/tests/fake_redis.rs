@@ -10,22 +10,22 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// A cluster variant (`Sharded*`) is followed as its base, `SPUBLISH` counted like `PUBLISH`
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 16] = [
-    (Script::Acquire, 12_017_086_911_805_977_431),
-    (Script::Release, 4_801_865_683_704_194_623),
-    (Script::ReleaseBatch, 3_428_173_579_428_408_963),
-    (Script::Confirm, 3_443_293_831_493_250_812),
+    (Script::Acquire, 11_047_857_688_848_566_015),
+    (Script::Release, 16_407_845_332_924_836_257),
+    (Script::ReleaseBatch, 12_225_126_086_567_183_522),
+    (Script::Confirm, 1_060_198_269_530_959_844),
     (Script::Extend, 14_220_457_821_182_822_727),
-    (Script::PermitAcquire, 8_179_952_755_698_817_902),
-    (Script::PermitRelease, 4_909_124_758_983_389_697),
+    (Script::PermitAcquire, 666_932_452_682_610_454),
+    (Script::PermitRelease, 17_697_279_371_332_892_233),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
-    (Script::PermitChange, 18_111_944_855_686_620_561),
-    (Script::Store, 10_948_036_799_519_955_511),
-    (Script::ShardedAcquire, 2_791_499_449_770_448_350),
-    (Script::ShardedRelease, 7_947_525_429_534_646_784),
-    (Script::ShardedReleaseBatch, 13_999_340_496_849_550_216),
-    (Script::ShardedPermitAcquire, 15_916_873_844_320_743_467),
-    (Script::ShardedPermitRelease, 10_336_170_819_326_088_260),
-    (Script::ShardedPermitChange, 5_755_836_020_492_723_608),
+    (Script::PermitChange, 2_331_864_203_886_956_345),
+    (Script::Store, 7_054_768_891_818_351_791),
+    (Script::ShardedAcquire, 7_371_388_723_944_945_918),
+    (Script::ShardedRelease, 15_835_082_932_570_556_348),
+    (Script::ShardedReleaseBatch, 7_782_069_252_769_410_141),
+    (Script::ShardedPermitAcquire, 15_633_559_182_444_781_707),
+    (Script::ShardedPermitRelease, 7_541_230_058_919_589_412),
+    (Script::ShardedPermitChange, 12_419_865_333_131_999_096),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.
