@@ -111,6 +111,12 @@ fn release(f: &mut Fake, token: &str, ttl: u64, now: u64) -> (Reply, Vec<(String
     release_heard(f, token, ttl, now, &[])
 }
 
+/// A release folded into the hand-off's `SET ... IFEQ` (`ARGV[5]`: the caller's queue ttl).
+fn release_folded(f: &mut Fake, token: &str, ttl: u64, now: u64, heard: &[&str]) -> (Reply, Vec<(String, String)>) {
+    let args = [token, &entry(token, ttl), "86400000", "250", "90000"].map(String::from).to_vec();
+    run(f, Script::Release, &args, now, heard)
+}
+
 fn extend(f: &mut Fake, token: &str, ttl: u64, now: u64) -> Reply {
     run(f, Script::Extend, &[token.to_owned(), ttl.to_string()], now, &[]).0
 }
@@ -391,4 +397,40 @@ fn a_mutex_grant_returns_its_value_and_stores_are_owner_and_fence_checked() {
 fn a_store_without_owner_check_is_a_bug_the_fake_can_have() {
     let mut f = Fake::new(Bug::StoreWithoutOwnerCheck, EPOCH_US);
     assert_eq!(store(&mut f, "nobody", 5, "0", b"x", MS), Reply::Int(1));
+}
+
+#[test]
+fn a_folded_release_hands_off_as_the_checked_one_and_restarts_a_queue_it_put_back() {
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    let q = names().queue;
+    acquire(&mut f, "a", 30_000, "first", 0);
+    for w in ["w", "x", "y"] {
+        acquire(&mut f, w, 20_000, "first", 0);
+    }
+    // Heard: the waiter's whole ttl; unheard: a claim. As the checked release.
+    let (r, published) = release_folded(&mut f, "a", 30_000, MS, &["w"]);
+    assert_eq!((r, published.len()), (Reply::Int(2), 1));
+    assert_eq!((f.string("k", MS), f.expiry("k", MS)), (Some("w"), Some(20_001 * MS)));
+    let (r, published) = release_folded(&mut f, "w", 20_000, 2 * MS, &[]);
+    assert_eq!((r, published.len()), (Reply::Int(2), 1));
+    assert_eq!((f.string("k", 2 * MS), f.expiry("k", 2 * MS)), (Some("x"), Some(252 * MS)), "a claim");
+    // Not the owner, two queued: the head goes back, the queue keeps its TTL (60 s from 0).
+    assert_eq!(acquire(&mut f, "z", 20_000, "first", 3 * MS), pair(0, -3));
+    assert_eq!(release_folded(&mut f, "v", 20_000, 3 * MS, &[]).0, Reply::Int(0));
+    assert_eq!(f.expiry(&q, 3 * MS), Some(60_000 * MS));
+    // One queued: the pop emptied the queue, whose TTL went with it: it gets the caller's.
+    assert_eq!(release(&mut f, "z", 20_000, 4 * MS).0, Reply::Int(0), "z leaves");
+    let ids: Vec<String> = f.list_entries(4 * MS).into_iter().map(|(_, e)| e).collect();
+    assert_eq!(ids, [entry("y", 20_000)]);
+    assert_eq!(release_folded(&mut f, "v", 20_000, 5 * MS, &[]).0, Reply::Int(0));
+    assert_eq!(f.list_entries(5 * MS).len(), 1);
+    assert_eq!(f.expiry(&q, 5 * MS), Some(90_005 * MS));
+    // Where SET has no IFEQ the checked release answers, the same way.
+    f.ifeq = false;
+    let (r, published) = release_folded(&mut f, "x", 250, 6 * MS, &["y"]);
+    assert_eq!((r, published.len()), (Reply::Int(2), 1));
+    assert_eq!(f.string("k", 6 * MS), Some("y"));
+    // Nobody queued: the owner's delete.
+    assert_eq!(release_folded(&mut f, "y", 20_000, 7 * MS, &[]).0, Reply::Int(1));
+    assert_eq!(f.string("k", 7 * MS), None);
 }
