@@ -11,8 +11,8 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 16] = [
     (Script::Acquire, 11_047_857_688_848_566_015),
-    (Script::Release, 16_407_845_332_924_836_257),
-    (Script::ReleaseBatch, 12_225_126_086_567_183_522),
+    (Script::Release, 6_906_290_543_912_893_269),
+    (Script::ReleaseBatch, 368_663_012_976_591_118),
     (Script::Confirm, 1_060_198_269_530_959_844),
     (Script::Extend, 14_220_457_821_182_822_727),
     (Script::PermitAcquire, 666_932_452_682_610_454),
@@ -21,8 +21,8 @@ const FOLLOWED: [(Script, u64); 16] = [
     (Script::PermitChange, 2_331_864_203_886_956_345),
     (Script::Store, 7_054_768_891_818_351_791),
     (Script::ShardedAcquire, 7_371_388_723_944_945_918),
-    (Script::ShardedRelease, 15_835_082_932_570_556_348),
-    (Script::ShardedReleaseBatch, 7_782_069_252_769_410_141),
+    (Script::ShardedRelease, 7_627_200_549_272_442_878),
+    (Script::ShardedReleaseBatch, 5_607_168_195_716_837_567),
     (Script::ShardedPermitAcquire, 15_633_559_182_444_781_707),
     (Script::ShardedPermitRelease, 7_541_230_058_919_589_412),
     (Script::ShardedPermitChange, 12_419_865_333_131_999_096),

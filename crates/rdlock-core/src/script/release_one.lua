@@ -29,7 +29,19 @@ local function release_folded(o, token, entry, fence_ttl, claim, qttl)
     return 1
   end
   local function back()
-    if redis.call('LPUSH', q, head) == 1 then redis.call('PEXPIRE', q, qttl) end
+    local n = redis.pcall('LPUSH', q, head)
+    if type(n) == 'number' then
+      if n == 1 then redis.call('PEXPIRE', q, qttl) end
+      return
+    end
+    -- An ACL rule from before LPUSH was needed refuses it: the queue is rebuilt in order with
+    -- RPUSH instead, its TTL read first.
+    local pttl = redis.call('PTTL', q)
+    local rest = redis.call('LRANGE', q, 0, -1)
+    redis.call('DEL', q)
+    redis.call('RPUSH', q, head)
+    for _, e in ipairs(rest) do redis.call('RPUSH', q, e) end
+    if pttl > 0 then redis.call('PEXPIRE', q, pttl) elseif pttl == -2 then redis.call('PEXPIRE', q, qttl) end
   end
   local tok, ttl, inbox = owner(head)
   if not tok or tok == token then
