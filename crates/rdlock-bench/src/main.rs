@@ -223,7 +223,12 @@ fn run(args: Args) -> Result<(), BoxError> {
     let served = {
         let mut conn = probe.connection()?;
         let name = newer::server_name(&mut conn);
-        if newer::offers_set_ifeq(&mut conn) { format!("{name}, SET … IFEQ") } else { format!("{name}, no IFEQ") }
+        let used = adapters::NEWER_COMMANDS.load(std::sync::atomic::Ordering::Relaxed);
+        match (newer::offers_set_ifeq(&mut conn), used) {
+            (true, true) => format!("{name}, SET … IFEQ"),
+            (true, false) => format!("{name}, IFEQ not used"),
+            (false, _) => format!("{name}, no IFEQ"),
+        }
     };
     drop(probe);
     let mut machine = machine(&version);
