@@ -154,3 +154,28 @@ impl ReleaseReply {
         self != ReleaseReply::NotHeld
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(command: Command) -> Vec<String> {
+        let Command::Script { args, .. } = command else { panic!("a script") };
+        args.iter().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_folded_release_carries_the_queue_ttl_last() {
+        let keys = LockKeys::derive("k");
+        let (fence_ttl, claim) = (Duration::from_secs(86_400), Duration::from_millis(250));
+        let plain = ReleaseArgs { token: "t", entry: "t:100:i0", fence_ttl, claim, fold: None };
+        assert_eq!(args(plain.command(&keys)), ["t", "t:100:i0", "86400000", "250"]);
+        let folded = ReleaseArgs { fold: Some(Duration::from_secs(60)), ..plain };
+        assert_eq!(args(folded.command(&keys)), ["t", "t:100:i0", "86400000", "250", "60000"]);
+        let mut batch = ReleaseBatchArgs::new(2, fence_ttl, claim);
+        batch.push(LockKeys::derive("a"), "ta".into(), "ea".into());
+        batch.push(LockKeys::derive("b"), "tb".into(), "eb".into());
+        batch.fold(Some(Duration::from_secs(90)));
+        assert_eq!(args(batch.command()), ["86400000", "250", "ta", "ea", "tb", "eb", "90000"]);
+    }
+}
