@@ -99,7 +99,8 @@ pub async fn a_holders_release_folds_the_owner_check_where_the_server_has_ifeq<H
     for server in &servers {
         let mut conn = admin(server);
         let ifeq = offers_ifeq(&mut conn);
-        let clients = [H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect")];
+        let clients =
+            [H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect")];
         let mut holder = lock_with::<H>(&clients[0], KEY, held, PATIENCE).await.expect("lock");
         for round in 1..=4 {
             let client = clients[round % 2].clone();
@@ -128,10 +129,12 @@ pub async fn a_holders_release_folds_the_owner_check_where_the_server_has_ifeq<H
         let waiter = H::spawn(async move { lock_with::<H>(&client, KEY, quick, PATIENCE).await.expect("lock") });
         wait_until("the waiter queued", PATIENCE, || llen(&mut conn, &names.queue) == 1);
         let counter = get(&mut conn, &names.fence);
-        let entry: Vec<String> = redis::cmd("LRANGE").arg(&names.queue).arg(0).arg(-1).query(&mut conn).expect("LRANGE");
+        let entry: Vec<String> =
+            redis::cmd("LRANGE").arg(&names.queue).arg(0).arg(-1).query(&mut conn).expect("LRANGE");
         redis::cmd("SET").arg(KEY).arg("someone-else").arg("PX").arg(30_000).exec(&mut conn).expect("SET");
         assert!(!H::release(holder).await.expect("release").was_held());
-        let after: Vec<String> = redis::cmd("LRANGE").arg(&names.queue).arg(0).arg(-1).query(&mut conn).expect("LRANGE");
+        let after: Vec<String> =
+            redis::cmd("LRANGE").arg(&names.queue).arg(0).arg(-1).query(&mut conn).expect("LRANGE");
         let pttl: i64 = redis::cmd("PTTL").arg(&names.queue).query(&mut conn).expect("PTTL");
         assert_eq!((after, get(&mut conn, &names.fence)), (entry, counter), "the release wrote");
         assert!(pttl > 0, "the queue lost its TTL: {pttl}");

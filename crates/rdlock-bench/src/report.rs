@@ -610,7 +610,8 @@ mod tests {
         let expected =
             ["S8 on tokio, run 1: counter 4 after 5 increments", "S7 on blocking, run 2: 2 holds broke exclusion"];
         assert_eq!(exclusion_violations(&results), expected.map(str::to_owned));
-        let met = targets(&results, "test").into_iter().find(|t| t.what.starts_with("S7 no overlapping")).and_then(|t| t.met);
+        let met =
+            targets(&results, "test").into_iter().find(|t| t.what.starts_with("S7 no overlapping")).and_then(|t| t.met);
         assert_eq!(met, Some(false));
     }
 }
