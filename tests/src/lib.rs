@@ -147,6 +147,7 @@ macro_rules! cases {
         );
         $crate::cases!(@in newer $harness;
             renewals_take_set_ifeq_where_the_server_has_it,
+            a_holders_release_folds_the_owner_check_where_the_server_has_ifeq,
         );
         $crate::cases!(@in durable $harness;
             durable_confirm_holds_or_falls_short,

@@ -216,7 +216,21 @@ fn run(args: Args) -> Result<(), BoxError> {
     settings.s4_ttl = args.s4_ttl.unwrap_or(settings.s4_ttl);
     settings.s4_hold = args.s4_hold.unwrap_or(settings.s4_hold);
     let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
-    let version = Server::start()?.version()?;
+    let probe = Server::start()?;
+    let version = probe.version()?;
+    // What the targets name: the server, and whether a hand-off can fold its owner check
+    // into `SET ... IFEQ` there (issue #16's S2 count).
+    let served = {
+        let mut conn = probe.connection()?;
+        let name = newer::server_name(&mut conn);
+        let used = adapters::NEWER_COMMANDS.load(std::sync::atomic::Ordering::Relaxed);
+        match (newer::offers_set_ifeq(&mut conn), used) {
+            (true, true) => format!("{name}, SET … IFEQ"),
+            (true, false) => format!("{name}, IFEQ not used"),
+            (false, _) => format!("{name}, no IFEQ"),
+        }
+    };
+    drop(probe);
     let mut machine = machine(&version);
     let began = Instant::now();
 
@@ -365,7 +379,7 @@ fn run(args: Args) -> Result<(), BoxError> {
     );
     print!("{}", report::tables(&results));
     print!("{}", scale::tables(&growth));
-    let mut targets = report::targets(&results);
+    let mut targets = report::targets(&results, &served);
     targets.extend(scale::targets(&growth));
     print!("{}", report::targets_table(&targets));
     if !failures.is_empty() {

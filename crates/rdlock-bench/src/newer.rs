@@ -106,7 +106,7 @@ fn acquire_args(mode: Mode) -> AcquireArgs<'static> {
 }
 
 fn release_args(entry: &str) -> ReleaseArgs<'_> {
-    ReleaseArgs { token: TOKEN, entry, fence_ttl: Duration::from_secs(3600), claim: Duration::from_secs(1) }
+    ReleaseArgs { token: TOKEN, entry, fence_ttl: Duration::from_secs(3600), claim: Duration::from_secs(1), fold: None }
 }
 
 /// The function library's name and its source: every script the measurement calls, each
@@ -291,8 +291,13 @@ fn granted(v: &redis::Value) -> bool {
     }
 }
 
+/// Whether the server's `SET` takes `IFEQ` (Valkey 8.1+, Redis 8.4+), as its command docs say.
+pub fn offers_set_ifeq(conn: &mut redis::Connection) -> bool {
+    Op::Renew.available(conn)
+}
+
 /// The server's name and version: Valkey says its own beside the Redis version it claims.
-fn server_name(conn: &mut redis::Connection) -> String {
+pub fn server_name(conn: &mut redis::Connection) -> String {
     let info: String = redis::cmd("INFO").arg("server").query(conn).unwrap_or_default();
     let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
     match (field("valkey_version:"), field("redis_version:")) {

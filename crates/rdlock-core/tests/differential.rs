@@ -139,10 +139,24 @@ fn release_with(lock: &LockKeys, token: &str, ttl: &str, fence_ttl: &str, claim:
     }
 }
 
-/// Releases of many locks in one call, as the engine batches them (`ttl` the entry's).
-fn release_batch(items: &[(&LockKeys, &str, &str)], fence_ttl: &str, claim: &str) -> Step {
+/// A release that folds its owner check into the hand-off's `SET ... IFEQ` (`ARGV[5]`, the
+/// caller's queue ttl), as the engine sends a holder's release where `SET` takes `IFEQ`.
+fn folded(step: Step, queue_ttl: &str) -> Step {
+    match step {
+        Step::Run { script, keys, mut args } => {
+            args.push(queue_ttl.to_owned());
+            Step::Run { script, keys, args }
+        }
+        other => other,
+    }
+}
+
+/// Releases of many locks in one call, as the engine batches them (`ttl` the entry's), folded
+/// when `fold` names the queue ttl.
+fn release_batch(items: &[(&LockKeys, &str, &str)], fence_ttl: &str, claim: &str, fold: Option<&str>) -> Step {
     let ms = |s: &str| Duration::from_millis(s.parse().unwrap_or(0));
     let mut batch = rdlock_core::ReleaseBatchArgs::new(items.len(), ms(fence_ttl), ms(claim));
+    batch.fold(fold.map(ms));
     for (lock, token, ttl) in items {
         batch.push((*lock).clone(), token.to_string(), format!("{token}:{ttl}:{}", inbox(lock, token)));
     }
@@ -245,7 +259,11 @@ fn random_step(d: &mut Dice, locks: &[LockKeys], tokens: &[String]) -> Step {
             let (ttl, mode, queue_ttl) = (ttl(d), pick(d, &["try", "first", "retry"]), pick(d, &TTLS));
             acquire_with(lock, token, ttl, mode, queue_ttl, &fence_ttl, pick(d, &CLAIMS))
         }
-        45..55 => release_with(lock, token, pick(d, &TTLS), &fence_ttl, pick(d, &CLAIMS)),
+        // Half the releases folded (on a server without `IFEQ` they take the checked path).
+        45..55 => {
+            let step = release_with(lock, token, pick(d, &TTLS), &fence_ttl, pick(d, &CLAIMS));
+            if d.chance(0.5) { folded(step, pick(d, &TTLS)) } else { step }
+        }
         // A lock at most once per batch: one lock's two grants in one call would seed its
         // counter and raise it past the seed, which the seed check cannot tell from a clock
         // gone wrong.
@@ -257,7 +275,8 @@ fn random_step(d: &mut Dice, locks: &[LockKeys], tokens: &[String]) -> Step {
                 }
             }
             let items = if items.is_empty() { vec![(lock, token, pick(d, &TTLS))] } else { items };
-            release_batch(&items, &fence_ttl, pick(d, &CLAIMS))
+            let fold = d.chance(0.5).then(|| pick(d, &TTLS));
+            release_batch(&items, &fence_ttl, pick(d, &CLAIMS), fold)
         }
         59..62 => {
             let items: Vec<_> = (0..1 + d.below(3))
@@ -788,7 +807,7 @@ impl<'r, 'a> Pair<'r, 'a> {
         }
 
         let mut out = N::Nil;
-        if let (Step::Run { script, keys, .. }, Some(fake), Some(real)) = (step, &fake, &real) {
+        if let (Step::Run { script, keys, args }, Some(fake), Some(real)) = (step, &fake, &real) {
             let counter = keys.get(1).filter(|_| {
                 matches!(
                     script,
@@ -841,6 +860,14 @@ impl<'r, 'a> Pair<'r, 'a> {
                 return Err(format!("messages differ\n  fake {fake_msgs:?}\n  real {real_msgs:?}"));
             }
             *self.seen.entry(label(*script, &f)).or_default() += 1;
+            let fold = match script {
+                Script::Release => args.len() == 5,
+                Script::ReleaseBatch => args.len() % 2 == 1,
+                _ => false,
+            };
+            if fold {
+                *self.seen.entry(format!("folded {}", label(*script, &f))).or_default() += 1;
+            }
             if *script == Script::Acquire && !fake_msgs.is_empty() {
                 *self.seen.entry("acquire hands off".into()).or_default() += 1;
             }
@@ -972,6 +999,7 @@ fn sequence(seed: u64, real: &mut Real<'_>, clock: &Clock, seen: &mut BTreeMap<S
     let tokens: Vec<String> = (0..3).map(|_| token(&mut d)).collect();
     let ifeq = offers_ifeq(real);
     let mut pair = Pair::new(real, clock, &locks, seen);
+    pair.fake.ifeq = ifeq;
     let mut trace = Vec::new();
     for i in 0..STEPS {
         let mut step = random_step(&mut d, &locks, &tokens);
@@ -1069,6 +1097,11 @@ fn agree_on_sequences(real: &mut Real<'_>) {
     for must in ["release-batch [", "confirm ["] {
         assert!(seen.keys().any(|k| k.starts_with(must)), "no {must:?} among {seen:?}");
     }
+    // Folded releases: every answer met (on a server without `IFEQ`, by the checked path).
+    for must in ["folded release 0", "folded release 1", "folded release 2", "folded release error RDLOCK"] {
+        assert!(seen.contains_key(must), "no {must:?} among {seen:?}");
+    }
+    assert!(seen.keys().any(|k| k.starts_with("folded release-batch [")), "no folded batch among {seen:?}");
     // Renewals by `SET ... IFEQ`, where the server has it: every outcome met.
     if offers_ifeq(real) {
         for must in ["set-ifeq Data(\"OK\")", "set-ifeq Nil", "set-ifeq WRONGTYPE"] {

@@ -10,22 +10,22 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// A cluster variant (`Sharded*`) is followed as its base, `SPUBLISH` counted like `PUBLISH`
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 16] = [
-    (Script::Acquire, 12_017_086_911_805_977_431),
-    (Script::Release, 4_801_865_683_704_194_623),
-    (Script::ReleaseBatch, 3_428_173_579_428_408_963),
-    (Script::Confirm, 3_443_293_831_493_250_812),
+    (Script::Acquire, 11_047_857_688_848_566_015),
+    (Script::Release, 6_906_290_543_912_893_269),
+    (Script::ReleaseBatch, 368_663_012_976_591_118),
+    (Script::Confirm, 1_060_198_269_530_959_844),
     (Script::Extend, 14_220_457_821_182_822_727),
-    (Script::PermitAcquire, 8_179_952_755_698_817_902),
-    (Script::PermitRelease, 4_909_124_758_983_389_697),
+    (Script::PermitAcquire, 666_932_452_682_610_454),
+    (Script::PermitRelease, 17_697_279_371_332_892_233),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
-    (Script::PermitChange, 18_111_944_855_686_620_561),
-    (Script::Store, 10_948_036_799_519_955_511),
-    (Script::ShardedAcquire, 2_791_499_449_770_448_350),
-    (Script::ShardedRelease, 7_947_525_429_534_646_784),
-    (Script::ShardedReleaseBatch, 13_999_340_496_849_550_216),
-    (Script::ShardedPermitAcquire, 15_916_873_844_320_743_467),
-    (Script::ShardedPermitRelease, 10_336_170_819_326_088_260),
-    (Script::ShardedPermitChange, 5_755_836_020_492_723_608),
+    (Script::PermitChange, 2_331_864_203_886_956_345),
+    (Script::Store, 7_054_768_891_818_351_791),
+    (Script::ShardedAcquire, 7_371_388_723_944_945_918),
+    (Script::ShardedRelease, 7_627_200_549_272_442_878),
+    (Script::ShardedReleaseBatch, 5_607_168_195_716_837_567),
+    (Script::ShardedPermitAcquire, 15_633_559_182_444_781_707),
+    (Script::ShardedPermitRelease, 7_541_230_058_919_589_412),
+    (Script::ShardedPermitChange, 12_419_865_333_131_999_096),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.
@@ -109,6 +109,12 @@ fn release_heard(f: &mut Fake, token: &str, ttl: u64, now: u64, heard: &[&str]) 
 
 fn release(f: &mut Fake, token: &str, ttl: u64, now: u64) -> (Reply, Vec<(String, String)>) {
     release_heard(f, token, ttl, now, &[])
+}
+
+/// A release folded into the hand-off's `SET ... IFEQ` (`ARGV[5]`: the caller's queue ttl).
+fn release_folded(f: &mut Fake, token: &str, ttl: u64, now: u64, heard: &[&str]) -> (Reply, Vec<(String, String)>) {
+    let args = [token, &entry(token, ttl), "86400000", "250", "90000"].map(String::from).to_vec();
+    run(f, Script::Release, &args, now, heard)
 }
 
 fn extend(f: &mut Fake, token: &str, ttl: u64, now: u64) -> Reply {
@@ -391,4 +397,40 @@ fn a_mutex_grant_returns_its_value_and_stores_are_owner_and_fence_checked() {
 fn a_store_without_owner_check_is_a_bug_the_fake_can_have() {
     let mut f = Fake::new(Bug::StoreWithoutOwnerCheck, EPOCH_US);
     assert_eq!(store(&mut f, "nobody", 5, "0", b"x", MS), Reply::Int(1));
+}
+
+#[test]
+fn a_folded_release_hands_off_as_the_checked_one_and_restarts_a_queue_it_put_back() {
+    let mut f = Fake::new(Bug::None, EPOCH_US);
+    let q = names().queue;
+    acquire(&mut f, "a", 30_000, "first", 0);
+    for w in ["w", "x", "y"] {
+        acquire(&mut f, w, 20_000, "first", 0);
+    }
+    // Heard: the waiter's whole ttl; unheard: a claim. As the checked release.
+    let (r, published) = release_folded(&mut f, "a", 30_000, MS, &["w"]);
+    assert_eq!((r, published.len()), (Reply::Int(2), 1));
+    assert_eq!((f.string("k", MS), f.expiry("k", MS)), (Some("w"), Some(20_001 * MS)));
+    let (r, published) = release_folded(&mut f, "w", 20_000, 2 * MS, &[]);
+    assert_eq!((r, published.len()), (Reply::Int(2), 1));
+    assert_eq!((f.string("k", 2 * MS), f.expiry("k", 2 * MS)), (Some("x"), Some(252 * MS)), "a claim");
+    // Not the owner, two queued: the head goes back, the queue keeps its TTL (60 s from 0).
+    assert_eq!(acquire(&mut f, "z", 20_000, "first", 3 * MS), pair(0, -3));
+    assert_eq!(release_folded(&mut f, "v", 20_000, 3 * MS, &[]).0, Reply::Int(0));
+    assert_eq!(f.expiry(&q, 3 * MS), Some(60_000 * MS));
+    // One queued: the pop emptied the queue, whose TTL went with it: it gets the caller's.
+    assert_eq!(release(&mut f, "z", 20_000, 4 * MS).0, Reply::Int(0), "z leaves");
+    let ids: Vec<String> = f.list_entries(4 * MS).into_iter().map(|(_, e)| e).collect();
+    assert_eq!(ids, [entry("y", 20_000)]);
+    assert_eq!(release_folded(&mut f, "v", 20_000, 5 * MS, &[]).0, Reply::Int(0));
+    assert_eq!(f.list_entries(5 * MS).len(), 1);
+    assert_eq!(f.expiry(&q, 5 * MS), Some(90_005 * MS));
+    // Where SET has no IFEQ the checked release answers, the same way.
+    f.ifeq = false;
+    let (r, published) = release_folded(&mut f, "x", 250, 6 * MS, &["y"]);
+    assert_eq!((r, published.len()), (Reply::Int(2), 1));
+    assert_eq!(f.string("k", 6 * MS), Some("y"));
+    // Nobody queued: the owner's delete.
+    assert_eq!(release_folded(&mut f, "y", 20_000, 7 * MS, &[]).0, Reply::Int(1));
+    assert_eq!(f.string("k", 7 * MS), None);
 }

@@ -328,6 +328,42 @@ fn releases_beyond_two_in_flight_wait_for_one_and_leave_together() {
 }
 
 #[test]
+fn a_holders_release_folds_its_owner_check_where_set_takes_ifeq() {
+    // Where `SET` takes `IFEQ`, a held lock's release asks the script to check the owner in
+    // the hand-off's `SET` (a fifth argument, the queue ttl: 4 polls, at least 60 s); a
+    // waiter leaving the queue does not (the key is another's: the fold would take back what
+    // it wrote), nor does any release where `SET` has no `IFEQ`.
+    for ifeq in [false, true] {
+        let mut h = H::with(EngineConfig { set_ifeq: ifeq, ..EngineConfig::default() });
+        let (id, _) = h.held("orders", opts(1000));
+        h.e.release(id, h.now).expect("held");
+        let release = h.one();
+        let (s, _, a) = script(&release);
+        assert_eq!(s, Script::Release);
+        assert_eq!(a.get(4).map(String::as_str), ifeq.then_some("60000"), "ifeq {ifeq}");
+        h.reply(&release, vec![Reply::Int(1)]);
+        h.events();
+        let deadline = h.now + ms(150);
+        h.queued("jobs", LockOptions { poll_cap: ms(1000), ..opts(1000) }, Some(deadline));
+        h.fire();
+        assert_eq!(h.events(), vec![Event::TimedOut]);
+        let (s, _, a) = script(&h.one());
+        assert_eq!((s, a.len()), (Script::Release, 4), "a waiter leaves by the checked release");
+    }
+    // A batch folds when any of its locks was held, with the longest queue ttl among them.
+    let mut h = H::with(EngineConfig { set_ifeq: true, ..EngineConfig::default() });
+    let ids: Vec<LockId> = (0..4).map(|i| h.held(&format!("k{i}"), opts(1000)).0).collect();
+    let mut alone = Vec::new();
+    for id in &ids {
+        h.e.release(*id, h.now).expect("held");
+        alone.extend(h.sent());
+    }
+    h.reply(&alone[0], vec![Reply::Int(1)]);
+    let (s, _, a) = script(&h.one());
+    assert_eq!((s, a.len(), a.last().map(String::as_str)), (Script::ReleaseBatch, 2 + 2 * 2 + 1, Some("60000")));
+}
+
+#[test]
 fn messages_for_others_or_garbage_are_ignored() {
     let mut h = H::new();
     let (_, tok) = h.queued("orders", opts(1000), None);

@@ -18,7 +18,7 @@
 pub const ACL_COMMANDS: &str = "+evalsha +eval +script|load +ping +subscribe +unsubscribe +ssubscribe \
 +sunsubscribe +wait +role +info +cluster|slots +asking +command|docs \
 +get +mget +set +del +exists +type +pexpire +pttl +persist +incr +decr +time \
-+lindex +llen +lpop +lpos +lrange +lrem +rpush \
++lindex +llen +lpop +lpos +lpush +lrange +lrem +rpush \
 +hget +hmget +hset +hdel +hincrby \
 +zadd +zcard +zrange +zrangebyscore +zrem +zscore \
 +publish +spublish";

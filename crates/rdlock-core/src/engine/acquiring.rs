@@ -302,7 +302,7 @@ impl Engine {
 /// How long the wait queue outlives its last push: waiters refresh it on every poll.
 /// Tied to the poll interval actually used (stretched or not), so the queue cannot expire
 /// between a waiter's polls.
-fn queue_ttl(poll_interval: Duration) -> Duration {
+pub(super) fn queue_ttl(poll_interval: Duration) -> Duration {
     poll_interval.saturating_mul(4).max(Duration::from_secs(60))
 }
 

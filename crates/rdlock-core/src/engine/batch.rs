@@ -90,9 +90,15 @@ impl Engine {
             let (route, n) = (b.route, locks.len());
             let command = match (b.kind, locks.as_slice()) {
                 (_, []) => continue,
-                (Kind::Release, [id]) => release_command(&self.locks[id], self.client),
+                (Kind::Release, [id]) => {
+                    let lock = &self.locks[id];
+                    release_command(lock, self.client, self.release_fold(lock))
+                }
                 (Kind::Release, _) => {
                     let mut batch = ReleaseBatchArgs::new(n, FENCE_TTL, HANDOFF_CLAIM);
+                    // One fold for the batch: the longest queue TTL of its held locks, if any.
+                    let fold = locks.iter().filter_map(|id| self.release_fold(&self.locks[id])).max();
+                    batch.fold(fold);
                     for id in &locks {
                         let lock = &self.locks[id];
                         let (token, entry) = queue_entry(lock, self.client);

@@ -39,7 +39,10 @@ impl Recent {
             self.releases.pop_front();
         }
         let until = now.checked_add(lock.opts.ttl).unwrap_or(now);
-        self.releases.push_back(Remembered { until, route: lock.route, command: release_command(lock, client) });
+        // Sent again to a new primary, which may lack `IFEQ` and mostly finds the key gone:
+        // never folded.
+        let command = release_command(lock, client, None);
+        self.releases.push_back(Remembered { until, route: lock.route, command });
     }
 }
 

@@ -1,6 +1,6 @@
 //! Releasing: the owner-checked release (or clean-up), its retries and repeats.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::lock::{Lock, Phase};
 use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending};
@@ -38,7 +38,7 @@ impl Engine {
             self.batch_release(id, now);
             return;
         }
-        let command = release_command(lock, self.client);
+        let command = release_command(lock, self.client, self.release_fold(lock));
         let route = lock.route;
         // A mutex's value goes first, on the same connection: the store runs while the key is
         // still ours, and its confirmation before the lock is handed on.
@@ -95,10 +95,23 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The queue TTL that asks a queue-mode release to fold its owner check into the hand-off's
+    /// `SET ... IFEQ` (`release_folded` in `release_one.lua`): on a server that offers `IFEQ`,
+    /// for a lock whose lease was valid when its release began. Any other release (a waiter
+    /// leaving, a lease already lost) would mostly find the key not its own, which the fold
+    /// pays for with writes it takes back.
+    pub(super) fn release_fold(&self, lock: &Lock) -> Option<Duration> {
+        let held = matches!(&lock.phase, Phase::Releasing(r) if r.valid_at_start());
+        (self.config.set_ifeq && held).then(|| super::acquiring::queue_ttl(self.poll_interval(&lock.opts)))
+    }
+}
+
 /// The release script's command for `lock` (a mutex's write-back is not part of it):
 /// owner-checked, it deletes (or hands on) the key only while it holds the lock's token, and
 /// removes the lock's own queue entry otherwise, so that it may be sent again at any time.
-pub(super) fn release_command(lock: &Lock, client: u64) -> Command {
+/// `fold`: [`Engine::release_fold`].
+pub(super) fn release_command(lock: &Lock, client: u64, fold: Option<Duration>) -> Command {
     let keys = LockKeys::derive(&lock.key);
     let token = hex(lock.token);
     let inbox = LockKeys::inbox_suffix(&lock.key, client);
@@ -111,7 +124,7 @@ pub(super) fn release_command(lock: &Lock, client: u64) -> Command {
         }
         (None, Sharing::Queue) => {
             let (token, entry) = queue_entry(lock, client);
-            ReleaseArgs { token: &token, entry: &entry, fence_ttl, claim }.command(&keys)
+            ReleaseArgs { token: &token, entry: &entry, fence_ttl, claim, fold }.command(&keys)
         }
         (None, Sharing::Foreign { .. }) => SharedReleaseArgs { token: &token }.command(&keys),
     }

@@ -53,6 +53,11 @@ impl Release {
         Self { req: None, retry_at: None, attempts: 0, valid_at_start, then, give_up, rechecks_left }
     }
 
+    /// Whether the lease was valid when the release began (the key most likely still ours).
+    pub fn valid_at_start(&self) -> bool {
+        self.valid_at_start
+    }
+
     /// The release was sent (again) as `req`.
     pub fn sent(&mut self, req: RequestId) {
         self.req = Some(req);

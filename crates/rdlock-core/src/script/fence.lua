@@ -60,6 +60,15 @@ local function counter(key)
   return nil, FENCE_VALUE
 end
 
+-- Seeds a counter that INCR has just made 1 (it was missing) from the server clock in
+-- microseconds, with its ttl; returns that fence.
+local function seed(key, ttl)
+  local t = redis.call('TIME')
+  local f = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('SET', key, string.format('%d', f), 'PX', ttl)
+  return f
+end
+
 -- Issues the next fence; nil and the reason when the counter cannot be raised. The counter
 -- only moves forward; a missing one (new lock, or a server restarted without persistence) is
 -- seeded from the server clock in microseconds, so it never goes backwards. Made as its
@@ -80,9 +89,7 @@ local function bump(key, ttl)
     return nil, FENCE_VALUE
   end
   if f == 1 then
-    local t = redis.call('TIME')
-    f = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    redis.call('SET', key, string.format('%d', f), 'PX', ttl)
+    f = seed(key, ttl)
   end
   return f
 end

@@ -22,6 +22,10 @@ pub struct ReleaseArgs<'a> {
     pub fence_ttl: Duration,
     /// How long a hand-off nobody heard waits for its waiter.
     pub claim: Duration,
+    /// `Some(queue ttl)`: the caller held the lock and the server's `SET` takes `IFEQ`, so the
+    /// hand-off checks the owner in the new owner's `SET` (`ARGV[5]`; `release_folded` in
+    /// `release_one.lua`). The TTL is given to a queue whose pop is taken back after emptying it.
+    pub fold: Option<Duration>,
 }
 
 impl ReleaseArgs<'_> {
@@ -29,18 +33,22 @@ impl ReleaseArgs<'_> {
     pub fn command(&self, keys: &LockKeys) -> Command {
         let mut names = Args::with_capacity(3, 3 * keys.lock.len() + 16);
         names.push(&keys.lock).push(&keys.fence).push(&keys.queue);
-        let mut args = Args::with_capacity(4, self.token.len() + self.entry.len() + 24);
+        let mut args = Args::with_capacity(5, self.token.len() + self.entry.len() + 32);
         args.push(self.token).push(self.entry).push_u64(millis(self.fence_ttl)).push_u64(millis(self.claim));
+        if let Some(queue_ttl) = self.fold {
+            args.push_u64(millis(queue_ttl));
+        }
         Command::Script { script: Script::Release, keys: names, args }
     }
 }
 
 /// Many queue-mode releases in one call (`release_batch.lua`): per lock its keys, owner token
-/// and queue entry; the fence ttl and the claim are the same for every lock.
+/// and queue entry; the fence ttl, the claim and the fold are the same for every lock.
 #[derive(Clone, Debug)]
 pub struct ReleaseBatchArgs {
     keys: Vec<String>,
     args: Vec<String>,
+    fold: Option<Duration>,
 }
 
 impl ReleaseBatchArgs {
@@ -49,7 +57,13 @@ impl ReleaseBatchArgs {
         let mut args = Vec::with_capacity(2 + 2 * n);
         args.push(fence_ttl.as_millis().to_string());
         args.push(claim.as_millis().to_string());
-        Self { keys: Vec::with_capacity(3 * n), args }
+        Self { keys: Vec::with_capacity(3 * n), args, fold: None }
+    }
+
+    /// Asks every lock's release to fold its owner check into the hand-off
+    /// ([`ReleaseArgs::fold`], the script's last `ARGV`); `None` (the default) for none.
+    pub fn fold(&mut self, queue_ttl: Option<Duration>) {
+        self.fold = queue_ttl;
     }
 
     /// Adds the lock named by `keys`.
@@ -59,7 +73,10 @@ impl ReleaseBatchArgs {
     }
 
     /// The script call.
-    pub fn command(self) -> Command {
+    pub fn command(mut self) -> Command {
+        if let Some(queue_ttl) = self.fold {
+            self.args.push(millis(queue_ttl).to_string());
+        }
         Command::Script { script: Script::ReleaseBatch, keys: self.keys.into(), args: self.args.into() }
     }
 
@@ -135,5 +152,30 @@ impl ReleaseReply {
     /// Whether the caller's key was freed (deleted or handed on) by this call.
     pub fn was_held(self) -> bool {
         self != ReleaseReply::NotHeld
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(command: Command) -> Vec<String> {
+        let Command::Script { args, .. } = command else { panic!("a script") };
+        args.iter().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_folded_release_carries_the_queue_ttl_last() {
+        let keys = LockKeys::derive("k");
+        let (fence_ttl, claim) = (Duration::from_secs(86_400), Duration::from_millis(250));
+        let plain = ReleaseArgs { token: "t", entry: "t:100:i0", fence_ttl, claim, fold: None };
+        assert_eq!(args(plain.command(&keys)), ["t", "t:100:i0", "86400000", "250"]);
+        let folded = ReleaseArgs { fold: Some(Duration::from_secs(60)), ..plain };
+        assert_eq!(args(folded.command(&keys)), ["t", "t:100:i0", "86400000", "250", "60000"]);
+        let mut batch = ReleaseBatchArgs::new(2, fence_ttl, claim);
+        batch.push(LockKeys::derive("a"), "ta".into(), "ea".into());
+        batch.push(LockKeys::derive("b"), "tb".into(), "eb".into());
+        batch.fold(Some(Duration::from_secs(90)));
+        assert_eq!(args(batch.command()), ["86400000", "250", "ta", "ea", "tb", "eb", "90000"]);
     }
 }

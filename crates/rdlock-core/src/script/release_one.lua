@@ -1,10 +1,84 @@
 -- rdlock release of one lock, shared by release.lua (one lock) and release_batch.lua (many):
 -- the lock's keys are KEYS[o + 1] lock key, KEYS[o + 2] fence counter, KEYS[o + 3] wait queue.
--- `token` the owner token, `entry` the caller's own queue entry, `fence_ttl` and `claim` in ms
--- (checked by the caller). Returns 0 not held by the caller (its queue entry, if any, is
--- removed); 1 released, nobody waiting; 2 handed to the next waiter, announced on its inbox
--- as "token:fence"; or an error reply, with nothing of this lock written.
-local function release_one(o, token, entry, fence_ttl, claim)
+-- `token` the owner token, `entry` the caller's own queue entry, `fence_ttl` and `claim` in ms,
+-- `qttl` nil, or the caller's queue TTL in ms asking for `release_folded` (checked by the
+-- caller). Returns 0 not held by the caller (its queue entry, if any, is removed); 1
+-- released, nobody waiting; 2 handed to the next waiter, announced on its inbox as
+-- "token:fence"; or an error reply, with nothing of this lock written.
+-- The release on a server whose SET takes IFEQ (Valkey 8.1+, Redis 8.4+), when the caller
+-- held the lock: the owner check is the new owner's `SET K head IFEQ token`, so a heard
+-- hand-off is LPOP, INCR, SET, PUBLISH (one command fewer than MGET, LPOP, INCR, PUBLISH,
+-- SET). The head must be popped before the owner is known, so every other outcome puts back
+-- what it wrote: the head (LPUSH; a queue the pop emptied lost its TTL with it, and gets
+-- `qttl`, the caller's queue TTL), the fence (DECR; a counter INCR created is deleted). Nil
+-- when the checked release below must tell the outcome (nothing is then left written but
+-- that TTL): a queue of another type, a malformed or own head, a counter INCR cannot raise
+-- within range, a key of another type, a SET without IFEQ.
+local function release_folded(o, token, entry, fence_ttl, claim, qttl)
+  local k, fk, q = KEYS[o + 1], KEYS[o + 2], KEYS[o + 3]
+  local head = redis.pcall('LPOP', q)
+  if type(head) == 'table' then
+    refused(head)
+    return nil
+  end
+  if not head then
+    local cur = redis.pcall('GET', k)
+    if type(cur) == 'table' then return redis.error_reply('WRONGTYPE RDLOCK lock key holds another type of value') end
+    if cur ~= token then return 0 end
+    redis.call('DEL', k)
+    return 1
+  end
+  local function back()
+    local n = redis.pcall('LPUSH', q, head)
+    if type(n) == 'number' then
+      if n == 1 then redis.call('PEXPIRE', q, qttl) end
+      return
+    end
+    -- An ACL rule from before LPUSH was needed refuses it: the queue is rebuilt in order with
+    -- RPUSH instead, its TTL read first.
+    local pttl = redis.call('PTTL', q)
+    local rest = redis.call('LRANGE', q, 0, -1)
+    redis.call('DEL', q)
+    redis.call('RPUSH', q, head)
+    for _, e in ipairs(rest) do redis.call('RPUSH', q, e) end
+    if pttl > 0 then redis.call('PEXPIRE', q, pttl) elseif pttl == -2 then redis.call('PEXPIRE', q, qttl) end
+  end
+  local tok, ttl, inbox = owner(head)
+  if not tok or tok == token then
+    back()
+    return nil
+  end
+  local f = redis.pcall('INCR', fk)
+  if type(f) == 'table' or f < 1 or f > 9007199254740990 then
+    if type(f) == 'number' then redis.call('DECR', fk) end
+    back()
+    return nil
+  end
+  -- The waiter's whole ttl if it has an inbox to hear it, shortened below to the claim if
+  -- nobody did (as `hand_off` decides after its PUBLISH).
+  local px = claim
+  if ttl and (inbox or tonumber(ttl) < tonumber(claim)) then px = ttl end
+  local set = redis.pcall('SET', k, tok, 'IFEQ', token, 'PX', px)
+  if not set or set.err then
+    if f == 1 and redis.call('PTTL', fk) == -1 then redis.call('DEL', fk) else redis.call('DECR', fk) end
+    back()
+    if set then return nil end
+    redis.call('LREM', q, 0, entry)
+    return 0
+  end
+  if f == 1 then f = seed(fk, fence_ttl) end
+  if inbox then
+    local heard = publish(k .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
+    if heard == 0 and ttl and tonumber(ttl) > tonumber(claim) then redis.call('PEXPIRE', k, claim) end
+  end
+  return 2
+end
+
+local function release_one(o, token, entry, fence_ttl, claim, qttl)
+  if qttl then
+    local r = release_folded(o, token, entry, fence_ttl, claim, qttl)
+    if r then return r end
+  end
   local k, fk, q = KEYS[o + 1], KEYS[o + 2], KEYS[o + 3]
   -- The owner and the fence counter in one read. MGET answers nil for a key of another type
   -- too, so a nil owner is read again with GET, which tells (a lock already gone: rare). A

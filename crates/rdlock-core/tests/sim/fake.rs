@@ -284,6 +284,9 @@ pub struct Fake {
     replicas: Vec<Replica>,
     /// The restart count at each token's latest grant.
     grant_epoch: BTreeMap<String, u32>,
+    /// Whether `SET` takes `IFEQ` (Valkey 8.1+, Redis 8.4+): renewals by `SET ... IFEQ`, and
+    /// the folded release (`release_folded`), which takes its checked path where it is not.
+    pub ifeq: bool,
 }
 
 impl Fake {
@@ -299,6 +302,7 @@ impl Fake {
             dirty: 0,
             replicas: Vec::new(),
             grant_epoch: BTreeMap::new(),
+            ifeq: true,
         }
     }
 
@@ -759,14 +763,21 @@ impl Fake {
 
     fn release(&mut self, keys: &[String], args: &[String], fx: &mut Effects<'_>) -> R<Reply> {
         let (key, fence_key, queue) = (nth(keys, 0)?, nth(keys, 1)?, nth(keys, 2)?);
-        // if #ARGV ~= 4 then fail; ms_arg(3, 4)
-        if args.len() != 4 {
-            return Err(fail("release takes 4 arguments"));
+        // if #ARGV ~= 4 and #ARGV ~= 5 then fail; ms_arg(3, 4, and 5 when given)
+        if args.len() != 4 && args.len() != 5 {
+            return Err(fail("release takes 4 or 5 arguments"));
         }
-        if !ms_arg(&args[2]) || !ms_arg(&args[3]) {
+        if !args[2..].iter().all(|a| ms_arg(a)) {
             return Err(fail("invalid ttl"));
         }
         let (token, entry, fence_ttl, claim) = (&args[0], &args[1], &args[2], &args[3]);
+        // if qttl then r = release_folded(...); if r then return r end end
+        if let Some(qttl) = args.get(4) {
+            let folded = self.release_folded((key, fence_key, queue), token, entry, (fence_ttl, claim, qttl), fx)?;
+            if let Some(r) = folded {
+                return Ok(r);
+            }
+        }
         // got = MGET KEYS[1] KEYS[2]; cur = got[1] or pcall GET KEYS[1] (a table: WRONGTYPE);
         // if cur ~= token then pcall LREM KEYS[3] 0 ARGV[2]; return 0 end
         let owner_now = self.get(key).map_err(|_| lock_key_type())?;
@@ -789,20 +800,90 @@ impl Fake {
         Ok(int(1))
     }
 
+    /// `release_folded` of release_one.lua (the owner check folded into the hand-off's `SET ...
+    /// IFEQ`): `Some` reply when it answers, `None` when the checked release must. Its effects
+    /// are the checked release's, but for what its undo cannot restore: a queue of one entry,
+    /// popped and pushed back, gets `qttl`; a counter `0` without a TTL, raised and taken
+    /// back, is deleted (`PTTL` -1 after `INCR` reads as a counter `INCR` created).
+    fn release_folded(
+        &mut self,
+        (key, fence_key, queue): (&str, &str, &str),
+        token: &str,
+        entry: &str,
+        (fence_ttl, claim, qttl): (&str, &str, &str),
+        fx: &mut Effects<'_>,
+    ) -> R<Option<Reply>> {
+        // head = pcall LPOP q; a table: nil
+        let Ok(list) = self.list(queue) else { return Ok(None) };
+        let Some(list) = list else {
+            // no head: GET k (a table: WRONGTYPE RDLOCK); ~= token: 0; DEL k: 1
+            let cur = self.get(key).map_err(|_| lock_key_type())?;
+            if cur.as_deref() != Some(token) && self.bug != Bug::ReleaseWithoutOwnerCheck {
+                return Ok(Some(int(0)));
+            }
+            self.del(key);
+            return Ok(Some(int(1)));
+        };
+        let single = list.len() == 1;
+        let who = owner(list.front().map(String::as_str));
+        // back(): LPUSH q head; a queue it makes again: PEXPIRE q qttl
+        let back = |f: &mut Self| if single { f.pexpire(queue, qttl).map(|_| ()) } else { Ok(()) };
+        // a malformed or own head: back(), nil
+        let Some(who) = who.filter(|w| w.0 != token) else {
+            back(self)?;
+            return Ok(None);
+        };
+        // f = pcall INCR fk; an error, f < 1 or f > 2^53 - 2: DECR, back(), nil
+        let counter = self.get(fence_key).map(|c| c.map(|s| redis_int(&s).map(|v| (v, s))));
+        let f = match &counter {
+            Ok(None) => Some(1),
+            Ok(Some(Some((v, _)))) => v.checked_add(1),
+            _ => None,
+        };
+        if !f.is_some_and(|f| (1..=FENCE_MAX).contains(&f)) {
+            back(self)?;
+            return Ok(None);
+        }
+        // set = pcall SET k tok IFEQ token PX px: an error (another type, no IFEQ) or nil takes
+        // the INCR back (DEL when it made a counter without TTL, else DECR) and back(); nil
+        // answers 0 after LREM q 0 entry, an error the checked release
+        let cur = self.get(key);
+        let ours = matches!(&cur, Ok(c) if c.as_deref() == Some(token) || self.bug == Bug::ReleaseWithoutOwnerCheck);
+        if !self.ifeq || !ours {
+            let made = matches!(counter, Ok(Some(Some((0, _))))) && self.expiry(fence_key, self.now).is_none();
+            if made {
+                self.del(fence_key);
+            }
+            back(self)?;
+            if !self.ifeq || cur.is_err() {
+                return Ok(None);
+            }
+            self.lrem(queue, 0, entry)?;
+            return Ok(Some(int(0)));
+        }
+        // The hand-off: LPOP, INCR (seeded when 1), SET PX the waiter's ttl, PUBLISH, PEXPIRE
+        // claim when unheard: what `hand_off` writes.
+        self.hand_off((key, fence_key, queue), &who, claim, fence_ttl, fx)?;
+        Ok(Some(int(2)))
+    }
+
     /// `release_batch.lua`: `release_one` per lock, each lock's error its own item.
     fn release_batch(&mut self, keys: &[String], args: &[String], fx: &mut Effects<'_>) -> R<Reply> {
-        // n = #KEYS / 3 (a whole number, at least 1); #ARGV == 2 + 2n; ms_arg(1, 2)
+        // n = #KEYS / 3 (a whole number, at least 1); #ARGV == 2 + 2n or 3 + 2n; ms_arg(1, 2,
+        // and the last when it is the fold's qttl)
         let n = keys.len() / 3;
-        if n < 1 || !keys.len().is_multiple_of(3) || args.len() != 2 + 2 * n {
+        if n < 1 || !keys.len().is_multiple_of(3) || (args.len() != 2 + 2 * n && args.len() != 3 + 2 * n) {
             return Err(fail("release takes 3 keys and 2 arguments per lock"));
         }
-        if !ms_arg(&args[0]) || !ms_arg(&args[1]) {
+        let qttl = args.get(2 + 2 * n);
+        if !ms_arg(&args[0]) || !ms_arg(&args[1]) || qttl.is_some_and(|q| !ms_arg(q)) {
             return Err(fail("invalid ttl"));
         }
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
-            // out[i] = release_one(3(i - 1), ARGV[2i+1], ARGV[2i+2], ARGV[1], ARGV[2])
-            let one = [args[2 + 2 * i].clone(), args[3 + 2 * i].clone(), args[0].clone(), args[1].clone()];
+            // out[i] = release_one(3(i - 1), ARGV[2i+1], ARGV[2i+2], ARGV[1], ARGV[2], qttl)
+            let mut one = vec![args[2 + 2 * i].clone(), args[3 + 2 * i].clone(), args[0].clone(), args[1].clone()];
+            one.extend(qttl.cloned());
             // if type(r) == 'table' then r = r.err end: an error as its text
             let r = self.release(&keys[3 * i..3 * i + 3], &one, fx);
             out.push(r.unwrap_or_else(|e| Reply::Data(format!("{} {}", e.code, e.message).into_bytes())));
