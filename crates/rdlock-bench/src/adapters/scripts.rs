@@ -90,7 +90,8 @@ impl Locker for Scripts {
 
     async fn release(&self, guard: ScriptsGuard) -> Result<bool, BoxError> {
         let entry = format!("{}:{}:{}", guard.token, guard.ttl_ms, guard.inbox);
-        let args = ReleaseArgs { token: &guard.token, entry: &entry, fence_ttl: FENCE_TTL, claim: HANDOFF_CLAIM };
+        let args =
+            ReleaseArgs { token: &guard.token, entry: &entry, fence_ttl: FENCE_TTL, claim: HANDOFF_CLAIM, fold: None };
         let command = args.command(&LockKeys::new(&guard.key)?);
         let value = self.route.conn(&guard.key)?.send_packed_command(&convert::command(&command, Eval::Sha)).await?;
         let reply = ReleaseReply::parse(rdlock_core::Script::Release, Some(&convert::reply(value)))?;
