@@ -10,22 +10,22 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// A cluster variant (`Sharded*`) is followed as its base, `SPUBLISH` counted like `PUBLISH`
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 16] = [
-    (Script::Acquire, 12_017_086_911_805_977_431),
-    (Script::Release, 4_801_865_683_704_194_623),
-    (Script::ReleaseBatch, 3_428_173_579_428_408_963),
-    (Script::Confirm, 3_443_293_831_493_250_812),
+    (Script::Acquire, 3_863_417_705_888_584_308),
+    (Script::Release, 4_968_559_957_955_935_746),
+    (Script::ReleaseBatch, 1_182_510_838_480_230_742),
+    (Script::Confirm, 4_170_753_675_873_805_327),
     (Script::Extend, 14_220_457_821_182_822_727),
-    (Script::PermitAcquire, 8_179_952_755_698_817_902),
-    (Script::PermitRelease, 4_909_124_758_983_389_697),
+    (Script::PermitAcquire, 723_014_736_655_223_305),
+    (Script::PermitRelease, 13_703_670_425_977_108_002),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
-    (Script::PermitChange, 18_111_944_855_686_620_561),
-    (Script::Store, 10_948_036_799_519_955_511),
-    (Script::ShardedAcquire, 2_791_499_449_770_448_350),
-    (Script::ShardedRelease, 7_947_525_429_534_646_784),
-    (Script::ShardedReleaseBatch, 13_999_340_496_849_550_216),
-    (Script::ShardedPermitAcquire, 15_916_873_844_320_743_467),
-    (Script::ShardedPermitRelease, 10_336_170_819_326_088_260),
-    (Script::ShardedPermitChange, 5_755_836_020_492_723_608),
+    (Script::PermitChange, 4_844_389_739_441_957_042),
+    (Script::Store, 1_782_822_990_503_400_484),
+    (Script::ShardedAcquire, 13_767_556_248_045_326_795),
+    (Script::ShardedRelease, 2_060_638_120_089_863_937),
+    (Script::ShardedReleaseBatch, 8_677_724_519_369_918_857),
+    (Script::ShardedPermitAcquire, 8_696_072_081_251_548_360),
+    (Script::ShardedPermitRelease, 2_372_101_845_494_051_279),
+    (Script::ShardedPermitChange, 4_784_777_699_789_742_787),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.
