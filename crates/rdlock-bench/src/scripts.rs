@@ -75,7 +75,8 @@ fn cycle(pipe: &mut redis::Pipeline, path: Path, keys: &LockKeys, entry: &str) {
         claim: Duration::from_secs(1),
         inbox: INBOX,
     };
-    let release = ReleaseArgs { token: TOKEN, entry, fence_ttl: Duration::from_secs(3600), claim: Duration::from_secs(1) };
+    let release =
+        ReleaseArgs { token: TOKEN, entry, fence_ttl: Duration::from_secs(3600), claim: Duration::from_secs(1) };
     let commands = [acquire.command(keys), release.command(keys)];
     match path {
         Path::Raw => {
@@ -93,7 +94,11 @@ fn cycle(pipe: &mut redis::Pipeline, path: Path, keys: &LockKeys, entry: &str) {
             // The same keys and arguments as rdlock's calls, to another script.
             for (c, source) in commands.iter().zip(sources) {
                 if let rdlock_core::Command::Script { keys, args, .. } = c {
-                    pipe.cmd("EVALSHA").arg(redis::Script::new(source).get_hash()).arg(keys.len()).arg(keys.to_vec()).arg(args.to_vec());
+                    pipe.cmd("EVALSHA")
+                        .arg(redis::Script::new(source).get_hash())
+                        .arg(keys.len())
+                        .arg(keys.to_vec())
+                        .arg(args.to_vec());
                 }
             }
         }
