@@ -23,6 +23,7 @@ mod newer;
 mod report;
 mod scale;
 mod scenario;
+mod scripts;
 mod server;
 
 use std::time::{Duration, Instant};
@@ -43,6 +44,7 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S9,C1,...,C3,F1,...,F4]
                     [--runs N] [--slices N] [--scale N,N,...] [--s4-ttl SECS] [--s4-hold SECS]
                     [--tokio-workers N] [--json FILE]
        rdlock-bench --newer [--quick]
+       rdlock-bench --scripts [--quick]
 
   --quick       about a second per scenario, one run (a smoke test); default: the durations of
                 shared/peers.md, median of 3 runs
@@ -67,7 +69,10 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S9,C1,...,C3,F1,...,F4]
   --no-newer-commands
                 rdlock renews by script even where the server has SET IFEQ
   --newer       instead: the newer servers' commands (SET IFEQ, hash-field TTL, functions)
-                beside the scripts, per operation, on one server (RDLOCK_REDIS_SERVER)";
+                beside the scripts, per operation, on one server (RDLOCK_REDIS_SERVER)
+  --scripts     instead: the server's cost of an uncontended cycle's script calls, pipelined,
+                beside raw's, two trivial scripts' and the cheapest scripts with the same
+                commands, on one server (RDLOCK_REDIS_SERVER)";
 
 #[derive(Debug)]
 struct Args {
@@ -81,6 +86,7 @@ struct Args {
     s4_hold: Option<Duration>,
     json: Option<String>,
     newer: bool,
+    scripts: bool,
 }
 
 /// A positive number of seconds, as a duration.
@@ -105,6 +111,7 @@ fn parse_args() -> Result<Args, String> {
         s4_hold: None,
         json: None,
         newer: false,
+        scripts: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -116,6 +123,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--quick" => args.quick = true,
             "--newer" => args.newer = true,
+            "--scripts" => args.scripts = true,
             "--no-newer-commands" => adapters::NEWER_COMMANDS.store(false, std::sync::atomic::Ordering::Relaxed),
             "--scenario" | "--scenarios" => {
                 chosen = Some(value()?.split(',').map(str::parse).collect::<Result<_, _>>()?);
@@ -207,6 +215,10 @@ fn main() {
 fn run(args: Args) -> Result<(), BoxError> {
     if args.newer {
         print!("{}", newer::run(args.quick)?);
+        return Ok(());
+    }
+    if args.scripts {
+        print!("{}", scripts::run(args.quick)?);
         return Ok(());
     }
     let mut settings = if args.quick { Settings::quick() } else { Settings::full() };

@@ -1201,6 +1201,98 @@ fn lapsed_claims_agree() {
     }
 }
 
+/// An attempt's arguments are checked by one pattern over them joined by `:` (`attempt.lua`),
+/// which must refuse exactly what the checks one by one refuse, with the same error, on both
+/// attempt scripts: a field holding the separator (which would shift the fields), lengths at
+/// the limits, leading zeros and signs, inboxes a digit short or glued wrongly, and two bad
+/// arguments at once (the first is reported: token, mode, ttls, inbox). The fake checks them
+/// one by one.
+#[test]
+fn an_attempts_arguments_are_checked_as_one_by_one() {
+    let (_server, conn, mut sub) = start();
+    let mut real = Real { conn, sub: Sub::Patterns(subscribe(&mut sub)), markers: 0 };
+    let clock = Clock::new();
+    let mut seen = BTreeMap::new();
+    // Per script (a lock and a semaphore cannot share a key), a key without a hash tag (its
+    // inboxes are glued) and one with (plain inboxes).
+    let names = ["attempts", "{attempts}", "permits", "{permits}"];
+    let locks = names.map(|n| LockKeys::new(n).expect("a valid key"));
+    let mut pair = Pair::new(&mut real, &clock, &locks, &mut seen);
+    let hex16 = "0123456789abcdef";
+    let bad = |m: &str| Some(N::Error { code: "RDLOCK".into(), message: m.into() });
+    let mut checked = 0;
+    for (i, lock) in locks.iter().enumerate() {
+        let script = if i < 2 { Script::Acquire } else { Script::PermitAcquire };
+        let tok = "0".repeat(32);
+        let good_inbox = inbox(lock, &tok);
+        let base: Vec<String> =
+            [tok.as_str(), "60000", "first", "60000", "600000", "100", &good_inbox].map(String::from).to_vec();
+        let with = |changes: &[(usize, &str)]| {
+            let mut a = base.clone();
+            for &(i, v) in changes {
+                a[i] = v.to_owned();
+            }
+            a
+        };
+        let mut cases: Vec<(Vec<String>, Option<N>)> = vec![
+            (with(&[(0, "")]), bad("invalid token")),
+            (with(&[(0, "a:b")]), bad("invalid token")),
+            (with(&[(0, ":")]), bad("invalid token")),
+            (with(&[(2, "")]), bad("invalid mode")),
+            (with(&[(2, "try:")]), bad("invalid mode")),
+            (with(&[(2, "TRY")]), bad("invalid mode")),
+            (with(&[(6, "")]), bad("invalid inbox")),
+            (with(&[(6, &format!("i{}", &hex16[1..]))]), bad("invalid inbox")),
+            (with(&[(6, &format!("i{hex16}0"))]), bad("invalid inbox")),
+            (with(&[(6, &format!("j{hex16}"))]), bad("invalid inbox")),
+            (with(&[(6, &format!("i{}g", &hex16[1..]))]), bad("invalid inbox")),
+            (with(&[(6, &format!("i{hex16}#ab"))]), bad("invalid inbox")),
+            (with(&[(6, &format!("i{hex16}#a-c"))]), bad("invalid inbox")),
+            (with(&[(6, &format!("i{hex16}:abc"))]), bad("invalid inbox")),
+            (with(&[(6, &format!("i{hex16}#abcd"))]), bad("invalid inbox")),
+            (with(&[(6, &format!("i{}:{}", &hex16[..8], &hex16[9..]))]), bad("invalid inbox")),
+            // Two bad at once: the first in the order of the checks.
+            (with(&[(0, "a:b"), (2, "x")]), bad("invalid token")),
+            (with(&[(2, "x"), (1, "0")]), bad("invalid mode")),
+            (with(&[(5, "0"), (6, "i")]), bad("invalid ttl")),
+            // The separator in one field, the fields after it shifted into place.
+            (with(&[(1, "1:2"), (3, "3"), (4, "4"), (5, "5")]), bad("invalid ttl")),
+            (with(&[(0, "t:1"), (1, "2")]), bad("invalid token")),
+            (with(&[(5, &format!("100:i{hex16}"))]), bad("invalid ttl")),
+            // Valid: a token with spaces, numbers of 15 digits (where this sequence never
+            // uses them: the fake's clock would overflow), both inbox forms.
+            (with(&[(0, "a b")]), None),
+            (with(&[(4, "999999999999999"), (5, "999999999999999")]), None),
+            (with(&[(6, &format!("i{hex16}"))]), None),
+            (with(&[(6, &format!("i{hex16}#a0Z"))]), None),
+        ];
+        for i in [1, 3, 4, 5] {
+            for v in ["0", "01", "-1", "+1", "1e3", "1.5", " 1", "1 ", "", "1234567890123456", "1:1"] {
+                cases.push((with(&[(i, v)]), bad("invalid ttl")));
+            }
+        }
+        for (args, want) in cases {
+            let (keys, args) = match script {
+                Script::Acquire => (vec![lock.lock.clone(), lock.fence.clone(), lock.queue.clone()], args),
+                _ => {
+                    let Step::Run { keys, .. } = permit(lock, &tok, "60000", "first", "100", 3, 1) else {
+                        unreachable!()
+                    };
+                    (keys, [args, vec!["3".into(), "1".into()]].concat())
+                }
+            };
+            let step = Step::Run { script, keys, args };
+            let got = pair.step(&step).unwrap_or_else(|e| panic!("{step:?}: {e}"));
+            match &want {
+                Some(want) => assert!(agree(want, &got), "{step:?}: {got:?}, expected {want:?}"),
+                None => assert!(!matches!(got, N::Error { .. }), "{step:?}: {got:?}"),
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 200, "{checked} cases");
+}
+
 /// A hand-off whose waiter's inbox has a listener sets the key for the waiter's whole TTL on
 /// both servers; one nobody hears is a claim.
 #[test]

@@ -10,22 +10,22 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// A cluster variant (`Sharded*`) is followed as its base, `SPUBLISH` counted like `PUBLISH`
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 16] = [
-    (Script::Acquire, 11_047_857_688_848_566_015),
-    (Script::Release, 6_906_290_543_912_893_269),
-    (Script::ReleaseBatch, 368_663_012_976_591_118),
-    (Script::Confirm, 1_060_198_269_530_959_844),
+    (Script::Acquire, 18_423_172_884_922_131_000),
+    (Script::Release, 5_838_704_517_112_752_960),
+    (Script::ReleaseBatch, 5_672_683_830_038_989_017),
+    (Script::Confirm, 14_754_274_747_854_615_987),
     (Script::Extend, 14_220_457_821_182_822_727),
-    (Script::PermitAcquire, 666_932_452_682_610_454),
-    (Script::PermitRelease, 17_697_279_371_332_892_233),
+    (Script::PermitAcquire, 8_735_419_844_632_147_141),
+    (Script::PermitRelease, 8_153_272_642_589_224_366),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
-    (Script::PermitChange, 2_331_864_203_886_956_345),
-    (Script::Store, 7_054_768_891_818_351_791),
-    (Script::ShardedAcquire, 7_371_388_723_944_945_918),
-    (Script::ShardedRelease, 7_627_200_549_272_442_878),
-    (Script::ShardedReleaseBatch, 5_607_168_195_716_837_567),
-    (Script::ShardedPermitAcquire, 15_633_559_182_444_781_707),
-    (Script::ShardedPermitRelease, 7_541_230_058_919_589_412),
-    (Script::ShardedPermitChange, 12_419_865_333_131_999_096),
+    (Script::PermitChange, 256_394_282_901_345_150),
+    (Script::Store, 6_642_126_061_184_914_112),
+    (Script::ShardedAcquire, 11_058_690_205_156_297_847),
+    (Script::ShardedRelease, 11_185_100_887_669_544_071),
+    (Script::ShardedReleaseBatch, 2_813_123_801_691_796_216),
+    (Script::ShardedPermitAcquire, 1_752_235_426_223_747_948),
+    (Script::ShardedPermitRelease, 13_341_529_148_405_699_443),
+    (Script::ShardedPermitChange, 15_348_864_020_775_689_655),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.

@@ -20,7 +20,8 @@ use super::{Increment, Locker, Resource, Spec};
 use crate::BoxError;
 use crate::scenario::hold_until;
 
-const COMPARE_AND_DELETE: &str =
+/// The release: `DEL` if the key still holds the caller's token.
+pub(crate) const COMPARE_AND_DELETE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// A permit: `KEYS[1]` counts the holders, `ARGV[1]` is the capacity.

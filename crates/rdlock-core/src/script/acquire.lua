@@ -15,11 +15,8 @@
 -- fence not above it happened before this retry and has been lost since.
 local token, ttl, mode = ARGV[1], ARGV[2], ARGV[3]
 if #ARGV ~= 7 then return fail('acquire takes 7 arguments') end
-if not token_arg(token) then return fail('invalid token') end
-if mode ~= 'try' and mode ~= 'first' and mode ~= 'retry' then return fail('invalid mode') end
-if not (ms_arg(2) and ms_arg(4) and ms_arg(5) and ms_arg(6)) then return fail('invalid ttl') end
-if not inbox_arg(ARGV[7]) then return fail('invalid inbox') end
-local entry = token .. ':' .. ttl .. ':' .. ARGV[7]
+local bad = attempt_args()
+if bad then return fail(bad) end
 -- A mutex's value goes out with the grant, read before any write so that a key of another
 -- type fails the call with nothing written.
 local data
@@ -27,7 +24,8 @@ if KEYS[4] then
   data = redis.pcall('HMGET', KEYS[4], 'f', 'v')
   if data.err then return fail(DATA_TYPE) end
 end
-local function granted(f)
+-- The grant's reply (a function of no upvalues: each one a call captures costs it time).
+local function granted(f, data)
   if data and data[2] then return {1, f, data[1] or '', data[2]} end
   return {1, f}
 end
@@ -40,7 +38,7 @@ local old = redis.pcall('SET', KEYS[1], token, 'NX', 'PX', ttl, 'GET')
 if type(old) == 'table' and refused(old) then return redis.error_reply('WRONGTYPE RDLOCK lock key holds another type of value') end
 local function undo(err)
   redis.call('DEL', KEYS[1])
-  return fail(err)
+  return redis.error_reply('RDLOCK ' .. err)
 end
 local f, err
 if old == token then
@@ -52,25 +50,29 @@ if old == token then
     if not f then return fail(err) end
   end
   redis.call('PEXPIRE', KEYS[1], ttl)
-  return granted(f)
+  return granted(f, data)
 end
 if not old then
-  local head = redis.pcall('LINDEX', KEYS[3], 0)
+  -- The index as text: a number would be formatted by the server on every call.
+  local head = redis.pcall('LINDEX', KEYS[3], '0')
   if type(head) == 'table' then return undo(QUEUE_TYPE) end
   local who, wttl, winbox
-  who, wttl, winbox, err = next_waiter(head, nil)
-  if err then return undo(err) end
+  if head then
+    who, wttl, winbox, err = next_waiter(head, nil)
+    if err then return undo(err) end
+  end
   if not who or who == token then
     f, err = bump(KEYS[2], ARGV[5])
     if not f then return undo(err) end
     if who then redis.call('LPOP', KEYS[3]) end
-    return granted(f)
+    return granted(f, data)
   end
   -- Free, but someone queued first: handed to it, never a barge (a lapsed claim passes on
   -- here); the hand-off sets the key to the head's token in place of ours.
   f, err = hand_off(who, wttl, winbox, ARGV[6], ARGV[5])
   if not f then return undo(err) end
 end
+local entry = token .. ':' .. ttl .. ':' .. ARGV[7]
 if mode == 'try' then
   return {0, redis.call('PTTL', KEYS[1])}
 end

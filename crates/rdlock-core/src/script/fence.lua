@@ -25,10 +25,11 @@ local DATA_TYPE = 'value key holds another type of value'
 local FENCE_VALUE = 'fence counter holds no valid fence (an integer from 0 to 2^53 - 2)'
 
 -- ARGV[i] as a number of ms every command accepts (1 to 15 digits, no sign, no leading 0);
--- nil when it is not one.
+-- nil when it is not one. The checks run on every call, where each library call costs
+-- (~0.05 µs, a pattern ~0.2 µs): `find` (no substring made), no `type` (ARGV holds strings).
 local function ms_arg(i)
   local s = ARGV[i]
-  if type(s) == 'string' and string.match(s, '^[1-9]%d*$') and #s <= 15 then
+  if s and #s <= 15 and string.find(s, '^[1-9]%d*$') then
     return s
   end
   return nil
@@ -37,8 +38,11 @@ end
 -- A fence counter's stored text as a number, when it is a fence: an integer that INCR accepts
 -- and Lua holds exactly (0 to 2^53 - 2); nil for anything else.
 local function fence_of(v)
-  if (v == '0' or string.match(v, '^[1-9]%d*$')) and #v <= 16 and tonumber(v) <= 9007199254740990 then
-    return tonumber(v)
+  if #v <= 16 and (v == '0' or string.find(v, '^[1-9]%d*$')) then
+    local f = tonumber(v)
+    if f <= 9007199254740990 then
+      return f
+    end
   end
   return nil
 end
@@ -94,28 +98,14 @@ local function bump(key, ttl)
   return f
 end
 
--- An owner token as ARGV carries it: not empty, no ':' (the queue entries' separator). A
--- plain find: the argument checks run on every call, and a pattern costs three times as much.
-local function token_arg(s)
-  if type(s) == 'string' and s ~= '' and not string.find(s, ':', 1, true) then
-    return s
-  end
-  return nil
-end
-
 -- A waiter's inbox, as queue entries and acquire's ARGV carry it: the role `i` and the
 -- client's id in 16 hex digits, then the glue `#` and three characters when the key has no
 -- hash tag. The channel is KEYS[1] .. '#rdl:' .. inbox: it starts with the lock key and
--- shares its slot. Nil when `s` is not one. The length picks the one pattern to try (two
--- tries and a pattern built per call made this check 2 µs of every acquire).
-local INBOX = '^i%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x$'
-local INBOX_GLUED = '^i%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x#%w%w%w$'
+-- shares its slot. Nil when `s` is not one (a string or nil). The length picks the one
+-- pattern to try and fixes the number of hex digits (`%x+` is cheaper than 16 `%x`).
 local function inbox_arg(s)
-  if type(s) ~= 'string' then
-    return nil
-  end
-  local n = #s
-  if (n == 17 and string.match(s, INBOX)) or (n == 21 and string.match(s, INBOX_GLUED)) then
+  local n = s and #s
+  if (n == 17 and string.find(s, '^i%x+$')) or (n == 21 and string.find(s, '^i%x+#%w%w%w$')) then
     return s
   end
   return nil

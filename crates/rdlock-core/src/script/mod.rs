@@ -132,9 +132,12 @@ impl Script {
     /// a lock).
     pub fn source(self) -> &'static str {
         match self {
-            Script::Acquire => {
-                concat!(include_str!("announce.lua"), include_str!("fence.lua"), include_str!("acquire.lua"))
-            }
+            Script::Acquire => concat!(
+                include_str!("announce.lua"),
+                include_str!("fence.lua"),
+                include_str!("attempt.lua"),
+                include_str!("acquire.lua")
+            ),
             Script::Release => concat!(
                 include_str!("announce.lua"),
                 include_str!("fence.lua"),
@@ -157,6 +160,7 @@ impl Script {
                     include_str!("announce.lua"),
                     include_str!("fence.lua"),
                     include_str!("permit.lua"),
+                    include_str!("attempt.lua"),
                     include_str!("permit_acquire.lua")
                 )
             }

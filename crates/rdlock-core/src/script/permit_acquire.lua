@@ -11,10 +11,8 @@
 -- reports the current fence, {0, ms, fence}.
 local token, ttl, mode = ARGV[1], ARGV[2], ARGV[3]
 if #ARGV ~= 9 then return fail('permit acquire takes 9 arguments') end
-if not token_arg(token) then return fail('invalid token') end
-if mode ~= 'try' and mode ~= 'first' and mode ~= 'retry' then return fail('invalid mode') end
-if not (ms_arg(2) and ms_arg(4) and ms_arg(5) and ms_arg(6)) then return fail('invalid ttl') end
-if not inbox_arg(ARGV[7]) then return fail('invalid inbox') end
+local bad = attempt_args()
+if bad then return fail(bad) end
 local cap, weight = count_arg(8), count_arg(9)
 if not cap then return fail('invalid capacity') end
 if not weight or weight > cap then return fail('invalid weight') end

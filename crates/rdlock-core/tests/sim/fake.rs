@@ -654,7 +654,7 @@ impl Fake {
 
     fn acquire(&mut self, keys: &[String], args: &[String], fx: &mut Effects<'_>) -> R<Reply> {
         let (key, fence_key, queue) = (nth(keys, 0)?, nth(keys, 1)?, nth(keys, 2)?);
-        // if #ARGV ~= 7 then fail; token '^[^:]+$'; mode; ms_arg(2, 4, 5, 6)
+        // if #ARGV ~= 7 then fail; attempt_args(): token '^[^:]+$'; mode; ms_arg(2, 4, 5, 6); inbox
         if args.len() != 7 {
             return Err(fail("acquire takes 7 arguments"));
         }
@@ -668,7 +668,6 @@ impl Fake {
         if ![1, 3, 4, 5].iter().all(|&i| ms_arg(&args[i])) {
             return Err(fail("invalid ttl"));
         }
-        // if not inbox_arg(ARGV[7]) then fail
         if !inbox_arg(inbox) {
             return Err(fail("invalid inbox"));
         }
