@@ -3,7 +3,6 @@
 //! (two background tasks) and gives up a lock (in the background).
 
 mod acquisition;
-mod deadlines;
 mod inner;
 mod permits;
 mod signal;

@@ -15,7 +15,6 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
 
-use super::deadlines::Deadlines;
 use super::permits::Permits;
 use super::signal::Signal;
 use crate::cell::{self, Cell, Side};
@@ -183,8 +182,6 @@ pub(super) struct Tasks<R> {
     background: Mutex<Vec<Request>>,
     detached: Mutex<Vec<Detached>>,
     pub(super) driver_signal: Signal,
-    /// The response deadlines of the exchanges in flight, which the driver task watches.
-    pub(super) deadlines: Deadlines,
     _runtime: PhantomData<fn() -> R>,
 }
 
@@ -234,7 +231,6 @@ impl<R: Runtime> Cell<Tasks<R>> {
             background: Mutex::new(Vec::new()),
             detached: Mutex::new(Vec::new()),
             driver_signal: Signal::default(),
-            deadlines: Deadlines::default(),
             _runtime: PhantomData,
         };
         Cell::new(redis, config, tasks)
@@ -432,19 +428,16 @@ impl<R: Runtime> Cell<Tasks<R>> {
                 None => return Err(TransportError::Timeout),
             },
         };
-        // The response timeout: watched by the driver task, not a timer per request.
-        let watch = self.side.deadlines.watch(R::now() + exchange.limit(&self.config));
-        if watch.sooner {
-            self.side.driver_signal.notify();
-        }
+        let deadline = R::now() + exchange.limit(&self.config);
+        let left = || deadline.saturating_duration_since(R::now());
         loop {
             let answer = match exchange.single() {
                 // A single command goes without a pipeline (no buffer of replies, no boxed
                 // future); a server error is then a value too, as in the pipeline.
-                Some(cmd) => watch.bound::<R, _>(c.send_packed_command(&cmd)).await.map(|r| r.map(|v| vec![v])),
+                Some(cmd) => timeout::<R, _>(left(), c.send_packed_command(&cmd)).await.map(|r| r.map(|v| vec![v])),
                 None => {
                     let pipe = exchange.pipeline();
-                    watch.bound::<R, _>(pipe.query_async::<Vec<Value>>(&mut c)).await
+                    timeout::<R, _>(left(), pipe.query_async::<Vec<Value>>(&mut c)).await
                 }
             };
             let Some(answer) = answer else {

@@ -15,7 +15,6 @@ use crate::runtime::{Runtime, timeout};
 /// every lock is settled.
 pub(super) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
     loop {
-        inner.side.deadlines.expire(R::now());
         let (_, mut requests) = inner.with_engine(|s, now| s.engine.handle_timeout(now));
         requests.extend(inner.take_background());
         for req in requests {
@@ -25,8 +24,7 @@ pub(super) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
         inner.take_detached().into_iter().for_each(R::spawn);
         let wake = {
             let mut st = inner.state();
-            // Exchanges still in flight keep it: it watches their deadlines.
-            if inner.is_closed() && st.engine.is_empty() && inner.side.deadlines.retire() {
+            if inner.is_closed() && st.engine.is_empty() {
                 return;
             }
             // Idle, still plan a wake-up: a lock taken meanwhile whose first timer is later
@@ -35,7 +33,6 @@ pub(super) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
             st.timer_wake = Some(wake);
             wake
         };
-        let wake = inner.side.deadlines.plan(wake);
         futures_lite::future::or(inner.side.driver_signal.wait(), R::sleep_until(wake)).await;
     }
 }
