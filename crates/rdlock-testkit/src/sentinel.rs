@@ -52,9 +52,9 @@ impl From<SocketAddr> for SentinelTarget {
 /// Sentinel processes monitoring one primary as [`MASTER_NAME`], stopped when dropped.
 ///
 /// They run with test timings: quorum 2 (1 for a single sentinel),
-/// `down-after-milliseconds 1000`, `failover-timeout 2000`, an info and hello
+/// `down-after-milliseconds 2000`, `failover-timeout 2000`, an info and hello
 /// period of 200 ms and a ping period of 300 ms, so failures are noticed within
-/// about a second, and a TILT period of 2 s.
+/// about two seconds, and a TILT period of 2 s.
 /// Each sentinel is a [`RedisServer`] in sentinel mode, so it can be paused,
 /// killed or restarted like any server.
 #[derive(Debug)]
@@ -83,7 +83,7 @@ impl Sentinels {
         let (ip, port) = (target.primary.ip(), target.primary.port());
         let config = format!(
             "sentinel monitor {MASTER_NAME} {ip} {port} {quorum}\n\
-             sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+             sentinel down-after-milliseconds {MASTER_NAME} 2000\n\
              sentinel failover-timeout {MASTER_NAME} 2000\n\
              sentinel parallel-syncs {MASTER_NAME} 1\n"
         );
@@ -105,7 +105,10 @@ impl Sentinels {
             // info period. With 200 ms pings that was a coin flip: the election's winner found
             // "no good slave" (`-failover-abort-no-good-slave`) and the next attempt came only
             // twice the failover timeout (4 s) later, twice in one CI run (10 s to follow a
-            // kill). 300 ms leaves 500 ms for the INFO reply, 700 ms before down-after.
+            // kill). 300 ms leaves 500 ms for the INFO reply.
+            // Down-after is 2 s, not 1: with TLS on a loaded machine (4 cases at a time beside
+            // other builds), a sentinel's first reply from a just-promoted primary once took
+            // 1.6 s, the primary was "down", and a second failover undid the first.
             let mut conn = sentinel.admin_connection()?;
             redis::cmd("SENTINEL")
                 .arg("DEBUG")
