@@ -20,8 +20,9 @@ use crate::command::{RequestId, Route};
 use crate::error::LockError;
 use crate::keys::LockKeys;
 use crate::machine::Then;
+use crate::options::Sharing;
 use crate::reply::{Reply, TransportError};
-use crate::script::{ConfirmArgs, ConfirmReply, Mode, ReleaseBatchArgs};
+use crate::script::{ConfirmArgs, ConfirmReply, Confirmed, Mode, ReleaseBatchArgs};
 use crate::token::hex;
 
 /// What a batch carries.
@@ -158,7 +159,27 @@ impl Engine {
         let Some(route) = self.locks.get(&id).map(|l| l.route) else { return };
         let req = self.batched(Kind::Confirm, route, id, now);
         let primary = self.epoch(route.node);
-        self.set_step(id, Step::InFlight(InFlight { req, sent_at: now, sent_subscribed: true, wanted: 0, primary }));
+        let sent = InFlight { req, sent_at: now, sent_subscribed: true, wanted: 0, primary, check: None };
+        self.set_step(id, Step::InFlight(sent));
+    }
+
+    /// Sends the anchor check of the waiting `id` in the open confirmation batch of its route
+    /// (its next poll, at `poll`, stays where it is): `confirm.lua` holds the lock when the key
+    /// was handed to it (heard or not), and otherwise reports the counter, which moves the
+    /// anchor as a retry's report does (`docs/protocol.md`, *Validity*). Only on an active
+    /// subscription: until then, the re-check that follows it comes first.
+    pub(super) fn send_check(&mut self, id: LockId, poll: Instant, now: Instant) {
+        let client = self.client;
+        let Some(lock) = self.locks.get(&id) else { return };
+        let route = lock.route;
+        if !self.subs.is_active(&Self::wait_channel(client, &lock.key, Sharing::Queue)) {
+            return;
+        }
+        self.stats.anchor_checks += 1;
+        let req = self.batched(Kind::Confirm, route, id, now);
+        let primary = self.epoch(route.node);
+        let sent = InFlight { req, sent_at: now, sent_subscribed: true, wanted: 0, primary, check: Some(poll) };
+        self.set_step(id, Step::InFlight(sent));
     }
 
     /// A batch of releases answered: each lock reads its own reply as it would read
@@ -187,7 +208,10 @@ impl Engine {
 
     /// A batch of confirmations answered: a lock whose key was its own holds it from the
     /// batch's send time with the counter's fence, as after an attempt that found it so; one
-    /// whose key was not attempts as usual (its claim lapsed, or it was passed on).
+    /// whose key was not attempts as usual (its claim lapsed, or it was passed on), unless it
+    /// was an anchor check that found another holder: that one takes the counter as a retry's
+    /// report (the anchor, the fence seen, a hand-off heard meanwhile) and waits on for its
+    /// poll.
     pub(super) fn on_confirm_reply(
         &mut self,
         ids: &[LockId],
@@ -211,16 +235,19 @@ impl Engine {
                 // The counter goes only forward: a fence at or below one seen is a server the
                 // protocol cannot trust, as for an attempt.
                 Ok(r) => match r[i] {
-                    Some(f) if f <= a.waiter.seen_fence => Err(LockError::UnexpectedReply(format!(
+                    Confirmed::Ours(f) if f <= a.waiter.seen_fence => Err(LockError::UnexpectedReply(format!(
                         "confirm: fence {f} is not above {}, one already seen",
                         a.waiter.seen_fence
                     ))),
-                    Some(fence) => Ok(Attempt::Taken { fence, acked: 0 }),
-                    None if a.abandoned => {
+                    Confirmed::Ours(fence) => Ok(Attempt::Taken { fence, acked: 0 }),
+                    Confirmed::Other(fence) if sent.check.is_some() => {
+                        Ok(Attempt::HeldByOther { holder_ttl: None, fence: Some(fence) })
+                    }
+                    Confirmed::Other(_) | Confirmed::Unknown if a.abandoned => {
                         self.send_release(id, Then::Silent, now);
                         continue;
                     }
-                    None => {
+                    Confirmed::Other(_) | Confirmed::Unknown => {
                         self.send_attempt(id, Mode::Retry, now);
                         continue;
                     }
