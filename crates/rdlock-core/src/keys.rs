@@ -9,6 +9,7 @@
 
 use std::sync::OnceLock;
 
+use crate::command::Args;
 use crate::error::InvalidInput;
 
 /// Longest key accepted, in bytes.
@@ -140,9 +141,24 @@ impl LockKeys {
         name
     }
 
-    /// Whether `channel` is the inbox of `key` with this suffix, without building it.
-    pub(crate) fn is_inbox_of(key: &str, suffix: &str, channel: &str) -> bool {
-        channel.strip_prefix(key).and_then(|r| r.strip_prefix(MARKER)).and_then(|r| r.strip_prefix(':')) == Some(suffix)
+    /// Whether `channel` is `client`'s inbox on `key`, without building either (every
+    /// hand-off message is checked so: a mass release's are 100,000).
+    pub(crate) fn is_client_inbox_of(key: &str, client: u64, channel: &str) -> bool {
+        use std::fmt::Write as _;
+        let Some(rest) = Self::suffix_of(key, channel) else { return false };
+        let mut role = [0u8; 17];
+        let _ = write!(SliceWriter(&mut role, 0), "i{client:016x}");
+        let role = std::str::from_utf8(&role).unwrap_or_default();
+        let Some(glued) = rest.strip_prefix(role) else { return false };
+        match glue(key, role) {
+            Some(g) => glued.as_bytes() == g,
+            None => glued.is_empty(),
+        }
+    }
+
+    /// What follows `K ∥ "#rdl:"` in `channel`, when it starts so.
+    fn suffix_of<'c>(key: &str, channel: &'c str) -> Option<&'c str> {
+        channel.strip_prefix(key).and_then(|r| r.strip_prefix(MARKER)).and_then(|r| r.strip_prefix(':'))
     }
 
     /// The channel the server publishes `key`'s keyspace notifications on, in database `db`.
@@ -168,6 +184,57 @@ fn check(key: &str) -> Result<(), InvalidInput> {
         return Err(InvalidInput::KeyReserved(key.to_owned()));
     }
     Ok(())
+}
+
+/// Writes `role`'s name of `key` (accepted by [`LockKeys::new`]) as the next argument of
+/// `args`, in place: a batch of many locks then makes no string per name.
+pub(crate) fn push_name(args: &mut Args, key: &str, role: Role) {
+    write_name(args, key, role.as_str());
+    args.end();
+}
+
+/// Writes `token:ttl:inbox`, a lock's queue entry (its token as [`crate::token::hex`] writes
+/// it, its inbox as [`LockKeys::inbox_suffix`] names it) as the next argument of `args`.
+pub(crate) fn push_entry(args: &mut Args, key: &str, token: u128, ttl_ms: u64, client: u64) {
+    use std::fmt::Write as _;
+    let mut role = [0u8; 17];
+    let _ = write!(SliceWriter(&mut role, 0), "i{client:016x}");
+    let role = std::str::from_utf8(&role).unwrap_or_default();
+    crate::token::write_hex(args, token);
+    let _ = write!(args, ":{ttl_ms}:{role}");
+    if let Some(g) = glue(key, role) {
+        g.iter().for_each(|&b| {
+            let _ = args.write_char(char::from(b));
+        });
+    }
+    args.end();
+}
+
+/// A `fmt::Write` into a fixed buffer (the 17 bytes of an inbox's role).
+struct SliceWriter<'a>(&'a mut [u8], usize);
+
+impl std::fmt::Write for SliceWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.1 + s.len();
+        self.0.get_mut(self.1..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.1 = end;
+        Ok(())
+    }
+}
+
+/// Writes `K ∥ "#rdl:" ∥ r`, then the glue when `K` has no hash tag.
+fn write_name(out: &mut impl std::fmt::Write, key: &str, role: &str) {
+    let glue = glue(key, role);
+    let _ = out.write_str(key);
+    let _ = out.write_str(MARKER);
+    let _ = out.write_char(':');
+    let _ = out.write_str(role);
+    if let Some(g) = glue {
+        // ASCII by construction.
+        g.iter().for_each(|&b| {
+            let _ = out.write_char(char::from(b));
+        });
+    }
 }
 
 /// `K ∥ "#rdl:" ∥ r`, then the glue when `K` has no hash tag.
@@ -270,6 +337,21 @@ mod tests {
     }
 
     #[test]
+    fn names_and_entries_written_in_place_are_the_ones_built() {
+        for key in ["orders:1", "{tag}:x", "a", "k{}{t}"] {
+            let mut args = Args::new();
+            for &role in Role::ALL.iter() {
+                push_name(&mut args, key, role);
+            }
+            let token = 0x0123_4567_89ab_cdef_0011_2233_4455_6677_u128;
+            push_entry(&mut args, key, token, 10_000, 0xfeed);
+            let mut want = names(key);
+            want.push(format!("{}:10000:{}", crate::token::hex(token), LockKeys::inbox_suffix(key, 0xfeed)));
+            assert_eq!(args.to_vec(), want, "{key}");
+        }
+    }
+
+    #[test]
     fn auxiliary_names_share_the_slot_and_start_with_the_key() {
         for key in ["orders", "a{b", "user:{42}:lock", "x{y}z", "ü-ñ", "a}b", "a{}b", "{}", "#", "k#rd", "}{"] {
             let k = LockKeys::new(key).expect("valid key");
@@ -294,10 +376,11 @@ mod tests {
                 assert!(inbox.starts_with(key) && LockKeys::is_auxiliary(inbox), "{inbox}");
                 assert!(!names(key).contains(inbox), "{inbox}");
             }
-            assert!(LockKeys::is_inbox_of(key, &LockKeys::inbox_suffix(key, 1), &a));
-            assert!(!LockKeys::is_inbox_of(key, &LockKeys::inbox_suffix(key, 1), &b));
-            assert!(!LockKeys::is_inbox_of(key, &LockKeys::inbox_suffix(key, 1), &LockKeys::channel_of(key)));
-            assert!(!LockKeys::is_inbox_of(key, &LockKeys::inbox_suffix(key, 1), &format!("{a}x")));
+            assert!(LockKeys::is_client_inbox_of(key, 1, &a) && !LockKeys::is_client_inbox_of(key, 2, &a));
+            assert!(
+                !LockKeys::is_client_inbox_of(key, 1, &b) && !LockKeys::is_client_inbox_of(key, 1, &format!("{a}x"))
+            );
+            assert!(!LockKeys::is_client_inbox_of(key, 1, &LockKeys::channel_of(key)));
         }
         assert_eq!(LockKeys::inbox_suffix("{coll}", 0xab), "i00000000000000ab");
     }

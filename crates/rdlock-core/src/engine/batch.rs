@@ -14,16 +14,14 @@ use std::time::{Duration, Instant};
 
 use super::acquiring::Attempt;
 use super::lock::{InFlight, Phase, Step};
-use super::releasing::{queue_entry, release_command};
+use super::releasing::release_command;
 use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending, TimerKey};
 use crate::command::{RequestId, Route};
 use crate::error::LockError;
-use crate::keys::LockKeys;
 use crate::machine::Then;
 use crate::options::Sharing;
 use crate::reply::{Reply, TransportError};
 use crate::script::{ConfirmArgs, ConfirmReply, Confirmed, Mode, ReleaseBatchArgs};
-use crate::token::hex;
 
 /// What a batch carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,8 +94,7 @@ impl Engine {
                     let mut batch = ReleaseBatchArgs::new(n, FENCE_TTL, HANDOFF_CLAIM);
                     for id in &locks {
                         let lock = &self.locks[id];
-                        let (token, entry) = queue_entry(lock, self.client);
-                        batch.push(LockKeys::derive(&lock.key), token, entry);
+                        batch.push_lock(&lock.key, lock.token, lock.opts.ttl_ms(), self.client);
                     }
                     batch.command()
                 }
@@ -105,7 +102,7 @@ impl Engine {
                     let mut batch = ConfirmArgs::with_capacity(n);
                     for id in &locks {
                         let lock = &self.locks[id];
-                        batch.push(LockKeys::derive(&lock.key), hex(lock.token), lock.opts.ttl_ms());
+                        batch.push(&lock.key, lock.token, lock.opts.ttl_ms());
                     }
                     batch.command()
                 }

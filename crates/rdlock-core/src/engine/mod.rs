@@ -537,9 +537,7 @@ impl Engine {
         let client = self.client;
         let trusted = !self.config.cluster || self.subs.is_active(channel);
         let Some(lock) = self.locks.get_mut(&id) else { return };
-        if lock.opts.sharing != Sharing::Queue
-            || !LockKeys::is_inbox_of(&lock.key, &LockKeys::inbox_suffix(&lock.key, client), channel)
-        {
+        if lock.opts.sharing != Sharing::Queue || !LockKeys::is_client_inbox_of(&lock.key, client, channel) {
             return;
         }
         // Counting: not queued yet. Held: a duplicate. Releasing: the release covers it.
