@@ -220,6 +220,75 @@ fn a_hand_off_heard_with_less_than_half_its_ttl_left_is_confirmed_first() {
     assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: o.valid_until(sent_at) }]);
 }
 
+/// A wait whose polls are stretched far past a third of its TTL (as the poll budget does to a
+/// client with 100,000 waiters): 1 s TTL, polls 5-10 s apart.
+fn stretched() -> LockOptions {
+    LockOptions { poll_cap: ms(10_000), ..opts(1000) }
+}
+
+#[test]
+fn a_waiter_whose_polls_are_stretched_checks_its_anchor_and_holds_a_later_hand_off_at_once() {
+    // Issue #19: S5's 100,000 waiters polled once per 100 s, their anchors grew older than
+    // half the TTL, and every hand-off of the mass release was confirmed first (one more
+    // request each, in the release's path). Now, a third of the TTL after its anchor, the
+    // waiter checks it (`confirm.lua`, batched): another holder with fence 80 moves the anchor
+    // to the check's send time, so a hand-off heard later is held at once.
+    let mut h = H::new();
+    let o = stretched();
+    let (_, tok) = h.queued("orders", o, None);
+    let anchored = h.now;
+    h.fire();
+    assert_eq!(h.now, anchored + o.ttl / 3, "checked at a third of the TTL, long before the poll");
+    let check = h.one();
+    let (sent, keys, a) = script(&check);
+    assert_eq!(sent, Script::Confirm);
+    assert_eq!((keys[0].as_str(), &a[..]), ("orders", &[tok.clone(), "1000".to_owned()][..]));
+    let checked_at = h.now;
+    h.advance(ms(2));
+    h.reply(&check, vec![Reply::Array(vec![Reply::Int(-80)])]);
+    assert!(h.events().is_empty() && h.sent().is_empty(), "waits on");
+    // A message at or below the fence the check saw is an old one.
+    h.e.handle_message(&inbox("orders"), format!("{tok}:80").as_bytes(), h.now);
+    assert!(h.events().is_empty() && h.sent().is_empty());
+    h.advance(ms(300)); // 0.7 of the TTL after the first attempt: a confirmation before
+    h.e.handle_message(&inbox("orders"), format!("{tok}:81").as_bytes(), h.now);
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 81, valid_until: o.valid_until(checked_at) }]);
+    assert!(h.sent().is_empty(), "no confirmation round trip");
+}
+
+#[test]
+fn an_anchor_check_that_finds_the_key_handed_to_it_holds_it_and_keeps_the_poll_otherwise() {
+    // The check finds our token (a claim nobody heard, or a message not read yet): held from
+    // the check's send time, as a confirmation. Another check that finds no fence attempts.
+    let mut h = H::new();
+    let o = stretched();
+    h.queued("orders", o, None);
+    let poll = h.e.poll_timeout();
+    h.fire();
+    let check = h.one();
+    let checked_at = h.now;
+    h.reply(&check, vec![Reply::Array(vec![Reply::Int(90)])]);
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 90, valid_until: o.valid_until(checked_at) }]);
+    assert!(poll.is_some());
+
+    // Another holder: it waits on for the poll it had (the holder's PTTL + 1 ms here), not a
+    // new one; a check that finds no fence attempts at once.
+    let mut h = H::new();
+    h.queued("jobs", o, None);
+    let queued_at = h.now;
+    h.fire();
+    let check = h.one();
+    h.reply(&check, vec![Reply::Array(vec![Reply::Int(-5)])]);
+    assert_eq!(h.e.poll_timeout(), Some(queued_at + ms(501)), "the poll it had");
+    let mut h = H::new();
+    h.queued("jobs", o, None);
+    h.fire();
+    let check = h.one();
+    h.reply(&check, vec![Reply::Array(vec![Reply::Int(0)])]);
+    let retry = h.one();
+    assert_eq!((script(&retry).0, args(&retry)[2].as_str()), (Script::Acquire, "retry"), "no fence: attempts");
+}
+
 #[test]
 fn a_claim_that_lapsed_before_the_confirmation_keeps_the_waiter_waiting() {
     // Paused past its claim: the confirmation finds the key not its own, the waiter attempts
