@@ -107,12 +107,31 @@ impl Engine {
                     batch.command()
                 }
             };
+            if b.kind == Kind::Confirm && b.timed {
+                // Held back: its leases count from when it leaves (still before the server
+                // runs it), not from when each lock joined: behind a backlog of batches they
+                // would start spent, and fail as acquired too late.
+                self.leaving(&locks, b.req);
+            }
             let pending = match b.kind {
                 Kind::Release => Pending::Releases { locks, route },
                 Kind::Confirm => Pending::Confirm { locks, route },
             };
             *self.in_flight_entry(b.kind, route) += 1;
             self.request_as(b.req, route, vec![command], pending);
+        }
+    }
+
+    /// The confirmations of batch `req` leave now (the latest reply or timer handled).
+    fn leaving(&mut self, locks: &[LockId], req: RequestId) {
+        let Some(now) = self.latest else { return };
+        for id in locks {
+            if let Some(Step::InFlight(sent)) =
+                self.locks.get_mut(id).and_then(|l| l.acquisition()).map(|a| &mut a.step)
+                && sent.req == req
+            {
+                sent.sent_at = sent.sent_at.max(now);
+            }
         }
     }
 
