@@ -17,7 +17,4 @@ pub struct Stats {
     pub handoffs_heard: u64,
     /// Attempts a waiting lock made on its poll schedule (no hand-off heard in time).
     pub polls: u64,
-    /// Anchor checks of waiting locks whose polls are stretched past a third of their TTL
-    /// (batched `confirm.lua` calls, so that a hand-off heard later is held at once).
-    pub anchor_checks: u64,
 }

@@ -811,10 +811,6 @@ impl<'r, 'a> Pair<'r, 'a> {
                                 .zip(keys.iter().skip(1).step_by(2))
                                 .map(|(x, c)| match x.as_int() {
                                     Some(v) if v > 0 => fence(v, seed_of(side, c)),
-                                    // Another holder's: minus the counter.
-                                    Some(v) if v < 0 => {
-                                        N::Array(vec![N::Data("other".into()), fence(-v, seed_of(side, c))])
-                                    }
                                     _ => norm(x),
                                 })
                                 .collect(),

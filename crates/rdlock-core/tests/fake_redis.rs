@@ -13,7 +13,7 @@ const FOLLOWED: [(Script, u64); 16] = [
     (Script::Acquire, 12_017_086_911_805_977_431),
     (Script::Release, 4_801_865_683_704_194_623),
     (Script::ReleaseBatch, 3_428_173_579_428_408_963),
-    (Script::Confirm, 9_262_909_151_146_472_740),
+    (Script::Confirm, 3_443_293_831_493_250_812),
     (Script::Extend, 14_220_457_821_182_822_727),
     (Script::PermitAcquire, 8_179_952_755_698_817_902),
     (Script::PermitRelease, 4_909_124_758_983_389_697),

@@ -57,14 +57,10 @@ impl Engine {
         let sent_subscribed = self.subs.is_active(&channel);
         if let Some(lock) = self.locks.get_mut(&id) {
             lock.attempted = true;
-            if let Some(a) = lock.acquisition() {
-                a.waiter.check_at = None;
-            }
         }
         let req = self.request(route, commands, Pending::Attempt(id));
         let primary = self.epoch(route.node);
-        let sent = InFlight { req, sent_at: now, sent_subscribed, wanted, primary, check: None };
-        self.set_step(id, Step::InFlight(sent));
+        self.set_step(id, Step::InFlight(InFlight { req, sent_at: now, sent_subscribed, wanted, primary }));
     }
 
     pub(super) fn on_attempt_reply(
@@ -98,7 +94,7 @@ impl Engine {
         value: Option<Box<StoredValue>>,
         now: Instant,
     ) {
-        let InFlight { sent_at, sent_subscribed, wanted, primary, check, .. } = sent;
+        let InFlight { sent_at, sent_subscribed, wanted, primary, .. } = sent;
         let Some(lock) = self.locks.get_mut(&id) else { return };
         let Phase::Acquiring(a) = &mut lock.phase else { return };
         let (op, try_only, abandoned, opts, lock_node) = (a.op, a.try_only, a.abandoned, lock.opts, lock.route.node);
@@ -149,22 +145,14 @@ impl Engine {
                     // above the one this attempt saw: it came after the attempt ran.
                     self.on_handoff(id, fence, now);
                 } else {
-                    self.wait_queued(id, holder_ttl, sent_subscribed, check, now);
+                    self.wait_queued(id, holder_ttl, sent_subscribed, now);
                 }
             }
         }
     }
 
-    /// A queued attempt found another holder: wait for a hand-off on our inbox, or poll (an
-    /// anchor check keeps the poll it was sent before, `poll`).
-    fn wait_queued(
-        &mut self,
-        id: LockId,
-        holder_ttl: Option<Duration>,
-        sent_subscribed: bool,
-        poll: Option<Instant>,
-        now: Instant,
-    ) {
+    /// A queued attempt found another holder: wait for a hand-off on our inbox, or poll.
+    fn wait_queued(&mut self, id: LockId, holder_ttl: Option<Duration>, sent_subscribed: bool, now: Instant) {
         let client = self.client;
         let Some(lock) = self.locks.get_mut(&id) else { return };
         let inbox = Self::wait_channel(client, &lock.key, Sharing::Queue);
@@ -181,8 +169,6 @@ impl Engine {
             // Subscribed while the attempt was in flight: a hand-off may have slipped between
             // the two (a claim nobody heard), so check once more.
             self.send_attempt(id, Mode::Retry, now);
-        } else if let Some(poll) = poll {
-            self.wait_idle(id, poll);
         } else {
             let cap = self.poll_interval(&opts).as_millis() as u64;
             let jittered = self.rng.between(cap / 2, cap);
@@ -190,22 +176,8 @@ impl Engine {
                 Some(t) => (t + Duration::from_millis(1)).min(Duration::from_millis(jittered)),
                 None => Duration::from_millis(jittered),
             };
-            self.wait_idle(id, now + wait);
+            self.set_step(id, Step::Idle { retry_at: now + wait });
         }
-    }
-
-    /// Waits for a hand-off until the poll at `retry_at`. A waiter whose poll comes later than
-    /// a third of its TTL after its anchor (polls stretched by the poll budget) checks the
-    /// anchor in between (`confirm.lua`, batched: `Engine::send_check`), so that a hand-off
-    /// heard at any time finds at least half the TTL left and is held at once, with no
-    /// confirmation in the hand-off's path.
-    pub(super) fn wait_idle(&mut self, id: LockId, retry_at: Instant) {
-        let checks = self.confirms_by_batch(id);
-        let Some(lock) = self.locks.get_mut(&id) else { return };
-        let opts = lock.opts;
-        let Some(a) = lock.acquisition() else { return };
-        a.waiter.check_at = if checks { a.waiter.check_due(&opts, retry_at) } else { None };
-        self.set_step(id, Step::Idle { retry_at });
     }
 
     /// The lock was handed to us while we waited, and we heard it: the release found our
@@ -235,7 +207,7 @@ impl Engine {
     /// Whether a heard hand-off of `id` is confirmed by `confirm.lua` (batched with the others
     /// heard at the same moment) rather than by a whole attempt: a plain lock, with no `WAIT`
     /// to send behind a write and no value to read.
-    pub(super) fn confirms_by_batch(&self, id: LockId) -> bool {
+    fn confirms_by_batch(&self, id: LockId) -> bool {
         self.locks.get(&id).is_some_and(|l| {
             matches!(l.resource, Resource::Lock) && l.opts.confirm == Confirm::None && l.opts.sharing == Sharing::Queue
         })

@@ -19,9 +19,8 @@ use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending, TimerKey};
 use crate::command::{RequestId, Route};
 use crate::error::LockError;
 use crate::machine::Then;
-use crate::options::Sharing;
 use crate::reply::{Reply, TransportError};
-use crate::script::{ConfirmArgs, ConfirmReply, Confirmed, Mode, ReleaseBatchArgs};
+use crate::script::{ConfirmArgs, ConfirmReply, Mode, ReleaseBatchArgs};
 
 /// What a batch carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,32 +169,13 @@ impl Engine {
     }
 
     /// Sends the confirmation of the heard hand-off of `id` in the open batch of its route:
-    /// in flight like an attempt, its lease counts from now (`docs/protocol.md`, *Validity*).
+    /// in flight like an attempt, its lease counts from now, or from when its batch leaves if
+    /// it is held back (`docs/protocol.md`, *Validity*).
     pub(super) fn send_confirm(&mut self, id: LockId, now: Instant) {
         let Some(route) = self.locks.get(&id).map(|l| l.route) else { return };
         let req = self.batched(Kind::Confirm, route, id, now);
         let primary = self.epoch(route.node);
-        let sent = InFlight { req, sent_at: now, sent_subscribed: true, wanted: 0, primary, check: None };
-        self.set_step(id, Step::InFlight(sent));
-    }
-
-    /// Sends the anchor check of the waiting `id` in the open confirmation batch of its route
-    /// (its next poll, at `poll`, stays where it is): `confirm.lua` holds the lock when the key
-    /// was handed to it (heard or not), and otherwise reports the counter, which moves the
-    /// anchor as a retry's report does (`docs/protocol.md`, *Validity*). Only on an active
-    /// subscription: until then, the re-check that follows it comes first.
-    pub(super) fn send_check(&mut self, id: LockId, poll: Instant, now: Instant) {
-        let client = self.client;
-        let Some(lock) = self.locks.get(&id) else { return };
-        let route = lock.route;
-        if !self.subs.is_active(&Self::wait_channel(client, &lock.key, Sharing::Queue)) {
-            return;
-        }
-        self.stats.anchor_checks += 1;
-        let req = self.batched(Kind::Confirm, route, id, now);
-        let primary = self.epoch(route.node);
-        let sent = InFlight { req, sent_at: now, sent_subscribed: true, wanted: 0, primary, check: Some(poll) };
-        self.set_step(id, Step::InFlight(sent));
+        self.set_step(id, Step::InFlight(InFlight { req, sent_at: now, sent_subscribed: true, wanted: 0, primary }));
     }
 
     /// A batch of releases answered: each lock reads its own reply as it would read
@@ -224,10 +204,7 @@ impl Engine {
 
     /// A batch of confirmations answered: a lock whose key was its own holds it from the
     /// batch's send time with the counter's fence, as after an attempt that found it so; one
-    /// whose key was not attempts as usual (its claim lapsed, or it was passed on), unless it
-    /// was an anchor check that found another holder: that one takes the counter as a retry's
-    /// report (the anchor, the fence seen, a hand-off heard meanwhile) and waits on for its
-    /// poll.
+    /// whose key was not attempts as usual (its claim lapsed, or it was passed on).
     pub(super) fn on_confirm_reply(
         &mut self,
         ids: &[LockId],
@@ -251,19 +228,16 @@ impl Engine {
                 // The counter goes only forward: a fence at or below one seen is a server the
                 // protocol cannot trust, as for an attempt.
                 Ok(r) => match r[i] {
-                    Confirmed::Ours(f) if f <= a.waiter.seen_fence => Err(LockError::UnexpectedReply(format!(
+                    Some(f) if f <= a.waiter.seen_fence => Err(LockError::UnexpectedReply(format!(
                         "confirm: fence {f} is not above {}, one already seen",
                         a.waiter.seen_fence
                     ))),
-                    Confirmed::Ours(fence) => Ok(Attempt::Taken { fence, acked: 0 }),
-                    Confirmed::Other(fence) if sent.check.is_some() => {
-                        Ok(Attempt::HeldByOther { holder_ttl: None, fence: Some(fence) })
-                    }
-                    Confirmed::Other(_) | Confirmed::Unknown if a.abandoned => {
+                    Some(fence) => Ok(Attempt::Taken { fence, acked: 0 }),
+                    None if a.abandoned => {
                         self.send_release(id, Then::Silent, now);
                         continue;
                     }
-                    Confirmed::Other(_) | Confirmed::Unknown => {
+                    None => {
                         self.send_attempt(id, Mode::Retry, now);
                         continue;
                     }

@@ -75,9 +75,6 @@ pub(crate) struct InFlight {
     /// The primary it was sent to ([`super::Engine::handle_primary_changed`] counts them): a
     /// grant from an earlier one is checked on the current one at once.
     pub primary: u32,
-    /// An anchor check (`confirm.lua` sent to a waiter whose polls are stretched), with the
-    /// poll it goes back to waiting for when it finds the key another's.
-    pub check: Option<Instant>,
 }
 
 impl Lock {
@@ -105,10 +102,7 @@ impl Lock {
                 Step::Counting => a.deadline,
                 Step::InFlight(_) if a.abandoned => None,
                 Step::InFlight(_) => a.deadline,
-                Step::Idle { retry_at } => {
-                    let next = a.waiter.check_at.map_or(retry_at, |c| c.min(retry_at));
-                    Some(a.deadline.map_or(next, |d| d.min(next)))
-                }
+                Step::Idle { retry_at } => Some(a.deadline.map_or(retry_at, |d| d.min(retry_at))),
             },
             Phase::Held(lease) => lease.wake_at(renewal_scheduled),
             Phase::Releasing(r) => r.retry_at,

@@ -89,10 +89,6 @@ impl Engine {
                         self.stats.polls += 1;
                         self.send_attempt(id, Mode::Retry, now)
                     }
-                    Step::Idle { retry_at } if a.waiter.check_at.is_some_and(|c| now >= c) => {
-                        a.waiter.check_at = None;
-                        self.send_check(id, retry_at, now)
-                    }
                     _ => {}
                 }
             }

@@ -18,9 +18,6 @@ pub struct Waiter {
     pub seen_fence: u64,
     /// Shared mode: the key was announced free while an attempt was in flight.
     pub freed: bool,
-    /// When the anchor is checked again, for a waiter whose next poll comes later than that
-    /// (`Engine::plan_check`).
-    pub check_at: Option<Instant>,
 }
 
 impl Waiter {
@@ -44,13 +41,6 @@ impl Waiter {
     /// held by someone else.
     pub fn is_fresh(&self, fence: u64) -> bool {
         fence > self.seen_fence
-    }
-
-    /// When a waiter whose next poll is at `poll` must check its anchor so that a hand-off
-    /// heard later is held at once (at least half the TTL left) rather than confirmed: once a
-    /// third of the TTL has passed since the anchor, when the poll comes later than that.
-    pub fn check_due(&self, opts: &LockOptions, poll: Instant) -> Option<Instant> {
-        self.anchor.map(|a| a + opts.ttl / 3).filter(|&at| at < poll)
     }
 
     /// The validity of a heard hand-off held at once: from the anchor, when at least half the

@@ -43,39 +43,19 @@ impl ConfirmArgs {
     }
 }
 
-/// What `confirm.lua` answered for one lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Confirmed {
-    /// The key held the caller's token and is extended: held, with this fence.
-    Ours(u64),
-    /// The key holds another token; the counter was this fence (a hand-off announced with a
-    /// higher one ran after the call).
-    Other(u64),
-    /// Neither: the key is absent, or its counter holds no fence (the caller attempts).
-    Unknown,
-}
-
 /// What `confirm.lua` answered.
 #[derive(Debug)]
 pub struct ConfirmReply;
 
 impl ConfirmReply {
-    /// Per lock what the call found. `None` for the whole batch on any other shape (an error,
-    /// a wrong length): the outcome is then unknown.
-    pub fn parse(reply: Option<&Reply>, n: usize) -> Option<Vec<Confirmed>> {
+    /// Per lock: `Some(fence)` when the key was the caller's and is extended, `None` when it
+    /// was not (the caller attempts as usual). `None` for the whole batch on any other shape
+    /// (an error, a wrong length): the outcome is then unknown.
+    pub fn parse(reply: Option<&Reply>, n: usize) -> Option<Vec<Option<u64>>> {
         let items = reply?.as_array()?;
         if items.len() != n {
             return None;
         }
-        items
-            .iter()
-            .map(|r| {
-                r.as_int().map(|f| match f {
-                    0 => Confirmed::Unknown,
-                    f if f > 0 => Confirmed::Ours(f.unsigned_abs()),
-                    f => Confirmed::Other(f.unsigned_abs()),
-                })
-            })
-            .collect()
+        items.iter().map(|r| r.as_int().and_then(|f| u64::try_from(f).ok()).map(|f| (f > 0).then_some(f))).collect()
     }
 }

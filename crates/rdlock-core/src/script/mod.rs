@@ -13,7 +13,7 @@ mod release;
 mod store;
 
 pub use acquire::{AcquireArgs, AcquireReply, Mode};
-pub use confirm::{ConfirmArgs, ConfirmReply, Confirmed};
+pub use confirm::{ConfirmArgs, ConfirmReply};
 pub use extend::{ExtendArgs, ExtendReply};
 pub use inspect::{ForceReleaseArgs, ForceReleaseReply, Holder, Inspection, LockKind, Waiter};
 pub use permit::{MAX_CAPACITY, PermitArgs, PermitChangeArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs};

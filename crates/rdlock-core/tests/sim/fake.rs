@@ -822,19 +822,16 @@ impl Fake {
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             let (key, fence_key) = (&keys[2 * i], &keys[2 * i + 1]);
-            // got = pcall MGET K F (nil for another type); f = got[1] and fence_of(got[2])
-            let holder = self.get(key).ok().flatten();
-            let f = if holder.is_some() { self.counter(fence_key).ok().flatten() } else { None };
+            // got = pcall MGET K F (nil for another type); f = got[1] == token and fence_of(got[2])
+            let ours = matches!(self.get(key), Ok(Some(c)) if c == args[i]);
+            let f = if ours { self.counter(fence_key).ok().flatten() } else { None };
             match f {
-                // if not f or f == 0 then 0
-                None | Some(0) => out.push(int(0)),
-                // elseif got[1] == token then PEXPIRE K ttl; out[i] = f
-                Some(f) if holder.as_deref() == Some(args[i].as_str()) => {
+                // if f and f > 0 then PEXPIRE K ttl; out[i] = f
+                Some(f) if f > 0 => {
                     self.pexpire(key, &args[n + i])?;
                     out.push(int(f));
                 }
-                // else out[i] = -f
-                Some(f) => out.push(int(-f)),
+                _ => out.push(int(0)),
             }
         }
         Ok(Reply::Array(out))
