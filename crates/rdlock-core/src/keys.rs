@@ -121,13 +121,8 @@ impl LockKeys {
     /// shares its slot) and publish a hand-off to that one client only.
     /// For a key accepted by [`LockKeys::new`].
     pub fn inbox_suffix(key: &str, client: u64) -> String {
-        use std::fmt::Write as _;
-        // One allocation: the role is written into the suffix, which then gets its glue.
         let mut suffix = String::with_capacity(1 + 16 + 4);
-        let _ = write!(suffix, "i{client:016x}");
-        if let Some(g) = glue(key, &suffix) {
-            suffix.extend(g.iter().map(|&b| char::from(b)));
-        }
+        with_inbox_role(client, |role| write_glued(&mut suffix, key, role));
         suffix
     }
 
@@ -144,16 +139,14 @@ impl LockKeys {
     /// Whether `channel` is `client`'s inbox on `key`, without building either (every
     /// hand-off message is checked so: a mass release's are 100,000).
     pub(crate) fn is_client_inbox_of(key: &str, client: u64, channel: &str) -> bool {
-        use std::fmt::Write as _;
         let Some(rest) = Self::suffix_of(key, channel) else { return false };
-        let mut role = [0u8; 17];
-        let _ = write!(SliceWriter(&mut role, 0), "i{client:016x}");
-        let role = std::str::from_utf8(&role).unwrap_or_default();
-        let Some(glued) = rest.strip_prefix(role) else { return false };
-        match glue(key, role) {
-            Some(g) => glued.as_bytes() == g,
-            None => glued.is_empty(),
-        }
+        with_inbox_role(client, |role| {
+            let Some(glued) = rest.strip_prefix(role) else { return false };
+            match glue(key, role) {
+                Some(g) => glued.as_bytes() == g,
+                None => glued.is_empty(),
+            }
+        })
     }
 
     /// What follows `K ∥ "#rdl:"` in `channel`, when it starts so.
@@ -189,7 +182,9 @@ fn check(key: &str) -> Result<(), InvalidInput> {
 /// Writes `role`'s name of `key` (accepted by [`LockKeys::new`]) as the next argument of
 /// `args`, in place: a batch of many locks then makes no string per name.
 pub(crate) fn push_name(args: &mut Args, key: &str, role: Role) {
-    write_name(args, key, role.as_str());
+    use std::fmt::Write as _;
+    let _ = write!(args, "{key}{MARKER}:");
+    write_glued(args, key, role.as_str());
     args.end();
 }
 
@@ -197,37 +192,28 @@ pub(crate) fn push_name(args: &mut Args, key: &str, role: Role) {
 /// it, its inbox as [`LockKeys::inbox_suffix`] names it) as the next argument of `args`.
 pub(crate) fn push_entry(args: &mut Args, key: &str, token: u128, ttl_ms: u64, client: u64) {
     use std::fmt::Write as _;
-    let mut role = [0u8; 17];
-    let _ = write!(SliceWriter(&mut role, 0), "i{client:016x}");
-    let role = std::str::from_utf8(&role).unwrap_or_default();
     crate::token::write_hex(args, token);
-    let _ = write!(args, ":{ttl_ms}:{role}");
-    if let Some(g) = glue(key, role) {
-        g.iter().for_each(|&b| {
-            let _ = args.write_char(char::from(b));
-        });
-    }
+    let _ = write!(args, ":{ttl_ms}:");
+    with_inbox_role(client, |role| write_glued(args, key, role));
     args.end();
 }
 
-/// A `fmt::Write` into a fixed buffer (the 17 bytes of an inbox's role).
-struct SliceWriter<'a>(&'a mut [u8], usize);
-
-impl std::fmt::Write for SliceWriter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.1 + s.len();
-        self.0.get_mut(self.1..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
-        self.1 = end;
-        Ok(())
+/// Calls `f` with the role part of `client`'s inbox (`i` and the id in 16 hex digits), made
+/// on the stack.
+fn with_inbox_role<T>(client: u64, f: impl FnOnce(&str) -> T) -> T {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut role = [b'i'; 17];
+    for (i, d) in role[1..].iter_mut().enumerate() {
+        *d = DIGITS[((client >> ((15 - i) * 4)) & 0xf) as usize];
     }
+    // ASCII by construction.
+    f(std::str::from_utf8(&role).unwrap_or_default())
 }
 
-/// Writes `K ∥ "#rdl:" ∥ r`, then the glue when `K` has no hash tag.
-fn write_name(out: &mut impl std::fmt::Write, key: &str, role: &str) {
+/// Writes `r`, then the glue of `K`'s name for role `r` when `K` has no hash tag: what follows
+/// `K ∥ "#rdl:"` in a name or an inbox.
+fn write_glued(out: &mut impl std::fmt::Write, key: &str, role: &str) {
     let glue = glue(key, role);
-    let _ = out.write_str(key);
-    let _ = out.write_str(MARKER);
-    let _ = out.write_char(':');
     let _ = out.write_str(role);
     if let Some(g) = glue {
         // ASCII by construction.
@@ -239,16 +225,11 @@ fn write_name(out: &mut impl std::fmt::Write, key: &str, role: &str) {
 
 /// `K ∥ "#rdl:" ∥ r`, then the glue when `K` has no hash tag.
 fn name(key: &str, role: Role) -> String {
-    let glue = glue(key, role.as_str());
     let mut name = String::with_capacity(key.len() + MARKER.len() + 1 + role.as_str().len() + 4);
     name.push_str(key);
     name.push_str(MARKER);
     name.push(':');
-    name.push_str(role.as_str());
-    if let Some(g) = glue {
-        // ASCII by construction.
-        name.extend(g.iter().map(|&b| char::from(b)));
-    }
+    write_glued(&mut name, key, role.as_str());
     name
 }
 
