@@ -289,6 +289,22 @@ fn columns(s: Scenario) -> Vec<Column> {
             ("failed lock() calls", |c, _| num(c.get("errors"))),
             ("runs", |c, _| num(c.runs.len() as f64)),
         ],
+        Scenario::S10 => vec![
+            ("waiters", |c, _| num(c.get("waiters"))),
+            ("gap p50 / p99 (×raw S10)", |c, a| {
+                let (p50, p99) = (c.get("gap_p50_us"), c.get("gap_p99_us"));
+                let r = if a == RAW { String::new() } else { format!(" ({:.2}×)", c.ratio("gap_p50_us")) };
+                format!("{} / {}{r}", micros(p50), micros(p99))
+            }),
+            ("longest gap", |c, _| micros(c.get("gap_max_us"))),
+            ("all served", |c, _| millis(c.get("served_ms"))),
+            ("hand-offs/s", |c, _| num(c.get("handoffs_per_s"))),
+            ("queued in", |c, _| millis(c.get("queue_all_ms"))),
+            ("out of queue order", |c, _| num(c.get("out_of_order"))),
+            ("pub/sub conns", |c, _| num(c.get("pubsub_conns"))),
+            overlaps,
+            errors,
+        ],
         Scenario::S5 => vec![
             ("waiters", |c, _| num(c.get("waiters"))),
             ("pub/sub conns (channels)", |c, _| {
@@ -473,6 +489,30 @@ pub fn targets(results: &Results, served: &str) -> Vec<Target> {
             t("S4 redis CPU per renewal ≤ per plain SET".into(), format!("{r:.3}×"), check(r, r <= 1.0));
             let lost = c.get("lost");
             t("S4 no lease lost".into(), num(lost), check(lost, lost == 0.0));
+        }
+        if let Some(c) = cell(results, Scenario::S10, a) {
+            // Issue #16: 1,000 waiters on one key, FIFO, with S2's gap bars. Raw's spin on
+            // this one key is no FIFO and no floor (1,000 spinners queue their `SET`s ahead of
+            // the holder's release): the bar is raw's S2 gap in the same run (8 spinners).
+            let w = c.get("waiters");
+            let order = c.runs.iter().filter_map(|m| m.get("out_of_order")).fold(0.0, |x: f64, y| x.max(*y));
+            t(
+                format!("S10 {w:.0} waiters on one key granted in queue order (every run)"),
+                num(order),
+                Some(order == 0.0),
+            );
+            let worst = c.runs.iter().filter_map(|m| m.get("overlaps")).fold(0.0, |x: f64, y| x.max(*y));
+            t("S10 no overlapping holds (every run)".into(), num(worst), Some(worst == 0.0));
+            let g = c.get("gap_p50_us");
+            let raw_s2 = cell(results, Scenario::S2, RAW).map_or(f64::NAN, |r| r.get("gap_p50_us"));
+            let r = g / raw_s2;
+            t(
+                "S10 hand-off gap p50 ≤ 1.5× raw's S2 gap".into(),
+                format!("{} / {} = {r:.2}×", micros(g), micros(raw_s2)),
+                check(r, r <= 1.5),
+            );
+            let p99 = c.get("gap_p99_us");
+            t("S10 hand-off gap p99 ≤ 1 ms".into(), micros(p99), check(p99, p99 <= 1000.0));
         }
         if let Some(c) = cell(results, Scenario::S5, a) {
             let p = c.get("pubsub_conns");

@@ -43,6 +43,8 @@ pub enum Scenario {
     S8,
     /// The counter contended as S2: 8 clients, lock -> += 1 -> hold 1 ms -> release.
     S9,
+    /// 1,000 waiters on one key in one client, served in queue order (`one_key.rs`).
+    S10,
     /// S1 on a cluster of 3 primaries.
     C1,
     /// S2 on a cluster of 3 primaries.
@@ -60,7 +62,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::S1,
         Scenario::S2,
         Scenario::S3,
@@ -70,6 +72,7 @@ impl Scenario {
         Scenario::S7,
         Scenario::S8,
         Scenario::S9,
+        Scenario::S10,
     ];
 
     /// S1-S3 on a cluster (not in the default list: `--scenario C1,C2,C3`; `--quick` adds C3).
@@ -93,7 +96,9 @@ impl Scenario {
             Scenario::S7 => Some(set.s7),
             Scenario::S8 => Some(set.s8),
             Scenario::S9 => Some(set.s9),
-            Scenario::S4 | Scenario::S5 | Scenario::F1 | Scenario::F2 | Scenario::F3 | Scenario::F4 => None,
+            Scenario::S4 | Scenario::S5 | Scenario::S10 | Scenario::F1 | Scenario::F2 | Scenario::F3 | Scenario::F4 => {
+                None
+            }
         }
     }
 
@@ -108,6 +113,7 @@ impl Scenario {
             Scenario::S7 => "S7 read-write lock, read-heavy (8 clients, 1 key, 90 % reads, hold 1 ms)",
             Scenario::S8 => "S8 Mutex<u64> counter, uncontended (1 client, 1 key, lock -> += 1 -> release)",
             Scenario::S9 => "S9 Mutex<u64> counter, contended (8 clients, 1 key, += 1 and hold 1 ms)",
+            Scenario::S10 => "S10 waiters on ONE key (one client, 1,000 waiters, hold 1 ms, FIFO)",
             Scenario::C1 => "C1 = S1 on a cluster of 3 primaries (1 client, 1 key)",
             Scenario::C2 => "C2 = S2 on a cluster of 3 primaries (8 clients, 1 key, hold 1 ms)",
             Scenario::C3 => "C3 = S3 on a cluster of 3 primaries (8 clients, a key each, 3/3/2 per shard)",
@@ -134,7 +140,7 @@ impl FromStr for Scenario {
             .chain(Scenario::CLUSTER)
             .chain(Scenario::FAILOVER)
             .find(|c| c.to_string().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown scenario {s:?} (S1..S9, C1..C3, F1..F4)"))
+            .ok_or_else(|| format!("unknown scenario {s:?} (S1..S10, C1..C3, F1..F4)"))
     }
 }
 
@@ -167,6 +173,8 @@ pub struct Settings {
     /// The window over which waiting's cost to the server is measured: longer than a
     /// waiter's poll interval, so that polls show.
     pub s5_wait: Duration,
+    /// Waiters of S10's one key.
+    pub s10_waiters: usize,
     /// S1-S3 run in this many slices per adapter, the adapters taking turns.
     pub slices: u32,
 }
@@ -196,6 +204,7 @@ impl Settings {
             s5_waiters: 10_000,
             s5_settle: Duration::from_millis(500),
             s5_wait: Duration::from_secs(10),
+            s10_waiters: 1_000,
             slices: 10,
         }
     }
@@ -222,6 +231,7 @@ impl Settings {
             s5_waiters: 1_000,
             s5_settle: Duration::from_millis(100),
             s5_wait: Duration::from_millis(200),
+            s10_waiters: 100,
             slices: 2,
         }
     }
@@ -256,6 +266,10 @@ pub fn rig<L: Locker, E: Exec>(exec: E, scenario: Scenario, set: &Settings) -> R
         Scenario::S4 | Scenario::S5 => {
             let (server, set) = (server()?, set.clone());
             Ok(Box::new(WholeRig::<L, E> { exec, server, scenario, set, _locker: PhantomData }))
+        }
+        Scenario::S10 => {
+            let (server, set) = (server()?, set.clone());
+            Ok(Box::new(crate::one_key::OneKeyRig::<L, E> { exec, server, set, _locker: PhantomData }))
         }
         Scenario::F1 | Scenario::F2 | Scenario::F3 | Scenario::F4 => {
             Ok(Box::new(crate::failover::FollowRig::<L, E>::new(exec, scenario)))
@@ -797,6 +811,11 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
     m.insert("wait_requests_per_s", wait.requests(L::REQUESTS) as f64 / secs);
     m.insert("wait_cpu_pct", wait.rusage.as_secs_f64() / secs * 100.0);
 
+    // A profiler attached now sees the release window alone (docs/performance.md, *Rerun*).
+    if let Some(pause) = std::env::var("RDLOCK_BENCH_MARK_MS").ok().and_then(|v| v.parse().ok()) {
+        eprintln!("S5 at {n} waiters: releasing in {pause} ms (RDLOCK_BENCH_MARK_MS)");
+        exec.sleep(Duration::from_millis(pause)).await;
+    }
     // The holders let go, all at once; every waiter must get its key.
     let (cpu0, srv0, allocs0) = (alloc::process_cpu(), server.snapshot()?, alloc::calls());
     let released = Instant::now();
@@ -965,7 +984,8 @@ mod tests {
         assert_eq!("S9".parse::<Scenario>(), Ok(Scenario::S9));
         assert_eq!("c3".parse::<Scenario>(), Ok(Scenario::C3));
         assert_eq!("F4".parse::<Scenario>(), Ok(Scenario::F4));
-        assert!("S10".parse::<Scenario>().is_err());
+        assert_eq!("s10".parse::<Scenario>(), Ok(Scenario::S10));
+        assert!("S11".parse::<Scenario>().is_err());
         assert!("C4".parse::<Scenario>().is_err());
     }
 

@@ -9,6 +9,7 @@
 
 use std::sync::OnceLock;
 
+use crate::command::Args;
 use crate::error::InvalidInput;
 
 /// Longest key accepted, in bytes.
@@ -120,13 +121,8 @@ impl LockKeys {
     /// shares its slot) and publish a hand-off to that one client only.
     /// For a key accepted by [`LockKeys::new`].
     pub fn inbox_suffix(key: &str, client: u64) -> String {
-        use std::fmt::Write as _;
-        // One allocation: the role is written into the suffix, which then gets its glue.
         let mut suffix = String::with_capacity(1 + 16 + 4);
-        let _ = write!(suffix, "i{client:016x}");
-        if let Some(g) = glue(key, &suffix) {
-            suffix.extend(g.iter().map(|&b| char::from(b)));
-        }
+        with_inbox_role(client, |role| write_glued(&mut suffix, key, role));
         suffix
     }
 
@@ -140,9 +136,22 @@ impl LockKeys {
         name
     }
 
-    /// Whether `channel` is the inbox of `key` with this suffix, without building it.
-    pub(crate) fn is_inbox_of(key: &str, suffix: &str, channel: &str) -> bool {
-        channel.strip_prefix(key).and_then(|r| r.strip_prefix(MARKER)).and_then(|r| r.strip_prefix(':')) == Some(suffix)
+    /// Whether `channel` is `client`'s inbox on `key`, without building either (every
+    /// hand-off message is checked so: a mass release's are 100,000).
+    pub(crate) fn is_client_inbox_of(key: &str, client: u64, channel: &str) -> bool {
+        let Some(rest) = Self::suffix_of(key, channel) else { return false };
+        with_inbox_role(client, |role| {
+            let Some(glued) = rest.strip_prefix(role) else { return false };
+            match glue(key, role) {
+                Some(g) => glued.as_bytes() == g,
+                None => glued.is_empty(),
+            }
+        })
+    }
+
+    /// What follows `K ∥ "#rdl:"` in `channel`, when it starts so.
+    fn suffix_of<'c>(key: &str, channel: &'c str) -> Option<&'c str> {
+        channel.strip_prefix(key).and_then(|r| r.strip_prefix(MARKER)).and_then(|r| r.strip_prefix(':'))
     }
 
     /// The channel the server publishes `key`'s keyspace notifications on, in database `db`.
@@ -170,18 +179,57 @@ fn check(key: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
+/// Writes `role`'s name of `key` (accepted by [`LockKeys::new`]) as the next argument of
+/// `args`, in place: a batch of many locks then makes no string per name.
+pub(crate) fn push_name(args: &mut Args, key: &str, role: Role) {
+    use std::fmt::Write as _;
+    let _ = write!(args, "{key}{MARKER}:");
+    write_glued(args, key, role.as_str());
+    args.end();
+}
+
+/// Writes `token:ttl:inbox`, a lock's queue entry (its token as [`crate::token::hex`] writes
+/// it, its inbox as [`LockKeys::inbox_suffix`] names it) as the next argument of `args`.
+pub(crate) fn push_entry(args: &mut Args, key: &str, token: u128, ttl_ms: u64, client: u64) {
+    use std::fmt::Write as _;
+    crate::token::write_hex(args, token);
+    let _ = write!(args, ":{ttl_ms}:");
+    with_inbox_role(client, |role| write_glued(args, key, role));
+    args.end();
+}
+
+/// Calls `f` with the role part of `client`'s inbox (`i` and the id in 16 hex digits), made
+/// on the stack.
+fn with_inbox_role<T>(client: u64, f: impl FnOnce(&str) -> T) -> T {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut role = [b'i'; 17];
+    for (i, d) in role[1..].iter_mut().enumerate() {
+        *d = DIGITS[((client >> ((15 - i) * 4)) & 0xf) as usize];
+    }
+    // ASCII by construction.
+    f(std::str::from_utf8(&role).unwrap_or_default())
+}
+
+/// Writes `r`, then the glue of `K`'s name for role `r` when `K` has no hash tag: what follows
+/// `K ∥ "#rdl:"` in a name or an inbox.
+fn write_glued(out: &mut impl std::fmt::Write, key: &str, role: &str) {
+    let glue = glue(key, role);
+    let _ = out.write_str(role);
+    if let Some(g) = glue {
+        // ASCII by construction.
+        g.iter().for_each(|&b| {
+            let _ = out.write_char(char::from(b));
+        });
+    }
+}
+
 /// `K ∥ "#rdl:" ∥ r`, then the glue when `K` has no hash tag.
 fn name(key: &str, role: Role) -> String {
-    let glue = glue(key, role.as_str());
     let mut name = String::with_capacity(key.len() + MARKER.len() + 1 + role.as_str().len() + 4);
     name.push_str(key);
     name.push_str(MARKER);
     name.push(':');
-    name.push_str(role.as_str());
-    if let Some(g) = glue {
-        // ASCII by construction.
-        name.extend(g.iter().map(|&b| char::from(b)));
-    }
+    write_glued(&mut name, key, role.as_str());
     name
 }
 
@@ -270,6 +318,21 @@ mod tests {
     }
 
     #[test]
+    fn names_and_entries_written_in_place_are_the_ones_built() {
+        for key in ["orders:1", "{tag}:x", "a", "k{}{t}"] {
+            let mut args = Args::new();
+            for &role in Role::ALL.iter() {
+                push_name(&mut args, key, role);
+            }
+            let token = 0x0123_4567_89ab_cdef_0011_2233_4455_6677_u128;
+            push_entry(&mut args, key, token, 10_000, 0xfeed);
+            let mut want = names(key);
+            want.push(format!("{}:10000:{}", crate::token::hex(token), LockKeys::inbox_suffix(key, 0xfeed)));
+            assert_eq!(args.to_vec(), want, "{key}");
+        }
+    }
+
+    #[test]
     fn auxiliary_names_share_the_slot_and_start_with_the_key() {
         for key in ["orders", "a{b", "user:{42}:lock", "x{y}z", "ü-ñ", "a}b", "a{}b", "{}", "#", "k#rd", "}{"] {
             let k = LockKeys::new(key).expect("valid key");
@@ -294,10 +357,11 @@ mod tests {
                 assert!(inbox.starts_with(key) && LockKeys::is_auxiliary(inbox), "{inbox}");
                 assert!(!names(key).contains(inbox), "{inbox}");
             }
-            assert!(LockKeys::is_inbox_of(key, &LockKeys::inbox_suffix(key, 1), &a));
-            assert!(!LockKeys::is_inbox_of(key, &LockKeys::inbox_suffix(key, 1), &b));
-            assert!(!LockKeys::is_inbox_of(key, &LockKeys::inbox_suffix(key, 1), &LockKeys::channel_of(key)));
-            assert!(!LockKeys::is_inbox_of(key, &LockKeys::inbox_suffix(key, 1), &format!("{a}x")));
+            assert!(LockKeys::is_client_inbox_of(key, 1, &a) && !LockKeys::is_client_inbox_of(key, 2, &a));
+            assert!(
+                !LockKeys::is_client_inbox_of(key, 1, &b) && !LockKeys::is_client_inbox_of(key, 1, &format!("{a}x"))
+            );
+            assert!(!LockKeys::is_client_inbox_of(key, 1, &LockKeys::channel_of(key)));
         }
         assert_eq!(LockKeys::inbox_suffix("{coll}", 0xab), "i00000000000000ab");
     }

@@ -87,13 +87,14 @@ pub fn hex(token: u128) -> String {
 }
 
 /// Appends a token's 32 hex digits to `out` (a request's arguments write it in place).
-pub(crate) fn write_hex(out: &mut String, token: u128) {
+pub(crate) fn write_hex(out: &mut impl std::fmt::Write, token: u128) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 32];
     for (i, d) in digits.iter_mut().enumerate() {
         *d = DIGITS[((token >> ((31 - i) * 4)) & 0xf) as usize];
     }
-    out.extend(digits.iter().map(|&d| char::from(d)));
+    // ASCII digits: always text. Writing to a string or a request's arguments cannot fail.
+    let _ = out.write_str(std::str::from_utf8(&digits).unwrap_or_default());
 }
 
 /// An owner token read back from its hex form.

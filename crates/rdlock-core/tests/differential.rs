@@ -158,7 +158,7 @@ fn release_batch(items: &[(&LockKeys, &str, &str)], fence_ttl: &str, claim: &str
     let mut batch = rdlock_core::ReleaseBatchArgs::new(items.len(), ms(fence_ttl), ms(claim));
     batch.fold(fold.map(ms));
     for (lock, token, ttl) in items {
-        batch.push((*lock).clone(), token.to_string(), format!("{token}:{ttl}:{}", inbox(lock, token)));
+        batch.push(lock, token, &format!("{token}:{ttl}:{}", inbox(lock, token)));
     }
     let rdlock_core::Command::Script { script, keys, args } = batch.command() else { unreachable!("a script") };
     Step::Run { script, keys: keys.to_vec(), args: args.to_vec() }

@@ -221,6 +221,43 @@ fn a_hand_off_heard_with_less_than_half_its_ttl_left_is_confirmed_first() {
 }
 
 #[test]
+fn a_confirmation_held_back_behind_a_backlog_counts_its_lease_from_when_it_leaves() {
+    // Two confirmation batches in flight hold the third back. Its lease used to count from
+    // when its lock joined the batch: behind a backlog (S5's mass release on a loaded machine,
+    // 55,000-67,000 waits failed) it started spent, and the wait failed as acquired too late
+    // though the request was answered at once. It counts from when the batch leaves.
+    let mut h = H::new();
+    let o = opts(1000);
+    let toks: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|k| {
+            h.subs.clear();
+            h.queued(k, o, None).1
+        })
+        .collect();
+    h.advance(ms(600)); // less than half the TTL left: every hand-off is confirmed
+    let mut batches = Vec::new();
+    for (k, tok) in ["a", "b", "c"].iter().zip(&toks) {
+        h.e.handle_message(&inbox(k), format!("{tok}:77").as_bytes(), h.now);
+        batches.extend(h.sent());
+    }
+    assert_eq!(batches.len(), 2, "the third is held back");
+    h.advance(ms(995)); // the server is slow: past the TTL since the third lock joined
+    let left_at = h.now;
+    h.reply(&batches[0], vec![Reply::Array(vec![Reply::Int(77)])]);
+    // The first one's own request did take the whole TTL: too late, rightly (released, then
+    // failed).
+    assert!(h.events().is_empty());
+    let sent = h.sent();
+    assert_eq!(sent.iter().map(|r| script(r).0).collect::<Vec<_>>(), [Script::Confirm, Script::Release]);
+    let third = &sent[0];
+    assert_eq!(script(third).2[0], toks[2]);
+    h.advance(ms(2));
+    h.reply(third, vec![Reply::Array(vec![Reply::Int(77)])]);
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: o.valid_until(left_at) }]);
+}
+
+#[test]
 fn a_claim_that_lapsed_before_the_confirmation_keeps_the_waiter_waiting() {
     // Paused past its claim: the confirmation finds the key not its own, the waiter attempts
     // as usual, which finds another holder (the claim went on to the next waiter) and

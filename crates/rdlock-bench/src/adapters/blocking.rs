@@ -15,6 +15,7 @@ impl Locker for Blocking {
     type Guard = rdlock_blocking::Guard;
     const REQUESTS: &'static [&'static str] = super::rdlock::REQUESTS;
     const RENEWS: bool = true;
+    const QUEUES: bool = true;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
         Ok(Self(match super::client_config(url) {

@@ -72,6 +72,8 @@ pub trait Locker: Sized + Send + Sync + 'static {
     const COUNTED_REQUESTS: &'static [&'static str] = Self::REQUESTS;
     /// Whether it renews held leases by itself (S4).
     const RENEWS: bool;
+    /// Whether its waiters queue, first come first served (S10 checks the order).
+    const QUEUES: bool = false;
 
     fn connect(url: &str) -> impl Future<Output = Result<Self, BoxError>> + Send;
     /// Waits until `key` is held.

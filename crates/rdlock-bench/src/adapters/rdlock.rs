@@ -21,6 +21,7 @@ impl<R: Runtime> Locker for Rd<R> {
     type Guard = Guard<R>;
     const REQUESTS: &'static [&'static str] = REQUESTS;
     const RENEWS: bool = true;
+    const QUEUES: bool = true;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
         Ok(Self(match super::client_config(url) {

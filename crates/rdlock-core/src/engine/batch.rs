@@ -14,15 +14,13 @@ use std::time::{Duration, Instant};
 
 use super::acquiring::Attempt;
 use super::lock::{InFlight, Phase, Step};
-use super::releasing::{queue_entry, release_command};
+use super::releasing::release_command;
 use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending, TimerKey};
 use crate::command::{RequestId, Route};
 use crate::error::LockError;
-use crate::keys::LockKeys;
 use crate::machine::Then;
 use crate::reply::{Reply, TransportError};
 use crate::script::{ConfirmArgs, ConfirmReply, Mode, ReleaseBatchArgs};
-use crate::token::hex;
 
 /// What a batch carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,8 +99,7 @@ impl Engine {
                     batch.fold(fold);
                     for id in &locks {
                         let lock = &self.locks[id];
-                        let (token, entry) = queue_entry(lock, self.client);
-                        batch.push(LockKeys::derive(&lock.key), token, entry);
+                        batch.push_lock(&lock.key, lock.token, lock.opts.ttl_ms(), self.client);
                     }
                     batch.command()
                 }
@@ -110,17 +107,36 @@ impl Engine {
                     let mut batch = ConfirmArgs::with_capacity(n);
                     for id in &locks {
                         let lock = &self.locks[id];
-                        batch.push(LockKeys::derive(&lock.key), hex(lock.token), lock.opts.ttl_ms());
+                        batch.push(&lock.key, lock.token, lock.opts.ttl_ms());
                     }
                     batch.command()
                 }
             };
+            if b.kind == Kind::Confirm && b.timed {
+                // Held back: its leases count from when it leaves (still before the server
+                // runs it), not from when each lock joined: behind a backlog of batches they
+                // would start spent, and fail as acquired too late.
+                self.leaving(&locks, b.req);
+            }
             let pending = match b.kind {
                 Kind::Release => Pending::Releases { locks, route },
                 Kind::Confirm => Pending::Confirm { locks, route },
             };
             *self.in_flight_entry(b.kind, route) += 1;
             self.request_as(b.req, route, vec![command], pending);
+        }
+    }
+
+    /// The confirmations of batch `req` leave now (the latest reply or timer handled).
+    fn leaving(&mut self, locks: &[LockId], req: RequestId) {
+        let Some(now) = self.latest else { return };
+        for id in locks {
+            if let Some(Step::InFlight(sent)) =
+                self.locks.get_mut(id).and_then(|l| l.acquisition()).map(|a| &mut a.step)
+                && sent.req == req
+            {
+                sent.sent_at = sent.sent_at.max(now);
+            }
         }
     }
 
@@ -159,7 +175,8 @@ impl Engine {
     }
 
     /// Sends the confirmation of the heard hand-off of `id` in the open batch of its route:
-    /// in flight like an attempt, its lease counts from now (`docs/protocol.md`, *Validity*).
+    /// in flight like an attempt, its lease counts from now, or from when its batch leaves if
+    /// it is held back (`docs/protocol.md`, *Validity*).
     pub(super) fn send_confirm(&mut self, id: LockId, now: Instant) {
         let Some(route) = self.locks.get(&id).map(|l| l.route) else { return };
         let req = self.batched(Kind::Confirm, route, id, now);

@@ -235,6 +235,9 @@ pub struct Engine {
     open: Vec<batch::Open>,
     /// Batches in flight, per kind and route.
     in_flight: Vec<((batch::Kind, Route), u32)>,
+    /// The latest time a reply or a timer was handled: a batch held back leaves after one of
+    /// them, and its confirmations count their leases from then (`batch.rs`).
+    latest: Option<Instant>,
     events: VecDeque<LockEvent>,
     warnings: VecDeque<Warning>,
     /// Running totals for a driver's metrics.
@@ -286,6 +289,7 @@ impl Engine {
             transmits: VecDeque::new(),
             open: Vec::new(),
             in_flight: Vec::new(),
+            latest: None,
             events: VecDeque::new(),
             warnings: VecDeque::new(),
             stats: Stats::default(),
@@ -502,6 +506,7 @@ impl Engine {
         now: Instant,
     ) -> Result<(), Misuse> {
         let pending = self.pending.remove(&id).ok_or(Misuse::UnknownRequest(id))?;
+        self.latest = Some(self.latest.map_or(now, |t| t.max(now)));
         self.stats.requests_unanswered += u64::from(reply.is_err());
         match pending {
             Pending::Attempt(lock) => self.on_attempt_reply(lock, id, reply, now),
@@ -537,9 +542,7 @@ impl Engine {
         let client = self.client;
         let trusted = !self.config.cluster || self.subs.is_active(channel);
         let Some(lock) = self.locks.get_mut(&id) else { return };
-        if lock.opts.sharing != Sharing::Queue
-            || !LockKeys::is_inbox_of(&lock.key, &LockKeys::inbox_suffix(&lock.key, client), channel)
-        {
+        if lock.opts.sharing != Sharing::Queue || !LockKeys::is_client_inbox_of(&lock.key, client, channel) {
             return;
         }
         // Counting: not queued yet. Held: a duplicate. Releasing: the release covers it.

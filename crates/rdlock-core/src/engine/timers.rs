@@ -15,6 +15,7 @@ use crate::script::Mode;
 impl Engine {
     /// Time has reached `now`: fire every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.latest = Some(self.latest.map_or(now, |t| t.max(now)));
         if self.renewals.first().is_some_and(|&(due, _)| due <= now) {
             self.renew_due(now);
         }

@@ -1,38 +1,45 @@
 //! `confirm.lua`: the confirmation of heard hand-offs, one or many locks in one call.
 
 use crate::Reply;
-use crate::command::Command;
-use crate::keys::LockKeys;
+use crate::command::{Args, Command};
+use crate::keys::Role;
 
 use super::Script;
 
 /// A batch of confirmations: per lock its key and fence counter, owner token and ttl (`KEYS`
-/// and `ARGV` in the script's header).
+/// and `ARGV` in the script's header). Built in place (no string per lock).
 #[derive(Clone, Debug, Default)]
 pub struct ConfirmArgs {
-    keys: Vec<String>,
-    tokens: Vec<String>,
+    keys: Args,
+    tokens: Args,
     ttls: Vec<u64>,
 }
 
 impl ConfirmArgs {
     /// An empty batch with room for `n` locks.
     pub fn with_capacity(n: usize) -> Self {
-        Self { keys: Vec::with_capacity(2 * n), tokens: Vec::with_capacity(n), ttls: Vec::with_capacity(n) }
+        Self {
+            keys: Args::with_capacity(2 * n, n * 64),
+            tokens: Args::with_capacity(2 * n, n * (32 + 8)),
+            ttls: Vec::with_capacity(n),
+        }
     }
 
-    /// Adds the lock named by `keys`.
-    pub fn push(&mut self, keys: LockKeys, token: String, ttl_ms: u64) {
-        self.keys.extend([keys.lock, keys.fence]);
-        self.tokens.push(token);
+    /// Adds the lock of key `key` (accepted by [`crate::LockKeys::new`]) with its token.
+    pub fn push(&mut self, key: &str, token: u128, ttl_ms: u64) {
+        self.keys.push(key);
+        crate::keys::push_name(&mut self.keys, key, Role::Fence);
+        self.tokens.push_hex(token);
         self.ttls.push(ttl_ms);
     }
 
     /// The script call.
     pub fn command(self) -> Command {
         let mut args = self.tokens;
-        args.extend(self.ttls.iter().map(u64::to_string));
-        Command::Script { script: Script::Confirm, keys: self.keys.into(), args: args.into() }
+        for &ttl in &self.ttls {
+            args.push_u64(ttl);
+        }
+        Command::Script { script: Script::Confirm, keys: self.keys, args }
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::command::{Args, Command};
 use crate::error::LockError;
-use crate::keys::LockKeys;
+use crate::keys::{LockKeys, Role};
 use crate::{Reply, ServerError};
 
 use super::Script;
@@ -43,21 +43,24 @@ impl ReleaseArgs<'_> {
 }
 
 /// Many queue-mode releases in one call (`release_batch.lua`): per lock its keys, owner token
-/// and queue entry; the fence ttl, the claim and the fold are the same for every lock.
+/// and queue entry; the fence ttl, the claim and the fold are the same for every lock. Built
+/// in place (no string per lock), as renewal batches are.
 #[derive(Clone, Debug)]
 pub struct ReleaseBatchArgs {
-    keys: Vec<String>,
-    args: Vec<String>,
+    keys: Args,
+    args: Args,
     fold: Option<Duration>,
 }
+
+/// Bytes of a key name a batch's buffer is sized for up front (it grows past them).
+const KEY_BYTES: usize = 32;
 
 impl ReleaseBatchArgs {
     /// An empty batch with room for `n` locks.
     pub fn new(n: usize, fence_ttl: Duration, claim: Duration) -> Self {
-        let mut args = Vec::with_capacity(2 + 2 * n);
-        args.push(fence_ttl.as_millis().to_string());
-        args.push(claim.as_millis().to_string());
-        Self { keys: Vec::with_capacity(3 * n), args, fold: None }
+        let mut args = Args::with_capacity(2 + 2 * n, 24 + n * (32 + 32 + 32));
+        args.push_u64(millis(fence_ttl)).push_u64(millis(claim));
+        Self { keys: Args::with_capacity(3 * n, 3 * n * KEY_BYTES), args, fold: None }
     }
 
     /// Asks every lock's release to fold its owner check into the hand-off
@@ -66,18 +69,28 @@ impl ReleaseBatchArgs {
         self.fold = queue_ttl;
     }
 
-    /// Adds the lock named by `keys`.
-    pub fn push(&mut self, keys: LockKeys, token: String, entry: String) {
-        self.keys.extend([keys.lock, keys.fence, keys.queue]);
-        self.args.extend([token, entry]);
+    /// Adds the lock named by `keys`, with its token and queue entry as text.
+    pub fn push(&mut self, keys: &LockKeys, token: &str, entry: &str) {
+        self.keys.push(&keys.lock).push(&keys.fence).push(&keys.queue);
+        self.args.push(token).push(entry);
+    }
+
+    /// Adds the lock of key `key` (accepted by [`LockKeys::new`]) held with `token` by
+    /// `client`, whose queue entry carries `ttl_ms`: its names and entry written in place.
+    pub(crate) fn push_lock(&mut self, key: &str, token: u128, ttl_ms: u64, client: u64) {
+        self.keys.push(key);
+        crate::keys::push_name(&mut self.keys, key, Role::Fence);
+        crate::keys::push_name(&mut self.keys, key, Role::Queue);
+        self.args.push_hex(token);
+        crate::keys::push_entry(&mut self.args, key, token, ttl_ms, client);
     }
 
     /// The script call.
     pub fn command(mut self) -> Command {
         if let Some(queue_ttl) = self.fold {
-            self.args.push(millis(queue_ttl).to_string());
+            self.args.push_u64(millis(queue_ttl));
         }
-        Command::Script { script: Script::ReleaseBatch, keys: self.keys.into(), args: self.args.into() }
+        Command::Script { script: Script::ReleaseBatch, keys: self.keys, args: self.args }
     }
 
     /// Splits the batch's reply into the reply `release.lua` gives for each of its `n` locks:
@@ -173,8 +186,8 @@ mod tests {
         let folded = ReleaseArgs { fold: Some(Duration::from_secs(60)), ..plain };
         assert_eq!(args(folded.command(&keys)), ["t", "t:100:i0", "86400000", "250", "60000"]);
         let mut batch = ReleaseBatchArgs::new(2, fence_ttl, claim);
-        batch.push(LockKeys::derive("a"), "ta".into(), "ea".into());
-        batch.push(LockKeys::derive("b"), "tb".into(), "eb".into());
+        batch.push(&LockKeys::derive("a"), "ta", "ea");
+        batch.push(&LockKeys::derive("b"), "tb", "eb");
         batch.fold(Some(Duration::from_secs(90)));
         assert_eq!(args(batch.command()), ["86400000", "250", "ta", "ea", "tb", "eb", "90000"]);
     }
