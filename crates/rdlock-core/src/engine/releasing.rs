@@ -10,7 +10,9 @@ use crate::keys::LockKeys;
 use crate::machine::{Release, Then};
 use crate::options::Sharing;
 use crate::reply::{Reply, TransportError};
-use crate::script::{PermitArgs, PermitKeys, PermitReleaseArgs, ReleaseArgs, ReleaseReply, Script, SharedReleaseArgs};
+use crate::script::{
+    PermitArgs, PermitKeys, PermitReleaseArgs, ReleaseArgs, ReleaseReply, ReleaseRest, Script, SharedReleaseArgs,
+};
 use crate::token::hex;
 
 impl Engine {
@@ -112,28 +114,21 @@ impl Engine {
 /// removes the lock's own queue entry otherwise, so that it may be sent again at any time.
 /// `fold`: [`Engine::release_fold`].
 pub(super) fn release_command(lock: &Lock, client: u64, fold: Option<Duration>) -> Command {
-    let keys = LockKeys::derive(&lock.key);
-    let token = hex(lock.token);
-    let inbox = LockKeys::inbox_suffix(&lock.key, client);
     let (fence_ttl, claim) = (FENCE_TTL, HANDOFF_CLAIM);
     match (lock.resource.share(), lock.opts.sharing) {
         (Some((capacity, weight)), _) => {
+            let token = hex(lock.token);
+            let inbox = LockKeys::inbox_suffix(&lock.key, client);
             let entry = PermitArgs::entry(&token, lock.opts.ttl_ms(), &inbox, weight);
             PermitReleaseArgs { token: &token, entry: &entry, fence_ttl, claim, capacity }
                 .command(&PermitKeys::derive(&lock.key))
         }
         (None, Sharing::Queue) => {
-            let (token, entry) = queue_entry(lock, client);
-            ReleaseArgs { token: &token, entry: &entry, fence_ttl, claim, fold }.command(&keys)
+            let rest = ReleaseRest { fence_ttl, claim, fold };
+            ReleaseArgs::for_lock(&lock.key, lock.token, lock.opts.ttl_ms(), client, rest)
         }
-        (None, Sharing::Foreign { .. }) => SharedReleaseArgs { token: &token }.command(&keys),
+        (None, Sharing::Foreign { .. }) => {
+            SharedReleaseArgs { token: &hex(lock.token) }.command(&LockKeys::derive(&lock.key))
+        }
     }
-}
-
-/// A queue-mode lock's owner token and its queue entry (`token:ttl:inbox`), as its release
-/// names them.
-pub(super) fn queue_entry(lock: &Lock, client: u64) -> (String, String) {
-    let token = hex(lock.token);
-    let entry = format!("{token}:{}:{}", lock.opts.ttl_ms(), LockKeys::inbox_suffix(&lock.key, client));
-    (token, entry)
 }

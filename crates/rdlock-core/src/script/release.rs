@@ -40,6 +40,32 @@ impl ReleaseArgs<'_> {
         }
         Command::Script { script: Script::Release, keys: names, args }
     }
+
+    /// The same call for the lock of key `key` (accepted by [`LockKeys::new`]) held with
+    /// `token` by `client`, whose queue entry carries `ttl_ms`: names, token and entry written
+    /// in place, as a batch writes them (every release of a lock cycle goes this way).
+    pub(crate) fn for_lock(key: &str, token: u128, ttl_ms: u64, client: u64, rest: ReleaseRest) -> Command {
+        let mut names = Args::with_capacity(3, 3 * key.len() + 32);
+        names.push(key);
+        crate::keys::push_name(&mut names, key, Role::Fence);
+        crate::keys::push_name(&mut names, key, Role::Queue);
+        let mut args = Args::with_capacity(5, 2 * 32 + 2 * 20 + 21 + 4);
+        args.push_hex(token);
+        crate::keys::push_entry(&mut args, key, token, ttl_ms, client);
+        args.push_u64(millis(rest.fence_ttl)).push_u64(millis(rest.claim));
+        if let Some(queue_ttl) = rest.fold {
+            args.push_u64(millis(queue_ttl));
+        }
+        Command::Script { script: Script::Release, keys: names, args }
+    }
+}
+
+/// A release's arguments beside the lock's own ([`ReleaseArgs`]' last three).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReleaseRest {
+    pub(crate) fence_ttl: Duration,
+    pub(crate) claim: Duration,
+    pub(crate) fold: Option<Duration>,
 }
 
 /// Many queue-mode releases in one call (`release_batch.lua`): per lock its keys, owner token
@@ -175,6 +201,25 @@ mod tests {
     fn args(command: Command) -> Vec<String> {
         let Command::Script { args, .. } = command else { panic!("a script") };
         args.iter().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_release_written_in_place_is_the_one_built() {
+        let (fence_ttl, claim) = (Duration::from_secs(86_400), Duration::from_millis(250));
+        let token = 0x0123_4567_89ab_cdef_0011_2233_4455_6677_u128;
+        for key in ["orders:1", "{tag}:x", "a"] {
+            for fold in [None, Some(Duration::from_secs(60))] {
+                let hex = crate::token::hex(token);
+                let entry = format!("{hex}:10000:{}", LockKeys::inbox_suffix(key, 0xfeed));
+                let built = ReleaseArgs { token: &hex, entry: &entry, fence_ttl, claim, fold };
+                let rest = ReleaseRest { fence_ttl, claim, fold };
+                assert_eq!(
+                    ReleaseArgs::for_lock(key, token, 10_000, 0xfeed, rest),
+                    built.command(&LockKeys::derive(key)),
+                    "{key}"
+                );
+            }
+        }
     }
 
     #[test]
