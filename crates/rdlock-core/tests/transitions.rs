@@ -343,6 +343,54 @@ fn a_release_waits_for_two_stalled_ones_a_millisecond_at_most() {
 }
 
 #[test]
+fn a_busy_routes_held_back_release_waits_for_its_answers_not_a_millisecond() {
+    // Regression (#19): the route answers, each batch in 5 ms (a mass release: hundreds of
+    // locks a call). A release held back behind two in flight waits for an answer, up to
+    // twice that round trip of silence, not 1 ms: at 1 ms every held-back batch left, and in
+    // a storm hundreds of them queued on the connection, the last past its response timeout.
+    let mut h = H::new();
+    let ids: Vec<LockId> = (0..4).map(|i| h.held(&format!("k{i}"), opts(10_000)).0).collect();
+    let mut sent = Vec::new();
+    for id in &ids[..2] {
+        h.e.release(*id, h.now).expect("held");
+        sent.extend(h.sent());
+    }
+    h.advance(ms(5));
+    h.reply(&sent[0], vec![Reply::Int(1)]);
+    h.e.release(ids[2], h.now).expect("held");
+    assert_eq!(script(&h.one()).1[0].as_str(), "k2", "one answered: the next leaves at once");
+    h.e.release(ids[3], h.now).expect("held");
+    assert!(h.sent().is_empty(), "two in flight: held back");
+    h.advance(ms(1));
+    h.e.handle_timeout(h.now);
+    assert!(h.sent().is_empty(), "the route answered 1 ms ago, its batches take 5 ms: not silent");
+    h.advance(ms(9));
+    h.e.handle_timeout(h.now);
+    assert_eq!(script(&h.one()).1[0].as_str(), "k3", "silent for twice its round trip: it leaves");
+}
+
+#[test]
+fn batches_held_back_on_a_silent_route_leave_one_at_a_time() {
+    // Regression (#19): a mass release on a route that has not answered yet, in batches of
+    // two locks: two leave, the rest wait; after 1 ms of silence ONE more leaves (a caller's
+    // release is not held back by a stall), then one per millisecond, not all at once.
+    let mut h = H::with(EngineConfig { max_renew_batch: 2, ..EngineConfig::default() });
+    let ids: Vec<LockId> = (0..10).map(|i| h.held(&format!("k{i}"), opts(10_000)).0).collect();
+    for id in &ids {
+        h.e.release(*id, h.now).expect("held");
+    }
+    assert_eq!(h.sent().len(), 2);
+    h.advance(ms(1));
+    h.e.handle_timeout(h.now);
+    assert_eq!(h.sent().len(), 1, "one batch per millisecond of silence");
+    h.e.handle_timeout(h.now);
+    assert!(h.sent().is_empty());
+    h.advance(ms(1));
+    h.e.handle_timeout(h.now);
+    assert_eq!(h.sent().len(), 1);
+}
+
+#[test]
 fn releases_beyond_two_in_flight_wait_for_one_and_leave_together() {
     // Drained after each call (a driver serving one caller after another): the first two
     // leave alone; the rest wait for one of them to be answered, then leave as one call.

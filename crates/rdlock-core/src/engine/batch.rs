@@ -1,13 +1,20 @@
 //! Batches: releases, and confirmations of heard hand-offs, leave as one script call per
 //! route (in a cluster a route is one slot) for as many locks as are waiting to go, the way
 //! renewals do. A release or confirmation leaves at once, alone, as it always did, while fewer
-//! than [`IN_FLIGHT`] of its kind are in flight on its route; beyond that it waits for one of
-//! them to be answered, or [`WAIT`] at most (a stalled server answers nothing until its
-//! response timeout), in the open batch, with every other lock that comes meanwhile. A mass
+//! than [`IN_FLIGHT`] of its kind are in flight on its route; beyond that it waits, in the open
+//! batch with every other lock that comes meanwhile, for one of them to be answered. A mass
 //! release (every guard of a client let go at once, or as many hand-offs heard at once) so
 //! costs one request per few hundred locks instead of one per lock, and a lone one costs what
 //! it did. Nothing else waits for a batch: other requests leave as they are made (a lock with
 //! a release waiting sends nothing else).
+//!
+//! A route that answers nothing (a stalled server answers only at its response timeout) must
+//! not hold a caller's release back for that long: once the route has been silent for its
+//! [`Flights::patience`] (no answer, and no batch sent past the two), one held-back batch
+//! leaves, and then one per patience while the silence lasts. A busy route is not a silent
+//! one: its patience is twice its latest batch's round trip, so batches that each take the
+//! server milliseconds wait their turn instead of piling up on the connection, where the last
+//! would wait past its response timeout behind the rest.
 
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
@@ -35,9 +42,12 @@ pub(super) enum Kind {
 /// round trip's worth of locks then leaves in one call.
 const IN_FLIGHT: u32 = 2;
 
-/// The longest a batch waits for a request in flight to be answered: a caller's release is
-/// never held back by a stalled one's response timeout.
+/// The least silence after which a held-back batch leaves anyway: a caller's release is never
+/// held back by a stalled route's response timeout.
 const WAIT: Duration = Duration::from_millis(1);
+
+/// The most: a route whose batches took long to answer is still not waited on for longer.
+const MAX_WAIT: Duration = Duration::from_millis(100);
 
 /// A batch not sent yet; its request id is given when it opens, so that its locks can name it.
 #[derive(Debug)]
@@ -46,9 +56,33 @@ pub(super) struct Open {
     route: Route,
     req: RequestId,
     locks: Vec<LockId>,
-    /// When it opened; whether its wait's timer is set (only once it is held back).
+    /// When it opened; the time its timer is set for, once it is held back.
     opened: Instant,
-    timed: bool,
+    timer: Option<Instant>,
+}
+
+/// One kind's batches in flight on one route.
+#[derive(Debug)]
+pub(super) struct Flights {
+    kind: Kind,
+    route: Route,
+    n: u32,
+    /// The latest answer, or batch sent past [`IN_FLIGHT`]: where the route's silence starts.
+    stirred: Option<Instant>,
+    /// The latest answered batch's round trip (from when it left to its answer).
+    round_trip: Option<Duration>,
+}
+
+impl Flights {
+    /// How long the route may be silent before a held-back batch leaves anyway.
+    fn patience(&self) -> Duration {
+        self.round_trip.map_or(WAIT, |rt| rt.saturating_mul(2).clamp(WAIT, MAX_WAIT))
+    }
+
+    /// When a batch opened at `opened` leaves if the route stays silent.
+    fn leaves_at(&self, opened: Instant) -> Instant {
+        self.stirred.map_or(opened, |s| s.max(opened)) + self.patience()
+    }
 }
 
 impl Engine {
@@ -63,26 +97,42 @@ impl Engine {
         }
         let req = RequestId(self.next_req);
         self.next_req += 1;
-        self.open.push(Open { kind, route, req, locks: vec![id], opened: now, timed: false });
+        self.open.push(Open { kind, route, req, locks: vec![id], opened: now, timer: None });
         req
     }
 
-    /// Queues the requests of the open batches that may leave (`all`: every one, their wait
-    /// is over): one lock's release is `release.lua` as it always was, more are one
+    /// Queues the requests of the open batches that may leave: those whose route has fewer
+    /// than [`IN_FLIGHT`] in flight and, at a timer (`now`), one per route that has been silent
+    /// for its patience. One lock's release is `release.lua` as it always was, more are one
     /// `release_batch.lua` call.
-    pub(super) fn flush_batches(&mut self, all: bool) {
+    pub(super) fn flush_batches(&mut self, now: Option<Instant>) {
         if self.open.is_empty() {
             return;
         }
         for mut b in std::mem::take(&mut self.open) {
-            if !all && self.batches_in_flight(b.kind, b.route) >= IN_FLIGHT {
-                // Held back: it leaves at the next answer, or when its wait is over. (A
-                // batch that leaves at once sets no timer: a lone release wakes nothing.)
-                if !std::mem::replace(&mut b.timed, true) {
-                    self.timers.push(Reverse((b.opened + WAIT, TimerKey::Batches)));
+            let held = match self.flights(b.kind, b.route) {
+                Some(f) if f.n >= IN_FLIGHT => Some(f.leaves_at(b.opened)),
+                _ => None,
+            };
+            let past = match (held, now) {
+                (None, _) => false,
+                (Some(at), Some(now)) if at <= now => true,
+                (Some(at), _) => {
+                    // Held back: it leaves at the next answer, or at `at` if the route stays
+                    // silent. One timer at a time: one that fires early looks again. (A batch
+                    // that leaves at once sets no timer: a lone release wakes nothing.)
+                    if b.timer.is_none_or(|t| now.is_some_and(|now| t <= now)) {
+                        b.timer = Some(at);
+                        self.timers.push(Reverse((at, TimerKey::Batches)));
+                    }
+                    self.open.push(b);
+                    continue;
                 }
-                self.open.push(b);
-                continue;
+            };
+            if past {
+                // The route's silence starts again: the next held back waits its patience.
+                let f = self.flights_entry(b.kind, b.route);
+                f.stirred = f.stirred.max(now);
             }
             let locks: Vec<LockId> = b.locks.into_iter().filter(|id| self.locks.contains_key(id)).collect();
             let (route, n) = (b.route, locks.len());
@@ -112,17 +162,18 @@ impl Engine {
                     batch.command()
                 }
             };
-            if b.kind == Kind::Confirm && b.timed {
+            if b.kind == Kind::Confirm && b.timer.is_some() {
                 // Held back: its leases count from when it leaves (still before the server
                 // runs it), not from when each lock joined: behind a backlog of batches they
                 // would start spent, and fail as acquired too late.
                 self.leaving(&locks, b.req);
             }
+            let left = self.latest.map_or(b.opened, |t| t.max(b.opened));
             let pending = match b.kind {
-                Kind::Release => Pending::Releases { locks, route },
-                Kind::Confirm => Pending::Confirm { locks, route },
+                Kind::Release => Pending::Releases { locks, route, left },
+                Kind::Confirm => Pending::Confirm { locks, route, left },
             };
-            *self.in_flight_entry(b.kind, route) += 1;
+            self.flights_entry(b.kind, route).n += 1;
             self.request_as(b.req, route, vec![command], pending);
         }
     }
@@ -140,27 +191,31 @@ impl Engine {
         }
     }
 
-    fn batches_in_flight(&self, kind: Kind, route: Route) -> u32 {
-        self.in_flight.iter().find(|(k, _)| *k == (kind, route)).map_or(0, |(_, n)| *n)
+    fn flights(&self, kind: Kind, route: Route) -> Option<&Flights> {
+        self.in_flight.iter().find(|f| f.kind == kind && f.route == route)
     }
 
-    fn in_flight_entry(&mut self, kind: Kind, route: Route) -> &mut u32 {
-        let i = match self.in_flight.iter().position(|(k, _)| *k == (kind, route)) {
+    fn flights_entry(&mut self, kind: Kind, route: Route) -> &mut Flights {
+        let i = match self.in_flight.iter().position(|f| f.kind == kind && f.route == route) {
             Some(i) => i,
             None => {
-                self.in_flight.push(((kind, route), 0));
+                self.in_flight.push(Flights { kind, route, n: 0, stirred: None, round_trip: None });
                 self.in_flight.len() - 1
             }
         };
-        &mut self.in_flight[i].1
+        &mut self.in_flight[i]
     }
 
-    /// A batch's request is answered (or failed): the next may leave.
-    pub(super) fn batch_answered(&mut self, kind: Kind, route: Route) {
-        let n = self.in_flight_entry(kind, route);
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            self.in_flight.retain(|(k, _)| *k != (kind, route));
+    /// A batch's request, sent at `left`, is answered (or failed) at `now`: the next may
+    /// leave, and the route's patience follows its round trip.
+    pub(super) fn batch_answered(&mut self, kind: Kind, route: Route, left: Instant, now: Instant) {
+        let f = self.flights_entry(kind, route);
+        f.n = f.n.saturating_sub(1);
+        f.stirred = f.stirred.max(Some(now));
+        f.round_trip = Some(now.saturating_duration_since(left));
+        if f.n == 0 {
+            // Nothing waits on a route with nothing in flight: forget it.
+            self.in_flight.retain(|f| !(f.kind == kind && f.route == route));
         }
     }
 

@@ -151,11 +151,15 @@ enum Pending {
     Releases {
         locks: Vec<LockId>,
         route: Route,
+        /// When it was sent (the engine's latest time then).
+        left: Instant,
     },
     /// Confirmations of heard hand-offs in one `confirm.lua` call.
     Confirm {
         locks: Vec<LockId>,
         route: Route,
+        /// When it was sent (the engine's latest time then).
+        left: Instant,
     },
     Renew {
         locks: Vec<LockId>,
@@ -233,8 +237,8 @@ pub struct Engine {
     transmits: VecDeque<Transmit>,
     /// Releases and confirmations not sent yet, batched by route (`batch.rs`).
     open: Vec<batch::Open>,
-    /// Batches in flight, per kind and route.
-    in_flight: Vec<((batch::Kind, Route), u32)>,
+    /// Batches in flight, per kind and route, and how fast their route answers.
+    in_flight: Vec<batch::Flights>,
     /// The latest time a reply or a timer was handled: a batch held back leaves after one of
     /// them, and its confirmations count their leases from then (`batch.rs`).
     latest: Option<Instant>,
@@ -511,12 +515,12 @@ impl Engine {
         match pending {
             Pending::Attempt(lock) => self.on_attempt_reply(lock, id, reply, now),
             Pending::Release(lock) => self.on_release_reply(lock, id, reply, now),
-            Pending::Releases { locks, route } => {
-                self.batch_answered(batch::Kind::Release, route);
+            Pending::Releases { locks, route, left } => {
+                self.batch_answered(batch::Kind::Release, route, left, now);
                 self.on_releases_reply(&locks, id, reply, now)
             }
-            Pending::Confirm { locks, route } => {
-                self.batch_answered(batch::Kind::Confirm, route);
+            Pending::Confirm { locks, route, left } => {
+                self.batch_answered(batch::Kind::Confirm, route, left, now);
                 self.on_confirm_reply(&locks, id, reply, now)
             }
             Pending::Renew { locks, sent_at, wanted, by_set } => {
@@ -622,7 +626,7 @@ impl Engine {
     /// per route, after what was queued before them (`batch.rs`).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if self.transmits.is_empty() {
-            self.flush_batches(false);
+            self.flush_batches(None);
         }
         self.transmits.pop_front()
     }

@@ -33,7 +33,7 @@ impl Engine {
                     }
                     self.transmits.extend(out);
                 }
-                TimerKey::Batches => self.flush_batches(true),
+                TimerKey::Batches => self.flush_batches(Some(now)),
                 TimerKey::Lock(id) => {
                     let Some(lock) = self.locks.get_mut(&id) else { continue };
                     if lock.timer != Some(at) {
