@@ -7,7 +7,7 @@ use crate::script::Script;
 pub struct RequestId(pub u64);
 
 /// Where a request must travel: to which server, and on which class of connection to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Route {
     /// The server.
     pub node: Node,
@@ -37,7 +37,7 @@ pub enum Node {
 }
 
 /// Which kind of connection to the node a request travels on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Class {
     /// The shared command connection (multiplexed; order of sends is kept).
     Commands,

@@ -17,6 +17,7 @@
 //! would wait past its response timeout behind the rest.
 
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::acquiring::Attempt;
@@ -30,13 +31,16 @@ use crate::reply::{Reply, TransportError};
 use crate::script::{ConfirmArgs, ConfirmReply, Mode, ReleaseBatchArgs};
 
 /// What a batch carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Kind {
     /// Queue-mode releases of plain locks (`release.lua`, or `release_batch.lua` for many).
     Release,
     /// Confirmations of heard hand-offs (`confirm.lua`).
     Confirm,
 }
+
+/// One kind of batch on one route: batches of a lane wait for that lane's answers alone.
+pub(super) type Lane = (Kind, Route);
 
 /// Requests of one kind in flight on one route beyond which the next waits, batched: a
 /// round trip's worth of locks then leaves in one call.
@@ -49,28 +53,40 @@ const WAIT: Duration = Duration::from_millis(1);
 /// The most: a route whose batches took long to answer is still not waited on for longer.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 
-/// A batch not sent yet; its request id is given when it opens, so that its locks can name it.
-#[derive(Debug)]
-pub(super) struct Open {
-    kind: Kind,
-    route: Route,
-    req: RequestId,
-    locks: Vec<LockId>,
-    /// When it opened; the time its timer is set for, once it is held back.
-    opened: Instant,
-    timer: Option<Instant>,
+/// The batches of every lane, indexed by lane: a mass release over a cluster's 16,384 slots
+/// has as many lanes, and each answer looks at its own.
+#[derive(Debug, Default)]
+pub(super) struct Batches {
+    /// Per lane, the batches not sent yet, oldest first.
+    open: BTreeMap<Lane, VecDeque<Open>>,
+    /// Per lane with batches in flight: how many, and how fast the route answers them.
+    flights: BTreeMap<Lane, Flights>,
+    /// Lanes whose open batches may leave at the next flush (one opened, or one answered),
+    /// in the order they became so; and the same as a set.
+    ready: Vec<Lane>,
+    readied: BTreeSet<Lane>,
 }
 
-/// One kind's batches in flight on one route.
+/// A batch not sent yet; its request id is given when it opens, so that its locks can name it.
 #[derive(Debug)]
-pub(super) struct Flights {
-    kind: Kind,
-    route: Route,
+struct Open {
+    req: RequestId,
+    locks: Vec<LockId>,
+    opened: Instant,
+    /// Whether it was held back behind the batches in flight.
+    held: bool,
+}
+
+/// One lane's batches in flight.
+#[derive(Debug, Default)]
+struct Flights {
     n: u32,
     /// The latest answer, or batch sent past [`IN_FLIGHT`]: where the route's silence starts.
     stirred: Option<Instant>,
     /// The latest answered batch's round trip (from when it left to its answer).
     round_trip: Option<Duration>,
+    /// When the lane's timer is set for, while its batches are held back.
+    timer: Option<Instant>,
 }
 
 impl Flights {
@@ -85,97 +101,142 @@ impl Flights {
     }
 }
 
+impl Batches {
+    /// Whether `lane`'s timer set for `at` is still wanted.
+    pub(super) fn timer_live(&self, lane: &Lane, at: Instant) -> bool {
+        self.flights.get(lane).is_some_and(|f| f.timer == Some(at))
+    }
+
+    fn ready(&mut self, lane: Lane) {
+        if self.readied.insert(lane) {
+            self.ready.push(lane);
+        }
+    }
+}
+
 impl Engine {
-    /// Adds `id` to the open batch of `kind` on `route` (opening one when there is none with
-    /// room); returns the batch's request.
-    fn batched(&mut self, kind: Kind, route: Route, id: LockId, now: Instant) -> RequestId {
+    /// Adds `id` to the open batch of `lane` (opening one when there is none with room);
+    /// returns the batch's request.
+    fn batched(&mut self, lane: Lane, id: LockId, now: Instant) -> RequestId {
         let max = self.config.max_renew_batch.max(1);
-        if let Some(b) = self.open.iter_mut().rev().find(|b| b.kind == kind && b.route == route && b.locks.len() < max)
-        {
+        let queue = self.batches.open.entry(lane).or_default();
+        if let Some(b) = queue.back_mut().filter(|b| b.locks.len() < max) {
             b.locks.push(id);
             return b.req;
         }
         let req = RequestId(self.next_req);
         self.next_req += 1;
-        self.open.push(Open { kind, route, req, locks: vec![id], opened: now, timer: None });
+        queue.push_back(Open { req, locks: vec![id], opened: now, held: false });
+        self.batches.ready(lane);
         req
     }
 
-    /// Queues the requests of the open batches that may leave: those whose route has fewer
-    /// than [`IN_FLIGHT`] in flight and, at a timer (`now`), one per route that has been silent
-    /// for its patience. One lock's release is `release.lua` as it always was, more are one
-    /// `release_batch.lua` call.
-    pub(super) fn flush_batches(&mut self, now: Option<Instant>) {
-        if self.open.is_empty() {
-            return;
+    /// Queues the requests of the open batches that may leave: those of lanes with fewer
+    /// than [`IN_FLIGHT`] in flight. One lock's release is `release.lua` as it always was,
+    /// more are one `release_batch.lua` call.
+    pub(super) fn flush_batches(&mut self) {
+        self.batches.readied.clear();
+        for lane in std::mem::take(&mut self.batches.ready) {
+            self.flush_lane(lane, None);
         }
-        for mut b in std::mem::take(&mut self.open) {
-            let held = match self.flights(b.kind, b.route) {
-                Some(f) if f.n >= IN_FLIGHT => Some(f.leaves_at(b.opened)),
-                _ => None,
+    }
+
+    /// `lane`'s timer: one held-back batch leaves if the route has been silent for its
+    /// patience.
+    pub(super) fn batch_timer(&mut self, lane: Lane, now: Instant) {
+        if let Some(f) = self.batches.flights.get_mut(&lane) {
+            f.timer = None;
+        }
+        self.flush_lane(lane, Some(now));
+    }
+
+    /// Sends `lane`'s open batches while it has room in flight and, at its timer (`now`), one
+    /// more if the route has been silent for its patience; sets the timer for the rest.
+    fn flush_lane(&mut self, lane: Lane, now: Option<Instant>) {
+        loop {
+            let Some(opened) = self.batches.open.get(&lane).and_then(|q| q.front()).map(|b| b.opened) else {
+                self.batches.open.remove(&lane);
+                return;
             };
-            let past = match (held, now) {
-                (None, _) => false,
-                (Some(at), Some(now)) if at <= now => true,
-                (Some(at), _) => {
-                    // Held back: it leaves at the next answer, or at `at` if the route stays
-                    // silent. One timer at a time: one that fires early looks again. (A batch
-                    // that leaves at once sets no timer: a lone release wakes nothing.)
-                    if b.timer.is_none_or(|t| now.is_some_and(|now| t <= now)) {
-                        b.timer = Some(at);
-                        self.timers.push(Reverse((at, TimerKey::Batches)));
+            if let Some(flights) = self.batches.flights.get_mut(&lane)
+                && flights.n >= IN_FLIGHT
+            {
+                let at = flights.leaves_at(opened);
+                match now {
+                    Some(now) if at <= now => {
+                        // Silent that long: one leaves, and the silence starts again.
+                        flights.stirred = Some(now);
                     }
-                    self.open.push(b);
-                    continue;
+                    _ => {
+                        // Held back: they leave at the next answer, or at `at` if the route
+                        // stays silent. (A batch that leaves at once sets no timer: a lone
+                        // release wakes nothing.)
+                        if flights.timer.is_none_or(|t| at < t) {
+                            flights.timer = Some(at);
+                            self.timers.push(Reverse((at, TimerKey::Batch(lane))));
+                        }
+                        for b in self.batches.open.get_mut(&lane).into_iter().flatten() {
+                            b.held = true;
+                        }
+                        return;
+                    }
                 }
-            };
-            if past {
-                // The route's silence starts again: the next held back waits its patience.
-                let f = self.flights_entry(b.kind, b.route);
-                f.stirred = f.stirred.max(now);
             }
-            let locks: Vec<LockId> = b.locks.into_iter().filter(|id| self.locks.contains_key(id)).collect();
-            let (route, n) = (b.route, locks.len());
-            let command = match (b.kind, locks.as_slice()) {
-                (_, []) => continue,
-                (Kind::Release, [id]) => {
+            let Some(b) = self.batches.open.get_mut(&lane).and_then(VecDeque::pop_front) else { return };
+            if self.send_batch(lane, b) {
+                self.batches.flights.entry(lane).or_default().n += 1;
+            }
+            if now.is_some() {
+                // A timer lets one go; the rest wait their turn.
+                self.flush_lane(lane, None);
+                return;
+            }
+        }
+    }
+
+    /// Sends batch `b` of `lane`, unless every lock of it is gone.
+    fn send_batch(&mut self, (kind, route): Lane, b: Open) -> bool {
+        let locks: Vec<LockId> = b.locks.into_iter().filter(|id| self.locks.contains_key(id)).collect();
+        let n = locks.len();
+        let command = match (kind, locks.as_slice()) {
+            (_, []) => return false,
+            (Kind::Release, [id]) => {
+                let lock = &self.locks[id];
+                release_command(lock, self.client, self.release_fold(lock))
+            }
+            (Kind::Release, _) => {
+                let mut batch = ReleaseBatchArgs::new(n, FENCE_TTL, HANDOFF_CLAIM);
+                // One fold for the batch: the longest queue TTL of its held locks, if any.
+                let fold = locks.iter().filter_map(|id| self.release_fold(&self.locks[id])).max();
+                batch.fold(fold);
+                for id in &locks {
                     let lock = &self.locks[id];
-                    release_command(lock, self.client, self.release_fold(lock))
+                    batch.push_lock(&lock.key, lock.token, lock.opts.ttl_ms(), self.client);
                 }
-                (Kind::Release, _) => {
-                    let mut batch = ReleaseBatchArgs::new(n, FENCE_TTL, HANDOFF_CLAIM);
-                    // One fold for the batch: the longest queue TTL of its held locks, if any.
-                    let fold = locks.iter().filter_map(|id| self.release_fold(&self.locks[id])).max();
-                    batch.fold(fold);
-                    for id in &locks {
-                        let lock = &self.locks[id];
-                        batch.push_lock(&lock.key, lock.token, lock.opts.ttl_ms(), self.client);
-                    }
-                    batch.command()
-                }
-                (Kind::Confirm, _) => {
-                    let mut batch = ConfirmArgs::with_capacity(n);
-                    for id in &locks {
-                        let lock = &self.locks[id];
-                        batch.push(&lock.key, lock.token, lock.opts.ttl_ms());
-                    }
-                    batch.command()
-                }
-            };
-            if b.kind == Kind::Confirm && b.timer.is_some() {
-                // Held back: its leases count from when it leaves (still before the server
-                // runs it), not from when each lock joined: behind a backlog of batches they
-                // would start spent, and fail as acquired too late.
-                self.leaving(&locks, b.req);
+                batch.command()
             }
-            let left = self.latest.map_or(b.opened, |t| t.max(b.opened));
-            let pending = match b.kind {
-                Kind::Release => Pending::Releases { locks, route, left },
-                Kind::Confirm => Pending::Confirm { locks, route, left },
-            };
-            self.flights_entry(b.kind, route).n += 1;
-            self.request_as(b.req, route, vec![command], pending);
+            (Kind::Confirm, _) => {
+                let mut batch = ConfirmArgs::with_capacity(n);
+                for id in &locks {
+                    let lock = &self.locks[id];
+                    batch.push(&lock.key, lock.token, lock.opts.ttl_ms());
+                }
+                batch.command()
+            }
+        };
+        if kind == Kind::Confirm && b.held {
+            // Held back: its leases count from when it leaves (still before the server
+            // runs it), not from when each lock joined: behind a backlog of batches they
+            // would start spent, and fail as acquired too late.
+            self.leaving(&locks, b.req);
         }
+        let left = self.latest.map_or(b.opened, |t| t.max(b.opened));
+        let pending = match kind {
+            Kind::Release => Pending::Releases { locks, route, left },
+            Kind::Confirm => Pending::Confirm { locks, route, left },
+        };
+        self.request_as(b.req, route, vec![command], pending);
+        true
     }
 
     /// The confirmations of batch `req` leave now (the latest reply or timer handled).
@@ -191,38 +252,27 @@ impl Engine {
         }
     }
 
-    fn flights(&self, kind: Kind, route: Route) -> Option<&Flights> {
-        self.in_flight.iter().find(|f| f.kind == kind && f.route == route)
-    }
-
-    fn flights_entry(&mut self, kind: Kind, route: Route) -> &mut Flights {
-        let i = match self.in_flight.iter().position(|f| f.kind == kind && f.route == route) {
-            Some(i) => i,
-            None => {
-                self.in_flight.push(Flights { kind, route, n: 0, stirred: None, round_trip: None });
-                self.in_flight.len() - 1
-            }
-        };
-        &mut self.in_flight[i]
-    }
-
-    /// A batch's request, sent at `left`, is answered (or failed) at `now`: the next may
-    /// leave, and the route's patience follows its round trip.
+    /// A batch's request, sent at `left`, is answered (or failed) at `now`: the next of its
+    /// lane may leave, and the lane's patience follows its round trip.
     pub(super) fn batch_answered(&mut self, kind: Kind, route: Route, left: Instant, now: Instant) {
-        let f = self.flights_entry(kind, route);
+        let lane = (kind, route);
+        let Some(f) = self.batches.flights.get_mut(&lane) else { return };
         f.n = f.n.saturating_sub(1);
         f.stirred = f.stirred.max(Some(now));
         f.round_trip = Some(now.saturating_duration_since(left));
         if f.n == 0 {
-            // Nothing waits on a route with nothing in flight: forget it.
-            self.in_flight.retain(|f| !(f.kind == kind && f.route == route));
+            // Nothing is held back on a lane with nothing in flight: forget it.
+            self.batches.flights.remove(&lane);
+        }
+        if self.batches.open.contains_key(&lane) {
+            self.batches.ready(lane);
         }
     }
 
     /// Sends the release of `id` in the open batch of its route.
     pub(super) fn batch_release(&mut self, id: LockId, now: Instant) {
         let Some(route) = self.locks.get(&id).map(|l| l.route) else { return };
-        let req = self.batched(Kind::Release, route, id, now);
+        let req = self.batched((Kind::Release, route), id, now);
         if let Some(Phase::Releasing(r)) = self.locks.get_mut(&id).map(|l| &mut l.phase) {
             r.sent(req);
         }
@@ -234,7 +284,7 @@ impl Engine {
     /// it is held back (`docs/protocol.md`, *Validity*).
     pub(super) fn send_confirm(&mut self, id: LockId, now: Instant) {
         let Some(route) = self.locks.get(&id).map(|l| l.route) else { return };
-        let req = self.batched(Kind::Confirm, route, id, now);
+        let req = self.batched((Kind::Confirm, route), id, now);
         let primary = self.epoch(route.node);
         self.set_step(id, Step::InFlight(InFlight { req, sent_at: now, sent_subscribed: true, wanted: 0, primary }));
     }

@@ -199,8 +199,8 @@ enum TimerKey {
     Linger,
     /// A renewal batch in flight: the first end of validity among its leases.
     Renewal(RequestId),
-    /// Open batches stop waiting for an answer (`batch.rs`).
-    Batches,
+    /// A lane's held-back batches stop waiting for an answer (`batch.rs`).
+    Batch(batch::Lane),
 }
 
 /// All locks of one client. See the crate documentation for the run loop.
@@ -235,10 +235,8 @@ pub struct Engine {
     /// when the driver follows failovers: [`Engine::remember_releases`]).
     recent: Option<recent::Recent>,
     transmits: VecDeque<Transmit>,
-    /// Releases and confirmations not sent yet, batched by route (`batch.rs`).
-    open: Vec<batch::Open>,
-    /// Batches in flight, per kind and route, and how fast their route answers.
-    in_flight: Vec<batch::Flights>,
+    /// Releases and confirmations batched by route, sent and not (`batch.rs`).
+    batches: batch::Batches,
     /// The latest time a reply or a timer was handled: a batch held back leaves after one of
     /// them, and its confirmations count their leases from then (`batch.rs`).
     latest: Option<Instant>,
@@ -291,8 +289,7 @@ impl Engine {
             primary: 0,
             recent,
             transmits: VecDeque::new(),
-            open: Vec::new(),
-            in_flight: Vec::new(),
+            batches: batch::Batches::default(),
             latest: None,
             events: VecDeque::new(),
             warnings: VecDeque::new(),
@@ -626,7 +623,7 @@ impl Engine {
     /// per route, after what was queued before them (`batch.rs`).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if self.transmits.is_empty() {
-            self.flush_batches(None);
+            self.flush_batches();
         }
         self.transmits.pop_front()
     }

@@ -33,7 +33,7 @@ impl Engine {
                     }
                     self.transmits.extend(out);
                 }
-                TimerKey::Batches => self.flush_batches(Some(now)),
+                TimerKey::Batch(lane) => self.batch_timer(lane, now),
                 TimerKey::Lock(id) => {
                     let Some(lock) = self.locks.get_mut(&id) else { continue };
                     if lock.timer != Some(at) {
@@ -54,7 +54,7 @@ impl Engine {
         while let Some(Reverse((at, key))) = self.timers.peek().copied() {
             let live = match key {
                 TimerKey::Linger => true,
-                TimerKey::Batches => !self.open.is_empty(),
+                TimerKey::Batch(lane) => self.batches.timer_live(&lane, at),
                 TimerKey::Lock(id) => self.locks.get(&id).is_some_and(|l| l.timer == Some(at)),
                 TimerKey::Renewal(req) => self.pending.contains_key(&req),
             };
