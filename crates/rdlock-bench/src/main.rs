@@ -18,6 +18,7 @@
 mod adapters;
 mod alloc;
 mod counted;
+mod engine;
 mod failover;
 mod newer;
 mod one_key;
@@ -46,6 +47,7 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                     [--tokio-workers N] [--json FILE]
        rdlock-bench --newer [--quick]
        rdlock-bench --scripts [--quick]
+       rdlock-bench --engine [--quick]
 
   --quick       about a second per scenario, one run (a smoke test); default: the durations of
                 shared/peers.md, median of 3 runs
@@ -73,7 +75,10 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                 beside the scripts, per operation, on one server (RDLOCK_REDIS_SERVER)
   --scripts     instead: the server's cost of an uncontended cycle's script calls, pipelined,
                 beside raw's, two trivial scripts' and the cheapest scripts with the same
-                commands, on one server (RDLOCK_REDIS_SERVER)";
+                commands, on one server (RDLOCK_REDIS_SERVER)
+  --engine      instead: a mass release on the core alone, no I/O, on one server and in a
+                cluster at several sizes (quick: 1000 and 20000; it fails if the cost per lock
+                is not flat)";
 
 #[derive(Debug)]
 struct Args {
@@ -88,6 +93,7 @@ struct Args {
     json: Option<String>,
     newer: bool,
     scripts: bool,
+    engine: bool,
 }
 
 /// A positive number of seconds, as a duration.
@@ -113,6 +119,7 @@ fn parse_args() -> Result<Args, String> {
         json: None,
         newer: false,
         scripts: false,
+        engine: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -125,6 +132,7 @@ fn parse_args() -> Result<Args, String> {
             "--quick" => args.quick = true,
             "--newer" => args.newer = true,
             "--scripts" => args.scripts = true,
+            "--engine" => args.engine = true,
             "--no-newer-commands" => adapters::NEWER_COMMANDS.store(false, std::sync::atomic::Ordering::Relaxed),
             "--scenario" | "--scenarios" => {
                 chosen = Some(value()?.split(',').map(str::parse).collect::<Result<_, _>>()?);
@@ -223,6 +231,10 @@ fn run(args: Args) -> Result<(), BoxError> {
     }
     if args.scripts {
         print!("{}", scripts::run(args.quick)?);
+        return Ok(());
+    }
+    if args.engine {
+        print!("{}", engine::run(args.quick)?);
         return Ok(());
     }
     let mut settings = if args.quick { Settings::quick() } else { Settings::full() };
