@@ -57,7 +57,7 @@ fn mass_release(cluster: bool, n: usize) -> Result<(usize, Duration), BoxError> 
     };
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
-        ids.push(e.acquire(&format!("bench:engine:{i}"), opts.clone(), Acquire::Try, now)?.0);
+        ids.push(e.acquire(&format!("bench:engine:{i}"), opts, Acquire::Try, now)?.0);
     }
     let granted = Reply::Array(vec![Reply::Int(1), Reply::Int(1)]);
     for r in drain(&mut e) {
