@@ -122,7 +122,7 @@ impl LockKeys {
     /// For a key accepted by [`LockKeys::new`].
     pub fn inbox_suffix(key: &str, client: u64) -> String {
         let mut suffix = String::with_capacity(1 + 16 + 4);
-        with_inbox_role(client, |role| write_glued(&mut suffix, key, role));
+        write_inbox_suffix(&mut suffix, key, client);
         suffix
     }
 
@@ -194,8 +194,28 @@ pub(crate) fn push_entry(args: &mut Args, key: &str, token: u128, ttl_ms: u64, c
     use std::fmt::Write as _;
     crate::token::write_hex(args, token);
     let _ = write!(args, ":{ttl_ms}:");
-    with_inbox_role(client, |role| write_glued(args, key, role));
+    write_inbox_suffix(args, key, client);
     args.end();
+}
+
+/// Writes `client`'s inbox suffix on `key` ([`LockKeys::inbox_suffix`]) as the next argument
+/// of `args`.
+pub(crate) fn push_inbox_suffix(args: &mut Args, key: &str, client: u64) {
+    write_inbox_suffix(args, key, client);
+    args.end();
+}
+
+/// Writes `client`'s whole inbox on `key` ([`LockKeys::inbox_of`] its suffix) into `out`, so
+/// that a name only looked up needs no string of its own.
+pub(crate) fn write_inbox(out: &mut String, key: &str, client: u64) {
+    out.push_str(key);
+    out.push_str(MARKER);
+    out.push(':');
+    write_inbox_suffix(out, key, client);
+}
+
+fn write_inbox_suffix(out: &mut impl std::fmt::Write, key: &str, client: u64) {
+    with_inbox_role(client, |role| write_glued(out, key, role));
 }
 
 /// Calls `f` with the role part of `client`'s inbox (`i` and the id in 16 hex digits), made
@@ -326,9 +346,15 @@ mod tests {
             }
             let token = 0x0123_4567_89ab_cdef_0011_2233_4455_6677_u128;
             push_entry(&mut args, key, token, 10_000, 0xfeed);
+            push_inbox_suffix(&mut args, key, 0xfeed);
             let mut want = names(key);
             want.push(format!("{}:10000:{}", crate::token::hex(token), LockKeys::inbox_suffix(key, 0xfeed)));
+            want.push(LockKeys::inbox_suffix(key, 0xfeed));
             assert_eq!(args.to_vec(), want, "{key}");
+            let mut inbox = String::from("left over");
+            inbox.clear();
+            write_inbox(&mut inbox, key, 0xfeed);
+            assert_eq!(inbox, LockKeys::inbox_of(key, &LockKeys::inbox_suffix(key, 0xfeed)), "{key}");
         }
     }
 

@@ -240,6 +240,8 @@ pub struct Engine {
     latest: Option<Instant>,
     events: VecDeque<LockEvent>,
     warnings: VecDeque<Warning>,
+    /// A name being looked up (an attempt's inbox), kept so that a lookup makes no string.
+    scratch: String,
     /// Running totals for a driver's metrics.
     stats: Stats,
 }
@@ -292,6 +294,7 @@ impl Engine {
             latest: None,
             events: VecDeque::new(),
             warnings: VecDeque::new(),
+            scratch: String::new(),
             stats: Stats::default(),
         }
     }
