@@ -46,7 +46,7 @@ use crate::reply::{Reply, ServerError, TransportError};
 use crate::script::Mode;
 use crate::stats::Stats;
 use crate::subscriptions::Subscriptions;
-use crate::token::{Rng, hex, parse_hex};
+use crate::token::{OwnerToken, Rng, parse_hex};
 
 use lock::{Acquisition, Lock, Phase, Step};
 
@@ -463,8 +463,8 @@ impl Engine {
 
     /// The lock's owner token as stored in its key (32 lowercase hex digits), so that an
     /// operator can map a key's value to its holder.
-    pub fn owner_token(&self, id: LockId) -> Option<String> {
-        self.locks.get(&id).map(|l| hex(l.token))
+    pub fn owner_token(&self, id: LockId) -> Option<OwnerToken> {
+        self.locks.get(&id).map(|l| OwnerToken::new(l.token))
     }
 
     /// Locks the engine is tracking (held, waiting, or being released).

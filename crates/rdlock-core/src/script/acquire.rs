@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::Reply;
 use crate::command::Args;
 use crate::command::Command;
-use crate::keys::{LockKeys, Role, push_inbox_suffix, push_name};
+use crate::keys::{LockKeys, Names, Role};
 
 use super::Script;
 
@@ -86,14 +86,14 @@ impl AcquireArgs<'_> {
     /// ([`super::ReleaseArgs::for_lock`]; every attempt of a lock goes this way).
     pub(crate) fn for_lock(key: &str, token: u128, client: u64, rest: AcquireRest, with_value: bool) -> Command {
         let n = 3 + usize::from(with_value);
-        let mut names = Args::with_capacity(n, n * (key.len() + 12));
+        let (named, mut names) = (Names::of(key), Args::with_capacity(n, n * (key.len() + 12)));
         names.push(key);
-        push_name(&mut names, key, Role::Fence);
-        push_name(&mut names, key, Role::Queue);
+        named.push(&mut names, Role::Fence);
+        named.push(&mut names, Role::Queue);
         if with_value {
-            push_name(&mut names, key, Role::Data);
+            named.push(&mut names, Role::Data);
         }
-        Command::Script { script: Script::Acquire, keys: names, args: rest.args_for(key, token, client, 0) }
+        Command::Script { script: Script::Acquire, keys: names, args: rest.args_for(&named, token, client, 0) }
     }
 }
 
@@ -108,11 +108,11 @@ pub(crate) struct AcquireRest {
 }
 
 impl AcquireRest {
-    /// `ARGV` for the lock of `key` held with `token` by `client`, written in place, with room
+    /// `ARGV` for the lock `named` held with `token` by `client`, written in place, with room
     /// for the `more` a permit's attempt adds.
-    pub(super) fn args_for(&self, key: &str, token: u128, client: u64, more: usize) -> Args {
-        let bytes = 32 + key.len() + 24 + 48 + 12 * more;
-        self.argv(more, bytes, |a| a.push_hex(token), |a| push_inbox_suffix(a, key, client))
+    pub(super) fn args_for(&self, named: &Names<'_>, token: u128, client: u64, more: usize) -> Args {
+        let bytes = 32 + 24 + 48 + 12 * more;
+        self.argv(more, bytes, |a| a.push_hex(token), |a| named.push_inbox_suffix(a, client))
     }
 
     /// `ARGV` in the script's order, the token and the inbox written by `token` and `inbox`.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::command::{Args, Command};
-use crate::keys::{LockKeys, Role, push_name};
+use crate::keys::{LockKeys, Names, Role};
 
 use super::acquire::AcquireRest;
 use super::{AcquireArgs, Script};
@@ -69,12 +69,12 @@ impl PermitArgs<'_> {
     /// `token`, waited on by `client`: names, token and inbox written in place
     /// ([`AcquireArgs::for_lock`]).
     pub(crate) fn for_lock(key: &str, token: u128, client: u64, rest: AcquireRest, share: (u32, u32)) -> Command {
-        let mut names = Args::with_capacity(5, 5 * (key.len() + 12));
+        let (named, mut names) = (Names::of(key), Args::with_capacity(5, 5 * (key.len() + 12)));
         names.push(key);
         for role in [Role::Fence, Role::Queue, Role::Shares, Role::Capacity] {
-            push_name(&mut names, key, role);
+            named.push(&mut names, role);
         }
-        let mut args = rest.args_for(key, token, client, 2);
+        let mut args = rest.args_for(&named, token, client, 2);
         args.push_u64(share.0.into()).push_u64(share.1.into());
         Command::Script { script: Script::PermitAcquire, keys: names, args }
     }
