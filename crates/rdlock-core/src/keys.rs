@@ -291,8 +291,7 @@ impl Glue {
     /// inside the key.
     fn for_role(self, role: &str) -> Option<[u8; 4]> {
         let want = self.0?;
-        let before =
-            [MARKER.as_bytes(), b":", role.as_bytes(), b"#"].iter().fold(want, |crc, part| crc16(crc, part));
+        let before = [MARKER.as_bytes(), b":", role.as_bytes(), b"#"].iter().fold(want, |crc, part| crc16(crc, part));
         // CRC16 is linear: crc(before, F) = crc(before, 000) ^ crc(0, F), so the residue that
         // F itself must hash to is known up front and a table finds the first such F.
         let need = (want ^ crc16(before, &[0, 0, 0])) % SLOTS;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdlock_core::{
-    Acquire, Engine, Event, IdMap, LockEvent, LockId, LockOptions, LostReason, Misuse, OpId, OwnerToken, ReleaseOutcome,
-    Request, Resource, Transmit,
+    Acquire, Engine, Event, IdMap, LockEvent, LockId, LockOptions, LostReason, Misuse, OpId, OwnerToken,
+    ReleaseOutcome, Request, Resource, Transmit,
 };
 
 use crate::error::Error;

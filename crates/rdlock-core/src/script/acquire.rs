@@ -75,9 +75,14 @@ impl AcquireArgs<'_> {
             claim: self.claim,
         };
         let bytes = self.token.len() + self.inbox.len() + 48 + 12 * more;
-        rest.argv(more, bytes, |a| a.push(self.token), |a| {
-            a.push(self.inbox);
-        })
+        rest.argv(
+            more,
+            bytes,
+            |a| a.push(self.token),
+            |a| {
+                a.push(self.inbox);
+            },
+        )
     }
 
     /// The same call for the lock of key `key` (accepted by [`LockKeys::new`]) with `token`,

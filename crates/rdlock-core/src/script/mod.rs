@@ -12,13 +12,13 @@ mod quorum;
 mod release;
 mod store;
 
+pub(crate) use acquire::AcquireRest;
 pub use acquire::{AcquireArgs, AcquireReply, Mode};
 pub use confirm::{ConfirmArgs, ConfirmReply};
 pub use extend::{ExtendArgs, ExtendReply};
 pub use inspect::{ForceReleaseArgs, ForceReleaseReply, Holder, Inspection, LockKind, Waiter};
 pub use permit::{MAX_CAPACITY, PermitArgs, PermitChangeArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs};
 pub use quorum::{QuorumFenceArgs, QuorumFenceReply, QuorumTakeArgs, QuorumTakeReply};
-pub(crate) use acquire::AcquireRest;
 pub(crate) use release::ReleaseRest;
 pub use release::{ReleaseArgs, ReleaseBatchArgs, ReleaseReply, SharedReleaseArgs};
 pub use store::{DEFAULT_MAX_VALUE, MAX_VALUE_LIMIT, StoreArgs, StoreReply, StoredValue, value_key};
