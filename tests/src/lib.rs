@@ -77,6 +77,7 @@ macro_rules! cases {
             thousand_waiters_one_pubsub_connection,
             a_burst_of_requests_keeps_one_connection,
             many_callers_and_short_leases_share_a_few_connections,
+            scripts_are_loaded_once_per_server,
             bad_input,
             authenticated,
             release_semantics,

@@ -171,18 +171,8 @@ impl Args {
     }
 
     /// Adds a number, in decimal.
-    pub fn push_u64(&mut self, mut n: u64) -> &mut Self {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.text.extend(digits[at..].iter().map(|&d| char::from(d)));
+    pub fn push_u64(&mut self, n: u64) -> &mut Self {
+        write_u64(&mut self.text, n);
         self.end()
     }
 
@@ -240,6 +230,22 @@ impl Args {
     pub fn to_vec(&self) -> Vec<String> {
         self.iter().map(str::to_owned).collect()
     }
+}
+
+/// Appends `n` in decimal to `out`, without the formatter.
+pub(crate) fn write_u64(out: &mut impl std::fmt::Write, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits: always text. Writing to a string or a request's arguments cannot fail.
+    let _ = out.write_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 impl std::fmt::Write for Args {

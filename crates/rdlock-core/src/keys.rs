@@ -122,7 +122,7 @@ impl LockKeys {
     /// For a key accepted by [`LockKeys::new`].
     pub fn inbox_suffix(key: &str, client: u64) -> String {
         let mut suffix = String::with_capacity(1 + 16 + 4);
-        with_inbox_role(client, |role| write_glued(&mut suffix, key, role));
+        write_inbox_suffix(&mut suffix, Glue::of(key), client);
         suffix
     }
 
@@ -142,7 +142,7 @@ impl LockKeys {
         let Some(rest) = Self::suffix_of(key, channel) else { return false };
         with_inbox_role(client, |role| {
             let Some(glued) = rest.strip_prefix(role) else { return false };
-            match glue(key, role) {
+            match Glue::of(key).for_role(role) {
                 Some(g) => glued.as_bytes() == g,
                 None => glued.is_empty(),
             }
@@ -182,20 +182,65 @@ fn check(key: &str) -> Result<(), InvalidInput> {
 /// Writes `role`'s name of `key` (accepted by [`LockKeys::new`]) as the next argument of
 /// `args`, in place: a batch of many locks then makes no string per name.
 pub(crate) fn push_name(args: &mut Args, key: &str, role: Role) {
-    use std::fmt::Write as _;
-    let _ = write!(args, "{key}{MARKER}:");
-    write_glued(args, key, role.as_str());
-    args.end();
+    Names::of(key).push(args, role);
 }
 
-/// Writes `token:ttl:inbox`, a lock's queue entry (its token as [`crate::token::hex`] writes
-/// it, its inbox as [`LockKeys::inbox_suffix`] names it) as the next argument of `args`.
-pub(crate) fn push_entry(args: &mut Args, key: &str, token: u128, ttl_ms: u64, client: u64) {
-    use std::fmt::Write as _;
-    crate::token::write_hex(args, token);
-    let _ = write!(args, ":{ttl_ms}:");
-    with_inbox_role(client, |role| write_glued(args, key, role));
-    args.end();
+/// Writes `client`'s whole inbox on `key` ([`LockKeys::inbox_of`] its suffix) into `out`, so
+/// that a name only looked up needs no string of its own.
+pub(crate) fn write_inbox(out: &mut String, key: &str, client: u64) {
+    out.push_str(key);
+    out.push_str(MARKER);
+    out.push(':');
+    write_inbox_suffix(out, Glue::of(key), client);
+}
+
+/// One key's names written in place, its glue's work on the key itself done once for all
+/// of them (a command names the lock's fence, queue and inbox together).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Names<'k> {
+    key: &'k str,
+    glue: Glue,
+}
+
+impl<'k> Names<'k> {
+    /// The names of `key`, accepted by [`LockKeys::new`].
+    pub(crate) fn of(key: &'k str) -> Self {
+        Self { key, glue: Glue::of(key) }
+    }
+
+    /// Writes `role`'s name as the next argument of `args`.
+    pub(crate) fn push(&self, args: &mut Args, role: Role) {
+        use std::fmt::Write as _;
+        let _ = args.write_str(self.key);
+        let _ = args.write_str(MARKER);
+        let _ = args.write_char(':');
+        write_glued(args, self.glue, role.as_str());
+        args.end();
+    }
+
+    /// Writes `token:ttl:inbox`, a lock's queue entry (its token as [`crate::token::hex`]
+    /// writes it, its inbox as [`LockKeys::inbox_suffix`] names it) as the next argument of
+    /// `args`.
+    pub(crate) fn push_entry(&self, args: &mut Args, token: u128, ttl_ms: u64, client: u64) {
+        use std::fmt::Write as _;
+        crate::token::write_hex(args, token);
+        let _ = args.write_char(':');
+        crate::command::write_u64(args, ttl_ms);
+        let _ = args.write_char(':');
+        write_inbox_suffix(args, self.glue, client);
+        args.end();
+    }
+
+    /// Writes `client`'s inbox suffix ([`LockKeys::inbox_suffix`]) as the next argument of
+    /// `args`.
+    pub(crate) fn push_inbox_suffix(&self, args: &mut Args, client: u64) {
+        write_inbox_suffix(args, self.glue, client);
+        args.end();
+    }
+}
+
+fn write_inbox_suffix(out: &mut impl std::fmt::Write, glue: Glue, client: u64) {
+    with_inbox_role(client, |role| write_glued(out, glue, role));
 }
 
 /// Calls `f` with the role part of `client`'s inbox (`i` and the id in 16 hex digits), made
@@ -212,14 +257,11 @@ fn with_inbox_role<T>(client: u64, f: impl FnOnce(&str) -> T) -> T {
 
 /// Writes `r`, then the glue of `K`'s name for role `r` when `K` has no hash tag: what follows
 /// `K ∥ "#rdl:"` in a name or an inbox.
-fn write_glued(out: &mut impl std::fmt::Write, key: &str, role: &str) {
-    let glue = glue(key, role);
+fn write_glued(out: &mut impl std::fmt::Write, glue: Glue, role: &str) {
     let _ = out.write_str(role);
-    if let Some(g) = glue {
+    if let Some(g) = glue.for_role(role) {
         // ASCII by construction.
-        g.iter().for_each(|&b| {
-            let _ = out.write_char(char::from(b));
-        });
+        let _ = out.write_str(std::str::from_utf8(&g).unwrap_or_default());
     }
 }
 
@@ -229,24 +271,33 @@ fn name(key: &str, role: Role) -> String {
     name.push_str(key);
     name.push_str(MARKER);
     name.push(':');
-    write_glued(&mut name, key, role.as_str());
+    write_glued(&mut name, Glue::of(key), role.as_str());
     name
 }
 
-/// For a key without a hash tag, `"#" ∥ F`: the name then has no tag either (nothing after
-/// the key holds a `{` or `}`), so Redis hashes it whole, and `F` makes that hash equal the
-/// key's. A key with a tag needs none: the name keeps the tag, which sits inside the key.
-fn glue(key: &str, role: &str) -> Option<[u8; 4]> {
-    if hash_tag(key).is_some() {
-        return None;
+/// What a key's names are glued with: for a key without a hash tag, its CRC16 (the glue of
+/// each role follows from it); a key with a tag needs none.
+#[derive(Clone, Copy, Debug)]
+struct Glue(Option<u16>);
+
+impl Glue {
+    fn of(key: &str) -> Self {
+        Self(hash_tag(key).is_none().then(|| crc16(0, key.as_bytes())))
     }
-    let want = crc16(0, key.as_bytes());
-    let before = [MARKER.as_bytes(), b":", role.as_bytes(), b"#"].iter().fold(want, |crc, part| crc16(crc, part));
-    // CRC16 is linear: crc(before, F) = crc(before, 000) ^ crc(0, F), so the residue that F
-    // itself must hash to is known up front and a table finds the first such F.
-    let need = (want ^ crc16(before, &[0, 0, 0])) % SLOTS;
-    let [a, b, c] = glue_table()[usize::from(need)];
-    Some([b'#', a, b, c])
+
+    /// For a key without a hash tag, `"#" ∥ F`: the name then has no tag either (nothing
+    /// after the key holds a `{` or `}`), so Redis hashes it whole, and `F` makes that hash
+    /// equal the key's. A key with a tag needs none: the name keeps the tag, which sits
+    /// inside the key.
+    fn for_role(self, role: &str) -> Option<[u8; 4]> {
+        let want = self.0?;
+        let before = [MARKER.as_bytes(), b":", role.as_bytes(), b"#"].iter().fold(want, |crc, part| crc16(crc, part));
+        // CRC16 is linear: crc(before, F) = crc(before, 000) ^ crc(0, F), so the residue that
+        // F itself must hash to is known up front and a table finds the first such F.
+        let need = (want ^ crc16(before, &[0, 0, 0])) % SLOTS;
+        let [a, b, c] = glue_table()[usize::from(need)];
+        Some([b'#', a, b, c])
+    }
 }
 
 const SLOTS: u16 = 16384;
@@ -325,10 +376,16 @@ mod tests {
                 push_name(&mut args, key, role);
             }
             let token = 0x0123_4567_89ab_cdef_0011_2233_4455_6677_u128;
-            push_entry(&mut args, key, token, 10_000, 0xfeed);
+            Names::of(key).push_entry(&mut args, token, 10_000, 0xfeed);
+            Names::of(key).push_inbox_suffix(&mut args, 0xfeed);
             let mut want = names(key);
             want.push(format!("{}:10000:{}", crate::token::hex(token), LockKeys::inbox_suffix(key, 0xfeed)));
+            want.push(LockKeys::inbox_suffix(key, 0xfeed));
             assert_eq!(args.to_vec(), want, "{key}");
+            let mut inbox = String::from("left over");
+            inbox.clear();
+            write_inbox(&mut inbox, key, 0xfeed);
+            assert_eq!(inbox, LockKeys::inbox_of(key, &LockKeys::inbox_suffix(key, 0xfeed)), "{key}");
         }
     }
 

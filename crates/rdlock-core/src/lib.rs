@@ -142,4 +142,4 @@ pub use script::{
 };
 pub use stats::Stats;
 pub use subscriptions::Subscriptions;
-pub use token::Rng;
+pub use token::{OwnerToken, Rng};

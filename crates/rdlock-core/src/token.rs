@@ -86,15 +86,49 @@ pub fn hex(token: u128) -> String {
     out
 }
 
-/// Appends a token's 32 hex digits to `out` (a request's arguments write it in place).
-pub(crate) fn write_hex(out: &mut impl std::fmt::Write, token: u128) {
+/// An owner token as it is stored (32 lowercase hex digits), held inline: a guard keeps one
+/// without a string of its own.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OwnerToken([u8; 32]);
+
+impl OwnerToken {
+    /// The stored form of the token `bits`.
+    pub fn new(bits: u128) -> Self {
+        Self(hex_digits(bits))
+    }
+
+    /// The 32 hex digits.
+    pub fn as_str(&self) -> &str {
+        // ASCII digits: always text.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for OwnerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for OwnerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn hex_digits(token: u128) -> [u8; 32] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 32];
     for (i, d) in digits.iter_mut().enumerate() {
         *d = DIGITS[((token >> ((31 - i) * 4)) & 0xf) as usize];
     }
-    // ASCII digits: always text. Writing to a string or a request's arguments cannot fail.
-    let _ = out.write_str(std::str::from_utf8(&digits).unwrap_or_default());
+    digits
+}
+
+/// Appends a token's 32 hex digits to `out` (a request's arguments write it in place).
+pub(crate) fn write_hex(out: &mut impl std::fmt::Write, token: u128) {
+    // Writing to a string or a request's arguments cannot fail.
+    let _ = out.write_str(OwnerToken::new(token).as_str());
 }
 
 /// An owner token read back from its hex form.

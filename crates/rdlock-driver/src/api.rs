@@ -586,7 +586,7 @@ macro_rules! lock_api {
             client: Client<$($a)*>,
             id: LockId,
             key: String,
-            token: String,
+            token: rdlock_core::OwnerToken,
             fence: u64,
             valid_until: Instant,
             loss: std::sync::Arc<LossCell>,
@@ -609,7 +609,7 @@ macro_rules! lock_api {
             /// lowercase hex digits, 128 random bits), so that an operator can map a key's value to
             /// its holder. Read-only: release and renewal compare it on the server.
             pub fn token(&self) -> &str {
-                &self.token
+                self.token.as_str()
             }
 
             /// The fencing token: strictly increasing across the lock's holders. Pass it to the

@@ -14,6 +14,7 @@ use crate::cluster::Topology;
 use crate::common::{self, Shared, Waiter};
 use crate::config::{ClientConfig, KeyspaceNotifications};
 use crate::error::Error;
+use crate::loaded::Loaded;
 use crate::sentinel::Watch;
 
 /// A driver's way of waiting: how a lock's waiter and the workers are woken, and its clock.
@@ -53,6 +54,8 @@ pub(crate) struct Cell<D: Side> {
     pub(crate) watch: OnceLock<Arc<Watch>>,
     /// The slot map, when the client connected to a cluster.
     pub(crate) cluster: OnceLock<Arc<Topology>>,
+    /// The servers the scripts were loaded on: a new connection to one of them skips it.
+    pub(crate) scripts: Loaded,
     pub(crate) config: ClientConfig,
     state: Mutex<Shared<D::Waiter>>,
     pubsub: Mutex<VecDeque<Transmit>>,
@@ -70,6 +73,7 @@ impl<D: Side> Cell<D> {
             epoch: AtomicU64::new(0),
             watch: OnceLock::new(),
             cluster: OnceLock::new(),
+            scripts: Loaded::default(),
             redis,
             state: Mutex::new(Shared::new(&config)?),
             config,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdlock_core::{
-    Acquire, Engine, Event, IdMap, LockEvent, LockId, LockOptions, LostReason, Misuse, OpId, ReleaseOutcome, Request,
-    Resource, Transmit,
+    Acquire, Engine, Event, IdMap, LockEvent, LockId, LockOptions, LostReason, Misuse, OpId, OwnerToken,
+    ReleaseOutcome, Request, Resource, Transmit,
 };
 
 use crate::error::Error;
@@ -21,10 +21,12 @@ type Answers = Vec<(OpId, Option<Event>)>;
 /// lock's loss signal.
 #[derive(Debug, Default)]
 pub(crate) struct Events {
-    /// The op a caller awaits: inline, so that a waiting lock allocates nothing for it.
-    first: Option<OpId>,
-    /// The answers in, and more ops awaited at once (calls on one guard from several tasks
-    /// or threads), their answers still out (`None`).
+    /// The op a caller awaits, and its answer once in: inline, so that a waiting lock
+    /// allocates nothing for it, and an answer costs one box (not a list of answers: two
+    /// allocations per request, when nearly every lock has one caller at a time).
+    first: Option<(OpId, Option<Box<Event>>)>,
+    /// More ops awaited at once (calls on one guard from several tasks or threads), each
+    /// with its answer once in.
     /// Boxed: every lock's slot carries the field (a pointer, not a vector's three words),
     /// and it is empty while the lock waits.
     #[allow(clippy::box_collection)]
@@ -52,7 +54,7 @@ impl Events {
     /// A caller will await the answer to `op`.
     pub(crate) fn expect(&mut self, op: OpId) {
         match self.first {
-            None => self.first = Some(op),
+            None => self.first = Some((op, None)),
             Some(_) => self.rest.get_or_insert_default().push((op, None)),
         }
     }
@@ -65,15 +67,25 @@ impl Events {
             self.loss().set_lost(reason);
         }
         let Some(op) = op else { return };
-        match self.rest.iter_mut().flat_map(|r| r.iter_mut()).find(|(o, _)| *o == op) {
-            Some(entry) => entry.1 = Some(event),
-            None if self.first == Some(op) => self.rest.get_or_insert_default().push((op, Some(event))),
-            None => {}
+        match &mut self.first {
+            Some((first, answer)) if *first == op => *answer = Some(Box::new(event)),
+            _ => {
+                if let Some(entry) = self.rest.iter_mut().flat_map(|r| r.iter_mut()).find(|(o, _)| *o == op) {
+                    entry.1 = Some(event);
+                }
+            }
         }
     }
 
     /// The answer to `op`, once it is in.
     pub(crate) fn take(&mut self, op: OpId) -> Option<Event> {
+        if let Some((first, answer)) = &mut self.first
+            && *first == op
+        {
+            let event = answer.take()?;
+            self.first = None;
+            return Some(*event);
+        }
         let rest = self.rest.as_mut()?;
         let i = rest.iter().position(|(o, e)| *o == op && e.is_some())?;
         let (_, event) = rest.swap_remove(i);
@@ -83,13 +95,14 @@ impl Events {
 
     /// Whether the answer to `op` is in.
     pub(crate) fn has(&self, op: OpId) -> bool {
-        self.rest.iter().flat_map(|r| r.iter()).any(|(o, e)| *o == op && e.is_some())
+        matches!(&self.first, Some((o, Some(_))) if *o == op)
+            || self.rest.iter().flat_map(|r| r.iter()).any(|(o, e)| *o == op && e.is_some())
     }
 
     /// `op` is no longer awaited (answered, or its caller stopped waiting): nothing of it is
     /// kept.
     pub(crate) fn forget(&mut self, op: OpId) {
-        if self.first == Some(op) {
+        if self.first.as_ref().is_some_and(|(o, _)| *o == op) {
             self.first = None;
         }
         if let Some(rest) = &mut self.rest {
@@ -157,8 +170,8 @@ impl<W: Waiter> Shared<W> {
     /// What a guard of an acquired lock keeps: its owner token, as stored in the lock key,
     /// and its loss signal (both taken only once acquired, so that a waiting lock holds
     /// neither).
-    pub(crate) fn guard_parts(&mut self, id: LockId) -> (String, Arc<LossCell>) {
-        let token = self.engine.owner_token(id).unwrap_or_default();
+    pub(crate) fn guard_parts(&mut self, id: LockId) -> (OwnerToken, Arc<LossCell>) {
+        let token = self.engine.owner_token(id).unwrap_or(OwnerToken::new(0));
         let loss = self.slots.get_mut(&id).map_or_else(Default::default, |s| s.events.loss().clone());
         (token, loss)
     }
@@ -440,6 +453,30 @@ pub(crate) fn not_a_lock(key: &str, e: rdlock_core::LockError) -> Error {
 mod tests {
     use rdlock_core::Durability;
     use redis::Value;
+
+    /// Answers reach the op they answer, whichever op awaited first and in whatever order
+    /// they come; an answer nobody awaits is dropped.
+    #[test]
+    fn answers_go_to_their_ops() {
+        use rdlock_core::{Event, OpId};
+        let mut events = super::Events::default();
+        let (a, b, c) = (OpId(1), OpId(2), OpId(3));
+        events.expect(a);
+        events.expect(b);
+        events.push(Some(b), Event::Downgraded);
+        events.push(Some(c), Event::Stored);
+        assert!(events.has(b) && !events.has(a) && !events.has(c));
+        assert_eq!(events.take(a), None);
+        events.push(Some(a), Event::TimedOut);
+        assert_eq!(events.take(a), Some(Event::TimedOut));
+        assert_eq!(events.take(b), Some(Event::Downgraded));
+        assert!(!events.has(a) && !events.has(b) && events.first.is_none() && events.rest.is_none());
+        // Forgotten before its answer came: nothing of it is kept.
+        events.expect(c);
+        events.forget(c);
+        events.push(Some(c), Event::Stored);
+        assert_eq!(events.take(c), None);
+    }
 
     fn info(aof: &str) -> Value {
         Value::BulkString(format!("# Persistence\r\nloading:0\r\naof_enabled:{aof}\r\n").into_bytes())

@@ -78,9 +78,9 @@ fn script_call(script: Script, eval: Eval, keys: &Args, args: &Args, value: Opti
     cmd
 }
 
-/// `SCRIPT LOAD` of every script, sent on each new connection so that the first lock on a
-/// fresh server needs no `NOSCRIPT` round trip. Its failure is harmless: `EVAL` is the
-/// fallback.
+/// `SCRIPT LOAD` of every script, sent on a client's first connection to each server
+/// (`loaded.rs`) so that the first lock on a fresh server needs no `NOSCRIPT` round trip.
+/// Its failure is harmless: `EVAL` is the fallback.
 pub fn load_scripts() -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();

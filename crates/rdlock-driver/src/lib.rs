@@ -31,6 +31,7 @@ mod config;
 pub mod convert;
 mod error;
 mod exchange;
+mod loaded;
 mod loss;
 mod metrics;
 mod mutex;

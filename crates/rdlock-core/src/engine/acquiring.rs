@@ -7,12 +7,10 @@ use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending};
 use crate::command::{Command, Node, RequestId};
 use crate::error::LockError;
 use crate::event::Event;
-use crate::keys::LockKeys;
 use crate::machine::{Lease, Then};
 use crate::options::{Confirm, LockOptions, Resource, Sharing};
 use crate::reply::{Reply, ServerError, TransportError, acknowledged, confirm_error};
-use crate::script::{AcquireArgs, AcquireReply, Mode, PermitArgs, PermitKeys, StoredValue};
-use crate::token::hex;
+use crate::script::{AcquireArgs, AcquireReply, AcquireRest, Mode, PermitArgs, StoredValue};
 
 impl Engine {
     pub(super) fn send_attempt(&mut self, id: LockId, mode: Mode, now: Instant) {
@@ -34,27 +32,32 @@ impl Engine {
         let wanted = confirm.wanted(fresh.map(|(n, _)| n)).unwrap_or(0);
         // A shared key has no queue: every attempt is a plain `SET NX` (the `try` mode).
         let mode = if lock.opts.sharing == Sharing::Queue { mode } else { Mode::Try };
-        let (token, inbox) = (hex(lock.token), LockKeys::inbox_suffix(&lock.key, self.client));
         let queue_ttl = queue_ttl(self.poll_interval(&lock.opts));
         let (fence_ttl, claim, ttl_ms) = (FENCE_TTL, HANDOFF_CLAIM, lock.opts.ttl_ms());
-        let attempt = AcquireArgs { token: &token, ttl_ms, mode, queue_ttl, fence_ttl, claim, inbox: &inbox };
+        let rest = AcquireRest { ttl_ms, mode, queue_ttl, fence_ttl, claim };
+        let (key, token, client) = (lock.key.as_str(), lock.token, self.client);
         let attempt = match lock.resource.share() {
-            None if matches!(lock.resource, Resource::Mutex { .. }) => {
-                attempt.command_with_value(&LockKeys::derive(&lock.key))
+            None => {
+                let with_value = matches!(lock.resource, Resource::Mutex { .. });
+                AcquireArgs::for_lock(key, token, client, rest, with_value)
             }
-            None => attempt.command(&LockKeys::derive(&lock.key)),
-            Some((capacity, weight)) => {
-                PermitArgs { attempt, capacity, weight }.command(&PermitKeys::derive(&lock.key))
-            }
+            Some(share) => PermitArgs::for_lock(key, token, client, rest, share),
         };
-        let mut commands = vec![attempt];
+        let mut commands = Vec::with_capacity(2);
+        commands.push(attempt);
         commands.extend(confirm.command(wanted));
-        // The inbox from the suffix already made (a waiter's usual channel).
-        let channel = match lock.opts.sharing {
-            Sharing::Queue => LockKeys::inbox_of(&lock.key, &inbox),
-            Sharing::Foreign { .. } => Self::wait_channel(self.client, &lock.key, lock.opts.sharing),
+        let sent_subscribed = match lock.opts.sharing {
+            // The inbox is only looked up: written into the engine's scratch name.
+            Sharing::Queue => {
+                let mut name = std::mem::take(&mut self.scratch);
+                name.clear();
+                crate::keys::write_inbox(&mut name, key, client);
+                let active = self.subs.is_active(&name);
+                self.scratch = name;
+                active
+            }
+            Sharing::Foreign { .. } => self.subs.is_active(&Self::wait_channel(client, key, lock.opts.sharing)),
         };
-        let sent_subscribed = self.subs.is_active(&channel);
         if let Some(lock) = self.locks.get_mut(&id) {
             lock.attempted = true;
         }

@@ -46,7 +46,7 @@ use crate::reply::{Reply, ServerError, TransportError};
 use crate::script::Mode;
 use crate::stats::Stats;
 use crate::subscriptions::Subscriptions;
-use crate::token::{Rng, hex, parse_hex};
+use crate::token::{OwnerToken, Rng, parse_hex};
 
 use lock::{Acquisition, Lock, Phase, Step};
 
@@ -242,6 +242,8 @@ pub struct Engine {
     latest: Option<Instant>,
     events: VecDeque<LockEvent>,
     warnings: VecDeque<Warning>,
+    /// A name being looked up (an attempt's inbox), kept so that a lookup makes no string.
+    scratch: String,
     /// Running totals for a driver's metrics.
     stats: Stats,
 }
@@ -293,6 +295,7 @@ impl Engine {
             latest: None,
             events: VecDeque::new(),
             warnings: VecDeque::new(),
+            scratch: String::new(),
             stats: Stats::default(),
         }
     }
@@ -461,8 +464,8 @@ impl Engine {
 
     /// The lock's owner token as stored in its key (32 lowercase hex digits), so that an
     /// operator can map a key's value to its holder.
-    pub fn owner_token(&self, id: LockId) -> Option<String> {
-        self.locks.get(&id).map(|l| hex(l.token))
+    pub fn owner_token(&self, id: LockId) -> Option<OwnerToken> {
+        self.locks.get(&id).map(|l| OwnerToken::new(l.token))
     }
 
     /// Locks the engine is tracking (held, waiting, or being released).

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::Reply;
 use crate::command::Args;
 use crate::command::Command;
-use crate::keys::LockKeys;
+use crate::keys::{LockKeys, Names, Role};
 
 use super::Script;
 
@@ -67,14 +67,75 @@ impl AcquireArgs<'_> {
 
     /// `ARGV`, with room for the `more` a permit's attempt adds.
     pub(super) fn args(&self, more: usize) -> Args {
-        let mut args = Args::with_capacity(7 + more, self.token.len() + self.inbox.len() + 48 + 12 * more);
-        args.push(self.token)
+        let rest = AcquireRest {
+            ttl_ms: self.ttl_ms,
+            mode: self.mode,
+            queue_ttl: self.queue_ttl,
+            fence_ttl: self.fence_ttl,
+            claim: self.claim,
+        };
+        let bytes = self.token.len() + self.inbox.len() + 48 + 12 * more;
+        rest.argv(
+            more,
+            bytes,
+            |a| a.push(self.token),
+            |a| {
+                a.push(self.inbox);
+            },
+        )
+    }
+
+    /// The same call for the lock of key `key` (accepted by [`LockKeys::new`]) with `token`,
+    /// waited on by `client` (its inbox), and for a mutex (`with_value`) its value's name:
+    /// names, token and inbox written in place, as a release writes them
+    /// ([`super::ReleaseArgs::for_lock`]; every attempt of a lock goes this way).
+    pub(crate) fn for_lock(key: &str, token: u128, client: u64, rest: AcquireRest, with_value: bool) -> Command {
+        let n = 3 + usize::from(with_value);
+        let (named, mut names) = (Names::of(key), Args::with_capacity(n, n * (key.len() + 12)));
+        names.push(key);
+        named.push(&mut names, Role::Fence);
+        named.push(&mut names, Role::Queue);
+        if with_value {
+            named.push(&mut names, Role::Data);
+        }
+        Command::Script { script: Script::Acquire, keys: names, args: rest.args_for(&named, token, client, 0) }
+    }
+}
+
+/// An attempt's arguments beside the lock's own token and inbox ([`AcquireArgs`]' others).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AcquireRest {
+    pub(crate) ttl_ms: u64,
+    pub(crate) mode: Mode,
+    pub(crate) queue_ttl: Duration,
+    pub(crate) fence_ttl: Duration,
+    pub(crate) claim: Duration,
+}
+
+impl AcquireRest {
+    /// `ARGV` for the lock `named` held with `token` by `client`, written in place, with room
+    /// for the `more` a permit's attempt adds.
+    pub(super) fn args_for(&self, named: &Names<'_>, token: u128, client: u64, more: usize) -> Args {
+        let bytes = 32 + 24 + 48 + 12 * more;
+        self.argv(more, bytes, |a| a.push_hex(token), |a| named.push_inbox_suffix(a, client))
+    }
+
+    /// `ARGV` in the script's order, the token and the inbox written by `token` and `inbox`.
+    fn argv(
+        &self,
+        more: usize,
+        bytes: usize,
+        token: impl FnOnce(&mut Args) -> &mut Args,
+        inbox: impl FnOnce(&mut Args),
+    ) -> Args {
+        let mut args = Args::with_capacity(7 + more, bytes);
+        token(&mut args)
             .push_u64(self.ttl_ms)
             .push(self.mode.arg())
             .push_u64(millis(self.queue_ttl))
             .push_u64(millis(self.fence_ttl))
-            .push_u64(millis(self.claim))
-            .push(self.inbox);
+            .push_u64(millis(self.claim));
+        inbox(&mut args);
         args
     }
 }
@@ -162,6 +223,40 @@ mod tests {
         let with_value = vec![Int(1), Int(7), Data(b"5".to_vec()), Data(b"v".to_vec())];
         assert_eq!(parse(with_value), Some(AcquireReply::Granted { fence: 7 }));
         assert_eq!(parse(vec![Int(1), Int(7), Data(b"5".to_vec()), Nil]), None);
+    }
+
+    #[test]
+    fn an_attempt_written_in_place_is_the_one_built() {
+        use super::{AcquireArgs, AcquireRest, Mode};
+        use crate::keys::LockKeys;
+        use crate::script::{MAX_CAPACITY, PermitArgs, PermitKeys};
+        use std::time::Duration;
+        let (fence_ttl, claim, queue_ttl) =
+            (Duration::from_secs(86_400), Duration::from_millis(250), Duration::from_secs(60));
+        let token = 0x0123_4567_89ab_cdef_0011_2233_4455_6677_u128;
+        for key in ["orders:1", "{tag}:x", "a"] {
+            for mode in [Mode::Try, Mode::First, Mode::Retry] {
+                let (hex, inbox) = (crate::token::hex(token), LockKeys::inbox_suffix(key, 0xfeed));
+                let ttl_ms = 10_000;
+                let built = AcquireArgs { token: &hex, ttl_ms, mode, queue_ttl, fence_ttl, claim, inbox: &inbox };
+                let rest = AcquireRest { ttl_ms, mode, queue_ttl, fence_ttl, claim };
+                let keys = LockKeys::derive(key);
+                assert_eq!(AcquireArgs::for_lock(key, token, 0xfeed, rest, false), built.command(&keys), "{key}");
+                assert_eq!(
+                    AcquireArgs::for_lock(key, token, 0xfeed, rest, true),
+                    built.command_with_value(&keys),
+                    "{key}"
+                );
+                for (capacity, weight) in [(3, 1), (MAX_CAPACITY, MAX_CAPACITY)] {
+                    let permit = PermitArgs { attempt: built.clone(), capacity, weight };
+                    assert_eq!(
+                        PermitArgs::for_lock(key, token, 0xfeed, rest, (capacity, weight)),
+                        permit.command(&PermitKeys::derive(key)),
+                        "{key}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod quorum;
 mod release;
 mod store;
 
+pub(crate) use acquire::AcquireRest;
 pub use acquire::{AcquireArgs, AcquireReply, Mode};
 pub use confirm::{ConfirmArgs, ConfirmReply};
 pub use extend::{ExtendArgs, ExtendReply};

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use crate::command::{Args, Command};
-use crate::keys::{LockKeys, Role};
+use crate::keys::{LockKeys, Names, Role};
 
+use super::acquire::AcquireRest;
 use super::{AcquireArgs, Script};
 
 /// Largest capacity and weight (`MAX_CAP` in `permit.lua`).
@@ -62,6 +63,20 @@ impl PermitArgs<'_> {
         let mut args = self.attempt.args(2);
         args.push_u64(self.capacity.into()).push_u64(self.weight.into());
         Command::Script { script: Script::PermitAcquire, keys: keys.all().into(), args }
+    }
+
+    /// The same call for the resource of key `key` (accepted by [`LockKeys::new`]) with
+    /// `token`, waited on by `client`: names, token and inbox written in place
+    /// ([`AcquireArgs::for_lock`]).
+    pub(crate) fn for_lock(key: &str, token: u128, client: u64, rest: AcquireRest, share: (u32, u32)) -> Command {
+        let (named, mut names) = (Names::of(key), Args::with_capacity(5, 5 * (key.len() + 12)));
+        names.push(key);
+        for role in [Role::Fence, Role::Queue, Role::Shares, Role::Capacity] {
+            named.push(&mut names, role);
+        }
+        let mut args = rest.args_for(&named, token, client, 2);
+        args.push_u64(share.0.into()).push_u64(share.1.into());
+        Command::Script { script: Script::PermitAcquire, keys: names, args }
     }
 
     /// The caller's queue entry, as the scripts store it.

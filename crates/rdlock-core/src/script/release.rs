@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::command::{Args, Command};
 use crate::error::LockError;
-use crate::keys::{LockKeys, Role};
+use crate::keys::{LockKeys, Names, Role};
 use crate::{Reply, ServerError};
 
 use super::Script;
@@ -45,13 +45,13 @@ impl ReleaseArgs<'_> {
     /// `token` by `client`, whose queue entry carries `ttl_ms`: names, token and entry written
     /// in place, as a batch writes them (every release of a lock cycle goes this way).
     pub(crate) fn for_lock(key: &str, token: u128, ttl_ms: u64, client: u64, rest: ReleaseRest) -> Command {
-        let mut names = Args::with_capacity(3, 3 * key.len() + 32);
+        let (named, mut names) = (Names::of(key), Args::with_capacity(3, 3 * key.len() + 32));
         names.push(key);
-        crate::keys::push_name(&mut names, key, Role::Fence);
-        crate::keys::push_name(&mut names, key, Role::Queue);
+        named.push(&mut names, Role::Fence);
+        named.push(&mut names, Role::Queue);
         let mut args = Args::with_capacity(5, 2 * 32 + 2 * 20 + 21 + 4);
         args.push_hex(token);
-        crate::keys::push_entry(&mut args, key, token, ttl_ms, client);
+        named.push_entry(&mut args, token, ttl_ms, client);
         args.push_u64(millis(rest.fence_ttl)).push_u64(millis(rest.claim));
         if let Some(queue_ttl) = rest.fold {
             args.push_u64(millis(queue_ttl));
@@ -104,11 +104,12 @@ impl ReleaseBatchArgs {
     /// Adds the lock of key `key` (accepted by [`LockKeys::new`]) held with `token` by
     /// `client`, whose queue entry carries `ttl_ms`: its names and entry written in place.
     pub(crate) fn push_lock(&mut self, key: &str, token: u128, ttl_ms: u64, client: u64) {
+        let named = Names::of(key);
         self.keys.push(key);
-        crate::keys::push_name(&mut self.keys, key, Role::Fence);
-        crate::keys::push_name(&mut self.keys, key, Role::Queue);
+        named.push(&mut self.keys, Role::Fence);
+        named.push(&mut self.keys, Role::Queue);
         self.args.push_hex(token);
-        crate::keys::push_entry(&mut self.args, key, token, ttl_ms, client);
+        named.push_entry(&mut self.args, token, ttl_ms, client);
     }
 
     /// The script call.

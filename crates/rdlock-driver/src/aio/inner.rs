@@ -23,6 +23,7 @@ use crate::common;
 use crate::config::ClientConfig;
 use crate::convert;
 use crate::exchange::Exchange;
+use crate::loaded::Server;
 use crate::runtime::{Runtime, timeout};
 
 /// The tasks awaiting answers on one lock: calls on one guard from several tasks at once
@@ -155,7 +156,10 @@ impl Conn {
             }
         };
         crate::metrics::connected(&cell.config);
-        let _ = convert::load_scripts().query_async::<()>(&mut c).await;
+        let server = Server::of(node, epoch);
+        if cell.scripts.first(&server) && convert::load_scripts().query_async::<()>(&mut c).await.is_err() {
+            cell.scripts.failed(&server);
+        }
         let id = self.made.fetch_add(1, SeqCst);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((epoch, id, c.clone()));
         Ok((id, c))

@@ -16,6 +16,7 @@ use crate::config::ClientConfig;
 use crate::convert;
 use crate::error::Error;
 use crate::exchange::Exchange;
+use crate::loaded::Server;
 
 use super::pool::{MAX_WORKERS, Taken};
 
@@ -164,11 +165,15 @@ impl Cell<Threads> {
         }
         conn.set_write_timeout(Some(left))?;
         conn.set_read_timeout(Some(left))?;
-        if let Err(e) = convert::load_scripts().query::<()>(&mut conn)
-            && convert::is_fatal(&e)
+        let server = Server::of(node, epoch);
+        if self.scripts.first(&server)
+            && let Err(e) = convert::load_scripts().query::<()>(&mut conn)
         {
-            // A late reply would answer the next request: never reuse this connection.
-            return Err(e);
+            self.scripts.failed(&server);
+            if convert::is_fatal(&e) {
+                // A late reply would answer the next request: never reuse this connection.
+                return Err(e);
+            }
         }
         Ok(Pooled { conn, read_timeout: left, epoch })
     }
