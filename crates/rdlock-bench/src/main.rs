@@ -17,6 +17,7 @@
 
 mod adapters;
 mod alloc;
+mod backlog;
 mod counted;
 mod failover;
 mod newer;

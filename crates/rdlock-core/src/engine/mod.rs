@@ -533,6 +533,7 @@ impl Engine {
 
     /// A message arrived on a subscribed channel.
     pub fn handle_message(&mut self, channel: &str, payload: &[u8], now: Instant) {
+        self.stats.messages += 1;
         if self.on_free_notice(channel, payload, now) {
             return;
         }

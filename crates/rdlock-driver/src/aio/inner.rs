@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use rdlock_core::{Class, Command, Event, LockId, Node, OpId, Reply, Request, Route, Transmit, TransportError};
+use rdlock_core::{Class, Command, Event, LockId, Node, OpId, Reply, Request, Route, TransportError};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
@@ -354,10 +354,6 @@ impl<R: Runtime> Cell<Tasks<R>> {
 
     pub(super) fn take_background(&self) -> Vec<Request> {
         std::mem::take(&mut *self.side.background.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    pub(super) fn pop_pubsub(&self) -> Option<Transmit> {
-        self.pubsub().pop_front()
     }
 
     /// One command outside every lock's life (an operator's inspection or forced release),
