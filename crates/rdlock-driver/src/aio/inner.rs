@@ -412,17 +412,10 @@ impl<R: Runtime> Cell<Tasks<R>> {
     ) -> Result<Vec<Reply>, TransportError> {
         // Its turn first: the bounds count from there, and so does what the request asks of
         // the server once it had to wait for it (`Engine::handle_leaving`).
-        let mut turn = std::pin::pin!(conn.window.acquire());
-        let _turn = match futures_lite::future::poll_once(turn.as_mut()).await {
-            Some(permit) => permit,
-            None => {
-                let permit = turn.await;
-                if let Some(id) = id {
-                    self.state().engine.handle_leaving(id, R::now());
-                }
-                permit
-            }
-        };
+        let turn = conn.window.acquire().await;
+        if let (true, Some(id)) = (turn.waited(), id) {
+            self.state().engine.handle_leaving(id, R::now());
+        }
         // A new connection (made once for every request that finds none) gets the connection
         // timeout, not what is left of one request's response timeout: cut short by the
         // first request's bound, a connection slower to set up than that was abandoned and
