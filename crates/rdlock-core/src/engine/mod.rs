@@ -550,7 +550,8 @@ impl Engine {
             _ => return,
         };
         for lock in locks {
-            if let Some(Step::InFlight(sent)) = self.locks.get_mut(lock).and_then(|l| l.acquisition()).map(|a| &mut a.step)
+            if let Some(Step::InFlight(sent)) =
+                self.locks.get_mut(lock).and_then(|l| l.acquisition()).map(|a| &mut a.step)
                 && sent.req == id
             {
                 sent.sent_at = sent.sent_at.max(now);

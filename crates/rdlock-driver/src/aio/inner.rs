@@ -372,7 +372,12 @@ impl<R: Runtime> Cell<Tasks<R>> {
     }
 
     /// `id`: the engine's request, told when it leaves after waiting for its turn.
-    async fn exchange(&self, id: Option<RequestId>, route: Route, commands: &[Command]) -> Result<Vec<Reply>, TransportError> {
+    async fn exchange(
+        &self,
+        id: Option<RequestId>,
+        route: Route,
+        commands: &[Command],
+    ) -> Result<Vec<Reply>, TransportError> {
         let (Some(topology), Node::Slot(slot)) = (self.cluster.get(), route.node) else {
             // One server: the connection class picks the connection.
             let conn = match route.class {
