@@ -449,6 +449,65 @@ pub async fn thousand_waiters_one_pubsub_connection<H: Harness>() {
     assert_clean(&server, &[]);
 }
 
+/// Issue #19: channels that go idle together leave in one `UNSUBSCRIBE`. The pub/sub worker
+/// sent one per channel and waited a round trip for each, reading no hand-off meanwhile: at
+/// 300,000 waiters granted by a mass release, the channels of the first granted left one by
+/// one while the hand-offs of the rest waited unread for 19 s, past their TTL. Here the server
+/// is paused while the channels' linger runs out, so that every channel still subscribed is
+/// queued before the worker can send a second command: after the pause began, at most two
+/// `UNSUBSCRIBE`s (one may be on its way as the pause starts) must carry them all.
+pub async fn idle_channels_leave_in_one_unsubscribe<H: Harness>() {
+    const N: usize = 200;
+    const LINGER: Duration = Duration::from_secs(3);
+    let server = server();
+    let holders = H::connect(&server.url()).await.expect("connect");
+    // The pause outlasts no request's response timeout: the session must not end over it.
+    let mut config = ClientConfig { response_timeout: Duration::from_secs(20), ..ClientConfig::default() };
+    config.engine.subscription_linger = LINGER;
+    let waiters = H::connect_with(&server.url(), config).await.expect("connect");
+    let key = |i: usize| format!("rdlock-test:idle:{i}");
+    let mut held = Vec::with_capacity(N);
+    for i in 0..N {
+        held.push(H::try_lock(&holders, &key(i)).await.expect("try_lock").expect("a free key"));
+    }
+    let tasks: Vec<Task<H::Guard>> = (0..N)
+        .map(|i| {
+            let (client, key) = (waiters.clone(), key(i));
+            H::spawn(async move { H::lock_timeout(&client, &key, Duration::from_secs(30)).await.expect("lock") })
+        })
+        .collect();
+    wait_until("every waiter subscribed", Duration::from_secs(20), || {
+        pubsub_connections(&server).iter().sum::<u64>() >= N as u64
+    });
+    for guard in held {
+        assert!(H::release(guard).await.expect("release").was_held());
+    }
+    let guards = join_all(tasks).await;
+    // Every channel is idle now; those still subscribed leave within `LINGER`, inside the pause.
+    let mut conn = admin(&server);
+    let before = unsubscribe_calls(&mut conn);
+    let left: u64 = pubsub_connections(&server).iter().sum();
+    let pause = (LINGER + Duration::from_secs(2)).as_millis() as u64;
+    redis::cmd("CLIENT").arg("PAUSE").arg(pause).arg("ALL").query::<()>(&mut conn).expect("CLIENT PAUSE");
+    wait_until("every channel left", Duration::from_secs(30), || pubsub_connections(&server).iter().sum::<u64>() == 0);
+    let sent = unsubscribe_calls(&mut conn) - before;
+    println!("[{}] {left} idle channels left in {sent} UNSUBSCRIBE command(s)", H::NAME);
+    assert!(sent <= 2, "{left} channels left in {sent} commands: one round trip each stalls the messages");
+    for guard in guards {
+        assert!(H::release(guard).await.expect("release").was_held());
+    }
+    assert_clean(&server, &[]);
+}
+
+/// `UNSUBSCRIBE` commands the server has run, from `INFO commandstats`.
+fn unsubscribe_calls(conn: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).expect("INFO commandstats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_unsubscribe:"))
+        .and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Issue #19: 20,000 acquisitions made at once, with a response timeout far below the time
 /// the server takes to run them all. Each request's timeout counts from its own send, so none
 /// times out for waiting behind the others, and the client keeps its one command connection

@@ -75,6 +75,7 @@ macro_rules! cases {
             lost_before_anyone_else_acquires,
             replicate_confirm,
             thousand_waiters_one_pubsub_connection,
+            idle_channels_leave_in_one_unsubscribe,
             a_burst_of_requests_keeps_one_connection,
             many_callers_and_short_leases_share_a_few_connections,
             scripts_are_loaded_once_per_server,

@@ -17,6 +17,7 @@
 
 mod adapters;
 mod alloc;
+mod backlog;
 mod counted;
 mod engine;
 mod failover;

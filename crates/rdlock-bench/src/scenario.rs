@@ -817,6 +817,9 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
         exec.sleep(Duration::from_millis(pause)).await;
     }
     // The holders let go, all at once; every waiter must get its key.
+    let counter = waiter.clone();
+    let trace = std::env::var_os("RDLOCK_BENCH_MARK_MS").is_some();
+    let backlog = crate::backlog::Backlog::start(server.connection()?, move || counter.messages(), trace);
     let (cpu0, srv0, allocs0) = (alloc::process_cpu(), server.snapshot()?, alloc::calls());
     let released = Instant::now();
     let not_held = release_all(exec, &holder, held).await?;
@@ -841,6 +844,11 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
                 *kinds.entry(e.to_string()).or_default() += 1;
             }
         }
+    }
+    if let Some(seen) = backlog.map(crate::backlog::Backlog::stop) {
+        // Hand-offs published but not yet read by the waiting client, at worst.
+        m.insert("msg_backlog_max", seen.max as f64);
+        m.insert("msg_backlog_max_at_ms", seen.at_ms);
     }
     // Which errors, so that a failed wait can be told from another.
     for (kind, count) in &kinds {

@@ -17,4 +17,8 @@ pub struct Stats {
     pub handoffs_heard: u64,
     /// Attempts a waiting lock made on its poll schedule (no hand-off heard in time).
     pub polls: u64,
+    /// Messages handled from subscribed channels (hand-offs, free notices, and those for no
+    /// lock of this engine): against the server's count of messages published, how far the
+    /// client's reading lags.
+    pub messages: u64,
 }

@@ -258,6 +258,72 @@ fn a_confirmation_held_back_behind_a_backlog_counts_its_lease_from_when_it_leave
 }
 
 #[test]
+fn an_attempt_that_waited_for_its_turn_counts_from_when_it_left() {
+    // The driver bounds the requests in flight on a connection; the rest wait their turn.
+    // At 300,000 waiters the re-checks queued behind each other for longer than the TTL, and
+    // those handed the lock meanwhile failed as acquired too late. Told when it leaves, the
+    // attempt's lease counts from then (still before the server runs it).
+    let mut h = H::new();
+    let o = opts(1000);
+    h.acquire("orders", o, Acquire::Wait { deadline: None });
+    let req = h.one();
+    let made_at = h.now;
+    h.advance(ms(995)); // its turn came late
+    let left_at = h.now;
+    h.e.handle_leaving(req.id, left_at);
+    h.e.handle_leaving(req.id, made_at); // never backwards
+    h.advance(ms(2));
+    h.reply(&req, pair(1, 42));
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 42, valid_until: o.valid_until(left_at) }]);
+    h.e.handle_leaving(req.id, h.now); // answered: nothing to move
+    assert!(h.sent().is_empty() && h.events().is_empty());
+}
+
+#[test]
+fn an_attempt_not_told_it_left_late_still_counts_from_when_it_was_made() {
+    // The same without the driver's word: the lease counts from when it was made, and the
+    // reply comes after it: acquired too late, released (then failed).
+    let mut h = H::new();
+    h.acquire("orders", opts(1000), Acquire::Wait { deadline: None });
+    let req = h.one();
+    h.advance(ms(997));
+    h.reply(&req, pair(1, 42));
+    assert!(h.events().is_empty(), "not held");
+    assert_eq!(script(&h.one()).0, Script::Release);
+}
+
+#[test]
+fn a_confirmation_that_waited_for_its_turn_counts_from_when_it_left() {
+    let mut h = H::new();
+    let o = opts(1000);
+    let (_, tok) = h.queued("orders", o, None);
+    h.advance(ms(600)); // less than half the TTL left: the hand-off is confirmed
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
+    let confirm = h.one();
+    assert_eq!(script(&confirm).0, Script::Confirm);
+    h.advance(ms(995));
+    let left_at = h.now;
+    h.e.handle_leaving(confirm.id, left_at);
+    h.advance(ms(2));
+    h.reply(&confirm, vec![Reply::Array(vec![Reply::Int(77)])]);
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: o.valid_until(left_at) }]);
+}
+
+#[test]
+fn a_renewal_that_waited_for_its_turn_counts_from_when_it_left() {
+    let mut h = H::new();
+    let o = LockOptions { auto_renew: true, ..opts(300) };
+    h.held("orders", o);
+    h.fire();
+    let renew = h.one();
+    h.advance(ms(50));
+    let left_at = h.now;
+    h.e.handle_leaving(renew.id, left_at);
+    h.reply(&renew, vec![Reply::Array(vec![Reply::Int(1)])]);
+    assert_eq!(h.events(), vec![Event::Renewed { valid_until: o.valid_until(left_at) }]);
+}
+
+#[test]
 fn a_claim_that_lapsed_before_the_confirmation_keeps_the_waiter_waiting() {
     // Paused past its claim: the confirmation finds the key not its own, the waiter attempts
     // as usual, which finds another holder (the claim went on to the next waiter) and

@@ -390,6 +390,12 @@ macro_rules! lock_api {
             pub fn tracked_locks(&self) -> usize {
                 self.inner.state().engine.len()
             }
+
+            /// What this client's engine has done so far (totals that only grow): hand-offs
+            /// heard, polls, requests unanswered, messages handled.
+            pub fn stats(&self) -> rdlock_core::Stats {
+                self.inner.state().engine.stats()
+            }
         }
 
         $(#[$builder])*

@@ -72,7 +72,7 @@ pub use tls::{ClientIdentity, TlsConfig, TlsError};
 pub use cluster::{ClusterConfig, ClusterError};
 pub use rdlock_core::{
     Acquire, Confirm, EntropyUnavailable, InvalidInput, LockError, LockOptions, LostReason, MAX_CAPACITY, MAX_TTL,
-    MIN_TTL, ReleaseOutcome, Resource, ServerError, Sharing, TransportError,
+    MIN_TTL, ReleaseOutcome, Resource, ServerError, Sharing, Stats, TransportError,
 };
 // What an operator's inspection reads, and what a forced release did.
 pub use rdlock_core::{ForceReleaseReply, Holder, Inspection, LockKind, Waiter};

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rdlock_core::{Request, ServerError};
+use rdlock_core::{Request, ServerError, Transmit};
 
 use crate::cell::{Cell, Side};
 
@@ -16,6 +16,34 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 
 /// Refusals of a channel's subscription in a row before its waits are failed.
 const SUBSCRIBE_REFUSALS: u32 = 3;
+
+/// Most messages handed to the engine in one pass (one hold of the client's mutex): a
+/// backlog is handled in passes of this many, so that other callers get the mutex between.
+pub(crate) const MESSAGES_AT_ONCE: usize = 512;
+
+/// The (un)subscriptions queued meanwhile, as one `SUBSCRIBE` and one `UNSUBSCRIBE`: the last
+/// word on each channel wins. One command each, whatever their number: a channel sent alone
+/// costs a round trip, during which no message is read, and a mass of waiters granted at once
+/// sends as many channels to leave at once (sharded channels go to their nodes' connections,
+/// never here).
+pub(crate) fn split(transmits: Vec<Transmit>) -> (Vec<String>, Vec<String>) {
+    let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+    // From the last: the first word seen on a channel is its last (linear, however many).
+    let mut seen = std::collections::HashSet::new();
+    for t in transmits.into_iter().rev() {
+        let (ch, into) = match t {
+            Transmit::Subscribe(ch) => (ch, &mut subscribe),
+            Transmit::Unsubscribe(ch) => (ch, &mut unsubscribe),
+            Transmit::Request(_) | Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. } => continue,
+        };
+        if seen.insert(ch.clone()) {
+            into.push(ch);
+        }
+    }
+    subscribe.reverse();
+    unsubscribe.reverse();
+    (subscribe, unsubscribe)
+}
 
 /// Counts, per channel, the pub/sub sessions in a row whose `SUBSCRIBE` the server refused.
 #[derive(Debug, Default)]
@@ -41,6 +69,13 @@ impl Refusals {
 }
 
 impl<D: Side> Cell<D> {
+    /// The (un)subscriptions queued since the last call, as channels to subscribe and to
+    /// unsubscribe ([`split`]).
+    pub(crate) fn take_pubsub(&self) -> (Vec<String>, Vec<String>) {
+        let queued: Vec<Transmit> = self.pubsub().drain(..).collect();
+        split(queued)
+    }
+
     /// The server accepted `channels`: each waiter on them re-checks its lock.
     pub(crate) fn subscribed(&self, refusals: &mut Refusals, channels: &[String]) -> Vec<Request> {
         if channels.is_empty() {
@@ -64,9 +99,19 @@ impl<D: Side> Cell<D> {
         Some(self.with_engine(|s, now| s.engine.handle_subscription_refused(channel, refusal, now)).1)
     }
 
-    /// A message on a subscribed channel.
-    pub(crate) fn message(&self, msg: &redis::Msg) -> Vec<Request> {
-        self.with_engine(|s, now| s.engine.handle_message(msg.get_channel_name(), msg.get_payload_bytes(), now)).1
+    /// Messages on subscribed channels, in the order read: handed to the engine in one pass,
+    /// so that a backlog costs one lock of the mutex, one flush of the requests that follow
+    /// (the confirmations of many hand-offs leave as one batch) and one wake sweep.
+    pub(crate) fn messages(&self, msgs: &[redis::Msg]) -> Vec<Request> {
+        if msgs.is_empty() {
+            return Vec::new();
+        }
+        self.with_engine(|s, now| {
+            for msg in msgs {
+                s.engine.handle_message(msg.get_channel_name(), msg.get_payload_bytes(), now);
+            }
+        })
+        .1
     }
 
     /// The session ended: every wanted channel is queued again, and waiters re-check once it

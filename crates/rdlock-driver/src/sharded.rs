@@ -31,7 +31,7 @@ use redis::{Connection, Msg, PushInfo, PushKind, RedisResult, Value};
 use crate::cell::{Cell, Side};
 use crate::cluster::{NodeAddr, Topology};
 use crate::convert;
-use crate::pubsub::{Refusals, backoff};
+use crate::pubsub::{MESSAGES_AT_ONCE, Refusals, backoff};
 
 /// How long a node's thread blocks on its socket before it looks for queued
 /// (un)subscriptions: the most a new subscription waits for its turn.
@@ -449,21 +449,23 @@ where
         rx: &Receiver<PushInfo>,
         mut batch: Option<(&mut Answers, &mut Vec<String>)>,
     ) -> RedisResult<()> {
-        loop {
+        // Messages go to the engine in passes, each before what follows them touches it.
+        let mut msgs = Vec::new();
+        let result = loop {
             let push = match rx.try_recv() {
                 Ok(p) => p,
-                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Empty) => break Ok(()),
                 Err(TryRecvError::Disconnected) => {
-                    return Err(std::io::Error::other("the connection's pushes ended").into());
+                    break Err(std::io::Error::other("the connection's pushes ended").into());
                 }
             };
             let channel = push.data.first().and_then(text);
             match (push.kind.clone(), channel) {
-                (PushKind::Disconnection, _) => return Err(std::io::Error::other("the connection closed").into()),
+                (PushKind::Disconnection, _) => break Err(std::io::Error::other("the connection closed").into()),
                 (PushKind::SMessage, _) => {
-                    if let Some(msg) = Msg::from_push_info(push) {
-                        let requests = self.cell.message(&msg);
-                        D::send_background(self.cell, requests);
+                    msgs.extend(Msg::from_push_info(push));
+                    if msgs.len() >= MESSAGES_AT_ONCE {
+                        self.hand(&mut msgs);
                     }
                 }
                 (PushKind::SSubscribe, Some(channel)) => {
@@ -475,11 +477,24 @@ where
                     }
                 }
                 // One this session did not drop itself: the server ended it.
-                (PushKind::SUnsubscribe, Some(channel)) if self.held.remove(&channel) => {
+                (PushKind::SUnsubscribe, Some(channel)) if self.held.contains(&channel) => {
+                    self.hand(&mut msgs);
+                    self.held.remove(&channel);
                     self.unsubscribed_by_server(&channel);
                 }
                 _ => {}
             }
+        };
+        self.hand(&mut msgs);
+        result
+    }
+
+    /// Hands the messages read so far to the engine, in one pass.
+    fn hand(&self, msgs: &mut Vec<Msg>) {
+        if !msgs.is_empty() {
+            let requests = self.cell.messages(msgs);
+            msgs.clear();
+            D::send_background(self.cell, requests);
         }
     }
 

@@ -109,6 +109,11 @@ pub trait Locker: Sized + Send + Sync + 'static {
     fn own_requests(&self) -> u64 {
         0
     }
+    /// Messages on subscribed channels this client has handled so far, when it counts them
+    /// (S5 sets them against the server's count of messages published: the backlog).
+    fn messages(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// One increment (S8, S9), as the client saw it. Its hold runs from the value in hand to the

@@ -535,8 +535,37 @@ impl Engine {
         Ok(())
     }
 
+    /// Request `id` leaves now: it waited for its turn on its connection (the driver bounds
+    /// the requests in flight on one) after the engine made it. What it asks of the server
+    /// counts from now, not from when it was made, as a batch held back in the engine does
+    /// (`docs/protocol.md`, *Validity*): an attempt's lease and its anchor, a confirmation's
+    /// lease, a renewal's new lease. Each still counts from before the server can run it.
+    /// Without it, requests made faster than the server answers them start spent behind the
+    /// queue, and the acquisitions among them fail as acquired too late. Unknown or already
+    /// answered requests, and other kinds, change nothing.
+    pub fn handle_leaving(&mut self, id: RequestId, now: Instant) {
+        let locks = match self.pending.get_mut(&id) {
+            Some(Pending::Attempt(lock)) => std::slice::from_ref(lock),
+            Some(Pending::Confirm { locks, .. }) => locks.as_slice(),
+            Some(Pending::Renew { sent_at, .. }) => {
+                *sent_at = (*sent_at).max(now);
+                return;
+            }
+            _ => return,
+        };
+        for lock in locks {
+            if let Some(Step::InFlight(sent)) =
+                self.locks.get_mut(lock).and_then(|l| l.acquisition()).map(|a| &mut a.step)
+                && sent.req == id
+            {
+                sent.sent_at = sent.sent_at.max(now);
+            }
+        }
+    }
+
     /// A message arrived on a subscribed channel.
     pub fn handle_message(&mut self, channel: &str, payload: &[u8], now: Instant) {
+        self.stats.messages += 1;
         if self.on_free_notice(channel, payload, now) {
             return;
         }

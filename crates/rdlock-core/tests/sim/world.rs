@@ -343,6 +343,12 @@ impl World {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Arrive { client, route, req, lose_reply } => {
+                // As late as a driver could say the request left (its turn came): the server
+                // has not run it yet. The leases it gives must hold from here too.
+                let cl = &mut self.clients[client];
+                if cl.alive && !cl.paused {
+                    cl.engine.handle_leaving(req.id, at(self.now));
+                }
                 let conn = self.conns.entry((client, route)).or_default();
                 conn.queue.push_back((req, lose_reply));
                 self.run_conn((client, route));

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use rdlock_core::{Class, Command, Event, LockId, Node, OpId, Reply, Request, Route, Transmit, TransportError};
+use rdlock_core::{Class, Command, Event, LockId, Node, OpId, Reply, Request, RequestId, Route, TransportError};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
@@ -360,33 +360,35 @@ impl<R: Runtime> Cell<Tasks<R>> {
         std::mem::take(&mut *self.side.background.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub(super) fn pop_pubsub(&self) -> Option<Transmit> {
-        self.pubsub().pop_front()
-    }
-
     /// One command outside every lock's life (an operator's inspection or forced release),
     /// on the caller's task: the engine has nothing to decide about it.
     pub(super) async fn direct(&self, key: &str, command: Command) -> Result<Option<Reply>, TransportError> {
-        self.exchange(self.route_of(key), std::slice::from_ref(&command)).await.map(|r| r.into_iter().next())
+        self.exchange(None, self.route_of(key), std::slice::from_ref(&command)).await.map(|r| r.into_iter().next())
     }
 
     async fn execute(&self, req: Request) -> Vec<Request> {
         // If the caller stops awaiting, the engine still learns the request's fate (unknown).
         let mut in_flight = InFlight { inner: self, id: req.id, done: false };
         self.sending(&req);
-        let reply = self.exchange(req.route, &req.commands).instrument(cell::exchange_span(&req)).await;
+        let reply = self.exchange(Some(req.id), req.route, &req.commands).instrument(cell::exchange_span(&req)).await;
         in_flight.done = true;
         self.replied(req.id, reply)
     }
 
-    async fn exchange(&self, route: Route, commands: &[Command]) -> Result<Vec<Reply>, TransportError> {
+    /// `id`: the engine's request, told when it leaves after waiting for its turn.
+    async fn exchange(
+        &self,
+        id: Option<RequestId>,
+        route: Route,
+        commands: &[Command],
+    ) -> Result<Vec<Reply>, TransportError> {
         let (Some(topology), Node::Slot(slot)) = (self.cluster.get(), route.node) else {
             // One server: the connection class picks the connection.
             let conn = match route.class {
                 Class::Commands => &self.side.commands,
                 Class::Confirm => &self.side.confirm,
             };
-            return self.exchange_on(conn, None, Exchange::new(commands)).await;
+            return self.exchange_on(id, conn, None, Exchange::new(commands)).await;
         };
         // The slot's primary, following redirections; `TRYAGAIN` is retried for one
         // response timeout (a caller's own deadline is the engine's to answer).
@@ -399,7 +401,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
                 Err(unsent) => return unsent,
             };
             let conn = self.side.node(&node, route.class);
-            replies = self.exchange_on(&conn, Some(&client), exchange).await;
+            replies = self.exchange_on(id, &conn, Some(&client), exchange).await;
             match walk.answered(&replies) {
                 None => break,
                 Some(pause) if !pause.is_zero() => R::sleep_until(R::now() + pause).await,
@@ -412,12 +414,17 @@ impl<R: Runtime> Cell<Tasks<R>> {
     /// One exchange on `conn` (of `node` in a cluster, else of the primary).
     async fn exchange_on(
         &self,
+        id: Option<RequestId>,
         conn: &Conn,
         node: Option<&redis::Client>,
         mut exchange: Exchange<'_>,
     ) -> Result<Vec<Reply>, TransportError> {
-        // Its turn first: the bounds count from there.
-        let _turn = conn.window.acquire().await;
+        // Its turn first: the bounds count from there, and so does what the request asks of
+        // the server once it had to wait for it (`Engine::handle_leaving`).
+        let turn = conn.window.acquire().await;
+        if let (true, Some(id)) = (turn.waited(), id) {
+            self.state().engine.handle_leaving(id, R::now());
+        }
         // A new connection (made once for every request that finds none) gets the connection
         // timeout, not what is left of one request's response timeout: cut short by the
         // first request's bound, a connection slower to set up than that was abandoned and

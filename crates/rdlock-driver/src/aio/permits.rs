@@ -72,7 +72,7 @@ impl<'a> Future for Acquire<'a> {
         match self.ticket {
             None if st.free > 0 && st.queue.is_empty() => {
                 st.free -= 1;
-                Poll::Ready(Permit(permits))
+                Poll::Ready(Permit(permits, false))
             }
             None => {
                 let ticket = st.next;
@@ -85,7 +85,7 @@ impl<'a> Future for Acquire<'a> {
             Some(ticket) if st.granted.remove(&ticket) => {
                 drop(st);
                 self.ticket = None;
-                Poll::Ready(Permit(permits))
+                Poll::Ready(Permit(permits, true))
             }
             Some(ticket) => {
                 // Polled again before its turn: keep the newest waker. Rare (a select that
@@ -113,9 +113,16 @@ impl Drop for Acquire<'_> {
     }
 }
 
-/// A permit, given back on drop.
+/// A permit, given back on drop; whether its task waited for it.
 #[derive(Debug)]
-pub(super) struct Permit<'a>(&'a Permits);
+pub(super) struct Permit<'a>(&'a Permits, bool);
+
+impl Permit<'_> {
+    /// Whether the task waited its turn (no permit was free when it asked).
+    pub(super) fn waited(&self) -> bool {
+        self.1
+    }
+}
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {

@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use futures_lite::StreamExt;
-use rdlock_core::Transmit;
 
 use super::inner::Inner;
 use crate::convert;
-use crate::pubsub::{Refusals, backoff};
+use crate::pubsub::{MESSAGES_AT_ONCE, Refusals, backoff};
 use crate::runtime::{Runtime, timeout};
 
 /// Fires the engine's timers (renewals, polls, deadlines, lost leases) and sends what they
@@ -64,21 +63,11 @@ pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
                 // The primary changed: subscribe there, and have waiters look again.
                 break 'connected;
             }
-            // Subscribe in batches: one round trip for every channel queued meanwhile.
-            let mut subscribe = Vec::new();
-            while let Some(t) = inner.pop_pubsub() {
-                match t {
-                    Transmit::Subscribe(ch) => subscribe.push(ch),
-                    Transmit::Unsubscribe(ch) => {
-                        subscribe.retain(|c| *c != ch);
-                        if sink.unsubscribe(&ch).await.is_err() {
-                            failures += 1;
-                            break 'connected;
-                        }
-                    }
-                    // Sharded channels go to their nodes' connections (`sharded`), never here.
-                    Transmit::Request(_) | Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. } => {}
-                }
+            // One round trip for every channel queued meanwhile, each way.
+            let (subscribe, unsubscribe) = inner.take_pubsub();
+            if !unsubscribe.is_empty() && sink.unsubscribe(&unsubscribe).await.is_err() {
+                failures += 1;
+                break 'connected;
             }
             if !subscribe.is_empty() {
                 let accepted = match sink.subscribe(&subscribe).await {
@@ -124,7 +113,29 @@ pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
             })
             .await;
             match next {
-                Some(Some(msg)) => spawn_run(&inner, inner.message(&msg)),
+                Some(Some(msg)) => {
+                    // Every message already read goes with it, in passes of the engine: a
+                    // backlog is gone before the next (un)subscription's round trip.
+                    let mut msgs = vec![msg];
+                    let mut ended = false;
+                    loop {
+                        match futures_lite::future::poll_once(stream.next()).await {
+                            Some(Some(msg)) => msgs.push(msg),
+                            Some(None) => {
+                                ended = true;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    for chunk in msgs.chunks(MESSAGES_AT_ONCE) {
+                        spawn_run(&inner, inner.messages(chunk));
+                    }
+                    if ended {
+                        failures += 1;
+                        break 'connected;
+                    }
+                }
                 Some(None) => {
                     failures += 1;
                     break 'connected;

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Class, Command, Event, LockId, Node, OpId, Reply, Request, Route, Transmit, TransportError};
+use rdlock_core::{Class, Command, Event, LockId, Node, OpId, Reply, Request, Route, TransportError};
 use redis::{Connection, Value};
 
 use crate::cell::{self, Cell, Side};
@@ -421,11 +421,6 @@ impl Cell<Threads> {
             }
             st = self.side.timer_cond.wait_timeout(st, next - now).unwrap_or_else(|e| e.into_inner()).0;
         }
-    }
-
-    /// Takes every queued (un)subscription.
-    pub(super) fn take_pubsub(&self) -> Vec<Transmit> {
-        self.pubsub().drain(..).collect()
     }
 
     /// Blocks until an (un)subscription is queued (`true`) or the client closes (`false`).

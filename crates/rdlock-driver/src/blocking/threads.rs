@@ -4,13 +4,13 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdlock_core::{Reply, ServerError, Transmit};
+use rdlock_core::{Reply, ServerError};
 use redis::{Connection, Msg, RedisResult};
 
 use super::inner::Inner;
 use crate::convert;
 use crate::error::Error;
-use crate::pubsub::{Refusals, backoff};
+use crate::pubsub::{MESSAGES_AT_ONCE, Refusals, backoff};
 
 /// How long the pub/sub thread blocks on its socket before it looks for queued
 /// (un)subscriptions: the most a new subscription waits for its turn.
@@ -90,24 +90,8 @@ fn session(
             // The primary changed: subscribe there, and have waiters look again.
             return Err(std::io::Error::other("the primary changed").into());
         }
-        // The last word on each channel wins; a batch subscribes every channel queued
-        // meanwhile in one round trip.
-        let mut subscribe = Vec::new();
-        let mut unsubscribe = Vec::new();
-        for t in inner.take_pubsub() {
-            match t {
-                Transmit::Subscribe(ch) => {
-                    unsubscribe.retain(|c| *c != ch);
-                    subscribe.push(ch);
-                }
-                Transmit::Unsubscribe(ch) => {
-                    subscribe.retain(|c| *c != ch);
-                    unsubscribe.push(ch);
-                }
-                // Sharded channels go to their nodes' connections (`sharded`), never here.
-                Transmit::Request(_) | Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. } => {}
-            }
-        }
+        // One command for every channel queued meanwhile, each way.
+        let (subscribe, unsubscribe) = inner.take_pubsub();
         if !subscribe.is_empty() || !unsubscribe.is_empty() {
             conn.set_read_timeout(Some(response_timeout))?;
         }
@@ -140,10 +124,12 @@ fn session(
                 inner.run_background(requests);
             }
         }
-        for ch in unsubscribe {
-            // One channel per command: each reply is then read as its own confirmation.
-            let _ = command(conn, "UNSUBSCRIBE", std::slice::from_ref(&ch), &mut early)?;
-            subscribed.remove(&ch);
+        if !unsubscribe.is_empty() {
+            // The first confirmation is read; the others are skipped later, being no messages.
+            let _ = command(conn, "UNSUBSCRIBE", &unsubscribe, &mut early)?;
+            for ch in &unsubscribe {
+                subscribed.remove(ch);
+            }
         }
         if subscribed.is_empty() {
             // No message can come: sleep until the next subscription.
@@ -155,19 +141,20 @@ fn session(
         if inner.is_closed() {
             return Ok(());
         }
-        let msg = match early.pop_front() {
-            Some(msg) => Some(msg),
-            None => {
+        // Messages read meanwhile go in one pass of the engine; else the next one is read.
+        let msgs: Vec<Msg> = match early.is_empty() {
+            false => early.drain(..).collect(),
+            true => {
                 conn.set_read_timeout(Some(PUBSUB_POLL))?;
                 match next_message(conn) {
-                    Ok(msg) => Some(msg),
-                    Err(e) if e.is_timeout() => None,
+                    Ok(msg) => vec![msg],
+                    Err(e) if e.is_timeout() => Vec::new(),
                     Err(e) => return Err(e),
                 }
             }
         };
-        if let Some(msg) = msg {
-            inner.run_background(inner.message(&msg));
+        for chunk in msgs.chunks(MESSAGES_AT_ONCE) {
+            inner.run_background(inner.messages(chunk));
         }
     }
 }
