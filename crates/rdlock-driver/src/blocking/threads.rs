@@ -125,7 +125,6 @@ fn session(
             }
         }
         if !unsubscribe.is_empty() {
-            // The first confirmation is read; the others are skipped later, being no messages.
             let _ = command(conn, "UNSUBSCRIBE", &unsubscribe, &mut early)?;
             for ch in &unsubscribe {
                 subscribed.remove(ch);
@@ -159,7 +158,7 @@ fn session(
     }
 }
 
-/// The next message (other replies, such as a batch's further confirmations, are skipped).
+/// The next message (any other reply is skipped).
 /// Read through the crate's pub/sub view: a timed-out *response* read makes the connection
 /// skip the next reply, which here would be a message (measured: most hand-off messages were
 /// lost, and waiters fell back to polling). The view is forgotten rather than dropped, since
@@ -172,10 +171,10 @@ fn next_message(conn: &mut Connection) -> RedisResult<Msg> {
     msg
 }
 
-/// Sends `SUBSCRIBE` or `UNSUBSCRIBE` for `channels` and reads up to its first confirmation
-/// (the server confirms a batch with one reply per channel, back to back; the others are
-/// skipped later, being no messages), or its refusal (`Ok(Err(..))`). Messages that arrive
-/// first are kept in `early`.
+/// Sends `SUBSCRIBE` or `UNSUBSCRIBE` for `channels` and reads its confirmations (one per
+/// channel, back to back: none may be left behind, or the next command would read it as its
+/// own reply), or its refusal (`Ok(Err(..))`: one error, nothing done). Messages that arrive
+/// meanwhile are kept in `early`.
 fn command(
     conn: &mut Connection,
     name: &str,
@@ -183,6 +182,7 @@ fn command(
     early: &mut VecDeque<Msg>,
 ) -> RedisResult<Result<(), ServerError>> {
     conn.send_packed_command(&redis::cmd(name).arg(channels).get_packed_command())?;
+    let mut confirmed = 0;
     loop {
         let value = match conn.recv_response() {
             Ok(v) => v,
@@ -192,9 +192,12 @@ fn command(
             early.push_back(msg);
             continue;
         }
-        return Ok(match convert::reply(value) {
-            Reply::Error(refusal) => Err(refusal),
-            _ => Ok(()),
-        });
+        if let Reply::Error(refusal) = convert::reply(value) {
+            return Ok(Err(refusal));
+        }
+        confirmed += 1;
+        if confirmed >= channels.len() {
+            return Ok(Ok(()));
+        }
     }
 }
