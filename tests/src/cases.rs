@@ -15,7 +15,7 @@ use rdlock_testkit::{Proxy, RedisServer, Replicated};
 use crate::harness::{Harness, Task, join_all, lock_with, try_with};
 use crate::support::{
     admin, assert_clean, del, exists, get, inbox_subscribers, keys, llen, ms, options, pubsub_connections,
-    script_calls, server, wait_until,
+    pubsub_connections_on, script_calls, server, subscriptions_in, wait_until,
 };
 
 const KEY: &str = "rdlock-test:lock";
@@ -485,12 +485,30 @@ pub async fn idle_channels_leave_in_one_unsubscribe<H: Harness>() {
     let guards = join_all(tasks).await;
     // Every channel is idle now; those still subscribed leave within `LINGER`, inside the pause.
     let mut conn = admin(&server);
-    let before = unsubscribe_calls(&mut conn);
-    let left: u64 = pubsub_connections(&server).iter().sum();
     let pause = (LINGER + Duration::from_secs(2)).as_millis() as u64;
-    redis::cmd("CLIENT").arg("PAUSE").arg(pause).arg("ALL").query::<()>(&mut conn).expect("CLIENT PAUSE");
-    wait_until("every channel left", Duration::from_secs(30), || pubsub_connections(&server).iter().sum::<u64>() == 0);
-    let sent = unsubscribe_calls(&mut conn) - before;
+    // Counted and paused in one pipeline, which the server runs back to back: no command of
+    // the client's can come between the count and the pause.
+    let (info, list): (String, String) = redis::pipe()
+        .cmd("INFO")
+        .arg("commandstats")
+        .cmd("CLIENT")
+        .arg(&["LIST", "TYPE", "pubsub"])
+        .cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause)
+        .arg("ALL")
+        .ignore()
+        .query(&mut conn)
+        .expect("INFO, CLIENT LIST, CLIENT PAUSE");
+    let before = unsubscribe_calls_in(&info);
+    let left: u64 = subscriptions_in(&list).iter().sum();
+    // Asked on the admin connection (its read timeout outlasts the pause): a new connection's
+    // set-up waits for the pause to end, and timed out now and then.
+    wait_until("every channel left", Duration::from_secs(30), || {
+        pubsub_connections_on(&mut conn).iter().sum::<u64>() == 0
+    });
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).expect("INFO commandstats");
+    let sent = unsubscribe_calls_in(&info) - before;
     println!("[{}] {left} idle channels left in {sent} UNSUBSCRIBE command(s)", H::NAME);
     assert!(sent <= 2, "{left} channels left in {sent} commands: one round trip each stalls the messages");
     for guard in guards {
@@ -499,9 +517,8 @@ pub async fn idle_channels_leave_in_one_unsubscribe<H: Harness>() {
     assert_clean(&server, &[]);
 }
 
-/// `UNSUBSCRIBE` commands the server has run, from `INFO commandstats`.
-fn unsubscribe_calls(conn: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).expect("INFO commandstats");
+/// `UNSUBSCRIBE` commands the server has run, from an `INFO commandstats` answer.
+fn unsubscribe_calls_in(info: &str) -> u64 {
     info.lines()
         .find_map(|l| l.strip_prefix("cmdstat_unsubscribe:"))
         .and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok())

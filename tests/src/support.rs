@@ -81,9 +81,18 @@ pub fn del(conn: &mut redis::Connection, key: &str) {
 
 /// The `sub=` (subscribed channels) field of every pub/sub connection, one per connection.
 pub fn pubsub_connections(server: &RedisServer) -> Vec<u64> {
-    let mut conn = admin(server);
-    let list: String =
-        redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query(&mut conn).expect("CLIENT LIST");
+    pubsub_connections_on(&mut admin(server))
+}
+
+/// The same, asked on `conn` (a new connection's set-up would wait out a `CLIENT PAUSE`, and
+/// could time out before it ends).
+pub fn pubsub_connections_on(conn: &mut redis::Connection) -> Vec<u64> {
+    let list: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query(conn).expect("CLIENT LIST");
+    subscriptions_in(&list)
+}
+
+/// The `sub=` fields of a `CLIENT LIST` answer.
+pub fn subscriptions_in(list: &str) -> Vec<u64> {
     list.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| l.split(' ').find_map(|f| f.strip_prefix("sub=")).and_then(|n| n.parse().ok()).expect("a sub= field"))

@@ -86,21 +86,23 @@ pub fn tables(results: &ScaleResults) -> String {
         let _ = writeln!(
             out,
             "| adapter | waiters | all queued | all acquired after release | per waiter | p50 acquired | \
-             client CPU/hand-off | allocs/hand-off | client heap/waiter | pub/sub conns | messages behind, at most | errors |"
+             client CPU/hand-off | redis CPU/hand-off | allocs/hand-off | client heap/waiter | pub/sub conns | \
+             messages behind, at most | errors |"
         );
-        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for a in &adapters {
             for n in sizes(results, Scenario::S5) {
                 let Some(c) = cell(results, Scenario::S5, n, a) else { continue };
                 let _ = writeln!(
                     out,
-                    "| {a} | {} | {} ms | {} ms | {} µs | {} ms | {} µs | {} | {} B | {} | {} | {} |",
+                    "| {a} | {} | {} ms | {} ms | {} µs | {} ms | {} µs | {} µs | {} | {} B | {} | {} | {} |",
                     fmt(c.get("waiters"), 0),
                     fmt(c.get("queue_all_ms"), 0),
                     fmt(c.get("all_acquired_ms"), 0),
                     fmt(c.get("handoff_us_per_waiter"), 2),
                     fmt(c.get("acquired_p50_ms"), 0),
                     fmt(c.get("handoff_client_cpu_us"), 1),
+                    fmt(c.get("handoff_redis_cpu_us"), 1),
                     fmt(c.get("handoff_allocs"), 1),
                     fmt(c.get("bytes_per_waiter"), 0),
                     fmt(c.get("pubsub_conns"), 0),
