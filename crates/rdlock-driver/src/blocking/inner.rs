@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdlock_core::{Class, Command, Event, LockId, Node, OpId, Reply, Request, Route, TransportError};
+use rdlock_core::{Class, Command, Event, LockId, Node, OpId, Reply, Request, RequestId, Route, TransportError};
 use redis::{Connection, Value};
 
 use crate::cell::{self, Cell, Side};
@@ -291,7 +291,8 @@ impl Cell<Threads> {
     /// One command outside every lock's life (an operator's inspection or forced release),
     /// on the caller's thread: the engine has nothing to decide about it.
     pub(super) fn direct(&self, key: &str, command: Command) -> Result<Option<Reply>, TransportError> {
-        self.exchange(self.route_of(key), std::slice::from_ref(&command), None, false).map(|r| r.into_iter().next())
+        self.exchange(None, self.route_of(key), std::slice::from_ref(&command), None, false)
+            .map(|r| r.into_iter().next())
     }
 
     fn work(&self) -> MutexGuard<'_, Work> {
@@ -302,7 +303,7 @@ impl Cell<Threads> {
     /// beyond the callers' bound).
     fn execute(&self, req: Request, deadline: Option<Instant>, background: bool) -> Vec<Request> {
         self.sending(&req);
-        let exchange = || self.exchange(req.route, &req.commands, deadline, background);
+        let exchange = || self.exchange(Some(req.id), req.route, &req.commands, deadline, background);
         let reply = cell::exchange_span(&req).in_scope(exchange);
         self.replied(req.id, reply)
     }
@@ -311,6 +312,7 @@ impl Cell<Threads> {
     /// failed is closed rather than returned: a late reply must never answer the next request.
     fn exchange(
         &self,
+        id: Option<RequestId>,
         route: Route,
         commands: &[Command],
         deadline: Option<Instant>,
@@ -322,7 +324,7 @@ impl Cell<Threads> {
                 Class::Commands => &self.side.commands,
                 Class::Confirm => &self.side.confirm,
             };
-            return self.exchange_on(pool, None, Exchange::new(commands), deadline, background);
+            return self.exchange_on(id, pool, None, Exchange::new(commands), deadline, background);
         };
         // The slot's primary, following redirections; `TRYAGAIN` is retried for one
         // response timeout, within the caller's deadline.
@@ -335,7 +337,7 @@ impl Cell<Threads> {
                 Err(unsent) => return unsent,
             };
             let pool = self.side.node(&node, route.class);
-            replies = self.exchange_on(&pool, Some(&client), exchange, deadline, background);
+            replies = self.exchange_on(id, &pool, Some(&client), exchange, deadline, background);
             match walk.answered(&replies) {
                 None => break,
                 Some(pause) => std::thread::sleep(pause),
@@ -344,9 +346,11 @@ impl Cell<Threads> {
         replies
     }
 
-    /// One exchange on a connection of `pool` (of `node` in a cluster, else of the primary).
+    /// One exchange on a connection of `pool` (of `node` in a cluster, else of the primary),
+    /// for request `id` of the engine's, if it is one.
     fn exchange_on(
         &self,
+        id: Option<RequestId>,
         pool: &Pool,
         node: Option<&redis::Client>,
         mut exchange: Exchange<'_>,
@@ -356,9 +360,14 @@ impl Cell<Threads> {
         let epoch = if node.is_some() { 0 } else { self.epoch() };
         // Waiting for a connection counts against the caller's deadline only: the exchange's
         // own timeouts count from its turn. Nothing was sent if the deadline passes first.
-        let Some(taken) = pool.take(epoch, background, deadline) else {
+        let Some((taken, waited)) = pool.take(epoch, background, deadline) else {
             return Err(TransportError::Timeout);
         };
+        // What the request asks of the server counts from here once it had to wait for its
+        // turn (`Engine::handle_leaving`), as on the async side.
+        if let (true, Some(id)) = (waited, id) {
+            self.state().engine.handle_leaving(id, Instant::now());
+        }
         // A caller's deadline cuts the exchange short (its outcome is then unknown to the
         // engine).
         let started = Instant::now();

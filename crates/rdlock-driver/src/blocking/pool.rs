@@ -66,21 +66,24 @@ impl<C> Pool<C> {
 
     /// An idle connection to the primary of `epoch` (those to an older primary are closed),
     /// or the right to make one while under the share's bound; else waits for one, until
-    /// `deadline` (`None` then). `background` for the workers' share.
-    pub(super) fn take(&self, epoch: u64, background: bool, deadline: Option<Instant>) -> Option<Taken<C>> {
+    /// `deadline` (`None` then). `background` for the workers' share. With it, whether it
+    /// had to wait.
+    pub(super) fn take(&self, epoch: u64, background: bool, deadline: Option<Instant>) -> Option<(Taken<C>, bool)> {
         let share = self.share(background);
         let mut conns = share.conns();
         let before = conns.idle.len();
         conns.idle.retain(|(e, _)| *e == epoch);
         conns.open -= before - conns.idle.len();
+        let mut waited = false;
         loop {
             if let Some((_, c)) = conns.idle.pop() {
-                return Some(Taken::Idle(c));
+                return Some((Taken::Idle(c), waited));
             }
             if conns.open < share.bound {
                 conns.open += 1;
-                return Some(Taken::New);
+                return Some((Taken::New, waited));
             }
+            waited = true;
             conns = match deadline {
                 None => share.freed.wait(conns).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
@@ -126,10 +129,10 @@ mod tests {
         let pool = Pool::<u32>::default();
         let now = Some(std::time::Instant::now());
         for _ in 0..MAX_CALLER_CONNS {
-            assert!(matches!(pool.take(0, false, now), Some(Taken::New)));
+            assert!(matches!(pool.take(0, false, now).map(|t| t.0), Some(Taken::New)));
         }
         for round in 0..=MAX_WORKERS {
-            let worker = match pool.take(0, true, now) {
+            let worker = match pool.take(0, true, now).map(|t| t.0) {
                 Some(Taken::New) => round as u32,
                 Some(Taken::Idle(c)) => c,
                 None => panic!("round {round}: a worker found no connection"),
@@ -139,7 +142,7 @@ mod tests {
         }
         // Callers' own connections still come back to callers.
         pool.put(0, 100, false);
-        assert!(matches!(pool.take(0, false, now), Some(Taken::Idle(100))));
+        assert!(matches!(pool.take(0, false, now).map(|t| t.0), Some(Taken::Idle(100))));
     }
 
     /// Connections to an older primary are closed when found, freeing their places.
@@ -147,12 +150,12 @@ mod tests {
     fn connections_to_an_older_primary_are_not_reused() {
         let pool = Pool::<u32>::default();
         pool.adopt(0, 7);
-        assert!(matches!(pool.take(1, false, None), Some(Taken::New)));
+        assert!(matches!(pool.take(1, false, None).map(|t| t.0), Some(Taken::New)));
         for _ in 1..MAX_CALLER_CONNS {
-            assert!(matches!(pool.take(1, false, None), Some(Taken::New)));
+            assert!(matches!(pool.take(1, false, None).map(|t| t.0), Some(Taken::New)));
         }
         assert!(pool.take(1, false, Some(std::time::Instant::now())).is_none());
         pool.discard(false);
-        assert!(matches!(pool.take(1, false, None), Some(Taken::New)));
+        assert!(matches!(pool.take(1, false, None).map(|t| t.0), Some(Taken::New)));
     }
 }
