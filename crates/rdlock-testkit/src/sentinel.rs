@@ -109,13 +109,22 @@ impl Sentinels {
             // Down-after is 2 s, not 1: with TLS on a loaded machine (4 cases at a time beside
             // other builds), a sentinel's first reply from a just-promoted primary once took
             // 1.6 s, the primary was "down", and a second failover undid the first.
+            // The publish period is 1 s, not 200 ms: a sentinel that sees a replica report
+            // itself primary turns it back into a replica after four publish periods unless
+            // the new configuration reached it first, while the failover's leader learns of
+            // the promotion only from its INFO to the replica, sent once a second during a
+            // failover, and announces the switch after that. At 200 ms (0.8 s) a non-leader
+            // turned the just-promoted primary back into a replica 30 ms before the leader's
+            // configuration reached it (CI, TLS sentinels): the primary then reported itself a
+            // replica, was "down", and a second failover undid the first. At 1 s the wait is
+            // 4 s, against about 2 s for the leader's INFO and its announcement.
             let mut conn = sentinel.admin_connection()?;
             redis::cmd("SENTINEL")
                 .arg("DEBUG")
                 .arg("info-period")
                 .arg(200)
                 .arg("publish-period")
-                .arg(200)
+                .arg(1000)
                 .arg("ping-period")
                 .arg(PING_PERIOD_MS)
                 .arg("tilt-period")
