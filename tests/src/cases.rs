@@ -985,6 +985,47 @@ pub async fn lost_keeps_one_waker_per_future<H: Harness>() {
     assert_clean(&server, &[]);
 }
 
+/// A caller that runs only after its lease is over is not handed the lock. The client took
+/// the hand-off in time (heard, with most of its validity left, so held at once), but the
+/// caller's task was not polled again until the lease had run out (a paused process, a
+/// starved task): it is told `NoValidityLeft`, and the lock is given up. Before, it got a
+/// guard whose lease was already over.
+pub async fn a_caller_that_runs_after_its_lease_gets_no_guard<H: Harness>() {
+    let server = server();
+    let (a, w) = (H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect"));
+    let holder = lock_with::<H>(&a, KEY, options(PATIENCE, false), PATIENCE).await.expect("lock");
+    // Long enough that the hand-off is surely taken while valid; no renewals.
+    let ttl = Duration::from_secs(2);
+    let Some(mut late) = H::late_wait(&w, KEY, options(ttl, false)) else {
+        assert!(H::release(holder).await.expect("release").was_held());
+        return;
+    };
+    let mut conn = admin(&server);
+    let names = keys(KEY);
+    // Polled (its caller drives its attempt in) until it waits in the queue, subscribed.
+    let started = Instant::now();
+    while !(llen(&mut conn, &names.queue) == 1 && inbox_subscribers(&mut conn, KEY) == 1) {
+        assert!(futures_lite::future::poll_once(&mut late).await.is_none(), "answered while another holds the lock");
+        assert!(started.elapsed() < PATIENCE, "the wait never queued");
+        H::sleep(Duration::from_millis(5)).await;
+    }
+    let a_token = get(&mut conn, KEY).expect("the holder's token");
+    assert!(H::release(holder).await.expect("release").was_held());
+    // Handed to the waiter: its token is in the key, for the waiter's TTL. Its lease (counted
+    // from before the hand-off) ends before the key does, so once the key is gone the lease
+    // is surely over; the caller is polled only then.
+    wait_until("the hand-off", PATIENCE, || get(&mut conn, KEY).is_some_and(|t| t != a_token));
+    wait_until("the handed lock to lapse", PATIENCE, || !exists(&mut conn, KEY));
+    match late.await {
+        Err(Error::Lock(LockError::NoValidityLeft)) => {}
+        other => panic!("a caller that ran after its lease: {:?}", other.map(|g| H::fence(&g))),
+    }
+    // Given up: the lock is free for anyone, and nothing is left behind.
+    let guard = H::try_lock(&a, KEY).await.expect("try_lock").expect("the lock is free");
+    assert!(H::release(guard).await.expect("release").was_held());
+    assert_clean(&server, &[]);
+}
+
 /// A caller whose own task drives its request in is not woken again by the answer it
 /// brought (that wake-up polled the task once more for nothing, and on a multi-threaded
 /// runtime woke a parked worker thread to do it: a futex wake-up and a context switch per

@@ -137,6 +137,11 @@ pub trait Harness: Sized + Send + Sync + 'static {
     /// its own polls; `None` where a caller is a thread (no waker).
     async fn self_wakes(client: &Self::Client, key: &str) -> Option<usize>;
 
+    /// A wait for `key` (`Client::acquire`, no deadline) as a future its caller polls when it
+    /// likes, so that a case can make a caller that runs late; `None` where a caller is a
+    /// thread (it runs as soon as it is answered).
+    fn late_wait(client: &Self::Client, key: &str, options: LockOptions) -> Option<Task<Result<Self::Guard, Error>>>;
+
     /// The adapter's reentrant owner (`Client::owner`).
     type Owner: Clone + std::fmt::Debug + Send + Sync + 'static;
     /// One hold of an owner's lease.

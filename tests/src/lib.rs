@@ -86,6 +86,7 @@ macro_rules! cases {
             calls_return_by_their_deadline_while_the_server_stalls,
             release_after_a_restart_is_not_claimed,
             a_cancelled_caller_strands_no_other_wait,
+            a_caller_that_runs_after_its_lease_gets_no_guard,
             a_refused_subscription_backs_off_and_fails_the_wait,
             an_evicting_server_is_detected_at_connect,
             cloned_config_clients_exclude,

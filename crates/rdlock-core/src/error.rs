@@ -190,8 +190,9 @@ pub enum LockError {
     /// lock was released (a renewal counts as not done).
     #[error("durable confirmation: {0}")]
     NotDurable(NotDurable),
-    /// The acquisition took so long that no validity was left; the lock was released.
-    #[error("acquired too late: no validity left (the link is too slow for this ttl)")]
+    /// The acquisition took so long that no validity was left (a slow link, or a caller
+    /// that ran only after its lease was over); the lock was released.
+    #[error("acquired too late: no validity left (the link or the caller too slow for this ttl)")]
     NoValidityLeft,
     /// Too many members of a quorum failed (unreachable, or refusing with an error) for a
     /// majority to be reached; whatever was taken was released.

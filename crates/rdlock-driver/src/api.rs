@@ -332,7 +332,7 @@ macro_rules! lock_api {
                     common::Answer::Acquired { fence, valid_until } => (fence, valid_until),
                     common::Answer::Busy { holder_ttl } => return Ok(TryLock::Busy { holder_ttl }),
                 };
-                let (token, loss) = self.inner.state().guard_parts(begun.id);
+                let (token, loss) = self.inner.state().guard_parts(begun.id, $now())?;
                 Ok(TryLock::Acquired(Guard {
                     client: self.clone(),
                     id: begun.id,

@@ -169,11 +169,20 @@ impl<W: Waiter> Shared<W> {
 
     /// What a guard of an acquired lock keeps: its owner token, as stored in the lock key,
     /// and its loss signal (both taken only once acquired, so that a waiting lock holds
-    /// neither).
-    pub(crate) fn guard_parts(&mut self, id: LockId) -> (OwnerToken, Arc<LossCell>) {
+    /// neither). Refused when the lease is no longer valid at `now`, as the caller takes it:
+    /// the engine checked the grant when its answer came, but the caller may run much later
+    /// (a paused process, a starved task), and a guard is never handed over already expired
+    /// or lost: [`LockError::NoValidityLeft`], whether or not the engine's timer has marked it
+    /// yet. The caller then gives the lock up, as for any failed acquisition.
+    ///
+    /// [`LockError::NoValidityLeft`]: rdlock_core::LockError::NoValidityLeft
+    pub(crate) fn guard_parts(&mut self, id: LockId, now: Instant) -> Result<(OwnerToken, Arc<LossCell>), Error> {
+        if !self.engine.lease(id, now).is_some_and(|l| l.valid) {
+            return Err(Error::Lock(rdlock_core::LockError::NoValidityLeft));
+        }
         let token = self.engine.owner_token(id).unwrap_or(OwnerToken::new(0));
         let loss = self.slots.get_mut(&id).map_or_else(Default::default, |s| s.events.loss().clone());
-        (token, loss)
+        Ok((token, loss))
     }
 
     /// A caller action on a lock started (as `op`): its caller will await the answer, which

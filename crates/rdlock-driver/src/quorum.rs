@@ -141,6 +141,18 @@ pub(crate) fn acquired(event: Event) -> Result<Option<(u64, Instant)>, Error> {
     }
 }
 
+/// A quorum guard handed to its caller, unless its lease is no longer `valid` as the caller
+/// takes it (the caller ran only after its lease was over: a paused process, a starved
+/// task): then dropping the guard releases the lock, and the caller is told
+/// [`rdlock_core::LockError::NoValidityLeft`].
+pub(crate) fn handed<G>(guard: G, valid: bool) -> Result<Option<G>, Error> {
+    if !valid {
+        drop(guard);
+        return Err(Error::Lock(rdlock_core::LockError::NoValidityLeft));
+    }
+    Ok(Some(guard))
+}
+
 /// What a release's answer means to its caller.
 pub(crate) fn released(event: Event) -> Result<ReleaseOutcome, Error> {
     match event {

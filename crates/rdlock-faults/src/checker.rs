@@ -281,7 +281,7 @@ impl Hold {
 struct WorkerLife {
     /// `(attempt start, outcome time, acquired)`.
     waits: Vec<(i64, Option<(i64, bool)>)>,
-    /// `(frozen at, resumed at)`.
+    /// `(frozen at, resumed at)`: the harness's freezes, and the stalls the worker saw.
     pauses: Vec<(i64, Option<i64>)>,
     killed: Option<i64>,
     last_record: i64,
@@ -290,6 +290,19 @@ struct WorkerLife {
 impl WorkerLife {
     fn frozen_during(&self, from: i64, to: i64) -> bool {
         self.pauses.iter().any(|&(p, r)| p <= to && r.is_none_or(|r| r >= from)) || self.killed.is_some_and(|k| k <= to)
+    }
+
+    /// When a guard recorded at `recorded` was handed over. A guard is never handed over with
+    /// its lease over, so one whose lease (`valid_until`) ran out while the worker was frozen,
+    /// after its attempt began and before the record, was handed over before that freeze: the
+    /// record came late. Otherwise, at its record.
+    fn handed_at(&self, start: i64, valid_until: i64, recorded: i64) -> i64 {
+        self.pauses
+            .iter()
+            .filter(|&&(p, r)| p >= start && p <= valid_until && r.is_some_and(|r| r > valid_until && r <= recorded))
+            .map(|&(p, _)| p)
+            .min()
+            .unwrap_or(recorded)
     }
 
     /// The end of the pause during which `t` passed, if the worker was frozen at `t`.
@@ -329,14 +342,15 @@ fn replay(records: &[&Record]) -> (Vec<Hold>, HashMap<String, WorkerLife>) {
         };
         match &r.event {
             Event::Attempt => lives.entry(w.to_owned()).or_default().waits.push((r.mono, None)),
-            Event::Acquired { fence, valid_until, .. } => {
-                close_wait(&mut lives, w, r.mono, true);
+            Event::Acquired { fence, start, valid_until, .. } => {
+                let at = lives.get(w).map_or(r.mono, |life| life.handed_at(*start, *valid_until, r.mono));
+                close_wait(&mut lives, w, at, true);
                 current.insert(w.to_owned(), holds.len());
                 holds.push(Hold {
                     worker: w.to_owned(),
                     fence: *fence,
-                    at: r.mono,
-                    validity: vec![(r.mono, *valid_until)],
+                    at,
+                    validity: vec![(at, *valid_until)],
                     lost: None,
                     releasing: None,
                     released: None,
@@ -378,6 +392,7 @@ fn replay(records: &[&Record]) -> (Vec<Hold>, HashMap<String, WorkerLife>) {
                     life.killed.get_or_insert(r.mono);
                 }
             }
+            Event::Stalled { from, to } => lives.entry(w.to_owned()).or_default().pauses.push((*from, Some(*to))),
             Event::Resumed { target } => {
                 if let Some(p) =
                     lives.entry(target.clone()).or_default().pauses.iter_mut().rev().find(|p| p.1.is_none())
@@ -1191,5 +1206,59 @@ mod tests {
         // B got it while A still trusted its lease: the restart broke mutual exclusion, and the
         // checker says so; the fence (seeded from the server clock) still went up.
         assert!(report.has(Property::LostSignal) && !report.has(Property::FenceOrder), "{report}");
+    }
+
+    /// A acquires at 10 ms (fence 10, valid to 400 ms) and is frozen at 11 ms, before it
+    /// writes its record; its lease runs out, B takes the lock at 500 ms (fence 11) and lets
+    /// go; A's record comes after its resume at 900 ms. A guard is never handed over expired,
+    /// so A's was handed over before the freeze: no fence out of order, no overlap. The
+    /// same history without the freeze has A's lease over at its record: not explained.
+    #[test]
+    fn a_record_delayed_by_a_freeze_counts_from_before_it() {
+        let late = |start_ms: i64, at_ms: i64| {
+            rec(
+                "a",
+                at_ms,
+                Event::Acquired { fence: 10, start: start_ms * MS, valid_until: 400 * MS, valid_until_wall: 0 },
+            )
+        };
+        let h = vec![
+            rec("a", 0, Event::Attempt),
+            rec(HARNESS, 11, Event::Paused { target: "a".into() }),
+            rec("b", 20, Event::Attempt),
+            acquired("b", 500, 11, 1490),
+            rec("b", 510, Event::Releasing { fence: 11 }),
+            rec("b", 511, Event::Released { fence: 11, held: true }),
+            rec(HARNESS, 900, Event::Resumed { target: "a".into() }),
+            late(0, 901),
+            rec("a", 902, Event::Lost { fence: 10, reason: "Expired".into() }),
+            rec("a", 910, Event::Releasing { fence: 10 }),
+            rec("a", 911, Event::Released { fence: 10, held: false }),
+        ];
+        let report = check(&h, &LedgerState::default(), &bounds());
+        assert!(report.is_clean(), "{report}");
+        let mut unexplained = h.clone();
+        unexplained.retain(|r| r.worker != HARNESS);
+        assert!(check(&unexplained, &LedgerState::default(), &bounds()).has(Property::FenceOrder));
+    }
+
+    /// The machine stalls every process from 100 ms to 1,700 ms (the worker's own watcher
+    /// says so once it runs again): A's lease ran out inside the stall, and A let go the
+    /// moment it ran again, before its timer could fire lost(). Without the stall record the
+    /// same history is a lost() that never fired.
+    #[test]
+    fn a_stall_the_worker_saw_counts_as_a_freeze() {
+        let h = vec![
+            acquired("a", 0, 10, 400),
+            rec("a", 1_700, Event::Stalled { from: 100 * MS, to: 1_700 * MS }),
+            rec("a", 1_701, Event::Releasing { fence: 10 }),
+            rec("a", 1_702, Event::Released { fence: 10, held: false }),
+            rec("a", 1_800, Event::Done { cmd: "loop".into() }),
+        ];
+        let report = check(&h, &LedgerState::default(), &bounds());
+        assert!(report.is_clean(), "{report}");
+        let mut unexplained = h.clone();
+        unexplained.remove(1);
+        assert!(check(&unexplained, &LedgerState::default(), &bounds()).has(Property::LostSignal));
     }
 }

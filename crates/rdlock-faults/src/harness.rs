@@ -233,6 +233,9 @@ impl Harness {
                     .unwrap_or_else(|_| Record::now(&name, Event::Error { what: format!("unparsed output: {line}") }));
                 shared.push(record);
             }
+            // Said in the history, so that a worker that fell silent can be told from one
+            // that is slow.
+            shared.push(Record::now(HARNESS, Event::Note { what: format!("{name}'s output ended") }));
         })?;
         self.workers.insert(spec.name.clone(), Proc { child, stdin, reader: Some(reader) });
         self.wait_record(mark, &spec.name, READY_TIMEOUT, |e| matches!(e, Event::Ready { .. }))?;

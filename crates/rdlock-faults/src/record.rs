@@ -217,6 +217,15 @@ pub enum Event {
     ServerDown,
     /// Harness: the lock server serves every worker again (each follows the new primary).
     ServerUp,
+    /// The worker did not run from `from` to `to` (monotonic µs) though nobody froze it: the
+    /// machine was busy elsewhere. Seen by a thread of its own that wakes every few ms, and
+    /// written once it runs again; the checker counts it as a freeze.
+    Stalled {
+        /// The thread's last wake-up before the stall.
+        from: i64,
+        /// Its first wake-up after.
+        to: i64,
+    },
     /// Harness: a fault or step worth seeing in the history.
     Note {
         /// What.

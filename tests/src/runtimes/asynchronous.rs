@@ -250,6 +250,14 @@ impl<E: Executor> Harness for Async<E> {
         Some(count.during.load(std::sync::atomic::Ordering::SeqCst))
     }
 
+    fn late_wait(client: &Self::Client, key: &str, options: LockOptions) -> Option<Task<Result<Self::Guard, Error>>> {
+        let (client, key) = (client.clone(), key.to_owned());
+        Some(Box::pin(async move {
+            let guard = client.acquire(&key, options, Acquire::Wait { deadline: None }).await?;
+            Ok(guard.expect("a wait without a deadline answers with a guard"))
+        }))
+    }
+
     fn owner(client: &Self::Client) -> Self::Owner {
         client.owner()
     }

@@ -222,6 +222,15 @@ impl Harness for Blocking {
         None
     }
 
+    fn late_wait(
+        _client: &Self::Client,
+        _key: &str,
+        _options: LockOptions,
+    ) -> Option<Task<Result<Self::Guard, Error>>> {
+        // A blocking caller takes its answer on the thread that waited for it, at once.
+        None
+    }
+
     fn owner(client: &Self::Client) -> Self::Owner {
         client.owner()
     }

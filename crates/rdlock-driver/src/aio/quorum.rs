@@ -235,14 +235,11 @@ impl<R: Runtime> QuorumClient<R> {
     async fn acquire(&self, key: &str, opts: &LockOptions, mode: Acquire) -> Result<Option<QuorumGuard<R>>, Error> {
         let qopts = quorum::quorum_options(opts)?;
         let (id, op) = self.shared.feed::<R, _>(|st, now| st.q.acquire(key, qopts, mode, now))?;
-        let answer = quorum::acquired(self.shared.wait(op).await?)?;
-        Ok(answer.map(|(fence, _)| QuorumGuard {
-            shared: self.shared.clone(),
-            id,
-            fence,
-            released: false,
-            _runtime: std::marker::PhantomData,
-        }))
+        let Some((fence, _)) = quorum::acquired(self.shared.wait(op).await?)? else { return Ok(None) };
+        let guard =
+            QuorumGuard { shared: self.shared.clone(), id, fence, released: false, _runtime: std::marker::PhantomData };
+        let valid = self.shared.state().q.lease(id, R::now()).is_some_and(|l| l.valid);
+        quorum::handed(guard, valid)
     }
 }
 

@@ -154,8 +154,10 @@ impl QuorumClient {
     fn acquire(&self, key: &str, opts: &LockOptions, mode: Acquire) -> Result<Option<QuorumGuard>, Error> {
         let qopts = quorum::quorum_options(opts)?;
         let (id, op) = self.shared.feed(|st, now| st.q.acquire(key, qopts, mode, now))?;
-        let answer = quorum::acquired(self.shared.wait(op)?)?;
-        Ok(answer.map(|(fence, _)| QuorumGuard { shared: self.shared.clone(), id, fence, released: false }))
+        let Some((fence, _)) = quorum::acquired(self.shared.wait(op)?)? else { return Ok(None) };
+        let guard = QuorumGuard { shared: self.shared.clone(), id, fence, released: false };
+        let valid = self.shared.state().q.lease(id, Instant::now()).is_some_and(|l| l.valid);
+        quorum::handed(guard, valid)
     }
 }
 

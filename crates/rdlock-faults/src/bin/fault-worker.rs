@@ -91,6 +91,28 @@ fn parse_args() -> Result<Opts, String> {
     Ok(o)
 }
 
+/// Notes each stretch of at least [`STALL`] in which this process did not run though nobody
+/// froze it (a loaded machine: every process waits, the harness too), so that the checker
+/// holds a bound on time only while the worker could act. A thread of its own sees it as
+/// sleeping much longer than it asked; a freeze by the harness shows the same way, which the
+/// checker already knows of.
+fn watch_stalls(log: &Log) {
+    const TICK: Duration = Duration::from_millis(5);
+    let stall = i64::try_from((TICK + STALL).as_micros()).unwrap_or(i64::MAX);
+    let mut last = mono_us();
+    loop {
+        std::thread::sleep(TICK);
+        let now = mono_us();
+        if now - last >= stall {
+            log.emit(Event::Stalled { from: last, to: now });
+        }
+        last = now;
+    }
+}
+
+/// The shortest stall worth noting: well below the checker's slack.
+const STALL: Duration = Duration::from_millis(100);
+
 /// Writes records to stdout, one line each, flushed at once.
 #[derive(Debug)]
 struct Log {
@@ -655,10 +677,21 @@ async fn main() -> std::process::ExitCode {
     };
     log.emit(Event::Ready { pid: std::process::id() });
     tokio::spawn(follow_server(worker.client.clone(), log.clone()));
+    let stalls = log.clone();
+    // Detached: it ends with the process.
+    let _ = std::thread::Builder::new().name("stalls".into()).spawn(move || watch_stalls(&stalls));
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if !worker.run(line.trim()).await {
-            break;
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) if worker.run(line.trim()).await => {}
+            Ok(_) => break,
+            // A read cut short (the worker frozen and let go on mid-read) is read again: a
+            // worker that quit on it fell silent in the middle of its case.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log.emit(Event::Error { what: format!("reading commands: {e}") });
+                break;
+            }
         }
     }
     // A service that shuts down lets its client finish what it started in the background (the
