@@ -225,6 +225,7 @@ impl Harness {
         let stdout = child.stdout.take();
         let shared = self.shared.clone();
         let name = spec.name.clone();
+        let pid = child.id();
         let reader = std::thread::Builder::new().name(format!("fault-worker-{name}")).spawn(move || {
             let Some(stdout) = stdout else { return };
             for line in BufReader::new(stdout).lines() {
@@ -234,8 +235,12 @@ impl Harness {
                 shared.push(record);
             }
             // Said in the history, so that a worker that fell silent can be told from one
-            // that is slow.
-            shared.push(Record::now(HARNESS, Event::Note { what: format!("{name}'s output ended") }));
+            // that is slow, with its wait status (`exit code << 8 | signal`) while it is a
+            // zombie not yet reaped (the last field of its stat).
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let status = stat.split_whitespace().last().unwrap_or("unknown");
+            let what = format!("{name}'s output ended (wait status {status})");
+            shared.push(Record::now(HARNESS, Event::Note { what }));
         })?;
         self.workers.insert(spec.name.clone(), Proc { child, stdin, reader: Some(reader) });
         self.wait_record(mark, &spec.name, READY_TIMEOUT, |e| matches!(e, Event::Ready { .. }))?;
