@@ -305,9 +305,26 @@ impl WorkerLife {
             .unwrap_or(recorded)
     }
 
-    /// The end of the pause during which `t` passed, if the worker was frozen at `t`.
-    fn resumed_after(&self, t: i64) -> Option<i64> {
-        self.pauses.iter().find(|&&(p, r)| p <= t && r.is_none_or(|r| r >= t)).map(|&(_, r)| r.unwrap_or(i64::MAX))
+    /// The instant by which the worker has run for `span` after `t`: its freezes and stalls
+    /// do not count, however they follow one another (a worker let go on and frozen again a
+    /// moment later has had no time to act).
+    fn ran_for(&self, t: i64, span: i64) -> i64 {
+        let mut frozen: Vec<(i64, i64)> =
+            self.pauses.iter().map(|&(p, r)| (p, r.unwrap_or(i64::MAX))).filter(|&(_, r)| r > t).collect();
+        frozen.sort_unstable();
+        let (mut now, mut left) = (t, span);
+        for (p, r) in frozen {
+            if r <= now {
+                continue;
+            }
+            let running = p.max(now) - now;
+            if running >= left {
+                break;
+            }
+            left -= running;
+            now = r;
+        }
+        now.saturating_add(left)
     }
 }
 
@@ -705,15 +722,16 @@ fn lost_signal(holds: &[Hold], lives: &HashMap<String, WorkerLife>, bounds: &Bou
         match &h.lost {
             Some((l, reason)) if reason == "Expired" => {
                 let v = h.valid_until_at(*l);
-                let due = life.and_then(|life| life.resumed_after(v)).unwrap_or(v);
-                if *l > due + slack {
+                let due = life.map_or(v + slack, |life| life.ran_for(v, slack));
+                if *l > due {
                     report.violations.push(Violation::new(
                         p,
                         format!(
-                            "{}'s lost() (fence {}) fired {} after its lease ran out",
+                            "{}'s lost() (fence {}) fired {} after its lease ran out and the worker ran {} more",
                             h.worker,
                             h.fence,
-                            ms(*l - due)
+                            ms(*l - v),
+                            ms(slack)
                         ),
                     ));
                 }
@@ -721,7 +739,7 @@ fn lost_signal(holds: &[Hold], lives: &HashMap<String, WorkerLife>, bounds: &Bou
             Some(_) => {}
             None => {
                 let v = h.final_valid_until();
-                let due = life.and_then(|life| life.resumed_after(v)).unwrap_or(v).saturating_add(slack);
+                let due = life.map_or(v.saturating_add(slack), |life| life.ran_for(v, slack));
                 let ended =
                     h.releasing.is_some_and(|r| r <= due) || life.is_some_and(|l| l.killed.is_some_and(|k| k <= due));
                 let alive_after = life.is_some_and(|l| l.last_record > due && l.killed.is_none_or(|k| k > due));
@@ -1260,5 +1278,29 @@ mod tests {
         let mut unexplained = h.clone();
         unexplained.remove(1);
         assert!(check(&unexplained, &LedgerState::default(), &bounds()).has(Property::LostSignal));
+    }
+
+    /// A's lease runs out while it is frozen (to 900 ms); let go on, it stalls at once (the
+    /// machine) and is frozen again 1 ms after it runs, to 1,600 ms; it lets go at once, its
+    /// lost() not fired: it never ran long enough to fire it. Had it run on from 900 ms,
+    /// lost() would have been due by 900 ms plus the slack.
+    #[test]
+    fn a_bound_on_lost_counts_only_the_time_the_worker_ran() {
+        let h = vec![
+            acquired("a", 0, 10, 400),
+            rec(HARNESS, 5, Event::Paused { target: "a".into() }),
+            rec(HARNESS, 900, Event::Resumed { target: "a".into() }),
+            rec("a", 960, Event::Stalled { from: 5 * MS, to: 960 * MS }),
+            rec(HARNESS, 961, Event::Paused { target: "a".into() }),
+            rec(HARNESS, 1_600, Event::Resumed { target: "a".into() }),
+            rec("a", 1_601, Event::Releasing { fence: 10 }),
+            rec("a", 1_602, Event::Released { fence: 10, held: false }),
+            rec("a", 1_700, Event::Done { cmd: "loop".into() }),
+        ];
+        let report = check(&h, &LedgerState::default(), &bounds());
+        assert!(report.is_clean(), "{report}");
+        let mut ran_on = h.clone();
+        ran_on.retain(|r| !matches!(r.event, Event::Stalled { .. }) && r.mono != 961 * MS && r.mono != 1_600 * MS);
+        assert!(check(&ran_on, &LedgerState::default(), &bounds()).has(Property::LostSignal));
     }
 }
