@@ -684,7 +684,7 @@ fn a_recheck_that_finds_another_holder_moves_the_anchor_and_waits() {
     let (s, keys, a) = script(&recheck);
     assert_eq!(s, Script::Confirm);
     assert_eq!(keys.len(), 3, "the key, its counter and its queue");
-    assert_eq!(a[2], format!("{tok}:1000:{}", inbox("orders").split_once("#rdl:").unwrap().1));
+    assert_eq!(a[2], format!("{tok}:1000:{}", inbox("orders").split_once("#rdl:").expect("an inbox").1));
     let sent_at = h.now;
     h.advance(ms(5));
     h.reply(&recheck, vec![Reply::Array(vec![Reply::Int(-7)])]);
