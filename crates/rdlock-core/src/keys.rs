@@ -181,6 +181,7 @@ fn check(key: &str) -> Result<(), InvalidInput> {
 
 /// Writes `role`'s name of `key` (accepted by [`LockKeys::new`]) as the next argument of
 /// `args`, in place: a batch of many locks then makes no string per name.
+#[cfg(test)]
 pub(crate) fn push_name(args: &mut Args, key: &str, role: Role) {
     Names::of(key).push(args, role);
 }

@@ -134,11 +134,11 @@ pub use options::{
 pub use quorum::{MAX_MEMBERS, Quorum, QuorumOptions};
 pub use reply::{Reply, ServerError, TransportError};
 pub use script::{
-    AcquireArgs, AcquireReply, ConfirmArgs, ConfirmReply, DEFAULT_MAX_VALUE, ExtendArgs, ExtendReply, ForceReleaseArgs,
-    ForceReleaseReply, Holder, Inspection, LockKind, MAX_CAPACITY, MAX_VALUE_LIMIT, Mode, PermitArgs, PermitChangeArgs,
-    PermitExtendArgs, PermitKeys, PermitReleaseArgs, QuorumFenceArgs, QuorumFenceReply, QuorumTakeArgs,
-    QuorumTakeReply, ReleaseArgs, ReleaseBatchArgs, ReleaseReply, Script, SharedReleaseArgs, StoreArgs, StoreReply,
-    StoredValue, Waiter, value_key,
+    AcquireArgs, AcquireReply, ConfirmArgs, ConfirmReply, Confirmed, DEFAULT_MAX_VALUE, ExtendArgs, ExtendReply,
+    ForceReleaseArgs, ForceReleaseReply, Holder, Inspection, LockKind, MAX_CAPACITY, MAX_VALUE_LIMIT, Mode, PermitArgs,
+    PermitChangeArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs, QuorumFenceArgs, QuorumFenceReply,
+    QuorumTakeArgs, QuorumTakeReply, ReleaseArgs, ReleaseBatchArgs, ReleaseReply, Script, SharedReleaseArgs, StoreArgs,
+    StoreReply, StoredValue, Waiter, value_key,
 };
 pub use stats::Stats;
 pub use subscriptions::Subscriptions;

@@ -17,6 +17,9 @@ pub struct Stats {
     pub handoffs_heard: u64,
     /// Attempts a waiting lock made on its poll schedule (no hand-off heard in time).
     pub polls: u64,
+    /// Re-checks of a waiting lock whose subscription became active after its attempt was
+    /// sent (a hand-off may have come before it): batched for plain locks.
+    pub rechecks: u64,
     /// Messages handled from subscribed channels (hand-offs, free notices, and those for no
     /// lock of this engine): against the server's count of messages published, how far the
     /// client's reading lags.

@@ -164,15 +164,17 @@ fn release_batch(items: &[(&LockKeys, &str, &str)], fence_ttl: &str, claim: &str
     Step::Run { script, keys: keys.to_vec(), args: args.to_vec() }
 }
 
-/// Confirmations of heard hand-offs in one call, as the engine batches them.
+/// Confirmations of heard hand-offs (or re-checks) in one call, as the engine batches them:
+/// per lock the entry its attempts queue with the same ttl.
 fn confirm(items: &[(&LockKeys, &str, &str)]) -> Step {
     let mut keys = Vec::new();
     let tokens = items.iter().map(|(_, t, _)| t.to_string());
     let ttls = items.iter().map(|(_, _, ttl)| ttl.to_string());
+    let entries = items.iter().map(|(lock, t, ttl)| format!("{t}:{ttl}:{}", inbox(lock, t)));
     for (lock, _, _) in items {
-        keys.extend([lock.lock.clone(), lock.fence.clone()]);
+        keys.extend([lock.lock.clone(), lock.fence.clone(), lock.queue.clone()]);
     }
-    Step::Run { script: Script::Confirm, keys, args: tokens.chain(ttls).collect() }
+    Step::Run { script: Script::Confirm, keys, args: tokens.chain(ttls).chain(entries).collect() }
 }
 
 fn release(lock: &LockKeys, token: &str, ttl: &str, fence_ttl: &str) -> Step {
@@ -821,15 +823,19 @@ impl<'r, 'a> Pair<'r, 'a> {
             let seed = |side: usize| counter.and_then(|c| self.fences[side].seeds.get(c).copied());
             let seed_of = |side: usize, c: &String| self.fences[side].seeds.get(c).copied();
             let (f, r) = match script {
-                // Per lock its fence (relative to its own counter's seed), or 0.
+                // Per lock its fence (relative to its own counter's seed), minus it, or 0.
                 Script::Confirm => {
                     let confirmed = |side: usize, reply: &Reply| match reply.as_array() {
                         Some(items) => N::Array(
                             items
                                 .iter()
-                                .zip(keys.iter().skip(1).step_by(2))
+                                .zip(keys.iter().skip(1).step_by(3))
                                 .map(|(x, c)| match x.as_int() {
                                     Some(v) if v > 0 => fence(v, seed_of(side, c)),
+                                    // Another holder's, our entry queued: minus the counter.
+                                    Some(v) if v < 0 => {
+                                        N::Array(vec![N::Data("other".into()), fence(-v, seed_of(side, c))])
+                                    }
                                     _ => norm(x),
                                 })
                                 .collect(),
@@ -1097,6 +1103,8 @@ fn agree_on_sequences(real: &mut Real<'_>) {
     for must in ["release-batch [", "confirm ["] {
         assert!(seen.keys().any(|k| k.starts_with(must)), "no {must:?} among {seen:?}");
     }
+    // A confirmation (or re-check) that found another holder with its entry queued.
+    assert!(seen.keys().any(|k| k.starts_with("confirm [") && k.contains("other")), "no other holder among {seen:?}");
     // Folded releases: every answer met (on a server without `IFEQ`, by the checked path).
     for must in ["folded release 0", "folded release 1", "folded release 2", "folded release error RDLOCK"] {
         assert!(seen.contains_key(must), "no {must:?} among {seen:?}");

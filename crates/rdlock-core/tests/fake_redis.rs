@@ -13,7 +13,7 @@ const FOLLOWED: [(Script, u64); 16] = [
     (Script::Acquire, 18_423_172_884_922_131_000),
     (Script::Release, 5_838_704_517_112_752_960),
     (Script::ReleaseBatch, 5_672_683_830_038_989_017),
-    (Script::Confirm, 14_754_274_747_854_615_987),
+    (Script::Confirm, 3_547_603_191_157_179_230),
     (Script::Extend, 14_220_457_821_182_822_727),
     (Script::PermitAcquire, 8_735_419_844_632_147_141),
     (Script::PermitRelease, 8_153_272_642_589_224_366),

@@ -247,7 +247,7 @@ impl Harness {
                     }
                     // A batch: per lock what a release or an attempt is.
                     Script::ReleaseBatch | Script::Confirm => {
-                        let (per, skip, step) = if *script == Script::Confirm { (2, 0, 1) } else { (3, 2, 2) };
+                        let (per, skip, step) = if *script == Script::Confirm { (3, 0, 1) } else { (3, 2, 2) };
                         for (key, token) in keys.iter().step_by(per).zip(args.iter().skip(skip).step_by(step)) {
                             let m = self.locks.get_mut(&self.by_key[key]).expect("modelled");
                             prop_assert!(m.token.get_or_insert_with(|| token.clone()) == token, "token changed");
@@ -419,7 +419,7 @@ impl Harness {
                     (&reply, req.commands.first().map(base).as_ref())
                     && let Some(items) = replies.first().and_then(Reply::as_array)
                 {
-                    for (key, item) in keys.iter().step_by(2).zip(items) {
+                    for (key, item) in keys.iter().step_by(3).zip(items) {
                         if let Some(fence) = item.as_int().and_then(|f| u64::try_from(f).ok()).filter(|&f| f > 0) {
                             let id = self.by_key[key];
                             self.locks.get_mut(&id).expect("modelled").offered.push(fence);
@@ -603,10 +603,11 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
             Command::Script { script: Script::ReleaseBatch, keys, .. } => {
                 Reply::Array((0..keys.len() / 3).map(|_| Reply::Int(next().clamp(0, 2))).collect())
             }
-            // Per lock a fence (any number: the engine checks it) or 0.
-            Command::Script { script: Script::Confirm, keys, .. } => {
-                Reply::Array((0..keys.len() / 2).map(|_| Reply::Int(next().abs() % 3 * next().abs())).collect())
-            }
+            // Per lock a fence (any number: the engine checks it), minus one (another holder's),
+            // or 0.
+            Command::Script { script: Script::Confirm, keys, .. } => Reply::Array(
+                (0..keys.len() / 3).map(|_| Reply::Int((next().rem_euclid(3) - 1) * next().abs())).collect(),
+            ),
             Command::Script { script: Script::PermitExtend, keys, .. } => {
                 Reply::Array((0..keys.len() / 3).map(|_| Reply::Int(next().clamp(0, 1))).collect())
             }

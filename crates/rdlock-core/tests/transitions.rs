@@ -128,11 +128,22 @@ impl H {
         assert!(self.sent().is_empty(), "waits for the subscription");
         assert_eq!(self.subs, vec![Transmit::Subscribe(channel.clone())]);
         self.e.handle_subscribed(&channel, self.now);
-        let recheck = self.one();
-        assert_eq!(args(&recheck)[2], "retry");
-        self.reply(&recheck, pair(0, 500));
-        assert!(self.events().is_empty());
+        self.rechecked();
         (id, token(&first))
+    }
+
+    /// Answers the re-check that follows a subscription: another holds the lock. A plain lock
+    /// re-checks with `confirm.lua` (counter 1, our entry queued); others with a whole retry.
+    fn rechecked(&mut self) {
+        let recheck = self.one();
+        match script(&recheck).0 {
+            Script::Confirm => self.reply(&recheck, vec![Reply::Array(vec![Reply::Int(-1)])]),
+            _ => {
+                assert_eq!(args(&recheck)[2], "retry");
+                self.reply(&recheck, pair(0, 500));
+            }
+        }
+        assert!(self.events().is_empty());
     }
 }
 
@@ -213,7 +224,8 @@ fn a_hand_off_heard_with_less_than_half_its_ttl_left_is_confirmed_first() {
     let confirm = h.one();
     let (script, keys, a) = script(&confirm);
     assert_eq!(script, Script::Confirm);
-    assert_eq!((keys[0].as_str(), &a[..]), ("orders", &[tok.clone(), "1000".to_owned()][..]));
+    assert_eq!((keys[0].as_str(), &a[..2]), ("orders", &[tok.clone(), "1000".to_owned()][..]));
+    assert!(a[2].starts_with(&format!("{tok}:1000:i")), "its queue entry: {a:?}");
     let sent_at = h.now;
     h.advance(ms(2));
     h.reply(&confirm, vec![Reply::Array(vec![Reply::Int(77)])]);
@@ -646,7 +658,122 @@ fn subscription_confirmed_after_the_attempt_triggers_a_recheck() {
     h.reply(&first, pair(0, -3));
     assert!(h.sent().is_empty());
     h.e.handle_subscribed(&inbox("orders"), h.now);
-    assert_eq!(args(&h.one())[2], "retry", "a hand-off may have come before the subscription");
+    let recheck = h.one();
+    assert_eq!(script(&recheck).0, Script::Confirm, "a hand-off may have come before the subscription");
+}
+
+/// A wait queued behind another holder whose subscription was confirmed after its attempt:
+/// returns its re-check (not answered yet) and its token.
+fn rechecking(h: &mut H, key: &str, o: LockOptions) -> (Request, String) {
+    h.acquire(key, o, Acquire::Wait { deadline: None });
+    let first = h.one();
+    h.reply(&first, pair(0, -3));
+    assert!(h.sent().is_empty());
+    h.e.handle_subscribed(&inbox(key), h.now);
+    (h.one(), token(&first))
+}
+
+#[test]
+fn a_recheck_that_finds_another_holder_moves_the_anchor_and_waits() {
+    // `confirm.lua` answers minus the counter: the key is another's and our entry is still
+    // queued. As a retry's report, the anchor moves to the re-check's send time and a hand-off
+    // at or below that fence is old; a later one is held at once from the re-check.
+    let mut h = H::new();
+    let o = opts(1000);
+    let (recheck, tok) = rechecking(&mut h, "orders", o);
+    let (s, keys, a) = script(&recheck);
+    assert_eq!(s, Script::Confirm);
+    assert_eq!(keys.len(), 3, "the key, its counter and its queue");
+    assert_eq!(a[2], format!("{tok}:1000:{}", inbox("orders").split_once("#rdl:").expect("an inbox").1));
+    let sent_at = h.now;
+    h.advance(ms(5));
+    h.reply(&recheck, vec![Reply::Array(vec![Reply::Int(-7)])]);
+    assert!(h.events().is_empty() && h.sent().is_empty(), "waits, with no other request");
+    h.e.handle_message(&inbox("orders"), format!("{tok}:7").as_bytes(), h.now);
+    assert!(h.events().is_empty() && h.sent().is_empty(), "a hand-off at the fence seen is old");
+    h.advance(ms(20));
+    h.e.handle_message(&inbox("orders"), format!("{tok}:8").as_bytes(), h.now);
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 8, valid_until: o.valid_until(sent_at) }]);
+}
+
+#[test]
+fn a_recheck_that_finds_its_own_token_holds_from_its_send_time() {
+    // A hand-off made before the subscription was active (a claim nobody heard): the re-check
+    // finds the key ours, extends it, and the lock is held from the re-check's send time.
+    let mut h = H::new();
+    let o = opts(1000);
+    let (recheck, _) = rechecking(&mut h, "orders", o);
+    let sent_at = h.now;
+    h.advance(ms(3));
+    h.reply(&recheck, vec![Reply::Array(vec![Reply::Int(9)])]);
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 9, valid_until: o.valid_until(sent_at) }]);
+}
+
+#[test]
+fn a_recheck_that_finds_neither_attempts_in_full() {
+    // 0: the key free, no counter, or our entry gone (a claim that lapsed and passed on): the
+    // whole attempt tells, and queues us again.
+    let mut h = H::new();
+    let (recheck, _) = rechecking(&mut h, "orders", opts(1000));
+    h.reply(&recheck, vec![Reply::Array(vec![Reply::Int(0)])]);
+    let retry = h.one();
+    assert_eq!((script(&retry).0, args(&retry)[2].as_str()), (Script::Acquire, "retry"));
+    h.reply(&retry, triple(0, 500, 7));
+    assert!(h.events().is_empty() && h.sent().is_empty());
+}
+
+#[test]
+fn a_hand_off_heard_during_a_recheck_counts_from_it() {
+    // A message that arrives while the re-check is in flight waits for its answer: above the
+    // fence the re-check saw, it came after, and is held from the re-check's send time.
+    let mut h = H::new();
+    let o = opts(1000);
+    let (recheck, tok) = rechecking(&mut h, "orders", o);
+    let sent_at = h.now;
+    h.advance(ms(2));
+    h.e.handle_message(&inbox("orders"), format!("{tok}:8").as_bytes(), h.now);
+    assert!(h.events().is_empty());
+    h.reply(&recheck, vec![Reply::Array(vec![Reply::Int(-7)])]);
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 8, valid_until: o.valid_until(sent_at) }]);
+}
+
+#[test]
+fn rechecks_of_many_waiters_leave_in_few_calls() {
+    // 1,200 waiters subscribed at once (S5 at 300,000 sent 300,000 re-check attempts, 8-10 s
+    // of server): their re-checks batch as confirmations do, two calls in flight and the rest
+    // joining one batch of up to 512 each.
+    let mut h = H::new();
+    let keys: Vec<String> = (0..1200).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        h.acquire(k, opts(10_000), Acquire::Wait { deadline: None });
+    }
+    for first in h.sent() {
+        h.reply(&first, pair(0, -3));
+    }
+    for k in &keys {
+        h.e.handle_subscribed(&inbox(k), h.now);
+    }
+    let mut calls = 0;
+    let mut pending = h.sent();
+    while let Some(req) = pending.pop() {
+        calls += 1;
+        let (s, keys, _) = script(&req);
+        assert_eq!(s, Script::Confirm);
+        h.reply(&req, vec![Reply::Array(vec![Reply::Int(-1); keys.len() / 3])]);
+        pending.extend(h.sent());
+    }
+    assert!(calls <= 5, "{calls} calls for 1,200 re-checks");
+    assert!(h.events().is_empty());
+    assert_eq!(h.e.stats().rechecks, 1200);
+}
+
+#[test]
+fn a_mutex_or_a_confirm_policy_rechecks_with_a_whole_attempt() {
+    // Their grant reads the value or sends `WAIT` behind a write: the retry, as before.
+    let mut h = H::new();
+    let o = LockOptions { confirm: Confirm::AtLeast { replicas: 1, timeout: ms(100) }, ..opts(1000) };
+    let (recheck, _) = rechecking(&mut h, "orders", o);
+    assert_eq!((script(&recheck).0, args(&recheck)[2].as_str()), (Script::Acquire, "retry"));
 }
 
 #[test]
@@ -658,7 +785,7 @@ fn lost_pubsub_connection_resubscribes_and_rechecks() {
     assert!(h.sent().is_empty());
     assert_eq!(h.subs, vec![Transmit::Subscribe(inbox("orders"))]);
     h.e.handle_subscribed(&inbox("orders"), h.now);
-    assert_eq!(args(&h.one())[2], "retry");
+    assert_eq!(script(&h.one()).0, Script::Confirm);
 }
 
 #[test]
@@ -1916,10 +2043,7 @@ impl H {
         assert!(self.sent().is_empty(), "waits for the subscription");
         assert_eq!(std::mem::take(&mut self.subs), vec![sharded(key)]);
         self.e.handle_subscribed(&inbox(key), self.now);
-        let recheck = self.one();
-        assert_eq!(args(&recheck)[2], "retry");
-        self.reply(&recheck, pair(0, 500));
-        assert!(self.events().is_empty());
+        self.rechecked();
         (id, token(&first))
     }
 }
@@ -2108,7 +2232,8 @@ fn a_server_ended_shard_subscription_is_renewed_and_its_waiters_look_again() {
     assert_eq!(args(&confirm)[2], "retry");
     h.reply(&confirm, pair(0, 500));
     h.e.handle_subscribed(&inbox("{a}w"), h.now);
-    assert_eq!(args(&h.one())[2], "retry", "subscribed again: look once more");
+    let look = h.one();
+    assert_eq!((script(&look).0, look.route), (Script::Confirm, on_slot("{a}w", Class::Commands)), "look once more");
     // Idle channels are unsubscribed as sharded ones.
     let mut idle = cluster();
     let (id, _) = idle.queued_in_cluster("{c}w", opts(1000));

@@ -28,7 +28,7 @@ use crate::command::{RequestId, Route};
 use crate::error::LockError;
 use crate::machine::Then;
 use crate::reply::{Reply, TransportError};
-use crate::script::{ConfirmArgs, ConfirmReply, Mode, ReleaseBatchArgs};
+use crate::script::{ConfirmArgs, ConfirmReply, Confirmed, Mode, ReleaseBatchArgs};
 
 /// What a batch carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -219,7 +219,7 @@ impl Engine {
                 let mut batch = ConfirmArgs::with_capacity(n);
                 for id in &locks {
                     let lock = &self.locks[id];
-                    batch.push(&lock.key, lock.token, lock.opts.ttl_ms());
+                    batch.push(&lock.key, lock.token, lock.opts.ttl_ms(), self.client);
                 }
                 batch.command()
             }
@@ -315,7 +315,9 @@ impl Engine {
 
     /// A batch of confirmations answered: a lock whose key was its own holds it from the
     /// batch's send time with the counter's fence, as after an attempt that found it so; one
-    /// whose key was not attempts as usual (its claim lapsed, or it was passed on).
+    /// whose key was another's while its entry stayed queued takes the counter as a retry's
+    /// report (the anchor, the fence seen, a hand-off heard meanwhile) and waits on; any other
+    /// attempts as usual (its claim lapsed, or it was passed on).
     pub(super) fn on_confirm_reply(
         &mut self,
         ids: &[LockId],
@@ -339,16 +341,17 @@ impl Engine {
                 // The counter goes only forward: a fence at or below one seen is a server the
                 // protocol cannot trust, as for an attempt.
                 Ok(r) => match r[i] {
-                    Some(f) if f <= a.waiter.seen_fence => Err(LockError::UnexpectedReply(format!(
+                    Confirmed::Ours(f) if f <= a.waiter.seen_fence => Err(LockError::UnexpectedReply(format!(
                         "confirm: fence {f} is not above {}, one already seen",
                         a.waiter.seen_fence
                     ))),
-                    Some(fence) => Ok(Attempt::Taken { fence, acked: 0 }),
-                    None if a.abandoned => {
+                    Confirmed::Ours(fence) => Ok(Attempt::Taken { fence, acked: 0 }),
+                    Confirmed::Other(fence) => Ok(Attempt::HeldByOther { holder_ttl: None, fence: Some(fence) }),
+                    Confirmed::Unknown if a.abandoned => {
                         self.send_release(id, Then::Silent, now);
                         continue;
                     }
-                    None => {
+                    Confirmed::Unknown => {
                         self.send_attempt(id, Mode::Retry, now);
                         continue;
                     }

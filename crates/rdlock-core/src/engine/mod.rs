@@ -607,7 +607,7 @@ impl Engine {
                 .and_then(|l| l.acquisition())
                 .is_some_and(|a| matches!(a.step, Step::Idle { .. }))
             {
-                self.send_attempt(id, Mode::Retry, now);
+                self.recheck(id, now);
             }
         }
     }

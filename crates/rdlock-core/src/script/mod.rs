@@ -14,7 +14,7 @@ mod store;
 
 pub(crate) use acquire::AcquireRest;
 pub use acquire::{AcquireArgs, AcquireReply, Mode};
-pub use confirm::{ConfirmArgs, ConfirmReply};
+pub use confirm::{ConfirmArgs, ConfirmReply, Confirmed};
 pub use extend::{ExtendArgs, ExtendReply};
 pub use inspect::{ForceReleaseArgs, ForceReleaseReply, Holder, Inspection, LockKind, Waiter};
 pub use permit::{MAX_CAPACITY, PermitArgs, PermitChangeArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs};

@@ -348,7 +348,7 @@ impl Checker {
                 }
                 // Per lock what an attempt that confirms is: its key and fence, token and ttl.
                 Script::Confirm => {
-                    for (key, token) in keys.iter().step_by(2).zip(args) {
+                    for (key, token) in keys.iter().step_by(3).zip(args) {
                         self.lock_script_sent(c, Script::Acquire, key, token, &live, now);
                     }
                 }
@@ -473,6 +473,10 @@ impl Checker {
     pub fn on_reply(&mut self, c: usize, req: &Request, reply: Result<&[Reply], ()>, now: u64) {
         for (i, cmd) in req.commands.iter().enumerate() {
             let Command::Script { script, args, .. } = cmd else { continue };
+            if *script == Script::Confirm {
+                self.on_confirm_reply(c, args, reply.map(|r| r.get(i)), now);
+                continue;
+            }
             let Some(&(owner, id)) = args.first().and_then(|t| self.by_token.get(t)) else { continue };
             if owner != c {
                 continue;
@@ -494,6 +498,25 @@ impl Checker {
             }
             if matches!(script, Script::Release | Script::ReleaseShared | Script::PermitRelease) {
                 rec.release_failed = !matches!(reply, Ok(r) if matches!(r.get(i), Some(Reply::Int(_))));
+            }
+        }
+    }
+
+    /// A `confirm.lua` batch answered: per lock (its token is the i-th argument) a fence above
+    /// 0 is the server's grant of it, as an acquire's `[1, fence]` (a heard hand-off confirmed,
+    /// or a claim nobody heard found by the re-check that follows a subscription).
+    fn on_confirm_reply(&mut self, c: usize, args: &rdlock_core::Args, reply: Result<Option<&Reply>, ()>, now: u64) {
+        let items: &[Reply] = reply.ok().flatten().and_then(Reply::as_array).unwrap_or(&[]);
+        let n = args.len() / 3;
+        for (i, token) in args.iter().take(n).enumerate() {
+            let Some(&(owner, id)) = self.by_token.get(token) else { continue };
+            let Some(rec) = self.recs.get_mut(&(c, id)).filter(|_| owner == c) else { continue };
+            if reply.is_err() {
+                rec.delayed_until = rec.delayed_until.max(now + RETRY_BACKOFF);
+            }
+            if let Some(f) = items.get(i).and_then(Reply::as_int).filter(|&f| f > 0).and_then(|f| u64::try_from(f).ok())
+            {
+                rec.evidence.push(f);
             }
         }
     }

@@ -890,28 +890,34 @@ impl Fake {
         Ok(Reply::Array(out))
     }
 
-    /// `confirm.lua`: per lock its fence when the key holds its token (extended), else 0.
+    /// `confirm.lua`: per lock its fence when the key holds its token (extended), minus the
+    /// counter when another's and the caller's entry is queued, else 0.
     fn confirm(&mut self, keys: &[String], args: &[String]) -> R<Reply> {
-        let n = keys.len() / 2;
-        if n < 1 || !keys.len().is_multiple_of(2) || args.len() != 2 * n {
-            return Err(fail("confirm takes 2 keys and a token and a ttl per lock"));
+        let n = keys.len() / 3;
+        if n < 1 || !keys.len().is_multiple_of(3) || args.len() != 3 * n {
+            return Err(fail("confirm takes 3 keys and a token, a ttl and an entry per lock"));
         }
-        if !args[n..].iter().all(|t| ms_arg(t)) {
+        if !args[n..2 * n].iter().all(|t| ms_arg(t)) {
             return Err(fail("invalid ttl"));
         }
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
-            let (key, fence_key) = (&keys[2 * i], &keys[2 * i + 1]);
-            // got = pcall MGET K F (nil for another type); f = got[1] == token and fence_of(got[2])
-            let ours = matches!(self.get(key), Ok(Some(c)) if c == args[i]);
-            let f = if ours { self.counter(fence_key).ok().flatten() } else { None };
+            let (key, fence_key, queue) = (&keys[3 * i], &keys[3 * i + 1], &keys[3 * i + 2]);
+            // got = pcall MGET K F (nil for another type); f = got[1] and got[2] and fence_of(got[2])
+            let holder = self.get(key).ok().flatten();
+            let f = if holder.is_some() { self.counter(fence_key).ok().flatten() } else { None };
             match f {
-                // if f and f > 0 then PEXPIRE K ttl; out[i] = f
-                Some(f) if f > 0 => {
+                // if not f or f == 0 then 0
+                None | Some(0) => out.push(int(0)),
+                // elseif got[1] == token then PEXPIRE K ttl; out[i] = f
+                Some(f) if holder.as_deref() == Some(args[i].as_str()) => {
                     self.pexpire(key, &args[n + i])?;
                     out.push(int(f));
                 }
-                _ => out.push(int(0)),
+                // elseif pcall LPOS Q entry is a number then -f else 0
+                Some(f) => {
+                    out.push(int(if matches!(self.lpos(queue, &args[2 * n + i]), Ok(Some(_))) { -f } else { 0 }))
+                }
             }
         }
         Ok(Reply::Array(out))
