@@ -3,6 +3,7 @@
 //! (two background tasks) and gives up a lock (in the background).
 
 mod acquisition;
+mod deadlines;
 mod inner;
 mod permits;
 mod signal;
@@ -259,6 +260,7 @@ async fn start<R: Runtime>(redis: redis::Client, config: ClientConfig) -> Result
     inner.connect().await.map_err(crate::tls::typed)?;
     R::spawn(tasks::driver(inner.clone()));
     R::spawn(tasks::pubsub(inner.clone()));
+    R::spawn(tasks::deadlines(inner.clone()));
     Ok(inner)
 }
 
