@@ -1,4 +1,5 @@
-//! A client's two background tasks: the timer driver and the pub/sub connection.
+//! A client's three background tasks: the timer driver, the pub/sub connection, and the
+//! watch over the response deadlines.
 
 use std::sync::Arc;
 
