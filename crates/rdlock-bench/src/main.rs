@@ -111,7 +111,8 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         quick: false,
         scenarios: Vec::new(),
-        adapters: ADAPTERS.to_vec(),
+        // `scripts-smol` only when named (`--adapters`).
+        adapters: ADAPTERS.iter().filter(|a| a.name != report::FLOOR_SMOL).copied().collect(),
         runs: None,
         slices: None,
         scale: None,

@@ -11,6 +11,8 @@ use crate::scenario::{Metrics, Scenario, percentile};
 pub const RAW: &str = "raw";
 /// The second baseline's name: raw's client sending rdlock's scripts (`adapters/scripts.rs`).
 pub const FLOOR: &str = "scripts";
+/// The same floor on smol's executor and async-io (not in the default list of adapters).
+pub const FLOOR_SMOL: &str = "scripts-smol";
 /// S2 throughput of raw and of rslock 0.10 in `shared/peers.md`: the bar for our ratio.
 pub const PEERS_S2_RAW: f64 = 420.0;
 pub const PEERS_S2_RSLOCK: f64 = 762.0;
@@ -366,7 +368,7 @@ pub fn targets(results: &Results, served: &str) -> Vec<Target> {
     let adapters: Vec<&'static str> = results
         .values()
         .flat_map(|rows| rows.iter().map(|(a, _)| *a))
-        .filter(|a| *a != RAW && *a != FLOOR)
+        .filter(|a| *a != RAW && *a != FLOOR && *a != FLOOR_SMOL)
         .fold(Vec::new(), |mut v, a| {
             if !v.contains(&a) {
                 v.push(a);

@@ -3,6 +3,7 @@
 //! (two background tasks) and gives up a lock (in the background).
 
 mod acquisition;
+mod deadlines;
 mod inner;
 mod permits;
 mod signal;
@@ -65,8 +66,9 @@ lock_api! {
     task: "task",
     client: {
         /// A lock client: one command connection, one pub/sub connection shared by all of its waits,
-        /// one connection for replica confirmations (made when first needed), and one background task
-        /// for timers. Cheap to clone; clones share everything.
+        /// one connection for replica confirmations (made when first needed), one background task
+        /// for timers and one for the requests' response deadlines. Cheap to clone; clones share
+        /// everything.
         ///
         /// Each client draws its own owner tokens (seeded from the operating system when it is
         /// made), so two clients never confirm each other's locks, even when built from copies of one
@@ -253,12 +255,13 @@ mutex_api! {
     }
 }
 
-/// Makes a client: its state, a checked command connection, and its two background tasks.
+/// Makes a client: its state, a checked command connection, and its three background tasks.
 async fn start<R: Runtime>(redis: redis::Client, config: ClientConfig) -> Result<Arc<Inner<R>>, Error> {
     let inner = Arc::new(Inner::with_tasks(redis, config)?);
     inner.connect().await.map_err(crate::tls::typed)?;
     R::spawn(tasks::driver(inner.clone()));
     R::spawn(tasks::pubsub(inner.clone()));
+    R::spawn(tasks::deadlines(inner.clone()));
     Ok(inner)
 }
 

@@ -188,6 +188,14 @@ pub const ADAPTERS: &[Adapter] = &[
         rig: |s, set| scenario::rig::<rdlock::Rd<rdlock_async_std::AsyncStd>, _>(SmolExec, s, set),
         only: None,
     },
+    // The same floor on smol's executor and async-io (the redis crate's smol path, no
+    // response timeout: no timer per request): what async-io's I/O path costs beside tokio's,
+    // which `async-std` cannot go below.
+    Adapter {
+        name: crate::report::FLOOR_SMOL,
+        rig: |s, set| scenario::rig::<scripts::Scripts<true>, _>(SmolExec, s, set),
+        only: Some(&[Scenario::S1, Scenario::S3]),
+    },
     // Plain threads: one per client (and per waiter in S5).
     Adapter { name: "blocking", rig: |s, set| scenario::rig::<blocking::Blocking, _>(ThreadExec, s, set), only: None },
     // A new adapter: implement `Locker` (see `rdlock.rs`, `blocking.rs`), add an `Exec` if it

@@ -21,9 +21,11 @@ use crate::BoxError;
 /// How long a queue outlives its last push: the engine's floor (60 s), as it sends it.
 const QUEUE_TTL: Duration = Duration::from_secs(60);
 
-/// One client: one multiplexed connection (one per primary on a cluster).
+/// One client: one multiplexed connection (one per primary on a cluster). `UNTIMED`: its
+/// single server's connection has no response timeout (no runtime timer per request), for
+/// `scripts-smol`, the floor of async-io's path (`adapters/mod.rs`).
 #[derive(Debug)]
-pub struct Scripts {
+pub struct Scripts<const UNTIMED: bool = false> {
     route: Route,
     /// The client id an engine would draw: it names the inbox.
     client: u64,
@@ -40,13 +42,18 @@ pub struct ScriptsGuard {
     ttl_ms: u64,
 }
 
-impl Locker for Scripts {
+impl<const UNTIMED: bool> Locker for Scripts<UNTIMED> {
     type Guard = ScriptsGuard;
     const REQUESTS: &'static [&'static str] = &["evalsha", "eval"];
     const RENEWS: bool = false;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
-        let route = Route::connect(url).await?;
+        let route = if UNTIMED && url.starts_with("redis://") {
+            let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+            Route::One(redis::Client::open(url)?.get_multiplexed_async_connection_with_config(&config).await?)
+        } else {
+            Route::connect(url).await?
+        };
         // Every script cached on the server (on each primary), as the driver does at connect.
         let conns = match &route {
             Route::One(c) => std::slice::from_ref(c),

@@ -15,6 +15,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
 
+use super::deadlines::Deadlines;
 use super::permits::Permits;
 use super::signal::Signal;
 use crate::cell::{self, Cell, Side};
@@ -186,6 +187,8 @@ pub(super) struct Tasks<R> {
     background: Mutex<Vec<Request>>,
     detached: Mutex<Vec<Detached>>,
     pub(super) driver_signal: Signal,
+    /// The response deadlines of the exchanges in flight, watched by the client's watch task.
+    pub(super) deadlines: Deadlines,
     _runtime: PhantomData<fn() -> R>,
 }
 
@@ -207,6 +210,7 @@ impl<R: Runtime> Side for Tasks<R> {
     fn wake_all(cell: &Cell<Self>) {
         cell.side.driver_signal.notify();
         cell.side.pubsub_signal.notify();
+        cell.side.deadlines.signal.notify();
     }
 
     fn send_background(cell: &Arc<Cell<Self>>, requests: Vec<Request>) {
@@ -235,6 +239,7 @@ impl<R: Runtime> Cell<Tasks<R>> {
             background: Mutex::new(Vec::new()),
             detached: Mutex::new(Vec::new()),
             driver_signal: Signal::default(),
+            deadlines: Deadlines::default(),
             _runtime: PhantomData,
         };
         Cell::new(redis, config, tasks)
@@ -433,22 +438,30 @@ impl<R: Runtime> Cell<Tasks<R>> {
         let ready = conn.ready(self, node);
         let (id, mut c) = match ready {
             Some(c) => c,
-            None => match timeout::<R, _>(self.config.connection_timeout, conn.get(self, node)).await {
+            // Boxed: making a connection is a future of several KiB (the redis crate's
+            // connect and the script load), which every request's future would carry, and
+            // copy into its box, if it were inline here; it is needed once per connection.
+            None => match timeout::<R, _>(self.config.connection_timeout, Box::pin(conn.get(self, node))).await {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => return exchange.unsent(&e),
                 None => return Err(TransportError::Timeout),
             },
         };
+        // The response timeout: watched by the client's watch task, not a runtime timer each.
         let deadline = R::now() + exchange.limit(&self.config);
-        let left = || deadline.saturating_duration_since(R::now());
+        let deadlines = &self.side.deadlines;
         loop {
             let answer = match exchange.single() {
                 // A single command goes without a pipeline (no buffer of replies, no boxed
                 // future); a server error is then a value too, as in the pipeline.
-                Some(cmd) => timeout::<R, _>(left(), c.send_packed_command(&cmd)).await.map(|r| r.map(|v| vec![v])),
+                Some(cmd) => {
+                    let send = std::pin::pin!(c.send_packed_command(&cmd));
+                    deadlines.bound::<R, _>(deadline, send).await.map(|r| r.map(|v| vec![v]))
+                }
                 None => {
                     let pipe = exchange.pipeline();
-                    timeout::<R, _>(left(), pipe.query_async::<Vec<Value>>(&mut c)).await
+                    let query = std::pin::pin!(pipe.query_async::<Vec<Value>>(&mut c));
+                    deadlines.bound::<R, _>(deadline, query).await
                 }
             };
             let Some(answer) = answer else {
@@ -522,5 +535,36 @@ impl<R: Runtime> Drop for InFlight<'_, R> {
             let (_, more) = self.inner.with_engine(|s, now| s.engine.handle_reply(self.id, cancelled, now));
             self.inner.run_in_background(more);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runtime that never runs anything: the futures are only built, to be measured.
+    struct Inert;
+
+    impl Runtime for Inert {
+        fn spawn<F>(_future: F)
+        where
+            F: Future<Output = ()> + Send + 'static,
+        {
+        }
+
+        fn sleep_until(_deadline: Instant) -> impl Future<Output = ()> + Send {
+            std::future::pending()
+        }
+    }
+
+    /// Regression (issue #16): a request's future carried the connect future inline (the
+    /// redis crate's connect and the script load, once per connection): 8.6 KiB that every
+    /// request's exchange allocated and copied into its box. Boxed apart: 2.8 KiB.
+    #[test]
+    fn a_request_future_carries_no_connect() {
+        let redis = redis::Client::open("redis://127.0.0.1/").expect("a valid URL");
+        let inner = Arc::new(Inner::<Inert>::with_tasks(redis, ClientConfig::default()).expect("a client"));
+        let size = std::mem::size_of_val(&inner.run(Vec::new()));
+        assert!(size <= 4096, "a request's future takes {size} bytes");
     }
 }

@@ -20,6 +20,12 @@ impl Signal {
         }
     }
 
+    /// Whether it was set since the last look (and clears it), for tests.
+    #[cfg(test)]
+    pub(super) fn take(&self) -> bool {
+        std::mem::take(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()).0)
+    }
+
     pub(super) async fn wait(&self) {
         poll_fn(|cx| {
             let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,9 +1,11 @@
-//! A client's two background tasks: the timer driver and the pub/sub connection.
+//! A client's three background tasks: the timer driver, the pub/sub connection, and the
+//! watch over the response deadlines.
 
 use std::sync::Arc;
 
 use futures_lite::StreamExt;
 
+use super::deadlines::Next;
 use super::inner::Inner;
 use crate::convert;
 use crate::pubsub::{MESSAGES_AT_ONCE, Refusals, backoff};
@@ -33,6 +35,22 @@ pub(super) async fn driver<R: Runtime>(inner: Arc<Inner<R>>) {
             wake
         };
         futures_lite::future::or(inner.side.driver_signal.wait(), R::sleep_until(wake)).await;
+    }
+}
+
+/// Watches the response deadlines of the client's exchanges in flight (`deadlines.rs`): sleeps
+/// until the earliest, wakes the exchanges past theirs. Ends once the client is closed and
+/// nothing is in flight; exchanges sent after that time themselves.
+pub(super) async fn deadlines<R: Runtime>(inner: Arc<Inner<R>>) {
+    let deadlines = &inner.side.deadlines;
+    loop {
+        let (wakers, next) = deadlines.expire(R::now(), inner.config.response_timeout, inner.is_closed());
+        wakers.into_iter().for_each(std::task::Waker::wake);
+        match next {
+            Next::At(at) => futures_lite::future::or(deadlines.signal.wait(), R::sleep_until(at)).await,
+            Next::Idle => deadlines.signal.wait().await,
+            Next::Retired => return,
+        }
     }
 }
 
