@@ -43,7 +43,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "\
 usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
-                    [--adapters raw,tokio,tokio-by-hand,async-std,blocking]
+                    [--adapters raw,tokio,tokio-by-hand,async-std,blocking,
+                                notify,notify-async-std,notify-blocking]
                     [--runs N] [--slices N] [--scale N,N,...] [--s4-ttl SECS] [--s4-hold SECS]
                     [--tokio-workers N] [--json FILE]
        rdlock-bench --newer [--quick]
@@ -57,7 +58,9 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                 failover (Sentinel kill -9, SENTINEL FAILOVER, cluster kill -9,
                 CLUSTER FAILOVER), every adapter but raw
   --adapters    adapters to run (default: all); raw, the baseline, is needed for the ratios;
-                tokio-by-hand (the tokio lock, the counter by GET and SET) runs in S8 and S9 only
+                tokio-by-hand (the tokio lock, the counter by GET and SET) runs in S8 and S9 only;
+                notify* (the floor of a notified hand-off: SET NX, a message on release, no
+                lock logic) in S2 and S10 only, one per executor
   --runs N      runs per scenario and adapter; figures are medians over runs
   --slices N    S1-S3, S6-S9 run in N slices per adapter, the adapters taking turns (default 10,
                 quick 2), so that all of them see the same background load
@@ -108,6 +111,7 @@ fn secs(value: &str, flag: &str) -> Result<Duration, String> {
 
 fn parse_args() -> Result<Args, String> {
     let mut chosen = None;
+    let mut adapters_named = false;
     let mut args = Args {
         quick: false,
         scenarios: Vec::new(),
@@ -139,6 +143,7 @@ fn parse_args() -> Result<Args, String> {
                 chosen = Some(value()?.split(',').map(str::parse).collect::<Result<_, _>>()?);
             }
             "--adapters" | "--adapter" => {
+                adapters_named = true;
                 args.adapters = value()?
                     .split(',')
                     .map(|name| {
@@ -173,6 +178,11 @@ fn parse_args() -> Result<Args, String> {
             }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
+    }
+    // The notified baselines stay out of the quick run (CI's smoke test) unless named: they
+    // measure a floor, and their fallback waits are timed.
+    if args.quick && !adapters_named {
+        args.adapters.retain(|a| !adapters::is_notify(a.name));
     }
     // The quick run (CI's smoke test) also takes C3 once: about 10 s, most of it starting the
     // adapters' clusters.

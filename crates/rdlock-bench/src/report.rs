@@ -22,6 +22,8 @@ pub struct Cell<'a> {
     pub raw: Option<&'a [Metrics]>,
     /// The [`FLOOR`] baseline's runs, where it ran.
     pub floor: Option<&'a [Metrics]>,
+    /// The notified baseline's runs on the same executor, where it ran (`adapters/notify.rs`).
+    pub notify: Option<&'a [Metrics]>,
 }
 
 impl Cell<'_> {
@@ -39,6 +41,11 @@ impl Cell<'_> {
     /// The same against the [`FLOOR`] baseline: what the client adds to the scripts' cost.
     pub fn floor_ratio(&self, key: &str) -> f64 {
         Self::ratio_to(self.runs, self.floor, key)
+    }
+
+    /// The same against the notified baseline on the same executor.
+    pub fn notify_ratio(&self, key: &str) -> f64 {
+        Self::ratio_to(self.runs, self.notify, key)
     }
 
     fn ratio_to(runs: &[Metrics], base: Option<&[Metrics]>, key: &str) -> f64 {
@@ -60,7 +67,8 @@ pub fn cell<'a>(results: &'a Results, scenario: Scenario, adapter: &str) -> Opti
     let rows = results.get(&scenario)?;
     let runs = rows.iter().find(|(a, _)| *a == adapter).map(|(_, r)| r.as_slice())?;
     let base = |name| rows.iter().find(|(a, _)| *a == name).map(|(_, r)| r.as_slice());
-    Some(Cell { runs, raw: base(RAW), floor: base(FLOOR) })
+    let notify = crate::adapters::notify_row(adapter).and_then(base);
+    Some(Cell { runs, raw: base(RAW), floor: base(FLOOR), notify })
 }
 
 /// Adds `vs_lock` to every run of S8 and S9: its increments/s over the cycles/s of the same
@@ -175,6 +183,16 @@ fn columns(s: Scenario) -> Vec<Column> {
         let runs = c.runs.len();
         if worst == 0.0 { format!("yes ({runs})") } else { format!("**NO**: off by {}", num(worst)) }
     });
+    // S2 and S10: the gap p50 against raw's spin and against the notified floor on the same
+    // executor, each in the same run (median over runs).
+    let gap_ratios: Column = ("gap p50 × raw / × notify", |c, a| {
+        if a == RAW {
+            return "–".into();
+        }
+        let notify = c.notify_ratio("gap_p50_us");
+        let notify = if notify.is_nan() { "–".into() } else { format!("{notify:.2}×") };
+        format!("{:.2}× / {notify}", c.ratio("gap_p50_us"))
+    });
     fn wait(c: &Cell, p50: &str, p99: &str) -> String {
         format!("{} / {}", millis(c.get(p50)), millis(c.get(p99)))
     }
@@ -220,6 +238,7 @@ fn columns(s: Scenario) -> Vec<Column> {
             p50,
             minmax,
             ("gap p50 / p99", |c, _| format!("{} / {}", micros(c.get("gap_p50_us")), micros(c.get("gap_p99_us")))),
+            gap_ratios,
             ("self", |c, _| pct(c.get("self_share"))),
             ("longest wait", |c, _| millis(c.get("longest_wait_ms"))),
             ("hold p50", |c, _| micros(c.get("hold_p50_us"))),
@@ -296,6 +315,10 @@ fn columns(s: Scenario) -> Vec<Column> {
                 let r = if a == RAW { String::new() } else { format!(" ({:.2}×)", c.ratio("gap_p50_us")) };
                 format!("{} / {}{r}", micros(p50), micros(p99))
             }),
+            ("gap p50 × notify", |c, _| {
+                let r = c.notify_ratio("gap_p50_us");
+                if r.is_nan() { "–".into() } else { format!("{r:.2}×") }
+            }),
             ("longest gap", |c, _| micros(c.get("gap_max_us"))),
             ("all served", |c, _| millis(c.get("served_ms"))),
             ("hand-offs/s", |c, _| num(c.get("handoffs_per_s"))),
@@ -366,7 +389,7 @@ pub fn targets(results: &Results, served: &str) -> Vec<Target> {
     let adapters: Vec<&'static str> = results
         .values()
         .flat_map(|rows| rows.iter().map(|(a, _)| *a))
-        .filter(|a| *a != RAW && *a != FLOOR)
+        .filter(|a| *a != RAW && *a != FLOOR && !crate::adapters::is_notify(a))
         .fold(Vec::new(), |mut v, a| {
             if !v.contains(&a) {
                 v.push(a);
