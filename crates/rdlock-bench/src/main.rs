@@ -28,6 +28,7 @@ mod scale;
 mod scenario;
 mod scripts;
 mod server;
+mod wake;
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,7 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
        rdlock-bench --newer [--quick]
        rdlock-bench --scripts [--quick]
        rdlock-bench --engine [--quick]
+       rdlock-bench --wake [--quick] [--runs N]
 
   --quick       about a second per scenario, one run (a smoke test); default: the durations of
                 shared/peers.md, median of 3 runs
@@ -82,7 +84,10 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                 commands, on one server (RDLOCK_REDIS_SERVER)
   --engine      instead: a mass release on the core alone, no I/O, on one server and in a
                 cluster at several sizes (quick: 1000 and 20000; it fails if the cost per lock
-                is not flat)";
+                is not flat)
+  --wake        instead: what a hand-off message's hops cost on each executor, no lock: from a
+                PUBLISH (after a 1 ms pause) to the subscriber running, read directly or through
+                one more task or thread (quick: 200 samples, else 2,000 per run)";
 
 #[derive(Debug)]
 struct Args {
@@ -98,6 +103,7 @@ struct Args {
     newer: bool,
     scripts: bool,
     engine: bool,
+    wake: bool,
 }
 
 /// A positive number of seconds, as a duration.
@@ -125,6 +131,7 @@ fn parse_args() -> Result<Args, String> {
         newer: false,
         scripts: false,
         engine: false,
+        wake: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -138,6 +145,7 @@ fn parse_args() -> Result<Args, String> {
             "--newer" => args.newer = true,
             "--scripts" => args.scripts = true,
             "--engine" => args.engine = true,
+            "--wake" => args.wake = true,
             "--no-newer-commands" => adapters::NEWER_COMMANDS.store(false, std::sync::atomic::Ordering::Relaxed),
             "--scenario" | "--scenarios" => {
                 chosen = Some(value()?.split(',').map(str::parse).collect::<Result<_, _>>()?);
@@ -242,6 +250,10 @@ fn run(args: Args) -> Result<(), BoxError> {
     }
     if args.scripts {
         print!("{}", scripts::run(args.quick)?);
+        return Ok(());
+    }
+    if args.wake {
+        print!("{}", wake::run(args.quick, args.runs.unwrap_or(if args.quick { 1 } else { 3 }))?);
         return Ok(());
     }
     if args.engine {
