@@ -384,7 +384,9 @@ impl Locker for NotifyBlocking {
         let ttl = u64::try_from(spec.ttl.as_millis())?;
         if yield_to.is_some() {
             self.subscribe(key)?;
-            self.wait(self.heard().0, yield_to.as_deref())?;
+            // Read apart: the guard of a temporary in the call would live through `wait`.
+            let heard = self.heard().0;
+            self.wait(heard, yield_to.as_deref())?;
             yield_to = None;
         }
         loop {
