@@ -296,7 +296,9 @@ pub fn run(quick: bool, runs: usize) -> Result<String, BoxError> {
         runs.max(1),
         if runs > 1 { "s" } else { "" }
     );
-    out.push_str("| executor | waiter woken by | PUBLISH reply | message read | waiter running | the hop (waiter − reader) |\n");
+    out.push_str(
+        "| executor | waiter woken by | PUBLISH reply | message read | waiter running | the hop (waiter − reader) |\n",
+    );
     out.push_str("|---|---|--:|--:|--:|--:|\n");
     let cell = |(p50, p99): (f64, f64)| format!("{p50:.0} / {p99:.0}");
     for r in &rows {

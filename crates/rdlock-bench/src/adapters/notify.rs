@@ -15,10 +15,10 @@
 //! Two rules keep its gaps comparable with rdlock's: a waiter reads the messages itself when no
 //! other caller of its client does (the fewest hops the redis crate allows; the others of the
 //! same client sleep until a message or the reader's leaving), and a client does not take back
-//! a key it has just released before another client released it since (or the fallback ran
-//! out): the releaser's task is running when its release returns, so otherwise it would win
-//! nearly every race against the woken waiters, and S2's gaps (hand-offs to another client)
-//! would be the few races a waiter won, not a hand-off's cost.
+//! a key it has just released before it heard another release after its own (or the fallback
+//! ran out): the releaser's task is running when its release returns, so otherwise it would
+//! win nearly every race against the woken waiters, and S2's gaps (hand-offs to another
+//! client) would be the few races a waiter won, not a hand-off's cost.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,9 +84,16 @@ impl Memory {
     }
 
     /// Whether a message wakes a caller that yields to others after its release of `yield_to`:
-    /// every message does, but that release's own.
-    pub fn wakes(payload: &[u8], yield_to: Option<&str>) -> bool {
-        yield_to.is_none_or(|own| payload != own.as_bytes())
+    /// every message does for a caller that does not yield; for one that does, only a message
+    /// read after its own release's (`passed` says whether that one was read: the messages
+    /// before it, left unread while this client held the key, are stale).
+    pub fn wakes(payload: &[u8], yield_to: Option<&str>, passed: &mut bool) -> bool {
+        let Some(own) = yield_to else { return true };
+        if payload == own.as_bytes() {
+            *passed = true;
+            return false;
+        }
+        *passed
     }
 }
 
@@ -117,10 +124,11 @@ pub struct Notify {
 }
 
 impl Notify {
-    /// Until a message other than `yield_to`'s arrives after `heard` was read, or the fallback
-    /// runs out.
+    /// Until a message arrives after `heard` was read (with `yield_to`: one after that
+    /// release's own, [`Memory::wakes`]), or the fallback runs out.
     async fn wait(&self, heard: u64, yield_to: Option<&str>) -> Result<(), BoxError> {
         let deadline = Instant::now() + FALLBACK;
+        let mut passed = false;
         loop {
             let left = self.reader_left.notified();
             if self.heard.load(Ordering::SeqCst) != heard && yield_to.is_none() {
@@ -155,7 +163,7 @@ impl Notify {
             match got {
                 Some(Some(msg)) => {
                     self.heard.fetch_add(1, Ordering::SeqCst);
-                    if Memory::wakes(msg.get_payload_bytes(), yield_to) {
+                    if Memory::wakes(msg.get_payload_bytes(), yield_to, &mut passed) {
                         return Ok(());
                     }
                 }
@@ -282,6 +290,7 @@ impl NotifyBlocking {
     /// As [`Notify::wait`].
     fn wait(&self, heard: u64, yield_to: Option<&str>) -> Result<(), BoxError> {
         let deadline = Instant::now() + FALLBACK;
+        let mut passed = false;
         loop {
             let mut h = self.heard();
             if h.0 != heard && yield_to.is_none() {
@@ -304,7 +313,7 @@ impl NotifyBlocking {
             let wakes = match &got {
                 Ok(Some(payload)) => {
                     h.0 += 1;
-                    Memory::wakes(payload, yield_to)
+                    Memory::wakes(payload, yield_to, &mut passed)
                 }
                 _ => true,
             };
@@ -457,9 +466,13 @@ mod tests {
     }
 
     #[test]
-    fn only_a_release_other_than_the_callers_own_wakes_a_yielding_caller() {
-        assert!(Memory::wakes(b"abc", None));
-        assert!(!Memory::wakes(b"abc", Some("abc")));
-        assert!(Memory::wakes(b"abd", Some("abc")));
+    fn a_yielding_caller_wakes_only_for_a_release_after_its_own() {
+        let mut passed = false;
+        assert!(Memory::wakes(b"abc", None, &mut passed));
+        // Stale: released by another client before this one's release.
+        assert!(!Memory::wakes(b"old", Some("abc"), &mut passed));
+        assert!(!Memory::wakes(b"abc", Some("abc"), &mut passed));
+        assert!(passed);
+        assert!(Memory::wakes(b"abd", Some("abc"), &mut passed));
     }
 }
