@@ -677,6 +677,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_adapters_gap_is_set_against_the_notified_baseline_on_its_own_executor() {
+        let gap = |us: f64| Metrics::from([("gap_p50_us", us), ("gap_p99_us", us * 2.0)]);
+        let mut results = Results::new();
+        results.insert(
+            Scenario::S2,
+            vec![
+                (RAW, vec![gap(100.0), gap(200.0)]),
+                ("notify", vec![gap(300.0), gap(300.0)]),
+                ("notify-blocking", vec![gap(400.0), gap(400.0)]),
+                ("tokio", vec![gap(150.0), gap(150.0)]),
+                ("blocking", vec![gap(200.0), gap(200.0)]),
+                ("async-std", vec![gap(150.0), gap(150.0)]),
+            ],
+        );
+        let ratio = |a: &str| cell(&results, Scenario::S2, a).map(|c| c.notify_ratio("gap_p50_us"));
+        assert_eq!(ratio("tokio"), Some(0.5));
+        assert_eq!(ratio("blocking"), Some(0.5));
+        // No notified row on its executor: no ratio, rather than another executor's.
+        assert!(ratio("async-std").is_some_and(f64::is_nan));
+        // Run by run against raw (1.5×, 0.75×), then the median (nearest rank: the lower).
+        assert_eq!(cell(&results, Scenario::S2, "tokio").map(|c| c.ratio("gap_p50_us")), Some(0.75));
+        // The baselines are no rows of the targets.
+        let rows = targets(&results, "test");
+        assert!(rows.iter().all(|t| !crate::adapters::is_notify(t.adapter)));
+        assert!(rows.iter().any(|t| t.adapter == "tokio"));
+        let table = tables(&results);
+        assert!(table.contains("| 150 µs / 300 µs | 0.75× / 0.50× |"), "{table}");
+    }
+
+    #[test]
     fn an_overlap_in_a_counted_scenario_or_a_wrong_counter_is_a_violation() {
         let run = |overlaps: f64| Metrics::from([("overlaps", overlaps), ("acq_per_s", 1.0)]);
         let mut results = Results::new();
