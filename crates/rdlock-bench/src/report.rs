@@ -189,9 +189,8 @@ fn columns(s: Scenario) -> Vec<Column> {
         if a == RAW {
             return "–".into();
         }
-        let notify = c.notify_ratio("gap_p50_us");
-        let notify = if notify.is_nan() { "–".into() } else { format!("{notify:.2}×") };
-        format!("{:.2}× / {notify}", c.ratio("gap_p50_us"))
+        let ratio = |r: f64| if r.is_nan() { "–".to_owned() } else { format!("{r:.2}×") };
+        format!("{} / {}", ratio(c.ratio("gap_p50_us")), ratio(c.notify_ratio("gap_p50_us")))
     });
     fn wait(c: &Cell, p50: &str, p99: &str) -> String {
         format!("{} / {}", millis(c.get(p50)), millis(c.get(p99)))
@@ -239,6 +238,7 @@ fn columns(s: Scenario) -> Vec<Column> {
             minmax,
             ("gap p50 / p99", |c, _| format!("{} / {}", micros(c.get("gap_p50_us")), micros(c.get("gap_p99_us")))),
             gap_ratios,
+            ("release() p50", |c, _| micros(c.get("release_p50_us"))),
             ("self", |c, _| pct(c.get("self_share"))),
             ("longest wait", |c, _| millis(c.get("longest_wait_ms"))),
             ("hold p50", |c, _| micros(c.get("hold_p50_us"))),
@@ -703,7 +703,7 @@ mod tests {
         assert!(rows.iter().all(|t| !crate::adapters::is_notify(t.adapter)));
         assert!(rows.iter().any(|t| t.adapter == "tokio"));
         let table = tables(&results);
-        assert!(table.contains("| 150 µs / 300 µs | 0.75× / 0.50× |"), "{table}");
+        assert!(table.contains("| 150 µs / 300 µs | 0.75× / 0.50× | – |"), "{table}");
     }
 
     #[test]
