@@ -28,6 +28,7 @@ mod scale;
 mod scenario;
 mod scripts;
 mod server;
+mod wake;
 
 use std::time::{Duration, Instant};
 
@@ -43,12 +44,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "\
 usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
-                    [--adapters raw,tokio,tokio-by-hand,async-std,blocking]
+                    [--adapters raw,tokio,tokio-by-hand,async-std,blocking,
+                                notify,notify-async-std,notify-blocking]
                     [--runs N] [--slices N] [--scale N,N,...] [--s4-ttl SECS] [--s4-hold SECS]
                     [--tokio-workers N] [--json FILE]
        rdlock-bench --newer [--quick]
        rdlock-bench --scripts [--quick]
        rdlock-bench --engine [--quick]
+       rdlock-bench --wake [--quick] [--runs N]
 
   --quick       about a second per scenario, one run (a smoke test); default: the durations of
                 shared/peers.md, median of 3 runs
@@ -57,7 +60,9 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                 failover (Sentinel kill -9, SENTINEL FAILOVER, cluster kill -9,
                 CLUSTER FAILOVER), every adapter but raw
   --adapters    adapters to run (default: all); raw, the baseline, is needed for the ratios;
-                tokio-by-hand (the tokio lock, the counter by GET and SET) runs in S8 and S9 only
+                tokio-by-hand (the tokio lock, the counter by GET and SET) runs in S8 and S9 only;
+                notify* (the floor of a notified hand-off: SET NX, a message on release, no
+                lock logic) in S2 and S10 only, one per executor
   --runs N      runs per scenario and adapter; figures are medians over runs
   --slices N    S1-S3, S6-S9 run in N slices per adapter, the adapters taking turns (default 10,
                 quick 2), so that all of them see the same background load
@@ -79,7 +84,10 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                 commands, on one server (RDLOCK_REDIS_SERVER)
   --engine      instead: a mass release on the core alone, no I/O, on one server and in a
                 cluster at several sizes (quick: 1000 and 20000; it fails if the cost per lock
-                is not flat)";
+                is not flat)
+  --wake        instead: what a hand-off message's hops cost on each executor, no lock: from a
+                PUBLISH (after a 1 ms pause) to the subscriber running, read directly or through
+                one more task or thread (quick: 200 samples, else 2,000 per run)";
 
 #[derive(Debug)]
 struct Args {
@@ -95,6 +103,7 @@ struct Args {
     newer: bool,
     scripts: bool,
     engine: bool,
+    wake: bool,
 }
 
 /// A positive number of seconds, as a duration.
@@ -108,6 +117,7 @@ fn secs(value: &str, flag: &str) -> Result<Duration, String> {
 
 fn parse_args() -> Result<Args, String> {
     let mut chosen = None;
+    let mut adapters_named = false;
     let mut args = Args {
         quick: false,
         scenarios: Vec::new(),
@@ -122,6 +132,7 @@ fn parse_args() -> Result<Args, String> {
         newer: false,
         scripts: false,
         engine: false,
+        wake: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -135,11 +146,13 @@ fn parse_args() -> Result<Args, String> {
             "--newer" => args.newer = true,
             "--scripts" => args.scripts = true,
             "--engine" => args.engine = true,
+            "--wake" => args.wake = true,
             "--no-newer-commands" => adapters::NEWER_COMMANDS.store(false, std::sync::atomic::Ordering::Relaxed),
             "--scenario" | "--scenarios" => {
                 chosen = Some(value()?.split(',').map(str::parse).collect::<Result<_, _>>()?);
             }
             "--adapters" | "--adapter" => {
+                adapters_named = true;
                 args.adapters = value()?
                     .split(',')
                     .map(|name| {
@@ -174,6 +187,11 @@ fn parse_args() -> Result<Args, String> {
             }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
+    }
+    // The notified baselines stay out of the quick run (CI's smoke test) unless named: they
+    // measure a floor, and their fallback waits are timed.
+    if args.quick && !adapters_named {
+        args.adapters.retain(|a| !adapters::is_notify(a.name));
     }
     // The quick run (CI's smoke test) also takes C3 once: about 10 s, most of it starting the
     // adapters' clusters.
@@ -233,6 +251,10 @@ fn run(args: Args) -> Result<(), BoxError> {
     }
     if args.scripts {
         print!("{}", scripts::run(args.quick)?);
+        return Ok(());
+    }
+    if args.wake {
+        print!("{}", wake::run(args.quick, args.runs.unwrap_or(if args.quick { 1 } else { 3 }))?);
         return Ok(());
     }
     if args.engine {

@@ -24,6 +24,8 @@ pub struct Cell<'a> {
     pub raw: Option<&'a [Metrics]>,
     /// The [`FLOOR`] baseline's runs, where it ran.
     pub floor: Option<&'a [Metrics]>,
+    /// The notified baseline's runs on the same executor, where it ran (`adapters/notify.rs`).
+    pub notify: Option<&'a [Metrics]>,
 }
 
 impl Cell<'_> {
@@ -41,6 +43,11 @@ impl Cell<'_> {
     /// The same against the [`FLOOR`] baseline: what the client adds to the scripts' cost.
     pub fn floor_ratio(&self, key: &str) -> f64 {
         Self::ratio_to(self.runs, self.floor, key)
+    }
+
+    /// The same against the notified baseline on the same executor.
+    pub fn notify_ratio(&self, key: &str) -> f64 {
+        Self::ratio_to(self.runs, self.notify, key)
     }
 
     fn ratio_to(runs: &[Metrics], base: Option<&[Metrics]>, key: &str) -> f64 {
@@ -62,7 +69,8 @@ pub fn cell<'a>(results: &'a Results, scenario: Scenario, adapter: &str) -> Opti
     let rows = results.get(&scenario)?;
     let runs = rows.iter().find(|(a, _)| *a == adapter).map(|(_, r)| r.as_slice())?;
     let base = |name| rows.iter().find(|(a, _)| *a == name).map(|(_, r)| r.as_slice());
-    Some(Cell { runs, raw: base(RAW), floor: base(FLOOR) })
+    let notify = crate::adapters::notify_row(adapter).and_then(base);
+    Some(Cell { runs, raw: base(RAW), floor: base(FLOOR), notify })
 }
 
 /// Adds `vs_lock` to every run of S8 and S9: its increments/s over the cycles/s of the same
@@ -177,6 +185,15 @@ fn columns(s: Scenario) -> Vec<Column> {
         let runs = c.runs.len();
         if worst == 0.0 { format!("yes ({runs})") } else { format!("**NO**: off by {}", num(worst)) }
     });
+    // S2 and S10: the gap p50 against raw's spin and against the notified floor on the same
+    // executor, each in the same run (median over runs).
+    let gap_ratios: Column = ("gap p50 × raw / × notify", |c, a| {
+        if a == RAW {
+            return "–".into();
+        }
+        let ratio = |r: f64| if r.is_nan() { "–".to_owned() } else { format!("{r:.2}×") };
+        format!("{} / {}", ratio(c.ratio("gap_p50_us")), ratio(c.notify_ratio("gap_p50_us")))
+    });
     fn wait(c: &Cell, p50: &str, p99: &str) -> String {
         format!("{} / {}", millis(c.get(p50)), millis(c.get(p99)))
     }
@@ -222,6 +239,8 @@ fn columns(s: Scenario) -> Vec<Column> {
             p50,
             minmax,
             ("gap p50 / p99", |c, _| format!("{} / {}", micros(c.get("gap_p50_us")), micros(c.get("gap_p99_us")))),
+            gap_ratios,
+            ("release() p50", |c, _| micros(c.get("release_p50_us"))),
             ("self", |c, _| pct(c.get("self_share"))),
             ("longest wait", |c, _| millis(c.get("longest_wait_ms"))),
             ("hold p50", |c, _| micros(c.get("hold_p50_us"))),
@@ -298,6 +317,10 @@ fn columns(s: Scenario) -> Vec<Column> {
                 let r = if a == RAW { String::new() } else { format!(" ({:.2}×)", c.ratio("gap_p50_us")) };
                 format!("{} / {}{r}", micros(p50), micros(p99))
             }),
+            ("gap p50 × notify", |c, _| {
+                let r = c.notify_ratio("gap_p50_us");
+                if r.is_nan() { "–".into() } else { format!("{r:.2}×") }
+            }),
             ("longest gap", |c, _| micros(c.get("gap_max_us"))),
             ("all served", |c, _| millis(c.get("served_ms"))),
             ("hand-offs/s", |c, _| num(c.get("handoffs_per_s"))),
@@ -368,7 +391,7 @@ pub fn targets(results: &Results, served: &str) -> Vec<Target> {
     let adapters: Vec<&'static str> = results
         .values()
         .flat_map(|rows| rows.iter().map(|(a, _)| *a))
-        .filter(|a| *a != RAW && *a != FLOOR && *a != FLOOR_SMOL)
+        .filter(|a| *a != RAW && *a != FLOOR && *a != FLOOR_SMOL && !crate::adapters::is_notify(a))
         .fold(Vec::new(), |mut v, a| {
             if !v.contains(&a) {
                 v.push(a);
@@ -654,6 +677,36 @@ pub fn json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_adapters_gap_is_set_against_the_notified_baseline_on_its_own_executor() {
+        let gap = |us: f64| Metrics::from([("gap_p50_us", us), ("gap_p99_us", us * 2.0)]);
+        let mut results = Results::new();
+        results.insert(
+            Scenario::S2,
+            vec![
+                (RAW, vec![gap(100.0), gap(200.0)]),
+                ("notify", vec![gap(300.0), gap(300.0)]),
+                ("notify-blocking", vec![gap(400.0), gap(400.0)]),
+                ("tokio", vec![gap(150.0), gap(150.0)]),
+                ("blocking", vec![gap(200.0), gap(200.0)]),
+                ("async-std", vec![gap(150.0), gap(150.0)]),
+            ],
+        );
+        let ratio = |a: &str| cell(&results, Scenario::S2, a).map(|c| c.notify_ratio("gap_p50_us"));
+        assert_eq!(ratio("tokio"), Some(0.5));
+        assert_eq!(ratio("blocking"), Some(0.5));
+        // No notified row on its executor: no ratio, rather than another executor's.
+        assert!(ratio("async-std").is_some_and(f64::is_nan));
+        // Run by run against raw (1.5×, 0.75×), then the median (nearest rank: the lower).
+        assert_eq!(cell(&results, Scenario::S2, "tokio").map(|c| c.ratio("gap_p50_us")), Some(0.75));
+        // The baselines are no rows of the targets.
+        let rows = targets(&results, "test");
+        assert!(rows.iter().all(|t| !crate::adapters::is_notify(t.adapter)));
+        assert!(rows.iter().any(|t| t.adapter == "tokio"));
+        let table = tables(&results);
+        assert!(table.contains("| 150 µs / 300 µs | 0.75× / 0.50× | – |"), "{table}");
+    }
 
     #[test]
     fn an_overlap_in_a_counted_scenario_or_a_wrong_counter_is_a_violation() {

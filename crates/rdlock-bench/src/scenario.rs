@@ -547,6 +547,10 @@ fn analyze_cycles(logs: &[ClientLog], busy: Duration, delta: &Delta, requests: &
     m.insert("client_min", per_client.iter().copied().fold(f64::INFINITY, f64::min));
     m.insert("client_max", per_client.iter().copied().fold(0.0, f64::max));
     m.insert("client_mean", n / per_client.len().max(1) as f64);
+    // `release()` called -> returned: the releaser's side of a hand-off (the message that
+    // wakes the next holder leaves the server with this reply).
+    let mut release_us: Vec<f64> = all.iter().map(|c| us(c.released - c.release_called)).collect();
+    m.insert("release_p50_us", percentile(&mut release_us, 0.50));
     let mut hold_us: Vec<f64> = all.iter().map(|c| us(c.release_called - c.acquired)).collect();
     let hold_mean = hold_us.iter().sum::<f64>() / n.max(1.0);
     m.insert("hold_p50_us", percentile(&mut hold_us, 0.50));
@@ -1039,5 +1043,7 @@ mod tests {
         // Gaps: 100 -> 150, 250 -> 300, 400 -> 380 (overlap, clamped to 0).
         assert_eq!(m["gap_p50_us"].round(), 50.0);
         assert_eq!(m["client_min"], 2.0);
+        // Every release in the test returns 10 µs after it is called.
+        assert_eq!(m["release_p50_us"].round(), 10.0);
     }
 }

@@ -14,6 +14,7 @@ pub use rdlock_driver::Resource;
 
 pub mod blocking;
 pub mod by_hand;
+pub mod notify;
 pub mod raw;
 pub mod rdlock;
 pub mod route;
@@ -156,6 +157,28 @@ impl Adapter {
 /// Suffix of the rows that keep S8's and S9's counter by hand beside an rdlock lock.
 pub const BY_HAND: &str = "-by-hand";
 
+/// The notified baseline's name on tokio; on the other executors it is suffixed with theirs.
+pub const NOTIFY_TOKIO: &str = "notify";
+
+/// The scenarios the notified baseline runs in: the hand-offs.
+const NOTIFY_SCENARIOS: &[Scenario] = &[Scenario::S2, Scenario::S10];
+
+/// The notified baseline on the executor of rdlock's adapter `adapter` (`None` for a
+/// baseline or an adapter with no such row).
+pub fn notify_row(adapter: &str) -> Option<&'static str> {
+    match adapter {
+        "tokio" => Some(NOTIFY_TOKIO),
+        "async-std" => Some("notify-async-std"),
+        "blocking" => Some("notify-blocking"),
+        _ => None,
+    }
+}
+
+/// Whether `adapter` is a notified baseline's row.
+pub fn is_notify(adapter: &str) -> bool {
+    adapter.starts_with(NOTIFY_TOKIO)
+}
+
 /// Sets up one scenario run of an adapter.
 pub type MakeRig = fn(Scenario, &Settings) -> Result<Box<dyn Rig>, BoxError>;
 
@@ -198,6 +221,23 @@ pub const ADAPTERS: &[Adapter] = &[
     },
     // Plain threads: one per client (and per waiter in S5).
     Adapter { name: "blocking", rig: |s, set| scenario::rig::<blocking::Blocking, _>(ThreadExec, s, set), only: None },
+    // The floor of a notified hand-off, no lock logic (`notify.rs`): `SET NX`, a message on
+    // release, every woken client tries again; S2 and S10 only, one per executor above.
+    Adapter {
+        name: NOTIFY_TOKIO,
+        rig: |s, set| scenario::rig::<notify::Notify, _>(TokioExec::new()?, s, set),
+        only: Some(NOTIFY_SCENARIOS),
+    },
+    Adapter {
+        name: "notify-async-std",
+        rig: |s, set| scenario::rig::<notify::Notify, _>(SmolExec, s, set),
+        only: Some(NOTIFY_SCENARIOS),
+    },
+    Adapter {
+        name: "notify-blocking",
+        rig: |s, set| scenario::rig::<notify::NotifyBlocking, _>(ThreadExec, s, set),
+        only: Some(NOTIFY_SCENARIOS),
+    },
     // A new adapter: implement `Locker` (see `rdlock.rs`, `blocking.rs`), add an `Exec` if it
     // brings an executor of its own, and add a line here.
 ];
