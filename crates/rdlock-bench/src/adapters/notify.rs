@@ -244,14 +244,7 @@ impl Locker for Notify {
 
     async fn release(&self, guard: NotifyGuard) -> Result<bool, BoxError> {
         self.memory.released(&guard.key, &guard.token);
-        let n: i64 = redis::cmd("EVAL")
-            .arg(RELEASE)
-            .arg(1)
-            .arg(&guard.key)
-            .arg(&guard.token)
-            .arg(channel(&guard.key))
-            .query_async(&mut self.conn.clone())
-            .await?;
+        let n: i64 = release_cmd(&guard).query_async(&mut self.conn.clone()).await?;
         Ok(n == 1)
     }
 
@@ -266,6 +259,13 @@ impl Locker for Notify {
     async fn counter(&self, _key: &str) -> Result<u64, BoxError> {
         Err("the notify baseline keeps no counter".into())
     }
+}
+
+/// The release: compare-and-delete and the message, in one `EVAL`.
+fn release_cmd(guard: &NotifyGuard) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(RELEASE).arg(1).arg(&guard.key).arg(&guard.token).arg(channel(&guard.key));
+    cmd
 }
 
 /// The same on plain threads (the redis crate's blocking connections): the caller that reads
@@ -423,13 +423,7 @@ impl Locker for NotifyBlocking {
     async fn release(&self, guard: NotifyGuard) -> Result<bool, BoxError> {
         self.memory.released(&guard.key, &guard.token);
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let n: i64 = redis::cmd("EVAL")
-            .arg(RELEASE)
-            .arg(1)
-            .arg(&guard.key)
-            .arg(&guard.token)
-            .arg(channel(&guard.key))
-            .query(&mut *conn)?;
+        let n: i64 = release_cmd(&guard).query(&mut *conn)?;
         Ok(n == 1)
     }
 
