@@ -44,8 +44,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "\
 usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
-                    [--adapters raw,tokio,tokio-by-hand,async-std,blocking,
-                                notify,notify-async-std,notify-blocking]
+                    [--adapters raw,scripts,tokio,tokio-by-hand,async-std,blocking,
+                                notify,notify-async-std,notify-blocking,
+                                scripts-smol,scripts-blocking]
                     [--runs N] [--slices N] [--scale N,N,...] [--s4-ttl SECS] [--s4-hold SECS]
                     [--tokio-workers N] [--json FILE]
        rdlock-bench --newer [--quick]
@@ -62,7 +63,10 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
   --adapters    adapters to run (default: all); raw, the baseline, is needed for the ratios;
                 tokio-by-hand (the tokio lock, the counter by GET and SET) runs in S8 and S9 only;
                 notify* (the floor of a notified hand-off: SET NX, a message on release, no
-                lock logic) in S2 and S10 only, one per executor
+                lock logic) in S2 and S10 only, one per executor; scripts (raw's client
+                sending rdlock's two scripts: the server-side floor) in S1, S3, C1, C3;
+                scripts-smol and scripts-blocking (the same on smol, on threads) in S1 and S3,
+                only when named; blocking's × scripts is against scripts-blocking when it ran
   --runs N      runs per scenario and adapter; figures are medians over runs
   --slices N    S1-S3, S6-S9 run in N slices per adapter, the adapters taking turns (default 10,
                 quick 2), so that all of them see the same background load
@@ -121,8 +125,12 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         quick: false,
         scenarios: Vec::new(),
-        // `scripts-smol` only when named (`--adapters`).
-        adapters: ADAPTERS.iter().filter(|a| a.name != report::FLOOR_SMOL).copied().collect(),
+        // `scripts-smol` and `scripts-blocking` only when named (`--adapters`).
+        adapters: ADAPTERS
+            .iter()
+            .filter(|a| a.name != report::FLOOR_SMOL && a.name != report::FLOOR_BLOCKING)
+            .copied()
+            .collect(),
         runs: None,
         slices: None,
         scale: None,

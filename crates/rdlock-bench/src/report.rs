@@ -13,6 +13,17 @@ pub const RAW: &str = "raw";
 pub const FLOOR: &str = "scripts";
 /// The same floor on smol's executor and async-io (not in the default list of adapters).
 pub const FLOOR_SMOL: &str = "scripts-smol";
+/// The same floor on threads, over the synchronous connection (not in the default list either).
+pub const FLOOR_BLOCKING: &str = "scripts-blocking";
+
+/// The floor row an adapter's "× scripts" is set against: its executor's own when it ran (the
+/// blocking adapter's callers are threads), else [`FLOOR`].
+pub fn floor_row(adapter: &str) -> &'static str {
+    match adapter {
+        "blocking" => FLOOR_BLOCKING,
+        _ => FLOOR,
+    }
+}
 /// S2 throughput of raw and of rslock 0.10 in `shared/peers.md`: the bar for our ratio.
 pub const PEERS_S2_RAW: f64 = 420.0;
 pub const PEERS_S2_RSLOCK: f64 = 762.0;
@@ -22,7 +33,7 @@ pub const PEERS_S2_RSLOCK: f64 = 762.0;
 pub struct Cell<'a> {
     pub runs: &'a [Metrics],
     pub raw: Option<&'a [Metrics]>,
-    /// The [`FLOOR`] baseline's runs, where it ran.
+    /// The floor baseline's runs, where it ran: [`floor_row`]'s, else [`FLOOR`]'s.
     pub floor: Option<&'a [Metrics]>,
     /// The notified baseline's runs on the same executor, where it ran (`adapters/notify.rs`).
     pub notify: Option<&'a [Metrics]>,
@@ -70,7 +81,8 @@ pub fn cell<'a>(results: &'a Results, scenario: Scenario, adapter: &str) -> Opti
     let runs = rows.iter().find(|(a, _)| *a == adapter).map(|(_, r)| r.as_slice())?;
     let base = |name| rows.iter().find(|(a, _)| *a == name).map(|(_, r)| r.as_slice());
     let notify = crate::adapters::notify_row(adapter).and_then(base);
-    Some(Cell { runs, raw: base(RAW), floor: base(FLOOR), notify })
+    let floor = base(floor_row(adapter)).or_else(|| base(FLOOR));
+    Some(Cell { runs, raw: base(RAW), floor, notify })
 }
 
 /// Adds `vs_lock` to every run of S8 and S9: its increments/s over the cycles/s of the same
@@ -391,7 +403,9 @@ pub fn targets(results: &Results, served: &str) -> Vec<Target> {
     let adapters: Vec<&'static str> = results
         .values()
         .flat_map(|rows| rows.iter().map(|(a, _)| *a))
-        .filter(|a| *a != RAW && *a != FLOOR && *a != FLOOR_SMOL && !crate::adapters::is_notify(a))
+        .filter(|a| {
+            *a != RAW && *a != FLOOR && *a != FLOOR_SMOL && *a != FLOOR_BLOCKING && !crate::adapters::is_notify(a)
+        })
         .fold(Vec::new(), |mut v, a| {
             if !v.contains(&a) {
                 v.push(a);
@@ -677,6 +691,33 @@ pub fn json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocking_is_set_against_the_floor_on_threads_when_it_ran() {
+        let rate = |r: f64| Metrics::from([("acq_per_s", r)]);
+        let mut results = Results::new();
+        results.insert(
+            Scenario::S3,
+            vec![
+                (RAW, vec![rate(1000.0)]),
+                (FLOOR, vec![rate(800.0)]),
+                (FLOOR_BLOCKING, vec![rate(500.0)]),
+                ("tokio", vec![rate(400.0)]),
+                ("blocking", vec![rate(400.0)]),
+            ],
+        );
+        let floor = |r: &Results, a: &str| cell(r, Scenario::S3, a).map(|c| c.floor_ratio("acq_per_s"));
+        assert_eq!(floor(&results, "tokio"), Some(0.5));
+        assert_eq!(floor(&results, "blocking"), Some(0.8));
+        // The floor on threads is itself set against the async one.
+        assert_eq!(floor(&results, FLOOR_BLOCKING), Some(0.625));
+        // Without it, blocking falls back to the async floor.
+        results.get_mut(&Scenario::S3).into_iter().for_each(|rows| rows.retain(|(a, _)| *a != FLOOR_BLOCKING));
+        assert_eq!(floor(&results, "blocking"), Some(0.5));
+        // No baseline is a row of the targets.
+        results.get_mut(&Scenario::S3).into_iter().for_each(|rows| rows.push((FLOOR_BLOCKING, vec![rate(500.0)])));
+        assert!(targets(&results, "redis").iter().all(|t| t.adapter != FLOOR_BLOCKING));
+    }
 
     #[test]
     fn an_adapters_gap_is_set_against_the_notified_baseline_on_its_own_executor() {

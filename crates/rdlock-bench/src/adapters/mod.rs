@@ -19,6 +19,7 @@ pub mod raw;
 pub mod rdlock;
 pub mod route;
 pub mod scripts;
+pub mod scripts_blocking;
 
 /// A spawned task's result.
 pub type Join<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -221,6 +222,13 @@ pub const ADAPTERS: &[Adapter] = &[
     },
     // Plain threads: one per client (and per waiter in S5).
     Adapter { name: "blocking", rig: |s, set| scenario::rig::<blocking::Blocking, _>(ThreadExec, s, set), only: None },
+    // The same floor on threads: the redis crate's synchronous connection, one per client
+    // thread (`scripts_blocking.rs`), what `blocking` cannot go below.
+    Adapter {
+        name: crate::report::FLOOR_BLOCKING,
+        rig: |s, set| scenario::rig::<scripts_blocking::ScriptsBlocking, _>(ThreadExec, s, set),
+        only: Some(&[Scenario::S1, Scenario::S3]),
+    },
     // The floor of a notified hand-off, no lock logic (`notify.rs`): `SET NX`, a message on
     // release, every woken client tries again; S2 and S10 only, one per executor above.
     Adapter {

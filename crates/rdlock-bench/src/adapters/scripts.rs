@@ -27,10 +27,62 @@ const QUEUE_TTL: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Scripts<const UNTIMED: bool = false> {
     route: Route,
-    /// The client id an engine would draw: it names the inbox.
+    ids: Ids,
+}
+
+/// What names a client's locks: the client id an engine would draw (it names the inbox) and
+/// the tokens' seed and counter.
+#[derive(Debug)]
+pub(crate) struct Ids {
     client: u64,
     seed: u64,
     next: AtomicU64,
+}
+
+impl Ids {
+    pub(crate) fn new() -> Result<Self, BoxError> {
+        Ok(Self { client: getrandom::u64()?, seed: getrandom::u64()?, next: AtomicU64::new(0) })
+    }
+
+    /// The acquire script's call for `key`, as the engine makes it, and the guard it grants.
+    pub(crate) fn acquire(&self, key: &str, spec: Spec) -> Result<(redis::Cmd, ScriptsGuard), BoxError> {
+        // A token of 32 hex digits, as the engine stores it.
+        let token = format!("{:016x}{:016x}", self.seed, self.next.fetch_add(1, Ordering::Relaxed));
+        let inbox = LockKeys::inbox_suffix(key, self.client);
+        let ttl_ms = u64::try_from(spec.ttl.as_millis())?;
+        let args = AcquireArgs {
+            token: &token,
+            ttl_ms,
+            mode: Mode::First,
+            queue_ttl: QUEUE_TTL,
+            fence_ttl: FENCE_TTL,
+            claim: HANDOFF_CLAIM,
+            inbox: &inbox,
+        };
+        let cmd = convert::command(&args.command(&LockKeys::new(key)?), Eval::Sha);
+        Ok((cmd, ScriptsGuard { key: key.to_owned(), token, inbox, ttl_ms }))
+    }
+}
+
+/// The release script's call for `guard`, as the engine makes it.
+pub(crate) fn release(guard: &ScriptsGuard) -> Result<redis::Cmd, BoxError> {
+    let entry = format!("{}:{}:{}", guard.token, guard.ttl_ms, guard.inbox);
+    let args =
+        ReleaseArgs { token: &guard.token, entry: &entry, fence_ttl: FENCE_TTL, claim: HANDOFF_CLAIM, fold: None };
+    Ok(convert::command(&args.command(&LockKeys::new(&guard.key)?), Eval::Sha))
+}
+
+/// `guard`, if the acquire's reply `value` granted it.
+pub(crate) fn granted(value: redis::Value, guard: ScriptsGuard) -> Result<ScriptsGuard, BoxError> {
+    match AcquireReply::parse(&convert::reply(value)) {
+        Some(AcquireReply::Granted { .. }) => Ok(guard),
+        other => Err(format!("the scripts baseline runs uncontended only; the acquire answered {other:?}").into()),
+    }
+}
+
+/// Whether the release's reply `value` says the lock was still held.
+pub(crate) fn released(value: redis::Value) -> Result<bool, BoxError> {
+    Ok(ReleaseReply::parse(rdlock_core::Script::Release, Some(&convert::reply(value)))?.was_held())
 }
 
 /// A lock taken by [`Scripts`]: what its release names.
@@ -62,30 +114,13 @@ impl<const UNTIMED: bool> Locker for Scripts<UNTIMED> {
         for c in conns {
             convert::load_scripts().query_async::<()>(&mut c.clone()).await?;
         }
-        let (client, seed) = (getrandom::u64()?, getrandom::u64()?);
-        Ok(Self { route, client, seed, next: AtomicU64::new(0) })
+        Ok(Self { route, ids: Ids::new()? })
     }
 
     async fn lock(&self, key: &str, spec: Spec) -> Result<ScriptsGuard, BoxError> {
-        // A token of 32 hex digits, as the engine stores it.
-        let token = format!("{:016x}{:016x}", self.seed, self.next.fetch_add(1, Ordering::Relaxed));
-        let inbox = LockKeys::inbox_suffix(key, self.client);
-        let ttl_ms = u64::try_from(spec.ttl.as_millis())?;
-        let args = AcquireArgs {
-            token: &token,
-            ttl_ms,
-            mode: Mode::First,
-            queue_ttl: QUEUE_TTL,
-            fence_ttl: FENCE_TTL,
-            claim: HANDOFF_CLAIM,
-            inbox: &inbox,
-        };
-        let cmd = convert::command(&args.command(&LockKeys::new(key)?), Eval::Sha);
+        let (cmd, guard) = self.ids.acquire(key, spec)?;
         let value = self.route.conn(key)?.send_packed_command(&cmd).await?;
-        match AcquireReply::parse(&convert::reply(value)) {
-            Some(AcquireReply::Granted { .. }) => Ok(ScriptsGuard { key: key.to_owned(), token, inbox, ttl_ms }),
-            other => Err(format!("the scripts baseline runs uncontended only; the acquire answered {other:?}").into()),
-        }
+        granted(value, guard)
     }
 
     async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<ScriptsGuard, BoxError> {
@@ -96,13 +131,8 @@ impl<const UNTIMED: bool> Locker for Scripts<UNTIMED> {
     }
 
     async fn release(&self, guard: ScriptsGuard) -> Result<bool, BoxError> {
-        let entry = format!("{}:{}:{}", guard.token, guard.ttl_ms, guard.inbox);
-        let args =
-            ReleaseArgs { token: &guard.token, entry: &entry, fence_ttl: FENCE_TTL, claim: HANDOFF_CLAIM, fold: None };
-        let command = args.command(&LockKeys::new(&guard.key)?);
-        let value = self.route.conn(&guard.key)?.send_packed_command(&convert::command(&command, Eval::Sha)).await?;
-        let reply = ReleaseReply::parse(rdlock_core::Script::Release, Some(&convert::reply(value)))?;
-        Ok(reply.was_held())
+        let value = self.route.conn(&guard.key)?.send_packed_command(&release(&guard)?).await?;
+        released(value)
     }
 
     fn is_valid(&self, _guard: &ScriptsGuard) -> bool {
