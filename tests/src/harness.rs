@@ -219,6 +219,14 @@ pub trait Harness: Sized + Send + Sync + 'static {
     async fn quorum_extend(guard: &Self::QuorumGuard) -> Result<Instant, Error>;
     /// `QuorumGuard::release`.
     async fn quorum_release(guard: Self::QuorumGuard) -> Result<ReleaseOutcome, Error>;
+    /// `QuorumClient::lock_with` (no timeout) as a future its caller polls when it likes (see
+    /// [`Harness::late_wait`]); `None` where a caller is a thread.
+    #[allow(clippy::type_complexity)]
+    fn late_quorum_lock<'a>(
+        client: &'a Self::QuorumClient,
+        key: &'a str,
+        options: &'a LockOptions,
+    ) -> Option<Pin<Box<dyn Future<Output = Result<Self::QuorumGuard, Error>> + Send + 'a>>>;
 
     /// Runs `work` concurrently with the caller (a task, or a thread).
     fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T>;

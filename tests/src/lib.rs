@@ -175,6 +175,7 @@ macro_rules! cases {
         );
         $crate::cases!(@in quorum $harness;
             quorum_acquire_contend_release,
+            quorum_a_caller_that_runs_after_its_lease_gets_no_guard,
             quorum_one_of_five_paused_still_acquires,
             quorum_three_of_five_down_fails_fast_and_leaves_nothing,
             quorum_a_majority_lost_while_held_is_reported,

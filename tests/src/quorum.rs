@@ -147,3 +147,29 @@ pub async fn quorum_refuses_what_it_cannot_offer<H: Harness>() {
     let r = H::quorum_try_lock(&c, KEY, &confirmed).await;
     assert!(matches!(r, Err(Error::InvalidInput(InvalidInput::NotForQuorum(_)))), "{:?}", r.map(|g| g.is_some()));
 }
+
+/// A quorum caller that runs only after its lease is over is not handed the lock (as
+/// `a_caller_that_runs_after_its_lease_gets_no_guard` for one server): the client took the
+/// grant of a majority in time, but the caller's task was not polled again until every
+/// member's key had lapsed. It is told `NoValidityLeft`, and nothing is left held.
+pub async fn quorum_a_caller_that_runs_after_its_lease_gets_no_guard<H: Harness>() {
+    let servers = servers(3);
+    let refs: Vec<&RedisServer> = servers.iter().collect();
+    let c = client::<H>(&servers);
+    let options = LockOptions { auto_renew: false, ..opts(1_000) };
+    let Some(mut late) = H::late_quorum_lock(&c, KEY, &options) else { return };
+    if let Some(early) = futures_lite::future::poll_once(&mut late).await {
+        panic!("[{}] answered before any round trip: {:?}", H::NAME, early.map(|g| H::quorum_fence(&g)));
+    }
+    eventually::<H>("the lock held on a majority", || lock_keys_left(&refs) >= 2).await;
+    // Each member's key outlives the lease counted from before its request: once every key
+    // is gone, the lease is surely over; the caller is polled only then.
+    eventually::<H>("every member's key to lapse", || lock_keys_left(&refs) == 0).await;
+    match late.await {
+        Err(Error::Lock(LockError::NoValidityLeft)) => {}
+        other => panic!("[{}] a caller that ran after its lease: {:?}", H::NAME, other.map(|g| H::quorum_fence(&g))),
+    }
+    let g = H::quorum_try_lock(&c, KEY, &opts(1_000)).await.expect("answered").expect("the lock is free");
+    assert_eq!(H::quorum_release(g).await.expect("released"), ReleaseOutcome::Released);
+    eventually::<H>("nothing left held", || lock_keys_left(&refs) == 0).await;
+}

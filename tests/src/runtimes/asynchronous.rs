@@ -342,6 +342,14 @@ impl<E: Executor> Harness for Async<E> {
         client.lock_with(key, options, timeout).await
     }
 
+    fn late_quorum_lock<'a>(
+        client: &'a Self::QuorumClient,
+        key: &'a str,
+        options: &'a LockOptions,
+    ) -> Option<std::pin::Pin<Box<dyn Future<Output = Result<Self::QuorumGuard, Error>> + Send + 'a>>> {
+        Some(Box::pin(client.lock_with(key, options, None)))
+    }
+
     async fn quorum_try_lock(
         client: &Self::QuorumClient,
         key: &str,

@@ -58,6 +58,10 @@ impl Harness for Blocking {
             "a_cancelled_caller_strands_no_other_wait" | "a_dropped_with_lock_releases" => {
                 Some("a blocking call cannot be cancelled")
             }
+            "a_caller_that_runs_after_its_lease_gets_no_guard"
+            | "quorum_a_caller_that_runs_after_its_lease_gets_no_guard" => {
+                Some("a blocking caller takes its answer on its own thread, at once")
+            }
             // Twenty thousand threads: each blocking caller has a pooled connection of its own.
             "a_burst_of_requests_keeps_one_connection" => Some("concurrency is bounded by threads here"),
             _ => None,
@@ -314,6 +318,15 @@ impl Harness for Blocking {
         timeout: Option<Duration>,
     ) -> Result<Self::QuorumGuard, Error> {
         client.lock_with(key, options, timeout)
+    }
+
+    fn late_quorum_lock<'a>(
+        _client: &'a Self::QuorumClient,
+        _key: &'a str,
+        _options: &'a LockOptions,
+    ) -> Option<std::pin::Pin<Box<dyn Future<Output = Result<Self::QuorumGuard, Error>> + Send + 'a>>> {
+        // A blocking caller takes its answer on the thread that waited for it, at once.
+        None
     }
 
     async fn quorum_try_lock(
