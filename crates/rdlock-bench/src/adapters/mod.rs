@@ -94,15 +94,22 @@ pub trait Locker: Sized + Send + Sync + 'static {
     fn is_valid(&self, guard: &Self::Guard) -> bool;
 
     /// The counter scenarios (S8, S9): takes `key`'s lock and reads the `u64` kept with it,
-    /// holds for `hold`, and writes the value plus one back as it releases.
+    /// holds for `hold`, and writes the value plus one back as it releases. A baseline that
+    /// keeps no counter says so.
     fn increment(
         &self,
         key: &str,
         spec: Spec,
         hold: Option<Duration>,
-    ) -> impl Future<Output = Result<Increment, BoxError>> + Send;
+    ) -> impl Future<Output = Result<Increment, BoxError>> + Send {
+        let _ = (key, spec, hold);
+        async { Err("this baseline keeps no counter".into()) }
+    }
     /// The counter's value now (taken under its lock, after the run's last snapshot).
-    fn counter(&self, key: &str) -> impl Future<Output = Result<u64, BoxError>> + Send;
+    fn counter(&self, key: &str) -> impl Future<Output = Result<u64, BoxError>> + Send {
+        let _ = key;
+        async { Err("this baseline keeps no counter".into()) }
+    }
     /// Commands of S8 and S9 the server counts as requests, as [`Locker::REQUESTS`].
     const COUNTER_REQUESTS: &'static [&'static str] = Self::REQUESTS;
     /// Requests of S8 and S9 this client counted itself: commands its scripts also run, so

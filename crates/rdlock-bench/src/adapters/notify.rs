@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use futures_lite::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 
-use super::{Increment, Locker, Resource, Spec};
+use super::{Locker, Resource, Spec};
 use crate::BoxError;
 use crate::scenario::hold_until;
 
@@ -251,14 +251,6 @@ impl Locker for Notify {
     fn is_valid(&self, _guard: &NotifyGuard) -> bool {
         true
     }
-
-    async fn increment(&self, _key: &str, _spec: Spec, _hold: Option<Duration>) -> Result<Increment, BoxError> {
-        Err("the notify baseline keeps no counter".into())
-    }
-
-    async fn counter(&self, _key: &str) -> Result<u64, BoxError> {
-        Err("the notify baseline keeps no counter".into())
-    }
 }
 
 /// The release: compare-and-delete and the message, in one `EVAL`.
@@ -429,14 +421,6 @@ impl Locker for NotifyBlocking {
 
     fn is_valid(&self, _guard: &NotifyGuard) -> bool {
         true
-    }
-
-    async fn increment(&self, _key: &str, _spec: Spec, _hold: Option<Duration>) -> Result<Increment, BoxError> {
-        Err("the notify baseline keeps no counter".into())
-    }
-
-    async fn counter(&self, _key: &str) -> Result<u64, BoxError> {
-        Err("the notify baseline keeps no counter".into())
     }
 }
 

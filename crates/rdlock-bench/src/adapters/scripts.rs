@@ -15,7 +15,7 @@ use rdlock_core::{AcquireArgs, AcquireReply, FENCE_TTL, HANDOFF_CLAIM, LockKeys,
 use rdlock_driver::convert::{self, Eval};
 
 use super::route::Route;
-use super::{Increment, Locker, Resource, Spec};
+use super::{Locker, Resource, Spec};
 use crate::BoxError;
 
 /// How long a queue outlives its last push: the engine's floor (60 s), as it sends it.
@@ -137,13 +137,5 @@ impl<const UNTIMED: bool> Locker for Scripts<UNTIMED> {
 
     fn is_valid(&self, _guard: &ScriptsGuard) -> bool {
         true
-    }
-
-    async fn increment(&self, _key: &str, _spec: Spec, _hold: Option<Duration>) -> Result<Increment, BoxError> {
-        Err("the scripts baseline keeps no counter".into())
-    }
-
-    async fn counter(&self, _key: &str) -> Result<u64, BoxError> {
-        Err("the scripts baseline keeps no counter".into())
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rdlock_driver::convert;
 
 use super::scripts::{Ids, ScriptsGuard, granted, release, released};
-use super::{Increment, Locker, Resource, Spec};
+use super::{Locker, Resource, Spec};
 use crate::BoxError;
 
 /// The read and write timeouts of the connection: the multiplexed connection's default
@@ -74,13 +74,5 @@ impl Locker for ScriptsBlocking {
 
     fn is_valid(&self, _guard: &ScriptsGuard) -> bool {
         true
-    }
-
-    async fn increment(&self, _key: &str, _spec: Spec, _hold: Option<Duration>) -> Result<Increment, BoxError> {
-        Err("the scripts baseline keeps no counter".into())
-    }
-
-    async fn counter(&self, _key: &str) -> Result<u64, BoxError> {
-        Err("the scripts baseline keeps no counter".into())
     }
 }
