@@ -279,7 +279,11 @@ pub async fn tls_cluster_handoff_across_shards<H: Harness>() {
     let (ca, other) = (ca("cluster"), ca("cluster-stranger"));
     let cluster = Cluster::start_with(3, 0, mutual(&ca)).expect("a TLS cluster of 3 primaries");
     let url = format!("rediss+cluster://{}", cluster.nodes()[0].addr());
-    let config = || trusting(&ca, Some(ca.client_cert().expect("cert")));
+    // The case is the hand-off, not connect time: a cluster client's set-up (topology, then a
+    // mutual-TLS handshake per node, in a debug build) once outran the default 2 s at load 15
+    // on 2 cores. Nothing here waits on a dead node, so a longer bound costs nothing.
+    let config =
+        || ClientConfig { connection_timeout: PATIENCE, ..trusting(&ca, Some(ca.client_cert().expect("cert"))) };
     match H::connect_cluster(&url, trusting(&other, Some(other.client_cert().expect("cert")))).await {
         Err(Error::Tls(TlsError::UnknownIssuer)) => {}
         r => panic!("a cluster of another CA: expected Error::Tls(UnknownIssuer), got {:?}", r.map(|_| ())),
