@@ -14,8 +14,8 @@ use rdlock_testkit::{Proxy, RedisServer, Replicated};
 
 use crate::harness::{Harness, Task, join_all, lock_with, try_with};
 use crate::support::{
-    admin, assert_clean, del, exists, get, inbox_subscribers, keys, llen, ms, options, pubsub_connections,
-    pubsub_connections_on, script_calls, server, subscriptions_in, wait_until,
+    Monitor, ServerClock, admin, assert_clean, del, exists, get, inbox_subscribers, keys, llen, ms, options,
+    pubsub_connections, pubsub_connections_on, script_calls, server, server_story, subscriptions_in, wait_until,
 };
 
 const KEY: &str = "rdlock-test:lock";
@@ -223,15 +223,26 @@ pub async fn waiter_outlives_vanished_holder<H: Harness>() {
     let poll_cap = Duration::from_millis(200);
     let waiting = LockOptions { poll_cap, ..LockOptions::default() };
 
+    let mut clock = ServerClock::start(&server);
     let start = Instant::now();
     let holder = lock_with::<H>(&a, KEY, options(ttl, false), PATIENCE).await.expect("lock");
     let fence = H::fence(&holder);
+    let held_by = H::token(&holder);
+    let locked = start.elapsed();
     // The holder "crashes": its guard is never released or dropped.
     std::mem::forget(holder);
     let guard = lock_with::<H>(&b, KEY, waiting, PATIENCE).await.expect("lock");
     let took = start.elapsed();
     println!("[{}] leaked holder (ttl {ttl:?}): waiter acquired after {:.1} ms", H::NAME, ms(took));
-    assert!(took + Duration::from_millis(20) >= ttl, "acquired after {took:?}, before the holder's key expired");
+    assert!(
+        took + Duration::from_millis(20) >= ttl,
+        "acquired after {took:?}, before the holder's key expired (the holder's lock returned after {locked:?} \
+         with fence {fence} and token {held_by}; the waiter's fence {} and token {}; {}); {}",
+        H::fence(&guard),
+        H::token(&guard),
+        clock.moved(),
+        server_story(&server),
+    );
     assert!(took < ttl + poll_cap + SLACK, "took {took:?}");
     assert!(H::fence(&guard) > fence);
     assert!(H::release(guard).await.expect("release").was_held());
@@ -1385,6 +1396,7 @@ pub async fn vanished_waiters_cost_a_claim_each<H: Harness>() {
     const GHOSTS: usize = 5;
     let server = server();
     let proxy = Proxy::start(server.addr()).expect("start a proxy");
+    let monitor = Monitor::start(&server);
     let ttl = Duration::from_secs(30);
     let first = H::connect(&server.url()).await.expect("connect");
     let holder = lock_with::<H>(&first, KEY, options(ttl, true), PATIENCE).await.expect("lock");
@@ -1406,7 +1418,10 @@ pub async fn vanished_waiters_cost_a_claim_each<H: Harness>() {
         (Instant::now(), guard)
     });
     wait_for_waiters(&server, KEY, GHOSTS + 1, 1);
+    // No ghost kept a connection set up across the cut (one that did acted as a live waiter).
+    assert_eq!(proxy.connection_count(), 0, "a vanished waiter kept a connection");
     let fence = H::fence(&holder);
+    let mut clock = ServerClock::start(&server);
     let released = Instant::now();
     assert!(H::release(holder).await.expect("release").was_held());
     let (acquired, guard) = waiter.await;
@@ -1422,7 +1437,13 @@ pub async fn vanished_waiters_cost_a_claim_each<H: Harness>() {
     );
     assert!(took < bound, "took {took:?}, bound {bound:?}");
     // Each ghost was handed its claim in turn (the set-up queued them ahead of the waiter).
-    assert!(took + Duration::from_millis(20) >= HANDOFF_CLAIM * GHOSTS as u32, "took only {took:?}");
+    assert!(
+        took + Duration::from_millis(20) >= HANDOFF_CLAIM * GHOSTS as u32,
+        "took only {took:?} ({}); {}\nmonitor:\n{}",
+        clock.moved(),
+        server_story(&server),
+        monitor.seen()
+    );
     assert!(H::fence(&guard) > fence);
     assert!(H::valid_until(&guard) > acquired + ttl / 2, "the confirmed lease is the waiter's own TTL");
     let mut conn = admin(&server);

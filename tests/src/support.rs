@@ -2,6 +2,7 @@
 //! look at what the library left in Redis. All synchronous: they run on the thread that drives
 //! the case, never inside the adapter's runtime workers.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdlock_core::LockKeys;
@@ -72,6 +73,113 @@ pub fn script_calls(conn: &mut redis::Connection) -> u64 {
         .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
         .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// What the server saw, for a failure's message: its clients, its command counts and its
+/// keys with their TTLs.
+pub fn server_story(server: &RedisServer) -> String {
+    let mut conn = admin(server);
+    let mut ask = |args: &[&str]| -> String {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        match cmd.query::<redis::Value>(&mut conn) {
+            Ok(v) => format!("{v:?}"),
+            Err(e) => format!("error: {e}"),
+        }
+    };
+    let keys = ask(&["KEYS", "*"]);
+    let pttls = ask(&[
+        "EVAL",
+        "local o = {} for _, k in ipairs(redis.call('KEYS', '*')) do \
+        o[#o + 1] = k .. ' ' .. redis.call('TYPE', k).ok .. ' ' .. redis.call('PTTL', k) end return o",
+        "0",
+    ]);
+    format!(
+        "server {}:\nkeys {keys}\nttls {pttls}\nclients {}\ncommandstats {}\nlog {}",
+        server.url(),
+        ask(&["CLIENT", "LIST"]),
+        ask(&["INFO", "commandstats"]),
+        server.log_tail(20),
+    )
+}
+
+/// A server's clock beside ours: how far its `TIME` (which its key expiry follows) moved
+/// while our monotonic clock moved, for the message of a bound on a TTL that fails.
+pub struct ServerClock {
+    conn: redis::Connection,
+    ours: Instant,
+    theirs: Duration,
+}
+
+impl ServerClock {
+    /// Reads the server's clock once now.
+    pub fn start(server: &RedisServer) -> Self {
+        let mut conn = admin(server);
+        let theirs = server_time(&mut conn);
+        Self { conn, ours: Instant::now(), theirs }
+    }
+
+    /// How far each clock moved since [`ServerClock::start`], as text.
+    pub fn moved(&mut self) -> String {
+        let ours = self.ours.elapsed();
+        let theirs = server_time(&mut self.conn).saturating_sub(self.theirs);
+        format!("the server's clock moved {:.1} ms while ours moved {:.1} ms", ms(theirs), ms(ours))
+    }
+}
+
+impl std::fmt::Debug for ServerClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerClock").field("ours", &self.ours).field("theirs", &self.theirs).finish_non_exhaustive()
+    }
+}
+
+fn server_time(conn: &mut redis::Connection) -> Duration {
+    let (s, us): (u64, u64) = redis::cmd("TIME").query(conn).expect("TIME");
+    Duration::from_secs(s) + Duration::from_micros(us)
+}
+
+/// Every command the server runs, as `MONITOR` reports it, kept while `RDLOCK_TEST_MONITOR`
+/// is set (for tracing a case that failed; it slows the server).
+#[derive(Debug, Default)]
+pub struct Monitor {
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    /// Starts watching `server` if `RDLOCK_TEST_MONITOR` is set.
+    pub fn start(server: &RedisServer) -> Self {
+        let monitor = Self::default();
+        if std::env::var_os("RDLOCK_TEST_MONITOR").is_none() {
+            return monitor;
+        }
+        let mut conn = server.connection().expect("connect to redis-server");
+        conn.send_packed_command(&redis::cmd("MONITOR").get_packed_command()).expect("MONITOR");
+        let lines = monitor.lines.clone();
+        std::thread::spawn(move || {
+            while let Ok(v) = conn.recv_response() {
+                let line = match v {
+                    redis::Value::SimpleString(s) => s,
+                    other => format!("{other:?}"),
+                };
+                lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        // Wait for MONITOR's own reply, so that nothing after this is missed.
+        let start = Instant::now();
+        while monitor.lines.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        monitor
+    }
+
+    /// What was seen so far, a line per command.
+    pub fn seen(&self) -> String {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
+    }
 }
 
 /// `DEL key`.

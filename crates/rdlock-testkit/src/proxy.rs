@@ -37,6 +37,11 @@ struct Shared {
     refuse: AtomicBool,
     delay_micros: AtomicU64,
     connections: Mutex<Vec<Connection>>,
+    /// Tests only: holds a connection between its set-up and its registration.
+    #[cfg(test)]
+    hold: AtomicBool,
+    #[cfg(test)]
+    held: AtomicBool,
 }
 
 /// One proxied connection: both sockets (to close them from outside) and its
@@ -118,7 +123,7 @@ impl Proxy {
     }
 
     /// While `refuse` is true, new connections are closed as soon as they are
-    /// accepted; current connections are left alone.
+    /// accepted (one still being set up counts as new); current connections are left alone.
     pub fn refuse(&self, refuse: bool) {
         self.shared.refuse.store(refuse, Ordering::SeqCst);
     }
@@ -186,8 +191,24 @@ fn accept_loop(listener: &TcpListener, target: SocketAddr, shared: &Arc<Shared>)
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                if let Ok(connection) = open_connection(client, target, shared) {
-                    let mut connections = shared.lock_connections();
+                let Ok((client, upstream)) = connect_upstream(client, target) else { continue };
+                #[cfg(test)]
+                while shared.hold.load(Ordering::SeqCst) {
+                    shared.held.store(true, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                // Nothing is forwarded until the connection is in the list, and it joins the
+                // list only if not refused meanwhile, checked under the list's lock, which
+                // `cut` takes after `refuse(true)`: so a connection accepted before a
+                // `refuse(true); cut()` never forwards after it (a client a case cut off once
+                // kept a connection set up across the two, and acted while taken for gone).
+                let mut connections = shared.lock_connections();
+                if shared.refuse.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    let _ = upstream.shutdown(Shutdown::Both);
+                    continue;
+                }
+                if let Ok(connection) = start_pumps(client, upstream, shared) {
                     prune(&mut connections);
                     connections.push(connection);
                 }
@@ -199,20 +220,30 @@ fn accept_loop(listener: &TcpListener, target: SocketAddr, shared: &Arc<Shared>)
     }
 }
 
-fn open_connection(client: TcpStream, target: SocketAddr, shared: &Arc<Shared>) -> std::io::Result<Connection> {
-    // Whether accepted sockets inherit non-blocking mode is platform-specific.
-    client.set_nonblocking(false)?;
-    let upstream = match TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) {
-        Ok(upstream) => upstream,
+/// Opens the accepted connection's own connection to `target`; if that fails, the accepted
+/// one is closed.
+fn connect_upstream(client: TcpStream, target: SocketAddr) -> std::io::Result<(TcpStream, TcpStream)> {
+    let set_up = |client: &TcpStream| {
+        // Whether accepted sockets inherit non-blocking mode is platform-specific.
+        client.set_nonblocking(false)?;
+        let upstream = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)?;
+        for stream in [client, &upstream] {
+            stream.set_nodelay(true)?;
+            stream.set_write_timeout(Some(TICK))?;
+        }
+        Ok(upstream)
+    };
+    match set_up(&client) {
+        Ok(upstream) => Ok((client, upstream)),
         Err(err) => {
             let _ = client.shutdown(Shutdown::Both);
-            return Err(err);
+            Err(err)
         }
-    };
-    for stream in [&client, &upstream] {
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(TICK))?;
     }
+}
+
+/// Starts forwarding both ways.
+fn start_pumps(client: TcpStream, upstream: TcpStream, shared: &Arc<Shared>) -> std::io::Result<Connection> {
     let directions = [(client.try_clone()?, upstream.try_clone()?), (upstream.try_clone()?, client.try_clone()?)];
     let mut connection =
         Connection { client, upstream, closed: Arc::new(AtomicBool::new(false)), pumps: Vec::with_capacity(2) };
@@ -310,4 +341,34 @@ impl Pump {
 
 fn is_transient(err: &std::io::Error) -> bool {
     matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection accepted before `refuse(true)` and set up across a `cut` is closed, not
+    /// left to forward: a client "cut off" by a case kept one connection this way, and acted
+    /// while the case took it for gone. Fails before the check under the list's lock: the
+    /// read then waits out its timeout on a live connection.
+    #[test]
+    fn a_connection_set_up_across_refuse_and_cut_is_closed() -> Result<()> {
+        let upstream = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let proxy = Proxy::start(upstream.local_addr()?)?;
+        proxy.shared.hold.store(true, Ordering::SeqCst);
+        let mut client = TcpStream::connect(proxy.addr())?;
+        while !proxy.shared.held.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        proxy.refuse(true);
+        proxy.cut();
+        proxy.shared.hold.store(false, Ordering::SeqCst);
+        client.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let read = client.read(&mut [0; 1]);
+        assert!(
+            matches!(read, Ok(0)) || read.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+            "{read:?}"
+        );
+        Ok(())
+    }
 }
