@@ -75,6 +75,8 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                 quick size, enough to show a quadratic term)
   --s4-ttl SECS  the TTL of S4's locks (default 3, quick 1; rdlock's default is 10)
   --s4-hold SECS how long S4 holds its locks (default 10, quick 0.4)
+  --s5-no-renew S5's waiters hold without auto-renewal: the mass release's hand-offs apart
+                from the renewals of the locks granted earlier in its window
   --tokio-workers N
                 worker threads of the tokio runtimes (0: a current-thread runtime; default:
                 one per core)
@@ -103,6 +105,7 @@ struct Args {
     scale: Option<Vec<usize>>,
     s4_ttl: Option<Duration>,
     s4_hold: Option<Duration>,
+    s5_no_renew: bool,
     json: Option<String>,
     newer: bool,
     scripts: bool,
@@ -135,6 +138,7 @@ fn parse_args() -> Result<Args, String> {
         slices: None,
         scale: None,
         s4_ttl: None,
+        s5_no_renew: false,
         s4_hold: None,
         json: None,
         newer: false,
@@ -186,6 +190,7 @@ fn parse_args() -> Result<Args, String> {
                 // `--scale 0`: no sizes, S4 and S5 at their own (quick mode's sizes too: none).
                 args.scale = Some(sizes);
             }
+            "--s5-no-renew" => args.s5_no_renew = true,
             "--s4-ttl" => args.s4_ttl = Some(secs(&value()?, "--s4-ttl")?),
             "--s4-hold" => args.s4_hold = Some(secs(&value()?, "--s4-hold")?),
             "--json" => args.json = Some(value()?),
@@ -275,6 +280,7 @@ fn run(args: Args) -> Result<(), BoxError> {
     }
     settings.s4_ttl = args.s4_ttl.unwrap_or(settings.s4_ttl);
     settings.s4_hold = args.s4_hold.unwrap_or(settings.s4_hold);
+    settings.s5_renew = !args.s5_no_renew;
     let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let probe = Server::start()?;
     let version = probe.version()?;
@@ -419,6 +425,9 @@ fn run(args: Args) -> Result<(), BoxError> {
     machine.push(("loadavg_at_end", loadavg()));
     machine.push(("runs", runs.to_string()));
     machine.push(("slices", settings.slices.to_string()));
+    if !settings.s5_renew {
+        machine.push(("s5_waiters_renew", "no (--s5-no-renew)".into()));
+    }
     let workers = adapters::TOKIO_WORKERS.load(std::sync::atomic::Ordering::Relaxed);
     machine.push(("tokio_workers", if workers == usize::MAX { "one per core".into() } else { workers.to_string() }));
     machine.push(("mode", if args.quick { "quick" } else { "full" }.into()));

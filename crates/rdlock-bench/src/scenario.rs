@@ -173,6 +173,8 @@ pub struct Settings {
     /// The window over which waiting's cost to the server is measured: longer than a
     /// waiter's poll interval, so that polls show.
     pub s5_wait: Duration,
+    /// Whether S5's waiters auto-renew the locks they are granted (the library's default).
+    pub s5_renew: bool,
     /// Waiters of S10's one key.
     pub s10_waiters: usize,
     /// S1-S3 run in this many slices per adapter, the adapters taking turns.
@@ -204,6 +206,7 @@ impl Settings {
             s5_waiters: 10_000,
             s5_settle: Duration::from_millis(500),
             s5_wait: Duration::from_secs(10),
+            s5_renew: true,
             s10_waiters: 1_000,
             slices: 10,
         }
@@ -231,6 +234,7 @@ impl Settings {
             s5_waiters: 1_000,
             s5_settle: Duration::from_millis(100),
             s5_wait: Duration::from_millis(200),
+            s5_renew: true,
             s10_waiters: 100,
             slices: 2,
         }
@@ -758,7 +762,7 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
     let holder = Arc::new(L::connect(&url).await?);
     let held = acquire_all(exec, &holder, &keys, Spec { ttl: Duration::from_secs(120), auto_renew: false }).await?;
     let waiter = Arc::new(L::connect(&url).await?);
-    let spec = Spec::default();
+    let spec = Spec { auto_renew: set.s5_renew, ..Spec::default() };
     m.insert("lock_future_bytes", std::mem::size_of_val(&waiter.lock("bench:probe", spec)) as f64);
 
     // The waiting tasks are spawned behind a gate first: what the caller's side costs (the
