@@ -33,6 +33,17 @@ impl common::Waiter for Arc<Condvar> {
     }
 }
 
+/// The read timeout for an exchange allowed `limit`, `elapsed` of it gone: what is left,
+/// rounded down to whole milliseconds (at least [`MIN_WAIT`]). Rounded, it is the same from
+/// one request to the next (the microseconds spent before it no longer change it), so a
+/// pooled connection's timeout is set again only when it changes: unrounded, a
+/// `setsockopt` on nearly every request (issue #16). It then fires at most 1 ms early, never
+/// late: nothing against a response timeout or a caller's deadline.
+fn read_limit(limit: Duration, elapsed: Duration) -> Duration {
+    let left = limit.saturating_sub(elapsed);
+    Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)).max(MIN_WAIT)
+}
+
 /// A synchronous connection, the read timeout it is set to, and the epoch of the primary
 /// it was made to.
 struct Pooled {
@@ -386,7 +397,7 @@ impl Cell<Threads> {
                 return exchange.unsent(&e);
             }
         };
-        let limit = limit.saturating_sub(started.elapsed()).max(MIN_WAIT);
+        let limit = read_limit(limit, started.elapsed());
         if conn.read_timeout != limit {
             if let Err(e) = conn.conn.set_read_timeout(Some(limit)) {
                 pool.discard(background);
@@ -445,5 +456,37 @@ impl Cell<Threads> {
         let queue = self.pubsub();
         let waited = self.side.pubsub_cond.wait_timeout_while(queue, pause, |_| !self.is_closed());
         drop(waited);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{MIN_WAIT, read_limit};
+
+    /// The read timeout left to an exchange is the same whatever microseconds went before it,
+    /// so that it is not set again on every request; never above what is left, never below
+    /// the shortest wait. Fails unrounded: 1,999.997 ms against 1,999.960 ms.
+    #[test]
+    fn the_read_timeout_is_whole_milliseconds_never_more_than_left() {
+        let limit = Duration::from_secs(2);
+        let us = Duration::from_micros;
+        assert_eq!(read_limit(limit, us(3)), read_limit(limit, us(40)));
+        assert_eq!(read_limit(limit, us(3)), Duration::from_millis(1999));
+        assert_eq!(read_limit(limit, Duration::ZERO), limit);
+        assert_eq!(read_limit(limit, us(1_000)), Duration::from_millis(1999));
+        assert_eq!(read_limit(limit, us(1_001)), Duration::from_millis(1998));
+        for elapsed in [0, 1, 999, 1_000, 1_500, 1_999_000] {
+            let left = limit - us(elapsed);
+            let got = read_limit(limit, us(elapsed));
+            assert!(got <= left.max(MIN_WAIT) && left.max(MIN_WAIT) - got < Duration::from_millis(1), "{elapsed} µs");
+        }
+        // Nothing or little left: the shortest wait (a zero timeout would be none).
+        assert_eq!(read_limit(limit, limit), MIN_WAIT);
+        assert_eq!(read_limit(limit, Duration::from_secs(5)), MIN_WAIT);
+        assert_eq!(read_limit(Duration::from_micros(10_500), Duration::ZERO), MIN_WAIT);
+        // Out of range: no panic.
+        assert!(read_limit(Duration::MAX, Duration::ZERO) >= Duration::from_secs(u64::MAX / 1_000 - 1));
     }
 }
