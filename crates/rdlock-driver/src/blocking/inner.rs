@@ -25,11 +25,35 @@ const WORKER_IDLE: Duration = Duration::from_secs(10);
 /// Shortest read timeout set on a connection (a zero timeout would mean none).
 const MIN_WAIT: Duration = Duration::from_millis(10);
 
-/// A lock's waiter is a thread sleeping on the lock's condition variable (paired with the
-/// state mutex), woken on every event of this lock.
-impl common::Waiter for Arc<Condvar> {
+/// A lock's waiter: the condition variable its callers' threads sleep on (paired with the
+/// state mutex) in [`Inner::next_event`], and how many sleep on it now.
+#[derive(Debug, Default)]
+pub(super) struct Sleepers {
+    cond: Arc<Condvar>,
+    /// Counted by each thread before it sleeps and uncounted once awake, both under the
+    /// state mutex: the events, and so every `wake`, are behind that mutex too.
+    sleeping: usize,
+    /// Notifications sent, for the tests to see that none is sent when nobody sleeps.
+    #[cfg(test)]
+    notified: usize,
+}
+
+/// Every event of a lock wakes the threads that sleep on it, and only when one does: a
+/// notification with none is a system call that wakes no one, once per request (issue #16).
+/// No wake-up is lost: `wake` runs under the state mutex, after the event is in the slot; a
+/// thread that looked for its event before that, and did not find it, counted itself under
+/// the same mutex and released it only by sleeping on the condition variable (the wait queues
+/// it first), so `wake` sees it counted and notifies it. A thread that looks after finds
+/// the event and never sleeps.
+impl common::Waiter for Sleepers {
     fn wake(&mut self) {
-        self.notify_all();
+        if self.sleeping > 0 {
+            #[cfg(test)]
+            {
+                self.notified += 1;
+            }
+            self.cond.notify_all();
+        }
     }
 }
 
@@ -79,7 +103,7 @@ pub(super) struct Threads {
 }
 
 impl Side for Threads {
-    type Waiter = Arc<Condvar>;
+    type Waiter = Sleepers;
 
     fn wake_timers(cell: &Cell<Self>) {
         cell.side.timer_cond.notify_one();
@@ -197,8 +221,16 @@ impl Cell<Threads> {
             if let Some(e) = slot.events.take(op) {
                 return Some(e);
             }
-            let cond = slot.waiter.clone();
+            // Counted before it sleeps, under the mutex (see `Sleepers`).
+            slot.waiter.sleeping += 1;
+            let cond = slot.waiter.cond.clone();
             st = cond.wait(st).unwrap_or_else(|e| e.into_inner());
+            // The slot may be gone meanwhile (the count with it).
+            if let Some(slot) = st.slots.get_mut(&id)
+                && Arc::ptr_eq(&slot.waiter.cond, &cond)
+            {
+                slot.waiter.sleeping -= 1;
+            }
         }
     }
 
@@ -463,7 +495,67 @@ impl Cell<Threads> {
 mod tests {
     use std::time::Duration;
 
-    use super::{MIN_WAIT, read_limit};
+    use rdlock_core::{Event, LockId, OpId};
+
+    use super::{Inner, MIN_WAIT, read_limit};
+    use crate::common::Slot;
+
+    /// A client's state with no server behind it (nothing here sends).
+    fn inner() -> Inner {
+        let redis = redis::Client::open("redis://127.0.0.1:1/").unwrap();
+        Inner::with_threads(redis, crate::ClientConfig::default()).unwrap()
+    }
+
+    /// Blocks until `n` threads sleep on lock `id` (no timing: each counts itself under the
+    /// state mutex just before it sleeps).
+    fn until_sleeping(inner: &Inner, id: LockId, n: usize) {
+        while inner.state().slots.get(&id).map_or(0, |s| s.waiter.sleeping) < n {
+            std::thread::yield_now();
+        }
+    }
+
+    /// An event for a lock nobody sleeps on notifies nobody (a system call per request that
+    /// woke no one; fails before: one notification); callers asleep on their lock, one or
+    /// two at once, each get their own event when another thread delivers it (were the wake
+    /// skipped while one sleeps, it would sleep for ever: the test would hang).
+    #[test]
+    fn only_a_sleeping_caller_is_woken_and_it_always_is() {
+        let inner = &inner();
+        let (id, a, b) = (LockId(1), OpId(1), OpId(2));
+        let notified = || inner.state().slots.get(&id).map(|s| s.waiter.notified);
+        let deliver = |op, event| inner.state().slots.get_mut(&id).unwrap().deliver(Some(op), event);
+        let mut slot = Slot::default();
+        slot.events.expect(a);
+        inner.state().slots.insert(id, slot);
+        // Nobody sleeps: the answer waits in the slot, nobody is notified.
+        deliver(a, Event::Downgraded);
+        assert_eq!(notified(), Some(0), "notified with nobody asleep");
+        assert_eq!(inner.next_event(id, a), Some(Event::Downgraded));
+        std::thread::scope(|s| {
+            // One caller asleep.
+            inner.state().slots.get_mut(&id).unwrap().events.expect(a);
+            let caller = s.spawn(move || inner.next_event(id, a));
+            until_sleeping(inner, id, 1);
+            deliver(a, Event::TimedOut);
+            assert_eq!(caller.join().unwrap(), Some(Event::TimedOut));
+            // Two callers asleep on one lock: the second's event wakes both, and the first,
+            // whether or not it is asleep again when its own comes, gets it.
+            let mut st = inner.state();
+            let events = &mut st.slots.get_mut(&id).unwrap().events;
+            events.expect(a);
+            events.expect(b);
+            drop(st);
+            let first = s.spawn(move || inner.next_event(id, a));
+            let second = s.spawn(move || inner.next_event(id, b));
+            until_sleeping(inner, id, 2);
+            deliver(b, Event::Stored);
+            assert_eq!(second.join().unwrap(), Some(Event::Stored));
+            deliver(a, Event::Downgraded);
+            assert_eq!(first.join().unwrap(), Some(Event::Downgraded));
+        });
+        assert_eq!(inner.state().slots.get(&id).map(|s| s.waiter.sleeping), Some(0));
+        assert!(notified().is_some_and(|n| n >= 2));
+    }
 
     /// The read timeout left to an exchange is the same whatever microseconds went before it,
     /// so that it is not set again on every request; never above what is left, never below

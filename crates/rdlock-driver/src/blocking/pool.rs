@@ -220,7 +220,8 @@ mod tests {
         let pool = &pool;
         std::thread::scope(|s| {
             // Woken by `put`, waiting without a deadline.
-            let waiter = s.spawn(move || pool.take(0, false, None).map(|(t, waited)| (matches!(t, Taken::Idle(2)), waited)));
+            let waiter =
+                s.spawn(move || pool.take(0, false, None).map(|(t, waited)| (matches!(t, Taken::Idle(2)), waited)));
             until_waiting(pool);
             pool.put(0, 2, false);
             assert_eq!(waiter.join().unwrap(), Some((true, true)));
