@@ -502,8 +502,8 @@ mod tests {
 
     /// A client's state with no server behind it (nothing here sends).
     fn inner() -> Inner {
-        let redis = redis::Client::open("redis://127.0.0.1:1/").unwrap();
-        Inner::with_threads(redis, crate::ClientConfig::default()).unwrap()
+        let redis = redis::Client::open("redis://127.0.0.1:1/").expect("an address");
+        Inner::with_threads(redis, crate::ClientConfig::default()).expect("a client's state")
     }
 
     /// Blocks until `n` threads sleep on lock `id` (no timing: each counts itself under the
@@ -523,7 +523,7 @@ mod tests {
         let inner = &inner();
         let (id, a, b) = (LockId(1), OpId(1), OpId(2));
         let notified = || inner.state().slots.get(&id).map(|s| s.waiter.notified);
-        let deliver = |op, event| inner.state().slots.get_mut(&id).unwrap().deliver(Some(op), event);
+        let deliver = |op, event| inner.state().slots.get_mut(&id).expect("the slot").deliver(Some(op), event);
         let mut slot = Slot::default();
         slot.events.expect(a);
         inner.state().slots.insert(id, slot);
@@ -533,15 +533,15 @@ mod tests {
         assert_eq!(inner.next_event(id, a), Some(Event::Downgraded));
         std::thread::scope(|s| {
             // One caller asleep.
-            inner.state().slots.get_mut(&id).unwrap().events.expect(a);
+            inner.state().slots.get_mut(&id).expect("the slot").events.expect(a);
             let caller = s.spawn(move || inner.next_event(id, a));
             until_sleeping(inner, id, 1);
             deliver(a, Event::TimedOut);
-            assert_eq!(caller.join().unwrap(), Some(Event::TimedOut));
+            assert_eq!(caller.join().expect("the caller"), Some(Event::TimedOut));
             // Two callers asleep on one lock: the second's event wakes both, and the first,
             // whether or not it is asleep again when its own comes, gets it.
             let mut st = inner.state();
-            let events = &mut st.slots.get_mut(&id).unwrap().events;
+            let events = &mut st.slots.get_mut(&id).expect("the slot").events;
             events.expect(a);
             events.expect(b);
             drop(st);
@@ -549,9 +549,9 @@ mod tests {
             let second = s.spawn(move || inner.next_event(id, b));
             until_sleeping(inner, id, 2);
             deliver(b, Event::Stored);
-            assert_eq!(second.join().unwrap(), Some(Event::Stored));
+            assert_eq!(second.join().expect("the second caller"), Some(Event::Stored));
             deliver(a, Event::Downgraded);
-            assert_eq!(first.join().unwrap(), Some(Event::Downgraded));
+            assert_eq!(first.join().expect("the first caller"), Some(Event::Downgraded));
         });
         assert_eq!(inner.state().slots.get(&id).map(|s| s.waiter.sleeping), Some(0));
         assert!(notified().is_some_and(|n| n >= 2));

@@ -224,13 +224,13 @@ mod tests {
                 s.spawn(move || pool.take(0, false, None).map(|(t, waited)| (matches!(t, Taken::Idle(2)), waited)));
             until_waiting(pool);
             pool.put(0, 2, false);
-            assert_eq!(waiter.join().unwrap(), Some((true, true)));
+            assert_eq!(waiter.join().expect("the waiter"), Some((true, true)));
             // Woken by `discard`, waiting with a deadline far off.
             let far = Some(std::time::Instant::now() + std::time::Duration::from_secs(3600));
             let waiter = s.spawn(move || pool.take(0, false, far).map(|(t, waited)| (matches!(t, Taken::New), waited)));
             until_waiting(pool);
             pool.discard(false);
-            assert_eq!(waiter.join().unwrap(), Some((true, true)));
+            assert_eq!(waiter.join().expect("the waiter"), Some((true, true)));
         });
         assert_eq!(notified(pool), 2);
         assert_eq!(pool.share(false).conns().waiting, 0);
