@@ -128,6 +128,14 @@ pub(crate) struct Slot<W> {
     timing: Timing,
 }
 
+impl<W: Waiter> Slot<W> {
+    /// Records an event (see [`Events::push`]) and wakes the lock's waiter.
+    pub(crate) fn deliver(&mut self, op: Option<OpId>, event: Event) {
+        self.events.push(op, event);
+        self.waiter.wake();
+    }
+}
+
 /// What a driver keeps behind its one mutex: the engine and each lock's slot.
 #[derive(Debug)]
 pub(crate) struct Shared<W> {
@@ -311,8 +319,7 @@ fn drain<W: Waiter>(
         }
         if let Some(slot) = slots.get_mut(&lock) {
             meter.event(&mut slot.timing, &event);
-            slot.events.push(op, event);
-            slot.waiter.wake();
+            slot.deliver(op, event);
         }
     }
     meter.stats(engine.stats());

@@ -25,12 +25,47 @@ const WORKER_IDLE: Duration = Duration::from_secs(10);
 /// Shortest read timeout set on a connection (a zero timeout would mean none).
 const MIN_WAIT: Duration = Duration::from_millis(10);
 
-/// A lock's waiter is a thread sleeping on the lock's condition variable (paired with the
-/// state mutex), woken on every event of this lock.
-impl common::Waiter for Arc<Condvar> {
+/// A lock's waiter: the condition variable its callers' threads sleep on (paired with the
+/// state mutex) in [`Inner::next_event`], and how many sleep on it now.
+#[derive(Debug, Default)]
+pub(super) struct Sleepers {
+    cond: Arc<Condvar>,
+    /// Counted by each thread before it sleeps and uncounted once awake, both under the
+    /// state mutex: the events, and so every `wake`, are behind that mutex too.
+    sleeping: usize,
+    /// Notifications sent, for the tests to see that none is sent when nobody sleeps.
+    #[cfg(test)]
+    notified: usize,
+}
+
+/// Every event of a lock wakes the threads that sleep on it, and only when one does: a
+/// notification with none is a system call that wakes no one, once per request (issue #16).
+/// No wake-up is lost: `wake` runs under the state mutex, after the event is in the slot; a
+/// thread that looked for its event before that, and did not find it, counted itself under
+/// the same mutex and released it only by sleeping on the condition variable (the wait queues
+/// it first), so `wake` sees it counted and notifies it. A thread that looks after finds
+/// the event and never sleeps.
+impl common::Waiter for Sleepers {
     fn wake(&mut self) {
-        self.notify_all();
+        if self.sleeping > 0 {
+            #[cfg(test)]
+            {
+                self.notified += 1;
+            }
+            self.cond.notify_all();
+        }
     }
+}
+
+/// The read timeout for an exchange allowed `limit`, `elapsed` of it gone: what is left,
+/// rounded down to whole milliseconds (at least [`MIN_WAIT`]). Rounded, it is the same from
+/// one request to the next (the microseconds spent before it no longer change it), so a
+/// pooled connection's timeout is set again only when it changes: unrounded, a
+/// `setsockopt` on nearly every request (issue #16). It then fires at most 1 ms early, never
+/// late: nothing against a response timeout or a caller's deadline.
+fn read_limit(limit: Duration, elapsed: Duration) -> Duration {
+    let left = limit.saturating_sub(elapsed);
+    Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)).max(MIN_WAIT)
 }
 
 /// A synchronous connection, the read timeout it is set to, and the epoch of the primary
@@ -68,7 +103,7 @@ pub(super) struct Threads {
 }
 
 impl Side for Threads {
-    type Waiter = Arc<Condvar>;
+    type Waiter = Sleepers;
 
     fn wake_timers(cell: &Cell<Self>) {
         cell.side.timer_cond.notify_one();
@@ -186,8 +221,16 @@ impl Cell<Threads> {
             if let Some(e) = slot.events.take(op) {
                 return Some(e);
             }
-            let cond = slot.waiter.clone();
+            // Counted before it sleeps, under the mutex (see `Sleepers`).
+            slot.waiter.sleeping += 1;
+            let cond = slot.waiter.cond.clone();
             st = cond.wait(st).unwrap_or_else(|e| e.into_inner());
+            // The slot may be gone meanwhile (the count with it).
+            if let Some(slot) = st.slots.get_mut(&id)
+                && Arc::ptr_eq(&slot.waiter.cond, &cond)
+            {
+                slot.waiter.sleeping -= 1;
+            }
         }
     }
 
@@ -386,7 +429,7 @@ impl Cell<Threads> {
                 return exchange.unsent(&e);
             }
         };
-        let limit = limit.saturating_sub(started.elapsed()).max(MIN_WAIT);
+        let limit = read_limit(limit, started.elapsed());
         if conn.read_timeout != limit {
             if let Err(e) = conn.conn.set_read_timeout(Some(limit)) {
                 pool.discard(background);
@@ -445,5 +488,97 @@ impl Cell<Threads> {
         let queue = self.pubsub();
         let waited = self.side.pubsub_cond.wait_timeout_while(queue, pause, |_| !self.is_closed());
         drop(waited);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rdlock_core::{Event, LockId, OpId};
+
+    use super::{Inner, MIN_WAIT, read_limit};
+    use crate::common::Slot;
+
+    /// A client's state with no server behind it (nothing here sends).
+    fn inner() -> Inner {
+        let redis = redis::Client::open("redis://127.0.0.1:1/").expect("an address");
+        Inner::with_threads(redis, crate::ClientConfig::default()).expect("a client's state")
+    }
+
+    /// Blocks until `n` threads sleep on lock `id` (no timing: each counts itself under the
+    /// state mutex just before it sleeps).
+    fn until_sleeping(inner: &Inner, id: LockId, n: usize) {
+        while inner.state().slots.get(&id).map_or(0, |s| s.waiter.sleeping) < n {
+            std::thread::yield_now();
+        }
+    }
+
+    /// An event for a lock nobody sleeps on notifies nobody (a system call per request that
+    /// woke no one; fails before: one notification); callers asleep on their lock, one or
+    /// two at once, each get their own event when another thread delivers it (were the wake
+    /// skipped while one sleeps, it would sleep for ever: the test would hang).
+    #[test]
+    fn only_a_sleeping_caller_is_woken_and_it_always_is() {
+        let inner = &inner();
+        let (id, a, b) = (LockId(1), OpId(1), OpId(2));
+        let notified = || inner.state().slots.get(&id).map(|s| s.waiter.notified);
+        let deliver = |op, event| inner.state().slots.get_mut(&id).expect("the slot").deliver(Some(op), event);
+        let mut slot = Slot::default();
+        slot.events.expect(a);
+        inner.state().slots.insert(id, slot);
+        // Nobody sleeps: the answer waits in the slot, nobody is notified.
+        deliver(a, Event::Downgraded);
+        assert_eq!(notified(), Some(0), "notified with nobody asleep");
+        assert_eq!(inner.next_event(id, a), Some(Event::Downgraded));
+        std::thread::scope(|s| {
+            // One caller asleep.
+            inner.state().slots.get_mut(&id).expect("the slot").events.expect(a);
+            let caller = s.spawn(move || inner.next_event(id, a));
+            until_sleeping(inner, id, 1);
+            deliver(a, Event::TimedOut);
+            assert_eq!(caller.join().expect("the caller"), Some(Event::TimedOut));
+            // Two callers asleep on one lock: the second's event wakes both, and the first,
+            // whether or not it is asleep again when its own comes, gets it.
+            let mut st = inner.state();
+            let events = &mut st.slots.get_mut(&id).expect("the slot").events;
+            events.expect(a);
+            events.expect(b);
+            drop(st);
+            let first = s.spawn(move || inner.next_event(id, a));
+            let second = s.spawn(move || inner.next_event(id, b));
+            until_sleeping(inner, id, 2);
+            deliver(b, Event::Stored);
+            assert_eq!(second.join().expect("the second caller"), Some(Event::Stored));
+            deliver(a, Event::Downgraded);
+            assert_eq!(first.join().expect("the first caller"), Some(Event::Downgraded));
+        });
+        assert_eq!(inner.state().slots.get(&id).map(|s| s.waiter.sleeping), Some(0));
+        assert!(notified().is_some_and(|n| n >= 2));
+    }
+
+    /// The read timeout left to an exchange is the same whatever microseconds went before it,
+    /// so that it is not set again on every request; never above what is left, never below
+    /// the shortest wait. Fails unrounded: 1,999.997 ms against 1,999.960 ms.
+    #[test]
+    fn the_read_timeout_is_whole_milliseconds_never_more_than_left() {
+        let limit = Duration::from_secs(2);
+        let us = Duration::from_micros;
+        assert_eq!(read_limit(limit, us(3)), read_limit(limit, us(40)));
+        assert_eq!(read_limit(limit, us(3)), Duration::from_millis(1999));
+        assert_eq!(read_limit(limit, Duration::ZERO), limit);
+        assert_eq!(read_limit(limit, us(1_000)), Duration::from_millis(1999));
+        assert_eq!(read_limit(limit, us(1_001)), Duration::from_millis(1998));
+        for elapsed in [0, 1, 999, 1_000, 1_500, 1_999_000] {
+            let left = limit - us(elapsed);
+            let got = read_limit(limit, us(elapsed));
+            assert!(got <= left.max(MIN_WAIT) && left.max(MIN_WAIT) - got < Duration::from_millis(1), "{elapsed} µs");
+        }
+        // Nothing or little left: the shortest wait (a zero timeout would be none).
+        assert_eq!(read_limit(limit, limit), MIN_WAIT);
+        assert_eq!(read_limit(limit, Duration::from_secs(5)), MIN_WAIT);
+        assert_eq!(read_limit(Duration::from_micros(10_500), Duration::ZERO), MIN_WAIT);
+        // Out of range: no panic.
+        assert!(read_limit(Duration::MAX, Duration::ZERO) >= Duration::from_secs(u64::MAX / 1_000 - 1));
     }
 }

@@ -32,15 +32,21 @@ impl<C> Default for Pool<C> {
 /// to) and how many it has open, up to its bound.
 struct Share<C> {
     conns: Mutex<Conns<C>>,
-    /// Signalled when a connection of this share is returned or closed.
+    /// Signalled when a connection of this share is returned or closed, and a thread waits.
     freed: Condvar,
     bound: usize,
+    /// Notifications sent, for the tests to see that none is sent when no thread waits.
+    #[cfg(test)]
+    notified: std::sync::atomic::AtomicUsize,
 }
 
 struct Conns<C> {
     idle: Vec<(u64, C)>,
     /// Connections idle or in use (or being made).
     open: usize,
+    /// Threads waiting on `freed`: a notification with none is a system call that wakes no
+    /// one, once per request (issue #16).
+    waiting: usize,
 }
 
 /// What [`Pool::take`] gives: an idle connection, or the right to make one.
@@ -51,7 +57,27 @@ pub(super) enum Taken<C> {
 
 impl<C> Share<C> {
     fn new(bound: usize) -> Self {
-        Self { conns: Mutex::new(Conns { idle: Vec::new(), open: 0 }), freed: Condvar::new(), bound }
+        Self {
+            conns: Mutex::new(Conns { idle: Vec::new(), open: 0, waiting: 0 }),
+            freed: Condvar::new(),
+            bound,
+            #[cfg(test)]
+            notified: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Wakes a waiting thread, if any, after `conns` changed. No wake-up is lost: a waiter
+    /// counts itself under the mutex before it waits (and the wait releases the mutex only
+    /// once the thread is queued on `freed`), so `waiting`, read here under the same mutex
+    /// after the change, counts every thread that waits without having seen it.
+    fn changed(&self, conns: MutexGuard<'_, Conns<C>>) {
+        let waiting = conns.waiting > 0;
+        drop(conns);
+        if waiting {
+            #[cfg(test)]
+            self.notified.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.freed.notify_one();
+        }
     }
 
     fn conns(&self) -> MutexGuard<'_, Conns<C>> {
@@ -84,13 +110,16 @@ impl<C> Pool<C> {
                 return Some((Taken::New, waited));
             }
             waited = true;
-            conns = match deadline {
-                None => share.freed.wait(conns).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.checked_duration_since(Instant::now()).filter(|l| !l.is_zero())?;
-                    share.freed.wait_timeout(conns, left).unwrap_or_else(|e| e.into_inner()).0
-                }
+            let left = match deadline {
+                None => None,
+                Some(d) => Some(d.checked_duration_since(Instant::now()).filter(|l| !l.is_zero())?),
             };
+            conns.waiting += 1;
+            conns = match left {
+                None => share.freed.wait(conns).unwrap_or_else(|e| e.into_inner()),
+                Some(left) => share.freed.wait_timeout(conns, left).unwrap_or_else(|e| e.into_inner()).0,
+            };
+            conns.waiting -= 1;
         }
     }
 
@@ -103,16 +132,18 @@ impl<C> Pool<C> {
     /// A connection taken from the share of `background` comes back.
     pub(super) fn put(&self, epoch: u64, conn: C, background: bool) {
         let share = self.share(background);
-        share.conns().idle.push((epoch, conn));
-        share.freed.notify_one();
+        let mut conns = share.conns();
+        conns.idle.push((epoch, conn));
+        share.changed(conns);
     }
 
     /// A connection taken (or the right to make one) from the share of `background` ends
     /// without coming back.
     pub(super) fn discard(&self, background: bool) {
         let share = self.share(background);
-        share.conns().open -= 1;
-        share.freed.notify_one();
+        let mut conns = share.conns();
+        conns.open -= 1;
+        share.changed(conns);
     }
 }
 
@@ -157,5 +188,51 @@ mod tests {
         assert!(pool.take(1, false, Some(std::time::Instant::now())).is_none());
         pool.discard(false);
         assert!(matches!(pool.take(1, false, None).map(|t| t.0), Some(Taken::New)));
+    }
+
+    fn notified(pool: &Pool<u32>) -> usize {
+        pool.share(false).notified.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Blocks until a thread waits on the callers' share (no timing: it counts itself
+    /// under the mutex just before it waits).
+    fn until_waiting(pool: &Pool<u32>) {
+        while pool.share(false).conns().waiting == 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// A connection put back or discarded with nobody waiting notifies nobody (a system
+    /// call per request that woke no one), and a thread waiting at the bound is still woken
+    /// by either, with or without a deadline: no wake-up is lost.
+    #[test]
+    fn only_a_waiting_thread_is_notified_and_it_always_is() {
+        let pool = Pool::<u32>::default();
+        for _ in 0..MAX_CALLER_CONNS {
+            assert!(matches!(pool.take(0, false, None).map(|t| t.0), Some(Taken::New)));
+        }
+        pool.put(0, 1, false);
+        pool.discard(false);
+        assert_eq!(notified(&pool), 0, "notified with nobody waiting");
+        // Back at the bound.
+        assert!(matches!(pool.take(0, false, None).map(|t| t.0), Some(Taken::Idle(1))));
+        assert!(matches!(pool.take(0, false, None).map(|t| t.0), Some(Taken::New)));
+        let pool = &pool;
+        std::thread::scope(|s| {
+            // Woken by `put`, waiting without a deadline.
+            let waiter =
+                s.spawn(move || pool.take(0, false, None).map(|(t, waited)| (matches!(t, Taken::Idle(2)), waited)));
+            until_waiting(pool);
+            pool.put(0, 2, false);
+            assert_eq!(waiter.join().expect("the waiter"), Some((true, true)));
+            // Woken by `discard`, waiting with a deadline far off.
+            let far = Some(std::time::Instant::now() + std::time::Duration::from_secs(3600));
+            let waiter = s.spawn(move || pool.take(0, false, far).map(|(t, waited)| (matches!(t, Taken::New), waited)));
+            until_waiting(pool);
+            pool.discard(false);
+            assert_eq!(waiter.join().expect("the waiter"), Some((true, true)));
+        });
+        assert_eq!(notified(pool), 2);
+        assert_eq!(pool.share(false).conns().waiting, 0);
     }
 }
