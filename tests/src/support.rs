@@ -121,6 +121,15 @@ impl ServerClock {
         Self { conn, ours: Instant::now(), theirs }
     }
 
+    /// How much further the server's clock moved than ours since [`ServerClock::start`]: a
+    /// wall clock stepped forward (a time sync on a virtual machine) expires keys that much
+    /// early, which no lock can prevent (`docs/safety.md`, *Clock drift*). A lower bound on a
+    /// TTL holds on the server's clock, so it allows for this; zero when the clocks agree.
+    pub fn ahead(&mut self) -> Duration {
+        let ours = self.ours.elapsed();
+        server_time(&mut self.conn).saturating_sub(self.theirs).saturating_sub(ours)
+    }
+
     /// How far each clock moved since [`ServerClock::start`], as text.
     pub fn moved(&mut self) -> String {
         let ours = self.ours.elapsed();
