@@ -133,7 +133,7 @@ fn parse_args() -> Result<Args, String> {
         // `scripts-smol` and `scripts-blocking` only when named (`--adapters`).
         adapters: ADAPTERS
             .iter()
-            .filter(|a| a.name != report::FLOOR_SMOL && a.name != report::FLOOR_BLOCKING)
+            .filter(|a| ![report::FLOOR_SMOL, report::FLOOR_BLOCKING, report::FLOOR_COMMANDS].contains(&a.name))
             .copied()
             .collect(),
         runs: None,

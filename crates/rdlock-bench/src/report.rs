@@ -15,6 +15,9 @@ pub const FLOOR: &str = "scripts";
 pub const FLOOR_SMOL: &str = "scripts-smol";
 /// The same floor on threads, over the synchronous connection (not in the default list either).
 pub const FLOOR_BLOCKING: &str = "scripts-blocking";
+/// The protocol's own floor: raw's client sending the cheapest scripts with rdlock's six
+/// commands (`adapters/scripts.rs`, `Commands`).
+pub const FLOOR_COMMANDS: &str = "commands";
 
 /// The floor row an adapter's "× scripts" is set against: its executor's own when it ran (the
 /// blocking adapter's callers are threads), else [`FLOOR`].

@@ -28,7 +28,7 @@ const INBOX: &str = "i0000000000000001";
 const TRIVIAL: [&str; 2] = ["return {1, 1}", "return 1"];
 
 /// The same commands as rdlock's uncontended cycle, without a check.
-const FLOOR: [&str; 2] = [
+pub(crate) const FLOOR: [&str; 2] = [
     "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2], 'GET') then \
      redis.call('LINDEX', KEYS[3], '0') return {1, redis.call('INCR', KEYS[2])} end return {0, 0}",
     "local got = redis.call('MGET', KEYS[1], KEYS[2]) \

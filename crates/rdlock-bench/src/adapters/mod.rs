@@ -200,6 +200,13 @@ pub const ADAPTERS: &[Adapter] = &[
         rig: |s, set| scenario::rig::<scripts::Scripts, _>(TokioExec::new()?, s, set),
         only: Some(&[Scenario::S1, Scenario::S3, Scenario::C1, Scenario::C3]),
     },
+    // The protocol's own floor: the same client sending the cheapest scripts that run
+    // rdlock's six commands (`scripts.rs`, `Commands`); only when named.
+    Adapter {
+        name: crate::report::FLOOR_COMMANDS,
+        rig: |s, set| scenario::rig::<scripts::Commands, _>(TokioExec::new()?, s, set),
+        only: Some(&[Scenario::S1, Scenario::S3]),
+    },
     Adapter {
         name: "tokio",
         rig: |s, set| scenario::rig::<rdlock::Rd<rdlock_tokio::Tokio>, _>(TokioExec::new()?, s, set),

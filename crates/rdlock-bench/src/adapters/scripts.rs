@@ -11,7 +11,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rdlock_core::{AcquireArgs, AcquireReply, FENCE_TTL, HANDOFF_CLAIM, LockKeys, Mode, ReleaseArgs, ReleaseReply};
+use rdlock_core::{
+    AcquireArgs, AcquireReply, Command, FENCE_TTL, HANDOFF_CLAIM, LockKeys, Mode, ReleaseArgs, ReleaseReply,
+};
 use rdlock_driver::convert::{self, Eval};
 
 use super::route::Route;
@@ -46,6 +48,12 @@ impl Ids {
 
     /// The acquire script's call for `key`, as the engine makes it, and the guard it grants.
     pub(crate) fn acquire(&self, key: &str, spec: Spec) -> Result<(redis::Cmd, ScriptsGuard), BoxError> {
+        let (command, guard) = self.acquire_command(key, spec)?;
+        Ok((convert::command(&command, Eval::Sha), guard))
+    }
+
+    /// [`Ids::acquire`]'s call as the core's command.
+    fn acquire_command(&self, key: &str, spec: Spec) -> Result<(Command, ScriptsGuard), BoxError> {
         // A token of 32 hex digits, as the engine stores it.
         let token = format!("{:016x}{:016x}", self.seed, self.next.fetch_add(1, Ordering::Relaxed));
         let inbox = LockKeys::inbox_suffix(key, self.client);
@@ -59,17 +67,22 @@ impl Ids {
             claim: HANDOFF_CLAIM,
             inbox: &inbox,
         };
-        let cmd = convert::command(&args.command(&LockKeys::new(key)?), Eval::Sha);
-        Ok((cmd, ScriptsGuard { key: key.to_owned(), token, inbox, ttl_ms }))
+        let command = args.command(&LockKeys::new(key)?);
+        Ok((command, ScriptsGuard { key: key.to_owned(), token, inbox, ttl_ms }))
     }
 }
 
 /// The release script's call for `guard`, as the engine makes it.
 pub(crate) fn release(guard: &ScriptsGuard) -> Result<redis::Cmd, BoxError> {
+    Ok(convert::command(&release_command(guard)?, Eval::Sha))
+}
+
+/// [`release`]'s call as the core's command.
+fn release_command(guard: &ScriptsGuard) -> Result<Command, BoxError> {
     let entry = format!("{}:{}:{}", guard.token, guard.ttl_ms, guard.inbox);
     let args =
         ReleaseArgs { token: &guard.token, entry: &entry, fence_ttl: FENCE_TTL, claim: HANDOFF_CLAIM, fold: None };
-    Ok(convert::command(&args.command(&LockKeys::new(&guard.key)?), Eval::Sha))
+    Ok(args.command(&LockKeys::new(&guard.key)?))
 }
 
 /// `guard`, if the acquire's reply `value` granted it.
@@ -133,6 +146,79 @@ impl<const UNTIMED: bool> Locker for Scripts<UNTIMED> {
     async fn release(&self, guard: ScriptsGuard) -> Result<bool, BoxError> {
         let value = self.route.conn(&guard.key)?.send_packed_command(&release(&guard)?).await?;
         released(value)
+    }
+
+    fn is_valid(&self, _guard: &ScriptsGuard) -> bool {
+        true
+    }
+}
+
+/// The protocol's own floor, end to end: raw's client (as [`Scripts`]) sending, with rdlock's
+/// keys and arguments, the cheapest two scripts that run rdlock's six commands of an
+/// uncontended cycle and nothing else (`crate::scripts::FLOOR`: no argument checks, no
+/// helpers, no queue logic). What fencing and a FIFO queue cost through scripts, whoever
+/// writes them; uncontended scenarios only, named with `--adapters`.
+#[derive(Debug)]
+pub struct Commands {
+    route: Route,
+    ids: Ids,
+}
+
+impl Commands {
+    /// `command` (rdlock's call) sent to the floor's script `which` instead.
+    fn floor(command: &Command, which: usize) -> Result<redis::Cmd, BoxError> {
+        let Command::Script { keys, args, .. } = command else { return Err("not a script".into()) };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(redis::Script::new(crate::scripts::FLOOR[which]).get_hash()).arg(keys.len());
+        for k in keys.iter() {
+            cmd.arg(k);
+        }
+        for a in args.iter() {
+            cmd.arg(a);
+        }
+        Ok(cmd)
+    }
+}
+
+impl Locker for Commands {
+    type Guard = ScriptsGuard;
+    const REQUESTS: &'static [&'static str] = &["evalsha", "eval"];
+    const RENEWS: bool = false;
+
+    async fn connect(url: &str) -> Result<Self, BoxError> {
+        let route = Route::connect(url).await?;
+        let conns = match &route {
+            Route::One(c) => std::slice::from_ref(c),
+            Route::Slots { nodes, .. } => nodes.as_slice(),
+        };
+        for c in conns {
+            for source in crate::scripts::FLOOR {
+                redis::cmd("SCRIPT").arg("LOAD").arg(source).query_async::<()>(&mut c.clone()).await?;
+            }
+        }
+        Ok(Self { route, ids: Ids::new()? })
+    }
+
+    async fn lock(&self, key: &str, spec: Spec) -> Result<ScriptsGuard, BoxError> {
+        let (command, guard) = self.ids.acquire_command(key, spec)?;
+        let value = self.route.conn(key)?.send_packed_command(&Self::floor(&command, 0)?).await?;
+        match value {
+            redis::Value::Array(a) if a.first() == Some(&redis::Value::Int(1)) => Ok(guard),
+            other => Err(format!("the floor runs uncontended only; its acquire answered {other:?}").into()),
+        }
+    }
+
+    async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<ScriptsGuard, BoxError> {
+        match resource {
+            Resource::Lock => self.lock(key, spec).await,
+            _ => Err("the floor takes plain locks only".into()),
+        }
+    }
+
+    async fn release(&self, guard: ScriptsGuard) -> Result<bool, BoxError> {
+        let cmd = Self::floor(&release_command(&guard)?, 1)?;
+        let value = self.route.conn(&guard.key)?.send_packed_command(&cmd).await?;
+        Ok(value == redis::Value::Int(1))
     }
 
     fn is_valid(&self, _guard: &ScriptsGuard) -> bool {
