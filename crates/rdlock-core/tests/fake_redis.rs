@@ -10,22 +10,22 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// A cluster variant (`Sharded*`) is followed as its base, `SPUBLISH` counted like `PUBLISH`
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 16] = [
-    (Script::Acquire, 18_423_172_884_922_131_000),
-    (Script::Release, 5_838_704_517_112_752_960),
-    (Script::ReleaseBatch, 5_672_683_830_038_989_017),
-    (Script::Confirm, 3_547_603_191_157_179_230),
+    (Script::Acquire, 7_869_652_641_844_347_875),
+    (Script::Release, 17_513_793_486_433_233_372),
+    (Script::ReleaseBatch, 13_396_980_257_299_597_073),
+    (Script::Confirm, 15_440_977_553_435_102_044),
     (Script::Extend, 14_220_457_821_182_822_727),
-    (Script::PermitAcquire, 8_735_419_844_632_147_141),
-    (Script::PermitRelease, 8_153_272_642_589_224_366),
+    (Script::PermitAcquire, 11_536_280_597_051_313_763),
+    (Script::PermitRelease, 5_400_244_552_438_943_296),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
-    (Script::PermitChange, 256_394_282_901_345_150),
-    (Script::Store, 6_642_126_061_184_914_112),
-    (Script::ShardedAcquire, 11_058_690_205_156_297_847),
-    (Script::ShardedRelease, 11_185_100_887_669_544_071),
-    (Script::ShardedReleaseBatch, 2_813_123_801_691_796_216),
-    (Script::ShardedPermitAcquire, 1_752_235_426_223_747_948),
-    (Script::ShardedPermitRelease, 13_341_529_148_405_699_443),
-    (Script::ShardedPermitChange, 15_348_864_020_775_689_655),
+    (Script::PermitChange, 3_581_253_503_084_560_100),
+    (Script::Store, 17_594_398_364_756_268_202),
+    (Script::ShardedAcquire, 11_950_610_685_351_414_750),
+    (Script::ShardedRelease, 4_936_909_631_722_381_623),
+    (Script::ShardedReleaseBatch, 3_107_377_358_022_006_492),
+    (Script::ShardedPermitAcquire, 9_332_797_521_646_153_326),
+    (Script::ShardedPermitRelease, 16_854_689_392_935_855_817),
+    (Script::ShardedPermitChange, 12_997_823_608_183_683_001),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.

@@ -34,7 +34,8 @@ end
 -- 7.0+): an uncontended acquire is then this, the queue's head and the fence. A key of
 -- another type fails it without writing. Once it has set the key, every failure below
 -- deletes it again first (`undo`): the key was absent, so the call writes nothing.
-local old = redis.pcall('SET', KEYS[1], token, 'NX', 'PX', ttl, 'GET')
+local old = fast_old
+if not fast then old = redis.pcall('SET', KEYS[1], token, 'NX', 'PX', ttl, 'GET') end
 if type(old) == 'table' and refused(old) then return redis.error_reply('WRONGTYPE RDLOCK lock key holds another type of value') end
 local function undo(err)
   redis.call('DEL', KEYS[1])
@@ -54,7 +55,8 @@ if old == token then
 end
 if not old then
   -- The index as text: a number would be formatted by the server on every call.
-  local head = redis.pcall('LINDEX', KEYS[3], '0')
+  local head = fast_head
+  if not fast then head = redis.pcall('LINDEX', KEYS[3], '0') end
   if type(head) == 'table' then return undo(QUEUE_TYPE) end
   local who, wttl, winbox
   if head then
@@ -62,7 +64,7 @@ if not old then
     if err then return undo(err) end
   end
   if not who or who == token then
-    f, err = bump(KEYS[2], ARGV[5])
+    if fast_incr ~= nil then f, err = bumped(KEYS[2], ARGV[5], fast_incr) else f, err = bump(KEYS[2], ARGV[5]) end
     if not f then return undo(err) end
     if who then redis.call('LPOP', KEYS[3]) end
     return granted(f, data)

@@ -79,8 +79,8 @@ end
 -- script's first write, it is also the counter's check: INCR refuses anything but an integer
 -- without writing, and a result out of range (negative, or past what Lua holds exactly) is
 -- taken back at once.
-local function bump(key, ttl)
-  local f = redis.pcall('INCR', key)
+-- `bumped` takes INCR's answer `f` when the caller has sent it already (acquire_fast.lua).
+local function bumped(key, ttl, f)
   if type(f) == 'table' then
     refused(f)
     if string.find(f.err, 'WRONGTYPE', 1, true) then
@@ -96,6 +96,10 @@ local function bump(key, ttl)
     f = seed(key, ttl)
   end
   return f
+end
+
+local function bump(key, ttl)
+  return bumped(key, ttl, redis.pcall('INCR', key))
 end
 
 -- A waiter's inbox, as queue entries and acquire's ARGV carry it: the role `i` and the

@@ -136,12 +136,14 @@ impl Script {
         match self {
             Script::Acquire => concat!(
                 include_str!("announce.lua"),
+                include_str!("acquire_fast.lua"),
                 include_str!("fence.lua"),
                 include_str!("attempt.lua"),
                 include_str!("acquire.lua")
             ),
             Script::Release => concat!(
                 include_str!("announce.lua"),
+                include_str!("release_fast.lua"),
                 include_str!("fence.lua"),
                 include_str!("release_one.lua"),
                 include_str!("release.lua")

@@ -74,7 +74,9 @@ local function release_folded(o, token, entry, fence_ttl, claim, qttl)
   return 2
 end
 
-local function release_one(o, token, entry, fence_ttl, claim, qttl)
+-- `read` and `popped`, when given, are the MGET and the LPOP below, sent already
+-- (release_fast.lua).
+local function release_one(o, token, entry, fence_ttl, claim, qttl, read, popped)
   if qttl then
     local r = release_folded(o, token, entry, fence_ttl, claim, qttl)
     if r then return r end
@@ -84,7 +86,7 @@ local function release_one(o, token, entry, fence_ttl, claim, qttl)
   -- too, so a nil owner is read again with GET, which tells (a lock already gone: rare). A
   -- user whose ACL rule predates MGET is refused it: then both read nil, which is the checked
   -- path below, as before.
-  local got = redis.pcall('MGET', k, fk)
+  local got = read or redis.pcall('MGET', k, fk)
   if got.err then got = {false, false} end
   local cur = got[1]
   if not cur then
@@ -102,7 +104,8 @@ local function release_one(o, token, entry, fence_ttl, claim, qttl)
   -- one command fewer per hand-off. Malformed entries and the caller's own stale one go too.
   local f = got[2] and fence_of(got[2])
   if f and f < 9007199254740990 then
-    local head = redis.pcall('LPOP', q)
+    local head = popped
+    if head == nil then head = redis.pcall('LPOP', q) end
     if type(head) == 'table' and refused(head) then return fail(QUEUE_TYPE) end
     local tok, ttl, inbox = owner(head)
     while head and (not tok or tok == token) do
