@@ -10,20 +10,20 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// A cluster variant (`Sharded*`) is followed as its base, `SPUBLISH` counted like `PUBLISH`
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 16] = [
-    (Script::Acquire, 7_869_652_641_844_347_875),
+    (Script::Acquire, 10_634_157_478_313_933_615),
     (Script::Release, 17_513_793_486_433_233_372),
     (Script::ReleaseBatch, 13_396_980_257_299_597_073),
     (Script::Confirm, 15_440_977_553_435_102_044),
     (Script::Extend, 14_220_457_821_182_822_727),
-    (Script::PermitAcquire, 11_536_280_597_051_313_763),
+    (Script::PermitAcquire, 2_657_978_336_066_182_278),
     (Script::PermitRelease, 5_400_244_552_438_943_296),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
     (Script::PermitChange, 3_581_253_503_084_560_100),
     (Script::Store, 17_594_398_364_756_268_202),
-    (Script::ShardedAcquire, 11_950_610_685_351_414_750),
+    (Script::ShardedAcquire, 1_728_139_418_788_099_722),
     (Script::ShardedRelease, 4_936_909_631_722_381_623),
     (Script::ShardedReleaseBatch, 3_107_377_358_022_006_492),
-    (Script::ShardedPermitAcquire, 9_332_797_521_646_153_326),
+    (Script::ShardedPermitAcquire, 12_507_675_109_357_238_869),
     (Script::ShardedPermitRelease, 16_854_689_392_935_855_817),
     (Script::ShardedPermitChange, 12_997_823_608_183_683_001),
 ];

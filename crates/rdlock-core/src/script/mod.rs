@@ -136,6 +136,7 @@ impl Script {
         match self {
             Script::Acquire => concat!(
                 include_str!("announce.lua"),
+                include_str!("attempt_valid.lua"),
                 include_str!("acquire_fast.lua"),
                 include_str!("fence.lua"),
                 include_str!("attempt.lua"),
@@ -164,6 +165,7 @@ impl Script {
                     include_str!("announce.lua"),
                     include_str!("fence.lua"),
                     include_str!("permit.lua"),
+                    include_str!("attempt_valid.lua"),
                     include_str!("attempt.lua"),
                     include_str!("permit_acquire.lua")
                 )
