@@ -1,19 +1,37 @@
 -- rdlock release's uncontended case, before fence.lua and release_one.lua in release's script
--- (their helpers are closures made again on each call): with valid arguments and no queue TTL
--- to fold, the owner and the counter are read (MGET) as `release_one` reads them first; held
--- by the caller, with a counter that can issue one more fence, the queue's head is popped as
--- `release_one` pops it; nobody queued, the key is deleted: released. Anything else goes on to
--- `release_one` with what was read (`fast_got`) and popped (`fast_head`), which it uses in
--- place of sending those commands again.
+-- (their helpers are closures made again on each call), with valid arguments:
+-- - no queue TTL to fold: the owner and the counter are read (MGET) as `release_one` reads them
+--   first; held by the caller, with a counter that can issue one more fence, the queue's head
+--   is popped as `release_one` pops it; nobody queued, the key is deleted: released.
+-- - a queue TTL to fold (the server's SET takes IFEQ): the queue's head is popped as
+--   `release_folded` pops it first; nobody queued, the key is read and deleted if the caller
+--   holds it, as `release_folded` does: released, or not held.
+-- Anything else goes on to `release_one` with what was read (`fast_got`) and popped
+-- (`fast_head`), which it uses in place of sending those commands again.
 local fast_got, fast_head
-if #ARGV == 4 and #ARGV[3] <= 15 and #ARGV[4] <= 15 and string.find(ARGV[3] .. ':' .. ARGV[4], '^[1-9]%d*:[1-9]%d*$') then
-  fast_got = redis.pcall('MGET', KEYS[1], KEYS[2])
-  local v = not fast_got.err and fast_got[1] == ARGV[1] and fast_got[2]
-  if v and #v <= 16 and (v == '0' or string.find(v, '^[1-9]%d*$')) and tonumber(v) < 9007199254740990 then
+if (#ARGV == 4 or #ARGV == 5) and #ARGV[3] <= 15 and #ARGV[4] <= 15 and #(ARGV[5] or '1') <= 15
+  and string.find(ARGV[3] .. ':' .. ARGV[4] .. ':' .. (ARGV[5] or '1'), '^[1-9]%d*:[1-9]%d*:[1-9]%d*$')
+then
+  if ARGV[5] then
     fast_head = redis.pcall('LPOP', KEYS[3])
     if fast_head == false then
+      local cur = redis.pcall('GET', KEYS[1])
+      if type(cur) == 'table' then
+        return redis.error_reply('WRONGTYPE RDLOCK lock key holds another type of value')
+      end
+      if cur ~= ARGV[1] then return 0 end
       redis.call('DEL', KEYS[1])
       return 1
+    end
+  else
+    fast_got = redis.pcall('MGET', KEYS[1], KEYS[2])
+    local v = not fast_got.err and fast_got[1] == ARGV[1] and fast_got[2]
+    if v and #v <= 16 and (v == '0' or string.find(v, '^[1-9]%d*$')) and tonumber(v) < 9007199254740990 then
+      fast_head = redis.pcall('LPOP', KEYS[3])
+      if fast_head == false then
+        redis.call('DEL', KEYS[1])
+        return 1
+      end
     end
   end
 end

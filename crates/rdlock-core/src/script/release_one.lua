@@ -14,9 +14,10 @@
 -- when the checked release below must tell the outcome (nothing is then left written but
 -- that TTL): a queue of another type, a malformed or own head, a counter INCR cannot raise
 -- within range, a key of another type, a SET without IFEQ.
-local function release_folded(o, token, entry, fence_ttl, claim, qttl)
+local function release_folded(o, token, entry, fence_ttl, claim, qttl, popped)
   local k, fk, q = KEYS[o + 1], KEYS[o + 2], KEYS[o + 3]
-  local head = redis.pcall('LPOP', q)
+  local head = popped
+  if head == nil then head = redis.pcall('LPOP', q) end
   if type(head) == 'table' then
     refused(head)
     return nil
@@ -74,12 +75,14 @@ local function release_folded(o, token, entry, fence_ttl, claim, qttl)
   return 2
 end
 
--- `read` and `popped`, when given, are the MGET and the LPOP below, sent already
--- (release_fast.lua).
+-- `read` and `popped`, when given, are the MGET and the LPOP below (with `qttl`: the LPOP of
+-- `release_folded`), sent already (release_fast.lua).
 local function release_one(o, token, entry, fence_ttl, claim, qttl, read, popped)
   if qttl then
-    local r = release_folded(o, token, entry, fence_ttl, claim, qttl)
+    local r = release_folded(o, token, entry, fence_ttl, claim, qttl, popped)
     if r then return r end
+    -- Whatever it popped it has put back: the checked release reads the queue again.
+    popped = nil
   end
   local k, fk, q = KEYS[o + 1], KEYS[o + 2], KEYS[o + 3]
   -- The owner and the fence counter in one read. MGET answers nil for a key of another type
