@@ -228,7 +228,7 @@ fn mass_release(cluster: bool, n: usize) -> Result<(usize, Duration), BoxError> 
         ids.push(e.acquire(&format!("bench:engine:{i}"), opts, Acquire::Try, now)?.0);
     }
     let granted = Reply::Array(vec![Reply::Int(1), Reply::Int(1)]);
-    for r in drain(&mut e) {
+    for r in drain_all(&mut e).0 {
         e.handle_reply(r.id, Ok(vec![granted.clone()]), now)?;
     }
     while e.poll_event().is_some() {}
@@ -239,7 +239,7 @@ fn mass_release(cluster: bool, n: usize) -> Result<(usize, Duration), BoxError> 
     }
     let mut requests = 0;
     loop {
-        let sent = drain(&mut e);
+        let (sent, _) = drain_all(&mut e);
         if sent.is_empty() {
             // Held back on a timer (a silent route): move the engine's clock to it.
             match e.poll_timeout() {
@@ -265,13 +265,4 @@ fn mass_release(cluster: bool, n: usize) -> Result<(usize, Duration), BoxError> 
         while e.poll_event().is_some() {}
     }
     Ok((requests, t0.elapsed()))
-}
-
-fn drain(e: &mut Engine) -> Vec<Request> {
-    std::iter::from_fn(|| e.poll_transmit())
-        .filter_map(|t| match t {
-            Transmit::Request(r) => Some(r),
-            _ => None,
-        })
-        .collect()
 }

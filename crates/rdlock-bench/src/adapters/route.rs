@@ -42,6 +42,14 @@ impl Route {
         Ok(Route::Slots { ranges, nodes })
     }
 
+    /// Every primary's connection.
+    pub fn nodes(&self) -> &[MultiplexedConnection] {
+        match self {
+            Route::One(c) => std::slice::from_ref(c),
+            Route::Slots { nodes, .. } => nodes,
+        }
+    }
+
     /// The connection for `key`.
     pub fn conn(&self, key: &str) -> Result<MultiplexedConnection, BoxError> {
         match self {

@@ -120,11 +120,7 @@ impl<const UNTIMED: bool> Locker for Scripts<UNTIMED> {
             Route::connect(url).await?
         };
         // Every script cached on the server (on each primary), as the driver does at connect.
-        let conns = match &route {
-            Route::One(c) => std::slice::from_ref(c),
-            Route::Slots { nodes, .. } => nodes.as_slice(),
-        };
-        for c in conns {
+        for c in route.nodes() {
             convert::load_scripts().query_async::<()>(&mut c.clone()).await?;
         }
         Ok(Self { route, ids: Ids::new()? })
@@ -187,11 +183,7 @@ impl Locker for Commands {
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
         let route = Route::connect(url).await?;
-        let conns = match &route {
-            Route::One(c) => std::slice::from_ref(c),
-            Route::Slots { nodes, .. } => nodes.as_slice(),
-        };
-        for c in conns {
+        for c in route.nodes() {
             for source in crate::scripts::FLOOR {
                 redis::cmd("SCRIPT").arg("LOAD").arg(source).query_async::<()>(&mut c.clone()).await?;
             }
