@@ -1,4 +1,6 @@
-//! `--engine`: the core alone, with no I/O (issue #19), at several sizes. A mass release: one
+//! `--engine`: the core alone, with no I/O (issues #19, #16). An uncontended cycle (S1's,
+//! issue #16): what the engine costs per take and release of one lock, the part of a
+//! client's share the state machine owns. Then at several sizes, a mass release: one
 //! engine holds N locks on distinct keys, releases them all at once, and each request it sends
 //! is answered 100 µs of its clock later, until nothing is left in flight. A mass hand-off:
 //! one engine waits on N keys (queued, subscribed, re-checked) and hears each key handed to
@@ -26,7 +28,17 @@ const FULL: [usize; 4] = [10_000, 30_000, 100_000, 300_000];
 /// not flat in quick mode.
 pub fn run(quick: bool) -> Result<String, BoxError> {
     let sizes: &[usize] = if quick { &QUICK } else { &FULL };
-    let mut out = String::from(
+    let (n, reps) = if quick { (20_000, 3) } else { (200_000, 7) };
+    let mut per_cycle = (0..reps).map(|_| cycles(n)).collect::<Result<Vec<_>, _>>()?;
+    per_cycle.sort_by(f64::total_cmp);
+    let mut out = format!(
+        "\n### An uncontended cycle, the engine alone (no I/O)\n\n{reps} × {n} cycles (take, granted, release, \
+         released): median {:.0} ns per cycle (fastest {:.0}, slowest {:.0})\n",
+        per_cycle[reps / 2],
+        per_cycle[0],
+        per_cycle[reps - 1]
+    );
+    out.push_str(
         "\n### Mass release, the engine alone (no I/O)\n\n| topology | locks | requests | release, all answered | per lock |\n|---|--:|--:|--:|--:|\n",
     );
     let mut failures = Vec::new();
@@ -82,6 +94,48 @@ pub fn run(quick: bool) -> Result<String, BoxError> {
         }
     }
     if failures.is_empty() { Ok(out) } else { Err(format!("{out}\nnot flat: {}", failures.join("; ")).into()) }
+}
+
+/// Uncontended cycles of one lock (S1 without I/O): take it (a try, rdlock's default
+/// options), hear it granted, release it, hear it released, the clock 150 µs on per cycle;
+/// what the engine costs per cycle, in ns, on its own.
+pub(crate) fn cycles(n: usize) -> Result<f64, BoxError> {
+    let mut e = Engine::new(EngineConfig::default())?;
+    #[allow(clippy::disallowed_methods)] // the engine's clock starts here and moves by hand
+    let mut now = Instant::now();
+    let mut fence = 1;
+    #[allow(clippy::disallowed_methods)]
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let (id, _) = e.acquire("bench:engine:cycle", LockOptions::default(), Acquire::Try, now)?;
+        fence += 1;
+        let granted = Reply::Array(vec![Reply::Int(1), Reply::Int(fence)]);
+        answer_all(&mut e, &granted, now)?;
+        if !std::iter::from_fn(|| e.poll_event()).any(|ev| matches!(ev.event, Event::Acquired { .. })) {
+            return Err("a cycle's lock was not granted".into());
+        }
+        std::hint::black_box(e.poll_timeout());
+        now += Duration::from_micros(75);
+        e.release(id, now)?;
+        answer_all(&mut e, &Reply::Int(1), now)?;
+        if !std::iter::from_fn(|| e.poll_event()).any(|ev| matches!(ev.event, Event::Released { .. })) {
+            return Err("a cycle's lock was not released".into());
+        }
+        std::hint::black_box(e.poll_timeout());
+        now += Duration::from_micros(75);
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1e9 / n as f64)
+}
+
+/// Answers every request the engine sent with `reply`.
+fn answer_all(e: &mut Engine, reply: &Reply, now: Instant) -> Result<(), BoxError> {
+    while let Some(t) = e.poll_transmit() {
+        match t {
+            Transmit::Request(r) => e.handle_reply(r.id, Ok(vec![reply.clone()]), now)?,
+            other => return Err(format!("unexpected in an uncontended cycle: {other:?}").into()),
+        }
+    }
+    Ok(())
 }
 
 /// No lock logic: `n` names of an inbox's shape in a `HashMap` (the engine's map of channels

@@ -46,7 +46,7 @@ const USAGE: &str = "\
 usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                     [--adapters raw,scripts,tokio,tokio-by-hand,async-std,blocking,
                                 notify,notify-async-std,notify-blocking,
-                                scripts-smol,scripts-blocking]
+                                scripts-smol,scripts-blocking,commands,commands-checked]
                     [--runs N] [--slices N] [--scale N,N,...] [--s4-ttl SECS] [--s4-hold SECS]
                     [--tokio-workers N] [--json FILE]
        rdlock-bench --newer [--quick]
@@ -66,7 +66,9 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                 lock logic) in S2 and S10 only, one per executor; scripts (raw's client
                 sending rdlock's two scripts: the server-side floor) in S1, S3, C1, C3;
                 scripts-smol and scripts-blocking (the same on smol, on threads) in S1 and S3,
-                only when named; blocking's × scripts is against scripts-blocking when it ran
+                only when named; blocking's × scripts is against scripts-blocking when it ran;
+                commands (rdlock's six commands, no checks) and commands-checked (the same
+                behind rdlock's argument checks) in S1 and S3, only when named
   --runs N      runs per scenario and adapter; figures are medians over runs
   --slices N    S1-S3, S6-S9 run in N slices per adapter, the adapters taking turns (default 10,
                 quick 2), so that all of them see the same background load
@@ -88,8 +90,8 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
   --scripts     instead: the server's cost of an uncontended cycle's script calls, pipelined,
                 beside raw's, two trivial scripts' and the cheapest scripts with the same
                 commands, on one server (RDLOCK_REDIS_SERVER)
-  --engine      instead: the core alone, no I/O, at several sizes, on one server and in a
-                cluster: a mass release, and a mass hand-off to one waiting engine (in queue
+  --engine      instead: the core alone, no I/O: an uncontended cycle (S1's take and
+                release), then at several sizes, on one server and in a cluster: a mass release, and a mass hand-off to one waiting engine (in queue
                 order and shuffled; held at once and confirmed first), beside a plain map's
                 cost per removal (quick: 1000 and 20000; it fails if the cost per lock is not
                 flat)
@@ -133,7 +135,10 @@ fn parse_args() -> Result<Args, String> {
         // `scripts-smol` and `scripts-blocking` only when named (`--adapters`).
         adapters: ADAPTERS
             .iter()
-            .filter(|a| ![report::FLOOR_SMOL, report::FLOOR_BLOCKING, report::FLOOR_COMMANDS].contains(&a.name))
+            .filter(|a| {
+                ![report::FLOOR_SMOL, report::FLOOR_BLOCKING, report::FLOOR_COMMANDS, report::FLOOR_CHECKED]
+                    .contains(&a.name)
+            })
             .copied()
             .collect(),
         runs: None,

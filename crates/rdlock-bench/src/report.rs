@@ -18,6 +18,8 @@ pub const FLOOR_BLOCKING: &str = "scripts-blocking";
 /// The protocol's own floor: raw's client sending the cheapest scripts with rdlock's six
 /// commands (`adapters/scripts.rs`, `Commands`).
 pub const FLOOR_COMMANDS: &str = "commands";
+/// The same commands behind rdlock's own argument checks (`Commands<true>`).
+pub const FLOOR_CHECKED: &str = "commands-checked";
 
 /// The floor row an adapter's "× scripts" is set against: its executor's own when it ran (the
 /// blocking adapter's callers are threads), else [`FLOOR`].
@@ -407,7 +409,12 @@ pub fn targets(results: &Results, served: &str) -> Vec<Target> {
         .values()
         .flat_map(|rows| rows.iter().map(|(a, _)| *a))
         .filter(|a| {
-            *a != RAW && *a != FLOOR && *a != FLOOR_SMOL && *a != FLOOR_BLOCKING && !crate::adapters::is_notify(a)
+            *a != RAW
+                && *a != FLOOR
+                && *a != FLOOR_SMOL
+                && *a != FLOOR_BLOCKING
+                && *a != FLOOR_CHECKED
+                && !crate::adapters::is_notify(a)
         })
         .fold(Vec::new(), |mut v, a| {
             if !v.contains(&a) {

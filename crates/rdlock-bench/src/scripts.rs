@@ -35,6 +35,19 @@ pub(crate) const FLOOR: [&str; 2] = [
      if got[1] == ARGV[1] and not redis.call('LPOP', KEYS[3]) then redis.call('DEL', KEYS[1]) return 1 end return 0",
 ];
 
+/// rdlock's commands behind rdlock's own argument checks: the scripts' uncontended paths
+/// (`attempt_valid.lua`, `acquire_fast.lua`; `release_fast.lua`) alone, without the helpers
+/// and checked paths after them. The fence counter's first `INCR` (1) the checked path would
+/// seed is granted as is; anything else not uncontended answers as a refusal.
+pub(crate) const CHECKED: [&str; 2] = [
+    concat!(
+        include_str!("../../rdlock-core/src/script/attempt_valid.lua"),
+        include_str!("../../rdlock-core/src/script/acquire_fast.lua"),
+        "if fast_incr == 1 then return {1, 1} end return {0, 0}\n"
+    ),
+    concat!(include_str!("../../rdlock-core/src/script/release_fast.lua"), "return 0\n"),
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
     Raw,

@@ -207,6 +207,12 @@ pub const ADAPTERS: &[Adapter] = &[
         rig: |s, set| scenario::rig::<scripts::Commands, _>(TokioExec::new()?, s, set),
         only: Some(&[Scenario::S1, Scenario::S3]),
     },
+    // The same commands behind rdlock's own argument checks (`Commands<true>`); only when named.
+    Adapter {
+        name: crate::report::FLOOR_CHECKED,
+        rig: |s, set| scenario::rig::<scripts::Commands<true>, _>(TokioExec::new()?, s, set),
+        only: Some(&[Scenario::S1, Scenario::S3]),
+    },
     Adapter {
         name: "tokio",
         rig: |s, set| scenario::rig::<rdlock::Rd<rdlock_tokio::Tokio>, _>(TokioExec::new()?, s, set),

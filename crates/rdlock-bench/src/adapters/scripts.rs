@@ -153,19 +153,26 @@ impl<const UNTIMED: bool> Locker for Scripts<UNTIMED> {
 /// keys and arguments, the cheapest two scripts that run rdlock's six commands of an
 /// uncontended cycle and nothing else (`crate::scripts::FLOOR`: no argument checks, no
 /// helpers, no queue logic). What fencing and a FIFO queue cost through scripts, whoever
-/// writes them; uncontended scenarios only, named with `--adapters`.
+/// writes them; uncontended scenarios only, named with `--adapters`. `CHECKED`
+/// (`commands-checked`): the same commands behind rdlock's own argument checks, the
+/// scripts' uncontended paths alone (`crate::scripts::CHECKED`): what checking every call's
+/// arguments on the server costs beyond the commands.
 #[derive(Debug)]
-pub struct Commands {
+pub struct Commands<const CHECKED: bool = false> {
     route: Route,
     ids: Ids,
+    /// The two scripts' SHA1 digests, made once (the client's cost would grow with the text).
+    shas: [String; 2],
 }
 
-impl Commands {
+impl<const CHECKED: bool> Commands<CHECKED> {
+    const SOURCES: [&'static str; 2] = if CHECKED { crate::scripts::CHECKED } else { crate::scripts::FLOOR };
+
     /// `command` (rdlock's call) sent to the floor's script `which` instead.
-    fn floor(command: &Command, which: usize) -> Result<redis::Cmd, BoxError> {
+    fn floor(&self, command: &Command, which: usize) -> Result<redis::Cmd, BoxError> {
         let Command::Script { keys, args, .. } = command else { return Err("not a script".into()) };
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(redis::Script::new(crate::scripts::FLOOR[which]).get_hash()).arg(keys.len());
+        cmd.arg(&self.shas[which]).arg(keys.len());
         for k in keys.iter() {
             cmd.arg(k);
         }
@@ -176,7 +183,7 @@ impl Commands {
     }
 }
 
-impl Locker for Commands {
+impl<const CHECKED: bool> Locker for Commands<CHECKED> {
     type Guard = ScriptsGuard;
     const REQUESTS: &'static [&'static str] = &["evalsha", "eval"];
     const RENEWS: bool = false;
@@ -184,16 +191,17 @@ impl Locker for Commands {
     async fn connect(url: &str) -> Result<Self, BoxError> {
         let route = Route::connect(url).await?;
         for c in route.nodes() {
-            for source in crate::scripts::FLOOR {
+            for source in Self::SOURCES {
                 redis::cmd("SCRIPT").arg("LOAD").arg(source).query_async::<()>(&mut c.clone()).await?;
             }
         }
-        Ok(Self { route, ids: Ids::new()? })
+        let shas = Self::SOURCES.map(|source| redis::Script::new(source).get_hash().to_owned());
+        Ok(Self { route, ids: Ids::new()?, shas })
     }
 
     async fn lock(&self, key: &str, spec: Spec) -> Result<ScriptsGuard, BoxError> {
         let (command, guard) = self.ids.acquire_command(key, spec)?;
-        let value = self.route.conn(key)?.send_packed_command(&Self::floor(&command, 0)?).await?;
+        let value = self.route.conn(key)?.send_packed_command(&self.floor(&command, 0)?).await?;
         match value {
             redis::Value::Array(a) if a.first() == Some(&redis::Value::Int(1)) => Ok(guard),
             other => Err(format!("the floor runs uncontended only; its acquire answered {other:?}").into()),
@@ -208,7 +216,7 @@ impl Locker for Commands {
     }
 
     async fn release(&self, guard: ScriptsGuard) -> Result<bool, BoxError> {
-        let cmd = Self::floor(&release_command(&guard)?, 1)?;
+        let cmd = self.floor(&release_command(&guard)?, 1)?;
         let value = self.route.conn(&guard.key)?.send_packed_command(&cmd).await?;
         Ok(value == redis::Value::Int(1))
     }
