@@ -10,6 +10,7 @@
 //!   what any pair of script calls costs.
 //! - floor: the cheapest script pair that runs rdlock's commands (`SET NX PX GET`, `LINDEX`,
 //!   `INCR`; `MGET`, `LPOP`, `DEL`) and nothing else: no argument checks, no helpers.
+//! - checked: the same commands behind rdlock's own argument checks ([`CHECKED`]).
 //! - rdlock: `acquire.lua` (try) and `release.lua`, built by the core as a client sends them.
 
 use std::time::Duration;
@@ -53,17 +54,19 @@ enum Path {
     Raw,
     Trivial,
     Floor,
+    Checked,
     Rdlock,
 }
 
 impl Path {
-    const ALL: [Path; 4] = [Path::Raw, Path::Trivial, Path::Floor, Path::Rdlock];
+    const ALL: [Path; 5] = [Path::Raw, Path::Trivial, Path::Floor, Path::Checked, Path::Rdlock];
 
     fn name(self) -> &'static str {
         match self {
             Path::Raw => "raw (`SET NX PX` + compare-and-delete)",
             Path::Trivial => "two trivial scripts",
             Path::Floor => "floor: rdlock's commands, no checks",
+            Path::Checked => "checked: the same behind rdlock's argument checks",
             Path::Rdlock => "rdlock (`acquire.lua` + `release.lua`)",
         }
     }
@@ -107,8 +110,12 @@ fn cycle(pipe: &mut redis::Pipeline, path: Path, keys: &LockKeys, entry: &str) {
                 pipe.add_command(convert::command(c, Eval::Sha));
             }
         }
-        Path::Trivial | Path::Floor => {
-            let sources = if path == Path::Trivial { TRIVIAL } else { FLOOR };
+        Path::Trivial | Path::Floor | Path::Checked => {
+            let sources = match path {
+                Path::Trivial => TRIVIAL,
+                Path::Floor => FLOOR,
+                _ => CHECKED,
+            };
             // The same keys and arguments as rdlock's calls, to another script.
             for (c, source) in commands.iter().zip(sources) {
                 if let rdlock_core::Command::Script { keys, args, .. } = c {
@@ -128,7 +135,9 @@ fn cycle_done(path: Path, replies: &[redis::Value]) -> bool {
     use redis::Value;
     match (path, replies) {
         (Path::Raw, [Value::Okay, Value::Int(1)]) => true,
-        (Path::Trivial | Path::Floor, [Value::Array(a), Value::Int(1)]) => matches!(a.first(), Some(Value::Int(1))),
+        (Path::Trivial | Path::Floor | Path::Checked, [Value::Array(a), Value::Int(1)]) => {
+            matches!(a.first(), Some(Value::Int(1)))
+        }
         (Path::Rdlock, [acquire, Value::Int(1)]) => {
             matches!(AcquireReply::parse(&convert::reply(acquire.clone())), Some(AcquireReply::Granted { .. }))
         }
@@ -161,7 +170,7 @@ pub fn run(quick: bool) -> Result<String, BoxError> {
     let (slices, cycles) = if quick { (2, 2_000) } else { (10, 20_000) };
     // The scripts cached, as a client's connect leaves them.
     convert::load_scripts().exec(&mut conn)?;
-    for source in TRIVIAL.iter().chain(&FLOOR).chain([&crate::adapters::raw::COMPARE_AND_DELETE]) {
+    for source in TRIVIAL.iter().chain(&FLOOR).chain(&CHECKED).chain([&crate::adapters::raw::COMPARE_AND_DELETE]) {
         redis::cmd("SCRIPT").arg("LOAD").arg(*source).exec(&mut conn)?;
     }
     const BATCH: usize = 500;
