@@ -11,7 +11,7 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 16] = [
     (Script::Acquire, 10_634_157_478_313_933_615),
-    (Script::Release, 15_961_258_365_602_419_041),
+    (Script::Release, 1_741_192_120_541_636_696),
     (Script::ReleaseBatch, 15_209_894_483_471_910_206),
     (Script::Confirm, 15_440_977_553_435_102_044),
     (Script::Extend, 14_220_457_821_182_822_727),
@@ -21,7 +21,7 @@ const FOLLOWED: [(Script, u64); 16] = [
     (Script::PermitChange, 3_581_253_503_084_560_100),
     (Script::Store, 17_594_398_364_756_268_202),
     (Script::ShardedAcquire, 1_728_139_418_788_099_722),
-    (Script::ShardedRelease, 9_158_411_593_364_777_644),
+    (Script::ShardedRelease, 16_031_926_796_324_831_979),
     (Script::ShardedReleaseBatch, 18_042_296_148_345_274_833),
     (Script::ShardedPermitAcquire, 12_507_675_109_357_238_869),
     (Script::ShardedPermitRelease, 16_854_689_392_935_855_817),

@@ -1,8 +1,11 @@
--- rdlock release's uncontended case, before fence.lua and release_one.lua in release's script
+-- rdlock release's common cases, before fence.lua and release_one.lua in release's script
 -- (their helpers are closures made again on each call), with valid arguments:
 -- - no queue TTL to fold: the owner and the counter are read (MGET) as `release_one` reads them
 --   first; held by the caller, with a counter that can issue one more fence, the queue's head
---   is popped as `release_one` pops it; nobody queued, the key is deleted: released.
+--   is popped as `release_one` pops it; nobody queued, the key is deleted: released. A head
+--   that is another waiter's well-formed entry (a token, a ttl and an inbox that `owner` would
+--   all accept), with a counter already past 0 (so INCR raises it within range, with no seed to
+--   make), is handed the lock as `hand_off` hands it: INCR, PUBLISH, SET: handed over.
 -- - a queue TTL to fold (the server's SET takes IFEQ): the queue's head is popped as
 --   `release_folded` pops it first; nobody queued, the key is read and deleted if the caller
 --   holds it, as `release_folded` does: released, or not held.
@@ -31,6 +34,23 @@ then
       if fast_head == false then
         redis.call('DEL', KEYS[1])
         return 1
+      end
+      if type(fast_head) == 'string' and v ~= '0' then
+        local tok, ttl, inbox = string.match(fast_head, '^([^:]+):([^:]*):(.*)$')
+        local n = inbox and #inbox
+        if tok and tok ~= ARGV[1] and #ttl <= 15 and string.find(ttl, '^[1-9]%d*$')
+          and ((n == 17 and string.find(inbox, '^i%x+$')) or (n == 21 and string.find(inbox, '^i%x+#%w%w%w$')))
+        then
+          -- Cannot fail on the data (an integer read above, below the range's end): only a
+          -- refusal, which `bumped` passes on as this does.
+          local f = redis.pcall('INCR', KEYS[2])
+          if type(f) == 'table' then error(f) end
+          local heard = publish(KEYS[1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
+          local px = ARGV[4]
+          if heard > 0 or tonumber(ttl) < tonumber(ARGV[4]) then px = ttl end
+          redis.call('SET', KEYS[1], tok, 'PX', px)
+          return 2
+        end
       end
     end
   end
