@@ -1776,6 +1776,45 @@ fn a_user_refused_mget_still_releases_and_hands_off() {
     assert_eq!(queued, 0);
 }
 
+/// A user whose ACL rule refuses `INCR` gets the checked release's answer for a hand-off whose
+/// fence cannot be issued, from the hand-off that runs before the helpers too: that path
+/// once raised the refusal itself (`ERR ... ACL failure`) where the checked path answers
+/// `RDLOCK fence counter holds no valid fence`.
+#[test]
+fn a_user_refused_incr_gets_the_checked_hand_off_answer() {
+    let (server, mut admin, _sub) = start();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("noincr")
+        .arg("on")
+        .arg("nopass")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-incr")
+        .exec(&mut admin)
+        .expect("ACL SETUSER");
+    let mut conn = server.connection().expect("a connection");
+    redis::cmd("AUTH").arg("noincr").arg("any").exec(&mut conn).expect("AUTH");
+    let lock = LockKeys::new("no-incr").expect("a valid key");
+    let (a, b) = ("0".repeat(32), "1".repeat(32));
+    let run = |conn: &mut Connection, step: &Step| {
+        let Step::Run { script, keys, args } = step else { unreachable!() };
+        redis::cmd("EVAL").arg(script.source()).arg(keys.len()).arg(keys).arg(args).query::<Value>(conn)
+    };
+    // Taken and waited on by a user that may (acquire issues fences too), twice, so that the
+    // counter is past its seed.
+    for _ in 0..2 {
+        run(&mut admin, &acquire(&lock, &a, "60000", "first", "60000", "600000")).expect("a holder");
+        run(&mut admin, &release(&lock, &a, "60000", "600000")).expect("released");
+    }
+    run(&mut admin, &acquire(&lock, &a, "60000", "first", "60000", "600000")).expect("a holder");
+    run(&mut admin, &acquire(&lock, &b, "60000", "first", "60000", "600000")).expect("a waiter queued");
+    let err = run(&mut conn, &release(&lock, &a, "60000", "600000")).expect_err("no fence can be issued");
+    assert_eq!(err.code(), Some("RDLOCK"), "{err}");
+    assert!(err.to_string().contains("fence counter holds no valid fence"), "{err}");
+}
+
 /// On a primary demoted by a failover, the scripts' first writes are refused with `READONLY`,
 /// which must reach the client as it is (it then follows the failover), not as a key of
 /// another type: the acquire's `SET NX GET` once turned it into `WRONGTYPE`, and a waiter

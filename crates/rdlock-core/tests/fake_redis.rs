@@ -10,22 +10,22 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// A cluster variant (`Sharded*`) is followed as its base, `SPUBLISH` counted like `PUBLISH`
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 16] = [
-    (Script::Acquire, 10_634_157_478_313_933_615),
-    (Script::Release, 1_741_192_120_541_636_696),
-    (Script::ReleaseBatch, 15_209_894_483_471_910_206),
-    (Script::Confirm, 15_440_977_553_435_102_044),
+    (Script::Acquire, 8_001_150_268_420_046_447),
+    (Script::Release, 16_564_665_174_963_556_238),
+    (Script::ReleaseBatch, 3_867_413_574_188_965_898),
+    (Script::Confirm, 12_862_934_751_846_407_716),
     (Script::Extend, 14_220_457_821_182_822_727),
-    (Script::PermitAcquire, 2_657_978_336_066_182_278),
-    (Script::PermitRelease, 5_400_244_552_438_943_296),
+    (Script::PermitAcquire, 13_993_475_452_168_219_070),
+    (Script::PermitRelease, 5_128_877_141_687_255_000),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
-    (Script::PermitChange, 3_581_253_503_084_560_100),
-    (Script::Store, 17_594_398_364_756_268_202),
-    (Script::ShardedAcquire, 1_728_139_418_788_099_722),
-    (Script::ShardedRelease, 16_031_926_796_324_831_979),
-    (Script::ShardedReleaseBatch, 18_042_296_148_345_274_833),
-    (Script::ShardedPermitAcquire, 12_507_675_109_357_238_869),
-    (Script::ShardedPermitRelease, 16_854_689_392_935_855_817),
-    (Script::ShardedPermitChange, 12_997_823_608_183_683_001),
+    (Script::PermitChange, 15_029_898_888_636_871_740),
+    (Script::Store, 8_510_308_379_511_313_810),
+    (Script::ShardedAcquire, 17_641_441_374_184_047_446),
+    (Script::ShardedRelease, 13_086_231_864_269_043_201),
+    (Script::ShardedReleaseBatch, 16_862_967_020_276_514_217),
+    (Script::ShardedPermitAcquire, 9_560_728_126_021_441_497),
+    (Script::ShardedPermitRelease, 5_596_326_550_715_430_789),
+    (Script::ShardedPermitChange, 16_992_655_989_953_620_309),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.

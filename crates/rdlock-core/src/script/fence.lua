@@ -138,9 +138,15 @@ end
 -- token and extends the key to its ttl); a dead waiter so holds up the others for one claim,
 -- not for a lease. The fence goes first: it is the only step that can fail, and then nothing
 -- is written. The lock's three keys are KEYS[o + 1] to KEYS[o + 3] (`o` 0 unless a batch).
-local function hand_off(tok, ttl, inbox, claim, fence_ttl, popped, o)
+-- `incr`, when given, is the INCR of the counter sent already (release_fast.lua).
+local function hand_off(tok, ttl, inbox, claim, fence_ttl, popped, o, incr)
   o = o or 0
-  local f, err = bump(KEYS[o + 2], fence_ttl)
+  local f, err
+  if incr == nil then
+    f, err = bump(KEYS[o + 2], fence_ttl)
+  else
+    f, err = bumped(KEYS[o + 2], fence_ttl, incr)
+  end
   if not f then
     return nil, err
   end

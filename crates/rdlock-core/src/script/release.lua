@@ -7,4 +7,4 @@
 -- waiting; 2 handed to the next waiter, announced on its inbox as "token:fence".
 if #ARGV ~= 4 and #ARGV ~= 5 then return fail('release takes 4 or 5 arguments') end
 if not (ms_arg(3) and ms_arg(4) and (#ARGV == 4 or ms_arg(5))) then return fail('invalid ttl') end
-return release_one(0, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], fast_got, fast_head)
+return release_one(0, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], fast_got, fast_head, fast_incr)

@@ -9,9 +9,10 @@
 -- - a queue TTL to fold (the server's SET takes IFEQ): the queue's head is popped as
 --   `release_folded` pops it first; nobody queued, the key is read and deleted if the caller
 --   holds it, as `release_folded` does: released, or not held.
--- Anything else goes on to `release_one` with what was read (`fast_got`) and popped
--- (`fast_head`), which it uses in place of sending those commands again.
-local fast_got, fast_head
+-- Anything else goes on to `release_one` with what was read (`fast_got`), popped
+-- (`fast_head`) and, for a hand-off whose INCR was refused, its answer (`fast_incr`), which it
+-- uses in place of sending those commands again.
+local fast_got, fast_head, fast_incr
 if (#ARGV == 4 or #ARGV == 5) and #ARGV[3] <= 15 and #ARGV[4] <= 15 and #(ARGV[5] or '1') <= 15
   and string.find(ARGV[3] .. ':' .. ARGV[4] .. ':' .. (ARGV[5] or '1'), '^[1-9]%d*:[1-9]%d*:[1-9]%d*$')
 then
@@ -41,15 +42,17 @@ then
         if tok and tok ~= ARGV[1] and #ttl <= 15 and string.find(ttl, '^[1-9]%d*$')
           and ((n == 17 and string.find(inbox, '^i%x+$')) or (n == 21 and string.find(inbox, '^i%x+#%w%w%w$')))
         then
-          -- Cannot fail on the data (an integer read above, below the range's end): only a
-          -- refusal, which `bumped` passes on as this does.
+          -- Cannot fail on the data (an integer read above, below the range's end), only be
+          -- refused (an ACL rule without INCR): `bumped` then answers as for any refusal.
           local f = redis.pcall('INCR', KEYS[2])
-          if type(f) == 'table' then error(f) end
-          local heard = publish(KEYS[1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
-          local px = ARGV[4]
-          if heard > 0 or tonumber(ttl) < tonumber(ARGV[4]) then px = ttl end
-          redis.call('SET', KEYS[1], tok, 'PX', px)
-          return 2
+          if type(f) == 'number' then
+            local heard = publish(KEYS[1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
+            local px = ARGV[4]
+            if heard > 0 or tonumber(ttl) < tonumber(ARGV[4]) then px = ttl end
+            redis.call('SET', KEYS[1], tok, 'PX', px)
+            return 2
+          end
+          fast_incr = f
         end
       end
     end

@@ -76,8 +76,9 @@ local function release_folded(o, token, entry, fence_ttl, claim, qttl, popped)
 end
 
 -- `read` and `popped`, when given, are the MGET and the LPOP below (with `qttl`: the LPOP of
--- `release_folded`), sent already (release_fast.lua).
-local function release_one(o, token, entry, fence_ttl, claim, qttl, read, popped)
+-- `release_folded`), sent already (release_fast.lua); so is `incr`, the hand-off's INCR, when
+-- given with them.
+local function release_one(o, token, entry, fence_ttl, claim, qttl, read, popped, incr)
   if qttl then
     local r = release_folded(o, token, entry, fence_ttl, claim, qttl, popped)
     if r then return r end
@@ -120,7 +121,7 @@ local function release_one(o, token, entry, fence_ttl, claim, qttl, read, popped
       return 1
     end
     local err
-    f, err = hand_off(tok, ttl, inbox, claim, fence_ttl, true, o)
+    f, err = hand_off(tok, ttl, inbox, claim, fence_ttl, true, o, incr)
     if not f then return fail(err) end
     return 2
   end
