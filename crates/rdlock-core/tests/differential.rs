@@ -1740,24 +1740,31 @@ fn an_acquire_that_fails_after_taking_the_key_gives_it_back() {
     assert_eq!(exists, 0, "nothing written");
 }
 
-/// A user whose ACL rule predates the release's `MGET` (refused inside the script) still
-/// releases and hands off: the release falls back to the checked path.
-#[test]
-fn a_user_refused_mget_still_releases_and_hands_off() {
-    let (server, mut admin, _sub) = start();
+/// A connection of a user allowed every command but `command`.
+fn user_without(server: &RedisServer, admin: &mut Connection, command: &str) -> Connection {
+    let user = format!("no-{command}");
     redis::cmd("ACL")
         .arg("SETUSER")
-        .arg("old")
+        .arg(&user)
         .arg("on")
         .arg("nopass")
         .arg("~*")
         .arg("&*")
         .arg("+@all")
-        .arg("-mget")
-        .exec(&mut admin)
+        .arg(format!("-{command}"))
+        .exec(admin)
         .expect("ACL SETUSER");
     let mut conn = server.connection().expect("a connection");
-    redis::cmd("AUTH").arg("old").arg("any").exec(&mut conn).expect("AUTH");
+    redis::cmd("AUTH").arg(&user).arg("any").exec(&mut conn).expect("AUTH");
+    conn
+}
+
+/// A user whose ACL rule predates the release's `MGET` (refused inside the script) still
+/// releases and hands off: the release falls back to the checked path.
+#[test]
+fn a_user_refused_mget_still_releases_and_hands_off() {
+    let (server, mut admin, _sub) = start();
+    let mut conn = user_without(&server, &mut admin, "mget");
     let lock = LockKeys::new("old-rule").expect("a valid key");
     let (a, b) = ("0".repeat(32), "1".repeat(32));
     let mut run = |step: &Step| {
@@ -1783,19 +1790,7 @@ fn a_user_refused_mget_still_releases_and_hands_off() {
 #[test]
 fn a_user_refused_incr_gets_the_checked_hand_off_answer() {
     let (server, mut admin, _sub) = start();
-    redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("noincr")
-        .arg("on")
-        .arg("nopass")
-        .arg("~*")
-        .arg("&*")
-        .arg("+@all")
-        .arg("-incr")
-        .exec(&mut admin)
-        .expect("ACL SETUSER");
-    let mut conn = server.connection().expect("a connection");
-    redis::cmd("AUTH").arg("noincr").arg("any").exec(&mut conn).expect("AUTH");
+    let mut conn = user_without(&server, &mut admin, "incr");
     let lock = LockKeys::new("no-incr").expect("a valid key");
     let (a, b) = ("0".repeat(32), "1".repeat(32));
     let run = |conn: &mut Connection, step: &Step| {
