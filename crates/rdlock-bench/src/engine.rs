@@ -99,7 +99,7 @@ pub fn run(quick: bool) -> Result<String, BoxError> {
 /// Uncontended cycles of one lock (S1 without I/O): take it (a try, rdlock's default
 /// options), hear it granted, release it, hear it released, the clock 150 µs on per cycle;
 /// what the engine costs per cycle, in ns, on its own.
-pub(crate) fn cycles(n: usize) -> Result<f64, BoxError> {
+fn cycles(n: usize) -> Result<f64, BoxError> {
     let mut e = Engine::new(EngineConfig::default())?;
     #[allow(clippy::disallowed_methods)] // the engine's clock starts here and moves by hand
     let mut now = Instant::now();

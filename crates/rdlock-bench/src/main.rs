@@ -91,10 +91,10 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                 beside raw's, two trivial scripts' and the cheapest scripts with the same
                 commands, on one server (RDLOCK_REDIS_SERVER)
   --engine      instead: the core alone, no I/O: an uncontended cycle (S1's take and
-                release), then at several sizes, on one server and in a cluster: a mass release, and a mass hand-off to one waiting engine (in queue
-                order and shuffled; held at once and confirmed first), beside a plain map's
-                cost per removal (quick: 1000 and 20000; it fails if the cost per lock is not
-                flat)
+                release), then at several sizes, on one server and in a cluster: a mass
+                release, and a mass hand-off to one waiting engine (in queue order and
+                shuffled; held at once and confirmed first), beside a plain map's cost per
+                removal (quick: 1000 and 20000; it fails if the cost per lock is not flat)
   --wake        instead: what a hand-off message's hops cost on each executor, no lock: from a
                 PUBLISH (after a 1 ms pause) to the subscriber running, read directly or through
                 one more task or thread (quick: 200 samples, else 2,000 per run)";
