@@ -15,6 +15,9 @@ pub struct Stats {
     pub handoffs: u64,
     /// Hand-offs a waiting lock heard announced (rather than found by its poll).
     pub handoffs_heard: u64,
+    /// Hand-offs to a waiting lock of this engine that the reply of this engine's own release
+    /// announced, ahead of their message (counted among `handoffs_heard` too).
+    pub handoffs_replied: u64,
     /// Attempts a waiting lock made on its poll schedule (no hand-off heard in time).
     pub polls: u64,
     /// Re-checks of a waiting lock whose subscription became active after its attempt was

@@ -78,7 +78,9 @@ fn sharded_hand_offs_are_counted_on_the_slots_primary_alone() {
     // The first waiter listens on the slot's primary: the hand-off is counted, so the key
     // holds its token for its whole ttl, and the message arrives.
     let mut on_primary = ssubscribe(primary, &channel(2));
-    assert_eq!(release(&mut conn, &keys, holder, &inbox(1)), Value::Int(2), "handed on");
+    let Value::Array(reply) = release(&mut conn, &keys, holder, &inbox(1)) else { panic!("handed on, heard") };
+    assert_eq!(reply[..2], [Value::Int(2), Value::BulkString(channel(2).into_bytes())], "handed on, heard");
+    assert!(matches!(&reply[2], Value::BulkString(m) if m.starts_with(first.as_bytes())), "{reply:?}");
     let ttl = pttl(&mut conn, &keys.lock);
     assert!(ttl > 1000, "heard: the whole ttl, not {ttl} ms");
     assert!(message(&mut on_primary).is_some_and(|m| m.starts_with(first)), "the waiter hears it");

@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdlock_core::{
-    AcquireReply, FENCE_TTL, LockKeys, Mode, PermitArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs, Reply,
-    Script, ServerError, slot,
+    AcquireReply, FENCE_TTL, LockKeys, Mode, PermitArgs, PermitExtendArgs, PermitKeys, PermitReleaseArgs, ReleaseReply,
+    Reply, Script, ServerError, slot,
 };
 use rdlock_testkit::{Cluster, RedisServer};
 use redis::{Connection, ErrorKind, PubSub, Value};
@@ -368,6 +368,14 @@ fn norm_reply(script: Script, r: &Reply, seed: Option<i64>) -> N {
             }
             N::Array(out)
         }
+        // A heard hand-off's {2, channel, "token:fence"}: the message as a message's.
+        (s, _) if s.base() == Script::Release => match ReleaseReply::announcement(Some(r)) {
+            Some((channel, message)) => {
+                let (channel, message) = norm_message(channel, &String::from_utf8_lossy(message), seed);
+                N::Array(vec![N::Int(2), N::Data(channel), message])
+            }
+            None => norm(r),
+        },
         _ => norm(r),
     }
 }
@@ -1302,7 +1310,8 @@ fn an_attempts_arguments_are_checked_as_one_by_one() {
 }
 
 /// A hand-off whose waiter's inbox has a listener sets the key for the waiter's whole TTL on
-/// both servers; one nobody hears is a claim.
+/// both servers, and the release's reply carries the announcement heard (the channel and
+/// `token:fence`, as the message); one nobody hears is a claim, and its reply a bare `2`.
 #[test]
 fn heard_hand_offs_agree() {
     let (_server, conn, mut sub) = start();
@@ -1318,11 +1327,13 @@ fn heard_hand_offs_agree() {
     let fence = |v| N::Fence { seeded: true, v };
     let held = |v| N::Array(vec![N::Int(1), fence(v)]);
     let polled = |pttl, v| N::Array(vec![N::Int(0), N::Pttl(pttl), fence(v)]);
+    let to_w = LockKeys::inbox_of(&lock.lock, &inbox(&lock, &w));
+    let announced = N::Array(vec![N::Int(2), N::Data(to_w), N::Array(vec![N::Data(w.clone()), fence(1)])]);
     let steps: Vec<(Step, Option<N>)> = vec![
         (get(&h, "first"), Some(held(0))),
         (get(&w, "first"), Some(N::Array(vec![N::Int(0), N::Pttl(60_000)]))),
         (get(&u, "first"), Some(N::Array(vec![N::Int(0), N::Int(-3)]))),
-        (release_with(&lock, &h, ttl, counter, claim), Some(N::Int(2))),
+        (release_with(&lock, &h, ttl, counter, claim), Some(announced)),
         // Heard: w holds the key for its 60 s, not for the 100 ms claim.
         (get(&u, "retry"), Some(polled(60_000, 1))),
         (get(&w, "retry"), Some(held(1))),

@@ -10,22 +10,22 @@ use rdlock_core::{LockKeys, Reply, Script};
 /// A cluster variant (`Sharded*`) is followed as its base, `SPUBLISH` counted like `PUBLISH`
 /// (the one fake node is every slot's primary, where every inbox is subscribed).
 const FOLLOWED: [(Script, u64); 16] = [
-    (Script::Acquire, 8_001_150_268_420_046_447),
-    (Script::Release, 16_564_665_174_963_556_238),
-    (Script::ReleaseBatch, 3_867_413_574_188_965_898),
-    (Script::Confirm, 12_862_934_751_846_407_716),
+    (Script::Acquire, 13_309_214_669_736_257_014),
+    (Script::Release, 14_802_493_993_813_814_503),
+    (Script::ReleaseBatch, 15_420_217_760_920_762_016),
+    (Script::Confirm, 16_136_223_178_161_728_681),
     (Script::Extend, 14_220_457_821_182_822_727),
-    (Script::PermitAcquire, 13_993_475_452_168_219_070),
-    (Script::PermitRelease, 5_128_877_141_687_255_000),
+    (Script::PermitAcquire, 10_925_107_671_827_683_881),
+    (Script::PermitRelease, 7_650_677_438_004_832_629),
     (Script::PermitExtend, 8_695_377_993_663_735_464),
-    (Script::PermitChange, 15_029_898_888_636_871_740),
-    (Script::Store, 8_510_308_379_511_313_810),
-    (Script::ShardedAcquire, 17_641_441_374_184_047_446),
-    (Script::ShardedRelease, 13_086_231_864_269_043_201),
-    (Script::ShardedReleaseBatch, 16_862_967_020_276_514_217),
-    (Script::ShardedPermitAcquire, 9_560_728_126_021_441_497),
-    (Script::ShardedPermitRelease, 5_596_326_550_715_430_789),
-    (Script::ShardedPermitChange, 16_992_655_989_953_620_309),
+    (Script::PermitChange, 2_349_021_599_835_274_629),
+    (Script::Store, 1_755_592_626_817_761_467),
+    (Script::ShardedAcquire, 13_317_414_660_025_577_339),
+    (Script::ShardedRelease, 9_764_451_038_641_466_316),
+    (Script::ShardedReleaseBatch, 18_330_261_163_266_277_379),
+    (Script::ShardedPermitAcquire, 13_629_017_744_966_934_690),
+    (Script::ShardedPermitRelease, 1_819_148_716_838_090_292),
+    (Script::ShardedPermitChange, 14_054_213_150_805_952_648),
 ];
 
 /// The script's code without comments and blank lines, with whitespace collapsed.
@@ -100,6 +100,15 @@ fn acquire_heard(f: &mut Fake, token: &str, ttl: u64, mode: &str, now: u64, hear
 
 fn acquire(f: &mut Fake, token: &str, ttl: u64, mode: &str, now: u64) -> Reply {
     acquire_heard(f, token, ttl, mode, now, &[])
+}
+
+/// A heard hand-off's reply: `{2, channel, message}`, the message `published`.
+fn announced((channel, message): &(String, String)) -> Reply {
+    Reply::Array(vec![
+        Reply::Int(2),
+        Reply::Data(channel.clone().into_bytes()),
+        Reply::Data(message.clone().into_bytes()),
+    ])
 }
 
 fn release_heard(f: &mut Fake, token: &str, ttl: u64, now: u64, heard: &[&str]) -> (Reply, Vec<(String, String)>) {
@@ -219,9 +228,9 @@ fn a_hand_off_its_waiter_hears_is_its_whole_ttl() {
     // w confirms; its release reaches x, who hears it: x holds the key for its 20 s.
     assert_eq!(acquire(&mut f, "w", 20_000, "retry", 2 * MS).as_array().map(|a| a[0].clone()), Some(Reply::Int(1)));
     let (r, published) = release_heard(&mut f, "w", 20_000, 3 * MS, &["x"]);
-    assert_eq!(r, Reply::Int(2));
     assert_eq!(published.len(), 1);
     assert_eq!(published[0].0, inbox_channel("x"));
+    assert_eq!(r, announced(&published[0]), "heard: the reply carries the announcement");
     assert_eq!(f.string("k", 3 * MS), Some("x"));
     assert_eq!(f.expiry("k", 3 * MS), Some(20_003 * MS), "heard: the waiter's whole ttl");
 }
@@ -409,7 +418,7 @@ fn a_folded_release_hands_off_as_the_checked_one_and_restarts_a_queue_it_put_bac
     }
     // Heard: the waiter's whole ttl; unheard: a claim. As the checked release.
     let (r, published) = release_folded(&mut f, "a", 30_000, MS, &["w"]);
-    assert_eq!((r, published.len()), (Reply::Int(2), 1));
+    assert_eq!((r, published.len()), (announced(&published[0]), 1));
     assert_eq!((f.string("k", MS), f.expiry("k", MS)), (Some("w"), Some(20_001 * MS)));
     let (r, published) = release_folded(&mut f, "w", 20_000, 2 * MS, &[]);
     assert_eq!((r, published.len()), (Reply::Int(2), 1));
@@ -428,7 +437,7 @@ fn a_folded_release_hands_off_as_the_checked_one_and_restarts_a_queue_it_put_bac
     // Where SET has no IFEQ the checked release answers, the same way.
     f.ifeq = false;
     let (r, published) = release_folded(&mut f, "x", 250, 6 * MS, &["y"]);
-    assert_eq!((r, published.len()), (Reply::Int(2), 1));
+    assert_eq!((r, published.len()), (announced(&published[0]), 1));
     assert_eq!(f.string("k", 6 * MS), Some("y"));
     // Nobody queued: the owner's delete.
     assert_eq!(release_folded(&mut f, "y", 20_000, 7 * MS, &[]).0, Reply::Int(1));

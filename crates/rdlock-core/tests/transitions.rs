@@ -210,6 +210,69 @@ fn a_heard_hand_off_is_held_at_once_from_the_last_attempt_that_saw_another_holde
     assert!(h.sent().is_empty(), "no confirmation round trip");
 }
 
+/// A release's reply when a connection heard its hand-off: `{2, channel, "token:fence"}`.
+fn announced(channel: &str, message: &str) -> Vec<Reply> {
+    vec![Reply::Array(vec![
+        Reply::Int(2),
+        Reply::Data(channel.as_bytes().to_vec()),
+        Reply::Data(message.as_bytes().to_vec()),
+    ])]
+}
+
+#[test]
+fn a_hand_off_to_a_waiter_of_the_same_engine_is_held_from_the_release_reply() {
+    // Two callers of one client on one key: the holder's release hands the key to the other,
+    // and its reply carries the announcement heard. The waiter holds at once, as on the
+    // message (valid from its re-check), without waiting for the message; the message that
+    // comes after finds the lock held and changes nothing.
+    let mut h = H::new();
+    let o = opts(1000);
+    let (holder, _) = h.held("orders", o);
+    let (_, tok) = h.queued("orders", o, None);
+    let rechecked_at = h.now;
+    h.advance(ms(30));
+    h.e.release(holder, h.now).expect("held");
+    let release = h.one();
+    h.advance(ms(1));
+    h.reply(&release, announced(&inbox("orders"), &format!("{tok}:77")));
+    assert_eq!(
+        h.events(),
+        vec![
+            Event::Released { outcome: ReleaseOutcome::Released },
+            Event::Acquired { fence: 77, valid_until: o.valid_until(rechecked_at) }
+        ]
+    );
+    assert!(h.sent().is_empty(), "no confirmation round trip");
+    let stats = h.e.stats();
+    assert_eq!((stats.handoffs, stats.handoffs_heard, stats.handoffs_replied), (1, 1, 1));
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
+    assert!(h.events().is_empty() && h.sent().is_empty(), "the message is a duplicate");
+    assert_eq!(h.e.stats().handoffs_heard, 1);
+}
+
+#[test]
+fn a_release_reply_announcing_another_clients_waiter_tells_only_the_release() {
+    // The announcement names a waiter this engine does not have (another client's, or a
+    // channel of another key): the release is answered, and nothing else happens.
+    let mut h = H::new();
+    let o = opts(1000);
+    let (_, other_tok) = h.queued("other", o, None);
+    let (holder, _) = h.held("orders", o);
+    h.e.release(holder, h.now).expect("held");
+    let release = h.one();
+    let stranger = "ab".repeat(16);
+    h.reply(&release, announced(&inbox("orders"), &format!("{stranger}:77")));
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
+    // A waiter of this engine, named on another key's channel: not its hand-off either.
+    let (holder, _) = h.held("orders", o);
+    h.e.release(holder, h.now).expect("held");
+    let release = h.one();
+    h.reply(&release, announced(&inbox("orders"), &format!("{other_tok}:78")));
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
+    assert!(h.sent().is_empty());
+    assert_eq!(h.e.stats().handoffs_replied, 0);
+}
+
 #[test]
 fn a_hand_off_heard_with_less_than_half_its_ttl_left_is_confirmed_first() {
     // No attempt for 600 ms of a 1 s TTL (a stretched poll): the lease would start half

@@ -158,6 +158,7 @@ impl Meter {
             ("rdlock_renewals_unanswered_total", now.renewals_unanswered, was.renewals_unanswered),
             ("rdlock_handoffs_total", now.handoffs, was.handoffs),
             ("rdlock_handoffs_heard_total", now.handoffs_heard, was.handoffs_heard),
+            ("rdlock_handoffs_replied_total", now.handoffs_replied, was.handoffs_replied),
             ("rdlock_polls_total", now.polls, was.polls),
         ] {
             if now > was {
@@ -184,6 +185,11 @@ pub fn describe_metrics() {
     describe_counter!("rdlock_replication_shortfalls_total", Unit::Count, "Writes too few replicas confirmed");
     describe_counter!("rdlock_handoffs_total", Unit::Count, "Releases that handed the lock to the next waiter");
     describe_counter!("rdlock_handoffs_heard_total", Unit::Count, "Hand-offs a waiter heard announced");
+    describe_counter!(
+        "rdlock_handoffs_replied_total",
+        Unit::Count,
+        "Hand-offs to the client's own waiters read from its release's reply"
+    );
     describe_counter!("rdlock_polls_total", Unit::Count, "Attempts waiters made on their poll schedule");
     describe_counter!("rdlock_requests_unanswered_total", Unit::Count, "Requests without an answer (retried)");
     describe_counter!("rdlock_connections_opened_total", Unit::Count, "Connections for requests made");

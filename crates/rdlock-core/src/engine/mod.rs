@@ -569,17 +569,27 @@ impl Engine {
         if self.on_free_notice(channel, payload, now) {
             return;
         }
-        let Some((token, fence)) = std::str::from_utf8(payload).ok().and_then(|p| p.split_once(':')) else { return };
-        let Some(token) = parse_hex(token) else { return };
-        let (Some(&id), Ok(fence)) = (self.by_token.get(&token), fence.parse::<u64>()) else { return };
+        self.on_announced(channel, payload, now);
+    }
+
+    /// A hand-off announced on `channel` as `token:fence`: by its message, or by the reply of
+    /// the release that made it, when that release was this engine's (the same words, read
+    /// from either connection, whichever comes first; the other then finds the lock held).
+    /// `true` when it was for a lock of this engine waiting for it.
+    pub(super) fn on_announced(&mut self, channel: &str, payload: &[u8], now: Instant) -> bool {
+        let Some((token, fence)) = std::str::from_utf8(payload).ok().and_then(|p| p.split_once(':')) else {
+            return false;
+        };
+        let Some(token) = parse_hex(token) else { return false };
+        let (Some(&id), Ok(fence)) = (self.by_token.get(&token), fence.parse::<u64>()) else { return false };
         let client = self.client;
         let trusted = !self.config.cluster || self.subs.is_active(channel);
-        let Some(lock) = self.locks.get_mut(&id) else { return };
+        let Some(lock) = self.locks.get_mut(&id) else { return false };
         if lock.opts.sharing != Sharing::Queue || !LockKeys::is_client_inbox_of(&lock.key, client, channel) {
-            return;
+            return false;
         }
         // Counting: not queued yet. Held: a duplicate. Releasing: the release covers it.
-        let Some(a) = lock.acquisition() else { return };
+        let Some(a) = lock.acquisition() else { return false };
         if !trusted {
             // Heard on a subscription not confirmed on the slot's current primary (one the
             // slot moved away from): the count that decided the key's TTL may not include it.
@@ -587,14 +597,15 @@ impl Engine {
             if matches!(a.step, Step::Idle { .. }) && a.waiter.is_fresh(fence) {
                 self.send_attempt(id, Mode::Retry, now);
             }
-            return;
+            return false;
         }
         match a.step {
             Step::InFlight(_) => a.waiter.granted = Some(fence),
             // A fence at or below one a retry saw held by someone else: an old, lost hand-off.
             Step::Idle { .. } if a.waiter.is_fresh(fence) => self.on_handoff(id, fence, now),
-            _ => {}
+            _ => return false,
         }
+        true
     }
 
     /// The server confirmed a subscription. Waiters on the channel check the lock again,

@@ -94,6 +94,13 @@ impl Engine {
             Some(_) => self.reschedule(id),
             None => self.finish(id, now),
         }
+        // Handed to a waiter of this engine: its grant is here, ahead of its message.
+        let announced = reply.as_ref().ok().and_then(|r| ReleaseReply::announcement(r.get(at)));
+        if let Some((channel, message)) = announced
+            && self.on_announced(channel, message, now)
+        {
+            self.stats.handoffs_replied += 1;
+        }
     }
 }
 

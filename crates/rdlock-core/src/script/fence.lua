@@ -138,7 +138,8 @@ end
 -- token and extends the key to its ttl); a dead waiter so holds up the others for one claim,
 -- not for a lease. The fence goes first: it is the only step that can fail, and then nothing
 -- is written. The lock's three keys are KEYS[o + 1] to KEYS[o + 3] (`o` 0 unless a batch).
--- `incr`, when given, is the INCR of the counter sent already (release_fast.lua).
+-- `incr`, when given, is the INCR of the counter sent already (release_fast.lua). Returns
+-- the fence, then (heard) the channel and the message, which a release answers.
 local function hand_off(tok, ttl, inbox, claim, fence_ttl, popped, o, incr)
   o = o or 0
   local f, err
@@ -150,9 +151,10 @@ local function hand_off(tok, ttl, inbox, claim, fence_ttl, popped, o, incr)
   if not f then
     return nil, err
   end
-  local heard = 0
+  local heard, ch, msg = 0, nil, nil
   if inbox then
-    heard = publish(KEYS[o + 1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
+    ch, msg = KEYS[o + 1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f)
+    heard = publish(ch, msg)
   end
   local px = claim
   if ttl and (heard > 0 or tonumber(ttl) < tonumber(claim)) then
@@ -161,6 +163,9 @@ local function hand_off(tok, ttl, inbox, claim, fence_ttl, popped, o, incr)
   redis.call('SET', KEYS[o + 1], tok, 'PX', px)
   if not popped then
     redis.call('LPOP', KEYS[o + 3])
+  end
+  if heard > 0 then
+    return f, nil, ch, msg
   end
   return f
 end

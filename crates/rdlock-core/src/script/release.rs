@@ -167,7 +167,8 @@ pub enum ReleaseReply {
     NotHeld,
     /// `1`: the caller's key was deleted; nobody waited.
     Released,
-    /// `2` from `release.lua`: handed to the next waiter.
+    /// `2` from `release.lua`: handed to the next waiter (`{2, channel, message}` when a
+    /// connection heard its announcement: [`ReleaseReply::announcement`]).
     HandedOff,
     /// `2` from `release_shared.lua`: deleted, but queue-mode waiters are queued on the key
     /// (some client of it does not use shared mode).
@@ -184,8 +185,26 @@ impl ReleaseReply {
             (Some(Reply::Int(1)), _) => Ok(ReleaseReply::Released),
             (Some(Reply::Int(2)), Script::ReleaseShared) => Ok(ReleaseReply::ReleasedBesideQueue),
             (Some(Reply::Int(2)), _) => Ok(ReleaseReply::HandedOff),
+            (Some(r), s) if s.base() == Script::Release && Self::announcement(Some(r)).is_some() => {
+                Ok(ReleaseReply::HandedOff)
+            }
             (Some(r), _) => Err(LockError::UnexpectedReply(format!("release: {r:?}"))),
             (None, _) => Err(LockError::UnexpectedReply("release: empty".into())),
+        }
+    }
+
+    /// The announcement a hand-off's reply carries when a connection heard it (`{2, channel,
+    /// "token:fence"}` from `release.lua`): the channel and the message, as a subscriber of
+    /// the channel received them.
+    pub fn announcement(reply: Option<&Reply>) -> Option<(&str, &[u8])> {
+        match reply {
+            Some(Reply::Array(items)) => match items.as_slice() {
+                [Reply::Int(2), Reply::Data(channel), Reply::Data(message)] => {
+                    Some((std::str::from_utf8(channel).ok()?, message.as_slice()))
+                }
+                _ => None,
+            },
+            _ => None,
         }
     }
 

@@ -5,7 +5,8 @@
 --   is popped as `release_one` pops it; nobody queued, the key is deleted: released. A head
 --   that is another waiter's well-formed entry (a token, a ttl and an inbox that `owner` would
 --   all accept), with a counter already past 0 (so INCR raises it within range, with no seed to
---   make), is handed the lock as `hand_off` hands it: INCR, PUBLISH, SET: handed over.
+--   make), is handed the lock as `hand_off` hands it: INCR, PUBLISH, SET: handed over, with
+--   the announcement when a connection heard it (release.lua's reply).
 -- - a queue TTL to fold (the server's SET takes IFEQ): the queue's head is popped as
 --   `release_folded` pops it first; nobody queued, the key is read and deleted if the caller
 --   holds it, as `release_folded` does: released, or not held.
@@ -46,10 +47,12 @@ then
           -- refused (an ACL rule without INCR): `bumped` then answers as for any refusal.
           local f = redis.pcall('INCR', KEYS[2])
           if type(f) == 'number' then
-            local heard = publish(KEYS[1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
+            local ch, msg = KEYS[1] .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f)
+            local heard = publish(ch, msg)
             local px = ARGV[4]
             if heard > 0 or tonumber(ttl) < tonumber(ARGV[4]) then px = ttl end
             redis.call('SET', KEYS[1], tok, 'PX', px)
+            if heard > 0 then return {2, ch, msg} end
             return 2
           end
           fast_incr = f

@@ -4,7 +4,8 @@
 -- `qttl` nil, or the caller's queue TTL in ms asking for `release_folded` (checked by the
 -- caller). Returns 0 not held by the caller (its queue entry, if any, is removed); 1
 -- released, nobody waiting; 2 handed to the next waiter, announced on its inbox as
--- "token:fence"; or an error reply, with nothing of this lock written.
+-- "token:fence" (then, when a connection heard it, that channel and message too); or an
+-- error reply, with nothing of this lock written.
 -- The release on a server whose SET takes IFEQ (Valkey 8.1+, Redis 8.4+), when the caller
 -- held the lock: the owner check is the new owner's `SET K head IFEQ token`, so a heard
 -- hand-off is LPOP, INCR, SET, PUBLISH (one command fewer than MGET, LPOP, INCR, PUBLISH,
@@ -69,8 +70,9 @@ local function release_folded(o, token, entry, fence_ttl, claim, qttl, popped)
   end
   if f == 1 then f = seed(fk, fence_ttl) end
   if inbox then
-    local heard = publish(k .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f))
-    if heard == 0 and ttl and tonumber(ttl) > tonumber(claim) then redis.call('PEXPIRE', k, claim) end
+    local ch, msg = k .. '#rdl:' .. inbox, tok .. ':' .. string.format('%d', f)
+    if publish(ch, msg) > 0 then return 2, ch, msg end
+    if ttl and tonumber(ttl) > tonumber(claim) then redis.call('PEXPIRE', k, claim) end
   end
   return 2
 end
@@ -80,8 +82,8 @@ end
 -- given with them.
 local function release_one(o, token, entry, fence_ttl, claim, qttl, read, popped, incr)
   if qttl then
-    local r = release_folded(o, token, entry, fence_ttl, claim, qttl, popped)
-    if r then return r end
+    local r, ch, msg = release_folded(o, token, entry, fence_ttl, claim, qttl, popped)
+    if r then return r, ch, msg end
     -- Whatever it popped it has put back: the checked release reads the queue again.
     popped = nil
   end
@@ -120,10 +122,10 @@ local function release_one(o, token, entry, fence_ttl, claim, qttl, read, popped
       redis.call('DEL', k)
       return 1
     end
-    local err
-    f, err = hand_off(tok, ttl, inbox, claim, fence_ttl, true, o, incr)
+    local err, ch, msg
+    f, err, ch, msg = hand_off(tok, ttl, inbox, claim, fence_ttl, true, o, incr)
     if not f then return fail(err) end
-    return 2
+    return 2, ch, msg
   end
   -- Any other counter (absent, another type, not a fence, at the top): read the head first, so
   -- that a hand-off whose fence cannot be issued fails with nothing written.
@@ -133,9 +135,10 @@ local function release_one(o, token, entry, fence_ttl, claim, qttl, read, popped
   if err then return fail(err) end
   if tok then
     -- The lock never becomes free while someone waits: the releaser cannot barge back in.
-    f, err = hand_off(tok, ttl, inbox, claim, fence_ttl, false, o)
+    local ch, msg
+    f, err, ch, msg = hand_off(tok, ttl, inbox, claim, fence_ttl, false, o)
     if not f then return fail(err) end
-    return 2
+    return 2, ch, msg
   end
   redis.call('DEL', k)
   return 1

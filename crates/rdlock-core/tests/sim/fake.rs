@@ -176,6 +176,17 @@ fn int(i: i64) -> Reply {
     Reply::Int(i)
 }
 
+/// A release's hand-off answer: `2`, or `{2, channel, message}` when a connection heard the
+/// announcement (release.lua).
+fn handed_off(announced: Option<(String, String)>) -> Reply {
+    match announced {
+        Some((channel, message)) => {
+            Reply::Array(vec![int(2), Reply::Data(channel.into_bytes()), Reply::Data(message.into_bytes())])
+        }
+        None => int(2),
+    }
+}
+
 fn pair(a: i64, b: i64) -> Reply {
     Reply::Array(vec![int(a), int(b)])
 }
@@ -598,7 +609,8 @@ impl Fake {
         Ok(f)
     }
 
-    /// `hand_off(tok, ttl, inbox, claim, fence_ttl)` of fence.lua.
+    /// `hand_off(tok, ttl, inbox, claim, fence_ttl)` of fence.lua: the fence, and the
+    /// announcement (channel, message) when a connection heard it.
     fn hand_off(
         &mut self,
         keys: (&str, &str, &str),
@@ -606,12 +618,13 @@ impl Fake {
         claim: &str,
         fence_ttl: &str,
         fx: &mut Effects<'_>,
-    ) -> R<i64> {
+    ) -> R<(i64, Option<(String, String)>)> {
         let (key, fence_key, queue) = keys;
         // local f = bump(); heard = inbox and PUBLISH(KEYS[1] .. '#rdl:' .. inbox, tok:f) or 0
         let fence = self.bump(fence_key, fence_ttl)?;
-        let heard = match inbox {
-            Some(inbox) => fx.publish(format!("{key}#rdl:{inbox}"), format!("{tok}:{fence}")),
+        let announced = inbox.as_ref().map(|inbox| (format!("{key}#rdl:{inbox}"), format!("{tok}:{fence}")));
+        let heard = match &announced {
+            Some((channel, message)) => fx.publish(channel.clone(), message.clone()),
             None => 0,
         };
         // px = claim; if ttl and (heard > 0 or ttl < claim) then px = ttl end
@@ -627,7 +640,7 @@ impl Fake {
         self.lpop(queue)?;
         let until = self.now + parse_ms(px)? as u64 * MS;
         fx.grants.push(Grant { key: key.to_owned(), token: tok.to_owned(), fence, handoff: true, until, ahead });
-        Ok(fence)
+        Ok((fence, announced.filter(|_| heard > 0)))
     }
 
     /// `next_waiter(head, mine)` of fence.lua: the first well-formed entry that is not `mine`,
@@ -714,7 +727,7 @@ impl Fake {
             match self.next_waiter(fence_key, queue, head, None)? {
                 Some(who) if who.0 != *token => {
                     // f = hand_off(who, wttl, winbox, ARGV[6], ARGV[5])
-                    let fence = self.hand_off((key, fence_key, queue), &who, claim, fence_ttl, fx)?;
+                    let (fence, _) = self.hand_off((key, fence_key, queue), &who, claim, fence_ttl, fx)?;
                     f = Some(Some(fence));
                 }
                 who => {
@@ -790,9 +803,10 @@ impl Fake {
         // writes either way, which this follows.
         let head = self.lindex0(queue).map_err(|_| fail(QUEUE_TYPE))?;
         if let Some(who) = self.next_waiter(fence_key, queue, head, Some(token))? {
-            // hand_off(tok, ttl, inbox, ARGV[4], ARGV[3]); return 2
-            self.hand_off((key, fence_key, queue), &who, claim, fence_ttl, fx)?;
-            return Ok(int(2));
+            // f, _, ch, msg = hand_off(tok, ttl, inbox, ARGV[4], ARGV[3]); return 2 (heard:
+            // {2, ch, msg})
+            let (_, announced) = self.hand_off((key, fence_key, queue), &who, claim, fence_ttl, fx)?;
+            return Ok(handed_off(announced));
         }
         // DEL KEYS[1]; return 1
         self.del(key);
@@ -862,8 +876,8 @@ impl Fake {
         }
         // The hand-off: LPOP, INCR (seeded when 1), SET PX the waiter's ttl, PUBLISH, PEXPIRE
         // claim when unheard: what `hand_off` writes.
-        self.hand_off((key, fence_key, queue), &who, claim, fence_ttl, fx)?;
-        Ok(Some(int(2)))
+        let (_, announced) = self.hand_off((key, fence_key, queue), &who, claim, fence_ttl, fx)?;
+        Ok(Some(handed_off(announced)))
     }
 
     /// `release_batch.lua`: `release_one` per lock, each lock's error its own item.
@@ -883,8 +897,12 @@ impl Fake {
             // out[i] = release_one(3(i - 1), ARGV[2i+1], ARGV[2i+2], ARGV[1], ARGV[2], qttl)
             let mut one = vec![args[2 + 2 * i].clone(), args[3 + 2 * i].clone(), args[0].clone(), args[1].clone()];
             one.extend(qttl.cloned());
-            // if type(r) == 'table' then r = r.err end: an error as its text
-            let r = self.release(&keys[3 * i..3 * i + 3], &one, fx);
+            // if type(r) == 'table' then r = r.err end: an error as its text; release_one's
+            // first value only (the announcement is release.lua's)
+            let r = match self.release(&keys[3 * i..3 * i + 3], &one, fx) {
+                Ok(Reply::Array(a)) if a.first() == Some(&int(2)) => Ok(int(2)),
+                r => r,
+            };
             out.push(r.unwrap_or_else(|e| Reply::Data(format!("{} {}", e.code, e.message).into_bytes())));
         }
         Ok(Reply::Array(out))
