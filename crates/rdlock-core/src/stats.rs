@@ -16,7 +16,8 @@ pub struct Stats {
     /// Hand-offs a waiting lock heard announced (rather than found by its poll).
     pub handoffs_heard: u64,
     /// Hand-offs to a waiting lock of this engine that the reply of this engine's own release
-    /// announced, ahead of their message (counted among `handoffs_heard` too).
+    /// announced, ahead of their message (counted among `handoffs_heard` too; one that came
+    /// while the waiter's attempt was in flight is counted by that attempt's reply instead).
     pub handoffs_replied: u64,
     /// Attempts a waiting lock made on its poll schedule (no hand-off heard in time).
     pub polls: u64,

@@ -927,6 +927,8 @@ impl<'r, 'a> Pair<'r, 'a> {
 /// The shape of an outcome, for the report: what the sequences covered.
 fn label(script: Script, n: &N) -> String {
     let shape = match n {
+        // A heard hand-off, its channel and message by kind.
+        N::Array(a) if matches!(a.as_slice(), [N::Int(2), N::Data(_), N::Array(_)]) => "[2,channel,message]".into(),
         N::Array(a) => {
             let items: Vec<String> = a
                 .iter()

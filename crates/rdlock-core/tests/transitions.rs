@@ -210,6 +210,15 @@ fn a_heard_hand_off_is_held_at_once_from_the_last_attempt_that_saw_another_holde
     assert!(h.sent().is_empty(), "no confirmation round trip");
 }
 
+impl H {
+    /// Releases `id` and answers its one request with `replies`.
+    fn release_answered(&mut self, id: LockId, replies: Vec<Reply>) {
+        self.e.release(id, self.now).expect("held");
+        let release = self.one();
+        self.reply(&release, replies);
+    }
+}
+
 /// A release's reply when a connection heard its hand-off: `{2, channel, "token:fence"}`.
 fn announced(channel: &str, message: &str) -> Vec<Reply> {
     vec![Reply::Array(vec![
@@ -231,10 +240,8 @@ fn a_hand_off_to_a_waiter_of_the_same_engine_is_held_from_the_release_reply() {
     let (_, tok) = h.queued("orders", o, None);
     let rechecked_at = h.now;
     h.advance(ms(30));
-    h.e.release(holder, h.now).expect("held");
-    let release = h.one();
     h.advance(ms(1));
-    h.reply(&release, announced(&inbox("orders"), &format!("{tok}:77")));
+    h.release_answered(holder, announced(&inbox("orders"), &format!("{tok}:77")));
     assert_eq!(
         h.events(),
         vec![
@@ -258,16 +265,12 @@ fn a_release_reply_announcing_another_clients_waiter_tells_only_the_release() {
     let o = opts(1000);
     let (_, other_tok) = h.queued("other", o, None);
     let (holder, _) = h.held("orders", o);
-    h.e.release(holder, h.now).expect("held");
-    let release = h.one();
     let stranger = "ab".repeat(16);
-    h.reply(&release, announced(&inbox("orders"), &format!("{stranger}:77")));
+    h.release_answered(holder, announced(&inbox("orders"), &format!("{stranger}:77")));
     assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
     // A waiter of this engine, named on another key's channel: not its hand-off either.
     let (holder, _) = h.held("orders", o);
-    h.e.release(holder, h.now).expect("held");
-    let release = h.one();
-    h.reply(&release, announced(&inbox("orders"), &format!("{other_tok}:78")));
+    h.release_answered(holder, announced(&inbox("orders"), &format!("{other_tok}:78")));
     assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
     assert!(h.sent().is_empty());
     assert_eq!(h.e.stats().handoffs_replied, 0);

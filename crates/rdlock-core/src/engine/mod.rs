@@ -575,7 +575,8 @@ impl Engine {
     /// A hand-off announced on `channel` as `token:fence`: by its message, or by the reply of
     /// the release that made it, when that release was this engine's (the same words, read
     /// from either connection, whichever comes first; the other then finds the lock held).
-    /// `true` when it was for a lock of this engine waiting for it.
+    /// `true` when it handed a waiting lock of this engine its hand-off now (`on_handoff`);
+    /// one whose attempt is in flight keeps the fence for that attempt's reply.
     pub(super) fn on_announced(&mut self, channel: &str, payload: &[u8], now: Instant) -> bool {
         let Some((token, fence)) = std::str::from_utf8(payload).ok().and_then(|p| p.split_once(':')) else {
             return false;
@@ -602,10 +603,13 @@ impl Engine {
         match a.step {
             Step::InFlight(_) => a.waiter.granted = Some(fence),
             // A fence at or below one a retry saw held by someone else: an old, lost hand-off.
-            Step::Idle { .. } if a.waiter.is_fresh(fence) => self.on_handoff(id, fence, now),
-            _ => return false,
+            Step::Idle { .. } if a.waiter.is_fresh(fence) => {
+                self.on_handoff(id, fence, now);
+                return true;
+            }
+            _ => {}
         }
-        true
+        false
     }
 
     /// The server confirmed a subscription. Waiters on the channel check the lock again,

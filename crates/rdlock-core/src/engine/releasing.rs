@@ -95,7 +95,11 @@ impl Engine {
             None => self.finish(id, now),
         }
         // Handed to a waiter of this engine: its grant is here, ahead of its message.
-        let announced = reply.as_ref().ok().and_then(|r| ReleaseReply::announcement(r.get(at)));
+        let announced = reply
+            .as_ref()
+            .ok()
+            .filter(|_| script == Script::Release)
+            .and_then(|r| ReleaseReply::announcement(r.get(at)));
         if let Some((channel, message)) = announced
             && self.on_announced(channel, message, now)
         {
