@@ -5,7 +5,9 @@
 //! before is in the server's queue (its length read between them), so the queue's order is
 //! the tasks' index order, known without luck; the grants must come in that order, with no
 //! two holds overlapping. The baseline (raw) has no queue: its 1,000 tasks spin on the key
-//! together, and only its gaps and overlaps are measured.
+//! together, and only its gaps and overlaps are measured. rdlock's releases announce each
+//! hand-off in their reply as well as by message, and the waiter is this client's: the count
+//! of hand-offs granted from the reply (ahead of their message) is reported.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -95,6 +97,7 @@ async fn run<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) -> R
     let (conns, subs) = server.pubsub()?;
     m.insert("pubsub_conns", conns as f64);
     m.insert("subscriptions", subs as f64);
+    let replied = locker.replied();
     let released = Instant::now();
     locker.release(first).await?;
     let (mut turns, mut errors) = (Vec::with_capacity(n), 0u64);
@@ -130,5 +133,7 @@ async fn run<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) -> R
     m.insert("out_of_order", if L::QUEUES { out_of_order as f64 } else { f64::NAN });
     m.insert("not_held", turns.iter().filter(|t| !t.held).count() as f64);
     m.insert("errors", errors as f64);
+    let replied = locker.replied().zip(replied).map_or(f64::NAN, |(now, was)| (now - was) as f64);
+    m.insert("from_reply", replied);
     Ok(m)
 }

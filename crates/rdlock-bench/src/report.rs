@@ -341,6 +341,7 @@ fn columns(s: Scenario) -> Vec<Column> {
             ("longest gap", |c, _| micros(c.get("gap_max_us"))),
             ("all served", |c, _| millis(c.get("served_ms"))),
             ("hand-offs/s", |c, _| num(c.get("handoffs_per_s"))),
+            ("granted from the release's reply", |c, _| num(c.get("from_reply"))),
             ("queued in", |c, _| millis(c.get("queue_all_ms"))),
             ("out of queue order", |c, _| num(c.get("out_of_order"))),
             ("pub/sub conns", |c, _| num(c.get("pubsub_conns"))),

@@ -123,6 +123,11 @@ pub trait Locker: Sized + Send + Sync + 'static {
     fn messages(&self) -> Option<u64> {
         None
     }
+    /// Hand-offs to this client's own waiters read from its release's reply so far, when it
+    /// counts them (S10: its waiters are its releasers' neighbours).
+    fn replied(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// One increment (S8, S9), as the client saw it. Its hold runs from the value in hand to the

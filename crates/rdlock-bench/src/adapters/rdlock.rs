@@ -51,6 +51,10 @@ impl<R: Runtime> Locker for Rd<R> {
         Some(self.0.stats().messages)
     }
 
+    fn replied(&self) -> Option<u64> {
+        Some(self.0.stats().handoffs_replied)
+    }
+
     async fn increment(&self, key: &str, spec: Spec, hold: Option<Duration>) -> Result<Increment, BoxError> {
         let mutex = self.0.mutex::<u64>(key);
         let mut value = mutex.builder().ttl(spec.ttl).auto_renew(spec.auto_renew).lock().await?;
