@@ -57,7 +57,7 @@ fn the_fake_follows_the_current_scripts() {
 }
 use sim::MS;
 use sim::dice::Dice;
-use sim::fake::{Bug, Fake};
+use sim::fake::{Bug, Fake, handed_off};
 
 const EPOCH_US: u64 = 1_700_000_000_000_000;
 fn names() -> LockKeys {
@@ -100,15 +100,6 @@ fn acquire_heard(f: &mut Fake, token: &str, ttl: u64, mode: &str, now: u64, hear
 
 fn acquire(f: &mut Fake, token: &str, ttl: u64, mode: &str, now: u64) -> Reply {
     acquire_heard(f, token, ttl, mode, now, &[])
-}
-
-/// A heard hand-off's reply: `{2, channel, message}`, the message `published`.
-fn announced((channel, message): &(String, String)) -> Reply {
-    Reply::Array(vec![
-        Reply::Int(2),
-        Reply::Data(channel.clone().into_bytes()),
-        Reply::Data(message.clone().into_bytes()),
-    ])
 }
 
 fn release_heard(f: &mut Fake, token: &str, ttl: u64, now: u64, heard: &[&str]) -> (Reply, Vec<(String, String)>) {
@@ -230,7 +221,7 @@ fn a_hand_off_its_waiter_hears_is_its_whole_ttl() {
     let (r, published) = release_heard(&mut f, "w", 20_000, 3 * MS, &["x"]);
     assert_eq!(published.len(), 1);
     assert_eq!(published[0].0, inbox_channel("x"));
-    assert_eq!(r, announced(&published[0]), "heard: the reply carries the announcement");
+    assert_eq!(r, handed_off(Some(published[0].clone())), "heard: the reply carries the announcement");
     assert_eq!(f.string("k", 3 * MS), Some("x"));
     assert_eq!(f.expiry("k", 3 * MS), Some(20_003 * MS), "heard: the waiter's whole ttl");
 }
@@ -418,7 +409,7 @@ fn a_folded_release_hands_off_as_the_checked_one_and_restarts_a_queue_it_put_bac
     }
     // Heard: the waiter's whole ttl; unheard: a claim. As the checked release.
     let (r, published) = release_folded(&mut f, "a", 30_000, MS, &["w"]);
-    assert_eq!((r, published.len()), (announced(&published[0]), 1));
+    assert_eq!((r, published.len()), (handed_off(Some(published[0].clone())), 1));
     assert_eq!((f.string("k", MS), f.expiry("k", MS)), (Some("w"), Some(20_001 * MS)));
     let (r, published) = release_folded(&mut f, "w", 20_000, 2 * MS, &[]);
     assert_eq!((r, published.len()), (Reply::Int(2), 1));
@@ -437,7 +428,7 @@ fn a_folded_release_hands_off_as_the_checked_one_and_restarts_a_queue_it_put_bac
     // Where SET has no IFEQ the checked release answers, the same way.
     f.ifeq = false;
     let (r, published) = release_folded(&mut f, "x", 250, 6 * MS, &["y"]);
-    assert_eq!((r, published.len()), (announced(&published[0]), 1));
+    assert_eq!((r, published.len()), (handed_off(Some(published[0].clone())), 1));
     assert_eq!(f.string("k", 6 * MS), Some("y"));
     // Nobody queued: the owner's delete.
     assert_eq!(release_folded(&mut f, "y", 20_000, 7 * MS, &[]).0, Reply::Int(1));

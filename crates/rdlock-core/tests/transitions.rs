@@ -239,8 +239,7 @@ fn a_hand_off_to_a_waiter_of_the_same_engine_is_held_from_the_release_reply() {
     let (holder, _) = h.held("orders", o);
     let (_, tok) = h.queued("orders", o, None);
     let rechecked_at = h.now;
-    h.advance(ms(30));
-    h.advance(ms(1));
+    h.advance(ms(31));
     h.release_answered(holder, announced(&inbox("orders"), &format!("{tok}:77")));
     assert_eq!(
         h.events(),

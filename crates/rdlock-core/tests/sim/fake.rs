@@ -178,7 +178,7 @@ fn int(i: i64) -> Reply {
 
 /// A release's hand-off answer: `2`, or `{2, channel, message}` when a connection heard the
 /// announcement (release.lua).
-fn handed_off(announced: Option<(String, String)>) -> Reply {
+pub fn handed_off(announced: Option<(String, String)>) -> Reply {
     match announced {
         Some((channel, message)) => {
             Reply::Array(vec![int(2), Reply::Data(channel.into_bytes()), Reply::Data(message.into_bytes())])
