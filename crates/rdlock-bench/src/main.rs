@@ -52,7 +52,7 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
        rdlock-bench --newer [--quick]
        rdlock-bench --scripts [--quick]
        rdlock-bench --engine [--quick]
-       rdlock-bench --wake [--quick] [--runs N]
+       rdlock-bench --wake [--quick] [--runs N] [--scenario S2,S10 ...]
 
   --quick       about a second per scenario, one run (a smoke test); default: the durations of
                 shared/peers.md, median of 3 runs
@@ -97,7 +97,9 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                 removal (quick: 1000 and 20000; it fails if the cost per lock is not flat)
   --wake        instead: what a hand-off message's hops cost on each executor, no lock: from a
                 PUBLISH (after a 1 ms pause) to the subscriber running, read directly or through
-                one more task or thread (quick: 200 samples, else 2,000 per run)";
+                one more task or thread (quick: 200 samples, else 2,000 per run); with --scenario,
+                after the scenarios, and the targets state each adapter's S2 and S10 gap beside
+                this floor on its executor (one hop more: as rdlock's waiters are woken)";
 
 #[derive(Debug)]
 struct Args {
@@ -115,6 +117,8 @@ struct Args {
     scripts: bool,
     engine: bool,
     wake: bool,
+    /// `--scenario` was given: with `--wake`, the scenarios run first.
+    scenarios_named: bool,
 }
 
 /// A positive number of seconds, as a duration.
@@ -152,6 +156,7 @@ fn parse_args() -> Result<Args, String> {
         scripts: false,
         engine: false,
         wake: false,
+        scenarios_named: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -218,6 +223,7 @@ fn parse_args() -> Result<Args, String> {
     let quick_extra: &[Scenario] = if args.quick { &[Scenario::C3] } else { &[] };
     // S10 (1,000 waiters in turn: a few seconds per adapter) runs in quick mode only when named.
     let quick_skip = |s: &&Scenario| !args.quick || **s != Scenario::S10;
+    args.scenarios_named = chosen.is_some();
     args.scenarios =
         chosen.unwrap_or_else(|| Scenario::ALL.iter().filter(quick_skip).chain(quick_extra).copied().collect());
     args.scenarios.sort();
@@ -273,7 +279,7 @@ fn run(args: Args) -> Result<(), BoxError> {
         print!("{}", scripts::run(args.quick)?);
         return Ok(());
     }
-    if args.wake {
+    if args.wake && !args.scenarios_named {
         print!("{}", wake::run(args.quick, args.runs.unwrap_or(if args.quick { 1 } else { 3 }))?);
         return Ok(());
     }
@@ -453,9 +459,16 @@ fn run(args: Args) -> Result<(), BoxError> {
     println!(
         "\nRatios (×) are to `raw` measured in the same run on the same kind of fresh server, then the median over runs."
     );
+    // `--wake` beside the scenarios: the wake floors after them, in the same invocation,
+    // stated beside the hand-off gaps' bars.
+    let wake = if args.wake { Some(wake::measure(args.quick, runs)?) } else { None };
     print!("{}", report::tables(&results));
     print!("{}", scale::tables(&growth));
-    let mut targets = report::targets(&results, &served);
+    if let Some(w) = &wake {
+        print!("\n{}", w.table());
+    }
+    let floors = wake.as_ref().map(wake::Wake::floors).unwrap_or_default();
+    let mut targets = report::targets(&results, &served, &floors);
     targets.extend(scale::targets(&growth));
     print!("{}", report::targets_table(&targets));
     if !failures.is_empty() {

@@ -22,16 +22,28 @@ pub const FLOOR_COMMANDS: &str = "commands";
 pub const FLOOR_CHECKED: &str = "commands-checked";
 
 /// The floor row an adapter's "× scripts" is set against: its executor's own when it ran (the
-/// blocking adapter's callers are threads), else [`FLOOR`].
+/// blocking adapter's callers are threads; async-std's tasks run on smol's executor), else
+/// [`FLOOR`].
 pub fn floor_row(adapter: &str) -> &'static str {
     match adapter {
         "blocking" => FLOOR_BLOCKING,
+        "async-std" => FLOOR_SMOL,
         _ => FLOOR,
     }
+}
+
+/// Issue #16's bars for the uncontended rates, × raw in the same run: S1's, S3's (rslock's
+/// ratio in peers.md).
+fn rate_bar(s: Scenario) -> f64 {
+    if s == Scenario::S3 { 0.90 } else { 0.95 }
 }
 /// S2 throughput of raw and of rslock 0.10 in `shared/peers.md`: the bar for our ratio.
 pub const PEERS_S2_RAW: f64 = 420.0;
 pub const PEERS_S2_RSLOCK: f64 = 762.0;
+
+/// By adapter: the wake floor under its hand-off gap, µs (`--wake` beside the scenarios:
+/// `wake.rs`).
+pub type WakeFloors = BTreeMap<&'static str, f64>;
 
 /// Every run of one adapter in one scenario, with the matching raw runs.
 #[derive(Debug)]
@@ -40,6 +52,8 @@ pub struct Cell<'a> {
     pub raw: Option<&'a [Metrics]>,
     /// The floor baseline's runs, where it ran: [`floor_row`]'s, else [`FLOOR`]'s.
     pub floor: Option<&'a [Metrics]>,
+    /// Which row that is.
+    pub floor_name: &'static str,
     /// The notified baseline's runs on the same executor, where it ran (`adapters/notify.rs`).
     pub notify: Option<&'a [Metrics]>,
 }
@@ -86,8 +100,8 @@ pub fn cell<'a>(results: &'a Results, scenario: Scenario, adapter: &str) -> Opti
     let runs = rows.iter().find(|(a, _)| *a == adapter).map(|(_, r)| r.as_slice())?;
     let base = |name| rows.iter().find(|(a, _)| *a == name).map(|(_, r)| r.as_slice());
     let notify = crate::adapters::notify_row(adapter).and_then(base);
-    let floor = base(floor_row(adapter)).or_else(|| base(FLOOR));
-    Some(Cell { runs, raw: base(RAW), floor, notify })
+    let floor_name = if base(floor_row(adapter)).is_some() { floor_row(adapter) } else { FLOOR };
+    Some(Cell { runs, raw: base(RAW), floor: base(floor_name), floor_name, notify })
 }
 
 /// Adds `vs_lock` to every run of S8 and S9: its increments/s over the cycles/s of the same
@@ -404,17 +418,14 @@ pub struct Target {
 }
 
 /// `served`: the server the scenarios ran on, as the rows that depend on it name it.
-pub fn targets(results: &Results, served: &str) -> Vec<Target> {
+/// `wake`: the wake floors measured in the same invocation, if any.
+pub fn targets(results: &Results, served: &str, wake: &WakeFloors) -> Vec<Target> {
     let mut out = Vec::new();
     let adapters: Vec<&'static str> = results
         .values()
         .flat_map(|rows| rows.iter().map(|(a, _)| *a))
         .filter(|a| {
-            *a != RAW
-                && *a != FLOOR
-                && *a != FLOOR_SMOL
-                && *a != FLOOR_BLOCKING
-                && *a != FLOOR_CHECKED
+            ![RAW, FLOOR, FLOOR_SMOL, FLOOR_BLOCKING, FLOOR_COMMANDS, FLOOR_CHECKED].contains(a)
                 && !crate::adapters::is_notify(a)
         })
         .fold(Vec::new(), |mut v, a| {
@@ -430,8 +441,22 @@ pub fn targets(results: &Results, served: &str) -> Vec<Target> {
         };
         for s in [Scenario::S1, Scenario::S3] {
             if let Some(c) = cell(results, s, a) {
-                let r = c.ratio("acq_per_s");
-                t(format!("{s} acq/s ≥ 0.95× raw"), format!("{r:.3}×"), check(r, r >= 0.95));
+                let (r, bar) = (c.ratio("acq_per_s"), rate_bar(s));
+                t(format!("{s} acq/s ≥ {bar:.2}× raw"), format!("{r:.3}×"), check(r, r >= bar));
+                // Beside the bar, the floors measured in the same run that bound it: the
+                // protocol's commands, the same behind rdlock's argument checks, and this
+                // adapter against its runtime's floor (raw's client sending rdlock's scripts).
+                let floors: Vec<String> = [FLOOR_COMMANDS, FLOOR_CHECKED]
+                    .into_iter()
+                    .filter_map(|f| cell(results, s, f).map(|fc| format!("{f} {:.3}×", fc.ratio("acq_per_s"))))
+                    .collect();
+                if !floors.is_empty() {
+                    t(format!("{s} acq/s × raw: the protocol's floors (stated)"), floors.join(", "), None);
+                }
+                let f = c.floor_ratio("acq_per_s");
+                if !f.is_nan() {
+                    t(format!("{s} acq/s × its runtime's floor, {} (stated)", c.floor_name), format!("{f:.3}×"), None);
+                }
             }
         }
         if let Some(c) = cell(results, Scenario::S1, a) {
@@ -447,6 +472,8 @@ pub fn targets(results: &Results, served: &str) -> Vec<Target> {
             // Issue #16's bars: against raw's spinning gap in the same run, and a tail bound.
             let r = c.ratio("gap_p50_us");
             t("S2 hand-off gap p50 ≤ 1.5× raw's".into(), format!("{r:.2}×"), check(r, r <= 1.5));
+            notified(&mut t, results, Scenario::S2, a, &c, RAW);
+            woken(&mut t, results, Scenario::S2, a, &c, wake);
             let p99 = c.get("gap_p99_us");
             t("S2 hand-off gap p99 ≤ 1 ms".into(), micros(p99), check(p99, p99 <= 1000.0));
             let own = c.get("self_share");
@@ -563,6 +590,8 @@ pub fn targets(results: &Results, served: &str) -> Vec<Target> {
             );
             let p99 = c.get("gap_p99_us");
             t("S10 hand-off gap p99 ≤ 1 ms".into(), micros(p99), check(p99, p99 <= 1000.0));
+            notified(&mut t, results, Scenario::S10, a, &c, "raw's S2");
+            woken(&mut t, results, Scenario::S10, a, &c, wake);
         }
         if let Some(c) = cell(results, Scenario::S5, a) {
             let p = c.get("pubsub_conns");
@@ -608,6 +637,55 @@ pub fn exclusion_violations(results: &Results) -> Vec<String> {
         }
     }
     out
+}
+
+/// Beside a hand-off gap's bar, the notified floor on the adapter's executor in the same run
+/// (`adapters/notify.rs`): its gap against raw's (S2's, for S10), and the adapter's against it.
+fn notified(
+    t: &mut impl FnMut(String, String, Option<bool>),
+    results: &Results,
+    s: Scenario,
+    adapter: &str,
+    c: &Cell,
+    bar: &str,
+) {
+    let Some(name) = crate::adapters::notify_row(adapter) else { return };
+    let Some(n) = cell(results, s, name) else { return };
+    let raw_gap = cell(results, Scenario::S2, RAW).map_or(f64::NAN, |r| r.get("gap_p50_us"));
+    let floor = if s == Scenario::S2 { n.ratio("gap_p50_us") } else { n.get("gap_p50_us") / raw_gap };
+    let own = c.notify_ratio("gap_p50_us");
+    if floor.is_nan() || own.is_nan() {
+        return;
+    }
+    t(
+        format!("{s} hand-off gap p50: the notified floor × {bar} gap, and this adapter × it (stated)"),
+        format!("{name} {floor:.2}×; {own:.2}×"),
+        None,
+    );
+}
+
+/// Beside a hand-off gap's bar, the wake floor of the same invocation: a message from its
+/// `PUBLISH` to a parked waiter on the adapter's executor running, with no lock at all, against
+/// raw's S2 gap; and the adapter's gap against it.
+fn woken(
+    t: &mut impl FnMut(String, String, Option<bool>),
+    results: &Results,
+    s: Scenario,
+    adapter: &str,
+    c: &Cell,
+    wake: &WakeFloors,
+) {
+    let Some(&floor) = wake.get(adapter) else { return };
+    let raw_gap = cell(results, Scenario::S2, RAW).map_or(f64::NAN, |r| r.get("gap_p50_us"));
+    let gap = c.get("gap_p50_us");
+    if floor.is_nan() || raw_gap.is_nan() || gap.is_nan() {
+        return;
+    }
+    t(
+        format!("{s} hand-off gap p50: the wake floor × raw's S2 gap, and this adapter × it (stated)"),
+        format!("{} = {:.2}×; {:.2}×", micros(floor), floor / raw_gap, gap / floor),
+        None,
+    );
 }
 
 pub fn targets_table(targets: &[Target]) -> String {
@@ -727,7 +805,39 @@ mod tests {
         assert_eq!(floor(&results, "blocking"), Some(0.5));
         // No baseline is a row of the targets.
         results.get_mut(&Scenario::S3).into_iter().for_each(|rows| rows.push((FLOOR_BLOCKING, vec![rate(500.0)])));
-        assert!(targets(&results, "redis").iter().all(|t| t.adapter != FLOOR_BLOCKING));
+        assert!(targets(&results, "redis", &WakeFloors::new()).iter().all(|t| t.adapter != FLOOR_BLOCKING));
+    }
+
+    #[test]
+    fn a_rate_target_states_the_floors_of_its_run_beside_its_bar() {
+        let rate = |r: f64| Metrics::from([("acq_per_s", r)]);
+        let mut results = Results::new();
+        results.insert(
+            Scenario::S3,
+            vec![
+                (RAW, vec![rate(1000.0)]),
+                (FLOOR_COMMANDS, vec![rate(880.0)]),
+                (FLOOR_CHECKED, vec![rate(800.0)]),
+                (FLOOR, vec![rate(790.0)]),
+                (FLOOR_SMOL, vec![rate(750.0)]),
+                ("async-std", vec![rate(700.0)]),
+            ],
+        );
+        let rows = targets(&results, "test", &WakeFloors::new());
+        let row = |what: &str| rows.iter().find(|t| t.adapter == "async-std" && t.what == what);
+        // S3's bar is issue #16's (rslock's ratio), not S1's.
+        assert_eq!(row("S3 acq/s ≥ 0.90× raw").and_then(|t| t.met), Some(false));
+        let floors = row("S3 acq/s × raw: the protocol's floors (stated)").map(|t| t.measured.as_str());
+        assert_eq!(floors, Some("commands 0.880×, commands-checked 0.800×"));
+        // async-std's tasks run on smol's executor: its floor is that one's when it ran.
+        let own = row("S3 acq/s × its runtime's floor, scripts-smol (stated)").map(|t| t.measured.as_str());
+        assert_eq!(own, Some("0.933×"));
+        // The floors are no rows of their own.
+        assert!(
+            rows.iter().all(|t| t.adapter == "async-std"),
+            "{:?}",
+            rows.iter().map(|t| t.adapter).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -753,9 +863,19 @@ mod tests {
         // Run by run against raw (1.5×, 0.75×), then the median (nearest rank: the lower).
         assert_eq!(cell(&results, Scenario::S2, "tokio").map(|c| c.ratio("gap_p50_us")), Some(0.75));
         // The baselines are no rows of the targets.
-        let rows = targets(&results, "test");
+        let wake = WakeFloors::from([("tokio", 120.0)]);
+        let rows = targets(&results, "test", &wake);
         assert!(rows.iter().all(|t| !crate::adapters::is_notify(t.adapter)));
         assert!(rows.iter().any(|t| t.adapter == "tokio"));
+        // Beside the gap's bar, the notified floor of the same run and the adapter against it.
+        let stated =
+            rows.iter().find(|t| t.adapter == "tokio" && t.what.starts_with("S2 hand-off gap p50: the notified"));
+        assert_eq!(stated.map(|t| t.measured.as_str()), Some("notify 1.50×; 0.50×"));
+        // And the wake floor of the same invocation, where it was measured.
+        let woken =
+            |a: &str| rows.iter().find(|t| t.adapter == a && t.what.starts_with("S2 hand-off gap p50: the wake"));
+        assert_eq!(woken("tokio").map(|t| t.measured.as_str()), Some("120 µs = 1.20×; 1.25×"));
+        assert!(woken("blocking").is_none());
         let table = tables(&results);
         assert!(table.contains("| 150 µs / 300 µs | 0.75× / 0.50× | – |"), "{table}");
     }
@@ -775,8 +895,10 @@ mod tests {
         let expected =
             ["S8 on tokio, run 1: counter 4 after 5 increments", "S7 on blocking, run 2: 2 holds broke exclusion"];
         assert_eq!(exclusion_violations(&results), expected.map(str::to_owned));
-        let met =
-            targets(&results, "test").into_iter().find(|t| t.what.starts_with("S7 no overlapping")).and_then(|t| t.met);
+        let met = targets(&results, "test", &WakeFloors::new())
+            .into_iter()
+            .find(|t| t.what.starts_with("S7 no overlapping"))
+            .and_then(|t| t.met);
         assert_eq!(met, Some(false));
     }
 }

@@ -41,7 +41,7 @@ fn adapters(results: &ScaleResults) -> Vec<&'static str> {
 fn cell<'a>(results: &'a ScaleResults, s: Scenario, size: usize, adapter: &str) -> Option<Cell<'a>> {
     let rows = results.get(&(s, size))?;
     let runs = rows.iter().find(|(a, _)| *a == adapter).map(|(_, r)| r.as_slice())?;
-    Some(Cell { runs, raw: None, floor: None, notify: None })
+    Some(Cell { runs, raw: None, floor: None, floor_name: crate::report::FLOOR, notify: None })
 }
 
 fn sizes(results: &ScaleResults, s: Scenario) -> Vec<usize> {

@@ -261,8 +261,18 @@ fn median(runs: &[[(f64, f64); 4]], col: usize) -> (f64, f64) {
     (percentile(&mut p50, 0.5), percentile(&mut p99, 0.5))
 }
 
-pub fn run(quick: bool, runs: usize) -> Result<String, BoxError> {
+/// What one invocation measured: every path's runs.
+#[derive(Debug)]
+pub struct Wake {
+    rows: Vec<Row>,
+    runs: usize,
+    samples: usize,
+}
+
+/// Measures every path, `runs` times each, taking turns.
+pub fn measure(quick: bool, runs: usize) -> Result<Wake, BoxError> {
     let n = if quick { 200 } else { 2_000 };
+    let runs = runs.max(1);
     let server = Server::start()?;
     let url = server.url();
     let mut rows: Vec<Row> = Vec::new();
@@ -271,7 +281,7 @@ pub fn run(quick: bool, runs: usize) -> Result<String, BoxError> {
             rows.push(Row { executor, hop, runs: Vec::new() });
         }
     }
-    for run in 0..runs.max(1) {
+    for run in 0..runs {
         // The paths take turns, in an order that alternates between runs.
         let mut order: Vec<usize> = (0..rows.len()).collect();
         if run % 2 == 1 {
@@ -291,34 +301,55 @@ pub fn run(quick: bool, runs: usize) -> Result<String, BoxError> {
             rows[i].runs.push(summarize(&samples));
         }
     }
-    let mut out = format!(
-        "## rdlock-bench --wake: a message's hops (median of {} run{}, {n} samples each, p50 / p99, µs from PUBLISH sent)\n\n",
-        runs.max(1),
-        if runs > 1 { "s" } else { "" }
-    );
-    out.push_str(
-        "| executor | waiter woken by | PUBLISH reply | message read | waiter running | the hop (waiter − reader) |\n",
-    );
-    out.push_str("|---|---|--:|--:|--:|--:|\n");
-    let cell = |(p50, p99): (f64, f64)| format!("{p50:.0} / {p99:.0}");
-    for r in &rows {
-        let by = match (r.executor, r.hop) {
-            ("threads", false) => "its own socket read",
-            ("threads", true) => "a reader thread's condition variable",
-            (_, false) => "the redis crate's pub/sub task",
-            (_, true) => "a reader task's waker",
+    Ok(Wake { rows, runs, samples: n })
+}
+
+pub fn run(quick: bool, runs: usize) -> Result<String, BoxError> {
+    Ok(measure(quick, runs)?.table())
+}
+
+impl Wake {
+    /// The wake floor under each adapter's hand-off gap (S2, S10): from `PUBLISH` sent to a
+    /// parked waiter running, woken as rdlock's waiters are (one hop past the connection's
+    /// reader), median over runs of the p50. By adapter name.
+    pub fn floors(&self) -> crate::report::WakeFloors {
+        let adapter = |executor| match executor {
+            "threads" => "blocking",
+            e => e,
         };
-        let hop = if r.hop { cell(median(&r.runs, 3)) } else { "–".into() };
-        let _ = writeln!(
-            out,
-            "| {} | {by} | {} | {} | {} | {hop} |",
-            r.executor,
-            cell(median(&r.runs, 0)),
-            cell(median(&r.runs, 1)),
-            cell(median(&r.runs, 2))
-        );
+        self.rows.iter().filter(|r| r.hop).map(|r| (adapter(r.executor), median(&r.runs, 2).0)).collect()
     }
-    Ok(out)
+
+    pub fn table(&self) -> String {
+        let (runs, n) = (self.runs, self.samples);
+        let mut out = format!(
+            "## rdlock-bench --wake: a message's hops (median of {runs} run{}, {n} samples each, p50 / p99, µs from PUBLISH sent)\n\n",
+            if runs > 1 { "s" } else { "" }
+        );
+        out.push_str(
+            "| executor | waiter woken by | PUBLISH reply | message read | waiter running | the hop (waiter − reader) |\n",
+        );
+        out.push_str("|---|---|--:|--:|--:|--:|\n");
+        let cell = |(p50, p99): (f64, f64)| format!("{p50:.0} / {p99:.0}");
+        for r in &self.rows {
+            let by = match (r.executor, r.hop) {
+                ("threads", false) => "its own socket read",
+                ("threads", true) => "a reader thread's condition variable",
+                (_, false) => "the redis crate's pub/sub task",
+                (_, true) => "a reader task's waker",
+            };
+            let hop = if r.hop { cell(median(&r.runs, 3)) } else { "–".into() };
+            let _ = writeln!(
+                out,
+                "| {} | {by} | {} | {} | {} | {hop} |",
+                r.executor,
+                cell(median(&r.runs, 0)),
+                cell(median(&r.runs, 1)),
+                cell(median(&r.runs, 2))
+            );
+        }
+        out
+    }
 }
 
 #[cfg(test)]
