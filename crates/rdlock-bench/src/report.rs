@@ -427,6 +427,7 @@ pub fn targets(results: &Results, served: &str, wake: &WakeFloors) -> Vec<Target
         .filter(|a| {
             ![RAW, FLOOR, FLOOR_SMOL, FLOOR_BLOCKING, FLOOR_COMMANDS, FLOOR_CHECKED].contains(a)
                 && !crate::adapters::is_notify(a)
+                && !crate::adapters::is_grant(a)
         })
         .fold(Vec::new(), |mut v, a| {
             if !v.contains(&a) {
@@ -472,7 +473,8 @@ pub fn targets(results: &Results, served: &str, wake: &WakeFloors) -> Vec<Target
             // Issue #16's bars: against raw's spinning gap in the same run, and a tail bound.
             let r = c.ratio("gap_p50_us");
             t("S2 hand-off gap p50 ≤ 1.5× raw's".into(), format!("{r:.2}×"), check(r, r <= 1.5));
-            notified(&mut t, results, Scenario::S2, a, &c, RAW);
+            gap_floor(&mut t, results, (Scenario::S2, &c), ("notified", crate::adapters::notify_row(a)));
+            gap_floor(&mut t, results, (Scenario::S2, &c), ("granting", crate::adapters::grant_row(a)));
             woken(&mut t, results, Scenario::S2, a, &c, wake);
             let p99 = c.get("gap_p99_us");
             t("S2 hand-off gap p99 ≤ 1 ms".into(), micros(p99), check(p99, p99 <= 1000.0));
@@ -590,7 +592,7 @@ pub fn targets(results: &Results, served: &str, wake: &WakeFloors) -> Vec<Target
             );
             let p99 = c.get("gap_p99_us");
             t("S10 hand-off gap p99 ≤ 1 ms".into(), micros(p99), check(p99, p99 <= 1000.0));
-            notified(&mut t, results, Scenario::S10, a, &c, "raw's S2");
+            gap_floor(&mut t, results, (Scenario::S10, &c), ("notified", crate::adapters::notify_row(a)));
             woken(&mut t, results, Scenario::S10, a, &c, wake);
         }
         if let Some(c) = cell(results, Scenario::S5, a) {
@@ -639,26 +641,26 @@ pub fn exclusion_violations(results: &Results) -> Vec<String> {
     out
 }
 
-/// Beside a hand-off gap's bar, the notified floor on the adapter's executor in the same run
-/// (`adapters/notify.rs`): its gap against raw's (S2's, for S10), and the adapter's against it.
-fn notified(
+/// Beside a hand-off gap's bar, a floor row on the adapter's executor in the same run (`which`:
+/// the notified one, `adapters/notify.rs`, or the granting one, `adapters/grant.rs`): its gap
+/// against raw's (S2's, for S10), and the adapter's against it, run by run.
+fn gap_floor(
     t: &mut impl FnMut(String, String, Option<bool>),
     results: &Results,
-    s: Scenario,
-    adapter: &str,
-    c: &Cell,
-    bar: &str,
+    (s, c): (Scenario, &Cell),
+    (which, row): (&str, Option<&'static str>),
 ) {
-    let Some(name) = crate::adapters::notify_row(adapter) else { return };
+    let Some(name) = row else { return };
     let Some(n) = cell(results, s, name) else { return };
     let raw_gap = cell(results, Scenario::S2, RAW).map_or(f64::NAN, |r| r.get("gap_p50_us"));
     let floor = if s == Scenario::S2 { n.ratio("gap_p50_us") } else { n.get("gap_p50_us") / raw_gap };
-    let own = c.notify_ratio("gap_p50_us");
+    let own = Cell::ratio_to(c.runs, Some(n.runs), "gap_p50_us");
     if floor.is_nan() || own.is_nan() {
         return;
     }
+    let bar = if s == Scenario::S2 { "raw's" } else { "raw's S2" };
     t(
-        format!("{s} hand-off gap p50: the notified floor × {bar} gap, and this adapter × it (stated)"),
+        format!("{s} hand-off gap p50: the {which} floor × {bar} gap, and this adapter × it (stated)"),
         format!("{name} {floor:.2}×; {own:.2}×"),
         None,
     );
@@ -781,20 +783,19 @@ pub fn json(
 mod tests {
     use super::*;
 
+    fn rate(r: f64) -> Metrics {
+        Metrics::from([("acq_per_s", r)])
+    }
+
+    /// One run of S3 per row, at these rates.
+    fn s3(rows: &[(&'static str, f64)]) -> Results {
+        Results::from([(Scenario::S3, rows.iter().map(|&(a, r)| (a, vec![rate(r)])).collect())])
+    }
+
     #[test]
     fn blocking_is_set_against_the_floor_on_threads_when_it_ran() {
-        let rate = |r: f64| Metrics::from([("acq_per_s", r)]);
-        let mut results = Results::new();
-        results.insert(
-            Scenario::S3,
-            vec![
-                (RAW, vec![rate(1000.0)]),
-                (FLOOR, vec![rate(800.0)]),
-                (FLOOR_BLOCKING, vec![rate(500.0)]),
-                ("tokio", vec![rate(400.0)]),
-                ("blocking", vec![rate(400.0)]),
-            ],
-        );
+        let mut results =
+            s3(&[(RAW, 1000.0), (FLOOR, 800.0), (FLOOR_BLOCKING, 500.0), ("tokio", 400.0), ("blocking", 400.0)]);
         let floor = |r: &Results, a: &str| cell(r, Scenario::S3, a).map(|c| c.floor_ratio("acq_per_s"));
         assert_eq!(floor(&results, "tokio"), Some(0.5));
         assert_eq!(floor(&results, "blocking"), Some(0.8));
@@ -810,19 +811,14 @@ mod tests {
 
     #[test]
     fn a_rate_target_states_the_floors_of_its_run_beside_its_bar() {
-        let rate = |r: f64| Metrics::from([("acq_per_s", r)]);
-        let mut results = Results::new();
-        results.insert(
-            Scenario::S3,
-            vec![
-                (RAW, vec![rate(1000.0)]),
-                (FLOOR_COMMANDS, vec![rate(880.0)]),
-                (FLOOR_CHECKED, vec![rate(800.0)]),
-                (FLOOR, vec![rate(790.0)]),
-                (FLOOR_SMOL, vec![rate(750.0)]),
-                ("async-std", vec![rate(700.0)]),
-            ],
-        );
+        let results = s3(&[
+            (RAW, 1000.0),
+            (FLOOR_COMMANDS, 880.0),
+            (FLOOR_CHECKED, 800.0),
+            (FLOOR, 790.0),
+            (FLOOR_SMOL, 750.0),
+            ("async-std", 700.0),
+        ]);
         let rows = targets(&results, "test", &WakeFloors::new());
         let row = |what: &str| rows.iter().find(|t| t.adapter == "async-std" && t.what == what);
         // S3's bar is issue #16's (rslock's ratio), not S1's.

@@ -14,6 +14,7 @@ pub use rdlock_driver::Resource;
 
 pub mod blocking;
 pub mod by_hand;
+pub mod grant;
 pub mod notify;
 pub mod raw;
 pub mod rdlock;
@@ -192,6 +193,25 @@ pub fn is_notify(adapter: &str) -> bool {
     adapter.starts_with(NOTIFY_TOKIO)
 }
 
+/// The granting baseline's name on tokio (`grant.rs`); on the other executors it is suffixed
+/// with theirs. S2 only, and only when named.
+pub const GRANT_TOKIO: &str = "grant";
+
+/// The granting baseline on the executor of rdlock's adapter `adapter`.
+pub fn grant_row(adapter: &str) -> Option<&'static str> {
+    match adapter {
+        "tokio" => Some(GRANT_TOKIO),
+        "async-std" => Some("grant-async-std"),
+        "blocking" => Some("grant-blocking"),
+        _ => None,
+    }
+}
+
+/// Whether `adapter` is a granting baseline's row.
+pub fn is_grant(adapter: &str) -> bool {
+    adapter.starts_with(GRANT_TOKIO)
+}
+
 /// Sets up one scenario run of an adapter.
 pub type MakeRig = fn(Scenario, &Settings) -> Result<Box<dyn Rig>, BoxError>;
 
@@ -270,6 +290,23 @@ pub const ADAPTERS: &[Adapter] = &[
         name: "notify-blocking",
         rig: |s, set| scenario::rig::<notify::NotifyBlocking, _>(ThreadExec, s, set),
         only: Some(NOTIFY_SCENARIOS),
+    },
+    // The floor of a hand-off whose message carries the grant, first come first served, with
+    // no other lock logic (`grant.rs`); S2 only, one per executor above, only when named.
+    Adapter {
+        name: GRANT_TOKIO,
+        rig: |s, set| scenario::rig::<grant::Grant, _>(TokioExec::new()?, s, set),
+        only: Some(&[Scenario::S2]),
+    },
+    Adapter {
+        name: "grant-async-std",
+        rig: |s, set| scenario::rig::<grant::Grant, _>(SmolExec, s, set),
+        only: Some(&[Scenario::S2]),
+    },
+    Adapter {
+        name: "grant-blocking",
+        rig: |s, set| scenario::rig::<grant::GrantBlocking, _>(ThreadExec, s, set),
+        only: Some(&[Scenario::S2]),
     },
     // A new adapter: implement `Locker` (see `rdlock.rs`, `blocking.rs`), add an `Exec` if it
     // brings an executor of its own, and add a line here.
