@@ -37,6 +37,8 @@ pub mod sentinel;
 pub mod support;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(any(feature = "tokio", feature = "async-std", feature = "smol"))]
+pub mod yields;
 
 use std::future::Future;
 use std::time::Duration;

@@ -39,6 +39,16 @@ macro_rules! acquire {
     };
 }
 
+/// After a release that handed the lock over (`$handed`): the runtime's yield, so that a
+/// waiter of this process woken with the release's reply runs before the caller goes on.
+macro_rules! after_release {
+    ($handed:expr) => {
+        if $handed {
+            R::yield_now().await;
+        }
+    };
+}
+
 macro_rules! wait {
     ($e:expr) => {
         $e.await

@@ -689,10 +689,16 @@ macro_rules! lock_api {
                 let span = tracing::debug_span!("rdlock.release", key = %self.key, fence = self.fence);
                 wait!($($async)? {
                     let inner = self.client.inner.clone();
+                    let handoffs = inner.state().engine.stats().handoffs;
                     let (op, requests) = inner.with_engine(|s, now| common::start_release(s, self.id, now));
                     let event = wait!(inner.run_until(requests, self.id, op?, None));
                     self.done = true;
-                    inner.state().slots.remove(&self.id);
+                    let handed = {
+                        let mut st = inner.state();
+                        st.slots.remove(&self.id);
+                        st.engine.stats().handoffs > handoffs
+                    };
+                    after_release!(handed);
                     common::released(event)
                 }, span)
             }

@@ -46,6 +46,14 @@ macro_rules! acquire {
     };
 }
 
+/// After a release that handed the lock over: nothing. A thread's yield measured no
+/// difference (`docs/performance.md`, *The yield after a hand-off*).
+macro_rules! after_release {
+    ($handed:expr) => {
+        let _ = $handed;
+    };
+}
+
 macro_rules! wait {
     ($e:expr) => {
         $e

@@ -14,6 +14,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// timeout is one, and a box each was a measurable share of a request's allocations.
     fn sleep_until(deadline: Instant) -> impl Future<Output = ()> + Send;
 
+    /// Lets the tasks already woken run before the caller goes on. A release that handed the
+    /// lock over yields once, so that a waiter of the same process (woken by the message that
+    /// came with the release's reply, or by the reply itself) runs before the releaser builds
+    /// its next request. The default yields by waking itself, which a first-in-first-out
+    /// executor (smol's, async-std's) runs after the tasks already queued; a runtime where
+    /// that does not help returns at once.
+    fn yield_now() -> impl Future<Output = ()> + Send {
+        futures_lite::future::yield_now()
+    }
+
     /// The current time.
     fn now() -> Instant {
         Instant::now()

@@ -57,6 +57,14 @@ impl rdlock_driver::Runtime for Tokio {
     fn sleep_until(deadline: Instant) -> impl Future<Output = ()> + Send {
         tokio::time::sleep_until(deadline.into())
     }
+
+    /// None: a task that wakes itself runs again at once from its worker's slot for the last
+    /// woken task, and tokio's own yield (behind the tasks already woken, after a poll of the
+    /// I/O driver) made S2's hand-off gap longer, not shorter (`docs/performance.md`, *The
+    /// yield after a hand-off*).
+    fn yield_now() -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 }
 
 /// A lock client on tokio.
