@@ -14,15 +14,12 @@
 //! waiter can read the connection without a reader task; a second waiter of one client is an
 //! error rather than a slower path.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_lite::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 
-use super::notify::FALLBACK;
+use super::notify::{BlockingLinks, FALLBACK, Links, next_message, plain, subscribe_on};
 use super::{Locker, Resource, Spec};
 use crate::BoxError;
 use crate::scenario::hold_until;
@@ -94,10 +91,7 @@ const ONE_WAITER: &str = "the grant baseline lets one caller of a client wait at
 /// connection for commands and a pub/sub connection, which the waiting caller reads itself
 /// (one hop from the redis crate's pub/sub task; rdlock's: two, through its pub/sub task).
 pub struct Grant {
-    conn: MultiplexedConnection,
-    sink: PubSubSink,
-    stream: tokio::sync::Mutex<PubSubStream>,
-    subscribed: tokio::sync::Mutex<HashSet<String>>,
+    links: Links,
     ids: Ids,
 }
 
@@ -114,30 +108,15 @@ impl Locker for Grant {
     const RENEWS: bool = false;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
-        let client = redis::Client::open(url)?;
-        let conn = client.get_multiplexed_async_connection().await?;
-        let (sink, stream) = client.get_async_pubsub().await?.split();
-        Ok(Self {
-            conn,
-            sink,
-            stream: tokio::sync::Mutex::new(stream),
-            subscribed: tokio::sync::Mutex::new(HashSet::new()),
-            ids: Ids::new()?,
-        })
+        Ok(Self { links: Links::open(url).await?, ids: Ids::new()? })
     }
 
     async fn lock(&self, key: &str, spec: Spec) -> Result<GrantGuard, BoxError> {
         let (token, ttl, inbox) = (self.ids.token(), ttl_ms(spec)?, self.ids.inbox(key));
-        {
-            // Subscribed before it can be queued: a hand-off is never published unheard.
-            let mut subscribed = self.subscribed.lock().await;
-            if !subscribed.contains(&inbox) {
-                self.sink.clone().subscribe(&inbox).await?;
-                subscribed.insert(inbox.clone());
-            }
-        }
-        let mut stream = self.stream.try_lock().map_err(|_| ONE_WAITER)?;
-        let mut conn = self.conn.clone();
+        // Subscribed before it can be queued: a hand-off is never published unheard.
+        self.links.subscribe(&inbox).await?;
+        let mut stream = self.links.stream.try_lock().map_err(|_| ONE_WAITER)?;
+        let mut conn = self.links.conn.clone();
         let held: i64 = acquire_cmd(key, &token, ttl, &inbox).query_async(&mut conn).await?;
         let guard = GrantGuard { key: key.to_owned(), token, ttl };
         if held == 1 {
@@ -166,14 +145,12 @@ impl Locker for Grant {
     }
 
     async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<GrantGuard, BoxError> {
-        match resource {
-            Resource::Lock => self.lock(key, spec).await,
-            _ => Err("the grant baseline takes plain locks only".into()),
-        }
+        plain(resource)?;
+        self.lock(key, spec).await
     }
 
     async fn release(&self, guard: GrantGuard) -> Result<bool, BoxError> {
-        let n: i64 = release_cmd(&guard).query_async(&mut self.conn.clone()).await?;
+        let n: i64 = release_cmd(&guard).query_async(&mut self.links.conn.clone()).await?;
         Ok(n > 0)
     }
 
@@ -186,9 +163,7 @@ impl Locker for Grant {
 /// blocks in its pub/sub socket's read itself (rdlock-blocking's is woken by its client's
 /// pub/sub thread).
 pub struct GrantBlocking {
-    conn: Mutex<redis::Connection>,
-    /// The pub/sub connection and its subscribed channels, held by the waiting caller.
-    pubsub: Mutex<(redis::Connection, HashSet<String>)>,
+    links: BlockingLinks,
     ids: Ids,
 }
 
@@ -198,73 +173,45 @@ impl std::fmt::Debug for GrantBlocking {
     }
 }
 
-impl GrantBlocking {
-    fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BoxError> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(cmd.query(&mut *conn)?)
-    }
-}
-
 impl Locker for GrantBlocking {
     type Guard = GrantGuard;
     const REQUESTS: &'static [&'static str] = Grant::REQUESTS;
     const RENEWS: bool = false;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
-        let client = redis::Client::open(url)?;
-        Ok(Self {
-            conn: Mutex::new(client.get_connection()?),
-            pubsub: Mutex::new((client.get_connection()?, HashSet::new())),
-            ids: Ids::new()?,
-        })
+        Ok(Self { links: BlockingLinks::open(url)?, ids: Ids::new()? })
     }
 
     async fn lock(&self, key: &str, spec: Spec) -> Result<GrantGuard, BoxError> {
         let (token, ttl, inbox) = (self.ids.token(), ttl_ms(spec)?, self.ids.inbox(key));
-        let mut ps = self.pubsub.try_lock().map_err(|_| ONE_WAITER)?;
-        if !ps.1.contains(&inbox) {
-            ps.0.set_read_timeout(Some(Duration::from_secs(5)))?;
-            // The crate's pub/sub view, forgotten rather than dropped (dropping it unsubscribes
-            // every channel; it caches nothing here).
-            let mut view = ps.0.as_pubsub();
-            let done = view.subscribe(&inbox);
-            std::mem::forget(view);
-            done?;
-            ps.1.insert(inbox.clone());
-        }
-        let held: i64 = self.query(&acquire_cmd(key, &token, ttl, &inbox))?;
+        let mut ps = self.links.pubsub.try_lock().map_err(|_| ONE_WAITER)?;
+        subscribe_on(&mut ps, &inbox)?;
+        let held: i64 = self.links.query(&acquire_cmd(key, &token, ttl, &inbox))?;
         let guard = GrantGuard { key: key.to_owned(), token, ttl };
         if held == 1 {
             return Ok(guard);
         }
         loop {
-            ps.0.set_read_timeout(Some(FALLBACK))?;
-            let mut view = ps.0.as_pubsub();
-            let msg = view.get_message();
-            std::mem::forget(view);
-            match msg {
-                Ok(m) if m.get_payload_bytes() == guard.token.as_bytes() => return Ok(guard),
-                Ok(_) => {}
-                Err(e) if e.is_timeout() => {
-                    let owner: Option<String> = self.query(redis::cmd("GET").arg(key))?;
+            match next_message(&mut ps.0, FALLBACK)? {
+                Some(payload) if payload == guard.token.as_bytes() => return Ok(guard),
+                Some(_) => {}
+                None => {
+                    let owner: Option<String> = self.links.query(redis::cmd("GET").arg(key))?;
                     if owner.as_deref() == Some(guard.token.as_str()) {
                         return Ok(guard);
                     }
                 }
-                Err(e) => return Err(e.into()),
             }
         }
     }
 
     async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<GrantGuard, BoxError> {
-        match resource {
-            Resource::Lock => self.lock(key, spec).await,
-            _ => Err("the grant baseline takes plain locks only".into()),
-        }
+        plain(resource)?;
+        self.lock(key, spec).await
     }
 
     async fn release(&self, guard: GrantGuard) -> Result<bool, BoxError> {
-        let n: i64 = self.query(&release_cmd(&guard))?;
+        let n: i64 = self.links.query(&release_cmd(&guard))?;
         Ok(n > 0)
     }
 

@@ -110,12 +110,7 @@ pub struct NotifyGuard {
 /// reads the messages is woken by that channel (one hop). rdlock's: the same pub/sub task, then
 /// rdlock's own pub/sub task (the engine), then the waiting caller (two hops).
 pub struct Notify {
-    conn: MultiplexedConnection,
-    sink: PubSubSink,
-    /// Held by the one caller of this client that reads the messages.
-    stream: tokio::sync::Mutex<PubSubStream>,
-    /// Channels subscribed (held while a subscription is sent: one each, once).
-    subscribed: tokio::sync::Mutex<HashSet<String>>,
+    links: Links,
     /// Messages read so far (bumped by the reader): a caller that saw it change tries again.
     heard: AtomicU64,
     /// Wakes one caller to take the reader's place.
@@ -134,7 +129,7 @@ impl Notify {
             if self.heard.load(Ordering::SeqCst) != heard && yield_to.is_none() {
                 return Ok(());
             }
-            let Ok(mut stream) = self.stream.try_lock() else {
+            let Ok(mut stream) = self.links.stream.try_lock() else {
                 // Another caller reads: sleep until it leaves, or the fallback.
                 let woke = futures_lite::future::or(
                     async {
@@ -172,16 +167,105 @@ impl Notify {
             }
         }
     }
+}
 
-    async fn subscribe(&self, key: &str) -> Result<bool, BoxError> {
+/// A baseline's async connections (the redis crate's, on tokio or async-io, whichever it
+/// finds): one multiplexed connection for commands, one pub/sub connection.
+pub struct Links {
+    pub conn: MultiplexedConnection,
+    sink: PubSubSink,
+    /// Held by the one caller of the client that reads the messages.
+    pub stream: tokio::sync::Mutex<PubSubStream>,
+    /// Channels subscribed (held while a subscription is sent: one each, once).
+    subscribed: tokio::sync::Mutex<HashSet<String>>,
+}
+
+impl Links {
+    pub async fn open(url: &str) -> Result<Self, BoxError> {
+        let client = redis::Client::open(url)?;
+        let conn = client.get_multiplexed_async_connection().await?;
+        let (sink, stream) = client.get_async_pubsub().await?.split();
+        Ok(Self {
+            conn,
+            sink,
+            stream: tokio::sync::Mutex::new(stream),
+            subscribed: tokio::sync::Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Subscribes to `ch` unless done; `true` if it did now.
+    pub async fn subscribe(&self, ch: &str) -> Result<bool, BoxError> {
         let mut subscribed = self.subscribed.lock().await;
-        let ch = channel(key);
-        if subscribed.contains(&ch) {
+        if subscribed.contains(ch) {
             return Ok(false);
         }
-        self.sink.clone().subscribe(&ch).await?;
-        subscribed.insert(ch);
+        self.sink.clone().subscribe(ch).await?;
+        subscribed.insert(ch.to_owned());
         Ok(true)
+    }
+}
+
+/// The same on the redis crate's blocking connections: one for commands, one for pub/sub with
+/// its subscribed channels.
+pub struct BlockingLinks {
+    pub conn: Mutex<redis::Connection>,
+    /// Held by the caller that reads.
+    pub pubsub: Mutex<(redis::Connection, HashSet<String>)>,
+}
+
+impl BlockingLinks {
+    pub fn open(url: &str) -> Result<Self, BoxError> {
+        let client = redis::Client::open(url)?;
+        Ok(Self {
+            conn: Mutex::new(client.get_connection()?),
+            pubsub: Mutex::new((client.get_connection()?, HashSet::new())),
+        })
+    }
+
+    /// Runs `cmd` on the command connection.
+    pub fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BoxError> {
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(cmd.query(&mut *conn)?)
+    }
+}
+
+/// Subscribes `ps`'s connection to `ch` unless done; `true` if it did now.
+pub fn subscribe_on(ps: &mut (redis::Connection, HashSet<String>), ch: &str) -> Result<bool, BoxError> {
+    if ps.1.contains(ch) {
+        return Ok(false);
+    }
+    ps.0.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // Through the crate's pub/sub view, forgotten rather than dropped (dropping it unsubscribes
+    // every channel; it caches nothing here).
+    let mut view = ps.0.as_pubsub();
+    let done = view.subscribe(ch);
+    std::mem::forget(view);
+    done?;
+    ps.1.insert(ch.to_owned());
+    Ok(true)
+}
+
+/// The next message's payload on `conn`, or `None` after `wait`.
+pub fn next_message(conn: &mut redis::Connection, wait: Duration) -> Result<Option<Vec<u8>>, BoxError> {
+    if wait.is_zero() {
+        return Ok(None);
+    }
+    conn.set_read_timeout(Some(wait))?;
+    let mut view = conn.as_pubsub();
+    let msg = view.get_message();
+    std::mem::forget(view);
+    match msg {
+        Ok(m) => Ok(Some(m.get_payload_bytes().to_vec())),
+        Err(e) if e.is_timeout() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Only plain locks: the baselines keep no counted resources.
+pub fn plain(resource: Resource) -> Result<(), BoxError> {
+    match resource {
+        Resource::Lock => Ok(()),
+        _ => Err("the baseline takes plain locks only".into()),
     }
 }
 
@@ -197,14 +281,8 @@ impl Locker for Notify {
     const RENEWS: bool = false;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
-        let client = redis::Client::open(url)?;
-        let conn = client.get_multiplexed_async_connection().await?;
-        let (sink, stream) = client.get_async_pubsub().await?.split();
         Ok(Self {
-            conn,
-            sink,
-            stream: tokio::sync::Mutex::new(stream),
-            subscribed: tokio::sync::Mutex::new(HashSet::new()),
+            links: Links::open(url).await?,
             heard: AtomicU64::new(0),
             reader_left: tokio::sync::Notify::new(),
             memory: Memory::new(getrandom::u64()?),
@@ -214,10 +292,10 @@ impl Locker for Notify {
     async fn lock(&self, key: &str, spec: Spec) -> Result<NotifyGuard, BoxError> {
         let Start { token, mut yield_to } = self.memory.start(key);
         let ttl = u64::try_from(spec.ttl.as_millis())?;
-        let mut conn = self.conn.clone();
+        let mut conn = self.links.conn.clone();
         if yield_to.is_some() {
             // Subscribed now if it never waited (its own release then goes unheard).
-            self.subscribe(key).await?;
+            self.links.subscribe(&channel(key)).await?;
             self.wait(self.heard.load(Ordering::SeqCst), yield_to.as_deref()).await?;
             yield_to = None;
         }
@@ -229,22 +307,20 @@ impl Locker for Notify {
                 return Ok(NotifyGuard { key: key.to_owned(), token });
             }
             // A release before the subscription went unheard: try again once subscribed.
-            if !self.subscribe(key).await? {
+            if !self.links.subscribe(&channel(key)).await? {
                 self.wait(heard, yield_to.as_deref()).await?;
             }
         }
     }
 
     async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<NotifyGuard, BoxError> {
-        match resource {
-            Resource::Lock => self.lock(key, spec).await,
-            _ => Err("the notify baseline takes plain locks only".into()),
-        }
+        plain(resource)?;
+        self.lock(key, spec).await
     }
 
     async fn release(&self, guard: NotifyGuard) -> Result<bool, BoxError> {
         self.memory.released(&guard.key, &guard.token);
-        let n: i64 = release_cmd(&guard).query_async(&mut self.conn.clone()).await?;
+        let n: i64 = release_cmd(&guard).query_async(&mut self.links.conn.clone()).await?;
         Ok(n == 1)
     }
 
@@ -265,9 +341,7 @@ fn release_cmd(guard: &NotifyGuard) -> redis::Cmd {
 /// message); the others of its client sleep on a condition variable. rdlock-blocking's: its
 /// pub/sub thread reads, then wakes the waiting thread's condition variable (two).
 pub struct NotifyBlocking {
-    conn: Mutex<redis::Connection>,
-    /// The pub/sub connection and its subscribed channels; held by the caller that reads.
-    pubsub: Mutex<(redis::Connection, HashSet<String>)>,
+    links: BlockingLinks,
     /// Messages read so far, and whether a caller reads.
     heard: Mutex<(u64, bool)>,
     changed: Condvar,
@@ -323,38 +397,8 @@ impl NotifyBlocking {
 
     /// The next message's payload, or `None` at `deadline`.
     fn read(&self, deadline: Instant) -> Result<Option<Vec<u8>>, BoxError> {
-        let mut ps = self.pubsub.lock().unwrap_or_else(PoisonError::into_inner);
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(None);
-        }
-        ps.0.set_read_timeout(Some(left))?;
-        // Read through the crate's pub/sub view, forgotten rather than dropped (dropping it
-        // unsubscribes every channel; it caches nothing here).
-        let mut view = ps.0.as_pubsub();
-        let msg = view.get_message();
-        std::mem::forget(view);
-        match msg {
-            Ok(m) => Ok(Some(m.get_payload_bytes().to_vec())),
-            Err(e) if e.is_timeout() => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Subscribes to `key`'s channel unless done; `true` if it did now.
-    fn subscribe(&self, key: &str) -> Result<bool, BoxError> {
-        let mut ps = self.pubsub.lock().unwrap_or_else(PoisonError::into_inner);
-        let ch = channel(key);
-        if ps.1.contains(&ch) {
-            return Ok(false);
-        }
-        ps.0.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut view = ps.0.as_pubsub();
-        let done = view.subscribe(&ch);
-        std::mem::forget(view);
-        done?;
-        ps.1.insert(ch);
-        Ok(true)
+        let mut ps = self.links.pubsub.lock().unwrap_or_else(PoisonError::into_inner);
+        next_message(&mut ps.0, deadline.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -370,10 +414,8 @@ impl Locker for NotifyBlocking {
     const RENEWS: bool = false;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
-        let client = redis::Client::open(url)?;
         Ok(Self {
-            conn: Mutex::new(client.get_connection()?),
-            pubsub: Mutex::new((client.get_connection()?, HashSet::new())),
+            links: BlockingLinks::open(url)?,
             heard: Mutex::new((0, false)),
             changed: Condvar::new(),
             memory: Memory::new(getrandom::u64()?),
@@ -383,8 +425,10 @@ impl Locker for NotifyBlocking {
     async fn lock(&self, key: &str, spec: Spec) -> Result<NotifyGuard, BoxError> {
         let Start { token, mut yield_to } = self.memory.start(key);
         let ttl = u64::try_from(spec.ttl.as_millis())?;
+        let subscribe =
+            || subscribe_on(&mut self.links.pubsub.lock().unwrap_or_else(PoisonError::into_inner), &channel(key));
         if yield_to.is_some() {
-            self.subscribe(key)?;
+            subscribe()?;
             // Read apart: the guard of a temporary in the call would live through `wait`.
             let heard = self.heard().0;
             self.wait(heard, yield_to.as_deref())?;
@@ -392,30 +436,25 @@ impl Locker for NotifyBlocking {
         }
         loop {
             let heard = self.heard().0;
-            let set: Option<String> = {
-                let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-                redis::cmd("SET").arg(key).arg(&token).arg("NX").arg("PX").arg(ttl).query(&mut *conn)?
-            };
+            let set: Option<String> =
+                self.links.query(redis::cmd("SET").arg(key).arg(&token).arg("NX").arg("PX").arg(ttl))?;
             if set.is_some() {
                 return Ok(NotifyGuard { key: key.to_owned(), token });
             }
-            if !self.subscribe(key)? {
+            if !subscribe()? {
                 self.wait(heard, yield_to.as_deref())?;
             }
         }
     }
 
     async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<NotifyGuard, BoxError> {
-        match resource {
-            Resource::Lock => self.lock(key, spec).await,
-            _ => Err("the notify baseline takes plain locks only".into()),
-        }
+        plain(resource)?;
+        self.lock(key, spec).await
     }
 
     async fn release(&self, guard: NotifyGuard) -> Result<bool, BoxError> {
         self.memory.released(&guard.key, &guard.token);
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let n: i64 = release_cmd(&guard).query(&mut *conn)?;
+        let n: i64 = self.links.query(&release_cmd(&guard))?;
         Ok(n == 1)
     }
 
