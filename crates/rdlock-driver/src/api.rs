@@ -693,11 +693,7 @@ macro_rules! lock_api {
                     let (op, requests) = inner.with_engine(|s, now| common::start_release(s, self.id, now));
                     let event = wait!(inner.run_until(requests, self.id, op?, None));
                     self.done = true;
-                    let handed = {
-                        let mut st = inner.state();
-                        st.slots.remove(&self.id);
-                        st.engine.stats().handoffs > handoffs
-                    };
+                    let handed = common::forget_released(&mut inner.state(), self.id, handoffs);
                     after_release!(handed);
                     common::released(event)
                 }, span)

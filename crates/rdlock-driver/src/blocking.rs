@@ -47,7 +47,8 @@ macro_rules! acquire {
 }
 
 /// After a release that handed the lock over: nothing. A thread's yield measured no
-/// difference (`docs/performance.md`, *The yield after a hand-off*).
+/// difference (`docs/performance.md`, *S2 against a granting floor, and the yield after a
+/// hand-off*).
 macro_rules! after_release {
     ($handed:expr) => {
         let _ = $handed;

@@ -370,6 +370,14 @@ pub(crate) fn maybe<G>(answer: crate::attempt::TryLock<G>) -> Result<Option<G>, 
 }
 
 /// The answer to a release: what is known of it.
+/// Forgets lock `id` once its release is answered; whether a release of this engine handed a
+/// lock over since its `Stats::handoffs` read `before` (then the caller yields once: a waiter
+/// of this process woken with the reply runs first).
+pub(crate) fn forget_released<W: Waiter>(shared: &mut Shared<W>, id: LockId, before: u64) -> bool {
+    shared.slots.remove(&id);
+    shared.engine.stats().handoffs > before
+}
+
 pub(crate) fn released(event: Option<Event>) -> Result<ReleaseOutcome, Error> {
     match event {
         Some(Event::Released { outcome }) => Ok(outcome),

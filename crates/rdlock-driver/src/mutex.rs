@@ -415,6 +415,7 @@ macro_rules! mutex_api {
                     let loss = guard.loss.clone();
                     let inner = guard.client.inner.clone();
                     let id = guard.id;
+                    let handoffs = inner.state().engine.stats().handoffs;
                     let (op, requests) = if modified {
                         let bytes = crate::mutex::encode(&*codec, &guard.key, &value)?;
                         inner.with_engine(|s, now| crate::mutex::start_write(s, id, bytes, true, &loss, now))
@@ -423,7 +424,8 @@ macro_rules! mutex_api {
                     };
                     let event = wait!(inner.run_until(requests, id, op?, None));
                     guard.done = true;
-                    inner.state().slots.remove(&id);
+                    let handed = common::forget_released(&mut inner.state(), id, handoffs);
+                    after_release!(handed);
                     crate::mutex::released(event, &loss)
                 }, span)
             }

@@ -60,8 +60,8 @@ impl rdlock_driver::Runtime for Tokio {
 
     /// None: a task that wakes itself runs again at once from its worker's slot for the last
     /// woken task, and tokio's own yield (behind the tasks already woken, after a poll of the
-    /// I/O driver) made S2's hand-off gap longer, not shorter (`docs/performance.md`, *The
-    /// yield after a hand-off*).
+    /// I/O driver) made S2's hand-off gap longer, not shorter (`docs/performance.md`, *S2
+    /// against a granting floor, and the yield after a hand-off*).
     fn yield_now() -> impl Future<Output = ()> + Send {
         std::future::ready(())
     }
