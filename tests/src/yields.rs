@@ -1,7 +1,9 @@
-//! The yield after a hand-off (issue #16): a release that handed the lock to a waiter lets
-//! the tasks already woken run before its caller goes on, so that a waiter of the same process
-//! is not queued behind the releaser's next request; a release with nobody queued does not
-//! yield. Counted through a runtime that wraps the executor's own and counts its yields.
+//! The yield after a hand-off (issue #16): a release that handed the lock to a waiter calls
+//! `Runtime::yield_now` once before its caller goes on, so that a waiter of the same process
+//! is not queued behind the releaser's next request; a release with nobody queued does not.
+//! Counted through a runtime that wraps the executor's own and counts those calls (what a
+//! call does is the runtime's). The count is kept per executor type, and only this case uses
+//! `Counting`.
 
 use std::any::TypeId;
 use std::collections::HashMap;

@@ -37,6 +37,7 @@ pub fn floor_row(adapter: &str) -> &'static str {
 fn rate_bar(s: Scenario) -> f64 {
     if s == Scenario::S3 { 0.90 } else { 0.95 }
 }
+
 /// S2 throughput of raw and of rslock 0.10 in `shared/peers.md`: the bar for our ratio.
 pub const PEERS_S2_RAW: f64 = 420.0;
 pub const PEERS_S2_RSLOCK: f64 = 762.0;

@@ -679,7 +679,10 @@ macro_rules! lock_api {
             /// lease was valid to the end and the owner-checked delete ran, `NotHeld` when the lease
             /// had been lost (expired, or the key was not ours), `Unknown` when the server did not
             /// answer in time (the release goes on in the background). Returns within the client's
-            /// response timeout.
+            /// response timeout. On an async runtime, a release that handed the lock to a waiter
+            /// yields once before it returns ([`Runtime::yield_now`](crate::Runtime::yield_now)),
+            /// so that a waiter of this process runs first; the lock is released by then, so a
+            /// future dropped at that point loses only the outcome.
             ///
             /// # Errors
             ///
@@ -689,8 +692,8 @@ macro_rules! lock_api {
                 let span = tracing::debug_span!("rdlock.release", key = %self.key, fence = self.fence);
                 wait!($($async)? {
                     let inner = self.client.inner.clone();
-                    let handoffs = inner.state().engine.stats().handoffs;
-                    let (op, requests) = inner.with_engine(|s, now| common::start_release(s, self.id, now));
+                    let ((handoffs, op), requests) =
+                        inner.with_engine(|s, now| common::begin_release(s, |s| common::start_release(s, self.id, now)));
                     let event = wait!(inner.run_until(requests, self.id, op?, None));
                     self.done = true;
                     let handed = common::forget_released(&mut inner.state(), self.id, handoffs);

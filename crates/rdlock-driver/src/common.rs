@@ -369,15 +369,23 @@ pub(crate) fn maybe<G>(answer: crate::attempt::TryLock<G>) -> Result<Option<G>, 
     Ok(answer.acquired())
 }
 
-/// The answer to a release: what is known of it.
-/// Forgets lock `id` once its release is answered; whether a release of this engine handed a
-/// lock over since its `Stats::handoffs` read `before` (then the caller yields once: a waiter
-/// of this process woken with the reply runs first).
+/// Starts lock `id`'s release (`start`: a plain one, or a mutex's write and release), and
+/// reads the engine's count of hand-offs (`Stats::handoffs`) for [`forget_released`].
+pub(crate) fn begin_release<W: Waiter, T>(shared: &mut Shared<W>, start: impl FnOnce(&mut Shared<W>) -> T) -> (u64, T) {
+    (shared.engine.stats().handoffs, start(shared))
+}
+
+/// Forgets lock `id` once its release is answered, and says whether the caller should yield
+/// once: a release of this client's engine handed a lock over since `before`
+/// ([`begin_release`]'s count), so a waiter of this process may have been woken with the
+/// reply. Nearly always this release's own hand-off; another task's on the same client in the
+/// same moment costs only that one extra poll.
 pub(crate) fn forget_released<W: Waiter>(shared: &mut Shared<W>, id: LockId, before: u64) -> bool {
     shared.slots.remove(&id);
     shared.engine.stats().handoffs > before
 }
 
+/// The answer to a release: what is known of it.
 pub(crate) fn released(event: Option<Event>) -> Result<ReleaseOutcome, Error> {
     match event {
         Some(Event::Released { outcome }) => Ok(outcome),

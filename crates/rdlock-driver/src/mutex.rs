@@ -415,12 +415,13 @@ macro_rules! mutex_api {
                     let loss = guard.loss.clone();
                     let inner = guard.client.inner.clone();
                     let id = guard.id;
-                    let handoffs = inner.state().engine.stats().handoffs;
-                    let (op, requests) = if modified {
+                    let ((handoffs, op), requests) = if modified {
                         let bytes = crate::mutex::encode(&*codec, &guard.key, &value)?;
-                        inner.with_engine(|s, now| crate::mutex::start_write(s, id, bytes, true, &loss, now))
+                        inner.with_engine(|s, now| {
+                            common::begin_release(s, |s| crate::mutex::start_write(s, id, bytes, true, &loss, now))
+                        })
                     } else {
-                        inner.with_engine(|s, now| common::start_release(s, id, now))
+                        inner.with_engine(|s, now| common::begin_release(s, |s| common::start_release(s, id, now)))
                     };
                     let event = wait!(inner.run_until(requests, id, op?, None));
                     guard.done = true;

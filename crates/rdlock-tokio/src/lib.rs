@@ -58,10 +58,10 @@ impl rdlock_driver::Runtime for Tokio {
         tokio::time::sleep_until(deadline.into())
     }
 
-    /// None: a task that wakes itself runs again at once from its worker's slot for the last
-    /// woken task, and tokio's own yield (behind the tasks already woken, after a poll of the
-    /// I/O driver) made S2's hand-off gap longer, not shorter (`docs/performance.md`, *S2
-    /// against a granting floor, and the yield after a hand-off*).
+    /// None: on tokio both the default yield (a self-woken task goes to the back of its
+    /// worker's queue) and tokio's own (after a poll of the I/O driver) made S2's hand-off gap
+    /// longer against raw's, in every pair of runs measured (`docs/performance.md`, *S2 against
+    /// a granting floor, and the yield after a hand-off*).
     fn yield_now() -> impl Future<Output = ()> + Send {
         std::future::ready(())
     }

@@ -29,6 +29,8 @@ const ACQUIRE: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2
      redis.call('RPUSH', KEYS[2], ARGV[1] .. '|' .. ARGV[3]) return 0";
 
 /// Release, handing the key to the queue's head (`2`), or freeing it (`1`); `0`: not held.
+/// The head gets the releaser's TTL (S2's clients all ask the same); a hand-off message lost
+/// with the key expired before the waiter's fallback would leave it waiting (never in S2).
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
      local head = redis.call('LPOP', KEYS[2]) \
      if head then local token, inbox = string.match(head, '^([^|]*)|(.*)$') \
