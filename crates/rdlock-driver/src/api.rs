@@ -680,7 +680,7 @@ macro_rules! lock_api {
             /// had been lost (expired, or the key was not ours), `Unknown` when the server did not
             /// answer in time (the release goes on in the background). Returns within the client's
             /// response timeout. On an async runtime, a release that handed the lock to a waiter
-            /// yields once before it returns ([`Runtime::yield_now`](crate::Runtime::yield_now)),
+            /// yields once before it returns (`Runtime::yield_now`),
             /// so that a waiter of this process runs first; the lock is released by then, so a
             /// future dropped at that point loses only the outcome.
             ///
