@@ -3,7 +3,8 @@
 //! `rdlock-core` decides; this crate carries its decisions out with the `redis` crate:
 //! - [`convert`]: core commands to Redis pipelines (`EVALSHA`, falling back to `EVAL` on
 //!   `NOSCRIPT`) and Redis values to core replies, in one place;
-//! - [`Runtime`]: the little an async runtime must provide (spawn, sleep until, now, and how to yield);
+//! - [`Runtime`]: the little an async runtime must provide (spawn, sleep until, now, and how
+//!   to yield);
 //! - [`Client`] and [`Guard`]: the async lock API, generic over the runtime, with one
 //!   background task per client for timers (renewals, polls, lost signals) and one for the
 //!   shared pub/sub connection;
