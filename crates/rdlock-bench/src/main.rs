@@ -49,6 +49,7 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                                 grant,grant-async-std,grant-blocking,
                                 scripts-smol,scripts-blocking,commands,commands-checked]
                     [--runs N] [--slices N] [--scale N,N,...] [--s4-ttl SECS] [--s4-hold SECS]
+                    [--s5-ttl SECS] [--s5-no-renew]
                     [--tokio-workers N] [--json FILE]
        rdlock-bench --newer [--quick]
        rdlock-bench --scripts [--quick]
@@ -80,6 +81,9 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                 quick size, enough to show a quadratic term)
   --s4-ttl SECS  the TTL of S4's locks (default 3, quick 1; rdlock's default is 10)
   --s4-hold SECS how long S4 holds its locks (default 10, quick 0.4)
+  --s5-ttl SECS  the TTL of S5's waiters (default rdlock's, 10): with one long enough that no
+                waiter's anchor is past half of it at the release, no heard hand-off is
+                confirmed, which measures what the confirmations cost the mass release
   --s5-no-renew S5's waiters hold without auto-renewal: the mass release's hand-offs apart
                 from the renewals of the locks granted earlier in its window
   --tokio-workers N
@@ -113,6 +117,7 @@ struct Args {
     slices: Option<u32>,
     scale: Option<Vec<usize>>,
     s4_ttl: Option<Duration>,
+    s5_ttl: Option<Duration>,
     s4_hold: Option<Duration>,
     s5_no_renew: bool,
     json: Option<String>,
@@ -153,6 +158,7 @@ fn parse_args() -> Result<Args, String> {
         slices: None,
         scale: None,
         s4_ttl: None,
+        s5_ttl: None,
         s5_no_renew: false,
         s4_hold: None,
         json: None,
@@ -208,6 +214,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--s5-no-renew" => args.s5_no_renew = true,
             "--s4-ttl" => args.s4_ttl = Some(secs(&value()?, "--s4-ttl")?),
+            "--s5-ttl" => args.s5_ttl = Some(secs(&value()?, "--s5-ttl")?),
             "--s4-hold" => args.s4_hold = Some(secs(&value()?, "--s4-hold")?),
             "--json" => args.json = Some(value()?),
             "-h" | "--help" => {
@@ -298,6 +305,7 @@ fn run(args: Args) -> Result<(), BoxError> {
     settings.s4_ttl = args.s4_ttl.unwrap_or(settings.s4_ttl);
     settings.s4_hold = args.s4_hold.unwrap_or(settings.s4_hold);
     settings.s5_renew = !args.s5_no_renew;
+    settings.s5_ttl = args.s5_ttl.unwrap_or(settings.s5_ttl);
     let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let probe = Server::start()?;
     let version = probe.version()?;
@@ -444,6 +452,9 @@ fn run(args: Args) -> Result<(), BoxError> {
     machine.push(("slices", settings.slices.to_string()));
     if !settings.s5_renew {
         machine.push(("s5_waiters_renew", "no (--s5-no-renew)".into()));
+    }
+    if let Some(ttl) = args.s5_ttl {
+        machine.push(("s5_waiters_ttl", format!("{} s (--s5-ttl)", ttl.as_secs_f64())));
     }
     let workers = adapters::TOKIO_WORKERS.load(std::sync::atomic::Ordering::Relaxed);
     machine.push(("tokio_workers", if workers == usize::MAX { "one per core".into() } else { workers.to_string() }));

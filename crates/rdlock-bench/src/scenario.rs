@@ -175,6 +175,8 @@ pub struct Settings {
     pub s5_wait: Duration,
     /// Whether S5's waiters auto-renew the locks they are granted (the library's default).
     pub s5_renew: bool,
+    /// The TTL of S5's waiters (rdlock's default unless `--s5-ttl`).
+    pub s5_ttl: Duration,
     /// Waiters of S10's one key.
     pub s10_waiters: usize,
     /// S1-S3 run in this many slices per adapter, the adapters taking turns.
@@ -207,6 +209,7 @@ impl Settings {
             s5_settle: Duration::from_millis(500),
             s5_wait: Duration::from_secs(10),
             s5_renew: true,
+            s5_ttl: Spec::default().ttl,
             s10_waiters: 1_000,
             slices: 10,
         }
@@ -235,6 +238,7 @@ impl Settings {
             s5_settle: Duration::from_millis(100),
             s5_wait: Duration::from_millis(200),
             s5_renew: true,
+            s5_ttl: Spec::default().ttl,
             s10_waiters: 100,
             slices: 2,
         }
@@ -762,7 +766,7 @@ async fn waiters<L: Locker, E: Exec>(exec: &E, server: &Server, set: &Settings) 
     let holder = Arc::new(L::connect(&url).await?);
     let held = acquire_all(exec, &holder, &keys, Spec { ttl: Duration::from_secs(120), auto_renew: false }).await?;
     let waiter = Arc::new(L::connect(&url).await?);
-    let spec = Spec { auto_renew: set.s5_renew, ..Spec::default() };
+    let spec = Spec { ttl: set.s5_ttl, auto_renew: set.s5_renew };
     m.insert("lock_future_bytes", std::mem::size_of_val(&waiter.lock("bench:probe", spec)) as f64);
 
     // The waiting tasks are spawned behind a gate first: what the caller's side costs (the
