@@ -5,7 +5,10 @@
 //! Every process runs `redis-server` on a free port of 127.0.0.1 picked at run
 //! time, without persistence, in its own temporary directory, and is killed
 //! when its handle is dropped — also when the test panics, in which case the
-//! last lines of its log are printed to stderr.
+//! last lines of its log are printed to stderr — and when the process that
+//! started it dies with its handles alive (killed alone, say): Linux's
+//! parent-death signal, armed from one spawning thread that lives as long as
+//! the process (the signal follows the thread that spawned the child).
 //!
 //! The executable is `$RDLOCK_REDIS_SERVER` if set, else `redis-server` on
 //! `PATH` (Debian package `redis-server`). Sentinels use

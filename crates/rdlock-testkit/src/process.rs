@@ -1,8 +1,11 @@
 //! Signals, reaping and log reading for the child processes the test-kit starts.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Mutex, OnceLock};
 
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
@@ -14,6 +17,52 @@ pub(crate) fn send_signal(pid: u32, sig: Signal) -> Result<()> {
     let raw =
         i32::try_from(pid).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "pid out of range"))?;
     signal::kill(Pid::from_raw(raw), sig).map_err(|errno| TestkitError::Io(errno.into()))
+}
+
+/// A spawn request for [`spawn_tied`]'s thread, and where its answer goes.
+type Request = (Command, Sender<std::io::Result<Child>>);
+
+/// Spawns `cmd` so that its process is killed (SIGKILL) when this process dies, however it
+/// dies: a test binary or benchmark killed alone, whose handles never drop, leaves no server
+/// running. Linux sends the parent-death signal when the *thread* that spawned the child ends,
+/// and servers are started from any test's thread and shared across threads, so every child
+/// is spawned from one thread that lives as long as the process.
+pub(crate) fn spawn_tied(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = channel::<Request>();
+        let thread = std::thread::Builder::new().name("rdlock-testkit-spawner".into()).spawn(move || {
+            // Never ends: the sender is in a static.
+            for (mut cmd, answer) in rx {
+                let _ = answer.send(spawn_with_parent_death_signal(&mut cmd));
+            }
+        });
+        if let Err(e) = thread {
+            panic!("the test-kit cannot start its spawning thread: {e}");
+        }
+        Mutex::new(tx)
+    });
+    let (tx, rx) = channel();
+    let sent = spawner.lock().unwrap_or_else(|e| e.into_inner()).send((cmd, tx));
+    sent.map_err(|_| std::io::Error::other("the test-kit's spawning thread is gone"))?;
+    rx.recv().map_err(|_| std::io::Error::other("the test-kit's spawning thread is gone"))?
+}
+
+fn spawn_with_parent_death_signal(cmd: &mut Command) -> std::io::Result<Child> {
+    let parent = nix::unistd::getpid();
+    #[allow(unsafe_code)]
+    // SAFETY: between fork and exec the closure makes two system calls and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // The parent died before the signal was armed: the child was handed to another.
+            if nix::unistd::getppid() != parent {
+                return Err(nix::errno::Errno::ESRCH.into());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
 }
 
 /// Kills `child` with SIGKILL and waits for it, so no zombie or stray server

@@ -14,7 +14,7 @@ use tempfile::TempDir;
 use crate::binary;
 use crate::error::{Result, TestkitError};
 use crate::ports::free_port;
-use crate::process::{file_len, kill_and_reap, last_lines, read_from, send_signal, tail_file};
+use crate::process::{file_len, kill_and_reap, last_lines, read_from, send_signal, spawn_tied, tail_file};
 use crate::tls::{ClientAuth, TlsServer};
 
 /// The address every test process binds to.
@@ -589,7 +589,9 @@ impl Launch {
         let (log_start, stdio_start) = (file_len(&log), file_len(&stdio));
         let out = OpenOptions::new().create(true).append(true).open(&stdio)?;
         let err = out.try_clone()?;
-        let mut child = self.command(port, dir).stdin(Stdio::null()).stdout(out).stderr(err).spawn()?;
+        let mut cmd = self.command(port, dir);
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let mut child = spawn_tied(cmd)?;
         let fresh_output = || read_from(&log, log_start) + &read_from(&stdio, stdio_start);
         let deadline = Instant::now() + self.start_timeout;
         loop {
