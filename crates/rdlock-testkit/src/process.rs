@@ -1,11 +1,12 @@
 //! Signals, reaping and log reading for the child processes the test-kit starts.
 
 use std::io::{Read, Seek, SeekFrom};
+#[cfg(target_os = "linux")]
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
+use std::sync::OnceLock;
 use std::sync::mpsc::{Sender, channel};
-use std::sync::{Mutex, OnceLock};
 
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
@@ -28,7 +29,7 @@ type Request = (Command, Sender<std::io::Result<Child>>);
 /// and servers are started from any test's thread and shared across threads, so every child
 /// is spawned from one thread that lives as long as the process.
 pub(crate) fn spawn_tied(cmd: Command) -> std::io::Result<Child> {
-    static SPAWNER: OnceLock<Mutex<Sender<Request>>> = OnceLock::new();
+    static SPAWNER: OnceLock<Sender<Request>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = channel::<Request>();
         let thread = std::thread::Builder::new().name("rdlock-testkit-spawner".into()).spawn(move || {
@@ -40,14 +41,15 @@ pub(crate) fn spawn_tied(cmd: Command) -> std::io::Result<Child> {
         if let Err(e) = thread {
             panic!("the test-kit cannot start its spawning thread: {e}");
         }
-        Mutex::new(tx)
+        tx
     });
     let (tx, rx) = channel();
-    let sent = spawner.lock().unwrap_or_else(|e| e.into_inner()).send((cmd, tx));
+    let sent = spawner.send((cmd, tx));
     sent.map_err(|_| std::io::Error::other("the test-kit's spawning thread is gone"))?;
     rx.recv().map_err(|_| std::io::Error::other("the test-kit's spawning thread is gone"))?
 }
 
+#[cfg(target_os = "linux")]
 fn spawn_with_parent_death_signal(cmd: &mut Command) -> std::io::Result<Child> {
     let parent = nix::unistd::getpid();
     #[allow(unsafe_code)]
@@ -62,6 +64,12 @@ fn spawn_with_parent_death_signal(cmd: &mut Command) -> std::io::Result<Child> {
             Ok(())
         });
     }
+    cmd.spawn()
+}
+
+/// Elsewhere there is no parent-death signal: a server then outlives a killed owner.
+#[cfg(not(target_os = "linux"))]
+fn spawn_with_parent_death_signal(cmd: &mut Command) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
