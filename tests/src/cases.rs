@@ -165,6 +165,30 @@ pub async fn handoff_latency<H: Harness>() {
     assert_clean(&server, &[]);
 }
 
+/// A waiter that waited longer than half its TTL, its polls far apart, holds a heard hand-off
+/// with no confirmation: its client PINGs its pub/sub connection while locks wait, and a
+/// message read after that answer was published after the PING, a fresh start for the lease
+/// (`docs/protocol.md`, *Validity*). Before, such a waiter confirmed (a second script call).
+pub async fn a_long_wait_holds_its_heard_hand_off_without_a_confirmation<H: Harness>() {
+    let server = server();
+    let (a, b) = (H::connect(&server.url()).await.expect("connect"), H::connect(&server.url()).await.expect("connect"));
+    let holder = lock_with::<H>(&a, KEY, options(Duration::from_secs(30), false), PATIENCE).await.expect("lock");
+    let ttl = Duration::from_secs(6);
+    // Polls 5 s apart at the least: none comes in the wait below.
+    let waiting = LockOptions { ttl, auto_renew: false, poll_cap: Duration::from_secs(10), ..LockOptions::default() };
+    let waiter = H::spawn(async move { lock_with::<H>(&b, KEY, waiting, PATIENCE).await.expect("lock") });
+    wait_for_waiters(&server, KEY, 1, 1);
+    // Past half the TTL since the waiter's last attempt (its re-check after subscribing).
+    H::sleep(ttl / 2 + Duration::from_secs(1)).await;
+    let mut stats = admin(&server);
+    let scripts = script_calls(&mut stats);
+    assert!(H::release(holder).await.expect("release").was_held());
+    let guard = waiter.await;
+    assert_eq!(script_calls(&mut stats) - scripts, 1, "the release alone: the waiter confirmed its hand-off");
+    assert!(H::release(guard).await.expect("release").was_held());
+    assert_clean(&server, &[]);
+}
+
 // ------------------------------------------------------------------------------ 4
 
 /// A waiter whose pub/sub connection is killed during the wait subscribes again; and when the

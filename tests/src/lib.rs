@@ -70,6 +70,7 @@ macro_rules! cases {
             mutual_exclusion,
             fencing_across_restart,
             handoff_latency,
+            a_long_wait_holds_its_heard_hand_off_without_a_confirmation,
             waiter_survives_pubsub_kill,
             waiter_outlives_vanished_holder,
             auto_renew_keeps_the_lock,

@@ -123,7 +123,9 @@ mod subscriptions;
 mod token;
 
 pub use command::{Args, Class, Command, Node, Request, RequestId, Route, Transmit};
-pub use engine::{Engine, EngineConfig, FENCE_TTL, HANDOFF_CLAIM, LeaseView, LockId, LockInfo, OpId};
+pub use engine::{
+    Engine, EngineConfig, FENCE_TTL, HANDOFF_CLAIM, LeaseView, LockId, LockInfo, OpId, PUBSUB_PING_EVERY,
+};
 pub use error::{EntropyUnavailable, InvalidInput, LockError, Misuse, NotDurable};
 pub use event::{Event, LockEvent, LostReason, ReleaseOutcome, Warning};
 pub use ids::{IdHasher, IdMap};

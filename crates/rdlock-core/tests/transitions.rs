@@ -298,6 +298,73 @@ fn a_hand_off_heard_with_less_than_half_its_ttl_left_is_confirmed_first() {
 }
 
 #[test]
+fn a_hand_off_heard_after_a_pubsub_ping_counts_from_the_ping_and_needs_no_confirmation() {
+    // The same 600 ms wait, but the driver PINGed its pub/sub connection 100 ms ago and read
+    // the answer before the message: the message was published after that PING ran, so the
+    // lease counts from the PING's send time, with more than half the TTL left: held at once.
+    let mut h = H::new();
+    let o = opts(1000);
+    let (_, tok) = h.queued("orders", o, None);
+    assert!(h.e.wants_pubsub_ping(), "a lock waits");
+    h.advance(ms(500));
+    let pinged_at = h.now;
+    h.advance(ms(100));
+    h.e.handle_pubsub_answer(pinged_at);
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: o.valid_until(pinged_at) }]);
+    assert!(h.sent().is_empty(), "no confirmation round trip");
+    assert!(!h.e.wants_pubsub_ping(), "nobody waits");
+}
+
+#[test]
+fn a_pubsub_ping_older_than_the_anchor_or_before_a_lost_connection_moves_nothing() {
+    // An answer to a PING sent before the waiter's re-check changes nothing (the anchor is
+    // later); one from before the pub/sub connection was lost does not count for messages
+    // read on the new one.
+    let mut h = H::new();
+    let o = opts(1000);
+    let early = h.now;
+    let (_, tok) = h.queued("orders", o, None);
+    let rechecked_at = h.now;
+    h.e.handle_pubsub_answer(early);
+    h.advance(ms(30));
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
+    assert_eq!(h.events(), vec![Event::Acquired { fence: 77, valid_until: o.valid_until(rechecked_at) }]);
+
+    let mut h = H::new();
+    let (_, tok) = h.queued("billing", o, None);
+    h.advance(ms(500));
+    h.e.handle_pubsub_answer(h.now);
+    h.advance(ms(100));
+    h.e.handle_subscriptions_lost(h.now);
+    h.sent();
+    h.e.handle_message(&inbox("billing"), format!("{tok}:78").as_bytes(), h.now);
+    assert!(h.events().is_empty(), "not held yet: the floor went with its connection");
+    assert_eq!(script(&h.one()).0, Script::Confirm);
+}
+
+#[test]
+fn a_release_reply_is_not_read_after_a_pubsub_ping() {
+    // The release's reply comes on another connection than the PING's answer: no order
+    // between them, so the floor does not apply, and the waiter that waited long confirms.
+    let mut h = H::new();
+    let o = opts(1000);
+    let (holder, _) = h.held("orders", o);
+    let (_, tok) = h.queued("orders", o, None);
+    h.advance(ms(600));
+    h.e.handle_pubsub_answer(h.now);
+    h.release_answered(holder, announced(&inbox("orders"), &format!("{tok}:77")));
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
+    assert_eq!(script(&h.one()).0, Script::Confirm);
+}
+
+#[test]
+fn a_cluster_engine_ignores_pubsub_pings() {
+    let h = H::with(EngineConfig { cluster: true, ..EngineConfig::default() });
+    assert!(!h.e.wants_pubsub_ping());
+}
+
+#[test]
 fn a_confirmation_held_back_behind_a_backlog_counts_its_lease_from_when_it_leaves() {
     // Two confirmation batches in flight hold the third back. Its lease used to count from
     // when its lock joined the batch: behind a backlog (S5's mass release on a loaded machine,

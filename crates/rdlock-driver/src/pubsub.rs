@@ -76,6 +76,18 @@ impl<D: Side> Cell<D> {
         split(queued)
     }
 
+    /// Whether the pub/sub connection is to be PINGed, at most every
+    /// [`rdlock_core::PUBSUB_PING_EVERY`]: some lock waits.
+    pub(crate) fn wants_pubsub_ping(&self) -> bool {
+        self.state().engine.wants_pubsub_ping()
+    }
+
+    /// A `PING` written at `sent_at` on the pub/sub connection was answered, and every message
+    /// read before its answer has been handed in: hand-offs heard from now on count from it.
+    pub(crate) fn pubsub_answered(&self, sent_at: std::time::Instant) {
+        self.state().engine.handle_pubsub_answer(sent_at);
+    }
+
     /// The server accepted `channels`: each waiter on them re-checks its lock.
     pub(crate) fn subscribed(&self, refusals: &mut Refusals, channels: &[String]) -> Vec<Request> {
         if channels.is_empty() {

@@ -146,7 +146,7 @@ impl Engine {
                 } else if let Some(fence) = granted {
                     // A hand-off was announced while this attempt was in flight, with a fence
                     // above the one this attempt saw: it came after the attempt ran.
-                    self.on_handoff(id, fence, now);
+                    self.on_handoff(id, fence, None, now);
                 } else {
                     self.wait_queued(id, holder_ttl, sent_subscribed, now);
                 }
@@ -190,15 +190,17 @@ impl Engine {
     /// a confirm policy needs its `WAIT` behind a write of ours, when less than half the TTL
     /// would be left (its validity counts from its own send time), or for a mutex (its grant
     /// returns the value).
-    pub(super) fn on_handoff(&mut self, id: LockId, fence: u64, now: Instant) {
+    /// `floor`: an instant the hand-off's message was published after, when it was read on
+    /// the pub/sub connection after a `PING`'s answer (`Engine::handle_pubsub_answer`).
+    pub(super) fn on_handoff(&mut self, id: LockId, fence: u64, floor: Option<Instant>, now: Instant) {
         self.stats.handoffs_heard += 1;
         let held_at_once = self.locks.get_mut(&id).and_then(|lock| {
             let (opts, resource) = (lock.opts, lock.resource);
             let waiter = &lock.acquisition()?.waiter;
-            let valid_until = waiter.heard_valid_until(&opts, now)?;
+            let (from, valid_until) = waiter.heard_valid_until(&opts, floor, now)?;
             // A mutex's value comes with a grant: its holder confirms, which reads it.
             let reads_value = matches!(resource, Resource::Mutex { .. });
-            (opts.confirm == Confirm::None && !reads_value).then_some((waiter.anchor?, valid_until))
+            (opts.confirm == Confirm::None && !reads_value).then_some((from, valid_until))
         });
         match held_at_once {
             Some((anchor, valid_until)) => self.become_held(id, fence, anchor, valid_until, now),

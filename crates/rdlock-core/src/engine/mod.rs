@@ -63,6 +63,12 @@ pub const FENCE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// confirms at its next attempt.
 pub const HANDOFF_CLAIM: Duration = Duration::from_millis(250);
 
+/// How often a driver sends `PING` on its pub/sub connection while locks wait
+/// ([`Engine::wants_pubsub_ping`], [`Engine::handle_pubsub_answer`]): a heard hand-off then
+/// counts from at most this long (plus a round trip) before it, so a waiter whose TTL is
+/// above twice this holds it with no confirmation however long it waited.
+pub const PUBSUB_PING_EVERY: Duration = Duration::from_secs(1);
+
 /// Identifies one lock within an [`Engine`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LockId(pub u64);
@@ -226,6 +232,12 @@ pub struct Engine {
     renewals: BTreeSet<(Instant, LockId)>,
     /// Locks that wait (subscribed to their channel): they share the poll budget.
     waiting: usize,
+    /// Every message handed in from now on was published after this instant: the send time
+    /// of the latest command whose answer was read on the pub/sub connection, with every
+    /// message read before that answer already handed in ([`Engine::handle_pubsub_answer`]).
+    /// A heard hand-off's lease counts from it when it is later than the waiter's anchor.
+    /// None on a new connection, and always in a cluster (its sharded readers say nothing).
+    pubsub_floor: Option<Instant>,
     /// Per node (standalone: [`Node::Primary`]; a cluster: per slot) its replica count and
     /// its changes of primary.
     shards: HashMap<Node, Shard>,
@@ -287,6 +299,7 @@ impl Engine {
             timers: BinaryHeap::new(),
             renewals: BTreeSet::new(),
             waiting: 0,
+            pubsub_floor: None,
             shards: HashMap::new(),
             primary: 0,
             recent,
@@ -569,7 +582,7 @@ impl Engine {
         if self.on_free_notice(channel, payload, now) {
             return;
         }
-        self.on_announced(channel, payload, now);
+        self.on_announced(channel, payload, self.pubsub_floor, now);
     }
 
     /// A hand-off announced on `channel` as `token:fence`: by its message, or by the reply of
@@ -577,7 +590,9 @@ impl Engine {
     /// from either connection, whichever comes first; the other then finds the lock held).
     /// `true` when it handed a waiting lock of this engine its hand-off now (`on_handoff`);
     /// one whose attempt is in flight keeps the fence for that attempt's reply.
-    pub(super) fn on_announced(&mut self, channel: &str, payload: &[u8], now: Instant) -> bool {
+    /// `floor`, for a message read on the pub/sub connection: an instant its `PUBLISH` came
+    /// after (`pubsub_floor`); none for a release's reply, which another connection carried.
+    pub(super) fn on_announced(&mut self, channel: &str, payload: &[u8], floor: Option<Instant>, now: Instant) -> bool {
         let Some((token, fence)) = std::str::from_utf8(payload).ok().and_then(|p| p.split_once(':')) else {
             return false;
         };
@@ -604,7 +619,7 @@ impl Engine {
             Step::InFlight(_) => a.waiter.granted = Some(fence),
             // A fence at or below one a retry saw held by someone else: an old, lost hand-off.
             Step::Idle { .. } if a.waiter.is_fresh(fence) => {
-                self.on_handoff(id, fence, now);
+                self.on_handoff(id, fence, floor, now);
                 return true;
             }
             _ => {}
@@ -627,9 +642,30 @@ impl Engine {
         }
     }
 
+    /// A command sent at `sent_at` on the pub/sub connection (a `PING`; the driver sends one
+    /// while locks wait) was answered, and every message read before its answer has been
+    /// handed in. One connection's answers and messages come in the order the server made
+    /// them, so every message read after this answer was published after `sent_at`: a
+    /// hand-off heard from now on counts from `sent_at` when that is later than the waiter's
+    /// anchor (`docs/protocol.md`, *Validity*), and a waiter that waited long holds it with no
+    /// confirmation. Ignored in a cluster, whose sharded subscriptions span connections.
+    pub fn handle_pubsub_answer(&mut self, sent_at: Instant) {
+        if !self.config.cluster {
+            self.pubsub_floor = self.pubsub_floor.max(Some(sent_at));
+        }
+    }
+
+    /// Whether a `PING` on the pub/sub connection could let a heard hand-off skip its
+    /// confirmation: some lock waits. The driver sends one at most every
+    /// [`PUBSUB_PING_EVERY`] while this holds.
+    pub fn wants_pubsub_ping(&self) -> bool {
+        !self.config.cluster && self.waiting > 0
+    }
+
     /// The pub/sub connection was lost (or replaced): every wanted channel is subscribed
     /// again, and each waiter checks its lock once the subscription is back.
     pub fn handle_subscriptions_lost(&mut self, _now: Instant) {
+        self.pubsub_floor = None;
         let mut out = Vec::new();
         self.subs.reset(&mut out);
         self.transmits.extend(out);

@@ -101,7 +101,7 @@ impl Engine {
             .filter(|_| script == Script::Release)
             .and_then(|r| ReleaseReply::announcement(r.get(at)));
         if let Some((channel, message)) = announced
-            && self.on_announced(channel, message, now)
+            && self.on_announced(channel, message, None, now)
         {
             self.stats.handoffs_replied += 1;
         }

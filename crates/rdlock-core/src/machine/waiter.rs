@@ -43,11 +43,19 @@ impl Waiter {
         fence > self.seen_fence
     }
 
-    /// The validity of a heard hand-off held at once: from the anchor, when at least half the
-    /// TTL is left at `now` (else it is confirmed first).
-    pub fn heard_valid_until(&self, opts: &LockOptions, now: Instant) -> Option<Instant> {
-        let valid_until = opts.valid_until(self.anchor?);
-        (valid_until > now + opts.ttl / 2).then_some(valid_until)
+    /// When a heard hand-off's lease starts and its validity, held at once: from the later of
+    /// the anchor and `floor` (an instant the message was published after: a `PING` answered
+    /// on the pub/sub connection before it was read), when at least half the TTL is left at
+    /// `now` (else it is confirmed first). Either is an instant before the hand-off's `SET`.
+    pub fn heard_valid_until(
+        &self,
+        opts: &LockOptions,
+        floor: Option<Instant>,
+        now: Instant,
+    ) -> Option<(Instant, Instant)> {
+        let from = self.anchor.max(floor)?;
+        let valid_until = opts.valid_until(from);
+        (valid_until > now + opts.ttl / 2).then_some((from, valid_until))
     }
 }
 
@@ -89,10 +97,15 @@ mod tests {
                 }
                 prop_assert!(!w.is_fresh(w.seen_fence));
                 let now = sent + Duration::from_millis(gap_ms / 2);
-                match (w.heard_valid_until(&opts, now), w.anchor) {
-                    (Some(v), Some(a)) => prop_assert!(v == opts.valid_until(a) && v > now + opts.ttl / 2),
+                match (w.heard_valid_until(&opts, None, now), w.anchor) {
+                    (Some((f, v)), Some(a)) => prop_assert!(f == a && v == opts.valid_until(a) && v > now + opts.ttl / 2),
                     (Some(_), None) => prop_assert!(false, "held at once without an anchor"),
                     (None, _) => {}
+                }
+                // A floor counts only when later than the anchor, and alone stands for one.
+                let floor = sent.checked_sub(Duration::from_millis(ttl_ms / 3));
+                if let Some((f, v)) = w.heard_valid_until(&opts, floor, now) {
+                    prop_assert!(Some(f) == w.anchor.max(floor) && v == opts.valid_until(f) && v > now + opts.ttl / 2);
                 }
             }
         }

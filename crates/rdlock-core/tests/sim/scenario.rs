@@ -101,6 +101,9 @@ pub struct Scenario {
     pub patience_ms: (u64, u64),
     /// What each key is; a key not listed is a lock.
     pub kinds: std::collections::BTreeMap<String, Kind>,
+    /// How often a client's driver may `PING` its pub/sub connection while locks wait; `None`:
+    /// never (every long wait's hand-off is then confirmed).
+    pub ping_every: Option<u64>,
 }
 
 impl Scenario {
@@ -173,6 +176,11 @@ impl Scenario {
             shared: None,
             patience_ms: (10, 800),
             kinds: Default::default(),
+            // Its own dice, so that the scenarios drawn before pings stay as they were.
+            ping_every: {
+                let mut pd = Dice::new(seed ^ 0x9196_0000);
+                pd.chance(0.75).then(|| pd.range(1, 120) * MS)
+            },
         };
         let mut sd = Dice::new(seed ^ 0x5ba2_ed00);
         let sc = if sd.chance(SHARED_SHARE) { Self { shared: Some((1, sd.range(5, 150))), ..sc } } else { sc };

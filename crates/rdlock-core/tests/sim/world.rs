@@ -38,6 +38,12 @@ pub(super) enum Item {
         conn_epoch: u64,
         channel: String,
     },
+    /// The answer to a `PING` sent at `sent` on the pub/sub connection, in order with its
+    /// messages.
+    PingAnswered {
+        conn_epoch: u64,
+        sent: u64,
+    },
     SubscriptionsLost,
     /// A cluster's server ended one sharded subscription on its own (`sunsubscribe`).
     ShardUnsubscribed(String),
@@ -63,6 +69,12 @@ enum Ev {
     WaitDone {
         client: usize,
         route: usize,
+    },
+    /// A `PING` sent at `sent` on the pub/sub connection reaches the server.
+    Ping {
+        client: usize,
+        conn_epoch: u64,
+        sent: u64,
     },
     /// A (un)subscribe reaches the server.
     PubSub {
@@ -185,6 +197,8 @@ pub(super) struct Client {
     cluster: bool,
     /// Latest arrival per link, so that each direction of a connection stays in order.
     links: [u64; 6],
+    /// When the driver may next `PING` its pub/sub connection.
+    next_ping: u64,
 }
 
 #[derive(Debug)]
@@ -240,6 +254,7 @@ impl World {
                     channels: BTreeSet::new(),
                     cluster,
                     links: [0; 6],
+                    next_ping: 0,
                 }
             })
             .collect();
@@ -372,6 +387,14 @@ impl World {
                 } else {
                     self.clients[client].channels.remove(&channel);
                 }
+            }
+            Ev::Ping { client, conn_epoch, sent } => {
+                if self.clients[client].conn_epoch != conn_epoch {
+                    return;
+                }
+                // Answered behind every message published before it, on the same link.
+                let at = self.hop(client, 2 * PUBSUB + 1);
+                self.schedule(at, Ev::Deliver { client, item: Item::PingAnswered { conn_epoch, sent } });
             }
             Ev::Deliver { client, item } => self.deliver(client, item),
             Ev::Wake { client } => {
@@ -571,6 +594,13 @@ impl World {
                 self.log(|| format!("c{c} <- subscribed {channel}"));
                 self.clients[c].engine.handle_subscribed(&channel, t);
             }
+            Item::PingAnswered { conn_epoch, sent } => {
+                if conn_epoch != self.clients[c].conn_epoch {
+                    return;
+                }
+                self.log(|| format!("c{c} <- pong (sent {sent})"));
+                self.clients[c].engine.handle_pubsub_answer(at(sent));
+            }
             Item::SubscriptionsLost => {
                 self.log(|| format!("c{c} <- pub/sub connection lost"));
                 self.clients[c].engine.handle_subscriptions_lost(t);
@@ -631,6 +661,18 @@ impl World {
                 let at = self.hop(c, 2 * PUBSUB);
                 let conn_epoch = self.clients[c].conn_epoch;
                 self.schedule(at, Ev::PubSub { client: c, conn_epoch, channel, subscribe });
+            }
+            // While locks wait, the driver PINGs its pub/sub connection now and then: a
+            // message read after the answer was published after the PING's send.
+            if let Some(every) = self.sc.ping_every
+                && self.clients[c].engine.wants_pubsub_ping()
+                && self.now >= self.clients[c].next_ping
+            {
+                self.clients[c].next_ping = self.now + every;
+                let (sent, conn_epoch) = (self.now, self.clients[c].conn_epoch);
+                self.log(|| format!("c{c} -> ping"));
+                let at = self.hop(c, 2 * PUBSUB);
+                self.schedule(at, Ev::Ping { client: c, conn_epoch, sent });
             }
             // A scenario's locks all share their keys or none does: no shared key has a queue.
             if let Some(w) = self.clients[c].engine.poll_warning() {

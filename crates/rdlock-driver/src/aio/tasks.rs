@@ -76,6 +76,7 @@ pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
             continue;
         };
         let (mut sink, mut stream) = conn.split();
+        let mut next_ping = R::now();
         'connected: loop {
             if inner.epoch() != epoch {
                 // The primary changed: subscribe there, and have waiters look again.
@@ -125,46 +126,74 @@ pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
             if inner.is_closed() {
                 return;
             }
-            let next = futures_lite::future::or(async { Some(stream.next().await) }, async {
-                inner.side.pubsub_signal.wait().await;
-                None
-            })
-            .await;
-            match next {
-                Some(Some(msg)) => {
-                    // Every message already read goes with it, in passes of the engine: a
-                    // backlog is gone before the next (un)subscription's round trip.
-                    let mut msgs = vec![msg];
-                    let mut ended = false;
-                    loop {
-                        match futures_lite::future::poll_once(stream.next()).await {
-                            Some(Some(msg)) => msgs.push(msg),
-                            Some(None) => {
-                                ended = true;
-                                break;
-                            }
-                            None => break,
-                        }
-                    }
-                    for chunk in msgs.chunks(MESSAGES_AT_ONCE) {
-                        spawn_run(&inner, inner.messages(chunk));
-                    }
-                    if ended {
-                        failures += 1;
-                        break 'connected;
-                    }
-                }
-                Some(None) => {
+            let ping = inner.wants_pubsub_ping();
+            if ping && R::now() >= next_ping {
+                // Written after `sent`: every message read after its answer was published
+                // after `sent` (`Engine::handle_pubsub_answer`). The crate's reader puts each
+                // message in the stream before it completes a later answer, so those read
+                // before the answer are in the stream now: handed in first. A PING the
+                // server does not answer within the response timeout ends the session (a
+                // stalled or half-open link), as on the blocking side.
+                let sent = R::now();
+                next_ping = sent + rdlock_core::PUBSUB_PING_EVERY;
+                // Unanswered within the response timeout: the link is stalled or half open.
+                let answer = timeout::<R, _>(inner.config.response_timeout, sink.ping::<redis::Value>()).await;
+                if !matches!(answer, Some(Ok(_))) || !hand_in_read(&inner, &mut stream, Vec::new()).await {
                     failures += 1;
                     break 'connected;
                 }
-                None => {}
+                inner.pubsub_answered(sent);
+                continue;
+            }
+            let next = futures_lite::future::or(async { Some(stream.next().await) }, async {
+                match ping {
+                    // Wakes for the next PING, which the loop sends.
+                    true => futures_lite::future::or(inner.side.pubsub_signal.wait(), R::sleep_until(next_ping)).await,
+                    false => inner.side.pubsub_signal.wait().await,
+                }
+                None
+            })
+            .await;
+            // Every message already read goes with it, in passes of the engine: a backlog is gone
+            // before the next (un)subscription's round trip.
+            let open = match next {
+                Some(Some(msg)) => hand_in_read(&inner, &mut stream, vec![msg]).await,
+                Some(None) => false,
+                None => true,
+            };
+            if !open {
+                failures += 1;
+                break 'connected;
             }
         }
         // Lost: every wanted channel is queued again; waiters re-check once it is back.
         tracing::debug!("pub/sub session ended; reconnecting");
         spawn_run(&inner, inner.subscriptions_lost());
     }
+}
+
+/// Hands the engine `msgs` and every message the stream has read already, in passes of the
+/// engine; `false` when the stream ended (the connection is lost).
+async fn hand_in_read<R: Runtime>(
+    inner: &Arc<Inner<R>>,
+    stream: &mut redis::aio::PubSubStream,
+    mut msgs: Vec<redis::Msg>,
+) -> bool {
+    let mut open = true;
+    loop {
+        match futures_lite::future::poll_once(stream.next()).await {
+            Some(Some(msg)) => msgs.push(msg),
+            Some(None) => {
+                open = false;
+                break;
+            }
+            None => break,
+        }
+    }
+    for chunk in msgs.chunks(MESSAGES_AT_ONCE) {
+        spawn_run(inner, inner.messages(chunk));
+    }
+    open
 }
 
 fn spawn_run<R: Runtime>(inner: &Arc<Inner<R>>, requests: Vec<rdlock_core::Request>) {

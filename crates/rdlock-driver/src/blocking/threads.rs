@@ -2,7 +2,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdlock_core::{Reply, ServerError};
 use redis::{Connection, Msg, RedisResult};
@@ -85,6 +85,7 @@ fn session(
     let mut subscribed = HashSet::new();
     // Messages read while waiting for a confirmation.
     let mut early = VecDeque::new();
+    let mut next_ping = Instant::now();
     loop {
         if inner.epoch() != epoch {
             // The primary changed: subscribe there, and have waiters look again.
@@ -140,6 +141,20 @@ fn session(
         if inner.is_closed() {
             return Ok(());
         }
+        if inner.wants_pubsub_ping() && Instant::now() >= next_ping {
+            // Written after `sent`: every message read after its answer was published after
+            // `sent` (`Engine::handle_pubsub_answer`); those read before it are handed in first.
+            let sent = Instant::now();
+            next_ping = sent + rdlock_core::PUBSUB_PING_EVERY;
+            conn.set_read_timeout(Some(response_timeout))?;
+            ping(conn, &mut early)?;
+            let msgs: Vec<Msg> = early.drain(..).collect();
+            for chunk in msgs.chunks(MESSAGES_AT_ONCE) {
+                inner.run_background(inner.messages(chunk));
+            }
+            inner.pubsub_answered(sent);
+            continue;
+        }
         // Messages read meanwhile go in one pass of the engine; else the next one is read.
         let msgs: Vec<Msg> = match early.is_empty() {
             false => early.drain(..).collect(),
@@ -169,6 +184,19 @@ fn next_message(conn: &mut Connection) -> RedisResult<Msg> {
     let msg = view.get_message();
     std::mem::forget(view);
     msg
+}
+
+/// Sends `PING` and reads its answer (on a subscribed connection, `["pong", ""]`), keeping
+/// the messages that arrive before it in `early`.
+fn ping(conn: &mut Connection, early: &mut VecDeque<Msg>) -> RedisResult<()> {
+    conn.send_packed_command(&redis::cmd("PING").get_packed_command())?;
+    loop {
+        let value = conn.recv_response()?;
+        match Msg::from_value(&value) {
+            Some(msg) => early.push_back(msg),
+            None => return Ok(()),
+        }
+    }
 }
 
 /// Sends `SUBSCRIBE` or `UNSUBSCRIBE` for `channels` and reads its confirmations (one per
