@@ -99,3 +99,10 @@ fn a_store_without_owner_check_is_caught() {
     assert!(message.contains("value of"), "seed {seed}: {message}");
     println!("seed {seed}: {message}");
 }
+
+#[test]
+fn a_pubsub_ping_answer_read_ahead_of_older_messages_is_caught() {
+    let (seed, message) =
+        first_violation(Bug::PingOvertakesMessages).expect("no violation found: the checker is blind to early floors");
+    println!("seed {seed}: {message}");
+}

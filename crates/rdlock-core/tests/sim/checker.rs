@@ -983,6 +983,20 @@ impl Checker {
                         r.token
                     ));
                 }
+                // Nor does a lock's holder trust it past the key's expiry: a lease counts from an
+                // instant before the server set that expiry (clocks here run at one rate).
+                let until = r.held.map_or(0, |h| h.valid_until);
+                let expires = fake.expiry(key, now);
+                if known
+                    && matches!(r.resource, Resource::Lock | Resource::Mutex { .. })
+                    && expires.is_some_and(|e| until > e)
+                {
+                    problem = Some(format!(
+                        "client {c} trusts {key} until {}, past its expiry at {}",
+                        fmt_ms(until),
+                        fmt_ms(expires.unwrap_or(0))
+                    ));
+                }
             }
         }
         if let Some(p) = problem {

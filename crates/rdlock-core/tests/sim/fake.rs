@@ -44,6 +44,9 @@ pub enum Bug {
     QuorumFenceUnchecked,
     /// The quorum take sets the key whoever holds it (no `NX`).
     QuorumTakeOverwrites,
+    /// A pub/sub `PING`'s answer overtakes the messages published before the `PING` ran (a
+    /// driver that reports the answer before handing in the messages read ahead of it).
+    PingOvertakesMessages,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use rdlock_core::{
 
 use super::checker::{Checker, Stats};
 use super::dice::Dice;
-use super::fake::{Effects, Fake};
+use super::fake::{Bug, Effects, Fake};
 use super::scenario::{Fault, Scenario};
 use super::workload::{OpKind, Worker};
 use super::{MS, at, ns};
@@ -393,7 +393,10 @@ impl World {
                     return;
                 }
                 // Answered behind every message published before it, on the same link.
-                let at = self.hop(client, 2 * PUBSUB + 1);
+                let at = match self.sc.bug {
+                    Bug::PingOvertakesMessages => self.now,
+                    _ => self.hop(client, 2 * PUBSUB + 1),
+                };
                 self.schedule(at, Ev::Deliver { client, item: Item::PingAnswered { conn_epoch, sent } });
             }
             Ev::Deliver { client, item } => self.deliver(client, item),
