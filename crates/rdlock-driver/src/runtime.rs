@@ -24,6 +24,15 @@ pub trait Runtime: Send + Sync + 'static {
         futures_lite::future::yield_now()
     }
 
+    /// Runs `future` outside any cooperative budget the runtime keeps. The pub/sub task reads
+    /// its message stream until it is empty before it reports a `PING`'s answer, and a budget
+    /// spent would read as empty (`Engine::handle_pubsub_answer` needs every message read
+    /// before the answer handed in first). The default runs it as it is; a runtime whose
+    /// channels count against a per-task budget (tokio's) lifts it.
+    fn unconstrained<F: Future + Send>(future: F) -> impl Future<Output = F::Output> + Send {
+        future
+    }
+
     /// The current time.
     fn now() -> Instant {
         Instant::now()

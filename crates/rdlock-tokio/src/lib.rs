@@ -65,6 +65,12 @@ impl rdlock_driver::Runtime for Tokio {
     fn yield_now() -> impl Future<Output = ()> + Send {
         std::future::ready(())
     }
+
+    /// The redis crate's pub/sub stream is a tokio channel, whose receive returns `Pending`
+    /// once the task's budget is spent, messages queued or not.
+    fn unconstrained<F: Future + Send>(future: F) -> impl Future<Output = F::Output> + Send {
+        tokio::task::unconstrained(future)
+    }
 }
 
 /// A lock client on tokio.

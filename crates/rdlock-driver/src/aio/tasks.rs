@@ -138,7 +138,10 @@ pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
                 next_ping = sent + rdlock_core::PUBSUB_PING_EVERY;
                 // Unanswered within the response timeout: the link is stalled or half open.
                 let answer = timeout::<R, _>(inner.config.response_timeout, sink.ping::<redis::Value>()).await;
-                if !matches!(answer, Some(Ok(_))) || !hand_in_read(&inner, &mut stream, Vec::new()).await {
+                // Read to the end: on tokio a spent budget would look like an empty stream.
+                if !matches!(answer, Some(Ok(_)))
+                    || !R::unconstrained(hand_in_read(&inner, &mut stream, Vec::new())).await
+                {
                     failures += 1;
                     break 'connected;
                 }
