@@ -180,28 +180,61 @@ pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
 async fn hand_in_read<R: Runtime>(
     inner: &Arc<Inner<R>>,
     stream: &mut redis::aio::PubSubStream,
-    mut msgs: Vec<redis::Msg>,
+    msgs: Vec<redis::Msg>,
 ) -> bool {
-    let mut open = true;
-    loop {
-        match futures_lite::future::poll_once(stream.next()).await {
-            Some(Some(msg)) => msgs.push(msg),
-            Some(None) => {
-                open = false;
-                break;
-            }
-            None => break,
-        }
-    }
+    let (msgs, open) = read_ready(stream, msgs).await;
     for chunk in msgs.chunks(MESSAGES_AT_ONCE) {
         spawn_run(inner, inner.messages(chunk));
     }
     open
 }
 
+/// `msgs` and every message the stream has read already, until a poll finds none; with
+/// `false` when the stream ended.
+async fn read_ready(stream: &mut redis::aio::PubSubStream, mut msgs: Vec<redis::Msg>) -> (Vec<redis::Msg>, bool) {
+    loop {
+        match futures_lite::future::poll_once(stream.next()).await {
+            Some(Some(msg)) => msgs.push(msg),
+            Some(None) => return (msgs, false),
+            None => return (msgs, true),
+        }
+    }
+}
+
 fn spawn_run<R: Runtime>(inner: &Arc<Inner<R>>, requests: Vec<rdlock_core::Request>) {
     for req in requests {
         let inner = inner.clone();
         R::spawn(async move { inner.run(vec![req]).await });
+    }
+}
+
+#[cfg(all(test, feature = "tokio"))]
+mod tests {
+    use super::read_ready;
+
+    /// Regression (found in review): after a `PING`'s answer the pub/sub task drains its
+    /// stream, and reports the answer only then: every message read before the answer must be
+    /// handed in first. The stream is a tokio channel, whose receive answers `Pending` once the
+    /// task's cooperative budget (128) is spent, messages queued or not; so a drain of a
+    /// backlog stopped early, and the rest would have counted from the `PING`. Run outside
+    /// the budget (`Runtime::unconstrained`, which rdlock-tokio maps to tokio's), it reads all.
+    #[test]
+    fn a_drain_after_a_pings_answer_reads_every_message_before_it() {
+        let server = rdlock_testkit::RedisServer::start().expect("a server");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        rt.block_on(async {
+            let mut pubsub = server.client().get_async_pubsub().await.expect("a pub/sub connection");
+            pubsub.subscribe("ch").await.expect("subscribed");
+            let (mut sink, mut stream) = pubsub.split();
+            let mut pipe = redis::pipe();
+            for i in 0..1000 {
+                pipe.cmd("PUBLISH").arg("ch").arg(i).ignore();
+            }
+            pipe.query::<()>(&mut server.connection().expect("a connection")).expect("published");
+            sink.ping::<redis::Value>().await.expect("answered");
+            let (read, open) = tokio::task::unconstrained(read_ready(&mut stream, Vec::new())).await;
+            assert!(open);
+            assert_eq!(read.len(), 1000, "messages read before the answer were left behind");
+        });
     }
 }
