@@ -131,7 +131,27 @@ pub struct ReadmeTour;
 
 #[cfg(test)]
 mod tests {
-    use super::Client;
+    use super::{Client, Tokio};
+
+    /// The pub/sub task hands in every message read before a `PING`'s answer by reading its
+    /// stream (a tokio channel) until a poll finds it empty; within tokio's cooperative budget
+    /// a poll answers `Pending` after 128, messages queued or not. `unconstrained` lifts it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn unconstrained_reads_a_channel_to_its_end() {
+        use rdlock_driver::Runtime;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..1000 {
+            tx.send(i).expect("an open channel");
+        }
+        let drain = std::future::poll_fn(move |cx| {
+            let mut n = 0;
+            while let std::task::Poll::Ready(Some(_)) = rx.poll_recv(cx) {
+                n += 1;
+            }
+            std::task::Poll::Ready(n)
+        });
+        assert_eq!(Tokio::unconstrained(drain).await, 1000);
+    }
 
     /// The size of what `f` returns, without calling it.
     fn returned<'a, A, T>(_: &impl Fn(&'a Client, A) -> T) -> usize {

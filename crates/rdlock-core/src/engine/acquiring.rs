@@ -185,13 +185,13 @@ impl Engine {
 
     /// The lock was handed to us while we waited, and we heard it: the release found our
     /// inbox subscribed and set the key to our token for our whole TTL, after our anchor was
-    /// sent. So we hold it at once, valid from the anchor, with no round trip. A confirmation
-    /// (the idempotent attempt, which finds the key ours and extends it) is sent instead when
-    /// a confirm policy needs its `WAIT` behind a write of ours, when less than half the TTL
-    /// would be left (its validity counts from its own send time), or for a mutex (its grant
-    /// returns the value).
-    /// `floor`: an instant the hand-off's message was published after, when it was read on
-    /// the pub/sub connection after a `PING`'s answer (`Engine::handle_pubsub_answer`).
+    /// sent, and after `floor` when there is one (an instant the message was published after:
+    /// it was read on the pub/sub connection after a `PING`'s answer,
+    /// `Engine::handle_pubsub_answer`). So we hold it at once, valid from the later of the two,
+    /// with no round trip. A confirmation (the idempotent attempt, which finds the key ours and
+    /// extends it) is sent instead when a confirm policy needs its `WAIT` behind a write of
+    /// ours, when less than half the TTL would be left (its validity counts from its own send
+    /// time), or for a mutex (its grant returns the value).
     pub(super) fn on_handoff(&mut self, id: LockId, fence: u64, floor: Option<Instant>, now: Instant) {
         self.stats.handoffs_heard += 1;
         let held_at_once = self.locks.get_mut(&id).and_then(|lock| {

@@ -65,8 +65,9 @@ pub const HANDOFF_CLAIM: Duration = Duration::from_millis(250);
 
 /// How often a driver sends `PING` on its pub/sub connection while locks wait
 /// ([`Engine::wants_pubsub_ping`], [`Engine::handle_pubsub_answer`]): a heard hand-off then
-/// counts from at most this long (plus a round trip) before it, so a waiter whose TTL is
-/// above twice this holds it with no confirmation however long it waited.
+/// counts from at most about this long (plus the drivers' wake-up and a round trip) before
+/// it, so a waiter whose half TTL is well above this (the default 10 s TTL's is) holds it
+/// with no confirmation however long it waited.
 pub const PUBSUB_PING_EVERY: Duration = Duration::from_secs(1);
 
 /// Identifies one lock within an [`Engine`].

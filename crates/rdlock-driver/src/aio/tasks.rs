@@ -136,24 +136,20 @@ pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
                 // stalled or half-open link), as on the blocking side.
                 let sent = R::now();
                 next_ping = sent + rdlock_core::PUBSUB_PING_EVERY;
-                // Unanswered within the response timeout: the link is stalled or half open.
                 let answer = timeout::<R, _>(inner.config.response_timeout, sink.ping::<redis::Value>()).await;
-                // Read to the end: on tokio a spent budget would look like an empty stream.
-                if !matches!(answer, Some(Ok(_)))
-                    || !R::unconstrained(hand_in_read(&inner, &mut stream, Vec::new())).await
-                {
+                if !matches!(answer, Some(Ok(_))) || !drain_after_answer(&inner, &mut stream).await {
                     failures += 1;
                     break 'connected;
                 }
                 inner.pubsub_answered(sent);
                 continue;
             }
+            // Wakes for the next PING when locks wait; else once a PING period, to look again:
+            // a lock that starts waiting on a channel still subscribed queues nothing that
+            // would signal this task.
+            let wake = if ping { next_ping } else { R::now() + rdlock_core::PUBSUB_PING_EVERY };
             let next = futures_lite::future::or(async { Some(stream.next().await) }, async {
-                match ping {
-                    // Wakes for the next PING, which the loop sends.
-                    true => futures_lite::future::or(inner.side.pubsub_signal.wait(), R::sleep_until(next_ping)).await,
-                    false => inner.side.pubsub_signal.wait().await,
-                }
+                futures_lite::future::or(inner.side.pubsub_signal.wait(), R::sleep_until(wake)).await;
                 None
             })
             .await;
@@ -183,10 +179,24 @@ async fn hand_in_read<R: Runtime>(
     msgs: Vec<redis::Msg>,
 ) -> bool {
     let (msgs, open) = read_ready(stream, msgs).await;
+    hand_in(inner, &msgs);
+    open
+}
+
+/// After a `PING`'s answer: hands the engine every message the stream read before it, all of
+/// them, outside any cooperative budget (on tokio a spent budget reads as an empty stream);
+/// `false` when the stream ended.
+async fn drain_after_answer<R: Runtime>(inner: &Arc<Inner<R>>, stream: &mut redis::aio::PubSubStream) -> bool {
+    let (msgs, open) = R::unconstrained(read_ready(stream, Vec::new())).await;
+    hand_in(inner, &msgs);
+    open
+}
+
+/// Gives the engine `msgs`, in passes of at most [`MESSAGES_AT_ONCE`].
+fn hand_in<R: Runtime>(inner: &Arc<Inner<R>>, msgs: &[redis::Msg]) {
     for chunk in msgs.chunks(MESSAGES_AT_ONCE) {
         spawn_run(inner, inner.messages(chunk));
     }
-    open
 }
 
 /// `msgs` and every message the stream has read already, until a poll finds none; with
@@ -210,19 +220,47 @@ fn spawn_run<R: Runtime>(inner: &Arc<Inner<R>>, requests: Vec<rdlock_core::Reque
 
 #[cfg(all(test, feature = "tokio"))]
 mod tests {
-    use super::read_ready;
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::{Inner, drain_after_answer};
+    use crate::config::ClientConfig;
+    use crate::runtime::Runtime;
+
+    /// tokio as `rdlock-tokio` maps it: its budget lifted by `unconstrained`.
+    struct Tokio;
+
+    impl Runtime for Tokio {
+        fn spawn<F>(future: F)
+        where
+            F: Future<Output = ()> + Send + 'static,
+        {
+            tokio::spawn(future);
+        }
+
+        fn sleep_until(_deadline: Instant) -> impl Future<Output = ()> + Send {
+            std::future::pending()
+        }
+
+        fn unconstrained<F: Future + Send>(future: F) -> impl Future<Output = F::Output> + Send {
+            tokio::task::unconstrained(future)
+        }
+    }
 
     /// Regression (found in review): after a `PING`'s answer the pub/sub task drains its
     /// stream, and reports the answer only then: every message read before the answer must be
     /// handed in first. The stream is a tokio channel, whose receive answers `Pending` once the
     /// task's cooperative budget (128) is spent, messages queued or not; so a drain of a
-    /// backlog stopped early, and the rest would have counted from the `PING`. Run outside
-    /// the budget (`Runtime::unconstrained`, which rdlock-tokio maps to tokio's), it reads all.
+    /// backlog stopped early (127 of 1,000 handed in), and the rest would have counted from the
+    /// `PING`. Run outside the budget (`Runtime::unconstrained`), it hands in all.
     #[test]
     fn a_drain_after_a_pings_answer_reads_every_message_before_it() {
         let server = rdlock_testkit::RedisServer::start().expect("a server");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         rt.block_on(async {
+            let inner =
+                Arc::new(Inner::<Tokio>::with_tasks(server.client(), ClientConfig::default()).expect("a client"));
             let mut pubsub = server.client().get_async_pubsub().await.expect("a pub/sub connection");
             pubsub.subscribe("ch").await.expect("subscribed");
             let (mut sink, mut stream) = pubsub.split();
@@ -232,9 +270,9 @@ mod tests {
             }
             pipe.query::<()>(&mut server.connection().expect("a connection")).expect("published");
             sink.ping::<redis::Value>().await.expect("answered");
-            let (read, open) = tokio::task::unconstrained(read_ready(&mut stream, Vec::new())).await;
-            assert!(open);
-            assert_eq!(read.len(), 1000, "messages read before the answer were left behind");
+            assert!(drain_after_answer(&inner, &mut stream).await, "the stream is open");
+            let handed_in = inner.state().engine.stats().messages;
+            assert_eq!(handed_in, 1000, "messages read before the answer were left behind");
         });
     }
 }
