@@ -628,6 +628,9 @@ fn shaped(req: &Request, nums: &[i64]) -> Vec<Reply> {
                 _ => Reply::Data(b"OK".to_vec()),
             },
             Command::WaitAof { .. } => Reply::Array(vec![Reply::Int(next().clamp(0, 1)), Reply::Int(next().abs())]),
+            // Answered, or refused (an ACL rule without it).
+            Command::Ping if next() % 4 == 0 => Reply::Error(ServerError::new("NOPERM", "no permission")),
+            Command::Ping => Reply::Data(b"PONG".to_vec()),
             Command::Script { script, .. } => unreachable!("{script:?} is no base script"),
             Command::Role => {
                 let replica = Reply::Array(vec![Reply::Data(b"127.0.0.1".to_vec()), Reply::Data(b"7001".to_vec())]);
@@ -792,6 +795,7 @@ proptest! {
                     Command::Wait { replicas, .. } => Reply::Int(i64::from(*replicas)),
                     Command::WaitAof { replicas, .. } => Reply::Array(vec![Reply::Int(1), Reply::Int(i64::from(*replicas))]),
                     Command::Role => Reply::Array(vec![Reply::Data(b"master".to_vec()), Reply::Int(0), Reply::Array(vec![])]),
+                    Command::Ping => Reply::Data(b"PONG".to_vec()),
                     Command::SetIfEq { .. } => Reply::Data(b"OK".to_vec()),
                 }).collect();
                 e.handle_reply(req.id, Ok(replies), t).map_err(|m| TestCaseError::fail(m.to_string()))?;

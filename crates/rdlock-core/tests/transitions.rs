@@ -276,6 +276,45 @@ fn a_release_reply_announcing_another_clients_waiter_tells_only_the_release() {
 }
 
 #[test]
+fn a_release_of_a_lock_that_waited_goes_behind_a_ping() {
+    // A lock that found another holder before it was granted will likely hand itself on: its
+    // release leads with a `PING`, so that the server, which writes one pass's replies newest
+    // client first, writes the hand-off's message ahead of the release's reply. The `PING`'s
+    // own reply is nobody's, answered or refused. A lock granted at once releases alone (and
+    // in a cluster none does: see the cluster tests).
+    let mut h = H::new();
+    let o = opts(1000);
+    let (waited, tok) = h.queued("orders", o, None);
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
+    h.e.release(waited, h.now).expect("held");
+    let release = h.one();
+    assert_eq!(release.commands.len(), 2, "{release:?}");
+    assert_eq!(release.commands[0], Command::Ping);
+    assert!(matches!(release.commands[1], Command::Script { script: Script::Release, .. }));
+    h.reply(&release, vec![Reply::Error(ServerError::new("NOPERM", "no permission")), Reply::Int(2)]);
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
+    assert_eq!(h.e.stats().handoffs, 1, "read as the release's answer");
+    // Only the PING's reply: the release's is missing, which is said, never PONG read as it.
+    // (The holder granted at once releases alone: its one reply is the release's.)
+    let (holder, _) = h.held("orders", o);
+    let (waited, tok) = h.queued("orders", o, None);
+    h.release_answered(holder, vec![Reply::Int(2)]);
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
+    h.e.handle_message(&inbox("orders"), format!("{tok}:78").as_bytes(), h.now);
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 78, .. }]));
+    h.release_answered(waited, vec![Reply::Data(b"PONG".to_vec())]);
+    assert_eq!(h.events(), vec![Event::Failed(LockError::UnexpectedReply("release: empty".into()))]);
+    // Turned off: alone.
+    let mut h = H::with(EngineConfig { release_behind_ping: false, ..EngineConfig::default() });
+    let (waited, tok) = h.queued("orders", o, None);
+    h.e.handle_message(&inbox("orders"), format!("{tok}:77").as_bytes(), h.now);
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
+    h.release_answered(waited, vec![Reply::Int(2)]);
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
+}
+
+#[test]
 fn a_hand_off_heard_with_less_than_half_its_ttl_left_is_confirmed_first() {
     // No attempt for 600 ms of a 1 s TTL (a stretched poll): the lease would start half
     // spent, so the waiter confirms (`confirm.lua` extends the key to its TTL while it is its

@@ -298,6 +298,7 @@ fn names(commands: &[Command]) -> String {
         Command::Wait { replicas, timeout_ms } => format!("WAIT {replicas} {timeout_ms}"),
         Command::WaitAof { replicas, timeout_ms } => format!("WAITAOF {replicas} {timeout_ms}"),
         Command::Role => "ROLE".to_owned(),
+        Command::Ping => "PING".to_owned(),
         Command::SetIfEq { ttl_ms, .. } => format!("SET IFEQ PX {ttl_ms}"),
     };
     commands.iter().map(name).collect::<Vec<_>>().join(",")

@@ -51,6 +51,7 @@ pub fn command(command: &Command, eval: Eval) -> redis::Cmd {
             cmd
         }
         Command::Role => redis::cmd("ROLE"),
+        Command::Ping => redis::cmd("PING"),
         Command::SetIfEq { key, value, ttl_ms } => {
             let mut cmd = redis::cmd("SET");
             cmd.arg(key).arg(value).arg("IFEQ").arg(value).arg("PX").arg(*ttl_ms);

@@ -143,6 +143,7 @@ fn names(req: &Request) -> String {
             Command::Wait { .. } => "WAIT",
             Command::WaitAof { .. } => "WAITAOF",
             Command::Role => "ROLE",
+            Command::Ping => "PING",
             Command::SetIfEq { .. } => "SET IFEQ",
         })
         .collect();

@@ -236,7 +236,8 @@ impl Engine {
     pub(super) fn become_held(&mut self, id: LockId, fence: u64, from: Instant, valid_until: Instant, now: Instant) {
         self.drop_subscription(id, now);
         let Some(lock) = self.locks.get_mut(&id) else { return };
-        let Some(op) = lock.acquisition().map(|a| a.op) else { return };
+        let Some((op, waited)) = lock.acquisition().map(|a| (a.op, a.waiter.anchor.is_some())) else { return };
+        lock.contended = waited;
         let lease = Lease::new(&lock.opts, fence, from, valid_until);
         if lock.opts.auto_renew {
             self.renewals.insert((lease.renew_before, id));

@@ -24,7 +24,7 @@ use super::acquiring::Attempt;
 use super::lock::{InFlight, Phase, Step};
 use super::releasing::release_command;
 use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending, TimerKey};
-use crate::command::{RequestId, Route};
+use crate::command::{Command, Node, RequestId, Route};
 use crate::error::LockError;
 use crate::machine::Then;
 use crate::reply::{Reply, TransportError};
@@ -198,6 +198,11 @@ impl Engine {
     fn send_batch(&mut self, (kind, route): Lane, b: Open) -> bool {
         let locks: Vec<LockId> = b.locks.into_iter().filter(|id| self.locks.contains_key(id)).collect();
         let n = locks.len();
+        // A lone release that will likely hand the lock on goes behind a `PING` (`Command::Ping`),
+        // on a standalone server: in a cluster an `ASKING` in front would apply to the `PING`.
+        let behind_ping = self.config.release_behind_ping
+            && route.node == Node::Primary
+            && matches!((kind, locks.as_slice()), (Kind::Release, [id]) if self.locks[id].contended);
         let command = match (kind, locks.as_slice()) {
             (_, []) => return false,
             (Kind::Release, [id]) => {
@@ -232,10 +237,11 @@ impl Engine {
         }
         let left = self.latest.map_or(b.opened, |t| t.max(b.opened));
         let pending = match kind {
-            Kind::Release => Pending::Releases { locks, route, left },
+            Kind::Release => Pending::Releases { locks, route, left, behind_ping },
             Kind::Confirm => Pending::Confirm { locks, route, left },
         };
-        self.request_as(b.req, route, vec![command], pending);
+        let commands = if behind_ping { vec![Command::Ping, command] } else { vec![command] };
+        self.request_as(b.req, route, commands, pending);
         true
     }
 

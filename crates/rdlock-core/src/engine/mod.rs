@@ -109,6 +109,12 @@ pub struct EngineConfig {
     /// per renewal; docs/performance.md). Drivers detect it at connect ([`Engine::set_ifeq`]);
     /// a refusal of the command turns it off.
     pub set_ifeq: bool,
+    /// Whether the release of a lock that found another holder before it was granted (so
+    /// that it will likely hand the lock on) goes behind a [`Command::Ping`] in one pipeline:
+    /// the server then writes the hand-off's message before the release's reply, one command
+    /// more per contended release (`docs/protocol.md`, *A release behind a `PING`*). Never in
+    /// a cluster.
+    pub release_behind_ping: bool,
 }
 
 impl Default for EngineConfig {
@@ -122,6 +128,7 @@ impl Default for EngineConfig {
             keyspace_db: None,
             durability: None,
             set_ifeq: false,
+            release_behind_ping: true,
         }
     }
 }
@@ -160,6 +167,8 @@ enum Pending {
         route: Route,
         /// When it was sent (the engine's latest time then).
         left: Instant,
+        /// Sent behind a `PING` (`Lock::contended`), whose reply comes first.
+        behind_ping: bool,
     },
     /// Confirmations of heard hand-offs in one `confirm.lua` call.
     Confirm {
@@ -388,6 +397,7 @@ impl Engine {
                 phase: Phase::Acquiring(acquisition),
                 attempted: false,
                 unsure: false,
+                contended: false,
                 timer: None,
                 fetched: None,
                 write_back: None,
@@ -529,8 +539,15 @@ impl Engine {
         match pending {
             Pending::Attempt(lock) => self.on_attempt_reply(lock, id, reply, now),
             Pending::Release(lock) => self.on_release_reply(lock, id, reply, now),
-            Pending::Releases { locks, route, left } => {
+            Pending::Releases { locks, route, left, behind_ping } => {
                 self.batch_answered(batch::Kind::Release, route, left, now);
+                // The `PING`'s reply is nobody's; a refused one does not fail the release.
+                let reply = reply.map(|mut r| {
+                    if behind_ping && !r.is_empty() {
+                        r.remove(0);
+                    }
+                    r
+                });
                 self.on_releases_reply(&locks, id, reply, now)
             }
             Pending::Confirm { locks, route, left } => {

@@ -469,6 +469,7 @@ impl World {
                     self.effects(fx);
                 }
                 Command::Role => conn.done.push(self.fake.role(self.now)),
+                Command::Ping => conn.done.push(Reply::Data(b"PONG".to_vec())),
                 Command::SetIfEq { key: k, value, ttl_ms } => {
                     let before = self.fake.offset();
                     let reply = self.fake.run_set_ifeq(&k, &value, ttl_ms, self.now, &mut self.dice);
