@@ -91,7 +91,8 @@ pub enum Command {
     /// `PING`, its reply ignored: sent in front of a release that will likely hand its lock
     /// on, so that the server writes the hand-off's message before the release's reply. A
     /// server writes the replies of one event-loop pass newest client first, and the
-    /// releaser's client is then already among them (`docs/protocol.md`, *Releasing*).
+    /// releaser's client is then already among them (`docs/protocol.md`, *A release behind a
+    /// `PING`*). A driver must send it and hand back its reply like any other command.
     Ping,
     /// `SET key value IFEQ value PX ttl_ms`: an owner-checked renewal in one command, on a
     /// server that offers `IFEQ` (Valkey 8.1+, Redis 8.4+; [`crate::Engine::set_ifeq`]). The

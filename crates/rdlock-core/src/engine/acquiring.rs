@@ -136,6 +136,9 @@ impl Engine {
             }
             Ok(Attempt::HeldByOther { holder_ttl, fence }) => {
                 let granted = a.waiter.saw_holder(fence, sent_at, lock.unsure);
+                // Whatever follows, a grant now comes after another holder's: its release
+                // will likely hand the lock on.
+                lock.contended = true;
                 if abandoned {
                     if try_only { self.finish(id, now) } else { self.send_release(id, Then::Silent, now) }
                 } else if try_only {
@@ -236,8 +239,7 @@ impl Engine {
     pub(super) fn become_held(&mut self, id: LockId, fence: u64, from: Instant, valid_until: Instant, now: Instant) {
         self.drop_subscription(id, now);
         let Some(lock) = self.locks.get_mut(&id) else { return };
-        let Some((op, waited)) = lock.acquisition().map(|a| (a.op, a.waiter.anchor.is_some())) else { return };
-        lock.contended = waited;
+        let Some(op) = lock.acquisition().map(|a| a.op) else { return };
         let lease = Lease::new(&lock.opts, fence, from, valid_until);
         if lock.opts.auto_renew {
             self.renewals.insert((lease.renew_before, id));

@@ -198,11 +198,16 @@ impl Engine {
     fn send_batch(&mut self, (kind, route): Lane, b: Open) -> bool {
         let locks: Vec<LockId> = b.locks.into_iter().filter(|id| self.locks.contains_key(id)).collect();
         let n = locks.len();
-        // A lone release that will likely hand the lock on goes behind a `PING` (`Command::Ping`),
-        // on a standalone server: in a cluster an `ASKING` in front would apply to the `PING`.
+        // Releases that will likely hand a lock on (held, after another holder) go behind a
+        // `PING` (`Command::Ping`), on a standalone server: in a cluster an `ASKING` in front
+        // would apply to the `PING`.
         let behind_ping = self.config.release_behind_ping
             && route.node == Node::Primary
-            && matches!((kind, locks.as_slice()), (Kind::Release, [id]) if self.locks[id].contended);
+            && kind == Kind::Release
+            && locks.iter().any(|id| {
+                let lock = &self.locks[id];
+                lock.contended && matches!(&lock.phase, Phase::Releasing(r) if r.valid_at_start())
+            });
         let command = match (kind, locks.as_slice()) {
             (_, []) => return false,
             (Kind::Release, [id]) => {

@@ -25,8 +25,8 @@ pub(crate) struct Lock {
     pub attempted: bool,
     /// An attempt got no answer: it may still run on the server, even after a release.
     pub unsure: bool,
-    /// It found another holder before it was granted: its release likely hands it on, so it
-    /// goes behind a `PING` (`Command::Ping`).
+    /// An attempt of it found another holder: a grant comes after that holder's, and its
+    /// release will likely hand the lock on, so it goes behind a `PING` (`Command::Ping`).
     pub contended: bool,
     /// The wake-up the timer heap holds for this lock.
     pub timer: Option<Instant>,
