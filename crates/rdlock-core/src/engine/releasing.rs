@@ -94,7 +94,8 @@ impl Engine {
             Some(_) => self.reschedule(id),
             None => self.finish(id, now),
         }
-        // Handed to a waiter of this engine: its grant is here, ahead of its message.
+        // Handed to a waiter of this engine: its grant is here, whichever of the reply and the
+        // message comes first (a release behind a PING has the message written first).
         let announced = reply
             .as_ref()
             .ok()
