@@ -1576,14 +1576,16 @@ fn shared_wait_wakes_on_a_keyspace_deletion_after_a_courtesy_delay() {
     h.reply(&retry, pair(1, 77));
     assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
     // The shared release: owner-checked delete, announced on the channel; no queue, no fence.
+    // It found another holder first, so it goes behind a PING (the notice is written first).
     h.e.release(id, h.now).expect("held");
     let release = h.one();
-    let (s, keys, a) = script(&release);
+    assert_eq!(release.commands[0], Command::Ping);
+    let (s, keys, a) = script(&Request { commands: release.commands[1..].to_vec(), ..release.clone() });
     let names = LockKeys::new("orders").expect("a valid key");
     assert_eq!(s, Script::ReleaseShared);
     assert_eq!(keys, [names.lock, names.queue]);
     assert_eq!(a, [token(&first), names.channel]);
-    h.reply(&release, vec![Reply::Int(1)]);
+    h.reply(&release, vec![Reply::Data(b"PONG".to_vec()), Reply::Int(1)]);
     assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
     assert_eq!(h.e.poll_warning(), None);
 }
@@ -1697,6 +1699,46 @@ fn a_permit_runs_the_permit_scripts_and_renews_apart_from_locks() {
     h.e.release(sem, h.now).expect("held");
     let release = h.sent().into_iter().find(|r| script(r).0 == Script::PermitRelease).expect("a permit release");
     assert!(script(&release).2[1].ends_with(":1"), "the entry carries the weight");
+}
+
+#[test]
+fn a_permit_or_a_stored_value_that_waited_releases_behind_a_ping() {
+    // Releases outside the batches (a semaphore's permit, a mutex storing its value) go behind
+    // a PING as a lock's do once they found another holder; the PING's reply comes first and
+    // is nobody's, in front of the store's too.
+    let mut h = H::new();
+    let o = opts(1000);
+    let (sem, _) =
+        h.e.acquire_resource("jobs", Resource::Permit { capacity: 1 }, o, Acquire::Wait { deadline: None }, h.now)
+            .expect("valid input");
+    let first = h.one();
+    h.reply(&first, pair(0, -3));
+    assert!(h.sent().is_empty(), "waits for the subscription");
+    let Some(Transmit::Subscribe(channel)) = h.subs.pop() else { panic!("a subscription: {:?}", h.subs) };
+    h.e.handle_subscribed(&channel, h.now);
+    let recheck = h.one();
+    h.reply(&recheck, pair(1, 41));
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 41, .. }]));
+    h.e.release(sem, h.now).expect("held");
+    let release = h.one();
+    assert_eq!(release.commands[0], Command::Ping);
+    assert!(matches!(release.commands[1], Command::Script { script: Script::PermitRelease, .. }));
+    h.reply(&release, vec![Reply::Data(b"PONG".to_vec()), Reply::Int(1)]);
+    assert_eq!(h.events(), vec![Event::Released { outcome: ReleaseOutcome::Released }]);
+    // A mutex granted after a wait, released storing its value: PING, store, release; each
+    // reply read at its place behind the PING's.
+    let id = h.acquire_mutex("orders", Resource::mutex(), o);
+    let first = h.one();
+    h.reply(&first, pair(0, -3));
+    h.e.handle_subscribed(&inbox("orders"), h.now);
+    let recheck = h.one();
+    h.reply(&recheck, grant_with(12, b"9", b"v"));
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 12, .. }]));
+    let op = h.e.release_storing(id, value(b"w"), h.now).expect("held");
+    let req = h.one();
+    assert_eq!(kinds(&req), ["ping", "store", "release"]);
+    h.reply(&req, vec![Reply::Data(b"PONG".to_vec()), Reply::Int(0), Reply::Int(1)]);
+    assert_eq!(h.answers(), vec![(Some(op), Event::Released { outcome: ReleaseOutcome::NotHeld })], "the store's 0");
 }
 
 #[test]
@@ -2099,6 +2141,7 @@ fn kinds(req: &Request) -> Vec<&'static str> {
             Command::ScriptWithValue { script: Script::Store, .. } => "store",
             Command::Script { script: Script::Release, .. } => "release",
             Command::Wait { .. } => "wait",
+            Command::Ping => "ping",
             _ => "other",
         })
         .collect()

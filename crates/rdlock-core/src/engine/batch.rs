@@ -24,7 +24,7 @@ use super::acquiring::Attempt;
 use super::lock::{InFlight, Phase, Step};
 use super::releasing::release_command;
 use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending, TimerKey};
-use crate::command::{Command, Node, RequestId, Route};
+use crate::command::{Command, RequestId, Route};
 use crate::error::LockError;
 use crate::machine::Then;
 use crate::reply::{Reply, TransportError};
@@ -198,16 +198,8 @@ impl Engine {
     fn send_batch(&mut self, (kind, route): Lane, b: Open) -> bool {
         let locks: Vec<LockId> = b.locks.into_iter().filter(|id| self.locks.contains_key(id)).collect();
         let n = locks.len();
-        // Releases that will likely hand a lock on (held, after another holder) go behind a
-        // `PING` (`Command::Ping`), on a standalone server: in a cluster an `ASKING` in front
-        // would apply to the `PING`.
-        let behind_ping = self.config.release_behind_ping
-            && route.node == Node::Primary
-            && kind == Kind::Release
-            && locks.iter().any(|id| {
-                let lock = &self.locks[id];
-                lock.contended && matches!(&lock.phase, Phase::Releasing(r) if r.valid_at_start())
-            });
+        let behind_ping =
+            kind == Kind::Release && self.release_behind_ping(route, locks.iter().map(|id| &*self.locks[id]));
         let command = match (kind, locks.as_slice()) {
             (_, []) => return false,
             (Kind::Release, [id]) => {

@@ -160,7 +160,11 @@ pub struct LeaseView {
 #[derive(Debug)]
 enum Pending {
     Attempt(LockId),
-    Release(LockId),
+    Release {
+        lock: LockId,
+        /// Sent behind a `PING` (`Engine::release_behind_ping`), whose reply comes first.
+        behind_ping: bool,
+    },
     /// Releases of one lock (`release.lua`) or many (`release_batch.lua`), batched.
     Releases {
         locks: Vec<LockId>,
@@ -538,17 +542,12 @@ impl Engine {
         self.stats.requests_unanswered += u64::from(reply.is_err());
         match pending {
             Pending::Attempt(lock) => self.on_attempt_reply(lock, id, reply, now),
-            Pending::Release(lock) => self.on_release_reply(lock, id, reply, now),
+            Pending::Release { lock, behind_ping } => {
+                self.on_release_reply(lock, id, without_ping(reply, behind_ping), now)
+            }
             Pending::Releases { locks, route, left, behind_ping } => {
                 self.batch_answered(batch::Kind::Release, route, left, now);
-                // The `PING`'s reply is nobody's; a refused one does not fail the release.
-                let reply = reply.map(|mut r| {
-                    if behind_ping && !r.is_empty() {
-                        r.remove(0);
-                    }
-                    r
-                });
-                self.on_releases_reply(&locks, id, reply, now)
+                self.on_releases_reply(&locks, id, without_ping(reply, behind_ping), now)
             }
             Pending::Confirm { locks, route, left } => {
                 self.batch_answered(batch::Kind::Confirm, route, left, now);
@@ -843,4 +842,15 @@ impl Engine {
             }
         }
     }
+}
+
+/// A release's replies without the `PING`'s in front of them (`behind_ping`): that reply is
+/// nobody's, and a refused `PING` does not fail the release.
+fn without_ping(reply: Result<Vec<Reply>, TransportError>, behind_ping: bool) -> Result<Vec<Reply>, TransportError> {
+    reply.map(|mut r| {
+        if behind_ping && !r.is_empty() {
+            r.remove(0);
+        }
+        r
+    })
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::lock::{Lock, Phase};
 use super::{Engine, FENCE_TTL, HANDOFF_CLAIM, LockId, Pending};
-use crate::command::{Command, RequestId};
+use crate::command::{Command, Node, RequestId, Route};
 use crate::event::Warning;
 use crate::keys::LockKeys;
 use crate::machine::{Release, Then};
@@ -42,15 +42,20 @@ impl Engine {
         }
         let command = release_command(lock, self.client, self.release_fold(lock));
         let route = lock.route;
-        // A mutex's value goes first, on the same connection: the store runs while the key is
-        // still ours, and its confirmation before the lock is handed on.
-        let mut commands = Vec::with_capacity(3);
+        let behind_ping = self.release_behind_ping(route, [&**lock]);
+        // A mutex's value goes first, on the same connection (behind the `PING`, if any): the
+        // store runs while the key is still ours, and its confirmation before the lock is
+        // handed on.
+        let mut commands = Vec::with_capacity(4);
+        if behind_ping {
+            commands.push(Command::Ping);
+        }
         if let Some(write) = lock.write_back.as_deref() {
             commands.push(self.store_command(id, write));
             commands.extend(lock.opts.confirm.command(write.wanted));
         }
         commands.push(command);
-        let req = self.request(route, commands, Pending::Release(id));
+        let req = self.request(route, commands, Pending::Release { lock: id, behind_ping });
         if let Some(Phase::Releasing(r)) = self.locks.get_mut(&id).map(|l| &mut l.phase) {
             r.sent(req);
         }
@@ -110,6 +115,18 @@ impl Engine {
 }
 
 impl Engine {
+    /// Whether a release request on `route` for `locks` goes behind a [`Command::Ping`], so
+    /// that the server writes a hand-off's message before the release's reply
+    /// (`docs/protocol.md`, *A release behind a `PING`*): when one of them will likely hand
+    /// its lock on, being held when its release began after an attempt of it found another
+    /// holder; on a standalone server (in a cluster an `ASKING` in front would apply to the
+    /// `PING`).
+    pub(super) fn release_behind_ping<'a>(&self, route: Route, locks: impl IntoIterator<Item = &'a Lock>) -> bool {
+        self.config.release_behind_ping
+            && route.node == Node::Primary
+            && locks.into_iter().any(|l| l.contended && matches!(&l.phase, Phase::Releasing(r) if r.valid_at_start()))
+    }
+
     /// The queue TTL that asks a queue-mode release to fold its owner check into the hand-off's
     /// `SET ... IFEQ` (`release_folded` in `release_one.lua`): on a server that offers `IFEQ`,
     /// for a lock whose lease was valid when its release began. Any other release (a waiter
