@@ -42,11 +42,13 @@ impl Engine {
         }
         let command = release_command(lock, self.client, self.release_fold(lock));
         let route = lock.route;
-        let behind_ping = self.release_behind_ping(route, [&**lock]);
-        // A mutex's value goes first, on the same connection (behind the `PING`, if any): the
-        // store runs while the key is still ours, and its confirmation before the lock is
-        // handed on.
-        let mut commands = Vec::with_capacity(4);
+        // A mutex's store in front orders the server's replies as a `PING` would: its reply
+        // puts the releaser among the pending clients before the script. (Under a confirm
+        // policy the `WAIT` between them may let the release run in a later pass: not covered.)
+        let behind_ping = lock.write_back.is_none() && self.release_behind_ping(route, [&**lock]);
+        // A mutex's value goes first, on the same connection: the store runs while the key is
+        // still ours, and its confirmation before the lock is handed on.
+        let mut commands = Vec::with_capacity(3);
         if behind_ping {
             commands.push(Command::Ping);
         }
