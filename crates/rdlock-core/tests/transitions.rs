@@ -662,6 +662,37 @@ fn releases_beyond_two_in_flight_wait_for_one_and_leave_together() {
 }
 
 #[test]
+fn a_release_batch_with_a_lock_that_waited_goes_behind_a_ping() {
+    // Four releases, the last two batched behind the first two: the batch holds a lock that
+    // waited, so it goes behind a PING, and its reply is split after the PING's is dropped.
+    let mut h = H::new();
+    let mut ids: Vec<LockId> = (0..3).map(|i| h.held(&format!("k{i}"), opts(1000)).0).collect();
+    let (waited, tok) = h.queued("k3", opts(1000), None);
+    h.e.handle_message(&inbox("k3"), format!("{tok}:77").as_bytes(), h.now);
+    assert!(matches!(h.events()[..], [Event::Acquired { fence: 77, .. }]));
+    ids.push(waited);
+    let mut alone = Vec::new();
+    for id in &ids {
+        h.e.release(*id, h.now).expect("held");
+        alone.extend(h.sent());
+    }
+    assert_eq!(alone.len(), 2, "two in flight, the rest wait");
+    assert!(alone.iter().all(|r| r.commands.len() == 1), "granted at once: alone");
+    h.reply(&alone[0], vec![Reply::Int(1)]);
+    let batch = h.one();
+    assert_eq!(batch.commands[0], Command::Ping);
+    assert!(
+        matches!(&batch.commands[1], Command::Script { script: Script::ReleaseBatch, keys, .. } if keys.len() == 6)
+    );
+    h.reply(&batch, vec![Reply::Data(b"PONG".to_vec()), Reply::Array(vec![Reply::Int(1), Reply::Int(2)])]);
+    h.reply(&alone[1], vec![Reply::Int(1)]);
+    let events = h.events();
+    assert_eq!(events.len(), 4);
+    assert!(events.iter().all(|e| *e == Event::Released { outcome: ReleaseOutcome::Released }), "{events:?}");
+    assert_eq!(h.e.stats().handoffs, 1, "the batch's second item read as its own");
+}
+
+#[test]
 fn a_holders_release_folds_its_owner_check_where_set_takes_ifeq() {
     // Where `SET` takes `IFEQ`, a held lock's release asks the script to check the owner in
     // the hand-off's `SET` (a fifth argument, the queue ttl: 4 polls, at least 60 s); a

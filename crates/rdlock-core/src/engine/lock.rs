@@ -26,7 +26,8 @@ pub(crate) struct Lock {
     /// An attempt got no answer: it may still run on the server, even after a release.
     pub unsure: bool,
     /// An attempt of it found another holder: a grant comes after that holder's, and its
-    /// release will likely hand the lock on, so it goes behind a `PING` (`Command::Ping`).
+    /// release will likely hand the lock on, so it may go behind a `PING`
+    /// (`Engine::release_behind_ping`).
     pub contended: bool,
     /// The wake-up the timer heap holds for this lock.
     pub timer: Option<Instant>,

@@ -109,11 +109,12 @@ pub struct EngineConfig {
     /// per renewal; docs/performance.md). Drivers detect it at connect ([`Engine::set_ifeq`]);
     /// a refusal of the command turns it off.
     pub set_ifeq: bool,
-    /// Whether the release of a lock that found another holder before it was granted (so
-    /// that it will likely hand the lock on) goes behind a [`Command::Ping`] in one pipeline:
-    /// the server then writes the hand-off's message before the release's reply, one command
-    /// more per contended release (`docs/protocol.md`, *A release behind a `PING`*). Never in
-    /// a cluster.
+    /// Whether the release of a lock held when its release began, after an attempt of it
+    /// found another holder (so that it will likely hand the lock on), goes behind a
+    /// [`Command::Ping`] in one pipeline: the server then writes the hand-off's message before
+    /// the release's reply, one command more per contended release (`docs/protocol.md`, *A
+    /// release behind a `PING`*). Never in a cluster, nor for a mutex's release that stores
+    /// its value (the store in front orders the replies already).
     pub release_behind_ping: bool,
 }
 
@@ -171,7 +172,7 @@ enum Pending {
         route: Route,
         /// When it was sent (the engine's latest time then).
         left: Instant,
-        /// Sent behind a `PING` (`Lock::contended`), whose reply comes first.
+        /// Sent behind a `PING` (`Engine::release_behind_ping`), whose reply comes first.
         behind_ping: bool,
     },
     /// Confirmations of heard hand-offs in one `confirm.lua` call.

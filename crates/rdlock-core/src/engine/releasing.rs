@@ -42,10 +42,7 @@ impl Engine {
         }
         let command = release_command(lock, self.client, self.release_fold(lock));
         let route = lock.route;
-        // A mutex's store in front orders the server's replies as a `PING` would: its reply
-        // puts the releaser among the pending clients before the script. (Under a confirm
-        // policy the `WAIT` between them may let the release run in a later pass: not covered.)
-        let behind_ping = lock.write_back.is_none() && self.release_behind_ping(route, [&**lock]);
+        let behind_ping = self.release_behind_ping(route, [&**lock]);
         // A mutex's value goes first, on the same connection: the store runs while the key is
         // still ours, and its confirmation before the lock is handed on.
         let mut commands = Vec::with_capacity(3);
@@ -122,11 +119,16 @@ impl Engine {
     /// (`docs/protocol.md`, *A release behind a `PING`*): when one of them will likely hand
     /// its lock on, being held when its release began after an attempt of it found another
     /// holder; on a standalone server (in a cluster an `ASKING` in front would apply to the
-    /// `PING`).
+    /// `PING`). Not for a mutex's release that stores its value: the store in front orders the
+    /// server's replies as a `PING` would (its reply puts the releaser among the pending clients
+    /// before the script; under a confirm policy the `WAIT` between them may let the release
+    /// run in a later pass: not covered).
     pub(super) fn release_behind_ping<'a>(&self, route: Route, locks: impl IntoIterator<Item = &'a Lock>) -> bool {
         self.config.release_behind_ping
             && route.node == Node::Primary
-            && locks.into_iter().any(|l| l.contended && matches!(&l.phase, Phase::Releasing(r) if r.valid_at_start()))
+            && locks.into_iter().any(|l| {
+                l.contended && l.write_back.is_none() && matches!(&l.phase, Phase::Releasing(r) if r.valid_at_start())
+            })
     }
 
     /// The queue TTL that asks a queue-mode release to fold its owner check into the hand-off's

@@ -141,6 +141,16 @@ impl World {
     /// any other names the primary and runs the plain ones.
     fn check_route(&mut self, c: usize, req: &Request) {
         let cluster = self.clients[c].cluster;
+        // A `PING` only leads a release, off a cluster (an `ASKING` would apply to it), and
+        // never a mutex's store (whose reply already orders the server's writes).
+        let pinged = req.commands.iter().position(|cmd| *cmd == Command::Ping);
+        if let Some(at) = pinged {
+            let release = matches!(req.commands.get(1), Some(Command::Script { script, .. })
+                if matches!(script.base(), rdlock_core::Script::Release | rdlock_core::Script::ReleaseBatch | rdlock_core::Script::PermitRelease | rdlock_core::Script::ReleaseShared));
+            if at != 0 || !release || cluster || req.commands.len() != 2 {
+                self.checker.fail(self.now, format!("client {c}: a PING out of place: {req:?}"));
+            }
+        }
         for cmd in &req.commands {
             let (Command::Script { script, keys, .. } | Command::ScriptWithValue { script, keys, .. }) = cmd else {
                 continue;
