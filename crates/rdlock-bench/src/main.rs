@@ -92,6 +92,8 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
   --json FILE   also write every run's figures, medians and ratios as JSON
   --no-newer-commands
                 rdlock renews by script even where the server has SET IFEQ
+  --no-release-ping
+                rdlock's contended releases go alone, not behind a PING
   --newer       instead: the newer servers' commands (SET IFEQ, hash-field TTL, functions)
                 beside the scripts, per operation, on one server (RDLOCK_REDIS_SERVER)
   --scripts     instead: the server's cost of an uncontended cycle's script calls, pipelined,
@@ -182,6 +184,7 @@ fn parse_args() -> Result<Args, String> {
             "--engine" => args.engine = true,
             "--wake" => args.wake = true,
             "--no-newer-commands" => adapters::NEWER_COMMANDS.store(false, std::sync::atomic::Ordering::Relaxed),
+            "--no-release-ping" => adapters::RELEASE_PING.store(false, std::sync::atomic::Ordering::Relaxed),
             "--scenario" | "--scenarios" => {
                 chosen = Some(value()?.split(',').map(str::parse).collect::<Result<_, _>>()?);
             }

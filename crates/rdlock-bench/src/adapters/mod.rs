@@ -320,13 +320,21 @@ pub static TOKIO_WORKERS: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// `SET ... IFEQ` (`ClientConfig::newer_commands`), to measure the two side by side.
 pub static NEWER_COMMANDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
+/// `--no-release-ping`: rdlock's contended releases go alone, not behind a `PING`
+/// (`EngineConfig::release_behind_ping`), to count the commands without it.
+pub static RELEASE_PING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// The configuration rdlock's adapters connect with to a single server (`Client::connect`)
 /// instead of `Client::open`'s defaults, when the run asks for one: only with
-/// `--no-newer-commands`, and never for sentinels or a cluster, which that flag does not cover.
+/// `--no-newer-commands` or `--no-release-ping`, and never for sentinels or a cluster, which
+/// those flags do not cover.
 pub fn client_config(url: &str) -> Option<rdlock_driver::ClientConfig> {
-    let newer = NEWER_COMMANDS.load(Ordering::Relaxed);
-    (!newer && url.starts_with("redis://"))
-        .then(|| rdlock_driver::ClientConfig { newer_commands: false, ..Default::default() })
+    let (newer, ping) = (NEWER_COMMANDS.load(Ordering::Relaxed), RELEASE_PING.load(Ordering::Relaxed));
+    ((!newer || !ping) && url.starts_with("redis://")).then(|| {
+        let mut config = rdlock_driver::ClientConfig { newer_commands: newer, ..Default::default() };
+        config.engine.release_behind_ping = ping;
+        config
+    })
 }
 
 /// A tokio runtime (multi-threaded unless `--tokio-workers 0`), made afresh per scenario run.
