@@ -92,6 +92,9 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
   --json FILE   also write every run's figures, medians and ratios as JSON
   --no-newer-commands
                 rdlock renews by script even where the server has SET IFEQ
+  --cycles N    each client's loop in a slice of S1-S3, S8 and S9 runs N cycles, not for the
+                slice's duration: two runs under an instruction counter with different N
+                subtract to a cost per cycle
   --no-release-ping
                 rdlock's contended releases go alone, not behind a PING
   --newer       instead: the newer servers' commands (SET IFEQ, hash-field TTL, functions)
@@ -184,6 +187,10 @@ fn parse_args() -> Result<Args, String> {
             "--engine" => args.engine = true,
             "--wake" => args.wake = true,
             "--no-newer-commands" => adapters::NEWER_COMMANDS.store(false, std::sync::atomic::Ordering::Relaxed),
+            "--cycles" => {
+                let n: usize = value()?.parse().map_err(|e| format!("--cycles: {e}"))?;
+                scenario::CYCLES.store(n, std::sync::atomic::Ordering::Relaxed);
+            }
             "--no-release-ping" => adapters::RELEASE_PING.store(false, std::sync::atomic::Ordering::Relaxed),
             "--scenario" | "--scenarios" => {
                 chosen = Some(value()?.split(',').map(str::parse).collect::<Result<_, _>>()?);

@@ -10,7 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -471,6 +471,11 @@ impl<L: Locker, E: Exec> Rig for CycleRig<L, E> {
     }
 }
 
+/// `--cycles N`: each client's loop in a slice of S1-S3 and S8-S9 runs exactly N cycles
+/// rather than for the slice's duration (0: by duration), so that instruction counts of two
+/// runs with different N subtract to a cost per cycle (`docs/performance.md`).
+pub static CYCLES: AtomicUsize = AtomicUsize::new(0);
+
 /// One client's part of a slice.
 #[derive(Clone, Debug)]
 struct Loop {
@@ -489,7 +494,8 @@ async fn client_loop<L: Locker, E: Exec>(locker: Arc<L>, exec: E, run: Loop) -> 
     let spec = Spec::default();
     let mut log = ClientLog { cycles: Vec::with_capacity(4 * 1024), ..ClientLog::default() };
     exec.sleep(start.saturating_duration_since(Instant::now())).await;
-    while Instant::now() < deadline {
+    let limit = CYCLES.load(Ordering::Relaxed);
+    while if limit > 0 { log.cycles.len() + (log.errors as usize) < limit } else { Instant::now() < deadline } {
         let wait_start = Instant::now();
         if counter {
             match locker.increment(&name, spec, hold).await {
