@@ -20,6 +20,30 @@ pub(crate) fn send_signal(pid: u32, sig: Signal) -> Result<()> {
     signal::kill(Pid::from_raw(raw), sig).map_err(|errno| TestkitError::Io(errno.into()))
 }
 
+/// Waits until process `pid` is stopped (state `T` in `/proc/<pid>/stat`), for at most
+/// [`STOP_PATIENCE`]. Where `/proc` cannot be read, returns at once.
+pub(crate) fn wait_stopped(pid: u32) -> Result<()> {
+    let path = format!("/proc/{pid}/stat");
+    let start = std::time::Instant::now();
+    loop {
+        let Ok(stat) = std::fs::read_to_string(&path) else { return Ok(()) };
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        if stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) == Some("T") {
+            return Ok(());
+        }
+        if start.elapsed() > STOP_PATIENCE {
+            return Err(TestkitError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("process {pid} not stopped {STOP_PATIENCE:?} after SIGSTOP"),
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
+/// How long [`wait_stopped`] waits for a stop to take effect.
+const STOP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A spawn request for [`spawn_tied`]'s thread, and where its answer goes.
 type Request = (Command, Sender<std::io::Result<Child>>);
 

@@ -332,12 +332,14 @@ impl RedisServer {
         self.lock().paused
     }
 
-    /// Freezes the process with SIGSTOP: connections stay open, nothing is answered.
+    /// Freezes the process with SIGSTOP: connections stay open, nothing is answered. Returns
+    /// once the kernel reports it stopped: the signal is delivered asynchronously, and a
+    /// server still running for a moment after `kill` could answer what a test sends next.
     pub fn pause(&self) -> Result<()> {
         let mut state = self.running_state()?;
         send_signal(state.pid, Signal::SIGSTOP)?;
         state.paused = true;
-        Ok(())
+        crate::process::wait_stopped(state.pid)
     }
 
     /// Lets a paused process go on with SIGCONT.
