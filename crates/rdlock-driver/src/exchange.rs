@@ -57,7 +57,6 @@ impl<'a> Exchange<'a> {
 
     /// The request as one command, when it is one (the usual case: a script call): sent
     /// alone, it needs none of a pipeline's buffers. Its reply is the answer's only value.
-    #[cfg(feature = "async")]
     pub(crate) fn single(&self) -> Option<redis::Cmd> {
         match self.commands {
             [c] if !self.asking => Some(convert::command(c, self.eval)),

@@ -236,7 +236,7 @@ pub struct Engine {
     next_op: u64,
     /// Boxed: a map slot then costs a pointer, not a whole lock, for every spare bucket.
     locks: IdMap<LockId, Box<Lock>>,
-    by_token: HashMap<u128, LockId>,
+    by_token: IdMap<u128, LockId>,
     pending: IdMap<RequestId, Pending>,
     subs: Subscriptions,
     timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
@@ -309,7 +309,7 @@ impl Engine {
             next_req: 0,
             next_op: 0,
             locks: IdMap::default(),
-            by_token: HashMap::new(),
+            by_token: IdMap::default(),
             pending: IdMap::default(),
             timers: BinaryHeap::new(),
             renewals: BTreeSet::new(),
