@@ -144,6 +144,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_stopped_process_is_seen_stopped() {
+        let mut child = spawn_tied({
+            let mut c = Command::new("sleep");
+            c.arg("30");
+            c
+        })
+        .expect("spawn sleep");
+        let state = |pid: u32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).map(str::to_owned)
+        };
+        send_signal(child.id(), Signal::SIGSTOP).expect("SIGSTOP");
+        wait_stopped(child.id()).expect("stopped");
+        assert_eq!(state(child.id()).as_deref(), Some("T"));
+        send_signal(child.id(), Signal::SIGCONT).expect("SIGCONT");
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+    }
+
+    #[test]
     fn last_lines_takes_the_end() {
         assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
         assert_eq!(last_lines("a", 5), "a");
