@@ -20,15 +20,17 @@ pub(crate) fn send_signal(pid: u32, sig: Signal) -> Result<()> {
     signal::kill(Pid::from_raw(raw), sig).map_err(|errno| TestkitError::Io(errno.into()))
 }
 
-/// Waits until process `pid` is stopped (state `T` in `/proc/<pid>/stat`), for at most
-/// [`STOP_PATIENCE`]. Where `/proc` cannot be read, returns at once.
+/// Waits until process `pid` is stopped (state `T`, or `t` under a tracer, in
+/// `/proc/<pid>/stat`), for at most [`STOP_PATIENCE`]. A dead process (`Z`, `X`) answers
+/// nothing either, and where `/proc` cannot be read it returns at once.
 pub(crate) fn wait_stopped(pid: u32) -> Result<()> {
     let path = format!("/proc/{pid}/stat");
     let start = std::time::Instant::now();
     loop {
         let Ok(stat) = std::fs::read_to_string(&path) else { return Ok(()) };
         // The state follows the command name, which is in parentheses and may hold any byte.
-        if stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) == Some("T") {
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+        if matches!(state, Some("T" | "t" | "Z" | "X")) {
             return Ok(());
         }
         if start.elapsed() > STOP_PATIENCE {

@@ -440,7 +440,7 @@ impl Cell<Threads> {
         loop {
             let answer = match exchange.single() {
                 // A single command goes without a pipeline, as on the async side (the
-                // pipeline's encoding and reply buffers: ~1,200 instructions per S1 cycle); a
+                // pipeline's encoding and reply buffers: ~2,800 instructions per S1 cycle); a
                 // server error is then a value too, as in the pipeline.
                 Some(cmd) => conn.conn.req_command(&cmd).map(|v| vec![v]),
                 None => exchange.pipeline().query::<Vec<Value>>(&mut conn.conn),
