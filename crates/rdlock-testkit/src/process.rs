@@ -27,10 +27,8 @@ pub(crate) fn wait_stopped(pid: u32) -> Result<()> {
     let path = format!("/proc/{pid}/stat");
     let start = std::time::Instant::now();
     loop {
-        let Ok(stat) = std::fs::read_to_string(&path) else { return Ok(()) };
-        // The state follows the command name, which is in parentheses and may hold any byte.
-        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-        if matches!(state, Some("T" | "t" | "Z" | "X")) {
+        let Some(state) = process_state(&path) else { return Ok(()) };
+        if matches!(state.as_str(), "T" | "t" | "Z" | "X") {
             return Ok(());
         }
         if start.elapsed() > STOP_PATIENCE {
@@ -41,6 +39,13 @@ pub(crate) fn wait_stopped(pid: u32) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
+}
+
+/// The state letter in `/proc/<pid>/stat` (at `path`), if it can be read.
+fn process_state(path: &str) -> Option<String> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The state follows the command name, which is in parentheses and may hold any byte.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).map(str::to_owned)
 }
 
 /// How long [`wait_stopped`] waits for a stop to take effect.
@@ -153,13 +158,9 @@ mod tests {
             c
         })
         .expect("spawn sleep");
-        let state = |pid: u32| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).map(str::to_owned)
-        };
         send_signal(child.id(), Signal::SIGSTOP).expect("SIGSTOP");
         wait_stopped(child.id()).expect("stopped");
-        assert_eq!(state(child.id()).as_deref(), Some("T"));
+        assert_eq!(process_state(&format!("/proc/{}/stat", child.id())).as_deref(), Some("T"));
         send_signal(child.id(), Signal::SIGCONT).expect("SIGCONT");
         child.kill().expect("kill");
         child.wait().expect("reap");

@@ -11,8 +11,8 @@ use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use rdlock_core::{Class, Command, Event, LockId, Node, OpId, Reply, Request, RequestId, Route, TransportError};
+use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
 use tracing::Instrument;
 
 use super::deadlines::Deadlines;
@@ -451,18 +451,9 @@ impl<R: Runtime> Cell<Tasks<R>> {
         let deadline = R::now() + exchange.limit(&self.config);
         let deadlines = &self.side.deadlines;
         loop {
-            let answer = match exchange.single() {
-                // A single command goes without a pipeline (no buffer of replies, no boxed
-                // future); a server error is then a value too, as in the pipeline.
-                Some(cmd) => {
-                    let send = std::pin::pin!(c.send_packed_command(&cmd));
-                    deadlines.bound::<R, _>(deadline, send).await.map(|r| r.map(|v| vec![v]))
-                }
-                None => {
-                    let pipe = exchange.pipeline();
-                    let query = std::pin::pin!(pipe.query_async::<Vec<Value>>(&mut c));
-                    deadlines.bound::<R, _>(deadline, query).await
-                }
+            let answer = {
+                let query = std::pin::pin!(exchange.query_async(&mut c));
+                deadlines.bound::<R, _>(deadline, query).await
             };
             let Some(answer) = answer else {
                 // A silent link: do not wait on it again.

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
 use rdlock_core::{Acquire, Event, LockId, LockOptions, LostReason, OpId, Quorum, Reply, Request, Rng, TransportError};
-use redis::Value;
 use redis::aio::MultiplexedConnection;
 
 use super::permits::Permits;
@@ -122,8 +121,7 @@ impl Shared {
         let deadline = R::now() + exchange.limit(&self.config);
         loop {
             let left = deadline.saturating_duration_since(R::now());
-            let pipe = exchange.pipeline();
-            let Some(answer) = timeout::<R, _>(left, pipe.query_async::<Vec<Value>>(&mut c)).await else {
+            let Some(answer) = timeout::<R, _>(left, exchange.query_async(&mut c)).await else {
                 member.reset();
                 return Err(TransportError::Timeout);
             };

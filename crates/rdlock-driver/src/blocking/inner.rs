@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdlock_core::{Class, Command, Event, LockId, Node, OpId, Reply, Request, RequestId, Route, TransportError};
-use redis::{Connection, ConnectionLike, Value};
+use redis::Connection;
 
 use crate::cell::{self, Cell, Side};
 use crate::cluster;
@@ -438,13 +438,7 @@ impl Cell<Threads> {
             conn.read_timeout = limit;
         }
         loop {
-            let answer = match exchange.single() {
-                // A single command goes without a pipeline, as on the async side (the
-                // pipeline's encoding and reply buffers: ~2,800 instructions per S1 cycle); a
-                // server error is then a value too, as in the pipeline.
-                Some(cmd) => conn.conn.req_command(&cmd).map(|v| vec![v]),
-                None => exchange.pipeline().query::<Vec<Value>>(&mut conn.conn),
-            };
+            let answer = exchange.query(&mut conn.conn);
             if let Some(done) = exchange.answer(answer) {
                 if done.reusable {
                     pool.put(conn.epoch, conn, background);

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdlock_core::{Acquire, LockId, LockOptions, LostReason, OpId, Quorum, Reply, Request, Rng, TransportError};
-use redis::{Connection, Value};
+use redis::Connection;
 
 use crate::config::ClientConfig;
 use crate::error::Error;
@@ -300,7 +300,7 @@ fn exchange(
         return exchange.unsent(&e);
     }
     loop {
-        let answer = exchange.pipeline().query::<Vec<Value>>(c);
+        let answer = exchange.query(c);
         if let Some(done) = exchange.answer(answer) {
             if !done.reusable {
                 *conn = None;
