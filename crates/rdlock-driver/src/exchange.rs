@@ -1,6 +1,7 @@
-//! One request's exchange with the server, without I/O: the pipeline to send (by hash, then
-//! by source after `NOSCRIPT`), what its answer means, and whether the connection may serve
-//! another request. Each driver sends and waits its own way around it.
+//! One request's exchange with the server: what to send (by hash, then by source after
+//! `NOSCRIPT`; one command alone, more as a pipeline), sent on the connection a driver gives
+//! it, what its answer means, and whether the connection may serve another request. Each
+//! driver picks the connection and bounds the wait its own way around it.
 
 use std::time::Duration;
 
