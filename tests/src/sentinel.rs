@@ -282,7 +282,7 @@ pub async fn a_waiter_follows_a_sentinel_failover<H: Harness>() {
     wait_until("the waiter queued", Duration::from_secs(5), || inbox_subscribers(&mut conn, KEY) == 1);
     let switched = Instant::now();
     topo.sentinels.failover().expect("SENTINEL FAILOVER");
-    let new = topo.sentinels.wait_for_new_master(topo.primary().port(), FOLLOW_BOUND).expect("a new primary");
+    let new = topo.sentinels.wait_for_failover(topo.primary().port(), FOLLOW_BOUND).expect("a new primary");
     let new_addr = Some(new.to_string());
     while H::sentinel_primary(&holder) != new_addr || H::sentinel_primary(&waiter) != new_addr {
         assert!(switched.elapsed() < FOLLOW_BOUND, "the clients did not follow the failover");
@@ -337,7 +337,7 @@ pub async fn sentinel_every_primitive_works_across_a_failover<H: Harness>() {
     let old = topology.primary().addr();
     let switched = Instant::now();
     topology.sentinels.failover().expect("SENTINEL FAILOVER");
-    topology.sentinels.wait_for_new_master(old.port(), FOLLOW_BOUND).expect("a new primary");
+    topology.sentinels.wait_for_failover(old.port(), FOLLOW_BOUND).expect("a new primary");
     for c in [&client, &other] {
         while H::sentinel_primary(c).is_none_or(|on| on == old.to_string()) {
             assert!(switched.elapsed() < FOLLOW_BOUND, "[{}] still on the old primary", H::NAME);

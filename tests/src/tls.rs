@@ -248,7 +248,7 @@ pub async fn tls_sentinel_handoff_across_a_failover<H: Harness>() {
     wait_until("the waiter subscribed over TLS", PATIENCE, || inbox_subscribers(&mut conn, KEY) == 1);
     let switched = Instant::now();
     sentinels.failover().expect("SENTINEL FAILOVER");
-    let new = sentinels.wait_for_new_master(old.port(), FOLLOW_BOUND).expect("a new primary").to_string();
+    let new = sentinels.wait_for_failover(old.port(), FOLLOW_BOUND).expect("a new primary").to_string();
     for client in [&holder, &waiter] {
         while H::sentinel_primary(client).as_deref() != Some(new.as_str()) {
             assert!(switched.elapsed() < FOLLOW_BOUND, "[{}] a client did not follow the failover over TLS", H::NAME);

@@ -1804,7 +1804,7 @@ fn soak_sentinel_faults() -> TestResult {
                 s.h.note(format!("SENTINEL FAILOVER of :{}", primary.port()));
                 let fault = match sentinels.failover() {
                     Ok(()) => {
-                        let new = sentinels.wait_for_new_master(primary.port(), FOLLOW)?;
+                        let new = sentinels.wait_for_failover(primary.port(), FOLLOW)?;
                         every_sentinel_names(&sentinels, new, FOLLOW)?;
                         s.h.note(format!("the sentinels agree on :{}", new.port()));
                         let on_new = format!(" {})", new.port());

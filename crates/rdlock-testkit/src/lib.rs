@@ -53,7 +53,7 @@
 //! let sentinels = Sentinels::start(&replicated, 3)?;
 //! let old = replicated.primary().port();
 //! sentinels.failover()?;
-//! let new_primary = sentinels.wait_for_new_master(old, Duration::from_secs(10))?;
+//! let new_primary = sentinels.wait_for_failover(old, Duration::from_secs(10))?;
 //! assert_ne!(new_primary.port(), old);
 //! # Ok(())
 //! # }

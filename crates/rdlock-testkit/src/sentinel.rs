@@ -15,11 +15,16 @@ pub const MASTER_NAME: &str = "mymaster";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long [`Sentinels::failover`] retries while no replica is eligible yet.
 const FAILOVER_RETRY: Duration = Duration::from_secs(5);
+/// How long [`Sentinels::wait_for_failover`] gives a failover it asked for before it looks
+/// for one given up.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
 /// Read timeout of queries to sentinels, so one paused sentinel is skipped quickly.
 const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// The sentinels' ping period (see [`Sentinels::start`]).
 const PING_PERIOD_MS: u64 = 300;
+/// The sentinels' info period (see [`Sentinels::start`]).
+const INFO_PERIOD_MS: u64 = 500;
 
 /// What the sentinels monitor: the primary's address and how many replicas
 /// they must have discovered before they count as ready.
@@ -52,9 +57,9 @@ impl From<SocketAddr> for SentinelTarget {
 /// Sentinel processes monitoring one primary as [`MASTER_NAME`], stopped when dropped.
 ///
 /// They run with test timings: quorum 2 (1 for a single sentinel),
-/// `down-after-milliseconds 2000`, `failover-timeout 2000`, an info and hello
-/// period of 200 ms and a ping period of 300 ms, so failures are noticed within
-/// about two seconds, and a TILT period of 2 s.
+/// `down-after-milliseconds 2000`, `failover-timeout 2000`, an info period of
+/// 500 ms, a hello period of 1 s and a ping period of 300 ms, so failures are noticed
+/// within about two seconds, and a TILT period of 2 s.
 /// Each sentinel is a [`RedisServer`] in sentinel mode, so it can be paused,
 /// killed or restarted like any server.
 #[derive(Debug)]
@@ -118,11 +123,19 @@ impl Sentinels {
             // configuration reached it (CI, TLS sentinels): the primary then reported itself a
             // replica, was "down", and a second failover undid the first. At 1 s the wait is
             // 4 s, against about 2 s for the leader's INFO and its announcement.
+            // The info period is 500 ms, not 200: while a failover is under way the sentinels
+            // send INFO to replicas only once a second, yet a failover asked for (the primary
+            // is not down) takes a replica only if its last INFO reply is at most three info
+            // periods old. At 200 ms (0.6 s) that held only right after the request: when a
+            // stall put the leader in TILT before it chose (CI, all three sentinels stalled
+            // 3.4 s), the INFO it had was older and it gave up with "no good slave". Three
+            // periods of 500 ms (1.5 s) cover the once-a-second INFO, as five pings do when
+            // the primary is down.
             let mut conn = sentinel.admin_connection()?;
             redis::cmd("SENTINEL")
                 .arg("DEBUG")
                 .arg("info-period")
-                .arg(200)
+                .arg(INFO_PERIOD_MS)
                 .arg("publish-period")
                 .arg(1000)
                 .arg("ping-period")
@@ -207,39 +220,68 @@ impl Sentinels {
 
     /// Forces a failover (`SENTINEL FAILOVER mymaster`) through the first
     /// sentinel that answers; returns once it has started, not finished —
-    /// use [`wait_for_new_master`](Self::wait_for_new_master) for that.
+    /// use [`wait_for_failover`](Self::wait_for_failover) for that.
     ///
     /// While no replica is eligible yet (`NOGOODSLAVE`, e.g. right after a
     /// replica reconnected) it retries for a few seconds.
     pub fn failover(&self) -> Result<()> {
         let deadline = Instant::now() + FAILOVER_RETRY;
         loop {
-            let mut last_err = None;
-            for sentinel in &self.sentinels {
-                match query_connection(sentinel).and_then(|mut conn| {
-                    redis::cmd("SENTINEL")
-                        .arg("FAILOVER")
-                        .arg(MASTER_NAME)
-                        .query::<()>(&mut conn)
-                        .map_err(TestkitError::from)
-                }) {
-                    Ok(()) => return Ok(()),
-                    Err(err) => last_err = Some(err),
-                }
-            }
-            let retry = matches!(&last_err, Some(TestkitError::Redis(e)) if e.code() == Some("NOGOODSLAVE"));
+            let last_err = match self.ask_failover() {
+                Ok(()) => return Ok(()),
+                Err(err) => err,
+            };
+            let retry = matches!(&last_err, TestkitError::Redis(e) if e.code() == Some("NOGOODSLAVE"));
             if !retry || Instant::now() >= deadline {
-                return Err(last_err.unwrap_or_else(|| TestkitError::NotRunning { what: "any sentinel".into() }));
+                return Err(last_err);
             }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
+    /// One `SENTINEL FAILOVER mymaster`, through the first sentinel that takes it.
+    fn ask_failover(&self) -> Result<()> {
+        let mut last_err = None;
+        for sentinel in &self.sentinels {
+            match query_connection(sentinel).and_then(|mut conn| {
+                redis::cmd("SENTINEL")
+                    .arg("FAILOVER")
+                    .arg(MASTER_NAME)
+                    .query::<()>(&mut conn)
+                    .map_err(TestkitError::from)
+            }) {
+                Ok(()) => return Ok(()),
+                Err(err) => last_err = Some(err),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| TestkitError::NotRunning { what: "any sentinel".into() }))
+    }
+
     /// Waits until the failover away from the primary on `old_port` is done:
     /// every sentinel that answers reports the same new primary and that
     /// server says it is a master. Returns the new primary's address.
+    ///
+    /// For a failover the sentinels start themselves (the primary was killed or paused);
+    /// after one asked with [`failover`](Self::failover), use
+    /// [`wait_for_failover`](Self::wait_for_failover).
     pub fn wait_for_new_master(&self, old_port: u16, timeout: Duration) -> Result<SocketAddr> {
+        self.wait_new_master(old_port, timeout, false)
+    }
+
+    /// Like [`wait_for_new_master`](Self::wait_for_new_master), for a failover asked with
+    /// [`failover`](Self::failover): if the sentinels give it up (every one still names the
+    /// old primary and none is failing over), it is asked for again.
+    ///
+    /// The sentinels retry a failover of a primary they find down, but never one they were
+    /// asked for: a stall of the leader (TILT) during the promotion, or no replica fit to
+    /// promote when it chose, ends it for good (`-failover-abort-...`).
+    pub fn wait_for_failover(&self, old_port: u16, timeout: Duration) -> Result<SocketAddr> {
+        self.wait_new_master(old_port, timeout, true)
+    }
+
+    fn wait_new_master(&self, old_port: u16, timeout: Duration, ask_again: bool) -> Result<SocketAddr> {
         let deadline = Instant::now() + timeout;
+        let mut asked = Instant::now();
         loop {
             let reports: Vec<SocketAddr> = self.sentinels.iter().filter_map(|s| reported_master(s).ok()).collect();
             if let Some(&first) = reports.first()
@@ -248,6 +290,15 @@ impl Sentinels {
                 && self.is_master(first)
             {
                 return Ok(first);
+            }
+            if ask_again
+                && asked.elapsed() >= ASK_AGAIN_AFTER
+                && reports.iter().all(|addr| addr.port() == old_port)
+                && !self.failing_over()
+            {
+                // Refused while no replica is fit yet (NOGOODSLAVE): the next round asks again.
+                let _ = self.ask_failover();
+                asked = Instant::now();
             }
             if Instant::now() >= deadline {
                 return Err(TestkitError::Timeout {
@@ -260,6 +311,16 @@ impl Sentinels {
             }
             std::thread::sleep(POLL_INTERVAL);
         }
+    }
+
+    /// Whether a sentinel that answers is failing over (`failover_in_progress` among the
+    /// primary's flags).
+    fn failing_over(&self) -> bool {
+        self.sentinels.iter().any(|s| {
+            master_state(s).is_ok_and(|state| {
+                state.get("flags").is_some_and(|flags| flags.split(',').any(|f| f == "failover_in_progress"))
+            })
+        })
     }
 }
 

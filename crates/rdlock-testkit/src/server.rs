@@ -152,7 +152,7 @@ impl ServerBuilder {
             (None, false) => binary::server()?,
             (None, true) => binary::sentinel()?,
         };
-        let dir = tempfile::Builder::new().prefix("rdlock-testkit-").tempdir()?;
+        let dir = scratch_dir()?;
         let mode = match self.sentinel_config {
             Some(config) => {
                 // Sentinel rewrites this file as it learns about the topology.
@@ -194,6 +194,20 @@ impl ServerBuilder {
             log_tail: tail_file(&dir.path().join(LOG_FILE), PANIC_TAIL_LINES),
         })
     }
+}
+
+/// A server's own directory, in memory (`/dev/shm`) where the machine has it.
+///
+/// Sentinels save their configuration with an `fsync` before they answer a vote, cluster
+/// nodes theirs on every change, replicas their first copy of the data, and the durable
+/// cases every write. On a disk busy with other writes one `fsync` can stall a server for
+/// seconds, long enough to put a sentinel in TILT (in CI all three of a case stalled 3.4 s
+/// together, in the middle of a failover's vote). In memory it returns at once, and the
+/// servers behave the same otherwise.
+fn scratch_dir() -> std::io::Result<TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("rdlock-testkit-");
+    builder.tempdir_in("/dev/shm").or_else(|_| builder.tempdir())
 }
 
 /// A running `redis-server` on a free loopback port, stopped when dropped.

@@ -22,7 +22,7 @@ fn forced_failover_promotes_a_replica() -> TestResult {
 
     let old = replicated.primary().port();
     sentinels.failover()?;
-    let new = sentinels.wait_for_new_master(old, Duration::from_secs(15))?;
+    let new = sentinels.wait_for_failover(old, Duration::from_secs(15))?;
     let replica_ports: Vec<u16> = replicated.replicas().iter().map(RedisServer::port).collect();
     assert!(replica_ports.contains(&new.port()), "{new} is one of {replica_ports:?}");
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -33,13 +33,79 @@ fn forced_failover_promotes_a_replica() -> TestResult {
     Ok(())
 }
 
+/// A failover the sentinels give up is asked for again. Here its leader stops before it
+/// chooses a replica, and back from TILT finds none it may promote (priority 0): it gives up
+/// for good, and only a new request moves the primary.
+#[test]
+fn a_failover_given_up_is_asked_again() -> TestResult {
+    let replicated = Replicated::start(2)?;
+    let sentinels = Sentinels::start(&replicated, 3)?;
+    let old = replicated.primary().port();
+    let priority = |value: u32| -> TestResult {
+        for replica in replicated.replicas() {
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("replica-priority")
+                .arg(value)
+                .query::<()>(&mut replica.connection()?)?;
+        }
+        Ok(())
+    };
+    sentinels.failover()?;
+    let leader = sentinels.sentinel(0);
+    leader.pause()?;
+    priority(0)?;
+    std::thread::sleep(Duration::from_millis(2500));
+    leader.resume()?;
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = leader.log_tail(200);
+        // A leader that chose before it stopped promotes anyway: nothing is given up then.
+        if log.contains("-failover-abort") || log.contains("+selected-slave") {
+            println!(
+                "the leader {}",
+                if log.contains("-failover-abort") { "gave up" } else { "chose before it stopped" }
+            );
+            break;
+        }
+        assert!(Instant::now() < until, "the leader neither chose nor gave up:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    priority(100)?;
+    let new = sentinels.wait_for_failover(old, Duration::from_secs(20))?;
+    let replica_ports: Vec<u16> = replicated.replicas().iter().map(RedisServer::port).collect();
+    assert!(replica_ports.contains(&new.port()), "{new} is one of {replica_ports:?}");
+    Ok(())
+}
+
+/// A failover whose leader stalls before it chooses a replica (and so goes into TILT) still
+/// ends with a new primary, without being asked for again.
+#[test]
+fn a_failover_survives_its_leader_stalling() -> TestResult {
+    let replicated = Replicated::start(2)?;
+    let sentinels = Sentinels::start(&replicated, 3)?;
+    let old = replicated.primary().port();
+    sentinels.failover()?;
+    let leader = sentinels.sentinel(0);
+    leader.pause()?;
+    std::thread::sleep(Duration::from_millis(2500));
+    leader.resume()?;
+    let new = sentinels.wait_for_new_master(old, Duration::from_secs(15));
+    let log = leader.log_tail(200);
+    assert!(log.contains("+tilt"), "the leader's stall was a TILT:\n{log}");
+    let new = new.map_err(|e| format!("{e}\n{log}"))?;
+    let replica_ports: Vec<u16> = replicated.replicas().iter().map(RedisServer::port).collect();
+    assert!(replica_ports.contains(&new.port()), "{new} is one of {replica_ports:?}");
+    Ok(())
+}
+
 #[test]
 fn a_killed_primary_is_replaced() -> TestResult {
     let replicated = Replicated::start(1)?;
     let sentinels = Sentinels::start(&replicated, 3)?;
     let old = replicated.primary().port();
     replicated.primary().kill()?;
-    let new = sentinels.wait_for_new_master(old, Duration::from_secs(20))?;
+    let new = sentinels.wait_for_failover(old, Duration::from_secs(20))?;
     assert_eq!(new, replicated.replica(0).addr());
     Ok(())
 }
