@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, TestkitError};
@@ -65,6 +66,8 @@ impl From<SocketAddr> for SentinelTarget {
 #[derive(Debug)]
 pub struct Sentinels {
     sentinels: Vec<RedisServer>,
+    /// The sentinel that took the last [`Sentinels::failover`]: the one that runs it.
+    leader: Mutex<Option<usize>>,
 }
 
 impl Sentinels {
@@ -144,7 +147,7 @@ impl Sentinels {
                 .arg(2000)
                 .query::<()>(&mut conn)?;
         }
-        let sentinels = Sentinels { sentinels };
+        let sentinels = Sentinels { sentinels, leader: Mutex::new(None) };
         sentinels.wait_ready(&target, count)?;
         Ok(sentinels)
     }
@@ -227,10 +230,21 @@ impl Sentinels {
     pub fn failover(&self) -> Result<()> {
         let deadline = Instant::now() + FAILOVER_RETRY;
         loop {
-            let last_err = match self.ask_failover() {
-                Ok(()) => return Ok(()),
-                Err(err) => err,
-            };
+            let mut last_err = None;
+            for i in 0..self.sentinels.len() {
+                // INPROG: this sentinel already leads one, which is the one to wait for.
+                match self.ask_failover(i).or_else(|e| match e {
+                    TestkitError::Redis(ref r) if r.code() == Some("INPROG") => Ok(()),
+                    e => Err(e),
+                }) {
+                    Ok(()) => {
+                        *self.leader.lock().unwrap_or_else(PoisonError::into_inner) = Some(i);
+                        return Ok(());
+                    }
+                    Err(err) => last_err = Some(err),
+                }
+            }
+            let last_err = last_err.unwrap_or_else(|| TestkitError::NotRunning { what: "any sentinel".into() });
             let retry = matches!(&last_err, TestkitError::Redis(e) if e.code() == Some("NOGOODSLAVE"));
             if !retry || Instant::now() >= deadline {
                 return Err(last_err);
@@ -239,22 +253,17 @@ impl Sentinels {
         }
     }
 
-    /// One `SENTINEL FAILOVER mymaster`, through the first sentinel that takes it.
-    fn ask_failover(&self) -> Result<()> {
-        let mut last_err = None;
-        for sentinel in &self.sentinels {
-            match query_connection(sentinel).and_then(|mut conn| {
-                redis::cmd("SENTINEL")
-                    .arg("FAILOVER")
-                    .arg(MASTER_NAME)
-                    .query::<()>(&mut conn)
-                    .map_err(TestkitError::from)
-            }) {
-                Ok(()) => return Ok(()),
-                Err(err) => last_err = Some(err),
-            }
-        }
-        Err(last_err.unwrap_or_else(|| TestkitError::NotRunning { what: "any sentinel".into() }))
+    /// The sentinel that took the last [`failover`](Self::failover), which leads it.
+    pub fn failover_leader(&self) -> Option<&RedisServer> {
+        let leader = *self.leader.lock().unwrap_or_else(PoisonError::into_inner);
+        leader.map(|i| &self.sentinels[i])
+    }
+
+    /// One `SENTINEL FAILOVER mymaster` to sentinel `i`.
+    fn ask_failover(&self, i: usize) -> Result<()> {
+        let mut conn = query_connection(&self.sentinels[i])?;
+        redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER_NAME).query::<()>(&mut conn)?;
+        Ok(())
     }
 
     /// Waits until the failover away from the primary on `old_port` is done:
@@ -269,12 +278,14 @@ impl Sentinels {
     }
 
     /// Like [`wait_for_new_master`](Self::wait_for_new_master), for a failover asked with
-    /// [`failover`](Self::failover): if the sentinels give it up (every one still names the
-    /// old primary and none is failing over), it is asked for again.
+    /// [`failover`](Self::failover): if its leader gives it up, it is asked for again.
     ///
     /// The sentinels retry a failover of a primary they find down, but never one they were
-    /// asked for: a stall of the leader (TILT) during the promotion, or no replica fit to
-    /// promote when it chose, ends it for good (`-failover-abort-...`).
+    /// asked for: no replica fit to promote when the leader chooses, or a stall of the leader
+    /// (TILT) while it waits for the promotion, ends it for good (`-failover-abort-...`). It
+    /// is asked for again only of its leader, only once that leader answers, names the old
+    /// primary and is not failing over (the others learn of a requested failover only when
+    /// it is done, so asking one of them could start a second, competing one).
     pub fn wait_for_failover(&self, old_port: u16, timeout: Duration) -> Result<SocketAddr> {
         self.wait_new_master(old_port, timeout, true)
     }
@@ -282,6 +293,7 @@ impl Sentinels {
     fn wait_new_master(&self, old_port: u16, timeout: Duration, ask_again: bool) -> Result<SocketAddr> {
         let deadline = Instant::now() + timeout;
         let mut asked = Instant::now();
+        let leader = if ask_again { *self.leader.lock().unwrap_or_else(PoisonError::into_inner) } else { None };
         loop {
             let reports: Vec<SocketAddr> = self.sentinels.iter().filter_map(|s| reported_master(s).ok()).collect();
             if let Some(&first) = reports.first()
@@ -291,13 +303,13 @@ impl Sentinels {
             {
                 return Ok(first);
             }
-            if ask_again
+            if let Some(i) = leader
                 && asked.elapsed() >= ASK_AGAIN_AFTER
-                && reports.iter().all(|addr| addr.port() == old_port)
-                && !self.failing_over()
+                && gave_up(&self.sentinels[i], old_port)
             {
-                // Refused while no replica is fit yet (NOGOODSLAVE): the next round asks again.
-                let _ = self.ask_failover();
+                // Refused (NOGOODSLAVE while no replica is fit) or unanswered: a later round asks
+                // the same sentinel again.
+                let _ = self.ask_failover(i);
                 asked = Instant::now();
             }
             if Instant::now() >= deadline {
@@ -312,16 +324,15 @@ impl Sentinels {
             std::thread::sleep(POLL_INTERVAL);
         }
     }
+}
 
-    /// Whether a sentinel that answers is failing over (`failover_in_progress` among the
-    /// primary's flags).
-    fn failing_over(&self) -> bool {
-        self.sentinels.iter().any(|s| {
-            master_state(s).is_ok_and(|state| {
-                state.get("flags").is_some_and(|flags| flags.split(',').any(|f| f == "failover_in_progress"))
-            })
-        })
-    }
+/// Whether `leader` answers, still names the primary on `old_port`, and is not failing over
+/// (no `failover_in_progress` among the primary's flags): the failover it led was given up.
+fn gave_up(leader: &RedisServer, old_port: u16) -> bool {
+    master_state(leader).is_ok_and(|state| {
+        state.get("port").is_some_and(|port| port == &old_port.to_string())
+            && state.get("flags").is_some_and(|flags| !flags.split(',').any(|f| f == "failover_in_progress"))
+    })
 }
 
 /// A connection to `sentinel` whose queries give up quickly.

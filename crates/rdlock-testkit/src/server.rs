@@ -196,18 +196,27 @@ impl ServerBuilder {
     }
 }
 
-/// A server's own directory, in memory (`/dev/shm`) where the machine has it.
+/// A server's own directory: in memory (`/dev/shm`) where the machine has one with room to
+/// spare and `TMPDIR` does not say otherwise, else in the temporary directory.
 ///
-/// Sentinels save their configuration with an `fsync` before they answer a vote, cluster
-/// nodes theirs on every change, replicas their first copy of the data, and the durable
-/// cases every write. On a disk busy with other writes one `fsync` can stall a server for
-/// seconds, long enough to put a sentinel in TILT (in CI all three of a case stalled 3.4 s
-/// together, in the middle of a failover's vote). In memory it returns at once, and the
+/// Servers `fsync` in these tests: a sentinel its configuration at each new epoch and at a
+/// failover's steps, cluster nodes theirs on every change, replicas their first copy of the
+/// data, the durable cases every write. On a disk busy with other writes one `fsync` can stall
+/// a server for seconds, long enough to put a sentinel in TILT (in CI all three of a case
+/// stalled 3.4 s together in the middle of a failover). In memory it returns at once, and the
 /// servers behave the same otherwise.
 fn scratch_dir() -> std::io::Result<TempDir> {
+    /// What `/dev/shm` must have free (a container's is often 64 MiB).
+    const SHM_ROOM: u64 = 1 << 30;
     let mut builder = tempfile::Builder::new();
     builder.prefix("rdlock-testkit-");
-    builder.tempdir_in("/dev/shm").or_else(|_| builder.tempdir())
+    let shm = Path::new("/dev/shm");
+    let roomy = nix::sys::statvfs::statvfs(shm)
+        .is_ok_and(|fs| fs.blocks_available().saturating_mul(fs.fragment_size()) >= SHM_ROOM);
+    if std::env::var_os("TMPDIR").is_none() && roomy {
+        return builder.tempdir_in(shm).or_else(|_| builder.tempdir());
+    }
+    builder.tempdir()
 }
 
 /// A running `redis-server` on a free loopback port, stopped when dropped.
