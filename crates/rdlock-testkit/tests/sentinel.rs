@@ -5,7 +5,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{TestResult, assert_gone};
+use common::{TestResult, assert_gone, eventually};
 use rdlock_testkit::{MASTER_NAME, RedisServer, Replicated, Sentinels};
 
 #[test]
@@ -51,11 +51,9 @@ fn a_failover_given_up_is_asked_again() -> TestResult {
     let stalled = failover_with_a_stalled_leader(|r| priority(r, 0))?;
     let leader = stalled.sentinels.failover_leader().ok_or("no leader")?;
     if !stalled.chose_first {
-        let until = Instant::now() + Duration::from_secs(15);
-        while !leader.log_tail(200).contains("-failover-abort-no-good-slave") {
-            assert!(Instant::now() < until, "the leader did not give up:\n{}", leader.log_tail(200));
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let gave_up =
+            eventually(Duration::from_secs(15), || leader.log_tail(200).contains("-failover-abort-no-good-slave"));
+        assert!(gave_up, "the leader did not give up:\n{}", leader.log_tail(200));
     }
     priority(&stalled.replicated, 100)?;
     let new = stalled.sentinels.wait_for_failover(stalled.old, Duration::from_secs(20))?;
