@@ -120,6 +120,18 @@ fn capture() -> &'static Capture {
     })
 }
 
+/// A runtime's turn at the case: the runtimes built into one test binary share its subscriber,
+/// so their cases take turns, each from a clean capture, and one runtime's spans cannot pass
+/// for another's.
+pub fn turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let capture = capture();
+    capture.saw_acquire.store(false, Ordering::Relaxed);
+    capture.leaks.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    turn
+}
+
 /// The global subscriber must be owned; this one forwards to the leaked capture.
 struct Forward(&'static Capture);
 

@@ -4,13 +4,17 @@
 macro_rules! secrets {
     ($($feature:literal => $name:ident: $harness:ty),* $(,)?) => {
         $(
+            // Named `<runtime>::<case>`, as in the integration binary, so one filter picks a runtime.
             #[cfg(feature = $feature)]
-            #[test]
-            fn $name() {
-                rdlock_tests::run_case::<$harness, _, _>(
-                    "no_secret_in_logs_errors_or_debug_output",
-                    rdlock_tests::secrets::no_secret_in_logs_errors_or_debug_output::<$harness>,
-                );
+            mod $name {
+                #[test]
+                fn no_secret_in_logs_errors_or_debug_output() {
+                    let _turn = rdlock_tests::secrets::turn();
+                    rdlock_tests::run_case::<$harness, _, _>(
+                        "no_secret_in_logs_errors_or_debug_output",
+                        rdlock_tests::secrets::no_secret_in_logs_errors_or_debug_output::<$harness>,
+                    );
+                }
             }
         )*
     };
