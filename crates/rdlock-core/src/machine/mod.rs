@@ -11,7 +11,7 @@ pub use release::{Release, Then};
 pub use waiter::Waiter;
 
 /// The property tests' settings: a fixed seed, so that CI runs the same cases every time
-/// (`RDLOCK_PROPTEST_SEED=random` or a number explores, as for `tests/properties.rs`), and
+/// (`RDLOCK_PROPTEST_SEED=random` or a number explores, as for `tests/suite/properties.rs`), and
 /// no regression files written beside the sources.
 #[cfg(test)]
 pub(crate) fn proptest_config() -> proptest::test_runner::Config {

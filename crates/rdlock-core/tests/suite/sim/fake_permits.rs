@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use rdlock_core::{Reply, ServerError};
 
-use super::{Effects, Entry, Fake, Grant, MS, QUEUE_TYPE, R, Value, fail, int, ms_arg, nth, parse_ms};
+use super::{Effects, Entry, Fake, Grant, QUEUE_TYPE, R, Value, fail, int, ms_arg, nth, parse_ms};
 
 const HOLDERS_TYPE: &str = "holder set holds another type of value";
 const SHARES_TYPE: &str = "share table holds another type of value";
@@ -193,10 +193,9 @@ impl Fake {
 
     /// Records a grant for the checker and the replication epoch.
     /// Call before the grantee's entry leaves the queue.
-    fn note_grant(&mut self, keys: &[String], tok: &str, fence: i64, px: i64, handoff: bool, fx: &mut Effects<'_>) {
-        let until = self.now + px as u64 * MS;
+    fn note_grant(&mut self, keys: &[String], tok: &str, fence: i64, handoff: bool, fx: &mut Effects<'_>) {
         let ahead = self.ahead_of(&keys[2], tok);
-        fx.grants.push(Grant { key: keys[0].clone(), token: tok.to_owned(), fence, handoff, until, ahead });
+        fx.grants.push(Grant { key: keys[0].clone(), token: tok.to_owned(), fence, handoff, ahead });
     }
 
     /// `serve(used, cap, mine, claim, now, fence_ttl)`: (used, at_head, served).
@@ -239,7 +238,7 @@ impl Fake {
             self.zadd(&keys[0], now + px, &e.tok);
             self.hset(&keys[3], &e.tok, format!("{w}:{f}"));
             self.hincrby(&keys[3], USED, w);
-            self.note_grant(keys, &e.tok, f, px, true, fx);
+            self.note_grant(keys, &e.tok, f, true, fx);
             self.lpop(&keys[2])?;
             used += w;
         }
@@ -320,7 +319,7 @@ impl Fake {
             self.zadd(&keys[0], now + ttl_ms, token);
             self.hset(&keys[3], token, format!("{weight}:{f}"));
             self.hincrby(&keys[3], USED, weight);
-            self.note_grant(keys, token, f, ttl_ms, false, fx);
+            self.note_grant(keys, token, f, false, fx);
             if at_head {
                 self.lpop(&keys[2])?;
             }

@@ -15,7 +15,7 @@
 //! - `RDLOCK_QSIM_SCENARIOS=N` runs N scenarios per mode (default 300);
 //! - `RDLOCK_QSIM_SEED=S` replays scenario S of every mode, printing its trace.
 
-mod sim;
+use crate::sim;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};

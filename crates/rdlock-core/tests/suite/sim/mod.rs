@@ -2,8 +2,6 @@
 //! replicas and pub/sub, a lossy network, pauses, crashes and restarts, and a checker that
 //! tests the lock's invariants after every step. A scenario is a pure function of its seed.
 //!
-//! Shared by several test binaries, each of which uses only part of it.
-#![allow(dead_code)]
 
 pub mod checker;
 pub mod dice;
@@ -108,7 +106,7 @@ impl fmt::Display for Violation {
         writeln!(f, "seed {} ({:?}): {}", self.seed, self.bug, self.message)?;
         writeln!(
             f,
-            "replay: RDLOCK_SIM_SEED={} cargo test -p rdlock-core --test simulation -- --nocapture",
+            "replay: RDLOCK_SIM_SEED={} cargo test -p rdlock-core --test suite -- simulation:: --nocapture",
             self.seed
         )?;
         let skip = self.trace.len().saturating_sub(5000);

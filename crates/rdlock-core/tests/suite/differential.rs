@@ -11,9 +11,9 @@
 //! nothing expires mid-sequence; `expiry_agrees` covers expiry on purpose, sleeping past it
 //! on the real server while the fake's clock moves by the same amount.
 //!
-//! Replay one sequence: `RDLOCK_DIFF_SEED=17 cargo test -p rdlock-core --test differential`.
+//! Replay one sequence: `RDLOCK_DIFF_SEED=17 cargo test -p rdlock-core --test suite -- differential::`.
 
-mod sim;
+use crate::sim;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -1077,7 +1077,7 @@ fn agree_on_sequences(real: &mut Real<'_>) {
     for &seed in &seeds {
         if let Err(e) = sequence(seed, real, &clock, &mut seen) {
             panic!(
-                "seed {seed}: {e}\nreplay: RDLOCK_DIFF_SEED={seed} cargo test -p rdlock-core --test differential -- --nocapture"
+                "seed {seed}: {e}\nreplay: RDLOCK_DIFF_SEED={seed} cargo test -p rdlock-core --test suite -- differential:: --nocapture"
             );
         }
     }

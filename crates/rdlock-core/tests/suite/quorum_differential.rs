@@ -8,9 +8,9 @@
 //! server's own clock, then compared as "a clock reading". Remaining times compare within
 //! `TOLERANCE_MS`.
 //!
-//! Replay one sequence: `RDLOCK_DIFF_SEED=17 cargo test -p rdlock-core --test quorum_differential`.
+//! Replay one sequence: `RDLOCK_DIFF_SEED=17 cargo test -p rdlock-core --test suite -- quorum_differential::`.
 
-mod sim;
+use crate::sim;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -276,7 +276,7 @@ fn the_quorum_scripts_agree_with_a_real_server() {
     for &seed in &seeds {
         if let Err(e) = sequence(seed, &mut real, start, &mut seen) {
             panic!(
-                "seed {seed}: {e}\nreplay: RDLOCK_DIFF_SEED={seed} cargo test -p rdlock-core --test quorum_differential"
+                "seed {seed}: {e}\nreplay: RDLOCK_DIFF_SEED={seed} cargo test -p rdlock-core --test suite -- quorum_differential::"
             );
         }
     }

@@ -7,7 +7,7 @@
 //! - `RDLOCK_SIM_LOOKALIKE=N` runs N scenarios (default 400) on look-alike keys only;
 //! - `RDLOCK_SIM_VANISH=N` runs N scenarios (default 400) in which waiters vanish while queued.
 
-mod sim;
+use crate::sim;
 
 use std::time::Instant;
 

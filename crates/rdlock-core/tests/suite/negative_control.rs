@@ -1,7 +1,7 @@
 //! The checker can see violations: the same simulation against deliberately broken scripts
 //! must report one within a bounded number of scenarios.
 
-mod sim;
+use crate::sim;
 
 use sim::Bug;
 

@@ -264,8 +264,4 @@ impl Scenario {
     pub fn max_delay(&self) -> u64 {
         self.delay.1.max(self.spike.1)
     }
-
-    pub fn lossy(&self) -> bool {
-        self.req_loss > 0.0 || self.reply_loss > 0.0
-    }
 }

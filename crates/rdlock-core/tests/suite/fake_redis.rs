@@ -1,7 +1,7 @@
 //! The fake server follows the scripts: these pin its behaviour on the cases the
 //! simulation relies on, so that a mistake in the fake does not pass for one in the engine.
 
-mod sim;
+use crate::sim;
 
 use rdlock_core::{LockKeys, Reply, Script};
 
@@ -50,7 +50,7 @@ fn the_fake_follows_the_current_scripts() {
         assert_eq!(
             fingerprint(&code),
             want,
-            "{} changed: make tests/sim/fake.rs follow it, then update FOLLOWED. Its code now:\n{code}",
+            "{} changed: make tests/suite/sim/fake.rs follow it, then update FOLLOWED. Its code now:\n{code}",
             script.name()
         );
     }

@@ -77,8 +77,6 @@ pub struct Grant {
     /// Handed to a queued waiter (on its whole TTL when its inbox heard it, else as a claim
     /// it owns once it confirms), rather than taken by the token's own attempt.
     pub handoff: bool,
-    /// When the key expires unless confirmed or renewed (virtual ns).
-    pub until: u64,
     /// Waiters queued ahead of the grantee when it was granted (FIFO: always 0).
     pub ahead: usize,
 }
@@ -357,19 +355,6 @@ impl Fake {
         Ok(())
     }
 
-    /// `SET key value NX PX ttl GET`: the old value, or nil after setting.
-    fn set_nx_px_get(&mut self, key: &str, value: &str, ttl: &str) -> R<Option<String>> {
-        let ms = parse_ms(ttl)?;
-        if ms <= 0 {
-            return Err(ServerError::new("ERR", "invalid expire time in 'set' command"));
-        }
-        if let Some(old) = self.get(key)? {
-            return Ok(Some(old));
-        }
-        self.set_px(key, value, ttl)?;
-        Ok(None)
-    }
-
     fn pexpire(&mut self, key: &str, ttl: &str) -> R<i64> {
         let ms = parse_ms(ttl)?;
         let now = self.now;
@@ -641,8 +626,7 @@ impl Fake {
         self.set_px(key, tok, px)?;
         let ahead = self.ahead_of(queue, tok);
         self.lpop(queue)?;
-        let until = self.now + parse_ms(px)? as u64 * MS;
-        fx.grants.push(Grant { key: key.to_owned(), token: tok.to_owned(), fence, handoff: true, until, ahead });
+        fx.grants.push(Grant { key: key.to_owned(), token: tok.to_owned(), fence, handoff: true, ahead });
         Ok((fence, announced.filter(|_| heard > 0)))
     }
 
@@ -741,10 +725,7 @@ impl Fake {
                     if who.is_some() {
                         self.lpop(queue)?;
                     }
-                    let until = self.now + parse_ms(ttl)? as u64 * MS;
-                    let grant =
-                        Grant { key: key.to_owned(), token: token.clone(), fence, handoff: false, until, ahead };
-                    fx.grants.push(grant);
+                    fx.grants.push(Grant { key: key.to_owned(), token: token.clone(), fence, handoff: false, ahead });
                     return Ok(granted(fence, fx));
                 }
             }
