@@ -476,6 +476,8 @@ pub fn targets(results: &Results, served: &str, wake: &WakeFloors) -> Vec<Target
             t("S2 hand-off gap p50 ≤ 1.5× raw's".into(), format!("{r:.2}×"), check(r, r <= 1.5));
             gap_floor(&mut t, results, (Scenario::S2, &c), ("notified", crate::adapters::notify_row(a)));
             gap_floor(&mut t, results, (Scenario::S2, &c), ("granting", crate::adapters::grant_row(a)));
+            let scripts = crate::adapters::grant_scripts_row(a);
+            gap_floor(&mut t, results, (Scenario::S2, &c), ("scripts' granting", scripts));
             woken(&mut t, results, Scenario::S2, a, &c, wake);
             let p99 = c.get("gap_p99_us");
             t("S2 hand-off gap p99 ≤ 1 ms".into(), micros(p99), check(p99, p99 <= 1000.0));
@@ -850,6 +852,7 @@ mod tests {
                 ("tokio", vec![gap(150.0), gap(150.0)]),
                 ("blocking", vec![gap(200.0), gap(200.0)]),
                 ("async-std", vec![gap(150.0), gap(150.0)]),
+                ("grant-scripts", vec![gap(120.0), gap(200.0)]),
             ],
         );
         let ratio = |a: &str| cell(&results, Scenario::S2, a).map(|c| c.notify_ratio("gap_p50_us"));
@@ -868,6 +871,13 @@ mod tests {
         let stated =
             rows.iter().find(|t| t.adapter == "tokio" && t.what.starts_with("S2 hand-off gap p50: the notified"));
         assert_eq!(stated.map(|t| t.measured.as_str()), Some("notify 1.50×; 0.50×"));
+        // And the floor of rdlock's own scripts (run by run: 1.2× and 1.0× raw; the adapter
+        // 1.25× and 0.75× of it; the lower of each pair).
+        let scripts = rows
+            .iter()
+            .find(|t| t.adapter == "tokio" && t.what.starts_with("S2 hand-off gap p50: the scripts' granting"));
+        assert_eq!(scripts.map(|t| t.measured.as_str()), Some("grant-scripts 1.00×; 0.75×"));
+        assert!(rows.iter().all(|t| !crate::adapters::is_grant(t.adapter)));
         // And the wake floor of the same invocation, where it was measured.
         let woken =
             |a: &str| rows.iter().find(|t| t.adapter == a && t.what.starts_with("S2 hand-off gap p50: the wake"));

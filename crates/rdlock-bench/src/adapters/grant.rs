@@ -10,6 +10,13 @@
 //! (the fewest hops the redis crate allows) until the message names its token; a 200 ms
 //! fallback reads the key, for a message lost.
 //!
+//! The same client sending rdlock's own acquire and release scripts instead (`grant-scripts`,
+//! and `-async-std`, `-blocking`: [`Checked`]): `EVALSHA` with the arguments rdlock-core's
+//! builders make, the hand-off announced as `token:fence` on the waiter's inbox, a fallback
+//! that sends the wait's next attempt. Its gap against the bare floor's is what rdlock's
+//! scripts cost a hand-off (the fence, the checks, the queue entries); rdlock's gap against
+//! it, what rdlock's client adds (the engine, its pub/sub worker, the release's `PING`).
+//!
 //! S2 only: a client's callers take turns (one waits at a time), as in S2's loop, so that the
 //! waiter can read the connection without a reader task; a second waiter of one client is an
 //! error rather than a slower path.
@@ -18,11 +25,46 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use futures_lite::StreamExt;
+use rdlock_driver::convert;
 
 use super::notify::{BlockingLinks, FALLBACK, Links, next_message, plain, subscribe_on};
+use super::scripts::{self, ScriptsGuard};
 use super::{Locker, Resource, Spec};
 use crate::BoxError;
 use crate::scenario::hold_until;
+
+/// What a granting floor sends: the two scripts of a take and a release, the message that
+/// hands a waiter the lock, and the fallback's check for a message lost.
+pub trait Protocol: Send + Sync + 'static {
+    /// A client's names: its tokens and inboxes.
+    type Ids: Send + Sync + std::fmt::Debug;
+    /// A held lock.
+    type Guard: Send + std::fmt::Debug;
+    /// The commands counted per acquisition.
+    const REQUESTS: &'static [&'static str];
+    fn ids() -> Result<Self::Ids, BoxError>;
+    /// Scripts to cache on the server at connect.
+    fn load() -> Option<redis::Pipeline>;
+    /// The take's call, the inbox its hand-off comes on, and the guard it grants.
+    fn take(ids: &Self::Ids, key: &str, spec: Spec) -> Result<(redis::Cmd, String, Self::Guard), BoxError>;
+    /// Whether the take's (or the check's) reply `value` granted the lock.
+    fn taken(value: redis::Value) -> Result<bool, BoxError>;
+    /// Whether a message on the inbox hands `guard` the lock.
+    fn handed(guard: &Self::Guard, payload: &[u8]) -> bool;
+    /// The fallback's call: its reply says, as the take's, whether the lock is the caller's.
+    fn check(guard: &Self::Guard) -> Result<redis::Cmd, BoxError>;
+    fn release(guard: &Self::Guard) -> Result<redis::Cmd, BoxError>;
+    /// Whether the release's reply `value` says the lock was held.
+    fn released(value: redis::Value) -> Result<bool, BoxError>;
+}
+
+/// The floor's own two scripts (above).
+#[derive(Debug)]
+pub struct Bare;
+
+/// rdlock's scripts, as the engine sends them.
+#[derive(Debug)]
+pub struct Checked;
 
 /// Take, or queue behind the holder (`1`: held; `0`: queued).
 const ACQUIRE: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end \
@@ -37,7 +79,7 @@ const RELEASE: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 en
        redis.call('SET', KEYS[1], token, 'PX', ARGV[2]) redis.call('PUBLISH', inbox, token) return 2 end \
      redis.call('DEL', KEYS[1]) return 1";
 
-/// A held key.
+/// A key held through the bare floor.
 #[derive(Debug)]
 pub struct GrantGuard {
     key: String,
@@ -47,44 +89,101 @@ pub struct GrantGuard {
 
 /// What a client's calls share: its tokens and its inbox channel.
 #[derive(Debug)]
-struct Ids {
+pub struct Ids {
     seed: u64,
     next: AtomicU64,
-}
-
-impl Ids {
-    fn new() -> Result<Self, BoxError> {
-        Ok(Self { seed: getrandom::u64()?, next: AtomicU64::new(0) })
-    }
-
-    fn token(&self) -> String {
-        format!("{:016x}{:016x}", self.seed, self.next.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// The client's inbox for `key`: its hand-offs only.
-    fn inbox(&self, key: &str) -> String {
-        format!("{key}:granted:{:016x}", self.seed)
-    }
 }
 
 fn queue(key: &str) -> String {
     format!("{key}:q")
 }
 
-fn acquire_cmd(key: &str, token: &str, ttl: u64, inbox: &str) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(ACQUIRE).arg(2).arg(key).arg(queue(key)).arg(token).arg(ttl).arg(inbox);
-    cmd
+impl Protocol for Bare {
+    type Ids = Ids;
+    type Guard = GrantGuard;
+    // Its release reads the key by `GET` inside the script: the fallback's own `GET` is rare.
+    const REQUESTS: &'static [&'static str] = &["eval", "subscribe"];
+
+    fn ids() -> Result<Ids, BoxError> {
+        Ok(Ids { seed: getrandom::u64()?, next: AtomicU64::new(0) })
+    }
+
+    fn load() -> Option<redis::Pipeline> {
+        None
+    }
+
+    fn take(ids: &Ids, key: &str, spec: Spec) -> Result<(redis::Cmd, String, GrantGuard), BoxError> {
+        let token = format!("{:016x}{:016x}", ids.seed, ids.next.fetch_add(1, Ordering::Relaxed));
+        // The client's inbox for `key`: its hand-offs only.
+        let inbox = format!("{key}:granted:{:016x}", ids.seed);
+        let ttl = u64::try_from(spec.ttl.as_millis())?;
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(ACQUIRE).arg(2).arg(key).arg(queue(key)).arg(&token).arg(ttl).arg(&inbox);
+        Ok((cmd, inbox, GrantGuard { key: key.to_owned(), token, ttl }))
+    }
+
+    fn taken(value: redis::Value) -> Result<bool, BoxError> {
+        Ok(redis::from_redis_value::<i64>(value)? == 1)
+    }
+
+    fn handed(guard: &GrantGuard, payload: &[u8]) -> bool {
+        payload == guard.token.as_bytes()
+    }
+
+    fn check(guard: &GrantGuard) -> Result<redis::Cmd, BoxError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg("return redis.call('GET', KEYS[1]) == ARGV[1] and 1 or 0").arg(1).arg(&guard.key).arg(&guard.token);
+        Ok(cmd)
+    }
+
+    fn release(guard: &GrantGuard) -> Result<redis::Cmd, BoxError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RELEASE).arg(2).arg(&guard.key).arg(queue(&guard.key)).arg(&guard.token).arg(guard.ttl);
+        Ok(cmd)
+    }
+
+    fn released(value: redis::Value) -> Result<bool, BoxError> {
+        Ok(redis::from_redis_value::<i64>(value)? > 0)
+    }
 }
 
-fn release_cmd(guard: &GrantGuard) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(RELEASE).arg(2).arg(&guard.key).arg(queue(&guard.key)).arg(&guard.token).arg(guard.ttl);
-    cmd
-}
+impl Protocol for Checked {
+    type Ids = scripts::Ids;
+    type Guard = ScriptsGuard;
+    const REQUESTS: &'static [&'static str] = &["evalsha", "eval", "subscribe"];
 
-fn ttl_ms(spec: Spec) -> Result<u64, BoxError> {
-    Ok(u64::try_from(spec.ttl.as_millis())?)
+    fn ids() -> Result<scripts::Ids, BoxError> {
+        scripts::Ids::new()
+    }
+
+    fn load() -> Option<redis::Pipeline> {
+        Some(convert::load_scripts())
+    }
+
+    fn take(ids: &scripts::Ids, key: &str, spec: Spec) -> Result<(redis::Cmd, String, ScriptsGuard), BoxError> {
+        let (cmd, guard) = ids.acquire(key, spec)?;
+        Ok((cmd, guard.inbox(), guard))
+    }
+
+    fn taken(value: redis::Value) -> Result<bool, BoxError> {
+        scripts::holds(value)
+    }
+
+    fn handed(guard: &ScriptsGuard, payload: &[u8]) -> bool {
+        guard.is_handed(payload)
+    }
+
+    fn check(guard: &ScriptsGuard) -> Result<redis::Cmd, BoxError> {
+        scripts::retry(guard)
+    }
+
+    fn release(guard: &ScriptsGuard) -> Result<redis::Cmd, BoxError> {
+        scripts::release(guard)
+    }
+
+    fn released(value: redis::Value) -> Result<bool, BoxError> {
+        scripts::released(value)
+    }
 }
 
 const ONE_WAITER: &str = "the grant baseline lets one caller of a client wait at a time (S2 only)";
@@ -92,36 +191,37 @@ const ONE_WAITER: &str = "the grant baseline lets one caller of a client wait at
 /// One async client on the redis crate (tokio or async-io, whichever it finds): a multiplexed
 /// connection for commands and a pub/sub connection, which the waiting caller reads itself
 /// (one hop from the redis crate's pub/sub task; rdlock's: two, through its pub/sub task).
-pub struct Grant {
+pub struct Grant<P: Protocol = Bare> {
     links: Links,
-    ids: Ids,
+    ids: P::Ids,
 }
 
-impl std::fmt::Debug for Grant {
+impl<P: Protocol> std::fmt::Debug for Grant<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Grant").field("ids", &self.ids).finish_non_exhaustive()
     }
 }
 
-impl Locker for Grant {
-    type Guard = GrantGuard;
-    // Its release reads the key by `GET` inside the script: the fallback's own `GET` is rare.
-    const REQUESTS: &'static [&'static str] = &["eval", "subscribe"];
+impl<P: Protocol> Locker for Grant<P> {
+    type Guard = P::Guard;
+    const REQUESTS: &'static [&'static str] = P::REQUESTS;
     const RENEWS: bool = false;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
-        Ok(Self { links: Links::open(url).await?, ids: Ids::new()? })
+        let links = Links::open(url).await?;
+        if let Some(load) = P::load() {
+            load.query_async::<()>(&mut links.conn.clone()).await?;
+        }
+        Ok(Self { links, ids: P::ids()? })
     }
 
-    async fn lock(&self, key: &str, spec: Spec) -> Result<GrantGuard, BoxError> {
-        let (token, ttl, inbox) = (self.ids.token(), ttl_ms(spec)?, self.ids.inbox(key));
+    async fn lock(&self, key: &str, spec: Spec) -> Result<P::Guard, BoxError> {
+        let (take, inbox, guard) = P::take(&self.ids, key, spec)?;
         // Subscribed before it can be queued: a hand-off is never published unheard.
         self.links.subscribe(&inbox).await?;
         let mut stream = self.links.stream.try_lock().map_err(|_| ONE_WAITER)?;
         let mut conn = self.links.conn.clone();
-        let held: i64 = acquire_cmd(key, &token, ttl, &inbox).query_async(&mut conn).await?;
-        let guard = GrantGuard { key: key.to_owned(), token, ttl };
-        if held == 1 {
+        if P::taken(conn.send_packed_command(&take).await?)? {
             return Ok(guard);
         }
         loop {
@@ -133,12 +233,11 @@ impl Locker for Grant {
             .await;
             match got {
                 // A grant of an earlier wait that the fallback settled is stale.
-                Some(Some(msg)) if msg.get_payload_bytes() == guard.token.as_bytes() => return Ok(guard),
+                Some(Some(msg)) if P::handed(&guard, msg.get_payload_bytes()) => return Ok(guard),
                 Some(Some(_)) => {}
                 Some(None) => return Err("the pub/sub connection closed".into()),
                 None => {
-                    let owner: Option<String> = redis::cmd("GET").arg(key).query_async(&mut conn).await?;
-                    if owner.as_deref() == Some(guard.token.as_str()) {
+                    if P::taken(conn.send_packed_command(&P::check(&guard)?).await?)? {
                         return Ok(guard);
                     }
                 }
@@ -146,17 +245,16 @@ impl Locker for Grant {
         }
     }
 
-    async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<GrantGuard, BoxError> {
+    async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<P::Guard, BoxError> {
         plain(resource)?;
         self.lock(key, spec).await
     }
 
-    async fn release(&self, guard: GrantGuard) -> Result<bool, BoxError> {
-        let n: i64 = release_cmd(&guard).query_async(&mut self.links.conn.clone()).await?;
-        Ok(n > 0)
+    async fn release(&self, guard: P::Guard) -> Result<bool, BoxError> {
+        P::released(self.links.conn.clone().send_packed_command(&P::release(&guard)?).await?)
     }
 
-    fn is_valid(&self, _guard: &GrantGuard) -> bool {
+    fn is_valid(&self, _guard: &P::Guard) -> bool {
         true
     }
 }
@@ -164,42 +262,43 @@ impl Locker for Grant {
 /// The same on plain threads (the redis crate's blocking connections): the waiting thread
 /// blocks in its pub/sub socket's read itself (rdlock-blocking's is woken by its client's
 /// pub/sub thread).
-pub struct GrantBlocking {
+pub struct GrantBlocking<P: Protocol = Bare> {
     links: BlockingLinks,
-    ids: Ids,
+    ids: P::Ids,
 }
 
-impl std::fmt::Debug for GrantBlocking {
+impl<P: Protocol> std::fmt::Debug for GrantBlocking<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrantBlocking").field("ids", &self.ids).finish_non_exhaustive()
     }
 }
 
-impl Locker for GrantBlocking {
-    type Guard = GrantGuard;
-    const REQUESTS: &'static [&'static str] = Grant::REQUESTS;
+impl<P: Protocol> Locker for GrantBlocking<P> {
+    type Guard = P::Guard;
+    const REQUESTS: &'static [&'static str] = P::REQUESTS;
     const RENEWS: bool = false;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
-        Ok(Self { links: BlockingLinks::open(url)?, ids: Ids::new()? })
+        let links = BlockingLinks::open(url)?;
+        if let Some(load) = P::load() {
+            load.query::<()>(&mut *links.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner))?;
+        }
+        Ok(Self { links, ids: P::ids()? })
     }
 
-    async fn lock(&self, key: &str, spec: Spec) -> Result<GrantGuard, BoxError> {
-        let (token, ttl, inbox) = (self.ids.token(), ttl_ms(spec)?, self.ids.inbox(key));
+    async fn lock(&self, key: &str, spec: Spec) -> Result<P::Guard, BoxError> {
+        let (take, inbox, guard) = P::take(&self.ids, key, spec)?;
         let mut ps = self.links.pubsub.try_lock().map_err(|_| ONE_WAITER)?;
         subscribe_on(&mut ps, &inbox)?;
-        let held: i64 = self.links.query(&acquire_cmd(key, &token, ttl, &inbox))?;
-        let guard = GrantGuard { key: key.to_owned(), token, ttl };
-        if held == 1 {
+        if P::taken(self.links.query::<redis::Value>(&take)?)? {
             return Ok(guard);
         }
         loop {
             match next_message(&mut ps.0, FALLBACK)? {
-                Some(payload) if payload == guard.token.as_bytes() => return Ok(guard),
+                Some(payload) if P::handed(&guard, &payload) => return Ok(guard),
                 Some(_) => {}
                 None => {
-                    let owner: Option<String> = self.links.query(redis::cmd("GET").arg(key))?;
-                    if owner.as_deref() == Some(guard.token.as_str()) {
+                    if P::taken(self.links.query::<redis::Value>(&P::check(&guard)?)?)? {
                         return Ok(guard);
                     }
                 }
@@ -207,17 +306,16 @@ impl Locker for GrantBlocking {
         }
     }
 
-    async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<GrantGuard, BoxError> {
+    async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<P::Guard, BoxError> {
         plain(resource)?;
         self.lock(key, spec).await
     }
 
-    async fn release(&self, guard: GrantGuard) -> Result<bool, BoxError> {
-        let n: i64 = self.links.query(&release_cmd(&guard))?;
-        Ok(n > 0)
+    async fn release(&self, guard: P::Guard) -> Result<bool, BoxError> {
+        P::released(self.links.query::<redis::Value>(&P::release(&guard)?)?)
     }
 
-    fn is_valid(&self, _guard: &GrantGuard) -> bool {
+    fn is_valid(&self, _guard: &P::Guard) -> bool {
         true
     }
 }

@@ -207,7 +207,18 @@ pub fn grant_row(adapter: &str) -> Option<&'static str> {
     }
 }
 
-/// Whether `adapter` is a granting baseline's row.
+/// The granting baseline through rdlock's own scripts on the executor of rdlock's adapter
+/// `adapter` (`grant.rs`, `Checked`).
+pub fn grant_scripts_row(adapter: &str) -> Option<&'static str> {
+    match adapter {
+        "tokio" => Some("grant-scripts"),
+        "async-std" => Some("grant-scripts-async-std"),
+        "blocking" => Some("grant-scripts-blocking"),
+        _ => None,
+    }
+}
+
+/// Whether `adapter` is a granting baseline's row (either kind).
 pub fn is_grant(adapter: &str) -> bool {
     adapter.starts_with(GRANT_TOKIO)
 }
@@ -306,6 +317,23 @@ pub const ADAPTERS: &[Adapter] = &[
     Adapter {
         name: "grant-blocking",
         rig: |s, set| scenario::rig::<grant::GrantBlocking, _>(ThreadExec, s, set),
+        only: Some(&[Scenario::S2]),
+    },
+    // The same hand-off through rdlock's own scripts (`grant.rs`, `Checked`): what they cost
+    // a hand-off, and what rdlock's client adds to them.
+    Adapter {
+        name: "grant-scripts",
+        rig: |s, set| scenario::rig::<grant::Grant<grant::Checked>, _>(TokioExec::new()?, s, set),
+        only: Some(&[Scenario::S2]),
+    },
+    Adapter {
+        name: "grant-scripts-async-std",
+        rig: |s, set| scenario::rig::<grant::Grant<grant::Checked>, _>(SmolExec, s, set),
+        only: Some(&[Scenario::S2]),
+    },
+    Adapter {
+        name: "grant-scripts-blocking",
+        rig: |s, set| scenario::rig::<grant::GrantBlocking<grant::Checked>, _>(ThreadExec, s, set),
         only: Some(&[Scenario::S2]),
     },
     // A new adapter: implement `Locker` (see `rdlock.rs`, `blocking.rs`), add an `Exec` if it

@@ -35,7 +35,7 @@ pub struct Scripts<const UNTIMED: bool = false> {
 /// What names a client's locks: the client id an engine would draw (it names the inbox) and
 /// the tokens' seed and counter.
 #[derive(Debug)]
-pub(crate) struct Ids {
+pub struct Ids {
     client: u64,
     seed: u64,
     next: AtomicU64,
@@ -57,19 +57,28 @@ impl Ids {
         // A token of 32 hex digits, as the engine stores it.
         let token = format!("{:016x}{:016x}", self.seed, self.next.fetch_add(1, Ordering::Relaxed));
         let inbox = LockKeys::inbox_suffix(key, self.client);
-        let ttl_ms = u64::try_from(spec.ttl.as_millis())?;
-        let args = AcquireArgs {
-            token: &token,
-            ttl_ms,
-            mode: Mode::First,
-            queue_ttl: QUEUE_TTL,
-            fence_ttl: FENCE_TTL,
-            claim: HANDOFF_CLAIM,
-            inbox: &inbox,
-        };
-        let command = args.command(&LockKeys::new(key)?);
-        Ok((command, ScriptsGuard { key: key.to_owned(), token, inbox, ttl_ms }))
+        let guard = ScriptsGuard { key: key.to_owned(), token, inbox, ttl_ms: u64::try_from(spec.ttl.as_millis())? };
+        Ok((attempt(&guard, Mode::First)?, guard))
     }
+}
+
+/// An attempt of `mode` for `guard`'s lock, as the engine makes it.
+fn attempt(guard: &ScriptsGuard, mode: Mode) -> Result<Command, BoxError> {
+    let args = AcquireArgs {
+        token: &guard.token,
+        ttl_ms: guard.ttl_ms,
+        mode,
+        queue_ttl: QUEUE_TTL,
+        fence_ttl: FENCE_TTL,
+        claim: HANDOFF_CLAIM,
+        inbox: &guard.inbox,
+    };
+    Ok(args.command(&LockKeys::new(&guard.key)?))
+}
+
+/// A later attempt of `guard`'s wait (it confirms a hand-off made to it), as the engine makes it.
+pub(crate) fn retry(guard: &ScriptsGuard) -> Result<redis::Cmd, BoxError> {
+    Ok(convert::command(&attempt(guard, Mode::Retry)?, Eval::Sha))
 }
 
 /// The release script's call for `guard`, as the engine makes it.
@@ -93,6 +102,15 @@ pub(crate) fn granted(value: redis::Value, guard: ScriptsGuard) -> Result<Script
     }
 }
 
+/// Whether an attempt's reply `value` granted the lock (`false`: held by another, queued).
+pub(crate) fn holds(value: redis::Value) -> Result<bool, BoxError> {
+    match AcquireReply::parse(&convert::reply(value)) {
+        Some(AcquireReply::Granted { .. }) => Ok(true),
+        Some(AcquireReply::Held { .. }) => Ok(false),
+        None => Err("the acquire script answered something else".into()),
+    }
+}
+
 /// Whether the release's reply `value` says the lock was still held.
 pub(crate) fn released(value: redis::Value) -> Result<bool, BoxError> {
     Ok(ReleaseReply::parse(rdlock_core::Script::Release, Some(&convert::reply(value)))?.was_held())
@@ -105,6 +123,18 @@ pub struct ScriptsGuard {
     token: String,
     inbox: String,
     ttl_ms: u64,
+}
+
+impl ScriptsGuard {
+    /// The channel its hand-off is announced on.
+    pub(crate) fn inbox(&self) -> String {
+        LockKeys::inbox_of(&self.key, &self.inbox)
+    }
+
+    /// Whether a message on its inbox hands it the lock: `token:fence`.
+    pub(crate) fn is_handed(&self, payload: &[u8]) -> bool {
+        payload.strip_prefix(self.token.as_bytes()).is_some_and(|rest| rest.first() == Some(&b':'))
+    }
 }
 
 impl<const UNTIMED: bool> Locker for Scripts<UNTIMED> {
