@@ -47,6 +47,7 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                     [--adapters raw,scripts,tokio,tokio-by-hand,async-std,blocking,
                                 notify,notify-async-std,notify-blocking,
                                 grant,grant-async-std,grant-blocking,
+                                grant-scripts,grant-scripts-async-std,grant-scripts-blocking,
                                 scripts-smol,scripts-blocking,commands,commands-checked]
                     [--runs N] [--slices N] [--scale N,N,...] [--s4-ttl SECS] [--s4-hold SECS]
                     [--s5-ttl SECS] [--s5-no-renew]
@@ -65,9 +66,10 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
   --adapters    adapters to run (default: all); raw, the baseline, is needed for the ratios;
                 tokio-by-hand (the tokio lock, the counter by GET and SET) runs in S8 and S9 only;
                 notify* (the floor of a notified hand-off: SET NX, a message on release, no
-                lock logic) in S2 and S10 only, one per executor; grant* (the floor of a
-                first-come-first-served hand-off whose message carries the grant, no other lock
-                logic) in S2 only, only when named; scripts (raw's client
+                lock logic) in S2 and S10 only, one per executor; grant, grant-async-std,
+                grant-blocking (the floor of a first-come-first-served hand-off whose message
+                carries the grant, no other lock logic) and grant-scripts* (the same client
+                sending rdlock's own scripts) in S2 only, only when named; scripts (raw's client
                 sending rdlock's two scripts: the server-side floor) in S1, S3, C1, C3;
                 scripts-smol and scripts-blocking (the same on smol, on threads) in S1 and S3,
                 only when named; blocking's × scripts is against scripts-blocking when it ran;

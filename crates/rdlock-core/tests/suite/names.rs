@@ -42,7 +42,12 @@ fn parse(name: &str) -> Option<(&str, &str)> {
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("RDLOCK_PROPTEST_CASES").ok().map_or(2000, |n| n.parse().expect("a number of cases"));
-    ProptestConfig { cases, rng_seed: RngSeed::Fixed(0x6e61_6d65_7332), ..ProptestConfig::default() }
+    ProptestConfig {
+        cases,
+        rng_seed: RngSeed::Fixed(0x6e61_6d65_7332),
+        failure_persistence: crate::saved(),
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {

@@ -661,7 +661,12 @@ fn config() -> ProptestConfig {
         Some(n) => n.parse().expect("RDLOCK_PROPTEST_SEED is `random` or a number"),
     };
     let cases = std::env::var("RDLOCK_PROPTEST_CASES").ok().map_or(1000, |n| n.parse().expect("a number of cases"));
-    ProptestConfig { cases, rng_seed: RngSeed::Fixed(seed), ..ProptestConfig::default() }
+    ProptestConfig {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: crate::saved(),
+        ..ProptestConfig::default()
+    }
 }
 
 /// The seed of CI's fixed cases.

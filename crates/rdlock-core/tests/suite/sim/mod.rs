@@ -1,7 +1,6 @@
 //! A deterministic world for rdlock's engine: virtual time, a fake server with expiry,
 //! replicas and pub/sub, a lossy network, pauses, crashes and restarts, and a checker that
 //! tests the lock's invariants after every step. A scenario is a pure function of its seed.
-//!
 
 pub mod checker;
 pub mod dice;
@@ -106,7 +105,7 @@ impl fmt::Display for Violation {
         writeln!(f, "seed {} ({:?}): {}", self.seed, self.bug, self.message)?;
         writeln!(
             f,
-            "replay: RDLOCK_SIM_SEED={} cargo test -p rdlock-core --test suite -- simulation:: --nocapture",
+            "replay: RDLOCK_SIM_SEED={} cargo test -p rdlock-core --test suite -- simulation:: --skip quorum_ --nocapture",
             self.seed
         )?;
         let skip = self.trace.len().saturating_sub(5000);
