@@ -815,3 +815,12 @@ proptest! {
         e.abandon(id, t);
     }
 }
+
+/// The failures saved beside this file are read, so every run replays them first (moving the
+/// suites into one binary once left them unread: proptest's default looked elsewhere).
+#[test]
+fn the_saved_regressions_are_read() {
+    let saved = crate::saved().expect("failures are saved");
+    let seeds = saved.load_persisted_failures2(Some(file!()));
+    assert!(seeds.len() >= 3, "{} saved failures read beside {}", seeds.len(), file!());
+}
