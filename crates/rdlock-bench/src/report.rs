@@ -478,6 +478,8 @@ pub fn targets(results: &Results, served: &str, wake: &WakeFloors) -> Vec<Target
             gap_floor(&mut t, results, (Scenario::S2, &c), ("granting", crate::adapters::grant_row(a)));
             let scripts = crate::adapters::grant_scripts_row(a);
             gap_floor(&mut t, results, (Scenario::S2, &c), ("scripts' granting", scripts));
+            let relayed = crate::adapters::grant_relay_row(a);
+            gap_floor(&mut t, results, (Scenario::S2, &c), ("relayed scripts' granting", relayed));
             woken(&mut t, results, Scenario::S2, a, &c, wake);
             let p99 = c.get("gap_p99_us");
             t("S2 hand-off gap p99 ≤ 1 ms".into(), micros(p99), check(p99, p99 <= 1000.0));
@@ -853,6 +855,7 @@ mod tests {
                 ("blocking", vec![gap(200.0), gap(200.0)]),
                 ("async-std", vec![gap(150.0), gap(150.0)]),
                 ("grant-scripts", vec![gap(120.0), gap(200.0)]),
+                ("grant-relay-blocking", vec![gap(150.0), gap(250.0)]),
             ],
         );
         let ratio = |a: &str| cell(&results, Scenario::S2, a).map(|c| c.notify_ratio("gap_p50_us"));
@@ -877,6 +880,12 @@ mod tests {
             .iter()
             .find(|t| t.adapter == "tokio" && t.what.starts_with("S2 hand-off gap p50: the scripts' granting"));
         assert_eq!(scripts.map(|t| t.measured.as_str()), Some("grant-scripts 1.00×; 0.75×"));
+        // And with its messages relayed, on the adapter's own executor (1.5× and 1.25× raw; the
+        // adapter 1.33× and 0.80× of it).
+        let relayed =
+            |a: &str| rows.iter().find(|t| t.adapter == a && t.what.starts_with("S2 hand-off gap p50: the relayed"));
+        assert_eq!(relayed("blocking").map(|t| t.measured.as_str()), Some("grant-relay-blocking 1.25×; 0.80×"));
+        assert!(relayed("tokio").is_none());
         assert!(rows.iter().all(|t| !crate::adapters::is_grant(t.adapter)));
         // And the wake floor of the same invocation, where it was measured.
         let woken =

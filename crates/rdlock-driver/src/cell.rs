@@ -151,16 +151,19 @@ impl<D: Side> Cell<D> {
     /// pub/sub worker, and the requests come back to the caller, who sends them.
     pub(crate) fn with_engine<T>(&self, f: impl FnOnce(&mut Shared<D::Waiter>, Instant) -> T) -> (T, Vec<Request>) {
         let now = D::now();
-        let (out, requests, pubsub, wake_timers) = {
+        let (out, drained, settled) = {
             let mut st = self.state();
             let out = f(&mut st, now);
-            let (requests, pubsub, sooner) = st.drain();
+            let drained = st.drain();
             // The timer worker checks both under this mutex before it sleeps, so a wake-up
             // sent after it is released is not lost.
             let settled = self.is_closed() && st.engine.is_empty();
-            (out, requests, pubsub, sooner || settled)
+            (out, drained, settled)
         };
-        if wake_timers {
+        let common::Drained { requests, pubsub, sooner, wakeups } = drained;
+        // First: a waiter woken is a caller answered.
+        wakeups.into_iter().for_each(common::Wakeup::wake);
+        if sooner || settled {
             D::wake_timers(self);
         }
         // Sharded (un)subscriptions go to their nodes' connections, the rest to the pub/sub

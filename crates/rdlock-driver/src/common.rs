@@ -115,9 +115,21 @@ impl Events {
 }
 
 /// How a lock's waiter is woken: a task's waker, or a condition variable a thread sleeps on.
+/// What wakes it is taken out under the state mutex, with the event (so no wake-up is lost),
+/// and used once the mutex is released: a waiter woken under it would find it held, and
+/// wait for it once more (issue #16).
 pub(crate) trait Waiter: Default {
-    /// An event arrived: wake whoever waits for the next one.
-    fn wake(&mut self);
+    /// What wakes this lock's waiter, taken out of it.
+    type Wakeup: Wakeup;
+
+    /// An event arrived: what wakes whoever waits for the next one (`None`: nobody waits).
+    fn wakeup(&mut self) -> Option<Self::Wakeup>;
+}
+
+/// A wake-up taken out of a [`Waiter`], to send once the state mutex is released.
+pub(crate) trait Wakeup {
+    /// Wakes whoever it was taken from.
+    fn wake(self);
 }
 
 /// A lock's slot in a driver: its events, and how its waiter is woken.
@@ -129,11 +141,25 @@ pub(crate) struct Slot<W> {
 }
 
 impl<W: Waiter> Slot<W> {
-    /// Records an event (see [`Events::push`]) and wakes the lock's waiter.
-    pub(crate) fn deliver(&mut self, op: Option<OpId>, event: Event) {
+    /// Records an event (see [`Events::push`]); returns what wakes the lock's waiter, to send
+    /// once the state mutex is released.
+    #[must_use]
+    pub(crate) fn deliver(&mut self, op: Option<OpId>, event: Event) -> Option<W::Wakeup> {
         self.events.push(op, event);
-        self.waiter.wake();
+        self.waiter.wakeup()
     }
+}
+
+/// What an engine's drain leaves to do once the state mutex is released.
+pub(crate) struct Drained<W: Waiter> {
+    /// Requests to send.
+    pub(crate) requests: Vec<Request>,
+    /// (Un)subscriptions for the pub/sub worker.
+    pub(crate) pubsub: Vec<Transmit>,
+    /// The timer must wake sooner than it planned.
+    pub(crate) sooner: bool,
+    /// The waiters of the locks that had events.
+    pub(crate) wakeups: Vec<W::Wakeup>,
 }
 
 /// What a driver keeps behind its one mutex: the engine and each lock's slot.
@@ -202,13 +228,14 @@ impl<W: Waiter> Shared<W> {
         op
     }
 
-    /// Drains the engine after an input: events go to their locks' slots (waking their
-    /// waiters); requests and (un)subscriptions are returned for the caller to send. Also
-    /// says whether the timer must wake sooner than it planned.
-    pub(crate) fn drain(&mut self) -> (Vec<Request>, Vec<Transmit>, bool) {
-        let (requests, pubsub) = drain(&mut self.engine, &mut self.slots, &mut self.meter);
-        let sooner = self.engine.poll_timeout().is_some_and(|n| self.timer_wake.is_none_or(|w| n < w));
-        (requests, pubsub, sooner)
+    /// Drains the engine after an input: events go to their locks' slots; requests,
+    /// (un)subscriptions and the waiters to wake are returned for the caller, who sends and
+    /// wakes them once the mutex is released. Also says whether the timer must wake sooner
+    /// than it planned.
+    pub(crate) fn drain(&mut self) -> Drained<W> {
+        let mut drained = drain(&mut self.engine, &mut self.slots, &mut self.meter);
+        drained.sooner = self.engine.poll_timeout().is_some_and(|n| self.timer_wake.is_none_or(|w| n < w));
+        drained
     }
 }
 
@@ -287,13 +314,10 @@ pub(crate) fn keyspace_flags(reply: redis::RedisResult<Vec<String>>) -> Option<S
     reply.ok().and_then(|v| v.into_iter().nth(1))
 }
 
-fn drain<W: Waiter>(
-    engine: &mut Engine,
-    slots: &mut IdMap<LockId, Slot<W>>,
-    meter: &mut Meter,
-) -> (Vec<Request>, Vec<Transmit>) {
+fn drain<W: Waiter>(engine: &mut Engine, slots: &mut IdMap<LockId, Slot<W>>, meter: &mut Meter) -> Drained<W> {
     let mut requests = Vec::new();
     let mut pubsub = Vec::new();
+    let mut wakeups = Vec::new();
     while let Some(t) = engine.poll_transmit() {
         match t {
             Transmit::Request(r) => requests.push(r),
@@ -319,11 +343,11 @@ fn drain<W: Waiter>(
         }
         if let Some(slot) = slots.get_mut(&lock) {
             meter.event(&mut slot.timing, &event);
-            slot.deliver(op, event);
+            wakeups.extend(slot.deliver(op, event));
         }
     }
     meter.stats(engine.stats());
-    (requests, pubsub)
+    Drained { requests, pubsub, sooner: false, wakeups }
 }
 
 /// How to make an acquisition: a wait whose deadline has already come is one attempt

@@ -200,7 +200,84 @@ impl Protocol for Checked {
     }
 }
 
-const ONE_WAITER: &str = "the grant baseline lets one caller of a client wait at a time (S2 only)";
+pub(super) const ONE_WAITER: &str = "the grant baseline lets one caller of a client wait at a time (S2 only)";
+
+/// A message as a waiter reads it: from the pub/sub connection, or relayed.
+pub(super) trait Payload {
+    fn payload(&self) -> &[u8];
+}
+
+impl Payload for redis::Msg {
+    fn payload(&self) -> &[u8] {
+        self.get_payload_bytes()
+    }
+}
+
+impl Payload for Vec<u8> {
+    fn payload(&self) -> &[u8] {
+        self
+    }
+}
+
+/// Sends the take on `links`; when queued, waits for the message that hands `guard` the lock
+/// among the inbox's `messages` (their end: the link closed), with the fallback's check after
+/// [`FALLBACK`] with none.
+pub(super) async fn take_or_wait<P: Protocol, M: Payload>(
+    links: &Links,
+    take: redis::Cmd,
+    guard: P::Guard,
+    mut messages: impl futures_lite::Stream<Item = M> + Unpin,
+) -> Result<P::Guard, BoxError> {
+    let mut conn = links.conn.clone();
+    if P::taken(conn.send_packed_command(&take).await?)? {
+        return Ok(guard);
+    }
+    loop {
+        let deadline = Instant::now() + FALLBACK;
+        let got = futures_lite::future::or(async { Some(messages.next().await) }, async {
+            hold_until(deadline).await;
+            None
+        })
+        .await;
+        match got {
+            // A grant of an earlier wait that the fallback settled is stale.
+            Some(Some(msg)) if P::handed(&guard, msg.payload()) => return Ok(guard),
+            Some(Some(_)) => {}
+            Some(None) => return Err("the pub/sub link closed".into()),
+            None => {
+                let answer = conn.send_packed_command(&P::check(&guard)?).await?;
+                if P::checked(&guard, answer)? {
+                    return Ok(guard);
+                }
+            }
+        }
+    }
+}
+
+/// The same on threads: `next` reads the inbox's next payload for at most its argument
+/// (`None`: none came).
+pub(super) fn take_or_wait_blocking<P: Protocol>(
+    links: &BlockingLinks,
+    take: &redis::Cmd,
+    guard: P::Guard,
+    mut next: impl FnMut(std::time::Duration) -> Result<Option<Vec<u8>>, BoxError>,
+) -> Result<P::Guard, BoxError> {
+    if P::taken(links.query::<redis::Value>(take)?)? {
+        return Ok(guard);
+    }
+    loop {
+        match next(FALLBACK)? {
+            Some(payload) if P::handed(&guard, &payload) => return Ok(guard),
+            Some(_) => {}
+            None => {
+                let answer = links.query::<redis::Value>(&P::check(&guard)?)?;
+                if P::checked(&guard, answer)? {
+                    return Ok(guard);
+                }
+            }
+        }
+    }
+}
 
 /// One async client on the redis crate (tokio or async-io, whichever it finds): a multiplexed
 /// connection for commands and a pub/sub connection, which the waiting caller reads itself
@@ -234,30 +311,7 @@ impl<P: Protocol> Locker for Grant<P> {
         // Subscribed before it can be queued: a hand-off is never published unheard.
         self.links.subscribe(&inbox).await?;
         let mut stream = self.links.stream.try_lock().map_err(|_| ONE_WAITER)?;
-        let mut conn = self.links.conn.clone();
-        if P::taken(conn.send_packed_command(&take).await?)? {
-            return Ok(guard);
-        }
-        loop {
-            let deadline = Instant::now() + FALLBACK;
-            let got = futures_lite::future::or(async { Some(stream.next().await) }, async {
-                hold_until(deadline).await;
-                None
-            })
-            .await;
-            match got {
-                // A grant of an earlier wait that the fallback settled is stale.
-                Some(Some(msg)) if P::handed(&guard, msg.get_payload_bytes()) => return Ok(guard),
-                Some(Some(_)) => {}
-                Some(None) => return Err("the pub/sub connection closed".into()),
-                None => {
-                    let answer = conn.send_packed_command(&P::check(&guard)?).await?;
-                    if P::checked(&guard, answer)? {
-                        return Ok(guard);
-                    }
-                }
-            }
-        }
+        take_or_wait::<P, _>(&self.links, take, guard, &mut *stream).await
     }
 
     async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<P::Guard, BoxError> {
@@ -305,21 +359,7 @@ impl<P: Protocol> Locker for GrantBlocking<P> {
         let (take, inbox, guard) = P::take(&self.ids, key, spec)?;
         let mut ps = self.links.pubsub.try_lock().map_err(|_| ONE_WAITER)?;
         subscribe_on(&mut ps, &inbox)?;
-        if P::taken(self.links.query::<redis::Value>(&take)?)? {
-            return Ok(guard);
-        }
-        loop {
-            match next_message(&mut ps.0, FALLBACK)? {
-                Some(payload) if P::handed(&guard, &payload) => return Ok(guard),
-                Some(_) => {}
-                None => {
-                    let answer = self.links.query::<redis::Value>(&P::check(&guard)?)?;
-                    if P::checked(&guard, answer)? {
-                        return Ok(guard);
-                    }
-                }
-            }
-        }
+        take_or_wait_blocking::<P>(&self.links, &take, guard, |wait| next_message(&mut ps.0, wait))
     }
 
     async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<P::Guard, BoxError> {

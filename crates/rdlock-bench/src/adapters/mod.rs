@@ -18,6 +18,7 @@ pub mod grant;
 pub mod notify;
 pub mod raw;
 pub mod rdlock;
+pub mod relay;
 pub mod route;
 pub mod scripts;
 pub mod scripts_blocking;
@@ -218,7 +219,18 @@ pub fn grant_scripts_row(adapter: &str) -> Option<&'static str> {
     }
 }
 
-/// Whether `adapter` is a granting baseline's row (either kind).
+/// The scripts' granting baseline with its messages relayed by a reader, on the executor of
+/// rdlock's adapter `adapter` (`relay.rs`).
+pub fn grant_relay_row(adapter: &str) -> Option<&'static str> {
+    match adapter {
+        "tokio" => Some("grant-relay"),
+        "async-std" => Some("grant-relay-async-std"),
+        "blocking" => Some("grant-relay-blocking"),
+        _ => None,
+    }
+}
+
+/// Whether `adapter` is a granting baseline's row (any kind).
 pub fn is_grant(adapter: &str) -> bool {
     adapter.starts_with(GRANT_TOKIO)
 }
@@ -334,6 +346,23 @@ pub const ADAPTERS: &[Adapter] = &[
     Adapter {
         name: "grant-scripts-blocking",
         rig: |s, set| scenario::rig::<grant::GrantBlocking<grant::Checked>, _>(ThreadExec, s, set),
+        only: Some(&[Scenario::S2]),
+    },
+    // The same with the messages relayed by a reader per client, as a client whose waiters
+    // share one pub/sub connection must (`relay.rs`): what the relay's hop costs.
+    Adapter {
+        name: "grant-relay",
+        rig: |s, set| scenario::rig::<relay::GrantRelay, _>(TokioExec::new()?, s, set),
+        only: Some(&[Scenario::S2]),
+    },
+    Adapter {
+        name: "grant-relay-async-std",
+        rig: |s, set| scenario::rig::<relay::GrantRelay, _>(SmolExec, s, set),
+        only: Some(&[Scenario::S2]),
+    },
+    Adapter {
+        name: "grant-relay-blocking",
+        rig: |s, set| scenario::rig::<relay::GrantRelayBlocking, _>(ThreadExec, s, set),
         only: Some(&[Scenario::S2]),
     },
     // A new adapter: implement `Locker` (see `rdlock.rs`, `blocking.rs`), add an `Exec` if it

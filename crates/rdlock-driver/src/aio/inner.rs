@@ -41,9 +41,17 @@ pub(super) struct Wakers {
 }
 
 impl common::Waiter for Wakers {
-    fn wake(&mut self) {
-        let more = self.more.take().map(|m| *m).unwrap_or_default();
-        for w in self.first.take().into_iter().chain(more) {
+    type Wakeup = Self;
+
+    fn wakeup(&mut self) -> Option<Self> {
+        self.first.is_some().then(|| std::mem::take(self))
+    }
+}
+
+impl common::Wakeup for Wakers {
+    fn wake(self) {
+        let more = self.more.map(|m| *m).unwrap_or_default();
+        for w in self.first.into_iter().chain(more) {
             w.wake();
         }
     }
@@ -557,5 +565,35 @@ mod tests {
         let inner = Arc::new(Inner::<Inert>::with_tasks(redis, ClientConfig::default()).expect("a client"));
         let size = std::mem::size_of_val(&inner.run(Vec::new()));
         assert!(size <= 4096, "a request's future takes {size} bytes");
+    }
+
+    /// A task's wake-ups, counted.
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Issue #16: an event wakes the tasks awaiting its lock only when the wake-up taken with
+    /// it is sent, which the drain's caller does once the state mutex is released (a task
+    /// woken under it, on another thread, would find it held); each task once. With no task
+    /// registered, nothing is taken.
+    #[test]
+    fn an_event_wakes_its_tasks_only_once_its_wake_up_is_sent() {
+        use crate::common::{Slot, Wakeup};
+        let tasks = [Arc::new(Count::default()), Arc::new(Count::default())];
+        let woken = || tasks.iter().map(|t| t.0.load(std::sync::atomic::Ordering::Relaxed)).collect::<Vec<_>>();
+        let mut slot = Slot::<Wakers>::default();
+        for t in &tasks {
+            slot.waiter.register(&Waker::from(t.clone()));
+        }
+        let wakeup = slot.deliver(None, Event::Downgraded);
+        assert_eq!(woken(), [0, 0], "woken as the event was delivered");
+        wakeup.expect("a wake-up for the registered tasks").wake();
+        assert_eq!(woken(), [1, 1]);
+        assert!(slot.deliver(None, Event::Downgraded).is_none(), "a wake-up with no task registered");
     }
 }

@@ -126,8 +126,10 @@ pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
             if inner.is_closed() {
                 return;
             }
-            let ping = inner.wants_pubsub_ping();
-            if ping && R::now() >= next_ping {
+            // The clock first: the state mutex is taken when a `PING` is due, not after every
+            // message, when the waiter it woke wants the mutex (issue #16).
+            let now = R::now();
+            if now >= next_ping && inner.wants_pubsub_ping() {
                 // Written after `sent`: every message read after its answer was published
                 // after `sent` (`Engine::handle_pubsub_answer`). The crate's reader puts each
                 // message in the stream before it completes a later answer, so those read
@@ -144,10 +146,10 @@ pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
                 inner.pubsub_answered(sent);
                 continue;
             }
-            // Wakes for the next PING when locks wait; else once a PING period, to look again:
-            // a lock that starts waiting on a channel still subscribed queues nothing that
-            // would signal this task.
-            let wake = if ping { next_ping } else { R::now() + rdlock_core::PUBSUB_PING_EVERY };
+            // Wakes for the next PING, or when none is planned once a PING period, to look
+            // again: a lock that starts waiting on a channel still subscribed queues nothing
+            // that would signal this task.
+            let wake = if next_ping > now { next_ping } else { now + rdlock_core::PUBSUB_PING_EVERY };
             let next = futures_lite::future::or(async { Some(stream.next().await) }, async {
                 futures_lite::future::or(inner.side.pubsub_signal.wait(), R::sleep_until(wake)).await;
                 None

@@ -40,20 +40,31 @@ pub(super) struct Sleepers {
 
 /// Every event of a lock wakes the threads that sleep on it, and only when one does: a
 /// notification with none is a system call that wakes no one, once per request (issue #16).
-/// No wake-up is lost: `wake` runs under the state mutex, after the event is in the slot; a
-/// thread that looked for its event before that, and did not find it, counted itself under
-/// the same mutex and released it only by sleeping on the condition variable (the wait queues
-/// it first), so `wake` sees it counted and notifies it. A thread that looks after finds
-/// the event and never sleeps.
+/// No wake-up is lost: the count is read under the state mutex, after the event is in the
+/// slot; a thread that looked for its event before that, and did not find it, counted itself
+/// under the same mutex and released it only by sleeping on the condition variable (the wait
+/// queues it first), so it is counted, and asleep or about to be when the notification comes
+/// after the mutex is released: a condition variable's waiter queued before a notification
+/// gets it, whenever the notifier took the mutex. A thread that looks after finds the event
+/// and never sleeps.
 impl common::Waiter for Sleepers {
-    fn wake(&mut self) {
-        if self.sleeping > 0 {
-            #[cfg(test)]
-            {
-                self.notified += 1;
-            }
-            self.cond.notify_all();
+    type Wakeup = Arc<Condvar>;
+
+    fn wakeup(&mut self) -> Option<Arc<Condvar>> {
+        if self.sleeping == 0 {
+            return None;
         }
+        #[cfg(test)]
+        {
+            self.notified += 1;
+        }
+        Some(self.cond.clone())
+    }
+}
+
+impl common::Wakeup for Arc<Condvar> {
+    fn wake(self) {
+        self.notify_all();
     }
 }
 
@@ -523,7 +534,13 @@ mod tests {
         let inner = &inner();
         let (id, a, b) = (LockId(1), OpId(1), OpId(2));
         let notified = || inner.state().slots.get(&id).map(|s| s.waiter.notified);
-        let deliver = |op, event| inner.state().slots.get_mut(&id).expect("the slot").deliver(Some(op), event);
+        let deliver = |op, event| {
+            let wakeup = inner.state().slots.get_mut(&id).expect("the slot").deliver(Some(op), event);
+            // Sent once the mutex is released, as the drain's are.
+            if let Some(w) = wakeup {
+                crate::common::Wakeup::wake(w);
+            }
+        };
         let mut slot = Slot::default();
         slot.events.expect(a);
         inner.state().slots.insert(id, slot);

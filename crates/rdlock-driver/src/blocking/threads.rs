@@ -86,6 +86,14 @@ fn session(
     // Messages read while waiting for a confirmation.
     let mut early = VecDeque::new();
     let mut next_ping = Instant::now();
+    // The read timeout the socket has: set again only when it changes (a system call).
+    let mut read_timeout = None;
+    let mut set_read_timeout = |conn: &mut Connection, t: Duration| {
+        if read_timeout == Some(t) {
+            return Ok(());
+        }
+        conn.set_read_timeout(Some(t)).map(|()| read_timeout = Some(t))
+    };
     loop {
         if inner.epoch() != epoch {
             // The primary changed: subscribe there, and have waiters look again.
@@ -94,7 +102,7 @@ fn session(
         // One command for every channel queued meanwhile, each way.
         let (subscribe, unsubscribe) = inner.take_pubsub();
         if !subscribe.is_empty() || !unsubscribe.is_empty() {
-            conn.set_read_timeout(Some(response_timeout))?;
+            set_read_timeout(conn, response_timeout)?;
         }
         if !subscribe.is_empty() {
             let accepted = match command(conn, "SUBSCRIBE", &subscribe, &mut early)? {
@@ -141,12 +149,14 @@ fn session(
         if inner.is_closed() {
             return Ok(());
         }
-        if inner.wants_pubsub_ping() && Instant::now() >= next_ping {
+        // The clock first: the state mutex is taken when a `PING` is due, not after every
+        // message, when the waiter it woke wants the mutex (issue #16).
+        if Instant::now() >= next_ping && inner.wants_pubsub_ping() {
             // Written after `sent`: every message read after its answer was published after
             // `sent` (`Engine::handle_pubsub_answer`); those read before it are handed in first.
             let sent = Instant::now();
             next_ping = sent + rdlock_core::PUBSUB_PING_EVERY;
-            conn.set_read_timeout(Some(response_timeout))?;
+            set_read_timeout(conn, response_timeout)?;
             ping(conn, &mut early)?;
             let msgs: Vec<Msg> = early.drain(..).collect();
             for chunk in msgs.chunks(MESSAGES_AT_ONCE) {
@@ -159,7 +169,7 @@ fn session(
         let msgs: Vec<Msg> = match early.is_empty() {
             false => early.drain(..).collect(),
             true => {
-                conn.set_read_timeout(Some(PUBSUB_POLL))?;
+                set_read_timeout(conn, PUBSUB_POLL)?;
                 match next_message(conn) {
                     Ok(msg) => vec![msg],
                     Err(e) if e.is_timeout() => Vec::new(),
