@@ -48,6 +48,7 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                                 notify,notify-async-std,notify-blocking,
                                 grant,grant-async-std,grant-blocking,
                                 grant-scripts,grant-scripts-async-std,grant-scripts-blocking,
+                                grant-relay,grant-relay-async-std,grant-relay-blocking,
                                 scripts-smol,scripts-blocking,commands,commands-checked]
                     [--runs N] [--slices N] [--scale N,N,...] [--s4-ttl SECS] [--s4-hold SECS]
                     [--s5-ttl SECS] [--s5-no-renew]
@@ -68,8 +69,9 @@ usage: rdlock-bench [--quick] [--scenario S1,...,S10,C1,...,C3,F1,...,F4]
                 notify* (the floor of a notified hand-off: SET NX, a message on release, no
                 lock logic) in S2 and S10 only, one per executor; grant, grant-async-std,
                 grant-blocking (the floor of a first-come-first-served hand-off whose message
-                carries the grant, no other lock logic) and grant-scripts* (the same client
-                sending rdlock's own scripts) in S2 only, only when named; scripts (raw's client
+                carries the grant, no other lock logic), grant-scripts* (the same client
+                sending rdlock's own scripts) and grant-relay* (those with the messages relayed
+                by a reader per client) in S2 only, only when named; scripts (raw's client
                 sending rdlock's two scripts: the server-side floor) in S1, S3, C1, C3;
                 scripts-smol and scripts-blocking (the same on smol, on threads) in S1 and S3,
                 only when named; blocking's × scripts is against scripts-blocking when it ran;
