@@ -147,35 +147,41 @@ impl<D: Side> Cell<D> {
     }
 
     /// Feeds one input to the engine, then drains its outputs in the same critical section:
-    /// events go to their locks' slots (waking their waiters), (un)subscriptions to the
-    /// pub/sub worker, and the requests come back to the caller, who sends them.
+    /// events go to their locks' slots, (un)subscriptions to the pub/sub worker, and the
+    /// requests come back to the caller, who sends them. The waiters of the events are woken
+    /// once the mutex is released.
     pub(crate) fn with_engine<T>(&self, f: impl FnOnce(&mut Shared<D::Waiter>, Instant) -> T) -> (T, Vec<Request>) {
         let now = D::now();
-        let (out, drained, settled) = {
+        let (out, drained, settled, queued) = {
             let mut st = self.state();
             let out = f(&mut st, now);
-            let drained = st.drain();
+            let mut drained = st.drain();
             // The timer worker checks both under this mutex before it sleeps, so a wake-up
             // sent after it is released is not lost.
             let settled = self.is_closed() && st.engine.is_empty();
-            (out, drained, settled)
+            // Sharded (un)subscriptions go to their nodes' connections, the rest to the
+            // pub/sub worker's queue, still under this mutex: the worker keeps the last word
+            // on each channel, so words of two drains must reach it in the engine's order.
+            let (sharded, pubsub): (Vec<_>, Vec<_>) = std::mem::take(&mut drained.pubsub)
+                .into_iter()
+                .partition(|t| matches!(t, Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. }));
+            let queued = !pubsub.is_empty();
+            if queued {
+                self.pubsub().extend(pubsub);
+            }
+            drained.pubsub = sharded;
+            (out, drained, settled, queued)
         };
-        let common::Drained { requests, pubsub, sooner, wakeups } = drained;
+        let common::Drained { requests, pubsub: sharded, sooner, wakeups } = drained;
         // First: a waiter woken is a caller answered.
         wakeups.into_iter().for_each(common::Wakeup::wake);
         if sooner || settled {
             D::wake_timers(self);
         }
-        // Sharded (un)subscriptions go to their nodes' connections, the rest to the pub/sub
-        // worker.
-        let (sharded, pubsub): (Vec<_>, Vec<_>) = pubsub
-            .into_iter()
-            .partition(|t| matches!(t, Transmit::SubscribeShard { .. } | Transmit::UnsubscribeShard { .. }));
         if let (false, Some(topology)) = (sharded.is_empty(), self.cluster.get()) {
             topology.hub.route(topology, sharded);
         }
-        if !pubsub.is_empty() {
-            self.pubsub().extend(pubsub);
+        if queued {
             D::wake_pubsub(self);
         }
         (out, requests)

@@ -151,6 +151,7 @@ impl<W: Waiter> Slot<W> {
 }
 
 /// What an engine's drain leaves to do once the state mutex is released.
+#[must_use]
 pub(crate) struct Drained<W: Waiter> {
     /// Requests to send.
     pub(crate) requests: Vec<Request>,

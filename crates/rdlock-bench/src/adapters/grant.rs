@@ -17,10 +17,15 @@
 //! scripts cost a hand-off (the fence, the checks, the queue entries); rdlock's gap against
 //! it, what rdlock's client adds (the engine, its pub/sub worker, the release's `PING`).
 //!
+//! Either client's waiter reads its inbox as a [`Reading`] says: itself ([`Direct`]), or
+//! through a reader per client (`relay.rs`, the `grant-relay*` rows).
+//!
 //! S2 only: a client's callers take turns (one waits at a time), as in S2's loop, so that the
 //! waiter can read the connection without a reader task; a second waiter of one client is an
 //! error rather than a slower path.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -279,39 +284,107 @@ pub(super) fn take_or_wait_blocking<P: Protocol>(
     }
 }
 
+/// How a client's waiting caller reads its inbox on the async executors: the pub/sub
+/// connection's stream itself ([`Direct`]), or through a reader (`relay.rs`).
+pub trait Reading: Send + Sync + 'static {
+    /// Made at connect, beside the client's links.
+    fn start(links: &Arc<Links>) -> Self;
+    /// Sends the take and, when queued, waits for `guard`'s hand-off (its inbox subscribed).
+    fn take_or_wait<P: Protocol>(
+        &self,
+        links: &Links,
+        take: redis::Cmd,
+        guard: P::Guard,
+    ) -> impl Future<Output = Result<P::Guard, BoxError>> + Send;
+}
+
+/// The same on plain threads.
+pub trait BlockingReading: Send + Sync + 'static {
+    /// Made at connect, for the server at `url`.
+    fn start(url: &str) -> Self;
+    /// Sends the take and, when queued, waits for `guard`'s hand-off on `inbox`.
+    fn take_or_wait<P: Protocol>(
+        &self,
+        links: &BlockingLinks,
+        take: &redis::Cmd,
+        inbox: &str,
+        guard: P::Guard,
+    ) -> Result<P::Guard, BoxError>;
+}
+
+/// The waiting caller reads its client's pub/sub connection itself: one hop from the redis
+/// crate's pub/sub task, or none on threads (it blocks in the socket's read).
+#[derive(Debug)]
+pub struct Direct;
+
+impl Reading for Direct {
+    fn start(_links: &Arc<Links>) -> Self {
+        Self
+    }
+
+    async fn take_or_wait<P: Protocol>(
+        &self,
+        links: &Links,
+        take: redis::Cmd,
+        guard: P::Guard,
+    ) -> Result<P::Guard, BoxError> {
+        let mut stream = links.stream.try_lock().map_err(|_| ONE_WAITER)?;
+        take_or_wait::<P, _>(links, take, guard, &mut *stream).await
+    }
+}
+
+impl BlockingReading for Direct {
+    fn start(_url: &str) -> Self {
+        Self
+    }
+
+    fn take_or_wait<P: Protocol>(
+        &self,
+        links: &BlockingLinks,
+        take: &redis::Cmd,
+        inbox: &str,
+        guard: P::Guard,
+    ) -> Result<P::Guard, BoxError> {
+        let mut ps = links.pubsub.try_lock().map_err(|_| ONE_WAITER)?;
+        subscribe_on(&mut ps, inbox)?;
+        take_or_wait_blocking::<P>(links, take, guard, |wait| next_message(&mut ps.0, wait))
+    }
+}
+
 /// One async client on the redis crate (tokio or async-io, whichever it finds): a multiplexed
-/// connection for commands and a pub/sub connection, which the waiting caller reads itself
-/// (one hop from the redis crate's pub/sub task; rdlock's: two, through its pub/sub task).
-pub struct Grant<P: Protocol = Bare> {
-    links: Links,
+/// connection for commands and a pub/sub connection, which the waiting caller reads as `R`
+/// says (rdlock's: two hops from the redis crate's pub/sub task, through its pub/sub task).
+pub struct Grant<P: Protocol = Bare, R: Reading = Direct> {
+    links: Arc<Links>,
+    reading: R,
     ids: P::Ids,
 }
 
-impl<P: Protocol> std::fmt::Debug for Grant<P> {
+impl<P: Protocol, R: Reading> std::fmt::Debug for Grant<P, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Grant").field("ids", &self.ids).finish_non_exhaustive()
     }
 }
 
-impl<P: Protocol> Locker for Grant<P> {
+impl<P: Protocol, R: Reading> Locker for Grant<P, R> {
     type Guard = P::Guard;
     const REQUESTS: &'static [&'static str] = P::REQUESTS;
     const RENEWS: bool = false;
 
     async fn connect(url: &str) -> Result<Self, BoxError> {
-        let links = Links::open(url).await?;
+        let links = Arc::new(Links::open(url).await?);
         if let Some(load) = P::load() {
             load.query_async::<()>(&mut links.conn.clone()).await?;
         }
-        Ok(Self { links, ids: P::ids()? })
+        let reading = R::start(&links);
+        Ok(Self { links, reading, ids: P::ids()? })
     }
 
     async fn lock(&self, key: &str, spec: Spec) -> Result<P::Guard, BoxError> {
         let (take, inbox, guard) = P::take(&self.ids, key, spec)?;
         // Subscribed before it can be queued: a hand-off is never published unheard.
         self.links.subscribe(&inbox).await?;
-        let mut stream = self.links.stream.try_lock().map_err(|_| ONE_WAITER)?;
-        take_or_wait::<P, _>(&self.links, take, guard, &mut *stream).await
+        self.reading.take_or_wait::<P>(&self.links, take, guard).await
     }
 
     async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<P::Guard, BoxError> {
@@ -328,21 +401,21 @@ impl<P: Protocol> Locker for Grant<P> {
     }
 }
 
-/// The same on plain threads (the redis crate's blocking connections): the waiting thread
-/// blocks in its pub/sub socket's read itself (rdlock-blocking's is woken by its client's
-/// pub/sub thread).
-pub struct GrantBlocking<P: Protocol = Bare> {
+/// The same on plain threads (the redis crate's blocking connections), the inbox read as `R`
+/// says (rdlock-blocking's waiter is woken by its client's pub/sub thread).
+pub struct GrantBlocking<P: Protocol = Bare, R: BlockingReading = Direct> {
     links: BlockingLinks,
+    reading: R,
     ids: P::Ids,
 }
 
-impl<P: Protocol> std::fmt::Debug for GrantBlocking<P> {
+impl<P: Protocol, R: BlockingReading> std::fmt::Debug for GrantBlocking<P, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrantBlocking").field("ids", &self.ids).finish_non_exhaustive()
     }
 }
 
-impl<P: Protocol> Locker for GrantBlocking<P> {
+impl<P: Protocol, R: BlockingReading> Locker for GrantBlocking<P, R> {
     type Guard = P::Guard;
     const REQUESTS: &'static [&'static str] = P::REQUESTS;
     const RENEWS: bool = false;
@@ -352,14 +425,12 @@ impl<P: Protocol> Locker for GrantBlocking<P> {
         if let Some(load) = P::load() {
             load.query::<()>(&mut *links.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner))?;
         }
-        Ok(Self { links, ids: P::ids()? })
+        Ok(Self { links, reading: R::start(url), ids: P::ids()? })
     }
 
     async fn lock(&self, key: &str, spec: Spec) -> Result<P::Guard, BoxError> {
         let (take, inbox, guard) = P::take(&self.ids, key, spec)?;
-        let mut ps = self.links.pubsub.try_lock().map_err(|_| ONE_WAITER)?;
-        subscribe_on(&mut ps, &inbox)?;
-        take_or_wait_blocking::<P>(&self.links, &take, guard, |wait| next_message(&mut ps.0, wait))
+        self.reading.take_or_wait::<P>(&self.links, &take, &inbox, guard)
     }
 
     async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<P::Guard, BoxError> {

@@ -352,17 +352,19 @@ pub const ADAPTERS: &[Adapter] = &[
     // share one pub/sub connection must (`relay.rs`): what the relay's hop costs.
     Adapter {
         name: "grant-relay",
-        rig: |s, set| scenario::rig::<relay::GrantRelay, _>(TokioExec::new()?, s, set),
+        rig: |s, set| scenario::rig::<grant::Grant<grant::Checked, relay::Relayed>, _>(TokioExec::new()?, s, set),
         only: Some(&[Scenario::S2]),
     },
     Adapter {
         name: "grant-relay-async-std",
-        rig: |s, set| scenario::rig::<relay::GrantRelay, _>(SmolExec, s, set),
+        rig: |s, set| scenario::rig::<grant::Grant<grant::Checked, relay::Relayed>, _>(SmolExec, s, set),
         only: Some(&[Scenario::S2]),
     },
     Adapter {
         name: "grant-relay-blocking",
-        rig: |s, set| scenario::rig::<relay::GrantRelayBlocking, _>(ThreadExec, s, set),
+        rig: |s, set| {
+            scenario::rig::<grant::GrantBlocking<grant::Checked, relay::RelayedThreads>, _>(ThreadExec, s, set)
+        },
         only: Some(&[Scenario::S2]),
     },
     // A new adapter: implement `Locker` (see `rdlock.rs`, `blocking.rs`), add an `Exec` if it

@@ -1,34 +1,33 @@
-//! A floor measurement, not a lock: the scripts' granting floor (`grant.rs`, any
-//! [`Protocol`]) with its messages relayed, as a client whose waiters share one pub/sub
-//! connection must (issue #16). One reader per client reads the pub/sub connection and hands
-//! each message to the waiting caller through a channel: a task on the async executors, a
-//! thread on plain threads, as rdlock's pub/sub worker does. Nothing else of rdlock's client:
-//! no engine, no state mutex, no `PING`, no renewal.
+//! A floor measurement, not a lock: the scripts' granting floor (`grant.rs`, with rdlock's
+//! scripts) with its messages relayed, as a client whose waiters share one pub/sub
+//! connection must (issue #16). A reader reads the pub/sub connection and hands each message
+//! to the waiting caller through a channel, as rdlock's pub/sub worker does: a task per client
+//! on the async executors; on plain threads a thread per inbox, each with a connection of its
+//! own (one subscribed before the reader blocks in its read; S2's clients wait on one inbox
+//! each, after their warm-up's). Nothing else of rdlock's client: no engine, no state mutex,
+//! no `PING`, no renewal.
 //!
 //! Its gap against the scripts' granting floor (the waiter reads its own connection) is what
 //! the relay's hop costs a hand-off; rdlock's gap against it, what rdlock's client adds
 //! beyond the hop. rdlock cannot drop the hop: one connection per waiter would break issue
 //! #16's 100,000 waiters through one pub/sub connection.
 //!
-//! S2 only: one caller of a client waits at a time. On threads a reader is handed its
-//! connection subscribed to one inbox, at the inbox's first wait (S2's warm-up and its key:
-//! two per client).
+//! S2 only: one caller of a client waits at a time.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use futures_lite::StreamExt;
+use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::grant::{Checked, ONE_WAITER, Protocol, take_or_wait, take_or_wait_blocking};
-use super::notify::{BlockingLinks, Links, plain, subscribe_on};
-use super::{Locker, Resource, Spec};
+use super::grant::{BlockingReading, ONE_WAITER, Protocol, Reading, take_or_wait, take_or_wait_blocking};
+use super::notify::{BlockingLinks, Links, subscribe_on};
 use crate::BoxError;
 
-/// How often the reader thread looks whether its client is gone.
+/// How often a reader thread looks whether its client is gone.
 const READER_POLL: Duration = Duration::from_millis(200);
 
 /// Runs `future` on the executor the caller runs on: tokio's when inside a tokio runtime,
@@ -40,91 +39,60 @@ fn spawn(future: impl Future<Output = ()> + Send + 'static) {
     }
 }
 
-/// The async floor: the granting floor's connections, the messages read by a reader task.
-pub struct GrantRelay<P: Protocol = Checked> {
-    links: Arc<Links>,
-    relayed: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>,
-    ids: P::Ids,
-}
+/// On the async executors: a reader task per client, and what it relays.
+#[derive(Debug)]
+pub struct Relayed(tokio::sync::Mutex<UnboundedReceiver<Vec<u8>>>);
 
-impl<P: Protocol> std::fmt::Debug for GrantRelay<P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrantRelay").field("ids", &self.ids).finish_non_exhaustive()
-    }
-}
-
-impl<P: Protocol> Locker for GrantRelay<P> {
-    type Guard = P::Guard;
-    const REQUESTS: &'static [&'static str] = P::REQUESTS;
-    const RENEWS: bool = false;
-
-    async fn connect(url: &str) -> Result<Self, BoxError> {
-        let links = Arc::new(Links::open(url).await?);
-        if let Some(load) = P::load() {
-            load.query_async::<()>(&mut links.conn.clone()).await?;
-        }
+impl Reading for Relayed {
+    fn start(links: &Arc<Links>) -> Self {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let reader = links.clone();
-        // Ends when the connection closes (the run's server stops) or the client is gone.
+        // Ends when the connection closes (the run's server stops) or the client is gone
+        // (its receiver dropped), and the links with it.
         spawn(async move {
             let mut stream = reader.stream.lock().await;
-            while let Some(msg) = stream.next().await {
-                if tx.send(msg.get_payload_bytes().to_vec()).is_err() {
-                    return;
+            loop {
+                let next = futures_lite::future::or(stream.next(), async {
+                    tx.closed().await;
+                    None
+                });
+                match next.await {
+                    Some(msg) if tx.send(msg.get_payload_bytes().to_vec()).is_ok() => {}
+                    _ => return,
                 }
             }
         });
-        Ok(Self { links, relayed: tokio::sync::Mutex::new(rx), ids: P::ids()? })
+        Self(tokio::sync::Mutex::new(rx))
     }
 
-    async fn lock(&self, key: &str, spec: Spec) -> Result<P::Guard, BoxError> {
-        let (take, inbox, guard) = P::take(&self.ids, key, spec)?;
-        // Subscribed before it can be queued: a hand-off is never published unheard.
-        self.links.subscribe(&inbox).await?;
-        let mut relayed = self.relayed.try_lock().map_err(|_| ONE_WAITER)?;
+    async fn take_or_wait<P: Protocol>(
+        &self,
+        links: &Links,
+        take: redis::Cmd,
+        guard: P::Guard,
+    ) -> Result<P::Guard, BoxError> {
+        let mut relayed = self.0.try_lock().map_err(|_| ONE_WAITER)?;
         let messages = futures_lite::stream::poll_fn(|cx| relayed.poll_recv(cx));
-        take_or_wait::<P, _>(&self.links, take, guard, messages).await
-    }
-
-    async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<P::Guard, BoxError> {
-        plain(resource)?;
-        self.lock(key, spec).await
-    }
-
-    async fn release(&self, guard: P::Guard) -> Result<bool, BoxError> {
-        P::released(self.links.conn.clone().send_packed_command(&P::release(&guard)?).await?)
-    }
-
-    fn is_valid(&self, _guard: &P::Guard) -> bool {
-        true
+        take_or_wait::<P, _>(links, take, guard, messages).await
     }
 }
 
-/// The same on plain threads: a reader thread blocks in the pub/sub socket's read and hands
-/// each message to the waiting thread through a channel.
-pub struct GrantRelayBlocking<P: Protocol = Checked> {
-    links: BlockingLinks,
+/// On plain threads: a reader thread per inbox, and what each relays.
+#[derive(Debug)]
+pub struct RelayedThreads {
     url: String,
-    /// Each inbox's reader: what it relays.
-    relay: Mutex<HashMap<String, mpsc::Receiver<Vec<u8>>>>,
-    /// Set when the client is gone: the reader then ends.
+    readers: Mutex<HashMap<String, mpsc::Receiver<Vec<u8>>>>,
+    /// Set when the client is gone: the readers then end.
     gone: Arc<AtomicBool>,
-    ids: P::Ids,
 }
 
-impl<P: Protocol> std::fmt::Debug for GrantRelayBlocking<P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrantRelayBlocking").field("ids", &self.ids).finish_non_exhaustive()
-    }
-}
-
-impl<P: Protocol> Drop for GrantRelayBlocking<P> {
+impl Drop for RelayedThreads {
     fn drop(&mut self) {
         self.gone.store(true, Ordering::Relaxed);
     }
 }
 
-impl<P: Protocol> GrantRelayBlocking<P> {
+impl RelayedThreads {
     /// A connection subscribed to `inbox`, and a reader thread relaying its messages.
     fn start_reader(&self, inbox: &str) -> Result<mpsc::Receiver<Vec<u8>>, BoxError> {
         let mut ps = (redis::Client::open(self.url.as_str())?.get_connection()?, HashSet::new());
@@ -151,45 +119,28 @@ impl<P: Protocol> GrantRelayBlocking<P> {
     }
 }
 
-impl<P: Protocol> Locker for GrantRelayBlocking<P> {
-    type Guard = P::Guard;
-    const REQUESTS: &'static [&'static str] = P::REQUESTS;
-    const RENEWS: bool = false;
-
-    async fn connect(url: &str) -> Result<Self, BoxError> {
-        let links = BlockingLinks::open(url)?;
-        if let Some(load) = P::load() {
-            load.query::<()>(&mut *links.conn.lock().unwrap_or_else(PoisonError::into_inner))?;
-        }
-        let (relay, gone) = (Mutex::new(HashMap::new()), Arc::new(AtomicBool::new(false)));
-        Ok(Self { links, url: url.to_owned(), relay, gone, ids: P::ids()? })
+impl BlockingReading for RelayedThreads {
+    fn start(url: &str) -> Self {
+        Self { url: url.to_owned(), readers: Mutex::new(HashMap::new()), gone: Arc::new(AtomicBool::new(false)) }
     }
 
-    async fn lock(&self, key: &str, spec: Spec) -> Result<P::Guard, BoxError> {
-        let (take, inbox, guard) = P::take(&self.ids, key, spec)?;
-        let mut relay = self.relay.try_lock().map_err(|_| ONE_WAITER)?;
-        if !relay.contains_key(&inbox) {
-            let rx = self.start_reader(&inbox)?;
-            relay.insert(inbox.clone(), rx);
+    fn take_or_wait<P: Protocol>(
+        &self,
+        links: &BlockingLinks,
+        take: &redis::Cmd,
+        inbox: &str,
+        guard: P::Guard,
+    ) -> Result<P::Guard, BoxError> {
+        let mut readers = self.readers.try_lock().map_err(|_| ONE_WAITER)?;
+        if !readers.contains_key(inbox) {
+            let rx = self.start_reader(inbox)?;
+            readers.insert(inbox.to_owned(), rx);
         }
-        let relayed = &relay[&inbox];
-        take_or_wait_blocking::<P>(&self.links, &take, guard, |wait| match relayed.recv_timeout(wait) {
+        let relayed = &readers[inbox];
+        take_or_wait_blocking::<P>(links, take, guard, |wait| match relayed.recv_timeout(wait) {
             Ok(payload) => Ok(Some(payload)),
             Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err("the relay ended".into()),
         })
-    }
-
-    async fn acquire(&self, key: &str, resource: Resource, spec: Spec) -> Result<P::Guard, BoxError> {
-        plain(resource)?;
-        self.lock(key, spec).await
-    }
-
-    async fn release(&self, guard: P::Guard) -> Result<bool, BoxError> {
-        P::released(self.links.query::<redis::Value>(&P::release(&guard)?)?)
-    }
-
-    fn is_valid(&self, _guard: &P::Guard) -> bool {
-        true
     }
 }

@@ -44,7 +44,7 @@ impl common::Waiter for Wakers {
     type Wakeup = Self;
 
     fn wakeup(&mut self) -> Option<Self> {
-        self.first.is_some().then(|| std::mem::take(self))
+        (self.first.is_some() || self.more.is_some()).then(|| std::mem::take(self))
     }
 }
 

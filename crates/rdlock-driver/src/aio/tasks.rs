@@ -126,8 +126,8 @@ pub(super) async fn pubsub<R: Runtime>(inner: Arc<Inner<R>>) {
             if inner.is_closed() {
                 return;
             }
-            // The clock first: the state mutex is taken when a `PING` is due, not after every
-            // message, when the waiter it woke wants the mutex (issue #16).
+            // The clock first: while locks wait, the state mutex is taken when a `PING` is due,
+            // not after every message, when the waiter it woke wants the mutex (issue #16).
             let now = R::now();
             if now >= next_ping && inner.wants_pubsub_ping() {
                 // Written after `sent`: every message read after its answer was published

@@ -31,7 +31,7 @@ const MIN_WAIT: Duration = Duration::from_millis(10);
 pub(super) struct Sleepers {
     cond: Arc<Condvar>,
     /// Counted by each thread before it sleeps and uncounted once awake, both under the
-    /// state mutex: the events, and so every `wake`, are behind that mutex too.
+    /// state mutex: the events, and so every read of the count, are behind that mutex too.
     sleeping: usize,
     /// Notifications sent, for the tests to see that none is sent when nobody sleeps.
     #[cfg(test)]

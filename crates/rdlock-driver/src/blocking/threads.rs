@@ -149,8 +149,8 @@ fn session(
         if inner.is_closed() {
             return Ok(());
         }
-        // The clock first: the state mutex is taken when a `PING` is due, not after every
-        // message, when the waiter it woke wants the mutex (issue #16).
+        // The clock first: while locks wait, the state mutex is taken when a `PING` is due,
+        // not after every message, when the waiter it woke wants the mutex (issue #16).
         if Instant::now() >= next_ping && inner.wants_pubsub_ping() {
             // Written after `sent`: every message read after its answer was published after
             // `sent` (`Engine::handle_pubsub_answer`); those read before it are handed in first.
